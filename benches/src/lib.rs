@@ -1,0 +1,1 @@
+//! tunterm benches: criterion micro-benchmarks (benches/) and, later, the lab throughput harness.

@@ -1,0 +1,4 @@
+//! Everything that owns a file descriptor: sockets, AF_PACKET, TAP.
+
+pub mod afpacket;
+pub mod tap;

@@ -1,0 +1,5 @@
+//! Protocol state machines (sans-IO): every entry point takes `now` and
+//! bytes, and returns what to send and when to be called again.
+
+pub mod bridge;
+pub mod l2tp;

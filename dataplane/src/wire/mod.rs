@@ -1,0 +1,4 @@
+//! Packet views and builders, one module per protocol. No I/O, no clock.
+
+pub mod ether;
+pub mod l2tp;
