@@ -1,0 +1,867 @@
+//! One control connection and the sessions it carries: the RFC 3931 state
+//! machines for both the initiator (AP) and the responder (edge) role.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::endpoint::{
+    CloseReason, DataSession, EndpointConfig, EndpointCounters, Event, Rng, SessionRequest,
+};
+use super::reliable::{Channel, Received};
+use crate::wire::l2tp::{
+    Avp, ControlHeader, ControlMessage, ControlPacket, Cookie, MessageType, cdn, error_code, pw,
+    stopccn,
+};
+
+/// State of a control connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnState {
+    /// Nothing sent or received yet.
+    Idle,
+    /// Initiator: SCCRQ sent, waiting for SCCRP.
+    WaitCtrlReply,
+    /// Responder: SCCRP sent, waiting for SCCCN.
+    WaitCtrlConn,
+    /// Up: sessions may be set up.
+    Established,
+    /// StopCCN sent, waiting for its acknowledgement.
+    Closing,
+    /// Gone; kept a little while only to acknowledge retransmissions.
+    Closed,
+}
+
+/// State of a session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionState {
+    /// Initiator: ICRQ sent, waiting for ICRP.
+    WaitReply,
+    /// Responder: ICRP sent, waiting for ICCN.
+    WaitConnect,
+    /// Up: data flows.
+    Established,
+}
+
+impl SessionState {
+    /// Name used in stats.
+    pub fn name(self) -> &'static str {
+        match self {
+            SessionState::WaitReply => "wait-reply",
+            SessionState::WaitConnect => "wait-connect",
+            SessionState::Established => "established",
+        }
+    }
+}
+
+/// What a connection's handlers need from the endpoint.
+pub(super) struct Ctx<'a> {
+    pub now: Instant,
+    pub cfg: &'a EndpointConfig,
+    pub events: &'a mut VecDeque<Event>,
+    pub sessions: &'a mut HashMap<u32, DataSession>,
+    pub rng: &'a mut Rng,
+    pub counters: &'a mut EndpointCounters,
+}
+
+pub(super) struct ControlConn {
+    pub local_ccid: u32,
+    pub peer_ccid: u32,
+    pub peer: SocketAddr,
+    pub initiator: bool,
+    pub state: ConnState,
+    pub chan: Channel,
+    pub peer_host_name: String,
+    pub peer_router_id: u32,
+    pub hello_interval: Duration,
+    pub hello_retries: u32,
+    pub profile: Option<usize>,
+    pub sessions: Vec<u32>,
+    pub pending: Vec<SessionRequest>,
+    pub last_rx: Instant,
+    pub established_at: Option<Instant>,
+    pub hello_at: Instant,
+    pub linger_until: Option<Instant>,
+    pub rx_packets: u64,
+    pub wake: Option<Instant>,
+    next_serial: u32,
+}
+
+impl ControlConn {
+    pub fn new(
+        ctx: &Ctx<'_>,
+        local_ccid: u32,
+        peer_ccid: u32,
+        peer: SocketAddr,
+        initiator: bool,
+    ) -> Self {
+        let cfg = ctx.cfg;
+        ControlConn {
+            local_ccid,
+            peer_ccid,
+            peer,
+            initiator,
+            state: ConnState::Idle,
+            chan: Channel::new(cfg.transport, cfg.retransmit, cfg.rx_window, peer_ccid),
+            peer_host_name: String::new(),
+            peer_router_id: 0,
+            hello_interval: cfg.hello_interval,
+            hello_retries: cfg.hello_retries,
+            profile: None,
+            sessions: Vec::new(),
+            pending: Vec::new(),
+            last_rx: ctx.now,
+            established_at: None,
+            hello_at: ctx.now + cfg.hello_interval,
+            linger_until: None,
+            rx_packets: 0,
+            wake: None,
+            next_serial: 1,
+        }
+    }
+
+    /// The Mist stats name of the state.
+    pub fn mist_state(&self) -> &'static str {
+        match self.state {
+            ConnState::Idle | ConnState::Closing | ConnState::Closed => "idle",
+            ConnState::WaitCtrlReply => "wait-ctrl-reply",
+            ConnState::WaitCtrlConn => "wait-ctrl-conn",
+            ConnState::Established if self.sessions.is_empty() => "established",
+            ConnState::Established => "established_with_sessions",
+        }
+    }
+
+    pub fn is_gone(&self, now: Instant) -> bool {
+        self.state == ConnState::Closed && self.linger_until.is_none_or(|t| now >= t)
+    }
+
+    fn dead_at(&self) -> Instant {
+        self.last_rx + self.hello_interval * self.hello_retries
+    }
+
+    pub fn next_wake(&self) -> Option<Instant> {
+        let mut wake = self.chan.poll_timeout();
+        let mut merge = |t: Instant| wake = Some(wake.map_or(t, |w| w.min(t)));
+        match self.state {
+            ConnState::Established => {
+                merge(self.hello_at);
+                merge(self.dead_at());
+            }
+            ConnState::Closed => {
+                if let Some(t) = self.linger_until {
+                    merge(t)
+                }
+            }
+            _ => {}
+        }
+        wake
+    }
+
+    fn send(&mut self, ctx: &Ctx<'_>, msg_type: MessageType, avps: Vec<Avp>) {
+        let msg = ControlMessage { msg_type, avps };
+        let mut packet = Vec::with_capacity(128);
+        let header = ControlHeader {
+            ccid: 0,
+            ns: 0,
+            nr: 0,
+        };
+        msg.emit(ctx.cfg.transport, header, &mut packet);
+        self.chan.queue_message(packet);
+    }
+
+    fn sccrx_avps(&self, ctx: &Ctx<'_>) -> Vec<Avp> {
+        vec![
+            Avp::HostName(ctx.cfg.host_name.as_bytes().to_vec()),
+            Avp::RouterId(ctx.cfg.router_id),
+            Avp::AssignedCcid(self.local_ccid),
+            Avp::PwCapabilities(vec![pw::ETHERNET, pw::ETHERNET_VLAN]),
+            Avp::ReceiveWindowSize(self.chan.rx_window()),
+            Avp::VendorName(b"tunterm".to_vec()),
+        ]
+    }
+
+    /// Initiator: send the SCCRQ.
+    pub fn start(&mut self, ctx: &Ctx<'_>) {
+        let avps = self.sccrx_avps(ctx);
+        self.send(ctx, MessageType::Sccrq, avps);
+        self.state = ConnState::WaitCtrlReply;
+    }
+
+    /// A control packet addressed to this connection (already matched by
+    /// CCID and source). `msg` is `None` for a ZLB.
+    pub fn on_packet(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        packet: &ControlPacket<'_>,
+        msg: Option<ControlMessage>,
+        raw: &[u8],
+    ) {
+        self.rx_packets += 1;
+        self.last_rx = ctx.now;
+        if self.state == ConnState::Established {
+            self.hello_at = ctx.now + self.hello_interval;
+        }
+        self.chan.on_ack(ctx.now, packet.header.nr);
+        let Some(msg) = msg else {
+            self.after_ack(ctx);
+            return;
+        };
+        if msg.msg_type == MessageType::Ack {
+            // Explicit ACK: its Nr was all it had to say.
+            self.after_ack(ctx);
+            return;
+        }
+        match self.chan.on_message(packet.header.ns, raw) {
+            Received::InOrder => {
+                self.dispatch(ctx, msg);
+                while let Some(buffered) = self.chan.take_buffered() {
+                    if let Some(m) = reparse(ctx.cfg, &buffered) {
+                        self.dispatch(ctx, m);
+                    }
+                }
+            }
+            Received::Duplicate => ctx.counters.control_duplicates += 1,
+            Received::Buffered => ctx.counters.control_reordered += 1,
+            Received::OutOfWindow => ctx.counters.control_out_of_window += 1,
+        }
+        self.after_ack(ctx);
+    }
+
+    fn after_ack(&mut self, ctx: &mut Ctx<'_>) {
+        if self.state == ConnState::Closing && self.chan.all_acked() {
+            self.state = ConnState::Closed;
+            self.linger_until = Some(ctx.now + ctx.cfg.retransmit.rto_max);
+        }
+    }
+
+    pub fn on_timeout(&mut self, ctx: &mut Ctx<'_>) {
+        let now = ctx.now;
+        self.chan.handle_timeout(now);
+        if self.chan.failed() {
+            match self.state {
+                ConnState::Closing | ConnState::Closed => {
+                    self.state = ConnState::Closed;
+                    self.linger_until = Some(now);
+                }
+                _ => self.close(ctx, CloseReason::RetransmitTimeout, None),
+            }
+            return;
+        }
+        if self.state == ConnState::Established {
+            if now >= self.dead_at() {
+                self.close(ctx, CloseReason::HelloTimeout, None);
+                return;
+            }
+            if now >= self.hello_at {
+                if self.chan.all_acked() {
+                    self.send(ctx, MessageType::Hello, vec![]);
+                    ctx.counters.hellos_sent += 1;
+                }
+                self.hello_at = now + self.hello_interval;
+            }
+        }
+    }
+
+    /// Close the connection. With `stop`, a StopCCN (result, error, message)
+    /// is delivered reliably first.
+    pub fn close(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        reason: CloseReason,
+        stop: Option<(u16, u16, &str)>,
+    ) {
+        if matches!(self.state, ConnState::Closing | ConnState::Closed) {
+            return;
+        }
+        for sid in std::mem::take(&mut self.sessions) {
+            if let Some(s) = ctx.sessions.remove(&sid)
+                && s.state == SessionState::Established
+            {
+                ctx.events.push_back(Event::SessionDown {
+                    ccid: self.local_ccid,
+                    session_id: sid,
+                    reason: reason.clone(),
+                });
+            }
+        }
+        self.pending.clear();
+        ctx.events.push_back(Event::TunnelDown {
+            ccid: self.local_ccid,
+            peer: self.peer,
+            was_up: self.established_at.is_some(),
+            reason,
+        });
+        match stop {
+            Some((result, error, message)) => {
+                let avps = vec![
+                    Avp::AssignedCcid(self.local_ccid),
+                    result_code(result, error, message),
+                ];
+                self.send(ctx, MessageType::StopCcn, avps);
+                self.chan.retry_cap = true;
+                self.state = ConnState::Closing;
+            }
+            None => {
+                self.state = ConnState::Closed;
+                self.linger_until = Some(ctx.now + ctx.cfg.retransmit.rto_max);
+            }
+        }
+    }
+
+    fn fsm_error(&mut self, ctx: &mut Ctx<'_>, what: MessageType) {
+        ctx.counters.protocol_errors += 1;
+        let text = format!("unexpected {what} in state {:?}", self.state);
+        self.close(
+            ctx,
+            CloseReason::ProtocolError(text.clone()),
+            Some((stopccn::FSM_ERROR, error_code::NONE, &text)),
+        );
+    }
+
+    fn dispatch(&mut self, ctx: &mut Ctx<'_>, msg: ControlMessage) {
+        if matches!(self.state, ConnState::Closing | ConnState::Closed) {
+            return;
+        }
+        let is_session_msg = matches!(
+            msg.msg_type,
+            MessageType::Icrq | MessageType::Icrp | MessageType::Iccn | MessageType::Cdn
+        );
+        if let Some((vendor, attr)) = msg.unknown_mandatory() {
+            ctx.counters.unknown_mandatory_avps += 1;
+            let text = format!("unknown mandatory AVP vendor {vendor} type {attr}");
+            if is_session_msg && self.state == ConnState::Established {
+                let peer_sid = msg.get(local_session_id).unwrap_or(0);
+                let ours = msg.get(remote_session_id).unwrap_or(0);
+                self.session_reject(
+                    ctx,
+                    ours,
+                    peer_sid,
+                    cdn::GENERAL_ERROR,
+                    error_code::UNKNOWN_MANDATORY_AVP,
+                    &text,
+                );
+            } else {
+                self.close(
+                    ctx,
+                    CloseReason::ProtocolError(text.clone()),
+                    Some((
+                        stopccn::GENERAL_ERROR,
+                        error_code::UNKNOWN_MANDATORY_AVP,
+                        &text,
+                    )),
+                );
+            }
+            return;
+        }
+        match (msg.msg_type, self.state) {
+            (MessageType::Sccrq, ConnState::Idle) if !self.initiator => self.on_sccrq(ctx, &msg),
+            (MessageType::Sccrp, ConnState::WaitCtrlReply) => self.on_sccrp(ctx, &msg),
+            (MessageType::Scccn, ConnState::WaitCtrlConn) => self.become_established(ctx),
+            (MessageType::StopCcn, _) => {
+                let (result, error, message) = msg
+                    .get(|a| match a {
+                        Avp::ResultCode {
+                            result,
+                            error,
+                            message,
+                        } => Some((*result, *error, message.clone())),
+                        _ => None,
+                    })
+                    .unwrap_or((0, None, None));
+                self.close(
+                    ctx,
+                    CloseReason::PeerStopCcn {
+                        result,
+                        error,
+                        message,
+                    },
+                    None,
+                );
+            }
+            (MessageType::Hello, _) => {}
+            (MessageType::Wen | MessageType::Sli, ConnState::Established) => {}
+            (MessageType::Icrq, ConnState::Established) => self.on_icrq(ctx, &msg),
+            (MessageType::Icrp, ConnState::Established) => self.on_icrp(ctx, &msg),
+            (MessageType::Iccn, ConnState::Established) => self.on_iccn(ctx, &msg),
+            (MessageType::Cdn, ConnState::Established) => self.on_cdn(ctx, &msg),
+            (t, _) => self.fsm_error(ctx, t),
+        }
+    }
+
+    fn missing(&mut self, ctx: &mut Ctx<'_>, what: &str) {
+        ctx.counters.protocol_errors += 1;
+        let text = format!("missing mandatory AVP {what}");
+        self.close(
+            ctx,
+            CloseReason::ProtocolError(text.clone()),
+            Some((stopccn::GENERAL_ERROR, error_code::BAD_VALUE, &text)),
+        );
+    }
+
+    fn learn_peer(&mut self, ctx: &mut Ctx<'_>, msg: &ControlMessage) -> bool {
+        let Some(host) = msg.get(|a| match a {
+            Avp::HostName(h) => Some(String::from_utf8_lossy(h).into_owned()),
+            _ => None,
+        }) else {
+            self.missing(ctx, "Host Name");
+            return false;
+        };
+        let Some(router_id) = msg.get(|a| match a {
+            Avp::RouterId(r) => Some(*r),
+            _ => None,
+        }) else {
+            self.missing(ctx, "Router ID");
+            return false;
+        };
+        let Some(ccid) = msg.get(|a| match a {
+            Avp::AssignedCcid(c) => Some(*c),
+            _ => None,
+        }) else {
+            self.missing(ctx, "Assigned Control Connection ID");
+            return false;
+        };
+        let Some(caps) = msg.get(|a| match a {
+            Avp::PwCapabilities(c) => Some(c.clone()),
+            _ => None,
+        }) else {
+            self.missing(ctx, "Pseudowire Capabilities List");
+            return false;
+        };
+        if !caps
+            .iter()
+            .any(|&t| t == pw::ETHERNET || t == pw::ETHERNET_VLAN)
+        {
+            ctx.counters.protocol_errors += 1;
+            let text = "no Ethernet pseudowire type in common";
+            self.close(
+                ctx,
+                CloseReason::ProtocolError(text.into()),
+                Some((stopccn::GENERAL_ERROR, error_code::BAD_VALUE, text)),
+            );
+            return false;
+        }
+        if let Some(w) = msg.get(|a| match a {
+            Avp::ReceiveWindowSize(w) => Some(*w),
+            _ => None,
+        }) {
+            self.chan.set_peer_window(w);
+        }
+        self.peer_host_name = host;
+        self.peer_router_id = router_id;
+        self.peer_ccid = ccid;
+        self.chan.set_peer_ccid(ccid);
+        true
+    }
+
+    fn on_sccrq(&mut self, ctx: &mut Ctx<'_>, msg: &ControlMessage) {
+        if !self.learn_peer(ctx, msg) {
+            return;
+        }
+        let avps = self.sccrx_avps(ctx);
+        self.send(ctx, MessageType::Sccrp, avps);
+        self.state = ConnState::WaitCtrlConn;
+    }
+
+    fn on_sccrp(&mut self, ctx: &mut Ctx<'_>, msg: &ControlMessage) {
+        if !self.learn_peer(ctx, msg) {
+            return;
+        }
+        self.send(ctx, MessageType::Scccn, vec![]);
+        self.become_established(ctx);
+        for req in std::mem::take(&mut self.pending) {
+            self.send_icrq(ctx, req);
+        }
+    }
+
+    fn become_established(&mut self, ctx: &mut Ctx<'_>) {
+        self.state = ConnState::Established;
+        self.established_at = Some(ctx.now);
+        self.hello_at = ctx.now + self.hello_interval;
+        // From here on liveness is hello_interval × hello_retries, not the
+        // setup retry cap.
+        self.chan.retry_cap = false;
+        self.chan
+            .set_rto_max(ctx.cfg.retransmit.rto_max.min(self.hello_interval));
+        ctx.events.push_back(Event::TunnelUp {
+            ccid: self.local_ccid,
+            peer: self.peer,
+            host_name: self.peer_host_name.clone(),
+        });
+    }
+
+    fn alloc_session(&mut self, ctx: &mut Ctx<'_>) -> u32 {
+        loop {
+            let sid = ctx.rng.next_u32();
+            if sid != 0 && !ctx.sessions.contains_key(&sid) {
+                return sid;
+            }
+        }
+    }
+
+    fn new_cookie(ctx: &mut Ctx<'_>) -> Cookie {
+        let bytes = ctx.rng.next_u64().to_be_bytes();
+        Cookie::new(&bytes[..ctx.cfg.cookie_len]).unwrap_or_default()
+    }
+
+    /// Initiator: ask for a session (queued until the connection is up).
+    pub fn open_session(&mut self, ctx: &mut Ctx<'_>, req: SessionRequest) {
+        match self.state {
+            ConnState::Established => self.send_icrq(ctx, req),
+            ConnState::Idle | ConnState::WaitCtrlReply | ConnState::WaitCtrlConn => {
+                self.pending.push(req)
+            }
+            ConnState::Closing | ConnState::Closed => {}
+        }
+    }
+
+    fn send_icrq(&mut self, ctx: &mut Ctx<'_>, req: SessionRequest) {
+        let sid = self.alloc_session(ctx);
+        let cookie_rx = Self::new_cookie(ctx);
+        let serial = self.next_serial;
+        self.next_serial = self.next_serial.wrapping_add(1);
+        let mut avps = vec![
+            Avp::LocalSessionId(sid),
+            Avp::RemoteSessionId(0),
+            Avp::SerialNumber(serial),
+            Avp::PwType(req.pw_type),
+            Avp::RemoteEndId(req.remote_end_id.as_bytes().to_vec()),
+            Avp::CircuitStatus {
+                active: true,
+                new: true,
+            },
+        ];
+        if !cookie_rx.is_empty() {
+            avps.push(Avp::AssignedCookie(cookie_rx));
+        }
+        self.send(ctx, MessageType::Icrq, avps);
+        ctx.sessions.insert(
+            sid,
+            DataSession {
+                local_sid: sid,
+                remote_sid: 0,
+                ccid: self.local_ccid,
+                peer: self.peer,
+                transport: ctx.cfg.transport,
+                cookie_rx,
+                cookie_tx: Cookie::NONE,
+                pw_type: req.pw_type,
+                profile: None,
+                remote_end_id: req.remote_end_id,
+                state: SessionState::WaitReply,
+            },
+        );
+        self.sessions.push(sid);
+    }
+
+    fn session_reject(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        our_sid: u32,
+        peer_sid: u32,
+        result: u16,
+        error: u16,
+        text: &str,
+    ) {
+        ctx.counters.sessions_refused += 1;
+        self.send(
+            ctx,
+            MessageType::Cdn,
+            vec![
+                result_code(result, error, text),
+                Avp::LocalSessionId(our_sid),
+                Avp::RemoteSessionId(peer_sid),
+            ],
+        );
+        if our_sid != 0 {
+            self.drop_session(ctx, our_sid, CloseReason::ProtocolError(text.into()));
+        }
+    }
+
+    fn drop_session(&mut self, ctx: &mut Ctx<'_>, sid: u32, reason: CloseReason) {
+        self.sessions.retain(|&s| s != sid);
+        if let Some(s) = ctx.sessions.remove(&sid)
+            && s.state == SessionState::Established
+        {
+            ctx.events.push_back(Event::SessionDown {
+                ccid: self.local_ccid,
+                session_id: sid,
+                reason,
+            });
+        }
+    }
+
+    fn on_icrq(&mut self, ctx: &mut Ctx<'_>, msg: &ControlMessage) {
+        let Some(peer_sid) = msg.get(local_session_id).filter(|&s| s != 0) else {
+            ctx.counters.protocol_errors += 1;
+            return self.session_reject(
+                ctx,
+                0,
+                0,
+                cdn::GENERAL_ERROR,
+                error_code::INVALID_SESSION_ID,
+                "missing Local Session ID",
+            );
+        };
+        if self.sessions.iter().any(|s| {
+            ctx.sessions
+                .get(s)
+                .is_some_and(|d| d.remote_sid == peer_sid)
+        }) {
+            // A second ICRQ for a session we already answered.
+            ctx.counters.control_duplicates += 1;
+            return;
+        }
+        let Some(pw_type) = msg.get(|a| match a {
+            Avp::PwType(t) => Some(*t),
+            _ => None,
+        }) else {
+            ctx.counters.protocol_errors += 1;
+            return self.session_reject(
+                ctx,
+                0,
+                peer_sid,
+                cdn::GENERAL_ERROR,
+                error_code::BAD_VALUE,
+                "missing Pseudowire Type",
+            );
+        };
+        if pw_type != pw::ETHERNET && pw_type != pw::ETHERNET_VLAN {
+            return self.session_reject(
+                ctx,
+                0,
+                peer_sid,
+                cdn::PW_TYPE_NOT_SUPPORTED,
+                error_code::NONE,
+                "pseudowire type not supported",
+            );
+        }
+        let remote_end_id = msg
+            .get(|a| match a {
+                Avp::RemoteEndId(r) => Some(String::from_utf8_lossy(r).into_owned()),
+                _ => None,
+            })
+            .unwrap_or_default();
+        let Some(profile) = ctx.cfg.profile_for(&remote_end_id) else {
+            let text = format!("no tunnel named {remote_end_id:?}");
+            return self.session_reject(
+                ctx,
+                0,
+                peer_sid,
+                cdn::GENERAL_ERROR,
+                error_code::BAD_VALUE,
+                &text,
+            );
+        };
+        if self.profile.is_none() {
+            // The first session binds the control connection to its tunnel's
+            // hello settings.
+            self.profile = Some(profile);
+            let p = &ctx.cfg.profiles[profile];
+            self.hello_interval = p.hello_interval;
+            self.hello_retries = p.hello_retries;
+            self.hello_at = ctx.now + self.hello_interval;
+            self.chan
+                .set_rto_max(ctx.cfg.retransmit.rto_max.min(self.hello_interval));
+        }
+        let cookie_tx = msg
+            .get(|a| match a {
+                Avp::AssignedCookie(c) => Some(*c),
+                _ => None,
+            })
+            .unwrap_or_default();
+        let sid = self.alloc_session(ctx);
+        let cookie_rx = Self::new_cookie(ctx);
+        let mut avps = vec![
+            Avp::LocalSessionId(sid),
+            Avp::RemoteSessionId(peer_sid),
+            Avp::CircuitStatus {
+                active: true,
+                new: true,
+            },
+        ];
+        if !cookie_rx.is_empty() {
+            avps.push(Avp::AssignedCookie(cookie_rx));
+        }
+        self.send(ctx, MessageType::Icrp, avps);
+        ctx.sessions.insert(
+            sid,
+            DataSession {
+                local_sid: sid,
+                remote_sid: peer_sid,
+                ccid: self.local_ccid,
+                peer: self.peer,
+                transport: ctx.cfg.transport,
+                cookie_rx,
+                cookie_tx,
+                pw_type,
+                profile: Some(profile),
+                remote_end_id,
+                state: SessionState::WaitConnect,
+            },
+        );
+        self.sessions.push(sid);
+    }
+
+    fn own_session<'s>(
+        &self,
+        sessions: &'s mut HashMap<u32, DataSession>,
+        sid: u32,
+    ) -> Option<&'s mut DataSession> {
+        sessions.get_mut(&sid).filter(|s| s.ccid == self.local_ccid)
+    }
+
+    fn on_icrp(&mut self, ctx: &mut Ctx<'_>, msg: &ControlMessage) {
+        let ours = msg.get(remote_session_id).unwrap_or(0);
+        let peer_sid = msg.get(local_session_id).unwrap_or(0);
+        let cookie_tx = msg
+            .get(|a| match a {
+                Avp::AssignedCookie(c) => Some(*c),
+                _ => None,
+            })
+            .unwrap_or_default();
+        let ccid = self.local_ccid;
+        let Some(s) = self.own_session(ctx.sessions, ours) else {
+            ctx.counters.protocol_errors += 1;
+            return self.session_reject(
+                ctx,
+                0,
+                peer_sid,
+                cdn::GENERAL_ERROR,
+                error_code::INVALID_SESSION_ID,
+                "ICRP for an unknown session",
+            );
+        };
+        if s.state != SessionState::WaitReply || peer_sid == 0 {
+            ctx.counters.protocol_errors += 1;
+            return;
+        }
+        s.remote_sid = peer_sid;
+        s.cookie_tx = cookie_tx;
+        s.state = SessionState::Established;
+        self.send(
+            ctx,
+            MessageType::Iccn,
+            vec![Avp::LocalSessionId(ours), Avp::RemoteSessionId(peer_sid)],
+        );
+        ctx.events.push_back(Event::SessionUp {
+            ccid,
+            session_id: ours,
+        });
+    }
+
+    fn on_iccn(&mut self, ctx: &mut Ctx<'_>, msg: &ControlMessage) {
+        let ours = msg.get(remote_session_id).unwrap_or(0);
+        let ccid = self.local_ccid;
+        match self.own_session(ctx.sessions, ours) {
+            Some(s) if s.state == SessionState::WaitConnect => {
+                s.state = SessionState::Established;
+                ctx.events.push_back(Event::SessionUp {
+                    ccid,
+                    session_id: ours,
+                });
+            }
+            _ => {
+                ctx.counters.protocol_errors += 1;
+                let peer_sid = msg.get(local_session_id).unwrap_or(0);
+                self.session_reject(
+                    ctx,
+                    0,
+                    peer_sid,
+                    cdn::GENERAL_ERROR,
+                    error_code::INVALID_SESSION_ID,
+                    "ICCN for an unknown session",
+                );
+            }
+        }
+    }
+
+    fn on_cdn(&mut self, ctx: &mut Ctx<'_>, msg: &ControlMessage) {
+        let ours = msg.get(remote_session_id).unwrap_or(0);
+        let peer_sid = msg.get(local_session_id).unwrap_or(0);
+        let sid = if ours != 0 {
+            Some(ours)
+        } else {
+            // Refused before we had told our id: find it by the peer's.
+            self.sessions.iter().copied().find(|s| {
+                ctx.sessions
+                    .get(s)
+                    .is_some_and(|d| d.remote_sid == peer_sid)
+            })
+        };
+        let Some(sid) = sid.filter(|s| self.sessions.contains(s)) else {
+            ctx.counters.protocol_errors += 1;
+            return;
+        };
+        let (result, error, message) = msg
+            .get(|a| match a {
+                Avp::ResultCode {
+                    result,
+                    error,
+                    message,
+                } => Some((*result, *error, message.clone())),
+                _ => None,
+            })
+            .unwrap_or((0, None, None));
+        ctx.events.push_back(Event::PeerCdn {
+            ccid: self.local_ccid,
+            session_id: sid,
+            result,
+            error,
+            message: message.clone(),
+        });
+        self.drop_session(
+            ctx,
+            sid,
+            CloseReason::PeerCdn {
+                result,
+                error,
+                message,
+            },
+        );
+    }
+
+    /// Tear a session down with a CDN.
+    pub fn close_session(&mut self, ctx: &mut Ctx<'_>, sid: u32, result: u16, reason: CloseReason) {
+        let Some(peer_sid) = ctx.sessions.get(&sid).map(|s| s.remote_sid) else {
+            return;
+        };
+        self.send(
+            ctx,
+            MessageType::Cdn,
+            vec![
+                result_code(result, error_code::NONE, ""),
+                Avp::LocalSessionId(sid),
+                Avp::RemoteSessionId(peer_sid),
+            ],
+        );
+        self.drop_session(ctx, sid, reason);
+    }
+}
+
+fn result_code(result: u16, error: u16, message: &str) -> Avp {
+    Avp::ResultCode {
+        result,
+        error: Some(error),
+        message: (!message.is_empty()).then(|| message.to_string()),
+    }
+}
+
+fn local_session_id(a: &Avp) -> Option<u32> {
+    match a {
+        Avp::LocalSessionId(s) => Some(*s),
+        _ => None,
+    }
+}
+
+fn remote_session_id(a: &Avp) -> Option<u32> {
+    match a {
+        Avp::RemoteSessionId(s) => Some(*s),
+        _ => None,
+    }
+}
+
+fn reparse(cfg: &EndpointConfig, raw: &[u8]) -> Option<ControlMessage> {
+    match crate::wire::l2tp::parse(cfg.transport, raw).ok()? {
+        crate::wire::l2tp::Packet::Control(c) => ControlMessage::parse(&c).ok(),
+        crate::wire::l2tp::Packet::Data(_) => None,
+    }
+}

@@ -1,0 +1,733 @@
+//! All control connections and sessions of one L2TP socket: demultiplexing
+//! by Control Connection ID and Session ID, the data-message checks, timers.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::conn::{ConnState, ControlConn, Ctx, SessionState};
+use super::reliable::RetransmitConfig;
+use crate::wire::l2tp::{self, Avp, ControlMessage, Cookie, MessageType, Packet, Transport};
+
+/// A tunnel profile sessions can bind to (one per mxtunnel).
+#[derive(Clone, Debug)]
+pub struct PwProfile {
+    /// Remote End IDs that select this profile (the mxtunnel's id and name).
+    pub names: Vec<String>,
+    /// Hello interval for connections bound to this profile.
+    pub hello_interval: Duration,
+    /// Missed hellos before the peer is declared dead.
+    pub hello_retries: u32,
+}
+
+/// Settings of an [`Endpoint`].
+#[derive(Clone, Debug)]
+pub struct EndpointConfig {
+    /// Our Host Name AVP.
+    pub host_name: String,
+    /// Our Router ID AVP.
+    pub router_id: u32,
+    /// UDP or IP.
+    pub transport: Transport,
+    /// Receive window we advertise (and our reorder buffer size).
+    pub rx_window: u16,
+    /// Length of the cookies we assign: 0, 4 or 8.
+    pub cookie_len: usize,
+    /// Accept SCCRQs (responder role).
+    pub accept_incoming: bool,
+    /// Hello settings before a session binds a connection to a profile.
+    pub hello_interval: Duration,
+    /// Missed hellos before the peer is declared dead.
+    pub hello_retries: u32,
+    /// Retransmission of control messages.
+    pub retransmit: RetransmitConfig,
+    /// Tunnel profiles, matched by Remote End ID.
+    pub profiles: Vec<PwProfile>,
+}
+
+impl Default for EndpointConfig {
+    fn default() -> Self {
+        EndpointConfig {
+            host_name: "tunterm".into(),
+            router_id: 1,
+            transport: Transport::Udp,
+            rx_window: 16,
+            cookie_len: 4,
+            accept_incoming: true,
+            hello_interval: Duration::from_secs(60),
+            hello_retries: 7,
+            retransmit: RetransmitConfig::default(),
+            profiles: Vec::new(),
+        }
+    }
+}
+
+impl EndpointConfig {
+    /// The profile a Remote End ID selects. An empty id selects the only
+    /// profile when there is exactly one.
+    pub fn profile_for(&self, remote_end_id: &str) -> Option<usize> {
+        if let Some(i) = self
+            .profiles
+            .iter()
+            .position(|p| p.names.iter().any(|n| n == remote_end_id))
+        {
+            return Some(i);
+        }
+        (remote_end_id.is_empty() && self.profiles.len() == 1).then_some(0)
+    }
+}
+
+/// Why a tunnel or session went down.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The peer sent StopCCN.
+    PeerStopCcn {
+        /// Result code.
+        result: u16,
+        /// Error code.
+        error: Option<u16>,
+        /// Error message.
+        message: Option<String>,
+    },
+    /// The peer sent CDN.
+    PeerCdn {
+        /// Result code.
+        result: u16,
+        /// Error code.
+        error: Option<u16>,
+        /// Error message.
+        message: Option<String>,
+    },
+    /// Nothing heard for hello_interval × hello_retries.
+    HelloTimeout,
+    /// A control message went unacknowledged through every retransmission.
+    RetransmitTimeout,
+    /// Closed by us (operator, shutdown).
+    Local,
+    /// The peer broke the protocol.
+    ProtocolError(String),
+}
+
+/// Something the driver should know about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A control connection reached established.
+    TunnelUp {
+        /// Our CCID.
+        ccid: u32,
+        /// The peer's address.
+        peer: SocketAddr,
+        /// The peer's Host Name.
+        host_name: String,
+    },
+    /// A control connection is gone (its sessions' `SessionDown` came first).
+    TunnelDown {
+        /// Our CCID.
+        ccid: u32,
+        /// The peer's address.
+        peer: SocketAddr,
+        /// Whether it had been established.
+        was_up: bool,
+        /// Why.
+        reason: CloseReason,
+    },
+    /// A session can carry data.
+    SessionUp {
+        /// Our CCID.
+        ccid: u32,
+        /// Our (local) session id.
+        session_id: u32,
+    },
+    /// An established session is gone.
+    SessionDown {
+        /// Our CCID.
+        ccid: u32,
+        /// Our (local) session id.
+        session_id: u32,
+        /// Why.
+        reason: CloseReason,
+    },
+    /// The peer refused or closed one of our sessions with a CDN.
+    PeerCdn {
+        /// Our CCID.
+        ccid: u32,
+        /// Our (local) session id.
+        session_id: u32,
+        /// Result code.
+        result: u16,
+        /// Error code.
+        error: Option<u16>,
+        /// Error message.
+        message: Option<String>,
+    },
+}
+
+/// A session as the data path sees it.
+#[derive(Clone, Debug)]
+pub struct DataSession {
+    /// Our session id (data messages to us carry it).
+    pub local_sid: u32,
+    /// The peer's session id (data messages we send carry it).
+    pub remote_sid: u32,
+    /// Our CCID of the connection carrying it.
+    pub ccid: u32,
+    /// Where data goes and must come from.
+    pub peer: SocketAddr,
+    /// UDP or IP.
+    pub transport: Transport,
+    /// Cookie the peer must send (we assigned it).
+    pub cookie_rx: Cookie,
+    /// Cookie we send (the peer assigned it).
+    pub cookie_tx: Cookie,
+    /// Pseudowire type.
+    pub pw_type: u16,
+    /// Profile (mxtunnel) the session is bound to, if any.
+    pub profile: Option<usize>,
+    /// Remote End ID of the session.
+    pub remote_end_id: String,
+    /// State.
+    pub state: SessionState,
+}
+
+/// Why a data message was dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DataDrop {
+    /// Not a well-formed L2TPv3 packet.
+    Malformed,
+    /// No session with that id.
+    UnknownSession,
+    /// The session is not established yet.
+    NotEstablished,
+    /// Sent from an address that is not the session's peer.
+    BadSource,
+    /// The cookie does not match.
+    BadCookie,
+}
+
+/// What a received datagram was.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Incoming<'a> {
+    /// A data message for an established session, checked.
+    Data {
+        /// Our session id.
+        session_id: u32,
+        /// The inner Ethernet frame.
+        payload: &'a [u8],
+    },
+    /// A control message (consumed).
+    Control,
+    /// Dropped and counted.
+    Dropped(DataDrop),
+}
+
+/// A control packet to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// Destination.
+    pub dst: SocketAddr,
+    /// The L2TP packet (UDP payload, or IP payload for protocol 115).
+    pub payload: Vec<u8>,
+}
+
+/// What to ask for when opening a session (initiator).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionRequest {
+    /// Remote End ID: the mxtunnel name or id on the edge.
+    pub remote_end_id: String,
+    /// Pseudowire type ([`l2tp::pw::ETHERNET`] or `ETHERNET_VLAN`).
+    pub pw_type: u16,
+}
+
+/// Counters of the endpoint (monotonic).
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct EndpointCounters {
+    /// Control packets received (ZLBs included).
+    pub rx_control: u64,
+    /// Control packets that failed to parse.
+    pub rx_control_malformed: u64,
+    /// Control packets for a CCID we do not know.
+    pub rx_control_unknown_ccid: u64,
+    /// Control packets from an address other than the connection's peer.
+    pub rx_control_bad_source: u64,
+    /// SCCRQs refused (not accepting, or missing Assigned CCID).
+    pub sccrq_refused: u64,
+    /// Duplicate control messages (acknowledged again).
+    pub control_duplicates: u64,
+    /// Out-of-order control messages buffered.
+    pub control_reordered: u64,
+    /// Control messages beyond our receive window.
+    pub control_out_of_window: u64,
+    /// Unknown AVPs with the M bit.
+    pub unknown_mandatory_avps: u64,
+    /// Protocol errors (unexpected messages, missing AVPs).
+    pub protocol_errors: u64,
+    /// Sessions refused with a CDN.
+    pub sessions_refused: u64,
+    /// HELLOs sent.
+    pub hellos_sent: u64,
+    /// Data messages accepted.
+    pub rx_data: u64,
+    /// Data drops: malformed.
+    pub rx_data_malformed: u64,
+    /// Data drops: unknown session.
+    pub rx_data_unknown_session: u64,
+    /// Data drops: session not established.
+    pub rx_data_not_established: u64,
+    /// Data drops: wrong source address.
+    pub rx_data_bad_source: u64,
+    /// Data drops: wrong cookie.
+    pub rx_data_bad_cookie: u64,
+}
+
+/// Stats of one session, Mist-shaped.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SessionStats {
+    /// Our session id.
+    pub local_sid: u32,
+    /// Peer's session id.
+    pub remote_sid: u32,
+    /// State name.
+    pub state: &'static str,
+    /// Remote End ID (mxtunnel).
+    pub remote_id: String,
+    /// Pseudowire type.
+    pub pw_type: u16,
+}
+
+/// Stats of one control connection, Mist-shaped.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ConnStats {
+    /// Our CCID.
+    pub local_ccid: u32,
+    /// Peer's CCID.
+    pub remote_ccid: u32,
+    /// Peer's Host Name (the AP).
+    pub ap: String,
+    /// Peer IP.
+    pub remote_ip: String,
+    /// Peer port.
+    pub remote_port: u16,
+    /// idle / wait-ctrl-reply / wait-ctrl-conn / established / established_with_sessions.
+    pub state: &'static str,
+    /// Seconds since established (0 before).
+    pub uptime: u64,
+    /// Control packets sent.
+    pub tx_control_pkts: u64,
+    /// Control packets received.
+    pub rx_control_pkts: u64,
+    /// Retransmitted control messages.
+    pub retransmits: u64,
+    /// Sessions.
+    pub sessions: Vec<SessionStats>,
+}
+
+/// SplitMix64: ids and cookies without reading the OS from protocol code
+/// (the driver seeds it).
+#[derive(Clone, Debug)]
+pub(super) struct Rng(u64);
+
+impl Rng {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    pub fn next_u32(&mut self) -> u32 {
+        (self.next_u64() >> 32) as u32
+    }
+}
+
+/// Every control connection and session behind one L2TP socket.
+pub struct Endpoint {
+    cfg: EndpointConfig,
+    conns: HashMap<u32, ControlConn>,
+    by_peer: HashMap<(SocketAddr, u32), u32>,
+    sessions: HashMap<u32, DataSession>,
+    timers: BTreeSet<(Instant, u32)>,
+    events: VecDeque<Event>,
+    transmits: VecDeque<Transmit>,
+    rng: Rng,
+    counters: EndpointCounters,
+}
+
+macro_rules! ctx {
+    ($self:ident, $now:expr) => {
+        Ctx {
+            now: $now,
+            cfg: &$self.cfg,
+            events: &mut $self.events,
+            sessions: &mut $self.sessions,
+            rng: &mut $self.rng,
+            counters: &mut $self.counters,
+        }
+    };
+}
+
+impl Endpoint {
+    /// An endpoint; `seed` drives CCID, session id and cookie choice.
+    pub fn new(cfg: EndpointConfig, seed: u64) -> Self {
+        Endpoint {
+            cfg,
+            conns: HashMap::new(),
+            by_peer: HashMap::new(),
+            sessions: HashMap::new(),
+            timers: BTreeSet::new(),
+            events: VecDeque::new(),
+            transmits: VecDeque::new(),
+            rng: Rng(seed),
+            counters: EndpointCounters::default(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EndpointConfig {
+        &self.cfg
+    }
+
+    /// Replace the tunnel profiles (configuration change). Existing sessions
+    /// keep the index they were bound to; the caller closes sessions whose
+    /// profile went away.
+    pub fn set_profiles(&mut self, profiles: Vec<PwProfile>) {
+        self.cfg.profiles = profiles;
+    }
+
+    /// Counters.
+    pub fn counters(&self) -> &EndpointCounters {
+        &self.counters
+    }
+
+    /// A datagram from `from` (UDP payload, or IP payload of protocol 115).
+    /// Data for an established session comes back checked; control messages
+    /// are consumed (drain [`Endpoint::poll_transmit`] and
+    /// [`Endpoint::poll_event`] afterwards).
+    #[must_use]
+    pub fn handle_datagram<'a>(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        bytes: &'a [u8],
+    ) -> Incoming<'a> {
+        match l2tp::parse(self.cfg.transport, bytes) {
+            Ok(Packet::Data(d)) => self.decap(from, d.session_id, d.rest),
+            Ok(Packet::Control(c)) => {
+                self.on_control(now, from, &c, bytes);
+                Incoming::Control
+            }
+            Err(_) => {
+                self.counters.rx_data_malformed += 1;
+                Incoming::Dropped(DataDrop::Malformed)
+            }
+        }
+    }
+
+    #[inline]
+    fn decap<'a>(&mut self, from: SocketAddr, sid: u32, rest: &'a [u8]) -> Incoming<'a> {
+        let Some(s) = self.sessions.get(&sid) else {
+            self.counters.rx_data_unknown_session += 1;
+            return Incoming::Dropped(DataDrop::UnknownSession);
+        };
+        let source_ok = match s.transport {
+            Transport::Udp => s.peer == from,
+            Transport::Ip => s.peer.ip() == from.ip(),
+        };
+        if !source_ok {
+            self.counters.rx_data_bad_source += 1;
+            return Incoming::Dropped(DataDrop::BadSource);
+        }
+        if s.state != SessionState::Established {
+            self.counters.rx_data_not_established += 1;
+            return Incoming::Dropped(DataDrop::NotEstablished);
+        }
+        let cookie = s.cookie_rx.as_slice();
+        match rest.split_at_checked(cookie.len()) {
+            Some((c, payload)) if c == cookie => {
+                self.counters.rx_data += 1;
+                Incoming::Data {
+                    session_id: sid,
+                    payload,
+                }
+            }
+            _ => {
+                self.counters.rx_data_bad_cookie += 1;
+                Incoming::Dropped(DataDrop::BadCookie)
+            }
+        }
+    }
+
+    fn on_control(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        c: &l2tp::ControlPacket<'_>,
+        raw: &[u8],
+    ) {
+        self.counters.rx_control += 1;
+        let msg = if c.is_zlb() {
+            None
+        } else {
+            match ControlMessage::parse(c) {
+                Ok(m) => Some(m),
+                Err(_) => {
+                    self.counters.rx_control_malformed += 1;
+                    return;
+                }
+            }
+        };
+        let ccid = if c.header.ccid == 0 {
+            match &msg {
+                Some(m) if m.msg_type == MessageType::Sccrq => {
+                    match self.sccrq_conn(now, from, m) {
+                        Some(ccid) => ccid,
+                        None => return,
+                    }
+                }
+                _ => {
+                    self.counters.rx_control_unknown_ccid += 1;
+                    return;
+                }
+            }
+        } else {
+            c.header.ccid
+        };
+        let Some(conn) = self.conns.get_mut(&ccid) else {
+            self.counters.rx_control_unknown_ccid += 1;
+            return;
+        };
+        if conn.peer != from {
+            self.counters.rx_control_bad_source += 1;
+            return;
+        }
+        let mut ctx = ctx!(self, now);
+        conn.on_packet(&mut ctx, c, msg, raw);
+        self.after(now, ccid);
+    }
+
+    /// The connection an SCCRQ belongs to: an existing one for a
+    /// retransmission, else a new responder connection.
+    fn sccrq_conn(&mut self, now: Instant, from: SocketAddr, m: &ControlMessage) -> Option<u32> {
+        let Some(peer_ccid) = m.get(|a| match a {
+            Avp::AssignedCcid(c) => Some(*c),
+            _ => None,
+        }) else {
+            self.counters.sccrq_refused += 1;
+            return None;
+        };
+        if let Some(&ccid) = self.by_peer.get(&(from, peer_ccid)) {
+            return Some(ccid);
+        }
+        if !self.cfg.accept_incoming {
+            self.counters.sccrq_refused += 1;
+            return None;
+        }
+        let ccid = self.alloc_ccid();
+        let ctx = ctx!(self, now);
+        let conn = ControlConn::new(&ctx, ccid, peer_ccid, from, false);
+        self.conns.insert(ccid, conn);
+        self.by_peer.insert((from, peer_ccid), ccid);
+        Some(ccid)
+    }
+
+    fn alloc_ccid(&mut self) -> u32 {
+        loop {
+            let c = self.rng.next_u32();
+            if c != 0 && !self.conns.contains_key(&c) {
+                return c;
+            }
+        }
+    }
+
+    /// Initiator: start a control connection to `peer`. Returns our CCID.
+    pub fn connect(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        hello_interval: Duration,
+        hello_retries: u32,
+    ) -> u32 {
+        let ccid = self.alloc_ccid();
+        let mut ctx = ctx!(self, now);
+        let mut conn = ControlConn::new(&ctx, ccid, 0, peer, true);
+        conn.hello_interval = hello_interval;
+        conn.hello_retries = hello_retries;
+        conn.start(&mut ctx);
+        self.conns.insert(ccid, conn);
+        self.after(now, ccid);
+        ccid
+    }
+
+    /// Initiator: ask for a session on connection `ccid` (sent once the
+    /// connection is established). Returns false if there is no such
+    /// connection.
+    pub fn open_session(&mut self, now: Instant, ccid: u32, req: SessionRequest) -> bool {
+        let Some(conn) = self.conns.get_mut(&ccid) else {
+            return false;
+        };
+        let mut ctx = ctx!(self, now);
+        conn.open_session(&mut ctx, req);
+        self.after(now, ccid);
+        true
+    }
+
+    /// Close a control connection with StopCCN (result code `result`).
+    pub fn close(&mut self, now: Instant, ccid: u32, result: u16, message: &str) {
+        let Some(conn) = self.conns.get_mut(&ccid) else {
+            return;
+        };
+        let mut ctx = ctx!(self, now);
+        conn.close(
+            &mut ctx,
+            CloseReason::Local,
+            Some((result, l2tp::error_code::NONE, message)),
+        );
+        self.after(now, ccid);
+    }
+
+    /// Close every control connection (shutdown).
+    pub fn close_all(&mut self, now: Instant, result: u16, message: &str) {
+        let ccids: Vec<u32> = self.conns.keys().copied().collect();
+        for ccid in ccids {
+            self.close(now, ccid, result, message);
+        }
+    }
+
+    /// Close one session with a CDN.
+    pub fn close_session(&mut self, now: Instant, sid: u32, result: u16) {
+        let Some(ccid) = self.sessions.get(&sid).map(|s| s.ccid) else {
+            return;
+        };
+        let Some(conn) = self.conns.get_mut(&ccid) else {
+            return;
+        };
+        let mut ctx = ctx!(self, now);
+        conn.close_session(&mut ctx, sid, result, CloseReason::Local);
+        self.after(now, ccid);
+    }
+
+    /// Move a connection's output to the transmit queue and re-arm its timer.
+    fn after(&mut self, now: Instant, ccid: u32) {
+        let Some(conn) = self.conns.get_mut(&ccid) else {
+            return;
+        };
+        while let Some(payload) = conn.chan.poll_transmit(now) {
+            self.transmits.push_back(Transmit {
+                dst: conn.peer,
+                payload,
+            });
+        }
+        if conn.is_gone(now) {
+            if let Some(w) = conn.wake.take() {
+                self.timers.remove(&(w, ccid));
+            }
+            let (peer, peer_ccid) = (conn.peer, conn.peer_ccid);
+            self.conns.remove(&ccid);
+            if self.by_peer.get(&(peer, peer_ccid)) == Some(&ccid) {
+                self.by_peer.remove(&(peer, peer_ccid));
+            }
+            return;
+        }
+        let wake = conn.next_wake();
+        if wake != conn.wake {
+            if let Some(w) = conn.wake {
+                self.timers.remove(&(w, ccid));
+            }
+            if let Some(w) = wake {
+                self.timers.insert((w, ccid));
+            }
+            conn.wake = wake;
+        }
+    }
+
+    /// When [`Endpoint::handle_timeout`] wants to be called.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.first().map(|&(t, _)| t)
+    }
+
+    /// Run every timer due at `now`: retransmissions, hellos, dead peers,
+    /// lingering closed connections.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(&(t, ccid)) = self.timers.first() {
+            if t > now {
+                break;
+            }
+            self.timers.pop_first();
+            let Some(conn) = self.conns.get_mut(&ccid) else {
+                continue;
+            };
+            conn.wake = None;
+            let mut ctx = ctx!(self, now);
+            conn.on_timeout(&mut ctx);
+            self.after(now, ccid);
+        }
+    }
+
+    /// Next control packet to send.
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// Next event.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// A session by our id (any state).
+    pub fn session(&self, sid: u32) -> Option<&DataSession> {
+        self.sessions.get(&sid)
+    }
+
+    /// Number of sessions (any state).
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Number of control connections (closing ones included).
+    pub fn conn_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// The state of a connection, if it exists.
+    pub fn conn_state(&self, ccid: u32) -> Option<ConnState> {
+        self.conns.get(&ccid).map(|c| c.state)
+    }
+
+    /// Stats of every connection that is not closing or closed, Mist-shaped.
+    pub fn stats(&self, now: Instant) -> Vec<ConnStats> {
+        let mut out: Vec<ConnStats> = self
+            .conns
+            .values()
+            .filter(|c| !matches!(c.state, ConnState::Closing | ConnState::Closed))
+            .map(|c| ConnStats {
+                local_ccid: c.local_ccid,
+                remote_ccid: c.peer_ccid,
+                ap: c.peer_host_name.clone(),
+                remote_ip: c.peer.ip().to_string(),
+                remote_port: c.peer.port(),
+                state: c.mist_state(),
+                uptime: c.established_at.map_or(0, |t| (now - t).as_secs()),
+                tx_control_pkts: c.chan.tx_packets,
+                rx_control_pkts: c.rx_packets,
+                retransmits: c.chan.retransmits,
+                sessions: c
+                    .sessions
+                    .iter()
+                    .filter_map(|sid| self.sessions.get(sid))
+                    .map(|s| SessionStats {
+                        local_sid: s.local_sid,
+                        remote_sid: s.remote_sid,
+                        state: s.state.name(),
+                        remote_id: s.remote_end_id.clone(),
+                        pw_type: s.pw_type,
+                    })
+                    .collect(),
+            })
+            .collect();
+        out.sort_by_key(|c| (c.remote_ip.clone(), c.remote_port, c.local_ccid));
+        out
+    }
+}

@@ -1,0 +1,668 @@
+//! Two endpoints (AP initiator, edge responder) on virtual time, over a
+//! network that can lose, duplicate and reorder packets (quinn's `Pair`).
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::wire::l2tp::{
+    self, Avp, ControlHeader, ControlMessage, Cookie, MessageType, Packet, Transport, pw,
+};
+
+const AP: &str = "10.99.0.2:40000";
+const EDGE: &str = "10.99.0.1:1701";
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn edge_cfg(transport: Transport) -> EndpointConfig {
+    EndpointConfig {
+        host_name: "edge".into(),
+        transport,
+        cookie_len: 4,
+        profiles: vec![PwProfile {
+            names: vec!["lab".into(), "id-lab".into()],
+            hello_interval: Duration::from_secs(2),
+            hello_retries: 3,
+        }],
+        ..EndpointConfig::default()
+    }
+}
+
+fn ap_cfg(transport: Transport, cookie_len: usize) -> EndpointConfig {
+    EndpointConfig {
+        host_name: "ap-1".into(),
+        transport,
+        cookie_len,
+        accept_incoming: false,
+        ..EndpointConfig::default()
+    }
+}
+
+/// Network impairment, in percent per packet, from a seeded generator so a
+/// run is repeatable.
+#[derive(Clone, Copy, Default)]
+struct Impair {
+    /// Packets lost.
+    loss: u64,
+    /// Packets delivered twice.
+    dup: u64,
+    /// Packets swapped with the one before.
+    swap: u64,
+}
+
+struct Pair {
+    now: Instant,
+    ap: Endpoint,
+    edge: Endpoint,
+    /// In flight: (deliver at, to edge?, from, payload).
+    wire: VecDeque<(Instant, bool, Vec<u8>)>,
+    impair: Impair,
+    sent: u64,
+    latency: Duration,
+    ap_events: Vec<Event>,
+    edge_events: Vec<Event>,
+    /// Blackhole everything from the AP (a silent AP).
+    ap_silent: bool,
+    /// When the edge last got a packet from the AP.
+    last_to_edge: Option<Instant>,
+    /// When the edge reported its tunnel down.
+    edge_down_at: Option<Instant>,
+}
+
+impl Pair {
+    fn new(transport: Transport, cookie_len: usize) -> Self {
+        Pair {
+            now: Instant::now(),
+            ap: Endpoint::new(ap_cfg(transport, cookie_len), 1),
+            edge: Endpoint::new(edge_cfg(transport), 2),
+            wire: VecDeque::new(),
+            impair: Impair::default(),
+            sent: 0,
+            latency: Duration::from_millis(5),
+            ap_events: vec![],
+            edge_events: vec![],
+            ap_silent: false,
+            last_to_edge: None,
+            edge_down_at: None,
+        }
+    }
+
+    fn collect(&mut self) {
+        while let Some(t) = self.ap.poll_transmit() {
+            assert_eq!(t.dst, addr(EDGE));
+            if !self.ap_silent {
+                self.put(true, t.payload);
+            }
+        }
+        while let Some(t) = self.edge.poll_transmit() {
+            assert_eq!(t.dst, addr(AP));
+            self.put(false, t.payload);
+        }
+        while let Some(e) = self.ap.poll_event() {
+            self.ap_events.push(e);
+        }
+        while let Some(e) = self.edge.poll_event() {
+            if matches!(e, Event::TunnelDown { .. }) && self.edge_down_at.is_none() {
+                self.edge_down_at = Some(self.now);
+            }
+            self.edge_events.push(e);
+        }
+    }
+
+    fn chance(&mut self, percent: u64) -> bool {
+        self.sent = self
+            .sent
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.sent >> 33) % 100 < percent
+    }
+
+    fn put(&mut self, to_edge: bool, p: Vec<u8>) {
+        let i = self.impair;
+        if self.chance(i.loss) {
+            return;
+        }
+        let at = self.now + self.latency;
+        if self.chance(i.dup) {
+            self.wire.push_back((at, to_edge, p.clone()));
+        }
+        self.wire.push_back((at, to_edge, p));
+        if self.chance(i.swap) && self.wire.len() >= 2 {
+            let l = self.wire.len();
+            self.wire.swap(l - 1, l - 2);
+        }
+    }
+
+    /// Advance virtual time to `until`, delivering packets and running timers.
+    fn run_until(&mut self, until: Instant) {
+        loop {
+            self.collect();
+            let next_pkt = self.wire.front().map(|w| w.0);
+            let next = [next_pkt, self.ap.poll_timeout(), self.edge.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min();
+            let Some(next) = next.filter(|&t| t <= until) else {
+                self.now = until;
+                self.ap.handle_timeout(until);
+                self.edge.handle_timeout(until);
+                self.collect();
+                return;
+            };
+            self.now = self.now.max(next);
+            if next_pkt == Some(next) {
+                let (_, to_edge, p) = self.wire.pop_front().unwrap();
+                let r = if to_edge {
+                    self.last_to_edge = Some(self.now);
+                    self.edge.handle_datagram(self.now, addr(AP), &p)
+                } else {
+                    self.ap.handle_datagram(self.now, addr(EDGE), &p)
+                };
+                assert_eq!(r, Incoming::Control, "only control on this wire");
+            }
+            self.ap.handle_timeout(self.now);
+            self.edge.handle_timeout(self.now);
+        }
+    }
+
+    fn run(&mut self, d: Duration) {
+        let until = self.now + d;
+        self.run_until(until);
+    }
+
+    fn connect(&mut self, pw_type: u16) -> u32 {
+        let ccid = self
+            .ap
+            .connect(self.now, addr(EDGE), Duration::from_secs(2), 3);
+        assert!(self.ap.open_session(
+            self.now,
+            ccid,
+            SessionRequest {
+                remote_end_id: "lab".into(),
+                pw_type,
+            },
+        ));
+        ccid
+    }
+
+    fn sessions_up(events: &[Event]) -> Vec<u32> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::SessionUp { session_id, .. } => Some(*session_id),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn establish(transport: Transport, cookie_len: usize, impair: Impair) -> Pair {
+    let mut p = Pair::new(transport, cookie_len);
+    p.impair = impair;
+    p.connect(pw::ETHERNET);
+    p.run(Duration::from_secs(20));
+    assert_eq!(
+        Pair::sessions_up(&p.ap_events).len(),
+        1,
+        "AP session up: {:?}",
+        p.ap_events
+    );
+    assert_eq!(
+        Pair::sessions_up(&p.edge_events).len(),
+        1,
+        "edge session up: {:?}",
+        p.edge_events
+    );
+    p
+}
+
+#[test]
+fn handshake_brings_up_tunnel_and_session_both_transports() {
+    for transport in [Transport::Udp, Transport::Ip] {
+        let p = establish(transport, 8, Impair::default());
+        let stats = p.edge.stats(p.now);
+        assert_eq!(stats.len(), 1);
+        assert_eq!(stats[0].state, "established_with_sessions");
+        assert_eq!(stats[0].ap, "ap-1");
+        assert_eq!(stats[0].remote_port, 40000);
+        assert_eq!(stats[0].sessions[0].state, "established");
+        assert_eq!(stats[0].sessions[0].remote_id, "lab");
+        // SCCRQ, SCCCN, ICRQ, ICCN from the AP; SCCRP, ICRP, ZLB(s) from the edge.
+        assert!(stats[0].rx_control_pkts >= 4);
+        assert_eq!(stats[0].retransmits, 0, "clean network: no retransmission");
+        let ap = &p.ap.stats(p.now)[0];
+        assert_eq!(ap.ap, "edge", "AP sees the edge's host name");
+        assert_eq!(ap.remote_ccid, stats[0].local_ccid);
+        assert_eq!(stats[0].remote_ccid, ap.local_ccid);
+    }
+}
+
+#[test]
+fn data_crosses_with_cookies_of_each_size() {
+    for cookie_len in [0, 4, 8] {
+        for transport in [Transport::Udp, Transport::Ip] {
+            let mut p = establish(transport, cookie_len, Impair::default());
+            let ap_sid = Pair::sessions_up(&p.ap_events)[0];
+            let edge_sid = Pair::sessions_up(&p.edge_events)[0];
+            let ap_s = p.ap.session(ap_sid).unwrap().clone();
+            assert_eq!(ap_s.cookie_rx.len(), cookie_len);
+            // AP → edge: header from the AP's view of the session.
+            let frame = [0xab_u8; 60];
+            let mut pkt = vec![0; l2tp::data_header_len(transport, ap_s.cookie_tx.len())];
+            l2tp::emit_data_header(transport, ap_s.remote_sid, &ap_s.cookie_tx, &mut pkt);
+            pkt.extend_from_slice(&frame);
+            match p.edge.handle_datagram(p.now, addr(AP), &pkt) {
+                Incoming::Data {
+                    session_id,
+                    payload,
+                } => {
+                    assert_eq!(session_id, edge_sid);
+                    assert_eq!(payload, &frame[..]);
+                }
+                other => panic!("{other:?}"),
+            }
+            // Wrong source, wrong cookie, unknown session: dropped and counted.
+            let r = p.edge.handle_datagram(p.now, addr("10.99.0.9:40000"), &pkt);
+            assert_eq!(r, Incoming::Dropped(DataDrop::BadSource));
+            if cookie_len > 0 {
+                let mut bad = pkt.clone();
+                let at = l2tp::data_header_len(transport, 0);
+                bad[at] ^= 0xff;
+                let r = p.edge.handle_datagram(p.now, addr(AP), &bad);
+                assert_eq!(r, Incoming::Dropped(DataDrop::BadCookie));
+            }
+            let mut unknown = vec![0; l2tp::data_header_len(transport, 0)];
+            l2tp::emit_data_header(transport, 0x0bad_cafe, &Cookie::NONE, &mut unknown);
+            unknown.extend_from_slice(&frame);
+            let r = p.edge.handle_datagram(p.now, addr(AP), &unknown);
+            assert_eq!(r, Incoming::Dropped(DataDrop::UnknownSession));
+            let c = p.edge.counters();
+            assert_eq!(c.rx_data, 1);
+            assert_eq!(c.rx_data_bad_source, 1);
+            assert_eq!(c.rx_data_bad_cookie, u64::from(cookie_len > 0));
+            assert_eq!(c.rx_data_unknown_session, 1);
+        }
+    }
+}
+
+#[test]
+fn survives_loss_duplication_and_reordering() {
+    for (name, impair) in [
+        (
+            "loss",
+            Impair {
+                loss: 25,
+                ..Impair::default()
+            },
+        ),
+        (
+            "dup",
+            Impair {
+                dup: 50,
+                ..Impair::default()
+            },
+        ),
+        (
+            "reorder",
+            Impair {
+                swap: 50,
+                ..Impair::default()
+            },
+        ),
+        (
+            "all",
+            Impair {
+                loss: 15,
+                dup: 20,
+                swap: 20,
+            },
+        ),
+    ] {
+        let mut p = Pair::new(Transport::Udp, 4);
+        p.sent = 7;
+        p.impair = impair;
+        // Three sessions, so several messages are in flight at once.
+        let ccid = p.connect(pw::ETHERNET);
+        for _ in 0..2 {
+            let req = SessionRequest {
+                remote_end_id: "lab".into(),
+                pw_type: pw::ETHERNET,
+            };
+            p.ap.open_session(p.now, ccid, req);
+        }
+        p.run(Duration::from_secs(30));
+        assert_eq!(
+            Pair::sessions_up(&p.ap_events).len(),
+            3,
+            "{name}: {:?}",
+            p.ap_events
+        );
+        assert_eq!(
+            Pair::sessions_up(&p.edge_events).len(),
+            3,
+            "{name}: {:?}",
+            p.edge_events
+        );
+        assert_eq!(
+            p.edge.conn_count(),
+            1,
+            "{name}: duplicates create no second tunnel"
+        );
+        assert_eq!(p.edge.session_count(), 3, "{name}");
+        let (e, a) = (p.edge.counters(), p.ap.counters());
+        match name {
+            "dup" => assert!(
+                e.control_duplicates + a.control_duplicates > 0,
+                "{name}: duplicates seen"
+            ),
+            "reorder" => assert!(
+                e.control_reordered + a.control_reordered > 0,
+                "{name}: reordering seen"
+            ),
+            _ => {}
+        }
+        // Stay up through several hello periods despite the impairment.
+        p.run(Duration::from_secs(30));
+        assert!(
+            !p.edge_events
+                .iter()
+                .any(|e| matches!(e, Event::TunnelDown { .. })),
+            "{name}: {:?}",
+            p.edge_events
+        );
+    }
+}
+
+#[test]
+fn stopccn_from_ap_tears_down_edge_side() {
+    let mut p = establish(Transport::Udp, 4, Impair::default());
+    let ccid = match p.ap_events[0] {
+        Event::TunnelUp { ccid, .. } => ccid,
+        ref e => panic!("{e:?}"),
+    };
+    p.ap.close(p.now, ccid, l2tp::stopccn::CLEAR, "bye");
+    p.run(Duration::from_secs(1));
+    let edge_sid = Pair::sessions_up(&p.edge_events)[0];
+    assert!(p.edge_events.contains(&Event::SessionDown {
+        ccid: edge_ccid(&p),
+        session_id: edge_sid,
+        reason: CloseReason::PeerStopCcn {
+            result: l2tp::stopccn::CLEAR,
+            error: Some(0),
+            message: Some("bye".into()),
+        },
+    }));
+    assert!(
+        p.edge_events
+            .iter()
+            .any(|e| matches!(e, Event::TunnelDown { was_up: true, .. }))
+    );
+    assert!(p.edge.stats(p.now).is_empty());
+    assert_eq!(p.edge.session_count(), 0);
+    // Both sides forget the connection after lingering.
+    p.run(Duration::from_secs(10));
+    assert_eq!(p.edge.conn_count(), 0);
+    assert_eq!(p.ap.conn_count(), 0);
+}
+
+fn edge_ccid(p: &Pair) -> u32 {
+    p.edge_events
+        .iter()
+        .find_map(|e| match e {
+            Event::TunnelUp { ccid, .. } => Some(*ccid),
+            _ => None,
+        })
+        .unwrap()
+}
+
+#[test]
+fn silent_ap_is_torn_down_after_hello_interval_times_retries() {
+    let mut p = establish(Transport::Udp, 4, Impair::default());
+    p.ap_silent = true;
+    // Profile: hello 2 s × 3 = 6 s after the last packet heard.
+    p.run(Duration::from_secs(10));
+    let heard = p.last_to_edge.unwrap();
+    let down = p.edge_down_at.expect("torn down");
+    assert_eq!(
+        down - heard,
+        Duration::from_secs(6),
+        "exactly hello_interval × hello_retries"
+    );
+    assert!(p.edge_events.iter().any(|e| matches!(
+        e,
+        Event::TunnelDown {
+            reason: CloseReason::HelloTimeout,
+            ..
+        }
+    )));
+    assert!(p.edge.counters().hellos_sent >= 1);
+    assert_eq!(p.edge.session_count(), 0);
+    assert!(p.edge.stats(p.now).is_empty());
+}
+
+#[test]
+fn hellos_keep_an_idle_tunnel_up() {
+    let mut p = establish(Transport::Udp, 4, Impair::default());
+    p.run(Duration::from_secs(60));
+    assert!(
+        !p.edge_events
+            .iter()
+            .any(|e| matches!(e, Event::TunnelDown { .. }))
+    );
+    assert!(p.edge.counters().hellos_sent > 0 || p.ap.counters().hellos_sent > 0);
+}
+
+#[test]
+fn unknown_remote_end_id_is_refused_with_cdn() {
+    let mut p = Pair::new(Transport::Udp, 4);
+    let ccid = p.ap.connect(p.now, addr(EDGE), Duration::from_secs(2), 3);
+    p.ap.open_session(
+        p.now,
+        ccid,
+        SessionRequest {
+            remote_end_id: "nope".into(),
+            pw_type: pw::ETHERNET,
+        },
+    );
+    p.run(Duration::from_secs(2));
+    assert!(p.ap_events.iter().any(|e| matches!(
+        e,
+        Event::PeerCdn {
+            result: l2tp::cdn::GENERAL_ERROR,
+            ..
+        }
+    )));
+    assert_eq!(p.edge.session_count(), 0);
+    assert_eq!(p.edge.counters().sessions_refused, 1);
+    // The tunnel itself stays up.
+    assert_eq!(p.edge.stats(p.now)[0].state, "established");
+}
+
+#[test]
+fn unsupported_pw_type_is_refused() {
+    let mut p = Pair::new(Transport::Udp, 4);
+    p.connect(0x0007);
+    p.run(Duration::from_secs(2));
+    assert!(p.ap_events.iter().any(|e| matches!(
+        e,
+        Event::PeerCdn {
+            result: l2tp::cdn::PW_TYPE_NOT_SUPPORTED,
+            ..
+        }
+    )));
+}
+
+/// Handcraft an SCCRQ with extra AVPs and feed it to a fresh edge.
+fn raw_sccrq(extra: Vec<Avp>, ns: u16) -> Vec<u8> {
+    let mut avps = vec![
+        Avp::HostName(b"raw-ap".to_vec()),
+        Avp::RouterId(7),
+        Avp::AssignedCcid(77),
+        Avp::PwCapabilities(vec![pw::ETHERNET]),
+    ];
+    avps.extend(extra);
+    let msg = ControlMessage {
+        msg_type: MessageType::Sccrq,
+        avps,
+    };
+    let mut out = vec![];
+    msg.emit(
+        Transport::Udp,
+        ControlHeader { ccid: 0, ns, nr: 0 },
+        &mut out,
+    );
+    out
+}
+
+fn decode(p: &[u8]) -> (ControlHeader, Option<ControlMessage>) {
+    match l2tp::parse(Transport::Udp, p).unwrap() {
+        Packet::Control(c) => (
+            c.header,
+            (!c.is_zlb()).then(|| ControlMessage::parse(&c).unwrap()),
+        ),
+        Packet::Data(_) => panic!("data"),
+    }
+}
+
+#[test]
+fn unknown_mandatory_avp_in_sccrq_gets_stopccn() {
+    let now = Instant::now();
+    let mut edge = Endpoint::new(edge_cfg(Transport::Udp), 3);
+    let pkt = raw_sccrq(
+        vec![Avp::Unknown {
+            mandatory: true,
+            vendor: 0,
+            attr: 999,
+            value: vec![1, 2],
+        }],
+        0,
+    );
+    assert_eq!(edge.handle_datagram(now, addr(AP), &pkt), Incoming::Control);
+    let t = edge.poll_transmit().expect("StopCCN");
+    let (h, m) = decode(&t.payload);
+    assert_eq!(h.ccid, 77, "addressed to the peer's assigned CCID");
+    let m = m.unwrap();
+    assert_eq!(m.msg_type, MessageType::StopCcn);
+    assert!(m.avps.contains(&Avp::ResultCode {
+        result: l2tp::stopccn::GENERAL_ERROR,
+        error: Some(l2tp::error_code::UNKNOWN_MANDATORY_AVP),
+        message: Some("unknown mandatory AVP vendor 0 type 999".into()),
+    }));
+    assert_eq!(edge.counters().unknown_mandatory_avps, 1);
+}
+
+#[test]
+fn unknown_optional_avp_is_ignored() {
+    let now = Instant::now();
+    let mut edge = Endpoint::new(edge_cfg(Transport::Udp), 3);
+    let pkt = raw_sccrq(
+        vec![Avp::Unknown {
+            mandatory: false,
+            vendor: 9,
+            attr: 1,
+            value: vec![1],
+        }],
+        0,
+    );
+    let _ = edge.handle_datagram(now, addr(AP), &pkt);
+    let (_, m) = decode(&edge.poll_transmit().unwrap().payload);
+    assert_eq!(m.unwrap().msg_type, MessageType::Sccrp);
+}
+
+#[test]
+fn retransmitted_sccrq_creates_one_tunnel_and_is_reacked() {
+    let now = Instant::now();
+    let mut edge = Endpoint::new(edge_cfg(Transport::Udp), 3);
+    let pkt = raw_sccrq(vec![], 0);
+    let _ = edge.handle_datagram(now, addr(AP), &pkt);
+    let (h1, m1) = decode(&edge.poll_transmit().unwrap().payload);
+    assert_eq!(m1.unwrap().msg_type, MessageType::Sccrp);
+    assert_eq!((h1.ns, h1.nr), (0, 1));
+    let _ = edge.handle_datagram(now, addr(AP), &pkt);
+    let (h2, m2) = decode(&edge.poll_transmit().unwrap().payload);
+    assert!(m2.is_none(), "duplicate answered with a ZLB");
+    assert_eq!(h2.nr, 1);
+    assert_eq!(edge.conn_count(), 1);
+    assert_eq!(edge.counters().control_duplicates, 1);
+}
+
+#[test]
+fn sccrq_missing_host_name_is_refused() {
+    let now = Instant::now();
+    let mut edge = Endpoint::new(edge_cfg(Transport::Udp), 3);
+    let msg = ControlMessage {
+        msg_type: MessageType::Sccrq,
+        avps: vec![
+            Avp::RouterId(7),
+            Avp::AssignedCcid(77),
+            Avp::PwCapabilities(vec![pw::ETHERNET]),
+        ],
+    };
+    let mut pkt = vec![];
+    msg.emit(
+        Transport::Udp,
+        ControlHeader {
+            ccid: 0,
+            ns: 0,
+            nr: 0,
+        },
+        &mut pkt,
+    );
+    let _ = edge.handle_datagram(now, addr(AP), &pkt);
+    let (_, m) = decode(&edge.poll_transmit().unwrap().payload);
+    assert_eq!(m.unwrap().msg_type, MessageType::StopCcn);
+    assert!(edge.stats(now).is_empty());
+}
+
+#[test]
+fn half_open_tunnel_is_dropped_when_sccrp_is_never_acked() {
+    let now = Instant::now();
+    let mut edge = Endpoint::new(edge_cfg(Transport::Udp), 3);
+    let _ = edge.handle_datagram(now, addr(AP), &raw_sccrq(vec![], 0));
+    let mut t = now;
+    for _ in 0..20 {
+        while edge.poll_transmit().is_some() {}
+        let Some(next) = edge.poll_timeout() else {
+            break;
+        };
+        t = next;
+        edge.handle_timeout(t);
+    }
+    assert_eq!(edge.conn_count(), 0, "gone after the retry cap");
+    assert!(t - now < Duration::from_secs(60));
+    assert!(matches!(
+        edge.poll_event(),
+        Some(Event::TunnelDown {
+            was_up: false,
+            reason: CloseReason::RetransmitTimeout,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn garbage_never_panics_and_is_counted() {
+    let now = Instant::now();
+    let mut edge = Endpoint::new(edge_cfg(Transport::Udp), 3);
+    let valid = raw_sccrq(vec![], 0);
+    let mut seed = 0x1234_5678_u64;
+    for len in 0..valid.len() {
+        let _ = edge.handle_datagram(now, addr(AP), &valid[..len]);
+    }
+    for _ in 0..2000 {
+        let mut p = valid.clone();
+        for _ in 0..3 {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let i = (seed >> 33) as usize % p.len();
+            p[i] ^= (seed >> 20) as u8;
+        }
+        let _ = edge.handle_datagram(now, addr(AP), &p);
+    }
+    let c = edge.counters();
+    assert!(c.rx_data_malformed + c.rx_control_malformed > 0);
+}
