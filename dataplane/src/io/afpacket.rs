@@ -1,1 +1,369 @@
-//! (being written)
+//! The trunk port: an `AF_PACKET` socket bound to one interface.
+//!
+//! The kernel's receive path moves an 802.1Q tag out of the frame into skb
+//! metadata before any packet socket sees it (on veth too, and whether or not
+//! the 8021q module exists), so a plain `recv` loses the tag. The socket asks
+//! for `PACKET_AUXDATA` and [`PacketSocket::recv`] puts the tag back, so
+//! callers always see the frame as it was on the wire. Sending needs nothing
+//! special: a tag written in the frame goes out as written.
+//!
+//! ```text
+//!  recvmsg:  [ dst | src ]  (gap 4)  [ ethertype | payload ... ]
+//!             iov[0]: 12 B           iov[1]
+//!  tagged:   [ dst | src | TPID TCI | ethertype | payload ... ]  (no copy)
+//!  untagged: [ dst | src | ethertype | payload ... ]             (one memmove)
+//! ```
+//!
+//! One frame per system call for now; a `PACKET_MMAP` ring (`recv_batch`)
+//! will sit beside [`PacketSocket::recv`] with the same tag handling.
+
+#![warn(missing_docs)]
+
+use std::ffi::CString;
+use std::io;
+use std::mem;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Bytes of the two MAC addresses that precede an 802.1Q tag.
+const ETH_ADDRS_LEN: usize = 12;
+/// Bytes of one 802.1Q tag (TPID + TCI).
+const VLAN_TAG_LEN: usize = 4;
+/// The TPID used when the kernel reports a tag without one.
+const TPID_8021Q: u16 = 0x8100;
+/// Receive buffer size that fits any frame a packet socket can deliver
+/// (64 KiB GRO/TSO super-frames included) plus a re-inserted tag.
+pub const RECV_BUF_LEN: usize = 65536 + VLAN_TAG_LEN;
+
+/// A raw Ethernet port: every frame seen on one interface, in and out.
+///
+/// Non-blocking, promiscuous, and blind to its own sends
+/// (`PACKET_IGNORE_OUTGOING`). Frames returned by [`recv`](Self::recv) carry
+/// their 802.1Q tag in place, as they were on the wire.
+#[derive(Debug)]
+pub struct PacketSocket {
+    fd: OwnedFd,
+    ifindex: u32,
+    ifname: String,
+    truncated: AtomicU64,
+}
+
+impl PacketSocket {
+    /// Opens a packet socket on interface `ifname` (in the calling thread's
+    /// network namespace).
+    ///
+    /// Fails with [`io::ErrorKind::NotFound`] naming the interface if it does
+    /// not exist, and with the kernel's error (`EPERM` without
+    /// `CAP_NET_RAW`) otherwise.
+    pub fn bind(ifname: &str) -> io::Result<PacketSocket> {
+        let ifindex = if_index(ifname)?;
+        // Protocol 0 until bind: the socket receives nothing before it is
+        // bound to the interface, so no frame from another port slips in.
+        // SAFETY: plain socket(2) call with constant arguments; the result is
+        // checked before use.
+        let raw = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                0,
+            )
+        };
+        if raw < 0 {
+            return Err(context(io::Error::last_os_error(), ifname, "socket"));
+        }
+        // SAFETY: `raw` is a fresh, valid descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+
+        set_int(&fd, libc::PACKET_AUXDATA, 1).map_err(|e| context(e, ifname, "PACKET_AUXDATA"))?;
+        set_int(&fd, libc::PACKET_IGNORE_OUTGOING, 1)
+            .map_err(|e| context(e, ifname, "PACKET_IGNORE_OUTGOING"))?;
+
+        let mreq = libc::packet_mreq {
+            mr_ifindex: ifindex as libc::c_int,
+            mr_type: libc::PACKET_MR_PROMISC as libc::c_ushort,
+            mr_alen: 0,
+            mr_address: [0; 8],
+        };
+        // SAFETY: `mreq` is a valid packet_mreq that outlives the call, and
+        // the length passed is its size.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_ADD_MEMBERSHIP,
+                (&raw const mreq).cast(),
+                mem::size_of::<libc::packet_mreq>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(context(
+                io::Error::last_os_error(),
+                ifname,
+                "PACKET_MR_PROMISC",
+            ));
+        }
+
+        // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
+        let mut sll: libc::sockaddr_ll = unsafe { mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as libc::c_ushort;
+        sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+        sll.sll_ifindex = ifindex as libc::c_int;
+        // SAFETY: `sll` is a valid sockaddr_ll that outlives the call, and
+        // the length passed is its size.
+        let rc = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&raw const sll).cast(),
+                mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(context(io::Error::last_os_error(), ifname, "bind"));
+        }
+
+        Ok(PacketSocket {
+            fd,
+            ifindex,
+            ifname: ifname.to_owned(),
+            truncated: AtomicU64::new(0),
+        })
+    }
+
+    /// Receives one frame into `buf` and returns its length, 802.1Q tag
+    /// re-inserted after the MAC addresses if the kernel had taken it out.
+    ///
+    /// Returns [`io::ErrorKind::WouldBlock`] when no frame is queued. A frame
+    /// that does not fit in `buf` is dropped and counted
+    /// ([`truncated`](Self::truncated)); size `buf` with [`RECV_BUF_LEN`] to
+    /// never lose one. `buf` must hold at least 16 bytes.
+    pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.recv_one(buf)? {
+                Some(len) => return Ok(len),
+                None => {
+                    self.truncated.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// One `recvmsg`: `Ok(None)` when the frame was larger than `buf`.
+    fn recv_one(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        if buf.len() < ETH_ADDRS_LEN + VLAN_TAG_LEN {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "PacketSocket::recv: buffer shorter than 16 bytes",
+            ));
+        }
+        // Leave a tag-sized gap after the MAC addresses: a tagged frame then
+        // needs no copy at all, an untagged one one memmove.
+        let (head, rest) = buf.split_at_mut(ETH_ADDRS_LEN);
+        let body = &mut rest[VLAN_TAG_LEN..];
+        let mut iov = [
+            libc::iovec {
+                iov_base: head.as_mut_ptr().cast(),
+                iov_len: head.len(),
+            },
+            libc::iovec {
+                iov_base: body.as_mut_ptr().cast(),
+                iov_len: body.len(),
+            },
+        ];
+        // u64 elements keep the control buffer aligned for cmsghdr.
+        let mut control = [0u64; 8];
+        // SAFETY: msghdr is plain old data; all-zero is a valid value.
+        let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+        msg.msg_iov = iov.as_mut_ptr();
+        msg.msg_iovlen = iov.len();
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = mem::size_of_val(&control);
+
+        // SAFETY: `msg` points at `iov` (two live, disjoint slices of `buf`)
+        // and at `control`, all of which outlive the call.
+        let n = unsafe { libc::recvmsg(self.fd.as_raw_fd(), &mut msg, 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = n as usize;
+        if msg.msg_flags & libc::MSG_TRUNC != 0 {
+            return Ok(None);
+        }
+
+        let tag = auxdata_tag(&msg);
+        if n < ETH_ADDRS_LEN {
+            // A runt: nothing after the addresses to tag or move.
+            return Ok(Some(n));
+        }
+        match tag {
+            Some((tpid, tci)) => {
+                buf[ETH_ADDRS_LEN..ETH_ADDRS_LEN + 2].copy_from_slice(&tpid.to_be_bytes());
+                buf[ETH_ADDRS_LEN + 2..ETH_ADDRS_LEN + 4].copy_from_slice(&tci.to_be_bytes());
+                Ok(Some(n + VLAN_TAG_LEN))
+            }
+            None => {
+                let start = ETH_ADDRS_LEN + VLAN_TAG_LEN;
+                buf.copy_within(start..start + (n - ETH_ADDRS_LEN), ETH_ADDRS_LEN);
+                Ok(Some(n))
+            }
+        }
+    }
+
+    /// Sends one complete frame (addresses, optional 802.1Q tag, ethertype,
+    /// payload) out of the interface. Returns the bytes sent;
+    /// [`io::ErrorKind::WouldBlock`] (or `ENOBUFS`) when the queue is full.
+    pub fn send(&self, frame: &[u8]) -> io::Result<usize> {
+        // SAFETY: `frame` is a live slice; the kernel reads at most
+        // `frame.len()` bytes from it.
+        let n = unsafe { libc::send(self.fd.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+
+    /// The interface index the socket is bound to.
+    pub fn ifindex(&self) -> u32 {
+        self.ifindex
+    }
+
+    /// The interface name the socket was bound with.
+    pub fn ifname(&self) -> &str {
+        &self.ifname
+    }
+
+    /// The interface's current MAC address.
+    pub fn mac(&self) -> io::Result<[u8; 6]> {
+        // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
+        let mut sll: libc::sockaddr_ll = unsafe { mem::zeroed() };
+        let mut len = mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+        // SAFETY: `sll` and `len` are valid for writes and outlive the call;
+        // `len` holds the size of `sll`.
+        let rc = unsafe { libc::getsockname(self.fd.as_raw_fd(), (&raw mut sll).cast(), &mut len) };
+        if rc < 0 {
+            return Err(context(
+                io::Error::last_os_error(),
+                &self.ifname,
+                "getsockname",
+            ));
+        }
+        if sll.sll_halen != 6 {
+            return Err(io::Error::other(format!(
+                "{}: not an Ethernet interface (hardware address length {})",
+                self.ifname, sll.sll_halen
+            )));
+        }
+        let mut mac = [0; 6];
+        mac.copy_from_slice(&sll.sll_addr[..6]);
+        Ok(mac)
+    }
+
+    /// Frames dropped by [`recv`](Self::recv) because they did not fit in
+    /// the caller's buffer.
+    pub fn truncated(&self) -> u64 {
+        self.truncated.load(Ordering::Relaxed)
+    }
+}
+
+impl AsRawFd for PacketSocket {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+impl AsFd for PacketSocket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// The 802.1Q tag (TPID, TCI) the kernel took out of the frame, if any,
+/// from the `PACKET_AUXDATA` control message.
+fn auxdata_tag(msg: &libc::msghdr) -> Option<(u16, u16)> {
+    // SAFETY: CMSG_LEN is pure arithmetic on its argument.
+    let want = unsafe { libc::CMSG_LEN(mem::size_of::<libc::tpacket_auxdata>() as u32) } as usize;
+    // SAFETY: `msg` was filled by a successful recvmsg, so its control
+    // pointer and length describe valid cmsghdrs inside our buffer.
+    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(msg) };
+    while !cmsg.is_null() {
+        // SAFETY: `cmsg` is non-null and points at a cmsghdr inside the
+        // control buffer (CMSG_FIRSTHDR / CMSG_NXTHDR guarantee it).
+        let hdr = unsafe { &*cmsg };
+        if hdr.cmsg_level == libc::SOL_PACKET
+            && hdr.cmsg_type == libc::PACKET_AUXDATA
+            && hdr.cmsg_len >= want
+        {
+            // SAFETY: cmsg_len says a whole tpacket_auxdata follows the
+            // header; read_unaligned copes with any alignment.
+            let aux: libc::tpacket_auxdata =
+                unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast()) };
+            let valid = aux.tp_status & libc::TP_STATUS_VLAN_VALID != 0 || aux.tp_vlan_tci != 0;
+            if !valid {
+                return None;
+            }
+            let tpid =
+                if aux.tp_status & libc::TP_STATUS_VLAN_TPID_VALID != 0 && aux.tp_vlan_tpid != 0 {
+                    aux.tp_vlan_tpid
+                } else {
+                    TPID_8021Q
+                };
+            return Some((tpid, aux.tp_vlan_tci));
+        }
+        // SAFETY: `msg` and `cmsg` are valid as above; CMSG_NXTHDR returns
+        // null past the end of the control buffer.
+        cmsg = unsafe { libc::CMSG_NXTHDR(msg, cmsg) };
+    }
+    None
+}
+
+/// The index of interface `ifname`, or a `NotFound` error that names it.
+fn if_index(ifname: &str) -> io::Result<u32> {
+    if ifname.is_empty() || ifname.len() >= libc::IFNAMSIZ {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("interface name {ifname:?}: must be 1 to 15 bytes"),
+        ));
+    }
+    let c_name = CString::new(ifname).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("interface name {ifname:?} contains a NUL byte"),
+        )
+    })?;
+    // SAFETY: `c_name` is a valid NUL-terminated string for the call.
+    let index = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
+    if index == 0 {
+        let err = io::Error::last_os_error();
+        let kind = match err.raw_os_error() {
+            Some(libc::ENODEV) | Some(libc::ENXIO) => io::ErrorKind::NotFound,
+            _ => err.kind(),
+        };
+        return Err(io::Error::new(
+            kind,
+            format!("interface {ifname:?} not found in this network namespace ({err})"),
+        ));
+    }
+    Ok(index)
+}
+
+/// `setsockopt(SOL_PACKET, name, value)` for an int option.
+fn set_int(fd: &OwnedFd, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
+    // SAFETY: `value` is a live c_int and the length passed is its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_PACKET,
+            name,
+            (&raw const value).cast(),
+            mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Prefixes an error with the interface and the step that failed.
+fn context(err: io::Error, ifname: &str, what: &str) -> io::Error {
+    io::Error::new(err.kind(), format!("AF_PACKET on {ifname}: {what}: {err}"))
+}

@@ -548,11 +548,11 @@ impl Endpoint {
         hello_retries: u32,
     ) -> u32 {
         let ccid = self.alloc_ccid();
-        let mut ctx = ctx!(self, now);
+        let ctx = ctx!(self, now);
         let mut conn = ControlConn::new(&ctx, ccid, 0, peer, true);
         conn.hello_interval = hello_interval;
         conn.hello_retries = hello_retries;
-        conn.start(&mut ctx);
+        conn.start(&ctx);
         self.conns.insert(ccid, conn);
         self.after(now, ccid);
         ccid

@@ -1,0 +1,330 @@
+//! The standard lab: two simulated APs with real client namespaces behind
+//! them, tunterm in its own namespace, and an upstream 802.1Q host on the
+//! trunk. The integration tests and `tunterm-lab demo` both build it.
+//!
+//! ```text
+//!  c1 192.168.10.11 ─┐ (untagged → VLAN 10)
+//!  c5 192.168.99.15 ─┤ (tag 99: not allowed)        edge                 up
+//!                    ├─ ap1 10.99.0.2 ─┐      ┌──────────────┐      ┌──────────────┐
+//!                    │                  ├─e0──ap0 tunterm trunk0──t0  vlan-host    │
+//!  c2 192.168.20.12 ─┤ (tag 20)         │      │ 10.99.0.1    │      │ v10 .10.1    │
+//!  c3 192.168.10.13 ─┴─ ap2 10.99.0.3 ─┘      └──────────────┘      │ v20 .20.1    │
+//!     (untagged → VLAN 10)        aps namespace (tunterm-apsim ×2)    │ v99 .99.1    │
+//!                                                                     └──────────────┘
+//! ```
+//!
+//! L2TPv3 over UDP between the APs and the edge; the trunk carries VLANs 10
+//! and 20 tagged (VLAN 1 native). VLAN 99 has a host upstream, so a leak
+//! would be answered: the tests check that it never is.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+
+use super::{Capture, Netns, Proc, addr, cleanup_prefix, require_root, unique_prefix, veth};
+
+/// Where the lab's programs are.
+#[derive(Clone, Debug)]
+pub struct Binaries {
+    /// `tunterm`.
+    pub tunterm: PathBuf,
+    /// `tunterm-apsim`.
+    pub apsim: PathBuf,
+    /// `tunterm-lab` (for `vlan-host`).
+    pub lab: PathBuf,
+}
+
+impl Binaries {
+    /// The binaries next to the running executable (for `tunterm-lab demo`).
+    pub fn beside_current_exe() -> anyhow::Result<Binaries> {
+        let exe = std::env::current_exe()?;
+        let dir = exe.parent().context("executable has no directory")?;
+        let b = Binaries {
+            tunterm: dir.join("tunterm"),
+            apsim: dir.join("tunterm-apsim"),
+            lab: dir.join("tunterm-lab"),
+        };
+        for p in [&b.tunterm, &b.apsim, &b.lab] {
+            anyhow::ensure!(
+                p.exists(),
+                "{} not found (build the workspace first)",
+                p.display()
+            );
+        }
+        Ok(b)
+    }
+}
+
+/// Knobs of the standard lab.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Test or demo name (namespace prefix and directory).
+    pub name: String,
+    /// Programs to run.
+    pub bins: Binaries,
+    /// HELLO interval, seconds (edge config and APs).
+    pub hello_interval: f64,
+    /// Missed hellos before a peer is dead (edge config and APs).
+    pub hello_retries: u32,
+    /// Capture the AP-facing link (edge side, `ap0`) and the trunk.
+    pub capture: bool,
+}
+
+/// Client namespaces of the lab, with their addresses.
+pub const CLIENTS: [(&str, &str, &str); 4] = [
+    ("c1", "ap1", "192.168.10.11/24"),
+    ("c5", "ap1", "192.168.99.15/24"),
+    ("c2", "ap2", "192.168.20.12/24"),
+    ("c3", "ap2", "192.168.10.13/24"),
+];
+
+/// A running standard lab. Dropping it stops every process and removes every
+/// namespace.
+pub struct Lab {
+    /// Capture of the AP-facing link, if asked for.
+    pub ap_capture: Option<Capture>,
+    /// Capture of the trunk, if asked for.
+    pub trunk_capture: Option<Capture>,
+    /// tunterm.
+    pub tunterm: Proc,
+    /// The simulator playing ap1 (c1 untagged, c5 tagged 99).
+    pub ap1: Proc,
+    /// The simulator playing ap2 (c2 tagged 20, c3 untagged).
+    pub ap2: Proc,
+    /// The upstream VLAN host.
+    pub vlanhost: Proc,
+    /// Namespace of tunterm.
+    pub edge: Netns,
+    /// Namespace of the simulated APs.
+    pub aps: Netns,
+    /// Namespace of the upstream host.
+    pub up: Netns,
+    /// Client namespaces, in [`CLIENTS`] order.
+    pub clients: Vec<Netns>,
+    /// Logs, configuration and captures.
+    pub dir: PathBuf,
+    /// tunterm's control socket.
+    pub edge_socket: PathBuf,
+    prefix: String,
+}
+
+impl Lab {
+    /// Build the namespaces and links, start everything, and wait until both
+    /// APs have their session up.
+    pub fn start(opts: Options) -> anyhow::Result<Lab> {
+        require_root()?;
+        let prefix = unique_prefix(&opts.name);
+        cleanup_prefix(&prefix);
+        let dir =
+            std::env::temp_dir().join(format!("tunterm-lab-{}", prefix.trim_end_matches('-')));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let ns = |n: &str| Netns::new(&format!("{prefix}{n}"));
+        let edge = ns("edge")?;
+        let aps = ns("aps")?;
+        let up = ns("up")?;
+        let mut clients = Vec::new();
+        for (c, _, _) in CLIENTS {
+            clients.push(ns(c)?);
+        }
+
+        veth(&aps, "e0", &edge, "ap0")?;
+        // Room for the L2TP/UDP/IP overhead on a 1500-byte client frame:
+        // path-MTU handling is a later feature, not what this lab tests.
+        aps.run(&["ip", "link", "set", "e0", "mtu", "9000"])?;
+        edge.run(&["ip", "link", "set", "ap0", "mtu", "9000"])?;
+        addr(&edge, "ap0", "10.99.0.1/24")?;
+        addr(&aps, "e0", "10.99.0.2/24")?;
+        addr(&aps, "e0", "10.99.0.3/24")?;
+        veth(&edge, "trunk0", &up, "t0")?;
+        for ((c, _, cidr), cns) in CLIENTS.iter().zip(&clients) {
+            veth(&aps, c, cns, "eth0")?;
+            addr(cns, "eth0", cidr)?;
+        }
+
+        let config = dir.join("edge.json");
+        std::fs::write(
+            &config,
+            edge_config(opts.hello_interval, opts.hello_retries).to_string(),
+        )?;
+        let edge_socket = dir.join("edge.sock");
+        let (ap_capture, trunk_capture) = if opts.capture {
+            (
+                Some(Capture::start(&edge, "ap0", &dir.join("ap-link.pcap"))?),
+                Some(Capture::start(&edge, "trunk0", &dir.join("trunk.pcap"))?),
+            )
+        } else {
+            (None, None)
+        };
+        let s = |p: &Path| p.to_string_lossy().into_owned();
+        let vlanhost = up.spawn(
+            &[
+                &s(&opts.bins.lab),
+                "vlan-host",
+                "--trunk",
+                "t0",
+                "--vlan",
+                "10=192.168.10.1/24",
+                "--vlan",
+                "20=192.168.20.1/24",
+                "--vlan",
+                "99=192.168.99.1/24",
+            ],
+            &dir.join("vlanhost.log"),
+        )?;
+        let tunterm = edge.spawn(
+            &[
+                &s(&opts.bins.tunterm),
+                "run",
+                "--config",
+                &s(&config),
+                "--control-socket",
+                &s(&edge_socket),
+            ],
+            &dir.join("tunterm.log"),
+        )?;
+        let hello = opts.hello_interval.to_string();
+        let retries = opts.hello_retries.to_string();
+        let ap = |name: &str, spec: &str| -> anyhow::Result<Proc> {
+            aps.spawn(
+                &[
+                    &s(&opts.bins.apsim),
+                    "--edge",
+                    "10.99.0.1",
+                    "--ap",
+                    spec,
+                    "--hello-interval",
+                    &hello,
+                    "--hello-retries",
+                    &retries,
+                    "--events",
+                    "--control-socket",
+                    &s(&dir.join(format!("{name}.sock"))),
+                ],
+                &dir.join(format!("{name}.log")),
+            )
+        };
+        // The edge must listen before the APs knock (they would retry, but a
+        // test should not wait for a retransmission).
+        let mut tunterm = tunterm;
+        tunterm
+            .wait_for_log("tunterm running", Duration::from_secs(10))
+            .context("tunterm did not start")?;
+        let ap1 = ap("ap1", "name=ap1,ip=10.99.0.2,bridge=c1,bridge=c5:99")?;
+        let ap2 = ap("ap2", "name=ap2,ip=10.99.0.3,bridge=c2:20,bridge=c3")?;
+        let lab = Lab {
+            ap_capture,
+            trunk_capture,
+            tunterm,
+            ap1,
+            ap2,
+            vlanhost,
+            edge,
+            aps,
+            up,
+            clients,
+            dir,
+            edge_socket,
+            prefix,
+        };
+        let up_ok = super::wait_until(Duration::from_secs(15), || {
+            lab.edge_stats().is_ok_and(|s| sessions_up(&s) == 2)
+        });
+        if !up_ok {
+            anyhow::bail!("tunnels did not come up in 15 s\n{}", lab.logs());
+        }
+        Ok(lab)
+    }
+
+    /// The namespace-name prefix of this lab.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The client namespace named `c` (c1, c2, c3, c5).
+    pub fn client(&self, c: &str) -> &Netns {
+        let i = CLIENTS
+            .iter()
+            .position(|(n, _, _)| *n == c)
+            .expect("known client");
+        &self.clients[i]
+    }
+
+    /// tunterm's stats document.
+    pub fn edge_stats(&self) -> anyhow::Result<serde_json::Value> {
+        query(&self.edge_socket)
+    }
+
+    /// An AP simulator's stats document (`ap1` or `ap2`).
+    pub fn ap_stats(&self, ap: &str) -> anyhow::Result<serde_json::Value> {
+        query(&self.dir.join(format!("{ap}.sock")))
+    }
+
+    /// Every log of the lab, for a failure message.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for name in ["tunterm", "ap1", "ap2", "vlanhost"] {
+            let p = self.dir.join(format!("{name}.log"));
+            let text = std::fs::read_to_string(&p).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(40).collect();
+            out.push_str(&format!("--- {name}.log (last {} lines)\n", tail.len()));
+            for l in tail.into_iter().rev() {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
+/// Sessions established across all tunnels in a tunterm stats document.
+pub fn sessions_up(stats: &serde_json::Value) -> usize {
+    stats["tunnels"]
+        .as_array()
+        .map(|ts| {
+            ts.iter()
+                .flat_map(|t| t["sessions"].as_array().into_iter().flatten())
+                .filter(|s| s["state"] == "established")
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Ask a control socket for `stats` and parse the JSON answer.
+pub fn query(path: &Path) -> anyhow::Result<serde_json::Value> {
+    let mut s =
+        UnixStream::connect(path).with_context(|| format!("connecting {}", path.display()))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(b"stats\n")?;
+    let mut body = String::new();
+    s.read_to_string(&mut body)?;
+    serde_json::from_str(&body).with_context(|| format!("stats from {}: {body}", path.display()))
+}
+
+/// The edge configuration of the lab, in the Mist API's shapes.
+pub fn edge_config(hello_interval: f64, hello_retries: u32) -> serde_json::Value {
+    serde_json::json!({
+        "mxedge": {
+            "name": "lab-edge",
+            "tunterm_ip_config": {"ip": "10.99.0.1", "netmask": "255.255.255.0"},
+            "tunterm_port_config": {
+                "separate_upstream_downstream": true,
+                "downstream_ports": ["0"],
+                "upstream_ports": ["1"],
+                "upstream_port_vlan_id": 1
+            }
+        },
+        "mxcluster": {"name": "lab", "tunterm_ap_subnets": ["10.99.0.0/24"]},
+        "mxtunnels": [{
+            "name": "lab",
+            "protocol": "udp",
+            "vlan_ids": [10, 20],
+            "hello_interval": hello_interval,
+            "hello_retries": hello_retries
+        }],
+        "ports": {"0": "ap0", "1": "trunk0"}
+    })
+}

@@ -1,0 +1,207 @@
+//! The lab's own pieces, proven end to end: namespaces, veth, two
+//! `tunterm-lab vlan-host`s talking across an 802.1Q trunk (so the tag round
+//! trip through AF_PACKET + auxdata works), capture, tshark, and cleanup.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use tunterm::lab::{self, Capture, Netns};
+
+const LAB: &str = env!("CARGO_BIN_EXE_tunterm-lab");
+
+#[test]
+fn vlan_hosts_ping_across_a_tagged_trunk() -> anyhow::Result<()> {
+    lab::require_root()?;
+    let prefix = lab::unique_prefix("smoke");
+    lab::cleanup_prefix(&prefix);
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(&prefix);
+    std::fs::create_dir_all(&dir)?;
+
+    {
+        let up = Netns::new(&format!("{prefix}up"))?;
+        let sw = Netns::new(&format!("{prefix}sw"))?;
+        lab::veth(&up, "t0", &sw, "t0")?;
+        let capture = Capture::start(&up, "t0", &dir.join("trunk.pcap"))?;
+
+        let mut up_host = up.spawn(
+            &[
+                LAB,
+                "vlan-host",
+                "--trunk",
+                "t0",
+                "--vlan",
+                "10=192.168.10.1/24",
+                "--vlan",
+                "20=192.168.20.1/24",
+                "--native",
+                "1=192.168.1.1/24",
+            ],
+            &dir.join("up-vlan-host.log"),
+        )?;
+        let mut sw_host = sw.spawn(
+            &[
+                LAB,
+                "vlan-host",
+                "--trunk",
+                "t0",
+                "--vlan",
+                "10=192.168.10.2/24",
+                "--vlan",
+                "20=192.168.20.2/24",
+                "--native",
+                "1=192.168.1.2/24",
+            ],
+            &dir.join("sw-vlan-host.log"),
+        )?;
+        up_host.wait_for_log(lab::vlanhost::READY, Duration::from_secs(10))?;
+        sw_host.wait_for_log(lab::vlanhost::READY, Duration::from_secs(10))?;
+
+        for dst in ["192.168.10.2", "192.168.20.2", "192.168.1.2"] {
+            let result = lab::ping(&up, dst, 3)?;
+            assert_eq!(result.received, 3, "ping {dst} from up: {result:?}");
+        }
+        let result = lab::ping(&sw, "192.168.20.1", 2)?;
+        assert_eq!(result.received, 2, "ping 192.168.20.1 from sw: {result:?}");
+
+        let pcap = capture.stop()?;
+        let rows = lab::tshark_fields(
+            &pcap,
+            &[],
+            "icmp",
+            &["vlan.id", "ip.src", "ip.dst", "icmp.type"],
+        )?;
+        let seen = |vid: &str, src: &str, dst: &str, icmp_type: &str| {
+            rows.iter().any(|r| r == &[vid, src, dst, icmp_type])
+        };
+        for (vid, net) in [
+            ("10", "192.168.10"),
+            ("20", "192.168.20"),
+            ("", "192.168.1"),
+        ] {
+            let (a, b) = (format!("{net}.1"), format!("{net}.2"));
+            assert!(
+                seen(vid, &a, &b, "8"),
+                "no echo request on VLAN {vid:?}: {rows:?}"
+            );
+            assert!(
+                seen(vid, &b, &a, "0"),
+                "no echo reply on VLAN {vid:?}: {rows:?}"
+            );
+        }
+        // Tagged subnets never leak untagged, nor the native one tagged.
+        for r in &rows {
+            let want = match r[1].rsplit_once('.').map(|(net, _)| net) {
+                Some("192.168.10") => "10",
+                Some("192.168.20") => "20",
+                _ => "",
+            };
+            assert_eq!(r[0], want, "ICMP on the wrong VLAN: {r:?}");
+        }
+
+        let arp = lab::tshark_fields(&pcap, &[], "arp", &["vlan.id"])?;
+        assert!(
+            arp.iter().any(|r| r[0] == "10"),
+            "no ARP on VLAN 10: {arp:?}"
+        );
+    }
+
+    assert_no_namespaces(&prefix);
+    // Logs and the pcap stay behind only when the test fails.
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+/// Frames as they go on the wire: the same bytes must come out of
+/// `PacketSocket::recv` on the far end, tags included (the kernel takes the
+/// outer tag out on receive; recv puts it back, TPID too).
+#[test]
+fn packet_socket_returns_frames_as_on_the_wire() -> anyhow::Result<()> {
+    use std::io::ErrorKind;
+    use tunterm::io::afpacket::{PacketSocket, RECV_BUF_LEN};
+
+    lab::require_root()?;
+    let prefix = lab::unique_prefix("afpacket");
+    lab::cleanup_prefix(&prefix);
+    {
+        let a = Netns::new(&format!("{prefix}a"))?;
+        let b = Netns::new(&format!("{prefix}b"))?;
+        lab::veth(&a, "p0", &b, "p0")?;
+        let tx = a.enter(|| PacketSocket::bind("p0"))??;
+        let rx = b.enter(|| PacketSocket::bind("p0"))??;
+        let mac = b.run(&["cat", "/sys/class/net/p0/address"])?;
+        let mac_hex: Vec<String> = rx.mac()?.iter().map(|o| format!("{o:02x}")).collect();
+        assert_eq!(mac_hex.join(":"), mac.trim());
+
+        let frame = |tags: &[(u16, u16)], marker: u8| {
+            let mut f = vec![0xff; 6];
+            f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x01]);
+            for (tpid, tci) in tags {
+                f.extend_from_slice(&tpid.to_be_bytes());
+                f.extend_from_slice(&tci.to_be_bytes());
+            }
+            f.extend_from_slice(&[0x88, 0xb5]); // local experimental ethertype
+            f.extend(std::iter::repeat_n(marker, 60));
+            f
+        };
+        let sent = [
+            frame(&[], 1),
+            frame(&[(0x8100, 10)], 2),
+            frame(&[(0x8100, 0xa000 | 20)], 3), // PCP 5
+            frame(&[(0x88a8, 100), (0x8100, 42)], 4),
+        ];
+        for f in &sent {
+            assert_eq!(tx.send(f)?, f.len());
+        }
+
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; RECV_BUF_LEN];
+        lab::wait_until(Duration::from_secs(3), || {
+            loop {
+                match rx.recv(&mut buf) {
+                    Ok(n) => got.push(buf[..n].to_vec()),
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("recv: {e}"),
+                }
+            }
+            sent.iter().all(|f| got.contains(f))
+        });
+        for f in &sent {
+            assert!(
+                got.contains(f),
+                "not received as sent: {f:02x?}\ngot: {got:02x?}"
+            );
+        }
+
+        // PACKET_IGNORE_OUTGOING: the sender never reads its own frames.
+        loop {
+            match tx.recv(&mut buf) {
+                Ok(n) => assert!(
+                    !sent.iter().any(|f| f[..] == buf[..n]),
+                    "own send read back"
+                ),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    assert_no_namespaces(&prefix);
+    Ok(())
+}
+
+#[test]
+fn packet_socket_names_a_missing_interface() {
+    let err = tunterm::io::afpacket::PacketSocket::bind("nosuchif0").unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
+    assert!(err.to_string().contains("nosuchif0"), "{err}");
+}
+
+/// After the guards dropped, no namespace of the test may remain.
+fn assert_no_namespaces(prefix: &str) {
+    let list = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    let list = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        !list.lines().any(|l| l.starts_with(prefix)),
+        "namespaces left behind:\n{list}"
+    );
+}
