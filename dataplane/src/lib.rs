@@ -8,8 +8,10 @@
 //!   they take `now` and bytes, and say what to send and when to wake).
 //! - [`io`]: the only place with file descriptors.
 //! - [`driver`]: the daemon's event loop.
+//! - [`apsim`]: the AP simulator (L2TPv3 initiators, the lab's load generator).
 //! - [`lab`]: network-namespace lab used by the tests and the demo.
 
+pub mod apsim;
 pub mod driver;
 pub mod io;
 pub mod lab;

@@ -1,1 +1,136 @@
-fn main() {}
+//! `tunterm-apsim`: simulated Wi-Fi APs that build L2TPv3 tunnels to an edge.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use tunterm::apsim::{self, ApSpec, SimOptions};
+use tunterm::wire::l2tp::pw;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Simulated Wi-Fi APs for tunterm: L2TPv3 initiators with real or synthetic clients"
+)]
+struct Cli {
+    /// Edge to connect to, ip[:port] (repeat for failover order).
+    #[arg(long = "edge", required = true)]
+    edges: Vec<String>,
+    /// One AP: name=ap1[,ip=10.99.0.2][,bridge=IF[:tag]]... (repeatable).
+    #[arg(long = "ap")]
+    aps: Vec<String>,
+    /// Add this many APs named ap-00000… with synthetic clients only.
+    #[arg(long, default_value_t = 0)]
+    count: u32,
+    /// Source address of the --count APs.
+    #[arg(long)]
+    local_ip: Option<IpAddr>,
+    /// Remote End ID of the sessions: the mxtunnel name.
+    #[arg(long, default_value = "lab")]
+    remote_end_id: String,
+    /// Pseudowire type: ethernet or ethernet-vlan.
+    #[arg(long, default_value = "ethernet")]
+    pw_type: String,
+    /// Cookie length the APs assign: 0, 4 or 8.
+    #[arg(long, default_value_t = 4)]
+    cookie_len: usize,
+    /// HELLO interval in seconds.
+    #[arg(long, default_value_t = 60.0)]
+    hello_interval: f64,
+    /// Missed hellos before moving to the next edge.
+    #[arg(long, default_value_t = 7)]
+    hello_retries: u32,
+    /// Seconds to wait after losing a tunnel before connecting again.
+    #[arg(long, default_value_t = 1.0)]
+    retry_delay: f64,
+    /// Synthetic clients per AP (each sends a gratuitous ARP every --synthetic-interval-ms).
+    #[arg(long, default_value_t = 0)]
+    synthetic_clients: u32,
+    /// VLAN tag of synthetic frames.
+    #[arg(long)]
+    synthetic_vlan: Option<u16>,
+    /// Interval of synthetic frames, ms.
+    #[arg(long, default_value_t = 1000)]
+    synthetic_interval_ms: u64,
+    /// Control socket answering `stats` with JSON.
+    #[arg(long)]
+    control_socket: Option<PathBuf>,
+    /// Print one JSON line per event on stdout.
+    #[arg(long)]
+    events: bool,
+}
+
+fn parse_edge(s: &str) -> anyhow::Result<SocketAddr> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    let ip: IpAddr = s
+        .parse()
+        .with_context(|| format!("--edge {s:?}: expected ip or ip:port"))?;
+    Ok(SocketAddr::new(ip, 1701))
+}
+
+fn secs(name: &str, v: f64) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(v)
+        .map_err(|_| anyhow::anyhow!("--{name} {v}: not a valid duration"))
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let edges = cli
+        .edges
+        .iter()
+        .map(|e| parse_edge(e))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut aps = cli
+        .aps
+        .iter()
+        .map(|s| ApSpec::parse(s))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    for i in 0..cli.count {
+        aps.push(ApSpec {
+            name: format!("ap-{i:05}"),
+            local_ip: cli.local_ip,
+            bridges: vec![],
+        });
+    }
+    anyhow::ensure!(!aps.is_empty(), "no AP: give --ap or --count");
+    anyhow::ensure!(
+        matches!(cli.cookie_len, 0 | 4 | 8),
+        "--cookie-len must be 0, 4 or 8"
+    );
+    let pw_type = match cli.pw_type.as_str() {
+        "ethernet" => pw::ETHERNET,
+        "ethernet-vlan" => pw::ETHERNET_VLAN,
+        other => anyhow::bail!("--pw-type {other:?}: ethernet or ethernet-vlan"),
+    };
+    let opts = SimOptions {
+        edges,
+        remote_end_id: cli.remote_end_id,
+        pw_type,
+        cookie_len: cli.cookie_len,
+        hello_interval: secs("hello-interval", cli.hello_interval)?,
+        hello_retries: cli.hello_retries,
+        retry_delay: secs("retry-delay", cli.retry_delay)?,
+        synthetic_clients: cli.synthetic_clients,
+        synthetic_vlan: cli.synthetic_vlan,
+        synthetic_interval: Duration::from_millis(cli.synthetic_interval_ms.max(1)),
+        control_socket: cli.control_socket,
+        print_events: cli.events,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(apsim::run(aps, opts, async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return std::future::pending().await;
+        };
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+    }))
+}

@@ -1,1 +1,105 @@
-fn main() {}
+//! `tunterm`: the tunnel terminator daemon and its small CLI.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tunterm::driver::{self, DaemonOptions};
+
+#[derive(Parser)]
+#[command(version, about = "Mist Edge-style L2TPv3 tunnel terminator")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the daemon.
+    Run {
+        /// Configuration file (mxedge / mxcluster / mxtunnels JSON). Without
+        /// it, the embedded lab configuration is used.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Control socket for `tunterm stats`.
+        #[arg(long, default_value = "/run/tunterm/tunterm.sock")]
+        control_socket: PathBuf,
+        /// Upstream trunk interface (overrides tunterm_port_config).
+        #[arg(long)]
+        upstream: Option<String>,
+        /// UDP port for L2TP.
+        #[arg(long, default_value_t = 1701)]
+        port: u16,
+    },
+    /// Print a running daemon's stats (JSON).
+    Stats {
+        /// Control socket of the daemon.
+        #[arg(long, default_value = "/run/tunterm/tunterm.sock")]
+        control_socket: PathBuf,
+    },
+    /// Validate a configuration file and print what tunterm would run.
+    CheckConfig {
+        /// The file.
+        config: PathBuf,
+    },
+}
+
+fn load(config: Option<&PathBuf>) -> anyhow::Result<tunterm_control::EdgeConfig> {
+    match config {
+        Some(path) => Ok(tunterm_control::load_file(path)?),
+        None => {
+            tracing::info!("no --config: using the embedded lab configuration");
+            Ok(tunterm_control::load_str(tunterm_control::LAB_DEFAULT)
+                .context("embedded lab configuration")?)
+        }
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    match cli.cmd {
+        Cmd::Run {
+            config,
+            control_socket,
+            upstream,
+            port,
+        } => {
+            let cfg = load(config.as_ref())?;
+            let opts = DaemonOptions {
+                control_socket,
+                upstream,
+                port,
+            };
+            rt.block_on(driver::run(cfg, opts, shutdown_signal()))
+        }
+        Cmd::Stats { control_socket } => {
+            let out = rt.block_on(driver::query_stats(&control_socket))?;
+            println!("{}", out.trim_end());
+            Ok(())
+        }
+        Cmd::CheckConfig { config } => {
+            let cfg = load(Some(&config))?;
+            println!("{cfg:#?}");
+            Ok(())
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

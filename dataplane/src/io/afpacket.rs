@@ -367,3 +367,12 @@ fn set_int(fd: &OwnedFd, name: libc::c_int, value: libc::c_int) -> io::Result<()
 fn context(err: io::Error, ifname: &str, what: &str) -> io::Error {
     io::Error::new(err.kind(), format!("AF_PACKET on {ifname}: {what}: {err}"))
 }
+
+impl PacketSocket {
+    /// Register with the tokio reactor (inside a runtime).
+    pub fn into_async(self) -> io::Result<tokio::io::unix::AsyncFd<PacketSocket>> {
+        // SAFETY: a PacketSocket owns its descriptor (an OwnedFd) for its
+        // whole life and `as_raw_fd` always returns that same descriptor.
+        unsafe { tokio::io::unix::AsyncFd::register(self) }.map_err(io::Error::from)
+    }
+}
