@@ -1,1 +1,228 @@
-fn main() {}
+//! The per-packet slow path on one core: L2TPv3 data decap + switch decision
+//! + 802.1Q re-tag (AP → trunk), and trunk frame → switch → L2TPv3 encap
+//! (trunk → AP), with 1,000 established sessions and 10,000 learned MACs.
+//! The baseline the XDP fast path will be measured against.
+//!
+//! `cargo bench -p tunterm-benches --bench switch`
+
+use std::hint::black_box;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use tunterm::proto::bridge::{PortConfig, PortId, Switch, TRUNK, Verdict};
+use tunterm::proto::l2tp::{Endpoint, EndpointConfig, Event, Incoming, PwProfile, SessionRequest};
+use tunterm::wire::ether;
+use tunterm::wire::l2tp::{self, Transport, pw};
+use tunterm_control::VlanSet;
+
+const SESSIONS: usize = 1_000;
+const MACS_PER_SESSION: usize = 10;
+const EDGE: &str = "10.99.0.1:1701";
+const AP: &str = "10.99.0.2:40000";
+
+struct Bed {
+    edge: Endpoint,
+    switch: Switch,
+    /// Per session: (edge sid, data message from the AP to a trunk MAC).
+    uplink: Vec<(u32, Vec<u8>)>,
+    /// Trunk frames, tagged VLAN 10, to client MACs behind sessions.
+    downlink: Vec<Vec<u8>>,
+}
+
+fn vlans(ids: &[u16]) -> VlanSet {
+    let mut s = VlanSet::default();
+    for &i in ids {
+        s.insert(i).expect("valid VLAN");
+    }
+    s
+}
+
+fn frame(dst: [u8; 6], src: [u8; 6], tag: Option<u16>, len: usize) -> Vec<u8> {
+    let mut f = dst.to_vec();
+    f.extend_from_slice(&src);
+    if let Some(v) = tag {
+        f.extend_from_slice(&ether::TPID_8021Q.to_be_bytes());
+        f.extend_from_slice(&v.to_be_bytes());
+    }
+    f.extend_from_slice(&[0x08, 0x00]);
+    f.resize(len, 0x5a);
+    f
+}
+
+fn client_mac(s: usize, m: usize) -> [u8; 6] {
+    [0x02, 0, (s >> 8) as u8, s as u8, 0, m as u8]
+}
+
+/// Bring up SESSIONS sessions between an AP-side endpoint and the edge by
+/// running the real handshake, then learn the MACs.
+fn setup(frame_len: usize) -> Bed {
+    let edge_addr: SocketAddr = EDGE.parse().unwrap();
+    let ap_addr: SocketAddr = AP.parse().unwrap();
+    let now = Instant::now();
+    let mut edge = Endpoint::new(
+        EndpointConfig {
+            profiles: vec![PwProfile {
+                names: vec!["lab".into()],
+                hello_interval: Duration::from_secs(60),
+                hello_retries: 7,
+            }],
+            ..EndpointConfig::default()
+        },
+        1,
+    );
+    let mut ap = Endpoint::new(
+        EndpointConfig {
+            accept_incoming: false,
+            ..EndpointConfig::default()
+        },
+        2,
+    );
+    for _ in 0..SESSIONS {
+        let ccid = ap.connect(now, edge_addr, Duration::from_secs(60), 7);
+        ap.open_session(
+            now,
+            ccid,
+            SessionRequest {
+                remote_end_id: "lab".into(),
+                pw_type: pw::ETHERNET,
+            },
+        );
+    }
+    loop {
+        let mut moved = false;
+        while let Some(t) = ap.poll_transmit() {
+            let _ = edge.handle_datagram(now, ap_addr, &t.payload);
+            moved = true;
+        }
+        while let Some(t) = edge.poll_transmit() {
+            let _ = ap.handle_datagram(now, edge_addr, &t.payload);
+            moved = true;
+        }
+        if !moved {
+            break;
+        }
+    }
+    let mut switch = Switch::new(Duration::from_secs(300));
+    switch.add_port(
+        TRUNK,
+        PortConfig {
+            vlans: vlans(&[10, 20]),
+            untagged_vlan: Some(1),
+        },
+    );
+    let mut edge_sids = vec![];
+    while let Some(e) = edge.poll_event() {
+        if let Event::SessionUp { session_id, .. } = e {
+            switch.add_port(
+                PortId(session_id),
+                PortConfig {
+                    vlans: vlans(&[10, 20]),
+                    untagged_vlan: Some(10),
+                },
+            );
+            edge_sids.push(session_id);
+        }
+    }
+    let mut ap_sids = vec![];
+    while let Some(e) = ap.poll_event() {
+        if let Event::SessionUp { session_id, .. } = e {
+            ap_sids.push(session_id);
+        }
+    }
+    assert_eq!(edge_sids.len(), SESSIONS, "every session up");
+    // Pair AP-side and edge-side views of each session.
+    let mut uplink = vec![];
+    let mut downlink = vec![];
+    let trunk_host = [0x02, 0xee, 0, 0, 0, 1];
+    let _ = switch.ingress(now, TRUNK, &frame([0xff; 6], trunk_host, Some(10), 64));
+    for (i, &ap_sid) in ap_sids.iter().enumerate() {
+        let s = ap.session(ap_sid).unwrap();
+        // The AP's remote session id is the edge's local one.
+        let edge_sid = s.remote_sid;
+        for m in 0..MACS_PER_SESSION {
+            let _ = switch.ingress(
+                now,
+                PortId(edge_sid),
+                &frame([0xff; 6], client_mac(i, m), None, 64),
+            );
+            downlink.push(frame(client_mac(i, m), trunk_host, Some(10), frame_len + 4));
+        }
+        let inner = frame(trunk_host, client_mac(i, 0), None, frame_len);
+        let mut msg = vec![0; l2tp::data_header_len(Transport::Udp, s.cookie_tx.len())];
+        l2tp::emit_data_header(Transport::Udp, s.remote_sid, &s.cookie_tx, &mut msg);
+        msg.extend_from_slice(&inner);
+        uplink.push((edge_sid, msg));
+    }
+    assert_eq!(switch.fdb_len(), SESSIONS * MACS_PER_SESSION + 1);
+    Bed {
+        edge,
+        switch,
+        uplink,
+        downlink,
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let ap_addr: SocketAddr = AP.parse().unwrap();
+    for len in [64usize, 1400] {
+        let mut bed = setup(len);
+        let mut g = c.benchmark_group(format!("slowpath/{len}B"));
+        g.throughput(Throughput::Elements(1));
+        let mut out = Vec::with_capacity(2048);
+        // Baseline in the same run: the least any path does per frame, one
+        // copy of it. Report the others as multiples of this.
+        let mut k = 0usize;
+        g.bench_function("baseline: copy frame", |b| {
+            b.iter(|| {
+                k = (k + 7) % bed.uplink.len();
+                out.clear();
+                out.extend_from_slice(&bed.uplink[k].1);
+                black_box(out.len())
+            })
+        });
+        let mut i = 0usize;
+        g.bench_function("decap+switch+tag (AP→trunk)", |b| {
+            b.iter(|| {
+                i = (i + 7) % bed.uplink.len();
+                let now = Instant::now();
+                let msg = &bed.uplink[i].1;
+                if let Incoming::Data {
+                    session_id,
+                    payload,
+                } = bed.edge.handle_datagram(now, ap_addr, msg)
+                    && let (Verdict::Forward { vlan, to }, Some(view)) =
+                        bed.switch.ingress(now, PortId(session_id), payload)
+                {
+                    let tag = bed.switch.egress_tag(to, vlan);
+                    ether::write_retagged(payload, &view, tag, &mut out);
+                }
+                black_box(out.len())
+            })
+        });
+        let mut j = 0usize;
+        g.bench_function("switch+encap (trunk→AP)", |b| {
+            b.iter(|| {
+                j = (j + 7) % bed.downlink.len();
+                let now = Instant::now();
+                let f = &bed.downlink[j];
+                if let (Verdict::Forward { vlan, to }, Some(view)) =
+                    bed.switch.ingress(now, TRUNK, f)
+                    && let Some(s) = bed.edge.session(to.0)
+                {
+                    let tag = bed.switch.egress_tag(to, vlan);
+                    let hdr = l2tp::data_header_len(s.transport, s.cookie_tx.len());
+                    out.clear();
+                    out.resize(hdr, 0);
+                    l2tp::emit_data_header(s.transport, s.remote_sid, &s.cookie_tx, &mut out);
+                    ether::append_retagged(f, &view, tag, &mut out);
+                }
+                black_box(out.len())
+            })
+        });
+        g.finish();
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

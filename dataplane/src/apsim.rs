@@ -115,6 +115,9 @@ pub struct SimOptions {
     pub synthetic_vlan: Option<u16>,
     /// Each synthetic client sends a frame this often.
     pub synthetic_interval: Duration,
+    /// Destination MAC of synthetic frames (broadcast when None: every
+    /// frame is then flooded to every session on the VLAN).
+    pub synthetic_dst: Option<[u8; 6]>,
     /// Control socket answering `stats`.
     pub control_socket: Option<PathBuf>,
     /// Print one JSON line per event on stdout.
@@ -567,8 +570,9 @@ fn send_frame(
     sock.try_send_to(out, s.peer).is_ok()
 }
 
-/// Frames of the synthetic clients of one AP: a gratuitous ARP from each,
-/// so the edge learns every client MAC.
+/// Frames of the synthetic clients of one AP: an ARP announcement from
+/// each (broadcast, or unicast to `synthetic_dst`), so the edge learns every
+/// client MAC.
 struct Synthetic {
     frames: Vec<Vec<u8>>,
 }
@@ -590,7 +594,7 @@ impl Synthetic {
                 ];
                 let ip = [10, 200, (c >> 8) as u8, c as u8];
                 let mut f = Vec::with_capacity(64);
-                f.extend_from_slice(&[0xff; 6]);
+                f.extend_from_slice(&opts.synthetic_dst.unwrap_or([0xff; 6]));
                 f.extend_from_slice(&mac);
                 if let Some(v) = opts.synthetic_vlan {
                     f.extend_from_slice(&ether::TPID_8021Q.to_be_bytes());

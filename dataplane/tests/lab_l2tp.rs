@@ -297,3 +297,124 @@ fn a_silent_ap_is_torn_down_after_hello_interval_times_retries() {
     // ap1 is untouched.
     ping_ok(&lab, lab.client("c1"), "192.168.10.1");
 }
+
+/// The simulator is the load generator: a thousand APs in one process, each
+/// with its own socket, control connection, session and two clients.
+#[test]
+fn apsim_brings_up_a_thousand_tunnels_in_one_process() {
+    const APS: u64 = 1_000;
+    lab::require_root().unwrap();
+    let prefix = lab::unique_prefix("scale");
+    lab::cleanup_prefix(&prefix);
+    let dir = std::env::temp_dir().join(format!("tunterm-{}", prefix.trim_end_matches('-')));
+    std::fs::create_dir_all(&dir).unwrap();
+    let edge = lab::Netns::new(&format!("{prefix}edge")).unwrap();
+    let aps = lab::Netns::new(&format!("{prefix}aps")).unwrap();
+    let up = lab::Netns::new(&format!("{prefix}up")).unwrap();
+    lab::veth(&aps, "e0", &edge, "ap0").unwrap();
+    lab::addr(&edge, "ap0", "10.99.0.1/24").unwrap();
+    lab::addr(&aps, "e0", "10.99.0.2/24").unwrap();
+    lab::veth(&edge, "trunk0", &up, "t0").unwrap();
+    let config = dir.join("edge.json");
+    let mut cfg = tunterm::lab::topology::edge_config(60.0, 7);
+    cfg["mxtunnels"][0]["vlan_ids"] = serde_json::json!([10]);
+    std::fs::write(&config, cfg.to_string()).unwrap();
+    let sock = dir.join("edge.sock");
+    let b = bins();
+    let s = |p: &std::path::Path| p.to_string_lossy().into_owned();
+    let mut tunterm = edge
+        .spawn(
+            &[
+                &s(&b.tunterm),
+                "run",
+                "--config",
+                &s(&config),
+                "--control-socket",
+                &s(&sock),
+            ],
+            &dir.join("tunterm.log"),
+        )
+        .unwrap();
+    tunterm
+        .wait_for_log("tunterm running", Duration::from_secs(10))
+        .unwrap();
+    // The upstream host announces itself on VLAN 10 so the clients' frames
+    // are known unicast (a broadcast from each would be flooded to all
+    // thousand sessions).
+    let mut host = up
+        .spawn(
+            &[
+                &s(&b.lab),
+                "vlan-host",
+                "--trunk",
+                "t0",
+                "--vlan",
+                "10=192.168.10.1/24",
+            ],
+            &dir.join("vlanhost.log"),
+        )
+        .unwrap();
+    host.wait_for_log(tunterm::lab::vlanhost::READY, Duration::from_secs(10))
+        .unwrap();
+    let host_mac = up
+        .run(&["cat", "/sys/class/net/v10/address"])
+        .unwrap()
+        .trim()
+        .to_string();
+    let _ = lab::ping(&up, "192.168.10.99", 1);
+    let started = Instant::now();
+    let _sim = aps
+        .spawn(
+            &[
+                &s(&b.apsim),
+                "--edge",
+                "10.99.0.1",
+                "--count",
+                &APS.to_string(),
+                "--local-ip",
+                "10.99.0.2",
+                "--synthetic-clients",
+                "2",
+                "--synthetic-dst",
+                &host_mac,
+                "--synthetic-interval-ms",
+                "2000",
+            ],
+            &dir.join("apsim.log"),
+        )
+        .unwrap();
+    let mut last = serde_json::Value::Null;
+    let all_up = lab::wait_until(
+        Duration::from_secs(60),
+        || match tunterm::lab::topology::query(&sock) {
+            Ok(st) => {
+                let ok = tunterm::lab::topology::sessions_up(&st) as u64 == APS;
+                last = st;
+                ok
+            }
+            Err(_) => false,
+        },
+    );
+    let took = started.elapsed();
+    assert!(
+        all_up,
+        "{} of {APS} sessions up after 60 s: {:#}",
+        tunterm::lab::topology::sessions_up(&last),
+        last["l2tp"]
+    );
+    println!("{APS} APs: every tunnel and session established in {took:?}");
+    // Every client MAC learned behind its session.
+    let learned = lab::wait_until(Duration::from_secs(20), || {
+        tunterm::lab::topology::query(&sock).is_ok_and(|st| {
+            let fdb = st["fdb"].as_array().unwrap();
+            let behind = fdb.iter().filter(|e| e["port"] != "trunk").count() as u64;
+            last = st;
+            behind == 2 * APS
+        })
+    });
+    assert!(learned, "client MACs learned: {:#}", last["switch"]);
+    assert_eq!(last["num_tunnels"], APS);
+    drop(host);
+    drop(tunterm);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -54,6 +54,10 @@ struct Cli {
     /// Interval of synthetic frames, ms.
     #[arg(long, default_value_t = 1000)]
     synthetic_interval_ms: u64,
+    /// Destination MAC of synthetic frames, aa:bb:cc:dd:ee:ff (default
+    /// broadcast, which floods to every session on the VLAN).
+    #[arg(long, value_parser = parse_mac)]
+    synthetic_dst: Option<[u8; 6]>,
     /// Control socket answering `stats` with JSON.
     #[arg(long)]
     control_socket: Option<PathBuf>,
@@ -70,6 +74,18 @@ fn parse_edge(s: &str) -> anyhow::Result<SocketAddr> {
         .parse()
         .with_context(|| format!("--edge {s:?}: expected ip or ip:port"))?;
     Ok(SocketAddr::new(ip, 1701))
+}
+
+fn parse_mac(s: &str) -> Result<[u8; 6], String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let mut mac = [0u8; 6];
+    if parts.len() != 6 {
+        return Err(format!("{s:?}: expected aa:bb:cc:dd:ee:ff"));
+    }
+    for (b, p) in mac.iter_mut().zip(parts) {
+        *b = u8::from_str_radix(p, 16).map_err(|_| format!("{s:?}: bad hex byte {p:?}"))?;
+    }
+    Ok(mac)
 }
 
 fn secs(name: &str, v: f64) -> anyhow::Result<Duration> {
@@ -117,6 +133,7 @@ fn main() -> anyhow::Result<()> {
         synthetic_clients: cli.synthetic_clients,
         synthetic_vlan: cli.synthetic_vlan,
         synthetic_interval: Duration::from_millis(cli.synthetic_interval_ms.max(1)),
+        synthetic_dst: cli.synthetic_dst,
         control_socket: cli.control_socket,
         print_events: cli.events,
     };

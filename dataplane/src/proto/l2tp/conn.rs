@@ -1,7 +1,9 @@
 //! One control connection and the sessions it carries: the RFC 3931 state
 //! machines for both the initiator (AP) and the responder (edge) role.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -58,7 +60,7 @@ pub(super) struct Ctx<'a> {
     pub now: Instant,
     pub cfg: &'a EndpointConfig,
     pub events: &'a mut VecDeque<Event>,
-    pub sessions: &'a mut HashMap<u32, DataSession>,
+    pub sessions: &'a mut FxHashMap<u32, DataSession>,
     pub rng: &'a mut Rng,
     pub counters: &'a mut EndpointCounters,
 }
@@ -703,7 +705,7 @@ impl ControlConn {
 
     fn own_session<'s>(
         &self,
-        sessions: &'s mut HashMap<u32, DataSession>,
+        sessions: &'s mut FxHashMap<u32, DataSession>,
         sid: u32,
     ) -> Option<&'s mut DataSession> {
         sessions.get_mut(&sid).filter(|s| s.ccid == self.local_ccid)

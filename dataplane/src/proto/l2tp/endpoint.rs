@@ -2,6 +2,8 @@
 //! by Control Connection ID and Session ID, the data-message checks, timers.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
+
+use rustc_hash::FxHashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -345,7 +347,7 @@ pub struct Endpoint {
     cfg: EndpointConfig,
     conns: HashMap<u32, ControlConn>,
     by_peer: HashMap<(SocketAddr, u32), u32>,
-    sessions: HashMap<u32, DataSession>,
+    sessions: FxHashMap<u32, DataSession>,
     timers: BTreeSet<(Instant, u32)>,
     events: VecDeque<Event>,
     transmits: VecDeque<Transmit>,
@@ -373,7 +375,7 @@ impl Endpoint {
             cfg,
             conns: HashMap::new(),
             by_peer: HashMap::new(),
-            sessions: HashMap::new(),
+            sessions: FxHashMap::default(),
             timers: BTreeSet::new(),
             events: VecDeque::new(),
             transmits: VecDeque::new(),
