@@ -1,7 +1,7 @@
-//! The per-packet slow path on one core: L2TPv3 data decap + switch decision
-//! + 802.1Q re-tag (AP → trunk), and trunk frame → switch → L2TPv3 encap
-//! (trunk → AP), with 1,000 established sessions and 10,000 learned MACs.
-//! The baseline the XDP fast path will be measured against.
+//! The per-packet slow path on one core, with 1,000 established sessions and
+//! 10,000 learned MACs: L2TPv3 data decap, switch decision and 802.1Q
+//! re-tag (AP to trunk); trunk frame, switch decision and L2TPv3 encap
+//! (trunk to AP). The baseline the XDP fast path will be measured against.
 //!
 //! `cargo bench -p tunterm-benches --bench switch`
 
