@@ -160,6 +160,15 @@ pub struct SimStats {
 
 type Shared = Rc<RefCell<SimStats>>;
 
+/// Update one AP's status.
+fn status(shared: &Shared, ap: &str, f: impl FnOnce(&mut ApStatus)) {
+    let mut st = shared.borrow_mut();
+    match st.per_ap.get_mut(ap) {
+        Some(s) => f(s),
+        None => f(st.per_ap.entry(ap.to_string()).or_default()),
+    }
+}
+
 fn emit_event(opts: &SimOptions, ap: &str, event: &str, detail: serde_json::Value) {
     if opts.print_events {
         let line = serde_json::json!({"ap": ap, "event": event, "detail": detail});
@@ -352,12 +361,7 @@ async fn run_ap(
                         "session_up",
                         serde_json::json!({"session_id": session_id}),
                     );
-                    shared
-                        .borrow_mut()
-                        .per_ap
-                        .entry(spec.name.clone())
-                        .or_default()
-                        .session_up = true;
+                    status(&shared, &spec.name, |s| s.session_up = true);
                 }
                 Event::SessionDown {
                     session_id, reason, ..
@@ -371,12 +375,7 @@ async fn run_ap(
                         "session_down",
                         serde_json::json!({"reason": format!("{reason:?}")}),
                     );
-                    shared
-                        .borrow_mut()
-                        .per_ap
-                        .entry(spec.name.clone())
-                        .or_default()
-                        .session_up = false;
+                    status(&shared, &spec.name, |s| s.session_up = false);
                 }
                 Event::PeerCdn {
                     result,
@@ -399,12 +398,7 @@ async fn run_ap(
                         "tunnel_down",
                         serde_json::json!({"edge": edge.to_string(), "reason": format!("{reason:?}")}),
                     );
-                    shared
-                        .borrow_mut()
-                        .per_ap
-                        .entry(spec.name.clone())
-                        .or_default()
-                        .session_up = false;
+                    status(&shared, &spec.name, |s| s.session_up = false);
                     if !stopping {
                         reconnect_at = Some(Instant::now() + opts.retry_delay);
                     }
@@ -437,12 +431,7 @@ async fn run_ap(
             reconnect_at = None;
             edge_idx = (edge_idx + 1) % opts.edges.len();
             edge = opts.edges[edge_idx];
-            shared
-                .borrow_mut()
-                .per_ap
-                .entry(spec.name.clone())
-                .or_default()
-                .edge = edge.to_string();
+            status(&shared, &spec.name, |s| s.edge = edge.to_string());
             ccid = connect(&mut ep, edge, &opts);
             continue;
         }
@@ -486,7 +475,7 @@ async fn run_ap(
                 if let Some(sid) = session
                     && send_frame(&ep, &sock, sid, &frame, bridges[i].tag, &mut out)
                 {
-                    shared.borrow_mut().per_ap.entry(spec.name.clone()).or_default().tx_frames += 1;
+                    status(&shared, &spec.name, |s| s.tx_frames += 1);
                 }
             }
             _ = tokio::time::sleep_until(wake.into()) => {
@@ -504,7 +493,7 @@ async fn run_ap(
                             sent += 1;
                         }
                     }
-                    shared.borrow_mut().per_ap.entry(spec.name.clone()).or_default().tx_frames += sent;
+                    status(&shared, &spec.name, |s| s.tx_frames += sent);
                 }
                 if now >= next_synth {
                     next_synth = now + opts.synthetic_interval;

@@ -968,6 +968,49 @@ impl ControlMessage {
     }
 }
 
+/// Typed accessors: the value of the first AVP of each kind.
+macro_rules! accessors {
+    ($($(#[$doc:meta])* $name:ident -> $ty:ty = $pat:pat => $val:expr;)*) => {
+        impl ControlMessage {
+            $(
+                $(#[$doc])*
+                pub fn $name(&self) -> Option<$ty> {
+                    self.get(|a| match a {
+                        $pat => Some($val),
+                        _ => None,
+                    })
+                }
+            )*
+        }
+    };
+}
+
+accessors! {
+    /// Host Name, lossy UTF-8.
+    host_name -> String = Avp::HostName(h) => String::from_utf8_lossy(h).into_owned();
+    /// Router ID.
+    router_id -> u32 = Avp::RouterId(r) => *r;
+    /// Assigned Control Connection ID.
+    assigned_ccid -> u32 = Avp::AssignedCcid(c) => *c;
+    /// Pseudowire Capabilities List.
+    pw_capabilities -> Vec<u16> = Avp::PwCapabilities(c) => c.clone();
+    /// Receive Window Size.
+    receive_window_size -> u16 = Avp::ReceiveWindowSize(w) => *w;
+    /// Local Session ID (the sender's session id).
+    local_session_id -> u32 = Avp::LocalSessionId(s) => *s;
+    /// Remote Session ID (the receiver's session id).
+    remote_session_id -> u32 = Avp::RemoteSessionId(s) => *s;
+    /// Pseudowire Type.
+    pw_type -> u16 = Avp::PwType(t) => *t;
+    /// Remote End ID, lossy UTF-8.
+    remote_end_id -> String = Avp::RemoteEndId(r) => String::from_utf8_lossy(r).into_owned();
+    /// Assigned Cookie.
+    assigned_cookie -> Cookie = Avp::AssignedCookie(c) => *c;
+    /// Result Code: (result, error, message).
+    result_code -> (u16, Option<u16>, Option<String>) =
+        Avp::ResultCode { result, error, message } => (*result, *error, message.clone());
+}
+
 /// Append a ZLB acknowledgement: the control header alone (over IP after
 /// the zero session id), Length 12.
 pub fn emit_zlb(transport: Transport, header: ControlHeader, out: &mut Vec<u8>) {

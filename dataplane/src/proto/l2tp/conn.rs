@@ -331,8 +331,8 @@ impl ControlConn {
             ctx.counters.unknown_mandatory_avps += 1;
             let text = format!("unknown mandatory AVP vendor {vendor} type {attr}");
             if is_session_msg && self.state == ConnState::Established {
-                let peer_sid = msg.get(local_session_id).unwrap_or(0);
-                let ours = msg.get(remote_session_id).unwrap_or(0);
+                let peer_sid = msg.local_session_id().unwrap_or(0);
+                let ours = msg.remote_session_id().unwrap_or(0);
                 self.session_reject(
                     ctx,
                     ours,
@@ -359,16 +359,7 @@ impl ControlConn {
             (MessageType::Sccrp, ConnState::WaitCtrlReply) => self.on_sccrp(ctx, &msg),
             (MessageType::Scccn, ConnState::WaitCtrlConn) => self.become_established(ctx),
             (MessageType::StopCcn, _) => {
-                let (result, error, message) = msg
-                    .get(|a| match a {
-                        Avp::ResultCode {
-                            result,
-                            error,
-                            message,
-                        } => Some((*result, *error, message.clone())),
-                        _ => None,
-                    })
-                    .unwrap_or((0, None, None));
+                let (result, error, message) = msg.result_code().unwrap_or((0, None, None));
                 self.close(
                     ctx,
                     CloseReason::PeerStopCcn {
@@ -400,31 +391,19 @@ impl ControlConn {
     }
 
     fn learn_peer(&mut self, ctx: &mut Ctx<'_>, msg: &ControlMessage) -> bool {
-        let Some(host) = msg.get(|a| match a {
-            Avp::HostName(h) => Some(String::from_utf8_lossy(h).into_owned()),
-            _ => None,
-        }) else {
+        let Some(host) = msg.host_name() else {
             self.missing(ctx, "Host Name");
             return false;
         };
-        let Some(router_id) = msg.get(|a| match a {
-            Avp::RouterId(r) => Some(*r),
-            _ => None,
-        }) else {
+        let Some(router_id) = msg.router_id() else {
             self.missing(ctx, "Router ID");
             return false;
         };
-        let Some(ccid) = msg.get(|a| match a {
-            Avp::AssignedCcid(c) => Some(*c),
-            _ => None,
-        }) else {
+        let Some(ccid) = msg.assigned_ccid() else {
             self.missing(ctx, "Assigned Control Connection ID");
             return false;
         };
-        let Some(caps) = msg.get(|a| match a {
-            Avp::PwCapabilities(c) => Some(c.clone()),
-            _ => None,
-        }) else {
+        let Some(caps) = msg.pw_capabilities() else {
             self.missing(ctx, "Pseudowire Capabilities List");
             return false;
         };
@@ -441,10 +420,7 @@ impl ControlConn {
             );
             return false;
         }
-        if let Some(w) = msg.get(|a| match a {
-            Avp::ReceiveWindowSize(w) => Some(*w),
-            _ => None,
-        }) {
+        if let Some(w) = msg.receive_window_size() {
             self.chan.set_peer_window(w);
         }
         self.peer_host_name = host;
@@ -592,7 +568,7 @@ impl ControlConn {
     }
 
     fn on_icrq(&mut self, ctx: &mut Ctx<'_>, msg: &ControlMessage) {
-        let Some(peer_sid) = msg.get(local_session_id).filter(|&s| s != 0) else {
+        let Some(peer_sid) = msg.local_session_id().filter(|&s| s != 0) else {
             ctx.counters.protocol_errors += 1;
             return self.session_reject(
                 ctx,
@@ -612,10 +588,7 @@ impl ControlConn {
             ctx.counters.control_duplicates += 1;
             return;
         }
-        let Some(pw_type) = msg.get(|a| match a {
-            Avp::PwType(t) => Some(*t),
-            _ => None,
-        }) else {
+        let Some(pw_type) = msg.pw_type() else {
             ctx.counters.protocol_errors += 1;
             return self.session_reject(
                 ctx,
@@ -636,12 +609,7 @@ impl ControlConn {
                 "pseudowire type not supported",
             );
         }
-        let remote_end_id = msg
-            .get(|a| match a {
-                Avp::RemoteEndId(r) => Some(String::from_utf8_lossy(r).into_owned()),
-                _ => None,
-            })
-            .unwrap_or_default();
+        let remote_end_id = msg.remote_end_id().unwrap_or_default();
         let Some(profile) = ctx.cfg.profile_for(&remote_end_id) else {
             let text = format!("no tunnel named {remote_end_id:?}");
             return self.session_reject(
@@ -664,12 +632,7 @@ impl ControlConn {
             self.chan
                 .set_rto_max(ctx.cfg.retransmit.rto_max.min(self.hello_interval));
         }
-        let cookie_tx = msg
-            .get(|a| match a {
-                Avp::AssignedCookie(c) => Some(*c),
-                _ => None,
-            })
-            .unwrap_or_default();
+        let cookie_tx = msg.assigned_cookie().unwrap_or_default();
         let sid = self.alloc_session(ctx);
         let cookie_rx = Self::new_cookie(ctx);
         let mut avps = vec![
@@ -712,14 +675,9 @@ impl ControlConn {
     }
 
     fn on_icrp(&mut self, ctx: &mut Ctx<'_>, msg: &ControlMessage) {
-        let ours = msg.get(remote_session_id).unwrap_or(0);
-        let peer_sid = msg.get(local_session_id).unwrap_or(0);
-        let cookie_tx = msg
-            .get(|a| match a {
-                Avp::AssignedCookie(c) => Some(*c),
-                _ => None,
-            })
-            .unwrap_or_default();
+        let ours = msg.remote_session_id().unwrap_or(0);
+        let peer_sid = msg.local_session_id().unwrap_or(0);
+        let cookie_tx = msg.assigned_cookie().unwrap_or_default();
         let ccid = self.local_ccid;
         let Some(s) = self.own_session(ctx.sessions, ours) else {
             ctx.counters.protocol_errors += 1;
@@ -751,7 +709,7 @@ impl ControlConn {
     }
 
     fn on_iccn(&mut self, ctx: &mut Ctx<'_>, msg: &ControlMessage) {
-        let ours = msg.get(remote_session_id).unwrap_or(0);
+        let ours = msg.remote_session_id().unwrap_or(0);
         let ccid = self.local_ccid;
         match self.own_session(ctx.sessions, ours) {
             Some(s) if s.state == SessionState::WaitConnect => {
@@ -763,7 +721,7 @@ impl ControlConn {
             }
             _ => {
                 ctx.counters.protocol_errors += 1;
-                let peer_sid = msg.get(local_session_id).unwrap_or(0);
+                let peer_sid = msg.local_session_id().unwrap_or(0);
                 self.session_reject(
                     ctx,
                     0,
@@ -777,8 +735,8 @@ impl ControlConn {
     }
 
     fn on_cdn(&mut self, ctx: &mut Ctx<'_>, msg: &ControlMessage) {
-        let ours = msg.get(remote_session_id).unwrap_or(0);
-        let peer_sid = msg.get(local_session_id).unwrap_or(0);
+        let ours = msg.remote_session_id().unwrap_or(0);
+        let peer_sid = msg.local_session_id().unwrap_or(0);
         let sid = if ours != 0 {
             Some(ours)
         } else {
@@ -793,16 +751,7 @@ impl ControlConn {
             ctx.counters.protocol_errors += 1;
             return;
         };
-        let (result, error, message) = msg
-            .get(|a| match a {
-                Avp::ResultCode {
-                    result,
-                    error,
-                    message,
-                } => Some((*result, *error, message.clone())),
-                _ => None,
-            })
-            .unwrap_or((0, None, None));
+        let (result, error, message) = msg.result_code().unwrap_or((0, None, None));
         ctx.events.push_back(Event::PeerCdn {
             ccid: self.local_ccid,
             session_id: sid,
@@ -844,20 +793,6 @@ fn result_code(result: u16, error: u16, message: &str) -> Avp {
         result,
         error: Some(error),
         message: (!message.is_empty()).then(|| message.to_string()),
-    }
-}
-
-fn local_session_id(a: &Avp) -> Option<u32> {
-    match a {
-        Avp::LocalSessionId(s) => Some(*s),
-        _ => None,
-    }
-}
-
-fn remote_session_id(a: &Avp) -> Option<u32> {
-    match a {
-        Avp::RemoteSessionId(s) => Some(*s),
-        _ => None,
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::conn::{ConnState, ControlConn, Ctx, SessionState};
 use super::reliable::RetransmitConfig;
-use crate::wire::l2tp::{self, Avp, ControlMessage, Cookie, MessageType, Packet, Transport};
+use crate::wire::l2tp::{self, ControlMessage, Cookie, MessageType, Packet, Transport};
 
 /// A tunnel profile sessions can bind to (one per mxtunnel).
 #[derive(Clone, Debug)]
@@ -510,10 +510,7 @@ impl Endpoint {
     /// The connection an SCCRQ belongs to: an existing one for a
     /// retransmission, else a new responder connection.
     fn sccrq_conn(&mut self, now: Instant, from: SocketAddr, m: &ControlMessage) -> Option<u32> {
-        let Some(peer_ccid) = m.get(|a| match a {
-            Avp::AssignedCcid(c) => Some(*c),
-            _ => None,
-        }) else {
+        let Some(peer_ccid) = m.assigned_ccid() else {
             self.counters.sccrq_refused += 1;
             return None;
         };
