@@ -545,9 +545,10 @@ mod tests {
         sw.handle_timeout(t + Duration::from_secs(39));
         assert_eq!(sw.fdb_len(), 1);
         let _ = sw.ingress(t + Duration::from_secs(39), S1, &frame(BCAST, B, None));
-        sw.handle_timeout(t + Duration::from_secs(41));
-        assert_eq!(sw.lookup(10, &A), None, "A idle for 41 s");
-        assert_eq!(sw.lookup(10, &B), Some(S1), "B seen 2 s ago");
+        assert_eq!(sw.poll_timeout(), Some(t + Duration::from_secs(49)));
+        sw.handle_timeout(t + Duration::from_secs(49));
+        assert_eq!(sw.lookup(10, &A), None, "A idle for 49 s");
+        assert_eq!(sw.lookup(10, &B), Some(S1), "B seen 10 s ago");
         assert_eq!(sw.counters().aged, 1);
         assert_eq!(sw.macs_on(S1), 1);
         sw.handle_timeout(t + Duration::from_secs(100));
