@@ -666,3 +666,16 @@ fn garbage_never_panics_and_is_counted() {
     let c = edge.counters();
     assert!(c.rx_data_malformed + c.rx_control_malformed > 0);
 }
+
+#[test]
+fn ethernet_vlan_pseudowire_comes_up_with_its_type() {
+    let mut p = Pair::new(Transport::Udp, 4);
+    p.connect(pw::ETHERNET_VLAN);
+    p.run(Duration::from_secs(2));
+    let sid = Pair::sessions_up(&p.edge_events)[0];
+    assert_eq!(p.edge.session(sid).unwrap().pw_type, pw::ETHERNET_VLAN);
+    assert_eq!(
+        p.edge.stats(p.now)[0].sessions[0].pw_type,
+        pw::ETHERNET_VLAN
+    );
+}

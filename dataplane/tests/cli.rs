@@ -1,0 +1,90 @@
+//! The command line as an operator meets it: broken configuration is refused
+//! with the JSON path of the offending field, before anything starts.
+
+use std::process::Command;
+
+fn tunterm() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tunterm"))
+}
+
+fn check(name: &str, json: &str) -> (bool, String) {
+    let dir = std::env::temp_dir().join(format!("tunterm-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("edge.json");
+    std::fs::write(&path, json).unwrap();
+    let out = tunterm().arg("check-config").arg(&path).output().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+fn lab_config() -> serde_json::Value {
+    serde_json::from_str(tunterm_control::LAB_DEFAULT).unwrap()
+}
+
+#[test]
+fn the_embedded_lab_configuration_is_valid() {
+    let (ok, text) = check("lab", tunterm_control::LAB_DEFAULT);
+    assert!(ok, "{text}");
+    assert!(text.contains("10.99.0.1"), "{text}");
+}
+
+#[test]
+fn invalid_values_are_rejected_with_their_json_path() {
+    let mut cases = vec![];
+    let mut c = lab_config();
+    c["mxtunnels"][0]["hello_interval"] = serde_json::json!(0.1);
+    cases.push(("hello", c, "mxtunnels[0].hello_interval"));
+    let mut c = lab_config();
+    c["mxtunnels"][0]["vlan_ids"] = serde_json::json!([10, "30-20"]);
+    cases.push(("range", c, "mxtunnels[0].vlan_ids[1]"));
+    let mut c = lab_config();
+    c["mxedge"]["tunterm_ip_config"]["ip"] = serde_json::json!("10.99.0.300");
+    cases.push(("ip", c, "mxedge.tunterm_ip_config.ip"));
+    let mut c = lab_config();
+    c["mxtunnels"][0]["hello_retries"] = serde_json::json!("seven");
+    cases.push(("type", c, "mxtunnels[0].hello_retries"));
+    for (name, cfg, path) in cases {
+        let (ok, text) = check(name, &cfg.to_string());
+        assert!(!ok, "{name}: accepted:\n{text}");
+        assert!(text.contains(path), "{name}: error names {path}:\n{text}");
+    }
+}
+
+#[test]
+fn unknown_fields_are_tolerated() {
+    let mut c = lab_config();
+    c["mxedge"]["some_future_field"] = serde_json::json!({"x": 1});
+    c["mxtunnels"][0]["ipsec"] = serde_json::json!({"enabled": false});
+    let (ok, text) = check("unknown", &c.to_string());
+    assert!(ok, "{text}");
+}
+
+#[test]
+fn broken_json_is_a_clear_error() {
+    let (ok, text) = check("json", "{\"mxedge\": ");
+    assert!(!ok);
+    assert!(text.contains("JSON"), "{text}");
+}
+
+#[test]
+fn run_refuses_a_bad_file_before_binding_anything() {
+    let dir = std::env::temp_dir().join(format!("tunterm-cli-run-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("edge.json");
+    let mut c = lab_config();
+    c["mxtunnels"][0]["protocol"] = serde_json::json!("carrier-pigeon");
+    std::fs::write(&path, c.to_string()).unwrap();
+    let out = tunterm()
+        .args(["run", "--control-socket"])
+        .arg(dir.join("s.sock"))
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("mxtunnels[0].protocol"), "{err}");
+}
