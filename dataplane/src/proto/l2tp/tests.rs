@@ -679,3 +679,61 @@ fn ethernet_vlan_pseudowire_comes_up_with_its_type() {
         pw::ETHERNET_VLAN
     );
 }
+
+#[test]
+fn unknown_mandatory_avp_in_icrq_gets_cdn_and_the_tunnel_stays() {
+    let now = Instant::now();
+    let mut edge = Endpoint::new(edge_cfg(Transport::Udp), 3);
+    let _ = edge.handle_datagram(now, addr(AP), &raw_sccrq(vec![], 0));
+    let (_, sccrp) = decode(&edge.poll_transmit().unwrap().payload);
+    let edge_ccid = sccrp.unwrap().assigned_ccid().unwrap();
+    let send = |edge: &mut Endpoint, t: MessageType, avps: Vec<Avp>, ns: u16| {
+        let mut out = vec![];
+        let h = ControlHeader {
+            ccid: edge_ccid,
+            ns,
+            nr: 1,
+        };
+        ControlMessage { msg_type: t, avps }.emit(Transport::Udp, h, &mut out);
+        let _ = edge.handle_datagram(now, addr(AP), &out);
+    };
+    send(&mut edge, MessageType::Scccn, vec![], 1);
+    while edge.poll_transmit().is_some() {}
+    let icrq = vec![
+        Avp::LocalSessionId(4242),
+        Avp::RemoteSessionId(0),
+        Avp::SerialNumber(1),
+        Avp::PwType(pw::ETHERNET),
+        Avp::RemoteEndId(b"lab".to_vec()),
+        Avp::Unknown {
+            mandatory: true,
+            vendor: 0,
+            attr: 900,
+            value: vec![0],
+        },
+    ];
+    send(&mut edge, MessageType::Icrq, icrq, 2);
+    let (h, m) = decode(&edge.poll_transmit().expect("CDN").payload);
+    let m = m.unwrap();
+    assert_eq!(h.ccid, 77);
+    assert_eq!(m.msg_type, MessageType::Cdn);
+    assert_eq!(
+        m.remote_session_id(),
+        Some(4242),
+        "addressed to the AP's session"
+    );
+    let (result, error, _) = m.result_code().unwrap();
+    assert_eq!(
+        (result, error),
+        (
+            l2tp::cdn::GENERAL_ERROR,
+            Some(l2tp::error_code::UNKNOWN_MANDATORY_AVP)
+        )
+    );
+    assert_eq!(edge.session_count(), 0);
+    assert_eq!(
+        edge.stats(now)[0].state,
+        "established",
+        "the tunnel is not torn down"
+    );
+}
