@@ -208,13 +208,9 @@ fn bench(c: &mut Criterion) {
                 let f = &bed.downlink[j];
                 if let (Verdict::Forward { vlan, to }, Some(view)) =
                     bed.switch.ingress(now, TRUNK, f)
-                    && let Some(s) = bed.edge.session(to.0)
+                    && let Some(_peer) = bed.edge.encap_header(to.0, &mut out)
                 {
                     let tag = bed.switch.egress_tag(to, vlan);
-                    let hdr = l2tp::data_header_len(s.transport, s.cookie_tx.len());
-                    out.clear();
-                    out.resize(hdr, 0);
-                    l2tp::emit_data_header(s.transport, s.remote_sid, &s.cookie_tx, &mut out);
                     ether::append_retagged(f, &view, tag, &mut out);
                 }
                 black_box(out.len())

@@ -103,6 +103,10 @@ pub struct SimOptions {
     pub pw_type: u16,
     /// Cookie length the APs assign.
     pub cookie_len: usize,
+    /// Ask for the default L2-Specific Sublayer.
+    pub l2_sublayer: bool,
+    /// Require sequence numbers on data (implies the sublayer).
+    pub sequencing: bool,
     /// HELLO interval.
     pub hello_interval: Duration,
     /// Missed hellos before the AP moves on.
@@ -310,6 +314,8 @@ async fn run_ap(
         router_id: index as u32 + 1,
         transport: Transport::Udp,
         cookie_len: opts.cookie_len,
+        l2_sublayer: opts.l2_sublayer,
+        sequencing: opts.sequencing,
         accept_incoming: false,
         hello_interval: opts.hello_interval,
         hello_retries: opts.hello_retries,
@@ -473,7 +479,7 @@ async fn run_ap(
             }
             Some((i, frame)) = frame_rx.recv() => {
                 if let Some(sid) = session
-                    && send_frame(&ep, &sock, sid, &frame, bridges[i].tag, &mut out)
+                    && send_frame(&mut ep, &sock, sid, &frame, bridges[i].tag, &mut out)
                 {
                     status(&shared, &spec.name, |s| s.tx_frames += 1);
                 }
@@ -489,7 +495,7 @@ async fn run_ap(
                 {
                     let mut sent = 0;
                     for f in &syn.frames {
-                        if send_frame(&ep, &sock, sid, f, None, &mut out) {
+                        if send_frame(&mut ep, &sock, sid, f, None, &mut out) {
                             sent += 1;
                         }
                     }
@@ -537,26 +543,22 @@ fn deliver(bridges: &[Bridge], frame: &[u8], out: &mut Vec<u8>) -> bool {
 }
 
 fn send_frame(
-    ep: &Endpoint,
+    ep: &mut Endpoint,
     sock: &UdpSocket,
     sid: u32,
     frame: &[u8],
     tag: Option<u16>,
     out: &mut Vec<u8>,
 ) -> bool {
-    let Some(s) = ep.session(sid) else {
-        return false;
-    };
     let Some(view) = ether::parse(frame) else {
         return false;
     };
-    let hdr = wire::data_header_len(s.transport, s.cookie_tx.len());
-    out.clear();
-    out.resize(hdr, 0);
-    wire::emit_data_header(s.transport, s.remote_sid, &s.cookie_tx, out);
+    let Some(peer) = ep.encap_header(sid, out) else {
+        return false;
+    };
     let tag = tag.or(view.tag.map(|t| t.vid()));
     ether::append_retagged(frame, &view, tag, out);
-    sock.try_send_to(out, s.peer).is_ok()
+    sock.try_send_to(out, peer).is_ok()
 }
 
 /// Frames of the synthetic clients of one AP: an ARP announcement from

@@ -228,15 +228,10 @@ impl Dataplane {
             }
             return;
         }
-        let Some(s) = self.endpoint.session(port.0) else {
+        let Some(peer) = self.endpoint.encap_header(port.0, &mut self.tx) else {
             self.io.tunnel_tx_no_session += 1;
             return;
         };
-        let hdr = l2tp_wire::data_header_len(s.transport, s.cookie_tx.len());
-        let peer = s.peer;
-        self.tx.clear();
-        self.tx.resize(hdr, 0);
-        l2tp_wire::emit_data_header(s.transport, s.remote_sid, &s.cookie_tx, &mut self.tx);
         ether::append_retagged(frame, view, tag, &mut self.tx);
         match self.udp.try_send_to(&self.tx, peer) {
             Ok(_) => self.io.tunnel_tx += 1,

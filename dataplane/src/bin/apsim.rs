@@ -36,6 +36,13 @@ struct Cli {
     /// Cookie length the APs assign: 0, 4 or 8.
     #[arg(long, default_value_t = 4)]
     cookie_len: usize,
+    /// Ask for the default L2-Specific Sublayer (RFC 4719) on the sessions.
+    #[arg(long)]
+    l2_sublayer: bool,
+    /// Require sequence numbers on data messages (implies --l2-sublayer);
+    /// out-of-order and duplicate packets are then dropped.
+    #[arg(long)]
+    sequencing: bool,
     /// HELLO interval in seconds.
     #[arg(long, default_value_t = 60.0)]
     hello_interval: f64,
@@ -127,6 +134,8 @@ fn main() -> anyhow::Result<()> {
         remote_end_id: cli.remote_end_id,
         pw_type,
         cookie_len: cli.cookie_len,
+        l2_sublayer: cli.l2_sublayer,
+        sequencing: cli.sequencing,
         hello_interval: secs("hello-interval", cli.hello_interval)?,
         hello_retries: cli.hello_retries,
         retry_delay: secs("retry-delay", cli.retry_delay)?,

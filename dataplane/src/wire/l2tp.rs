@@ -1006,6 +1006,10 @@ accessors! {
     remote_end_id -> String = Avp::RemoteEndId(r) => String::from_utf8_lossy(r).into_owned();
     /// Assigned Cookie.
     assigned_cookie -> Cookie = Avp::AssignedCookie(c) => *c;
+    /// L2-Specific Sublayer (0 none, 1 default).
+    l2_specific_sublayer -> u16 = Avp::L2SpecificSublayer(v) => *v;
+    /// Data Sequencing (0 none, 1 non-IP, 2 all).
+    data_sequencing -> u16 = Avp::DataSequencing(v) => *v;
     /// Result Code: (result, error, message).
     result_code -> (u16, Option<u16>, Option<String>) =
         Avp::ResultCode { result, error, message } => (*result, *error, message.clone());
@@ -1016,6 +1020,40 @@ accessors! {
 pub fn emit_zlb(transport: Transport, header: ControlHeader, out: &mut Vec<u8>) {
     let start = push_control_header(transport, header, out);
     set_control_length(out, start);
+}
+
+/// Length of the default L2-Specific Sublayer (RFC 4719 §3.2).
+pub const SUBLAYER_LEN: usize = 4;
+
+/// Mask of the 24-bit sequence number space of the default sublayer.
+pub const SUBLAYER_SEQ_MASK: u32 = 0x00ff_ffff;
+
+/// Write the default L2-Specific Sublayer into `out[..4]`:
+///
+/// ```text
+/// |x|S|x|x|x|x|x|x|              Sequence Number                  |
+/// ```
+///
+/// `seq: Some(n)` sets the S bit with sequence number `n` (24 bits);
+/// `None` sends the sublayer without sequencing. Returns 4, or 0 when `out`
+/// is too short.
+pub fn emit_sublayer(seq: Option<u32>, out: &mut [u8]) -> usize {
+    let Some(b) = out.get_mut(..SUBLAYER_LEN) else {
+        return 0;
+    };
+    let word = match seq {
+        Some(n) => 0x4000_0000 | (n & SUBLAYER_SEQ_MASK),
+        None => 0,
+    };
+    b.copy_from_slice(&word.to_be_bytes());
+    SUBLAYER_LEN
+}
+
+/// Read the default L2-Specific Sublayer at the start of `b`: the sequence
+/// number when the S bit is set. `None` if `b` is shorter than 4 bytes.
+pub fn parse_sublayer(b: &[u8]) -> Option<Option<u32>> {
+    let w = u32::from_be_bytes(b.get(..SUBLAYER_LEN)?.try_into().ok()?);
+    Some((w & 0x4000_0000 != 0).then_some(w & SUBLAYER_SEQ_MASK))
 }
 
 /// Bytes of data-message header before the payload: over UDP 8 + cookie,
@@ -2181,5 +2219,20 @@ mod tests {
         assert_eq!(MessageType::from(20), MessageType::Ack);
         assert_eq!(MessageType::Unknown(99).to_string(), "type-99");
         assert_eq!(MessageType::Icrq.to_string(), "Icrq");
+    }
+
+    #[test]
+    fn sublayer_round_trips() {
+        let mut b = [0u8; 4];
+        assert_eq!(emit_sublayer(Some(0x01_0203), &mut b), 4);
+        assert_eq!(b, [0x40, 0x01, 0x02, 0x03]);
+        assert_eq!(parse_sublayer(&b), Some(Some(0x01_0203)));
+        assert_eq!(emit_sublayer(Some(0x1ff_ffff), &mut b), 4);
+        assert_eq!(parse_sublayer(&b), Some(Some(0xff_ffff)), "24 bits");
+        emit_sublayer(None, &mut b);
+        assert_eq!(b, [0; 4]);
+        assert_eq!(parse_sublayer(&b), Some(None));
+        assert_eq!(parse_sublayer(&b[..3]), None);
+        assert_eq!(emit_sublayer(Some(1), &mut [0u8; 3]), 0);
     }
 }

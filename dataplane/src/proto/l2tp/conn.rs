@@ -510,6 +510,16 @@ impl ControlConn {
         if !cookie_rx.is_empty() {
             avps.push(Avp::AssignedCookie(cookie_rx));
         }
+        let (want_sublayer, want_seq) = (
+            ctx.cfg.l2_sublayer || ctx.cfg.sequencing,
+            ctx.cfg.sequencing,
+        );
+        if want_sublayer {
+            avps.push(Avp::L2SpecificSublayer(1));
+        }
+        if want_seq {
+            avps.push(Avp::DataSequencing(2));
+        }
         self.send(ctx, MessageType::Icrq, avps);
         ctx.sessions.insert(
             sid,
@@ -525,6 +535,11 @@ impl ControlConn {
                 profile: None,
                 remote_end_id: req.remote_end_id,
                 state: SessionState::WaitReply,
+                sublayer: want_sublayer,
+                send_seq: false,
+                drop_out_of_order: want_seq,
+                tx_seq: 0,
+                rx_seq: None,
             },
         );
         self.sessions.push(sid);
@@ -633,6 +648,11 @@ impl ControlConn {
                 .set_rto_max(ctx.cfg.retransmit.rto_max.min(self.hello_interval));
         }
         let cookie_tx = msg.assigned_cookie().unwrap_or_default();
+        // Sublayer and sequencing: what the initiator asks for, or what we
+        // require; a sequenced session is sequenced both ways.
+        let peer_wants_seq = msg.data_sequencing() == Some(2);
+        let sequenced = peer_wants_seq || ctx.cfg.sequencing;
+        let sublayer = sequenced || msg.l2_specific_sublayer() == Some(1);
         let sid = self.alloc_session(ctx);
         let cookie_rx = Self::new_cookie(ctx);
         let mut avps = vec![
@@ -645,6 +665,12 @@ impl ControlConn {
         ];
         if !cookie_rx.is_empty() {
             avps.push(Avp::AssignedCookie(cookie_rx));
+        }
+        if sublayer || msg.l2_specific_sublayer().is_some() {
+            avps.push(Avp::L2SpecificSublayer(u16::from(sublayer)));
+        }
+        if sequenced {
+            avps.push(Avp::DataSequencing(2));
         }
         self.send(ctx, MessageType::Icrp, avps);
         ctx.sessions.insert(
@@ -661,6 +687,11 @@ impl ControlConn {
                 profile: Some(profile),
                 remote_end_id,
                 state: SessionState::WaitConnect,
+                sublayer,
+                send_seq: sequenced,
+                drop_out_of_order: sequenced,
+                tx_seq: 0,
+                rx_seq: None,
             },
         );
         self.sessions.push(sid);
@@ -696,6 +727,11 @@ impl ControlConn {
         }
         s.remote_sid = peer_sid;
         s.cookie_tx = cookie_tx;
+        // The responder has the last word on the sublayer; it asks for
+        // sequence numbers with Data Sequencing = 2.
+        s.sublayer = msg.l2_specific_sublayer() == Some(1);
+        s.send_seq = s.sublayer && msg.data_sequencing() == Some(2);
+        s.drop_out_of_order &= s.sublayer;
         s.state = SessionState::Established;
         self.send(
             ctx,

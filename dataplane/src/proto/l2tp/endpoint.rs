@@ -35,6 +35,12 @@ pub struct EndpointConfig {
     pub rx_window: u16,
     /// Length of the cookies we assign: 0, 4 or 8.
     pub cookie_len: usize,
+    /// Initiator: ask for the default L2-Specific Sublayer. (A responder
+    /// uses it when the initiator asks.)
+    pub l2_sublayer: bool,
+    /// Require sequencing (Data Sequencing AVP = 2, with the sublayer). A
+    /// responder also sequences every session whose initiator asks for it.
+    pub sequencing: bool,
     /// Accept SCCRQs (responder role).
     pub accept_incoming: bool,
     /// Hello settings before a session binds a connection to a profile.
@@ -55,6 +61,8 @@ impl Default for EndpointConfig {
             transport: Transport::Udp,
             rx_window: 16,
             cookie_len: 4,
+            l2_sublayer: false,
+            sequencing: false,
             accept_incoming: true,
             hello_interval: Duration::from_secs(60),
             hello_retries: 7,
@@ -189,6 +197,25 @@ pub struct DataSession {
     pub remote_end_id: String,
     /// State.
     pub state: SessionState,
+    /// Data messages carry the default L2-Specific Sublayer (RFC 4719).
+    pub sublayer: bool,
+    /// We put sequence numbers on what we send (the peer asked for them).
+    pub send_seq: bool,
+    /// Sequencing was negotiated: out-of-order and duplicate data packets
+    /// are dropped, not only counted.
+    pub drop_out_of_order: bool,
+    /// Next sequence number we send.
+    pub tx_seq: u32,
+    /// Next sequence number expected from the peer (None before the first).
+    pub rx_seq: Option<u32>,
+}
+
+impl DataSession {
+    /// Bytes of data header this session puts before each frame.
+    pub fn header_len(&self) -> usize {
+        l2tp::data_header_len(self.transport, self.cookie_tx.len())
+            + if self.sublayer { l2tp::SUBLAYER_LEN } else { 0 }
+    }
 }
 
 /// Why a data message was dropped.
@@ -204,6 +231,10 @@ pub enum DataDrop {
     BadSource,
     /// The cookie does not match.
     BadCookie,
+    /// Too short for the negotiated sublayer.
+    BadSublayer,
+    /// Behind the expected sequence number on a sequenced session.
+    OutOfOrder,
 }
 
 /// What a received datagram was.
@@ -279,6 +310,15 @@ pub struct EndpointCounters {
     pub rx_data_bad_source: u64,
     /// Data drops: wrong cookie.
     pub rx_data_bad_cookie: u64,
+    /// Data messages too short for their negotiated sublayer (dropped).
+    pub rx_data_bad_sublayer: u64,
+    /// Data messages behind the expected sequence number (late or
+    /// duplicate); dropped on sequenced sessions.
+    pub rx_data_out_of_order: u64,
+    /// Of those, exact repeats of the last sequence number.
+    pub rx_data_duplicate: u64,
+    /// Sequence numbers skipped (lost or still in flight).
+    pub rx_data_seq_gap: u64,
 }
 
 /// Stats of one session, Mist-shaped.
@@ -427,7 +467,7 @@ impl Endpoint {
 
     #[inline]
     fn decap<'a>(&mut self, from: SocketAddr, sid: u32, rest: &'a [u8]) -> Incoming<'a> {
-        let Some(s) = self.sessions.get(&sid) else {
+        let Some(s) = self.sessions.get_mut(&sid) else {
             self.counters.rx_data_unknown_session += 1;
             return Incoming::Dropped(DataDrop::UnknownSession);
         };
@@ -444,19 +484,69 @@ impl Endpoint {
             return Incoming::Dropped(DataDrop::NotEstablished);
         }
         let cookie = s.cookie_rx.as_slice();
-        match rest.split_at_checked(cookie.len()) {
-            Some((c, payload)) if c == cookie => {
-                self.counters.rx_data += 1;
-                Incoming::Data {
-                    session_id: sid,
-                    payload,
-                }
-            }
+        let mut payload = match rest.split_at_checked(cookie.len()) {
+            Some((c, payload)) if c == cookie => payload,
             _ => {
                 self.counters.rx_data_bad_cookie += 1;
-                Incoming::Dropped(DataDrop::BadCookie)
+                return Incoming::Dropped(DataDrop::BadCookie);
+            }
+        };
+        if s.sublayer {
+            let Some(seq) = l2tp::parse_sublayer(payload) else {
+                self.counters.rx_data_bad_sublayer += 1;
+                return Incoming::Dropped(DataDrop::BadSublayer);
+            };
+            payload = &payload[l2tp::SUBLAYER_LEN..];
+            if let Some(seq) = seq {
+                let c = &mut self.counters;
+                match s.rx_seq {
+                    None => s.rx_seq = Some((seq + 1) & l2tp::SUBLAYER_SEQ_MASK),
+                    Some(expected) => {
+                        let ahead = seq.wrapping_sub(expected) & l2tp::SUBLAYER_SEQ_MASK;
+                        if ahead < 1 << 23 {
+                            // In order, or after a gap (loss): accept.
+                            c.rx_data_seq_gap += u64::from(ahead);
+                            s.rx_seq = Some((seq + 1) & l2tp::SUBLAYER_SEQ_MASK);
+                        } else {
+                            c.rx_data_out_of_order += 1;
+                            if (seq + 1) & l2tp::SUBLAYER_SEQ_MASK == expected {
+                                c.rx_data_duplicate += 1;
+                            }
+                            if s.drop_out_of_order {
+                                return Incoming::Dropped(DataDrop::OutOfOrder);
+                            }
+                        }
+                    }
+                }
             }
         }
+        self.counters.rx_data += 1;
+        Incoming::Data {
+            session_id: sid,
+            payload,
+        }
+    }
+
+    /// Write the data header for session `sid` (session id, cookie, and the
+    /// sublayer with the next sequence number when negotiated) into `out`,
+    /// cleared first; the frame goes after it. Returns where to send it, or
+    /// `None` if the session is not established.
+    pub fn encap_header(&mut self, sid: u32, out: &mut Vec<u8>) -> Option<SocketAddr> {
+        let s = self.sessions.get_mut(&sid)?;
+        if s.state != SessionState::Established {
+            return None;
+        }
+        out.clear();
+        out.resize(s.header_len(), 0);
+        let n = l2tp::emit_data_header(s.transport, s.remote_sid, &s.cookie_tx, out);
+        if s.sublayer {
+            let seq = s.send_seq.then_some(s.tx_seq);
+            if s.send_seq {
+                s.tx_seq = (s.tx_seq + 1) & l2tp::SUBLAYER_SEQ_MASK;
+            }
+            l2tp::emit_sublayer(seq, &mut out[n..]);
+        }
+        Some(s.peer)
     }
 
     fn on_control(

@@ -737,3 +737,129 @@ fn unknown_mandatory_avp_in_icrq_gets_cdn_and_the_tunnel_stays() {
         "the tunnel is not torn down"
     );
 }
+
+fn establish_with(l2_sublayer: bool, sequencing: bool) -> (Pair, u32, u32) {
+    let mut p = Pair::new(Transport::Udp, 4);
+    p.ap = Endpoint::new(
+        EndpointConfig {
+            l2_sublayer,
+            sequencing,
+            ..ap_cfg(Transport::Udp, 4)
+        },
+        1,
+    );
+    p.connect(pw::ETHERNET);
+    p.run(Duration::from_secs(2));
+    let ap_sid = Pair::sessions_up(&p.ap_events)[0];
+    let edge_sid = Pair::sessions_up(&p.edge_events)[0];
+    (p, ap_sid, edge_sid)
+}
+
+/// A data message from the AP with sequence number `seq` (None: S bit clear).
+fn ap_data(p: &Pair, ap_sid: u32, seq: Option<u32>, frame: &[u8]) -> Vec<u8> {
+    let s = p.ap.session(ap_sid).unwrap();
+    let mut pkt = vec![0; s.header_len()];
+    let n = l2tp::emit_data_header(Transport::Udp, s.remote_sid, &s.cookie_tx, &mut pkt);
+    l2tp::emit_sublayer(seq, &mut pkt[n..]);
+    pkt.extend_from_slice(frame);
+    pkt
+}
+
+#[test]
+fn sublayer_is_negotiated_and_carries_sequence_numbers() {
+    let (mut p, ap_sid, edge_sid) = establish_with(true, true);
+    let (a, e) = (
+        p.ap.session(ap_sid).unwrap(),
+        p.edge.session(edge_sid).unwrap(),
+    );
+    assert!(a.sublayer && e.sublayer, "both sides use the sublayer");
+    assert!(
+        a.send_seq && e.send_seq,
+        "a sequenced session is sequenced both ways"
+    );
+    assert!(e.drop_out_of_order);
+    // The edge's own encapsulation numbers its packets 0, 1, 2...
+    let mut out = vec![];
+    for want in 0..3 {
+        p.edge.encap_header(edge_sid, &mut out).unwrap();
+        let at = l2tp::data_header_len(Transport::Udp, 4);
+        assert_eq!(l2tp::parse_sublayer(&out[at..]), Some(Some(want)));
+    }
+    let frame = [0x11u8; 60];
+    for seq in [0, 1, 2] {
+        let pkt = ap_data(&p, ap_sid, Some(seq), &frame);
+        assert!(
+            matches!(p.edge.handle_datagram(p.now, addr(AP), &pkt), Incoming::Data { payload, .. } if payload == frame)
+        );
+    }
+    // A duplicate and a late packet are counted and dropped.
+    let dup = ap_data(&p, ap_sid, Some(2), &frame);
+    assert_eq!(
+        p.edge.handle_datagram(p.now, addr(AP), &dup),
+        Incoming::Dropped(DataDrop::OutOfOrder)
+    );
+    let late = ap_data(&p, ap_sid, Some(0), &frame);
+    assert_eq!(
+        p.edge.handle_datagram(p.now, addr(AP), &late),
+        Incoming::Dropped(DataDrop::OutOfOrder)
+    );
+    // A gap (loss) is accepted and counted.
+    let ahead = ap_data(&p, ap_sid, Some(6), &frame);
+    assert!(matches!(
+        p.edge.handle_datagram(p.now, addr(AP), &ahead),
+        Incoming::Data { .. }
+    ));
+    // Too short for the sublayer.
+    let mut short = ap_data(&p, ap_sid, Some(7), &[]);
+    short.truncate(short.len() - 2);
+    assert_eq!(
+        p.edge.handle_datagram(p.now, addr(AP), &short),
+        Incoming::Dropped(DataDrop::BadSublayer)
+    );
+    let c = p.edge.counters();
+    assert_eq!(
+        (
+            c.rx_data,
+            c.rx_data_out_of_order,
+            c.rx_data_duplicate,
+            c.rx_data_seq_gap,
+            c.rx_data_bad_sublayer
+        ),
+        (4, 2, 1, 3, 1)
+    );
+}
+
+#[test]
+fn sublayer_without_sequencing_counts_but_delivers() {
+    let (mut p, ap_sid, edge_sid) = establish_with(true, false);
+    let e = p.edge.session(edge_sid).unwrap();
+    assert!(e.sublayer && !e.send_seq && !e.drop_out_of_order);
+    let frame = [0x22u8; 60];
+    for seq in [5, 4] {
+        let pkt = ap_data(&p, ap_sid, Some(seq), &frame);
+        assert!(matches!(
+            p.edge.handle_datagram(p.now, addr(AP), &pkt),
+            Incoming::Data { .. }
+        ));
+    }
+    assert_eq!(
+        p.edge.counters().rx_data_out_of_order,
+        1,
+        "counted, delivered"
+    );
+    // The edge sends the sublayer with the S bit clear.
+    let mut out = vec![];
+    p.edge.encap_header(edge_sid, &mut out).unwrap();
+    assert_eq!(
+        l2tp::parse_sublayer(&out[l2tp::data_header_len(Transport::Udp, 4)..]),
+        Some(None)
+    );
+}
+
+#[test]
+fn no_sublayer_unless_asked() {
+    let (p, _, edge_sid) = establish_with(false, false);
+    let e = p.edge.session(edge_sid).unwrap();
+    assert!(!e.sublayer);
+    assert_eq!(e.header_len(), l2tp::data_header_len(Transport::Udp, 4));
+}
