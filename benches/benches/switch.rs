@@ -66,6 +66,7 @@ fn setup(frame_len: usize) -> Bed {
                 names: vec!["lab".into()],
                 hello_interval: Duration::from_secs(60),
                 hello_retries: 7,
+                transport: None,
             }],
             ..EndpointConfig::default()
         },
@@ -79,7 +80,7 @@ fn setup(frame_len: usize) -> Bed {
         2,
     );
     for _ in 0..SESSIONS {
-        let ccid = ap.connect(now, edge_addr, Duration::from_secs(60), 7);
+        let ccid = ap.connect(now, Transport::Udp, edge_addr, Duration::from_secs(60), 7);
         ap.open_session(
             now,
             ccid,
@@ -92,11 +93,11 @@ fn setup(frame_len: usize) -> Bed {
     loop {
         let mut moved = false;
         while let Some(t) = ap.poll_transmit() {
-            let _ = edge.handle_datagram(now, ap_addr, &t.payload);
+            let _ = edge.handle_datagram(now, Transport::Udp, ap_addr, &t.payload);
             moved = true;
         }
         while let Some(t) = edge.poll_transmit() {
-            let _ = ap.handle_datagram(now, edge_addr, &t.payload);
+            let _ = ap.handle_datagram(now, Transport::Udp, edge_addr, &t.payload);
             moved = true;
         }
         if !moved {
@@ -190,7 +191,7 @@ fn bench(c: &mut Criterion) {
                 if let Incoming::Data {
                     session_id,
                     payload,
-                } = bed.edge.handle_datagram(now, ap_addr, msg)
+                } = bed.edge.handle_datagram(now, Transport::Udp, ap_addr, msg)
                     && let (Verdict::Forward { vlan, to }, Some(view)) =
                         bed.switch.ingress(now, PortId(session_id), payload)
                 {

@@ -312,7 +312,6 @@ async fn run_ap(
     let cfg = EndpointConfig {
         host_name: spec.name.clone(),
         router_id: index as u32 + 1,
-        transport: Transport::Udp,
         cookie_len: opts.cookie_len,
         l2_sublayer: opts.l2_sublayer,
         sequencing: opts.sequencing,
@@ -466,7 +465,7 @@ async fn run_ap(
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                         Err(_) => break,
                     };
-                    if let Incoming::Data { payload, .. } = ep.handle_datagram(Instant::now(), from, &buf[..n]) {
+                    if let Incoming::Data { payload, .. } = ep.handle_datagram(Instant::now(), Transport::Udp, from, &buf[..n]) {
                         let delivered = deliver(&bridges, payload, &mut out);
                         let mut st = shared.borrow_mut();
                         let s = st.per_ap.entry(spec.name.clone()).or_default();
@@ -511,7 +510,13 @@ async fn run_ap(
 
 fn connect(ep: &mut Endpoint, edge: SocketAddr, opts: &SimOptions) -> u32 {
     let now = Instant::now();
-    let ccid = ep.connect(now, edge, opts.hello_interval, opts.hello_retries);
+    let ccid = ep.connect(
+        now,
+        Transport::Udp,
+        edge,
+        opts.hello_interval,
+        opts.hello_retries,
+    );
     ep.open_session(
         now,
         ccid,
@@ -553,7 +558,7 @@ fn send_frame(
     let Some(view) = ether::parse(frame) else {
         return false;
     };
-    let Some(peer) = ep.encap_header(sid, out) else {
+    let Some((_, peer)) = ep.encap_header(sid, out) else {
         return false;
     };
     let tag = tag.or(view.tag.map(|t| t.vid()));

@@ -130,7 +130,6 @@ fn endpoint_config(cfg: &EdgeConfig) -> EndpointConfig {
     EndpointConfig {
         host_name: cfg.name.clone(),
         router_id: cfg.tunnel_ip.map_or(1, u32::from),
-        transport: Transport::Udp,
         profiles: profiles(cfg),
         ..EndpointConfig::default()
     }
@@ -143,6 +142,10 @@ fn profiles(cfg: &EdgeConfig) -> Vec<PwProfile> {
             names: vec![t.id.clone(), t.name.clone()],
             hello_interval: t.hello_interval,
             hello_retries: t.hello_retries,
+            transport: Some(match t.protocol {
+                TunnelProtocol::Udp => Transport::Udp,
+                TunnelProtocol::Ip => Transport::Ip,
+            }),
         })
         .collect()
 }
@@ -228,7 +231,7 @@ impl Dataplane {
             }
             return;
         }
-        let Some(peer) = self.endpoint.encap_header(port.0, &mut self.tx) else {
+        let Some((_, peer)) = self.endpoint.encap_header(port.0, &mut self.tx) else {
             self.io.tunnel_tx_no_session += 1;
             return;
         };
@@ -317,7 +320,10 @@ impl Dataplane {
             self.io.udp_rx += 1;
             let now = Instant::now();
             let from = canonical(from);
-            match self.endpoint.handle_datagram(now, from, &buf[..n]) {
+            match self
+                .endpoint
+                .handle_datagram(now, Transport::Udp, from, &buf[..n])
+            {
                 Incoming::Data {
                     session_id,
                     payload,

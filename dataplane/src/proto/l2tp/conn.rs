@@ -12,8 +12,8 @@ use super::endpoint::{
 };
 use super::reliable::{Channel, Received};
 use crate::wire::l2tp::{
-    Avp, ControlHeader, ControlMessage, ControlPacket, Cookie, MessageType, cdn, error_code, pw,
-    stopccn,
+    Avp, ControlHeader, ControlMessage, ControlPacket, Cookie, MessageType, Transport, cdn,
+    error_code, pw, stopccn,
 };
 
 /// State of a control connection.
@@ -69,6 +69,7 @@ pub(super) struct ControlConn {
     pub local_ccid: u32,
     pub peer_ccid: u32,
     pub peer: SocketAddr,
+    pub transport: Transport,
     pub initiator: bool,
     pub state: ConnState,
     pub chan: Channel,
@@ -94,6 +95,7 @@ impl ControlConn {
         local_ccid: u32,
         peer_ccid: u32,
         peer: SocketAddr,
+        transport: Transport,
         initiator: bool,
     ) -> Self {
         let cfg = ctx.cfg;
@@ -101,9 +103,10 @@ impl ControlConn {
             local_ccid,
             peer_ccid,
             peer,
+            transport,
             initiator,
             state: ConnState::Idle,
-            chan: Channel::new(cfg.transport, cfg.retransmit, cfg.rx_window, peer_ccid),
+            chan: Channel::new(transport, cfg.retransmit, cfg.rx_window, peer_ccid),
             peer_host_name: String::new(),
             peer_router_id: 0,
             hello_interval: cfg.hello_interval,
@@ -158,7 +161,7 @@ impl ControlConn {
         wake
     }
 
-    fn send(&mut self, ctx: &Ctx<'_>, msg_type: MessageType, avps: Vec<Avp>) {
+    fn send(&mut self, msg_type: MessageType, avps: Vec<Avp>) {
         let msg = ControlMessage { msg_type, avps };
         let mut packet = Vec::with_capacity(128);
         let header = ControlHeader {
@@ -166,7 +169,7 @@ impl ControlConn {
             ns: 0,
             nr: 0,
         };
-        msg.emit(ctx.cfg.transport, header, &mut packet);
+        msg.emit(self.transport, header, &mut packet);
         self.chan.queue_message(packet);
     }
 
@@ -184,7 +187,7 @@ impl ControlConn {
     /// Initiator: send the SCCRQ.
     pub fn start(&mut self, ctx: &Ctx<'_>) {
         let avps = self.sccrx_avps(ctx);
-        self.send(ctx, MessageType::Sccrq, avps);
+        self.send(MessageType::Sccrq, avps);
         self.state = ConnState::WaitCtrlReply;
     }
 
@@ -216,7 +219,7 @@ impl ControlConn {
             Received::InOrder => {
                 self.dispatch(ctx, msg);
                 while let Some(buffered) = self.chan.take_buffered() {
-                    if let Some(m) = reparse(ctx.cfg, &buffered) {
+                    if let Some(m) = reparse(self.transport, &buffered) {
                         self.dispatch(ctx, m);
                     }
                 }
@@ -255,7 +258,7 @@ impl ControlConn {
             }
             if now >= self.hello_at {
                 if self.chan.all_acked() {
-                    self.send(ctx, MessageType::Hello, vec![]);
+                    self.send(MessageType::Hello, vec![]);
                     ctx.counters.hellos_sent += 1;
                 }
                 self.hello_at = now + self.hello_interval;
@@ -298,7 +301,7 @@ impl ControlConn {
                     Avp::AssignedCcid(self.local_ccid),
                     result_code(result, error, message),
                 ];
-                self.send(ctx, MessageType::StopCcn, avps);
+                self.send(MessageType::StopCcn, avps);
                 self.chan.retry_cap = true;
                 self.state = ConnState::Closing;
             }
@@ -435,7 +438,7 @@ impl ControlConn {
             return;
         }
         let avps = self.sccrx_avps(ctx);
-        self.send(ctx, MessageType::Sccrp, avps);
+        self.send(MessageType::Sccrp, avps);
         self.state = ConnState::WaitCtrlConn;
     }
 
@@ -443,7 +446,7 @@ impl ControlConn {
         if !self.learn_peer(ctx, msg) {
             return;
         }
-        self.send(ctx, MessageType::Scccn, vec![]);
+        self.send(MessageType::Scccn, vec![]);
         self.become_established(ctx);
         for req in std::mem::take(&mut self.pending) {
             self.send_icrq(ctx, req);
@@ -520,7 +523,7 @@ impl ControlConn {
         if want_seq {
             avps.push(Avp::DataSequencing(2));
         }
-        self.send(ctx, MessageType::Icrq, avps);
+        self.send(MessageType::Icrq, avps);
         ctx.sessions.insert(
             sid,
             DataSession {
@@ -528,7 +531,7 @@ impl ControlConn {
                 remote_sid: 0,
                 ccid: self.local_ccid,
                 peer: self.peer,
-                transport: ctx.cfg.transport,
+                transport: self.transport,
                 cookie_rx,
                 cookie_tx: Cookie::NONE,
                 pw_type: req.pw_type,
@@ -556,7 +559,6 @@ impl ControlConn {
     ) {
         ctx.counters.sessions_refused += 1;
         self.send(
-            ctx,
             MessageType::Cdn,
             vec![
                 result_code(result, error, text),
@@ -625,7 +627,7 @@ impl ControlConn {
             );
         }
         let remote_end_id = msg.remote_end_id().unwrap_or_default();
-        let Some(profile) = ctx.cfg.profile_for(&remote_end_id) else {
+        let Some(profile) = ctx.cfg.profile_for(&remote_end_id, self.transport) else {
             let text = format!("no tunnel named {remote_end_id:?}");
             return self.session_reject(
                 ctx,
@@ -672,7 +674,7 @@ impl ControlConn {
         if sequenced {
             avps.push(Avp::DataSequencing(2));
         }
-        self.send(ctx, MessageType::Icrp, avps);
+        self.send(MessageType::Icrp, avps);
         ctx.sessions.insert(
             sid,
             DataSession {
@@ -680,7 +682,7 @@ impl ControlConn {
                 remote_sid: peer_sid,
                 ccid: self.local_ccid,
                 peer: self.peer,
-                transport: ctx.cfg.transport,
+                transport: self.transport,
                 cookie_rx,
                 cookie_tx,
                 pw_type,
@@ -734,7 +736,6 @@ impl ControlConn {
         s.drop_out_of_order &= s.sublayer;
         s.state = SessionState::Established;
         self.send(
-            ctx,
             MessageType::Iccn,
             vec![Avp::LocalSessionId(ours), Avp::RemoteSessionId(peer_sid)],
         );
@@ -812,7 +813,6 @@ impl ControlConn {
             return;
         };
         self.send(
-            ctx,
             MessageType::Cdn,
             vec![
                 result_code(result, error_code::NONE, ""),
@@ -832,8 +832,8 @@ fn result_code(result: u16, error: u16, message: &str) -> Avp {
     }
 }
 
-fn reparse(cfg: &EndpointConfig, raw: &[u8]) -> Option<ControlMessage> {
-    match crate::wire::l2tp::parse(cfg.transport, raw).ok()? {
+fn reparse(transport: Transport, raw: &[u8]) -> Option<ControlMessage> {
+    match crate::wire::l2tp::parse(transport, raw).ok()? {
         crate::wire::l2tp::Packet::Control(c) => ControlMessage::parse(&c).ok(),
         crate::wire::l2tp::Packet::Data(_) => None,
     }

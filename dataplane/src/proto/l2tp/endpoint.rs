@@ -20,6 +20,9 @@ pub struct PwProfile {
     pub hello_interval: Duration,
     /// Missed hellos before the peer is declared dead.
     pub hello_retries: u32,
+    /// The encapsulation sessions must arrive over to bind to this profile
+    /// (mxtunnel `protocol`); None: any.
+    pub transport: Option<Transport>,
 }
 
 /// Settings of an [`Endpoint`].
@@ -29,8 +32,6 @@ pub struct EndpointConfig {
     pub host_name: String,
     /// Our Router ID AVP.
     pub router_id: u32,
-    /// UDP or IP.
-    pub transport: Transport,
     /// Receive window we advertise (and our reorder buffer size).
     pub rx_window: u16,
     /// Length of the cookies we assign: 0, 4 or 8.
@@ -58,7 +59,6 @@ impl Default for EndpointConfig {
         EndpointConfig {
             host_name: "tunterm".into(),
             router_id: 1,
-            transport: Transport::Udp,
             rx_window: 16,
             cookie_len: 4,
             l2_sublayer: false,
@@ -73,17 +73,20 @@ impl Default for EndpointConfig {
 }
 
 impl EndpointConfig {
-    /// The profile a Remote End ID selects. An empty id selects the only
-    /// profile when there is exactly one.
-    pub fn profile_for(&self, remote_end_id: &str) -> Option<usize> {
+    /// The profile a Remote End ID selects for a session arriving over
+    /// `transport`. An empty id selects the only profile when there is
+    /// exactly one.
+    pub fn profile_for(&self, remote_end_id: &str, transport: Transport) -> Option<usize> {
+        let fits = |p: &PwProfile| p.transport.is_none_or(|t| t == transport);
         if let Some(i) = self
             .profiles
             .iter()
-            .position(|p| p.names.iter().any(|n| n == remote_end_id))
+            .position(|p| fits(p) && p.names.iter().any(|n| n == remote_end_id))
         {
             return Some(i);
         }
-        (remote_end_id.is_empty() && self.profiles.len() == 1).then_some(0)
+        (remote_end_id.is_empty() && self.profiles.len() == 1 && fits(&self.profiles[0]))
+            .then_some(0)
     }
 }
 
@@ -256,7 +259,9 @@ pub enum Incoming<'a> {
 /// A control packet to send.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transmit {
-    /// Destination.
+    /// UDP or IP: which socket sends it.
+    pub transport: Transport,
+    /// Destination (port 0 over IP).
     pub dst: SocketAddr,
     /// The L2TP packet (UDP payload, or IP payload for protocol 115).
     pub payload: Vec<u8>,
@@ -386,7 +391,7 @@ impl Rng {
 pub struct Endpoint {
     cfg: EndpointConfig,
     conns: HashMap<u32, ControlConn>,
-    by_peer: HashMap<(SocketAddr, u32), u32>,
+    by_peer: HashMap<(Transport, SocketAddr, u32), u32>,
     sessions: FxHashMap<u32, DataSession>,
     timers: BTreeSet<(Instant, u32)>,
     events: VecDeque<Event>,
@@ -449,13 +454,14 @@ impl Endpoint {
     pub fn handle_datagram<'a>(
         &mut self,
         now: Instant,
+        transport: Transport,
         from: SocketAddr,
         bytes: &'a [u8],
     ) -> Incoming<'a> {
-        match l2tp::parse(self.cfg.transport, bytes) {
-            Ok(Packet::Data(d)) => self.decap(from, d.session_id, d.rest),
+        match l2tp::parse(transport, bytes) {
+            Ok(Packet::Data(d)) => self.decap(transport, from, d.session_id, d.rest),
             Ok(Packet::Control(c)) => {
-                self.on_control(now, from, &c, bytes);
+                self.on_control(now, transport, from, &c, bytes);
                 Incoming::Control
             }
             Err(_) => {
@@ -466,15 +472,22 @@ impl Endpoint {
     }
 
     #[inline]
-    fn decap<'a>(&mut self, from: SocketAddr, sid: u32, rest: &'a [u8]) -> Incoming<'a> {
+    fn decap<'a>(
+        &mut self,
+        transport: Transport,
+        from: SocketAddr,
+        sid: u32,
+        rest: &'a [u8],
+    ) -> Incoming<'a> {
         let Some(s) = self.sessions.get_mut(&sid) else {
             self.counters.rx_data_unknown_session += 1;
             return Incoming::Dropped(DataDrop::UnknownSession);
         };
-        let source_ok = match s.transport {
-            Transport::Udp => s.peer == from,
-            Transport::Ip => s.peer.ip() == from.ip(),
-        };
+        let source_ok = s.transport == transport
+            && match transport {
+                Transport::Udp => s.peer == from,
+                Transport::Ip => s.peer.ip() == from.ip(),
+            };
         if !source_ok {
             self.counters.rx_data_bad_source += 1;
             return Incoming::Dropped(DataDrop::BadSource);
@@ -531,7 +544,7 @@ impl Endpoint {
     /// sublayer with the next sequence number when negotiated) into `out`,
     /// cleared first; the frame goes after it. Returns where to send it, or
     /// `None` if the session is not established.
-    pub fn encap_header(&mut self, sid: u32, out: &mut Vec<u8>) -> Option<SocketAddr> {
+    pub fn encap_header(&mut self, sid: u32, out: &mut Vec<u8>) -> Option<(Transport, SocketAddr)> {
         let s = self.sessions.get_mut(&sid)?;
         if s.state != SessionState::Established {
             return None;
@@ -546,12 +559,13 @@ impl Endpoint {
             }
             l2tp::emit_sublayer(seq, &mut out[n..]);
         }
-        Some(s.peer)
+        Some((s.transport, s.peer))
     }
 
     fn on_control(
         &mut self,
         now: Instant,
+        transport: Transport,
         from: SocketAddr,
         c: &l2tp::ControlPacket<'_>,
         raw: &[u8],
@@ -571,7 +585,7 @@ impl Endpoint {
         let ccid = if c.header.ccid == 0 {
             match &msg {
                 Some(m) if m.msg_type == MessageType::Sccrq => {
-                    match self.sccrq_conn(now, from, m) {
+                    match self.sccrq_conn(now, transport, from, m) {
                         Some(ccid) => ccid,
                         None => return,
                     }
@@ -588,7 +602,7 @@ impl Endpoint {
             self.counters.rx_control_unknown_ccid += 1;
             return;
         };
-        if conn.peer != from {
+        if conn.peer != from || conn.transport != transport {
             self.counters.rx_control_bad_source += 1;
             return;
         }
@@ -599,12 +613,18 @@ impl Endpoint {
 
     /// The connection an SCCRQ belongs to: an existing one for a
     /// retransmission, else a new responder connection.
-    fn sccrq_conn(&mut self, now: Instant, from: SocketAddr, m: &ControlMessage) -> Option<u32> {
+    fn sccrq_conn(
+        &mut self,
+        now: Instant,
+        transport: Transport,
+        from: SocketAddr,
+        m: &ControlMessage,
+    ) -> Option<u32> {
         let Some(peer_ccid) = m.assigned_ccid() else {
             self.counters.sccrq_refused += 1;
             return None;
         };
-        if let Some(&ccid) = self.by_peer.get(&(from, peer_ccid)) {
+        if let Some(&ccid) = self.by_peer.get(&(transport, from, peer_ccid)) {
             return Some(ccid);
         }
         if !self.cfg.accept_incoming {
@@ -613,9 +633,9 @@ impl Endpoint {
         }
         let ccid = self.alloc_ccid();
         let ctx = ctx!(self, now);
-        let conn = ControlConn::new(&ctx, ccid, peer_ccid, from, false);
+        let conn = ControlConn::new(&ctx, ccid, peer_ccid, from, transport, false);
         self.conns.insert(ccid, conn);
-        self.by_peer.insert((from, peer_ccid), ccid);
+        self.by_peer.insert((transport, from, peer_ccid), ccid);
         Some(ccid)
     }
 
@@ -628,17 +648,23 @@ impl Endpoint {
         }
     }
 
-    /// Initiator: start a control connection to `peer`. Returns our CCID.
+    /// Initiator: start a control connection to `peer` over `transport`
+    /// (port ignored over IP). Returns our CCID.
     pub fn connect(
         &mut self,
         now: Instant,
+        transport: Transport,
         peer: SocketAddr,
         hello_interval: Duration,
         hello_retries: u32,
     ) -> u32 {
         let ccid = self.alloc_ccid();
         let ctx = ctx!(self, now);
-        let mut conn = ControlConn::new(&ctx, ccid, 0, peer, true);
+        let peer = match transport {
+            Transport::Udp => peer,
+            Transport::Ip => SocketAddr::new(peer.ip(), 0),
+        };
+        let mut conn = ControlConn::new(&ctx, ccid, 0, peer, transport, true);
         conn.hello_interval = hello_interval;
         conn.hello_retries = hello_retries;
         conn.start(&ctx);
@@ -702,6 +728,7 @@ impl Endpoint {
         };
         while let Some(payload) = conn.chan.poll_transmit(now) {
             self.transmits.push_back(Transmit {
+                transport: conn.transport,
                 dst: conn.peer,
                 payload,
             });
@@ -710,10 +737,10 @@ impl Endpoint {
             if let Some(w) = conn.wake.take() {
                 self.timers.remove(&(w, ccid));
             }
-            let (peer, peer_ccid) = (conn.peer, conn.peer_ccid);
+            let key = (conn.transport, conn.peer, conn.peer_ccid);
             self.conns.remove(&ccid);
-            if self.by_peer.get(&(peer, peer_ccid)) == Some(&ccid) {
-                self.by_peer.remove(&(peer, peer_ccid));
+            if self.by_peer.get(&key) == Some(&ccid) {
+                self.by_peer.remove(&key);
             }
             return;
         }

@@ -17,24 +17,23 @@ fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }
 
-fn edge_cfg(transport: Transport) -> EndpointConfig {
+fn edge_cfg() -> EndpointConfig {
     EndpointConfig {
         host_name: "edge".into(),
-        transport,
         cookie_len: 4,
         profiles: vec![PwProfile {
             names: vec!["lab".into(), "id-lab".into()],
             hello_interval: Duration::from_secs(2),
             hello_retries: 3,
+            transport: None,
         }],
         ..EndpointConfig::default()
     }
 }
 
-fn ap_cfg(transport: Transport, cookie_len: usize) -> EndpointConfig {
+fn ap_cfg(cookie_len: usize) -> EndpointConfig {
     EndpointConfig {
         host_name: "ap-1".into(),
-        transport,
         cookie_len,
         accept_incoming: false,
         ..EndpointConfig::default()
@@ -55,6 +54,7 @@ struct Impair {
 
 struct Pair {
     now: Instant,
+    transport: Transport,
     ap: Endpoint,
     edge: Endpoint,
     /// In flight: (deliver at, to edge?, from, payload).
@@ -73,11 +73,27 @@ struct Pair {
 }
 
 impl Pair {
+    /// Over IP there are no ports: the driver hands over port 0.
+    fn ap_addr(&self) -> SocketAddr {
+        match self.transport {
+            Transport::Udp => addr(AP),
+            Transport::Ip => SocketAddr::new(addr(AP).ip(), 0),
+        }
+    }
+
+    fn edge_addr(&self) -> SocketAddr {
+        match self.transport {
+            Transport::Udp => addr(EDGE),
+            Transport::Ip => SocketAddr::new(addr(EDGE).ip(), 0),
+        }
+    }
+
     fn new(transport: Transport, cookie_len: usize) -> Self {
         Pair {
             now: Instant::now(),
-            ap: Endpoint::new(ap_cfg(transport, cookie_len), 1),
-            edge: Endpoint::new(edge_cfg(transport), 2),
+            ap: Endpoint::new(ap_cfg(cookie_len), 1),
+            edge: Endpoint::new(edge_cfg(), 2),
+            transport,
             wire: VecDeque::new(),
             impair: Impair::default(),
             sent: 0,
@@ -92,13 +108,14 @@ impl Pair {
 
     fn collect(&mut self) {
         while let Some(t) = self.ap.poll_transmit() {
-            assert_eq!(t.dst, addr(EDGE));
+            assert_eq!(t.dst, self.edge_addr());
+            assert_eq!(t.transport, self.transport);
             if !self.ap_silent {
                 self.put(true, t.payload);
             }
         }
         while let Some(t) = self.edge.poll_transmit() {
-            assert_eq!(t.dst, addr(AP));
+            assert_eq!(t.dst, self.ap_addr());
             self.put(false, t.payload);
         }
         while let Some(e) = self.ap.poll_event() {
@@ -157,9 +174,11 @@ impl Pair {
                 let (_, to_edge, p) = self.wire.pop_front().unwrap();
                 let r = if to_edge {
                     self.last_to_edge = Some(self.now);
-                    self.edge.handle_datagram(self.now, addr(AP), &p)
+                    self.edge
+                        .handle_datagram(self.now, self.transport, self.ap_addr(), &p)
                 } else {
-                    self.ap.handle_datagram(self.now, addr(EDGE), &p)
+                    self.ap
+                        .handle_datagram(self.now, self.transport, self.edge_addr(), &p)
                 };
                 assert_eq!(r, Incoming::Control, "only control on this wire");
             }
@@ -174,9 +193,13 @@ impl Pair {
     }
 
     fn connect(&mut self, pw_type: u16) -> u32 {
-        let ccid = self
-            .ap
-            .connect(self.now, addr(EDGE), Duration::from_secs(2), 3);
+        let ccid = self.ap.connect(
+            self.now,
+            self.transport,
+            addr(EDGE),
+            Duration::from_secs(2),
+            3,
+        );
         assert!(self.ap.open_session(
             self.now,
             ccid,
@@ -227,7 +250,12 @@ fn handshake_brings_up_tunnel_and_session_both_transports() {
         assert_eq!(stats.len(), 1);
         assert_eq!(stats[0].state, "established_with_sessions");
         assert_eq!(stats[0].ap, "ap-1");
-        assert_eq!(stats[0].remote_port, 40000);
+        let port = if transport == Transport::Udp {
+            40000
+        } else {
+            0
+        };
+        assert_eq!(stats[0].remote_port, port);
         assert_eq!(stats[0].sessions[0].state, "established");
         assert_eq!(stats[0].sessions[0].remote_id, "lab");
         // SCCRQ, SCCCN, ICRQ, ICCN from the AP; SCCRP, ICRP, ZLB(s) from the edge.
@@ -254,7 +282,10 @@ fn data_crosses_with_cookies_of_each_size() {
             let mut pkt = vec![0; l2tp::data_header_len(transport, ap_s.cookie_tx.len())];
             l2tp::emit_data_header(transport, ap_s.remote_sid, &ap_s.cookie_tx, &mut pkt);
             pkt.extend_from_slice(&frame);
-            match p.edge.handle_datagram(p.now, addr(AP), &pkt) {
+            match p
+                .edge
+                .handle_datagram(p.now, p.transport, p.ap_addr(), &pkt)
+            {
                 Incoming::Data {
                     session_id,
                     payload,
@@ -265,19 +296,25 @@ fn data_crosses_with_cookies_of_each_size() {
                 other => panic!("{other:?}"),
             }
             // Wrong source, wrong cookie, unknown session: dropped and counted.
-            let r = p.edge.handle_datagram(p.now, addr("10.99.0.9:40000"), &pkt);
+            let r = p
+                .edge
+                .handle_datagram(p.now, p.transport, addr("10.99.0.9:40000"), &pkt);
             assert_eq!(r, Incoming::Dropped(DataDrop::BadSource));
             if cookie_len > 0 {
                 let mut bad = pkt.clone();
                 let at = l2tp::data_header_len(transport, 0);
                 bad[at] ^= 0xff;
-                let r = p.edge.handle_datagram(p.now, addr(AP), &bad);
+                let r = p
+                    .edge
+                    .handle_datagram(p.now, p.transport, p.ap_addr(), &bad);
                 assert_eq!(r, Incoming::Dropped(DataDrop::BadCookie));
             }
             let mut unknown = vec![0; l2tp::data_header_len(transport, 0)];
             l2tp::emit_data_header(transport, 0x0bad_cafe, &Cookie::NONE, &mut unknown);
             unknown.extend_from_slice(&frame);
-            let r = p.edge.handle_datagram(p.now, addr(AP), &unknown);
+            let r = p
+                .edge
+                .handle_datagram(p.now, p.transport, p.ap_addr(), &unknown);
             assert_eq!(r, Incoming::Dropped(DataDrop::UnknownSession));
             let c = p.edge.counters();
             assert_eq!(c.rx_data, 1);
@@ -458,7 +495,8 @@ fn hellos_keep_an_idle_tunnel_up() {
 #[test]
 fn unknown_remote_end_id_is_refused_with_cdn() {
     let mut p = Pair::new(Transport::Udp, 4);
-    let ccid = p.ap.connect(p.now, addr(EDGE), Duration::from_secs(2), 3);
+    let ccid =
+        p.ap.connect(p.now, p.transport, addr(EDGE), Duration::from_secs(2), 3);
     p.ap.open_session(
         p.now,
         ccid,
@@ -530,7 +568,7 @@ fn decode(p: &[u8]) -> (ControlHeader, Option<ControlMessage>) {
 #[test]
 fn unknown_mandatory_avp_in_sccrq_gets_stopccn() {
     let now = Instant::now();
-    let mut edge = Endpoint::new(edge_cfg(Transport::Udp), 3);
+    let mut edge = Endpoint::new(edge_cfg(), 3);
     let pkt = raw_sccrq(
         vec![Avp::Unknown {
             mandatory: true,
@@ -540,7 +578,10 @@ fn unknown_mandatory_avp_in_sccrq_gets_stopccn() {
         }],
         0,
     );
-    assert_eq!(edge.handle_datagram(now, addr(AP), &pkt), Incoming::Control);
+    assert_eq!(
+        edge.handle_datagram(now, Transport::Udp, addr(AP), &pkt),
+        Incoming::Control
+    );
     let t = edge.poll_transmit().expect("StopCCN");
     let (h, m) = decode(&t.payload);
     assert_eq!(h.ccid, 77, "addressed to the peer's assigned CCID");
@@ -557,7 +598,7 @@ fn unknown_mandatory_avp_in_sccrq_gets_stopccn() {
 #[test]
 fn unknown_optional_avp_is_ignored() {
     let now = Instant::now();
-    let mut edge = Endpoint::new(edge_cfg(Transport::Udp), 3);
+    let mut edge = Endpoint::new(edge_cfg(), 3);
     let pkt = raw_sccrq(
         vec![Avp::Unknown {
             mandatory: false,
@@ -567,7 +608,7 @@ fn unknown_optional_avp_is_ignored() {
         }],
         0,
     );
-    let _ = edge.handle_datagram(now, addr(AP), &pkt);
+    let _ = edge.handle_datagram(now, Transport::Udp, addr(AP), &pkt);
     let (_, m) = decode(&edge.poll_transmit().unwrap().payload);
     assert_eq!(m.unwrap().msg_type, MessageType::Sccrp);
 }
@@ -575,13 +616,13 @@ fn unknown_optional_avp_is_ignored() {
 #[test]
 fn retransmitted_sccrq_creates_one_tunnel_and_is_reacked() {
     let now = Instant::now();
-    let mut edge = Endpoint::new(edge_cfg(Transport::Udp), 3);
+    let mut edge = Endpoint::new(edge_cfg(), 3);
     let pkt = raw_sccrq(vec![], 0);
-    let _ = edge.handle_datagram(now, addr(AP), &pkt);
+    let _ = edge.handle_datagram(now, Transport::Udp, addr(AP), &pkt);
     let (h1, m1) = decode(&edge.poll_transmit().unwrap().payload);
     assert_eq!(m1.unwrap().msg_type, MessageType::Sccrp);
     assert_eq!((h1.ns, h1.nr), (0, 1));
-    let _ = edge.handle_datagram(now, addr(AP), &pkt);
+    let _ = edge.handle_datagram(now, Transport::Udp, addr(AP), &pkt);
     let (h2, m2) = decode(&edge.poll_transmit().unwrap().payload);
     assert!(m2.is_none(), "duplicate answered with a ZLB");
     assert_eq!(h2.nr, 1);
@@ -592,7 +633,7 @@ fn retransmitted_sccrq_creates_one_tunnel_and_is_reacked() {
 #[test]
 fn sccrq_missing_host_name_is_refused() {
     let now = Instant::now();
-    let mut edge = Endpoint::new(edge_cfg(Transport::Udp), 3);
+    let mut edge = Endpoint::new(edge_cfg(), 3);
     let msg = ControlMessage {
         msg_type: MessageType::Sccrq,
         avps: vec![
@@ -611,7 +652,7 @@ fn sccrq_missing_host_name_is_refused() {
         },
         &mut pkt,
     );
-    let _ = edge.handle_datagram(now, addr(AP), &pkt);
+    let _ = edge.handle_datagram(now, Transport::Udp, addr(AP), &pkt);
     let (_, m) = decode(&edge.poll_transmit().unwrap().payload);
     assert_eq!(m.unwrap().msg_type, MessageType::StopCcn);
     assert!(edge.stats(now).is_empty());
@@ -620,8 +661,8 @@ fn sccrq_missing_host_name_is_refused() {
 #[test]
 fn half_open_tunnel_is_dropped_when_sccrp_is_never_acked() {
     let now = Instant::now();
-    let mut edge = Endpoint::new(edge_cfg(Transport::Udp), 3);
-    let _ = edge.handle_datagram(now, addr(AP), &raw_sccrq(vec![], 0));
+    let mut edge = Endpoint::new(edge_cfg(), 3);
+    let _ = edge.handle_datagram(now, Transport::Udp, addr(AP), &raw_sccrq(vec![], 0));
     let mut t = now;
     for _ in 0..20 {
         while edge.poll_transmit().is_some() {}
@@ -646,11 +687,11 @@ fn half_open_tunnel_is_dropped_when_sccrp_is_never_acked() {
 #[test]
 fn garbage_never_panics_and_is_counted() {
     let now = Instant::now();
-    let mut edge = Endpoint::new(edge_cfg(Transport::Udp), 3);
+    let mut edge = Endpoint::new(edge_cfg(), 3);
     let valid = raw_sccrq(vec![], 0);
     let mut seed = 0x1234_5678_u64;
     for len in 0..valid.len() {
-        let _ = edge.handle_datagram(now, addr(AP), &valid[..len]);
+        let _ = edge.handle_datagram(now, Transport::Udp, addr(AP), &valid[..len]);
     }
     for _ in 0..2000 {
         let mut p = valid.clone();
@@ -661,7 +702,7 @@ fn garbage_never_panics_and_is_counted() {
             let i = (seed >> 33) as usize % p.len();
             p[i] ^= (seed >> 20) as u8;
         }
-        let _ = edge.handle_datagram(now, addr(AP), &p);
+        let _ = edge.handle_datagram(now, Transport::Udp, addr(AP), &p);
     }
     let c = edge.counters();
     assert!(c.rx_data_malformed + c.rx_control_malformed > 0);
@@ -683,8 +724,8 @@ fn ethernet_vlan_pseudowire_comes_up_with_its_type() {
 #[test]
 fn unknown_mandatory_avp_in_icrq_gets_cdn_and_the_tunnel_stays() {
     let now = Instant::now();
-    let mut edge = Endpoint::new(edge_cfg(Transport::Udp), 3);
-    let _ = edge.handle_datagram(now, addr(AP), &raw_sccrq(vec![], 0));
+    let mut edge = Endpoint::new(edge_cfg(), 3);
+    let _ = edge.handle_datagram(now, Transport::Udp, addr(AP), &raw_sccrq(vec![], 0));
     let (_, sccrp) = decode(&edge.poll_transmit().unwrap().payload);
     let edge_ccid = sccrp.unwrap().assigned_ccid().unwrap();
     let send = |edge: &mut Endpoint, t: MessageType, avps: Vec<Avp>, ns: u16| {
@@ -695,7 +736,7 @@ fn unknown_mandatory_avp_in_icrq_gets_cdn_and_the_tunnel_stays() {
             nr: 1,
         };
         ControlMessage { msg_type: t, avps }.emit(Transport::Udp, h, &mut out);
-        let _ = edge.handle_datagram(now, addr(AP), &out);
+        let _ = edge.handle_datagram(now, Transport::Udp, addr(AP), &out);
     };
     send(&mut edge, MessageType::Scccn, vec![], 1);
     while edge.poll_transmit().is_some() {}
@@ -744,7 +785,7 @@ fn establish_with(l2_sublayer: bool, sequencing: bool) -> (Pair, u32, u32) {
         EndpointConfig {
             l2_sublayer,
             sequencing,
-            ..ap_cfg(Transport::Udp, 4)
+            ..ap_cfg(4)
         },
         1,
     );
@@ -789,31 +830,35 @@ fn sublayer_is_negotiated_and_carries_sequence_numbers() {
     for seq in [0, 1, 2] {
         let pkt = ap_data(&p, ap_sid, Some(seq), &frame);
         assert!(
-            matches!(p.edge.handle_datagram(p.now, addr(AP), &pkt), Incoming::Data { payload, .. } if payload == frame)
+            matches!(p.edge.handle_datagram(p.now, p.transport, p.ap_addr(), &pkt), Incoming::Data { payload, .. } if payload == frame)
         );
     }
     // A duplicate and a late packet are counted and dropped.
     let dup = ap_data(&p, ap_sid, Some(2), &frame);
     assert_eq!(
-        p.edge.handle_datagram(p.now, addr(AP), &dup),
+        p.edge
+            .handle_datagram(p.now, p.transport, p.ap_addr(), &dup),
         Incoming::Dropped(DataDrop::OutOfOrder)
     );
     let late = ap_data(&p, ap_sid, Some(0), &frame);
     assert_eq!(
-        p.edge.handle_datagram(p.now, addr(AP), &late),
+        p.edge
+            .handle_datagram(p.now, p.transport, p.ap_addr(), &late),
         Incoming::Dropped(DataDrop::OutOfOrder)
     );
     // A gap (loss) is accepted and counted.
     let ahead = ap_data(&p, ap_sid, Some(6), &frame);
     assert!(matches!(
-        p.edge.handle_datagram(p.now, addr(AP), &ahead),
+        p.edge
+            .handle_datagram(p.now, p.transport, p.ap_addr(), &ahead),
         Incoming::Data { .. }
     ));
     // Too short for the sublayer.
     let mut short = ap_data(&p, ap_sid, Some(7), &[]);
     short.truncate(short.len() - 2);
     assert_eq!(
-        p.edge.handle_datagram(p.now, addr(AP), &short),
+        p.edge
+            .handle_datagram(p.now, p.transport, p.ap_addr(), &short),
         Incoming::Dropped(DataDrop::BadSublayer)
     );
     let c = p.edge.counters();
@@ -838,7 +883,8 @@ fn sublayer_without_sequencing_counts_but_delivers() {
     for seq in [5, 4] {
         let pkt = ap_data(&p, ap_sid, Some(seq), &frame);
         assert!(matches!(
-            p.edge.handle_datagram(p.now, addr(AP), &pkt),
+            p.edge
+                .handle_datagram(p.now, p.transport, p.ap_addr(), &pkt),
             Incoming::Data { .. }
         ));
     }
@@ -862,4 +908,44 @@ fn no_sublayer_unless_asked() {
     let e = p.edge.session(edge_sid).unwrap();
     assert!(!e.sublayer);
     assert_eq!(e.header_len(), l2tp::data_header_len(Transport::Udp, 4));
+}
+
+#[test]
+fn mxtunnel_protocol_decides_which_encapsulation_may_bind() {
+    // The profile is udp-only: a session arriving over IP 115 is refused.
+    let mut p = Pair::new(Transport::Ip, 4);
+    p.edge = Endpoint::new(
+        EndpointConfig {
+            profiles: vec![PwProfile {
+                transport: Some(Transport::Udp),
+                ..edge_cfg().profiles[0].clone()
+            }],
+            ..edge_cfg()
+        },
+        2,
+    );
+    p.connect(pw::ETHERNET);
+    p.run(Duration::from_secs(2));
+    assert!(
+        p.ap_events
+            .iter()
+            .any(|e| matches!(e, Event::PeerCdn { .. })),
+        "{:?}",
+        p.ap_events
+    );
+    assert_eq!(p.edge.session_count(), 0);
+    // Over UDP the same AP gets its session.
+    let mut p2 = Pair::new(Transport::Udp, 4);
+    p2.edge = Endpoint::new(p.edge.config().clone(), 2);
+    p2.connect(pw::ETHERNET);
+    p2.run(Duration::from_secs(2));
+    let sid = Pair::sessions_up(&p2.ap_events)[0];
+    // A data message for a UDP session that arrives over IP is dropped.
+    let s = p2.ap.session(sid).unwrap();
+    let mut pkt = vec![0; l2tp::data_header_len(Transport::Ip, 4)];
+    l2tp::emit_data_header(Transport::Ip, s.remote_sid, &s.cookie_tx, &mut pkt);
+    pkt.extend_from_slice(&[0u8; 60]);
+    let from = SocketAddr::new(addr(AP).ip(), 0);
+    let r = p2.edge.handle_datagram(p2.now, Transport::Ip, from, &pkt);
+    assert_eq!(r, Incoming::Dropped(DataDrop::BadSource));
 }
