@@ -115,7 +115,38 @@ pub struct ConfigFile {
     /// When absent, port names are used as interface names.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ports: Option<BTreeMap<String, String>>,
+    /// Tunneled WLANs. Those with `"tunnel_protocol": "mgre"` make this
+    /// edge an mGRE endpoint for their VLANs (see [`EdgeConfig::mgre`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub wlans: Vec<Wlan>,
 }
+
+/// A WLAN (`wlans` object): the fields of a tunneled SSID tunterm reads.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Wlan {
+    /// The SSID.
+    pub ssid: String,
+    /// VLANs of the WLAN; the first carries untagged frames.
+    pub vlan_ids: Vec<VlanEntry>,
+    /// `mgre` for mGRE tunnels to Mist Edges; anything else is not ours.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tunnel_protocol: Option<String>,
+    /// The edge clusters (mxcluster name or id) that terminate it; empty:
+    /// every edge.
+    pub mist_edges: Vec<String>,
+    /// Local extension: seconds of silence after which an mGRE peer (AP) is
+    /// removed (default [`DEFAULT_MGRE_PEER_TIMEOUT`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mgre_peer_timeout: Option<f64>,
+    /// Fields tunterm does not interpret, kept as written.
+    #[serde(flatten)]
+    pub other: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Default seconds of silence before an mGRE peer is removed (three missed
+/// 10 s keepalives).
+pub const DEFAULT_MGRE_PEER_TIMEOUT: f64 = 30.0;
 
 /// A Mist Edge (`mxedge`): the fields tunterm interprets.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -676,8 +707,24 @@ pub struct EdgeConfig {
     pub ap_subnets: Vec<IpNet>,
     /// The tunnels this edge terminates: those deployed to its cluster.
     pub tunnels: Vec<TunnelConfig>,
+    /// mGRE termination, when some WLAN for this edge has
+    /// `"tunnel_protocol": "mgre"`.
+    pub mgre: Option<MgreConfig>,
     /// The parsed Mist objects, as written.
     pub raw: ConfigFile,
+}
+
+/// Resolved mGRE termination: the union of the mGRE WLANs for this edge.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MgreConfig {
+    /// SSIDs of the WLANs.
+    pub ssids: Vec<String>,
+    /// VLANs an AP may send over mGRE.
+    pub vlans: VlanSet,
+    /// VLAN of untagged frames: the first VLAN of the first mGRE WLAN.
+    pub default_vlan: u16,
+    /// A peer (AP) silent this long is removed and its MACs flushed.
+    pub peer_timeout: Duration,
 }
 
 /// A resolved Mist Tunnel.
@@ -1254,9 +1301,12 @@ fn check_tunnel(path: &str, t: &MxTunnel) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn resolve_tunnels(raw: &ConfigFile) -> Result<Vec<TunnelConfig>, ConfigError> {
-    if raw.mxtunnels.is_empty() {
-        return Err(err("mxtunnels", "at least one mxtunnel is required"));
+fn resolve_tunnels(raw: &ConfigFile, have_mgre: bool) -> Result<Vec<TunnelConfig>, ConfigError> {
+    if raw.mxtunnels.is_empty() && !have_mgre {
+        return Err(err(
+            "mxtunnels",
+            "at least one mxtunnel (or an mGRE WLAN in wlans) is required",
+        ));
     }
     let mut names: HashMap<&str, usize> = HashMap::new();
     let mut ids: HashMap<&str, usize> = HashMap::new();
@@ -1305,7 +1355,7 @@ fn resolve_tunnels(raw: &ConfigFile) -> Result<Vec<TunnelConfig>, ConfigError> {
             mtu: t.mtu as u16,
         })
         .collect();
-    if tunnels.is_empty() {
+    if tunnels.is_empty() && !have_mgre {
         return Err(err(
             "mxtunnels",
             format!(
@@ -1384,7 +1434,8 @@ fn resolve(raw: ConfigFile) -> Result<EdgeConfig, ConfigError> {
         ];
     }
 
-    let tunnels = resolve_tunnels(&raw)?;
+    let mgre = resolve_mgre(&raw)?;
+    let tunnels = resolve_tunnels(&raw, mgre.is_some())?;
 
     Ok(EdgeConfig {
         name: given(&edge.name).unwrap_or(DEFAULT_EDGE_NAME).to_string(),
@@ -1397,8 +1448,48 @@ fn resolve(raw: ConfigFile) -> Result<EdgeConfig, ConfigError> {
         upstream_port_vlan_id,
         ap_subnets,
         tunnels,
+        mgre,
         raw,
     })
+}
+
+fn resolve_mgre(raw: &ConfigFile) -> Result<Option<MgreConfig>, ConfigError> {
+    let cluster = raw.mxcluster.as_ref();
+    let ours = |edges: &[String]| {
+        edges.is_empty()
+            || cluster.is_some_and(|c| {
+                edges
+                    .iter()
+                    .any(|e| Some(e.as_str()) == given(&c.id) || Some(e.as_str()) == given(&c.name))
+            })
+    };
+    let mut out: Option<MgreConfig> = None;
+    for (i, w) in raw.wlans.iter().enumerate() {
+        let path = format!("wlans[{i}]");
+        if w.tunnel_protocol.as_deref() != Some("mgre") || !ours(&w.mist_edges) {
+            continue;
+        }
+        let Some(first) = w.vlan_ids.first() else {
+            return Err(err(
+                format!("{path}.vlan_ids"),
+                "an mGRE WLAN needs at least one VLAN",
+            ));
+        };
+        let timeout = w.mgre_peer_timeout.unwrap_or(DEFAULT_MGRE_PEER_TIMEOUT);
+        check_between(&format!("{path}.mgre_peer_timeout"), timeout, 1.0, 3600.0)?;
+        let m = out.get_or_insert_with(|| MgreConfig {
+            ssids: Vec::new(),
+            vlans: VlanSet::new(),
+            default_vlan: first.first(),
+            peer_timeout: Duration::from_secs_f64(timeout),
+        });
+        m.ssids.push(w.ssid.clone());
+        for e in &w.vlan_ids {
+            m.vlans.insert_entry(*e);
+        }
+        m.peer_timeout = m.peer_timeout.max(Duration::from_secs_f64(timeout));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

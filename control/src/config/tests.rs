@@ -845,7 +845,7 @@ fn tunnel_rules() {
             "/mxtunnels",
             json!([]),
             "mxtunnels",
-            "at least one mxtunnel is required",
+            "at least one mxtunnel (or an mGRE WLAN in wlans) is required",
         ),
         (
             "/mxtunnels/0/ipsec",
@@ -879,7 +879,11 @@ fn tunnel_rules() {
     }
     let mut v = base();
     remove(&mut v, "/mxtunnels");
-    assert_rejects(&v, "mxtunnels", "at least one mxtunnel is required");
+    assert_rejects(
+        &v,
+        "mxtunnels",
+        "at least one mxtunnel (or an mGRE WLAN in wlans) is required",
+    );
     let mut v = base();
     remove(&mut v, "/mxtunnels/1/name");
     assert_rejects(&v, "mxtunnels[1].name", "required");
@@ -1373,4 +1377,35 @@ fn type_errors_carry_their_path() {
 fn config_error_display() {
     assert_eq!(ConfigError::new("a.b[1]", "bad").to_string(), "a.b[1]: bad");
     assert_eq!(ConfigError::new("", "bad").to_string(), "bad");
+}
+
+#[test]
+fn mgre_wlans_make_an_mgre_endpoint() {
+    let mut v = base();
+    v["wlans"] = json!([
+        {"ssid": "Corp-Tunneled", "vlan_ids": [210, "212-213"], "auth": {"type": "eap"},
+         "mist_edges": [], "tunnel_protocol": "mgre"},
+        {"ssid": "Guest", "vlan_ids": [300], "tunnel_protocol": "mgre", "mgre_peer_timeout": 45},
+        {"ssid": "Local", "vlan_ids": [5]},
+        {"ssid": "Elsewhere", "vlan_ids": [7], "tunnel_protocol": "mgre", "mist_edges": ["some-other-cluster"]}
+    ]);
+    let cfg = EdgeConfig::from_raw(serde_json::from_value(v).unwrap()).unwrap();
+    let m = cfg.mgre.expect("mGRE configured");
+    assert_eq!(m.ssids, ["Corp-Tunneled", "Guest"]);
+    assert_eq!(m.vlans.to_string(), "210,212-213,300");
+    assert_eq!(m.default_vlan, 210);
+    assert_eq!(m.peer_timeout, std::time::Duration::from_secs(45));
+}
+
+#[test]
+fn mgre_only_edge_needs_no_mxtunnel_and_checks_its_fields() {
+    let mut v = base();
+    v["mxtunnels"] = json!([]);
+    v["wlans"] = json!([{"ssid": "Corp", "vlan_ids": [10], "tunnel_protocol": "mgre"}]);
+    assert!(EdgeConfig::from_raw(serde_json::from_value(v.clone()).unwrap()).is_ok());
+    v["wlans"][0]["vlan_ids"] = json!([]);
+    assert_rejects(&v, "wlans[0].vlan_ids", "at least one VLAN");
+    v["wlans"][0]["vlan_ids"] = json!([10]);
+    v["wlans"][0]["mgre_peer_timeout"] = json!(0.1);
+    assert_rejects(&v, "wlans[0].mgre_peer_timeout", "between");
 }
