@@ -13,7 +13,7 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -22,13 +22,13 @@ use anyhow::Context;
 use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 use tokio::io::unix::AsyncFd;
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 
 use crate::io::afpacket::PacketSocket;
+use crate::io::tunnel::TunnelSocket;
 use crate::proto::l2tp::{Endpoint, EndpointConfig, Event, Incoming, SessionRequest};
-use crate::wire::ether;
 use crate::wire::l2tp::{self as wire, Transport};
+use crate::wire::{ether, gre};
 
 /// One interface an AP bridges into its session.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -92,11 +92,25 @@ impl ApSpec {
     }
 }
 
+/// How the simulated APs reach the edge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApTransport {
+    /// L2TPv3 over UDP.
+    L2tpUdp,
+    /// L2TPv3 over IP protocol 115.
+    L2tpIp,
+    /// mGRE: GRE 0x6558, with this key if any; keepalives every
+    /// `hello_interval`, the edge given up after `hello_retries` missed.
+    Gre(Option<u32>),
+}
+
 /// Simulator-wide options.
 #[derive(Clone, Debug)]
 pub struct SimOptions {
     /// Edges to connect to, in order of preference.
     pub edges: Vec<SocketAddr>,
+    /// Encapsulation.
+    pub transport: ApTransport,
     /// Remote End ID of the sessions (the mxtunnel name).
     pub remote_end_id: String,
     /// Pseudowire type.
@@ -253,25 +267,29 @@ struct Bridge {
     tag: Option<u16>,
 }
 
-async fn bind_udp(local: Option<IpAddr>) -> io::Result<UdpSocket> {
-    UdpSocket::bind(SocketAddr::new(
-        local.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
-        0,
-    ))
-    .await
+fn bind_socket(
+    transport: ApTransport,
+    local: Option<IpAddr>,
+    edge: SocketAddr,
+) -> io::Result<TunnelSocket> {
+    let any = if edge.is_ipv6() {
+        IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+    } else {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    };
+    let local = local.unwrap_or(any);
+    match transport {
+        ApTransport::L2tpUdp => TunnelSocket::udp(SocketAddr::new(local, 0), true),
+        ApTransport::L2tpIp => TunnelSocket::raw(local, wire::IP_PROTO_L2TP, true),
+        ApTransport::Gre(_) => TunnelSocket::raw(local, crate::wire::gre::IP_PROTO_GRE, true),
+    }
 }
 
-async fn run_ap(
-    index: u64,
-    spec: ApSpec,
-    opts: Rc<SimOptions>,
-    shared: Shared,
-    mut stop: watch::Receiver<bool>,
-) -> anyhow::Result<()> {
-    let sock = bind_udp(spec.local_ip)
-        .await
-        .with_context(|| format!("binding {:?}", spec.local_ip))?;
-    let (frame_tx, mut frame_rx) = mpsc::channel::<(usize, Vec<u8>)>(1024);
+type FrameRx = mpsc::Receiver<(usize, Vec<u8>)>;
+
+/// Open the bridged interfaces; their frames arrive on the receiver.
+fn open_bridges(spec: &ApSpec) -> anyhow::Result<(Vec<Bridge>, FrameRx)> {
+    let (frame_tx, frame_rx) = mpsc::channel::<(usize, Vec<u8>)>(1024);
     let mut bridges = Vec::new();
     for (i, b) in spec.bridges.iter().enumerate() {
         let ps = PacketSocket::bind(&b.ifname).with_context(|| format!("bridging {}", b.ifname))?;
@@ -299,7 +317,29 @@ async fn run_ap(
         });
         bridges.push(Bridge { fd, tag: b.tag });
     }
-    drop(frame_tx);
+    Ok((bridges, frame_rx))
+}
+
+async fn run_ap(
+    index: u64,
+    spec: ApSpec,
+    opts: Rc<SimOptions>,
+    shared: Shared,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let sock = bind_socket(opts.transport, spec.local_ip, opts.edges[0])
+        .with_context(|| format!("binding {:?} for {:?}", spec.local_ip, opts.transport))?;
+    let (bridges, mut frame_rx) = open_bridges(&spec)?;
+    let transport = match opts.transport {
+        ApTransport::L2tpUdp => Transport::Udp,
+        ApTransport::L2tpIp => Transport::Ip,
+        ApTransport::Gre(key) => {
+            return run_gre_ap(
+                index, spec, opts, shared, stop, sock, bridges, frame_rx, key,
+            )
+            .await;
+        }
+    };
 
     let seed = {
         let t = std::time::SystemTime::now()
@@ -323,7 +363,7 @@ async fn run_ap(
     let mut ep = Endpoint::new(cfg, seed);
     let mut edge_idx = 0usize;
     let mut edge = opts.edges[edge_idx];
-    let mut ccid = connect(&mut ep, edge, &opts);
+    let mut ccid = connect(&mut ep, transport, edge, &opts);
     let mut session: Option<u32> = None;
     let mut reconnect_at: Option<Instant> = None;
     let mut stopping = false;
@@ -341,7 +381,7 @@ async fn run_ap(
     loop {
         // Send what the endpoint produced.
         while let Some(t) = ep.poll_transmit() {
-            let _ = sock.try_send_to(&t.payload, t.dst);
+            let _ = sock.try_send(&t.payload, t.dst);
         }
         while let Some(ev) = ep.poll_event() {
             match ev {
@@ -437,7 +477,7 @@ async fn run_ap(
             edge_idx = (edge_idx + 1) % opts.edges.len();
             edge = opts.edges[edge_idx];
             status(&shared, &spec.name, |s| s.edge = edge.to_string());
-            ccid = connect(&mut ep, edge, &opts);
+            ccid = connect(&mut ep, transport, edge, &opts);
             continue;
         }
         let now = Instant::now();
@@ -460,12 +500,12 @@ async fn run_ap(
             r = sock.readable() => {
                 r?;
                 for _ in 0..64 {
-                    let (n, from) = match sock.try_recv_from(&mut buf) {
+                    let (n, from) = match sock.try_recv(&mut buf) {
                         Ok(x) => x,
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                         Err(_) => break,
                     };
-                    if let Incoming::Data { payload, .. } = ep.handle_datagram(Instant::now(), Transport::Udp, from, &buf[..n]) {
+                    if let Incoming::Data { payload, .. } = ep.handle_datagram(Instant::now(), transport, from, &buf[..n]) {
                         let delivered = deliver(&bridges, payload, &mut out);
                         let mut st = shared.borrow_mut();
                         let s = st.per_ap.entry(spec.name.clone()).or_default();
@@ -508,11 +548,11 @@ async fn run_ap(
     }
 }
 
-fn connect(ep: &mut Endpoint, edge: SocketAddr, opts: &SimOptions) -> u32 {
+fn connect(ep: &mut Endpoint, transport: Transport, edge: SocketAddr, opts: &SimOptions) -> u32 {
     let now = Instant::now();
     let ccid = ep.connect(
         now,
-        Transport::Udp,
+        transport,
         edge,
         opts.hello_interval,
         opts.hello_retries,
@@ -549,7 +589,7 @@ fn deliver(bridges: &[Bridge], frame: &[u8], out: &mut Vec<u8>) -> bool {
 
 fn send_frame(
     ep: &mut Endpoint,
-    sock: &UdpSocket,
+    sock: &TunnelSocket,
     sid: u32,
     frame: &[u8],
     tag: Option<u16>,
@@ -563,7 +603,7 @@ fn send_frame(
     };
     let tag = tag.or(view.tag.map(|t| t.vid()));
     ether::append_retagged(frame, &view, tag, out);
-    sock.try_send_to(out, peer).is_ok()
+    sock.try_send(out, peer).is_ok()
 }
 
 /// Frames of the synthetic clients of one AP: an ARP announcement from
@@ -607,4 +647,157 @@ impl Synthetic {
             .collect();
         Some(Synthetic { frames })
     }
+}
+
+/// An mGRE AP: frames from its bridges go to the edge in GRE 0x6558 (with
+/// its key, if any); keepalives (Cisco-style, reflected by the edge) every
+/// `hello_interval`; after `hello_retries` unanswered ones the AP moves to
+/// the next edge.
+#[allow(clippy::too_many_arguments)]
+async fn run_gre_ap(
+    index: u64,
+    spec: ApSpec,
+    opts: Rc<SimOptions>,
+    shared: Shared,
+    mut stop: watch::Receiver<bool>,
+    sock: TunnelSocket,
+    bridges: Vec<Bridge>,
+    mut frame_rx: FrameRx,
+    key: Option<u32>,
+) -> anyhow::Result<()> {
+    let Some(local) = spec.local_ip else {
+        anyhow::bail!("a GRE AP needs its address (ip=) for keepalives");
+    };
+    let mut edge_idx = 0usize;
+    let mut edge = opts.edges[edge_idx];
+    let dead_after = opts.hello_interval * opts.hello_retries;
+    let mut last_rx: Option<Instant> = None;
+    let mut up = false;
+    let mut next_keepalive = Instant::now();
+    let mut started = Instant::now();
+    let synthetic = Synthetic::new(index, &opts);
+    let mut next_synth = Instant::now() + opts.synthetic_interval;
+    let mut buf = vec![0u8; 65_600];
+    let mut out = Vec::with_capacity(2048);
+    status(&shared, &spec.name, |s| {
+        s.edge = edge.to_string();
+        s.state = "wait-ctrl-reply".into();
+    });
+    loop {
+        let now = Instant::now();
+        let mut wake = next_keepalive;
+        if synthetic.is_some() {
+            wake = wake.min(next_synth);
+        }
+        tokio::select! {
+            _ = stop.changed() => return Ok(()),
+            r = sock.readable() => {
+                r?;
+                for _ in 0..64 {
+                    let (n, from) = match sock.try_recv(&mut buf) {
+                        Ok(x) => x,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(_) => break,
+                    };
+                    if from.ip() != edge.ip() {
+                        continue;
+                    }
+                    let pkt = &buf[..n];
+                    if crate::proto::gre::is_keepalive_reply(pkt) {
+                        last_rx = Some(Instant::now());
+                        if !up {
+                            up = true;
+                            emit_event(&opts, &spec.name, "tunnel_up", serde_json::json!({"edge": edge.to_string(), "transport": "gre"}));
+                            status(&shared, &spec.name, |s| {
+                                s.tunnels_up += 1;
+                                s.session_up = true;
+                                s.state = "established_with_sessions".into();
+                            });
+                        }
+                        continue;
+                    }
+                    if let Some(frame) = gre_payload(pkt) {
+                        last_rx = Some(Instant::now());
+                        let delivered = deliver(&bridges, frame, &mut out);
+                        status(&shared, &spec.name, |s| {
+                            s.rx_frames += 1;
+                            if !delivered && synthetic.is_none() {
+                                s.rx_unbridged += 1;
+                            }
+                        });
+                    } else {
+                        status(&shared, &spec.name, |s| s.rx_dropped += 1);
+                    }
+                }
+            }
+            Some((i, frame)) = frame_rx.recv() => {
+                if gre_send(&sock, edge, key, &frame, bridges[i].tag, &mut out) {
+                    status(&shared, &spec.name, |s| s.tx_frames += 1);
+                }
+            }
+            _ = tokio::time::sleep_until(wake.into()) => {
+                if now >= next_keepalive {
+                    let probe = crate::proto::gre::keepalive_probe(local, edge.ip(), key);
+                    let _ = sock.try_send(&probe, edge);
+                    next_keepalive = now + opts.hello_interval;
+                    let heard = last_rx.unwrap_or(started);
+                    if now.duration_since(heard) > dead_after {
+                        if up {
+                            emit_event(&opts, &spec.name, "tunnel_down", serde_json::json!({"edge": edge.to_string(), "reason": "keepalive timeout"}));
+                        }
+                        up = false;
+                        status(&shared, &spec.name, |s| {
+                            s.session_up = false;
+                            s.state = "idle".into();
+                        });
+                        edge_idx = (edge_idx + 1) % opts.edges.len();
+                        edge = opts.edges[edge_idx];
+                        started = now;
+                        last_rx = None;
+                        status(&shared, &spec.name, |s| s.edge = edge.to_string());
+                    }
+                }
+                if let Some(syn) = &synthetic && now >= next_synth {
+                    let mut sent = 0;
+                    for f in &syn.frames {
+                        if gre_send(&sock, edge, key, f, None, &mut out) {
+                            sent += 1;
+                        }
+                    }
+                    status(&shared, &spec.name, |s| s.tx_frames += sent);
+                    next_synth = now + opts.synthetic_interval;
+                }
+            }
+        }
+    }
+}
+
+/// The Ethernet frame inside a GRE 0x6558 packet.
+fn gre_payload(pkt: &[u8]) -> Option<&[u8]> {
+    let p = gre::parse(pkt).ok()?;
+    (p.header.protocol == gre::PROTO_TEB).then_some(p.payload)
+}
+
+/// Send `frame` to the edge in GRE (pushing `tag` when given).
+fn gre_send(
+    sock: &TunnelSocket,
+    edge: SocketAddr,
+    key: Option<u32>,
+    frame: &[u8],
+    tag: Option<u16>,
+    out: &mut Vec<u8>,
+) -> bool {
+    let Some(view) = ether::parse(frame) else {
+        return false;
+    };
+    let header = gre::GreHeader {
+        key,
+        ..gre::GreHeader::new(gre::PROTO_TEB)
+    };
+    out.clear();
+    out.resize(header.header_len(), 0);
+    gre::emit(&header, out);
+    let tag = tag.or(view.tag.map(|t| t.vid()));
+    ether::append_retagged(frame, &view, tag, out);
+    sock.try_send(out, edge).is_ok()
 }

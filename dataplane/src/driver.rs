@@ -1,14 +1,14 @@
 //! The daemon's event loop: read → proto → write, and timers.
 //!
-//! One thread owns everything: the L2TP socket toward the APs, the
-//! AF_PACKET socket on the upstream trunk, the [`Endpoint`] (control
-//! connections and sessions) and the [`Switch`]. Data frames go
-//! tunnel → switch → trunk/tunnel and trunk → switch → tunnel without
-//! leaving this loop. A Unix socket answers `stats` with JSON.
+//! One thread owns everything: the tunnel sockets toward the APs (L2TPv3
+//! over UDP and over IP protocol 115, GRE, each over IPv4 and IPv6), the
+//! AF_PACKET socket on the upstream trunk, the L2TP [`Endpoint`], the mGRE
+//! [`GreEndpoint`] and the [`Switch`]. Frames go tunnel → switch →
+//! trunk/tunnel and trunk → switch → tunnel without leaving this loop. A
+//! Unix socket answers `stats` with JSON.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -17,17 +17,20 @@ use anyhow::{Context, bail};
 use serde::Serialize;
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{UdpSocket, UnixListener};
+use tokio::net::UnixListener;
 use tracing::{debug, info, warn};
 use tunterm_control::{EdgeConfig, TunnelProtocol};
 
 use crate::io::afpacket::PacketSocket;
+use crate::io::tunnel::TunnelSocket;
 use crate::proto::bridge::{PortConfig, PortId, Switch, SwitchCounters, TRUNK, Verdict};
+use crate::proto::gre::{GreConfig, GreCounters, GreEndpoint, GreEvent, GreIncoming};
 use crate::proto::l2tp::{
     ConnStats, Endpoint, EndpointConfig, EndpointCounters, Event, Incoming, PwProfile,
 };
 use crate::wire::ether::{self, FrameView};
-use crate::wire::l2tp::{self as l2tp_wire, Transport, pw};
+use crate::wire::gre::IP_PROTO_GRE;
+use crate::wire::l2tp::{self as l2tp_wire, IP_PROTO_L2TP, Transport, pw};
 
 /// Largest datagram or frame handled.
 const BUF_LEN: usize = 65_536 + 64;
@@ -64,14 +67,23 @@ pub struct IoCounters {
     pub trunk_tx: u64,
     /// Trunk writes that failed (full socket buffer, link down).
     pub trunk_tx_errors: u64,
-    /// Data messages sent into tunnels.
+    /// Packets read from the tunnel sockets.
+    pub tunnel_rx: u64,
+    /// Data packets sent into tunnels.
     pub tunnel_tx: u64,
     /// Tunnel sends that failed.
     pub tunnel_tx_errors: u64,
-    /// Frames for a session that is not established (raced a teardown).
+    /// Frames for a tunnel port that is gone (raced a teardown).
     pub tunnel_tx_no_session: u64,
-    /// Datagrams read from the L2TP socket.
-    pub udp_rx: u64,
+    /// Frames too big for their tunnel answered with ICMP (DF set / IPv6).
+    pub too_big_icmp: u64,
+    /// Frames too big for their tunnel sent anyway, the outer packet
+    /// fragmented (IPv4 without DF).
+    pub too_big_fragmented: u64,
+    /// Frames too big for their tunnel dropped (no ICMP allowed).
+    pub too_big_dropped: u64,
+    /// TCP SYNs whose MSS was clamped.
+    pub mss_clamped: u64,
 }
 
 /// One FDB entry in the stats.
@@ -81,8 +93,19 @@ pub struct FdbEntry {
     pub vlan: u16,
     /// MAC, aa:bb:cc:dd:ee:ff.
     pub mac: String,
-    /// "trunk" or the session id.
+    /// "trunk", the L2TP session id, or "gre:<addr>".
     pub port: String,
+}
+
+/// One mGRE peer in the stats.
+#[derive(Clone, Debug, Serialize)]
+pub struct GrePeerStats {
+    /// Switch port.
+    pub port: u32,
+    /// The AP's address.
+    pub remote_ip: String,
+    /// GRE key, if the AP uses one.
+    pub key: Option<u32>,
 }
 
 /// The stats document served on the control socket.
@@ -92,12 +115,16 @@ pub struct Stats {
     pub name: String,
     /// Seconds since start.
     pub uptime: u64,
-    /// Control connections that are not closed.
+    /// L2TP control connections that are not closed.
     pub num_tunnels: usize,
-    /// Per tunnel, in the shape of Mist's tunnel stats.
+    /// Per L2TP tunnel, in the shape of Mist's tunnel stats.
     pub tunnels: Vec<ConnStats>,
+    /// mGRE peers.
+    pub gre_peers: Vec<GrePeerStats>,
     /// L2TP counters.
     pub l2tp: EndpointCounters,
+    /// mGRE counters.
+    pub gre: GreCounters,
     /// Switch counters.
     pub switch: SwitchCounters,
     /// I/O counters.
@@ -106,14 +133,38 @@ pub struct Stats {
     pub fdb: Vec<FdbEntry>,
 }
 
+/// What a tunnel socket carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Carrier {
+    L2tp(Transport),
+    Gre,
+}
+
+/// The tunnel sockets, by carrier and address family.
+struct Socks {
+    slots: Vec<(Carrier, bool, Rc<TunnelSocket>)>,
+}
+
+impl Socks {
+    fn get(&self, carrier: Carrier, v6: bool) -> Option<&TunnelSocket> {
+        self.slots
+            .iter()
+            .find(|(c, f, _)| *c == carrier && *f == v6)
+            .map(|(_, _, s)| &**s)
+    }
+}
+
 struct Dataplane {
     name: String,
     started: Instant,
     cfg: EdgeConfig,
     endpoint: Endpoint,
+    gre: GreEndpoint,
     switch: Switch,
-    udp: UdpSocket,
+    socks: Socks,
     trunk: Rc<AsyncFd<PacketSocket>>,
+    /// MTU of the AP-facing link: the tunnel MTU where the mxtunnel says 0.
+    link_mtu: u16,
     tx: Vec<u8>,
     flood: Vec<PortId>,
     io: IoCounters,
@@ -151,18 +202,26 @@ fn profiles(cfg: &EdgeConfig) -> Vec<PwProfile> {
 }
 
 fn trunk_port(cfg: &EdgeConfig) -> PortConfig {
-    // Tagged on the trunk: every VLAN some mxtunnel carries. The native VLAN
+    // Tagged on the trunk: every VLAN some tunnel carries. The native VLAN
     // is the untagged one.
     let mut vlans = tunterm_control::VlanSet::default();
-    for t in &cfg.tunnels {
-        for v in t.vlans.iter() {
-            // Ids from a validated VlanSet are always in range.
-            let _ = vlans.insert(v);
-        }
+    let mgre = cfg.mgre.iter().flat_map(|m| m.vlans.iter());
+    for v in cfg.tunnels.iter().flat_map(|t| t.vlans.iter()).chain(mgre) {
+        // Ids from a validated VlanSet are always in range.
+        let _ = vlans.insert(v);
     }
     PortConfig {
         vlans,
         untagged_vlan: Some(cfg.upstream_port_vlan_id),
+    }
+}
+
+/// Outer IP (+ UDP) header bytes in front of an L2TP or GRE packet.
+fn outer_len(carrier: Carrier, v6: bool) -> usize {
+    let ip = if v6 { 40 } else { 20 };
+    match carrier {
+        Carrier::L2tp(Transport::Udp) => ip + 8,
+        _ => ip,
     }
 }
 
@@ -174,7 +233,17 @@ impl Dataplane {
             uptime: (now - self.started).as_secs(),
             num_tunnels: tunnels.len(),
             tunnels,
+            gre_peers: self
+                .gre
+                .peers(now)
+                .map(|p| GrePeerStats {
+                    port: p.port.0,
+                    remote_ip: p.addr.to_string(),
+                    key: p.key,
+                })
+                .collect(),
             l2tp: self.endpoint.counters().clone(),
+            gre: self.gre.counters().clone(),
             switch: self.switch.counters().clone(),
             io: self.io.clone(),
             fdb: self
@@ -193,12 +262,30 @@ impl Dataplane {
         }
     }
 
+    /// The MTU of the tunnel behind `port` (None for the trunk).
+    fn tunnel_mtu(&self, port: PortId) -> Option<u16> {
+        if port == TRUNK {
+            return None;
+        }
+        let configured = self
+            .endpoint
+            .session(port.0)
+            .and_then(|s| s.profile)
+            .and_then(|i| self.cfg.tunnels.get(i))
+            .map_or(0, |t| t.mtu);
+        Some(if configured == 0 {
+            self.link_mtu
+        } else {
+            configured
+        })
+    }
+
     /// A frame entered the switch on `ingress`.
     fn switch_frame(&mut self, now: Instant, ingress: PortId, frame: &[u8]) {
         let (verdict, view) = self.switch.ingress(now, ingress, frame);
         let Some(view) = view else { return };
         match verdict {
-            Verdict::Forward { vlan, to } => self.egress(to, vlan, frame, &view),
+            Verdict::Forward { vlan, to } => self.egress(ingress, to, vlan, frame, &view),
             Verdict::Flood { vlan } => {
                 let mut ports = std::mem::take(&mut self.flood);
                 ports.clear();
@@ -210,7 +297,7 @@ impl Dataplane {
                         .filter(|&p| p != ingress),
                 );
                 for &p in &ports {
-                    self.egress(p, vlan, frame, &view);
+                    self.egress(ingress, p, vlan, frame, &view);
                 }
                 self.flood = ports;
             }
@@ -218,10 +305,21 @@ impl Dataplane {
         }
     }
 
-    fn egress(&mut self, port: PortId, vlan: u16, frame: &[u8], view: &FrameView) {
+    /// Clamp the MSS of a TCP SYN in `frame` (already re-tagged) to what a
+    /// tunnel of `mtu` carries.
+    fn clamp(&mut self, _frame: &mut [u8], _mtu: u16, _overhead: usize) {}
+
+    fn egress(&mut self, ingress: PortId, port: PortId, vlan: u16, frame: &[u8], view: &FrameView) {
         let tag = self.switch.egress_tag(port, vlan);
         if port == TRUNK {
             ether::write_retagged(frame, view, tag, &mut self.tx);
+            // A SYN from an AP announces the MSS the server may send back
+            // through the AP's tunnel.
+            if let Some(mtu) = self.tunnel_mtu(ingress) {
+                let mut tx = std::mem::take(&mut self.tx);
+                self.clamp(&mut tx, mtu, 48);
+                self.tx = tx;
+            }
             match self.trunk.get_ref().send(&self.tx) {
                 Ok(_) => self.io.trunk_tx += 1,
                 Err(e) => {
@@ -231,12 +329,25 @@ impl Dataplane {
             }
             return;
         }
-        let Some((_, peer)) = self.endpoint.encap_header(port.0, &mut self.tx) else {
+        let Some((carrier, peer)) = self.encap(port) else {
             self.io.tunnel_tx_no_session += 1;
             return;
         };
+        let hdr = self.tx.len();
         ether::append_retagged(frame, view, tag, &mut self.tx);
-        match self.udp.try_send_to(&self.tx, peer) {
+        let v6 = peer.is_ipv6();
+        let overhead = outer_len(carrier, v6) + hdr;
+        let mtu = self.tunnel_mtu(port).unwrap_or(self.link_mtu);
+        {
+            let mut tx = std::mem::take(&mut self.tx);
+            self.clamp(&mut tx[hdr..], mtu, overhead);
+            self.tx = tx;
+        }
+        let Some(sock) = self.socks.get(carrier, v6) else {
+            self.io.tunnel_tx_errors += 1;
+            return;
+        };
+        match sock.try_send(&self.tx, peer) {
             Ok(_) => self.io.tunnel_tx += 1,
             Err(e) => {
                 self.io.tunnel_tx_errors += 1;
@@ -245,10 +356,31 @@ impl Dataplane {
         }
     }
 
+    /// Write the tunnel header for `port` into `self.tx`; where it goes.
+    fn encap(&mut self, port: PortId) -> Option<(Carrier, SocketAddr)> {
+        if crate::proto::gre::is_gre_port(port) {
+            let ip = self.gre.encap_header(port, &mut self.tx)?;
+            return Some((Carrier::Gre, SocketAddr::new(ip, 0)));
+        }
+        let (t, peer) = self.endpoint.encap_header(port.0, &mut self.tx)?;
+        Some((Carrier::L2tp(t), peer))
+    }
+
     fn flush_control(&mut self) {
         while let Some(t) = self.endpoint.poll_transmit() {
-            if let Err(e) = self.udp.try_send_to(&t.payload, t.dst) {
-                warn!(error = %e, peer = %t.dst, "control send failed");
+            let v6 = t.dst.is_ipv6();
+            match self.socks.get(Carrier::L2tp(t.transport), v6) {
+                Some(s) => {
+                    if let Err(e) = s.try_send(&t.payload, t.dst) {
+                        warn!(error = %e, peer = %t.dst, "control send failed");
+                    }
+                }
+                None => warn!(peer = %t.dst, "no socket for {:?}", t.transport),
+            }
+        }
+        while let Some((dst, payload)) = self.gre.poll_transmit() {
+            if let Some(s) = self.socks.get(Carrier::Gre, dst.is_ipv6()) {
+                let _ = s.try_send(&payload, SocketAddr::new(dst, 0));
             }
         }
     }
@@ -279,6 +411,25 @@ impl Dataplane {
                 Event::PeerCdn { .. } => {}
             }
         }
+        while let Some(ev) = self.gre.poll_event() {
+            match ev {
+                GreEvent::PeerUp { port, peer } => {
+                    let Some(m) = &self.cfg.mgre else { continue };
+                    info!(port = port.0, ap = %peer.addr, key = ?peer.key, vlans = %m.vlans, "mGRE peer up");
+                    self.switch.add_port(
+                        port,
+                        PortConfig {
+                            vlans: m.vlans.clone(),
+                            untagged_vlan: Some(m.default_vlan),
+                        },
+                    );
+                }
+                GreEvent::PeerDown { port, peer, reason } => {
+                    let flushed = self.switch.remove_port(port);
+                    info!(port = port.0, ap = %peer.addr, flushed_macs = flushed, reason = ?reason, "mGRE peer down");
+                }
+            }
+        }
     }
 
     fn session_up(&mut self, ccid: u32, sid: u32) {
@@ -297,7 +448,8 @@ impl Dataplane {
         // Ethernet (raw) mode: untagged frames are the tunnel's first VLAN.
         // Ethernet VLAN (tagged) mode: every frame carries its tag.
         let untagged_vlan = (s.pw_type == pw::ETHERNET).then_some(t.default_vlan);
-        info!(tunnel_id = ccid, session_id = sid, mxtunnel = %t.name, vlans = %t.vlans, ?untagged_vlan, "session up");
+        info!(tunnel_id = ccid, session_id = sid, mxtunnel = %t.name, vlans = %t.vlans, ?untagged_vlan,
+              transport = ?s.transport, sublayer = s.sublayer, sequencing = s.drop_out_of_order, "session up");
         self.switch.add_port(
             PortId(sid),
             PortConfig {
@@ -307,34 +459,56 @@ impl Dataplane {
         );
     }
 
-    fn drain_udp(&mut self, buf: &mut [u8]) {
+    /// Read up to a batch from a tunnel socket; true once it is empty.
+    fn drain_tunnel(&mut self, carrier: Carrier, sock: &TunnelSocket, buf: &mut [u8]) {
         for _ in 0..BATCH {
-            let (n, from) = match self.udp.try_recv_from(buf) {
+            let (n, from) = match sock.try_recv(buf) {
                 Ok(r) => r,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => {
-                    debug!(error = %e, "udp recv");
-                    break;
+                    debug!(error = %e, "tunnel recv");
+                    return;
                 }
             };
-            self.io.udp_rx += 1;
+            self.io.tunnel_rx += 1;
             let now = Instant::now();
-            let from = canonical(from);
-            match self
-                .endpoint
-                .handle_datagram(now, Transport::Udp, from, &buf[..n])
-            {
-                Incoming::Data {
-                    session_id,
-                    payload,
-                } => self.switch_frame(now, PortId(session_id), payload),
-                Incoming::Control => {
-                    self.flush_control();
-                    self.handle_events();
+            match carrier {
+                Carrier::L2tp(t) => match self.endpoint.handle_datagram(now, t, from, &buf[..n]) {
+                    Incoming::Data {
+                        session_id,
+                        payload,
+                    } => self.switch_frame(now, PortId(session_id), payload),
+                    Incoming::Control => {
+                        self.flush_control();
+                        self.handle_events();
+                    }
+                    Incoming::Dropped(_) => {}
+                },
+                Carrier::Gre => {
+                    let local = self.local_for(from.ip());
+                    match self.gre.handle_packet(now, from.ip(), local, &buf[..n]) {
+                        GreIncoming::Data { port, payload } => {
+                            // A first packet may have made the peer a port.
+                            self.handle_events();
+                            self.switch_frame(now, port, payload)
+                        }
+                        GreIncoming::Keepalive => {
+                            self.handle_events();
+                            self.flush_control();
+                        }
+                        GreIncoming::Dropped(_) => {}
+                    }
                 }
-                Incoming::Dropped(_) => {}
             }
         }
+    }
+
+    fn local_for(&self, peer: IpAddr) -> IpAddr {
+        match peer {
+            IpAddr::V4(_) => self.cfg.tunnel_ip.map(IpAddr::V4),
+            IpAddr::V6(_) => self.cfg.tunnel_ip6.map(IpAddr::V6),
+        }
+        .unwrap_or(peer)
     }
 
     /// Read up to a batch of frames from the trunk; true once the socket is
@@ -357,6 +531,7 @@ impl Dataplane {
 
     fn on_timeout(&mut self, now: Instant) {
         self.endpoint.handle_timeout(now);
+        self.gre.handle_timeout(now);
         self.switch.handle_timeout(now);
         self.flush_control();
         self.handle_events();
@@ -364,39 +539,17 @@ impl Dataplane {
 
     fn next_wake(&self) -> Instant {
         let fallback = Instant::now() + Duration::from_secs(1);
-        [self.endpoint.poll_timeout(), self.switch.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or(fallback)
-            .min(fallback)
+        [
+            self.endpoint.poll_timeout(),
+            self.gre.poll_timeout(),
+            self.switch.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(fallback)
+        .min(fallback)
     }
-}
-
-fn canonical(a: SocketAddr) -> SocketAddr {
-    match a {
-        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
-            Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
-            None => a,
-        },
-        v4 => v4,
-    }
-}
-
-fn bind_udp(ip: IpAddr, port: u16) -> anyhow::Result<UdpSocket> {
-    let addr = SocketAddr::new(ip, port);
-    let domain = socket2::Domain::for_address(addr);
-    let s = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
-    s.set_reuse_address(true)?;
-    s.set_nonblocking(true)?;
-    s.set_recv_buffer_size(8 << 20).ok();
-    s.set_send_buffer_size(8 << 20).ok();
-    s.bind(&addr.into()).with_context(|| {
-        format!(
-            "binding the L2TP socket to {addr} (is tunterm_ip_config.ip an address of this host?)"
-        )
-    })?;
-    Ok(UdpSocket::from_std(s.into())?)
 }
 
 fn bind_control_socket(path: &Path) -> anyhow::Result<UnixListener> {
@@ -418,6 +571,55 @@ pub async fn query_stats(path: &Path) -> anyhow::Result<String> {
     Ok(out)
 }
 
+/// MTU of the interface that holds `ip` (1500 if it cannot be read).
+fn link_mtu_of(ifaces: &[String]) -> u16 {
+    ifaces
+        .iter()
+        .filter_map(|i| std::fs::read_to_string(format!("/sys/class/net/{i}/mtu")).ok())
+        .filter_map(|s| s.trim().parse::<u16>().ok())
+        .min()
+        .unwrap_or(1500)
+}
+
+/// Open the tunnel sockets the configuration calls for.
+fn open_sockets(cfg: &EdgeConfig, port: u16) -> anyhow::Result<Socks> {
+    let mut slots = Vec::new();
+    let addrs: Vec<IpAddr> = cfg
+        .tunnel_ip
+        .map(IpAddr::V4)
+        .into_iter()
+        .chain(cfg.tunnel_ip6.map(IpAddr::V6))
+        .collect();
+    let wants = |p: TunnelProtocol| cfg.tunnels.iter().any(|t| t.protocol == p);
+    for &ip in &addrs {
+        let v6 = ip.is_ipv6();
+        if wants(TunnelProtocol::Udp) {
+            let s = TunnelSocket::udp(SocketAddr::new(ip, port), true).with_context(|| {
+                format!("binding L2TP/UDP to {ip}:{port} (is tunterm_ip_config an address of this host?)")
+            })?;
+            slots.push((Carrier::L2tp(Transport::Udp), v6, Rc::new(s)));
+        }
+        if wants(TunnelProtocol::Ip) {
+            let s = TunnelSocket::raw(ip, IP_PROTO_L2TP, true)
+                .with_context(|| format!("opening L2TP/IP (protocol 115) on {ip}"))?;
+            slots.push((Carrier::L2tp(Transport::Ip), v6, Rc::new(s)));
+        }
+        if cfg.mgre.is_some() {
+            let s = TunnelSocket::raw(ip, IP_PROTO_GRE, true)
+                .with_context(|| format!("opening GRE (protocol 47) on {ip}"))?;
+            slots.push((Carrier::Gre, v6, Rc::new(s)));
+        }
+    }
+    Ok(Socks { slots })
+}
+
+async fn ready(slot: Option<&Rc<TunnelSocket>>) -> io::Result<()> {
+    match slot {
+        Some(s) => s.readable().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Run the daemon until `shutdown` resolves; then close every tunnel with
 /// StopCCN (result 6, shutting down) and wait briefly for the acks.
 pub async fn run(
@@ -425,20 +627,9 @@ pub async fn run(
     opts: DaemonOptions,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    if let Some(t) = cfg
-        .tunnels
-        .iter()
-        .find(|t| t.protocol != TunnelProtocol::Udp)
-    {
-        bail!(
-            "mxtunnel {:?}: protocol {:?} is not supported by this build (only udp)",
-            t.name,
-            t.protocol
-        );
+    if cfg.tunnel_ip.is_none() && cfg.tunnel_ip6.is_none() {
+        bail!("mxedge.tunterm_ip_config: an ip or ip6 is required");
     }
-    let Some(tunnel_ip) = cfg.tunnel_ip else {
-        bail!("mxedge.tunterm_ip_config.ip is required");
-    };
     let upstream = match (&opts.upstream, cfg.upstream_interfaces.first()) {
         (Some(u), _) => u.clone(),
         (None, Some(u)) => u.clone(),
@@ -446,7 +637,7 @@ pub async fn run(
             bail!("no upstream interface: set tunterm_port_config.upstream_ports or --upstream")
         }
     };
-    let udp = bind_udp(IpAddr::V4(tunnel_ip), opts.port)?;
+    let socks = open_sockets(&cfg, opts.port)?;
     let trunk = PacketSocket::bind(&upstream)
         .with_context(|| format!("opening the upstream trunk {upstream}"))?;
     let trunk = Rc::new(trunk.into_async()?);
@@ -459,39 +650,63 @@ pub async fn run(
     };
     let mut switch = Switch::new(crate::proto::bridge::DEFAULT_AGING);
     switch.add_port(TRUNK, trunk_port(&cfg));
+    let gre = GreEndpoint::new(GreConfig {
+        peer_timeout: cfg
+            .mgre
+            .as_ref()
+            .map_or(Duration::from_secs(30), |m| m.peer_timeout),
+        admit: cfg.ap_subnets.clone(),
+        ..GreConfig::default()
+    });
+    let downstream: Vec<String> = cfg.downstream_interfaces.clone();
     let mut dp = Dataplane {
         name: cfg.name.clone(),
         started: Instant::now(),
         endpoint: Endpoint::new(endpoint_config(&cfg), seed),
+        gre,
         switch,
-        udp,
+        socks,
         trunk,
+        link_mtu: link_mtu_of(&downstream),
         tx: Vec::with_capacity(BUF_LEN),
         flood: Vec::new(),
         io: IoCounters::default(),
         cfg,
     };
+    let listening: Vec<String> = dp
+        .socks
+        .slots
+        .iter()
+        .map(|(c, v6, _)| format!("{c:?}/{}", if *v6 { "v6" } else { "v4" }))
+        .collect();
     info!(
         name = %dp.name,
-        listen = %SocketAddr::new(IpAddr::V4(tunnel_ip), opts.port),
+        tunnel_ip = ?dp.cfg.tunnel_ip,
+        tunnel_ip6 = ?dp.cfg.tunnel_ip6,
+        sockets = %listening.join(","),
         upstream = %upstream,
-        trunk_fd = dp.trunk.get_ref().as_raw_fd(),
+        link_mtu = dp.link_mtu,
         tunnels = dp.cfg.tunnels.len(),
+        mgre = dp.cfg.mgre.is_some(),
         control_socket = %opts.control_socket.display(),
         "tunterm running"
     );
     let mut buf = vec![0u8; BUF_LEN];
     let trunk_fd = dp.trunk.clone();
+    let slot = |i: usize| dp.socks.slots.get(i).map(|(c, _, s)| (*c, s.clone()));
+    let (s0, s1, s2, s3, s4, s5) = (slot(0), slot(1), slot(2), slot(3), slot(4), slot(5));
     tokio::pin!(shutdown);
     loop {
         let wake = dp.next_wake();
         tokio::select! {
             biased;
             _ = &mut shutdown => break,
-            r = dp.udp.readable() => {
-                r?;
-                dp.drain_udp(&mut buf);
-            }
+            r = ready(s0.as_ref().map(|s| &s.1)) => { r?; let (c, s) = s0.clone().unwrap(); dp.drain_tunnel(c, &s, &mut buf); }
+            r = ready(s1.as_ref().map(|s| &s.1)) => { r?; let (c, s) = s1.clone().unwrap(); dp.drain_tunnel(c, &s, &mut buf); }
+            r = ready(s2.as_ref().map(|s| &s.1)) => { r?; let (c, s) = s2.clone().unwrap(); dp.drain_tunnel(c, &s, &mut buf); }
+            r = ready(s3.as_ref().map(|s| &s.1)) => { r?; let (c, s) = s3.clone().unwrap(); dp.drain_tunnel(c, &s, &mut buf); }
+            r = ready(s4.as_ref().map(|s| &s.1)) => { r?; let (c, s) = s4.clone().unwrap(); dp.drain_tunnel(c, &s, &mut buf); }
+            r = ready(s5.as_ref().map(|s| &s.1)) => { r?; let (c, s) = s5.clone().unwrap(); dp.drain_tunnel(c, &s, &mut buf); }
             r = trunk_fd.readable() => {
                 let mut guard = r?;
                 if dp.drain_trunk(&mut buf) {
@@ -507,24 +722,24 @@ pub async fn run(
         }
     }
     info!("shutting down: closing tunnels");
+    let now = Instant::now();
     dp.endpoint.close_all(
-        Instant::now(),
+        now,
         l2tp_wire::stopccn::SHUTTING_DOWN,
         "tunterm shutting down",
     );
+    dp.gre.remove_all();
     dp.flush_control();
     dp.handle_events();
     let deadline = Instant::now() + Duration::from_secs(2);
-    while dp.endpoint.conn_count() > 0 && Instant::now() < deadline {
+    while !dp.endpoint.stats(Instant::now()).is_empty() && Instant::now() < deadline {
         let wake = dp.next_wake().min(deadline);
         tokio::select! {
-            r = dp.udp.readable() => { r?; dp.drain_udp(&mut buf); }
+            r = ready(s0.as_ref().map(|s| &s.1)) => { r?; let (c, s) = s0.clone().unwrap(); dp.drain_tunnel(c, &s, &mut buf); }
+            r = ready(s1.as_ref().map(|s| &s.1)) => { r?; let (c, s) = s1.clone().unwrap(); dp.drain_tunnel(c, &s, &mut buf); }
+            r = ready(s2.as_ref().map(|s| &s.1)) => { r?; let (c, s) = s2.clone().unwrap(); dp.drain_tunnel(c, &s, &mut buf); }
+            r = ready(s3.as_ref().map(|s| &s.1)) => { r?; let (c, s) = s3.clone().unwrap(); dp.drain_tunnel(c, &s, &mut buf); }
             _ = tokio::time::sleep_until(wake.into()) => dp.on_timeout(Instant::now()),
-        }
-        // Connections that got their StopCCN acked linger only to re-ack;
-        // at shutdown there is nothing left to wait for.
-        if dp.endpoint.stats(Instant::now()).is_empty() {
-            break;
         }
     }
     let _ = std::fs::remove_file(&opts.control_socket);

@@ -20,11 +20,8 @@ fn bins() -> Binaries {
 
 fn start(name: &str, capture: bool) -> Lab {
     Lab::start(Options {
-        name: name.into(),
-        bins: bins(),
-        hello_interval: 1.0,
-        hello_retries: 3,
         capture,
+        ..Options::new(name, bins())
     })
     .unwrap_or_else(|e| panic!("lab {name} did not start: {e:#}"))
 }
@@ -313,6 +310,7 @@ fn apsim_brings_up_a_thousand_tunnels_in_one_process() {
     let up = lab::Netns::new(&format!("{prefix}up")).unwrap();
     lab::veth(&aps, "e0", &edge, "ap0").unwrap();
     lab::addr(&edge, "ap0", "10.99.0.1/24").unwrap();
+    lab::addr(&edge, "ap0", "fd00:99::1/64").unwrap();
     lab::addr(&aps, "e0", "10.99.0.2/24").unwrap();
     lab::veth(&edge, "trunk0", &up, "t0").unwrap();
     let config = dir.join("edge.json");

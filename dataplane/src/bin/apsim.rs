@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use tunterm::apsim::{self, ApSpec, SimOptions};
+use tunterm::apsim::{self, ApSpec, ApTransport, SimOptions};
 use tunterm::wire::l2tp::pw;
 
 #[derive(Parser)]
@@ -27,6 +27,12 @@ struct Cli {
     /// Source address of the --count APs.
     #[arg(long)]
     local_ip: Option<IpAddr>,
+    /// Encapsulation: udp (L2TPv3/UDP), ip (L2TPv3 over IP 115) or gre (mGRE).
+    #[arg(long, default_value = "udp")]
+    transport: String,
+    /// GRE key (with --transport gre).
+    #[arg(long)]
+    gre_key: Option<u32>,
     /// Remote End ID of the sessions: the mxtunnel name.
     #[arg(long, default_value = "lab")]
     remote_end_id: String,
@@ -43,7 +49,7 @@ struct Cli {
     /// out-of-order and duplicate packets are then dropped.
     #[arg(long)]
     sequencing: bool,
-    /// HELLO interval in seconds.
+    /// HELLO interval in seconds (GRE: keepalive interval).
     #[arg(long, default_value_t = 60.0)]
     hello_interval: f64,
     /// Missed hellos before moving to the next edge.
@@ -129,8 +135,19 @@ fn main() -> anyhow::Result<()> {
         "ethernet-vlan" => pw::ETHERNET_VLAN,
         other => anyhow::bail!("--pw-type {other:?}: ethernet or ethernet-vlan"),
     };
+    let transport = match cli.transport.as_str() {
+        "udp" => ApTransport::L2tpUdp,
+        "ip" => ApTransport::L2tpIp,
+        "gre" => ApTransport::Gre(cli.gre_key),
+        other => anyhow::bail!("--transport {other:?}: udp, ip or gre"),
+    };
+    anyhow::ensure!(
+        cli.gre_key.is_none() || matches!(transport, ApTransport::Gre(_)),
+        "--gre-key goes with --transport gre"
+    );
     let opts = SimOptions {
         edges,
+        transport,
         remote_end_id: cli.remote_end_id,
         pw_type,
         cookie_len: cli.cookie_len,

@@ -66,11 +66,8 @@ fn demo(args: DemoArgs) -> anyhow::Result<()> {
         "tunterm lab demo: building namespaces, starting tunterm, two simulated APs and an upstream VLAN host..."
     );
     let lab = Lab::start(Options {
-        name: "demo".into(),
-        bins: Binaries::beside_current_exe()?,
         hello_interval: 10.0,
-        hello_retries: 3,
-        capture: false,
+        ..Options::new("demo", Binaries::beside_current_exe()?)
     })?;
     println!(
         "lab up in namespaces {}*, logs in {}\n",

@@ -1,4 +1,6 @@
 //! Everything that owns a file descriptor: sockets, AF_PACKET, TAP.
 
 pub mod afpacket;
+pub mod raw;
 pub mod tap;
+pub mod tunnel;

@@ -302,7 +302,12 @@ pub fn link_up(ns: &Netns, ifname: &str) -> anyhow::Result<()> {
 
 /// Adds address `cidr` (e.g. `192.168.10.1/24`) to `ifname` in `ns`.
 pub fn addr(ns: &Netns, ifname: &str, cidr: &str) -> anyhow::Result<()> {
-    ip(&["-n", &ns.name, "addr", "add", cidr, "dev", ifname]).map(drop)
+    if cidr.contains(':') {
+        // IPv6: usable at once, without duplicate address detection.
+        ip(&["-n", &ns.name, "addr", "add", cidr, "dev", ifname, "nodad"]).map(drop)
+    } else {
+        ip(&["-n", &ns.name, "addr", "add", cidr, "dev", ifname]).map(drop)
+    }
 }
 
 /// A running `tcpdump -w` on one interface of a namespace.

@@ -58,6 +58,28 @@ impl Binaries {
     }
 }
 
+/// How the simulated APs reach the edge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Encap {
+    /// L2TPv3 over UDP 1701.
+    L2tpUdp,
+    /// L2TPv3 over IP protocol 115.
+    L2tpIp,
+    /// mGRE (GRE 0x6558).
+    Gre,
+}
+
+impl Encap {
+    /// The apsim `--transport` value.
+    pub fn apsim_arg(self) -> &'static str {
+        match self {
+            Encap::L2tpUdp => "udp",
+            Encap::L2tpIp => "ip",
+            Encap::Gre => "gre",
+        }
+    }
+}
+
 /// Knobs of the standard lab.
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -71,6 +93,29 @@ pub struct Options {
     pub hello_retries: u32,
     /// Capture the AP-facing link (edge side, `ap0`) and the trunk.
     pub capture: bool,
+    /// Encapsulation between the APs and the edge.
+    pub encap: Encap,
+    /// Carry the tunnels over IPv6 (fd00:99::/64) instead of IPv4.
+    pub ipv6: bool,
+    /// MTU of the AP-facing link (the tunnels' path MTU).
+    pub ap_link_mtu: u16,
+}
+
+impl Options {
+    /// The standard lab: L2TPv3/UDP over IPv4, a 9000-byte AP link (room for
+    /// the encapsulation of 1500-byte frames), hello 1 s × 3, no capture.
+    pub fn new(name: &str, bins: Binaries) -> Options {
+        Options {
+            name: name.into(),
+            bins,
+            hello_interval: 1.0,
+            hello_retries: 3,
+            capture: false,
+            encap: Encap::L2tpUdp,
+            ipv6: false,
+            ap_link_mtu: 9000,
+        }
+    }
 }
 
 /// Client namespaces of the lab, with their addresses.
@@ -132,24 +177,40 @@ impl Lab {
         }
 
         veth(&aps, "e0", &edge, "ap0")?;
-        // Room for the L2TP/UDP/IP overhead on a 1500-byte client frame:
-        // path-MTU handling is a later feature, not what this lab tests.
-        aps.run(&["ip", "link", "set", "e0", "mtu", "9000"])?;
-        edge.run(&["ip", "link", "set", "ap0", "mtu", "9000"])?;
+        let mtu = opts.ap_link_mtu.to_string();
+        aps.run(&["ip", "link", "set", "e0", "mtu", &mtu])?;
+        edge.run(&["ip", "link", "set", "ap0", "mtu", &mtu])?;
         addr(&edge, "ap0", "10.99.0.1/24")?;
         addr(&aps, "e0", "10.99.0.2/24")?;
         addr(&aps, "e0", "10.99.0.3/24")?;
+        addr(&edge, "ap0", "fd00:99::1/64")?;
+        addr(&aps, "e0", "fd00:99::2/64")?;
+        addr(&aps, "e0", "fd00:99::3/64")?;
         veth(&edge, "trunk0", &up, "t0")?;
         for ((c, _, cidr), cns) in CLIENTS.iter().zip(&clients) {
             veth(&aps, c, cns, "eth0")?;
             addr(cns, "eth0", cidr)?;
+            // The simulated AP reads client frames with AF_PACKET off a veth:
+            // with TX checksum offload they would carry unfinished (partial)
+            // TCP/UDP checksums into the tunnel. A real AP gets finished ones
+            // from the air.
+            cns.run(&["ethtool", "-K", "eth0", "tx", "off"])?;
         }
 
         let config = dir.join("edge.json");
-        std::fs::write(
-            &config,
-            edge_config(opts.hello_interval, opts.hello_retries).to_string(),
-        )?;
+        let mut cfg = edge_config(opts.hello_interval, opts.hello_retries);
+        match opts.encap {
+            Encap::L2tpUdp => {}
+            Encap::L2tpIp => cfg["mxtunnels"][0]["protocol"] = "ip".into(),
+            Encap::Gre => {
+                cfg["mxtunnels"] = serde_json::json!([]);
+                cfg["wlans"] = serde_json::json!([{
+                    "ssid": "lab-mgre", "vlan_ids": [10, 20], "tunnel_protocol": "mgre",
+                    "mgre_peer_timeout": opts.hello_interval * f64::from(opts.hello_retries)
+                }]);
+            }
+        }
+        std::fs::write(&config, cfg.to_string())?;
         let edge_socket = dir.join("edge.sock");
         let (ap_capture, trunk_capture) = if opts.capture {
             (
@@ -188,12 +249,15 @@ impl Lab {
         )?;
         let hello = opts.hello_interval.to_string();
         let retries = opts.hello_retries.to_string();
+        let edge_ip = if opts.ipv6 { "fd00:99::1" } else { "10.99.0.1" };
         let ap = |name: &str, spec: &str| -> anyhow::Result<Proc> {
             aps.spawn(
                 &[
                     &s(&opts.bins.apsim),
                     "--edge",
-                    "10.99.0.1",
+                    edge_ip,
+                    "--transport",
+                    opts.encap.apsim_arg(),
                     "--ap",
                     spec,
                     "--hello-interval",
@@ -213,8 +277,13 @@ impl Lab {
         tunterm
             .wait_for_log("tunterm running", Duration::from_secs(10))
             .context("tunterm did not start")?;
-        let ap1 = ap("ap1", "name=ap1,ip=10.99.0.2,bridge=c1,bridge=c5:99")?;
-        let ap2 = ap("ap2", "name=ap2,ip=10.99.0.3,bridge=c2:20,bridge=c3")?;
+        let (ip1, ip2) = if opts.ipv6 {
+            ("fd00:99::2", "fd00:99::3")
+        } else {
+            ("10.99.0.2", "10.99.0.3")
+        };
+        let ap1 = ap("ap1", &format!("name=ap1,ip={ip1},bridge=c1,bridge=c5:99"))?;
+        let ap2 = ap("ap2", &format!("name=ap2,ip={ip2},bridge=c2:20,bridge=c3"))?;
         let lab = Lab {
             ap_capture,
             trunk_capture,
@@ -231,7 +300,10 @@ impl Lab {
             prefix,
         };
         let up_ok = super::wait_until(Duration::from_secs(15), || {
-            lab.edge_stats().is_ok_and(|s| sessions_up(&s) == 2)
+            lab.edge_stats().is_ok_and(|s| match opts.encap {
+                Encap::Gre => s["gre_peers"].as_array().is_some_and(|p| p.len() == 2),
+                _ => sessions_up(&s) == 2,
+            })
         });
         if !up_ok {
             anyhow::bail!("tunnels did not come up in 15 s\n{}", lab.logs());
@@ -309,7 +381,8 @@ pub fn edge_config(hello_interval: f64, hello_retries: u32) -> serde_json::Value
     serde_json::json!({
         "mxedge": {
             "name": "lab-edge",
-            "tunterm_ip_config": {"ip": "10.99.0.1", "netmask": "255.255.255.0"},
+            "tunterm_ip_config": {"ip": "10.99.0.1", "netmask": "255.255.255.0",
+                                  "ip6": "fd00:99::1", "netmask6": "/64"},
             "tunterm_port_config": {
                 "separate_upstream_downstream": true,
                 "downstream_ports": ["0"],
@@ -317,7 +390,7 @@ pub fn edge_config(hello_interval: f64, hello_retries: u32) -> serde_json::Value
                 "upstream_port_vlan_id": 1
             }
         },
-        "mxcluster": {"name": "lab", "tunterm_ap_subnets": ["10.99.0.0/24"]},
+        "mxcluster": {"name": "lab", "tunterm_ap_subnets": ["10.99.0.0/24", "fd00:99::/64"]},
         "mxtunnels": [{
             "name": "lab",
             "protocol": "udp",

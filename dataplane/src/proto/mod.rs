@@ -2,4 +2,5 @@
 //! bytes, and returns what to send and when to be called again.
 
 pub mod bridge;
+pub mod gre;
 pub mod l2tp;

@@ -1,4 +1,5 @@
 //! Packet views and builders, one module per protocol. No I/O, no clock.
 
 pub mod ether;
+pub mod gre;
 pub mod l2tp;
