@@ -28,6 +28,7 @@ use crate::proto::gre::{GreConfig, GreCounters, GreEndpoint, GreEvent, GreIncomi
 use crate::proto::l2tp::{
     ConnStats, Endpoint, EndpointConfig, EndpointCounters, Event, Incoming, PwProfile,
 };
+use crate::proto::pmtu::{self, ClampResult, TooBig};
 use crate::wire::ether::{self, FrameView};
 use crate::wire::gre::IP_PROTO_GRE;
 use crate::wire::l2tp::{self as l2tp_wire, IP_PROTO_L2TP, Transport, pw};
@@ -307,7 +308,33 @@ impl Dataplane {
 
     /// Clamp the MSS of a TCP SYN in `frame` (already re-tagged) to what a
     /// tunnel of `mtu` carries.
-    fn clamp(&mut self, _frame: &mut [u8], _mtu: u16, _overhead: usize) {}
+    /// Bytes the tunnel behind `port` puts around an inner frame (outer IP,
+    /// UDP, L2TP or GRE header), and its MTU. None for the trunk.
+    fn tunnel_overhead(&self, port: PortId) -> Option<(usize, u16)> {
+        let mtu = self.tunnel_mtu(port)?;
+        if crate::proto::gre::is_gre_port(port) {
+            let peer = self.gre.peer(port)?;
+            let hdr = crate::wire::gre::header_len(false, peer.key.is_some(), false);
+            return Some((outer_len(Carrier::Gre, peer.addr.is_ipv6()) + hdr, mtu));
+        }
+        let s = self.endpoint.session(port.0)?;
+        let carrier = Carrier::L2tp(s.transport);
+        Some((outer_len(carrier, s.peer.is_ipv6()) + s.header_len(), mtu))
+    }
+
+    /// Clamp the MSS of a TCP SYN in `frame` (as it leaves, re-tagged) to
+    /// what a tunnel of `mtu` with `overhead` bytes of encapsulation carries.
+    fn clamp(&mut self, frame: &mut [u8], mtu: u16, overhead: usize) {
+        let l2 = ether::parse(frame).map_or(14, |v| v.inner_offset + 2);
+        let over = (overhead + l2) as u16;
+        let (mss4, mss6) = (
+            pmtu::mss_for(mtu, over, false),
+            pmtu::mss_for(mtu, over, true),
+        );
+        if let ClampResult::Clamped { .. } = pmtu::clamp_mss(frame, mss4, mss6) {
+            self.io.mss_clamped += 1;
+        }
+    }
 
     fn egress(&mut self, ingress: PortId, port: PortId, vlan: u16, frame: &[u8], view: &FrameView) {
         let tag = self.switch.egress_tag(port, vlan);
@@ -315,9 +342,9 @@ impl Dataplane {
             ether::write_retagged(frame, view, tag, &mut self.tx);
             // A SYN from an AP announces the MSS the server may send back
             // through the AP's tunnel.
-            if let Some(mtu) = self.tunnel_mtu(ingress) {
+            if let Some((overhead, mtu)) = self.tunnel_overhead(ingress) {
                 let mut tx = std::mem::take(&mut self.tx);
-                self.clamp(&mut tx, mtu, 48);
+                self.clamp(&mut tx, mtu, overhead);
                 self.tx = tx;
             }
             match self.trunk.get_ref().send(&self.tx) {
@@ -342,6 +369,30 @@ impl Dataplane {
             let mut tx = std::mem::take(&mut self.tx);
             self.clamp(&mut tx[hdr..], mtu, overhead);
             self.tx = tx;
+        }
+        let inner = self.tx.len() - hdr;
+        if overhead + inner > usize::from(mtu) {
+            let l2 = ether::parse(&self.tx[hdr..]).map_or(14, |v| v.inner_offset + 2);
+            let inner_mtu = usize::from(mtu).saturating_sub(overhead + l2) as u16;
+            let src6 = self.cfg.tunnel_ip6;
+            match pmtu::too_big_reply(&self.tx[hdr..], inner_mtu, self.cfg.tunnel_ip, src6) {
+                TooBig::Reply(icmp) => {
+                    self.io.too_big_icmp += 1;
+                    // Back to the sender, through the port it came from.
+                    if let Some(v) = ether::parse(&icmp) {
+                        let tx = std::mem::take(&mut self.tx);
+                        self.egress(port, ingress, vlan, &icmp, &v);
+                        self.tx = tx;
+                    }
+                    return;
+                }
+                TooBig::Fragment => self.io.too_big_fragmented += 1,
+                TooBig::Fits => {}
+                TooBig::Drop => {
+                    self.io.too_big_dropped += 1;
+                    return;
+                }
+            }
         }
         let Some(sock) = self.socks.get(carrier, v6) else {
             self.io.tunnel_tx_errors += 1;

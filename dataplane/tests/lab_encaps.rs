@@ -176,3 +176,128 @@ fn mgre_ipv4() {
 fn mgre_ipv6() {
     carries_traffic("gre6", Encap::Gre, true);
 }
+/// Path MTU 1400 on the AP link: a full-size client packet cannot fit.
+fn large_frames(name: &str, encap: Encap) {
+    let mut lab = start(name, encap, false, 1400);
+    // The edge encapsulates toward the APs: an upstream host sending a
+    // full-size packet to c1 is the sender that must hear about the MTU.
+    let up = &lab.up;
+    // DF set: "fragmentation needed" from the edge, the host learns the MTU.
+    let out = up
+        .cmd("ping")
+        .args([
+            "-n",
+            "-c",
+            "2",
+            "-i",
+            "0.3",
+            "-W",
+            "1",
+            "-M",
+            "do",
+            "-s",
+            "1472",
+            "192.168.10.11",
+        ])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("Frag needed") || text.contains("mtu="),
+        "DF ping: {text}\n{}",
+        lab.logs()
+    );
+    // DF clear: the outer packet is fragmented and the ping answered.
+    let r = up
+        .cmd("ping")
+        .args([
+            "-n",
+            "-c",
+            "3",
+            "-i",
+            "0.3",
+            "-W",
+            "1",
+            "-M",
+            "dont",
+            "-s",
+            "1472",
+            "192.168.10.11",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&r.stdout);
+    assert!(
+        text.contains(" 3 received") || text.contains(" 2 received"),
+        "no-DF ping: {text}\n{}",
+        lab.logs()
+    );
+    // TCP: the SYN reaches the trunk with its MSS clamped to the tunnel.
+    let bps = iperf(&lab, lab.client("c1"), "192.168.10.1", false);
+    assert!(bps > 1e6);
+    let stats = lab.edge_stats().unwrap();
+    assert!(
+        stats["io"]["too_big_icmp"].as_u64().unwrap() >= 1,
+        "{:#}",
+        stats["io"]
+    );
+    assert!(
+        stats["io"]["mss_clamped"].as_u64().unwrap() >= 1,
+        "{:#}",
+        stats["io"]
+    );
+
+    let ap = lab.ap_capture.take().unwrap().stop().unwrap();
+    let frags = tshark_fields(
+        &ap,
+        &[],
+        "ip.flags.mf == 1 || ip.frag_offset > 0",
+        &["frame.number"],
+    )
+    .unwrap();
+    assert!(!frags.is_empty(), "outer fragments on the AP link");
+    let malformed = tshark_fields(
+        &ap,
+        IPERF_IS_DATA,
+        "_ws.malformed",
+        &["frame.number", "frame.protocols"],
+    )
+    .unwrap();
+    assert!(malformed.is_empty(), "{malformed:?}");
+    let trunk = lab.trunk_capture.take().unwrap().stop().unwrap();
+    let syns = tshark_fields(
+        &trunk,
+        &[],
+        "tcp.flags.syn == 1 && tcp.flags.ack == 0",
+        &["tcp.options.mss_val"],
+    )
+    .unwrap();
+    assert!(!syns.is_empty(), "SYNs on the trunk");
+    for s in &syns {
+        let mss: u32 = s[0].parse().unwrap();
+        assert!(
+            mss <= 1400 - 40 - 40,
+            "{name}: SYN MSS {mss} not clamped for a 1400-byte path"
+        );
+    }
+    println!(
+        "{name}: SYN MSS on the trunk {:?}",
+        syns.iter().map(|s| s[0].clone()).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn large_frames_l2tp_udp() {
+    large_frames("bigudp", Encap::L2tpUdp);
+}
+
+#[test]
+fn large_frames_l2tp_ip() {
+    large_frames("bigip", Encap::L2tpIp);
+}
+
+#[test]
+fn large_frames_mgre() {
+    large_frames("biggre", Encap::Gre);
+}

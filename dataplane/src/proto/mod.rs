@@ -4,3 +4,4 @@
 pub mod bridge;
 pub mod gre;
 pub mod l2tp;
+pub mod pmtu;
