@@ -342,11 +342,11 @@ mod tests {
     /// A SYN with `options` (padded to 4 bytes), checksum filled in.
     fn syn(v6: bool, tag: Option<u16>, flags: u8, options: &[u8]) -> Vec<u8> {
         let mut opts = options.to_vec();
-        while opts.len() % 4 != 0 {
+        while !opts.len().is_multiple_of(4) {
             opts.push(0);
         }
         let mut tcp = vec![0x9c, 0x40, 0x14, 0x51, 0, 0, 0, 1, 0, 0, 0, 0];
-        tcp.push(((20 + opts.len()) / 4 << 4) as u8);
+        tcp.push((((20 + opts.len()) / 4) << 4) as u8);
         tcp.extend_from_slice(&[flags, 0xff, 0xff, 0, 0, 0, 0]);
         tcp.extend_from_slice(&opts);
         let mut f = eth(tag, if v6 { ETH_IPV6 } else { ETH_IPV4 });
