@@ -301,3 +301,100 @@ fn large_frames_l2tp_ip() {
 fn large_frames_mgre() {
     large_frames("biggre", Encap::Gre);
 }
+
+/// An mGRE AP that goes silent (SIGKILL: no more keepalives or traffic) is
+/// removed after the peer timeout and its MACs are flushed.
+#[test]
+fn silent_mgre_peer_is_removed_and_its_macs_flushed() {
+    // Peer timeout = hello 1 s × 3 (the lab's mgre_peer_timeout).
+    let mut lab = Lab::start(Options {
+        encap: Encap::Gre,
+        ..Options::new("gresilent", bins())
+    })
+    .unwrap();
+    ping_ok(&lab, lab.client("c1"), "192.168.10.1");
+    let out = lab
+        .client("c1")
+        .run(&["ip", "-o", "link", "show", "eth0"])
+        .unwrap();
+    let at = out.find("link/ether ").unwrap() + "link/ether ".len();
+    let c1_mac = out[at..at + 17].to_string();
+    let learned = |st: &serde_json::Value| {
+        st["fdb"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["mac"] == c1_mac.as_str())
+    };
+    assert!(learned(&lab.edge_stats().unwrap()));
+    lab.ap1.kill9().unwrap();
+    let t = std::time::Instant::now();
+    let gone = lab::wait_until(Duration::from_secs(8), || {
+        lab.edge_stats()
+            .is_ok_and(|st| st["gre_peers"].as_array().unwrap().len() == 1 && !learned(&st))
+    });
+    assert!(gone, "ap1 still a peer\n{}", lab.logs());
+    let took = t.elapsed();
+    println!("silent mGRE peer removed {took:?} after SIGKILL (timeout 3 s)");
+    assert!(
+        took >= Duration::from_millis(1_900) && took <= Duration::from_millis(4_500),
+        "{took:?}"
+    );
+    let st = lab.edge_stats().unwrap();
+    assert!(
+        st["gre"]["peers_timed_out"].as_u64().unwrap() >= 1,
+        "{:#}",
+        st["gre"]
+    );
+    // ap2 untouched.
+    ping_ok(&lab, lab.client("c2"), "192.168.20.1");
+}
+
+/// APs that ask for the default L2-specific sublayer with sequencing get it:
+/// traffic flows, tshark sees the sublayer's sequence numbers, nothing is
+/// counted out of order on a clean link.
+#[test]
+fn sequenced_sessions_carry_the_l2_specific_sublayer() {
+    let mut lab = Lab::start(Options {
+        capture: true,
+        ap_args: vec!["--sequencing".into()],
+        ..Options::new("seq", bins())
+    })
+    .unwrap();
+    ping_ok(&lab, lab.client("c1"), "192.168.10.1");
+    ping_ok(&lab, &lab.up, "192.168.20.12");
+    let bps = iperf(&lab, lab.client("c1"), "192.168.10.1", false);
+    assert!(bps > 1e6);
+    let st = lab.edge_stats().unwrap();
+    assert_eq!(st["l2tp"]["rx_data_out_of_order"], 0, "{:#}", st["l2tp"]);
+    assert_eq!(st["l2tp"]["rx_data_bad_sublayer"], 0);
+    let pcap = lab.ap_capture.take().unwrap().stop().unwrap();
+    // With the handshake in the capture tshark knows each session has the
+    // default sublayer, and decodes its sequence numbers.
+    let seqs = tshark_fields(
+        &pcap,
+        &["-o", "l2tp.l2_specific:default"],
+        "l2tp.l2_spec_sequence",
+        &["l2tp.l2_spec_s", "l2tp.l2_spec_sequence"],
+    )
+    .unwrap();
+    assert!(seqs.len() > 100, "sequenced data messages: {}", seqs.len());
+    assert!(
+        seqs.iter().all(|r| r[0] == "1" || r[0] == "True"),
+        "S bit set: {:?}",
+        &seqs[..3]
+    );
+    let malformed = tshark_fields(
+        &pcap,
+        &[
+            "-o",
+            "l2tp.l2_specific:default",
+            "-d",
+            "tcp.port==5201,data",
+        ],
+        "_ws.malformed",
+        &["frame.number", "frame.protocols"],
+    )
+    .unwrap();
+    assert!(malformed.is_empty(), "{malformed:?}");
+}

@@ -99,6 +99,8 @@ pub struct Options {
     pub ipv6: bool,
     /// MTU of the AP-facing link (the tunnels' path MTU).
     pub ap_link_mtu: u16,
+    /// Extra arguments for both AP simulators (e.g. `--sequencing`).
+    pub ap_args: Vec<String>,
 }
 
 impl Options {
@@ -114,6 +116,7 @@ impl Options {
             encap: Encap::L2tpUdp,
             ipv6: false,
             ap_link_mtu: 9000,
+            ap_args: Vec::new(),
         }
     }
 }
@@ -251,25 +254,26 @@ impl Lab {
         let retries = opts.hello_retries.to_string();
         let edge_ip = if opts.ipv6 { "fd00:99::1" } else { "10.99.0.1" };
         let ap = |name: &str, spec: &str| -> anyhow::Result<Proc> {
-            aps.spawn(
-                &[
-                    &s(&opts.bins.apsim),
-                    "--edge",
-                    edge_ip,
-                    "--transport",
-                    opts.encap.apsim_arg(),
-                    "--ap",
-                    spec,
-                    "--hello-interval",
-                    &hello,
-                    "--hello-retries",
-                    &retries,
-                    "--events",
-                    "--control-socket",
-                    &s(&dir.join(format!("{name}.sock"))),
-                ],
-                &dir.join(format!("{name}.log")),
-            )
+            let sock = s(&dir.join(format!("{name}.sock")));
+            let mut args = vec![
+                s(&opts.bins.apsim),
+                "--edge".into(),
+                edge_ip.into(),
+                "--transport".into(),
+                opts.encap.apsim_arg().into(),
+                "--ap".into(),
+                spec.into(),
+                "--hello-interval".into(),
+                hello.clone(),
+                "--hello-retries".into(),
+                retries.clone(),
+                "--events".into(),
+                "--control-socket".into(),
+                sock,
+            ];
+            args.extend(opts.ap_args.iter().cloned());
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            aps.spawn(&args, &dir.join(format!("{name}.log")))
         };
         // The edge must listen before the APs knock (they would retry, but a
         // test should not wait for a retransmission).
