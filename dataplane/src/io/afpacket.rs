@@ -279,40 +279,19 @@ impl AsFd for PacketSocket {
 /// The 802.1Q tag (TPID, TCI) the kernel took out of the frame, if any,
 /// from the `PACKET_AUXDATA` control message.
 fn auxdata_tag(msg: &libc::msghdr) -> Option<(u16, u16)> {
-    // SAFETY: CMSG_LEN is pure arithmetic on its argument.
-    let want = unsafe { libc::CMSG_LEN(mem::size_of::<libc::tpacket_auxdata>() as u32) } as usize;
-    // SAFETY: `msg` was filled by a successful recvmsg, so its control
-    // pointer and length describe valid cmsghdrs inside our buffer.
-    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(msg) };
-    while !cmsg.is_null() {
-        // SAFETY: `cmsg` is non-null and points at a cmsghdr inside the
-        // control buffer (CMSG_FIRSTHDR / CMSG_NXTHDR guarantee it).
-        let hdr = unsafe { &*cmsg };
-        if hdr.cmsg_level == libc::SOL_PACKET
-            && hdr.cmsg_type == libc::PACKET_AUXDATA
-            && hdr.cmsg_len >= want
-        {
-            // SAFETY: cmsg_len says a whole tpacket_auxdata follows the
-            // header; read_unaligned copes with any alignment.
-            let aux: libc::tpacket_auxdata =
-                unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast()) };
-            let valid = aux.tp_status & libc::TP_STATUS_VLAN_VALID != 0 || aux.tp_vlan_tci != 0;
-            if !valid {
-                return None;
-            }
-            let tpid =
-                if aux.tp_status & libc::TP_STATUS_VLAN_TPID_VALID != 0 && aux.tp_vlan_tpid != 0 {
-                    aux.tp_vlan_tpid
-                } else {
-                    TPID_8021Q
-                };
-            return Some((tpid, aux.tp_vlan_tci));
-        }
-        // SAFETY: `msg` and `cmsg` are valid as above; CMSG_NXTHDR returns
-        // null past the end of the control buffer.
-        cmsg = unsafe { libc::CMSG_NXTHDR(msg, cmsg) };
+    // SAFETY: `msg` was filled by a successful recvmsg (our only caller).
+    let aux: libc::tpacket_auxdata =
+        unsafe { super::cmsg::find(msg, libc::SOL_PACKET, libc::PACKET_AUXDATA) }?;
+    let valid = aux.tp_status & libc::TP_STATUS_VLAN_VALID != 0 || aux.tp_vlan_tci != 0;
+    if !valid {
+        return None;
     }
-    None
+    let tpid = if aux.tp_status & libc::TP_STATUS_VLAN_TPID_VALID != 0 && aux.tp_vlan_tpid != 0 {
+        aux.tp_vlan_tpid
+    } else {
+        TPID_8021Q
+    };
+    Some((tpid, aux.tp_vlan_tci))
 }
 
 /// The index of interface `ifname`, or a `NotFound` error that names it.

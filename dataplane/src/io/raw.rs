@@ -460,30 +460,10 @@ fn sockaddr_ip(name: &libc::sockaddr_storage) -> Option<IpAddr> {
 
 /// The destination address from an `IPV6_PKTINFO` control message, if any.
 fn pktinfo6_dst(msg: &libc::msghdr) -> Option<Ipv6Addr> {
-    // SAFETY: CMSG_LEN is pure arithmetic on its argument.
-    let want = unsafe { libc::CMSG_LEN(mem::size_of::<libc::in6_pktinfo>() as u32) } as usize;
-    // SAFETY: `msg` was filled by a successful recvmsg, so its control
-    // pointer and length describe valid cmsghdrs inside our buffer.
-    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(msg) };
-    while !cmsg.is_null() {
-        // SAFETY: `cmsg` is non-null and points at a cmsghdr inside the
-        // control buffer (CMSG_FIRSTHDR / CMSG_NXTHDR guarantee it).
-        let hdr = unsafe { &*cmsg };
-        if hdr.cmsg_level == libc::IPPROTO_IPV6
-            && hdr.cmsg_type == libc::IPV6_PKTINFO
-            && hdr.cmsg_len >= want
-        {
-            // SAFETY: cmsg_len says a whole in6_pktinfo follows the header;
-            // read_unaligned copes with any alignment.
-            let info: libc::in6_pktinfo =
-                unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast()) };
-            return Some(Ipv6Addr::from(info.ipi6_addr.s6_addr));
-        }
-        // SAFETY: `msg` and `cmsg` are valid as above; CMSG_NXTHDR returns
-        // null past the end of the control buffer.
-        cmsg = unsafe { libc::CMSG_NXTHDR(msg, cmsg) };
-    }
-    None
+    // SAFETY: `msg` was filled by a successful recvmsg (our only caller).
+    let info: libc::in6_pktinfo =
+        unsafe { super::cmsg::find(msg, libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) }?;
+    Some(Ipv6Addr::from(info.ipi6_addr.s6_addr))
 }
 
 /// `setsockopt(fd, level, name, value)` for an int option.
