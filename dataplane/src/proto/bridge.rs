@@ -1,16 +1,22 @@
 //! The learning switch: ports (the upstream trunk, one per tunnel session),
-//! per-port allowed VLANs, an FDB of (VLAN, MAC) → port with aging, and the
-//! forwarding decision. Sans-IO: the driver passes `now` and the frame, and
-//! writes what the verdict says.
+//! per-port VLAN membership, a forwarding database of (VLAN, MAC) → port with
+//! aging, and the forwarding decision. Sans-IO: the driver passes `now` and
+//! the frame, and writes what the [`Verdict`] says.
 //!
 //! Known unicast goes to one port; broadcast, multicast and unknown unicast
-//! are flooded to the VLAN's members except the ingress port.
+//! are flooded to the VLAN's members ([`Switch::vlan_ports`]) except the
+//! ingress port.
+//!
+//! The FDB is one hash map keyed by VLAN and MAC packed into a `u64`; each
+//! port also keeps the keys learned on it, so flushing a port (a tunnel going
+//! down) costs its own MACs, not a scan of the whole table.
 
 use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 use tunterm_control::VlanSet;
+use tunterm_control::vlan::{VLAN_MAX, VLAN_MIN};
 
 use crate::wire::ether::{self, FrameView, MacAddr};
 
@@ -28,16 +34,27 @@ pub const DEFAULT_AGING: Duration = Duration::from_secs(300);
 /// VLAN membership of a port.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PortConfig {
-    /// VLANs the port carries; tagged frames with another VID are dropped.
+    /// VLANs the port carries tagged; tagged frames with another VID are
+    /// dropped ([`DropReason::VlanNotAllowed`]).
     pub vlans: VlanSet,
-    /// Untagged frames belong to this VLAN, and frames on it leave
-    /// untagged. `None`: untagged frames are dropped and all egress is
+    /// Untagged (and priority-tagged, VID 0) frames belong to this VLAN, and
+    /// frames on it leave untagged; the port is a member of it even if it is
+    /// not in `vlans`. `None` (or an id outside 1..=4094): untagged frames
+    /// are dropped ([`DropReason::UntaggedNotAllowed`]) and all egress is
     /// tagged.
     pub untagged_vlan: Option<u16>,
 }
 
+impl PortConfig {
+    /// The VLANs the port is a member of: `vlans` and the untagged VLAN.
+    fn member_vlans(&self) -> impl Iterator<Item = u16> + '_ {
+        let extra = self.untagged_vlan.filter(|&v| !self.vlans.contains(v));
+        self.vlans.iter().chain(extra)
+    }
+}
+
 /// Why the switch dropped a frame.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DropReason {
     /// Shorter than an Ethernet header.
     Malformed,
@@ -63,12 +80,13 @@ pub enum Verdict {
         /// The port.
         to: PortId,
     },
-    /// Send to every member of the VLAN except the ingress port.
+    /// Send to every member of the VLAN ([`Switch::vlan_ports`]) except the
+    /// ingress port.
     Flood {
         /// The frame's VLAN.
         vlan: u16,
     },
-    /// Drop (counted).
+    /// Drop (counted in [`SwitchCounters`]).
     Drop(DropReason),
 }
 
@@ -85,7 +103,7 @@ pub struct SwitchCounters {
     pub moved: u64,
     /// MACs aged out.
     pub aged: u64,
-    /// MACs flushed with their port.
+    /// MACs flushed with their port (removed, flushed or reconfigured).
     pub flushed: u64,
     /// Drops: shorter than an Ethernet header.
     pub drop_malformed: u64,
@@ -104,106 +122,133 @@ pub struct SwitchCounters {
 #[derive(Debug)]
 struct Port {
     cfg: PortConfig,
-    macs: usize,
+    /// FDB keys learned on this port, in no order; an entry's `slot` is its
+    /// index here.
+    keys: Vec<u64>,
 }
 
 #[derive(Clone, Copy, Debug)]
 struct Entry {
-    port: PortId,
     last_seen: Instant,
+    port: PortId,
+    /// Index of this entry's key in its port's `keys`.
+    slot: u32,
 }
 
+/// VLAN in the top 16 bits, the MAC in wire order below: one word to hash.
 fn key(vlan: u16, mac: &MacAddr) -> u64 {
-    let mut k = u64::from(vlan) << 48;
-    for (i, b) in mac.iter().enumerate() {
-        k |= u64::from(*b) << (8 * (5 - i));
-    }
-    k
+    let [a, b, c, d, e, f] = *mac;
+    (u64::from(vlan) << 48) | u64::from_be_bytes([0, 0, a, b, c, d, e, f])
 }
 
 fn unkey(k: u64) -> (u16, MacAddr) {
-    let mut mac = [0; 6];
-    for (i, b) in mac.iter_mut().enumerate() {
-        *b = (k >> (8 * (5 - i))) as u8;
-    }
-    ((k >> 48) as u16, mac)
+    let [v0, v1, a, b, c, d, e, f] = k.to_be_bytes();
+    (u16::from_be_bytes([v0, v1]), [a, b, c, d, e, f])
 }
 
-/// The learning switch.
+fn valid_vlan(v: u16) -> bool {
+    (VLAN_MIN..=VLAN_MAX).contains(&v)
+}
+
+/// The learning switch. See the module documentation.
+///
+/// A MAC not seen for the aging time is no longer forwarded to (its frames
+/// flood); [`Switch::handle_timeout`] removes it from the table at most a
+/// quarter of the aging time later.
 #[derive(Debug)]
 pub struct Switch {
     aging: Duration,
     ports: FxHashMap<PortId, Port>,
     fdb: FxHashMap<u64, Entry>,
+    /// Per VLAN id (index), the member ports, in the order they joined.
     members: Vec<Vec<PortId>>,
     next_sweep: Option<Instant>,
+    /// Scratch for the aging sweep, kept for its capacity.
+    expired: Vec<u64>,
     counters: SwitchCounters,
 }
 
 impl Switch {
-    /// An empty switch aging MACs after `aging` without traffic.
+    /// An empty switch aging MACs after `aging` without traffic
+    /// ([`DEFAULT_AGING`] unless configured).
     pub fn new(aging: Duration) -> Self {
         Switch {
             aging,
             ports: FxHashMap::default(),
             fdb: FxHashMap::default(),
-            members: vec![Vec::new(); 4096],
+            members: vec![Vec::new(); usize::from(VLAN_MAX) + 1],
             next_sweep: None,
+            expired: Vec::new(),
             counters: SwitchCounters::default(),
         }
     }
 
-    /// Add a port, or replace its VLAN membership (its MACs are flushed if
-    /// the membership changed).
-    pub fn add_port(&mut self, port: PortId, cfg: PortConfig) {
-        if let Some(old) = self.ports.get(&port) {
-            if old.cfg == cfg {
-                return;
+    /// Add a port, or replace its configuration. A port whose configuration
+    /// changes loses the MACs learned on it (they may be on a VLAN it no
+    /// longer carries); re-adding the same configuration keeps them.
+    pub fn add_port(&mut self, port: PortId, mut cfg: PortConfig) {
+        cfg.untagged_vlan = cfg.untagged_vlan.filter(|&v| valid_vlan(v));
+        if self.ports.get(&port).is_some_and(|p| p.cfg == cfg) {
+            return;
+        }
+        let keys = match self.ports.remove(&port) {
+            Some(mut old) => {
+                self.leave_vlans(port, &old.cfg);
+                self.flush_keys(&mut old.keys);
+                old.keys
             }
-            self.remove_port(port);
-        }
-        for v in cfg.vlans.iter() {
+            None => Vec::new(),
+        };
+        for v in cfg.member_vlans() {
             self.members[usize::from(v)].push(port);
         }
-        if let Some(v) = cfg.untagged_vlan
-            && !cfg.vlans.contains(v)
-        {
-            self.members[usize::from(v)].push(port);
-        }
-        self.ports.insert(port, Port { cfg, macs: 0 });
+        self.ports.insert(port, Port { cfg, keys });
     }
 
-    /// Remove a port and flush its MACs; returns how many.
+    /// Remove a port and flush its MACs; returns how many. Frames still to
+    /// arrive on it are dropped as [`DropReason::UnknownPort`].
     pub fn remove_port(&mut self, port: PortId) -> usize {
-        let flushed = self.flush_port(port);
-        if let Some(p) = self.ports.remove(&port) {
-            let untagged = p.cfg.untagged_vlan.filter(|v| !p.cfg.vlans.contains(*v));
-            for v in p.cfg.vlans.iter().chain(untagged) {
-                self.members[usize::from(v)].retain(|&m| m != port);
-            }
-        }
-        flushed
+        let Some(mut p) = self.ports.remove(&port) else {
+            return 0;
+        };
+        self.leave_vlans(port, &p.cfg);
+        self.flush_keys(&mut p.keys)
     }
 
-    /// Forget every MAC learned on `port`; returns how many.
+    /// Forget every MAC learned on `port` (it stays a port); returns how
+    /// many. Costs the port's MACs, not the table's.
     pub fn flush_port(&mut self, port: PortId) -> usize {
         let Some(p) = self.ports.get_mut(&port) else {
             return 0;
         };
-        if p.macs == 0 {
-            return 0;
+        let mut keys = std::mem::take(&mut p.keys);
+        let n = self.flush_keys(&mut keys);
+        if let Some(p) = self.ports.get_mut(&port) {
+            p.keys = keys;
         }
-        // A scan of the FDB, only for ports that have MACs; a per-port index
-        // would make this O(port's MACs) if teardown storms ever show up.
-        let before = self.fdb.len();
-        self.fdb.retain(|_, e| e.port != port);
-        let flushed = before - self.fdb.len();
-        p.macs = 0;
-        self.counters.flushed += flushed as u64;
-        flushed
+        n
     }
 
-    fn vlan_of(&self, port: &Port, view: &FrameView) -> Result<u16, DropReason> {
+    /// Remove `keys` (all of one port's) from the FDB, leaving `keys` empty.
+    fn flush_keys(&mut self, keys: &mut Vec<u64>) -> usize {
+        let n = keys.len();
+        for k in keys.drain(..) {
+            self.fdb.remove(&k);
+        }
+        self.counters.flushed += n as u64;
+        if self.fdb.is_empty() {
+            self.next_sweep = None;
+        }
+        n
+    }
+
+    fn leave_vlans(&mut self, port: PortId, cfg: &PortConfig) {
+        for v in cfg.member_vlans() {
+            self.members[usize::from(v)].retain(|&m| m != port);
+        }
+    }
+
+    fn vlan_of(port: &Port, view: &FrameView) -> Result<u16, DropReason> {
         match view.tag.map(|t| t.vid()) {
             // VID 0 is a priority tag: the frame is untagged for VLAN purposes.
             Some(0) | None => port.cfg.untagged_vlan.ok_or(DropReason::UntaggedNotAllowed),
@@ -225,9 +270,20 @@ impl Switch {
         Verdict::Drop(r)
     }
 
-    /// A frame arrived on `port`: learn its source, decide where it goes.
-    /// The parsed header comes back for the driver's rewrite (None when the
-    /// frame is not Ethernet).
+    /// A frame arrived on `port` at `now`: learn its source, decide where it
+    /// goes. Call for every frame out of a tunnel or off the trunk; the
+    /// parsed header comes back for the driver's re-tag (`None` when the
+    /// frame is too short to be Ethernet).
+    ///
+    /// The frame's VLAN is its tag's VID if tagged (it must be one of the
+    /// port's `vlans`), else the port's untagged VLAN. A frame dropped for
+    /// its port, VLAN or source teaches nothing. One dropped as
+    /// [`DropReason::Local`] does: its source is behind the ingress port
+    /// whatever its destination, and a MAC that just moved here may say so
+    /// first with such a frame.
+    ///
+    /// A known unicast destination costs two FDB lookups and no allocation.
+    #[must_use]
     pub fn ingress(
         &mut self,
         now: Instant,
@@ -240,7 +296,7 @@ impl Switch {
         let Some(p) = self.ports.get(&port) else {
             return (self.count_drop(DropReason::UnknownPort), Some(view));
         };
-        let vlan = match self.vlan_of(p, &view) {
+        let vlan = match Self::vlan_of(p, &view) {
             Ok(v) => v,
             Err(r) => return (self.count_drop(r), Some(view)),
         };
@@ -252,64 +308,99 @@ impl Switch {
             self.counters.flooded += 1;
             return (Verdict::Flood { vlan }, Some(view));
         }
-        match self.fdb.get(&key(vlan, &view.dst)) {
+        let verdict = match self.fdb.get(&key(vlan, &view.dst)) {
+            // Past its aging time but not yet swept: as good as unknown.
             Some(e) if now.saturating_duration_since(e.last_seen) < self.aging => {
                 if e.port == port {
-                    (self.count_drop(DropReason::Local), Some(view))
+                    self.count_drop(DropReason::Local)
                 } else {
                     self.counters.forwarded += 1;
-                    (Verdict::Forward { vlan, to: e.port }, Some(view))
+                    Verdict::Forward { vlan, to: e.port }
                 }
             }
             _ => {
                 self.counters.flooded += 1;
-                (Verdict::Flood { vlan }, Some(view))
+                Verdict::Flood { vlan }
             }
-        }
+        };
+        (verdict, Some(view))
     }
 
+    /// `mac` on `vlan` is behind `port` (a port of the switch) as of `now`.
     fn learn(&mut self, now: Instant, vlan: u16, mac: &MacAddr, port: PortId) {
         let k = key(vlan, mac);
-        match self.fdb.get_mut(&k) {
-            Some(e) if e.port == port => e.last_seen = now,
-            Some(e) => {
-                let old = std::mem::replace(&mut e.port, port);
+        let (from, slot) = match self.fdb.get_mut(&k) {
+            Some(e) if e.port == port => {
                 e.last_seen = now;
+                return;
+            }
+            Some(e) => {
+                let Some(p) = self.ports.get_mut(&port) else {
+                    return;
+                };
+                let was = (e.port, e.slot);
+                *e = Entry {
+                    last_seen: now,
+                    port,
+                    slot: p.keys.len() as u32,
+                };
+                p.keys.push(k);
                 self.counters.moved += 1;
-                if let Some(o) = self.ports.get_mut(&old) {
-                    o.macs = o.macs.saturating_sub(1);
-                }
-                if let Some(n) = self.ports.get_mut(&port) {
-                    n.macs += 1;
-                }
+                was
             }
             None => {
+                let Some(p) = self.ports.get_mut(&port) else {
+                    return;
+                };
+                let slot = p.keys.len() as u32;
+                p.keys.push(k);
                 self.fdb.insert(
                     k,
                     Entry {
-                        port,
                         last_seen: now,
+                        port,
+                        slot,
                     },
                 );
                 self.counters.learned += 1;
-                if let Some(n) = self.ports.get_mut(&port) {
-                    n.macs += 1;
-                }
                 if self.next_sweep.is_none() {
                     self.next_sweep = Some(now + self.aging / 4);
                 }
+                return;
             }
+        };
+        self.unlink(from, slot);
+    }
+
+    /// Take the key at `slot` out of `port`'s list (the entry has moved or
+    /// gone), keeping the slot of the key swapped into its place right.
+    fn unlink(&mut self, port: PortId, slot: u32) {
+        let Some(p) = self.ports.get_mut(&port) else {
+            return;
+        };
+        let slot = slot as usize;
+        if slot >= p.keys.len() {
+            debug_assert!(false, "FDB slot {slot} out of {} keys", p.keys.len());
+            return;
+        }
+        p.keys.swap_remove(slot);
+        if let Some(k) = p.keys.get(slot)
+            && let Some(e) = self.fdb.get_mut(k)
+        {
+            e.slot = slot as u32;
         }
     }
 
-    /// Members of `vlan` (flood targets; the caller skips the ingress port).
+    /// Members of `vlan`, to flood to (the caller skips the ingress port).
+    /// Empty for a VLAN no port carries.
     pub fn vlan_ports(&self, vlan: u16) -> &[PortId] {
         self.members
             .get(usize::from(vlan))
             .map_or(&[], Vec::as_slice)
     }
 
-    /// The tag a frame on `vlan` leaves `port` with (`None`: untagged).
+    /// The tag a frame on `vlan` leaves `port` with: `None` (untagged) on
+    /// the port's untagged VLAN, `Some(vlan)` otherwise.
     pub fn egress_tag(&self, port: PortId, vlan: u16) -> Option<u16> {
         match self.ports.get(&port) {
             Some(p) if p.cfg.untagged_vlan == Some(vlan) => None,
@@ -317,14 +408,15 @@ impl Switch {
         }
     }
 
-    /// Where `mac` on `vlan` was learned.
+    /// Where `mac` on `vlan` was learned (whether or not it has aged since:
+    /// this is the table as it stands, up to the last sweep).
     pub fn lookup(&self, vlan: u16, mac: &MacAddr) -> Option<PortId> {
         self.fdb.get(&key(vlan, mac)).map(|e| e.port)
     }
 
     /// MACs learned on `port`.
     pub fn macs_on(&self, port: PortId) -> usize {
-        self.ports.get(&port).map_or(0, |p| p.macs)
+        self.ports.get(&port).map_or(0, |p| p.keys.len())
     }
 
     /// Entries in the FDB.
@@ -332,7 +424,7 @@ impl Switch {
         self.fdb.len()
     }
 
-    /// Every FDB entry: (VLAN, MAC, port).
+    /// Every FDB entry: (VLAN, MAC, port), in no order.
     pub fn fdb(&self) -> impl Iterator<Item = (u16, MacAddr, PortId)> + '_ {
         self.fdb.iter().map(|(&k, e)| {
             let (v, m) = unkey(k);
@@ -340,30 +432,37 @@ impl Switch {
         })
     }
 
-    /// Age out MACs not seen for the aging time.
+    /// Age out MACs not seen for the aging time. Call when
+    /// [`poll_timeout`](Self::poll_timeout) is due; earlier calls do nothing.
+    /// A sweep scans the whole table, once every quarter of the aging time.
     pub fn handle_timeout(&mut self, now: Instant) {
         let Some(at) = self.next_sweep else { return };
         if now < at {
             return;
         }
         let aging = self.aging;
-        let mut aged = 0;
-        let ports = &mut self.ports;
-        self.fdb.retain(|_, e| {
-            let keep = now.saturating_duration_since(e.last_seen) < aging;
-            if !keep {
-                aged += 1;
-                if let Some(p) = ports.get_mut(&e.port) {
-                    p.macs = p.macs.saturating_sub(1);
-                }
+        let mut expired = std::mem::take(&mut self.expired);
+        expired.extend(
+            self.fdb
+                .iter()
+                .filter(|(_, e)| now.saturating_duration_since(e.last_seen) >= aging)
+                .map(|(&k, _)| k),
+        );
+        for k in &expired {
+            if let Some(e) = self.fdb.remove(k) {
+                self.unlink(e.port, e.slot);
             }
-            keep
-        });
-        self.counters.aged += aged;
+        }
+        self.counters.aged += expired.len() as u64;
+        expired.clear();
+        self.expired = expired;
         self.next_sweep = (!self.fdb.is_empty()).then(|| now + aging / 4);
     }
 
-    /// When the next aging sweep is due.
+    /// When [`handle_timeout`](Self::handle_timeout) next has work: the next
+    /// aging sweep, every quarter of the aging time while the FDB has
+    /// entries. `None` while it is empty.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.next_sweep
     }
@@ -386,7 +485,7 @@ mod tests {
         s
     }
 
-    fn frame(dst: [u8; 6], src: [u8; 6], tag: Option<u16>) -> Vec<u8> {
+    fn frame(dst: MacAddr, src: MacAddr, tag: Option<u16>) -> Vec<u8> {
         let mut f = dst.to_vec();
         f.extend_from_slice(&src);
         if let Some(v) = tag {
@@ -398,14 +497,18 @@ mod tests {
         f
     }
 
-    const A: [u8; 6] = [2, 0, 0, 0, 0, 0xa];
-    const B: [u8; 6] = [2, 0, 0, 0, 0, 0xb];
-    const BCAST: [u8; 6] = [0xff; 6];
+    const A: MacAddr = [2, 0, 0, 0, 0, 0xa];
+    const B: MacAddr = [2, 0, 0, 0, 0, 0xb];
+    const C: MacAddr = [2, 0, 0, 0, 0, 0xc];
+    const BCAST: MacAddr = [0xff; 6];
+    const MCAST: MacAddr = [0x01, 0x00, 0x5e, 0x00, 0x00, 0xfb];
     const S1: PortId = PortId(101);
     const S2: PortId = PortId(102);
 
+    /// Trunk: tagged 10 and 20, native VLAN 1. S1: 10 and 20, untagged is
+    /// 10. S2: tagged 10 only.
     fn switch() -> Switch {
-        let mut sw = Switch::new(Duration::from_secs(300));
+        let mut sw = Switch::new(DEFAULT_AGING);
         sw.add_port(
             TRUNK,
             PortConfig {
@@ -430,13 +533,46 @@ mod tests {
         sw
     }
 
+    /// The FDB, the per-port key lists and the VLAN member lists agree.
+    fn check(sw: &Switch) {
+        check_index(sw);
+        let mut want = vec![0; sw.members.len()];
+        for p in sw.ports.values() {
+            for v in p.cfg.member_vlans() {
+                want[usize::from(v)] += 1;
+            }
+        }
+        for (v, members) in sw.members.iter().enumerate() {
+            assert_eq!(members.len(), want[v], "members of VLAN {v}");
+            for m in members {
+                let cfg = &sw.ports[m].cfg;
+                assert!(cfg.member_vlans().any(|x| usize::from(x) == v));
+            }
+        }
+    }
+
+    /// The FDB and the per-port key lists agree.
+    fn check_index(sw: &Switch) {
+        let mut n = 0;
+        for (&port, p) in &sw.ports {
+            for (i, k) in p.keys.iter().enumerate() {
+                let e = sw.fdb[k];
+                assert_eq!((e.port, e.slot as usize), (port, i), "key {k:#x}");
+            }
+            n += p.keys.len();
+        }
+        assert_eq!(n, sw.fdb.len(), "every entry is in its port's list");
+        assert_eq!(sw.poll_timeout().is_some(), !sw.fdb.is_empty());
+    }
+
     #[test]
     fn learns_then_forwards_known_unicast() {
         let t = Instant::now();
         let mut sw = switch();
         // A behind S1 (untagged → VLAN 10) broadcasts: flooded, learned.
-        let (v, _) = sw.ingress(t, S1, &frame(BCAST, A, None));
+        let (v, view) = sw.ingress(t, S1, &frame(BCAST, A, None));
         assert_eq!(v, Verdict::Flood { vlan: 10 });
+        assert_eq!(view.map(|v| v.src), Some(A));
         assert_eq!(sw.lookup(10, &A), Some(S1));
         // B on the trunk, tagged 10, answers A: forwarded to S1 only.
         let (v, _) = sw.ingress(t, TRUNK, &frame(A, B, Some(10)));
@@ -450,55 +586,159 @@ mod tests {
                 to: TRUNK
             }
         );
-        assert_eq!(sw.counters().forwarded, 2);
-        assert_eq!(sw.counters().learned, 2);
+        let c = sw.counters();
+        assert_eq!((c.forwarded, c.flooded, c.learned), (2, 1, 2));
         // Same MAC on another VLAN is another entry.
         assert_eq!(sw.lookup(20, &A), None);
+        let (v, _) = sw.ingress(t, TRUNK, &frame(A, B, Some(20)));
+        assert_eq!(v, Verdict::Flood { vlan: 20 });
+        assert_eq!((sw.fdb_len(), sw.macs_on(TRUNK), sw.macs_on(S1)), (3, 2, 1));
+        let mut fdb: Vec<_> = sw.fdb().collect();
+        fdb.sort();
+        assert_eq!(fdb, [(10, A, S1), (10, B, TRUNK), (20, B, TRUNK)]);
+        check(&sw);
     }
 
     #[test]
-    fn flooding_stays_in_the_vlan() {
-        let sw = switch();
+    fn flooding_stays_in_the_vlan_and_off_the_ingress_port() {
+        let t = Instant::now();
+        let mut sw = switch();
         assert_eq!(sw.vlan_ports(10), &[TRUNK, S1, S2]);
         assert_eq!(sw.vlan_ports(20), &[TRUNK, S1]);
         assert_eq!(sw.vlan_ports(1), &[TRUNK], "native VLAN of the trunk");
         assert!(sw.vlan_ports(30).is_empty());
+        assert!(sw.vlan_ports(0).is_empty());
+        assert!(sw.vlan_ports(u16::MAX).is_empty());
+        // What the driver sends a flood to.
+        let targets = |sw: &Switch, v: Verdict, ingress: PortId| -> Vec<PortId> {
+            let Verdict::Flood { vlan } = v else {
+                panic!("{v:?} is not a flood")
+            };
+            let ports = sw.vlan_ports(vlan).iter().copied();
+            ports.filter(|&p| p != ingress).collect()
+        };
+        // Broadcast on 20 from S1: the trunk only (S2 does not carry 20).
+        let (v, _) = sw.ingress(t, S1, &frame(BCAST, A, Some(20)));
+        assert_eq!(targets(&sw, v, S1), [TRUNK]);
+        // Multicast on 10 from the trunk: both sessions.
+        let (v, _) = sw.ingress(t, TRUNK, &frame(MCAST, B, Some(10)));
+        assert_eq!(targets(&sw, v, TRUNK), [S1, S2]);
+        // Unknown unicast on 10 from S2.
+        let (v, _) = sw.ingress(t, S2, &frame(C, A, Some(10)));
+        assert_eq!(targets(&sw, v, S2), [TRUNK, S1]);
+        // Known unicast goes to its one port.
+        let (v, _) = sw.ingress(t, S1, &frame(B, C, None));
+        assert_eq!(
+            v,
+            Verdict::Forward {
+                vlan: 10,
+                to: TRUNK
+            }
+        );
+        assert_eq!(sw.counters().flooded, 3);
     }
 
     #[test]
-    fn disallowed_vlan_is_dropped_counted_and_not_learned() {
+    fn untagged_frames_take_the_ports_untagged_vlan() {
         let t = Instant::now();
         let mut sw = switch();
-        let (v, _) = sw.ingress(t, S2, &frame(BCAST, A, Some(20)));
-        assert_eq!(v, Verdict::Drop(DropReason::VlanNotAllowed));
-        assert_eq!(sw.counters().drop_vlan_not_allowed, 1);
-        assert_eq!(sw.fdb_len(), 0);
-        let (v, _) = sw.ingress(t, S2, &frame(BCAST, A, None));
-        assert_eq!(v, Verdict::Drop(DropReason::UntaggedNotAllowed));
-        let (v, _) = sw.ingress(t, PortId(999), &frame(BCAST, A, None));
-        assert_eq!(v, Verdict::Drop(DropReason::UnknownPort));
-        let (v, view) = sw.ingress(t, S1, &[0u8; 13]);
-        assert_eq!((v, view), (Verdict::Drop(DropReason::Malformed), None));
-        let (v, _) = sw.ingress(t, S1, &frame(A, BCAST, None));
-        assert_eq!(v, Verdict::Drop(DropReason::BadSourceMac));
-        assert_eq!(sw.fdb_len(), 0);
+        let (v, _) = sw.ingress(t, S1, &frame(BCAST, A, None));
+        assert_eq!(v, Verdict::Flood { vlan: 10 });
+        let (v, _) = sw.ingress(t, TRUNK, &frame(BCAST, B, None));
+        assert_eq!(v, Verdict::Flood { vlan: 1 });
+        assert_eq!(sw.lookup(10, &A), Some(S1));
+        assert_eq!(sw.lookup(1, &B), Some(TRUNK));
+        // Tagged with its own untagged VLAN: S1 carries 10 tagged too.
+        let (v, _) = sw.ingress(t, S1, &frame(B, C, Some(10)));
+        assert_eq!(v, Verdict::Flood { vlan: 10 }, "B is on VLAN 1, not 10");
     }
 
     #[test]
     fn priority_tag_is_untagged() {
         let t = Instant::now();
         let mut sw = switch();
-        let (v, _) = sw.ingress(t, S1, &frame(BCAST, A, Some(0)));
+        let (v, view) = sw.ingress(t, S1, &frame(BCAST, A, Some(0)));
+        assert_eq!(v, Verdict::Flood { vlan: 10 });
+        assert_eq!(view.unwrap().inner_offset, 16);
+        let (v, _) = sw.ingress(t, S2, &frame(BCAST, A, Some(0)));
+        assert_eq!(v, Verdict::Drop(DropReason::UntaggedNotAllowed));
+    }
+
+    #[test]
+    fn disallowed_vlan_is_dropped_counted_and_not_learned() {
+        let t = Instant::now();
+        let mut sw = switch();
+        let (v, view) = sw.ingress(t, S2, &frame(BCAST, A, Some(20)));
+        assert_eq!(v, Verdict::Drop(DropReason::VlanNotAllowed));
+        assert!(view.is_some(), "the header is still there for logs");
+        let (v, _) = sw.ingress(t, TRUNK, &frame(BCAST, A, Some(4095)));
+        assert_eq!(v, Verdict::Drop(DropReason::VlanNotAllowed));
+        assert_eq!(sw.counters().drop_vlan_not_allowed, 2);
+        assert_eq!((sw.fdb_len(), sw.counters().learned), (0, 0));
+        assert_eq!(sw.poll_timeout(), None);
+    }
+
+    #[test]
+    fn untagged_on_a_tagged_only_port_is_dropped() {
+        let t = Instant::now();
+        let mut sw = switch();
+        let (v, _) = sw.ingress(t, S2, &frame(BCAST, A, None));
+        assert_eq!(v, Verdict::Drop(DropReason::UntaggedNotAllowed));
+        assert_eq!(sw.counters().drop_untagged_not_allowed, 1);
+        assert_eq!(sw.fdb_len(), 0);
+        assert_eq!(sw.egress_tag(S2, 10), Some(10), "egress always tagged");
+    }
+
+    #[test]
+    fn unknown_port_is_dropped() {
+        let t = Instant::now();
+        let mut sw = switch();
+        let (v, _) = sw.ingress(t, PortId(999), &frame(BCAST, A, None));
+        assert_eq!(v, Verdict::Drop(DropReason::UnknownPort));
+        assert_eq!(sw.counters().drop_unknown_port, 1);
+        assert_eq!(sw.fdb_len(), 0);
+    }
+
+    #[test]
+    fn short_frames_are_malformed() {
+        let t = Instant::now();
+        let mut sw = switch();
+        let tagged = frame(BCAST, A, Some(10));
+        for bad in [&[][..], &[0u8; 13][..], &tagged[..17]] {
+            let (v, view) = sw.ingress(t, S1, bad);
+            assert_eq!((v, view), (Verdict::Drop(DropReason::Malformed), None));
+        }
+        // Even on an unknown port: the frame is judged first.
+        let (v, _) = sw.ingress(t, PortId(999), &[0u8; 13]);
+        assert_eq!(v, Verdict::Drop(DropReason::Malformed));
+        assert_eq!(sw.counters().drop_malformed, 4);
+        assert_eq!(sw.fdb_len(), 0);
+        // The shortest header is enough.
+        let (v, _) = sw.ingress(t, S1, &tagged[..18]);
         assert_eq!(v, Verdict::Flood { vlan: 10 });
     }
 
     #[test]
-    fn destination_behind_ingress_is_dropped() {
+    fn group_or_zero_source_is_rejected() {
+        let t = Instant::now();
+        let mut sw = switch();
+        for src in [BCAST, MCAST, [0; 6]] {
+            let (v, _) = sw.ingress(t, S1, &frame(A, src, None));
+            assert_eq!(v, Verdict::Drop(DropReason::BadSourceMac), "{src:x?}");
+        }
+        assert_eq!(sw.counters().drop_bad_source_mac, 3);
+        assert_eq!(sw.fdb_len(), 0);
+    }
+
+    #[test]
+    fn destination_behind_ingress_is_dropped_but_source_is_learned() {
         let t = Instant::now();
         let mut sw = switch();
         let _ = sw.ingress(t, S1, &frame(BCAST, A, None));
         let (v, _) = sw.ingress(t, S1, &frame(A, B, None));
         assert_eq!(v, Verdict::Drop(DropReason::Local));
+        assert_eq!(sw.counters().drop_local, 1);
+        assert_eq!(sw.lookup(10, &B), Some(S1));
     }
 
     #[test]
@@ -506,32 +746,36 @@ mod tests {
         let t = Instant::now();
         let mut sw = switch();
         let _ = sw.ingress(t, S1, &frame(BCAST, A, None));
-        let _ = sw.ingress(t, S2, &frame(BCAST, A, Some(10)));
-        assert_eq!(sw.lookup(10, &A), Some(S2));
-        assert_eq!(sw.counters().moved, 1);
-        assert_eq!((sw.macs_on(S1), sw.macs_on(S2)), (0, 1));
-    }
-
-    #[test]
-    fn remove_port_flushes_its_macs_and_membership() {
-        let t = Instant::now();
-        let mut sw = switch();
-        let _ = sw.ingress(t, S1, &frame(BCAST, A, None));
+        let _ = sw.ingress(t, S1, &frame(BCAST, C, None));
         let _ = sw.ingress(t, TRUNK, &frame(BCAST, B, Some(10)));
-        assert_eq!(sw.remove_port(S1), 1);
-        assert_eq!(sw.lookup(10, &A), None);
-        assert_eq!(sw.lookup(10, &B), Some(TRUNK));
-        assert_eq!(sw.vlan_ports(10), &[TRUNK, S2]);
-        assert_eq!(sw.counters().flushed, 1);
-        // Traffic to A floods again.
+        // A roams to the AP behind S2 and says so with a unicast frame.
+        let (v, _) = sw.ingress(t, S2, &frame(B, A, Some(10)));
+        assert_eq!(
+            v,
+            Verdict::Forward {
+                vlan: 10,
+                to: TRUNK
+            }
+        );
+        assert_eq!(sw.lookup(10, &A), Some(S2));
+        assert_eq!((sw.counters().moved, sw.counters().learned), (1, 3));
+        assert_eq!((sw.macs_on(S1), sw.macs_on(S2)), (1, 1));
+        check(&sw);
+        // Traffic to A follows it.
         let (v, _) = sw.ingress(t, TRUNK, &frame(A, B, Some(10)));
-        assert_eq!(v, Verdict::Flood { vlan: 10 });
+        assert_eq!(v, Verdict::Forward { vlan: 10, to: S2 });
+        // Flushing S1 leaves A where it is now.
+        assert_eq!(sw.flush_port(S1), 1);
+        assert_eq!(sw.lookup(10, &A), Some(S2));
+        assert_eq!(sw.lookup(10, &C), None);
+        check(&sw);
     }
 
     #[test]
     fn aging_removes_idle_macs() {
         let t = Instant::now();
-        let mut sw = Switch::new(Duration::from_secs(40));
+        let s = Duration::from_secs;
+        let mut sw = Switch::new(s(40));
         sw.add_port(
             S1,
             PortConfig {
@@ -539,20 +783,105 @@ mod tests {
                 untagged_vlan: Some(10),
             },
         );
+        sw.add_port(
+            S2,
+            PortConfig {
+                vlans: vlans(&[10]),
+                untagged_vlan: Some(10),
+            },
+        );
+        assert_eq!(sw.poll_timeout(), None, "nothing to age");
         let _ = sw.ingress(t, S1, &frame(BCAST, A, None));
-        let sweep = sw.poll_timeout().unwrap();
-        assert_eq!(sweep - t, Duration::from_secs(10));
-        sw.handle_timeout(t + Duration::from_secs(39));
+        assert_eq!(sw.poll_timeout(), Some(t + s(10)), "a quarter of aging");
+        sw.handle_timeout(t + s(5));
+        assert_eq!(sw.poll_timeout(), Some(t + s(10)), "early call: no sweep");
+        sw.handle_timeout(t + s(39));
         assert_eq!(sw.fdb_len(), 1);
-        let _ = sw.ingress(t + Duration::from_secs(39), S1, &frame(BCAST, B, None));
-        assert_eq!(sw.poll_timeout(), Some(t + Duration::from_secs(49)));
-        sw.handle_timeout(t + Duration::from_secs(49));
+        let _ = sw.ingress(t + s(39), S1, &frame(BCAST, B, None));
+        assert_eq!(sw.poll_timeout(), Some(t + s(49)));
+        // At 45 s A is past its aging but not yet swept: no longer a
+        // forwarding target.
+        let (v, _) = sw.ingress(t + s(45), S2, &frame(A, C, None));
+        assert_eq!(v, Verdict::Flood { vlan: 10 });
+        assert_eq!(sw.lookup(10, &A), Some(S1), "still in the table");
+        sw.handle_timeout(t + s(49));
         assert_eq!(sw.lookup(10, &A), None, "A idle for 49 s");
         assert_eq!(sw.lookup(10, &B), Some(S1), "B seen 10 s ago");
         assert_eq!(sw.counters().aged, 1);
         assert_eq!(sw.macs_on(S1), 1);
-        sw.handle_timeout(t + Duration::from_secs(100));
+        check(&sw);
+        sw.handle_timeout(t + s(100));
+        assert_eq!(sw.fdb_len(), 0);
+        assert_eq!(sw.counters().aged, 3);
         assert_eq!(sw.poll_timeout(), None, "no sweep for an empty FDB");
+        check(&sw);
+    }
+
+    #[test]
+    fn remove_port_flushes_its_macs_and_membership() {
+        let t = Instant::now();
+        let mut sw = switch();
+        let _ = sw.ingress(t, S1, &frame(BCAST, A, None));
+        let _ = sw.ingress(t, S1, &frame(BCAST, C, Some(20)));
+        let _ = sw.ingress(t, TRUNK, &frame(BCAST, B, Some(10)));
+        assert_eq!(sw.remove_port(S1), 2);
+        assert_eq!(sw.remove_port(S1), 0, "already gone");
+        assert_eq!(sw.lookup(10, &A), None);
+        assert_eq!(sw.lookup(20, &C), None);
+        assert_eq!(sw.lookup(10, &B), Some(TRUNK));
+        assert_eq!(sw.vlan_ports(10), &[TRUNK, S2]);
+        assert_eq!(sw.vlan_ports(20), &[TRUNK]);
+        assert_eq!(sw.counters().flushed, 2);
+        check(&sw);
+        // Traffic to A floods again; frames from S1 are refused.
+        let (v, _) = sw.ingress(t, TRUNK, &frame(A, B, Some(10)));
+        assert_eq!(v, Verdict::Flood { vlan: 10 });
+        let (v, _) = sw.ingress(t, S1, &frame(B, A, None));
+        assert_eq!(v, Verdict::Drop(DropReason::UnknownPort));
+        // The last MACs gone: nothing left to age.
+        assert_eq!(sw.remove_port(TRUNK), 1);
+        assert_eq!(sw.poll_timeout(), None);
+        check(&sw);
+    }
+
+    #[test]
+    fn reconfiguring_a_port_flushes_it_only_on_change() {
+        let t = Instant::now();
+        let mut sw = switch();
+        let _ = sw.ingress(t, S1, &frame(BCAST, A, None));
+        let same = PortConfig {
+            vlans: vlans(&[10, 20]),
+            untagged_vlan: Some(10),
+        };
+        sw.add_port(S1, same);
+        assert_eq!(sw.macs_on(S1), 1, "same configuration keeps MACs");
+        sw.add_port(
+            S1,
+            PortConfig {
+                vlans: vlans(&[20, 30]),
+                untagged_vlan: Some(20),
+            },
+        );
+        assert_eq!((sw.macs_on(S1), sw.lookup(10, &A)), (0, None));
+        assert_eq!(sw.counters().flushed, 1);
+        assert_eq!(sw.vlan_ports(10), &[TRUNK, S2]);
+        assert_eq!(sw.vlan_ports(20), &[TRUNK, S1]);
+        assert_eq!(sw.vlan_ports(30), &[S1]);
+        let (v, _) = sw.ingress(t, S1, &frame(BCAST, A, None));
+        assert_eq!(v, Verdict::Flood { vlan: 20 });
+        check(&sw);
+        // An untagged VLAN that cannot exist is no untagged VLAN.
+        sw.add_port(
+            S2,
+            PortConfig {
+                vlans: vlans(&[10]),
+                untagged_vlan: Some(4095),
+            },
+        );
+        let (v, _) = sw.ingress(t, S2, &frame(BCAST, B, None));
+        assert_eq!(v, Verdict::Drop(DropReason::UntaggedNotAllowed));
+        assert!(sw.vlan_ports(4095).is_empty());
+        check(&sw);
     }
 
     #[test]
@@ -568,6 +897,65 @@ mod tests {
     #[test]
     fn fdb_key_round_trips() {
         let m = [0xde, 0xad, 0xbe, 0xef, 0x00, 0x01];
+        assert_eq!(key(4094, &m), 0x0ffe_dead_beef_0001);
         assert_eq!(unkey(key(4094, &m)), (4094, m));
+        assert_eq!(unkey(key(1, &[0xff; 6])), (1, [0xff; 6]));
+    }
+
+    /// Learning, moves, flushes, reconfiguration and aging in a scripted
+    /// random order keep the per-port key lists in step with the FDB.
+    #[test]
+    fn port_index_survives_churn() {
+        let t0 = Instant::now();
+        let mut sw = Switch::new(Duration::from_secs(40));
+        let ports = [TRUNK, PortId(1), PortId(2), PortId(3), PortId(4)];
+        let cfg = |n: u64| PortConfig {
+            vlans: vlans(&[10, 20 + (n % 2) as u16]),
+            untagged_vlan: Some(10),
+        };
+        for p in ports {
+            sw.add_port(p, cfg(0));
+        }
+        // xorshift64: a fixed script, the same every run.
+        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut rnd = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut now = t0;
+        for step in 0..20_000 {
+            let r = rnd();
+            let port = ports[(r % 5) as usize];
+            match (r >> 8) % 100 {
+                0 => {
+                    let n = sw.macs_on(port);
+                    assert_eq!(sw.flush_port(port), n);
+                }
+                1 => {
+                    let n = sw.macs_on(port);
+                    assert_eq!(sw.remove_port(port), n);
+                    sw.add_port(port, cfg(r >> 32));
+                }
+                2 => sw.add_port(port, cfg(r >> 32)),
+                3..=5 => {
+                    now += Duration::from_secs((r >> 16) % 8);
+                    sw.handle_timeout(now);
+                }
+                _ => {
+                    let mac = [2, 0, 0, 0, 0, (r >> 16) as u8 % 64];
+                    let dst = [2, 0, 0, 0, 0, (r >> 24) as u8 % 64];
+                    let tag = [None, Some(10), Some(20), Some(21)][((r >> 32) % 4) as usize];
+                    let _ = sw.ingress(now, port, &frame(dst, mac, tag));
+                }
+            }
+            check_index(&sw);
+            if step % 500 == 0 {
+                check(&sw);
+            }
+        }
+        let c = sw.counters();
+        assert!(c.moved > 100 && c.aged > 100 && c.flushed > 100, "{c:?}");
     }
 }
