@@ -214,7 +214,7 @@ int xdp_ap_rx(struct xdp_md *ctx)
 	__builtin_memcpy(&ethertype, in + 12, sizeof(ethertype));
 
 	__u32 tagged = 0;
-	__u16 pcp = 0, vid = 0;
+	__u16 prio = 0, vid = 0;
 	if (ethertype == bpf_htons(TPID_8021Q)) {
 		__u16 tci;
 		if (in + ETH_HLEN + VLAN_HLEN > (__u8 *)data_end)
@@ -222,7 +222,7 @@ int xdp_ap_rx(struct xdp_md *ctx)
 		__builtin_memcpy(&tci, in + ETH_HLEN, sizeof(tci));
 		tci = bpf_ntohs(tci);
 		tagged = 1;
-		pcp = tci & 0xe000;
+		prio = tci & 0xf000; /* PCP and DEI travel with the frame */
 		vid = tci & 0x0fff;
 	}
 
@@ -266,7 +266,7 @@ int xdp_ap_rx(struct xdp_md *ctx)
 	 * write the MACs and the egress tag (if any) in front of the inner
 	 * ethertype, which stays where it is. */
 	__u32 out_tagged = !(dst->flags & TT_FDB_EGRESS_UNTAGGED);
-	__u16 tci_out = bpf_htons(pcp | vlan);
+	__u16 tci_out = bpf_htons(prio | vlan);
 	__u32 ifindex = s->trunk_ifindex;
 	int delta = (int)(off + tagged * VLAN_HLEN) - (int)(out_tagged * VLAN_HLEN);
 

@@ -419,9 +419,9 @@ impl Lab {
                 c(HOST, t8.client, Some(10), LEN),
             ),
             forward(
-                "cookie 8, tagged 20 with DEI → DEI cleared (as write_retagged)",
+                "cookie 8, tagged 20 with DEI → DEI kept (as Tci::retagged)",
                 t8.data(&c(HOST, t8.client, Some(0x1014), LEN)),
-                c(HOST, t8.client, Some(0x0014), LEN),
+                c(HOST, t8.client, Some(0x1014), LEN),
             ),
             forward(
                 "sublayer without sequence number, untagged → VLAN 20",
