@@ -78,11 +78,15 @@ pub struct IoCounters {
     pub tunnel_tx_no_session: u64,
     /// Frames too big for their tunnel answered with ICMP (DF set / IPv6).
     pub too_big_icmp: u64,
-    /// Frames too big for their tunnel sent anyway, the outer packet
-    /// fragmented (IPv4 without DF).
+    /// Frames too big for their tunnel, IPv4 without DF, sent fragmented:
+    /// the outer packet by the kernel at the path MTU, or the inner packet
+    /// by tunterm below it ([`IoCounters::inner_fragments`]).
     pub too_big_fragmented: u64,
     /// Frames too big for their tunnel dropped (no ICMP allowed).
     pub too_big_dropped: u64,
+    /// IPv4 fragments sent through tunnels whose configured MTU is below
+    /// the path's (the inner packet split by tunterm).
+    pub inner_fragments: u64,
     /// TCP SYNs whose MSS was clamped.
     pub mss_clamped: u64,
 }
@@ -168,6 +172,8 @@ struct Dataplane {
     link_mtu: u16,
     tx: Vec<u8>,
     flood: Vec<PortId>,
+    /// Scratch for the fragments of an inner packet, kept for its capacity.
+    frags: Vec<Vec<u8>>,
     io: IoCounters,
 }
 
@@ -386,6 +392,28 @@ impl Dataplane {
                     }
                     return;
                 }
+                // The kernel fragments the outer packet only at the path's
+                // MTU; below it (a configured tunnel MTU) the inner packet
+                // is split here and each piece sent in its own tunnel packet.
+                TooBig::Fragment if mtu < self.link_mtu => {
+                    self.io.too_big_fragmented += 1;
+                    let mut frags = std::mem::take(&mut self.frags);
+                    frags.clear();
+                    if pmtu::fragment_v4(&self.tx[hdr..], inner_mtu, &mut frags) == 0 {
+                        self.io.too_big_dropped += 1;
+                    }
+                    for f in &frags {
+                        self.tx.clear();
+                        let Some((carrier, peer)) = self.encap(port) else {
+                            break;
+                        };
+                        self.tx.extend_from_slice(f);
+                        self.io.inner_fragments += 1;
+                        self.send_tunnel(carrier, peer);
+                    }
+                    self.frags = frags;
+                    return;
+                }
                 TooBig::Fragment => self.io.too_big_fragmented += 1,
                 TooBig::Fits => {}
                 TooBig::Drop => {
@@ -394,7 +422,12 @@ impl Dataplane {
                 }
             }
         }
-        let Some(sock) = self.socks.get(carrier, v6) else {
+        self.send_tunnel(carrier, peer);
+    }
+
+    /// Send `self.tx`, a whole tunnel packet after the outer IP header.
+    fn send_tunnel(&mut self, carrier: Carrier, peer: SocketAddr) {
+        let Some(sock) = self.socks.get(carrier, peer.is_ipv6()) else {
             self.io.tunnel_tx_errors += 1;
             return;
         };
@@ -721,6 +754,7 @@ pub async fn run(
         link_mtu: link_mtu_of(&downstream),
         tx: Vec::with_capacity(BUF_LEN),
         flood: Vec::new(),
+        frags: Vec::new(),
         io: IoCounters::default(),
         cfg,
     };

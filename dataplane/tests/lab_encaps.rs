@@ -304,6 +304,73 @@ fn large_frames_mgre() {
 
 /// An mGRE AP that goes silent (SIGKILL: no more keepalives or traffic) is
 /// removed after the peer timeout and its MACs are flushed.
+/// A tunnel whose configured MTU (1400) is below its path's (9000): the
+/// kernel would send 1500-byte packets whole, so tunterm answers DF packets
+/// with ICMP and splits the others into inner IPv4 fragments itself; nothing
+/// on the AP link exceeds the configured MTU.
+#[test]
+fn configured_mtu_below_the_path_fragments_inner_packets() {
+    let mut lab = Lab::start(Options {
+        capture: true,
+        tunnel_mtu: 1400,
+        ..Options::new("cfgmtu", bins())
+    })
+    .unwrap_or_else(|e| panic!("lab did not start: {e:#}"));
+    let ping = |df: &str, count: &str| {
+        let out = lab
+            .up
+            .cmd("ping")
+            .args(["-n", "-c", count, "-i", "0.3", "-W", "1", "-M", df])
+            .args(["-s", "1472", "192.168.10.11"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    };
+    // No DF first: after a "fragmentation needed" the host would cache
+    // the MTU and fragment before sending.
+    let text = ping("dont", "3");
+    assert!(
+        text.contains(" 3 received"),
+        "no-DF ping: {text}\n{}",
+        lab.logs()
+    );
+    let text = ping("do", "2");
+    assert!(
+        text.contains("Frag needed") || text.contains("mtu="),
+        "DF ping: {text}\n{}",
+        lab.logs()
+    );
+    let stats = lab.edge_stats().unwrap();
+    let io = &stats["io"];
+    assert!(io["inner_fragments"].as_u64().unwrap() >= 6, "{io:#}");
+    assert_eq!(io["too_big_dropped"].as_u64().unwrap(), 0, "{io:#}");
+
+    let ap = lab.ap_capture.take().unwrap().stop().unwrap();
+    // Edge → AP (the simulated AP does not apply the profile's MTU).
+    let lens = tshark_fields(&ap, &[], "ip.src == 10.99.0.1", &["ip.len"]).unwrap();
+    let outer_max = lens
+        .iter()
+        .filter_map(|l| l[0].split(',').next()?.parse::<u32>().ok())
+        .max()
+        .unwrap();
+    assert!(
+        outer_max <= 1400,
+        "an outer packet of {outer_max} bytes on a 1400-byte tunnel"
+    );
+    let inner = tshark_fields(
+        &ap,
+        &[],
+        "ip.src == 10.99.0.1 && l2tp && (ip.flags.mf == 1 || ip.frag_offset > 0)",
+        &["frame.number"],
+    )
+    .unwrap();
+    assert!(inner.len() >= 6, "inner fragments in the tunnel: {inner:?}");
+    println!(
+        "cfgmtu: largest outer packet {outer_max} B, {} inner fragments",
+        inner.len()
+    );
+}
+
 #[test]
 fn silent_mgre_peer_is_removed_and_its_macs_flushed() {
     // Peer timeout = hello 1 s × 3 (the lab's mgre_peer_timeout).

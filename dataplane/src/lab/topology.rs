@@ -99,6 +99,8 @@ pub struct Options {
     pub ipv6: bool,
     /// MTU of the AP-facing link (the tunnels' path MTU).
     pub ap_link_mtu: u16,
+    /// The mxtunnel `mtu` of the L2TP tunnel profile (0: the path's).
+    pub tunnel_mtu: u16,
     /// Extra arguments for both AP simulators (e.g. `--sequencing`).
     pub ap_args: Vec<String>,
 }
@@ -116,6 +118,7 @@ impl Options {
             encap: Encap::L2tpUdp,
             ipv6: false,
             ap_link_mtu: 9000,
+            tunnel_mtu: 0,
             ap_args: Vec::new(),
         }
     }
@@ -202,6 +205,9 @@ impl Lab {
 
         let config = dir.join("edge.json");
         let mut cfg = edge_config(opts.hello_interval, opts.hello_retries);
+        if opts.tunnel_mtu != 0 {
+            cfg["mxtunnels"][0]["mtu"] = opts.tunnel_mtu.into();
+        }
         match opts.encap {
             Encap::L2tpUdp => {}
             Encap::L2tpIp => cfg["mxtunnels"][0]["protocol"] = "ip".into(),

@@ -300,6 +300,103 @@ fn too_big_v6(frame: &[u8], ip: usize, mtu: u16, src: Option<Ipv6Addr>) -> TooBi
     TooBig::Reply(out)
 }
 
+/// Split the IPv4 packet (without DF) in `frame` into fragments of at most
+/// `mtu` bytes of IP each (RFC 791 §3.2 "Fragmentation"), each a whole
+/// Ethernet frame with `frame`'s header and tag, appended to `out`. Used
+/// when a tunnel's configured MTU is below the path's, where the kernel would
+/// not fragment the outer packet: the fragments cross the tunnel whole and
+/// the client's destination reassembles them.
+///
+/// The first fragment keeps every IP option, later ones only the options
+/// with the "copied" flag. A packet that is itself a fragment keeps its
+/// offset and its MF bit on the last piece. Returns how many fragments were
+/// written; 0 (and `out` untouched) when `frame` is not an IPv4 packet that
+/// needs and allows fragmentation, or `mtu` leaves no room for 8 bytes of
+/// payload.
+pub fn fragment_v4(frame: &[u8], mtu: u16, out: &mut Vec<Vec<u8>>) -> usize {
+    let Some((ETH_IPV4, ip)) = l3(frame) else {
+        return 0;
+    };
+    let Some(h) = frame.get(ip..ip + 20) else {
+        return 0;
+    };
+    let ihl = usize::from(h[0] & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([h[2], h[3]]));
+    let flags = u16::from_be_bytes([h[6], h[7]]);
+    let mtu = usize::from(mtu);
+    if h[0] >> 4 != 4
+        || ihl < 20
+        || total < ihl
+        || frame.len() < ip + total
+        || total <= mtu
+        || flags & 0x4000 != 0
+    {
+        return 0;
+    }
+    let header = &frame[ip..ip + ihl];
+    // Options copied into every fragment (type with the top bit set).
+    let mut copied = Vec::new();
+    let mut i = 20;
+    while i < ihl {
+        match header[i] {
+            0 => break,
+            1 => i += 1,
+            t => {
+                let len = header.get(i + 1).map_or(0, |&l| usize::from(l));
+                if len < 2 || i + len > ihl {
+                    break;
+                }
+                if t & 0x80 != 0 {
+                    copied.extend_from_slice(&header[i..i + len]);
+                }
+                i += len;
+            }
+        }
+    }
+    copied.resize(copied.len().next_multiple_of(4), 0);
+    let later_ihl = 20 + copied.len();
+    // Payload per fragment: a multiple of 8 that fits with the header.
+    let first_room = mtu.saturating_sub(ihl) & !7;
+    let later_room = mtu.saturating_sub(later_ihl) & !7;
+    if first_room == 0 || later_room == 0 {
+        return 0;
+    }
+    let payload = &frame[ip + ihl..ip + total];
+    let base = usize::from(flags & 0x1fff) * 8;
+    let more_after = flags & 0x2000 != 0;
+    let mut done = 0;
+    let mut n = 0;
+    while done < payload.len() {
+        let first = done == 0;
+        let room = if first { first_room } else { later_room };
+        let take = room.min(payload.len() - done);
+        let last = done + take == payload.len();
+        let mut f = Vec::with_capacity(ip + later_ihl.max(ihl) + take);
+        f.extend_from_slice(&frame[..ip]);
+        let at = f.len();
+        if first {
+            f.extend_from_slice(header);
+        } else {
+            f.extend_from_slice(&header[..20]);
+            f.extend_from_slice(&copied);
+            f[at] = 0x40 | (later_ihl / 4) as u8;
+        }
+        let hl = f.len() - at;
+        f[at + 2..at + 4].copy_from_slice(&((hl + take) as u16).to_be_bytes());
+        let mf = if last && !more_after { 0 } else { 0x2000 };
+        let off = ((base + done) / 8) as u16 | mf | (flags & 0x8000);
+        f[at + 6..at + 8].copy_from_slice(&off.to_be_bytes());
+        f[at + 10..at + 12].copy_from_slice(&[0, 0]);
+        let ck = fold(sum16(&f[at..at + hl], 0));
+        f[at + 10..at + 12].copy_from_slice(&ck.to_be_bytes());
+        f.extend_from_slice(&payload[done..done + take]);
+        out.push(f);
+        done += take;
+        n += 1;
+    }
+    n
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -525,5 +622,128 @@ mod tests {
         assert_eq!(mss_for(1400, 58, false), 1400 - 58 - 40);
         assert_eq!(mss_for(1400, 58, true), 1400 - 58 - 60);
         assert_eq!(mss_for(100, 58, false), 256, "floor");
+    }
+
+    /// Reassemble `frags` the way a receiver does (RFC 791 / RFC 815),
+    /// checking each header; returns (first header, payload, last MF).
+    fn reassemble(frags: &[Vec<u8>], mtu: usize) -> (Vec<u8>, Vec<u8>, bool) {
+        let mut payload = Vec::new();
+        let mut first = Vec::new();
+        let mut mf = true;
+        for f in frags {
+            let (_, ip) = l3(f).unwrap();
+            let ihl = usize::from(f[ip] & 0x0f) * 4;
+            let total = usize::from(u16::from_be_bytes([f[ip + 2], f[ip + 3]]));
+            assert_eq!(f.len(), ip + total, "frame holds exactly the fragment");
+            assert!(total <= mtu, "fragment of {total} > mtu {mtu}");
+            assert_eq!(fold(sum16(&f[ip..ip + ihl], 0)), 0, "header checksum");
+            let w = u16::from_be_bytes([f[ip + 6], f[ip + 7]]);
+            assert_eq!(w & 0x4000, 0, "DF clear");
+            let off = usize::from(w & 0x1fff) * 8;
+            assert!(mf, "a fragment after the last one");
+            mf = w & 0x2000 != 0;
+            if first.is_empty() {
+                first = f[ip..ip + ihl].to_vec();
+                payload.resize(off, 0);
+            }
+            assert_eq!(payload.len(), off, "fragments contiguous, in order");
+            if mf {
+                assert_eq!((total - ihl) % 8, 0, "non-last payload a multiple of 8");
+            }
+            payload.extend_from_slice(&f[ip + ihl..]);
+        }
+        (first, payload, mf)
+    }
+
+    #[test]
+    fn no_df_packet_is_split_into_fragments_that_reassemble() {
+        for tag in [None, Some(20)] {
+            let mut f = big_v4(false, tag, 1500);
+            let (_, ip) = l3(&f).unwrap();
+            for (i, b) in f[ip + 28..].iter_mut().enumerate() {
+                *b = i as u8;
+            }
+            let mut out = Vec::new();
+            assert_eq!(fragment_v4(&f, 1000, &mut out), 2);
+            let (h, payload, mf) = reassemble(&out, 1000);
+            assert!(!mf);
+            assert_eq!(payload, f[ip + 20..], "payload intact");
+            assert_eq!(&h[12..20], &f[ip + 12..ip + 20], "addresses kept");
+            assert_eq!(h[4..6], f[ip + 4..ip + 6], "identification kept");
+            for o in &out {
+                assert_eq!(o[..ip], f[..ip], "Ethernet header and tag kept");
+            }
+            let mut small = Vec::new();
+            assert_eq!(fragment_v4(&f, 576, &mut small), 3);
+            assert_eq!(reassemble(&small, 576).1, f[ip + 20..]);
+        }
+    }
+
+    #[test]
+    fn only_copied_options_go_into_later_fragments() {
+        let mut f = big_v4(false, None, 1200);
+        let ip = 14;
+        // IHL 8: a record-route option (7, not copied, 7 bytes) + NOP, then
+        // a copied option (0x94 router alert, 4 bytes) + EOL padding.
+        let opts = [7, 7, 4, 0, 0, 0, 0, 1, 0x94, 4, 0, 0];
+        f[ip] = 0x48;
+        let total = 1200 + opts.len() as u16;
+        f[ip + 2..ip + 4].copy_from_slice(&total.to_be_bytes());
+        f.splice(ip + 20..ip + 20, opts);
+        let mut out = Vec::new();
+        assert_eq!(fragment_v4(&f, 600, &mut out), 3);
+        assert_eq!(out[0][ip] & 0x0f, 8, "first keeps every option");
+        for later in &out[1..] {
+            assert_eq!(later[ip] & 0x0f, 6, "later fragments: 20 + 4");
+            assert_eq!(&later[ip + 20..ip + 24], &[0x94, 4, 0, 0]);
+        }
+        let (_, payload, _) = reassemble(&out, 600);
+        assert_eq!(payload, f[ip + 32..]);
+    }
+
+    #[test]
+    fn a_fragment_is_split_at_its_own_offset_and_keeps_mf() {
+        let mut f = big_v4(false, None, 1500);
+        f[14 + 6..14 + 8].copy_from_slice(&(0x2000u16 | 100).to_be_bytes());
+        let mut out = Vec::new();
+        assert_eq!(fragment_v4(&f, 1000, &mut out), 2);
+        let w = |o: &[u8]| u16::from_be_bytes([o[20], o[21]]);
+        assert_eq!(w(&out[0]), 0x2000 | 100);
+        assert_eq!(w(&out[1]), 0x2000 | (100 + 976 / 8), "MF kept on the last");
+    }
+
+    #[test]
+    fn nothing_to_fragment_leaves_out_untouched() {
+        let mut out = Vec::new();
+        assert_eq!(
+            fragment_v4(&big_v4(true, None, 1500), 1000, &mut out),
+            0,
+            "DF"
+        );
+        assert_eq!(
+            fragment_v4(&big_v4(false, None, 900), 1000, &mut out),
+            0,
+            "fits"
+        );
+        assert_eq!(
+            fragment_v4(&big_v4(false, None, 1500), 27, &mut out),
+            0,
+            "no room"
+        );
+        let mut lying = big_v4(false, None, 1500);
+        lying[14 + 2..14 + 4].copy_from_slice(&3000u16.to_be_bytes());
+        assert_eq!(
+            fragment_v4(&lying, 1000, &mut out),
+            0,
+            "length past the frame"
+        );
+        let f = big_v4(false, Some(10), 1500);
+        for cut in 0..f.len() {
+            let _ = fragment_v4(&f[..cut], 1000, &mut out);
+        }
+        assert!(out.is_empty());
+        let mut v6 = big_v4(false, None, 1500);
+        v6[12..14].copy_from_slice(&ETH_IPV6.to_be_bytes());
+        assert_eq!(fragment_v4(&v6, 1000, &mut out), 0, "not IPv4");
     }
 }
