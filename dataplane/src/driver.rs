@@ -23,6 +23,7 @@ use tunterm_control::{EdgeConfig, TunnelProtocol};
 
 use crate::io::afpacket::PacketSocket;
 use crate::io::tunnel::TunnelSocket;
+use crate::io::xdp::{FastPath, FastPathStats, Mode as FastPathMode};
 use crate::proto::bridge::{PortConfig, PortId, Switch, SwitchCounters, TRUNK, Verdict};
 use crate::proto::gre::{GreConfig, GreCounters, GreEndpoint, GreEvent, GreIncoming};
 use crate::proto::l2tp::{
@@ -47,6 +48,8 @@ pub struct DaemonOptions {
     pub upstream: Option<String>,
     /// UDP port to listen on (1701; tests may pick another).
     pub port: u16,
+    /// Where tunnel decapsulation runs (`--fast-path`).
+    pub fast_path: FastPathMode,
 }
 
 impl Default for DaemonOptions {
@@ -55,6 +58,7 @@ impl Default for DaemonOptions {
             control_socket: PathBuf::from("/run/tunterm/tunterm.sock"),
             upstream: None,
             port: l2tp_wire::L2TP_PORT,
+            fast_path: FastPathMode::Off,
         }
     }
 }
@@ -136,6 +140,8 @@ pub struct Stats {
     pub io: IoCounters,
     /// The forwarding database.
     pub fdb: Vec<FdbEntry>,
+    /// The XDP fast path (mode `off` and nothing else when it is off).
+    pub fast_path: FastPathStats,
 }
 
 /// What a tunnel socket carries.
@@ -175,6 +181,10 @@ struct Dataplane {
     /// Scratch for the fragments of an inner packet, kept for its capacity.
     frags: Vec<Vec<u8>>,
     io: IoCounters,
+    /// The XDP fast path, when on.
+    fast: Option<FastPath>,
+    /// A session came or went since the fast path last looked.
+    sessions_changed: bool,
 }
 
 fn format_mac(m: &[u8; 6]) -> String {
@@ -266,6 +276,13 @@ impl Dataplane {
                     },
                 })
                 .collect(),
+            fast_path: self.fast.as_ref().map_or_else(
+                || FastPathStats {
+                    mode: FastPathMode::Off.to_string(),
+                    ..FastPathStats::default()
+                },
+                FastPath::stats,
+            ),
         }
     }
 
@@ -483,12 +500,16 @@ impl Dataplane {
                     was_up,
                     reason,
                 } => info!(tunnel_id = ccid, %peer, was_up, reason = ?reason, "tunnel down"),
-                Event::SessionUp { ccid, session_id } => self.session_up(ccid, session_id),
+                Event::SessionUp { ccid, session_id } => {
+                    self.sessions_changed = true;
+                    self.session_up(ccid, session_id)
+                }
                 Event::SessionDown {
                     ccid,
                     session_id,
                     reason,
                 } => {
+                    self.sessions_changed = true;
                     let flushed = self.switch.remove_port(PortId(session_id));
                     info!(tunnel_id = ccid, session_id, flushed_macs = flushed, reason = ?reason, "session down");
                 }
@@ -621,12 +642,21 @@ impl Dataplane {
         self.handle_events();
     }
 
+    /// Bring the fast path's maps up to date with the switch.
+    fn sync_fast_path(&mut self, now: Instant) {
+        if let Some(f) = &mut self.fast {
+            f.handle(now, &self.endpoint, &mut self.switch, self.sessions_changed);
+        }
+        self.sessions_changed = false;
+    }
+
     fn next_wake(&self) -> Instant {
         let fallback = Instant::now() + Duration::from_secs(1);
         [
             self.endpoint.poll_timeout(),
             self.gre.poll_timeout(),
             self.switch.poll_timeout(),
+            self.fast.as_ref().map(FastPath::poll_timeout),
         ]
         .into_iter()
         .flatten()
@@ -743,6 +773,7 @@ pub async fn run(
         ..GreConfig::default()
     });
     let downstream: Vec<String> = cfg.downstream_interfaces.clone();
+    let fast = FastPath::start(opts.fast_path, &downstream, &upstream)?;
     let mut dp = Dataplane {
         name: cfg.name.clone(),
         started: Instant::now(),
@@ -756,6 +787,8 @@ pub async fn run(
         flood: Vec::new(),
         frags: Vec::new(),
         io: IoCounters::default(),
+        fast,
+        sessions_changed: true,
         cfg,
     };
     let listening: Vec<String> = dp
@@ -805,6 +838,7 @@ pub async fn run(
                 }
             }
         }
+        dp.sync_fast_path(Instant::now());
     }
     info!("shutting down: closing tunnels");
     let now = Instant::now();

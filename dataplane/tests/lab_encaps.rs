@@ -95,7 +95,7 @@ fn encapsulation_filter(encap: Encap, ipv6: bool) -> &'static str {
 }
 
 fn carries_traffic(name: &str, encap: Encap, ipv6: bool) {
-    let mut lab = start(name, encap, ipv6, 9000);
+    let mut lab = start(name, encap, ipv6, 3000);
     ping_ok(&lab, lab.client("c1"), "192.168.10.1");
     ping_ok(&lab, &lab.up, "192.168.10.11");
     ping_ok(&lab, lab.client("c2"), "192.168.20.1");
@@ -304,7 +304,7 @@ fn large_frames_mgre() {
 
 /// An mGRE AP that goes silent (SIGKILL: no more keepalives or traffic) is
 /// removed after the peer timeout and its MACs are flushed.
-/// A tunnel whose configured MTU (1400) is below its path's (9000): the
+/// A tunnel whose configured MTU (1400) is below its path's (3000): the
 /// kernel would send 1500-byte packets whole, so tunterm answers DF packets
 /// with ICMP and splits the others into inner IPv4 fragments itself; nothing
 /// on the AP link exceeds the configured MTU.

@@ -105,6 +105,8 @@ enum tt_counter {
 	TT_CNT_PASS_BUM,
 	TT_CNT_PASS_UNKNOWN_DST,
 	TT_CNT_PASS_NOT_TRUNK,
+	/* A TCP SYN: the slow path clamps its MSS to the tunnel. */
+	TT_CNT_PASS_TCP_SYN,
 	/* XDP_DROP reasons (the userspace path drops these too). */
 	TT_CNT_DROP_BAD_SOURCE,
 	TT_CNT_DROP_BAD_COOKIE,

@@ -95,6 +95,15 @@ impl ApRx {
             .try_into()?)
     }
 
+    /// The loaded program, to attach or detach.
+    pub fn program_mut(&mut self) -> Result<&mut Xdp, Error> {
+        Ok(self
+            .ebpf
+            .program_mut(Self::PROGRAM)
+            .ok_or(Error::Missing("program xdp_ap_rx"))?
+            .try_into()?)
+    }
+
     /// The `sessions` map: local session id → [`tt_session`].
     pub fn sessions(&mut self) -> Result<HashMap<&mut MapData, u32, tt_session>, Error> {
         let m = self

@@ -8,10 +8,17 @@
 
 pub mod ap_rx;
 pub mod maps;
+pub mod pass;
 
 pub use ap_rx::{Action, ApRx, Error, TestOutcome};
+/// The aya the programs are loaded with (attach modes, link ids).
+pub use aya;
 
 /// The compiled `xdp_ap_rx.bpf.c` (ELF, BPF target), 8-byte aligned for the
 /// object parser.
 pub static XDP_AP_RX_OBJ: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp_ap_rx.bpf.o"));
+
+/// The compiled `xdp_pass.bpf.c`.
+pub static XDP_PASS_OBJ: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp_pass.bpf.o"));

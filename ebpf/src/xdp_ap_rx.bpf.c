@@ -92,6 +92,40 @@ static __always_inline int is_zero(const __u8 *mac)
 	return (mac[0] | mac[1] | mac[2] | mac[3] | mac[4] | mac[5]) == 0;
 }
 
+/* Whether the inner frame whose ethertype sits at `et` is a TCP segment with
+ * SYN set (IPv4, first fragment, or IPv6 with TCP as the first next header).
+ * Those go up: the slow path clamps their MSS to the tunnel. */
+static __always_inline int is_tcp_syn(const __u8 *et, const void *data_end)
+{
+	const __u8 *end = data_end;
+	const __u8 *l3 = et + 2;
+	const __u8 *tcp;
+	__u16 type;
+
+	if (l3 > end)
+		return 0;
+	__builtin_memcpy(&type, et, sizeof(type));
+	if (type == bpf_htons(0x0800)) {
+		__u16 frag;
+
+		if (l3 + 20 > end || l3[9] != IPPROTO_TCP)
+			return 0;
+		__builtin_memcpy(&frag, l3 + 6, sizeof(frag));
+		if (bpf_ntohs(frag) & 0x1fff)
+			return 0;
+		tcp = l3 + (l3[0] & 0x0f) * 4;
+	} else if (type == bpf_htons(0x86dd)) {
+		if (l3 + 40 > end || l3[6] != IPPROTO_TCP)
+			return 0;
+		tcp = l3 + 40;
+	} else {
+		return 0;
+	}
+	if (tcp + 14 > end)
+		return 0;
+	return tcp[13] & 0x02;
+}
+
 SEC("xdp")
 int xdp_ap_rx(struct xdp_md *ctx)
 {
@@ -257,6 +291,9 @@ int xdp_ap_rx(struct xdp_md *ctx)
 		return PASS(UNKNOWN_DST);
 	if (dst->port != TT_PORT_TRUNK)
 		return PASS(NOT_TRUNK);
+
+	if (is_tcp_syn(in + ETH_HLEN + tagged * VLAN_HLEN - 2, data_end))
+		return PASS(TCP_SYN);
 
 	__u64 now = bpf_ktime_get_ns();
 	if (now - src->last_seen_ns > LAST_SEEN_GRANULARITY_NS)

@@ -439,6 +439,24 @@ impl Lab {
                 Fast::Pass(TT_CNT_PASS_SEQUENCED),
                 Slow::ToTrunk(c(HOST, ts.client, Some(10), LEN)),
             ),
+            // TCP: SYNs go up for MSS clamping, the rest of a flow stays fast.
+            case(
+                "cookie 4, IPv4 TCP SYN → slow path (MSS clamp)",
+                t4.data(&tcp4(HOST, t4.client, Some(10), 0x02)),
+                Fast::Pass(TT_CNT_PASS_TCP_SYN),
+                Slow::ToTrunk(tcp4(HOST, t4.client, Some(10), 0x02)),
+            ),
+            case(
+                "cookie 4, IPv4 TCP SYN-ACK → slow path (MSS clamp)",
+                t4.data(&tcp4(HOST, t4.client, Some(20), 0x12)),
+                Fast::Pass(TT_CNT_PASS_TCP_SYN),
+                Slow::ToTrunk(tcp4(HOST, t4.client, Some(20), 0x12)),
+            ),
+            forward(
+                "cookie 4, IPv4 TCP ACK → kept in XDP",
+                t4.data(&tcp4(HOST, t4.client, Some(10), 0x10)),
+                tcp4(HOST, t4.client, Some(10), 0x10),
+            ),
             // Policy drops, on both paths.
             case(
                 "cookie 4, VLAN 30 not allowed",
@@ -973,4 +991,18 @@ fn mirror_keeps_unsupported_sessions_slow() {
         mirror::session_entry(&s, &port, 3).err(),
         Some(NotFast::NotIpv4)
     );
+}
+
+/// A client frame holding an IPv4 TCP segment with `flags` (no options).
+fn tcp4(dst: [u8; 6], src: [u8; 6], tci: Option<u16>, flags: u8) -> Vec<u8> {
+    let mut ip = vec![0x45, 0, 0, 40, 0, 1, 0x40, 0, 64, 6, 0, 0];
+    ip.extend_from_slice(&[192, 168, 10, 11, 192, 168, 10, 1]);
+    let ck = packets::checksum(&ip);
+    ip[10..12].copy_from_slice(&ck.to_be_bytes());
+    // Ports 40000 → 80, seq 1, ack 0, data offset 5, flags, window.
+    ip.extend_from_slice(&[
+        0x9c, 0x40, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff,
+    ]);
+    ip.extend_from_slice(&[0, 0, 0, 0]);
+    packets::ether(dst, src, tci, 0x0800, &ip)
 }

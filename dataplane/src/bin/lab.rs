@@ -52,6 +52,10 @@ struct VlanHostArgs {
     /// are sent untagged.
     #[arg(long, value_name = "VID=ADDR/PREFIX")]
     native: Option<VlanAddr>,
+    /// Attach a pass-through XDP program to the trunk, so that native XDP
+    /// redirects from its veth peer (tunterm's fast path) are delivered.
+    #[arg(long)]
+    xdp_pass: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -187,6 +191,11 @@ fn demo(args: DemoArgs) -> anyhow::Result<()> {
 }
 
 fn vlan_host(args: VlanHostArgs) -> anyhow::Result<()> {
+    let _pass = args
+        .xdp_pass
+        .then(|| tunterm_ebpf::pass::PassThrough::attach(&args.trunk))
+        .transpose()
+        .with_context(|| format!("vlan-host: XDP pass-through on {}", args.trunk))?;
     let mut host = VlanHost::open(&args.trunk, &args.vlans, args.native.as_ref())
         .context("vlan-host: setting up")?;
     println!("{READY}: {}", host.describe());

@@ -5,6 +5,11 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tunterm::driver::{self, DaemonOptions};
+use tunterm::io::xdp::Mode as FastPathMode;
+
+fn parse_fast_path(s: &str) -> Result<FastPathMode, String> {
+    s.parse()
+}
 
 #[derive(Parser)]
 #[command(version, about = "Mist Edge-style L2TPv3 tunnel terminator")]
@@ -30,6 +35,11 @@ enum Cmd {
         /// UDP port for L2TP.
         #[arg(long, default_value_t = 1701)]
         port: u16,
+        /// Where tunnel decapsulation runs: xdp-native (XDP in the driver),
+        /// xdp-generic (XDP in the kernel's generic hook, any interface) or
+        /// off (userspace only).
+        #[arg(long, default_value = "off", value_parser = parse_fast_path)]
+        fast_path: FastPathMode,
     },
     /// Print a running daemon's stats (JSON).
     Stats {
@@ -72,12 +82,14 @@ fn main() -> anyhow::Result<()> {
             control_socket,
             upstream,
             port,
+            fast_path,
         } => {
             let cfg = load(config.as_ref())?;
             let opts = DaemonOptions {
                 control_socket,
                 upstream,
                 port,
+                fast_path,
             };
             rt.block_on(driver::run(cfg, opts, shutdown_signal()))
         }

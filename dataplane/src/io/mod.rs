@@ -5,3 +5,4 @@ mod cmsg;
 pub mod raw;
 pub mod tap;
 pub mod tunnel;
+pub mod xdp;

@@ -101,12 +101,16 @@ pub struct Options {
     pub ap_link_mtu: u16,
     /// The mxtunnel `mtu` of the L2TP tunnel profile (0: the path's).
     pub tunnel_mtu: u16,
+    /// tunterm's `--fast-path` (default: `$TUNTERM_LAB_FAST_PATH`, else
+    /// `off`). When not off, the upstream host's end of the trunk gets a
+    /// pass-through XDP program so native redirects into it are delivered.
+    pub fast_path: String,
     /// Extra arguments for both AP simulators (e.g. `--sequencing`).
     pub ap_args: Vec<String>,
 }
 
 impl Options {
-    /// The standard lab: L2TPv3/UDP over IPv4, a 9000-byte AP link (room for
+    /// The standard lab: L2TPv3/UDP over IPv4, a 3000-byte AP link (room for
     /// the encapsulation of 1500-byte frames), hello 1 s × 3, no capture.
     pub fn new(name: &str, bins: Binaries) -> Options {
         Options {
@@ -117,8 +121,9 @@ impl Options {
             capture: false,
             encap: Encap::L2tpUdp,
             ipv6: false,
-            ap_link_mtu: 9000,
+            ap_link_mtu: 3000,
             tunnel_mtu: 0,
+            fast_path: std::env::var("TUNTERM_LAB_FAST_PATH").unwrap_or_else(|_| "off".into()),
             ap_args: Vec::new(),
         }
     }
@@ -135,9 +140,9 @@ pub const CLIENTS: [(&str, &str, &str); 4] = [
 /// A running standard lab. Dropping it stops every process and removes every
 /// namespace.
 pub struct Lab {
-    /// Capture of the AP-facing link, if asked for.
+    /// Capture of the AP-facing link (on the APs' end), if asked for.
     pub ap_capture: Option<Capture>,
-    /// Capture of the trunk, if asked for.
+    /// Capture of the trunk (on the upstream host's end), if asked for.
     pub trunk_capture: Option<Capture>,
     /// tunterm.
     pub tunterm: Proc,
@@ -223,28 +228,32 @@ impl Lab {
         let edge_socket = dir.join("edge.sock");
         let (ap_capture, trunk_capture) = if opts.capture {
             (
-                Some(Capture::start(&edge, "ap0", &dir.join("ap-link.pcap"))?),
-                Some(Capture::start(&edge, "trunk0", &dir.join("trunk.pcap"))?),
+                // At the far ends (the APs' and the upstream host's): the
+                // fast path forwards below the edge's own packet taps.
+                Some(Capture::start(&aps, "e0", &dir.join("ap-link.pcap"))?),
+                Some(Capture::start(&up, "t0", &dir.join("trunk.pcap"))?),
             )
         } else {
             (None, None)
         };
         let s = |p: &Path| p.to_string_lossy().into_owned();
-        let vlanhost = up.spawn(
-            &[
-                &s(&opts.bins.lab),
-                "vlan-host",
-                "--trunk",
-                "t0",
-                "--vlan",
-                "10=192.168.10.1/24",
-                "--vlan",
-                "20=192.168.20.1/24",
-                "--vlan",
-                "99=192.168.99.1/24",
-            ],
-            &dir.join("vlanhost.log"),
-        )?;
+        let lab_bin = s(&opts.bins.lab);
+        let mut vlanhost_args = vec![
+            lab_bin.as_str(),
+            "vlan-host",
+            "--trunk",
+            "t0",
+            "--vlan",
+            "10=192.168.10.1/24",
+            "--vlan",
+            "20=192.168.20.1/24",
+            "--vlan",
+            "99=192.168.99.1/24",
+        ];
+        if opts.fast_path != "off" {
+            vlanhost_args.push("--xdp-pass");
+        }
+        let vlanhost = up.spawn(&vlanhost_args, &dir.join("vlanhost.log"))?;
         let tunterm = edge.spawn(
             &[
                 &s(&opts.bins.tunterm),
@@ -253,6 +262,8 @@ impl Lab {
                 &s(&config),
                 "--control-socket",
                 &s(&edge_socket),
+                "--fast-path",
+                &opts.fast_path,
             ],
             &dir.join("tunterm.log"),
         )?;

@@ -408,6 +408,36 @@ impl Switch {
         }
     }
 
+    /// `mac` on `vlan` was seen at `at` as a source on `port` by someone
+    /// else (the XDP fast path forwards without the switch seeing frames):
+    /// keep it from aging. Only an entry already on `port` is refreshed, and
+    /// only forward in time; returns whether it was.
+    pub fn refresh(&mut self, vlan: u16, mac: &MacAddr, port: PortId, at: Instant) -> bool {
+        match self.fdb.get_mut(&key(vlan, mac)) {
+            Some(e) if e.port == port && at > e.last_seen => {
+                e.last_seen = at;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A generation number of the FDB: it changes whenever an entry is
+    /// learned, moves, ages out or is flushed (a mirror of the table only
+    /// needs to look again when it does).
+    pub fn fdb_generation(&self) -> u64 {
+        let c = &self.counters;
+        c.learned
+            .wrapping_add(c.moved)
+            .wrapping_add(c.aged)
+            .wrapping_add(c.flushed)
+    }
+
+    /// The configuration of `port`, if it is a port.
+    pub fn port_config(&self, port: PortId) -> Option<&PortConfig> {
+        self.ports.get(&port).map(|p| &p.cfg)
+    }
+
     /// Where `mac` on `vlan` was learned (whether or not it has aged since:
     /// this is the table as it stands, up to the last sweep).
     pub fn lookup(&self, vlan: u16, mac: &MacAddr) -> Option<PortId> {
@@ -957,5 +987,41 @@ mod tests {
         }
         let c = sw.counters();
         assert!(c.moved > 100 && c.aged > 100 && c.flushed > 100, "{c:?}");
+    }
+
+    #[test]
+    fn refresh_keeps_a_mac_from_aging_only_on_its_own_port() {
+        let t0 = Instant::now();
+        let mut sw = Switch::new(Duration::from_secs(10));
+        for p in [TRUNK, S1] {
+            let cfg = PortConfig {
+                vlans: vlans(&[10]),
+                untagged_vlan: None,
+            };
+            sw.add_port(p, cfg);
+        }
+        let g0 = sw.fdb_generation();
+        let _ = sw.ingress(t0, S1, &frame(B, A, Some(10)));
+        assert_ne!(sw.fdb_generation(), g0, "learning changes the generation");
+        let g1 = sw.fdb_generation();
+        assert!(
+            !sw.refresh(10, &A, TRUNK, t0 + Duration::from_secs(8)),
+            "wrong port"
+        );
+        assert!(!sw.refresh(10, &B, S1, t0), "unknown MAC");
+        assert!(sw.refresh(10, &A, S1, t0 + Duration::from_secs(8)));
+        assert!(
+            !sw.refresh(10, &A, S1, t0 + Duration::from_secs(5)),
+            "backwards"
+        );
+        assert_eq!(sw.fdb_generation(), g1, "a refresh is not a change");
+        sw.handle_timeout(t0 + Duration::from_secs(13));
+        assert_eq!(
+            sw.lookup(10, &A),
+            Some(S1),
+            "refreshed at 8 s: alive at 13 s"
+        );
+        sw.handle_timeout(t0 + Duration::from_secs(19));
+        assert_eq!(sw.lookup(10, &A), None, "aged 10 s after the refresh");
     }
 }

@@ -797,6 +797,11 @@ impl Endpoint {
         self.sessions.get(&sid)
     }
 
+    /// Every session (any state), in no order.
+    pub fn sessions(&self) -> impl Iterator<Item = &DataSession> + '_ {
+        self.sessions.values()
+    }
+
     /// Number of sessions (any state).
     pub fn session_count(&self) -> usize {
         self.sessions.len()
