@@ -471,7 +471,7 @@ impl tt_template {
             }
         }
         // The longest (IPv6, L2TP/IP, cookie 8, sublayer) is 14 + 40 + 16.
-        debug_assert!(h.len() <= TT_TEMPLATE_MAX as usize && h.len() % 2 == 0);
+        debug_assert!(h.len() <= TT_TEMPLATE_MAX as usize && h.len().is_multiple_of(2));
         let mut hdr = [0u8; TT_TEMPLATE_MAX as usize];
         hdr[..h.len()].copy_from_slice(&h);
         Ok(tt_template {

@@ -806,10 +806,7 @@ impl Lab {
                         None,
                         None,
                         &packets::ip4(lab::EDGE4, v4(g0.addr), 47, &[0, 0, 0, 0])[14..],
-                    )
-                    .iter()
-                    .copied()
-                    .collect::<Vec<u8>>(),
+                    ),
                 ),
                 Fast::Pass(TT_CNT_PASS_CONTROL),
                 Slow::Keepalive,
