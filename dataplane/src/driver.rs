@@ -187,6 +187,29 @@ struct Dataplane {
     sessions_changed: bool,
 }
 
+/// The MTU of the tunnel behind `port`: its mxtunnel's `mtu`, or the AP
+/// link's when that is 0 or the port is an mGRE peer. None for the trunk.
+fn tunnel_mtu_of(
+    endpoint: &Endpoint,
+    cfg: &EdgeConfig,
+    link_mtu: u16,
+    port: PortId,
+) -> Option<u16> {
+    if port == TRUNK {
+        return None;
+    }
+    let configured = endpoint
+        .session(port.0)
+        .and_then(|s| s.profile)
+        .and_then(|i| cfg.tunnels.get(i))
+        .map_or(0, |t| t.mtu);
+    Some(if configured == 0 {
+        link_mtu
+    } else {
+        configured
+    })
+}
+
 fn format_mac(m: &[u8; 6]) -> String {
     format!(
         "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
@@ -288,20 +311,7 @@ impl Dataplane {
 
     /// The MTU of the tunnel behind `port` (None for the trunk).
     fn tunnel_mtu(&self, port: PortId) -> Option<u16> {
-        if port == TRUNK {
-            return None;
-        }
-        let configured = self
-            .endpoint
-            .session(port.0)
-            .and_then(|s| s.profile)
-            .and_then(|i| self.cfg.tunnels.get(i))
-            .map_or(0, |t| t.mtu);
-        Some(if configured == 0 {
-            self.link_mtu
-        } else {
-            configured
-        })
+        tunnel_mtu_of(&self.endpoint, &self.cfg, self.link_mtu, port)
     }
 
     /// A frame entered the switch on `ingress`.
@@ -519,6 +529,7 @@ impl Dataplane {
         while let Some(ev) = self.gre.poll_event() {
             match ev {
                 GreEvent::PeerUp { port, peer } => {
+                    self.sessions_changed = true;
                     let Some(m) = &self.cfg.mgre else { continue };
                     info!(port = port.0, ap = %peer.addr, key = ?peer.key, vlans = %m.vlans, "mGRE peer up");
                     self.switch.add_port(
@@ -530,6 +541,7 @@ impl Dataplane {
                     );
                 }
                 GreEvent::PeerDown { port, peer, reason } => {
+                    self.sessions_changed = true;
                     let flushed = self.switch.remove_port(port);
                     info!(port = port.0, ap = %peer.addr, flushed_macs = flushed, reason = ?reason, "mGRE peer down");
                 }
@@ -645,7 +657,15 @@ impl Dataplane {
     /// Bring the fast path's maps up to date with the switch.
     fn sync_fast_path(&mut self, now: Instant) {
         if let Some(f) = &mut self.fast {
-            f.handle(now, &self.endpoint, &mut self.switch, self.sessions_changed);
+            let (endpoint, cfg, link_mtu) = (&self.endpoint, &self.cfg, self.link_mtu);
+            f.handle(
+                now,
+                endpoint,
+                &mut self.gre,
+                &mut self.switch,
+                self.sessions_changed,
+                |port| tunnel_mtu_of(endpoint, cfg, link_mtu, port).unwrap_or(link_mtu),
+            );
         }
         self.sessions_changed = false;
     }
@@ -773,7 +793,14 @@ pub async fn run(
         ..GreConfig::default()
     });
     let downstream: Vec<String> = cfg.downstream_interfaces.clone();
-    let fast = FastPath::start(opts.fast_path, &downstream, &upstream)?;
+    let fast = FastPath::start(
+        opts.fast_path,
+        &downstream,
+        &upstream,
+        &switch,
+        cfg.tunnel_ip,
+        cfg.tunnel_ip6,
+    )?;
     let mut dp = Dataplane {
         name: cfg.name.clone(),
         started: Instant::now(),

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use tunterm::lab::topology::{Binaries, Lab, Options};
+use tunterm::lab::topology::{Binaries, Encap, Lab, Options};
 use tunterm::lab::{self, wait_until};
 
 fn bins() -> Binaries {
@@ -20,9 +20,10 @@ fn bins() -> Binaries {
     }
 }
 
-fn start(name: &str, fast_path: &str) -> Lab {
+fn start(name: &str, fast_path: &str, encap: Encap) -> Lab {
     Lab::start(Options {
         fast_path: fast_path.into(),
+        encap,
         ..Options::new(name, bins())
     })
     .unwrap_or_else(|e| panic!("lab {name} did not start: {e:#}"))
@@ -41,43 +42,47 @@ fn ping_all(lab: &Lab, client: &str, dst: &str, n: u32) -> serde_json::Value {
     lab.edge_stats().unwrap()
 }
 
+/// Pings from `client` to `dst`; how many went through XDP each way.
+fn fast_both_ways(lab: &Lab, client: &str, dst: &str, n: u32) -> (u64, u64) {
+    let _ = ping_all(lab, client, dst, 2);
+    std::thread::sleep(Duration::from_millis(200));
+    let before = lab.edge_stats().unwrap();
+    let after = ping_all(lab, client, dst, n);
+    let d = |c: &str| counter(&after, c) - counter(&before, c);
+    // A redirected frame is consumed in XDP: userspace never sees it.
+    (d("ap_redirect"), d("trunk_redirect"))
+}
+
 fn forwards_in_xdp(name: &str, mode: &str) {
-    let mut lab = start(name, mode);
+    let mut lab = start(name, mode, Encap::L2tpUdp);
     let stats = lab.edge_stats().unwrap();
     let fp = &stats["fast_path"];
     assert_eq!(fp["mode"], mode);
-    assert_eq!(fp["attached"], serde_json::json!(["ap0"]));
+    assert_eq!(
+        fp["attached"],
+        serde_json::json!(["ap0: xdp_ap_rx", "trunk0: xdp_trunk_rx"])
+    );
     assert_eq!(fp["sessions"], 2, "both APs' sessions installed: {fp:#}");
 
     // The first packets teach the switch both MACs (slow path); the mirror
-    // follows within 50 ms; the rest goes through XDP.
-    let _ = ping_all(&lab, "c1", "192.168.10.1", 2);
-    std::thread::sleep(Duration::from_millis(200));
-    let before = lab.edge_stats().unwrap();
-    let after = ping_all(&lab, "c1", "192.168.10.1", 10);
-    let redirected = counter(&after, "redirect") - counter(&before, "redirect");
+    // follows within 50 ms; the rest goes through XDP, both ways.
+    let (up, down) = fast_both_ways(&lab, "c1", "192.168.10.1", 10);
     assert!(
-        redirected >= 10,
-        "10 echo requests AP→trunk, {redirected} redirected in XDP: {:#}",
-        after["fast_path"]
+        up >= 10 && down >= 10,
+        "AP→trunk {up}, trunk→AP {down} in XDP"
     );
-    assert!(after["fast_path"]["fdb"].as_u64().unwrap() >= 2);
-    assert_eq!(after["fast_path"]["map_errors"], 0);
-    // The slow path did not see them: trunk transmissions in userspace stay
-    // with the replies' direction, not the requests'.
-    let slow_tx =
-        after["io"]["trunk_tx"].as_u64().unwrap() - before["io"]["trunk_tx"].as_u64().unwrap();
-    assert!(
-        slow_tx < 10,
-        "{slow_tx} frames to the trunk through userspace"
-    );
+    let stats = lab.edge_stats().unwrap();
+    let fp = &stats["fast_path"];
+    assert_eq!(fp["templates"], 2, "{fp:#}");
+    assert!(fp["fdb"].as_u64().unwrap() >= 2);
+    assert_eq!(fp["map_errors"], 0);
 
     // Tagged VLAN 20 behind ap2 too.
-    let _ = ping_all(&lab, "c2", "192.168.20.1", 2);
-    std::thread::sleep(Duration::from_millis(200));
-    let before = lab.edge_stats().unwrap();
-    let after = ping_all(&lab, "c2", "192.168.20.1", 5);
-    assert!(counter(&after, "redirect") - counter(&before, "redirect") >= 5);
+    let (up, down) = fast_both_ways(&lab, "c2", "192.168.20.1", 5);
+    assert!(
+        up >= 5 && down >= 5,
+        "AP→trunk {up}, trunk→AP {down} in XDP"
+    );
 
     // Fast-path traffic keeps the switch's entries alive (refreshed every
     // 2 s from the program's last-seen stamps).
@@ -100,9 +105,25 @@ fn forwards_in_xdp(name: &str, mode: &str) {
         lab.edge_stats().unwrap()["fast_path"]
     );
     // ap1 still forwards in XDP.
-    let before = lab.edge_stats().unwrap();
-    let after = ping_all(&lab, "c1", "192.168.10.1", 3);
-    assert!(counter(&after, "redirect") - counter(&before, "redirect") >= 3);
+    let (up, down) = fast_both_ways(&lab, "c1", "192.168.10.1", 3);
+    assert!(up >= 3 && down >= 3);
+}
+
+#[test]
+fn mgre_peers_forward_in_xdp() {
+    let lab = start("fpgre", "xdp-native", Encap::Gre);
+    // mGRE peers appear with their first packet.
+    let _ = ping_all(&lab, "c1", "192.168.10.1", 2);
+    let _ = ping_all(&lab, "c2", "192.168.20.1", 2);
+    let (up, down) = fast_both_ways(&lab, "c1", "192.168.10.1", 10);
+    assert!(
+        up >= 10 && down >= 10,
+        "AP→trunk {up}, trunk→AP {down} in XDP"
+    );
+    let stats = lab.edge_stats().unwrap();
+    let fp = &stats["fast_path"];
+    assert_eq!(fp["gre_peers"], 2, "{fp:#}");
+    assert_eq!(fp["templates"], 2, "{fp:#}");
 }
 
 #[test]

@@ -18,6 +18,10 @@
 /* Capacities (max_entries). */
 #define TT_MAX_SESSIONS 65536
 #define TT_MAX_FDB 262144
+/* mGRE peers (proto::gre::DEFAULT_MAX_PEERS is 16,384). */
+#define TT_MAX_GRE_PEERS 65536
+/* Tunnels with a template: sessions plus GRE peers. */
+#define TT_MAX_TEMPLATES (TT_MAX_SESSIONS + TT_MAX_GRE_PEERS)
 
 /* The switch port id of the upstream trunk (tunterm::proto::bridge::TRUNK). */
 #define TT_PORT_TRUNK 0
@@ -35,20 +39,46 @@
 /* Data messages carry the default L2-Specific Sublayer (RFC 4719). */
 #define TT_SESSION_SUBLAYER (1u << 0)
 /* Untagged (and priority-tagged, VID 0) inner frames are allowed and
- * belong to default_vlan. */
+ * belong to default_vlan. Also used in tt_gre_peer.flags and
+ * tt_trunk.flags with the same meaning. */
 #define TT_SESSION_UNTAGGED (1u << 1)
+
+/* Address families of the 16-byte addresses (tt_session.family,
+ * tt_gre_key.family, tt_template.family). An IPv4 address is stored
+ * IPv4-mapped (::ffff:a.b.c.d, RFC 4291 §2.5.5.2) so both share a layout. */
+#define TT_AF_INET 4
+#define TT_AF_INET6 6
+
+/* tt_session.transport: what the session was established over. */
+#define TT_TRANSPORT_UDP 1
+/* L2TPv3 directly over IP, protocol 115 (RFC 3931 §4.1.1.1). */
+#define TT_TRANSPORT_IP 2
+
+/* IP protocol numbers the programs take apart. */
+#define TT_IPPROTO_L2TP 115
+#define TT_IPPROTO_GRE 47
+/* GRE protocol type of transparent Ethernet bridging. */
+#define TT_GRE_PROTO_TEB 0x6558
 
 /*
  * Value of the `sessions` map; key: the local (our) 32-bit session id,
- * host byte order. One entry per established L2TPv3 session over UDP.
+ * host byte order. One entry per established L2TPv3 session, over UDP or
+ * IP, IPv4 or IPv6.
  */
 struct tt_session {
-	/* Where data must come from: the AP's IPv4 address and UDP port,
-	 * network byte order, as they sit in the packet. */
-	__u32 peer_addr;
+	/* Where data must come from: the AP's address (IPv4-mapped for
+	 * IPv4), network byte order, as it sits in the packet. */
+	__u8 peer_addr[16];
+	/* The AP's UDP port, network byte order; 0 over IP. */
 	__u16 peer_port;
+	/* TT_AF_INET or TT_AF_INET6: the family data must arrive in. */
+	__u8 family;
+	/* TT_TRANSPORT_*: data over anything else is a bad source. */
+	__u8 transport;
 	/* 0, 4 or 8: the cookie the peer must send (we assigned it). */
 	__u16 cookie_len;
+	/* VLAN of untagged frames when TT_SESSION_UNTAGGED is set. */
+	__u16 default_vlan;
 	__u8 cookie[TT_COOKIE_MAX];
 	/* TT_SESSION_* */
 	__u32 flags;
@@ -56,11 +86,102 @@ struct tt_session {
 	__u32 port;
 	/* Where frames to a trunk destination are redirected. */
 	__u32 trunk_ifindex;
+	__u32 _pad0;
+	/* VLANs a tagged inner frame may carry. */
+	__u64 vlans[TT_VLAN_WORDS];
+};
+
+/* tt_gre_key.flags */
+/* The peer sends a GRE key (key None and key 0 are different peers). */
+#define TT_GRE_KEY_PRESENT (1u << 0)
+
+/* Key of the `gre_peers` map: who an mGRE peer is (tunterm's
+ * proto::gre::PeerKey): its outer source address and its GRE key. */
+struct tt_gre_key {
+	/* The AP's address (IPv4-mapped for IPv4), network byte order. */
+	__u8 addr[16];
+	/* The GRE key, host order; 0 without TT_GRE_KEY_PRESENT. */
+	__u32 key;
+	/* TT_GRE_KEY_PRESENT */
+	__u16 flags;
+	/* TT_AF_INET or TT_AF_INET6. */
+	__u16 family;
+};
+
+/* tt_gre_peer.flags (TT_SESSION_UNTAGGED too) */
+/* The peer's last data packet carried a sequence number: the slow path
+ * tracks its order and sequences what it sends back, so all of the
+ * peer's data goes there. */
+#define TT_GRE_SEQUENCED (1u << 2)
+
+/* Value of the `gre_peers` map. */
+struct tt_gre_peer {
+	/* The peer's switch port id (GRE_PORT_BASE + n). */
+	__u32 port;
+	/* TT_SESSION_UNTAGGED, TT_GRE_SEQUENCED */
+	__u32 flags;
+	/* Where frames to a trunk destination are redirected. */
+	__u32 trunk_ifindex;
 	/* VLAN of untagged frames when TT_SESSION_UNTAGGED is set. */
 	__u16 default_vlan;
 	__u16 _pad0;
+	/* bpf_ktime_get_ns() of the last data packet forwarded (at most once a
+	 * second): the slow path's peer timeout must count it as heard. */
+	__u64 last_seen_ns;
 	/* VLANs a tagged inner frame may carry. */
 	__u64 vlans[TT_VLAN_WORDS];
+};
+
+/* Value of the one-entry `trunk` array (index 0): the trunk port's VLANs,
+ * as the switch's PortConfig of TRUNK. */
+#define TT_TRUNK_VALID (1u << 31)
+struct tt_trunk {
+	/* TT_TRUNK_VALID once userspace wrote it (until then xdp_trunk_rx
+	 * passes everything); TT_SESSION_UNTAGGED: untagged frames are
+	 * default_vlan. */
+	__u32 flags;
+	/* The trunk's untagged VLAN (upstream_port_vlan_id). */
+	__u16 default_vlan;
+	__u16 _pad0;
+	__u64 vlans[TT_VLAN_WORDS];
+};
+
+/* Longest outer header a template holds: Ethernet 14 + IPv6 40 + UDP 8 +
+ * L2TPv3 8 + cookie 8 + sublayer 4 = 82, rounded up. */
+#define TT_TEMPLATE_MAX 96
+
+/* tt_template.encap */
+#define TT_ENCAP_L2TP_UDP 1
+#define TT_ENCAP_L2TP_IP 2
+#define TT_ENCAP_GRE 3
+
+/*
+ * Value of the `templates` map; key: a tunnel's switch port id (u32, host
+ * order). The complete outer header of every frame the trunk sends into
+ * that tunnel: Ethernet (next hop toward the AP), IPv4 or IPv6, UDP for
+ * L2TP over UDP, then the L2TPv3 data header (session id, cookie, a
+ * sublayer word without sequence number) or the GRE header (0x6558, key).
+ * xdp_trunk_rx copies hdr[0..hdr_len] in front of the frame and fills in
+ * the IPv4 total length and header checksum (the template's are ignored),
+ * the IPv6 payload length, and the UDP length (UDP checksum 0 over IPv4).
+ * Sequenced sessions and peers, and IPv6 UDP (whose checksum the program
+ * does not compute) have no template: the slow path sends for them.
+ */
+struct tt_template {
+	/* AP-facing interface to redirect to. */
+	__u32 ifindex;
+	/* Bytes of hdr in use (even, 14 + IP + ...). */
+	__u16 hdr_len;
+	/* Largest outer IP packet (the tunnel MTU): bigger goes slow (ICMP
+	 * too-big or fragmentation, as the slow path decides). */
+	__u16 mtu;
+	/* TT_ENCAP_* */
+	__u8 encap;
+	/* TT_AF_INET or TT_AF_INET6 */
+	__u8 family;
+	__u16 _pad0;
+	__u32 _pad1;
+	__u8 hdr[TT_TEMPLATE_MAX];
 };
 
 /* Key of the `fdb` map: (VLAN, MAC), like the userspace switch's FDB. */
@@ -85,10 +206,12 @@ struct tt_fdb_entry {
 	__u64 last_seen_ns;
 };
 
-/* Index of the per-CPU `counters` array (__u64 values): one slot per action
- * and per reason. RX counts every packet; each packet also lands in exactly
- * one other slot. */
+/* Index of the per-CPU `counters` array (__u64 values), shared by both
+ * programs: one slot per action and per reason. TT_CNT_RX counts every
+ * packet of xdp_ap_rx, TT_CNT_TRUNK_RX every packet of xdp_trunk_rx; each
+ * packet also lands in exactly one other slot of its program. */
 enum tt_counter {
+	/* xdp_ap_rx */
 	TT_CNT_RX = 0,
 	/* Decapsulated and redirected to the trunk. */
 	TT_CNT_REDIRECT,
@@ -105,8 +228,6 @@ enum tt_counter {
 	TT_CNT_PASS_BUM,
 	TT_CNT_PASS_UNKNOWN_DST,
 	TT_CNT_PASS_NOT_TRUNK,
-	/* A TCP SYN: the slow path clamps its MSS to the tunnel. */
-	TT_CNT_PASS_TCP_SYN,
 	/* XDP_DROP reasons (the userspace path drops these too). */
 	TT_CNT_DROP_BAD_SOURCE,
 	TT_CNT_DROP_BAD_COOKIE,
@@ -115,11 +236,54 @@ enum tt_counter {
 	TT_CNT_DROP_UNTAGGED_NOT_ALLOWED,
 	/* bpf_xdp_adjust_head failed: XDP_ABORTED. */
 	TT_CNT_ABORTED,
+	/* Added with IPv6, L2TP over IP, GRE and xdp_trunk_rx (appended, so
+	 * the older slots keep their numbers). */
+	/* IPv6 extension header (hop-by-hop, routing, destination options,
+	 * AH, ESP, ...) before the transport header. */
+	TT_CNT_PASS_IPV6_EXT,
+	/* GRE with a checksum, routing, reserved bits or version != 0, or a
+	 * protocol other than 0x6558 (keepalives). */
+	TT_CNT_PASS_GRE_OTHER,
+	/* IPv6 UDP with a zero checksum (the kernel drops it). */
+	TT_CNT_PASS_UDP6_ZERO_CSUM,
+	/* An inner TCP SYN: the slow path clamps its MSS to the tunnel's. */
+	TT_CNT_PASS_TCP_SYN,
+	/* xdp_trunk_rx: every packet (its own RX), and encapsulated and
+	 * redirected into a tunnel. */
+	TT_CNT_TRUNK_RX,
+	TT_CNT_TRUNK_REDIRECT,
+	/* xdp_trunk_rx: the trunk's VLANs are not written yet. */
+	TT_CNT_TRUNK_PASS_NOT_CONFIGURED,
+	/* xdp_trunk_rx: the destination tunnel has no template (sequenced,
+	 * IPv6 UDP, or not installed yet). */
+	TT_CNT_TRUNK_PASS_NO_TEMPLATE,
+	/* xdp_trunk_rx: the encapsulated packet exceeds the tunnel MTU. */
+	TT_CNT_TRUNK_PASS_TOO_BIG,
+	/* xdp_trunk_rx pass reasons shared with the AP side: malformed, BUM,
+	 * unknown destination, destination not a tunnel, source not learned
+	 * on the trunk, TCP SYN. */
+	TT_CNT_TRUNK_PASS_MALFORMED,
+	TT_CNT_TRUNK_PASS_BUM,
+	TT_CNT_TRUNK_PASS_UNKNOWN_DST,
+	TT_CNT_TRUNK_PASS_NOT_TUNNEL,
+	TT_CNT_TRUNK_PASS_SRC_NOT_LEARNED,
+	TT_CNT_TRUNK_PASS_TCP_SYN,
+	/* xdp_trunk_rx drops (the switch drops these too). */
+	TT_CNT_TRUNK_DROP_VLAN_NOT_ALLOWED,
+	TT_CNT_TRUNK_DROP_UNTAGGED_NOT_ALLOWED,
+	TT_CNT_TRUNK_ABORTED,
 	TT_CNT_MAX
 };
 
-_Static_assert(sizeof(struct tt_session) == 32 + 8 * TT_VLAN_WORDS,
+_Static_assert(sizeof(struct tt_session) == 48 + 8 * TT_VLAN_WORDS,
 	       "tt_session has implicit padding");
+_Static_assert(sizeof(struct tt_gre_key) == 24, "tt_gre_key has padding");
+_Static_assert(sizeof(struct tt_gre_peer) == 24 + 8 * TT_VLAN_WORDS,
+	       "tt_gre_peer has implicit padding");
+_Static_assert(sizeof(struct tt_trunk) == 8 + 8 * TT_VLAN_WORDS,
+	       "tt_trunk has implicit padding");
+_Static_assert(sizeof(struct tt_template) == 16 + TT_TEMPLATE_MAX,
+	       "tt_template has implicit padding");
 _Static_assert(sizeof(struct tt_fdb_key) == 8, "tt_fdb_key has padding");
 _Static_assert(sizeof(struct tt_fdb_entry) == 16, "tt_fdb_entry has padding");
 

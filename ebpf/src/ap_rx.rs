@@ -1,13 +1,14 @@
-//! Loading `xdp_ap_rx` (aya 0.14), its maps, and running it on a packet
-//! through `BPF_PROG_TEST_RUN` (aya's `TestRun::test_run`). Attaching to an
-//! interface is the daemon's job and is not done here yet.
+//! `xdp_ap_rx` on its own terms (the first API, kept): load, its maps, and a
+//! run on a packet through `BPF_PROG_TEST_RUN`. It is a [`FastPath`] (both
+//! programs, one set of maps) seen from the AP side; the errors and
+//! outcomes here are shared by both.
 
-use aya::maps::{HashMap, MapData, MapError, PerCpuArray};
+use aya::EbpfError;
+use aya::maps::{HashMap, MapData, MapError};
 use aya::programs::{ProgramError, Xdp};
-use aya::{Ebpf, EbpfError, TestRun, TestRunOptions};
 
-use crate::XDP_AP_RX_OBJ;
-use crate::maps::{COUNTERS, Counters, tt_fdb_entry, tt_fdb_key, tt_session};
+use crate::fast_path::{FastPath, Program};
+use crate::maps::{Counters, tt_fdb_entry, tt_fdb_key, tt_session};
 
 /// Why loading or using the program failed.
 #[derive(Debug, thiserror::Error)]
@@ -65,91 +66,58 @@ pub struct TestOutcome {
     pub packet: Vec<u8>,
 }
 
-/// The AP-facing port's program, loaded into the kernel with its maps.
+/// The AP-facing port's program, loaded into the kernel with its maps: a
+/// [`FastPath`] seen from the AP side (the trunk program is loaded too and
+/// shares the maps; see [`ApRx::fast_path`]).
 #[derive(Debug)]
 pub struct ApRx {
-    ebpf: Ebpf,
+    fp: FastPath,
 }
 
 impl ApRx {
     /// Name of the program (its C function and ELF symbol).
     pub const PROGRAM: &'static str = "xdp_ap_rx";
 
-    /// Create the maps and load (verify) the program. Needs CAP_BPF (root).
+    /// Create the maps and load (verify) the programs. Needs CAP_BPF (root).
     pub fn load() -> Result<Self, Error> {
-        let mut ebpf = Ebpf::load(XDP_AP_RX_OBJ)?;
-        let prog: &mut Xdp = ebpf
-            .program_mut(Self::PROGRAM)
-            .ok_or(Error::Missing("program xdp_ap_rx"))?
-            .try_into()?;
-        prog.load()?;
-        Ok(ApRx { ebpf })
+        Ok(ApRx {
+            fp: FastPath::load()?,
+        })
     }
 
     /// The loaded program (to attach, or to run).
     pub fn program(&self) -> Result<&Xdp, Error> {
-        Ok(self
-            .ebpf
-            .program(Self::PROGRAM)
-            .ok_or(Error::Missing("program xdp_ap_rx"))?
-            .try_into()?)
-    }
-
-    /// The loaded program, to attach or detach.
-    pub fn program_mut(&mut self) -> Result<&mut Xdp, Error> {
-        Ok(self
-            .ebpf
-            .program_mut(Self::PROGRAM)
-            .ok_or(Error::Missing("program xdp_ap_rx"))?
-            .try_into()?)
+        self.fp.program(Program::ApRx)
     }
 
     /// The `sessions` map: local session id → [`tt_session`].
     pub fn sessions(&mut self) -> Result<HashMap<&mut MapData, u32, tt_session>, Error> {
-        let m = self
-            .ebpf
-            .map_mut("sessions")
-            .ok_or(Error::Missing("map sessions"))?;
-        Ok(HashMap::try_from(m)?)
+        self.fp.sessions()
     }
 
     /// The `fdb` map: (VLAN, MAC) → [`tt_fdb_entry`].
     pub fn fdb(&mut self) -> Result<HashMap<&mut MapData, tt_fdb_key, tt_fdb_entry>, Error> {
-        let m = self.ebpf.map_mut("fdb").ok_or(Error::Missing("map fdb"))?;
-        Ok(HashMap::try_from(m)?)
+        self.fp.fdb()
     }
 
     /// The per-CPU counters, summed.
     pub fn counters(&self) -> Result<Counters, Error> {
-        let m = self
-            .ebpf
-            .map("counters")
-            .ok_or(Error::Missing("map counters"))?;
-        let arr: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(m)?;
-        let mut sums = [0u64; COUNTERS];
-        for (i, sum) in sums.iter_mut().enumerate() {
-            // COUNTERS is the map's max_entries, a small u32 in the header.
-            let idx = i as u32;
-            *sum = arr.get(&idx, 0)?.iter().copied().fold(0, u64::wrapping_add);
-        }
-        Ok(Counters(sums))
+        self.fp.counters()
     }
 
     /// Run the program once on `packet` (BPF_PROG_TEST_RUN, nothing is sent:
     /// a redirect only reports XDP_REDIRECT).
     pub fn test_run(&self, packet: &[u8]) -> Result<TestOutcome, Error> {
-        // The program only ever shrinks the packet; the kernel's headroom
-        // (256 bytes) bounds any growth anyway.
-        let mut out = vec![0u8; packet.len() + 256];
-        let res = self.program()?.test_run(TestRunOptions {
-            data_in: Some(packet),
-            data_out: Some(&mut out),
-            ..TestRunOptions::default()
-        })?;
-        out.truncate(res.data_size_out as usize);
-        Ok(TestOutcome {
-            action: Action::from(res.return_value),
-            packet: out,
-        })
+        self.fp.test_run(Program::ApRx, packet)
+    }
+
+    /// Everything else: GRE peers, templates, the trunk program.
+    pub fn fast_path(&mut self) -> &mut FastPath {
+        &mut self.fp
+    }
+
+    /// The [`FastPath`] this was.
+    pub fn into_fast_path(self) -> FastPath {
+        self.fp
     }
 }

@@ -2,12 +2,15 @@
 //! build time (so C and Rust cannot drift), and the constructors userspace
 //! uses to fill them.
 //!
-//! Maps of `xdp_ap_rx`:
+//! Maps (one set, shared by `xdp_ap_rx` and `xdp_trunk_rx`):
 //! - `sessions`: hash, local session id (`u32`, host order) → [`tt_session`];
+//! - `gre_peers`: hash, [`tt_gre_key`] (address, key) → [`tt_gre_peer`];
 //! - `fdb`: hash, [`tt_fdb_key`] (VLAN, MAC) → [`tt_fdb_entry`];
+//! - `templates`: hash, tunnel switch port id (`u32`) → [`tt_template`];
+//! - `trunk`: array of one [`tt_trunk`] (the trunk port's VLANs);
 //! - `counters`: per-CPU array of `u64`, indexed by [`tt_counter`].
 
-use std::net::SocketAddrV4;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV4};
 
 #[allow(
     non_camel_case_types,
@@ -33,6 +36,15 @@ unsafe impl aya::Pod for tt_session {}
 unsafe impl aya::Pod for tt_fdb_key {}
 // SAFETY: as above: `#[repr(C)]` { u32, u32, u64 }, 16 bytes, no padding.
 unsafe impl aya::Pod for tt_fdb_entry {}
+// SAFETY: as above: `#[repr(C)]` { [u8; 16], u32, u16, u16 }, 24 bytes, no
+// padding (asserted in the header and by bindgen's layout tests).
+unsafe impl aya::Pod for tt_gre_key {}
+// SAFETY: as above: integers and integer arrays, no padding (asserted).
+unsafe impl aya::Pod for tt_gre_peer {}
+// SAFETY: as above: integers and integer arrays, no padding (asserted).
+unsafe impl aya::Pod for tt_trunk {}
+// SAFETY: as above: integers and byte arrays, no padding (asserted).
+unsafe impl aya::Pod for tt_template {}
 
 /// Number of per-CPU counters.
 pub const COUNTERS: usize = tt_counter::TT_CNT_MAX as usize;
@@ -46,10 +58,48 @@ pub enum EntryError {
     /// VLAN ids are 1..=4094.
     #[error("VLAN {0} out of 1..=4094")]
     Vlan(u16),
+    /// A template's local and peer addresses are of different families.
+    #[error("local and peer addresses of different families")]
+    Family,
+    /// L2TPv3 over UDP over IPv6 needs a UDP checksum over the payload,
+    /// which xdp_trunk_rx does not compute: such sessions send slow.
+    #[error("L2TPv3/UDP over IPv6 has no template (the UDP checksum)")]
+    Udp6,
+    /// The session id 0 means control over IP and is never a session's.
+    #[error("session id 0")]
+    ZeroSessionId,
+}
+
+/// What an L2TPv3 session was established over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum L2tpTransport {
+    /// UDP (port 1701 on the edge).
+    Udp,
+    /// Directly over IP, protocol 115.
+    Ip,
+}
+
+/// An address as the maps store it: 16 bytes, IPv4 as IPv4-mapped IPv6
+/// (network order), and its family (`TT_AF_INET` / `TT_AF_INET6`).
+pub fn map_addr(addr: IpAddr) -> ([u8; 16], u8) {
+    match addr {
+        IpAddr::V4(a) => (a.to_ipv6_mapped().octets(), TT_AF_INET as u8),
+        IpAddr::V6(a) => (a.octets(), TT_AF_INET6 as u8),
+    }
+}
+
+/// The address a map stores as (`bytes`, `family`).
+pub fn unmap_addr(bytes: [u8; 16], family: u32) -> IpAddr {
+    let v6 = Ipv6Addr::from(bytes);
+    match (family, v6.to_ipv4_mapped()) {
+        (TT_AF_INET, Some(v4)) => IpAddr::V4(v4),
+        _ => IpAddr::V6(v6),
+    }
 }
 
 /// What the fast path needs to know about one established L2TPv3 session
-/// over UDP/IPv4, in the userspace switch's terms.
+/// over UDP/IPv4, in the userspace switch's terms (the first form; any
+/// transport and family: [`L2tpSessionSpec`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SessionSpec<'a> {
     /// The AP's address and port: data must come from exactly there.
@@ -66,6 +116,77 @@ pub struct SessionSpec<'a> {
     pub trunk_ifindex: u32,
 }
 
+/// What the fast path needs to know about one established L2TPv3 session,
+/// over UDP or IP, IPv4 or IPv6.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct L2tpSessionSpec<'a> {
+    /// The AP's address, and UDP port over UDP (ignored over IP): data must
+    /// come from exactly there.
+    pub peer: SocketAddr,
+    /// What the session was established over: data over the other is
+    /// refused as from a wrong source, as the userspace endpoint does.
+    pub transport: L2tpTransport,
+    /// The cookie the AP must send (ours, `cookie_rx`).
+    pub cookie: &'a [u8],
+    /// Data messages carry the default L2-Specific Sublayer.
+    pub sublayer: bool,
+    /// The session's switch port id.
+    pub port: u32,
+    /// The VLAN of untagged frames; `None`: untagged frames are dropped.
+    pub untagged_vlan: Option<u16>,
+    /// Where frames for trunk destinations go.
+    pub trunk_ifindex: u32,
+}
+
+impl<'a> From<&SessionSpec<'a>> for L2tpSessionSpec<'a> {
+    fn from(s: &SessionSpec<'a>) -> Self {
+        L2tpSessionSpec {
+            peer: SocketAddr::V4(s.peer),
+            transport: L2tpTransport::Udp,
+            cookie: s.cookie,
+            sublayer: s.sublayer,
+            port: s.port,
+            untagged_vlan: s.untagged_vlan,
+            trunk_ifindex: s.trunk_ifindex,
+        }
+    }
+}
+
+/// What the fast path needs to know about one mGRE peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GrePeerSpec {
+    /// The peer's switch port id.
+    pub port: u32,
+    /// The VLAN of untagged frames; `None`: untagged frames are dropped.
+    pub untagged_vlan: Option<u16>,
+    /// The peer sends sequence numbers: all its data goes to the slow path.
+    pub sequenced: bool,
+    /// Where frames for trunk destinations go.
+    pub trunk_ifindex: u32,
+}
+
+/// The VLAN policy of a port as the maps store it: flags
+/// (`TT_SESSION_UNTAGGED`), default VLAN, bitmap.
+fn vlan_policy(
+    untagged_vlan: Option<u16>,
+    vlans: impl IntoIterator<Item = u16>,
+) -> Result<(u32, u16, [u64; TT_VLAN_WORDS as usize]), EntryError> {
+    let mut words = [0u64; TT_VLAN_WORDS as usize];
+    for v in vlans {
+        let v = usize::from(check_vlan(v)?);
+        words[v / 64] |= 1 << (v % 64);
+    }
+    match untagged_vlan {
+        Some(v) => Ok((TT_SESSION_UNTAGGED, check_vlan(v)?, words)),
+        None => Ok((0, 0, words)),
+    }
+}
+
+fn bitmap_allows(words: &[u64], vid: u16) -> bool {
+    let v = usize::from(vid);
+    words.get(v / 64).is_some_and(|w| (w >> (v % 64)) & 1 == 1)
+}
+
 fn check_vlan(v: u16) -> Result<u16, EntryError> {
     if (1..=4094).contains(&v) {
         Ok(v)
@@ -75,9 +196,19 @@ fn check_vlan(v: u16) -> Result<u16, EntryError> {
 }
 
 impl tt_session {
-    /// The map value for `spec`, allowing tagged frames on `vlans`.
+    /// The map value for a UDP/IPv4 `spec`, allowing tagged frames on
+    /// `vlans`.
     pub fn new(
         spec: &SessionSpec<'_>,
+        vlans: impl IntoIterator<Item = u16>,
+    ) -> Result<Self, EntryError> {
+        Self::for_l2tp(&L2tpSessionSpec::from(spec), vlans)
+    }
+
+    /// The map value for `spec` (any transport and family), allowing
+    /// tagged frames on `vlans`.
+    pub fn for_l2tp(
+        spec: &L2tpSessionSpec<'_>,
         vlans: impl IntoIterator<Item = u16>,
     ) -> Result<Self, EntryError> {
         let cookie_len = spec.cookie.len();
@@ -86,31 +217,103 @@ impl tt_session {
         }
         let mut cookie = [0u8; TT_COOKIE_MAX as usize];
         cookie[..cookie_len].copy_from_slice(spec.cookie);
-        let mut words = [0u64; TT_VLAN_WORDS as usize];
-        for v in vlans {
-            let v = usize::from(check_vlan(v)?);
-            words[v / 64] |= 1 << (v % 64);
-        }
-        let mut flags = 0;
+        let (mut flags, default_vlan, words) = vlan_policy(spec.untagged_vlan, vlans)?;
         if spec.sublayer {
             flags |= TT_SESSION_SUBLAYER;
         }
-        let default_vlan = match spec.untagged_vlan {
-            Some(v) => {
-                flags |= TT_SESSION_UNTAGGED;
-                check_vlan(v)?
-            }
-            None => 0,
+        let (peer_addr, family) = map_addr(spec.peer.ip());
+        let (transport, peer_port) = match spec.transport {
+            L2tpTransport::Udp => (TT_TRANSPORT_UDP as u8, spec.peer.port().to_be()),
+            L2tpTransport::Ip => (TT_TRANSPORT_IP as u8, 0),
         };
         Ok(tt_session {
-            peer_addr: u32::from_ne_bytes(spec.peer.ip().octets()),
-            peer_port: spec.peer.port().to_be(),
+            peer_addr,
+            peer_port,
+            family,
+            transport,
             // Checked above: 0, 4 or 8.
             cookie_len: cookie_len as u16,
+            default_vlan,
             cookie,
             flags,
             port: spec.port,
             trunk_ifindex: spec.trunk_ifindex,
+            _pad0: 0,
+            vlans: words,
+        })
+    }
+
+    /// Whether a frame tagged `vid` is allowed.
+    pub fn allows(&self, vid: u16) -> bool {
+        bitmap_allows(&self.vlans, vid)
+    }
+
+    /// The cookie the peer must send.
+    pub fn cookie(&self) -> &[u8] {
+        let n = usize::from(self.cookie_len).min(self.cookie.len());
+        &self.cookie[..n]
+    }
+
+    /// The peer's address.
+    pub fn peer_ip(&self) -> IpAddr {
+        unmap_addr(self.peer_addr, u32::from(self.family))
+    }
+}
+
+impl tt_gre_key {
+    /// The key of the peer at `addr` sending `key` (or none).
+    pub fn new(addr: IpAddr, key: Option<u32>) -> Self {
+        let (a, family) = map_addr(addr.to_canonical());
+        tt_gre_key {
+            addr: a,
+            key: key.unwrap_or(0),
+            flags: if key.is_some() {
+                TT_GRE_KEY_PRESENT as u16
+            } else {
+                0
+            },
+            family: u16::from(family),
+        }
+    }
+}
+
+impl tt_gre_peer {
+    /// The map value for `spec`, allowing tagged frames on `vlans`.
+    pub fn new(
+        spec: &GrePeerSpec,
+        vlans: impl IntoIterator<Item = u16>,
+    ) -> Result<Self, EntryError> {
+        let (mut flags, default_vlan, words) = vlan_policy(spec.untagged_vlan, vlans)?;
+        if spec.sequenced {
+            flags |= TT_GRE_SEQUENCED;
+        }
+        Ok(tt_gre_peer {
+            port: spec.port,
+            flags,
+            trunk_ifindex: spec.trunk_ifindex,
+            default_vlan,
+            _pad0: 0,
+            last_seen_ns: 0,
+            vlans: words,
+        })
+    }
+
+    /// Whether a frame tagged `vid` is allowed.
+    pub fn allows(&self, vid: u16) -> bool {
+        bitmap_allows(&self.vlans, vid)
+    }
+}
+
+impl tt_trunk {
+    /// The trunk port's VLANs: untagged frames are `untagged_vlan` (none:
+    /// dropped), tagged ones must be in `vlans`.
+    pub fn new(
+        untagged_vlan: Option<u16>,
+        vlans: impl IntoIterator<Item = u16>,
+    ) -> Result<Self, EntryError> {
+        let (flags, default_vlan, words) = vlan_policy(untagged_vlan, vlans)?;
+        Ok(tt_trunk {
+            flags: flags | TT_TRUNK_VALID,
             default_vlan,
             _pad0: 0,
             vlans: words,
@@ -119,16 +322,174 @@ impl tt_session {
 
     /// Whether a frame tagged `vid` is allowed.
     pub fn allows(&self, vid: u16) -> bool {
-        let v = usize::from(vid);
-        self.vlans
-            .get(v / 64)
-            .is_some_and(|w| (w >> (v % 64)) & 1 == 1)
+        bitmap_allows(&self.vlans, vid)
+    }
+}
+
+/// The tunnel header after the outer IP header, as the AP expects it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TunnelHeader<'a> {
+    /// L2TPv3 over UDP (RFC 3931 §4.1.2.1): UDP ports, then flags 0x0003,
+    /// reserved, the AP's session id, our cookie to it, a sublayer word.
+    L2tpUdp {
+        /// Our UDP port (1701).
+        local_port: u16,
+        /// The AP's UDP port.
+        peer_port: u16,
+        /// The AP's session id (`remote_sid`).
+        session_id: u32,
+        /// The cookie the AP assigned (`cookie_tx`).
+        cookie: &'a [u8],
+        /// The default L2-Specific Sublayer, without sequence numbers.
+        sublayer: bool,
+    },
+    /// L2TPv3 over IP (RFC 3931 §4.1.1.1): session id, cookie, sublayer.
+    L2tpIp {
+        /// The AP's session id (`remote_sid`).
+        session_id: u32,
+        /// The cookie the AP assigned (`cookie_tx`).
+        cookie: &'a [u8],
+        /// The default L2-Specific Sublayer, without sequence numbers.
+        sublayer: bool,
+    },
+    /// GRE (RFC 2784) with protocol 0x6558 and the peer's key (RFC 2890),
+    /// no checksum, no sequence number.
+    Gre {
+        /// The peer's GRE key.
+        key: Option<u32>,
+    },
+}
+
+/// Everything a tunnel's header template is made of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TemplateSpec<'a> {
+    /// The AP-facing interface frames leave by.
+    pub ifindex: u32,
+    /// Our MAC on it.
+    pub src_mac: [u8; 6],
+    /// The next hop toward the AP (the AP itself on a shared segment).
+    pub dst_mac: [u8; 6],
+    /// Our address toward the AP.
+    pub local: IpAddr,
+    /// The AP's address.
+    pub peer: IpAddr,
+    /// IPv4 TTL / IPv6 hop limit.
+    pub ttl: u8,
+    /// IPv4: set DF (what the kernel does under path MTU discovery).
+    pub dont_fragment: bool,
+    /// Largest outer IP packet; bigger frames go to the slow path.
+    pub mtu: u16,
+    /// The tunnel header.
+    pub header: TunnelHeader<'a>,
+}
+
+const ETHERTYPE_IPV4: u16 = 0x0800;
+const ETHERTYPE_IPV6: u16 = 0x86dd;
+
+impl tt_template {
+    /// The template for `spec`. The IPv4 total length and checksum, the
+    /// IPv6 payload length and the UDP length are written as zero: the
+    /// program fills them per packet.
+    pub fn new(spec: &TemplateSpec<'_>) -> Result<Self, EntryError> {
+        let (local, peer) = (spec.local.to_canonical(), spec.peer.to_canonical());
+        let v6 = match (local, peer) {
+            (IpAddr::V4(_), IpAddr::V4(_)) => false,
+            (IpAddr::V6(_), IpAddr::V6(_)) => true,
+            _ => return Err(EntryError::Family),
+        };
+        let mut h: Vec<u8> = Vec::with_capacity(TT_TEMPLATE_MAX as usize);
+        h.extend_from_slice(&spec.dst_mac);
+        h.extend_from_slice(&spec.src_mac);
+        h.extend_from_slice(&if v6 { ETHERTYPE_IPV6 } else { ETHERTYPE_IPV4 }.to_be_bytes());
+        let (proto, encap) = match spec.header {
+            TunnelHeader::L2tpUdp { .. } if v6 => return Err(EntryError::Udp6),
+            TunnelHeader::L2tpUdp { .. } => (17u8, TT_ENCAP_L2TP_UDP),
+            TunnelHeader::L2tpIp { .. } => (TT_IPPROTO_L2TP as u8, TT_ENCAP_L2TP_IP),
+            TunnelHeader::Gre { .. } => (TT_IPPROTO_GRE as u8, TT_ENCAP_GRE),
+        };
+        match (local, peer) {
+            (IpAddr::V4(l), IpAddr::V4(p)) => {
+                // RFC 791: version 4, IHL 5, TOS 0, length (filled), id 0,
+                // flags/offset, TTL, protocol, checksum (filled), addresses.
+                h.extend_from_slice(&[0x45, 0, 0, 0, 0, 0]);
+                h.extend_from_slice(
+                    &(if spec.dont_fragment { 0x4000u16 } else { 0 }).to_be_bytes(),
+                );
+                h.extend_from_slice(&[spec.ttl, proto, 0, 0]);
+                h.extend_from_slice(&l.octets());
+                h.extend_from_slice(&p.octets());
+            }
+            (IpAddr::V6(l), IpAddr::V6(p)) => {
+                // RFC 8200: version 6, class 0, flow 0, payload length
+                // (filled), next header, hop limit, addresses.
+                h.extend_from_slice(&[0x60, 0, 0, 0, 0, 0, proto, spec.ttl]);
+                h.extend_from_slice(&l.octets());
+                h.extend_from_slice(&p.octets());
+            }
+            _ => return Err(EntryError::Family),
+        }
+        let l2tp = |h: &mut Vec<u8>, sid: u32, cookie: &[u8], sublayer: bool| {
+            if sid == 0 {
+                return Err(EntryError::ZeroSessionId);
+            }
+            if !matches!(cookie.len(), 0 | 4 | 8) {
+                return Err(EntryError::CookieLen(cookie.len()));
+            }
+            h.extend_from_slice(&sid.to_be_bytes());
+            h.extend_from_slice(cookie);
+            if sublayer {
+                h.extend_from_slice(&[0; 4]);
+            }
+            Ok(())
+        };
+        match spec.header {
+            TunnelHeader::L2tpUdp {
+                local_port,
+                peer_port,
+                session_id,
+                cookie,
+                sublayer,
+            } => {
+                h.extend_from_slice(&local_port.to_be_bytes());
+                h.extend_from_slice(&peer_port.to_be_bytes());
+                h.extend_from_slice(&[0, 0, 0, 0]);
+                h.extend_from_slice(&[0x00, 0x03, 0, 0]);
+                l2tp(&mut h, session_id, cookie, sublayer)?;
+            }
+            TunnelHeader::L2tpIp {
+                session_id,
+                cookie,
+                sublayer,
+            } => l2tp(&mut h, session_id, cookie, sublayer)?,
+            TunnelHeader::Gre { key } => {
+                let flags: u16 = if key.is_some() { 0x2000 } else { 0 };
+                h.extend_from_slice(&flags.to_be_bytes());
+                h.extend_from_slice(&(TT_GRE_PROTO_TEB as u16).to_be_bytes());
+                if let Some(k) = key {
+                    h.extend_from_slice(&k.to_be_bytes());
+                }
+            }
+        }
+        // The longest (IPv6, L2TP/IP, cookie 8, sublayer) is 14 + 40 + 16.
+        debug_assert!(h.len() <= TT_TEMPLATE_MAX as usize && h.len().is_multiple_of(2));
+        let mut hdr = [0u8; TT_TEMPLATE_MAX as usize];
+        hdr[..h.len()].copy_from_slice(&h);
+        Ok(tt_template {
+            ifindex: spec.ifindex,
+            // At most TT_TEMPLATE_MAX (96).
+            hdr_len: h.len() as u16,
+            mtu: spec.mtu,
+            encap: encap as u8,
+            family: if v6 { TT_AF_INET6 } else { TT_AF_INET } as u8,
+            _pad0: 0,
+            _pad1: 0,
+            hdr,
+        })
     }
 
-    /// The cookie the peer must send.
-    pub fn cookie(&self) -> &[u8] {
-        let n = usize::from(self.cookie_len).min(self.cookie.len());
-        &self.cookie[..n]
+    /// The header bytes in use.
+    pub fn header(&self) -> &[u8] {
+        &self.hdr[..usize::from(self.hdr_len).min(self.hdr.len())]
     }
 }
 
@@ -181,7 +542,11 @@ mod tests {
 
     #[test]
     fn layouts_have_no_padding() {
-        assert_eq!(size_of::<tt_session>(), 32 + 8 * TT_VLAN_WORDS as usize);
+        assert_eq!(size_of::<tt_session>(), 48 + 8 * TT_VLAN_WORDS as usize);
+        assert_eq!(size_of::<tt_gre_key>(), 24);
+        assert_eq!(size_of::<tt_gre_peer>(), 24 + 8 * TT_VLAN_WORDS as usize);
+        assert_eq!(size_of::<tt_trunk>(), 8 + 8 * TT_VLAN_WORDS as usize);
+        assert_eq!(size_of::<tt_template>(), 16 + TT_TEMPLATE_MAX as usize);
         assert_eq!(size_of::<tt_fdb_key>(), 8);
         assert_eq!(size_of::<tt_fdb_entry>(), 16);
     }
@@ -197,8 +562,14 @@ mod tests {
             trunk_ifindex: 3,
         };
         let s = tt_session::new(&spec, [10, 20, 4094]).unwrap();
-        // Network byte order, as in the packet.
-        assert_eq!(s.peer_addr.to_ne_bytes(), [10, 0, 0, 2]);
+        // Network byte order, as in the packet, IPv4-mapped.
+        assert_eq!(
+            s.peer_addr,
+            [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 0, 0, 2]
+        );
+        assert_eq!(u32::from(s.family), TT_AF_INET);
+        assert_eq!(u32::from(s.transport), TT_TRANSPORT_UDP);
+        assert_eq!(s.peer_ip(), "10.0.0.2".parse::<IpAddr>().unwrap());
         assert_eq!(s.peer_port.to_ne_bytes(), 40000u16.to_be_bytes());
         assert_eq!(s.cookie(), &[1, 2, 3, 4]);
         assert_eq!(s.flags, TT_SESSION_SUBLAYER | TT_SESSION_UNTAGGED);

@@ -1,129 +1,72 @@
 // SPDX-License-Identifier: Apache-2.0
 /*
- * xdp_ap_rx: the fast path of the AP-facing port.
+ * xdp_ap_rx: the fast path of the AP-facing port (decapsulate → trunk).
  *
- *   | Ethernet (untagged) | IPv4 (no options, not a fragment) | UDP → 1701 |
- *   | L2TPv3 data: 0x0003 | reserved | session id | cookie 0/4/8 | [sublayer] |
- *   | inner Ethernet [802.1Q] ...                                            |
+ *   | Ethernet (untagged) | IPv4 (no options, not a fragment) or IPv6     |
+ *   |   (no extension header)                                             |
+ *   | then one of:                                                        |
+ *   |   UDP → 1701 | L2TPv3 0x0003 | reserved | session id | cookie | [SL] |
+ *   |   IP 115     | session id (0: control) | cookie | [SL]              |
+ *   |   IP 47      | GRE 0x6558 [key] (no checksum, no sequence number)   |
+ *   | inner Ethernet [802.1Q] ...                                         |
  *
- * A data message of a known session, from the session's peer, with the right
- * cookie, whose inner source MAC is already learned on the session's port and
- * whose destination is known on the trunk, is decapsulated, (re)tagged exactly
- * as the userspace switch would (tunterm::wire::ether::write_retagged), and
- * redirected to the trunk. The policy drops the userspace path makes too
- * (wrong source, wrong cookie, short sublayer, VLAN not allowed, untagged not
- * allowed) are dropped here. Everything else is XDP_PASS, untouched: the
- * slow path judges it. Every packet is counted once by reason (counters).
+ * A data packet of a known session (from the session's peer address, and
+ * UDP port over UDP, over the transport and family it was set up over, with
+ * the right cookie) or of a known mGRE peer (address, key), whose inner
+ * source MAC is already learned on that tunnel's port and whose destination
+ * is known on the trunk, is decapsulated, (re)tagged exactly as the
+ * userspace switch would (tunterm::wire::ether::write_retagged), and
+ * redirected to the trunk with bpf_redirect. The policy drops the userspace
+ * path makes too (wrong source, wrong cookie, short sublayer, VLAN not
+ * allowed, untagged not allowed) are dropped here. Everything else is
+ * XDP_PASS, untouched: the slow path judges it. Every packet is counted
+ * once by reason (counters).
  */
-#include <linux/bpf.h>
-#include <linux/if_ether.h>
-#include <linux/in.h>
-#include <linux/ip.h>
-#include <linux/udp.h>
-#include <bpf/bpf_endian.h>
-#include <bpf/bpf_helpers.h>
-
-#include "tunterm_maps.h"
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, TT_MAX_SESSIONS);
-	__type(key, __u32);
-	__type(value, struct tt_session);
-} sessions SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, TT_MAX_FDB);
-	__type(key, struct tt_fdb_key);
-	__type(value, struct tt_fdb_entry);
-} fdb SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, TT_CNT_MAX);
-	__type(key, __u32);
-	__type(value, __u64);
-} counters SEC(".maps");
+#include "tt_fast_path.bpf.h"
 
 /* L2TPv3 over UDP (RFC 3931 §4.1.2.1). */
 #define L2TP_FLAG_T 0x8000
 #define L2TP_VER_MASK 0x000f
 #define L2TP_VER 3
 #define L2TP_UDP_DATA_LEN 8
+/* L2TPv3 over IP (RFC 3931 §4.1.1.1): the session id, 0 for control. */
+#define L2TP_IP_DATA_LEN 4
 /* Default L2-Specific Sublayer (RFC 4719 §3.2): S bit of the first word. */
 #define SUBLAYER_LEN 4
 #define SUBLAYER_S 0x40000000
 
-#define TPID_8021Q 0x8100
-#define VLAN_HLEN 4
-#define IP_MF_OFFSET 0x3fff
+/* GRE (RFC 2784, RFC 2890). */
+#define GRE_C 0x8000
+#define GRE_R 0x4000
+#define GRE_K 0x2000
+#define GRE_S 0x1000
+#define GRE_RESERVED 0x0c00
+#define GRE_VERSION 0x0007
+#define GRE_PROTO_IPV4 0x0800
+#define GRE_PROTO_IPV6 0x86dd
 
-/* Refresh a source's last_seen at most this often (a write per packet would
- * bounce the entry's cache line between CPUs). */
-#define LAST_SEEN_GRANULARITY_NS 1000000000ULL
-
-static __always_inline int count(__u32 idx, int action)
-{
-	__u64 *c = bpf_map_lookup_elem(&counters, &idx);
-
-	if (c)
-		*c += 1;
-	return action;
-}
+/* IPv6 next headers that are extension headers (RFC 8200 §4, RFC 4302,
+ * RFC 4303, RFC 7401, RFC 5533, mobility RFC 6275). */
+#define IPV6_FRAGMENT 44
 
 #define PASS(reason) count(TT_CNT_PASS_##reason, XDP_PASS)
 #define DROP(reason) count(TT_CNT_DROP_##reason, XDP_DROP)
 
-static __always_inline int vlan_allowed(const struct tt_session *s, __u16 vid)
+static __always_inline int ipv6_ext(__u8 nh)
 {
-	__u32 word = (vid >> 6) & (TT_VLAN_WORDS - 1);
-
-	return (s->vlans[word] >> (vid & 63)) & 1;
+	return nh == 0 || nh == 43 || nh == 50 || nh == 51 || nh == 60 ||
+	       nh == 135 || nh == 139 || nh == 140;
 }
 
-static __always_inline int is_group(const __u8 *mac)
+static __always_inline int addr_eq(const __u8 *a, const __u8 *b)
 {
-	return mac[0] & 1;
-}
+	__u64 a0, a1, b0, b1;
 
-static __always_inline int is_zero(const __u8 *mac)
-{
-	return (mac[0] | mac[1] | mac[2] | mac[3] | mac[4] | mac[5]) == 0;
-}
-
-/* Whether the inner frame whose ethertype sits at `et` is a TCP segment with
- * SYN set (IPv4, first fragment, or IPv6 with TCP as the first next header).
- * Those go up: the slow path clamps their MSS to the tunnel. */
-static __always_inline int is_tcp_syn(const __u8 *et, const void *data_end)
-{
-	const __u8 *end = data_end;
-	const __u8 *l3 = et + 2;
-	const __u8 *tcp;
-	__u16 type;
-
-	if (l3 > end)
-		return 0;
-	__builtin_memcpy(&type, et, sizeof(type));
-	if (type == bpf_htons(0x0800)) {
-		__u16 frag;
-
-		if (l3 + 20 > end || l3[9] != IPPROTO_TCP)
-			return 0;
-		__builtin_memcpy(&frag, l3 + 6, sizeof(frag));
-		if (bpf_ntohs(frag) & 0x1fff)
-			return 0;
-		tcp = l3 + (l3[0] & 0x0f) * 4;
-	} else if (type == bpf_htons(0x86dd)) {
-		if (l3 + 40 > end || l3[6] != IPPROTO_TCP)
-			return 0;
-		tcp = l3 + 40;
-	} else {
-		return 0;
-	}
-	if (tcp + 14 > end)
-		return 0;
-	return tcp[13] & 0x02;
+	__builtin_memcpy(&a0, a, 8);
+	__builtin_memcpy(&a1, a + 8, 8);
+	__builtin_memcpy(&b0, b, 8);
+	__builtin_memcpy(&b1, b + 8, 8);
+	return a0 == b0 && a1 == b1;
 }
 
 SEC("xdp")
@@ -137,105 +80,253 @@ int xdp_ap_rx(struct xdp_md *ctx)
 	struct ethhdr *eth = data;
 	if ((void *)(eth + 1) > data_end)
 		return PASS(MALFORMED);
-	if (eth->h_proto != bpf_htons(ETH_P_IP))
+
+	/* The outer source, 16 bytes (IPv4-mapped for IPv4), its family, the
+	 * transport protocol, and where the transport header starts. */
+	__u8 src[16] = {};
+	__u8 family;
+	__u8 proto;
+	__u8 *l4;
+	/* Offset of l4 from data (a constant per family: pointer differences
+	 * are unknown scalars to the verifier). */
+	__u32 l4off;
+	/* Bytes of the IP payload: exactly what arrived after the header. */
+	__u64 l4_len;
+
+	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = (void *)(eth + 1);
+		if ((void *)(ip + 1) > data_end)
+			return PASS(MALFORMED);
+		if (ip->version != 4)
+			return PASS(MALFORMED);
+		if (ip->ihl != 5)
+			return PASS(IP_OPTIONS);
+		/* The kernel drops a header with a bad checksum before any
+		 * socket sees it; so must we, or leave it to the kernel. */
+		__s64 sum = bpf_csum_diff(0, 0, (__be32 *)ip, sizeof(*ip), 0);
+		if (sum < 0)
+			return PASS(MALFORMED);
+		__u32 folded = (__u32)sum;
+		folded = (folded & 0xffff) + (folded >> 16);
+		folded = (folded & 0xffff) + (folded >> 16);
+		if ((__u16)~folded != 0)
+			return PASS(MALFORMED);
+		/* Any fragment, first or not: the kernel reassembles, the slow
+		 * path gets the datagram. */
+		if (ip->frag_off & bpf_htons(IP_MF_OFFSET))
+			return PASS(FRAGMENT);
+		proto = ip->protocol;
+		if (proto != IPPROTO_UDP && proto != TT_IPPROTO_L2TP &&
+		    proto != TT_IPPROTO_GRE)
+			return PASS(NOT_L2TP);
+		l4 = (__u8 *)(ip + 1);
+		l4off = sizeof(*eth) + sizeof(*ip);
+		/* The IP length must match what arrived, exactly: a truncated
+		 * packet, or one with trailing bytes, is the kernel's to
+		 * judge. From here on every length agrees, like the datagram
+		 * a socket reads. (UDP checks its port first: another port is
+		 * not ours at all.) */
+		__u64 ip_len = data_end - (void *)ip;
+		if (proto != IPPROTO_UDP && bpf_ntohs(ip->tot_len) != ip_len)
+			return PASS(MALFORMED);
+		if (proto == IPPROTO_UDP) {
+			struct udphdr *udp = (void *)l4;
+			if ((void *)(udp + 1) > data_end)
+				return PASS(MALFORMED);
+			if (udp->dest != bpf_htons(TT_L2TP_PORT))
+				return PASS(NOT_L2TP);
+			if (bpf_ntohs(ip->tot_len) != ip_len)
+				return PASS(MALFORMED);
+		}
+		l4_len = ip_len - sizeof(*ip);
+		src[10] = 0xff;
+		src[11] = 0xff;
+		__builtin_memcpy(src + 12, &ip->saddr, 4);
+		family = TT_AF_INET;
+	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = (void *)(eth + 1);
+		if ((void *)(ip6 + 1) > data_end)
+			return PASS(MALFORMED);
+		if (ip6->version != 6)
+			return PASS(MALFORMED);
+		proto = ip6->nexthdr;
+		if (proto == IPV6_FRAGMENT)
+			return PASS(FRAGMENT);
+		if (ipv6_ext(proto))
+			return PASS(IPV6_EXT);
+		if (proto != IPPROTO_UDP && proto != TT_IPPROTO_L2TP &&
+		    proto != TT_IPPROTO_GRE)
+			return PASS(NOT_L2TP);
+		l4 = (__u8 *)(ip6 + 1);
+		l4off = sizeof(*eth) + sizeof(*ip6);
+		l4_len = data_end - (void *)l4;
+		if (proto == IPPROTO_UDP) {
+			struct udphdr *udp = (void *)l4;
+			if ((void *)(udp + 1) > data_end)
+				return PASS(MALFORMED);
+			if (udp->dest != bpf_htons(TT_L2TP_PORT))
+				return PASS(NOT_L2TP);
+		}
+		if (bpf_ntohs(ip6->payload_len) != l4_len)
+			return PASS(MALFORMED);
+		__builtin_memcpy(src, &ip6->saddr, 16);
+		family = TT_AF_INET6;
+	} else {
 		return PASS(NOT_IPV4);
-
-	struct iphdr *ip = (void *)(eth + 1);
-	if ((void *)(ip + 1) > data_end)
-		return PASS(MALFORMED);
-	if (ip->version != 4)
-		return PASS(MALFORMED);
-	if (ip->ihl != 5)
-		return PASS(IP_OPTIONS);
-	/* The kernel drops a header with a bad checksum before any socket
-	 * sees it; so must we, or leave it to the kernel. */
-	__s64 sum = bpf_csum_diff(0, 0, (__be32 *)ip, sizeof(*ip), 0);
-	if (sum < 0)
-		return PASS(MALFORMED);
-	__u32 folded = (__u32)sum;
-	folded = (folded & 0xffff) + (folded >> 16);
-	folded = (folded & 0xffff) + (folded >> 16);
-	if ((__u16)~folded != 0)
-		return PASS(MALFORMED);
-	/* Any fragment, first or not: the kernel reassembles, the slow path
-	 * gets the datagram. */
-	if (ip->frag_off & bpf_htons(IP_MF_OFFSET))
-		return PASS(FRAGMENT);
-	if (ip->protocol != IPPROTO_UDP)
-		return PASS(NOT_L2TP);
-
-	struct udphdr *udp = (void *)(ip + 1);
-	if ((void *)(udp + 1) > data_end)
-		return PASS(MALFORMED);
-	if (udp->dest != bpf_htons(TT_L2TP_PORT))
-		return PASS(NOT_L2TP);
-
-	/* The IP and UDP lengths must match what arrived, exactly: a truncated
-	 * packet, or one with trailing bytes, is the kernel's to judge. From
-	 * here on every length agrees, like the datagram a UDP socket reads. */
-	__u64 ip_len = data_end - (void *)ip;
-	if (bpf_ntohs(ip->tot_len) != ip_len ||
-	    bpf_ntohs(udp->len) != ip_len - sizeof(*ip))
-		return PASS(MALFORMED);
-
-	__u8 *l2tp = (void *)(udp + 1);
-	if (l2tp + L2TP_UDP_DATA_LEN > (__u8 *)data_end)
-		return PASS(MALFORMED);
-	__u16 lflags;
-	__builtin_memcpy(&lflags, l2tp, sizeof(lflags));
-	lflags = bpf_ntohs(lflags);
-	if (lflags & L2TP_FLAG_T)
-		return PASS(CONTROL);
-	if ((lflags & L2TP_VER_MASK) != L2TP_VER)
-		return PASS(NOT_L2TP);
-	__u32 sid;
-	__builtin_memcpy(&sid, l2tp + 4, sizeof(sid));
-	sid = bpf_ntohl(sid);
-
-	struct tt_session *s = bpf_map_lookup_elem(&sessions, &sid);
-	if (!s)
-		return PASS(UNKNOWN_SESSION);
-	if (ip->saddr != s->peer_addr || udp->source != s->peer_port)
-		return DROP(BAD_SOURCE);
-
-	/* Offset of what follows the cookie, from data: a constant on each
-	 * branch, so the verifier knows its range. */
-	__u32 off = sizeof(*eth) + sizeof(*ip) + sizeof(*udp) + L2TP_UDP_DATA_LEN;
-	__u8 *cookie = l2tp + L2TP_UDP_DATA_LEN;
-	if (s->cookie_len == 4) {
-		__u32 got, want;
-		if (cookie + 4 > (__u8 *)data_end)
-			return DROP(BAD_COOKIE);
-		__builtin_memcpy(&got, cookie, 4);
-		__builtin_memcpy(&want, s->cookie, 4);
-		if (got != want)
-			return DROP(BAD_COOKIE);
-		off += 4;
-	} else if (s->cookie_len == 8) {
-		__u64 got, want;
-		if (cookie + 8 > (__u8 *)data_end)
-			return DROP(BAD_COOKIE);
-		__builtin_memcpy(&got, cookie, 8);
-		__builtin_memcpy(&want, s->cookie, 8);
-		if (got != want)
-			return DROP(BAD_COOKIE);
-		off += 8;
-	} else if (s->cookie_len != 0) {
-		/* An entry userspace should never write: not ours to judge. */
-		return PASS(UNKNOWN_SESSION);
 	}
 
-	if (s->flags & TT_SESSION_SUBLAYER) {
-		__u8 *sl = (__u8 *)data + off;
-		__u32 word;
-		if (sl + SUBLAYER_LEN > (__u8 *)data_end)
-			return DROP(BAD_SUBLAYER);
-		__builtin_memcpy(&word, sl, sizeof(word));
-		/* Sequence numbers are tracked (and enforced) by the slow path. */
-		if (bpf_ntohl(word) & SUBLAYER_S)
+	/* What the tunnel says about the inner frame. */
+	__u32 port, flags, ifindex;
+	__u16 default_vlan;
+	const __u64 *vlans;
+	__u64 *peer_seen = 0;
+	/* Offset of the inner frame from data: a constant on each branch
+	 * plus a bounded cookie/key length, so the verifier knows its range. */
+	__u32 off;
+	/* The session, for the cookie and sublayer checks (L2TP only). */
+	struct tt_session *s = 0;
+
+	if (proto == IPPROTO_UDP) {
+		struct udphdr *udp = (void *)l4;
+		/* Checked above; again for the verifier. */
+		if ((void *)(udp + 1) > data_end)
+			return PASS(MALFORMED);
+		if (bpf_ntohs(udp->len) != l4_len)
+			return PASS(MALFORMED);
+		/* IPv6 UDP needs a checksum: the kernel drops a zero one. */
+		if (family == TT_AF_INET6 && udp->check == 0)
+			return PASS(UDP6_ZERO_CSUM);
+		__u8 *l2tp = l4 + sizeof(*udp);
+		if (l2tp + L2TP_UDP_DATA_LEN > (__u8 *)data_end)
+			return PASS(MALFORMED);
+		__u16 lflags;
+		__builtin_memcpy(&lflags, l2tp, sizeof(lflags));
+		lflags = bpf_ntohs(lflags);
+		if (lflags & L2TP_FLAG_T)
+			return PASS(CONTROL);
+		if ((lflags & L2TP_VER_MASK) != L2TP_VER)
+			return PASS(NOT_L2TP);
+		__u32 sid;
+		__builtin_memcpy(&sid, l2tp + 4, sizeof(sid));
+		sid = bpf_ntohl(sid);
+		s = bpf_map_lookup_elem(&sessions, &sid);
+		if (!s)
+			return PASS(UNKNOWN_SESSION);
+		if (s->transport != TT_TRANSPORT_UDP || s->family != family ||
+		    !addr_eq(src, s->peer_addr) || udp->source != s->peer_port)
+			return DROP(BAD_SOURCE);
+		off = l4off + sizeof(*udp) + L2TP_UDP_DATA_LEN;
+	} else if (proto == TT_IPPROTO_L2TP) {
+		if (l4 + L2TP_IP_DATA_LEN > (__u8 *)data_end)
+			return PASS(MALFORMED);
+		__u32 sid;
+		__builtin_memcpy(&sid, l4, sizeof(sid));
+		if (sid == 0)
+			return PASS(CONTROL);
+		sid = bpf_ntohl(sid);
+		s = bpf_map_lookup_elem(&sessions, &sid);
+		if (!s)
+			return PASS(UNKNOWN_SESSION);
+		if (s->transport != TT_TRANSPORT_IP || s->family != family ||
+		    !addr_eq(src, s->peer_addr))
+			return DROP(BAD_SOURCE);
+		off = l4off + L2TP_IP_DATA_LEN;
+	} else {
+		/* GRE */
+		if (l4 + 4 > (__u8 *)data_end)
+			return PASS(MALFORMED);
+		__u16 gflags, gproto;
+		__builtin_memcpy(&gflags, l4, sizeof(gflags));
+		__builtin_memcpy(&gproto, l4 + 2, sizeof(gproto));
+		gflags = bpf_ntohs(gflags);
+		gproto = bpf_ntohs(gproto);
+		/* Checksums, RFC 1701 features, other versions: the slow path
+		 * verifies or refuses them. */
+		if (gflags & (GRE_C | GRE_R | GRE_RESERVED | GRE_VERSION))
+			return PASS(GRE_OTHER);
+		if (gproto == GRE_PROTO_IPV4 || gproto == GRE_PROTO_IPV6)
+			return PASS(CONTROL); /* keepalive */
+		if (gproto != TT_GRE_PROTO_TEB)
+			return PASS(GRE_OTHER);
+		struct tt_gre_key key = {};
+		__builtin_memcpy(key.addr, src, 16);
+		key.family = family;
+		__u32 hlen = 4;
+		if (gflags & GRE_K) {
+			__u32 k;
+			if (l4 + 8 > (__u8 *)data_end)
+				return PASS(MALFORMED);
+			__builtin_memcpy(&k, l4 + 4, sizeof(k));
+			key.key = bpf_ntohl(k);
+			key.flags = TT_GRE_KEY_PRESENT;
+			hlen = 8;
+		}
+		/* The slow path tracks every sequence number. */
+		if (gflags & GRE_S)
 			return PASS(SEQUENCED);
-		off += SUBLAYER_LEN;
+		struct tt_gre_peer *peer = bpf_map_lookup_elem(&gre_peers, &key);
+		if (!peer)
+			return PASS(UNKNOWN_SESSION);
+		/* A peer that sequenced until now: the slow path sees it stop. */
+		if (peer->flags & TT_GRE_SEQUENCED)
+			return PASS(SEQUENCED);
+		port = peer->port;
+		flags = peer->flags;
+		ifindex = peer->trunk_ifindex;
+		default_vlan = peer->default_vlan;
+		vlans = peer->vlans;
+		peer_seen = &peer->last_seen_ns;
+		off = l4off + hlen;
 	}
+
+	/* Keep the verifier's idea of the offset small. */
+	if (off > 128)
+		return PASS(MALFORMED);
+	if (s) {
+		__u8 *cookie = (__u8 *)data + off;
+		if (s->cookie_len == 4) {
+			__u32 got, want;
+			if (cookie + 4 > (__u8 *)data_end)
+				return DROP(BAD_COOKIE);
+			__builtin_memcpy(&got, cookie, 4);
+			__builtin_memcpy(&want, s->cookie, 4);
+			if (got != want)
+				return DROP(BAD_COOKIE);
+			off += 4;
+		} else if (s->cookie_len == 8) {
+			__u64 got, want;
+			if (cookie + 8 > (__u8 *)data_end)
+				return DROP(BAD_COOKIE);
+			__builtin_memcpy(&got, cookie, 8);
+			__builtin_memcpy(&want, s->cookie, 8);
+			if (got != want)
+				return DROP(BAD_COOKIE);
+			off += 8;
+		} else if (s->cookie_len != 0) {
+			/* An entry userspace should never write: not ours to
+			 * judge. */
+			return PASS(UNKNOWN_SESSION);
+		}
+		if (s->flags & TT_SESSION_SUBLAYER) {
+			__u8 *sl = (__u8 *)data + off;
+			__u32 word;
+			if (sl + SUBLAYER_LEN > (__u8 *)data_end)
+				return DROP(BAD_SUBLAYER);
+			__builtin_memcpy(&word, sl, sizeof(word));
+			/* Sequence numbers are tracked (and enforced) by the
+			 * slow path. */
+			if (bpf_ntohl(word) & SUBLAYER_S)
+				return PASS(SEQUENCED);
+			off += SUBLAYER_LEN;
+		}
+		port = s->port;
+		flags = s->flags;
+		ifindex = s->trunk_ifindex;
+		default_vlan = s->default_vlan;
+		vlans = s->vlans;
+	}
+	if (off > 256)
+		return PASS(MALFORMED);
 
 	/* The inner frame. */
 	__u8 *in = (__u8 *)data + off;
@@ -264,11 +355,11 @@ int xdp_ap_rx(struct xdp_md *ctx)
 	 * priority tag, untagged for VLAN purposes. */
 	__u16 vlan;
 	if (vid == 0) {
-		if (!(s->flags & TT_SESSION_UNTAGGED))
+		if (!(flags & TT_SESSION_UNTAGGED))
 			return DROP(UNTAGGED_NOT_ALLOWED);
-		vlan = s->default_vlan;
+		vlan = default_vlan;
 	} else {
-		if (!vlan_allowed(s, vid))
+		if (!vlan_allowed(vlans, vid))
 			return DROP(VLAN_NOT_ALLOWED);
 		vlan = vid;
 	}
@@ -282,29 +373,28 @@ int xdp_ap_rx(struct xdp_md *ctx)
 		return PASS(BUM);
 
 	/* Learning stays in userspace: a source not (or no longer) on this
-	 * session's port goes up so the switch learns or moves it. */
-	struct tt_fdb_entry *src = bpf_map_lookup_elem(&fdb, &skey);
-	if (!src || src->port != s->port)
+	 * tunnel's port goes up so the switch learns or moves it. */
+	struct tt_fdb_entry *srce = bpf_map_lookup_elem(&fdb, &skey);
+	if (!srce || srce->port != port)
 		return PASS(SRC_NOT_LEARNED);
 	struct tt_fdb_entry *dst = bpf_map_lookup_elem(&fdb, &dkey);
 	if (!dst)
 		return PASS(UNKNOWN_DST);
 	if (dst->port != TT_PORT_TRUNK)
 		return PASS(NOT_TRUNK);
-
-	if (is_tcp_syn(in + ETH_HLEN + tagged * VLAN_HLEN - 2, data_end))
+	/* The slow path clamps the MSS of SYNs to the tunnel's MTU. */
+	if (is_tcp_syn(in + ETH_HLEN - 2 + tagged * VLAN_HLEN, data_end))
 		return PASS(TCP_SYN);
 
-	__u64 now = bpf_ktime_get_ns();
-	if (now - src->last_seen_ns > LAST_SEEN_GRANULARITY_NS)
-		src->last_seen_ns = now;
+	touch(&srce->last_seen_ns);
+	if (peer_seen)
+		touch(peer_seen);
 
 	/* Rewrite: drop the outer headers and the inner tag (if any), then
 	 * write the MACs and the egress tag (if any) in front of the inner
 	 * ethertype, which stays where it is. */
 	__u32 out_tagged = !(dst->flags & TT_FDB_EGRESS_UNTAGGED);
 	__u16 tci_out = bpf_htons(prio | vlan);
-	__u32 ifindex = s->trunk_ifindex;
 	int delta = (int)(off + tagged * VLAN_HLEN) - (int)(out_tagged * VLAN_HLEN);
 
 	if (bpf_xdp_adjust_head(ctx, delta))
@@ -326,5 +416,3 @@ int xdp_ap_rx(struct xdp_md *ctx)
 	count(TT_CNT_REDIRECT, XDP_REDIRECT);
 	return bpf_redirect(ifindex, 0);
 }
-
-char _license[] SEC("license") = "Apache-2.0";

@@ -29,6 +29,13 @@ enum Cmd {
     /// Run the lab demo (needs root): tunnels up, pings across them on two
     /// VLANs, then tunnel states and counters.
     Demo(DemoArgs),
+    /// Hold a pass-through XDP program on an interface until killed, so that
+    /// native XDP redirects from its veth peer are delivered.
+    XdpPass {
+        /// The interface.
+        #[arg(long, value_name = "IF")]
+        iface: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -62,6 +69,14 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Cmd::VlanHost(args) => vlan_host(args),
         Cmd::Demo(args) => demo(args),
+        Cmd::XdpPass { iface } => {
+            let _pass = tunterm_ebpf::pass::PassThrough::attach(&iface)
+                .with_context(|| format!("xdp-pass on {iface}"))?;
+            println!("{READY}: xdp_pass on {iface}");
+            loop {
+                std::thread::park();
+            }
+        }
     }
 }
 

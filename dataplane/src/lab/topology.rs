@@ -152,6 +152,9 @@ pub struct Lab {
     pub ap2: Proc,
     /// The upstream VLAN host.
     pub vlanhost: Proc,
+    /// Pass-through XDP on the APs' end of the AP link (fast path on only):
+    /// the edge's trunk program redirects into that veth.
+    pub xdp_pass: Option<Proc>,
     /// Namespace of tunterm.
     pub edge: Netns,
     /// Namespace of the simulated APs.
@@ -298,6 +301,18 @@ impl Lab {
         tunterm
             .wait_for_log("tunterm running", Duration::from_secs(10))
             .context("tunterm did not start")?;
+        // After tunterm: its own refusal (e.g. of a jumbo veth) comes first.
+        let xdp_pass = if opts.fast_path != "off" {
+            let mut p = aps.spawn(
+                &[&lab_bin, "xdp-pass", "--iface", "e0"],
+                &dir.join("xdp-pass.log"),
+            )?;
+            p.wait_for_log("xdp_pass on", Duration::from_secs(10))
+                .context("xdp-pass on the APs' end did not start")?;
+            Some(p)
+        } else {
+            None
+        };
         let (ip1, ip2) = if opts.ipv6 {
             ("fd00:99::2", "fd00:99::3")
         } else {
@@ -312,6 +327,7 @@ impl Lab {
             ap1,
             ap2,
             vlanhost,
+            xdp_pass,
             edge,
             aps,
             up,

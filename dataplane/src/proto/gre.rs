@@ -542,6 +542,22 @@ impl GreEndpoint {
         }
     }
 
+    /// The peer on `port` sent data at `at` that someone else forwarded
+    /// (the XDP fast path): it is alive. Only forward in time; returns
+    /// whether the peer exists and was refreshed.
+    pub fn refresh(&mut self, port: PortId, at: Instant) -> bool {
+        let Some(key) = self.ports.get(&port).copied() else {
+            return false;
+        };
+        match self.peers.get_mut(&key) {
+            Some(peer) if at > peer.last_rx => {
+                peer.last_rx = at;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Remove one peer (operator request, upstream failure):
     /// [`GreEvent::PeerDown`] with [`PeerDownReason::Removed`]. A peer that
     /// keeps sending comes back as a new port.
@@ -887,6 +903,25 @@ mod tests {
         // Coming back, AP2 gets a fresh port.
         let b2 = up(&mut e, t0 + 60 * s, AP2, None);
         assert!(b2 != a && b2 != b && is_gre_port(b2));
+    }
+
+    #[test]
+    fn refresh_from_the_fast_path_keeps_a_peer_alive() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        let mut e = GreEndpoint::new(GreConfig::default());
+        let a = up(&mut e, t0, AP1, None);
+        events(&mut e);
+        assert!(e.refresh(a, t0 + 25 * s));
+        assert!(!e.refresh(a, t0 + 10 * s), "backwards");
+        assert!(!e.refresh(PortId(a.0 + 1), t0 + 25 * s), "no such peer");
+        e.handle_timeout(t0 + 30 * s);
+        assert!(events(&mut e).is_empty(), "refreshed at 25 s");
+        e.handle_timeout(t0 + 55 * s);
+        assert!(matches!(
+            events(&mut e)[..],
+            [GreEvent::PeerDown { port, reason: PeerDownReason::Timeout, .. }] if port == a
+        ));
     }
 
     #[test]

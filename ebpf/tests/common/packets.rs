@@ -157,3 +157,255 @@ pub fn kernel_udp_rx(p: &[u8]) -> Option<(SocketAddrV4, &[u8])> {
     );
     Some((src, &udp[8..ulen]))
 }
+
+/// The outer source of a tunnel packet, as the kernel reports it to the
+/// socket of protocol `proto` (17, 115 or 47).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rx<'a> {
+    pub proto: u8,
+    pub src: std::net::SocketAddr,
+    pub dst: std::net::IpAddr,
+    /// The UDP payload, or the IP payload for 115 and 47.
+    pub payload: &'a [u8],
+}
+
+/// IPv6 header fields a case may vary.
+#[derive(Clone, Copy, Debug)]
+pub struct Ip6 {
+    pub src: std::net::Ipv6Addr,
+    pub dst: std::net::Ipv6Addr,
+    /// Extension headers to put first, as (next header, 8 bytes each).
+    pub ext: Option<u8>,
+}
+
+/// The IPv6 pseudo-header checksum (RFC 8200 §8.1) of an upper-layer
+/// packet `l4` of protocol `next`.
+pub fn checksum6(src: &std::net::Ipv6Addr, dst: &std::net::Ipv6Addr, next: u8, l4: &[u8]) -> u16 {
+    let mut b = Vec::with_capacity(40 + l4.len());
+    b.extend_from_slice(&src.octets());
+    b.extend_from_slice(&dst.octets());
+    b.extend_from_slice(&(l4.len() as u32).to_be_bytes());
+    b.extend_from_slice(&[0, 0, 0, next]);
+    b.extend_from_slice(l4);
+    checksum(&b)
+}
+
+/// Ethernet + IPv6 (+ one extension header of type `ip.ext`, 8 bytes,
+/// whose next header is `next`) around `l4`.
+pub fn ip6(ip: Ip6, next: u8, l4: &[u8]) -> Vec<u8> {
+    let mut h = vec![0x60, 0, 0, 0];
+    let ext_len = if ip.ext.is_some() { 8 } else { 0 };
+    h.extend_from_slice(&((ext_len + l4.len()) as u16).to_be_bytes());
+    h.push(ip.ext.unwrap_or(next));
+    h.push(64);
+    h.extend_from_slice(&ip.src.octets());
+    h.extend_from_slice(&ip.dst.octets());
+    if ip.ext.is_some() {
+        // A Destination Options header with one PadN option (RFC 8200 §4.2).
+        h.extend_from_slice(&[next, 0, 1, 4, 0, 0, 0, 0]);
+    }
+    h.extend_from_slice(l4);
+    ether(EDGE_MAC, GW_MAC, None, 0x86dd, &h)
+}
+
+/// UDP over IPv6 with its (mandatory) checksum.
+pub fn udp6(ip: Ip6, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut u = Vec::with_capacity(8 + payload.len());
+    u.extend_from_slice(&sport.to_be_bytes());
+    u.extend_from_slice(&dport.to_be_bytes());
+    u.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    u.extend_from_slice(&[0, 0]);
+    u.extend_from_slice(payload);
+    let mut c = checksum6(&ip.src, &ip.dst, 17, &u);
+    if c == 0 {
+        c = 0xffff;
+    }
+    u[6..8].copy_from_slice(&c.to_be_bytes());
+    ip6(ip, 17, &u)
+}
+
+/// Ethernet + IPv4 (no options, DF) of protocol `proto` around `payload`.
+pub fn ip4(src: std::net::Ipv4Addr, dst: std::net::Ipv4Addr, proto: u8, payload: &[u8]) -> Vec<u8> {
+    let mut p = udp4(
+        Ip {
+            src: SocketAddrV4::new(src, 0),
+            dst: SocketAddrV4::new(dst, 0),
+            frag: 0x4000,
+            options: 0,
+            protocol: proto,
+        },
+        payload,
+    );
+    // udp4 put a UDP header in: take it out again.
+    p.drain(34..42);
+    fix_any_lengths(&mut p);
+    p
+}
+
+/// An L2TPv3-over-IP data message (RFC 3931 §4.1.1.1): session id, cookie,
+/// optional sublayer word, frame.
+pub fn l2tp_ip_data(sid: u32, cookie: &[u8], sublayer: Option<u32>, frame: &[u8]) -> Vec<u8> {
+    l2tp_data(sid, cookie, sublayer, frame).split_off(4)
+}
+
+/// A GRE packet (RFC 2784, RFC 2890): flags from the optional fields,
+/// protocol, [checksum], [key], [sequence number], payload.
+pub fn gre(proto: u16, csum: bool, key: Option<u32>, seq: Option<u32>, payload: &[u8]) -> Vec<u8> {
+    let mut flags = 0u16;
+    if csum {
+        flags |= 0x8000;
+    }
+    if key.is_some() {
+        flags |= 0x2000;
+    }
+    if seq.is_some() {
+        flags |= 0x1000;
+    }
+    let mut g = Vec::new();
+    g.extend_from_slice(&flags.to_be_bytes());
+    g.extend_from_slice(&proto.to_be_bytes());
+    if csum {
+        g.extend_from_slice(&[0; 4]);
+    }
+    for w in [key, seq].into_iter().flatten() {
+        g.extend_from_slice(&w.to_be_bytes());
+    }
+    g.extend_from_slice(payload);
+    if csum {
+        let c = checksum(&g);
+        g[4..6].copy_from_slice(&c.to_be_bytes());
+    }
+    g
+}
+
+/// Rewrite the lengths (and checksums) of an IPv4 or IPv6 packet from
+/// these builders to match its current length.
+pub fn fix_any_lengths(p: &mut [u8]) {
+    if p[12..14] == [0x08, 0x00] {
+        if p[23] == 17 {
+            fix_lengths(p);
+        } else {
+            let ip_len = p.len() - 14;
+            p[16..18].copy_from_slice(&(ip_len as u16).to_be_bytes());
+            p[24..26].copy_from_slice(&[0, 0]);
+            let c = checksum(&p[14..34]);
+            p[24..26].copy_from_slice(&c.to_be_bytes());
+        }
+        return;
+    }
+    let pl = p.len() - 54;
+    p[18..20].copy_from_slice(&(pl as u16).to_be_bytes());
+    if p[20] == 17 && pl >= 8 {
+        p[58..60].copy_from_slice(&(pl as u16).to_be_bytes());
+        p[60..62].copy_from_slice(&[0, 0]);
+        let src = std::net::Ipv6Addr::from(<[u8; 16]>::try_from(&p[22..38]).unwrap());
+        let dst = std::net::Ipv6Addr::from(<[u8; 16]>::try_from(&p[38..54]).unwrap());
+        let mut c = checksum6(&src, &dst, 17, &p[54..]);
+        if c == 0 {
+            c = 0xffff;
+        }
+        p[60..62].copy_from_slice(&c.to_be_bytes());
+    }
+}
+
+/// What the kernel's receive path hands the tunnel sockets (UDP bound to
+/// 1701, raw IP of protocols 115 and 47; IPv4 and IPv6), modelled: `None`
+/// when nothing reaches them as the packet stands (not for them, a bad
+/// header or checksum, truncated, a fragment waiting for reassembly). IPv6
+/// extension headers the kernel walks (hop-by-hop, destination options)
+/// are skipped, as it does; UDP over IPv6 needs a right, non-zero checksum.
+pub fn kernel_rx(p: &[u8]) -> Option<Rx<'_>> {
+    use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+    if p.len() < 14 {
+        return None;
+    }
+    let (src, dst, proto, l4): (IpAddr, IpAddr, u8, &[u8]) = match [p[12], p[13]] {
+        [0x08, 0x00] => {
+            if let Some((src, payload)) = kernel_udp_rx(p) {
+                let d = &p[30..34];
+                return Some(Rx {
+                    proto: 17,
+                    src: SocketAddr::V4(src),
+                    dst: IpAddr::from([d[0], d[1], d[2], d[3]]),
+                    payload,
+                });
+            }
+            let ip = &p[14..];
+            if ip.len() < 20 || ip[0] >> 4 != 4 {
+                return None;
+            }
+            let ihl = usize::from(ip[0] & 0x0f) * 4;
+            let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+            if ihl < 20 || ip.len() < ihl || total < ihl || total > ip.len() {
+                return None;
+            }
+            if checksum(&ip[..ihl]) != 0 || u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0 {
+                return None;
+            }
+            if ip[9] != 115 && ip[9] != 47 {
+                return None;
+            }
+            (
+                IpAddr::from([ip[12], ip[13], ip[14], ip[15]]),
+                IpAddr::from([ip[16], ip[17], ip[18], ip[19]]),
+                ip[9],
+                &ip[ihl..total],
+            )
+        }
+        [0x86, 0xdd] => {
+            let ip = &p[14..];
+            if ip.len() < 40 || ip[0] >> 4 != 6 {
+                return None;
+            }
+            let pl = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
+            if 40 + pl > ip.len() {
+                return None;
+            }
+            let src = Ipv6Addr::from(<[u8; 16]>::try_from(&ip[8..24]).ok()?);
+            let dst = Ipv6Addr::from(<[u8; 16]>::try_from(&ip[24..40]).ok()?);
+            let mut next = ip[6];
+            let mut rest = &ip[40..40 + pl];
+            while next == 0 || next == 60 {
+                if rest.len() < 8 {
+                    return None;
+                }
+                let len = (usize::from(rest[1]) + 1) * 8;
+                if rest.len() < len {
+                    return None;
+                }
+                next = rest[0];
+                rest = &rest[len..];
+            }
+            if next == 17 {
+                if rest.len() < 8 {
+                    return None;
+                }
+                let ulen = usize::from(u16::from_be_bytes([rest[4], rest[5]]));
+                let csum = u16::from_be_bytes([rest[6], rest[7]]);
+                if u16::from_be_bytes([rest[2], rest[3]]) != 1701 || ulen < 8 || ulen > rest.len() {
+                    return None;
+                }
+                if csum == 0 || checksum6(&src, &dst, 17, &rest[..ulen]) != 0 {
+                    return None;
+                }
+                return Some(Rx {
+                    proto: 17,
+                    src: SocketAddr::new(IpAddr::V6(src), u16::from_be_bytes([rest[0], rest[1]])),
+                    dst: IpAddr::V6(dst),
+                    payload: &rest[8..ulen],
+                });
+            }
+            if next != 115 && next != 47 {
+                return None;
+            }
+            (IpAddr::V6(src), IpAddr::V6(dst), next, rest)
+        }
+        _ => return None,
+    };
+    Some(Rx {
+        proto,
+        src: SocketAddr::new(src, 0),
+        dst,
+        payload: l4,
+    })
+}

@@ -1,0 +1,146 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * What both XDP programs share: the map definitions (layouts from
+ * include/tunterm_maps.h), the counters, and small helpers. Each program's
+ * file includes this, so it builds alone (xdp_ap_rx.bpf.o) and with the
+ * other in one object whose two programs share one set of maps
+ * (tunterm_xdp.bpf.o, what FastPath loads).
+ */
+#ifndef TT_FAST_PATH_BPF_H
+#define TT_FAST_PATH_BPF_H
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/udp.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#include "tunterm_maps.h"
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, TT_MAX_SESSIONS);
+	__type(key, __u32);
+	__type(value, struct tt_session);
+} sessions SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, TT_MAX_GRE_PEERS);
+	__type(key, struct tt_gre_key);
+	__type(value, struct tt_gre_peer);
+} gre_peers SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, TT_MAX_FDB);
+	__type(key, struct tt_fdb_key);
+	__type(value, struct tt_fdb_entry);
+} fdb SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, TT_MAX_TEMPLATES);
+	__type(key, __u32);
+	__type(value, struct tt_template);
+} templates SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct tt_trunk);
+} trunk SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, TT_CNT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+#define TPID_8021Q 0x8100
+#define VLAN_HLEN 4
+#define IP_MF_OFFSET 0x3fff
+#define TCP_FLAG_SYN 0x02
+
+/* Refresh a last_seen at most this often (a write per packet would bounce
+ * the entry's cache line between CPUs). */
+#define LAST_SEEN_GRANULARITY_NS 1000000000ULL
+
+static __always_inline int count(__u32 idx, int action)
+{
+	__u64 *c = bpf_map_lookup_elem(&counters, &idx);
+
+	if (c)
+		*c += 1;
+	return action;
+}
+
+static __always_inline int vlan_allowed(const __u64 *vlans, __u16 vid)
+{
+	__u32 word = (vid >> 6) & (TT_VLAN_WORDS - 1);
+
+	return (vlans[word] >> (vid & 63)) & 1;
+}
+
+static __always_inline int is_group(const __u8 *mac)
+{
+	return mac[0] & 1;
+}
+
+static __always_inline int is_zero(const __u8 *mac)
+{
+	return (mac[0] | mac[1] | mac[2] | mac[3] | mac[4] | mac[5]) == 0;
+}
+
+static __always_inline void touch(__u64 *last_seen)
+{
+	__u64 now = bpf_ktime_get_ns();
+
+	if (now - *last_seen > LAST_SEEN_GRANULARITY_NS)
+		*last_seen = now;
+}
+
+/* Whether the frame's L3 payload, starting with its ethertype at `et`, is a
+ * TCP SYN whose MSS the slow path would clamp: the same test as
+ * tunterm::proto::pmtu::clamp_mss (IPv4 not a fragment, or IPv6 with TCP as
+ * the next header; a whole 20-byte TCP header with SYN set). */
+static __always_inline int is_tcp_syn(__u8 *et, void *data_end)
+{
+	__u16 type;
+	__u8 *ip = et + 2;
+	__u8 *tcp;
+
+	if (et + 2 > (__u8 *)data_end)
+		return 0;
+	__builtin_memcpy(&type, et, sizeof(type));
+	if (type == bpf_htons(ETH_P_IP)) {
+		__u16 frag;
+		if (ip + 20 > (__u8 *)data_end)
+			return 0;
+		__builtin_memcpy(&frag, ip + 6, sizeof(frag));
+		if ((ip[0] >> 4) != 4 || (ip[0] & 0x0f) < 5 || ip[9] != IPPROTO_TCP ||
+		    (frag & bpf_htons(IP_MF_OFFSET)))
+			return 0;
+		tcp = ip + (ip[0] & 0x0f) * 4;
+	} else if (type == bpf_htons(ETH_P_IPV6)) {
+		if (ip + 40 > (__u8 *)data_end)
+			return 0;
+		if ((ip[0] >> 4) != 6 || ip[6] != IPPROTO_TCP)
+			return 0;
+		tcp = ip + 40;
+	} else {
+		return 0;
+	}
+	if (tcp + 20 > (__u8 *)data_end)
+		return 0;
+	return tcp[13] & TCP_FLAG_SYN;
+}
+
+char _license[] SEC("license") = "Apache-2.0";
+
+#endif /* TT_FAST_PATH_BPF_H */

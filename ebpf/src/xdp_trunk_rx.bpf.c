@@ -1,0 +1,176 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * xdp_trunk_rx: the fast path of the trunk port (encapsulate → AP).
+ *
+ *   | Ethernet [802.1Q] ... | from the trunk
+ *        ↓ (VLAN, dst MAC) in `fdb` on a tunnel port with a template
+ *   | template: Ethernet | IPv4/IPv6 | [UDP] | L2TPv3 data or GRE | frame |
+ *
+ * A unicast frame on a VLAN the trunk carries, whose source MAC is already
+ * learned on the trunk and whose destination is learned behind a tunnel
+ * (an L2TPv3 session or an mGRE peer) with a header template, gets the
+ * tunnel's egress tag (none on the tunnel's untagged VLAN, the VLAN with
+ * the frame's PCP and DEI otherwise: tunterm::wire::ether::append_retagged
+ * with Switch::egress_tag), the template in front, the IP (and UDP)
+ * lengths and the IPv4 header checksum filled in, and is redirected to
+ * the AP-facing interface with bpf_redirect. Frames the switch drops (VLAN
+ * not on the trunk, untagged without an untagged VLAN) are dropped; all
+ * else passes untouched to the slow path, counted by reason.
+ */
+#include "tt_fast_path.bpf.h"
+
+#define TPASS(reason) count(TT_CNT_TRUNK_PASS_##reason, XDP_PASS)
+#define TDROP(reason) count(TT_CNT_TRUNK_DROP_##reason, XDP_DROP)
+#define TABORT() count(TT_CNT_TRUNK_ABORTED, XDP_ABORTED)
+
+static __always_inline __u16 csum_fold(__s64 sum)
+{
+	__u32 f = (__u32)sum;
+
+	f = (f & 0xffff) + (f >> 16);
+	f = (f & 0xffff) + (f >> 16);
+	return (__u16)~f;
+}
+
+SEC("xdp")
+int xdp_trunk_rx(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+
+	count(TT_CNT_TRUNK_RX, XDP_PASS);
+
+	__u8 *f = data;
+	if (f + ETH_HLEN > (__u8 *)data_end)
+		return TPASS(MALFORMED);
+	__u32 zero = 0;
+	struct tt_trunk *t = bpf_map_lookup_elem(&trunk, &zero);
+	if (!t || !(t->flags & TT_TRUNK_VALID))
+		return TPASS(NOT_CONFIGURED);
+
+	struct tt_fdb_key dkey = {}, skey = {};
+	__builtin_memcpy(dkey.mac, f, 6);
+	__builtin_memcpy(skey.mac, f + 6, 6);
+	__u16 ethertype;
+	__builtin_memcpy(&ethertype, f + 12, sizeof(ethertype));
+	__u32 tagged = 0;
+	__u16 prio = 0, vid = 0;
+	if (ethertype == bpf_htons(TPID_8021Q)) {
+		__u16 tci;
+		if (f + ETH_HLEN + VLAN_HLEN > (__u8 *)data_end)
+			return TPASS(MALFORMED);
+		__builtin_memcpy(&tci, f + ETH_HLEN, sizeof(tci));
+		tci = bpf_ntohs(tci);
+		tagged = 1;
+		prio = tci & 0xf000;
+		vid = tci & 0x0fff;
+	}
+
+	/* The switch's VLAN decision for the trunk port. */
+	__u16 vlan;
+	if (vid == 0) {
+		if (!(t->flags & TT_SESSION_UNTAGGED))
+			return TDROP(UNTAGGED_NOT_ALLOWED);
+		vlan = t->default_vlan;
+	} else {
+		if (!vlan_allowed(t->vlans, vid))
+			return TDROP(VLAN_NOT_ALLOWED);
+		vlan = vid;
+	}
+	dkey.vlan = vlan;
+	skey.vlan = vlan;
+
+	if (is_group(skey.mac) || is_zero(skey.mac))
+		return TPASS(SRC_NOT_LEARNED);
+	if (is_group(dkey.mac))
+		return TPASS(BUM);
+	struct tt_fdb_entry *srce = bpf_map_lookup_elem(&fdb, &skey);
+	if (!srce || srce->port != TT_PORT_TRUNK)
+		return TPASS(SRC_NOT_LEARNED);
+	struct tt_fdb_entry *dst = bpf_map_lookup_elem(&fdb, &dkey);
+	if (!dst)
+		return TPASS(UNKNOWN_DST);
+	if (dst->port == TT_PORT_TRUNK)
+		return TPASS(NOT_TUNNEL);
+	__u32 dport = dst->port;
+	struct tt_template *tpl = bpf_map_lookup_elem(&templates, &dport);
+	if (!tpl)
+		return TPASS(NO_TEMPLATE);
+	__u32 hlen = tpl->hdr_len;
+	__u8 encap = tpl->encap;
+	__u8 family = tpl->family;
+	/* Only entries userspace builds (TunnelTemplate): anything else is
+	 * not ours to send. IPv6 UDP needs a payload checksum: slow path. */
+	__u32 ip_hlen = family == TT_AF_INET ? 20 : 40;
+	if ((family != TT_AF_INET && family != TT_AF_INET6) ||
+	    (family == TT_AF_INET6 && encap == TT_ENCAP_L2TP_UDP) ||
+	    (encap != TT_ENCAP_L2TP_UDP && encap != TT_ENCAP_L2TP_IP &&
+	     encap != TT_ENCAP_GRE) ||
+	    hlen > TT_TEMPLATE_MAX || hlen < ETH_HLEN + ip_hlen + 4 || (hlen & 1))
+		return TPASS(NO_TEMPLATE);
+
+	if (is_tcp_syn(f + ETH_HLEN - 2 + tagged * VLAN_HLEN, data_end))
+		return TPASS(TCP_SYN);
+
+	__u32 out_tagged = !(dst->flags & TT_FDB_EGRESS_UNTAGGED);
+	__u64 frame_len = (__u8 *)data_end - f;
+	__u64 ip_len = hlen - ETH_HLEN + frame_len - tagged * VLAN_HLEN +
+		       out_tagged * VLAN_HLEN;
+	if (ip_len > tpl->mtu)
+		return TPASS(TOO_BIG);
+
+	touch(&srce->last_seen_ns);
+
+	__u16 tci_out = bpf_htons(prio | vlan);
+	__u32 ifindex = tpl->ifindex;
+	int delta = (int)(tagged * VLAN_HLEN) - (int)(out_tagged * VLAN_HLEN) - (int)hlen;
+	if (bpf_xdp_adjust_head(ctx, delta))
+		return TABORT();
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	__u8 *p = data;
+
+	/* The template, two bytes at a time (every header length is even). */
+	for (__u32 i = 0; i < TT_TEMPLATE_MAX; i += 2) {
+		if (i >= hlen)
+			break;
+		if (p + i + 2 > (__u8 *)data_end)
+			return TABORT();
+		__builtin_memcpy(p + i, &tpl->hdr[i], 2);
+	}
+	/* The inner frame's addresses and egress tag; its ethertype and
+	 * payload are where they were. */
+	__u8 *in = p + (hlen & 0xff);
+	if (in + 2 * ETH_ALEN + VLAN_HLEN > (__u8 *)data_end)
+		return TABORT();
+	__builtin_memcpy(in, dkey.mac, ETH_ALEN);
+	__builtin_memcpy(in + ETH_ALEN, skey.mac, ETH_ALEN);
+	if (out_tagged) {
+		__u16 tpid = bpf_htons(TPID_8021Q);
+		__builtin_memcpy(in + 2 * ETH_ALEN, &tpid, sizeof(tpid));
+		__builtin_memcpy(in + 2 * ETH_ALEN + 2, &tci_out, sizeof(tci_out));
+	}
+
+	/* Lengths and checksums. */
+	if (family == TT_AF_INET) {
+		struct iphdr *ip = (void *)(p + ETH_HLEN);
+		if ((void *)(ip + 1) + sizeof(struct udphdr) > data_end)
+			return TABORT();
+		ip->tot_len = bpf_htons((__u16)ip_len);
+		ip->check = 0;
+		ip->check = csum_fold(bpf_csum_diff(0, 0, (__be32 *)ip, sizeof(*ip), 0));
+		if (encap == TT_ENCAP_L2TP_UDP) {
+			struct udphdr *udp = (void *)(ip + 1);
+			udp->len = bpf_htons((__u16)(ip_len - sizeof(*ip)));
+			udp->check = 0;
+		}
+	} else {
+		struct ipv6hdr *ip6 = (void *)(p + ETH_HLEN);
+		if ((void *)(ip6 + 1) > data_end)
+			return TABORT();
+		ip6->payload_len = bpf_htons((__u16)(ip_len - sizeof(*ip6)));
+	}
+
+	count(TT_CNT_TRUNK_REDIRECT, XDP_REDIRECT);
+	return bpf_redirect(ifindex, 0);
+}

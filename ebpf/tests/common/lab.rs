@@ -1,0 +1,649 @@
+//! The lab both tables run in: L2TPv3 sessions brought up with the real
+//! handshake (every transport, family, cookie size), mGRE peers brought up
+//! by their first packet, a userspace switch that has learned a trunk host
+//! and every client, and the userspace path on a packet (the kernel's
+//! receive, modelled; the endpoints; the switch; the re-tag and encap).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+use super::mirror::{self, ApLink};
+use super::packets::{self, Ip, Ip6, Mac};
+use tunterm::proto::bridge::{DropReason, PortConfig, PortId, Switch, TRUNK, Verdict};
+use tunterm::proto::gre::{GreConfig, GreDrop, GreEndpoint, GreEvent, GreIncoming, is_gre_port};
+use tunterm::proto::l2tp::{
+    DataDrop, DataSession, Endpoint, EndpointConfig, Event, Incoming, PwProfile, SessionRequest,
+    SessionState,
+};
+use tunterm::wire::ether;
+use tunterm::wire::l2tp::{Transport, pw};
+use tunterm_control::VlanSet;
+use tunterm_ebpf::FastPath;
+
+/// Addresses from the documentation ranges: nothing is ever sent (a test
+/// run transmits nothing, a redirect only reports XDP_REDIRECT).
+pub const EDGE: &str = "192.0.2.1:1701";
+pub const EDGE4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+pub const EDGE6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
+pub const TRUNK_IFINDEX: u32 = 7;
+pub const AP_IFINDEX: u32 = 9;
+/// The host on the trunk every client talks to.
+pub const HOST: Mac = [0x02, 0xee, 0, 0, 0, 1];
+/// Client frame payload length after the ethertype.
+pub const LEN: usize = 60;
+/// The tunnel MTU of the templates.
+pub const MTU: u16 = 1500;
+
+pub fn vlans(ids: &[u16]) -> VlanSet {
+    let mut s = VlanSet::default();
+    for &i in ids {
+        s.insert(i).expect("valid VLAN");
+    }
+    s
+}
+
+/// How the edge reaches the APs (the templates' outer headers).
+pub fn ap_link() -> ApLink {
+    ApLink {
+        ifindex: AP_IFINDEX,
+        src_mac: packets::EDGE_MAC,
+        next_hop_mac: packets::GW_MAC,
+        local4: Some(EDGE4),
+        local6: Some(EDGE6),
+        ttl: 64,
+        dont_fragment: true,
+        mtu: MTU,
+    }
+}
+
+/// One session as both ends see it after the handshake.
+pub struct Tunnel {
+    /// The edge side (one endpoint per cookie size: the size we assign is
+    /// an endpoint-wide setting; the daemon has one endpoint for all).
+    pub edge: Endpoint,
+    /// The AP side.
+    pub apside: Endpoint,
+    /// The edge's view of the session.
+    pub session: DataSession,
+    /// The AP's view.
+    pub ap_view: DataSession,
+    /// The session id and cookie the AP puts on data (its view).
+    pub ap_sends_sid: u32,
+    pub ap_sends_cookie: Vec<u8>,
+    pub ap: SocketAddr,
+    pub edge_addr: SocketAddr,
+    pub transport: Transport,
+    pub port: PortConfig,
+    pub client: Mac,
+}
+
+impl Tunnel {
+    pub fn up(
+        seed: u64,
+        cookie_len: usize,
+        sublayer: bool,
+        transport: Transport,
+        ap: SocketAddr,
+        port: PortConfig,
+    ) -> Tunnel {
+        let now = Instant::now();
+        let edge_ip: IpAddr = if ap.is_ipv4() {
+            EDGE4.into()
+        } else {
+            EDGE6.into()
+        };
+        let edge_addr = match transport {
+            Transport::Udp => SocketAddr::new(edge_ip, 1701),
+            Transport::Ip => SocketAddr::new(edge_ip, 0),
+        };
+        let mut edge = Endpoint::new(
+            EndpointConfig {
+                cookie_len,
+                profiles: vec![PwProfile {
+                    names: vec!["lab".into()],
+                    hello_interval: Duration::from_secs(60),
+                    hello_retries: 7,
+                    transport: None,
+                }],
+                ..EndpointConfig::default()
+            },
+            seed,
+        );
+        let mut apside = Endpoint::new(
+            EndpointConfig {
+                accept_incoming: false,
+                l2_sublayer: sublayer,
+                ..EndpointConfig::default()
+            },
+            seed + 1000,
+        );
+        let ccid = apside.connect(now, transport, edge_addr, Duration::from_secs(60), 7);
+        let opened = apside.open_session(
+            now,
+            ccid,
+            SessionRequest {
+                remote_end_id: "lab".into(),
+                pw_type: pw::ETHERNET,
+            },
+        );
+        assert!(opened, "session requested");
+        for _ in 0..100 {
+            let mut moved = false;
+            while let Some(t) = apside.poll_transmit() {
+                let _ = edge.handle_datagram(now, transport, ap, &t.payload);
+                moved = true;
+            }
+            while let Some(t) = edge.poll_transmit() {
+                let _ = apside.handle_datagram(now, transport, edge_addr, &t.payload);
+                moved = true;
+            }
+            if !moved {
+                break;
+            }
+        }
+        let mut sid = None;
+        while let Some(e) = edge.poll_event() {
+            if let Event::SessionUp { session_id, .. } = e {
+                sid = Some(session_id);
+            }
+        }
+        let sid = sid.expect("the edge brought the session up");
+        let session = edge.session(sid).expect("session").clone();
+        assert_eq!(session.state, SessionState::Established);
+        assert_eq!(session.cookie_rx.len(), cookie_len);
+        assert_eq!(session.sublayer, sublayer, "sublayer negotiated");
+        assert_eq!(session.transport, transport);
+        let mut ap_view = None;
+        while let Some(e) = apside.poll_event() {
+            if let Event::SessionUp { session_id, .. } = e {
+                ap_view = apside.session(session_id).cloned();
+            }
+        }
+        let ap_view = ap_view.expect("the AP brought the session up");
+        assert_eq!(ap_view.remote_sid, sid, "both ends agree on the id");
+        Tunnel {
+            edge,
+            apside,
+            ap_sends_sid: ap_view.remote_sid,
+            ap_sends_cookie: ap_view.cookie_tx.as_slice().to_vec(),
+            session,
+            ap_view,
+            ap,
+            edge_addr,
+            transport,
+            port,
+            client: [0x02, 0xc1, 0, 0, 0, seed as u8],
+        }
+    }
+
+    pub fn port_id(&self) -> PortId {
+        mirror::port_of(&self.session)
+    }
+
+    /// The AP's address, for the IPv4 UDP cases.
+    pub fn ap4(&self) -> SocketAddrV4 {
+        match self.ap {
+            SocketAddr::V4(a) => a,
+            SocketAddr::V6(_) => panic!("an IPv4 case on an IPv6 tunnel"),
+        }
+    }
+
+    /// A data message from the AP carrying `frame` (sublayer word 0 when
+    /// the session has one).
+    pub fn data(&self, frame: &[u8]) -> Vec<u8> {
+        self.data_with(self.ap, &self.ap_sends_cookie, self.sublayer_word(0), frame)
+    }
+
+    pub fn sublayer_word(&self, w: u32) -> Option<u32> {
+        self.session.sublayer.then_some(w)
+    }
+
+    pub fn data_with(
+        &self,
+        from: impl Into<SocketAddr>,
+        cookie: &[u8],
+        sl: Option<u32>,
+        frame: &[u8],
+    ) -> Vec<u8> {
+        self.data_over(
+            self.transport,
+            from.into(),
+            self.ap_sends_sid,
+            cookie,
+            sl,
+            frame,
+        )
+    }
+
+    /// A data message over `transport` (which may not be the session's).
+    pub fn data_over(
+        &self,
+        transport: Transport,
+        from: SocketAddr,
+        sid: u32,
+        cookie: &[u8],
+        sl: Option<u32>,
+        frame: &[u8],
+    ) -> Vec<u8> {
+        let msg = match transport {
+            Transport::Udp => packets::l2tp_data(sid, cookie, sl, frame),
+            Transport::Ip => packets::l2tp_ip_data(sid, cookie, sl, frame),
+        };
+        wrap(transport, from, self.edge_addr.ip(), &msg)
+    }
+}
+
+/// An L2TP message from `from` to the edge at `edge`, over `transport`.
+pub fn wrap(transport: Transport, from: SocketAddr, edge: IpAddr, msg: &[u8]) -> Vec<u8> {
+    match (transport, from, edge) {
+        (Transport::Udp, SocketAddr::V4(f), IpAddr::V4(e)) => {
+            packets::udp4(Ip::udp(f, SocketAddrV4::new(e, 1701)), msg)
+        }
+        (Transport::Udp, SocketAddr::V6(f), IpAddr::V6(e)) => packets::udp6(
+            Ip6 {
+                src: *f.ip(),
+                dst: e,
+                ext: None,
+            },
+            f.port(),
+            1701,
+            msg,
+        ),
+        (Transport::Ip, SocketAddr::V4(f), IpAddr::V4(e)) => packets::ip4(*f.ip(), e, 115, msg),
+        (Transport::Ip, SocketAddr::V6(f), IpAddr::V6(e)) => packets::ip6(
+            Ip6 {
+                src: *f.ip(),
+                dst: e,
+                ext: None,
+            },
+            115,
+            msg,
+        ),
+        _ => panic!("families differ"),
+    }
+}
+
+/// A GRE packet from `from` to the edge (IPv4 or IPv6 by `from`).
+pub fn gre_from(from: IpAddr, gre: &[u8]) -> Vec<u8> {
+    match from {
+        IpAddr::V4(a) => packets::ip4(a, EDGE4, 47, gre),
+        IpAddr::V6(a) => packets::ip6(
+            Ip6 {
+                src: a,
+                dst: EDGE6,
+                ext: None,
+            },
+            47,
+            gre,
+        ),
+    }
+}
+
+/// One mGRE peer.
+pub struct GreAp {
+    pub addr: IpAddr,
+    pub key: Option<u32>,
+    pub port: PortId,
+    pub client: Mac,
+    pub sequenced: bool,
+}
+
+impl GreAp {
+    /// A data packet carrying `frame` (with a sequence number when the peer
+    /// sequences).
+    pub fn data(&self, frame: &[u8]) -> Vec<u8> {
+        let seq = self.sequenced.then_some(100);
+        gre_from(
+            self.addr,
+            &packets::gre(0x6558, false, self.key, seq, frame),
+        )
+    }
+}
+
+/// The fast path's expected result.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fast<C> {
+    Redirect(Vec<u8>),
+    Drop(C),
+    Pass(C),
+    /// Whatever the slow path decides, the fast path must agree with it
+    /// (the truncation sweeps): redirect only to the slow path's frame,
+    /// drop only for the slow path's reason, else pass untouched.
+    Agree,
+}
+
+/// The slow path's result on the AP side.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Slow {
+    /// No datagram reaches a tunnel socket as it stands.
+    Kernel,
+    /// A control message, consumed by the endpoint.
+    Control,
+    /// A GRE keepalive, answered.
+    Keepalive,
+    EndpointDrop(DataDrop),
+    GreDrop(GreDrop),
+    SwitchDrop(DropReason),
+    ToTrunk(Vec<u8>),
+    ToTunnel(PortId),
+    Flood(u16),
+}
+
+/// The slow path's result on the trunk side.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TrunkSlow {
+    /// Into a tunnel: the port, where the kernel sends it, and the IP
+    /// payload (UDP payload over UDP) the sockets are handed.
+    ToTunnel {
+        port: PortId,
+        peer: SocketAddr,
+        payload: Vec<u8>,
+    },
+    SwitchDrop(DropReason),
+    Flood(u16),
+    /// Known behind the trunk itself.
+    Local,
+    /// No session or peer behind a port the switch forwards to.
+    NoTunnel,
+}
+
+pub struct Lab {
+    pub tunnels: Vec<Tunnel>,
+    pub gre: GreEndpoint,
+    pub gre_aps: Vec<GreAp>,
+    pub mgre_port: PortConfig,
+    pub trunk_port: PortConfig,
+    pub switch: Switch,
+    pub now: Instant,
+}
+
+impl Lab {
+    pub fn new() -> Lab {
+        let ap = |port| SocketAddr::V4(SocketAddrV4::new([198, 51, 100, 2].into(), port));
+        let ap6 = |n: u16, port| {
+            SocketAddr::new(
+                IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, n)),
+                port,
+            )
+        };
+        let ap_ip = |n: u8| SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 51, 100, n)), 0);
+        let cfg = |v: &[u16], u: Option<u16>| PortConfig {
+            vlans: vlans(v),
+            untagged_vlan: u,
+        };
+        let tunnels = vec![
+            // 0: UDP/IPv4, no cookie; VLAN 1 is the trunk's untagged VLAN.
+            Tunnel::up(
+                1,
+                0,
+                false,
+                Transport::Udp,
+                ap(40000),
+                cfg(&[1, 10, 20], Some(10)),
+            ),
+            // 1: UDP/IPv4, 4-byte cookie.
+            Tunnel::up(
+                2,
+                4,
+                false,
+                Transport::Udp,
+                ap(40001),
+                cfg(&[10, 20], Some(10)),
+            ),
+            // 2: UDP/IPv4, 8-byte cookie, tagged only.
+            Tunnel::up(3, 8, false, Transport::Udp, ap(40002), cfg(&[10, 20], None)),
+            // 3: UDP/IPv4, 4-byte cookie and the sublayer, untagged → 20.
+            Tunnel::up(
+                4,
+                4,
+                true,
+                Transport::Udp,
+                ap(40003),
+                cfg(&[10, 20], Some(20)),
+            ),
+            // 4: UDP/IPv6, 4-byte cookie.
+            Tunnel::up(
+                5,
+                4,
+                false,
+                Transport::Udp,
+                ap6(5, 40004),
+                cfg(&[10, 20], Some(10)),
+            ),
+            // 5: IP/IPv4, no cookie.
+            Tunnel::up(
+                6,
+                0,
+                false,
+                Transport::Ip,
+                ap_ip(6),
+                cfg(&[10, 20], Some(10)),
+            ),
+            // 6: IP/IPv4, 8-byte cookie and the sublayer, tagged only.
+            Tunnel::up(7, 8, true, Transport::Ip, ap_ip(7), cfg(&[10, 20], None)),
+            // 7: IP/IPv6, 4-byte cookie.
+            Tunnel::up(
+                8,
+                4,
+                false,
+                Transport::Ip,
+                ap6(8, 0),
+                cfg(&[10, 20], Some(20)),
+            ),
+        ];
+        let mut sids: Vec<u32> = tunnels.iter().map(|t| t.session.local_sid).collect();
+        sids.sort_unstable();
+        sids.dedup();
+        assert_eq!(sids.len(), tunnels.len(), "distinct session ids");
+
+        let now = Instant::now();
+        let mut switch = Switch::new(Duration::from_secs(300));
+        let trunk_port = cfg(&[10, 20, 30], Some(1));
+        switch.add_port(TRUNK, trunk_port.clone());
+        for t in &tunnels {
+            switch.add_port(t.port_id(), t.port.clone());
+        }
+        let mgre_port = cfg(&[10, 20], Some(10));
+        let mut lab = Lab {
+            tunnels,
+            gre: GreEndpoint::new(GreConfig::default()),
+            gre_aps: Vec::new(),
+            mgre_port,
+            trunk_port,
+            switch,
+            now,
+        };
+        // The mGRE peers, made by their first packet (a broadcast).
+        for (i, (addr, key, sequenced)) in [
+            ("198.51.100.20", None, false),
+            ("198.51.100.21", Some(0x1234), false),
+            ("2001:db8:1::22", Some(7), false),
+            ("2001:db8:1::23", None, false),
+            ("198.51.100.24", Some(0), true),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut g = GreAp {
+                addr: addr.parse().expect("addr"),
+                key,
+                port: PortId(0),
+                client: [0x02, 0xc2, 0, 0, 0, i as u8],
+                sequenced,
+            };
+            let first = g.data(&packets::client([0xff; 6], g.client, None, LEN));
+            match lab.slow_path(&first) {
+                Slow::Flood(10) => {}
+                other => panic!("first GRE packet: {other:?}"),
+            }
+            g.port = lab.switch.lookup(10, &g.client).expect("learned");
+            assert!(is_gre_port(g.port));
+            lab.gre_aps.push(g);
+        }
+        // The trunk host on VLANs 1 (untagged), 10 and 20.
+        for tci in [None, Some(10), Some(20)] {
+            let (v, _) =
+                lab.switch
+                    .ingress(now, TRUNK, &packets::client([0xff; 6], HOST, tci, LEN));
+            assert!(matches!(v, Verdict::Flood { .. }), "{v:?}");
+        }
+        // Each client on each VLAN its tunnel allows.
+        let mut learn = Vec::new();
+        for t in &lab.tunnels {
+            for vid in t.port.vlans.iter() {
+                learn.push((t.port_id(), t.client, vid));
+            }
+        }
+        for g in &lab.gre_aps {
+            for vid in lab.mgre_port.vlans.iter() {
+                learn.push((g.port, g.client, vid));
+            }
+        }
+        for (port, client, vid) in learn {
+            let f = packets::client([0xff; 6], client, Some(vid), LEN);
+            let (v, _) = lab.switch.ingress(now, port, &f);
+            assert!(matches!(v, Verdict::Flood { .. }), "{v:?}");
+        }
+        lab
+    }
+
+    /// Mirror the sessions, peers, templates, trunk and FDB into the maps.
+    pub fn mirror_into(&self, bpf: &mut FastPath) {
+        let link = ap_link();
+        let mut sessions = bpf.sessions().expect("sessions map");
+        for t in &self.tunnels {
+            let (k, v) = mirror::session_entry(&t.session, &t.port, TRUNK_IFINDEX)
+                .expect("an established session has an entry");
+            sessions.insert(k, v, 0).expect("insert session");
+        }
+        let mut peers = bpf.gre_peers().expect("gre_peers map");
+        let stats: Vec<_> = self.gre.peers(self.now).collect();
+        assert_eq!(stats.len(), self.gre_aps.len());
+        for p in &stats {
+            let (k, v) = mirror::gre_peer_entry(p, &self.mgre_port, TRUNK_IFINDEX).expect("peer");
+            peers.insert(k, v, 0).expect("insert peer");
+        }
+        let mut templates = bpf.templates().expect("templates map");
+        for t in &self.tunnels {
+            if let Ok((k, v)) = mirror::session_template(&t.session, &link) {
+                templates.insert(k, v, 0).expect("insert template");
+            }
+        }
+        for p in &stats {
+            if let Ok((k, v)) = mirror::gre_template(p, &link) {
+                templates.insert(k, v, 0).expect("insert template");
+            }
+        }
+        bpf.set_trunk(&mirror::trunk_entry(&self.trunk_port).expect("trunk"))
+            .expect("trunk map");
+        let mut fdb = bpf.fdb().expect("fdb map");
+        let mut n = 0;
+        for (k, v) in mirror::fdb_entries(&self.switch) {
+            fdb.insert(k, v, 0).expect("insert fdb");
+            n += 1;
+        }
+        assert_eq!(n, self.switch.fdb_len());
+    }
+
+    /// The userspace path on a packet from the AP side.
+    pub fn slow_path(&mut self, packet: &[u8]) -> Slow {
+        let Some(rx) = packets::kernel_rx(packet) else {
+            return Slow::Kernel;
+        };
+        let (port, payload) = match rx.proto {
+            47 => {
+                let got = self
+                    .gre
+                    .handle_packet(self.now, rx.src.ip(), rx.dst, rx.payload);
+                while let Some(ev) = self.gre.poll_event() {
+                    if let GreEvent::PeerUp { port, .. } = ev {
+                        self.switch.add_port(port, self.mgre_port.clone());
+                    }
+                }
+                while self.gre.poll_transmit().is_some() {}
+                match got {
+                    GreIncoming::Data { port, payload } => (port, payload),
+                    GreIncoming::Keepalive => return Slow::Keepalive,
+                    GreIncoming::Dropped(d) => return Slow::GreDrop(d),
+                }
+            }
+            proto => {
+                let transport = if proto == 17 {
+                    Transport::Udp
+                } else {
+                    Transport::Ip
+                };
+                let at = if proto == 17 { 4 } else { 0 };
+                // The endpoint that owns the session id (see Tunnel::edge).
+                let sid = rx
+                    .payload
+                    .get(at..at + 4)
+                    .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+                let idx = self
+                    .tunnels
+                    .iter()
+                    .position(|t| Some(t.session.local_sid) == sid)
+                    .or_else(|| self.tunnels.iter().position(|t| t.transport == transport))
+                    .unwrap_or(0);
+                let edge = &mut self.tunnels[idx].edge;
+                match edge.handle_datagram(self.now, transport, rx.src, rx.payload) {
+                    Incoming::Control => return Slow::Control,
+                    Incoming::Dropped(d) => return Slow::EndpointDrop(d),
+                    Incoming::Data {
+                        session_id,
+                        payload,
+                    } => (PortId(session_id), payload),
+                }
+            }
+        };
+        match self.switch.ingress(self.now, port, payload) {
+            (Verdict::Forward { vlan, to }, Some(view)) if to == TRUNK => {
+                let mut out = Vec::new();
+                let tag = self.switch.egress_tag(TRUNK, vlan);
+                ether::write_retagged(payload, &view, tag, &mut out);
+                Slow::ToTrunk(out)
+            }
+            (Verdict::Forward { to, .. }, _) => Slow::ToTunnel(to),
+            (Verdict::Flood { vlan }, _) => Slow::Flood(vlan),
+            (Verdict::Drop(r), _) => Slow::SwitchDrop(r),
+        }
+    }
+
+    /// The userspace path on a frame from the trunk (the driver's egress:
+    /// the port's egress tag, the tunnel's encap header, the frame).
+    pub fn slow_trunk(&mut self, frame: &[u8]) -> TrunkSlow {
+        let (vlan, to, view) = match self.switch.ingress(self.now, TRUNK, frame) {
+            (Verdict::Forward { vlan, to }, Some(view)) => (vlan, to, view),
+            (Verdict::Forward { .. }, None) => unreachable!("forwarded without a header"),
+            (Verdict::Flood { vlan }, _) => return TrunkSlow::Flood(vlan),
+            (Verdict::Drop(DropReason::Local), _) => return TrunkSlow::Local,
+            (Verdict::Drop(r), _) => return TrunkSlow::SwitchDrop(r),
+        };
+        let tag = self.switch.egress_tag(to, vlan);
+        let mut out = Vec::new();
+        let peer = if is_gre_port(to) {
+            match self.gre.encap_header(to, &mut out) {
+                Some(ip) => SocketAddr::new(ip, 0),
+                None => return TrunkSlow::NoTunnel,
+            }
+        } else {
+            let Some(t) = self
+                .tunnels
+                .iter_mut()
+                .find(|t| t.session.local_sid == to.0)
+            else {
+                return TrunkSlow::NoTunnel;
+            };
+            match t.edge.encap_header(to.0, &mut out) {
+                Some((_, peer)) => peer,
+                None => return TrunkSlow::NoTunnel,
+            }
+        };
+        ether::append_retagged(frame, &view, tag, &mut out);
+        TrunkSlow::ToTunnel {
+            port: to,
+            peer,
+            payload: out,
+        }
+    }
+}

@@ -1,0 +1,476 @@
+//! The trunk side's table (katran-style, as `ap_rx_table.rs`): frames off
+//! the trunk run through `xdp_trunk_rx` with BPF_PROG_TEST_RUN and through
+//! the userspace path (`Switch::ingress`, `Switch::egress_tag`, the
+//! endpoints' `encap_header`, `ether::append_retagged`), with the same
+//! expectations. An encapsulated frame must be, byte for byte, the outer
+//! packet built here from the RFCs (Ethernet, IPv4 with a valid checksum /
+//! IPv6, UDP with checksum 0 over IPv4, the L2TPv3 header as the AP's own
+//! session state expects it, or GRE with the peer's key), its tunnel
+//! payload must be what the userspace driver hands its socket, and it must
+//! decode at the AP (the AP-side endpoint, or the GRE parser).
+//! Needs root (BPF); skipped with a message otherwise.
+
+mod common;
+
+use std::net::IpAddr;
+
+use common::lab::{EDGE4, EDGE6, Fast, HOST, LEN, Lab, TrunkSlow};
+use common::packets::{self, Mac};
+use tunterm::proto::bridge::{DropReason, PortId};
+use tunterm::proto::l2tp::Incoming;
+use tunterm::wire::gre;
+use tunterm::wire::l2tp::Transport;
+use tunterm_ebpf::maps::tt_counter;
+use tunterm_ebpf::{Action, FastPath, Program};
+
+/// What the slow path must do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Want {
+    Tunnel(PortId),
+    Drop(DropReason),
+    Flood(u16),
+    Local,
+    /// Whatever it does (the truncation sweep): the fast path must agree.
+    Any,
+}
+
+struct Case {
+    name: String,
+    frame: Vec<u8>,
+    fast: Fast<tt_counter>,
+    slow: Want,
+}
+
+fn case(name: impl Into<String>, frame: Vec<u8>, fast: Fast<tt_counter>, slow: Want) -> Case {
+    Case {
+        name: name.into(),
+        frame,
+        fast,
+        slow,
+    }
+}
+
+/// The outer packet the AP must receive: Ethernet to the next hop, IPv4
+/// (RFC 791: no options, id 0, DF, TTL 64, checksum) or IPv6 (RFC 8200: hop
+/// limit 64) from the edge, of protocol `proto`, around `l4`.
+fn outer(peer: IpAddr, proto: u8, l4: &[u8]) -> Vec<u8> {
+    match peer {
+        IpAddr::V4(p) => {
+            let mut h = vec![0x45, 0];
+            h.extend_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
+            h.extend_from_slice(&[0, 0, 0x40, 0, 64, proto, 0, 0]);
+            h.extend_from_slice(&EDGE4.octets());
+            h.extend_from_slice(&p.octets());
+            let c = packets::checksum(&h);
+            h[10..12].copy_from_slice(&c.to_be_bytes());
+            h.extend_from_slice(l4);
+            packets::ether(packets::GW_MAC, packets::EDGE_MAC, None, 0x0800, &h)
+        }
+        IpAddr::V6(p) => {
+            let mut h = vec![0x60, 0, 0, 0];
+            h.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+            h.extend_from_slice(&[proto, 64]);
+            h.extend_from_slice(&EDGE6.octets());
+            h.extend_from_slice(&p.octets());
+            h.extend_from_slice(l4);
+            packets::ether(packets::GW_MAC, packets::EDGE_MAC, None, 0x86dd, &h)
+        }
+    }
+}
+
+/// The L2TPv3 packet tunnel `i` must carry `inner` in, built from the AP's
+/// own view of the session (its id, the cookie it expects, the sublayer),
+/// in its outer headers.
+fn l2tp_out(lab: &Lab, i: usize, inner: &[u8]) -> Vec<u8> {
+    let t = &lab.tunnels[i];
+    let sl = t.ap_view.sublayer.then_some(0);
+    let cookie = t.ap_view.cookie_rx.as_slice();
+    match t.transport {
+        Transport::Udp => {
+            let msg = packets::l2tp_data(t.ap_view.local_sid, cookie, sl, inner);
+            let mut u = Vec::new();
+            u.extend_from_slice(&1701u16.to_be_bytes());
+            u.extend_from_slice(&t.ap.port().to_be_bytes());
+            u.extend_from_slice(&((8 + msg.len()) as u16).to_be_bytes());
+            u.extend_from_slice(&[0, 0]);
+            u.extend_from_slice(&msg);
+            outer(t.ap.ip(), 17, &u)
+        }
+        Transport::Ip => outer(
+            t.ap.ip(),
+            115,
+            &packets::l2tp_ip_data(t.ap_view.local_sid, cookie, sl, inner),
+        ),
+    }
+}
+
+fn gre_out(lab: &Lab, i: usize, inner: &[u8]) -> Vec<u8> {
+    let g = &lab.gre_aps[i];
+    outer(g.addr, 47, &packets::gre(0x6558, false, g.key, None, inner))
+}
+
+/// The tunnel payload (UDP payload over UDP, IP payload otherwise) of an
+/// outer packet, after checking its lengths and IPv4 checksum.
+fn payload_of(p: &[u8]) -> Result<(u8, &[u8]), String> {
+    match [p[12], p[13]] {
+        [0x08, 0x00] => {
+            let ip = &p[14..];
+            if packets::checksum(&ip[..20]) != 0 {
+                return Err("IPv4 header checksum wrong".into());
+            }
+            if usize::from(u16::from_be_bytes([ip[2], ip[3]])) != ip.len() {
+                return Err("IPv4 total length wrong".into());
+            }
+            if ip[9] == 17 {
+                let u = &ip[20..];
+                if usize::from(u16::from_be_bytes([u[4], u[5]])) != u.len() || u[6..8] != [0, 0] {
+                    return Err("UDP length or checksum wrong".into());
+                }
+                return Ok((17, &u[8..]));
+            }
+            Ok((ip[9], &ip[20..]))
+        }
+        [0x86, 0xdd] => {
+            let ip = &p[14..];
+            if usize::from(u16::from_be_bytes([ip[4], ip[5]])) + 40 != ip.len() {
+                return Err("IPv6 payload length wrong".into());
+            }
+            Ok((ip[6], &ip[40..]))
+        }
+        _ => Err("not IP".into()),
+    }
+}
+
+impl Lab {
+    fn trunk_cases(&self) -> Vec<Case> {
+        use tt_counter::*;
+        let c = packets::client;
+        let mut v = Vec::new();
+        let egress = |untagged: Option<u16>, vlan: u16, tci: u16| -> Option<u16> {
+            (untagged != Some(vlan)).then_some((tci & 0xf000) | vlan)
+        };
+        for (i, t) in self.tunnels.iter().enumerate() {
+            let templated = i != 4;
+            for (vlan, tci) in [(10u16, 10u16), (20, 0xa014)] {
+                let frame = c(t.client, HOST, Some(tci), LEN);
+                let inner = c(t.client, HOST, egress(t.port.untagged_vlan, vlan, tci), LEN);
+                let name = format!(
+                    "session {i} ({:?} {}), VLAN {vlan}",
+                    t.transport,
+                    if t.ap.is_ipv4() { "IPv4" } else { "IPv6" }
+                );
+                let fast = if templated {
+                    Fast::Redirect(l2tp_out(self, i, &inner))
+                } else {
+                    Fast::Pass(TT_CNT_TRUNK_PASS_NO_TEMPLATE)
+                };
+                v.push(case(name, frame, fast, Want::Tunnel(t.port_id())));
+            }
+        }
+        for (i, g) in self.gre_aps.iter().enumerate() {
+            let frame = c(g.client, HOST, Some(20), LEN);
+            let inner = c(g.client, HOST, Some(20), LEN);
+            let fast = if g.sequenced {
+                Fast::Pass(TT_CNT_TRUNK_PASS_NO_TEMPLATE)
+            } else {
+                Fast::Redirect(gre_out(self, i, &inner))
+            };
+            v.push(case(
+                format!("GRE peer {i} ({} key {:?}), VLAN 20", g.addr, g.key),
+                frame,
+                fast,
+                Want::Tunnel(g.port),
+            ));
+            if !g.sequenced {
+                let frame = c(g.client, HOST, Some(10), LEN);
+                v.push(case(
+                    format!("GRE peer {i}, VLAN 10 (its untagged VLAN)"),
+                    frame,
+                    Fast::Redirect(gre_out(self, i, &c(g.client, HOST, None, LEN))),
+                    Want::Tunnel(g.port),
+                ));
+            }
+        }
+        let t0 = &self.tunnels[0];
+        let g0 = &self.gre_aps[0];
+        v.extend([
+            case(
+                "untagged (trunk VLAN 1) → session 0 tagged 1",
+                c(t0.client, HOST, None, LEN),
+                Fast::Redirect(l2tp_out(self, 0, &c(t0.client, HOST, Some(1), LEN))),
+                Want::Tunnel(t0.port_id()),
+            ),
+            case(
+                "priority tag PCP 3 (VLAN 1) → tagged 1, PCP kept",
+                c(t0.client, HOST, Some(0x6000), LEN),
+                Fast::Redirect(l2tp_out(self, 0, &c(t0.client, HOST, Some(0x6001), LEN))),
+                Want::Tunnel(t0.port_id()),
+            ),
+            case(
+                "VLAN 40 not on the trunk",
+                c(g0.client, HOST, Some(40), LEN),
+                Fast::Drop(TT_CNT_TRUNK_DROP_VLAN_NOT_ALLOWED),
+                Want::Drop(DropReason::VlanNotAllowed),
+            ),
+            case(
+                "broadcast",
+                c([0xff; 6], HOST, Some(10), LEN),
+                Fast::Pass(TT_CNT_TRUNK_PASS_BUM),
+                Want::Flood(10),
+            ),
+            case(
+                "multicast",
+                c([0x01, 0, 0x5e, 0, 0, 1], HOST, Some(20), LEN),
+                Fast::Pass(TT_CNT_TRUNK_PASS_BUM),
+                Want::Flood(20),
+            ),
+            case(
+                "unknown destination",
+                c([0x02, 0xdd, 0, 0, 0, 1], HOST, Some(10), LEN),
+                Fast::Pass(TT_CNT_TRUNK_PASS_UNKNOWN_DST),
+                Want::Flood(10),
+            ),
+            case(
+                "destination on the trunk",
+                c(HOST, HOST, Some(10), LEN),
+                Fast::Pass(TT_CNT_TRUNK_PASS_NOT_TUNNEL),
+                Want::Local,
+            ),
+            case(
+                "source not learned (the slow path learns it)",
+                c(g0.client, [0x02, 0xee, 0, 0, 0, 9], Some(20), LEN),
+                Fast::Pass(TT_CNT_TRUNK_PASS_SRC_NOT_LEARNED),
+                Want::Tunnel(g0.port),
+            ),
+            case(
+                "source learned behind a tunnel (a move)",
+                c(g0.client, self.tunnels[1].client, Some(20), LEN),
+                Fast::Pass(TT_CNT_TRUNK_PASS_SRC_NOT_LEARNED),
+                Want::Tunnel(g0.port),
+            ),
+            case(
+                "multicast source",
+                c(g0.client, [0x03, 0, 0, 0, 0, 1], Some(20), LEN),
+                Fast::Pass(TT_CNT_TRUNK_PASS_SRC_NOT_LEARNED),
+                Want::Drop(DropReason::BadSourceMac),
+            ),
+            case(
+                "bigger than the tunnel MTU",
+                c(g0.client, HOST, Some(20), 1480),
+                Fast::Pass(TT_CNT_TRUNK_PASS_TOO_BIG),
+                Want::Tunnel(g0.port),
+            ),
+            case(
+                "inner TCP SYN (the slow path clamps its MSS)",
+                {
+                    let mut f = tcp_syn(g0.client);
+                    f.splice(12..12, [0x81, 0, 0, 20]);
+                    f
+                },
+                Fast::Pass(TT_CNT_TRUNK_PASS_TCP_SYN),
+                Want::Tunnel(g0.port),
+            ),
+            case(
+                "tagged header cut short",
+                c(g0.client, HOST, Some(20), LEN)[..16].to_vec(),
+                Fast::Pass(TT_CNT_TRUNK_PASS_MALFORMED),
+                Want::Drop(DropReason::Malformed),
+            ),
+        ]);
+        // Every length of a good frame (Ethernet has no length field: a
+        // short frame is still a frame): the two paths must agree.
+        let full = c(self.tunnels[6].client, HOST, Some(20), LEN);
+        for n in 14..full.len() {
+            v.push(case(
+                format!("frame cut to {n} bytes"),
+                full[..n].to_vec(),
+                Fast::Agree,
+                Want::Any,
+            ));
+        }
+        v
+    }
+}
+
+/// A frame to `dst` from HOST carrying an IPv4 TCP SYN without options.
+fn tcp_syn(dst: Mac) -> Vec<u8> {
+    let mut ip = vec![
+        0x45, 0, 0, 40, 0, 1, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+    ];
+    let cs = packets::checksum(&ip);
+    ip[10..12].copy_from_slice(&cs.to_be_bytes());
+    let mut tcp = vec![0u8; 20];
+    tcp[12] = 5 << 4;
+    tcp[13] = 0x02;
+    ip.extend_from_slice(&tcp);
+    packets::ether(dst, HOST, None, 0x0800, &ip)
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Does `got` (an encapsulated frame) decode at the AP as `inner`?
+fn decodes(lab: &mut Lab, port: PortId, got: &[u8]) -> Result<(), String> {
+    let (proto, payload) = payload_of(got)?;
+    if proto == 47 {
+        let p = gre::parse(payload).map_err(|e| format!("GRE: {e}"))?;
+        let g = lab
+            .gre_aps
+            .iter()
+            .find(|g| g.port == port)
+            .ok_or("no such peer")?;
+        if p.header.key != g.key || p.header.protocol != gre::PROTO_TEB || p.header.seq.is_some() {
+            return Err(format!("GRE header {:?}", p.header));
+        }
+        return Ok(());
+    }
+    let now = lab.now;
+    let t = lab
+        .tunnels
+        .iter_mut()
+        .find(|t| t.session.local_sid == port.0)
+        .ok_or("no such session")?;
+    let transport = if proto == 17 {
+        Transport::Udp
+    } else {
+        Transport::Ip
+    };
+    match t
+        .apside
+        .handle_datagram(now, transport, t.edge_addr, payload)
+    {
+        Incoming::Data { .. } => Ok(()),
+        other => Err(format!("the AP says {other:?}")),
+    }
+}
+
+#[test]
+fn same_table_fast_and_slow() {
+    if !is_root() {
+        eprintln!("skipped: BPF_PROG_TEST_RUN needs root");
+        return;
+    }
+    let mut lab = Lab::new();
+    let mut bpf = FastPath::load().expect("both programs load and verify");
+    lab.mirror_into(&mut bpf);
+    let cases = lab.trunk_cases();
+    let mut failures = Vec::new();
+    let mut redirects = 0;
+    for c in &cases {
+        let mut fail = |what: String| failures.push(format!("{}: {what}", c.name));
+        let before = bpf.counters().expect("counters");
+        let got = match bpf.test_run(Program::TrunkRx, &c.frame) {
+            Ok(o) => o,
+            Err(e) => {
+                fail(format!("test run failed: {e}"));
+                continue;
+            }
+        };
+        let delta = bpf.counters().expect("counters").since(&before);
+        let want = match &c.fast {
+            Fast::Redirect(_) => Some((Action::Redirect, tt_counter::TT_CNT_TRUNK_REDIRECT)),
+            Fast::Drop(r) => Some((Action::Drop, *r)),
+            Fast::Pass(r) => Some((Action::Pass, *r)),
+            Fast::Agree => None,
+        };
+        if let Some((a, _)) = want
+            && got.action != a
+        {
+            fail(format!("fast path: {:?}, want {a:?}", got.action));
+        }
+        let rx = tt_counter::TT_CNT_TRUNK_RX as usize;
+        let others: Vec<usize> = (0..delta.0.len())
+            .filter(|&i| i != rx && delta.0[i] != 0)
+            .collect();
+        let ok = delta.0[rx] == 1
+            && others.len() == 1
+            && delta.0[others[0]] == 1
+            && want.is_none_or(|(_, w)| others == [w as usize]);
+        if !ok {
+            fail(format!(
+                "counters: RX {} and {others:?}, want {want:?}",
+                delta.0[rx]
+            ));
+        }
+        if let Fast::Redirect(out) = &c.fast
+            && &got.packet != out
+        {
+            fail(format!(
+                "output\n  got  {:02x?}\n  want {out:02x?}",
+                got.packet
+            ));
+        }
+        if got.action == Action::Pass && got.packet != c.frame {
+            fail("fast path changed a frame it passed".into());
+        }
+
+        let slow = lab.slow_trunk(&c.frame);
+        let slow_ok = match (&c.slow, &slow) {
+            (Want::Any, _) => true,
+            (Want::Tunnel(p), TrunkSlow::ToTunnel { port, .. }) => p == port,
+            (Want::Drop(r), TrunkSlow::SwitchDrop(s)) => r == s,
+            (Want::Flood(v), TrunkSlow::Flood(s)) => v == s,
+            (Want::Local, TrunkSlow::Local) => true,
+            _ => false,
+        };
+        if !slow_ok {
+            fail(format!("slow path: {slow:?}, want {:?}", c.slow));
+        }
+        // Against each other: what the fast path did.
+        match got.action {
+            Action::Redirect => {
+                redirects += 1;
+                match &slow {
+                    TrunkSlow::ToTunnel {
+                        port,
+                        peer,
+                        payload,
+                    } => {
+                        match payload_of(&got.packet) {
+                            Ok((_, p)) if p == &payload[..] => {}
+                            Ok((_, p)) => fail(format!(
+                                "tunnel payload\n  fast {p:02x?}\n  slow {payload:02x?}"
+                            )),
+                            Err(e) => fail(e),
+                        }
+                        let dst: IpAddr = match [got.packet[12], got.packet[13]] {
+                            [0x08, 0x00] => <[u8; 4]>::try_from(&got.packet[30..34])
+                                .map(IpAddr::from)
+                                .expect("4"),
+                            _ => <[u8; 16]>::try_from(&got.packet[38..54])
+                                .map(IpAddr::from)
+                                .expect("16"),
+                        };
+                        if dst != peer.ip() {
+                            fail(format!("sent to {dst}, the slow path to {peer}"));
+                        }
+                        if let Err(e) = decodes(&mut lab, *port, &got.packet) {
+                            fail(format!("does not decode at the AP: {e}"));
+                        }
+                    }
+                    other => fail(format!("fast path redirects, slow path says {other:?}")),
+                }
+            }
+            Action::Drop => {
+                if !matches!(
+                    slow,
+                    TrunkSlow::SwitchDrop(
+                        DropReason::VlanNotAllowed | DropReason::UntaggedNotAllowed
+                    )
+                ) {
+                    fail(format!("fast path drops, slow path says {slow:?}"));
+                }
+            }
+            Action::Pass => {}
+            other => fail(format!("fast path: {other:?}")),
+        }
+    }
+    eprintln!(
+        "xdp_trunk_rx table: {} cases ({redirects} redirected), {} failure(s)",
+        cases.len(),
+        failures.len()
+    );
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
