@@ -7,6 +7,7 @@
 //! everything the programs do not handle reaches it unchanged (`XDP_PASS`).
 
 pub mod ap_rx;
+pub mod bench;
 pub mod maps;
 
 pub use ap_rx::{Action, ApRx, Error, TestOutcome};
