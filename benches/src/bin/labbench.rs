@@ -5,7 +5,7 @@
 //! (netsniff-ng), and `tunterm` + `tunterm-apsim` built beside it
 //! (`cargo build --release -p tunterm`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -87,15 +87,19 @@ fn main() -> anyhow::Result<()> {
     };
     let report = labbench::run(opts)?;
     print!("{}", report.table());
-    if let Some(dir) = cli.json.parent() {
+    let mut json = cli.json;
+    if let (Some(dir), Some(name)) = (json.parent(), json.file_name()) {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
         std::fs::create_dir_all(dir)?;
+        // target/labbench.json rather than benches/../target/labbench.json
+        json = dir.canonicalize()?.join(name);
     }
-    std::fs::write(&cli.json, serde_json::to_string_pretty(&report)?)
-        .with_context(|| format!("writing {}", cli.json.display()))?;
-    println!(
-        "\nJSON: {}\nlogs: {}",
-        cli.json.display(),
-        work_dir.display()
-    );
+    std::fs::write(&json, serde_json::to_string_pretty(&report)?)
+        .with_context(|| format!("writing {}", json.display()))?;
+    println!("\nJSON: {}\nlogs: {}", json.display(), work_dir.display());
     Ok(())
 }
