@@ -1,1 +1,4 @@
-//! tunterm benches: criterion micro-benchmarks (benches/) and, later, the lab throughput harness.
+//! tunterm benches: criterion micro-benchmarks (`benches/`) and the lab
+//! throughput harness (`labbench`, [`labbench`]).
+
+pub mod labbench;

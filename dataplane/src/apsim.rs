@@ -136,6 +136,10 @@ pub struct SimOptions {
     /// Destination MAC of synthetic frames (broadcast when None: every
     /// frame is then flooded to every session on the VLAN).
     pub synthetic_dst: Option<[u8; 6]>,
+    /// Rounds of synthetic frames each AP sends, then stops (0: no limit).
+    /// A load generator teaches the edge its clients this way and then
+    /// keeps the measured links quiet.
+    pub synthetic_bursts: u32,
     /// Control socket answering `stats`.
     pub control_socket: Option<PathBuf>,
     /// Print one JSON line per event on stdout.
@@ -161,6 +165,26 @@ pub struct ApStatus {
     pub rx_unbridged: u64,
     /// Data messages the endpoint dropped.
     pub rx_dropped: u64,
+    /// The data session while it is up: what a load generator needs to
+    /// send data messages the edge accepts as this AP's.
+    pub session: Option<ApSession>,
+}
+
+/// The data parameters of an AP's session.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ApSession {
+    /// The AP's session id (the edge's data messages carry it).
+    pub local_sid: u32,
+    /// The edge's session id (the AP's data messages carry it).
+    pub remote_sid: u32,
+    /// The cookie the AP sends (the edge assigned it), hex.
+    pub cookie_tx: String,
+    /// The cookie the edge sends (the AP assigned it), hex.
+    pub cookie_rx: String,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Summary plus per-AP status.
@@ -368,7 +392,7 @@ async fn run_ap(
     let mut reconnect_at: Option<Instant> = None;
     let mut stopping = false;
     let mut stop_deadline = None;
-    let synthetic = Synthetic::new(index, &opts);
+    let mut synthetic = Synthetic::new(index, &opts);
     let mut next_synth = Instant::now() + opts.synthetic_interval;
     let mut buf = vec![0u8; 65_600];
     let mut out = Vec::with_capacity(2048);
@@ -406,7 +430,16 @@ async fn run_ap(
                         "session_up",
                         serde_json::json!({"session_id": session_id}),
                     );
-                    status(&shared, &spec.name, |s| s.session_up = true);
+                    let info = ep.session(session_id).map(|d| ApSession {
+                        local_sid: d.local_sid,
+                        remote_sid: d.remote_sid,
+                        cookie_tx: hex(d.cookie_tx.as_slice()),
+                        cookie_rx: hex(d.cookie_rx.as_slice()),
+                    });
+                    status(&shared, &spec.name, |s| {
+                        s.session_up = true;
+                        s.session = info;
+                    });
                 }
                 Event::SessionDown {
                     session_id, reason, ..
@@ -420,7 +453,10 @@ async fn run_ap(
                         "session_down",
                         serde_json::json!({"reason": format!("{reason:?}")}),
                     );
-                    status(&shared, &spec.name, |s| s.session_up = false);
+                    status(&shared, &spec.name, |s| {
+                        s.session_up = false;
+                        s.session = None;
+                    });
                 }
                 Event::PeerCdn {
                     result,
@@ -443,7 +479,10 @@ async fn run_ap(
                         "tunnel_down",
                         serde_json::json!({"edge": edge.to_string(), "reason": format!("{reason:?}")}),
                     );
-                    status(&shared, &spec.name, |s| s.session_up = false);
+                    status(&shared, &spec.name, |s| {
+                        s.session_up = false;
+                        s.session = None;
+                    });
                     if !stopping {
                         reconnect_at = Some(Instant::now() + opts.retry_delay);
                     }
@@ -485,7 +524,7 @@ async fn run_ap(
         if let Some(at) = reconnect_at {
             wake = wake.min(at);
         }
-        if synthetic.is_some() {
+        if synthetic.as_ref().is_some_and(Synthetic::active) {
             wake = wake.min(next_synth);
         }
         if let Some(d) = stop_deadline {
@@ -529,8 +568,9 @@ async fn run_ap(
                 if let Some(d) = stop_deadline && now >= d {
                     return Ok(());
                 }
-                if let (Some(syn), Some(sid)) = (&synthetic, session)
+                if let (Some(syn), Some(sid)) = (&mut synthetic, session)
                     && now >= next_synth
+                    && syn.active()
                 {
                     let mut sent = 0;
                     for f in &syn.frames {
@@ -538,6 +578,7 @@ async fn run_ap(
                             sent += 1;
                         }
                     }
+                    syn.burst_sent();
                     status(&shared, &spec.name, |s| s.tx_frames += sent);
                 }
                 if now >= next_synth {
@@ -611,6 +652,8 @@ fn send_frame(
 /// client MAC.
 struct Synthetic {
     frames: Vec<Vec<u8>>,
+    /// Rounds still to send (None: no limit).
+    bursts_left: Option<u32>,
 }
 
 impl Synthetic {
@@ -645,7 +688,22 @@ impl Synthetic {
                 f
             })
             .collect();
-        Some(Synthetic { frames })
+        Some(Synthetic {
+            frames,
+            bursts_left: (opts.synthetic_bursts > 0).then_some(opts.synthetic_bursts),
+        })
+    }
+
+    /// Whether another round is to be sent.
+    fn active(&self) -> bool {
+        self.bursts_left != Some(0)
+    }
+
+    /// One round was sent.
+    fn burst_sent(&mut self) {
+        if let Some(n) = &mut self.bursts_left {
+            *n = n.saturating_sub(1);
+        }
     }
 }
 
@@ -675,7 +733,7 @@ async fn run_gre_ap(
     let mut up = false;
     let mut next_keepalive = Instant::now();
     let mut started = Instant::now();
-    let synthetic = Synthetic::new(index, &opts);
+    let mut synthetic = Synthetic::new(index, &opts);
     let mut next_synth = Instant::now() + opts.synthetic_interval;
     let mut buf = vec![0u8; 65_600];
     let mut out = Vec::with_capacity(2048);
@@ -686,7 +744,7 @@ async fn run_gre_ap(
     loop {
         let now = Instant::now();
         let mut wake = next_keepalive;
-        if synthetic.is_some() {
+        if synthetic.as_ref().is_some_and(Synthetic::active) {
             wake = wake.min(next_synth);
         }
         tokio::select! {
@@ -757,13 +815,14 @@ async fn run_gre_ap(
                         status(&shared, &spec.name, |s| s.edge = edge.to_string());
                     }
                 }
-                if let Some(syn) = &synthetic && now >= next_synth {
+                if let Some(syn) = &mut synthetic && now >= next_synth && syn.active() {
                     let mut sent = 0;
                     for f in &syn.frames {
                         if gre_send(&sock, edge, key, f, None, &mut out) {
                             sent += 1;
                         }
                     }
+                    syn.burst_sent();
                     status(&shared, &spec.name, |s| s.tx_frames += sent);
                     next_synth = now + opts.synthetic_interval;
                 }

@@ -7,6 +7,7 @@
 //! everything the programs do not handle reaches it unchanged (`XDP_PASS`).
 
 pub mod ap_rx;
+pub mod bench;
 pub mod fast_path;
 pub mod maps;
 pub mod pass;

@@ -71,6 +71,11 @@ struct Cli {
     /// broadcast, which floods to every session on the VLAN).
     #[arg(long, value_parser = parse_mac)]
     synthetic_dst: Option<[u8; 6]>,
+    /// Rounds of synthetic frames each AP sends once its session is up,
+    /// then it stops (0: no limit). The lab benchmark teaches the edge its
+    /// clients with a few rounds and then keeps the links quiet.
+    #[arg(long, default_value_t = 0)]
+    synthetic_bursts: u32,
     /// Control socket answering `stats` with JSON.
     #[arg(long)]
     control_socket: Option<PathBuf>,
@@ -160,6 +165,7 @@ fn main() -> anyhow::Result<()> {
         synthetic_vlan: cli.synthetic_vlan,
         synthetic_interval: Duration::from_millis(cli.synthetic_interval_ms.max(1)),
         synthetic_dst: cli.synthetic_dst,
+        synthetic_bursts: cli.synthetic_bursts,
         control_socket: cli.control_socket,
         print_events: cli.events,
     };

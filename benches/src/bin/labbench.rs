@@ -1,0 +1,105 @@
+//! `labbench`: the lab throughput benchmark of issue 4. Builds a veth lab in
+//! fresh namespaces and measures packets per second of client frames
+//! through raw XDP_REDIRECT, kernel VXLAN + bridge, tunterm's XDP fast path
+//! and tunterm's userspace path, both ways. Needs root, trafgen
+//! (netsniff-ng), and `tunterm` + `tunterm-apsim` built beside it
+//! (`cargo build --release -p tunterm`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use tunterm_benches::labbench::{self, Case, Options};
+
+#[derive(Parser)]
+#[command(about = "Lab throughput benchmark: raw XDP, kernel VXLAN, tunterm fast and slow path")]
+struct Cli {
+    /// Client frame lengths in bytes (untagged Ethernet, no FCS).
+    #[arg(long, value_delimiter = ',', default_value = "64,1400")]
+    frames: Vec<usize>,
+    /// L2TPv3 sessions, one per simulated AP.
+    #[arg(long, default_value_t = 1000)]
+    sessions: usize,
+    /// Client MACs, spread evenly over the sessions.
+    #[arg(long, default_value_t = 10_000)]
+    macs: usize,
+    /// Measurement window per row, seconds.
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    /// Traffic before each window opens, seconds.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Cases to run, by number (1 raw XDP, 2 kernel VXLAN, 3 tunterm XDP,
+    /// 4 tunterm userspace).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4")]
+    cases: Vec<u8>,
+    /// Directory holding tunterm and tunterm-apsim (default: beside this
+    /// program).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    /// Where to write the table as JSON.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/labbench.json"))]
+    json: PathBuf,
+    /// Directory for logs, configurations and generator files (default: a
+    /// fresh one under the temporary directory).
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+}
+
+fn secs(name: &str, v: f64) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(v).map_err(|_| anyhow::anyhow!("--{name} {v}: not a duration"))
+}
+
+/// The directory of this program, or its parent when it runs from
+/// `target/*/deps` (a test).
+fn default_bin_dir() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().context("no directory")?.to_path_buf();
+    if dir.join("tunterm").exists() {
+        return Ok(dir);
+    }
+    Ok(dir.parent().map_or(dir.clone(), |p| p.to_path_buf()))
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let work_dir = match cli.work_dir {
+        Some(d) => d,
+        None => std::env::temp_dir().join(format!("labbench-{}", std::process::id())),
+    };
+    let opts = Options {
+        frames: cli.frames,
+        sessions: cli.sessions,
+        macs: cli.macs,
+        window: secs("seconds", cli.seconds)?,
+        warmup: secs("warmup", cli.warmup)?,
+        bin_dir: match cli.bin_dir {
+            Some(d) => d,
+            None => default_bin_dir()?,
+        },
+        work_dir: work_dir.clone(),
+        cases: cli
+            .cases
+            .iter()
+            .map(|&n| Case::from_number(n).with_context(|| format!("--cases: no case {n}")))
+            .collect::<anyhow::Result<_>>()?,
+    };
+    let report = labbench::run(opts)?;
+    print!("{}", report.table());
+    let mut json = cli.json;
+    if let (Some(dir), Some(name)) = (json.parent(), json.file_name()) {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        std::fs::create_dir_all(dir)?;
+        // target/labbench.json rather than benches/../target/labbench.json
+        json = dir.canonicalize()?.join(name);
+    }
+    std::fs::write(&json, serde_json::to_string_pretty(&report)?)
+        .with_context(|| format!("writing {}", json.display()))?;
+    println!("\nJSON: {}\nlogs: {}", json.display(), work_dir.display());
+    Ok(())
+}

@@ -1,0 +1,115 @@
+//! The traffic generator: trafgen (netsniff-ng) on one CPU.
+
+use std::fs::File;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use anyhow::Context;
+use tunterm::lab::{Netns, wait_until};
+
+/// The CPU trafgen's one worker runs on: with `-P 1` trafgen binds its
+/// worker to CPU 0 itself, and `taskset -c 0` keeps the parent there too.
+pub const GEN_CPU: u32 = 0;
+
+fn trafgen_args<'a>(ifname: &'a str, cfg: &'a str) -> Vec<&'a str> {
+    // -P 1: one worker process; -Q: leave IRQ affinities alone;
+    // --no-sock-mem: leave the machine's socket memory sysctls alone (they
+    // are the root namespace's); -C: no CPU statistics. No -b / -t: as
+    // fast as it goes.
+    vec![
+        "taskset",
+        "-c",
+        "0",
+        "trafgen",
+        "-o",
+        ifname,
+        "-i",
+        cfg,
+        "-P",
+        "1",
+        "-Q",
+        "--no-sock-mem",
+        "-C",
+    ]
+}
+
+/// A running trafgen, sending its configuration round robin until dropped
+/// (SIGINT to its process group, as a terminal's Ctrl-C would, then
+/// SIGKILL).
+pub struct Generator {
+    child: Child,
+}
+
+impl Generator {
+    /// Starts trafgen in `ns` on `ifname` with configuration `cfg`, output
+    /// to `log`.
+    pub fn start(ns: &Netns, ifname: &str, cfg: &Path, log: &Path) -> anyhow::Result<Generator> {
+        let cfg = cfg.to_str().context("config path is not UTF-8")?;
+        let args = trafgen_args(ifname, cfg);
+        let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let mut cmd = ns.cmd(args[0]);
+        cmd.args(&args[1..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out.try_clone()?))
+            .stderr(Stdio::from(out))
+            .process_group(0);
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting trafgen in {}", ns.name()))?;
+        Ok(Generator { child })
+    }
+
+    /// Whether trafgen has exited (it should not before it is dropped).
+    pub fn exited(&mut self) -> bool {
+        !matches!(self.child.try_wait(), Ok(None))
+    }
+
+    fn signal_group(&self, sig: i32) {
+        // SAFETY: kill(2) has no memory-safety preconditions; the group is
+        // our unreaped child's own (process_group(0)).
+        unsafe { libc::kill(-(self.child.id() as libc::pid_t), sig) };
+    }
+}
+
+impl Drop for Generator {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.signal_group(libc::SIGINT);
+            let exited = wait_until(Duration::from_secs(3), || {
+                matches!(self.child.try_wait(), Ok(Some(_)))
+            });
+            if !exited {
+                self.signal_group(libc::SIGKILL);
+            }
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends every packet of `cfg` `rounds` times from `ifname` in `ns`, `gap`
+/// apart (trafgen's `-t`, e.g. `20us`), and waits for it to finish.
+pub fn send_rounds(
+    ns: &Netns,
+    ifname: &str,
+    cfg: &Path,
+    packets: usize,
+    rounds: usize,
+    gap: &str,
+) -> anyhow::Result<()> {
+    let cfg = cfg.to_str().context("config path is not UTF-8")?;
+    let n = (packets * rounds).to_string();
+    let mut args = trafgen_args(ifname, cfg);
+    args.extend(["-n", &n, "-t", gap]);
+    ns.run(&args).map(drop)
+}
+
+/// Frames the interface sent plus frames it dropped on transmit: what the
+/// generator offered.
+pub fn offered(ns: &Netns, ifname: &str) -> anyhow::Result<u64> {
+    let out = ns.run(&["ip", "-j", "-s", "link", "show", "dev", ifname])?;
+    let v: serde_json::Value = serde_json::from_str(&out)?;
+    let tx = &v[0]["stats64"]["tx"];
+    Ok(tx["packets"].as_u64().unwrap_or(0) + tx["dropped"].as_u64().unwrap_or(0))
+}
