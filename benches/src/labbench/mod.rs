@@ -369,6 +369,8 @@ struct Measured {
     pps: f64,
     offered_pps: f64,
     received: u64,
+    /// trafgen died during the window: the figure is not a rate.
+    generator_stopped: bool,
 }
 
 impl Bed {
@@ -453,12 +455,14 @@ impl Bed {
             trafgen::offered(ns, ifname)?,
             Instant::now(),
         );
+        let generator_stopped = sender.exited();
         drop(sender);
         let dt = (t1 - t0).as_secs_f64();
         Ok(Measured {
             pps: (c1 - c0) as f64 / dt,
             offered_pps: o1.saturating_sub(o0) as f64 / dt,
             received: c1 - c0,
+            generator_stopped,
         })
     }
 
@@ -498,14 +502,25 @@ impl Bed {
                     m.pps,
                     m.offered_pps
                 );
+                // trafgen exits when a TX_RING flush fails with EAGAIN: on
+                // veth that is backpressure from a receiver (an XDP program
+                // in the sender's softirq) slower than trafgen.
+                let note = if m.generator_stopped {
+                    Some(format!(
+                        "trafgen stopped during the window (receiver slower than the \
+                         generator: veth backpressure; see {name}.trafgen.log)"
+                    ))
+                } else {
+                    (m.received == 0).then(|| "nothing arrived".to_owned())
+                };
                 rows.push(Row {
                     case,
                     direction: dir,
                     frame_len: len,
-                    pps: Some(m.pps),
+                    pps: (!m.generator_stopped).then_some(m.pps),
                     offered_pps: Some(m.offered_pps),
                     received: Some(m.received),
-                    note: (m.received == 0).then(|| "nothing arrived".to_owned()),
+                    note,
                 });
             }
         }
