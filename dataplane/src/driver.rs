@@ -22,7 +22,7 @@ use tracing::{debug, info, warn};
 use tunterm_control::{EdgeConfig, TunnelProtocol};
 
 use crate::io::afpacket::PacketSocket;
-use crate::io::tunnel::TunnelSocket;
+use crate::io::tunnel::{SEND_BATCH, TunnelSocket};
 use crate::io::xdp::{FastPath, FastPathStats, Mode as FastPathMode};
 use crate::proto::bridge::{PortConfig, PortId, Switch, SwitchCounters, TRUNK, Verdict};
 use crate::proto::gre::{GreConfig, GreCounters, GreEndpoint, GreEvent, GreIncoming};
@@ -180,6 +180,10 @@ struct Dataplane {
     flood: Vec<PortId>,
     /// Scratch for the fragments of an inner packet, kept for its capacity.
     frags: Vec<Vec<u8>>,
+    /// Tunnel packets waiting for [`Dataplane::flush_tunnel_tx`]: carrier,
+    /// destination and their bytes in `txq_bytes`.
+    txq: Vec<(Carrier, SocketAddr, std::ops::Range<usize>)>,
+    txq_bytes: Vec<u8>,
     io: IoCounters,
     /// The XDP fast path, when on.
     fast: Option<FastPath>,
@@ -452,19 +456,54 @@ impl Dataplane {
         self.send_tunnel(carrier, peer);
     }
 
-    /// Send `self.tx`, a whole tunnel packet after the outer IP header.
+    /// Queue `self.tx`, a whole tunnel packet after the outer IP header,
+    /// for [`Dataplane::flush_tunnel_tx`] (one `sendmmsg` per batch).
     fn send_tunnel(&mut self, carrier: Carrier, peer: SocketAddr) {
-        let Some(sock) = self.socks.get(carrier, peer.is_ipv6()) else {
-            self.io.tunnel_tx_errors += 1;
-            return;
-        };
-        match sock.try_send(&self.tx, peer) {
-            Ok(_) => self.io.tunnel_tx += 1,
-            Err(e) => {
-                self.io.tunnel_tx_errors += 1;
-                debug!(error = %e, %peer, "tunnel send failed");
+        let at = self.txq_bytes.len();
+        self.txq_bytes.extend_from_slice(&self.tx);
+        self.txq.push((carrier, peer, at..self.txq_bytes.len()));
+        if self.txq.len() >= SEND_BATCH {
+            self.flush_tunnel_tx();
+        }
+    }
+
+    /// Send the queued tunnel packets: consecutive ones for the same
+    /// socket in one system call. What the kernel refuses is dropped and
+    /// counted, as a single send's error would be.
+    fn flush_tunnel_tx(&mut self) {
+        let queue = std::mem::take(&mut self.txq);
+        let mut rest = queue.as_slice();
+        while let Some(&(carrier, peer, _)) = rest.first() {
+            let v6 = peer.is_ipv6();
+            let n = rest
+                .iter()
+                .take(SEND_BATCH)
+                .take_while(|(c, p, _)| *c == carrier && p.is_ipv6() == v6)
+                .count();
+            let (batch, tail) = rest.split_at(n);
+            rest = tail;
+            let Some(sock) = self.socks.get(carrier, v6) else {
+                self.io.tunnel_tx_errors += n as u64;
+                continue;
+            };
+            let msgs: Vec<(SocketAddr, &[u8])> = batch
+                .iter()
+                .map(|(_, p, r)| (*p, &self.txq_bytes[r.clone()]))
+                .collect();
+            match sock.try_send_batch(&msgs) {
+                Ok(sent) => {
+                    self.io.tunnel_tx += sent as u64;
+                    self.io.tunnel_tx_errors += (n - sent) as u64;
+                }
+                Err(e) => {
+                    self.io.tunnel_tx_errors += n as u64;
+                    debug!(error = %e, %peer, "tunnel send failed");
+                }
             }
         }
+        self.txq = queue;
+        self.txq.clear();
+        self.txq_bytes.clear();
     }
 
     /// Write the tunnel header for `port` into `self.tx`; where it goes.
@@ -813,6 +852,8 @@ pub async fn run(
         tx: Vec::with_capacity(BUF_LEN),
         flood: Vec::new(),
         frags: Vec::new(),
+        txq: Vec::with_capacity(SEND_BATCH),
+        txq_bytes: Vec::with_capacity(SEND_BATCH * 2048),
         io: IoCounters::default(),
         fast,
         sessions_changed: true,
@@ -865,6 +906,7 @@ pub async fn run(
                 }
             }
         }
+        dp.flush_tunnel_tx();
         dp.sync_fast_path(Instant::now());
     }
     info!("shutting down: closing tunnels");
@@ -887,6 +929,7 @@ pub async fn run(
             r = ready(s3.as_ref().map(|s| &s.1)) => { r?; let (c, s) = s3.clone().unwrap(); dp.drain_tunnel(c, &s, &mut buf); }
             _ = tokio::time::sleep_until(wake.into()) => dp.on_timeout(Instant::now()),
         }
+        dp.flush_tunnel_tx();
     }
     let _ = std::fs::remove_file(&opts.control_socket);
     Ok(())
