@@ -25,6 +25,9 @@ pub enum Error {
     /// A map operation failed.
     #[error("map: {0}")]
     Map(#[from] MapError),
+    /// Pinning in, or reading from, the bpffs directory failed.
+    #[error("{0}")]
+    Pin(String),
 }
 
 /// What an XDP program returned.

@@ -4,22 +4,34 @@
 //! and keeps the maps in step with the userspace switch.
 //!
 //! Hitless restart: [`FastPath::load_pinned`] keeps the maps in a bpffs
-//! directory of tunterm's own (opened again if already there), so a new
-//! daemon starts with the old one's entries. Pinning programs and links is
-//! not done here yet.
+//! directory of tunterm's own (opened again, entries and all, when an
+//! earlier run left them there and their layout still fits), pins both
+//! programs there, and [`FastPath::attach_pinned`] attaches through bpf
+//! links pinned there too. A pinned link outlives the process that made it,
+//! so the programs go on forwarding while the daemon is down (even after
+//! SIGKILL); the next daemon takes the link over and swaps its own program
+//! in atomically. [`unpin_all`] removes everything (a clean shutdown).
+//!
+//! ```text
+//! DIR/maps/{sessions,gre_peers,fdb,templates,trunk,counters}
+//! DIR/progs/{xdp_ap_rx,xdp_trunk_rx}
+//! DIR/links/IFACE:MODE        MODE: native, generic ('.' in IFACE as '%')
+//! ```
 
-use std::path::Path;
+use std::io;
+use std::path::{Path, PathBuf};
 
-use aya::maps::{Array, HashMap, MapData, PerCpuArray};
-use aya::programs::xdp::XdpLinkId;
+use aya::maps::{Array, HashMap, MapData, MapInfo, MapType, PerCpuArray};
+use aya::programs::links::{FdLink, PinnedLink};
+use aya::programs::xdp::{XdpLink, XdpLinkId};
 use aya::programs::{Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader, TestRun, TestRunOptions};
 
 use crate::TUNTERM_XDP_OBJ;
 use crate::ap_rx::{Action, Error, TestOutcome};
 use crate::maps::{
-    COUNTERS, Counters, tt_fdb_entry, tt_fdb_key, tt_gre_key, tt_gre_peer, tt_session, tt_template,
-    tt_trunk,
+    COUNTERS, Counters, TT_MAX_FDB, TT_MAX_GRE_PEERS, TT_MAX_SESSIONS, TT_MAX_TEMPLATES,
+    tt_fdb_entry, tt_fdb_key, tt_gre_key, tt_gre_peer, tt_session, tt_template, tt_trunk,
 };
 
 /// One of the two programs.
@@ -54,10 +66,130 @@ pub const MAP_NAMES: [&str; 6] = [
     "counters",
 ];
 
+/// The kernel's shape of each map: (name, type, key size, value size,
+/// entries). Pinned maps that differ (an older layout) are not reused.
+fn map_shapes() -> [(&'static str, MapType, usize, usize, u32); 6] {
+    use std::mem::size_of;
+    [
+        (
+            "sessions",
+            MapType::Hash,
+            4,
+            size_of::<tt_session>(),
+            TT_MAX_SESSIONS,
+        ),
+        (
+            "gre_peers",
+            MapType::Hash,
+            size_of::<tt_gre_key>(),
+            size_of::<tt_gre_peer>(),
+            TT_MAX_GRE_PEERS,
+        ),
+        (
+            "fdb",
+            MapType::Hash,
+            size_of::<tt_fdb_key>(),
+            size_of::<tt_fdb_entry>(),
+            TT_MAX_FDB,
+        ),
+        (
+            "templates",
+            MapType::Hash,
+            4,
+            size_of::<tt_template>(),
+            TT_MAX_TEMPLATES,
+        ),
+        ("trunk", MapType::Array, 4, size_of::<tt_trunk>(), 1),
+        ("counters", MapType::PerCpuArray, 4, 8, COUNTERS as u32),
+    ]
+}
+
+/// bpffs's `statfs` magic.
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// Whether `path` (which must exist) is on a bpffs.
+pub fn is_bpffs(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt as _;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: all-zero bytes are a valid `statfs` (plain integers).
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a NUL-terminated path and `st` a valid out-pointer,
+    // both alive for the call.
+    let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
+    rc == 0 && st.f_type as i64 == BPF_FS_MAGIC
+}
+
+/// What [`FastPath::load_pinned`] found in its directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Pins {
+    /// No maps were pinned there: new ones were made and pinned.
+    Fresh,
+    /// The maps an earlier run pinned were reused, with their entries.
+    Adopted,
+    /// Pins of another layout (an older tunterm) were removed, and new maps
+    /// made: the reason.
+    Replaced(String),
+}
+
+/// How [`FastPath::attach_pinned`] attached a program.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attached {
+    /// A new link, now pinned.
+    New,
+    /// The link an earlier run pinned, its program replaced atomically.
+    TakenOver,
+}
+
+fn pin_err(what: impl std::fmt::Display, path: &Path, e: impl std::error::Error) -> Error {
+    let mut text = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        text.push_str(&format!(": {s}"));
+        src = s.source();
+    }
+    Error::Pin(format!("{what} {}: {text}", path.display()))
+}
+
+fn mode_tag(mode: XdpMode) -> &'static str {
+    match mode {
+        XdpMode::Driver => "native",
+        XdpMode::Skb => "generic",
+        XdpMode::Hardware => "offload",
+        XdpMode::Default => "default",
+    }
+}
+
+/// Remove every pin of tunterm's under `dir` (links first: the programs
+/// detach once no process holds them), then the directories. What is not
+/// there is not an error.
+pub fn unpin_all(dir: &Path) -> io::Result<()> {
+    for sub in ["links", "progs", "maps"] {
+        let d = dir.join(sub);
+        let entries = match std::fs::read_dir(&d) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for e in entries {
+            std::fs::remove_file(e?.path())?;
+        }
+        std::fs::remove_dir(&d)?;
+    }
+    match std::fs::remove_dir(dir) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
 /// Both programs, loaded, with their shared maps.
 #[derive(Debug)]
 pub struct FastPath {
     ebpf: Ebpf,
+    /// Links made by [`FastPath::attach_pinned`] (the pins keep them; these
+    /// keep the file descriptors of this run).
+    links: Vec<PinnedLink>,
 }
 
 impl FastPath {
@@ -67,17 +199,85 @@ impl FastPath {
         Self::from_ebpf(Ebpf::load(TUNTERM_XDP_OBJ)?)
     }
 
-    /// As [`FastPath::load`], with every map pinned as `dir/NAME` (see
-    /// [`MAP_NAMES`]): a map already pinned there is reused with its
-    /// entries, others are created and pinned. `dir` must be on a bpffs
-    /// (inside `ip netns exec`, mount one of tunterm's own).
-    pub fn load_pinned(dir: &Path) -> Result<Self, Error> {
-        let paths: Vec<_> = MAP_NAMES.iter().map(|n| (*n, dir.join(n))).collect();
+    /// As [`FastPath::load`], with every map pinned as `dir/maps/NAME` (see
+    /// [`MAP_NAMES`]) and both programs as `dir/progs/NAME`. Maps an
+    /// earlier run pinned there are reused with their entries when their
+    /// layout is this build's; otherwise every pin under `dir` is removed
+    /// first ([`Pins::Replaced`]). `dir` must be on a bpffs (`ip netns exec`
+    /// remounts /sys: mount one of tunterm's own elsewhere).
+    pub fn load_pinned(dir: &Path) -> Result<(Self, Pins), Error> {
+        let maps = dir.join("maps");
+        std::fs::create_dir_all(&maps).map_err(|e| pin_err("creating", &maps, e))?;
+        if !is_bpffs(dir) {
+            return Err(Error::Pin(format!(
+                "{} is not on a bpffs (mount -t bpf bpf {})",
+                dir.display(),
+                dir.display()
+            )));
+        }
+        let pins = match Self::pinned_layout(&maps) {
+            Ok(false) => Pins::Fresh,
+            Ok(true) => Pins::Adopted,
+            Err(why) => {
+                unpin_all(dir).map_err(|e| pin_err("removing old pins under", dir, e))?;
+                std::fs::create_dir_all(&maps).map_err(|e| pin_err("creating", &maps, e))?;
+                Pins::Replaced(why)
+            }
+        };
+        let paths: Vec<_> = MAP_NAMES.iter().map(|n| (*n, maps.join(n))).collect();
         let mut loader = EbpfLoader::new();
         for (name, path) in &paths {
             loader.map_pin_path(name, path.as_path());
         }
-        Self::from_ebpf(loader.load(TUNTERM_XDP_OBJ)?)
+        let mut fp = Self::from_ebpf(loader.load(TUNTERM_XDP_OBJ)?)?;
+        let progs = dir.join("progs");
+        std::fs::create_dir_all(&progs).map_err(|e| pin_err("creating", &progs, e))?;
+        for p in Program::ALL {
+            let path = progs.join(p.name());
+            // An earlier run's program stays alive while its link holds it.
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    return Err(pin_err("removing", &path, e));
+                }
+                _ => {}
+            }
+            fp.program_mut(p)?
+                .pin(&path)
+                .map_err(|e| pin_err("pinning", &path, e))?;
+        }
+        Ok((fp, pins))
+    }
+
+    /// Whether every map is pinned under `maps` in this build's layout
+    /// (`Ok(false)`: none is; `Err`: some are, but not all, or not so).
+    fn pinned_layout(maps: &Path) -> Result<bool, String> {
+        let mut found = 0;
+        for (name, ty, key, value, entries) in map_shapes() {
+            let path = maps.join(name);
+            if !path.exists() {
+                continue;
+            }
+            found += 1;
+            let info = MapInfo::from_pin(&path).map_err(|e| format!("{name}: {e}"))?;
+            let kind = info.map_type().map_err(|e| format!("{name}: {e}"))?;
+            let shape = (
+                kind,
+                info.key_size() as usize,
+                info.value_size() as usize,
+                info.max_entries(),
+            );
+            if shape != (ty, key, value, entries) {
+                return Err(format!(
+                    "map {name} is pinned as {shape:?}, this build wants {:?}",
+                    (ty, key, value, entries)
+                ));
+            }
+        }
+        match found {
+            0 => Ok(false),
+            n if n == MAP_NAMES.len() => Ok(true),
+            n => Err(format!("{n} of {} maps pinned", MAP_NAMES.len())),
+        }
     }
 
     fn from_ebpf(mut ebpf: Ebpf) -> Result<Self, Error> {
@@ -88,7 +288,73 @@ impl FastPath {
                 .try_into()?;
             prog.load()?;
         }
-        Ok(FastPath { ebpf })
+        Ok(FastPath {
+            ebpf,
+            links: Vec::new(),
+        })
+    }
+
+    /// Attach `p` to `interface` in `mode` through a bpf link pinned as
+    /// `dir/links/INTERFACE:MODE`. A link an earlier run pinned there is
+    /// taken over: its program is replaced by this one atomically, so no
+    /// packet meets the interface without a program. Links of the same
+    /// interface in another mode are removed first (they detach). A link
+    /// that no longer works (its interface was deleted) is replaced by a
+    /// new one.
+    pub fn attach_pinned(
+        &mut self,
+        p: Program,
+        interface: &str,
+        mode: XdpMode,
+        dir: &Path,
+    ) -> Result<Attached, Error> {
+        let links = dir.join("links");
+        std::fs::create_dir_all(&links).map_err(|e| pin_err("creating", &links, e))?;
+        let tag = mode_tag(mode);
+        // bpffs reserves names with dots; an interface name has no ':' or
+        // '%' (the kernel takes '%' as a format), so neither clashes.
+        let stem = interface.replace('.', "%");
+        let path: PathBuf = links.join(format!("{stem}:{tag}"));
+        let entries = std::fs::read_dir(&links).map_err(|e| pin_err("reading", &links, e))?;
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name
+                .rsplit_once(':')
+                .is_some_and(|(i, m)| i == stem && m != tag)
+            {
+                std::fs::remove_file(e.path())
+                    .map_err(|err| pin_err("removing", &e.path(), err))?;
+            }
+        }
+        if path.exists() {
+            let taken = PinnedLink::from_pin(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|l| XdpLink::try_from(FdLink::from(l)).map_err(|e| e.to_string()))
+                .and_then(|l| {
+                    self.program_mut(p)
+                        .map_err(|e| e.to_string())?
+                        .attach_to_link(l)
+                        .map_err(|e| e.to_string())
+                });
+            if taken.is_ok() {
+                return Ok(Attached::TakenOver);
+            }
+            std::fs::remove_file(&path).map_err(|e| pin_err("removing", &path, e))?;
+        }
+        let prog = self.program_mut(p)?;
+        let id = prog.attach(interface, mode)?;
+        let link = prog.take_link(id)?;
+        let fd = FdLink::try_from(link).map_err(|_| {
+            Error::Pin(format!(
+                "XDP on {interface} was attached through netlink, not a bpf link: it cannot \
+                 be pinned (hitless restart needs Linux 5.9 or later)"
+            ))
+        })?;
+        let pinned = fd
+            .pin(&path)
+            .map_err(|e| pin_err("pinning the link", &path, e))?;
+        self.links.push(pinned);
+        Ok(Attached::New)
     }
 
     /// A loaded program (to attach, pin or run).

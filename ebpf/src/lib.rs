@@ -16,7 +16,7 @@ pub use ap_rx::{Action, ApRx, Error, TestOutcome};
 /// The aya the programs are loaded with (attach modes, link ids).
 pub use aya;
 pub use aya::programs::XdpMode;
-pub use fast_path::{FastPath, MAP_NAMES, Program};
+pub use fast_path::{Attached, FastPath, MAP_NAMES, Pins, Program, is_bpffs, unpin_all};
 
 /// The compiled `xdp_ap_rx.bpf.c` alone (ELF, BPF target), 8-byte aligned
 /// for the object parser. Its maps are the same as the combined object's.
