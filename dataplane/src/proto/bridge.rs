@@ -422,6 +422,26 @@ impl Switch {
         }
     }
 
+    /// Put back an entry a restarted daemon found in the fast path's
+    /// table: `mac` on `vlan` behind `port`, last seen at `at`. Only onto a
+    /// port that exists and carries `vlan`, for a unicast MAC the table does
+    /// not hold yet; returns whether it was taken.
+    pub fn restore_entry(&mut self, vlan: u16, mac: &MacAddr, port: PortId, at: Instant) -> bool {
+        let carries = self
+            .ports
+            .get(&port)
+            .is_some_and(|p| p.cfg.member_vlans().any(|v| v == vlan));
+        if !carries
+            || ether::is_multicast(mac)
+            || *mac == [0; 6]
+            || self.fdb.contains_key(&key(vlan, mac))
+        {
+            return false;
+        }
+        self.learn(at, vlan, mac, port);
+        true
+    }
+
     /// A generation number of the FDB: it changes whenever an entry is
     /// learned, moves, ages out or is flushed (a mirror of the table only
     /// needs to look again when it does).
@@ -561,6 +581,29 @@ mod tests {
             },
         );
         sw
+    }
+
+    #[test]
+    fn restored_entries_forward_like_learned_ones_and_age_from_when_seen() {
+        let t0 = Instant::now();
+        let mut sw = switch();
+        assert!(sw.restore_entry(10, &A, S1, t0));
+        assert!(sw.restore_entry(20, &B, TRUNK, t0 + Duration::from_secs(100)));
+        // Not onto a missing port, a VLAN the port lacks, a group MAC, or
+        // over an entry that exists.
+        assert!(!sw.restore_entry(10, &C, PortId(999), t0));
+        assert!(!sw.restore_entry(20, &C, S2, t0));
+        assert!(!sw.restore_entry(10, &MCAST, S1, t0));
+        assert!(!sw.restore_entry(10, &A, S2, t0));
+        check(&sw);
+        assert_eq!(sw.lookup(10, &A), Some(S1));
+        // Trunk → A on VLAN 10 goes to S1 without flooding.
+        let (v, _) = sw.ingress(t0, TRUNK, &frame(A, C, Some(10)));
+        assert_eq!(v, Verdict::Forward { vlan: 10, to: S1 });
+        // A ages from when it was last seen (t0), not from the restore.
+        sw.handle_timeout(t0 + DEFAULT_AGING + DEFAULT_AGING / 2);
+        assert_eq!(sw.lookup(10, &A), None);
+        check(&sw);
     }
 
     /// The FDB, the per-port key lists and the VLAN member lists agree.

@@ -85,6 +85,19 @@ pub struct PeerKey {
     pub key: Option<u32>,
 }
 
+/// A live peer as written across a restart ([`GreEndpoint::snapshot`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct GrePeerSnapshot {
+    /// Its switch port.
+    pub port: u32,
+    /// Its address.
+    pub addr: IpAddr,
+    /// Its GRE key.
+    pub key: Option<u32>,
+    /// Our address it sent to.
+    pub local: IpAddr,
+}
+
 /// What became of a packet given to [`GreEndpoint::handle_packet`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GreIncoming<'a> {
@@ -558,6 +571,77 @@ impl GreEndpoint {
         }
     }
 
+    /// Every live peer as (port, address, key, our address), to keep
+    /// across a restart of the daemon. In port order.
+    pub fn snapshot(&self) -> Vec<GrePeerSnapshot> {
+        let mut out: Vec<GrePeerSnapshot> = self
+            .peers
+            .iter()
+            .map(|(k, p)| GrePeerSnapshot {
+                port: p.port.0,
+                addr: k.addr,
+                key: k.key,
+                local: p.local,
+            })
+            .collect();
+        out.sort_by_key(|p| p.port);
+        out
+    }
+
+    /// Take back the peers of a [`snapshot`](Self::snapshot) after a
+    /// restart, on their old ports (so the fast path's entries stay valid),
+    /// as if heard from now: [`GreEvent::PeerUp`] for each. Peers outside
+    /// the admitted subnets, on a port outside the mGRE range, or clashing
+    /// with one that exists, are refused and described in the result.
+    pub fn restore(&mut self, now: Instant, peers: &[GrePeerSnapshot]) -> Vec<String> {
+        let mut refused = Vec::new();
+        for s in peers {
+            let key = PeerKey {
+                addr: s.addr,
+                key: s.key,
+            };
+            let port = PortId(s.port);
+            let admitted =
+                self.cfg.admit.is_empty() || self.cfg.admit.iter().any(|n| n.contains(&key.addr));
+            let why = if !is_gre_port(port) {
+                Some("a port outside the mGRE range")
+            } else if self.ports.contains_key(&port) || self.peers.contains_key(&key) {
+                Some("the peer or port exists")
+            } else if !admitted {
+                Some("not in tunterm_ap_subnets")
+            } else if self.peers.len() >= self.cfg.max_peers.min(GRE_PORT_COUNT as usize) {
+                Some("too many peers")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                refused.push(format!("mGRE peer {} (port {}): {why}", s.addr, s.port));
+                continue;
+            }
+            let deadline = now + self.cfg.peer_timeout;
+            self.timers.insert((deadline, port));
+            self.ports.insert(port, key);
+            self.peers.insert(
+                key,
+                Peer {
+                    port,
+                    local: s.local,
+                    since: now,
+                    last_rx: now,
+                    deadline,
+                    rx_packets: 0,
+                    tx_packets: 0,
+                    keepalives: 0,
+                    rx_seq: None,
+                    sequenced: false,
+                    tx_seq: 0,
+                },
+            );
+            self.events.push_back(GreEvent::PeerUp { port, peer: key });
+        }
+        refused
+    }
+
     /// Remove one peer (operator request, upstream failure):
     /// [`GreEvent::PeerDown`] with [`PeerDownReason::Removed`]. A peer that
     /// keeps sending comes back as a new port.
@@ -754,6 +838,64 @@ mod tests {
             GreIncoming::Data { port, .. } => port,
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn restored_peers_keep_their_ports_and_refuse_what_does_not_fit() {
+        let t0 = Instant::now();
+        let admit = GreConfig {
+            admit: vec![net("198.51.100.0/24")],
+            ..GreConfig::default()
+        };
+        let mut old = GreEndpoint::new(admit.clone());
+        let p1 = up(&mut old, t0, AP1, None);
+        let p2 = up(&mut old, t0, AP2, Some(7));
+        let snap = old.snapshot();
+        assert_eq!(snap.len(), 2);
+        let text = serde_json::to_string(&snap).unwrap();
+        let mut back: Vec<GrePeerSnapshot> = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, snap);
+        // Hostile additions: outside the admitted subnets, a port out of
+        // range, and a second entry for AP1's port.
+        back.push(GrePeerSnapshot {
+            port: GRE_PORT_BASE + 9,
+            addr: ip("203.0.113.5"),
+            key: None,
+            local: ip(EDGE),
+        });
+        back.push(GrePeerSnapshot {
+            port: 5,
+            addr: ip("198.51.100.30"),
+            key: None,
+            local: ip(EDGE),
+        });
+        back.push(GrePeerSnapshot {
+            port: p1.0,
+            addr: ip("198.51.100.31"),
+            key: None,
+            local: ip(EDGE),
+        });
+        let mut e = GreEndpoint::new(admit);
+        let refused = e.restore(t0, &back);
+        assert_eq!(refused.len(), 3, "{refused:?}");
+        let ups: Vec<PortId> = events(&mut e)
+            .into_iter()
+            .map(|ev| match ev {
+                GreEvent::PeerUp { port, .. } => port,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(ups, [p1, p2]);
+        // Their traffic lands on the same ports, with no new PeerUp.
+        assert_eq!(up(&mut e, t0, AP2, Some(7)), p2);
+        assert_eq!(up(&mut e, t0, AP1, None), p1);
+        assert!(events(&mut e).is_empty());
+        // A new peer does not get a restored peer's port.
+        let p3 = up(&mut e, t0, "198.51.100.40", None);
+        assert!(p3 != p1 && p3 != p2);
+        // Restored peers time out like any other.
+        e.handle_timeout(t0 + e.config().peer_timeout + Duration::from_secs(1));
+        assert_eq!(e.peer_count(), 0);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use super::endpoint::{
     CloseReason, DataSession, EndpointConfig, EndpointCounters, Event, Rng, SessionRequest,
 };
 use super::reliable::{Channel, Received};
+use super::snapshot::{ConnSnapshot, SnapTransport};
 use crate::wire::l2tp::{
     Avp, ControlHeader, ControlMessage, ControlPacket, Cookie, MessageType, Transport, cdn,
     error_code, pw, stopccn,
@@ -124,6 +125,75 @@ impl ControlConn {
         }
     }
 
+    /// An established connection taken back from a snapshot (the caller
+    /// has checked its ids and restores its sessions). Its channel
+    /// resynchronises on the peer's next packet; the peer counts as heard
+    /// from now.
+    pub fn restored(ctx: &Ctx<'_>, snap: &ConnSnapshot, transport: Transport) -> Self {
+        let cfg = ctx.cfg;
+        let hello_interval = Duration::from_millis(snap.hello_interval_ms);
+        let mut chan = Channel::restored(
+            transport,
+            cfg.retransmit,
+            cfg.rx_window,
+            snap.peer_ccid,
+            (snap.next_ns, snap.expected_ns, snap.peer_window),
+        );
+        chan.retry_cap = false;
+        chan.set_rto_max(cfg.retransmit.rto_max.min(hello_interval));
+        ControlConn {
+            local_ccid: snap.local_ccid,
+            peer_ccid: snap.peer_ccid,
+            peer: snap.peer,
+            transport,
+            initiator: snap.initiator,
+            state: ConnState::Established,
+            chan,
+            peer_host_name: snap.host_name.clone(),
+            peer_router_id: snap.router_id,
+            hello_interval,
+            hello_retries: snap.hello_retries,
+            profile: None,
+            sessions: Vec::new(),
+            pending: Vec::new(),
+            last_rx: ctx.now,
+            established_at: Some(
+                ctx.now
+                    .checked_sub(Duration::from_secs(snap.uptime_secs))
+                    .unwrap_or(ctx.now),
+            ),
+            hello_at: ctx.now + hello_interval,
+            linger_until: None,
+            rx_packets: 0,
+            wake: None,
+            next_serial: 1,
+        }
+    }
+
+    /// This connection as a snapshot (sessions left for the caller).
+    pub fn snapshot(&self, now: Instant) -> ConnSnapshot {
+        let (next_ns, expected_ns, peer_window) = self.chan.sequence_state();
+        ConnSnapshot {
+            local_ccid: self.local_ccid,
+            peer_ccid: self.peer_ccid,
+            peer: self.peer,
+            transport: match self.transport {
+                Transport::Udp => SnapTransport::Udp,
+                Transport::Ip => SnapTransport::Ip,
+            },
+            initiator: self.initiator,
+            host_name: self.peer_host_name.clone(),
+            router_id: self.peer_router_id,
+            hello_interval_ms: self.hello_interval.as_millis() as u64,
+            hello_retries: self.hello_retries,
+            next_ns,
+            expected_ns,
+            peer_window,
+            uptime_secs: self.established_at.map_or(0, |t| (now - t).as_secs()),
+            sessions: Vec::new(),
+        }
+    }
+
     /// The Mist stats name of the state.
     pub fn mist_state(&self) -> &'static str {
         match self.state {
@@ -205,6 +275,7 @@ impl ControlConn {
         if self.state == ConnState::Established {
             self.hello_at = ctx.now + self.hello_interval;
         }
+        self.chan.resync(packet.header.ns, packet.header.nr);
         self.chan.on_ack(ctx.now, packet.header.nr);
         let Some(msg) = msg else {
             self.after_ack(ctx);

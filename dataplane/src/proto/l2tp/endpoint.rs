@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::conn::{ConnState, ControlConn, Ctx, SessionState};
 use super::reliable::RetransmitConfig;
+use super::snapshot::{ConnSnapshot, RestoreReport, SEQ_JUMP, SessionSnapshot, SnapTransport};
 use crate::wire::l2tp::{self, ControlMessage, Cookie, MessageType, Packet, Transport};
 
 /// A tunnel profile sessions can bind to (one per mxtunnel).
@@ -815,6 +816,158 @@ impl Endpoint {
     /// The state of a connection, if it exists.
     pub fn conn_state(&self, ccid: u32) -> Option<ConnState> {
         self.conns.get(&ccid).map(|c| c.state)
+    }
+
+    /// Every established connection with its established sessions, to
+    /// keep somewhere that survives a restart of the daemon (see
+    /// [`snapshot`](super::snapshot)). Sorted by CCID.
+    pub fn snapshot(&self, now: Instant) -> Vec<ConnSnapshot> {
+        let mut out: Vec<ConnSnapshot> = self
+            .conns
+            .values()
+            .filter(|c| c.state == ConnState::Established)
+            .map(|c| {
+                let mut snap = c.snapshot(now);
+                snap.sessions = c
+                    .sessions
+                    .iter()
+                    .filter_map(|sid| self.sessions.get(sid))
+                    .filter(|s| s.state == SessionState::Established)
+                    .map(|s| SessionSnapshot {
+                        local_sid: s.local_sid,
+                        remote_sid: s.remote_sid,
+                        remote_end_id: s.remote_end_id.clone(),
+                        pw_type: s.pw_type,
+                        cookie_rx: s.cookie_rx.as_slice().to_vec(),
+                        cookie_tx: s.cookie_tx.as_slice().to_vec(),
+                        sublayer: s.sublayer,
+                        send_seq: s.send_seq,
+                        drop_out_of_order: s.drop_out_of_order,
+                        tx_seq: s.tx_seq,
+                    })
+                    .collect();
+                snap
+            })
+            .collect();
+        out.sort_by_key(|c| c.local_ccid);
+        out
+    }
+
+    /// Take back the connections of a [`snapshot`](Self::snapshot) after a
+    /// restart: each comes back established with its sessions, as if the
+    /// daemon had never stopped, and [`Event::TunnelUp`] and
+    /// [`Event::SessionUp`] follow as for new ones. The peers notice
+    /// nothing: the first control packet of each resynchronises its
+    /// sequence numbers. A session binds to the profile its Remote End ID
+    /// selects now (none: the driver closes it). Entries that clash with
+    /// what exists or are malformed (ids of 0, a cookie of another length
+    /// than 0, 4 or 8, a hello interval of 0) are refused, not guessed at.
+    pub fn restore(&mut self, now: Instant, conns: Vec<ConnSnapshot>) -> RestoreReport {
+        let mut report = RestoreReport::default();
+        for snap in conns {
+            let transport = match snap.transport {
+                SnapTransport::Udp => Transport::Udp,
+                SnapTransport::Ip => Transport::Ip,
+            };
+            let key = (transport, snap.peer, snap.peer_ccid);
+            let why = if snap.local_ccid == 0 || snap.peer_ccid == 0 {
+                Some("a CCID of 0")
+            } else if self.conns.contains_key(&snap.local_ccid) || self.by_peer.contains_key(&key) {
+                Some("the connection exists")
+            } else if snap.hello_interval_ms == 0 {
+                Some("a hello interval of 0")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                report.refused.push(format!(
+                    "tunnel {} from {}: {why}",
+                    snap.local_ccid, snap.peer
+                ));
+                continue;
+            }
+            let ccid = snap.local_ccid;
+            let ctx = ctx!(self, now);
+            let mut conn = ControlConn::restored(&ctx, &snap, transport);
+            let mut up = Vec::new();
+            for s in &snap.sessions {
+                let cookies = Cookie::new(&s.cookie_rx).zip(Cookie::new(&s.cookie_tx));
+                let why = if s.local_sid == 0
+                    || crate::proto::gre::is_gre_port(crate::proto::bridge::PortId(s.local_sid))
+                {
+                    Some("a session id outside the L2TP range")
+                } else if self.sessions.contains_key(&s.local_sid) {
+                    Some("the session id is taken")
+                } else if cookies.is_none() {
+                    Some("a cookie that is not 0, 4 or 8 bytes")
+                } else {
+                    None
+                };
+                let Some((cookie_rx, cookie_tx)) = cookies.filter(|_| why.is_none()) else {
+                    report.refused.push(format!(
+                        "session {} of tunnel {ccid}: {}",
+                        s.local_sid,
+                        why.unwrap_or("refused")
+                    ));
+                    continue;
+                };
+                let profile = self.cfg.profile_for(&s.remote_end_id, transport);
+                if conn.profile.is_none() {
+                    conn.profile = profile;
+                }
+                self.sessions.insert(
+                    s.local_sid,
+                    DataSession {
+                        local_sid: s.local_sid,
+                        remote_sid: s.remote_sid,
+                        ccid,
+                        peer: snap.peer,
+                        transport,
+                        cookie_rx,
+                        cookie_tx,
+                        pw_type: s.pw_type,
+                        profile,
+                        remote_end_id: s.remote_end_id.clone(),
+                        state: SessionState::Established,
+                        sublayer: s.sublayer,
+                        send_seq: s.send_seq,
+                        drop_out_of_order: s.drop_out_of_order,
+                        tx_seq: if s.send_seq {
+                            s.tx_seq.wrapping_add(SEQ_JUMP) & l2tp::SUBLAYER_SEQ_MASK
+                        } else {
+                            s.tx_seq
+                        },
+                        rx_seq: None,
+                    },
+                );
+                conn.sessions.push(s.local_sid);
+                up.push(s.local_sid);
+            }
+            self.events.push_back(Event::TunnelUp {
+                ccid,
+                peer: snap.peer,
+                host_name: snap.host_name.clone(),
+            });
+            for sid in up {
+                report.sessions += 1;
+                self.events.push_back(Event::SessionUp {
+                    ccid,
+                    session_id: sid,
+                });
+            }
+            self.conns.insert(ccid, conn);
+            self.by_peer.insert(key, ccid);
+            report.tunnels += 1;
+            self.after(now, ccid);
+        }
+        report
+    }
+
+    /// Whether no connection has a control message waiting for its
+    /// acknowledgement.
+    #[cfg(test)]
+    pub(super) fn all_acked(&self) -> bool {
+        self.conns.values().all(|c| c.chan.all_acked())
     }
 
     /// Stats of every connection that is not closing or closed, Mist-shaped.

@@ -11,6 +11,7 @@
 mod conn;
 mod endpoint;
 pub mod reliable;
+pub mod snapshot;
 
 #[cfg(test)]
 mod tests;
@@ -21,3 +22,4 @@ pub use endpoint::{
     Event, Incoming, PwProfile, SessionRequest, SessionStats, Transmit,
 };
 pub use reliable::RetransmitConfig;
+pub use snapshot::{ConnSnapshot, RestoreReport, SessionSnapshot, SnapTransport};

@@ -79,6 +79,9 @@ pub struct Channel {
     retries: u32,
     retransmit_at: Option<Instant>,
     failed: bool,
+    /// Restored from a snapshot: take the sequence numbers from the next
+    /// packet the peer sends ([`Channel::resync`]).
+    resync: bool,
     /// Control packets handed out for transmission (including ZLBs and
     /// retransmissions).
     pub tx_packets: u64,
@@ -111,9 +114,57 @@ impl Channel {
             retries: 0,
             retransmit_at: None,
             failed: false,
+            resync: false,
             tx_packets: 0,
             retransmits: 0,
         }
+    }
+
+    /// A channel of a connection restored after a restart: `next_ns` and
+    /// `expected_ns` as last written, to be corrected by the peer's next
+    /// packet ([`Channel::resync`]).
+    pub fn restored(
+        transport: Transport,
+        cfg: RetransmitConfig,
+        rx_window: u16,
+        peer_ccid: u32,
+        (next_ns, expected_ns, peer_window): (u16, u16, u16),
+    ) -> Self {
+        let mut ch = Channel::new(transport, cfg, rx_window, peer_ccid);
+        ch.next_ns = next_ns;
+        ch.expected_ns = expected_ns;
+        ch.peer_window = peer_window.max(1);
+        ch.resync = true;
+        ch
+    }
+
+    /// Our next Ns, the Ns expected from the peer, the peer's window (for a
+    /// snapshot).
+    pub fn sequence_state(&self) -> (u16, u16, u16) {
+        (self.next_ns, self.expected_ns, self.peer_window)
+    }
+
+    /// A restored channel's first packet from the peer (any, ZLB
+    /// included) carries the truth: its `ns` is what we expect next (a
+    /// ZLB's Ns is the sender's next), its `nr` what we send next. What we
+    /// queued meanwhile is renumbered from `nr` and sent again. Does
+    /// nothing on a channel that is not waiting to resynchronise.
+    pub fn resync(&mut self, ns: u16, nr: u16) {
+        if !std::mem::take(&mut self.resync) {
+            return;
+        }
+        self.expected_ns = ns;
+        self.reorder.clear();
+        let mut next = nr;
+        for m in &mut self.queue {
+            m.ns = next;
+            m.sent = false;
+            next = next.wrapping_add(1);
+        }
+        self.next_ns = next;
+        self.retransmit_at = None;
+        self.retries = 0;
+        self.rto = self.cfg.rto_initial;
     }
 
     /// Set the peer's Control Connection ID once it is known.

@@ -949,3 +949,144 @@ fn mxtunnel_protocol_decides_which_encapsulation_may_bind() {
     let r = p2.edge.handle_datagram(p2.now, Transport::Ip, from, &pkt);
     assert_eq!(r, Incoming::Dropped(DataDrop::BadSource));
 }
+
+/// The edge restarts: a new endpoint takes back a snapshot written
+/// `stale_by` hellos before the old one died. Both sides keep their tunnel
+/// and session (no TunnelDown anywhere), data goes on both ways, and the
+/// sequence numbers resynchronise (no retransmission left hanging).
+fn restart_edge(p: &mut Pair, stale_by: Duration) {
+    let snap = p.edge.snapshot(p.now);
+    assert_eq!(snap.len(), 1);
+    assert_eq!(snap[0].sessions.len(), 1);
+    // The old edge lives on a while after the file was written (its Ns
+    // and Nr move on), then dies.
+    p.run(stale_by);
+    p.edge = Endpoint::new(edge_cfg(), 99);
+    p.edge_events.clear();
+    let r = p.edge.restore(p.now, snap.clone());
+    assert_eq!((r.tunnels, r.sessions), (1, 1), "{r:?}");
+    assert!(r.refused.is_empty(), "{r:?}");
+    // Restoring fires the same events a new tunnel would, for the driver.
+    p.collect();
+    assert_eq!(
+        Pair::sessions_up(&p.edge_events),
+        vec![snap[0].sessions[0].local_sid]
+    );
+}
+
+#[test]
+fn a_restored_edge_keeps_tunnels_and_resynchronises_sequence_numbers() {
+    for stale in [Duration::ZERO, Duration::from_secs(5)] {
+        for transport in [Transport::Udp, Transport::Ip] {
+            let mut p = establish(transport, 8, Impair::default());
+            let ap_sid = Pair::sessions_up(&p.ap_events)[0];
+            let edge_sid = Pair::sessions_up(&p.edge_events)[0];
+            p.run(Duration::from_secs(3));
+            let ap_retransmits = p.ap.stats(p.now)[0].retransmits;
+            restart_edge(&mut p, stale);
+            // Well past hello_interval × retries (2 s × 3).
+            p.run(Duration::from_secs(20));
+            // The control channel delivers again: a second session comes up.
+            let ccid = p.ap.stats(p.now)[0].local_ccid;
+            p.ap_events.clear();
+            assert!(p.ap.open_session(
+                p.now,
+                ccid,
+                SessionRequest {
+                    remote_end_id: "lab".into(),
+                    pw_type: pw::ETHERNET,
+                },
+            ));
+            p.run(Duration::from_secs(2));
+            assert_eq!(
+                Pair::sessions_up(&p.ap_events).len(),
+                1,
+                "{:?}",
+                p.ap_events
+            );
+            assert_eq!(
+                Pair::sessions_up(&p.edge_events).len(),
+                2,
+                "{:?}",
+                p.edge_events
+            );
+            assert!(p.ap.all_acked() && p.edge.all_acked());
+            assert_eq!(
+                p.ap.stats(p.now)[0].retransmits,
+                ap_retransmits,
+                "the AP retransmitted"
+            );
+            assert_eq!(p.edge.counters().control_reordered, 0);
+            let down = |evs: &[Event]| {
+                evs.iter()
+                    .any(|e| matches!(e, Event::TunnelDown { .. } | Event::SessionDown { .. }))
+            };
+            assert!(
+                !down(&p.ap_events),
+                "{stale:?} {transport:?}: {:?}",
+                p.ap_events
+            );
+            assert!(
+                !down(&p.edge_events),
+                "{stale:?} {transport:?}: {:?}",
+                p.edge_events
+            );
+            let edge = &p.edge.stats(p.now)[0];
+            assert_eq!(edge.state, "established_with_sessions");
+            assert!(edge.rx_control_pkts >= 5, "hellos heard: {edge:?}");
+            assert_eq!(p.edge.counters().control_out_of_window, 0);
+            // Data both ways with the same ids and cookies.
+            let ap_s = p.ap.session(ap_sid).unwrap().clone();
+            let frame = [0x5a_u8; 64];
+            let mut pkt = vec![0; l2tp::data_header_len(transport, ap_s.cookie_tx.len())];
+            l2tp::emit_data_header(transport, ap_s.remote_sid, &ap_s.cookie_tx, &mut pkt);
+            pkt.extend_from_slice(&frame);
+            let r = p.edge.handle_datagram(p.now, transport, p.ap_addr(), &pkt);
+            assert_eq!(
+                r,
+                Incoming::Data {
+                    session_id: edge_sid,
+                    payload: &frame[..]
+                }
+            );
+            let mut back = Vec::new();
+            p.edge.encap_header(edge_sid, &mut back).unwrap();
+            back.extend_from_slice(&frame);
+            let r = p.ap.handle_datagram(p.now, transport, p.edge_addr(), &back);
+            assert!(matches!(r, Incoming::Data { session_id, .. } if session_id == ap_sid));
+        }
+    }
+}
+
+#[test]
+fn a_restore_refuses_what_it_cannot_trust() {
+    let p = establish(Transport::Udp, 4, Impair::default());
+    let snap = p.edge.snapshot(p.now);
+    let mut edge = Endpoint::new(edge_cfg(), 7);
+    let mut bad = snap[0].clone();
+    bad.local_ccid = 0;
+    let mut bad_cookie = snap[0].clone();
+    bad_cookie.local_ccid += 1;
+    bad_cookie.peer_ccid += 1;
+    bad_cookie.sessions[0].local_sid += 1;
+    bad_cookie.sessions[0].cookie_rx = vec![1, 2, 3];
+    let mut dup = snap[0].clone();
+    dup.local_ccid += 2;
+    let mut no_hello = snap[0].clone();
+    no_hello.local_ccid += 3;
+    no_hello.peer_ccid += 3;
+    no_hello.hello_interval_ms = 0;
+    let r = edge.restore(p.now, vec![snap[0].clone(), bad, bad_cookie, dup, no_hello]);
+    // The good one; the one with a bad cookie comes back without its
+    // session; the rest are refused whole.
+    assert_eq!((r.tunnels, r.sessions), (2, 1), "{r:?}");
+    assert_eq!(r.refused.len(), 4, "{:?}", r.refused);
+    assert!(r.refused.iter().any(|w| w.contains("CCID of 0")));
+    assert!(r.refused.iter().any(|w| w.contains("cookie")));
+    assert!(r.refused.iter().any(|w| w.contains("exists")));
+    assert!(r.refused.iter().any(|w| w.contains("hello interval")));
+    // The file form survives a round trip.
+    let text = serde_json::to_string(&snap).unwrap();
+    let back: Vec<ConnSnapshot> = serde_json::from_str(&text).unwrap();
+    assert_eq!(back, snap);
+}
