@@ -282,7 +282,18 @@ async fn serve_stats(path: PathBuf, shared: Shared) -> anyhow::Result<()> {
             st.sessions_up = st.per_ap.values().filter(|a| a.session_up).count();
             serde_json::to_string_pretty(&*st)?
         };
-        let _ = s.write_all(body.as_bytes()).await;
+        // Read the request first: closing with it unread would reset the
+        // connection under the reply.
+        tokio::spawn(async move {
+            let mut line = Vec::new();
+            let mut rd = tokio::io::BufReader::new(&mut s);
+            let _ = tokio::time::timeout(
+                Duration::from_secs(1),
+                tokio::io::AsyncBufReadExt::read_until(&mut rd, b'\n', &mut line),
+            )
+            .await;
+            let _ = s.write_all(body.as_bytes()).await;
+        });
     }
 }
 

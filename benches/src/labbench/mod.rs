@@ -34,7 +34,7 @@ mod xdp;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -824,6 +824,7 @@ fn query_apsim(path: &Path) -> anyhow::Result<serde_json::Value> {
     let mut s =
         UnixStream::connect(path).with_context(|| format!("connecting {}", path.display()))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.write_all(b"stats\n")?;
     let mut body = String::new();
     s.read_to_string(&mut body)?;
     serde_json::from_str(&body).with_context(|| format!("stats from {}", path.display()))
