@@ -25,9 +25,11 @@ use crate::io::afpacket::PacketSocket;
 use crate::io::tunnel::{SEND_BATCH, TunnelSocket};
 use crate::io::xdp::{FastPath, FastPathStats, Mode as FastPathMode};
 use crate::proto::bridge::{PortConfig, PortId, Switch, SwitchCounters, TRUNK, Verdict};
-use crate::proto::gre::{GreConfig, GreCounters, GreEndpoint, GreEvent, GreIncoming};
+use crate::proto::gre::{
+    GreConfig, GreCounters, GreEndpoint, GreEvent, GreIncoming, GrePeerSnapshot,
+};
 use crate::proto::l2tp::{
-    ConnStats, Endpoint, EndpointConfig, EndpointCounters, Event, Incoming, PwProfile,
+    ConnSnapshot, ConnStats, Endpoint, EndpointConfig, EndpointCounters, Event, Incoming, PwProfile,
 };
 use crate::proto::pmtu::{self, ClampResult, TooBig};
 use crate::wire::ether::{self, FrameView};
@@ -50,7 +52,19 @@ pub struct DaemonOptions {
     pub port: u16,
     /// Where tunnel decapsulation runs (`--fast-path`).
     pub fast_path: FastPathMode,
+    /// bpffs directory for the fast path's pins (`--pin-dir`); None: not
+    /// pinned (the programs go when the daemon goes).
+    pub pin_dir: Option<PathBuf>,
+    /// `pin_dir` is the default one: when it is not on a bpffs, run
+    /// unpinned with a warning instead of failing.
+    pub pin_dir_is_default: bool,
+    /// Where the established tunnels are written for a restart
+    /// (`--state-file`); None: a restart rebuilds every tunnel.
+    pub state_file: Option<PathBuf>,
 }
+
+/// The default `--pin-dir`.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/tunterm";
 
 impl Default for DaemonOptions {
     fn default() -> Self {
@@ -59,8 +73,63 @@ impl Default for DaemonOptions {
             upstream: None,
             port: l2tp_wire::L2TP_PORT,
             fast_path: FastPathMode::Off,
+            pin_dir: Some(PathBuf::from(DEFAULT_PIN_DIR)),
+            pin_dir_is_default: true,
+            state_file: Some(PathBuf::from("/run/tunterm/tunterm.state")),
         }
     }
+}
+
+/// How the daemon ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// Stop (SIGTERM, SIGINT): close every tunnel with StopCCN so the APs
+    /// move to another edge at once, detach the fast path, remove the pins
+    /// and the state file.
+    Stop,
+    /// Exit for a restart (SIGQUIT): leave the tunnels up, the fast path
+    /// forwarding (when pinned) and the state file written, for the next
+    /// daemon to take over without the APs noticing.
+    Restart,
+}
+
+/// Least time between two writes of the state file.
+const STATE_WRITE_EVERY: Duration = Duration::from_millis(200);
+
+/// The state file: what a restarted daemon takes back.
+#[derive(Debug, Serialize, serde::Deserialize)]
+struct SavedState {
+    /// Layout version of this file.
+    version: u32,
+    /// The edge's name (a file of another edge is not taken).
+    edge: String,
+    /// Established L2TP connections and sessions.
+    l2tp: Vec<ConnSnapshot>,
+    /// Live mGRE peers.
+    gre: Vec<GrePeerSnapshot>,
+}
+
+const STATE_VERSION: u32 = 1;
+
+/// What taking back a state file did (for the log and the stats).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RestartStats {
+    /// The state file, if one is kept.
+    pub state_file: String,
+    /// L2TP tunnels taken back at start.
+    pub restored_tunnels: usize,
+    /// L2TP sessions taken back at start.
+    pub restored_sessions: usize,
+    /// mGRE peers taken back at start.
+    pub restored_gre_peers: usize,
+    /// FDB entries taken back from the fast path's maps at start.
+    pub restored_fdb: usize,
+    /// Entries of the file refused, and why.
+    pub refused: Vec<String>,
+    /// Writes of the state file.
+    pub writes: u64,
+    /// Writes that failed (see the log).
+    pub write_errors: u64,
 }
 
 /// I/O counters of the driver.
@@ -142,6 +211,8 @@ pub struct Stats {
     pub fdb: Vec<FdbEntry>,
     /// The XDP fast path (mode `off` and nothing else when it is off).
     pub fast_path: FastPathStats,
+    /// The state kept for a restart, and what this run took back.
+    pub restart: RestartStats,
 }
 
 /// What a tunnel socket carries.
@@ -189,6 +260,13 @@ struct Dataplane {
     fast: Option<FastPath>,
     /// A session came or went since the fast path last looked.
     sessions_changed: bool,
+    /// Where the state for a restart goes.
+    state_file: Option<PathBuf>,
+    /// A tunnel, session or peer came or went since the last write.
+    state_dirty: bool,
+    /// Earliest next write.
+    state_due: Instant,
+    restart: RestartStats,
 }
 
 /// The MTU of the tunnel behind `port`: its mxtunnel's `mtu`, or the AP
@@ -310,7 +388,90 @@ impl Dataplane {
                 },
                 FastPath::stats,
             ),
+            restart: self.restart.clone(),
         }
+    }
+
+    /// Take back a state file's tunnels and peers (a restart), then the
+    /// FDB entries of adopted fast-path maps.
+    fn restore(&mut self, now: Instant) {
+        let Some(path) = self.state_file.clone() else {
+            return;
+        };
+        self.restart.state_file = path.display().to_string();
+        match read_state(&path) {
+            Ok(None) => {}
+            Ok(Some(state)) if state.edge != self.name => {
+                warn!(file = %path.display(), edge = %state.edge, "state file of another edge; not taken");
+            }
+            Ok(Some(state)) => {
+                let r = self.endpoint.restore(now, state.l2tp);
+                let gre_refused = self.gre.restore(now, &state.gre);
+                self.restart.restored_tunnels = r.tunnels;
+                self.restart.restored_sessions = r.sessions;
+                self.restart.restored_gre_peers = state.gre.len() - gre_refused.len();
+                self.restart.refused = r.refused.into_iter().chain(gre_refused).collect();
+                for why in &self.restart.refused {
+                    warn!(file = %path.display(), "state file: refused {why}");
+                }
+                info!(
+                    tunnels = r.tunnels,
+                    sessions = r.sessions,
+                    gre_peers = self.restart.restored_gre_peers,
+                    "restart: took back the tunnels of the state file"
+                );
+                self.handle_events();
+            }
+            Err(e) => {
+                let bad = path.with_extension("bad");
+                warn!(file = %path.display(), error = %format!("{e:#}"), moved_to = %bad.display(),
+                      "state file unreadable; starting without it");
+                let _ = std::fs::rename(&path, &bad);
+            }
+        }
+        if let Some(f) = &mut self.fast {
+            let mut restored = 0;
+            for (vlan, mac, port, ago) in f.take_adopted_fdb() {
+                let at = ago.and_then(|a| now.checked_sub(a)).unwrap_or(now);
+                if self.switch.restore_entry(vlan, &mac, port, at) {
+                    restored += 1;
+                }
+            }
+            self.restart.restored_fdb = restored;
+            if restored > 0 {
+                info!(
+                    macs = restored,
+                    "restart: took back the fast path's FDB entries"
+                );
+            }
+        }
+        self.sessions_changed = true;
+        // What was taken back is what the file says: no write needed yet.
+        self.state_dirty = false;
+    }
+
+    /// Write the state file if something changed (at most every 200 ms),
+    /// or at once with `force`.
+    fn persist(&mut self, now: Instant, force: bool) {
+        let Some(path) = &self.state_file else { return };
+        if !force && (!self.state_dirty || now < self.state_due) {
+            return;
+        }
+        let state = SavedState {
+            version: STATE_VERSION,
+            edge: self.name.clone(),
+            l2tp: self.endpoint.snapshot(now),
+            gre: self.gre.snapshot(),
+        };
+        match write_state(path, &state) {
+            Ok(()) => self.restart.writes += 1,
+            Err(e) => {
+                self.restart.write_errors += 1;
+                warn!(file = %path.display(), error = %format!("{e:#}"), "writing the state file");
+            }
+        }
+        self.state_dirty = false;
+        self.state_due = now + STATE_WRITE_EVERY;
     }
 
     /// The MTU of the tunnel behind `port` (None for the trunk).
@@ -537,6 +698,7 @@ impl Dataplane {
 
     fn handle_events(&mut self) {
         while let Some(ev) = self.endpoint.poll_event() {
+            self.state_dirty = true;
             match ev {
                 Event::TunnelUp {
                     ccid,
@@ -566,6 +728,7 @@ impl Dataplane {
             }
         }
         while let Some(ev) = self.gre.poll_event() {
+            self.state_dirty = true;
             match ev {
                 GreEvent::PeerUp { port, peer } => {
                     self.sessions_changed = true;
@@ -716,6 +879,7 @@ impl Dataplane {
             self.gre.poll_timeout(),
             self.switch.poll_timeout(),
             self.fast.as_ref().map(FastPath::poll_timeout),
+            (self.state_dirty && self.state_file.is_some()).then_some(self.state_due),
         ]
         .into_iter()
         .flatten()
@@ -731,6 +895,67 @@ fn bind_control_socket(path: &Path) -> anyhow::Result<UnixListener> {
     }
     let _ = std::fs::remove_file(path);
     UnixListener::bind(path).with_context(|| format!("binding control socket {}", path.display()))
+}
+
+/// The state file at `path`: None if there is none.
+fn read_state(path: &Path) -> anyhow::Result<Option<SavedState>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let state: SavedState = serde_json::from_str(&text).context("not a tunterm state file")?;
+    if state.version != STATE_VERSION {
+        bail!(
+            "state file version {} (this tunterm reads {STATE_VERSION})",
+            state.version
+        );
+    }
+    Ok(Some(state))
+}
+
+/// Write the state file whole or not at all (a new file renamed over the
+/// old one): a daemon killed mid-write leaves the previous one.
+fn write_state(path: &Path, state: &SavedState) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let tmp = path.with_extension("tmp");
+    let body = serde_json::to_vec(state)?;
+    std::fs::write(&tmp, body).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+    Ok(())
+}
+
+/// The pin directory to use: `dir` if it is (or would be created) on a
+/// bpffs; for the default one, None with a warning when not.
+fn pin_dir_for(opts: &DaemonOptions) -> anyhow::Result<Option<PathBuf>> {
+    let Some(dir) = &opts.pin_dir else {
+        return Ok(None);
+    };
+    if opts.fast_path == FastPathMode::Off {
+        return Ok(None);
+    }
+    let existing = dir
+        .ancestors()
+        .find(|a| a.exists())
+        .unwrap_or(Path::new("/"));
+    if tunterm_ebpf::is_bpffs(existing) {
+        return Ok(Some(dir.clone()));
+    }
+    if opts.pin_dir_is_default {
+        warn!(
+            pin_dir = %dir.display(),
+            "no bpffs there (`ip netns exec` remounts /sys): the fast path is not pinned and \
+             stops while tunterm restarts; mount one (mount -t bpf bpf DIR) and pass --pin-dir DIR"
+        );
+        return Ok(None);
+    }
+    bail!(
+        "--pin-dir {}: not on a bpffs (mount -t bpf bpf {}), or --pin-dir none",
+        dir.display(),
+        dir.display()
+    )
 }
 
 /// Ask a running daemon for its stats over its control socket.
@@ -793,12 +1018,18 @@ async fn ready(slot: Option<&Rc<TunnelSocket>>) -> io::Result<()> {
     }
 }
 
-/// Run the daemon until `shutdown` resolves; then close every tunnel with
-/// StopCCN (result 6, shutting down) and wait briefly for the acks.
+/// Run the daemon until `shutdown` resolves. [`Exit::Stop`]: close every
+/// tunnel with StopCCN (result 6, shutting down), wait briefly for the
+/// acks, detach the fast path and remove its pins and the state file.
+/// [`Exit::Restart`]: write the state file and leave everything up.
+///
+/// At start, a state file (`opts.state_file`) left by an earlier run is
+/// taken back: its tunnels come back established, and pinned fast-path
+/// maps and links (`opts.pin_dir`) are taken over with their entries.
 pub async fn run(
     cfg: EdgeConfig,
     opts: DaemonOptions,
-    shutdown: impl std::future::Future<Output = ()>,
+    shutdown: impl std::future::Future<Output = Exit>,
 ) -> anyhow::Result<()> {
     if cfg.tunnel_ip.is_none() && cfg.tunnel_ip6.is_none() {
         bail!("mxedge.tunterm_ip_config: an ip or ip6 is required");
@@ -832,6 +1063,7 @@ pub async fn run(
         ..GreConfig::default()
     });
     let downstream: Vec<String> = cfg.downstream_interfaces.clone();
+    let pin_dir = pin_dir_for(&opts)?;
     let fast = FastPath::start(
         opts.fast_path,
         &downstream,
@@ -839,6 +1071,7 @@ pub async fn run(
         &switch,
         cfg.tunnel_ip,
         cfg.tunnel_ip6,
+        pin_dir.as_deref(),
     )?;
     let mut dp = Dataplane {
         name: cfg.name.clone(),
@@ -857,8 +1090,13 @@ pub async fn run(
         io: IoCounters::default(),
         fast,
         sessions_changed: true,
+        state_file: opts.state_file.clone(),
+        state_dirty: false,
+        state_due: Instant::now(),
+        restart: RestartStats::default(),
         cfg,
     };
+    dp.restore(Instant::now());
     let listening: Vec<String> = dp
         .socks
         .slots
@@ -882,11 +1120,11 @@ pub async fn run(
     let slot = |i: usize| dp.socks.slots.get(i).map(|(c, _, s)| (*c, s.clone()));
     let (s0, s1, s2, s3, s4, s5) = (slot(0), slot(1), slot(2), slot(3), slot(4), slot(5));
     tokio::pin!(shutdown);
-    loop {
+    let exit = loop {
         let wake = dp.next_wake();
         tokio::select! {
             biased;
-            _ = &mut shutdown => break,
+            exit = &mut shutdown => break exit,
             r = ready(s0.as_ref().map(|s| &s.1)) => { r?; let (c, s) = s0.clone().unwrap(); dp.drain_tunnel(c, &s, &mut buf); }
             r = ready(s1.as_ref().map(|s| &s.1)) => { r?; let (c, s) = s1.clone().unwrap(); dp.drain_tunnel(c, &s, &mut buf); }
             r = ready(s2.as_ref().map(|s| &s.1)) => { r?; let (c, s) = s2.clone().unwrap(); dp.drain_tunnel(c, &s, &mut buf); }
@@ -907,7 +1145,21 @@ pub async fn run(
             }
         }
         dp.flush_tunnel_tx();
-        dp.sync_fast_path(Instant::now());
+        let now = Instant::now();
+        dp.sync_fast_path(now);
+        dp.persist(now, false);
+    };
+    if exit == Exit::Restart {
+        dp.flush_tunnel_tx();
+        dp.persist(Instant::now(), true);
+        info!(
+            tunnels = dp.endpoint.conn_count(),
+            gre_peers = dp.gre.peer_count(),
+            pinned = dp.fast.as_ref().is_some_and(|_| pin_dir.is_some()),
+            "exiting for a restart: tunnels stay up, the state file and the pinned fast path are kept"
+        );
+        let _ = std::fs::remove_file(&opts.control_socket);
+        return Ok(());
     }
     info!("shutting down: closing tunnels");
     let now = Instant::now();
@@ -931,6 +1183,12 @@ pub async fn run(
         }
         dp.flush_tunnel_tx();
     }
+    if let Some(f) = dp.fast.take() {
+        f.unpin();
+    }
+    if let Some(path) = &dp.state_file {
+        let _ = std::fs::remove_file(path);
+    }
     let _ = std::fs::remove_file(&opts.control_socket);
     Ok(())
 }
@@ -951,4 +1209,51 @@ fn serve_control(dp: &Dataplane, stream: tokio::net::UnixStream) {
         let _ = wr.write_all(reply.as_bytes()).await;
         let _ = wr.write_all(b"\n").await;
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(name: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("tunterm-state-{}-{name}", std::process::id()))
+    }
+
+    #[test]
+    fn the_state_file_round_trips_and_bad_ones_are_errors() {
+        let path = tmp("rt");
+        assert!(
+            read_state(&path).unwrap().is_none(),
+            "no file: nothing to take"
+        );
+        let state = SavedState {
+            version: STATE_VERSION,
+            edge: "e1".into(),
+            l2tp: vec![],
+            gre: vec![GrePeerSnapshot {
+                port: 0xF000_0001,
+                addr: "10.0.0.2".parse().unwrap(),
+                key: Some(3),
+                local: "10.0.0.1".parse().unwrap(),
+            }],
+        };
+        write_state(&path, &state).unwrap();
+        assert!(!path.with_extension("tmp").exists());
+        let back = read_state(&path).unwrap().unwrap();
+        assert_eq!((back.edge.as_str(), back.gre), ("e1", state.gre));
+        std::fs::write(&path, b"{\"version\": 1, \"edge\": ").unwrap();
+        let e = read_state(&path).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("not a tunterm state file"),
+            "{e:#}"
+        );
+        std::fs::write(
+            &path,
+            br#"{"version": 9, "edge": "e1", "l2tp": [], "gre": []}"#,
+        )
+        .unwrap();
+        let e = read_state(&path).unwrap_err();
+        assert!(format!("{e:#}").contains("version 9"), "{e:#}");
+        std::fs::remove_file(&path).unwrap();
+    }
 }

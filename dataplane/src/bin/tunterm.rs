@@ -40,6 +40,17 @@ enum Cmd {
         /// off (userspace only).
         #[arg(long, default_value = "off", value_parser = parse_fast_path)]
         fast_path: FastPathMode,
+        /// bpffs directory where the fast path's maps, programs and links
+        /// are pinned, so it goes on forwarding while tunterm restarts
+        /// (`none`: not pinned). The default is skipped with a warning when
+        /// it is not on a bpffs.
+        #[arg(long, default_value = driver::DEFAULT_PIN_DIR)]
+        pin_dir: PathBuf,
+        /// File where the established tunnels are kept for a restart
+        /// (`none`: a restart rebuilds every tunnel). Default: the control
+        /// socket's path with the extension `.state`.
+        #[arg(long)]
+        state_file: Option<PathBuf>,
     },
     /// Print a running daemon's stats (JSON).
     Stats {
@@ -83,9 +94,20 @@ fn main() -> anyhow::Result<()> {
             upstream,
             port,
             fast_path,
+            pin_dir,
+            state_file,
         } => {
             let cfg = load(config.as_ref())?;
+            let none = |p: &PathBuf| p.as_os_str() == "none";
+            let state_file = match state_file {
+                Some(p) if none(&p) => None,
+                Some(p) => Some(p),
+                None => Some(control_socket.with_extension("state")),
+            };
             let opts = DaemonOptions {
+                pin_dir_is_default: pin_dir.as_os_str() == driver::DEFAULT_PIN_DIR,
+                pin_dir: (!none(&pin_dir)).then_some(pin_dir),
+                state_file,
                 control_socket,
                 upstream,
                 port,
@@ -106,12 +128,16 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn shutdown_signal() {
+/// SIGTERM or SIGINT: stop (close the tunnels). SIGQUIT: exit for a
+/// restart (keep them).
+async fn shutdown_signal() -> driver::Exit {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    let mut quit = signal(SignalKind::quit()).expect("SIGQUIT handler");
     tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+        _ = term.recv() => driver::Exit::Stop,
+        _ = int.recv() => driver::Exit::Stop,
+        _ = quit.recv() => driver::Exit::Restart,
     }
 }

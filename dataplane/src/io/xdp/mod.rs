@@ -27,6 +27,7 @@ use std::ffi::CString;
 use std::fmt;
 use std::hash::Hash;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
@@ -40,7 +41,7 @@ use tunterm_ebpf::maps::{
     COUNTERS, Counters, tt_counter, tt_fdb_entry, tt_fdb_key, tt_gre_key, tt_gre_peer, tt_session,
     tt_template,
 };
-use tunterm_ebpf::{FastPath as Programs, Program};
+use tunterm_ebpf::{Attached, FastPath as Programs, Pins, Program};
 
 use self::mirror::{ApLink, NotFast};
 use crate::proto::bridge::{PortId, Switch, TRUNK};
@@ -173,6 +174,14 @@ pub struct FastPathStats {
     pub slow: BTreeMap<&'static str, usize>,
     /// Map writes or deletes the kernel refused.
     pub map_errors: u64,
+    /// Where programs, links and maps are pinned (empty: not pinned, no
+    /// hitless restart).
+    pub pin_dir: String,
+    /// How this run started: `fresh` (nothing pinned before), `adopted`
+    /// (an earlier run's pinned maps and links taken over: forwarding went
+    /// on through the restart), `replaced: WHY` (pins of another layout
+    /// removed), or `unpinned`.
+    pub start: String,
     /// Switch entries and mGRE peers kept alive by fast-path traffic.
     pub refreshed: u64,
     /// The programs' per-CPU counters, summed: `ap_*` of `xdp_ap_rx`,
@@ -201,6 +210,13 @@ impl<K: Copy + Eq + Hash + tunterm_ebpf::aya::Pod, V: Copy + tunterm_ebpf::aya::
         Mirror {
             installed: FxHashMap::default(),
         }
+    }
+
+    /// Take what an earlier run left in `map` as installed, so the next
+    /// [`sync`](Self::sync) removes what is no longer wanted and rewrites
+    /// only what differs.
+    fn adopt(&mut self, map: &BpfHashMap<&mut MapData, K, V>) {
+        self.installed = map.iter().filter_map(Result::ok).collect();
     }
 
     /// Make `map` hold `want` (as far as this mirror wrote it): delete what
@@ -275,6 +291,9 @@ pub struct FastPath {
     fdb_pending: bool,
     next_refresh: Instant,
     stats: FastPathStats,
+    pin_dir: Option<PathBuf>,
+    /// FDB entries found in adopted maps, for the switch to take back.
+    adopted_fdb: Vec<(tt_fdb_key, tt_fdb_entry)>,
 }
 
 impl fmt::Debug for FastPath {
@@ -431,6 +450,12 @@ impl FastPath {
     /// `xdp_trunk_rx` to `trunk` in `mode`, and install the trunk's VLANs
     /// from `switch`. `Ok(None)` when `mode` is off. Errors say what the
     /// kernel or the interface could not do.
+    ///
+    /// With `pin_dir` (a bpffs directory), maps, programs and links are
+    /// pinned there, and what an earlier run pinned is taken over: its maps
+    /// with their entries, its links with the new programs swapped in
+    /// atomically. Take the FDB entries found with
+    /// [`take_adopted_fdb`](Self::take_adopted_fdb).
     pub fn start(
         mode: Mode,
         ap_ifaces: &[String],
@@ -438,6 +463,7 @@ impl FastPath {
         switch: &Switch,
         local4: Option<Ipv4Addr>,
         local6: Option<Ipv6Addr>,
+        pin_dir: Option<&Path>,
     ) -> anyhow::Result<Option<Self>> {
         let xdp_mode = match mode {
             Mode::Off => return Ok(None),
@@ -461,20 +487,49 @@ impl FastPath {
             ifindex: ifindex(ap_name)?,
             mac: mac_of(ap_name)?,
         };
-        let mut progs = Programs::load().map_err(|e| {
+        let refused = |e: tunterm_ebpf::Error| {
             anyhow::Error::new(e).context(format!(
                 "--fast-path {mode}: the kernel refused the XDP programs; tunterm needs root \
                  (CAP_BPF, CAP_NET_ADMIN) and a kernel with XDP; --fast-path off forwards in \
                  userspace"
             ))
-        })?;
+        };
+        let (mut progs, pins) = match pin_dir {
+            None => (Programs::load().map_err(refused)?, None),
+            Some(dir) => {
+                let (p, pins) = Programs::load_pinned(dir).map_err(|e| match e {
+                    tunterm_ebpf::Error::Pin(_) => anyhow::Error::new(e).context(format!(
+                        "--pin-dir {}: cannot pin the fast path there (--pin-dir none: no \
+                         hitless restart)",
+                        dir.display()
+                    )),
+                    e => refused(e),
+                })?;
+                (p, Some(pins))
+            }
+        };
+        let start_kind = match &pins {
+            None => "unpinned".to_string(),
+            Some(Pins::Fresh) => "fresh".into(),
+            Some(Pins::Adopted) => "adopted".into(),
+            Some(Pins::Replaced(why)) => {
+                warn!(why = %why, "fast path: pins of an earlier run did not fit this build; removed them (this start is not hitless)");
+                format!("replaced: {why}")
+            }
+        };
         let mut attached = Vec::new();
         let targets = ap_ifaces
             .iter()
             .map(|i| (i.as_str(), Program::ApRx))
             .chain([(trunk, Program::TrunkRx)]);
         for (iface, program) in targets {
-            progs.attach(program, iface, xdp_mode).map_err(|e| {
+            let how = match pin_dir {
+                None => progs
+                    .attach(program, iface, xdp_mode)
+                    .map(|_| Attached::New),
+                Some(dir) => progs.attach_pinned(program, iface, xdp_mode, dir),
+            };
+            how.map_err(|e| {
                 let hint = match (mode, mtu_of(iface)) {
                     (Mode::Native, Some(m)) if m > VETH_XDP_MAX_MTU => format!(
                         "; its MTU is {m}: a veth takes a native XDP program only up to \
@@ -487,6 +542,15 @@ impl FastPath {
                     "--fast-path {mode}: cannot attach XDP to {iface}{hint} \
                      (--fast-path xdp-generic or off work everywhere)"
                 ))
+            })
+            .map(|how| {
+                if how == Attached::TakenOver {
+                    info!(
+                        iface,
+                        program = program.name(),
+                        "fast path: took over the pinned link"
+                    );
+                }
             })?;
             attached.push(format!("{iface}: {}", program.name()));
             if mode == Mode::Native && driver_of(iface).as_deref() == Some("veth") {
@@ -502,8 +566,8 @@ impl FastPath {
                 .map_err(|e| anyhow::anyhow!("--fast-path: the trunk's VLANs: {e:?}"))?;
             progs.set_trunk(&entry)?;
         }
-        info!(%mode, attached = ?attached, "XDP fast path attached");
-        Ok(Some(FastPath {
+        info!(%mode, attached = ?attached, start = %start_kind, "XDP fast path attached");
+        let mut fp = FastPath {
             mode,
             progs,
             attached,
@@ -519,8 +583,61 @@ impl FastPath {
             fdb_due: Instant::now(),
             fdb_pending: false,
             next_refresh: Instant::now() + REFRESH_EVERY,
-            stats: FastPathStats::default(),
-        }))
+            stats: FastPathStats {
+                pin_dir: pin_dir.map(|d| d.display().to_string()).unwrap_or_default(),
+                start: start_kind,
+                ..FastPathStats::default()
+            },
+            pin_dir: pin_dir.map(Path::to_path_buf),
+            adopted_fdb: Vec::new(),
+        };
+        if pins == Some(Pins::Adopted) {
+            fp.adopt()?;
+        }
+        Ok(Some(fp))
+    }
+
+    /// Take the maps' entries as this run's installed state.
+    fn adopt(&mut self) -> anyhow::Result<()> {
+        self.sessions.adopt(&self.progs.sessions()?);
+        self.gre_peers.adopt(&self.progs.gre_peers()?);
+        self.templates.adopt(&self.progs.templates()?);
+        self.fdb.adopt(&self.progs.fdb()?);
+        self.adopted_fdb = self.fdb.installed.iter().map(|(k, v)| (*k, *v)).collect();
+        info!(
+            sessions = self.sessions.installed.len(),
+            gre_peers = self.gre_peers.installed.len(),
+            templates = self.templates.installed.len(),
+            fdb = self.fdb.installed.len(),
+            "fast path: adopted the pinned maps of an earlier run"
+        );
+        Ok(())
+    }
+
+    /// The FDB entries found in adopted maps (once): VLAN, MAC, switch port
+    /// and when XDP last forwarded from the MAC (CLOCK_MONOTONIC ns, 0 if
+    /// never). The driver gives them back to the switch once the ports
+    /// they name exist again.
+    pub fn take_adopted_fdb(&mut self) -> Vec<(u16, [u8; 6], PortId, Option<Duration>)> {
+        let now_ns = monotonic_ns();
+        std::mem::take(&mut self.adopted_fdb)
+            .into_iter()
+            .map(|(k, e)| {
+                let ago = (e.last_seen_ns != 0 && e.last_seen_ns <= now_ns)
+                    .then(|| Duration::from_nanos(now_ns - e.last_seen_ns));
+                (k.vlan, k.mac, PortId(e.port), ago)
+            })
+            .collect()
+    }
+
+    /// A clean shutdown: remove every pin, so the programs detach and the
+    /// maps go once this process lets go of them.
+    pub fn unpin(self) {
+        if let Some(dir) = &self.pin_dir
+            && let Err(e) = tunterm_ebpf::unpin_all(dir)
+        {
+            warn!(error = %e, dir = %dir.display(), "fast path: removing the pins");
+        }
     }
 
     /// Keep the maps a mirror of the userspace state: the tunnels when
