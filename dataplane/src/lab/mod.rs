@@ -310,6 +310,42 @@ pub fn addr(ns: &Netns, ifname: &str, cidr: &str) -> anyhow::Result<()> {
     }
 }
 
+/// A bpffs of the lab's own, mounted on a directory in the root mount
+/// namespace (`ip netns exec` remounts /sys, so /sys/fs/bpf is no bpffs in
+/// there; a mount made here is seen by every process started after it).
+/// Drop unmounts it, with every pin in it.
+#[derive(Debug)]
+pub struct BpfFs {
+    dir: PathBuf,
+}
+
+impl BpfFs {
+    /// Mount a new bpffs on `dir` (created; a stale mount there from a
+    /// crashed run is unmounted first).
+    pub fn mount(dir: &Path) -> anyhow::Result<BpfFs> {
+        let _ = Command::new("umount").arg("-l").arg(dir).output();
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let mut cmd = Command::new("mount");
+        cmd.args(["-t", "bpf", "bpf"]).arg(dir);
+        output_ok(cmd, &format!("mount -t bpf bpf {}", dir.display()))?;
+        Ok(BpfFs {
+            dir: dir.to_owned(),
+        })
+    }
+
+    /// Where it is mounted.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for BpfFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).output();
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
 /// A running `tcpdump -w` on one interface of a namespace.
 ///
 /// Dropping it without [`stop`](Self::stop) stops tcpdump too (the pcap is

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use super::{Capture, Netns, Proc, addr, cleanup_prefix, require_root, unique_prefix, veth};
+use super::{BpfFs, Capture, Netns, Proc, addr, cleanup_prefix, require_root, unique_prefix, veth};
 
 /// Where the lab's programs are.
 #[derive(Clone, Debug)]
@@ -168,6 +168,13 @@ pub struct Lab {
     /// tunterm's control socket.
     pub edge_socket: PathBuf,
     prefix: String,
+    /// tunterm's command line, to start it again.
+    tunterm_args: Vec<String>,
+    /// Restarts so far (each logs to `tunterm-N.log`).
+    restarts: u32,
+    /// The bpffs tunterm pins the fast path in (fast path on only); last,
+    /// so it is unmounted after tunterm has stopped.
+    pub bpffs: Option<BpfFs>,
 }
 
 impl Lab {
@@ -257,19 +264,27 @@ impl Lab {
             vlanhost_args.push("--xdp-pass");
         }
         let vlanhost = up.spawn(&vlanhost_args, &dir.join("vlanhost.log"))?;
-        let tunterm = edge.spawn(
-            &[
-                &s(&opts.bins.tunterm),
-                "run",
-                "--config",
-                &s(&config),
-                "--control-socket",
-                &s(&edge_socket),
-                "--fast-path",
-                &opts.fast_path,
-            ],
-            &dir.join("tunterm.log"),
-        )?;
+        let mut tunterm_args: Vec<String> = vec![
+            s(&opts.bins.tunterm),
+            "run".into(),
+            "--config".into(),
+            s(&config),
+            "--control-socket".into(),
+            s(&edge_socket),
+            "--fast-path".into(),
+            opts.fast_path.clone(),
+        ];
+        let bpffs = if opts.fast_path != "off" {
+            let fs = BpfFs::mount(&dir.join("bpf"))?;
+            tunterm_args.extend(["--pin-dir".into(), s(&fs.path().join("tunterm"))]);
+            Some(fs)
+        } else {
+            None
+        };
+        let tunterm = {
+            let args: Vec<&str> = tunterm_args.iter().map(String::as_str).collect();
+            edge.spawn(&args, &dir.join("tunterm.log"))?
+        };
         let hello = opts.hello_interval.to_string();
         let retries = opts.hello_retries.to_string();
         let edge_ip = if opts.ipv6 { "fd00:99::1" } else { "10.99.0.1" };
@@ -335,6 +350,9 @@ impl Lab {
             dir,
             edge_socket,
             prefix,
+            tunterm_args,
+            restarts: 0,
+            bpffs,
         };
         let up_ok = super::wait_until(Duration::from_secs(15), || {
             lab.edge_stats().is_ok_and(|s| match opts.encap {
@@ -346,6 +364,28 @@ impl Lab {
             anyhow::bail!("tunnels did not come up in 15 s\n{}", lab.logs());
         }
         Ok(lab)
+    }
+
+    /// Stop tunterm with `signal` (SIGKILL: a crash; SIGQUIT: an exit for
+    /// a restart), wait for it to be gone, leave it down for `down_for`,
+    /// and start it again with the same command line. Returns the time from
+    /// the signal until the new one said "tunterm running". Its log is
+    /// `tunterm-N.log` for the Nth restart.
+    pub fn restart_edge(&mut self, signal: i32, down_for: Duration) -> anyhow::Result<Duration> {
+        let t0 = std::time::Instant::now();
+        self.tunterm.signal(signal)?;
+        if self.tunterm.wait_exit(Duration::from_secs(5)).is_none() {
+            anyhow::bail!("tunterm did not exit within 5 s of signal {signal}");
+        }
+        std::thread::sleep(down_for);
+        self.restarts += 1;
+        let log = self.dir.join(format!("tunterm-{}.log", self.restarts));
+        let args: Vec<&str> = self.tunterm_args.iter().map(String::as_str).collect();
+        let mut p = self.edge.spawn(&args, &log)?;
+        p.wait_for_log("tunterm running", Duration::from_secs(10))
+            .context("tunterm did not start again")?;
+        self.tunterm = p;
+        Ok(t0.elapsed())
     }
 
     /// The namespace-name prefix of this lab.
@@ -375,7 +415,14 @@ impl Lab {
     /// Every log of the lab, for a failure message.
     pub fn logs(&self) -> String {
         let mut out = String::new();
-        for name in ["tunterm", "ap1", "ap2", "vlanhost"] {
+        let restarts = (1..=self.restarts).map(|i| format!("tunterm-{i}"));
+        let names: Vec<String> = ["tunterm"]
+            .into_iter()
+            .map(String::from)
+            .chain(restarts)
+            .chain(["ap1", "ap2", "vlanhost"].map(String::from))
+            .collect();
+        for name in &names {
             let p = self.dir.join(format!("{name}.log"));
             let text = std::fs::read_to_string(&p).unwrap_or_default();
             let tail: Vec<&str> = text.lines().rev().take(40).collect();
