@@ -284,6 +284,7 @@ _Static_assert(sizeof(struct tt_trunk) == 8 + 8 * TT_VLAN_WORDS,
 	       "tt_trunk has implicit padding");
 _Static_assert(sizeof(struct tt_template) == 16 + TT_TEMPLATE_MAX,
 	       "tt_template has implicit padding");
+_Static_assert(TT_TEMPLATE_MAX % 8 == 0, "xdp_trunk_rx copies templates 8 bytes at a time");
 _Static_assert(sizeof(struct tt_fdb_key) == 8, "tt_fdb_key has padding");
 _Static_assert(sizeof(struct tt_fdb_entry) == 16, "tt_fdb_entry has padding");
 
