@@ -20,7 +20,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tunterm::proto::bridge::{DEFAULT_AGING, PortConfig, PortId, Switch, TRUNK, Verdict};
-use tunterm::proto::l2tp::{Endpoint, EndpointConfig, Event, Incoming, PwProfile, SessionRequest};
+use tunterm::proto::l2tp::{
+    AdmissionConfig, Endpoint, EndpointConfig, Event, Incoming, PwProfile, SessionRequest,
+};
 use tunterm::wire::ether;
 use tunterm::wire::l2tp::{self, Transport, pw};
 use tunterm_control::VlanSet;
@@ -190,6 +192,11 @@ fn setup(frame_len: usize) -> Bed {
                 hello_retries: 7,
                 transport: None,
             }],
+            // Every session's connection comes from one address at once.
+            admission: AdmissionConfig {
+                sccrq_burst: 0,
+                ..AdmissionConfig::default()
+            },
             ..EndpointConfig::default()
         },
         1,

@@ -10,6 +10,8 @@
 //! It is the load generator of the lab: one tokio task per AP, so thousands
 //! of APs run in one process.
 
+pub mod flood;
+
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::io;

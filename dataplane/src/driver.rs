@@ -29,7 +29,8 @@ use crate::proto::gre::{
     GreConfig, GreCounters, GreEndpoint, GreEvent, GreIncoming, GrePeerSnapshot,
 };
 use crate::proto::l2tp::{
-    ConnSnapshot, ConnStats, Endpoint, EndpointConfig, EndpointCounters, Event, Incoming, PwProfile,
+    AdmissionConfig, ConnSnapshot, ConnStats, Endpoint, EndpointConfig, EndpointCounters, Event,
+    Incoming, PwProfile,
 };
 use crate::proto::pmtu::{self, ClampResult, TooBig};
 use crate::wire::ether::{self, FrameView};
@@ -61,6 +62,9 @@ pub struct DaemonOptions {
     /// Where the established tunnels are written for a restart
     /// (`--state-file`); None: a restart rebuilds every tunnel.
     pub state_file: Option<PathBuf>,
+    /// Limits on new L2TP control connections (`--max-half-open`,
+    /// `--sccrq-rate`, `--sccrq-burst`, `--sccrq-sources`).
+    pub admission: AdmissionConfig,
 }
 
 /// The default `--pin-dir`.
@@ -76,6 +80,7 @@ impl Default for DaemonOptions {
             pin_dir: Some(PathBuf::from(DEFAULT_PIN_DIR)),
             pin_dir_is_default: true,
             state_file: Some(PathBuf::from("/run/tunterm/tunterm.state")),
+            admission: AdmissionConfig::default(),
         }
     }
 }
@@ -299,11 +304,13 @@ fn format_mac(m: &[u8; 6]) -> String {
     )
 }
 
-fn endpoint_config(cfg: &EdgeConfig) -> EndpointConfig {
+fn endpoint_config(cfg: &EdgeConfig, admission: AdmissionConfig) -> EndpointConfig {
     EndpointConfig {
         host_name: cfg.name.clone(),
         router_id: cfg.tunnel_ip.map_or(1, u32::from),
         profiles: profiles(cfg),
+        admit: cfg.ap_subnets.clone(),
+        admission,
         ..EndpointConfig::default()
     }
 }
@@ -1076,7 +1083,7 @@ pub async fn run(
     let mut dp = Dataplane {
         name: cfg.name.clone(),
         started: Instant::now(),
-        endpoint: Endpoint::new(endpoint_config(&cfg), seed),
+        endpoint: Endpoint::new(endpoint_config(&cfg, opts.admission), seed),
         gre,
         switch,
         socks,

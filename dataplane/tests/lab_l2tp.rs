@@ -333,6 +333,9 @@ fn apsim_brings_up_a_thousand_tunnels_in_one_process() {
                 &s(&config),
                 "--control-socket",
                 &s(&sock),
+                // A thousand APs behind one address: no per-source limit.
+                "--sccrq-burst",
+                "0",
             ],
             &dir.join("tunterm.log"),
         )

@@ -218,13 +218,18 @@ pub fn require_trafgen() -> anyhow::Result<()> {
 
 /// Whether this tunterm has the XDP fast path (`--fast-path` in its help).
 pub fn has_fast_path(tunterm: &Path) -> bool {
+    has_run_flag(tunterm, "--fast-path")
+}
+
+/// Whether `tunterm run` of this build takes `flag` (in its help).
+fn has_run_flag(tunterm: &Path, flag: &str) -> bool {
     [&["--help"][..], &["run", "--help"][..]]
         .iter()
         .any(|args| {
             Command::new(tunterm)
                 .args(*args)
                 .output()
-                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("--fast-path"))
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(flag))
         })
 }
 
@@ -649,6 +654,11 @@ impl Bed {
         ];
         if let Some(mode) = fast_path {
             args.extend(["--fast-path".into(), mode.into()]);
+        }
+        // Every simulated AP comes from one address: no per-source SCCRQ
+        // limit (builds that have one).
+        if has_run_flag(&tunterm_bin, "--sccrq-burst") {
+            args.extend(["--sccrq-burst".into(), "0".into()]);
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut tunterm = self

@@ -82,6 +82,31 @@ struct Cli {
     /// Print one JSON line per event on stdout.
     #[arg(long)]
     events: bool,
+    /// Instead of APs: flood the first --edge with this many SCCRQs a
+    /// second, each from the next spoofed source (--flood-src ×
+    /// --flood-ports) with its own Assigned CCID. IPv4; needs CAP_NET_RAW.
+    #[arg(long, value_name = "RATE")]
+    sccrq_flood: Option<u32>,
+    /// Source prefix of the flood, e.g. 10.99.0.128/25 (repeatable).
+    #[arg(long, value_name = "CIDR")]
+    flood_src: Vec<ipnet::Ipv4Net>,
+    /// Source UDP ports of the flood, FIRST-LAST.
+    #[arg(long, default_value = "20000-20099", value_parser = parse_ports)]
+    flood_ports: std::ops::RangeInclusive<u16>,
+    /// Seconds the flood lasts; then a JSON report is printed.
+    #[arg(long, default_value_t = 10.0)]
+    flood_seconds: f64,
+}
+
+fn parse_ports(s: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
+    let (a, b) = s.split_once('-').unwrap_or((s, s));
+    let bad = |p: &str| format!("{s:?}: {p:?} is not a port");
+    let a: u16 = a.parse().map_err(|_| bad(a))?;
+    let b: u16 = b.parse().map_err(|_| bad(b))?;
+    if a == 0 || b < a {
+        return Err(format!("{s:?}: expected FIRST-LAST with 0 < FIRST <= LAST"));
+    }
+    Ok(a..=b)
 }
 
 fn parse_edge(s: &str) -> anyhow::Result<SocketAddr> {
@@ -118,6 +143,23 @@ fn main() -> anyhow::Result<()> {
         .iter()
         .map(|e| parse_edge(e))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    if let Some(rate) = cli.sccrq_flood {
+        let edge = match edges[0] {
+            SocketAddr::V4(e) => e,
+            SocketAddr::V6(e) => anyhow::bail!("--sccrq-flood: {e} is not IPv4"),
+        };
+        let opts = apsim::flood::FloodOptions {
+            edge,
+            rate,
+            duration: secs("flood-seconds", cli.flood_seconds)?,
+            sources: cli.flood_src,
+            ports: cli.flood_ports,
+        };
+        println!("flood: {rate}/s to {edge} for {:?}", opts.duration);
+        let report = apsim::flood::run(&opts)?;
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(());
+    }
     let mut aps = cli
         .aps
         .iter()

@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tunterm::driver::{self, DaemonOptions};
 use tunterm::io::xdp::Mode as FastPathMode;
+use tunterm::proto::l2tp::AdmissionConfig;
 
 fn parse_fast_path(s: &str) -> Result<FastPathMode, String> {
     s.parse()
@@ -51,6 +52,20 @@ enum Cmd {
         /// socket's path with the extension `.state`.
         #[arg(long)]
         state_file: Option<PathBuf>,
+        /// Most L2TP control connections half-open (SCCRQ received, not yet
+        /// established) at once; further SCCRQs are dropped and counted.
+        #[arg(long, default_value_t = AdmissionConfig::default().max_half_open)]
+        max_half_open: usize,
+        /// SCCRQs per second each source address may send, sustained.
+        #[arg(long, default_value_t = AdmissionConfig::default().sccrq_per_second)]
+        sccrq_rate: u32,
+        /// SCCRQs a source address may send at once (0: no per-source limit).
+        #[arg(long, default_value_t = AdmissionConfig::default().sccrq_burst)]
+        sccrq_burst: u32,
+        /// Source addresses whose SCCRQ rate is tracked (least recently
+        /// seen evicted beyond it).
+        #[arg(long, default_value_t = AdmissionConfig::default().rate_table_size)]
+        sccrq_sources: usize,
     },
     /// Print a running daemon's stats (JSON).
     Stats {
@@ -96,6 +111,10 @@ fn main() -> anyhow::Result<()> {
             fast_path,
             pin_dir,
             state_file,
+            max_half_open,
+            sccrq_rate,
+            sccrq_burst,
+            sccrq_sources,
         } => {
             let cfg = load(config.as_ref())?;
             let none = |p: &PathBuf| p.as_os_str() == "none";
@@ -112,6 +131,12 @@ fn main() -> anyhow::Result<()> {
                 upstream,
                 port,
                 fast_path,
+                admission: AdmissionConfig {
+                    max_half_open,
+                    sccrq_per_second: sccrq_rate,
+                    sccrq_burst,
+                    rate_table_size: sccrq_sources,
+                },
             };
             rt.block_on(driver::run(cfg, opts, shutdown_signal()))
         }

@@ -3,10 +3,12 @@
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
-use rustc_hash::FxHashMap;
-use std::net::SocketAddr;
+use ipnet::IpNet;
+use rustc_hash::{FxHashMap, FxHashSet};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use super::admission::{AdmissionConfig, SourceLimiter};
 use super::conn::{ConnState, ControlConn, Ctx, SessionState};
 use super::reliable::RetransmitConfig;
 use super::snapshot::{ConnSnapshot, RestoreReport, SEQ_JUMP, SessionSnapshot, SnapTransport};
@@ -53,6 +55,13 @@ pub struct EndpointConfig {
     pub retransmit: RetransmitConfig,
     /// Tunnel profiles, matched by Remote End ID.
     pub profiles: Vec<PwProfile>,
+    /// Source prefixes control and data messages may come from
+    /// (`tunterm_ap_subnets`); anything else is dropped and counted before
+    /// it is parsed further. Empty: any source.
+    pub admit: Vec<IpNet>,
+    /// Limits on new control connections (half-open cap, per-source SCCRQ
+    /// rate).
+    pub admission: AdmissionConfig,
 }
 
 impl Default for EndpointConfig {
@@ -69,11 +78,20 @@ impl Default for EndpointConfig {
             hello_retries: 7,
             retransmit: RetransmitConfig::default(),
             profiles: Vec::new(),
+            admit: Vec::new(),
+            admission: AdmissionConfig::default(),
         }
     }
 }
 
 impl EndpointConfig {
+    /// Whether `ip` is inside [`admit`](Self::admit) (or it is empty).
+    /// IPv4-mapped IPv6 addresses count as IPv4.
+    pub fn admits(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.admit.is_empty() || self.admit.iter().any(|n| n.contains(&ip))
+    }
+
     /// The profile a Remote End ID selects for a session arriving over
     /// `transport`. An empty id selects the only profile when there is
     /// exactly one.
@@ -239,6 +257,8 @@ pub enum DataDrop {
     BadSublayer,
     /// Behind the expected sequence number on a sequenced session.
     OutOfOrder,
+    /// The source is outside the admitted subnets (`tunterm_ap_subnets`).
+    NotAdmitted,
 }
 
 /// What a received datagram was.
@@ -288,8 +308,32 @@ pub struct EndpointCounters {
     pub rx_control_unknown_ccid: u64,
     /// Control packets from an address other than the connection's peer.
     pub rx_control_bad_source: u64,
+    /// Control packets from a source outside the admitted subnets
+    /// (dropped before parsing: no state, no reply).
+    pub rx_control_not_admitted: u64,
+    /// Data packets from a source outside the admitted subnets (dropped).
+    pub rx_data_not_admitted: u64,
+    /// SCCRQs from admitted sources (new and retransmitted). Each ends in
+    /// exactly one of `sccrq_accepted`, `sccrq_retransmits`,
+    /// `sccrq_refused`, `sccrq_rate_limited` and `sccrq_half_open_full`.
+    pub sccrq_received: u64,
+    /// SCCRQs that opened a new control connection.
+    pub sccrq_accepted: u64,
+    /// SCCRQs of a connection that exists (retransmissions).
+    pub sccrq_retransmits: u64,
     /// SCCRQs refused (not accepting, or missing Assigned CCID).
     pub sccrq_refused: u64,
+    /// SCCRQs refused: their source is over its SCCRQ rate (no state, no
+    /// reply).
+    pub sccrq_rate_limited: u64,
+    /// SCCRQs refused: as many connections as allowed are half-open (no
+    /// state, no reply).
+    pub sccrq_half_open_full: u64,
+    /// Source addresses dropped from the SCCRQ rate table to make room for
+    /// new ones.
+    pub sccrq_sources_evicted: u64,
+    /// Most connections half-open (not yet established) at once.
+    pub half_open_peak: u64,
     /// Duplicate control messages (acknowledged again).
     pub control_duplicates: u64,
     /// Out-of-order control messages buffered.
@@ -399,6 +443,11 @@ pub struct Endpoint {
     transmits: VecDeque<Transmit>,
     rng: Rng,
     counters: EndpointCounters,
+    /// Responder connections that have not reached established (whatever
+    /// their state, until they are gone): what the half-open cap counts.
+    half_open: FxHashSet<u32>,
+    /// Per-source SCCRQ rate.
+    limiter: SourceLimiter,
 }
 
 macro_rules! ctx {
@@ -418,6 +467,8 @@ impl Endpoint {
     /// An endpoint; `seed` drives CCID, session id and cookie choice.
     pub fn new(cfg: EndpointConfig, seed: u64) -> Self {
         Endpoint {
+            limiter: SourceLimiter::new(&cfg.admission),
+            half_open: FxHashSet::default(),
             cfg,
             conns: HashMap::new(),
             by_peer: HashMap::new(),
@@ -447,6 +498,18 @@ impl Endpoint {
         &self.counters
     }
 
+    /// Responder connections not yet established (closing and lingering
+    /// ones that never were included): at most `admission.max_half_open`.
+    pub fn half_open_count(&self) -> usize {
+        self.half_open.len()
+    }
+
+    /// Source addresses in the SCCRQ rate table: at most
+    /// `admission.rate_table_size`.
+    pub fn rate_table_len(&self) -> usize {
+        self.limiter.len()
+    }
+
     /// A datagram from `from` (UDP payload, or IP payload of protocol 115).
     /// Data for an established session comes back checked; control messages
     /// are consumed (drain [`Endpoint::poll_transmit`] and
@@ -459,6 +522,9 @@ impl Endpoint {
         from: SocketAddr,
         bytes: &'a [u8],
     ) -> Incoming<'a> {
+        if !self.cfg.admit.is_empty() && !self.cfg.admits(from.ip()) {
+            return self.not_admitted(transport, bytes);
+        }
         match l2tp::parse(transport, bytes) {
             Ok(Packet::Data(d)) => self.decap(transport, from, d.session_id, d.rest),
             Ok(Packet::Control(c)) => {
@@ -470,6 +536,17 @@ impl Endpoint {
                 Incoming::Dropped(DataDrop::Malformed)
             }
         }
+    }
+
+    #[cold]
+    fn not_admitted(&mut self, transport: Transport, bytes: &[u8]) -> Incoming<'static> {
+        // Only the header's type is looked at, to count it.
+        if matches!(l2tp::parse(transport, bytes), Ok(Packet::Control(_))) {
+            self.counters.rx_control_not_admitted += 1;
+        } else {
+            self.counters.rx_data_not_admitted += 1;
+        }
+        Incoming::Dropped(DataDrop::NotAdmitted)
     }
 
     #[inline]
@@ -621,17 +698,32 @@ impl Endpoint {
         from: SocketAddr,
         m: &ControlMessage,
     ) -> Option<u32> {
+        self.counters.sccrq_received += 1;
         let Some(peer_ccid) = m.assigned_ccid() else {
             self.counters.sccrq_refused += 1;
             return None;
         };
         if let Some(&ccid) = self.by_peer.get(&(transport, from, peer_ccid)) {
+            self.counters.sccrq_retransmits += 1;
             return Some(ccid);
         }
         if !self.cfg.accept_incoming {
             self.counters.sccrq_refused += 1;
             return None;
         }
+        // A refused SCCRQ leaves nothing behind: a real AP retransmits it
+        // and gets in once there is room.
+        let allowed = self.limiter.allow(now, from.ip().to_canonical());
+        self.counters.sccrq_sources_evicted = self.limiter.evicted;
+        if !allowed {
+            self.counters.sccrq_rate_limited += 1;
+            return None;
+        }
+        if self.half_open.len() >= self.cfg.admission.max_half_open {
+            self.counters.sccrq_half_open_full += 1;
+            return None;
+        }
+        self.counters.sccrq_accepted += 1;
         let ccid = self.alloc_ccid();
         let ctx = ctx!(self, now);
         let conn = ControlConn::new(&ctx, ccid, peer_ccid, from, transport, false);
@@ -740,10 +832,19 @@ impl Endpoint {
             }
             let key = (conn.transport, conn.peer, conn.peer_ccid);
             self.conns.remove(&ccid);
+            self.half_open.remove(&ccid);
             if self.by_peer.get(&key) == Some(&ccid) {
                 self.by_peer.remove(&key);
             }
             return;
+        }
+        if !conn.initiator && conn.established_at.is_none() {
+            if self.half_open.insert(ccid) {
+                let n = self.half_open.len() as u64;
+                self.counters.half_open_peak = self.counters.half_open_peak.max(n);
+            }
+        } else {
+            self.half_open.remove(&ccid);
         }
         let wake = conn.next_wake();
         if wake != conn.wake {
@@ -876,6 +977,8 @@ impl Endpoint {
                 Some("the connection exists")
             } else if snap.hello_interval_ms == 0 {
                 Some("a hello interval of 0")
+            } else if !self.cfg.admits(snap.peer.ip()) {
+                Some("not in tunterm_ap_subnets")
             } else {
                 None
             };

@@ -8,6 +8,7 @@
 //! calls [`Endpoint::handle_timeout`] when [`Endpoint::poll_timeout`] has
 //! passed, and drains [`Endpoint::poll_transmit`] and [`Endpoint::poll_event`].
 
+mod admission;
 mod conn;
 mod endpoint;
 pub mod reliable;
@@ -16,6 +17,7 @@ pub mod snapshot;
 #[cfg(test)]
 mod tests;
 
+pub use admission::{AdmissionConfig, DEFAULT_MAX_HALF_OPEN};
 pub use conn::{ConnState, SessionState};
 pub use endpoint::{
     CloseReason, ConnStats, DataDrop, DataSession, Endpoint, EndpointConfig, EndpointCounters,

@@ -1,8 +1,9 @@
 //! Two endpoints (AP initiator, edge responder) on virtual time, over a
 //! network that can lose, duplicate and reorder packets (quinn's `Pair`).
 
+use std::collections::HashSet;
 use std::collections::VecDeque;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::*;
@@ -70,6 +71,10 @@ struct Pair {
     last_to_edge: Option<Instant>,
     /// When the edge reported its tunnel down.
     edge_down_at: Option<Instant>,
+    /// What the edge sent to others than the AP (kept only with
+    /// `strays_ok`; otherwise such a packet fails the test).
+    strays: Vec<Transmit>,
+    strays_ok: bool,
 }
 
 impl Pair {
@@ -103,6 +108,8 @@ impl Pair {
             ap_silent: false,
             last_to_edge: None,
             edge_down_at: None,
+            strays: vec![],
+            strays_ok: false,
         }
     }
 
@@ -115,6 +122,10 @@ impl Pair {
             }
         }
         while let Some(t) = self.edge.poll_transmit() {
+            if self.strays_ok && t.dst != self.ap_addr() {
+                self.strays.push(t);
+                continue;
+            }
             assert_eq!(t.dst, self.ap_addr());
             self.put(false, t.payload);
         }
@@ -1089,4 +1100,333 @@ fn a_restore_refuses_what_it_cannot_trust() {
     let text = serde_json::to_string(&snap).unwrap();
     let back: Vec<ConnSnapshot> = serde_json::from_str(&text).unwrap();
     assert_eq!(back, snap);
+}
+
+// ---- Admission: source subnets, half-open cap, per-source SCCRQ rate ----
+
+fn net(s: &str) -> ipnet::IpNet {
+    s.parse().unwrap()
+}
+
+/// An SCCRQ from a flood source: its own Assigned CCID, nothing else odd.
+fn flood_sccrq(peer_ccid: u32) -> Vec<u8> {
+    let msg = ControlMessage {
+        msg_type: MessageType::Sccrq,
+        avps: vec![
+            Avp::HostName(format!("flood-{peer_ccid}").into_bytes()),
+            Avp::RouterId(peer_ccid),
+            Avp::AssignedCcid(peer_ccid),
+            Avp::PwCapabilities(vec![pw::ETHERNET]),
+        ],
+    };
+    let mut out = vec![];
+    msg.emit(
+        Transport::Udp,
+        ControlHeader {
+            ccid: 0,
+            ns: 0,
+            nr: 0,
+        },
+        &mut out,
+    );
+    out
+}
+
+fn sccrq_outcomes(c: &EndpointCounters) -> u64 {
+    c.sccrq_accepted
+        + c.sccrq_retransmits
+        + c.sccrq_refused
+        + c.sccrq_rate_limited
+        + c.sccrq_half_open_full
+}
+
+#[test]
+fn sources_outside_the_ap_subnets_are_dropped_before_any_state() {
+    let cfg = EndpointConfig {
+        admit: vec![net("10.99.0.0/24"), net("fd00:99::/64")],
+        ..edge_cfg()
+    };
+    let now = Instant::now();
+    let mut edge = Endpoint::new(cfg.clone(), 3);
+    let sccrq = raw_sccrq(vec![], 0);
+    for from in [
+        "10.98.0.2:40000",
+        "[fd00:98::2]:40000",
+        "[::ffff:10.98.0.2]:1701",
+    ] {
+        let r = edge.handle_datagram(now, Transport::Udp, addr(from), &sccrq);
+        assert_eq!(r, Incoming::Dropped(DataDrop::NotAdmitted), "{from}");
+    }
+    // Data, and garbage, from outside: dropped, counted as data.
+    let mut data = vec![0; l2tp::data_header_len(Transport::Udp, 0)];
+    l2tp::emit_data_header(Transport::Udp, 0x1234, &Cookie::NONE, &mut data);
+    data.extend_from_slice(&[0xab; 60]);
+    for bytes in [&data[..], &[0xff, 0x03][..], &[][..]] {
+        let r = edge.handle_datagram(now, Transport::Udp, addr("10.98.0.2:40000"), bytes);
+        assert_eq!(r, Incoming::Dropped(DataDrop::NotAdmitted));
+    }
+    let c = edge.counters();
+    assert_eq!(c.rx_control_not_admitted, 3);
+    assert_eq!(c.rx_data_not_admitted, 3);
+    // Nothing else looked at them: no state, no timer, no reply.
+    assert_eq!(
+        (c.rx_control, c.sccrq_received, c.rx_data_malformed),
+        (0, 0, 0)
+    );
+    assert_eq!(edge.conn_count(), 0);
+    assert_eq!(edge.half_open_count(), 0);
+    assert_eq!(edge.rate_table_len(), 0);
+    assert_eq!(edge.poll_timeout(), None);
+    assert_eq!(edge.poll_transmit(), None);
+    assert_eq!(edge.poll_event(), None);
+    // Inside the subnets (an IPv4-mapped address counts as IPv4): answered.
+    for (i, from) in [
+        "10.99.0.2:40000",
+        "[::ffff:10.99.0.3]:1701",
+        "[fd00:99::2]:1701",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let r = edge.handle_datagram(now, Transport::Udp, addr(from), &sccrq);
+        assert_eq!(r, Incoming::Control);
+        let (_, m) = decode(&edge.poll_transmit().expect("SCCRP").payload);
+        assert_eq!(m.unwrap().msg_type, MessageType::Sccrp);
+        assert_eq!(edge.counters().sccrq_accepted, i as u64 + 1);
+    }
+
+    // A whole tunnel from inside comes up as usual; a restore of one from
+    // outside is refused.
+    let mut p = Pair::new(Transport::Udp, 4);
+    p.edge = Endpoint::new(cfg.clone(), 2);
+    p.connect(pw::ETHERNET);
+    p.run(Duration::from_secs(5));
+    assert_eq!(Pair::sessions_up(&p.edge_events).len(), 1);
+    let mut snap = p.edge.snapshot(p.now);
+    snap[0].peer = addr("10.98.0.2:40000");
+    let report = Endpoint::new(cfg, 9).restore(p.now, snap);
+    assert_eq!(report.tunnels, 0);
+    assert!(
+        report.refused[0].contains("tunterm_ap_subnets"),
+        "{report:?}"
+    );
+}
+
+#[test]
+fn a_full_half_open_table_refuses_without_state_but_knows_its_own_retransmissions() {
+    let cfg = EndpointConfig {
+        admission: AdmissionConfig {
+            max_half_open: 4,
+            ..AdmissionConfig::default()
+        },
+        ..edge_cfg()
+    };
+    let t0 = Instant::now();
+    let mut edge = Endpoint::new(cfg, 3);
+    let src = |i: u32| SocketAddr::new(IpAddr::V4((0x0a63_0064 + i).into()), 40000);
+    for i in 0..4 {
+        let _ = edge.handle_datagram(t0, Transport::Udp, src(i), &flood_sccrq(100 + i));
+        assert!(edge.poll_transmit().is_some(), "SCCRP to {}", src(i));
+    }
+    assert_eq!(edge.half_open_count(), 4);
+    let wake = edge.poll_timeout();
+    // The fifth: no reply, no connection, no timer.
+    let _ = edge.handle_datagram(t0, Transport::Udp, src(4), &flood_sccrq(104));
+    assert_eq!(edge.poll_transmit(), None);
+    assert_eq!(edge.conn_count(), 4);
+    assert_eq!(edge.poll_timeout(), wake);
+    assert_eq!(edge.counters().sccrq_half_open_full, 1);
+    // A retransmission of the first SCCRQ is still its connection's: acked
+    // again, nothing new.
+    let _ = edge.handle_datagram(t0, Transport::Udp, src(0), &flood_sccrq(100));
+    let (h, m) = decode(&edge.poll_transmit().expect("re-ack").payload);
+    assert!(m.is_none(), "a ZLB");
+    assert_eq!(h.nr, 1);
+    assert_eq!(edge.counters().sccrq_retransmits, 1);
+    assert_eq!(edge.conn_count(), 4);
+
+    // The half-open ones give up (SCCRP never acknowledged) and linger;
+    // once gone their slots are free and the fifth source gets in.
+    let mut t = t0;
+    while edge.half_open_count() > 0 {
+        while edge.poll_transmit().is_some() {}
+        t = edge.poll_timeout().expect("a timer while half-open");
+        edge.handle_timeout(t);
+        assert!(t - t0 < Duration::from_secs(60));
+    }
+    assert_eq!(edge.conn_count(), 0);
+    let _ = edge.handle_datagram(t, Transport::Udp, src(4), &flood_sccrq(104));
+    let (_, m) = decode(&edge.poll_transmit().expect("SCCRP").payload);
+    assert_eq!(m.unwrap().msg_type, MessageType::Sccrp);
+    let c = edge.counters();
+    assert_eq!(c.half_open_peak, 4);
+    assert_eq!(c.sccrq_received, 7);
+    assert_eq!(sccrq_outcomes(c), c.sccrq_received);
+    // SCCRP unacknowledged through 5 retransmissions (31 s), then 8 s of
+    // lingering: the lifetime the half-open cap is sized by.
+    assert_eq!((t - t0).as_secs(), 39);
+}
+
+#[test]
+fn an_sccrq_flood_from_5000_sources_is_bounded_and_established_tunnels_keep_their_hellos() {
+    const CAP: usize = 1024;
+    const TABLE: usize = 4096;
+    let cfg = EndpointConfig {
+        admit: vec![net("10.99.0.0/24"), net("10.100.0.0/16")],
+        admission: AdmissionConfig {
+            max_half_open: CAP,
+            sccrq_per_second: 1,
+            sccrq_burst: 2,
+            rate_table_size: TABLE,
+        },
+        ..edge_cfg()
+    };
+    let mut p = Pair::new(Transport::Udp, 4);
+    p.edge = Endpoint::new(cfg, 2);
+    p.strays_ok = true;
+    p.connect(pw::ETHERNET);
+    p.run(Duration::from_secs(3));
+    assert_eq!(Pair::sessions_up(&p.edge_events).len(), 1);
+    let tunnel = edge_ccid(&p);
+    let ap_hellos_before = p.ap.counters().hellos_sent;
+    let edge_hellos_before = p.edge.counters().hellos_sent;
+    let c0 = p.edge.counters().clone();
+    assert_eq!((c0.sccrq_received, c0.sccrq_accepted), (1, 1), "the AP's");
+
+    // One virtual second: 10,000 SCCRQs from 5,000 admitted addresses
+    // (4,992 light ones, twice each at most; 8 heavy ones, 125 each), and
+    // 500 from outside the subnets, interleaved with the AP's hellos.
+    let light = |k: u32| {
+        SocketAddr::new(
+            IpAddr::V4((0x0a64_0000 + 256 + k).into()),
+            20000 + (k % 1000) as u16,
+        )
+    };
+    let heavy = |h: u32| SocketAddr::new(IpAddr::V4((0x0a64_0000 + 2 + h).into()), 1701);
+    let outside = |i: u32| SocketAddr::new(IpAddr::V4((0x0a65_0000 + i).into()), 1701);
+    let t0 = p.now;
+    let mut sent = 0u64;
+    let mut second_sccrqs: Vec<(SocketAddr, u32)> = vec![];
+    let (mut next_light, mut peak_half_open, mut peak_table) = (0u32, 0, 0);
+    for i in 0..10_500u32 {
+        p.run_until(t0 + Duration::from_micros(u64::from(i) * 95));
+        let from_outside = i % 21 == 20;
+        let (from, peer_ccid) = if from_outside {
+            (outside(i), i + 1)
+        } else if i % 10 == 0 {
+            (heavy(i / 10 % 8), 1_000_000 + i)
+        } else {
+            let k = next_light % 4992;
+            let round = next_light / 4992;
+            next_light += 1;
+            // In its second round an even source retransmits its SCCRQ
+            // (same CCID), an odd one asks again with a new one.
+            let ccid = if round == 1 && k % 2 == 1 {
+                500_000 + k
+            } else {
+                1 + k
+            };
+            if round == 1 {
+                second_sccrqs.push((light(k), ccid));
+            }
+            (light(k), ccid)
+        };
+        sent += u64::from(!from_outside);
+        let pkt = flood_sccrq(peer_ccid);
+        let r = p.edge.handle_datagram(p.now, Transport::Udp, from, &pkt);
+        assert!(matches!(
+            r,
+            Incoming::Control | Incoming::Dropped(DataDrop::NotAdmitted)
+        ));
+        peak_half_open = peak_half_open.max(p.edge.half_open_count());
+        peak_table = peak_table.max(p.edge.rate_table_len());
+        assert!(p.edge.half_open_count() <= CAP);
+        assert!(p.edge.rate_table_len() <= TABLE);
+        assert!(p.edge.conn_count() <= 1 + CAP);
+    }
+    assert!(p.now - t0 < Duration::from_secs(1));
+    assert_eq!(sent, 10_000);
+    p.collect();
+
+    let c = p.edge.counters().clone();
+    assert_eq!(c.rx_control_not_admitted, 500);
+    assert_eq!(c.sccrq_received - c0.sccrq_received, 10_000);
+    assert_eq!(sccrq_outcomes(&c), c.sccrq_received, "{c:?}");
+    assert_eq!(
+        c.sccrq_accepted - 1,
+        CAP as u64,
+        "every slot taken, none more"
+    );
+    assert_eq!(c.half_open_peak, CAP as u64);
+    assert_eq!(peak_half_open, CAP);
+    // The heavy sources (1,000 SCCRQs) are held to their burst of 2 and
+    // 1 a second; the light ones never reach their limit.
+    assert!(c.sccrq_rate_limited >= 1000 - 8 * 3, "{c:?}");
+    assert!(c.sccrq_rate_limited <= 1000, "{c:?}");
+    assert!(c.sccrq_half_open_full > 0);
+    assert_eq!(c.sccrq_refused, 0);
+    assert_eq!(peak_table, TABLE);
+    assert!(c.sccrq_sources_evicted >= 5000 - TABLE as u64, "{c:?}");
+    // Only accepted SCCRQs were answered: one SCCRP per connection,
+    // addressed to the peer's CCID, and nothing to outside sources.
+    let replied: HashSet<(SocketAddr, u32)> = p
+        .strays
+        .iter()
+        .filter_map(|t| {
+            let (h, m) = decode(&t.payload);
+            (m?.msg_type == MessageType::Sccrp).then_some((t.dst, h.ccid))
+        })
+        .collect();
+    assert_eq!(replied.len(), CAP);
+    assert!(
+        p.strays
+            .iter()
+            .all(|t| matches!(t.dst.ip(), IpAddr::V4(a) if a.octets()[1] == 100))
+    );
+    // Every second SCCRQ of an answered even source was recognised as a
+    // retransmission.
+    let retransmitted = second_sccrqs
+        .iter()
+        .filter(|&&(from, ccid)| replied.contains(&(from, ccid)))
+        .count();
+    assert!(retransmitted > 0);
+    assert_eq!(c.sccrq_retransmits, retransmitted as u64);
+
+    // The established tunnel never noticed: hellos both ways for far longer
+    // than hello_interval × hello_retries (2 s × 3), each acknowledged,
+    // while the half-open connections time out.
+    p.run(Duration::from_secs(40));
+    let downs: Vec<&Event> = p
+        .edge_events
+        .iter()
+        .filter(|e| matches!(e, Event::TunnelDown { ccid, .. } if *ccid == tunnel))
+        .collect();
+    assert!(downs.is_empty(), "{downs:?}");
+    assert!(
+        !p.ap_events
+            .iter()
+            .any(|e| matches!(e, Event::TunnelDown { .. })),
+        "{:?}",
+        p.ap_events
+    );
+    assert_eq!(p.edge.conn_state(tunnel), Some(ConnState::Established));
+    let ap_hellos = p.ap.counters().hellos_sent - ap_hellos_before;
+    let edge_hellos = p.edge.counters().hellos_sent - edge_hellos_before;
+    assert!(ap_hellos + edge_hellos >= 15, "{ap_hellos} + {edge_hellos}");
+    assert!(p.ap.all_acked() && p.edge.stats(p.now)[0].retransmits == 0);
+    // And the memory the flood took is given back.
+    assert_eq!(p.edge.half_open_count(), 0);
+    assert_eq!(p.edge.conn_count(), 1);
+    println!(
+        "flood: half-open peak {}, accepted {}, half-open full {}, rate limited {}, \
+         retransmits {}, not admitted {}, sources evicted {}, hellos {ap_hellos} (AP) + \
+         {edge_hellos} (edge) over 40 s",
+        c.half_open_peak,
+        c.sccrq_accepted - 1,
+        c.sccrq_half_open_full,
+        c.sccrq_rate_limited,
+        c.sccrq_retransmits,
+        c.rx_control_not_admitted,
+        c.sccrq_sources_evicted
+    );
 }
