@@ -14,8 +14,9 @@
 //!  untagged: [ dst | src | ethertype | payload ... ]             (one memmove)
 //! ```
 //!
-//! One frame per system call for now; a `PACKET_MMAP` ring (`recv_batch`)
-//! will sit beside [`PacketSocket::recv`] with the same tag handling.
+//! [`PacketSocket::recv_batch`] takes many frames with one `recvmmsg(2)`,
+//! each with its own control buffer for `PACKET_AUXDATA`, and the same tag
+//! handling.
 
 #![warn(missing_docs)]
 
@@ -25,10 +26,12 @@ use std::mem;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::batch::{Layout, NO_ADDR, RecvBatch, TAG_GAP_AT, TAG_GAP_LEN};
+
 /// Bytes of the two MAC addresses that precede an 802.1Q tag.
-const ETH_ADDRS_LEN: usize = 12;
+const ETH_ADDRS_LEN: usize = TAG_GAP_AT;
 /// Bytes of one 802.1Q tag (TPID + TCI).
-const VLAN_TAG_LEN: usize = 4;
+const VLAN_TAG_LEN: usize = TAG_GAP_LEN;
 /// The TPID used when the kernel reports a tag without one.
 const TPID_8021Q: u16 = 0x8100;
 /// Receive buffer size that fits any frame a packet socket can deliver
@@ -184,28 +187,34 @@ impl PacketSocket {
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
-        let n = n as usize;
         if msg.msg_flags & libc::MSG_TRUNC != 0 {
             return Ok(None);
         }
+        Ok(Some(put_tag_back(buf, n as usize, auxdata_tag(&msg))))
+    }
 
-        let tag = auxdata_tag(&msg);
-        if n < ETH_ADDRS_LEN {
-            // A runt: nothing after the addresses to tag or move.
-            return Ok(Some(n));
-        }
-        match tag {
-            Some((tpid, tci)) => {
-                buf[ETH_ADDRS_LEN..ETH_ADDRS_LEN + 2].copy_from_slice(&tpid.to_be_bytes());
-                buf[ETH_ADDRS_LEN + 2..ETH_ADDRS_LEN + 4].copy_from_slice(&tci.to_be_bytes());
-                Ok(Some(n + VLAN_TAG_LEN))
+    /// Receives up to a batch of frames with one `recvmmsg(2)`, each with
+    /// its 802.1Q tag back in place as [`recv`](Self::recv) gives it, in
+    /// `batch` (their source address is unspecified). Returns how many
+    /// were kept.
+    ///
+    /// [`io::ErrorKind::WouldBlock`] when no frame is queued. A frame that
+    /// does not fit a slot (with its tag) is dropped and counted both here
+    /// ([`truncated`](Self::truncated)) and in the batch; size the slots
+    /// with [`RECV_BUF_LEN`] to never lose one.
+    pub fn recv_batch(&self, batch: &mut RecvBatch) -> io::Result<usize> {
+        let n = batch.receive(self.fd.as_raw_fd(), Layout::TagGap, false, true, 0)?;
+        for i in 0..n {
+            let raw = batch.raw(i);
+            if raw.hdr.msg_flags & libc::MSG_TRUNC != 0 {
+                batch.count_truncated();
+                self.truncated.fetch_add(1, Ordering::Relaxed);
+                continue;
             }
-            None => {
-                let start = ETH_ADDRS_LEN + VLAN_TAG_LEN;
-                buf.copy_within(start..start + (n - ETH_ADDRS_LEN), ETH_ADDRS_LEN);
-                Ok(Some(n))
-            }
+            let len = put_tag_back(raw.slot, raw.len, auxdata_tag(raw.hdr));
+            batch.keep(i, 0, len, NO_ADDR);
         }
+        Ok(batch.len())
     }
 
     /// Sends one complete frame (addresses, optional 802.1Q tag, ethertype,
@@ -276,10 +285,34 @@ impl AsFd for PacketSocket {
     }
 }
 
+/// Puts a frame back together in `buf`: the kernel wrote its 12 bytes of
+/// addresses at the start and the other `n - 12` bytes 4 further on.
+/// With `tag`, the tag fills the gap (no copy); without, the rest moves
+/// down. Returns the frame's length.
+fn put_tag_back(buf: &mut [u8], n: usize, tag: Option<(u16, u16)>) -> usize {
+    if n < ETH_ADDRS_LEN {
+        // A runt: nothing after the addresses to tag or move.
+        return n;
+    }
+    match tag {
+        Some((tpid, tci)) => {
+            buf[ETH_ADDRS_LEN..ETH_ADDRS_LEN + 2].copy_from_slice(&tpid.to_be_bytes());
+            buf[ETH_ADDRS_LEN + 2..ETH_ADDRS_LEN + 4].copy_from_slice(&tci.to_be_bytes());
+            n + VLAN_TAG_LEN
+        }
+        None => {
+            let start = ETH_ADDRS_LEN + VLAN_TAG_LEN;
+            buf.copy_within(start..start + (n - ETH_ADDRS_LEN), ETH_ADDRS_LEN);
+            n
+        }
+    }
+}
+
 /// The 802.1Q tag (TPID, TCI) the kernel took out of the frame, if any,
 /// from the `PACKET_AUXDATA` control message.
 fn auxdata_tag(msg: &libc::msghdr) -> Option<(u16, u16)> {
-    // SAFETY: `msg` was filled by a successful recvmsg (our only caller).
+    // SAFETY: `msg` was filled by a successful recvmsg or recvmmsg (our
+    // only callers).
     let aux: libc::tpacket_auxdata =
         unsafe { super::cmsg::find(msg, libc::SOL_PACKET, libc::PACKET_AUXDATA) }?;
     let valid = aux.tp_status & libc::TP_STATUS_VLAN_VALID != 0 || aux.tp_vlan_tci != 0;
