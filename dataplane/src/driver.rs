@@ -822,7 +822,7 @@ pub async fn run(
         }
     };
     let socks = open_sockets(&cfg, opts.port)?;
-    let trunk = PacketSocket::bind(&upstream)
+    let trunk = PacketSocket::bind_with_rx_ring(&upstream)
         .with_context(|| format!("opening the upstream trunk {upstream}"))?;
     let trunk = Rc::new(trunk.into_async()?);
     let control = bind_control_socket(&opts.control_socket)?;

@@ -186,9 +186,7 @@ impl RecvBatch {
         control: bool,
         flags: libc::c_int,
     ) -> io::Result<usize> {
-        self.kept.clear();
-        self.truncated = 0;
-        self.malformed = 0;
+        self.begin();
         let slot_len = self.slot_len;
         // Rebuilt on every call: the kernel rewrote the lengths last time,
         // and nothing points into a Vec that may have moved.
@@ -262,6 +260,18 @@ impl RecvBatch {
             return Err(io::Error::last_os_error());
         }
         Ok(n as usize)
+    }
+
+    /// Forgets what the previous receive kept and counted.
+    pub(crate) fn begin(&mut self) {
+        self.kept.clear();
+        self.truncated = 0;
+        self.malformed = 0;
+    }
+
+    /// Slot `i`, for a receive that copies into it itself.
+    pub(crate) fn slot_mut(&mut self, i: usize) -> &mut [u8] {
+        &mut self.bytes[i * self.slot_len..(i + 1) * self.slot_len]
     }
 
     /// The `i`th message of the last [`RecvBatch::receive`], to be made sense
