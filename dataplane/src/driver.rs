@@ -22,6 +22,7 @@ use tracing::{debug, info, warn};
 use tunterm_control::{EdgeConfig, TunnelProtocol};
 
 use crate::io::afpacket::PacketSocket;
+use crate::io::batch::RecvBatch;
 use crate::io::tunnel::{SEND_BATCH, TunnelSocket};
 use crate::io::xdp::{FastPath, FastPathStats, Mode as FastPathMode};
 use crate::proto::bridge::{PortConfig, PortId, Switch, SwitchCounters, TRUNK, Verdict};
@@ -39,7 +40,8 @@ use crate::wire::l2tp::{self as l2tp_wire, IP_PROTO_L2TP, Transport, pw};
 
 /// Largest datagram or frame handled.
 const BUF_LEN: usize = 65_536 + 64;
-/// Datagrams or frames drained per readiness event before other work runs.
+/// Datagrams or frames read with one `recvmmsg` per readiness event before
+/// other work runs.
 const BATCH: usize = 64;
 
 /// What the daemon needs besides the Mist configuration.
@@ -142,12 +144,16 @@ pub struct RestartStats {
 pub struct IoCounters {
     /// Frames read from the trunk.
     pub trunk_rx: u64,
+    /// Frames on the trunk too long to read whole, dropped.
+    pub trunk_rx_truncated: u64,
     /// Frames written to the trunk.
     pub trunk_tx: u64,
     /// Trunk writes that failed (full socket buffer, link down).
     pub trunk_tx_errors: u64,
     /// Packets read from the tunnel sockets.
     pub tunnel_rx: u64,
+    /// Packets on the tunnel sockets too long to read whole, dropped.
+    pub tunnel_rx_truncated: u64,
     /// Data packets sent into tunnels.
     pub tunnel_tx: u64,
     /// Tunnel sends that failed.
@@ -785,21 +791,23 @@ impl Dataplane {
         );
     }
 
-    /// Read up to a batch from a tunnel socket; true once it is empty.
-    fn drain_tunnel(&mut self, carrier: Carrier, sock: &TunnelSocket, buf: &mut [u8]) {
-        for _ in 0..BATCH {
-            let (n, from) = match sock.try_recv(buf) {
-                Ok(r) => r,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) => {
-                    debug!(error = %e, "tunnel recv");
-                    return;
-                }
-            };
-            self.io.tunnel_rx += 1;
+    /// Read a batch from a tunnel socket (one `recvmmsg`) and handle it.
+    fn drain_tunnel(&mut self, carrier: Carrier, sock: &TunnelSocket, rx: &mut RecvBatch) {
+        let got = sock.try_recv_batch(rx);
+        self.io.tunnel_rx_truncated += rx.truncated();
+        match got {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) => {
+                debug!(error = %e, "tunnel recv");
+                return;
+            }
+        }
+        self.io.tunnel_rx += rx.len() as u64;
+        for (pkt, from) in rx.iter() {
             let now = Instant::now();
             match carrier {
-                Carrier::L2tp(t) => match self.endpoint.handle_datagram(now, t, from, &buf[..n]) {
+                Carrier::L2tp(t) => match self.endpoint.handle_datagram(now, t, from, pkt) {
                     Incoming::Data {
                         session_id,
                         payload,
@@ -812,7 +820,7 @@ impl Dataplane {
                 },
                 Carrier::Gre => {
                     let local = self.local_for(from.ip());
-                    match self.gre.handle_packet(now, from.ip(), local, &buf[..n]) {
+                    match self.gre.handle_packet(now, from.ip(), local, pkt) {
                         GreIncoming::Data { port, payload } => {
                             // A first packet may have made the peer a port.
                             self.handle_events();
@@ -837,20 +845,23 @@ impl Dataplane {
         .unwrap_or(peer)
     }
 
-    /// Read up to a batch of frames from the trunk; true once the socket is
-    /// empty (only then may its readiness be cleared).
-    fn drain_trunk(&mut self, buf: &mut [u8]) -> bool {
-        for _ in 0..BATCH {
-            let n = match self.trunk.get_ref().recv(buf) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
-                Err(e) => {
-                    debug!(error = %e, "trunk recv");
-                    return true;
-                }
-            };
-            self.io.trunk_rx += 1;
-            self.switch_frame(Instant::now(), TRUNK, &buf[..n]);
+    /// Read a batch of frames from the trunk (one `recvmmsg`) and handle
+    /// it; true once the socket is empty (only then may its readiness be
+    /// cleared).
+    fn drain_trunk(&mut self, rx: &mut RecvBatch) -> bool {
+        let got = self.trunk.get_ref().recv_batch(rx);
+        self.io.trunk_rx_truncated += rx.truncated();
+        match got {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+            Err(e) => {
+                debug!(error = %e, "trunk recv");
+                return true;
+            }
+        }
+        self.io.trunk_rx += rx.len() as u64;
+        for (frame, _) in rx.iter() {
+            self.switch_frame(Instant::now(), TRUNK, frame);
         }
         false
     }
@@ -1049,7 +1060,7 @@ pub async fn run(
         }
     };
     let socks = open_sockets(&cfg, opts.port)?;
-    let trunk = PacketSocket::bind(&upstream)
+    let trunk = PacketSocket::bind_with_rx_ring(&upstream)
         .with_context(|| format!("opening the upstream trunk {upstream}"))?;
     let trunk = Rc::new(trunk.into_async()?);
     let control = bind_control_socket(&opts.control_socket)?;
@@ -1122,7 +1133,7 @@ pub async fn run(
         control_socket = %opts.control_socket.display(),
         "tunterm running"
     );
-    let mut buf = vec![0u8; BUF_LEN];
+    let mut buf = RecvBatch::new(BATCH, BUF_LEN);
     let trunk_fd = dp.trunk.clone();
     let slot = |i: usize| dp.socks.slots.get(i).map(|(c, _, s)| (*c, s.clone()));
     let (s0, s1, s2, s3, s4, s5) = (slot(0), slot(1), slot(2), slot(3), slot(4), slot(5));

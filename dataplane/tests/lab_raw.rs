@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
+use tunterm::io::batch::RecvBatch;
 use tunterm::io::raw::{IPPROTO_GRE, IPPROTO_L2TP, RECV_BUF_LEN, RawIpSocket, RawRecv, udp_socket};
 use tunterm::lab::{self, Capture, Netns};
 
@@ -293,6 +294,75 @@ fn raw_sockets_carry_l2tp_and_gre_over_ipv4_and_ipv6() -> anyhow::Result<()> {
     )?;
     assert_eq!(ihl6, [["324"], ["224"]], "the datagrams with IP options");
 
+    lab.finish()
+}
+
+/// `recv_batch`: many datagrams per `recvmmsg`, each as `recv_from` gives
+/// it (IPv4 header and options stripped), in order, with its source; one
+/// too long for a slot dropped and counted; `WouldBlock` once drained.
+#[test]
+fn recv_batch_takes_many_datagrams_per_call() -> anyhow::Result<()> {
+    let lab = Lab::new("rawbatch")?;
+    for protocol in [IPPROTO_L2TP, IPPROTO_GRE] {
+        for (a_ip, b_ip) in [(A4, B4), (A6, B6)] {
+            let (a_ip, b_ip) = (ip(a_ip), ip(b_ip));
+            let sa = lab.a.enter(|| RawIpSocket::bind(a_ip, protocol))??;
+            let sa2 = lab.a.enter(|| RawIpSocket::bind(a_ip, protocol))??;
+            let sb = lab.b.enter(|| RawIpSocket::bind(b_ip, protocol))??;
+            if a_ip.is_ipv4() {
+                // The second sender's datagrams carry IP options (IHL 6).
+                let nops = [1u8; 4];
+                // SAFETY: `nops` is live for the call and its length is
+                // passed.
+                let rc = unsafe {
+                    libc::setsockopt(
+                        std::os::fd::AsRawFd::as_raw_fd(&sa2),
+                        libc::IPPROTO_IP,
+                        libc::IP_OPTIONS,
+                        nops.as_ptr().cast(),
+                        nops.len() as libc::socklen_t,
+                    )
+                };
+                assert_eq!(rc, 0, "IP_OPTIONS: {}", std::io::Error::last_os_error());
+            }
+            let mut sent = Vec::new();
+            for i in 0..9u8 {
+                // The fifth is longer than a slot (200 bytes).
+                let len = if i == 4 { 400 } else { 8 + 20 * usize::from(i) };
+                let data = payload(protocol, i, len);
+                let tx = if i % 3 == 2 { &sa2 } else { &sa };
+                assert_eq!(tx.send_to(&data, b_ip)?, data.len());
+                if i != 4 {
+                    sent.push(data);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            let mut batch = RecvBatch::new(4, 200);
+            let (mut got, mut calls, mut truncated) = (Vec::new(), Vec::new(), 0);
+            loop {
+                match sb.recv_batch(&mut batch) {
+                    Ok(n) => {
+                        calls.push(n);
+                        truncated += batch.truncated();
+                        for (p, from) in batch.iter() {
+                            assert_eq!(from, SocketAddr::new(a_ip, 0));
+                            got.push(p.to_vec());
+                        }
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            let what = format!("protocol {protocol} to {b_ip}");
+            assert!(got == sent, "{what}: payloads differ or out of order");
+            assert_eq!(calls, [4, 3, 1], "{what}: datagrams kept per call");
+            assert_eq!(
+                (truncated, sb.truncated(), sb.malformed()),
+                (1, 1, 0),
+                "{what}"
+            );
+        }
+    }
     lab.finish()
 }
 

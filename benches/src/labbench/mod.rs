@@ -28,6 +28,7 @@
 //! per-CPU counter, drop): the rate over a fixed window after a warm-up.
 
 pub mod packets;
+mod sysctl;
 mod trafgen;
 mod xdp;
 
@@ -263,6 +264,7 @@ impl RunLock {
                 return Err(std::io::Error::last_os_error()).context("flock");
             }
         }
+        sysctl::restore_leftover();
         let names = Command::new("ip").args(["netns", "list"]).output()?;
         for line in String::from_utf8_lossy(&names.stdout).lines() {
             let Some(name) = line.split_whitespace().next() else {
@@ -436,12 +438,16 @@ impl Bed {
         };
         let start = counter.frames()?;
         let log = self.path(log);
+        // trafgen's socket gets its send buffer from wmem_default when it
+        // is made: raised for that moment only (see trafgen::SNDBUF).
+        let sndbuf = sysctl::Raised::at_least("net.core.wmem_default", trafgen::SNDBUF)?;
         let mut sender = trafgen::Generator::start(ns, ifname, cfg, &log)?;
         // trafgen reads its configuration first: the warm-up starts with
         // the first frame through.
         lab::wait_until(Duration::from_secs(20), || {
             sender.exited() || counter.frames().is_ok_and(|n| n > start)
         });
+        drop(sndbuf);
         if sender.exited() {
             bail!(
                 "trafgen exited: {}",
@@ -673,10 +679,15 @@ impl Bed {
             &format!("case{n}-announce.trafgen"),
             &[packets::trunk_host_announce(true)],
         )?;
-        trafgen::send_rounds(&self.up, "t0", &announce, 1, 3, "1ms")?;
+        trafgen::send_rounds(&self.up, "t0", &announce, 1, 3, "1ms")
+            .context("announcing the trunk host")?;
         let per_ap = self.opts.macs.div_ceil(self.opts.sessions.max(1));
-        let apsim = self.start_apsim(&apsim_bin, &ap_sock, per_ap, n)?;
-        let traffic = self.wait_sessions(&edge_sock, &ap_sock, &tunterm, &apsim, per_ap)?;
+        let apsim = self
+            .start_apsim(&apsim_bin, &ap_sock, per_ap, n)
+            .context("starting apsim")?;
+        let traffic = self
+            .wait_sessions(&edge_sock, &ap_sock, &tunterm, &apsim, per_ap)
+            .context("bringing up the sessions")?;
         learned.push((case, traffic.clients.len()));
         let link = self.link;
         let result = self.run_directions(
@@ -772,8 +783,8 @@ impl Bed {
             }
             n >= want * per_ap || last.1.elapsed() > Duration::from_secs(5)
         });
-        let edge = topology::query(edge_sock)?;
-        let sims = query_apsim(ap_sock)?;
+        let edge = topology::query(edge_sock).context("the edge's stats")?;
+        let sims = query_apsim(ap_sock).context("apsim's stats")?;
         // edge session id → (AP name, AP's UDP port)
         let mut by_sid: HashMap<u32, (String, u16)> = HashMap::new();
         for t in edge["tunnels"].as_array().into_iter().flatten() {

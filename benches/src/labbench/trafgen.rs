@@ -13,11 +13,27 @@ use tunterm::lab::{Netns, wait_until};
 /// worker to CPU 0 itself, and `taskset -c 0` keeps the parent there too.
 pub const GEN_CPU: u32 = 0;
 
+/// The send buffer trafgen's socket gets for a measurement (through
+/// `net.core.wmem_default`, raised while it starts).
+///
+/// trafgen fills its TX_RING and flushes it with a non-blocking send; once
+/// the frames in flight exceed the socket's send buffer that send fails
+/// with EAGAIN and trafgen gives up. On veth the frames in flight are the
+/// ones the receiving peer has not processed yet: when the peer runs an XDP
+/// program (in the sender's softirq) slower than trafgen, up to the peer's
+/// 256-entry ring of them, about 210 KB of 64-byte frames (their skbs'
+/// truesize), which is the default wmem_default (212,992) already. With 4
+/// MiB (trafgen's own suggestion when it tunes memory itself) the ring
+/// fills first: the sending veth then drops on transmit (counted in
+/// `offered_pps`) and trafgen carries on.
+pub const SNDBUF: u64 = 4 << 20;
+
 fn trafgen_args<'a>(ifname: &'a str, cfg: &'a str) -> Vec<&'a str> {
     // -P 1: one worker process; -Q: leave IRQ affinities alone;
     // --no-sock-mem: leave the machine's socket memory sysctls alone (they
-    // are the root namespace's); -C: no CPU statistics. No -b / -t: as
-    // fast as it goes.
+    // are the root namespace's, and a namespace cannot set them; the
+    // harness raises the one that matters briefly, see SNDBUF); -C: no CPU
+    // statistics. No -b / -t: as fast as it goes.
     vec![
         "taskset",
         "-c",

@@ -14,8 +14,9 @@
 //!  untagged: [ dst | src | ethertype | payload ... ]             (one memmove)
 //! ```
 //!
-//! One frame per system call for now; a `PACKET_MMAP` ring (`recv_batch`)
-//! will sit beside [`PacketSocket::recv`] with the same tag handling.
+//! [`PacketSocket::recv_batch`] takes many frames with one `recvmmsg(2)`,
+//! each with its own control buffer for `PACKET_AUXDATA`, and the same tag
+//! handling.
 
 #![warn(missing_docs)]
 
@@ -23,12 +24,15 @@ use std::ffi::CString;
 use std::io;
 use std::mem;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use super::batch::{Layout, NO_ADDR, RecvBatch, TAG_GAP_AT, TAG_GAP_LEN};
 
 /// Bytes of the two MAC addresses that precede an 802.1Q tag.
-const ETH_ADDRS_LEN: usize = 12;
+const ETH_ADDRS_LEN: usize = TAG_GAP_AT;
 /// Bytes of one 802.1Q tag (TPID + TCI).
-const VLAN_TAG_LEN: usize = 4;
+const VLAN_TAG_LEN: usize = TAG_GAP_LEN;
 /// The TPID used when the kernel reports a tag without one.
 const TPID_8021Q: u16 = 0x8100;
 /// Receive buffer size that fits any frame a packet socket can deliver
@@ -42,6 +46,9 @@ pub const RECV_BUF_LEN: usize = 65536 + VLAN_TAG_LEN;
 /// their 802.1Q tag in place, as they were on the wire.
 #[derive(Debug)]
 pub struct PacketSocket {
+    /// The receive ring, when the socket has one (unmapped before the
+    /// descriptor closes).
+    ring: Option<Mutex<RxRing>>,
     fd: OwnedFd,
     ifindex: u32,
     ifname: String,
@@ -56,6 +63,21 @@ impl PacketSocket {
     /// not exist, and with the kernel's error (`EPERM` without
     /// `CAP_NET_RAW`) otherwise.
     pub fn bind(ifname: &str) -> io::Result<PacketSocket> {
+        PacketSocket::open(ifname, false)
+    }
+
+    /// [`bind`](Self::bind), with a receive ring (`PACKET_RX_RING`,
+    /// `TPACKET_V2`, [`RING_FRAMES`] frames of [`RING_FRAME_LEN`] bytes,
+    /// mapped into this process): the kernel copies each frame into the
+    /// ring in its own receive path, and [`recv_batch`](Self::recv_batch) /
+    /// [`recv`](Self::recv) read them from memory, with no system call per
+    /// frame. A frame too long for a ring slot takes the ordinary path
+    /// (`PACKET_COPY_THRESH`) and is read whole with `recvmsg`, in order.
+    pub fn bind_with_rx_ring(ifname: &str) -> io::Result<PacketSocket> {
+        PacketSocket::open(ifname, true)
+    }
+
+    fn open(ifname: &str, with_ring: bool) -> io::Result<PacketSocket> {
         let ifindex = if_index(ifname)?;
         // Protocol 0 until bind: the socket receives nothing before it is
         // bound to the interface, so no frame from another port slips in.
@@ -103,6 +125,16 @@ impl PacketSocket {
             ));
         }
 
+        // Before bind: no frame can reach the ordinary receive queue first
+        // (only frames too long for the ring ever go there).
+        let ring = if with_ring {
+            Some(Mutex::new(
+                RxRing::map(&fd).map_err(|e| context(e, ifname, "PACKET_RX_RING"))?,
+            ))
+        } else {
+            None
+        };
+
         // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
         let mut sll: libc::sockaddr_ll = unsafe { mem::zeroed() };
         sll.sll_family = libc::AF_PACKET as libc::c_ushort;
@@ -122,6 +154,7 @@ impl PacketSocket {
         }
 
         Ok(PacketSocket {
+            ring,
             fd,
             ifindex,
             ifname: ifname.to_owned(),
@@ -137,6 +170,17 @@ impl PacketSocket {
     /// ([`truncated`](Self::truncated)); size `buf` with [`RECV_BUF_LEN`] to
     /// never lose one. `buf` must hold at least 16 bytes.
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(ring) = &self.ring {
+            let mut ring = lock(ring);
+            loop {
+                match self.ring_take(&mut ring, buf)? {
+                    Some(len) => return Ok(len),
+                    None => {
+                        self.truncated.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
         loop {
             match self.recv_one(buf)? {
                 Some(len) => return Ok(len),
@@ -184,28 +228,104 @@ impl PacketSocket {
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
-        let n = n as usize;
         if msg.msg_flags & libc::MSG_TRUNC != 0 {
             return Ok(None);
         }
+        Ok(Some(put_tag_back(buf, n as usize, auxdata_tag(&msg))))
+    }
 
-        let tag = auxdata_tag(&msg);
-        if n < ETH_ADDRS_LEN {
-            // A runt: nothing after the addresses to tag or move.
-            return Ok(Some(n));
+    /// Receives up to a batch of frames with one `recvmmsg(2)`, each with
+    /// its 802.1Q tag back in place as [`recv`](Self::recv) gives it, in
+    /// `batch` (their source address is unspecified). Returns how many
+    /// were kept.
+    ///
+    /// [`io::ErrorKind::WouldBlock`] when no frame is queued. A frame that
+    /// does not fit a slot (with its tag) is dropped and counted both here
+    /// ([`truncated`](Self::truncated)) and in the batch; size the slots
+    /// with [`RECV_BUF_LEN`] to never lose one.
+    pub fn recv_batch(&self, batch: &mut RecvBatch) -> io::Result<usize> {
+        if let Some(ring) = &self.ring {
+            return self.recv_batch_ring(&mut lock(ring), batch);
         }
-        match tag {
-            Some((tpid, tci)) => {
-                buf[ETH_ADDRS_LEN..ETH_ADDRS_LEN + 2].copy_from_slice(&tpid.to_be_bytes());
-                buf[ETH_ADDRS_LEN + 2..ETH_ADDRS_LEN + 4].copy_from_slice(&tci.to_be_bytes());
-                Ok(Some(n + VLAN_TAG_LEN))
+        let n = batch.receive(self.fd.as_raw_fd(), Layout::TagGap, false, true, 0)?;
+        for i in 0..n {
+            let raw = batch.raw(i);
+            if raw.hdr.msg_flags & libc::MSG_TRUNC != 0 {
+                batch.count_truncated();
+                self.truncated.fetch_add(1, Ordering::Relaxed);
+                continue;
             }
-            None => {
-                let start = ETH_ADDRS_LEN + VLAN_TAG_LEN;
-                buf.copy_within(start..start + (n - ETH_ADDRS_LEN), ETH_ADDRS_LEN);
-                Ok(Some(n))
-            }
+            let len = put_tag_back(raw.slot, raw.len, auxdata_tag(raw.hdr));
+            batch.keep(i, 0, len, NO_ADDR);
         }
+        Ok(batch.len())
+    }
+
+    /// [`recv_batch`](Self::recv_batch) from the ring: frames copied out
+    /// into the slots until the batch is full or the ring empty.
+    fn recv_batch_ring(&self, ring: &mut RxRing, batch: &mut RecvBatch) -> io::Result<usize> {
+        batch.begin();
+        let mut taken = 0;
+        for i in 0..batch.capacity() {
+            match self.ring_take(ring, batch.slot_mut(i)) {
+                Ok(Some(len)) => batch.keep(i, 0, len, NO_ADDR),
+                Ok(None) => {
+                    batch.count_truncated();
+                    self.truncated.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if taken == 0 => return Err(e),
+                Err(_) => break,
+            }
+            taken += 1;
+        }
+        if taken == 0 {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(batch.len())
+    }
+
+    /// The ring's next frame into `buf`, tag back in place, and the slot
+    /// handed back to the kernel. `Ok(None)`: the frame did not fit (in the
+    /// ring or in `buf`) and was dropped; `WouldBlock`: the ring is empty.
+    fn ring_take(&self, ring: &mut RxRing, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        if buf.len() < ETH_ADDRS_LEN + VLAN_TAG_LEN {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "PacketSocket::recv: buffer shorter than 16 bytes",
+            ));
+        }
+        let Some(frame) = ring.next() else {
+            return Err(io::ErrorKind::WouldBlock.into());
+        };
+        let got = if frame.status & libc::TP_STATUS_COPY != 0 {
+            // Too long for the ring: the whole frame waits in the receive
+            // queue, where the kernel put it before marking this slot.
+            match self.recv_one(buf) {
+                Ok(got) => got,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+                Err(e) => {
+                    ring.release();
+                    return Err(e);
+                }
+            }
+        } else if frame.data.len() < frame.len || frame.data.len() + VLAN_TAG_LEN > buf.len() {
+            None
+        } else {
+            let n = frame.data.len();
+            // The kernel's layout, as recvmsg would leave it: addresses,
+            // a tag-sized gap, the rest.
+            if n >= ETH_ADDRS_LEN {
+                buf[..ETH_ADDRS_LEN].copy_from_slice(&frame.data[..ETH_ADDRS_LEN]);
+                buf[ETH_ADDRS_LEN + VLAN_TAG_LEN..n + VLAN_TAG_LEN]
+                    .copy_from_slice(&frame.data[ETH_ADDRS_LEN..]);
+            } else {
+                buf[..n].copy_from_slice(frame.data);
+            }
+            Some(put_tag_back(buf, n, frame.tag))
+        };
+        ring.release();
+        Ok(got)
     }
 
     /// Sends one complete frame (addresses, optional 802.1Q tag, ethertype,
@@ -276,22 +396,209 @@ impl AsFd for PacketSocket {
     }
 }
 
+/// Puts a frame back together in `buf`: the kernel wrote its 12 bytes of
+/// addresses at the start and the other `n - 12` bytes 4 further on.
+/// With `tag`, the tag fills the gap (no copy); without, the rest moves
+/// down. Returns the frame's length.
+fn put_tag_back(buf: &mut [u8], n: usize, tag: Option<(u16, u16)>) -> usize {
+    if n < ETH_ADDRS_LEN {
+        // A runt: nothing after the addresses to tag or move.
+        return n;
+    }
+    match tag {
+        Some((tpid, tci)) => {
+            buf[ETH_ADDRS_LEN..ETH_ADDRS_LEN + 2].copy_from_slice(&tpid.to_be_bytes());
+            buf[ETH_ADDRS_LEN + 2..ETH_ADDRS_LEN + 4].copy_from_slice(&tci.to_be_bytes());
+            n + VLAN_TAG_LEN
+        }
+        None => {
+            let start = ETH_ADDRS_LEN + VLAN_TAG_LEN;
+            buf.copy_within(start..start + (n - ETH_ADDRS_LEN), ETH_ADDRS_LEN);
+            n
+        }
+    }
+}
+
 /// The 802.1Q tag (TPID, TCI) the kernel took out of the frame, if any,
 /// from the `PACKET_AUXDATA` control message.
 fn auxdata_tag(msg: &libc::msghdr) -> Option<(u16, u16)> {
-    // SAFETY: `msg` was filled by a successful recvmsg (our only caller).
+    // SAFETY: `msg` was filled by a successful recvmsg or recvmmsg (our
+    // only callers).
     let aux: libc::tpacket_auxdata =
         unsafe { super::cmsg::find(msg, libc::SOL_PACKET, libc::PACKET_AUXDATA) }?;
-    let valid = aux.tp_status & libc::TP_STATUS_VLAN_VALID != 0 || aux.tp_vlan_tci != 0;
+    vlan_tag(aux.tp_status, aux.tp_vlan_tci, aux.tp_vlan_tpid)
+}
+
+/// The 802.1Q tag (TPID, TCI) the kernel reports with a frame (auxdata or
+/// ring header: the same status bits and fields), if any.
+fn vlan_tag(status: u32, tci: u16, tpid: u16) -> Option<(u16, u16)> {
+    let valid = status & libc::TP_STATUS_VLAN_VALID != 0 || tci != 0;
     if !valid {
         return None;
     }
-    let tpid = if aux.tp_status & libc::TP_STATUS_VLAN_TPID_VALID != 0 && aux.tp_vlan_tpid != 0 {
-        aux.tp_vlan_tpid
+    let tpid = if status & libc::TP_STATUS_VLAN_TPID_VALID != 0 && tpid != 0 {
+        tpid
     } else {
         TPID_8021Q
     };
-    Some((tpid, aux.tp_vlan_tci))
+    Some((tpid, tci))
+}
+
+/// Bytes of one slot of the receive ring: any frame of a 1500-byte MTU
+/// link with its tag, after the ring's own header (longer ones take the
+/// ordinary path, see [`PacketSocket::bind_with_rx_ring`]).
+pub const RING_FRAME_LEN: usize = 2048;
+/// Slots in the receive ring (8 MiB in all).
+pub const RING_FRAMES: usize = 4096;
+/// Bytes of one block of the ring (the kernel allocates block by block).
+const RING_BLOCK_LEN: usize = 64 << 10;
+
+/// A `TPACKET_V2` receive ring mapped into this process.
+///
+/// ```text
+///  slot i at i × RING_FRAME_LEN:
+///  [ tpacket2_hdr: status len snaplen mac net ... vlan_tci vlan_tpid | ... | frame (snaplen B at mac) ]
+///  status: KERNEL (0) the kernel's to fill; USER set by the kernel once the
+///  frame is there (+ COPY: the frame is in the receive queue instead)
+/// ```
+///
+/// The kernel fills slots in order and marks each one for us; we read them
+/// in the same order and hand each back. Whoever holds the `&mut` is the
+/// only reader (the socket keeps it behind a mutex).
+#[derive(Debug)]
+struct RxRing {
+    base: std::ptr::NonNull<u8>,
+    len: usize,
+    head: usize,
+}
+
+// SAFETY: the mapping belongs to the RxRing alone and holds no
+// thread-bound state; moving it to another thread is sound.
+unsafe impl Send for RxRing {}
+
+/// One frame in the ring, as the kernel described it.
+struct RingFrame<'a> {
+    status: u32,
+    /// Its length on the wire (after the kernel took a tag out).
+    len: usize,
+    /// What the slot holds of it.
+    data: &'a [u8],
+    tag: Option<(u16, u16)>,
+}
+
+impl RxRing {
+    /// Asks for `TPACKET_V2`, a ring of [`RING_FRAMES`] slots, the
+    /// ordinary path for frames too long for a slot, and maps the ring.
+    fn map(fd: &OwnedFd) -> io::Result<RxRing> {
+        set_int(
+            fd,
+            libc::PACKET_VERSION,
+            libc::tpacket_versions::TPACKET_V2 as libc::c_int,
+        )?;
+        set_int(fd, libc::PACKET_COPY_THRESH, 1)?;
+        let req = libc::tpacket_req {
+            tp_block_size: RING_BLOCK_LEN as libc::c_uint,
+            tp_block_nr: (RING_FRAMES * RING_FRAME_LEN / RING_BLOCK_LEN) as libc::c_uint,
+            tp_frame_size: RING_FRAME_LEN as libc::c_uint,
+            tp_frame_nr: RING_FRAMES as libc::c_uint,
+        };
+        // SAFETY: `req` is a valid tpacket_req that outlives the call, and
+        // the length passed is its size.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_RX_RING,
+                (&raw const req).cast(),
+                mem::size_of::<libc::tpacket_req>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let len = RING_FRAMES * RING_FRAME_LEN;
+        // SAFETY: a fresh shared mapping of the ring the kernel just made
+        // for `fd`, of exactly its size; nothing else in this process
+        // refers to that memory.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let base = std::ptr::NonNull::new(base.cast()).ok_or_else(|| io::Error::other("mmap"))?;
+        Ok(RxRing { base, len, head: 0 })
+    }
+
+    /// The status word of slot `i`.
+    fn status(&self, i: usize) -> &AtomicU32 {
+        // SAFETY: slot `i` (< RING_FRAMES) lies inside the mapping, which
+        // lives as long as `self`; tp_status is the slot's first field, a
+        // u32 at a 16-byte aligned address, which the kernel also only
+        // reads and writes whole.
+        unsafe { AtomicU32::from_ptr(self.base.as_ptr().add(i * RING_FRAME_LEN).cast()) }
+    }
+
+    /// The frame in the head slot, if the kernel has handed it over.
+    fn next(&self) -> Option<RingFrame<'_>> {
+        // Acquire: the frame and its header were written before the
+        // status said so.
+        let status = self.status(self.head).load(Ordering::Acquire);
+        if status & libc::TP_STATUS_USER == 0 {
+            return None;
+        }
+        // SAFETY: the slot is ours until release() (status USER), lies in
+        // the mapping, and starts 16-byte aligned, enough for the header.
+        let slot = unsafe {
+            std::slice::from_raw_parts(
+                self.base.as_ptr().add(self.head * RING_FRAME_LEN),
+                RING_FRAME_LEN,
+            )
+        };
+        // SAFETY: the slot starts with a whole tpacket2_hdr (plain old
+        // data); read_unaligned asks nothing of the alignment.
+        let hdr: libc::tpacket2_hdr = unsafe { std::ptr::read_unaligned(slot.as_ptr().cast()) };
+        let start = usize::from(hdr.tp_mac);
+        let end = start
+            .saturating_add(hdr.tp_snaplen as usize)
+            .min(RING_FRAME_LEN);
+        Some(RingFrame {
+            status,
+            len: hdr.tp_len as usize,
+            data: slot.get(start..end).unwrap_or_default(),
+            tag: vlan_tag(hdr.tp_status, hdr.tp_vlan_tci, hdr.tp_vlan_tpid),
+        })
+    }
+
+    /// Hands the head slot back to the kernel and moves on.
+    fn release(&mut self) {
+        // Release: done with the frame before the kernel may refill it.
+        self.status(self.head)
+            .store(libc::TP_STATUS_KERNEL, Ordering::Release);
+        self.head = (self.head + 1) % RING_FRAMES;
+    }
+}
+
+impl Drop for RxRing {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in map(), of `len` bytes, unmapped once;
+        // no reference into it outlives `self`.
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
+    }
+}
+
+/// The ring behind its mutex (a panic elsewhere while holding it leaves
+/// nothing half-done that matters: at worst a slot read twice).
+fn lock(ring: &Mutex<RxRing>) -> std::sync::MutexGuard<'_, RxRing> {
+    ring.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The index of interface `ifname`, or a `NotFound` error that names it.

@@ -1,6 +1,7 @@
 //! Everything that owns a file descriptor: sockets, AF_PACKET, TAP.
 
 pub mod afpacket;
+pub mod batch;
 mod cmsg;
 pub mod raw;
 pub mod tap;

@@ -37,6 +37,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
+use super::batch::{Layout, RecvBatch};
+
 /// IP protocol number of L2TPv3 over IP (RFC 3931 §4.1.1).
 pub const IPPROTO_L2TP: u8 = 115;
 /// IP protocol number of GRE.
@@ -222,32 +224,7 @@ impl RawIpSocket {
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
-        let n = n as usize;
-        let ihl = usize::from(hdr[0] & 0x0f) * 4;
-        if n < IPV4_HDR_LEN || hdr[0] >> 4 != 4 || ihl < IPV4_HDR_LEN || n < ihl {
-            self.malformed.fetch_add(1, Ordering::Relaxed);
-            return Ok(None);
-        }
-        if n - IPV4_HDR_LEN > buf.len() {
-            self.truncated.fetch_add(1, Ordering::Relaxed);
-            return Ok(None);
-        }
-        let len = n - ihl;
-        if ihl > IPV4_HDR_LEN {
-            // IP options landed at the start of `buf`: move the payload down.
-            let opts = ihl - IPV4_HDR_LEN;
-            buf.copy_within(opts..opts + len, 0);
-        }
-        let Some(src) = sockaddr_ip(&name) else {
-            self.malformed.fetch_add(1, Ordering::Relaxed);
-            return Ok(None);
-        };
-        let dst = Ipv4Addr::new(hdr[16], hdr[17], hdr[18], hdr[19]);
-        Ok(Some(RawRecv {
-            len,
-            src,
-            dst: IpAddr::V4(dst),
-        }))
+        Ok(self.count(finish_v4(n as usize, &hdr, buf, &name)))
     }
 
     /// One IPv6 `recvmsg`: the payload straight into `buf`, the destination
@@ -276,18 +253,53 @@ impl RawIpSocket {
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
-        let n = n as usize;
-        if n > buf.len() {
-            self.truncated.fetch_add(1, Ordering::Relaxed);
-            return Ok(None);
-        }
-        let Some(src) = sockaddr_ip(&name) else {
-            self.malformed.fetch_add(1, Ordering::Relaxed);
-            return Ok(None);
+        Ok(self.count(finish_v6(self.local, n as usize, buf.len(), &name, &msg)))
+    }
+
+    /// Counts a datagram dropped on receive; passes a kept one on.
+    fn count(&self, got: Result<RawRecv, Dropped>) -> Option<RawRecv> {
+        match got {
+            Ok(r) => return Some(r),
+            Err(Dropped::Truncated) => self.truncated.fetch_add(1, Ordering::Relaxed),
+            Err(Dropped::Malformed) => self.malformed.fetch_add(1, Ordering::Relaxed),
         };
-        // Without PKTINFO (never seen) the bound address is the best answer.
-        let dst = pktinfo6_dst(&msg).map_or(self.local, IpAddr::V6);
-        Ok(Some(RawRecv { len: n, src, dst }))
+        None
+    }
+
+    /// Receives up to a batch of datagrams with one `recvmmsg(2)`: each
+    /// one's IP payload (as [`recv_from`](Self::recv_from) gives it) and its
+    /// source, IPv4-mapped addresses made plain and port 0, in `batch`
+    /// (the destination is not reported). Returns how many were kept.
+    ///
+    /// [`io::ErrorKind::WouldBlock`] when nothing is queued. A datagram
+    /// whose payload does not fit a slot, or that the kernel handed
+    /// malformed, is dropped and counted both here
+    /// ([`truncated`](Self::truncated), [`malformed`](Self::malformed)) and
+    /// in the batch; size the slots with [`RECV_BUF_LEN`] to never lose one.
+    pub fn recv_batch(&self, batch: &mut RecvBatch) -> io::Result<usize> {
+        let v4 = self.local.is_ipv4();
+        let layout = if v4 { Layout::Head } else { Layout::Whole };
+        // MSG_TRUNC: each message's length is the whole datagram's.
+        let n = batch.receive(self.socket.as_raw_fd(), layout, true, !v4, libc::MSG_TRUNC)?;
+        for i in 0..n {
+            let raw = batch.raw(i);
+            let got = if v4 {
+                finish_v4(raw.len, raw.head, raw.slot, raw.name)
+            } else {
+                finish_v6(self.local, raw.len, raw.slot.len(), raw.name, raw.hdr)
+            };
+            match got {
+                Ok(r) => batch.keep(i, 0, r.len, SocketAddr::new(r.src.to_canonical(), 0)),
+                Err(d) => {
+                    match d {
+                        Dropped::Truncated => batch.count_truncated(),
+                        Dropped::Malformed => batch.count_malformed(),
+                    }
+                    let _ = self.count(Err(d));
+                }
+            }
+        }
+        Ok(batch.len())
     }
 
     /// Sends `payload` (an L2TPv3 or GRE packet) as one IP datagram of this
@@ -435,24 +447,92 @@ fn set_buffers(socket: &Socket) -> io::Result<()> {
     Ok(())
 }
 
+/// Why a received datagram was dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Dropped {
+    /// Its payload did not fit the buffer.
+    Truncated,
+    /// The kernel handed something unparseable (never expected).
+    Malformed,
+}
+
+/// Makes sense of one IPv4 datagram of `n` bytes (the whole datagram's
+/// length: received with `MSG_TRUNC`) whose first 20 bytes landed in `hdr`
+/// and the rest at the start of `buf`: moves the payload to the start of
+/// `buf` past any IP options.
+fn finish_v4(
+    n: usize,
+    hdr: &[u8; IPV4_HDR_LEN],
+    buf: &mut [u8],
+    name: &libc::sockaddr_storage,
+) -> Result<RawRecv, Dropped> {
+    let ihl = usize::from(hdr[0] & 0x0f) * 4;
+    if n < IPV4_HDR_LEN || hdr[0] >> 4 != 4 || ihl < IPV4_HDR_LEN || n < ihl {
+        return Err(Dropped::Malformed);
+    }
+    if n - IPV4_HDR_LEN > buf.len() {
+        return Err(Dropped::Truncated);
+    }
+    let len = n - ihl;
+    if ihl > IPV4_HDR_LEN {
+        // IP options landed at the start of `buf`: move the payload down.
+        let opts = ihl - IPV4_HDR_LEN;
+        buf.copy_within(opts..opts + len, 0);
+    }
+    let src = sockaddr_ip(name).ok_or(Dropped::Malformed)?;
+    let dst = Ipv4Addr::new(hdr[16], hdr[17], hdr[18], hdr[19]);
+    Ok(RawRecv {
+        len,
+        src,
+        dst: IpAddr::V4(dst),
+    })
+}
+
+/// Makes sense of one IPv6 payload of `n` bytes (the whole payload's
+/// length) received into a buffer of `buf_len` bytes with `msg`.
+fn finish_v6(
+    local: IpAddr,
+    n: usize,
+    buf_len: usize,
+    name: &libc::sockaddr_storage,
+    msg: &libc::msghdr,
+) -> Result<RawRecv, Dropped> {
+    if n > buf_len {
+        return Err(Dropped::Truncated);
+    }
+    let src = sockaddr_ip(name).ok_or(Dropped::Malformed)?;
+    // Without PKTINFO (never seen) the bound address is the best answer.
+    let dst = pktinfo6_dst(msg).map_or(local, IpAddr::V6);
+    Ok(RawRecv { len: n, src, dst })
+}
+
 /// The address in a `sockaddr_in` / `sockaddr_in6` filled by the kernel.
 fn sockaddr_ip(name: &libc::sockaddr_storage) -> Option<IpAddr> {
+    sockaddr_socket(name).map(|a| a.ip())
+}
+
+/// The address and port in a `sockaddr_in` / `sockaddr_in6` filled by the
+/// kernel (the port is 0 for a raw IP socket's).
+pub(crate) fn sockaddr_socket(name: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match libc::c_int::from(name.ss_family) {
         libc::AF_INET => {
             // SAFETY: the family says the storage holds a sockaddr_in, and
             // sockaddr_storage is large and aligned enough for one.
             let sin: &libc::sockaddr_in =
                 unsafe { &*(name as *const libc::sockaddr_storage).cast() };
-            Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(
-                sin.sin_addr.s_addr,
-            ))))
+            let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+            Some(SocketAddr::new(IpAddr::V4(ip), u16::from_be(sin.sin_port)))
         }
         libc::AF_INET6 => {
             // SAFETY: the family says the storage holds a sockaddr_in6, and
             // sockaddr_storage is large and aligned enough for one.
             let sin6: &libc::sockaddr_in6 =
                 unsafe { &*(name as *const libc::sockaddr_storage).cast() };
-            Some(IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)))
+            let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            Some(SocketAddr::new(
+                IpAddr::V6(ip),
+                u16::from_be(sin6.sin6_port),
+            ))
         }
         _ => None,
     }
@@ -460,7 +540,8 @@ fn sockaddr_ip(name: &libc::sockaddr_storage) -> Option<IpAddr> {
 
 /// The destination address from an `IPV6_PKTINFO` control message, if any.
 fn pktinfo6_dst(msg: &libc::msghdr) -> Option<Ipv6Addr> {
-    // SAFETY: `msg` was filled by a successful recvmsg (our only caller).
+    // SAFETY: `msg` was filled by a successful recvmsg or recvmmsg (our
+    // only callers).
     let info: libc::in6_pktinfo =
         unsafe { super::cmsg::find(msg, libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) }?;
     Some(Ipv6Addr::from(info.ipi6_addr.s6_addr))

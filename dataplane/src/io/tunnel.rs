@@ -5,7 +5,7 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 
 use socket2::SockAddr;
 
@@ -13,7 +13,8 @@ use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::net::UdpSocket;
 
-use super::raw::{RawIpSocket, udp_socket};
+use super::batch::{Layout, RecvBatch};
+use super::raw::{RawIpSocket, sockaddr_socket, udp_socket};
 
 /// Most packets one [`TunnelSocket::try_send_batch`] call sends.
 pub const SEND_BATCH: usize = 64;
@@ -62,6 +63,21 @@ impl TunnelSocket {
             TunnelSocket::Raw(r) => r
                 .try_io(Interest::READABLE, |s| s.recv_from(buf))
                 .map(|rx| (rx.len, SocketAddr::new(rx.src.to_canonical(), 0))),
+        }
+    }
+
+    /// Up to a batch of packets with one `recvmmsg(2)`, into `batch`: each
+    /// one as [`TunnelSocket::try_recv`] gives it (IPv4-mapped addresses
+    /// made plain; port 0 over raw IP). Returns how many it kept;
+    /// `WouldBlock` (and the socket's readiness cleared) when none was
+    /// queued. A packet longer than a slot is dropped and counted in
+    /// [`RecvBatch::truncated`].
+    pub fn try_recv_batch(&self, batch: &mut RecvBatch) -> io::Result<usize> {
+        match self {
+            TunnelSocket::Udp(u) => {
+                u.try_io(Interest::READABLE, || recv_udp_batch(u.as_raw_fd(), batch))
+            }
+            TunnelSocket::Raw(r) => r.try_io(Interest::READABLE, |s| s.recv_batch(batch)),
         }
     }
 
@@ -131,6 +147,24 @@ impl TunnelSocket {
     }
 }
 
+/// One `recvmmsg(2)` on the UDP socket `fd` into `batch`.
+fn recv_udp_batch(fd: RawFd, batch: &mut RecvBatch) -> io::Result<usize> {
+    let n = batch.receive(fd, Layout::Whole, true, false, 0)?;
+    for i in 0..n {
+        let raw = batch.raw(i);
+        if raw.hdr.msg_flags & libc::MSG_TRUNC != 0 {
+            batch.count_truncated();
+            continue;
+        }
+        let len = raw.len;
+        match sockaddr_socket(raw.name) {
+            Some(a) => batch.keep(i, 0, len, SocketAddr::new(a.ip().to_canonical(), a.port())),
+            None => batch.count_malformed(),
+        }
+    }
+    Ok(batch.len())
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -153,6 +187,76 @@ mod tests {
         for p in payloads[..3].iter().chain(&payloads[..SEND_BATCH]) {
             let n = rx.recv(&mut buf).unwrap();
             assert_eq!(&buf[..n], p.as_slice());
+        }
+    }
+
+    /// Waits for `sock` to be readable, then one batch.
+    async fn recv_batch(sock: &TunnelSocket, batch: &mut RecvBatch) -> io::Result<usize> {
+        tokio::time::timeout(Duration::from_secs(2), sock.readable())
+            .await
+            .expect("readable within 2 s")?;
+        sock.try_recv_batch(batch)
+    }
+
+    #[tokio::test]
+    async fn a_receive_batch_takes_many_datagrams_in_order_and_drops_the_oversize() {
+        for local in ["127.0.0.1:0", "[::1]:0"] {
+            let rx = TunnelSocket::udp(local.parse().unwrap(), false).unwrap();
+            let TunnelSocket::Udp(u) = &rx else {
+                unreachable!()
+            };
+            let dst = u.local_addr().unwrap();
+            let tx_a = std::net::UdpSocket::bind(local).unwrap();
+            let tx_b = std::net::UdpSocket::bind(local).unwrap();
+            // Ten datagrams from two senders; the sixth is longer than a
+            // slot.
+            let mut sent = Vec::new();
+            for i in 0..10u8 {
+                let len = if i == 5 {
+                    300
+                } else {
+                    20 + usize::from(i) * 10
+                };
+                let tx = if i % 2 == 0 { &tx_a } else { &tx_b };
+                let p = vec![i; len];
+                assert_eq!(tx.send_to(&p, dst).unwrap(), len);
+                if i != 5 {
+                    sent.push((p, tx.local_addr().unwrap()));
+                }
+            }
+            // Loopback delivers before send returns; the pause is margin.
+            std::thread::sleep(Duration::from_millis(50));
+            let mut batch = RecvBatch::new(4, 256);
+            assert_eq!(batch.capacity(), 4);
+            let mut got = Vec::new();
+            let (mut calls, mut truncated) = (Vec::new(), 0);
+            loop {
+                match recv_batch(&rx, &mut batch).await {
+                    Ok(n) => {
+                        assert_eq!(n, batch.len());
+                        calls.push(n);
+                        truncated += batch.truncated();
+                        got.extend(batch.iter().map(|(p, a)| (p.to_vec(), a)));
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("{local}: {e}"),
+                }
+            }
+            assert_eq!(
+                got, sent,
+                "{local}: every datagram once, in order, with its source"
+            );
+            // 4 + (4 with one dropped) + 2; then the readiness was cleared.
+            assert_eq!(calls, [4, 3, 2], "{local}");
+            assert_eq!(truncated, 1, "{local}");
+            assert_eq!(batch.malformed(), 0);
+            assert!(batch.is_empty());
+            assert!(
+                tokio::time::timeout(Duration::from_millis(50), rx.readable())
+                    .await
+                    .is_err(),
+                "{local}: still readable after WouldBlock"
+            );
         }
     }
 }
