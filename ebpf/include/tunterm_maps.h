@@ -125,7 +125,7 @@ struct tt_gre_peer {
 	/* VLAN of untagged frames when TT_SESSION_UNTAGGED is set. */
 	__u16 default_vlan;
 	__u16 _pad0;
-	/* bpf_ktime_get_ns() of the last data packet forwarded (at most once a
+	/* bpf_ktime_get_coarse_ns() of the last data packet forwarded (at most once a
 	 * second): the slow path's peer timeout must count it as heard. */
 	__u64 last_seen_ns;
 	/* VLANs a tagged inner frame may carry. */
@@ -202,7 +202,8 @@ struct tt_fdb_entry {
 	__u32 port;
 	/* TT_FDB_* */
 	__u32 flags;
-	/* bpf_ktime_get_ns() (CLOCK_MONOTONIC) when last seen as a source. */
+	/* bpf_ktime_get_coarse_ns() (CLOCK_MONOTONIC, coarse) when last seen as a
+	 * source. */
 	__u64 last_seen_ns;
 };
 

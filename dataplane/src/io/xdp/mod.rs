@@ -374,8 +374,8 @@ fn mtu_of(iface: &str) -> Option<u32> {
         .ok()
 }
 
-/// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns` and of
-/// `Instant`.
+/// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_coarse_ns`
+/// (which lags it by at most a tick) and of `Instant`.
 fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
