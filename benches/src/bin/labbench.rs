@@ -34,6 +34,10 @@ struct Cli {
     /// 4 tunterm userspace).
     #[arg(long, value_delimiter = ',', default_value = "1,2,3,4")]
     cases: Vec<u8>,
+    /// Run every case this many times, in turn, and report each rate as
+    /// the median of its rounds (for a noisy machine).
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
     /// Directory holding tunterm and tunterm-apsim (default: beside this
     /// program).
     #[arg(long)]
@@ -84,6 +88,7 @@ fn main() -> anyhow::Result<()> {
             .iter()
             .map(|&n| Case::from_number(n).with_context(|| format!("--cases: no case {n}")))
             .collect::<anyhow::Result<_>>()?,
+        rounds: cli.rounds,
     };
     let report = labbench::run(opts)?;
     print!("{}", report.table());

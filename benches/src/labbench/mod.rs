@@ -69,6 +69,10 @@ pub struct Options {
     pub work_dir: PathBuf,
     /// The cases to run (the others get rows saying they were skipped).
     pub cases: Vec<Case>,
+    /// How many times every case is run, in turn (1, 2, 3, 4, 1, 2, …):
+    /// each row is the median of its rounds, so one disturbed window (a
+    /// noisy neighbour on a VM) does not make the table.
+    pub rounds: usize,
 }
 
 /// The four cases, in the order they run.
@@ -148,7 +152,11 @@ pub struct Row {
     /// Client frame length, bytes.
     pub frame_len: usize,
     /// Frames per second counted at the receiver; None when not measured.
+    /// With several rounds, the median of the rounds that have a number.
     pub pps: Option<f64>,
+    /// Every round's frames per second, in order (None: that round has no
+    /// number).
+    pub pps_rounds: Vec<Option<f64>>,
     /// Frames per second the generator put on its link (sent + dropped
     /// on transmit), over the same window.
     pub offered_pps: Option<f64>,
@@ -189,6 +197,8 @@ pub struct Report {
     /// Per case with an edge that learns: MACs it had learned when the
     /// measurement started.
     pub macs_learned: Vec<(Case, usize)>,
+    /// Rounds each row is the median of.
+    pub rounds: usize,
     /// Window, seconds.
     pub window_s: f64,
     /// Warm-up, seconds.
@@ -524,11 +534,13 @@ impl Bed {
                 } else {
                     (m.received == 0).then(|| "nothing arrived".to_owned())
                 };
+                let pps = (!m.generator_stopped).then_some(m.pps);
                 rows.push(Row {
                     case,
                     direction: dir,
                     frame_len: len,
-                    pps: (!m.generator_stopped).then_some(m.pps),
+                    pps,
+                    pps_rounds: vec![pps],
                     offered_pps: Some(m.offered_pps),
                     received: Some(m.received),
                     note,
@@ -894,6 +906,7 @@ pub fn run(opts: Options) -> anyhow::Result<Report> {
         "at most 40,000 sessions (UDP ports)"
     );
     anyhow::ensure!(opts.macs >= opts.sessions, "at least one MAC per session");
+    anyhow::ensure!((1..=20).contains(&opts.rounds), "from 1 to 20 rounds");
     let tunterm = opts.bin_dir.join("tunterm");
     for bin in [&tunterm, &opts.bin_dir.join("tunterm-apsim")] {
         anyhow::ensure!(
@@ -912,33 +925,44 @@ pub fn run(opts: Options) -> anyhow::Result<Report> {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .unwrap_or_default();
     let bed = Bed::new(opts.clone())?;
-    let mut rows = Vec::new();
+    let mut rounds = Vec::new();
     let mut learned = Vec::new();
-    for case in Case::ALL {
-        let before = rows.len();
-        if !opts.cases.contains(&case) {
-            not_measured(&opts, case, "skipped (--cases)", &mut rows);
-            continue;
+    for round in 1..=opts.rounds {
+        if opts.rounds > 1 {
+            eprintln!("labbench: round {round} of {}", opts.rounds);
         }
-        let result = match case {
-            Case::Raw => bed.case_raw(&mut rows),
-            Case::Vxlan => bed.case_vxlan(&mut rows, &mut learned),
-            Case::TuntermXdp if !fast_path => {
-                not_measured(&opts, case, "n/a (no fast path in this build)", &mut rows);
-                Ok(())
+        let mut rows = Vec::new();
+        learned.clear();
+        for case in Case::ALL {
+            let before = rows.len();
+            if !opts.cases.contains(&case) {
+                not_measured(&opts, case, "skipped (--cases)", &mut rows);
+                continue;
             }
-            Case::TuntermXdp => bed.case_tunterm(case, Some("xdp-native"), &mut rows, &mut learned),
-            Case::TuntermUserspace => {
-                let mode = fast_path.then_some("off");
-                bed.case_tunterm(case, mode, &mut rows, &mut learned)
+            let result = match case {
+                Case::Raw => bed.case_raw(&mut rows),
+                Case::Vxlan => bed.case_vxlan(&mut rows, &mut learned),
+                Case::TuntermXdp if !fast_path => {
+                    not_measured(&opts, case, "n/a (no fast path in this build)", &mut rows);
+                    Ok(())
+                }
+                Case::TuntermXdp => {
+                    bed.case_tunterm(case, Some("xdp-native"), &mut rows, &mut learned)
+                }
+                Case::TuntermUserspace => {
+                    let mode = fast_path.then_some("off");
+                    bed.case_tunterm(case, mode, &mut rows, &mut learned)
+                }
+            };
+            if let Err(e) = result {
+                eprintln!("labbench: case {} failed: {e:#}", case.number());
+                rows.truncate(before);
+                not_measured(&opts, case, &format!("failed: {e:#}"), &mut rows);
             }
-        };
-        if let Err(e) = result {
-            eprintln!("labbench: case {} failed: {e:#}", case.number());
-            rows.truncate(before);
-            not_measured(&opts, case, &format!("failed: {e:#}"), &mut rows);
         }
+        rounds.push(rows);
     }
+    let rows = merge_rounds(rounds);
     let ratios = ratios(&opts, &rows);
     Ok(Report {
         started_unix,
@@ -947,6 +971,7 @@ pub fn run(opts: Options) -> anyhow::Result<Report> {
         sessions: opts.sessions,
         macs: opts.macs,
         macs_learned: learned,
+        rounds: opts.rounds,
         window_s: opts.window.as_secs_f64(),
         warmup_s: opts.warmup.as_secs_f64(),
         generator_cpu: trafgen::GEN_CPU,
@@ -954,6 +979,93 @@ pub fn run(opts: Options) -> anyhow::Result<Report> {
         rows,
         ratios,
     })
+}
+
+/// The median of some numbers (the mean of the middle two for an even
+/// count); None for none.
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+/// One row per case × direction × frame length from every round's rows
+/// (all rounds have the same rows in the same order): rates are the
+/// medians of the rounds that have one, `received` the sum, the note the
+/// first round's that has one, marked with its round.
+fn merge_rounds(rounds: Vec<Vec<Row>>) -> Vec<Row> {
+    let n = rounds.len();
+    let mut iter = rounds.into_iter();
+    let Some(first) = iter.next() else {
+        return Vec::new();
+    };
+    let mut merged: Vec<(Row, Vec<Option<f64>>)> = first
+        .into_iter()
+        .map(|r| {
+            let offered = vec![r.offered_pps];
+            (r, offered)
+        })
+        .collect();
+    for (i, rows) in iter.enumerate() {
+        for (m, r) in merged.iter_mut().zip(rows) {
+            debug_assert!(m.0.case == r.case && m.0.direction == r.direction);
+            m.0.pps_rounds.extend(r.pps_rounds);
+            m.1.push(r.offered_pps);
+            m.0.received = match (m.0.received, r.received) {
+                (Some(a), Some(b)) => Some(a + b),
+                (a, b) => a.or(b),
+            };
+            if m.0.note.is_none()
+                && let Some(note) = r.note
+            {
+                m.0.note = Some(format!("round {}: {note}", i + 2));
+            }
+        }
+    }
+    merged
+        .into_iter()
+        .map(|(mut row, offered)| {
+            if n > 1 {
+                if let Some(note) = row.note.take() {
+                    let note = if note.starts_with("round ") {
+                        note
+                    } else {
+                        format!("round 1: {note}")
+                    };
+                    row.note = Some(note);
+                }
+                // A case skipped or without a fast path says so once.
+                if row.pps_rounds.iter().all(Option::is_none)
+                    && let Some(note) = &row.note
+                {
+                    row.note = Some(note.trim_start_matches("round 1: ").to_owned());
+                }
+            }
+            row.pps = median(row.pps_rounds.iter().flatten().copied().collect());
+            row.offered_pps = median(offered.into_iter().flatten().collect());
+            row
+        })
+        .collect()
+}
+
+/// How far apart a row's rounds are: (max − min) / median, when at least
+/// two rounds have a number.
+fn spread(row: &Row) -> Option<f64> {
+    let v: Vec<f64> = row.pps_rounds.iter().flatten().copied().collect();
+    let med = row.pps?;
+    if v.len() < 2 || med <= 0.0 {
+        return None;
+    }
+    let max = v.iter().copied().fold(f64::MIN, f64::max);
+    let min = v.iter().copied().fold(f64::MAX, f64::min);
+    Some((max - min) / med)
 }
 
 fn not_measured(opts: &Options, case: Case, why: &str, rows: &mut Vec<Row>) {
@@ -964,6 +1076,7 @@ fn not_measured(opts: &Options, case: Case, why: &str, rows: &mut Vec<Row>) {
                 direction: dir,
                 frame_len: len,
                 pps: None,
+                pps_rounds: vec![None],
                 offered_pps: None,
                 received: None,
                 note: Some(why.to_owned()),
@@ -1049,9 +1162,20 @@ impl Report {
             v.dedup();
             v
         };
+        let multi = self.rounds > 1;
+        if multi {
+            let _ = writeln!(
+                out,
+                "each rate: the median of {} rounds (cases in turn); spread: (max − min) / median",
+                self.rounds
+            );
+        }
         let _ = write!(out, "\n{:<38} {:<18}", "case", "direction");
         for l in &lens {
             let _ = write!(out, " {:>14}", format!("{l} B pps"));
+            if multi {
+                let _ = write!(out, " {:>7}", "spread");
+            }
         }
         out.push('\n');
         let mut notes: Vec<String> = Vec::new();
@@ -1070,7 +1194,15 @@ impl Report {
                         .iter()
                         .find(|r| r.case == case && r.direction == dir && r.frame_len == l);
                     let cell = match row {
-                        Some(Row { pps: Some(p), .. }) => thousands(*p),
+                        Some(Row {
+                            pps: Some(p), note, ..
+                        }) => {
+                            // Some round had no number (it says which).
+                            if let Some(n) = note {
+                                line_note = Some(n.clone());
+                            }
+                            thousands(*p)
+                        }
                         Some(Row { note: Some(n), .. }) => {
                             line_note = Some(n.clone());
                             "n/a".into()
@@ -1078,6 +1210,12 @@ impl Report {
                         _ => "-".into(),
                     };
                     let _ = write!(out, " {cell:>14}");
+                    if multi {
+                        let sp = row
+                            .and_then(spread)
+                            .map_or(String::new(), |v| format!("{:.0}%", v * 100.0));
+                        let _ = write!(out, " {sp:>7}");
+                    }
                 }
                 if let Some(n) = line_note {
                     let _ = write!(out, "  {n}");
@@ -1128,6 +1266,60 @@ mod tests {
         assert!(is_labbench_ns(&format!("{p}gen")), "{p}");
         assert!(!is_labbench_ns("tt12absmoke-a"));
         assert!(!is_labbench_ns("ttzzzzlabbench-gen"));
+    }
+
+    fn row(case: Case, pps: Option<f64>, note: Option<&str>) -> Row {
+        Row {
+            case,
+            direction: Direction::ApToTrunk,
+            frame_len: 64,
+            pps,
+            pps_rounds: vec![pps],
+            offered_pps: pps.map(|p| p + 1.0),
+            received: pps.map(|p| p as u64),
+            note: note.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn rounds_merge_into_medians() {
+        assert_eq!(median(vec![]), None);
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), Some(2.5));
+        let rounds = vec![
+            vec![
+                row(Case::Raw, Some(400.0), None),
+                row(Case::TuntermXdp, Some(100.0), None),
+                row(Case::Vxlan, None, Some("skipped (--cases)")),
+            ],
+            vec![
+                row(Case::Raw, Some(500.0), None),
+                row(Case::TuntermXdp, None, Some("trafgen stopped")),
+                row(Case::Vxlan, None, Some("skipped (--cases)")),
+            ],
+            vec![
+                row(Case::Raw, Some(450.0), None),
+                row(Case::TuntermXdp, Some(300.0), None),
+                row(Case::Vxlan, None, Some("skipped (--cases)")),
+            ],
+        ];
+        let rows = merge_rounds(rounds);
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[0].pps, Some(450.0));
+        assert_eq!(
+            rows[0].pps_rounds,
+            vec![Some(400.0), Some(500.0), Some(450.0)]
+        );
+        assert_eq!(rows[0].received, Some(1350));
+        assert_eq!(rows[0].note, None);
+        assert!((spread(&rows[0]).unwrap() - 100.0 / 450.0).abs() < 1e-9);
+        // A round without a number: the median of the others, and a note
+        // naming the round.
+        assert_eq!(rows[1].pps, Some(200.0));
+        assert_eq!(rows[1].note.as_deref(), Some("round 2: trafgen stopped"));
+        assert_eq!(rows[2].pps, None);
+        assert_eq!(rows[2].note.as_deref(), Some("skipped (--cases)"));
+        assert_eq!(spread(&rows[2]), None);
     }
 
     #[test]
