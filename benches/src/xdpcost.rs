@@ -1,0 +1,395 @@
+//! `xdpcost`: what tunterm's XDP programs cost per frame, without the
+//! veths around them.
+//!
+//! labbench measures whole paths (generator, veth, program, redirect,
+//! receiver); the difference between case 3 and case 1 there is the
+//! program's own work, hidden in the noise of everything else. Here each
+//! program runs through `BPF_PROG_TEST_RUN` on the very frames labbench
+//! sends (`labbench::packets`), with the maps filled the way the daemon
+//! fills them for the same table (sessions, their templates, the FDB), and
+//! the kernel's own per-run timer gives the nanoseconds. The baseline is
+//! labbench's case 1 program, `bench_redirect`, timed the same way in the
+//! same passes, so `extra_ns` is what tunterm's program costs on top of
+//! the raw redirect.
+//!
+//! Every frame runs once per call (a repeat would run the program again on
+//! the frame it already rewrote), one call after the other over the whole
+//! table in labbench's order (consecutive frames belong to different
+//! sessions), so a large table costs its cache misses as it does on the
+//! wire. Each frame must come out as `XDP_REDIRECT` with the expected
+//! size: a frame that takes another way fails the run instead of being
+//! timed.
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddrV4};
+use std::time::Duration;
+
+use anyhow::{Context, bail, ensure};
+use aya::Ebpf;
+use aya::programs::{TestRun as _, TestRunOptions, Xdp};
+use serde::Serialize;
+use tunterm_ebpf::bench::BENCH_REDIRECT_OBJ;
+use tunterm_ebpf::maps::{
+    SessionSpec, TemplateSpec, TunnelHeader, tt_fdb_entry, tt_fdb_key, tt_session, tt_template,
+    tt_trunk,
+};
+use tunterm_ebpf::{FastPath, Program};
+
+use crate::labbench::packets::{self, ApLink, Client, SessionKey};
+
+/// The trunk's ifindex in the maps (nothing is sent: a test run only
+/// reports the redirect).
+const TRUNK_IFINDEX: u32 = 7;
+/// The AP-facing ifindex in the templates.
+const AP_IFINDEX: u32 = 9;
+/// Session ids start here (the daemon's are random; any will do).
+const SID_BASE: u32 = 0x1000_0000;
+/// The APs' first UDP port (one AP per session, as in labbench).
+const AP_PORT_BASE: u16 = 20_000;
+/// L2TPv3/UDP/IPv4 header with a 4-byte cookie: what a template adds.
+const ENCAP_LEN: usize = 14 + 20 + 8 + 8 + 4;
+
+/// What to measure.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Client frame length, bytes.
+    pub frame_len: usize,
+    /// Table sizes: (sessions, client MACs).
+    pub tables: Vec<(usize, usize)>,
+    /// Passes over each table; each figure is the median of its passes.
+    pub passes: usize,
+}
+
+/// One program on one table.
+#[derive(Clone, Debug, Serialize)]
+pub struct Row {
+    /// `bench_redirect`, `xdp_ap_rx` or `xdp_trunk_rx`.
+    pub program: &'static str,
+    /// What it does.
+    pub what: &'static str,
+    /// Sessions in the maps.
+    pub sessions: usize,
+    /// Client MACs in the FDB (plus the trunk host).
+    pub macs: usize,
+    /// Median over the passes of the mean nanoseconds per frame.
+    pub ns: f64,
+    /// Every pass's mean.
+    pub ns_passes: Vec<f64>,
+    /// `ns` minus the baseline's on the same table (None for the
+    /// baseline).
+    pub extra_ns: Option<f64>,
+}
+
+/// The whole run.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// Client frame length, bytes.
+    pub frame_len: usize,
+    /// Passes per figure.
+    pub passes: usize,
+    /// Every program on every table.
+    pub rows: Vec<Row>,
+}
+
+fn cookie(i: usize) -> Vec<u8> {
+    // Distinct per session, never all zero.
+    ((i as u32) ^ 0x5a5a_0001).to_be_bytes().to_vec()
+}
+
+fn link() -> ApLink {
+    ApLink {
+        edge_mac: [0x02, 0xed, 0, 0, 0, 1],
+        ap_mac: [0x02, 0xa9, 0, 0, 0, 1],
+    }
+}
+
+/// The frames of one table, in labbench's order: (decap, encap) per
+/// client.
+struct Table {
+    sessions: usize,
+    macs: usize,
+    decap: Vec<Vec<u8>>,
+    encap: Vec<Vec<u8>>,
+}
+
+impl Table {
+    fn new(sessions: usize, macs: usize, frame_len: usize) -> Table {
+        let clients: Vec<Client> = (0..macs)
+            .map(|m| Client {
+                mac: packets::apsim_client_mac((m % sessions) as u64, (m / sessions) as u32),
+                session: m % sessions,
+            })
+            .collect();
+        let order = packets::interleave(&clients, sessions);
+        let link = link();
+        let decap = order
+            .iter()
+            .map(|c| {
+                let key = SessionKey {
+                    ap_port: AP_PORT_BASE + c.session as u16,
+                    edge_sid: SID_BASE + c.session as u32,
+                    cookie: cookie(c.session),
+                };
+                packets::l2tp_data(&link, &key, &packets::uplink_frame(frame_len, &c.mac))
+            })
+            .collect();
+        let encap = order
+            .iter()
+            .map(|c| packets::downlink_frame(frame_len, &c.mac, true))
+            .collect();
+        Table {
+            sessions,
+            macs,
+            decap,
+            encap,
+        }
+    }
+
+    /// Fills the fast path's maps as the daemon would for this table:
+    /// trunk tagged on VLAN 10, each session untagged on VLAN 10 with its
+    /// template, every client behind its session, the trunk host on the
+    /// trunk.
+    fn install(&self, fp: &mut FastPath) -> anyhow::Result<()> {
+        fp.set_trunk(&tt_trunk::new(None, [packets::CLIENT_VLAN])?)?;
+        let link = link();
+        {
+            let mut sessions = fp.sessions()?;
+            for i in 0..self.sessions {
+                let c = cookie(i);
+                let s = tt_session::new(
+                    &SessionSpec {
+                        peer: SocketAddrV4::new(packets::AP_IP, AP_PORT_BASE + i as u16),
+                        cookie: &c,
+                        sublayer: false,
+                        port: SID_BASE + i as u32,
+                        untagged_vlan: Some(packets::CLIENT_VLAN),
+                        trunk_ifindex: TRUNK_IFINDEX,
+                    },
+                    [],
+                )?;
+                sessions.insert(SID_BASE + i as u32, s, 0)?;
+            }
+        }
+        {
+            let mut templates = fp.templates()?;
+            for i in 0..self.sessions {
+                let c = cookie(i);
+                let t = tt_template::new(&TemplateSpec {
+                    ifindex: AP_IFINDEX,
+                    src_mac: link.edge_mac,
+                    dst_mac: link.ap_mac,
+                    local: IpAddr::V4(packets::EDGE_IP),
+                    peer: IpAddr::V4(packets::AP_IP),
+                    ttl: 64,
+                    dont_fragment: false,
+                    mtu: 1500,
+                    header: TunnelHeader::L2tpUdp {
+                        local_port: packets::L2TP_PORT,
+                        peer_port: AP_PORT_BASE + i as u16,
+                        session_id: 0x2000_0000 + i as u32,
+                        cookie: &c,
+                        sublayer: false,
+                    },
+                })?;
+                templates.insert(SID_BASE + i as u32, t, 0)?;
+            }
+        }
+        let mut fdb = fp.fdb()?;
+        fdb.insert(
+            tt_fdb_key::new(packets::CLIENT_VLAN, packets::TRUNK_HOST_MAC),
+            tt_fdb_entry::new(0, false),
+            0,
+        )?;
+        for m in 0..self.macs {
+            let s = m % self.sessions;
+            let mac = packets::apsim_client_mac(s as u64, (m / self.sessions) as u32);
+            fdb.insert(
+                tt_fdb_key::new(packets::CLIENT_VLAN, mac),
+                tt_fdb_entry::new(SID_BASE + s as u32, true),
+                0,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// One timed run of `prog` on `frame`: (return value, output length,
+/// nanoseconds).
+fn run_once(prog: &Xdp, frame: &[u8], out: &mut [u8]) -> anyhow::Result<(u32, usize, Duration)> {
+    let r = prog.test_run(TestRunOptions {
+        data_in: Some(frame),
+        data_out: Some(out),
+        ..TestRunOptions::default()
+    })?;
+    Ok((r.return_value, r.data_size_out as usize, r.duration))
+}
+
+const XDP_PASS: u32 = 2;
+const XDP_REDIRECT: u32 = 4;
+
+/// Mean nanoseconds per frame of `prog` over `frames`, checking each
+/// result: `want` is (return value, output length minus input length).
+fn pass_over(
+    prog: &Xdp,
+    frames: &[Vec<u8>],
+    want: (u32, isize),
+    name: &str,
+) -> anyhow::Result<f64> {
+    let mut out = vec![0u8; 2048];
+    let mut total = Duration::ZERO;
+    for (i, f) in frames.iter().enumerate() {
+        let (ret, len, took) = run_once(prog, f, &mut out)?;
+        let grew = len as isize - f.len() as isize;
+        if (ret, grew) != want {
+            bail!(
+                "{name}: frame {i} returned {ret} and grew by {grew} bytes, not {} and {}: \
+                 it did not take the path being measured",
+                want.0,
+                want.1
+            );
+        }
+        total += took;
+    }
+    Ok(total.as_nanos() as f64 / frames.len().max(1) as f64)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Runs every program on every table. Needs root (loading programs).
+pub fn run(opts: &Options) -> anyhow::Result<Report> {
+    ensure!(opts.passes >= 1, "at least one pass");
+    ensure!(
+        (packets::MIN_CLIENT_FRAME.max(60)..=packets::MAX_CLIENT_FRAME).contains(&opts.frame_len),
+        "frame length {}: from 60 to {} bytes",
+        opts.frame_len,
+        packets::MAX_CLIENT_FRAME
+    );
+    let mut baseline = Ebpf::load(BENCH_REDIRECT_OBJ).context("loading bench_redirect")?;
+    let redirect: &mut Xdp = baseline
+        .program_mut("bench_redirect")
+        .context("no program bench_redirect")?
+        .try_into()?;
+    redirect.load().context("verifying bench_redirect")?;
+    let mut rows = Vec::new();
+    for &(sessions, macs) in &opts.tables {
+        ensure!(
+            sessions >= 1 && macs >= sessions && sessions <= 40_000,
+            "table {sessions} sessions × {macs} MACs: 1 to 40,000 sessions, at least one MAC each"
+        );
+        let table = Table::new(sessions, macs, opts.frame_len);
+        // A fresh fast path per table: nothing left from a bigger one.
+        let mut fp = FastPath::load().context("loading the fast path")?;
+        table.install(&mut fp).context("filling the maps")?;
+        let ap_rx = fp.program(Program::ApRx)?;
+        let trunk_rx = fp.program(Program::TrunkRx)?;
+        let strip = ENCAP_LEN as isize;
+        // The decap frame loses its outer headers and gains the VLAN tag.
+        let decap_want = (XDP_REDIRECT, -strip + 4);
+        let encap_want = (XDP_REDIRECT, strip - 4);
+        let mut base = Vec::new();
+        let mut dec = Vec::new();
+        let mut enc = Vec::new();
+        for _ in 0..opts.passes {
+            // Programs in turn within a pass: a disturbance hits all.
+            base.push(pass_over(
+                redirect,
+                &table.decap,
+                (XDP_PASS, 0),
+                "bench_redirect",
+            )?);
+            dec.push(pass_over(ap_rx, &table.decap, decap_want, "xdp_ap_rx")?);
+            enc.push(pass_over(
+                trunk_rx,
+                &table.encap,
+                encap_want,
+                "xdp_trunk_rx",
+            )?);
+        }
+        let b = median(base.clone());
+        for (program, what, v) in [
+            (
+                "bench_redirect",
+                "case 1: redirect, no parsing (baseline)",
+                base,
+            ),
+            ("xdp_ap_rx", "case 3 AP→trunk: decapsulate", dec),
+            ("xdp_trunk_rx", "case 3 trunk→AP: encapsulate", enc),
+        ] {
+            let ns = median(v.clone());
+            rows.push(Row {
+                program,
+                what,
+                sessions,
+                macs,
+                ns,
+                ns_passes: v,
+                extra_ns: (program != "bench_redirect").then_some(ns - b),
+            });
+        }
+    }
+    Ok(Report {
+        frame_len: opts.frame_len,
+        passes: opts.passes,
+        rows,
+    })
+}
+
+impl Report {
+    /// The table for a terminal.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "xdpcost: {}-byte client frames; BPF_PROG_TEST_RUN, one frame per run, median of {} passes",
+            self.frame_len, self.passes
+        );
+        let _ = writeln!(
+            out,
+            "\n{:<15} {:<40} {:>9} {:>7} {:>10} {:>10}",
+            "program", "what", "sessions", "MACs", "ns/frame", "extra ns"
+        );
+        for r in &self.rows {
+            let extra = r.extra_ns.map_or(String::new(), |e| format!("{e:+.0}"));
+            let _ = writeln!(
+                out,
+                "{:<15} {:<40} {:>9} {:>7} {:>10.0} {:>10}",
+                r.program, r.what, r.sessions, r.macs, r.ns, extra
+            );
+        }
+        out.push_str(
+            "\nextra ns: the program's cost over the raw redirect on the same frames. At a raw\n\
+             rate of R frames/s on a veth, a path that adds E ns per frame can reach at most\n\
+             1 / (1 + E·R/1e9) of it (E = 100 ns at R = 450,000: 0.957).\n",
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_match_what_labbench_sends() {
+        let t = Table::new(3, 7, 64);
+        assert_eq!(t.decap.len(), 7);
+        assert_eq!(t.encap.len(), 7);
+        // Decap frames carry the outer headers the encap template adds,
+        // minus the VLAN tag the trunk frame has.
+        assert_eq!(t.decap[0].len(), 64 + ENCAP_LEN);
+        assert_eq!(t.encap[0].len(), 64 + 4);
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0]), 2.5);
+    }
+}
