@@ -180,6 +180,8 @@ pub struct IoCounters {
     pub inner_fragments: u64,
     /// TCP SYNs whose MSS was clamped.
     pub mss_clamped: u64,
+    /// MACs announced on the trunk (new or moved behind a tunnel).
+    pub mac_announcements: u64,
 }
 
 /// One FDB entry in the stats.
@@ -533,6 +535,32 @@ impl Dataplane {
             }
             Verdict::Drop(_) => {}
         }
+        if ingress != TRUNK {
+            self.announce_macs();
+        }
+    }
+
+    /// Announce on the trunk the MACs that just appeared behind a tunnel
+    /// (one broadcast RARP each, on its VLAN as the trunk carries it).
+    fn announce_macs(&mut self) {
+        // Empty (no allocation) but for a frame that taught something.
+        let macs: Vec<_> = self.switch.take_announcements().collect();
+        if macs.is_empty() {
+            return;
+        }
+        let mut frame = std::mem::take(&mut self.tx);
+        for (vlan, mac) in macs {
+            let tag = self.switch.egress_tag(TRUNK, vlan);
+            ether::write_mac_announce(&mac, tag, &mut frame);
+            match self.trunk.get_ref().send(&frame) {
+                Ok(_) => {
+                    self.io.trunk_tx += 1;
+                    self.io.mac_announcements += 1;
+                }
+                Err(_) => self.io.trunk_tx_errors += 1,
+            }
+        }
+        self.tx = frame;
     }
 
     /// Clamp the MSS of a TCP SYN in `frame` (already re-tagged) to what a
