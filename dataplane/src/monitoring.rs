@@ -249,16 +249,15 @@ impl UpstreamMonitor {
 
     /// A frame from the trunk: true if it is the reply to one of our ARP
     /// probes (consumed: the switch does not see it).
+    /// Anything else sent to the probes' MAC (a reply after its probe gave
+    /// up) is consumed too: it is for no one behind a tunnel.
     pub fn take_trunk_frame(&mut self, now: Instant, frame: &[u8]) -> bool {
-        if self.arp_pending.is_empty() {
+        if frame.get(..6) != Some(&self.arp_mac[..]) {
             return false;
         }
         let Some(view) = ether::parse(frame) else {
             return false;
         };
-        if view.dst != self.arp_mac {
-            return false;
-        }
         let arp = &frame[view.inner_offset..];
         // EtherType ARP, Ethernet/IPv4, reply; sender protocol address.
         if arp.len() < 30 || arp[..2] != [0x08, 0x06] || arp[8..10] != [0, 2] {

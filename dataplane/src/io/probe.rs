@@ -126,3 +126,50 @@ pub async fn tcp(
         Err(_) => Err(format!("tcp {dst}: no answer in {timeout:?}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn tcp_succeeds_on_a_listener_and_fails_on_a_closed_port() {
+        rt().block_on(async {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = l.local_addr().unwrap().port();
+            let t = Duration::from_secs(1);
+            tcp("127.0.0.1", port, None, t).await.unwrap();
+            drop(l);
+            let e = tcp("127.0.0.1", port, None, t).await.unwrap_err();
+            assert!(e.contains("refused"), "{e}");
+            let e = tcp("127.0.0.1", port, Some("192.0.2.1".parse().unwrap()), t)
+                .await
+                .unwrap_err();
+            assert!(e.contains("binding source 192.0.2.1"), "{e}");
+        });
+    }
+
+    #[test]
+    fn ping_answers_on_loopback_and_names_resolve() {
+        // Raw ICMP needs CAP_NET_RAW (the lab tests run as root).
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: not root");
+            return;
+        }
+        rt().block_on(async {
+            let t = Duration::from_secs(1);
+            ping("127.0.0.1", None, 0x7e57, 1, t).await.unwrap();
+            ping("::1", None, 0x7e57, 2, t).await.unwrap();
+            ping("localhost", None, 0x7e57, 3, t).await.unwrap();
+            let e = resolve("no-such-host.invalid").await.unwrap_err();
+            assert!(e.contains("resolving no-such-host.invalid"), "{e}");
+        });
+    }
+}
