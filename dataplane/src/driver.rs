@@ -26,7 +26,7 @@ use crate::io::batch::RecvBatch;
 use crate::io::tunnel::{SEND_BATCH, TunnelSocket};
 use crate::io::xdp::{FastPath, FastPathStats, Mode as FastPathMode};
 use crate::monitoring::{MonitorOptions, ProbeResult, UpstreamMonitor};
-use crate::operations::OperationCounters;
+use crate::operations::{OperationCounters, Operations};
 use crate::proto::bridge::{PortConfig, PortId, Switch, SwitchCounters, TRUNK, Verdict};
 use crate::proto::gre::{
     GreConfig, GreCounters, GreEndpoint, GreEvent, GreIncoming, GrePeerSnapshot,
@@ -293,9 +293,8 @@ struct Dataplane {
     restart: RestartStats,
     /// Upstream monitoring.
     monitor: UpstreamMonitor,
-    operations: OperationCounters,
-    /// Picks the APs of `disconnect-aps` by percentage.
-    op_rng: u64,
+    /// `disconnect-aps` and `preempt`.
+    operations: Operations,
 }
 
 /// The MTU of the tunnel behind `port`: its mxtunnel's `mtu`, or the AP
@@ -421,7 +420,7 @@ impl Dataplane {
             ),
             restart: self.restart.clone(),
             monitoring: self.monitor.stats(now),
-            operations: self.operations.clone(),
+            operations: self.operations.counters().clone(),
         }
     }
 
@@ -942,21 +941,9 @@ impl Dataplane {
     /// An operation from the control socket (`disconnect-aps`, `preempt`).
     fn operation(&mut self, line: &str) -> String {
         let now = Instant::now();
-        let rng = &mut self.op_rng;
-        let reply = crate::operations::run(
-            line,
-            now,
-            &mut self.endpoint,
-            &self.cfg,
-            &mut self.operations,
-            || {
-                // xorshift64: spread, not secrecy.
-                *rng ^= *rng << 13;
-                *rng ^= *rng >> 7;
-                *rng ^= *rng << 17;
-                *rng
-            },
-        );
+        let reply = self
+            .operations
+            .run(line, now, &mut self.endpoint, &self.cfg);
         self.flush_control();
         self.handle_events();
         reply
@@ -1218,8 +1205,7 @@ pub async fn run(
         state_due: Instant::now(),
         restart: RestartStats::default(),
         monitor,
-        operations: OperationCounters::default(),
-        op_rng: seed | 1,
+        operations: Operations::new(seed),
         cfg,
     };
     dp.restore(Instant::now());

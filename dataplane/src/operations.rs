@@ -208,9 +208,50 @@ pub fn select_preempt(
     Ok((close, report))
 }
 
-/// Run one control-socket operation line (`disconnect-aps …`,
-/// `preempt …`) against the endpoint; the JSON reply.
-pub fn run(
+/// The operations' state in the daemon: counters, and the generator that
+/// picks APs for a percentage.
+#[derive(Debug)]
+pub struct Operations {
+    counters: OperationCounters,
+    rng: u64,
+}
+
+impl Operations {
+    /// Operations whose random choices start from `seed`.
+    pub fn new(seed: u64) -> Self {
+        Operations {
+            counters: OperationCounters::default(),
+            rng: seed | 1,
+        }
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> &OperationCounters {
+        &self.counters
+    }
+
+    /// Run one control-socket line (`disconnect-aps …`, `preempt …`)
+    /// against the endpoint; the JSON reply. The caller then flushes the
+    /// endpoint's StopCCNs and events.
+    pub fn run(
+        &mut self,
+        line: &str,
+        now: Instant,
+        endpoint: &mut Endpoint,
+        cfg: &EdgeConfig,
+    ) -> String {
+        let rng = &mut self.rng;
+        run(line, now, endpoint, cfg, &mut self.counters, || {
+            // xorshift64: spread, not secrecy.
+            *rng ^= *rng << 13;
+            *rng ^= *rng >> 7;
+            *rng ^= *rng << 17;
+            *rng
+        })
+    }
+}
+
+fn run(
     line: &str,
     now: Instant,
     endpoint: &mut Endpoint,
