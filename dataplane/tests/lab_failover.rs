@@ -17,7 +17,7 @@ use tunterm::lab::failover::{
     AP_NAME, FailoverLab, FailoverOptions, UPSTREAM_HOST, longest_gap, ping_replies,
 };
 use tunterm::lab::topology::Binaries;
-use tunterm::lab::wait_until;
+use tunterm::lab::{self, wait_until};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
@@ -99,6 +99,8 @@ fn a_killed_edge_is_left_after_the_missed_hellos_and_pings_resume_through_the_ot
     let mut lab = start("fokill");
     let opts = FailoverOptions::new("", bins());
     let detection = opts.hello_interval * f64::from(opts.hello_retries);
+    // B's trunk, seen from the upstream segment: the judge of the announce.
+    let capture = lab::Capture::start(&lab.up, "tb", &lab.dir.join("trunk-b.pcap")).unwrap();
     let (gap, replies, summary) = outage_under_ping(&mut lab, 6, Duration::from_secs(2), |lab| {
         let mut a = lab.edges[0].take().unwrap();
         a.kill9().unwrap();
@@ -126,11 +128,27 @@ fn a_killed_edge_is_left_after_the_missed_hellos_and_pings_resume_through_the_ot
         .client
         .run(&["cat", "/sys/class/net/eth0/address"])
         .unwrap();
+    let client_mac = client_mac.trim();
     let fdb = b["fdb"].as_array().unwrap();
     assert!(
         fdb.iter()
-            .any(|e| e["mac"] == client_mac.trim() && e["port"] != "trunk"),
+            .any(|e| e["mac"] == client_mac && e["port"] != "trunk"),
         "client MAC not behind a tunnel on B: {fdb:?}"
+    );
+    // On the wire: a broadcast RARP from the client's MAC, tagged VLAN 10
+    // (the AP's untagged VLAN), left B for the upstream segment.
+    let pcap = capture.stop().unwrap();
+    let rows = lab::tshark_fields(
+        &pcap,
+        &[],
+        &format!("vlan.etype == 0x8035 && eth.src == {client_mac} && eth.dst == ff:ff:ff:ff:ff:ff"),
+        &["vlan.id", "arp.opcode"],
+    )
+    .unwrap();
+    assert_eq!(
+        rows.first().map(|r| r.join(" ")),
+        Some("10 3".to_string()),
+        "{rows:?}"
     );
 }
 
