@@ -808,8 +808,9 @@ async fn run_gre_ap(
         s.state = "wait-ctrl-reply".into();
     });
     loop {
-        let now = Instant::now();
-        let mut wake = next_keepalive;
+        // The edge is given up exactly `dead_after` after it was last
+        // heard, not at the next keepalive.
+        let mut wake = next_keepalive.min(last_rx.unwrap_or(started) + dead_after);
         if synthetic.as_ref().is_some_and(Synthetic::active) {
             wake = wake.min(next_synth);
         }
@@ -860,12 +861,9 @@ async fn run_gre_ap(
                 }
             }
             _ = tokio::time::sleep_until(wake.into()) => {
-                if now >= next_keepalive {
-                    let probe = crate::proto::gre::keepalive_probe(local, edge.ip(), key);
-                    let _ = sock.try_send(&probe, edge);
-                    next_keepalive = now + opts.hello_interval;
-                    let heard = last_rx.unwrap_or(started);
-                    if now.duration_since(heard) > dead_after {
+                let now = Instant::now();
+                let heard = last_rx.unwrap_or(started);
+                if now.duration_since(heard) >= dead_after {
                         if up {
                             emit_event(&opts, &spec.name, "tunnel_down", serde_json::json!({"edge": edge.to_string(), "reason": "keepalive timeout"}));
                         }
@@ -879,13 +877,18 @@ async fn run_gre_ap(
                         edge = edges[edge_idx];
                         started = now;
                         last_rx = None;
+                        next_keepalive = now;
                         emit_event(&opts, &spec.name, "failover", serde_json::json!({"from": from.to_string(), "to": edge.to_string()}));
                         status(&shared, &spec.name, |s| {
                             s.edge = edge.to_string();
                             s.edge_rank = edge_idx;
                             s.failovers += 1;
                         });
-                    }
+                }
+                if now >= next_keepalive {
+                    let probe = crate::proto::gre::keepalive_probe(local, edge.ip(), key);
+                    let _ = sock.try_send(&probe, edge);
+                    next_keepalive = now + opts.hello_interval;
                 }
                 if let Some(syn) = &mut synthetic && now >= next_synth && syn.active() {
                     let mut sent = 0;
