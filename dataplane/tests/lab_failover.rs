@@ -286,3 +286,32 @@ fn an_edge_whose_upstream_check_fails_closes_its_tunnels_and_the_ap_moves() {
     assert!(e.contains("percentage 250"), "{e}");
     assert!(on_b_with_session(&lab));
 }
+
+#[test]
+fn an_mgre_ap_leaves_a_killed_edge_after_its_unanswered_keepalives() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let opts = FailoverOptions {
+        gre: true,
+        ..FailoverOptions::new("fogre", bins())
+    };
+    let detection = opts.hello_interval * f64::from(opts.hello_retries);
+    let mut lab = FailoverLab::start(opts).unwrap_or_else(|e| panic!("lab fogre: {e:#}"));
+    let (gap, replies, summary) = outage_under_ping(&mut lab, 6, Duration::from_secs(2), |lab| {
+        let mut a = lab.edges[0].take().unwrap();
+        a.kill9().unwrap();
+    });
+    println!(
+        "mGRE, edge A killed: outage {:.0} ms, detection (keepalive 0.5 s x 3) {:.0} ms, goal <= {:.0} ms; {replies} replies ({summary})",
+        gap * 1e3,
+        detection * 1e3,
+        (detection + SLACK) * 1e3
+    );
+    assert!(on_b_with_session(&lab), "AP not on B\n{}", lab.logs());
+    let b = lab.edge_stats(1).unwrap();
+    assert_eq!(b["gre_peers"].as_array().map(Vec::len), Some(1), "{b:#}");
+    assert!(
+        gap <= detection + SLACK,
+        "outage {gap:.3} s > detection {detection:.3} s + {SLACK} s\n{}",
+        lab.logs()
+    );
+}

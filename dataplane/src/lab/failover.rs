@@ -46,6 +46,9 @@ pub struct FailoverOptions {
     pub monitor_timeout: f64,
     /// tunterm's `--fast-path` (default: `$TUNTERM_LAB_FAST_PATH`, else off).
     pub fast_path: String,
+    /// mGRE instead of L2TPv3/UDP: the AP sends keepalives every hello
+    /// interval and gives an edge up after hello_retries unanswered.
+    pub gre: bool,
 }
 
 impl FailoverOptions {
@@ -59,6 +62,7 @@ impl FailoverOptions {
             monitor_interval: 0.1,
             monitor_timeout: 0.5,
             fast_path: std::env::var("TUNTERM_LAB_FAST_PATH").unwrap_or_else(|_| "off".into()),
+            gre: false,
         }
     }
 }
@@ -154,6 +158,13 @@ impl FailoverLab {
             }]);
             cfg["mxcluster"]["tunterm_hosts"] = serde_json::json!(EDGES);
             cfg["mxcluster"]["tunterm_hosts_selection"] = "ordered".into();
+            if opts.gre {
+                cfg["mxtunnels"] = serde_json::json!([]);
+                cfg["wlans"] = serde_json::json!([{
+                    "ssid": "lab-mgre", "vlan_ids": [10, 20], "tunnel_protocol": "mgre",
+                    "mgre_peer_timeout": opts.hello_interval * f64::from(opts.hello_retries)
+                }]);
+            }
             let config = dir.join(format!("edge-{letter}.json"));
             std::fs::write(&config, cfg.to_string())?;
             let args = [
@@ -194,6 +205,8 @@ impl FailoverLab {
             EDGES.join(","),
             "--hosts-selection".into(),
             "ordered".into(),
+            "--transport".into(),
+            if opts.gre { "gre" } else { "udp" }.into(),
             "--ap".into(),
             format!("name={AP_NAME},ip=10.99.0.2,bridge=c1"),
             "--hello-interval".into(),
