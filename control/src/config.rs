@@ -521,6 +521,9 @@ pub struct MxCluster {
     /// Upstream health checks for every edge of the cluster.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tunterm_monitoring: Option<Vec<MonitoringCheck>>,
+    /// The cluster's `tunterm_monitoring` is off (an edge's own list still
+    /// applies).
+    pub tunterm_monitoring_disabled: bool,
     /// Extra routes for tunneled VLANs, keyed by destination CIDR.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tunterm_extra_routes: Option<BTreeMap<String, ExtraRoute>>,
@@ -784,13 +787,19 @@ impl EdgeConfig {
         self.raw.mxcluster.as_ref()
     }
 
-    /// Effective `tunterm_monitoring` (mxedge's, else mxcluster's, else none).
+    /// Effective `tunterm_monitoring` (mxedge's, else mxcluster's unless
+    /// `tunterm_monitoring_disabled`, else none).
     pub fn monitoring(&self) -> &[MonitoringCheck] {
         self.raw
             .mxedge
             .tunterm_monitoring
             .as_deref()
-            .or_else(|| self.cluster()?.tunterm_monitoring.as_deref())
+            .or_else(|| {
+                let c = self.cluster()?;
+                (!c.tunterm_monitoring_disabled)
+                    .then_some(c.tunterm_monitoring.as_deref())
+                    .flatten()
+            })
             .unwrap_or(&[])
     }
 

@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod hosts;
 pub mod vlan;
 
 pub use config::*;

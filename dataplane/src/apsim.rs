@@ -31,6 +31,8 @@ use crate::io::tunnel::TunnelSocket;
 use crate::proto::l2tp::{Endpoint, EndpointConfig, Event, Incoming, SessionRequest};
 use crate::wire::l2tp::{self as wire, Transport};
 use crate::wire::{ether, gre};
+use tunterm_control::HostsSelection;
+use tunterm_control::hosts::{HostsKey, host_order, parse_mac};
 
 /// One interface an AP bridges into its session.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -109,8 +111,15 @@ pub enum ApTransport {
 /// Simulator-wide options.
 #[derive(Clone, Debug)]
 pub struct SimOptions {
-    /// Edges to connect to, in order of preference.
+    /// Edges to connect to (`tunterm_hosts`), ordered per AP by
+    /// `hosts_selection`.
     pub edges: Vec<SocketAddr>,
+    /// How each AP orders `edges` (`tunterm_hosts_selection`).
+    pub hosts_selection: HostsSelection,
+    /// Indices into `edges` for `ordered` (`tunterm_hosts_order`).
+    pub hosts_order: Vec<u32>,
+    /// Site id of the APs (`shuffle-by-site`).
+    pub site_id: String,
     /// Encapsulation.
     pub transport: ApTransport,
     /// Remote End ID of the sessions (the mxtunnel name).
@@ -159,6 +168,10 @@ pub struct ApStatus {
     pub session_up: bool,
     /// Tunnels brought up so far (reconnects count).
     pub tunnels_up: u64,
+    /// Position of `edge` in this AP's order of the edges (0: preferred).
+    pub edge_rank: usize,
+    /// Moves to the next edge (tunnel lost, or never came up).
+    pub failovers: u64,
     /// Frames sent into the tunnel.
     pub tx_frames: u64,
     /// Frames received from the tunnel.
@@ -299,6 +312,33 @@ async fn serve_stats(path: PathBuf, shared: Shared) -> anyhow::Result<()> {
     }
 }
 
+/// The edges in the order this AP tries them: `opts.edges` ordered per
+/// `hosts_selection` exactly as the daemon computes an AP's preferred edge
+/// ([`tunterm_control::hosts::host_order`]). `shuffle` needs the AP's name
+/// to be its MAC.
+pub fn edge_order(ap_name: &str, opts: &SimOptions) -> anyhow::Result<Vec<SocketAddr>> {
+    let ap_mac = match opts.hosts_selection {
+        HostsSelection::Shuffle => parse_mac(ap_name).with_context(|| {
+            format!("AP {ap_name:?}: --hosts-selection shuffle needs APs named by their MAC")
+        })?,
+        _ => [0; 6],
+    };
+    let key = HostsKey {
+        ap_mac,
+        site_id: &opts.site_id,
+        tunnel_id: &opts.remote_end_id,
+    };
+    Ok(host_order(
+        opts.edges.len(),
+        opts.hosts_selection,
+        &opts.hosts_order,
+        key,
+    )
+    .into_iter()
+    .map(|i| opts.edges[i])
+    .collect())
+}
+
 struct Bridge {
     fd: Rc<AsyncFd<PacketSocket>>,
     tag: Option<u16>,
@@ -364,7 +404,8 @@ async fn run_ap(
     shared: Shared,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let sock = bind_socket(opts.transport, spec.local_ip, opts.edges[0])
+    let edges = edge_order(&spec.name, &opts)?;
+    let sock = bind_socket(opts.transport, spec.local_ip, edges[0])
         .with_context(|| format!("binding {:?} for {:?}", spec.local_ip, opts.transport))?;
     let (bridges, mut frame_rx) = open_bridges(&spec)?;
     let transport = match opts.transport {
@@ -372,7 +413,7 @@ async fn run_ap(
         ApTransport::L2tpIp => Transport::Ip,
         ApTransport::Gre(key) => {
             return run_gre_ap(
-                index, spec, opts, shared, stop, sock, bridges, frame_rx, key,
+                index, spec, opts, edges, shared, stop, sock, bridges, frame_rx, key,
             )
             .await;
         }
@@ -399,7 +440,7 @@ async fn run_ap(
     };
     let mut ep = Endpoint::new(cfg, seed);
     let mut edge_idx = 0usize;
-    let mut edge = opts.edges[edge_idx];
+    let mut edge = edges[edge_idx];
     let mut ccid = connect(&mut ep, transport, edge, &opts);
     let mut session: Option<u32> = None;
     let mut reconnect_at: Option<Instant> = None;
@@ -526,9 +567,20 @@ async fn run_ap(
             && !stopping
         {
             reconnect_at = None;
-            edge_idx = (edge_idx + 1) % opts.edges.len();
-            edge = opts.edges[edge_idx];
-            status(&shared, &spec.name, |s| s.edge = edge.to_string());
+            let from = edge;
+            edge_idx = (edge_idx + 1) % edges.len();
+            edge = edges[edge_idx];
+            emit_event(
+                &opts,
+                &spec.name,
+                "failover",
+                serde_json::json!({"from": from.to_string(), "to": edge.to_string()}),
+            );
+            status(&shared, &spec.name, |s| {
+                s.edge = edge.to_string();
+                s.edge_rank = edge_idx;
+                s.failovers += 1;
+            });
             ccid = connect(&mut ep, transport, edge, &opts);
             continue;
         }
@@ -729,6 +781,7 @@ async fn run_gre_ap(
     index: u64,
     spec: ApSpec,
     opts: Rc<SimOptions>,
+    edges: Vec<SocketAddr>,
     shared: Shared,
     mut stop: watch::Receiver<bool>,
     sock: TunnelSocket,
@@ -740,7 +793,7 @@ async fn run_gre_ap(
         anyhow::bail!("a GRE AP needs its address (ip=) for keepalives");
     };
     let mut edge_idx = 0usize;
-    let mut edge = opts.edges[edge_idx];
+    let mut edge = edges[edge_idx];
     let dead_after = opts.hello_interval * opts.hello_retries;
     let mut last_rx: Option<Instant> = None;
     let mut up = false;
@@ -755,8 +808,9 @@ async fn run_gre_ap(
         s.state = "wait-ctrl-reply".into();
     });
     loop {
-        let now = Instant::now();
-        let mut wake = next_keepalive;
+        // The edge is given up exactly `dead_after` after it was last
+        // heard, not at the next keepalive.
+        let mut wake = next_keepalive.min(last_rx.unwrap_or(started) + dead_after);
         if synthetic.as_ref().is_some_and(Synthetic::active) {
             wake = wake.min(next_synth);
         }
@@ -807,12 +861,9 @@ async fn run_gre_ap(
                 }
             }
             _ = tokio::time::sleep_until(wake.into()) => {
-                if now >= next_keepalive {
-                    let probe = crate::proto::gre::keepalive_probe(local, edge.ip(), key);
-                    let _ = sock.try_send(&probe, edge);
-                    next_keepalive = now + opts.hello_interval;
-                    let heard = last_rx.unwrap_or(started);
-                    if now.duration_since(heard) > dead_after {
+                let now = Instant::now();
+                let heard = last_rx.unwrap_or(started);
+                if now.duration_since(heard) >= dead_after {
                         if up {
                             emit_event(&opts, &spec.name, "tunnel_down", serde_json::json!({"edge": edge.to_string(), "reason": "keepalive timeout"}));
                         }
@@ -821,12 +872,23 @@ async fn run_gre_ap(
                             s.session_up = false;
                             s.state = "idle".into();
                         });
-                        edge_idx = (edge_idx + 1) % opts.edges.len();
-                        edge = opts.edges[edge_idx];
+                        let from = edge;
+                        edge_idx = (edge_idx + 1) % edges.len();
+                        edge = edges[edge_idx];
                         started = now;
                         last_rx = None;
-                        status(&shared, &spec.name, |s| s.edge = edge.to_string());
-                    }
+                        next_keepalive = now;
+                        emit_event(&opts, &spec.name, "failover", serde_json::json!({"from": from.to_string(), "to": edge.to_string()}));
+                        status(&shared, &spec.name, |s| {
+                            s.edge = edge.to_string();
+                            s.edge_rank = edge_idx;
+                            s.failovers += 1;
+                        });
+                }
+                if now >= next_keepalive {
+                    let probe = crate::proto::gre::keepalive_probe(local, edge.ip(), key);
+                    let _ = sock.try_send(&probe, edge);
+                    next_keepalive = now + opts.hello_interval;
                 }
                 if let Some(syn) = &mut synthetic && now >= next_synth && syn.active() {
                     let mut sent = 0;

@@ -25,6 +25,8 @@ use crate::io::afpacket::PacketSocket;
 use crate::io::batch::RecvBatch;
 use crate::io::tunnel::{SEND_BATCH, TunnelSocket};
 use crate::io::xdp::{FastPath, FastPathStats, Mode as FastPathMode};
+use crate::monitoring::{MonitorOptions, ProbeResult, UpstreamMonitor};
+use crate::operations::{OperationCounters, Operations};
 use crate::proto::bridge::{PortConfig, PortId, Switch, SwitchCounters, TRUNK, Verdict};
 use crate::proto::gre::{
     GreConfig, GreCounters, GreEndpoint, GreEvent, GreIncoming, GrePeerSnapshot,
@@ -33,6 +35,7 @@ use crate::proto::l2tp::{
     AdmissionConfig, ConnSnapshot, ConnStats, Endpoint, EndpointConfig, EndpointCounters, Event,
     Incoming, PwProfile,
 };
+use crate::proto::monitor::MonitorStats;
 use crate::proto::pmtu::{self, ClampResult, TooBig};
 use crate::wire::ether::{self, FrameView};
 use crate::wire::gre::IP_PROTO_GRE;
@@ -67,6 +70,9 @@ pub struct DaemonOptions {
     /// Limits on new L2TP control connections (`--max-half-open`,
     /// `--sccrq-rate`, `--sccrq-burst`, `--sccrq-sources`).
     pub admission: AdmissionConfig,
+    /// Upstream monitoring (`--monitor-interval`, `--monitor-timeout`,
+    /// `--monitor-recover`).
+    pub monitor: MonitorOptions,
 }
 
 /// The default `--pin-dir`.
@@ -83,6 +89,7 @@ impl Default for DaemonOptions {
             pin_dir_is_default: true,
             state_file: Some(PathBuf::from("/run/tunterm/tunterm.state")),
             admission: AdmissionConfig::default(),
+            monitor: MonitorOptions::default(),
         }
     }
 }
@@ -173,6 +180,8 @@ pub struct IoCounters {
     pub inner_fragments: u64,
     /// TCP SYNs whose MSS was clamped.
     pub mss_clamped: u64,
+    /// MACs announced on the trunk (new or moved behind a tunnel).
+    pub mac_announcements: u64,
 }
 
 /// One FDB entry in the stats.
@@ -224,6 +233,10 @@ pub struct Stats {
     pub fast_path: FastPathStats,
     /// The state kept for a restart, and what this run took back.
     pub restart: RestartStats,
+    /// Upstream monitoring (`tunterm_monitoring`): health, per-check results.
+    pub monitoring: MonitorStats,
+    /// `disconnect-aps` and `preempt` requests and what they closed.
+    pub operations: OperationCounters,
 }
 
 /// What a tunnel socket carries.
@@ -278,6 +291,10 @@ struct Dataplane {
     /// Earliest next write.
     state_due: Instant,
     restart: RestartStats,
+    /// Upstream monitoring.
+    monitor: UpstreamMonitor,
+    /// `disconnect-aps` and `preempt`.
+    operations: Operations,
 }
 
 /// The MTU of the tunnel behind `port`: its mxtunnel's `mtu`, or the AP
@@ -402,6 +419,8 @@ impl Dataplane {
                 FastPath::stats,
             ),
             restart: self.restart.clone(),
+            monitoring: self.monitor.stats(now),
+            operations: self.operations.counters().clone(),
         }
     }
 
@@ -515,6 +534,32 @@ impl Dataplane {
             }
             Verdict::Drop(_) => {}
         }
+        if ingress != TRUNK {
+            self.announce_macs();
+        }
+    }
+
+    /// Announce on the trunk the MACs that just appeared behind a tunnel
+    /// (one broadcast RARP each, on its VLAN as the trunk carries it).
+    fn announce_macs(&mut self) {
+        // Empty (no allocation) but for a frame that taught something.
+        let macs: Vec<_> = self.switch.take_announcements().collect();
+        if macs.is_empty() {
+            return;
+        }
+        let mut frame = std::mem::take(&mut self.tx);
+        for (vlan, mac) in macs {
+            let tag = self.switch.egress_tag(TRUNK, vlan);
+            ether::write_mac_announce(&mac, tag, &mut frame);
+            match self.trunk.get_ref().send(&frame) {
+                Ok(_) => {
+                    self.io.trunk_tx += 1;
+                    self.io.mac_announcements += 1;
+                }
+                Err(_) => self.io.trunk_tx_errors += 1,
+            }
+        }
+        self.tx = frame;
     }
 
     /// Clamp the MSS of a TCP SYN in `frame` (already re-tagged) to what a
@@ -861,7 +906,11 @@ impl Dataplane {
         }
         self.io.trunk_rx += rx.len() as u64;
         for (frame, _) in rx.iter() {
-            self.switch_frame(Instant::now(), TRUNK, frame);
+            let now = Instant::now();
+            if self.monitor.take_trunk_frame(now, frame) {
+                continue;
+            }
+            self.switch_frame(now, TRUNK, frame);
         }
         false
     }
@@ -870,6 +919,41 @@ impl Dataplane {
         self.endpoint.handle_timeout(now);
         self.gre.handle_timeout(now);
         self.switch.handle_timeout(now);
+        self.run_monitor(now);
+        self.flush_control();
+        self.handle_events();
+    }
+
+    /// Upstream monitoring: expire probes, start due ones (ARP on the
+    /// trunk), act on a change of health.
+    fn run_monitor(&mut self, now: Instant) {
+        let (trunk, io) = (&self.trunk, &mut self.io);
+        self.monitor
+            .handle_timeout(now, |frame| match trunk.get_ref().send(frame) {
+                Ok(_) => io.trunk_tx += 1,
+                Err(_) => io.trunk_tx_errors += 1,
+            });
+        if self.monitor.apply(now, &mut self.endpoint, &mut self.gre) {
+            self.sessions_changed = true;
+        }
+    }
+
+    /// An operation from the control socket (`disconnect-aps`, `preempt`).
+    fn operation(&mut self, line: &str) -> String {
+        let now = Instant::now();
+        let reply = self
+            .operations
+            .run(line, now, &mut self.endpoint, &self.cfg);
+        self.flush_control();
+        self.handle_events();
+        reply
+    }
+
+    /// A probe of the upstream monitoring answered.
+    fn on_probe_result(&mut self, r: ProbeResult) {
+        let now = Instant::now();
+        self.monitor.handle_result(now, r);
+        self.run_monitor(now);
         self.flush_control();
         self.handle_events();
     }
@@ -897,6 +981,7 @@ impl Dataplane {
             self.gre.poll_timeout(),
             self.switch.poll_timeout(),
             self.fast.as_ref().map(FastPath::poll_timeout),
+            self.monitor.poll_timeout(),
             (self.state_dirty && self.state_file.is_some()).then_some(self.state_due),
         ]
         .into_iter()
@@ -978,10 +1063,16 @@ fn pin_dir_for(opts: &DaemonOptions) -> anyhow::Result<Option<PathBuf>> {
 
 /// Ask a running daemon for its stats over its control socket.
 pub async fn query_stats(path: &Path) -> anyhow::Result<String> {
+    request(path, "stats").await
+}
+
+/// Send one command line (`stats`, `disconnect-aps {...}`, `preempt`) to
+/// a running daemon's control socket; its JSON reply.
+pub async fn request(path: &Path, line: &str) -> anyhow::Result<String> {
     let mut s = tokio::net::UnixStream::connect(path)
         .await
         .with_context(|| format!("connecting to {} (is tunterm running?)", path.display()))?;
-    s.write_all(b"stats\n").await?;
+    s.write_all(format!("{line}\n").as_bytes()).await?;
     let mut out = String::new();
     tokio::io::AsyncReadExt::read_to_string(&mut s, &mut out).await?;
     Ok(out)
@@ -1091,6 +1182,7 @@ pub async fn run(
         cfg.tunnel_ip6,
         pin_dir.as_deref(),
     )?;
+    let (monitor, mut probe_results) = UpstreamMonitor::new(Instant::now(), &cfg, &opts.monitor);
     let mut dp = Dataplane {
         name: cfg.name.clone(),
         started: Instant::now(),
@@ -1112,6 +1204,8 @@ pub async fn run(
         state_dirty: false,
         state_due: Instant::now(),
         restart: RestartStats::default(),
+        monitor,
+        operations: Operations::new(seed),
         cfg,
     };
     dp.restore(Instant::now());
@@ -1134,6 +1228,7 @@ pub async fn run(
         "tunterm running"
     );
     let mut buf = RecvBatch::new(BATCH, BUF_LEN);
+    let (ops_tx, mut ops_rx) = tokio::sync::mpsc::unbounded_channel::<Operation>();
     let trunk_fd = dp.trunk.clone();
     let slot = |i: usize| dp.socks.slots.get(i).map(|(c, _, s)| (*c, s.clone()));
     let (s0, s1, s2, s3, s4, s5) = (slot(0), slot(1), slot(2), slot(3), slot(4), slot(5));
@@ -1156,9 +1251,11 @@ pub async fn run(
                 }
             }
             _ = tokio::time::sleep_until(wake.into()) => dp.on_timeout(Instant::now()),
+            Some(r) = probe_results.recv() => dp.on_probe_result(r),
+            Some((line, reply)) = ops_rx.recv() => { let _ = reply.send(dp.operation(&line)); }
             conn = control.accept() => {
                 if let Ok((stream, _)) = conn {
-                    serve_control(&dp, stream);
+                    serve_control(&dp, stream, ops_tx.clone());
                 }
             }
         }
@@ -1211,7 +1308,14 @@ pub async fn run(
     Ok(())
 }
 
-fn serve_control(dp: &Dataplane, stream: tokio::net::UnixStream) {
+/// A control-socket line for the event loop, and where its reply goes.
+type Operation = (String, tokio::sync::oneshot::Sender<String>);
+
+fn serve_control(
+    dp: &Dataplane,
+    stream: tokio::net::UnixStream,
+    ops: tokio::sync::mpsc::UnboundedSender<Operation>,
+) {
     // The snapshot is taken now, in the loop; writing it out happens beside.
     let snapshot = serde_json::to_string_pretty(&dp.stats(Instant::now()))
         .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
@@ -1222,7 +1326,13 @@ fn serve_control(dp: &Dataplane, stream: tokio::net::UnixStream) {
         let _ = tokio::time::timeout(Duration::from_secs(2), rd.read_line(&mut line)).await;
         let reply = match line.trim() {
             "stats" | "" => snapshot,
-            other => format!("{{\"error\":\"unknown command {other:?}; try stats\"}}"),
+            // Operations change the tunnels: the loop runs them.
+            other => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let _ = ops.send((other.to_string(), tx));
+                rx.await
+                    .unwrap_or_else(|_| "{\"error\":\"daemon stopping\"}".into())
+            }
         };
         let _ = wr.write_all(reply.as_bytes()).await;
         let _ = wr.write_all(b"\n").await;

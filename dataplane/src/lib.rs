@@ -15,5 +15,7 @@ pub mod apsim;
 pub mod driver;
 pub mod io;
 pub mod lab;
+pub mod monitoring;
+pub mod operations;
 pub mod proto;
 pub mod wire;

@@ -564,6 +564,18 @@ fn mxedge_overrides_mxcluster() {
     let cfg = load_value(&v).unwrap();
     assert_eq!(cfg.monitoring()[0].protocol, MonitoringProtocol::Tcp);
     assert_eq!(cfg.monitoring()[0].timeout, 300);
+    // The cluster's checks can be turned off for the cluster as a whole.
+    set(
+        &mut v,
+        "/mxcluster/tunterm_monitoring_disabled",
+        json!(true),
+    );
+    assert!(load_value(&v).unwrap().monitoring().is_empty());
+    set(
+        &mut v,
+        "/mxcluster/tunterm_monitoring_disabled",
+        json!(false),
+    );
     assert!(cfg.extra_routes().contains_key("11.0.0.0/8"));
     assert_eq!(
         cfg.dhcpd_config().unwrap().for_vlan(7).servers,

@@ -15,9 +15,24 @@ use tunterm::wire::l2tp::pw;
     about = "Simulated Wi-Fi APs for tunterm: L2TPv3 initiators with real or synthetic clients"
 )]
 struct Cli {
-    /// Edge to connect to, ip[:port] (repeat for failover order).
-    #[arg(long = "edge", required = true)]
+    /// Edge to connect to, ip[:port]: the cluster's tunterm_hosts, in
+    /// their written order (repeatable, or comma-separated). Each AP orders
+    /// them per --hosts-selection and moves to the next one when its tunnel
+    /// is closed or hello_retries hellos go unanswered.
+    #[arg(long = "edge", required = true, value_delimiter = ',')]
     edges: Vec<String>,
+    /// How each AP orders the edges (tunterm_hosts_selection): ordered
+    /// (--hosts-order, else as given), shuffle (by the AP's MAC: APs must
+    /// be named by their MAC) or shuffle-by-site (by --site-id and the
+    /// tunnel, --remote-end-id).
+    #[arg(long, default_value = "ordered", value_parser = parse_selection)]
+    hosts_selection: tunterm_control::HostsSelection,
+    /// tunterm_hosts_order: indices into the --edge list, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    hosts_order: Vec<u32>,
+    /// Site id of the APs (shuffle-by-site).
+    #[arg(long, default_value = "")]
+    site_id: String,
     /// One AP: name=ap1[,ip=10.99.0.2][,bridge=IF[:tag]]... (repeatable).
     #[arg(long = "ap")]
     aps: Vec<String>,
@@ -96,6 +111,11 @@ struct Cli {
     /// Seconds the flood lasts; then a JSON report is printed.
     #[arg(long, default_value_t = 10.0)]
     flood_seconds: f64,
+}
+
+fn parse_selection(s: &str) -> Result<tunterm_control::HostsSelection, String> {
+    serde_json::from_value(serde_json::Value::String(s.into()))
+        .map_err(|_| format!("{s:?}: ordered, shuffle or shuffle-by-site"))
 }
 
 fn parse_ports(s: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
@@ -192,8 +212,18 @@ fn main() -> anyhow::Result<()> {
         cli.gre_key.is_none() || matches!(transport, ApTransport::Gre(_)),
         "--gre-key goes with --transport gre"
     );
+    for &i in &cli.hosts_order {
+        anyhow::ensure!(
+            (i as usize) < edges.len(),
+            "--hosts-order {i}: only {} edges given",
+            edges.len()
+        );
+    }
     let opts = SimOptions {
         edges,
+        hosts_selection: cli.hosts_selection,
+        hosts_order: cli.hosts_order,
+        site_id: cli.site_id,
         transport,
         remote_end_id: cli.remote_end_id,
         pw_type,
@@ -211,6 +241,9 @@ fn main() -> anyhow::Result<()> {
         control_socket: cli.control_socket,
         print_events: cli.events,
     };
+    for ap in &aps {
+        apsim::edge_order(&ap.name, &opts)?;
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -66,9 +66,43 @@ enum Cmd {
         /// seen evicted beyond it).
         #[arg(long, default_value_t = AdmissionConfig::default().rate_table_size)]
         sccrq_sources: usize,
+        /// Seconds between two probes of each tunterm_monitoring check.
+        #[arg(long, default_value_t = 5.0)]
+        monitor_interval: f64,
+        /// Seconds without a successful probe before a check fails
+        /// (overrides every check's `timeout`, e.g. for a lab).
+        #[arg(long)]
+        monitor_timeout: Option<f64>,
+        /// Successful probes in a row before a failed check passes again.
+        #[arg(long, default_value_t = 3)]
+        monitor_recover: u32,
     },
     /// Print a running daemon's stats (JSON).
     Stats {
+        /// Control socket of the daemon.
+        #[arg(long, default_value = "/run/tunterm/tunterm.sock")]
+        control_socket: PathBuf,
+    },
+    /// Close the tunnels of some APs (StopCCN): by MAC, or a percentage of
+    /// them chosen at random. Prints the APs disconnected (JSON).
+    DisconnectAps {
+        /// AP MAC (its L2TP Host Name); repeatable.
+        #[arg(long = "mac")]
+        macs: Vec<String>,
+        /// Share of the APs to disconnect, 0 to 100 (when no --mac).
+        #[arg(long, conflicts_with = "macs")]
+        percentage: Option<f64>,
+        /// Control socket of the daemon.
+        #[arg(long, default_value = "/run/tunterm/tunterm.sock")]
+        control_socket: PathBuf,
+    },
+    /// Close the tunnels of the APs whose preferred edge (the first of
+    /// their tunterm_hosts order) is not this one. Prints them (JSON).
+    Preempt {
+        /// Site id of the APs (needed with tunterm_hosts_selection
+        /// shuffle-by-site).
+        #[arg(long)]
+        site_id: Option<String>,
         /// Control socket of the daemon.
         #[arg(long, default_value = "/run/tunterm/tunterm.sock")]
         control_socket: PathBuf,
@@ -115,7 +149,23 @@ fn main() -> anyhow::Result<()> {
             sccrq_rate,
             sccrq_burst,
             sccrq_sources,
+            monitor_interval,
+            monitor_timeout,
+            monitor_recover,
         } => {
+            let secs = |name: &str, v: f64| {
+                std::time::Duration::try_from_secs_f64(v)
+                    .ok()
+                    .filter(|d| !d.is_zero())
+                    .with_context(|| format!("--{name} {v}: not a positive number of seconds"))
+            };
+            let monitor = tunterm::monitoring::MonitorOptions {
+                interval: secs("monitor-interval", monitor_interval)?,
+                fail_after: monitor_timeout
+                    .map(|t| secs("monitor-timeout", t))
+                    .transpose()?,
+                recover_after: monitor_recover.max(1),
+            };
             let cfg = load(config.as_ref())?;
             let none = |p: &PathBuf| p.as_os_str() == "none";
             let state_file = match state_file {
@@ -137,6 +187,7 @@ fn main() -> anyhow::Result<()> {
                     sccrq_burst,
                     rate_table_size: sccrq_sources,
                 },
+                monitor,
             };
             rt.block_on(driver::run(cfg, opts, shutdown_signal()))
         }
@@ -145,12 +196,47 @@ fn main() -> anyhow::Result<()> {
             println!("{}", out.trim_end());
             Ok(())
         }
+        Cmd::DisconnectAps {
+            macs,
+            percentage,
+            control_socket,
+        } => {
+            anyhow::ensure!(
+                !macs.is_empty() || percentage.is_some(),
+                "give --mac (repeatable) or --percentage"
+            );
+            let args = serde_json::json!({"macs": macs, "percentage": percentage});
+            operation(&rt, &control_socket, &format!("disconnect-aps {args}"))
+        }
+        Cmd::Preempt {
+            site_id,
+            control_socket,
+        } => {
+            let args = serde_json::json!({ "site_id": site_id });
+            operation(&rt, &control_socket, &format!("preempt {args}"))
+        }
         Cmd::CheckConfig { config } => {
             let cfg = load(Some(&config))?;
             println!("{cfg:#?}");
             Ok(())
         }
     }
+}
+
+/// Send an operation; print its reply, and fail if it is an error.
+fn operation(
+    rt: &tokio::runtime::Runtime,
+    control_socket: &std::path::Path,
+    line: &str,
+) -> anyhow::Result<()> {
+    let out = rt.block_on(driver::request(control_socket, line))?;
+    let v: serde_json::Value =
+        serde_json::from_str(out.trim()).with_context(|| format!("reply: {out}"))?;
+    if let Some(e) = v.get("error").and_then(|e| e.as_str()) {
+        anyhow::bail!("{e}");
+    }
+    println!("{}", out.trim_end());
+    Ok(())
 }
 
 /// SIGTERM or SIGINT: stop (close the tunnels). SIGQUIT: exit for a

@@ -24,6 +24,7 @@
 
 #![warn(missing_docs)]
 
+pub mod failover;
 pub mod topology;
 pub mod vlanhost;
 

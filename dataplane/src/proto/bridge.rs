@@ -117,7 +117,16 @@ pub struct SwitchCounters {
     pub drop_bad_source_mac: u64,
     /// Drops: destination behind the ingress port.
     pub drop_local: u64,
+    /// MACs new or moved behind a tunnel, queued to be announced upstream
+    /// ([`Switch::take_announcements`]).
+    pub announce_queued: u64,
+    /// Announcements not queued: the queue was full (the MAC's own
+    /// traffic teaches the upstream switches instead).
+    pub announce_overflow: u64,
 }
+
+/// Most MACs waiting to be announced upstream.
+pub const ANNOUNCE_QUEUE: usize = 4096;
 
 #[derive(Debug)]
 struct Port {
@@ -165,6 +174,9 @@ pub struct Switch {
     next_sweep: Option<Instant>,
     /// Scratch for the aging sweep, kept for its capacity.
     expired: Vec<u64>,
+    /// MACs that appeared (or moved) behind a tunnel port, to announce on
+    /// the trunk.
+    announce: Vec<(u16, MacAddr)>,
     counters: SwitchCounters,
 }
 
@@ -179,6 +191,7 @@ impl Switch {
             members: vec![Vec::new(); usize::from(VLAN_MAX) + 1],
             next_sweep: None,
             expired: Vec::new(),
+            announce: Vec::new(),
             counters: SwitchCounters::default(),
         }
     }
@@ -346,6 +359,7 @@ impl Switch {
                 };
                 p.keys.push(k);
                 self.counters.moved += 1;
+                self.queue_announce(vlan, mac, port);
                 was
             }
             None => {
@@ -363,6 +377,7 @@ impl Switch {
                     },
                 );
                 self.counters.learned += 1;
+                self.queue_announce(vlan, mac, port);
                 if self.next_sweep.is_none() {
                     self.next_sweep = Some(now + self.aging / 4);
                 }
@@ -370,6 +385,26 @@ impl Switch {
             }
         };
         self.unlink(from, slot);
+    }
+
+    fn queue_announce(&mut self, vlan: u16, mac: &MacAddr, port: PortId) {
+        if port == TRUNK {
+            return;
+        }
+        if self.announce.len() >= ANNOUNCE_QUEUE {
+            self.counters.announce_overflow += 1;
+            return;
+        }
+        self.counters.announce_queued += 1;
+        self.announce.push((vlan, *mac));
+    }
+
+    /// MACs that appeared behind a tunnel port (new, or moved from another
+    /// port — an AP that failed over from another edge) since the last
+    /// call: the driver announces each on the trunk, so upstream switches
+    /// move them at once instead of waiting for their traffic.
+    pub fn take_announcements(&mut self) -> std::vec::Drain<'_, (u16, MacAddr)> {
+        self.announce.drain(..)
     }
 
     /// Take the key at `slot` out of `port`'s list (the entry has moved or
@@ -581,6 +616,28 @@ mod tests {
             },
         );
         sw
+    }
+
+    #[test]
+    fn macs_new_or_moved_behind_a_tunnel_are_announced_once() {
+        let t0 = Instant::now();
+        let mut sw = switch();
+        // C first seen on the trunk: nothing to announce (it is upstream).
+        let _ = sw.ingress(t0, TRUNK, &frame(BCAST, C, Some(10)));
+        assert_eq!(sw.take_announcements().count(), 0);
+        // A appears behind S1 (untagged: VLAN 10), B tagged 20.
+        let _ = sw.ingress(t0, S1, &frame(BCAST, A, None));
+        let _ = sw.ingress(t0, S1, &frame(C, B, Some(20)));
+        let _ = sw.ingress(t0, S1, &frame(C, A, None)); // known: no news
+        let got: Vec<_> = sw.take_announcements().collect();
+        assert_eq!(got, vec![(10, A), (20, B)]);
+        // C moves from the trunk to S2 (an AP failed over to this edge).
+        let _ = sw.ingress(t0, S2, &frame(A, C, Some(10)));
+        assert_eq!(sw.take_announcements().collect::<Vec<_>>(), vec![(10, C)]);
+        // A goes back upstream: not announced by us.
+        let _ = sw.ingress(t0, TRUNK, &frame(C, A, Some(10)));
+        assert_eq!(sw.take_announcements().count(), 0);
+        assert_eq!(sw.counters().announce_queued, 3);
     }
 
     #[test]

@@ -4,4 +4,5 @@
 pub mod bridge;
 pub mod gre;
 pub mod l2tp;
+pub mod monitor;
 pub mod pmtu;

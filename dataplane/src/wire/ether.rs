@@ -112,6 +112,32 @@ pub fn parse(frame: &[u8]) -> Option<FrameView> {
     })
 }
 
+/// EtherType of RARP (RFC 903).
+pub const ETHERTYPE_RARP: u16 = 0x8035;
+
+/// Write into `out` (cleared first) the frame that announces `mac` to
+/// upstream switches: a broadcast RARP request-reverse from `mac` (sender
+/// and target hardware address `mac`, no protocol addresses), tagged with
+/// `vid` if given, padded to 60 bytes — what hypervisors send when a
+/// machine moves, so learning switches move the MAC at once.
+pub fn write_mac_announce(mac: &MacAddr, vid: Option<u16>, out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(&[0xff; 6]);
+    out.extend_from_slice(mac);
+    if let Some(v) = vid {
+        out.extend_from_slice(&TPID_8021Q.to_be_bytes());
+        out.extend_from_slice(&(v & 0x0fff).to_be_bytes());
+    }
+    out.extend_from_slice(&ETHERTYPE_RARP.to_be_bytes());
+    // Ethernet, IPv4, 6, 4, operation 3 (request reverse).
+    out.extend_from_slice(&[0, 1, 0x08, 0x00, 6, 4, 0, 3]);
+    out.extend_from_slice(mac);
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(mac);
+    out.extend_from_slice(&[0; 4]);
+    out.resize(out.len().max(60), 0);
+}
+
 /// Append `frame` (parsed as `view`) to `out` with its tag replaced: VID `vid`
 /// keeping the frame's PCP and DEI (0 and clear if it had no tag), or no tag
 /// for `None`. For building behind an encapsulation header already in `out`.
@@ -140,6 +166,24 @@ pub fn is_multicast(mac: &MacAddr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_mac_announce_is_a_broadcast_rarp_from_the_mac_on_its_vlan() {
+        let mac = [2, 0, 0, 0, 0, 0xa];
+        let mut out = vec![9; 3];
+        write_mac_announce(&mac, Some(20), &mut out);
+        let v = parse(&out).unwrap();
+        assert_eq!(
+            (v.dst, v.src, v.tag.map(|t| t.vid())),
+            ([0xff; 6], mac, Some(20))
+        );
+        assert_eq!(&out[16..18], &[0x80, 0x35]);
+        assert_eq!(out.len(), 60);
+        assert_eq!(&out[18 + 8..18 + 14], &mac);
+        assert_eq!(&out[18 + 18..18 + 24], &mac);
+        write_mac_announce(&mac, None, &mut out);
+        assert_eq!((out.len(), &out[12..14]), (60, &[0x80, 0x35][..]));
+    }
 
     /// ARP request from 02:00:00:00:00:01, untagged (payload cut short).
     static UNTAGGED: [u8; 16] = [

@@ -323,6 +323,8 @@ pub struct EndpointCounters {
     pub sccrq_retransmits: u64,
     /// SCCRQs refused (not accepting, or missing Assigned CCID).
     pub sccrq_refused: u64,
+    /// Of `sccrq_refused`: while not accepting (upstream monitoring failed).
+    pub sccrq_not_accepting: u64,
     /// SCCRQs refused: their source is over its SCCRQ rate (no state, no
     /// reply).
     pub sccrq_rate_limited: u64,
@@ -491,6 +493,14 @@ impl Endpoint {
     /// profile went away.
     pub fn set_profiles(&mut self, profiles: Vec<PwProfile>) {
         self.cfg.profiles = profiles;
+    }
+
+    /// Whether new control connections (SCCRQs) are taken. Off while
+    /// upstream monitoring fails: refused SCCRQs get no reply (counted as
+    /// `sccrq_not_accepting`), so the AP moves on to its next edge;
+    /// established connections are left to the caller.
+    pub fn set_accepting(&mut self, accepting: bool) {
+        self.cfg.accept_incoming = accepting;
     }
 
     /// Counters.
@@ -709,6 +719,7 @@ impl Endpoint {
         }
         if !self.cfg.accept_incoming {
             self.counters.sccrq_refused += 1;
+            self.counters.sccrq_not_accepting += 1;
             return None;
         }
         // A refused SCCRQ leaves nothing behind: a real AP retransmits it
