@@ -912,6 +912,17 @@ impl Dataplane {
             }
             self.switch_frame(now, TRUNK, frame);
         }
+        // An ARP answer can change the health: act on it in this turn, not
+        // at the next timer (stats must not say healthy while SCCRQs are
+        // still refused).
+        if self
+            .monitor
+            .apply(Instant::now(), &mut self.endpoint, &mut self.gre)
+        {
+            self.sessions_changed = true;
+            self.flush_control();
+            self.handle_events();
+        }
         false
     }
 
