@@ -57,6 +57,10 @@ impl SessionState {
 }
 
 /// What a connection's handlers need from the endpoint.
+/// The StopCCN message of an SCCRQ refused while the edge is not taking
+/// tunnels.
+pub const NOT_ACCEPTING: &str = "not accepting tunnels now (upstream check failing)";
+
 pub(super) struct Ctx<'a> {
     pub now: Instant,
     pub cfg: &'a EndpointConfig,
@@ -87,6 +91,9 @@ pub(super) struct ControlConn {
     pub linger_until: Option<Instant>,
     pub rx_packets: u64,
     pub wake: Option<Instant>,
+    /// Answer the SCCRQ with StopCCN instead of SCCRP: the endpoint is not
+    /// taking tunnels for now ([`super::Endpoint::set_accepting`]).
+    pub refuse: bool,
     next_serial: u32,
 }
 
@@ -121,6 +128,7 @@ impl ControlConn {
             linger_until: None,
             rx_packets: 0,
             wake: None,
+            refuse: false,
             next_serial: 1,
         }
     }
@@ -166,6 +174,7 @@ impl ControlConn {
             linger_until: None,
             rx_packets: 0,
             wake: None,
+            refuse: false,
             next_serial: 1,
         }
     }
@@ -433,6 +442,14 @@ impl ControlConn {
             (MessageType::Sccrp, ConnState::WaitCtrlReply) => self.on_sccrp(ctx, &msg),
             (MessageType::Scccn, ConnState::WaitCtrlConn) => self.become_established(ctx),
             (MessageType::StopCcn, _) => {
+                // An SCCRQ answered with StopCCN: its Assigned CCID is
+                // where our acknowledgement goes (RFC 3931 §6.6).
+                if self.peer_ccid == 0
+                    && let Some(ccid) = msg.assigned_ccid().filter(|&c| c != 0)
+                {
+                    self.peer_ccid = ccid;
+                    self.chan.set_peer_ccid(ccid);
+                }
                 let (result, error, message) = msg.result_code().unwrap_or((0, None, None));
                 self.close(
                     ctx,
@@ -506,6 +523,16 @@ impl ControlConn {
 
     fn on_sccrq(&mut self, ctx: &mut Ctx<'_>, msg: &ControlMessage) {
         if !self.learn_peer(ctx, msg) {
+            return;
+        }
+        if self.refuse {
+            // Said at once, so the AP moves to its next edge now instead
+            // of after its SCCRQ retransmissions give up (~31 s).
+            self.close(
+                ctx,
+                CloseReason::Local,
+                Some((stopccn::CLEAR, error_code::NONE, NOT_ACCEPTING)),
+            );
             return;
         }
         let avps = self.sccrx_avps(ctx);

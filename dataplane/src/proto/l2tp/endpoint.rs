@@ -450,6 +450,8 @@ pub struct Endpoint {
     half_open: FxHashSet<u32>,
     /// Per-source SCCRQ rate.
     limiter: SourceLimiter,
+    /// Not taking new tunnels for now ([`Endpoint::set_accepting`]).
+    paused: bool,
 }
 
 macro_rules! ctx {
@@ -471,6 +473,7 @@ impl Endpoint {
         Endpoint {
             limiter: SourceLimiter::new(&cfg.admission),
             half_open: FxHashSet::default(),
+            paused: false,
             cfg,
             conns: HashMap::new(),
             by_peer: HashMap::new(),
@@ -496,11 +499,14 @@ impl Endpoint {
     }
 
     /// Whether new control connections (SCCRQs) are taken. Off while
-    /// upstream monitoring fails: refused SCCRQs get no reply (counted as
-    /// `sccrq_not_accepting`), so the AP moves on to its next edge;
-    /// established connections are left to the caller.
+    /// upstream monitoring fails: an SCCRQ is answered with StopCCN
+    /// (result 1, [`NOT_ACCEPTING`](super::conn::NOT_ACCEPTING); counted as
+    /// `sccrq_not_accepting`), so the AP moves on to its next edge at once;
+    /// established connections are left to the caller. An endpoint whose
+    /// configuration does not accept SCCRQs at all (`accept_incoming`
+    /// false: the AP side) keeps ignoring them.
     pub fn set_accepting(&mut self, accepting: bool) {
-        self.cfg.accept_incoming = accepting;
+        self.paused = !accepting;
     }
 
     /// Counters.
@@ -719,7 +725,6 @@ impl Endpoint {
         }
         if !self.cfg.accept_incoming {
             self.counters.sccrq_refused += 1;
-            self.counters.sccrq_not_accepting += 1;
             return None;
         }
         // A refused SCCRQ leaves nothing behind: a real AP retransmits it
@@ -734,10 +739,20 @@ impl Endpoint {
             self.counters.sccrq_half_open_full += 1;
             return None;
         }
-        self.counters.sccrq_accepted += 1;
+        // Not taking tunnels for now (upstream monitoring failed): the
+        // SCCRQ gets a StopCCN, from a connection that lives only to
+        // deliver it (rate-limited and capped like any other).
+        let refuse = self.paused;
+        if refuse {
+            self.counters.sccrq_refused += 1;
+            self.counters.sccrq_not_accepting += 1;
+        } else {
+            self.counters.sccrq_accepted += 1;
+        }
         let ccid = self.alloc_ccid();
         let ctx = ctx!(self, now);
-        let conn = ControlConn::new(&ctx, ccid, peer_ccid, from, transport, false);
+        let mut conn = ControlConn::new(&ctx, ccid, peer_ccid, from, transport, false);
+        conn.refuse = refuse;
         self.conns.insert(ccid, conn);
         self.by_peer.insert((transport, from, peer_ccid), ccid);
         Some(ccid)

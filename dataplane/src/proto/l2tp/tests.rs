@@ -456,6 +456,80 @@ fn stopccn_from_ap_tears_down_edge_side() {
     assert_eq!(p.ap.conn_count(), 0);
 }
 
+#[test]
+fn a_paused_edge_answers_sccrq_with_stopccn_and_takes_tunnels_again_when_resumed() {
+    let mut p = Pair::new(Transport::Udp, 4);
+    p.edge.set_accepting(false);
+    p.connect(pw::ETHERNET);
+    p.run(Duration::from_secs(1));
+    // The AP hears why at once (one round trip), not after ~31 s of
+    // unanswered SCCRQs.
+    let down = p
+        .ap_events
+        .iter()
+        .find_map(|e| match e {
+            Event::TunnelDown { reason, was_up, .. } => Some((reason.clone(), *was_up)),
+            _ => None,
+        })
+        .expect("the AP's tunnel attempt ends");
+    assert_eq!(
+        down,
+        (
+            CloseReason::PeerStopCcn {
+                result: l2tp::stopccn::CLEAR,
+                error: Some(0),
+                message: Some(super::conn::NOT_ACCEPTING.into()),
+            },
+            false
+        )
+    );
+    assert!(Pair::sessions_up(&p.edge_events).is_empty());
+    let c = p.edge.counters();
+    assert_eq!(
+        (
+            c.sccrq_received,
+            c.sccrq_accepted,
+            c.sccrq_refused,
+            c.sccrq_not_accepting
+        ),
+        (1, 0, 1, 1)
+    );
+    assert!(
+        !p.edge_events
+            .iter()
+            .any(|e| matches!(e, Event::TunnelUp { .. })),
+        "{:?}",
+        p.edge_events
+    );
+    // The AP acknowledges the StopCCN (it learns our CCID from it): no
+    // retransmission until it gives up (~31 s), the refusing connection
+    // goes after lingering.
+    p.run(Duration::from_secs(10));
+    assert_eq!(p.edge.conn_count(), 0);
+    assert_eq!(p.edge.half_open_count(), 0);
+
+    p.edge.set_accepting(true);
+    p.ap_events.clear();
+    p.connect(pw::ETHERNET);
+    p.run(Duration::from_secs(1));
+    assert_eq!(Pair::sessions_up(&p.edge_events).len(), 1);
+    assert_eq!(p.edge.counters().sccrq_accepted, 1);
+}
+
+#[test]
+fn an_initiator_only_endpoint_ignores_sccrq() {
+    let now = Instant::now();
+    let mut ap = Endpoint::new(ap_cfg(4), 5);
+    ap.set_accepting(true);
+    assert_eq!(
+        ap.handle_datagram(now, Transport::Udp, addr(EDGE), &raw_sccrq(vec![], 0)),
+        Incoming::Control
+    );
+    assert!(ap.poll_transmit().is_none(), "no reply from an AP");
+    assert_eq!(ap.counters().sccrq_refused, 1);
+    assert_eq!(ap.conn_count(), 0);
+}
+
 fn edge_ccid(p: &Pair) -> u32 {
     p.edge_events
         .iter()
