@@ -5,7 +5,10 @@
 //! AF_PACKET socket on the upstream trunk, the L2TP [`Endpoint`], the mGRE
 //! [`GreEndpoint`] and the [`Switch`]. Frames go tunnel → switch →
 //! trunk/tunnel and trunk → switch → tunnel without leaving this loop. A
-//! Unix socket answers `stats` with JSON.
+//! Unix socket answers `stats` with JSON. The edge's own host ports, routes
+//! and DHCP relay, and the reload on SIGHUP, are in [`services`].
+
+mod services;
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -67,6 +70,8 @@ pub struct DaemonOptions {
     /// Limits on new L2TP control connections (`--max-half-open`,
     /// `--sccrq-rate`, `--sccrq-burst`, `--sccrq-sources`).
     pub admission: AdmissionConfig,
+    /// The configuration file, re-read on SIGHUP (None: nothing to re-read).
+    pub config: Option<PathBuf>,
 }
 
 /// The default `--pin-dir`.
@@ -83,6 +88,7 @@ impl Default for DaemonOptions {
             pin_dir_is_default: true,
             state_file: Some(PathBuf::from("/run/tunterm/tunterm.state")),
             admission: AdmissionConfig::default(),
+            config: None,
         }
     }
 }
@@ -224,6 +230,8 @@ pub struct Stats {
     pub fast_path: FastPathStats,
     /// The state kept for a restart, and what this run took back.
     pub restart: RestartStats,
+    /// Host ports, extra routes, DHCP relay, reloads.
+    pub services: services::ServicesStats,
 }
 
 /// What a tunnel socket carries.
@@ -278,6 +286,8 @@ struct Dataplane {
     /// Earliest next write.
     state_due: Instant,
     restart: RestartStats,
+    /// Host ports, routes, DHCP relay.
+    svc: services::Services,
 }
 
 /// The MTU of the tunnel behind `port`: its mxtunnel's `mtu`, or the AP
@@ -402,6 +412,7 @@ impl Dataplane {
                 FastPath::stats,
             ),
             restart: self.restart.clone(),
+            services: self.svc.stats(),
         }
     }
 
@@ -496,6 +507,11 @@ impl Dataplane {
     fn switch_frame(&mut self, now: Instant, ingress: PortId, frame: &[u8]) {
         let (verdict, view) = self.switch.ingress(now, ingress, frame);
         let Some(view) = view else { return };
+        if let Verdict::Forward { vlan, .. } | Verdict::Flood { vlan } = verdict
+            && self.relay_client(now, ingress, vlan, frame, &view)
+        {
+            return;
+        }
         match verdict {
             Verdict::Forward { vlan, to } => self.egress(ingress, to, vlan, frame, &view),
             Verdict::Flood { vlan } => {
@@ -548,6 +564,10 @@ impl Dataplane {
     }
 
     fn egress(&mut self, ingress: PortId, port: PortId, vlan: u16, frame: &[u8], view: &FrameView) {
+        if crate::proto::bridge::is_host_port(port) {
+            self.send_to_host_port(port, vlan, frame, view);
+            return;
+        }
         let tag = self.switch.egress_tag(port, vlan);
         if port == TRUNK {
             ether::write_retagged(frame, view, tag, &mut self.tx);
@@ -870,6 +890,7 @@ impl Dataplane {
         self.endpoint.handle_timeout(now);
         self.gre.handle_timeout(now);
         self.switch.handle_timeout(now);
+        self.svc.handle_timeout(now);
         self.flush_control();
         self.handle_events();
     }
@@ -897,6 +918,7 @@ impl Dataplane {
             self.gre.poll_timeout(),
             self.switch.poll_timeout(),
             self.fast.as_ref().map(FastPath::poll_timeout),
+            self.svc.poll_timeout(),
             (self.state_dirty && self.state_file.is_some()).then_some(self.state_due),
         ]
         .into_iter()
@@ -1059,6 +1081,13 @@ pub async fn run(
             bail!("no upstream interface: set tunterm_port_config.upstream_ports or --upstream")
         }
     };
+    // The edge's host ports come first: tunterm_ip_config's address may be
+    // on one, and the tunnel sockets bind to it.
+    let mut switch = Switch::new(crate::proto::bridge::DEFAULT_AGING);
+    switch.add_port(TRUNK, trunk_port(&cfg));
+    let ip_config_port = cfg.tunnel_ip.is_some_and(|ip| !services::is_local(ip));
+    let mut svc = services::Services::new(ip_config_port);
+    svc.apply(&mut switch, &cfg, services::desired(&cfg, ip_config_port));
     let socks = open_sockets(&cfg, opts.port)?;
     let trunk = PacketSocket::bind_with_rx_ring(&upstream)
         .with_context(|| format!("opening the upstream trunk {upstream}"))?;
@@ -1070,8 +1099,6 @@ pub async fn run(
             .unwrap_or_default();
         t.as_nanos() as u64 ^ u64::from(std::process::id()).rotate_left(32)
     };
-    let mut switch = Switch::new(crate::proto::bridge::DEFAULT_AGING);
-    switch.add_port(TRUNK, trunk_port(&cfg));
     let gre = GreEndpoint::new(GreConfig {
         peer_timeout: cfg
             .mgre
@@ -1112,6 +1139,7 @@ pub async fn run(
         state_dirty: false,
         state_due: Instant::now(),
         restart: RestartStats::default(),
+        svc,
         cfg,
     };
     dp.restore(Instant::now());
@@ -1138,11 +1166,16 @@ pub async fn run(
     let slot = |i: usize| dp.socks.slots.get(i).map(|(c, _, s)| (*c, s.clone()));
     let (s0, s1, s2, s3, s4, s5) = (slot(0), slot(1), slot(2), slot(3), slot(4), slot(5));
     tokio::pin!(shutdown);
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("installing the SIGHUP handler")?;
     let exit = loop {
         let wake = dp.next_wake();
+        let (taps, relays) = dp.svc.poll_set();
         tokio::select! {
             biased;
             exit = &mut shutdown => break exit,
+            _ = hangup.recv() => dp.reload(opts.config.as_deref()),
+            what = crate::io::hostport::readable(&taps, &relays) => dp.drain_services(what),
             r = ready(s0.as_ref().map(|s| &s.1)) => { r?; let (c, s) = s0.clone().unwrap(); dp.drain_tunnel(c, &s, &mut buf); }
             r = ready(s1.as_ref().map(|s| &s.1)) => { r?; let (c, s) = s1.clone().unwrap(); dp.drain_tunnel(c, &s, &mut buf); }
             r = ready(s2.as_ref().map(|s| &s.1)) => { r?; let (c, s) = s2.clone().unwrap(); dp.drain_tunnel(c, &s, &mut buf); }

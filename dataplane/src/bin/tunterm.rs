@@ -117,6 +117,7 @@ fn main() -> anyhow::Result<()> {
             sccrq_sources,
         } => {
             let cfg = load(config.as_ref())?;
+            let config_path = config.clone();
             let none = |p: &PathBuf| p.as_os_str() == "none";
             let state_file = match state_file {
                 Some(p) if none(&p) => None,
@@ -137,6 +138,7 @@ fn main() -> anyhow::Result<()> {
                     sccrq_burst,
                     rate_table_size: sccrq_sources,
                 },
+                config: config_path,
             };
             rt.block_on(driver::run(cfg, opts, shutdown_signal()))
         }
