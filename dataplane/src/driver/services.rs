@@ -19,7 +19,7 @@ use tracing::{info, warn};
 use tunterm_control::EdgeConfig;
 
 use super::{Dataplane, trunk_port};
-use crate::io::hostport::{HostPort, HostPortCounters, HostPortSpec, Readable, Route};
+use crate::io::hostport::{HostPort, HostPortCounters, HostPortSpec, Readable, Route, stable_mac};
 use crate::io::tap::Tap;
 use crate::proto::bridge::{PortConfig, PortId, Switch, TRUNK, host_port, is_host_port};
 use crate::proto::dhcp::{Origin, RelayAgent, RelayCounters, VlanRelay};
@@ -45,6 +45,7 @@ pub(super) fn desired(cfg: &EdgeConfig, ip_config_port: bool) -> Desired {
             vid,
             HostPortSpec {
                 vid,
+                mac: stable_mac(&cfg.name, vid),
                 v4: Some((ip, len)),
                 gateway: None,
                 v6: None,
@@ -65,6 +66,7 @@ pub(super) fn desired(cfg: &EdgeConfig, ip_config_port: bool) -> Desired {
                 let (len6, gw6) = cfg.ip6_settings();
                 slot.insert(HostPortSpec {
                     vid: native,
+                    mac: stable_mac(&cfg.name, native),
                     v4: Some((ip, cfg.tunnel_prefix.unwrap_or(32))),
                     gateway: cfg.gateway,
                     v6: cfg.tunnel_ip6.map(|a| (a, len6.unwrap_or(64))),

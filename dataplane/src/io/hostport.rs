@@ -25,6 +25,9 @@ use crate::wire::ether::MacAddr;
 pub struct HostPortSpec {
     /// VLAN (untagged on the port; the switch tags toward the trunk).
     pub vid: u16,
+    /// The device's MAC: stable for an edge and VLAN ([`stable_mac`]), so
+    /// that neighbours' ARP caches stay right across a restart or reload.
+    pub mac: MacAddr,
     /// IPv4 address and prefix length.
     pub v4: Option<(Ipv4Addr, u8)>,
     /// IPv4 default gateway through this port.
@@ -33,6 +36,18 @@ pub struct HostPortSpec {
     pub v6: Option<(Ipv6Addr, u8)>,
     /// IPv6 default gateway through this port.
     pub gateway6: Option<Ipv6Addr>,
+}
+
+/// A locally administered MAC for `edge`'s host port on `vid`:
+/// `02:74:` and 32 bits of an FNV-1a hash of the edge name and the VLAN.
+pub fn stable_mac(edge: &str, vid: u16) -> MacAddr {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in edge.bytes().chain(vid.to_be_bytes()) {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    let [a, b, c, d] = h.to_be_bytes();
+    [0x02, 0x74, a, b, c, d]
 }
 
 impl HostPortSpec {
@@ -112,7 +127,16 @@ impl HostPort {
             }
             Err(e) => return Err(e).with_context(|| format!("creating host port {name}")),
         };
+        let m = spec.mac;
+        let mac_text = format!(
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        );
+        ip(&["link", "set", "dev", &name, "address", &mac_text])?;
         let mac = read_mac(&name)?;
+        // Announce the address (gratuitous ARP) when the link comes up, so
+        // that neighbours holding another MAC for it learn this one.
+        let _ = std::fs::write(format!("/proc/sys/net/ipv4/conf/{name}/arp_notify"), "1");
         if spec.v6.is_some() {
             // The address is ours by configuration: no duplicate detection
             // holding it back.
