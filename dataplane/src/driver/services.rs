@@ -542,3 +542,80 @@ impl Dataplane {
         self.svc.buf = buf;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(mxedge: serde_json::Value) -> EdgeConfig {
+        let mut cfg: serde_json::Value =
+            serde_json::from_str(tunterm_control::LAB_DEFAULT).unwrap();
+        for (k, v) in mxedge.as_object().unwrap() {
+            cfg["mxedge"][k] = v.clone();
+        }
+        tunterm_control::load_str(&cfg.to_string()).unwrap()
+    }
+
+    #[test]
+    fn the_configuration_says_which_host_ports_routes_and_relays() {
+        let cfg = config(serde_json::json!({
+            "tunterm_ip_config": {"ip": "10.1.0.5", "netmask": "/24", "gateway": "10.1.0.1",
+                                  "ip6": "fd00:1::5", "netmask6": "/64", "gateway6": "fd00:1::1"},
+            "tunterm_other_ip_configs": {
+                "10": {"ip": "192.168.10.2", "netmask": "255.255.255.0"},
+                "20": {"ip": "192.168.20.2", "netmask": "255.255.254.0"}
+            },
+            "tunterm_extra_routes": {"172.16.0.0/12": {"via": "192.168.10.1"}},
+            "tunterm_dhcpd_config": {
+                "enabled": true, "servers": ["192.168.20.1"],
+                "10": {"enabled": true, "servers": ["192.168.10.1", "172.16.2.2"]},
+                "20": {"enabled": false},
+                "30": {"enabled": true, "servers": ["192.168.30.1"]}
+            }
+        }));
+        let d = desired(&cfg, true);
+        assert_eq!(d.hosts.keys().copied().collect::<Vec<_>>(), [1, 10, 20]);
+        let native = &d.hosts[&1];
+        assert_eq!(native.v4, Some(("10.1.0.5".parse().unwrap(), 24)));
+        assert_eq!(native.gateway, Some("10.1.0.1".parse().unwrap()));
+        assert_eq!(native.v6, Some(("fd00:1::5".parse().unwrap(), 64)));
+        assert_eq!(native.gateway6, Some("fd00:1::1".parse().unwrap()));
+        assert_eq!(d.hosts[&20].v4, Some(("192.168.20.2".parse().unwrap(), 23)));
+        assert_eq!(d.hosts[&10].ifname(), "tt-v10");
+        assert_eq!(d.hosts[&10].mac, stable_mac("lab-edge", 10));
+        assert_ne!(d.hosts[&10].mac, d.hosts[&20].mac);
+        assert_eq!(
+            d.routes,
+            [Route {
+                dest: "172.16.0.0/12".into(),
+                via: "192.168.10.1".parse().unwrap()
+            }]
+        );
+        // VLAN 10 its own servers, 1 the global ones, 20 off, 30 has no
+        // address to relay from.
+        let relay: Vec<(u16, Vec<Ipv4Addr>)> = d.relay.into_iter().collect();
+        assert_eq!(
+            relay,
+            [
+                (1, vec!["192.168.20.1".parse().unwrap()]),
+                (
+                    10,
+                    vec![
+                        "192.168.10.1".parse().unwrap(),
+                        "172.16.2.2".parse().unwrap()
+                    ]
+                ),
+            ]
+        );
+        // tunterm_ip_config's address already on an interface: no host
+        // port for it.
+        let d = desired(&cfg, false);
+        assert_eq!(d.hosts.keys().copied().collect::<Vec<_>>(), [10, 20]);
+    }
+
+    #[test]
+    fn no_addresses_no_host_ports() {
+        let d = desired(&EdgeConfig::lab_default(), false);
+        assert_eq!(d, Desired::default());
+    }
+}
