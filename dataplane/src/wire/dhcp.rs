@@ -25,6 +25,7 @@
 
 use std::net::Ipv4Addr;
 
+use crate::wire::checksum::{fold, sum16};
 use crate::wire::ether::MacAddr;
 
 /// UDP port of DHCP servers and relay agents.
@@ -328,24 +329,6 @@ fn udp_in(l3: &[u8]) -> Option<((u16, u16), Ipv4Addr, &[u8])> {
     let payload = udp.get(8..ulen.max(8))?;
     let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
     Some(((sport, dport), dst, payload))
-}
-
-fn sum16(data: &[u8], mut acc: u32) -> u32 {
-    let mut chunks = data.chunks_exact(2);
-    for c in &mut chunks {
-        acc += u32::from(u16::from_be_bytes([c[0], c[1]]));
-    }
-    if let [b] = chunks.remainder() {
-        acc += u32::from(*b) << 8;
-    }
-    acc
-}
-
-fn fold(mut acc: u32) -> u16 {
-    while acc >> 16 != 0 {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    !(acc as u16)
 }
 
 /// Addresses of a frame built by [`emit_udp_frame`].
