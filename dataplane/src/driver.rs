@@ -188,7 +188,8 @@ pub struct FdbEntry {
     pub vlan: u16,
     /// MAC, aa:bb:cc:dd:ee:ff.
     pub mac: String,
-    /// "trunk", the L2TP session id, or "gre:<addr>".
+    /// "trunk", "host:<vlan>" (a host port), the L2TP session id, or the
+    /// mGRE peer's port number.
     pub port: String,
 }
 
@@ -399,6 +400,8 @@ impl Dataplane {
                     mac: format_mac(&mac),
                     port: if port == TRUNK {
                         "trunk".into()
+                    } else if crate::proto::bridge::is_host_port(port) {
+                        format!("host:{}", port.0 - crate::proto::bridge::HOST_PORT_BASE)
                     } else {
                         port.0.to_string()
                     },

@@ -179,6 +179,26 @@ fn clients_on_two_vlans_get_leases_through_the_relay() {
     // The kernel answers on the edge's VLAN addresses, through the trunk.
     assert_eq!(lab::ping(&lab.up, "192.168.10.2", 3).unwrap().received, 3);
     assert_eq!(lab::ping(&lab.up, "192.168.20.2", 3).unwrap().received, 3);
+    // The switch learned the host port's MAC on it; frames went both ways.
+    let s = lab.edge_stats().unwrap();
+    let mac10 = s["services"]["host_ports"][0]["mac"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(mac10.starts_with("02:74:"), "{mac10}");
+    let fdb = s["fdb"].as_array().unwrap();
+    assert!(
+        fdb.iter()
+            .any(|e| e["mac"] == mac10.as_str() && e["vlan"] == 10 && e["port"] == "host:10"),
+        "{fdb:?}"
+    );
+    for h in s["services"]["host_ports"].as_array().unwrap() {
+        assert!(
+            h["rx"].as_u64().unwrap() >= 3 && h["tx"].as_u64().unwrap() >= 3,
+            "{h}"
+        );
+        assert_eq!(h["tx_drops"], 0, "{h}");
+    }
     // The extra route: the edge reaches 172.16.2.2 via 192.168.10.1.
     let route = lab
         .edge
