@@ -813,6 +813,34 @@ impl EdgeConfig {
             .unwrap_or(&NO_ROUTES)
     }
 
+    /// The edge's IPv4 addresses on VLANs (`tunterm_other_ip_configs`):
+    /// VLAN id, address, prefix length, in VLAN order. (Validated when the
+    /// configuration was loaded.)
+    pub fn vlan_addresses(&self) -> Vec<(u16, Ipv4Addr, u8)> {
+        self.raw
+            .mxedge
+            .tunterm_other_ip_configs
+            .iter()
+            .filter_map(|(key, c)| {
+                let vlan = key.parse().ok()?;
+                let ip = given(&c.ip)?.parse().ok()?;
+                let len = parse_netmask4("", given(&c.netmask)?).ok()?;
+                Some((vlan, ip, len))
+            })
+            .collect()
+    }
+
+    /// `tunterm_ip_config`'s IPv6 prefix length and gateways:
+    /// (`netmask6`, `gateway6`). (Validated when loaded.)
+    pub fn ip6_settings(&self) -> (Option<u8>, Option<Ipv6Addr>) {
+        let Some(c) = self.raw.mxedge.tunterm_ip_config.as_ref() else {
+            return (None, None);
+        };
+        let len = given(&c.netmask6).and_then(|s| parse_netmask6("", s).ok());
+        let gw = given(&c.gateway6).and_then(|s| s.parse().ok());
+        (len, gw)
+    }
+
     /// Effective `tunterm_dhcpd_config` (`None`: no DHCP relay).
     pub fn dhcpd_config(&self) -> Option<&TuntermDhcpdConfig> {
         self.raw

@@ -5,7 +5,10 @@
 //! AF_PACKET socket on the upstream trunk, the L2TP [`Endpoint`], the mGRE
 //! [`GreEndpoint`] and the [`Switch`]. Frames go tunnel → switch →
 //! trunk/tunnel and trunk → switch → tunnel without leaving this loop. A
-//! Unix socket answers `stats` with JSON.
+//! Unix socket answers `stats` with JSON. The edge's own host ports, routes
+//! and DHCP relay, and the reload on SIGHUP, are in [`services`].
+
+mod services;
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -73,6 +76,8 @@ pub struct DaemonOptions {
     /// Upstream monitoring (`--monitor-interval`, `--monitor-timeout`,
     /// `--monitor-recover`).
     pub monitor: MonitorOptions,
+    /// The configuration file, re-read on SIGHUP (None: nothing to re-read).
+    pub config: Option<PathBuf>,
 }
 
 /// The default `--pin-dir`.
@@ -90,6 +95,7 @@ impl Default for DaemonOptions {
             state_file: Some(PathBuf::from("/run/tunterm/tunterm.state")),
             admission: AdmissionConfig::default(),
             monitor: MonitorOptions::default(),
+            config: None,
         }
     }
 }
@@ -191,7 +197,8 @@ pub struct FdbEntry {
     pub vlan: u16,
     /// MAC, aa:bb:cc:dd:ee:ff.
     pub mac: String,
-    /// "trunk", the L2TP session id, or "gre:<addr>".
+    /// "trunk", "host:<vlan>" (a host port), the L2TP session id, or the
+    /// mGRE peer's port number.
     pub port: String,
 }
 
@@ -237,6 +244,8 @@ pub struct Stats {
     pub monitoring: MonitorStats,
     /// `disconnect-aps` and `preempt` requests and what they closed.
     pub operations: OperationCounters,
+    /// Host ports, extra routes, DHCP relay, reloads.
+    pub services: services::ServicesStats,
 }
 
 /// What a tunnel socket carries.
@@ -295,6 +304,8 @@ struct Dataplane {
     monitor: UpstreamMonitor,
     /// `disconnect-aps` and `preempt`.
     operations: Operations,
+    /// Host ports, routes, DHCP relay.
+    svc: services::Services,
 }
 
 /// The MTU of the tunnel behind `port`: its mxtunnel's `mtu`, or the AP
@@ -406,6 +417,8 @@ impl Dataplane {
                     mac: format_mac(&mac),
                     port: if port == TRUNK {
                         "trunk".into()
+                    } else if crate::proto::bridge::is_host_port(port) {
+                        format!("host:{}", port.0 - crate::proto::bridge::HOST_PORT_BASE)
                     } else {
                         port.0.to_string()
                     },
@@ -421,6 +434,7 @@ impl Dataplane {
             restart: self.restart.clone(),
             monitoring: self.monitor.stats(now),
             operations: self.operations.counters().clone(),
+            services: self.svc.stats(),
         }
     }
 
@@ -515,6 +529,11 @@ impl Dataplane {
     fn switch_frame(&mut self, now: Instant, ingress: PortId, frame: &[u8]) {
         let (verdict, view) = self.switch.ingress(now, ingress, frame);
         let Some(view) = view else { return };
+        if let Verdict::Forward { vlan, .. } | Verdict::Flood { vlan } = verdict
+            && self.relay_client(now, ingress, vlan, frame, &view)
+        {
+            return;
+        }
         match verdict {
             Verdict::Forward { vlan, to } => self.egress(ingress, to, vlan, frame, &view),
             Verdict::Flood { vlan } => {
@@ -593,6 +612,10 @@ impl Dataplane {
     }
 
     fn egress(&mut self, ingress: PortId, port: PortId, vlan: u16, frame: &[u8], view: &FrameView) {
+        if crate::proto::bridge::is_host_port(port) {
+            self.send_to_host_port(port, vlan, frame, view);
+            return;
+        }
         let tag = self.switch.egress_tag(port, vlan);
         if port == TRUNK {
             ether::write_retagged(frame, view, tag, &mut self.tx);
@@ -931,6 +954,7 @@ impl Dataplane {
         self.gre.handle_timeout(now);
         self.switch.handle_timeout(now);
         self.run_monitor(now);
+        self.svc.handle_timeout(now);
         self.flush_control();
         self.handle_events();
     }
@@ -993,6 +1017,7 @@ impl Dataplane {
             self.switch.poll_timeout(),
             self.fast.as_ref().map(FastPath::poll_timeout),
             self.monitor.poll_timeout(),
+            self.svc.poll_timeout(),
             (self.state_dirty && self.state_file.is_some()).then_some(self.state_due),
         ]
         .into_iter()
@@ -1161,6 +1186,13 @@ pub async fn run(
             bail!("no upstream interface: set tunterm_port_config.upstream_ports or --upstream")
         }
     };
+    // The edge's host ports come first: tunterm_ip_config's address may be
+    // on one, and the tunnel sockets bind to it.
+    let mut switch = Switch::new(crate::proto::bridge::DEFAULT_AGING);
+    switch.add_port(TRUNK, trunk_port(&cfg));
+    let ip_config_port = cfg.tunnel_ip.is_some_and(|ip| !services::is_local(ip));
+    let mut svc = services::Services::new(ip_config_port);
+    svc.apply(&mut switch, &cfg, services::desired(&cfg, ip_config_port));
     let socks = open_sockets(&cfg, opts.port)?;
     let trunk = PacketSocket::bind_with_rx_ring(&upstream)
         .with_context(|| format!("opening the upstream trunk {upstream}"))?;
@@ -1172,8 +1204,6 @@ pub async fn run(
             .unwrap_or_default();
         t.as_nanos() as u64 ^ u64::from(std::process::id()).rotate_left(32)
     };
-    let mut switch = Switch::new(crate::proto::bridge::DEFAULT_AGING);
-    switch.add_port(TRUNK, trunk_port(&cfg));
     let gre = GreEndpoint::new(GreConfig {
         peer_timeout: cfg
             .mgre
@@ -1217,6 +1247,7 @@ pub async fn run(
         restart: RestartStats::default(),
         monitor,
         operations: Operations::new(seed),
+        svc,
         cfg,
     };
     dp.restore(Instant::now());
@@ -1244,11 +1275,16 @@ pub async fn run(
     let slot = |i: usize| dp.socks.slots.get(i).map(|(c, _, s)| (*c, s.clone()));
     let (s0, s1, s2, s3, s4, s5) = (slot(0), slot(1), slot(2), slot(3), slot(4), slot(5));
     tokio::pin!(shutdown);
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("installing the SIGHUP handler")?;
     let exit = loop {
         let wake = dp.next_wake();
+        let (taps, relays) = dp.svc.poll_set();
         tokio::select! {
             biased;
             exit = &mut shutdown => break exit,
+            _ = hangup.recv() => dp.reload(opts.config.as_deref()),
+            what = crate::io::hostport::readable(&taps, &relays) => dp.drain_services(what),
             r = ready(s0.as_ref().map(|s| &s.1)) => { r?; let (c, s) = s0.clone().unwrap(); dp.drain_tunnel(c, &s, &mut buf); }
             r = ready(s1.as_ref().map(|s| &s.1)) => { r?; let (c, s) = s1.clone().unwrap(); dp.drain_tunnel(c, &s, &mut buf); }
             r = ready(s2.as_ref().map(|s| &s.1)) => { r?; let (c, s) = s2.clone().unwrap(); dp.drain_tunnel(c, &s, &mut buf); }

@@ -167,6 +167,7 @@ fn main() -> anyhow::Result<()> {
                 recover_after: monitor_recover.max(1),
             };
             let cfg = load(config.as_ref())?;
+            let config_path = config.clone();
             let none = |p: &PathBuf| p.as_os_str() == "none";
             let state_file = match state_file {
                 Some(p) if none(&p) => None,
@@ -188,6 +189,7 @@ fn main() -> anyhow::Result<()> {
                     rate_table_size: sccrq_sources,
                 },
                 monitor,
+                config: config_path,
             };
             rt.block_on(driver::run(cfg, opts, shutdown_signal()))
         }

@@ -3,6 +3,7 @@
 pub mod afpacket;
 pub mod batch;
 mod cmsg;
+pub mod hostport;
 pub mod probe;
 pub mod raw;
 pub mod tap;

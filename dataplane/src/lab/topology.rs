@@ -107,6 +107,9 @@ pub struct Options {
     pub fast_path: String,
     /// Extra arguments for both AP simulators (e.g. `--sequencing`).
     pub ap_args: Vec<String>,
+    /// Fields set on the edge configuration's `mxedge` object (e.g.
+    /// `tunterm_other_ip_configs`, `tunterm_dhcpd_config`).
+    pub mxedge_extra: Vec<(String, serde_json::Value)>,
 }
 
 impl Options {
@@ -125,6 +128,7 @@ impl Options {
             tunnel_mtu: 0,
             fast_path: std::env::var("TUNTERM_LAB_FAST_PATH").unwrap_or_else(|_| "off".into()),
             ap_args: Vec::new(),
+            mxedge_extra: Vec::new(),
         }
     }
 }
@@ -220,6 +224,9 @@ impl Lab {
 
         let config = dir.join("edge.json");
         let mut cfg = edge_config(opts.hello_interval, opts.hello_retries);
+        for (k, v) in &opts.mxedge_extra {
+            cfg["mxedge"][k] = v.clone();
+        }
         if opts.tunnel_mtu != 0 {
             cfg["mxtunnels"][0]["mtu"] = opts.tunnel_mtu.into();
         }

@@ -28,6 +28,20 @@ pub struct PortId(pub u32);
 /// The upstream trunk.
 pub const TRUNK: PortId = PortId(0);
 
+/// First switch port id of host ports (the edge's own address on a VLAN):
+/// VLAN `v`'s is `HOST_PORT_BASE + v`. Session ids stay out of the range.
+pub const HOST_PORT_BASE: u32 = 0xEFFF_F000;
+
+/// The host port of VLAN `vid`.
+pub fn host_port(vid: u16) -> PortId {
+    PortId(HOST_PORT_BASE + u32::from(vid & 0x0fff))
+}
+
+/// Whether `port` is a host port.
+pub fn is_host_port(port: PortId) -> bool {
+    (HOST_PORT_BASE..HOST_PORT_BASE + 0x1000).contains(&port.0)
+}
+
 /// MAC aging time when none is configured.
 pub const DEFAULT_AGING: Duration = Duration::from_secs(300);
 

@@ -10,6 +10,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+use crate::wire::checksum::{fold, sum16};
 use crate::wire::ether;
 
 const ETH_IPV4: u16 = 0x0800;
@@ -54,24 +55,6 @@ fn l3(frame: &[u8]) -> Option<(u16, usize)> {
     let at = v.inner_offset;
     let et = u16::from_be_bytes([*frame.get(at)?, *frame.get(at + 1)?]);
     Some((et, at + 2))
-}
-
-fn sum16(data: &[u8], mut acc: u32) -> u32 {
-    let mut chunks = data.chunks_exact(2);
-    for c in &mut chunks {
-        acc += u32::from(u16::from_be_bytes([c[0], c[1]]));
-    }
-    if let [b] = chunks.remainder() {
-        acc += u32::from(*b) << 8;
-    }
-    acc
-}
-
-fn fold(mut acc: u32) -> u16 {
-    while acc >> 16 != 0 {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    !(acc as u16)
 }
 
 /// RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m').

@@ -570,10 +570,11 @@ impl ControlConn {
     fn alloc_session(&mut self, ctx: &mut Ctx<'_>) -> u32 {
         loop {
             // Session ids double as switch port ids: keep them out of the
-            // mGRE peer range (0xF000_0000..).
+            // mGRE peer range (0xF000_0000..) and the host ports'.
             let sid = ctx.rng.next_u32();
             if sid != 0
                 && !crate::proto::gre::is_gre_port(crate::proto::bridge::PortId(sid))
+                && !crate::proto::bridge::is_host_port(crate::proto::bridge::PortId(sid))
                 && !ctx.sessions.contains_key(&sid)
             {
                 return sid;

@@ -925,6 +925,11 @@ impl Endpoint {
         self.sessions.get(&sid)
     }
 
+    /// The Host Name the peer of connection `ccid` gave in its SCCRQ/SCCRP.
+    pub fn peer_host_name(&self, ccid: u32) -> Option<&str> {
+        self.conns.get(&ccid).map(|c| c.peer_host_name.as_str())
+    }
+
     /// Every session (any state), in no order.
     pub fn sessions(&self) -> impl Iterator<Item = &DataSession> + '_ {
         self.sessions.values()
@@ -1023,6 +1028,7 @@ impl Endpoint {
                 let cookies = Cookie::new(&s.cookie_rx).zip(Cookie::new(&s.cookie_tx));
                 let why = if s.local_sid == 0
                     || crate::proto::gre::is_gre_port(crate::proto::bridge::PortId(s.local_sid))
+                    || crate::proto::bridge::is_host_port(crate::proto::bridge::PortId(s.local_sid))
                 {
                     Some("a session id outside the L2TP range")
                 } else if self.sessions.contains_key(&s.local_sid) {
