@@ -157,28 +157,16 @@ impl HostPort {
             ])?;
         }
         ip(&["link", "set", "dev", &name, "up"])?;
-        if let Some(gw) = spec.gateway {
-            ip(&[
-                "route",
-                "replace",
-                "default",
-                "via",
-                &gw.to_string(),
-                "dev",
-                &name,
-            ])?;
-        }
-        if let Some(gw) = spec.gateway6 {
-            ip(&[
-                "-6",
-                "route",
-                "replace",
-                "default",
-                "via",
-                &gw.to_string(),
-                "dev",
-                &name,
-            ])?;
+        for (family, gw) in [
+            ("-4", spec.gateway.map(IpAddr::V4)),
+            ("-6", spec.gateway6.map(IpAddr::V6)),
+        ] {
+            if let Some(gw) = gw {
+                let gw = gw.to_string();
+                ip(&[
+                    family, "route", "replace", "default", "via", &gw, "dev", &name,
+                ])?;
+            }
         }
         // SAFETY: a Tap owns its descriptor (a File) for its whole life and
         // `as_raw_fd` always returns that same descriptor.

@@ -20,7 +20,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use super::topology::{Binaries, edge_config, query};
-use super::{Netns, Proc, addr, cleanup_prefix, require_root, unique_prefix, veth};
+use super::{Netns, Proc, addr, veth};
 
 /// The AP's name: its MAC (what preemption orders the edges by).
 pub const AP_NAME: &str = "5c5b35000001";
@@ -94,13 +94,7 @@ impl FailoverLab {
     /// Build it, start both edges and the AP, and wait until the AP's
     /// session is up on edge A.
     pub fn start(opts: FailoverOptions) -> anyhow::Result<FailoverLab> {
-        require_root()?;
-        let prefix = unique_prefix(&opts.name);
-        cleanup_prefix(&prefix);
-        let dir =
-            std::env::temp_dir().join(format!("tunterm-lab-{}", prefix.trim_end_matches('-')));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir)?;
+        let (prefix, dir) = super::begin(&opts.name)?;
         let ns = |n: &str| Netns::new(&format!("{prefix}{n}"));
         let edge_ns = [ns("ea")?, ns("eb")?];
         let aps = ns("aps")?;

@@ -280,6 +280,20 @@ pub fn unique_prefix(test: &str) -> String {
     format!("tt{:04x}{tag}-", hasher.finish() & 0xffff)
 }
 
+/// The start of a multi-namespace lab: checks for root, draws the test's
+/// [`unique_prefix`], removes a killed run's namespaces of that prefix, and
+/// makes an empty directory for logs and configurations
+/// (`$TMPDIR/tunterm-lab-<prefix>`).
+pub fn begin(name: &str) -> anyhow::Result<(String, std::path::PathBuf)> {
+    require_root()?;
+    let prefix = unique_prefix(name);
+    cleanup_prefix(&prefix);
+    let dir = std::env::temp_dir().join(format!("tunterm-lab-{}", prefix.trim_end_matches('-')));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    Ok((prefix, dir))
+}
+
 /// Creates a veth pair with end `a_if` in `a` and end `b_if` in `b` (made
 /// directly in their namespaces, never in the root one) and sets both up.
 ///

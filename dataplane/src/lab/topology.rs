@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use super::{BpfFs, Capture, Netns, Proc, addr, cleanup_prefix, require_root, unique_prefix, veth};
+use super::{BpfFs, Capture, Netns, Proc, addr, veth};
 
 /// Where the lab's programs are.
 #[derive(Clone, Debug)]
@@ -185,13 +185,7 @@ impl Lab {
     /// Build the namespaces and links, start everything, and wait until both
     /// APs have their session up.
     pub fn start(opts: Options) -> anyhow::Result<Lab> {
-        require_root()?;
-        let prefix = unique_prefix(&opts.name);
-        cleanup_prefix(&prefix);
-        let dir =
-            std::env::temp_dir().join(format!("tunterm-lab-{}", prefix.trim_end_matches('-')));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir)?;
+        let (prefix, dir) = super::begin(&opts.name)?;
         let ns = |n: &str| Netns::new(&format!("{prefix}{n}"));
         let edge = ns("edge")?;
         let aps = ns("aps")?;
