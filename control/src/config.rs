@@ -1474,7 +1474,7 @@ fn resolve(raw: ConfigFile) -> Result<EdgeConfig, ConfigError> {
     let mgre = resolve_mgre(&raw)?;
     let tunnels = resolve_tunnels(&raw, mgre.is_some())?;
 
-    Ok(EdgeConfig {
+    let cfg = EdgeConfig {
         name: given(&edge.name).unwrap_or(DEFAULT_EDGE_NAME).to_string(),
         tunnel_ip: Some(tunnel_ip),
         tunnel_prefix,
@@ -1487,7 +1487,39 @@ fn resolve(raw: ConfigFile) -> Result<EdgeConfig, ConfigError> {
         tunnels,
         mgre,
         raw,
-    })
+    };
+    check_monitoring_sources(&cfg)?;
+    Ok(cfg)
+}
+
+/// A ping or tcp check sourced from a VLAN (`src_vlan_id`) needs this
+/// edge's address on that VLAN: without one it would silently go out from
+/// another address (an ARP check can probe without one, RFC 5227).
+fn check_monitoring_sources(cfg: &EdgeConfig) -> Result<(), ConfigError> {
+    let from_edge = cfg.raw.mxedge.tunterm_monitoring.is_some();
+    let path = if from_edge {
+        "mxedge.tunterm_monitoring"
+    } else {
+        "mxcluster.tunterm_monitoring"
+    };
+    let addressed: Vec<u16> = cfg.vlan_addresses().iter().map(|&(v, _, _)| v).collect();
+    for (i, c) in cfg.monitoring().iter().enumerate() {
+        if c.protocol == MonitoringProtocol::Arp {
+            continue;
+        }
+        if let Some(vlan) = c.src_vlan_id
+            && !addressed.iter().any(|&v| u32::from(v) == vlan)
+        {
+            return Err(err(
+                format!("{path}[{i}].src_vlan_id"),
+                format!(
+                    "VLAN {vlan} has no address of this edge in mxedge.tunterm_other_ip_configs \
+                     to send the check from"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn resolve_mgre(raw: &ConfigFile) -> Result<Option<MgreConfig>, ConfigError> {

@@ -42,6 +42,14 @@ fn mxedge_services(with_vlan20: bool) -> Vec<(String, serde_json::Value)> {
             "tunterm_extra_routes".into(),
             serde_json::json!({"172.16.2.0/24": {"via": "192.168.10.1"}}),
         ),
+        // An upstream check sourced from the edge's VLAN-10 address (its
+        // host port), through the extra route: it must pass.
+        (
+            "tunterm_monitoring".into(),
+            serde_json::json!([
+                {"protocol": "ping", "host": "172.16.2.2", "src_vlan_id": 10, "timeout": 60}
+            ]),
+        ),
         (
             "tunterm_dhcpd_config".into(),
             serde_json::json!({
@@ -206,6 +214,19 @@ fn clients_on_two_vlans_get_leases_through_the_relay() {
         .unwrap();
     assert!(route.contains("via 192.168.10.1 dev tt-v10"), "{route}");
     assert_eq!(lab::ping(&lab.edge, "172.16.2.2", 2).unwrap().received, 2);
+
+    // The upstream check, pinged from 192.168.10.2 (tt-v10) through the
+    // extra route, passes: the edge stays healthy and takes tunnels.
+    let probed = lab::wait_until(Duration::from_secs(12), || {
+        lab.edge_stats().is_ok_and(|s| {
+            let c = &s["monitoring"]["checks"][0];
+            c["last_result"] == "ok" && c["probes"].as_u64().is_some_and(|n| n >= 1)
+        })
+    });
+    let m = &lab.edge_stats().unwrap()["monitoring"];
+    assert!(probed, "the VLAN-sourced ping check: {m:#}\n{}", lab.logs());
+    assert_eq!(m["state"], "healthy", "{m:#}");
+    assert_eq!(m["checks"][0]["state"], "ok", "{m:#}");
 
     let _d1 = dnsmasq(
         &lab.up,

@@ -1421,3 +1421,36 @@ fn mgre_only_edge_needs_no_mxtunnel_and_checks_its_fields() {
     v["wlans"][0]["mgre_peer_timeout"] = json!(0.1);
     assert_rejects(&v, "wlans[0].mgre_peer_timeout", "between");
 }
+
+#[test]
+fn a_check_sourced_from_a_vlan_needs_the_edges_address_there() {
+    let mut v = base();
+    set(
+        &mut v,
+        "/mxedge/tunterm_monitoring",
+        json!([
+            {"protocol": "arp", "host": "10.0.0.1", "src_vlan_id": 30},
+            {"protocol": "ping", "host": "10.0.0.9", "src_vlan_id": 30}
+        ]),
+    );
+    let e = load_value(&v).unwrap_err();
+    assert_eq!(e.path, "mxedge.tunterm_monitoring[1].src_vlan_id", "{e}");
+    assert!(e.to_string().contains("VLAN 30 has no address"), "{e}");
+    // With the address, it loads; an ARP check needs none.
+    set(
+        &mut v,
+        "/mxedge/tunterm_other_ip_configs",
+        json!({"30": {"ip": "10.30.0.2", "netmask": "255.255.255.0"}}),
+    );
+    let cfg = load_value(&v).unwrap();
+    assert_eq!(cfg.monitoring().len(), 2);
+    // The cluster's checks are held to the edge's addresses too.
+    let mut v = base();
+    set(
+        &mut v,
+        "/mxcluster/tunterm_monitoring",
+        json!([{"protocol": "tcp", "host": "10.0.0.9", "port": 443, "src_vlan_id": 31}]),
+    );
+    let e = load_value(&v).unwrap_err();
+    assert_eq!(e.path, "mxcluster.tunterm_monitoring[0].src_vlan_id", "{e}");
+}
