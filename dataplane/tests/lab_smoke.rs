@@ -256,7 +256,7 @@ fn receives_in_batches(
         for f in &sent {
             assert_eq!(tx.send(f)?, f.len());
         }
-        std::thread::sleep(Duration::from_millis(100));
+        wait_readable(&rx);
         let mut batch = RecvBatch::new(3, 128);
         let (mut got, mut calls, mut truncated) = (Vec::new(), Vec::new(), 0);
         loop {
@@ -330,7 +330,7 @@ fn packet_socket_ring_passes_long_frames_in_order() -> anyhow::Result<()> {
             for f in &sent {
                 assert_eq!(tx.send(f)?, f.len());
             }
-            std::thread::sleep(Duration::from_millis(100));
+            wait_readable(&rx);
             let mut got = Vec::new();
             loop {
                 let r = if one_by_one {
@@ -365,6 +365,21 @@ fn packet_socket_names_a_missing_interface() {
 }
 
 /// After the guards dropped, no namespace of the test may remain.
+/// Waits (at most 5 s) until `rx` has a frame to read, then 50 ms more.
+/// Frames sent together reach the socket in one pass of the receiving
+/// side's softirq, which a loaded machine runs late (a fixed 100 ms sleep
+/// once read an empty socket in CI).
+fn wait_readable(rx: &impl std::os::fd::AsRawFd) {
+    let mut p = libc::pollfd {
+        fd: rx.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, for the duration of the call.
+    unsafe { libc::poll(&mut p, 1, 5000) };
+    std::thread::sleep(Duration::from_millis(50));
+}
+
 fn assert_no_namespaces(prefix: &str) {
     let list = Command::new("ip").args(["netns", "list"]).output().unwrap();
     let list = String::from_utf8_lossy(&list.stdout);

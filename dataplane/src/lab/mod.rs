@@ -307,7 +307,22 @@ pub fn veth(a: &Netns, a_if: &str, b: &Netns, b_if: &str) -> anyhow::Result<()> 
         &b.name,
     ])?;
     link_up(a, a_if)?;
-    link_up(b, b_if)
+    link_up(b, b_if)?;
+    // Until the kernel has seen the carrier (linkwatch, which a loaded
+    // machine runs late) the link has no qdisc and a frame sent on it is
+    // dropped without an error: wait for both ends to be operationally up.
+    for (ns, ifname) in [(a, a_if), (b, b_if)] {
+        let up = wait_until(Duration::from_secs(10), || {
+            ip(&["-n", &ns.name, "-o", "link", "show", ifname])
+                .is_ok_and(|out| out.contains(" state UP "))
+        });
+        anyhow::ensure!(
+            up,
+            "veth {ifname} in {} did not come up within 10 s",
+            ns.name
+        );
+    }
+    Ok(())
 }
 
 /// Sets interface `ifname` in `ns` up.
