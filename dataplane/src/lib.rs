@@ -19,3 +19,11 @@ pub mod monitoring;
 pub mod operations;
 pub mod proto;
 pub mod wire;
+
+/// The start of virtual time for the sans-IO tests of `proto/` and
+/// `wire/`: those modules never read a clock themselves, not even in their
+/// tests; everything after this instant is `t0 + offset`.
+#[cfg(test)]
+pub(crate) fn test_t0() -> std::time::Instant {
+    std::time::Instant::now()
+}

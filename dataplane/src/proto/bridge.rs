@@ -634,7 +634,7 @@ mod tests {
 
     #[test]
     fn macs_new_or_moved_behind_a_tunnel_are_announced_once() {
-        let t0 = Instant::now();
+        let t0 = crate::test_t0();
         let mut sw = switch();
         // C first seen on the trunk: nothing to announce (it is upstream).
         let _ = sw.ingress(t0, TRUNK, &frame(BCAST, C, Some(10)));
@@ -656,7 +656,7 @@ mod tests {
 
     #[test]
     fn restored_entries_forward_like_learned_ones_and_age_from_when_seen() {
-        let t0 = Instant::now();
+        let t0 = crate::test_t0();
         let mut sw = switch();
         assert!(sw.restore_entry(10, &A, S1, t0));
         assert!(sw.restore_entry(20, &B, TRUNK, t0 + Duration::from_secs(100)));
@@ -711,7 +711,7 @@ mod tests {
 
     #[test]
     fn learns_then_forwards_known_unicast() {
-        let t = Instant::now();
+        let t = crate::test_t0();
         let mut sw = switch();
         // A behind S1 (untagged → VLAN 10) broadcasts: flooded, learned.
         let (v, view) = sw.ingress(t, S1, &frame(BCAST, A, None));
@@ -745,7 +745,7 @@ mod tests {
 
     #[test]
     fn flooding_stays_in_the_vlan_and_off_the_ingress_port() {
-        let t = Instant::now();
+        let t = crate::test_t0();
         let mut sw = switch();
         assert_eq!(sw.vlan_ports(10), &[TRUNK, S1, S2]);
         assert_eq!(sw.vlan_ports(20), &[TRUNK, S1]);
@@ -784,7 +784,7 @@ mod tests {
 
     #[test]
     fn untagged_frames_take_the_ports_untagged_vlan() {
-        let t = Instant::now();
+        let t = crate::test_t0();
         let mut sw = switch();
         let (v, _) = sw.ingress(t, S1, &frame(BCAST, A, None));
         assert_eq!(v, Verdict::Flood { vlan: 10 });
@@ -799,7 +799,7 @@ mod tests {
 
     #[test]
     fn priority_tag_is_untagged() {
-        let t = Instant::now();
+        let t = crate::test_t0();
         let mut sw = switch();
         let (v, view) = sw.ingress(t, S1, &frame(BCAST, A, Some(0)));
         assert_eq!(v, Verdict::Flood { vlan: 10 });
@@ -810,7 +810,7 @@ mod tests {
 
     #[test]
     fn disallowed_vlan_is_dropped_counted_and_not_learned() {
-        let t = Instant::now();
+        let t = crate::test_t0();
         let mut sw = switch();
         let (v, view) = sw.ingress(t, S2, &frame(BCAST, A, Some(20)));
         assert_eq!(v, Verdict::Drop(DropReason::VlanNotAllowed));
@@ -824,7 +824,7 @@ mod tests {
 
     #[test]
     fn untagged_on_a_tagged_only_port_is_dropped() {
-        let t = Instant::now();
+        let t = crate::test_t0();
         let mut sw = switch();
         let (v, _) = sw.ingress(t, S2, &frame(BCAST, A, None));
         assert_eq!(v, Verdict::Drop(DropReason::UntaggedNotAllowed));
@@ -835,7 +835,7 @@ mod tests {
 
     #[test]
     fn unknown_port_is_dropped() {
-        let t = Instant::now();
+        let t = crate::test_t0();
         let mut sw = switch();
         let (v, _) = sw.ingress(t, PortId(999), &frame(BCAST, A, None));
         assert_eq!(v, Verdict::Drop(DropReason::UnknownPort));
@@ -845,7 +845,7 @@ mod tests {
 
     #[test]
     fn short_frames_are_malformed() {
-        let t = Instant::now();
+        let t = crate::test_t0();
         let mut sw = switch();
         let tagged = frame(BCAST, A, Some(10));
         for bad in [&[][..], &[0u8; 13][..], &tagged[..17]] {
@@ -864,7 +864,7 @@ mod tests {
 
     #[test]
     fn group_or_zero_source_is_rejected() {
-        let t = Instant::now();
+        let t = crate::test_t0();
         let mut sw = switch();
         for src in [BCAST, MCAST, [0; 6]] {
             let (v, _) = sw.ingress(t, S1, &frame(A, src, None));
@@ -876,7 +876,7 @@ mod tests {
 
     #[test]
     fn destination_behind_ingress_is_dropped_but_source_is_learned() {
-        let t = Instant::now();
+        let t = crate::test_t0();
         let mut sw = switch();
         let _ = sw.ingress(t, S1, &frame(BCAST, A, None));
         let (v, _) = sw.ingress(t, S1, &frame(A, B, None));
@@ -887,7 +887,7 @@ mod tests {
 
     #[test]
     fn mac_moves_between_ports() {
-        let t = Instant::now();
+        let t = crate::test_t0();
         let mut sw = switch();
         let _ = sw.ingress(t, S1, &frame(BCAST, A, None));
         let _ = sw.ingress(t, S1, &frame(BCAST, C, None));
@@ -917,7 +917,7 @@ mod tests {
 
     #[test]
     fn aging_removes_idle_macs() {
-        let t = Instant::now();
+        let t = crate::test_t0();
         let s = Duration::from_secs;
         let mut sw = Switch::new(s(40));
         sw.add_port(
@@ -963,7 +963,7 @@ mod tests {
 
     #[test]
     fn remove_port_flushes_its_macs_and_membership() {
-        let t = Instant::now();
+        let t = crate::test_t0();
         let mut sw = switch();
         let _ = sw.ingress(t, S1, &frame(BCAST, A, None));
         let _ = sw.ingress(t, S1, &frame(BCAST, C, Some(20)));
@@ -990,7 +990,7 @@ mod tests {
 
     #[test]
     fn reconfiguring_a_port_flushes_it_only_on_change() {
-        let t = Instant::now();
+        let t = crate::test_t0();
         let mut sw = switch();
         let _ = sw.ingress(t, S1, &frame(BCAST, A, None));
         let same = PortConfig {
@@ -1050,7 +1050,7 @@ mod tests {
     /// random order keep the per-port key lists in step with the FDB.
     #[test]
     fn port_index_survives_churn() {
-        let t0 = Instant::now();
+        let t0 = crate::test_t0();
         let mut sw = Switch::new(Duration::from_secs(40));
         let ports = [TRUNK, PortId(1), PortId(2), PortId(3), PortId(4)];
         let cfg = |n: u64| PortConfig {
@@ -1105,7 +1105,7 @@ mod tests {
 
     #[test]
     fn refresh_keeps_a_mac_from_aging_only_on_its_own_port() {
-        let t0 = Instant::now();
+        let t0 = crate::test_t0();
         let mut sw = Switch::new(Duration::from_secs(10));
         for p in [TRUNK, S1] {
             let cfg = PortConfig {

@@ -432,7 +432,7 @@ mod tests {
     #[test]
     fn a_discover_goes_to_every_server_with_giaddr_hops_and_option_82() {
         let mut a = agent();
-        let out = relay_discover(&mut a, Instant::now());
+        let out = relay_discover(&mut a, crate::test_t0());
         assert_eq!(out.len(), 2);
         assert_eq!(out[0].dst, SocketAddrV4::new(S1, 67));
         assert_eq!(out[1].dst, SocketAddrV4::new(S2, 67));
@@ -455,7 +455,7 @@ mod tests {
 
     #[test]
     fn a_matching_reply_loses_option_82_and_reaches_the_port_unicast() {
-        let now = Instant::now();
+        let now = crate::test_t0();
         let mut a = agent();
         relay_discover(&mut a, now);
         let yi = Ipv4Addr::new(192, 168, 10, 100);
@@ -479,7 +479,7 @@ mod tests {
 
     #[test]
     fn broadcast_flag_and_nak_are_broadcast() {
-        let now = Instant::now();
+        let now = crate::test_t0();
         let mut a = agent();
         relay_discover(&mut a, now);
         let mut o = offer(Ipv4Addr::new(192, 168, 10, 100), EDGE10, Some(INFO));
@@ -500,7 +500,7 @@ mod tests {
 
     #[test]
     fn replies_that_match_nothing_are_dropped_and_counted() {
-        let now = Instant::now();
+        let now = crate::test_t0();
         let mut a = agent();
         let yi = Ipv4Addr::new(192, 168, 10, 100);
         let from = SocketAddrV4::new(S1, 67);
@@ -556,7 +556,7 @@ mod tests {
 
     #[test]
     fn what_is_not_the_relays_passes_and_bad_requests_are_dropped() {
-        let now = Instant::now();
+        let now = crate::test_t0();
         let mut a = agent();
         let d = message(BOOTREQUEST, 1, &[]);
         // Relay off on VLAN 20; unicast to a server directly.
@@ -593,7 +593,7 @@ mod tests {
 
     #[test]
     fn exchanges_expire_and_a_reload_forgets_vlans_that_went() {
-        let now = Instant::now();
+        let now = crate::test_t0();
         let mut a = agent();
         relay_discover(&mut a, now);
         let t = a.poll_timeout().unwrap();
@@ -614,7 +614,7 @@ mod tests {
 
     #[test]
     fn the_pending_table_is_bounded() {
-        let now = Instant::now();
+        let now = crate::test_t0();
         let mut a = agent();
         let mut d = message(BOOTREQUEST, 1, &[]);
         for i in 0..=MAX_PENDING as u32 {
@@ -627,7 +627,7 @@ mod tests {
 
     #[test]
     fn garbage_never_panics() {
-        let now = Instant::now();
+        let now = crate::test_t0();
         let mut a = agent();
         let base = offer(Ipv4Addr::new(192, 168, 10, 100), EDGE10, Some(INFO));
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;

@@ -842,7 +842,7 @@ mod tests {
 
     #[test]
     fn restored_peers_keep_their_ports_and_refuse_what_does_not_fit() {
-        let t0 = Instant::now();
+        let t0 = crate::test_t0();
         let admit = GreConfig {
             admit: vec![net("198.51.100.0/24")],
             ..GreConfig::default()
@@ -900,7 +900,7 @@ mod tests {
 
     #[test]
     fn new_peer_gets_a_port_in_the_reserved_range() {
-        let t0 = Instant::now();
+        let t0 = crate::test_t0();
         let mut e = GreEndpoint::new(GreConfig::default());
         let pkt = data(None, None);
         let got = e.handle_packet(t0, ip(AP1), ip(EDGE), &pkt);
@@ -939,7 +939,7 @@ mod tests {
 
     #[test]
     fn admission_by_subnet() {
-        let t0 = Instant::now();
+        let t0 = crate::test_t0();
         let mut e = GreEndpoint::new(GreConfig {
             admit: vec![net("198.51.100.0/28"), net("2001:db8:1::/48")],
             ..GreConfig::default()
@@ -982,7 +982,7 @@ mod tests {
 
     #[test]
     fn key_distinguishes_peers_at_one_address() {
-        let t0 = Instant::now();
+        let t0 = crate::test_t0();
         let mut e = GreEndpoint::new(GreConfig::default());
         let a = up(&mut e, t0, AP1, Some(1));
         let b = up(&mut e, t0, AP1, Some(2));
@@ -1002,7 +1002,7 @@ mod tests {
 
     #[test]
     fn silent_peer_times_out() {
-        let t0 = Instant::now();
+        let t0 = crate::test_t0();
         let s = Duration::from_secs(1);
         let mut e = GreEndpoint::new(GreConfig::default());
         let a = up(&mut e, t0, AP1, None);
@@ -1049,7 +1049,7 @@ mod tests {
 
     #[test]
     fn refresh_from_the_fast_path_keeps_a_peer_alive() {
-        let t0 = Instant::now();
+        let t0 = crate::test_t0();
         let s = Duration::from_secs(1);
         let mut e = GreEndpoint::new(GreConfig::default());
         let a = up(&mut e, t0, AP1, None);
@@ -1068,7 +1068,7 @@ mod tests {
 
     #[test]
     fn remove_peer_and_remove_all() {
-        let t0 = Instant::now();
+        let t0 = crate::test_t0();
         let mut e = GreEndpoint::new(GreConfig::default());
         let a = up(&mut e, t0, AP1, None);
         let b = up(&mut e, t0, AP2, None);
@@ -1101,7 +1101,7 @@ mod tests {
 
     #[test]
     fn keepalive_is_reflected_to_its_sender() {
-        let t0 = Instant::now();
+        let t0 = crate::test_t0();
         for (ap, edge, key) in [
             (AP1, EDGE, None),
             (AP1, EDGE, Some(0x1234)),
@@ -1171,7 +1171,7 @@ mod tests {
 
     #[test]
     fn keepalive_for_someone_else_is_not_relayed() {
-        let t0 = Instant::now();
+        let t0 = crate::test_t0();
         let mut e = GreEndpoint::new(GreConfig::default());
         // Inner destination AP2, sent by AP1.
         let probe = keepalive_probe(ip(AP2), ip(EDGE), None);
@@ -1186,7 +1186,7 @@ mod tests {
 
     #[test]
     fn broken_keepalives_are_dropped() {
-        let t0 = Instant::now();
+        let t0 = crate::test_t0();
         let mut e = GreEndpoint::new(GreConfig::default());
         let good = keepalive_probe(ip(AP1), ip(EDGE), None);
         let cases: Vec<(Vec<u8>, GreDrop)> = vec![
@@ -1249,7 +1249,7 @@ mod tests {
 
     #[test]
     fn encap_header_roundtrips_through_a_second_endpoint() {
-        let t0 = Instant::now();
+        let t0 = crate::test_t0();
         for key in [None, Some(0xdead_beef)] {
             let mut edge = GreEndpoint::new(GreConfig::default());
             let mut ap = GreEndpoint::new(GreConfig::default());
@@ -1286,7 +1286,7 @@ mod tests {
 
     #[test]
     fn sequence_numbers() {
-        let t0 = Instant::now();
+        let t0 = crate::test_t0();
         let mut e = GreEndpoint::new(GreConfig::default());
         let send = |e: &mut GreEndpoint, seq: u32| {
             let pkt = data(None, Some(seq));
@@ -1314,7 +1314,7 @@ mod tests {
 
     #[test]
     fn drops_are_counted() {
-        let t0 = Instant::now();
+        let t0 = crate::test_t0();
         let mut e = GreEndpoint::new(GreConfig::default());
         let drop = |e: &mut GreEndpoint, b: &[u8]| match e.handle_packet(t0, ip(AP1), ip(EDGE), b) {
             GreIncoming::Dropped(d) => d,
@@ -1345,7 +1345,7 @@ mod tests {
 
     #[test]
     fn max_peers_enforced() {
-        let t0 = Instant::now();
+        let t0 = crate::test_t0();
         let mut e = GreEndpoint::new(GreConfig {
             max_peers: 2,
             ..GreConfig::default()
@@ -1372,7 +1372,7 @@ mod tests {
 
     #[test]
     fn port_ids_wrap_and_skip_live_ones() {
-        let t0 = Instant::now();
+        let t0 = crate::test_t0();
         let mut e = GreEndpoint::new(GreConfig::default());
         let a = up(&mut e, t0, AP1, None);
         assert_eq!(a, PortId(GRE_PORT_BASE));
@@ -1384,7 +1384,7 @@ mod tests {
 
     #[test]
     fn fuzzed_packets_never_panic() {
-        let t0 = Instant::now();
+        let t0 = crate::test_t0();
         let mut e = GreEndpoint::new(GreConfig {
             max_peers: 8,
             ..GreConfig::default()

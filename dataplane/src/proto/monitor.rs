@@ -323,7 +323,7 @@ mod tests {
 
     #[test]
     fn a_check_fails_after_its_time_without_an_answer_and_recovers_after_two_in_a_row() {
-        let t0 = Instant::now();
+        let t0 = crate::test_t0();
         let mut m = monitor(t0, 2);
         // Both answer for a second: healthy, no event.
         for k in 0..5 {
@@ -366,7 +366,7 @@ mod tests {
 
     #[test]
     fn a_flapping_check_does_not_come_back_until_it_holds() {
-        let t0 = Instant::now();
+        let t0 = crate::test_t0();
         let mut m = monitor(t0, 1);
         round(&mut m, t0, |_| false);
         m.handle_timeout(t0 + 1000 * MS);
@@ -381,7 +381,7 @@ mod tests {
 
     #[test]
     fn a_probe_in_flight_is_not_sent_twice_and_late_results_count() {
-        let t0 = Instant::now();
+        let t0 = crate::test_t0();
         let mut m = monitor(t0, 1);
         assert_eq!(m.poll_probe(t0), Some(0));
         assert_eq!(m.poll_probe(t0 + 500 * MS), None, "still in flight");
@@ -393,7 +393,7 @@ mod tests {
 
     #[test]
     fn no_checks_means_healthy_and_no_timer() {
-        let t0 = Instant::now();
+        let t0 = crate::test_t0();
         let mut m = monitor(t0, 0);
         m.handle_timeout(t0 + Duration::from_secs(3600));
         assert!(m.healthy() && m.is_empty());

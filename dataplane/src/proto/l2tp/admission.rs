@@ -154,7 +154,7 @@ mod tests {
     #[test]
     fn a_source_gets_its_burst_then_its_rate() {
         let mut l = SourceLimiter::new(&cfg(2, 3, 16));
-        let t0 = Instant::now();
+        let t0 = crate::test_t0();
         let allowed = (0..10).filter(|_| l.allow(t0, ip(1))).count();
         assert_eq!(allowed, 3);
         // Another source is not affected.
@@ -172,7 +172,7 @@ mod tests {
     fn frequent_attempts_still_refill_at_the_rate() {
         // An attempt every 10 µs for 2 s: the burst, then 4 a second.
         let mut l = SourceLimiter::new(&cfg(4, 16, 16));
-        let t0 = Instant::now();
+        let t0 = crate::test_t0();
         let allowed = (0..200_000u64)
             .filter(|&i| l.allow(t0 + Duration::from_micros(i * 10), ip(1)))
             .count();
@@ -182,7 +182,7 @@ mod tests {
     #[test]
     fn the_table_stays_bounded_and_evicts_the_oldest() {
         let mut l = SourceLimiter::new(&cfg(1, 1, 100));
-        let t0 = Instant::now();
+        let t0 = crate::test_t0();
         for i in 0..1000 {
             assert!(l.allow(t0 + Duration::from_micros(i.into()), ip(i)));
             assert!(l.len() <= 100);
@@ -200,7 +200,7 @@ mod tests {
     #[test]
     fn a_burst_of_zero_turns_the_limit_off() {
         let mut l = SourceLimiter::new(&cfg(0, 0, 1));
-        let t0 = Instant::now();
+        let t0 = crate::test_t0();
         assert!((0..1000).all(|i| l.allow(t0, ip(i))));
         assert_eq!(l.len(), 0);
     }

@@ -357,7 +357,7 @@ mod tests {
 
     #[test]
     fn window_limits_in_flight_and_ack_releases() {
-        let t0 = Instant::now();
+        let t0 = crate::test_t0();
         let mut ch = Channel::new(Transport::Udp, RetransmitConfig::default(), 8, 42);
         ch.set_peer_window(2);
         for _ in 0..3 {
@@ -380,7 +380,7 @@ mod tests {
 
     #[test]
     fn retransmits_with_backoff_then_fails() {
-        let t0 = Instant::now();
+        let t0 = crate::test_t0();
         let cfg = RetransmitConfig {
             rto_initial: Duration::from_secs(1),
             rto_max: Duration::from_secs(4),
@@ -413,7 +413,7 @@ mod tests {
 
     #[test]
     fn no_retry_cap_keeps_retransmitting() {
-        let t0 = Instant::now();
+        let t0 = crate::test_t0();
         let mut ch = Channel::new(Transport::Udp, RetransmitConfig::default(), 8, 1);
         ch.retry_cap = false;
         let m = msg(&ch);
@@ -430,7 +430,7 @@ mod tests {
     #[test]
     fn receive_in_order_duplicate_and_reorder() {
         let mut ch = Channel::new(Transport::Udp, RetransmitConfig::default(), 4, 1);
-        let t0 = Instant::now();
+        let t0 = crate::test_t0();
         assert_eq!(ch.on_message(0, b"m0"), Received::InOrder);
         assert_eq!(ch.on_message(0, b"m0"), Received::Duplicate);
         assert_eq!(ch.on_message(2, b"m2"), Received::Buffered);
@@ -448,7 +448,7 @@ mod tests {
 
     #[test]
     fn piggybacked_ack_replaces_zlb() {
-        let t0 = Instant::now();
+        let t0 = crate::test_t0();
         let mut ch = Channel::new(Transport::Ip, RetransmitConfig::default(), 4, 9);
         assert_eq!(ch.on_message(0, b""), Received::InOrder);
         let mut m = vec![0, 0, 0, 0];

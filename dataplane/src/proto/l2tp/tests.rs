@@ -95,7 +95,7 @@ impl Pair {
 
     fn new(transport: Transport, cookie_len: usize) -> Self {
         Pair {
-            now: Instant::now(),
+            now: crate::test_t0(),
             ap: Endpoint::new(ap_cfg(cookie_len), 1),
             edge: Endpoint::new(edge_cfg(), 2),
             transport,
@@ -518,7 +518,7 @@ fn a_paused_edge_answers_sccrq_with_stopccn_and_takes_tunnels_again_when_resumed
 
 #[test]
 fn an_initiator_only_endpoint_ignores_sccrq() {
-    let now = Instant::now();
+    let now = crate::test_t0();
     let mut ap = Endpoint::new(ap_cfg(4), 5);
     ap.set_accepting(true);
     assert_eq!(
@@ -652,7 +652,7 @@ fn decode(p: &[u8]) -> (ControlHeader, Option<ControlMessage>) {
 
 #[test]
 fn unknown_mandatory_avp_in_sccrq_gets_stopccn() {
-    let now = Instant::now();
+    let now = crate::test_t0();
     let mut edge = Endpoint::new(edge_cfg(), 3);
     let pkt = raw_sccrq(
         vec![Avp::Unknown {
@@ -682,7 +682,7 @@ fn unknown_mandatory_avp_in_sccrq_gets_stopccn() {
 
 #[test]
 fn unknown_optional_avp_is_ignored() {
-    let now = Instant::now();
+    let now = crate::test_t0();
     let mut edge = Endpoint::new(edge_cfg(), 3);
     let pkt = raw_sccrq(
         vec![Avp::Unknown {
@@ -700,7 +700,7 @@ fn unknown_optional_avp_is_ignored() {
 
 #[test]
 fn retransmitted_sccrq_creates_one_tunnel_and_is_reacked() {
-    let now = Instant::now();
+    let now = crate::test_t0();
     let mut edge = Endpoint::new(edge_cfg(), 3);
     let pkt = raw_sccrq(vec![], 0);
     let _ = edge.handle_datagram(now, Transport::Udp, addr(AP), &pkt);
@@ -717,7 +717,7 @@ fn retransmitted_sccrq_creates_one_tunnel_and_is_reacked() {
 
 #[test]
 fn sccrq_missing_host_name_is_refused() {
-    let now = Instant::now();
+    let now = crate::test_t0();
     let mut edge = Endpoint::new(edge_cfg(), 3);
     let msg = ControlMessage {
         msg_type: MessageType::Sccrq,
@@ -745,7 +745,7 @@ fn sccrq_missing_host_name_is_refused() {
 
 #[test]
 fn half_open_tunnel_is_dropped_when_sccrp_is_never_acked() {
-    let now = Instant::now();
+    let now = crate::test_t0();
     let mut edge = Endpoint::new(edge_cfg(), 3);
     let _ = edge.handle_datagram(now, Transport::Udp, addr(AP), &raw_sccrq(vec![], 0));
     let mut t = now;
@@ -771,7 +771,7 @@ fn half_open_tunnel_is_dropped_when_sccrp_is_never_acked() {
 
 #[test]
 fn garbage_never_panics_and_is_counted() {
-    let now = Instant::now();
+    let now = crate::test_t0();
     let mut edge = Endpoint::new(edge_cfg(), 3);
     let valid = raw_sccrq(vec![], 0);
     let mut seed = 0x1234_5678_u64;
@@ -808,7 +808,7 @@ fn ethernet_vlan_pseudowire_comes_up_with_its_type() {
 
 #[test]
 fn unknown_mandatory_avp_in_icrq_gets_cdn_and_the_tunnel_stays() {
-    let now = Instant::now();
+    let now = crate::test_t0();
     let mut edge = Endpoint::new(edge_cfg(), 3);
     let _ = edge.handle_datagram(now, Transport::Udp, addr(AP), &raw_sccrq(vec![], 0));
     let (_, sccrp) = decode(&edge.poll_transmit().unwrap().payload);
@@ -1220,7 +1220,7 @@ fn sources_outside_the_ap_subnets_are_dropped_before_any_state() {
         admit: vec![net("10.99.0.0/24"), net("fd00:99::/64")],
         ..edge_cfg()
     };
-    let now = Instant::now();
+    let now = crate::test_t0();
     let mut edge = Endpoint::new(cfg.clone(), 3);
     let sccrq = raw_sccrq(vec![], 0);
     for from in [
@@ -1295,7 +1295,7 @@ fn a_full_half_open_table_refuses_without_state_but_knows_its_own_retransmission
         },
         ..edge_cfg()
     };
-    let t0 = Instant::now();
+    let t0 = crate::test_t0();
     let mut edge = Endpoint::new(cfg, 3);
     let src = |i: u32| SocketAddr::new(IpAddr::V4((0x0a63_0064 + i).into()), 40000);
     for i in 0..4 {
