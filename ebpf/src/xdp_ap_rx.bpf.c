@@ -103,13 +103,7 @@ int xdp_ap_rx(struct xdp_md *ctx)
 			return PASS(IP_OPTIONS);
 		/* The kernel drops a header with a bad checksum before any
 		 * socket sees it; so must we, or leave it to the kernel. */
-		__s64 sum = bpf_csum_diff(0, 0, (__be32 *)ip, sizeof(*ip), 0);
-		if (sum < 0)
-			return PASS(MALFORMED);
-		__u32 folded = (__u32)sum;
-		folded = (folded & 0xffff) + (folded >> 16);
-		folded = (folded & 0xffff) + (folded >> 16);
-		if ((__u16)~folded != 0)
+		if (ipv4_hdr_sum(ip) != 0xffff)
 			return PASS(MALFORMED);
 		/* Any fragment, first or not: the kernel reassembles, the slow
 		 * path gets the datagram. */

@@ -23,15 +23,6 @@
 #define TDROP(reason) count(TT_CNT_TRUNK_DROP_##reason, XDP_DROP)
 #define TABORT() count(TT_CNT_TRUNK_ABORTED, XDP_ABORTED)
 
-static __always_inline __u16 csum_fold(__s64 sum)
-{
-	__u32 f = (__u32)sum;
-
-	f = (f & 0xffff) + (f >> 16);
-	f = (f & 0xffff) + (f >> 16);
-	return (__u16)~f;
-}
-
 SEC("xdp")
 int xdp_trunk_rx(struct xdp_md *ctx)
 {
@@ -161,7 +152,7 @@ int xdp_trunk_rx(struct xdp_md *ctx)
 			return TABORT();
 		ip->tot_len = bpf_htons((__u16)ip_len);
 		ip->check = 0;
-		ip->check = csum_fold(bpf_csum_diff(0, 0, (__be32 *)ip, sizeof(*ip), 0));
+		ip->check = ~ipv4_hdr_sum(ip);
 		if (encap == TT_ENCAP_L2TP_UDP) {
 			struct udphdr *udp = (void *)(ip + 1);
 			udp->len = bpf_htons((__u16)(ip_len - sizeof(*ip)));
