@@ -3,7 +3,6 @@
 
 use std::collections::VecDeque;
 
-use rustc_hash::FxHashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -11,6 +10,7 @@ use super::endpoint::{
     CloseReason, DataSession, EndpointConfig, EndpointCounters, Event, Rng, SessionRequest,
 };
 use super::reliable::{Channel, Received};
+use super::sessions::{SESSION_SLOTS, SessionTable};
 use super::snapshot::{ConnSnapshot, SnapTransport};
 use crate::wire::l2tp::{
     Avp, ControlHeader, ControlMessage, ControlPacket, Cookie, MessageType, Transport, cdn,
@@ -65,7 +65,7 @@ pub(super) struct Ctx<'a> {
     pub now: Instant,
     pub cfg: &'a EndpointConfig,
     pub events: &'a mut VecDeque<Event>,
-    pub sessions: &'a mut FxHashMap<u32, DataSession>,
+    pub sessions: &'a mut SessionTable,
     pub rng: &'a mut Rng,
     pub counters: &'a mut EndpointCounters,
 }
@@ -571,11 +571,14 @@ impl ControlConn {
         loop {
             // Session ids double as switch port ids: keep them out of the
             // mGRE peer range (0xF000_0000..) and the host ports'.
+            // And a slot of the fast path's session array no live
+            // session has, while there is one (see SessionTable).
             let sid = ctx.rng.next_u32();
             if sid != 0
                 && !crate::proto::gre::is_gre_port(crate::proto::bridge::PortId(sid))
                 && !crate::proto::bridge::is_host_port(crate::proto::bridge::PortId(sid))
                 && !ctx.sessions.contains_key(&sid)
+                && (ctx.sessions.slot_free(sid) || ctx.sessions.len() >= SESSION_SLOTS as usize)
             {
                 return sid;
             }
@@ -805,7 +808,7 @@ impl ControlConn {
 
     fn own_session<'s>(
         &self,
-        sessions: &'s mut FxHashMap<u32, DataSession>,
+        sessions: &'s mut SessionTable,
         sid: u32,
     ) -> Option<&'s mut DataSession> {
         sessions.get_mut(&sid).filter(|s| s.ccid == self.local_ccid)

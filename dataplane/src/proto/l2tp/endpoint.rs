@@ -4,13 +4,14 @@
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use ipnet::IpNet;
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::admission::{AdmissionConfig, SourceLimiter};
 use super::conn::{ConnState, ControlConn, Ctx, SessionState};
 use super::reliable::RetransmitConfig;
+use super::sessions::SessionTable;
 use super::snapshot::{ConnSnapshot, RestoreReport, SEQ_JUMP, SessionSnapshot, SnapTransport};
 use crate::wire::l2tp::{self, ControlMessage, Cookie, MessageType, Packet, Transport};
 
@@ -439,7 +440,7 @@ pub struct Endpoint {
     cfg: EndpointConfig,
     conns: HashMap<u32, ControlConn>,
     by_peer: HashMap<(Transport, SocketAddr, u32), u32>,
-    sessions: FxHashMap<u32, DataSession>,
+    sessions: SessionTable,
     timers: BTreeSet<(Instant, u32)>,
     events: VecDeque<Event>,
     transmits: VecDeque<Transmit>,
@@ -477,7 +478,7 @@ impl Endpoint {
             cfg,
             conns: HashMap::new(),
             by_peer: HashMap::new(),
-            sessions: FxHashMap::default(),
+            sessions: SessionTable::default(),
             timers: BTreeSet::new(),
             events: VecDeque::new(),
             transmits: VecDeque::new(),

@@ -12,6 +12,7 @@ mod admission;
 mod conn;
 mod endpoint;
 pub mod reliable;
+mod sessions;
 pub mod snapshot;
 
 #[cfg(test)]
@@ -24,4 +25,5 @@ pub use endpoint::{
     Event, Incoming, PwProfile, SessionRequest, SessionStats, Transmit,
 };
 pub use reliable::RetransmitConfig;
+pub use sessions::{SESSION_SLOTS, session_slot};
 pub use snapshot::{ConnSnapshot, RestoreReport, SessionSnapshot, SnapTransport};

@@ -1504,3 +1504,31 @@ fn an_sccrq_flood_from_5000_sources_is_bounded_and_established_tunnels_keep_thei
         c.sccrq_sources_evicted
     );
 }
+
+#[test]
+fn session_ids_keep_their_fast_path_slots_distinct() {
+    // 2,000 random 16-bit slots would collide almost surely (the birthday
+    // bound is ~300); the allocator hands out ids whose slots are free.
+    let mut p = establish(Transport::Udp, 4, Impair::default());
+    let ccid = p.ap.sessions().next().expect("the first session").ccid;
+    for _ in 0..1_999 {
+        assert!(p.ap.open_session(
+            p.now,
+            ccid,
+            SessionRequest {
+                remote_end_id: "lab".into(),
+                pw_type: pw::ETHERNET,
+            },
+        ));
+    }
+    p.run(Duration::from_secs(30));
+    let sids: Vec<u32> = p
+        .edge
+        .sessions()
+        .filter(|s| s.state == SessionState::Established)
+        .map(|s| s.local_sid)
+        .collect();
+    assert_eq!(sids.len(), 2_000);
+    let slots: HashSet<u32> = sids.iter().map(|&s| session_slot(s)).collect();
+    assert_eq!(slots.len(), sids.len(), "two sessions share a slot");
+}
