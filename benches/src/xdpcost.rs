@@ -33,7 +33,7 @@ use tunterm_ebpf::maps::{
     SessionSpec, TemplateSpec, TunnelHeader, tt_fdb_entry, tt_fdb_key, tt_session, tt_template,
     tt_trunk,
 };
-use tunterm_ebpf::{FastPath, Program};
+use tunterm_ebpf::{FastPath, Program, Table as _};
 
 use crate::labbench::packets::{self, ApLink, Client, SessionKey};
 
@@ -167,7 +167,7 @@ impl Table {
                     },
                     [],
                 )?;
-                sessions.insert(SID_BASE + i as u32, s, 0)?;
+                sessions.put(SID_BASE + i as u32, s)?;
             }
         }
         {
@@ -175,6 +175,7 @@ impl Table {
             for i in 0..self.sessions {
                 let c = cookie(i);
                 let t = tt_template::new(&TemplateSpec {
+                    port: SID_BASE + i as u32,
                     ifindex: AP_IFINDEX,
                     src_mac: link.edge_mac,
                     dst_mac: link.ap_mac,
@@ -191,7 +192,7 @@ impl Table {
                         sublayer: false,
                     },
                 })?;
-                templates.insert(SID_BASE + i as u32, t, 0)?;
+                templates.put(SID_BASE + i as u32, t)?;
             }
         }
         let mut fdb = fp.fdb()?;

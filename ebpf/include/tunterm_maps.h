@@ -16,12 +16,20 @@
 #include <linux/types.h>
 
 /* Capacities (max_entries). */
+/* Slots of the `sessions` and `templates` arrays: a session's slot is its
+ * local session id modulo TT_MAX_SESSIONS (tunterm::proto::l2tp::
+ * SESSION_SLOTS; the allocator keeps slots of live sessions distinct). A
+ * power of two. */
 #define TT_MAX_SESSIONS 65536
 #define TT_MAX_FDB 262144
-/* mGRE peers (proto::gre::DEFAULT_MAX_PEERS is 16,384). */
+/* mGRE peers (proto::gre::DEFAULT_MAX_PEERS is 16,384), and their
+ * templates. */
 #define TT_MAX_GRE_PEERS 65536
-/* Tunnels with a template: sessions plus GRE peers. */
-#define TT_MAX_TEMPLATES (TT_MAX_SESSIONS + TT_MAX_GRE_PEERS)
+
+/* The first switch port id of mGRE peers (tunterm::proto::gre::
+ * GRE_PORT_BASE): a template of a port from here on is in `gre_templates`,
+ * below it in the `templates` array. */
+#define TT_GRE_PORT_BASE 0xF0000000u
 
 /* The switch port id of the upstream trunk (tunterm::proto::bridge::TRUNK). */
 #define TT_PORT_TRUNK 0
@@ -61,9 +69,10 @@
 #define TT_GRE_PROTO_TEB 0x6558
 
 /*
- * Value of the `sessions` map; key: the local (our) 32-bit session id,
- * host byte order. One entry per established L2TPv3 session, over UDP or
- * IP, IPv4 or IPv6.
+ * Value of the `sessions` array, at the slot of the local (our) 32-bit
+ * session id: id % TT_MAX_SESSIONS. One entry per established L2TPv3
+ * session, over UDP or IP, IPv4 or IPv6. A slot without a session is all
+ * zero (session_id 0, which no data packet matches).
  */
 struct tt_session {
 	/* Where data must come from: the AP's address (IPv4-mapped for
@@ -86,7 +95,9 @@ struct tt_session {
 	__u32 port;
 	/* Where frames to a trunk destination are redirected. */
 	__u32 trunk_ifindex;
-	__u32 _pad0;
+	/* The local session id (host order) the slot holds: a packet's
+	 * session id must be exactly this. */
+	__u32 session_id;
 	/* VLANs a tagged inner frame may carry. */
 	__u64 vlans[TT_VLAN_WORDS];
 };
@@ -156,8 +167,9 @@ struct tt_trunk {
 #define TT_ENCAP_GRE 3
 
 /*
- * Value of the `templates` map; key: a tunnel's switch port id (u32, host
- * order). The complete outer header of every frame the trunk sends into
+ * Value of the `templates` array (sessions, at the slot of their port id,
+ * which is their local session id) and of the `gre_templates` hash (mGRE
+ * peers; key: the peer's switch port id, u32 host order). The complete outer header of every frame the trunk sends into
  * that tunnel: Ethernet (next hop toward the AP), IPv4 or IPv6, UDP for
  * L2TP over UDP, then the L2TPv3 data header (session id, cookie, a
  * sublayer word without sequence number) or the GRE header (0x6558, key).
@@ -180,7 +192,10 @@ struct tt_template {
 	/* TT_AF_INET or TT_AF_INET6 */
 	__u8 family;
 	__u16 _pad0;
-	__u32 _pad1;
+	/* The tunnel's switch port id: the FDB destination's port must be
+	 * exactly this (a slot of the array without a template is all zero;
+	 * port 0 is the trunk's, never a tunnel's). */
+	__u32 port;
 	__u8 hdr[TT_TEMPLATE_MAX];
 };
 
@@ -256,7 +271,7 @@ enum tt_counter {
 	/* xdp_trunk_rx: the trunk's VLANs are not written yet. */
 	TT_CNT_TRUNK_PASS_NOT_CONFIGURED,
 	/* xdp_trunk_rx: the destination tunnel has no template (sequenced,
-	 * IPv6 UDP, or not installed yet). */
+	 * IPv6 UDP, not installed yet, or its slot holds another session's). */
 	TT_CNT_TRUNK_PASS_NO_TEMPLATE,
 	/* xdp_trunk_rx: the encapsulated packet exceeds the tunnel MTU. */
 	TT_CNT_TRUNK_PASS_TOO_BIG,
@@ -287,6 +302,8 @@ _Static_assert(sizeof(struct tt_template) == 16 + TT_TEMPLATE_MAX,
 	       "tt_template has implicit padding");
 _Static_assert(TT_TEMPLATE_MAX % 8 == 0, "xdp_trunk_rx copies templates 8 bytes at a time");
 _Static_assert(sizeof(struct tt_fdb_key) == 8, "tt_fdb_key has padding");
+_Static_assert((TT_MAX_SESSIONS & (TT_MAX_SESSIONS - 1)) == 0,
+	       "session slots are the low bits of the id");
 _Static_assert(sizeof(struct tt_fdb_entry) == 16, "tt_fdb_entry has padding");
 
 #endif /* TUNTERM_MAPS_H */

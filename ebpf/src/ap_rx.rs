@@ -8,7 +8,8 @@ use aya::maps::{HashMap, MapData, MapError};
 use aya::programs::{ProgramError, Xdp};
 
 use crate::fast_path::{FastPath, Program};
-use crate::maps::{Counters, tt_fdb_entry, tt_fdb_key, tt_session};
+use crate::maps::{Counters, tt_fdb_entry, tt_fdb_key};
+use crate::tables::SessionSlots;
 
 /// Why loading or using the program failed.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +29,25 @@ pub enum Error {
     /// Pinning in, or reading from, the bpffs directory failed.
     #[error("{0}")]
     Pin(String),
+    /// A session's (or its template's) array slot holds another session:
+    /// two live ids with the same low 16 bits (the slow path carries this
+    /// one).
+    #[error("slot of {id:#x} holds {held:#x}")]
+    SlotTaken {
+        /// The id being installed.
+        id: u32,
+        /// The id the slot holds.
+        held: u32,
+    },
+    /// An array entry installed under an id it does not carry (or 0, or a
+    /// GRE port in the sessions' template array).
+    #[error("entry for {id:#x} says {entry:#x}")]
+    SlotId {
+        /// The key given.
+        id: u32,
+        /// The id in the entry.
+        entry: u32,
+    },
 }
 
 /// What an XDP program returned.
@@ -93,8 +113,8 @@ impl ApRx {
         self.fp.program(Program::ApRx)
     }
 
-    /// The `sessions` map: local session id → [`tt_session`].
-    pub fn sessions(&mut self) -> Result<HashMap<&mut MapData, u32, tt_session>, Error> {
+    /// The `sessions` array, as a map: local session id → [`tt_session`].
+    pub fn sessions(&mut self) -> Result<SessionSlots<'_>, Error> {
         self.fp.sessions()
     }
 

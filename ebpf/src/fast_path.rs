@@ -13,7 +13,7 @@
 //! in atomically. [`unpin_all`] removes everything (a clean shutdown).
 //!
 //! ```text
-//! DIR/maps/{sessions,gre_peers,fdb,templates,trunk,counters}
+//! DIR/maps/{sessions,gre_peers,fdb,templates,gre_templates,trunk,counters}
 //! DIR/progs/{xdp_ap_rx,xdp_trunk_rx}
 //! DIR/links/IFACE:MODE        MODE: native, generic ('.' in IFACE as '%')
 //! ```
@@ -30,9 +30,10 @@ use aya::{Ebpf, EbpfLoader, TestRun, TestRunOptions};
 use crate::TUNTERM_XDP_OBJ;
 use crate::ap_rx::{Action, Error, TestOutcome};
 use crate::maps::{
-    COUNTERS, Counters, TT_MAX_FDB, TT_MAX_GRE_PEERS, TT_MAX_SESSIONS, TT_MAX_TEMPLATES,
-    tt_fdb_entry, tt_fdb_key, tt_gre_key, tt_gre_peer, tt_session, tt_template, tt_trunk,
+    COUNTERS, Counters, TT_MAX_FDB, TT_MAX_GRE_PEERS, TT_MAX_SESSIONS, tt_fdb_entry, tt_fdb_key,
+    tt_gre_key, tt_gre_peer, tt_session, tt_template, tt_trunk,
 };
+use crate::tables::{SessionSlots, TemplateSlots};
 
 /// One of the two programs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -57,23 +58,24 @@ impl Program {
 }
 
 /// Names of the maps, as in the object and as pinned.
-pub const MAP_NAMES: [&str; 6] = [
+pub const MAP_NAMES: [&str; 7] = [
     "sessions",
     "gre_peers",
     "fdb",
     "templates",
+    "gre_templates",
     "trunk",
     "counters",
 ];
 
 /// The kernel's shape of each map: (name, type, key size, value size,
 /// entries). Pinned maps that differ (an older layout) are not reused.
-fn map_shapes() -> [(&'static str, MapType, usize, usize, u32); 6] {
+fn map_shapes() -> [(&'static str, MapType, usize, usize, u32); 7] {
     use std::mem::size_of;
     [
         (
             "sessions",
-            MapType::Hash,
+            MapType::Array,
             4,
             size_of::<tt_session>(),
             TT_MAX_SESSIONS,
@@ -94,10 +96,17 @@ fn map_shapes() -> [(&'static str, MapType, usize, usize, u32); 6] {
         ),
         (
             "templates",
+            MapType::Array,
+            4,
+            size_of::<tt_template>(),
+            TT_MAX_SESSIONS,
+        ),
+        (
+            "gre_templates",
             MapType::Hash,
             4,
             size_of::<tt_template>(),
-            TT_MAX_TEMPLATES,
+            TT_MAX_GRE_PEERS,
         ),
         ("trunk", MapType::Array, 4, size_of::<tt_trunk>(), 1),
         ("counters", MapType::PerCpuArray, 4, 8, COUNTERS as u32),
@@ -391,9 +400,11 @@ impl FastPath {
         self.ebpf.map_mut(name).ok_or(Error::Missing(name))
     }
 
-    /// The `sessions` map: local session id → [`tt_session`].
-    pub fn sessions(&mut self) -> Result<HashMap<&mut MapData, u32, tt_session>, Error> {
-        Ok(HashMap::try_from(self.map_mut("sessions")?)?)
+    /// The `sessions` array, as a map: local session id → [`tt_session`].
+    pub fn sessions(&mut self) -> Result<SessionSlots<'_>, Error> {
+        Ok(SessionSlots::new(Array::try_from(
+            self.map_mut("sessions")?,
+        )?))
     }
 
     /// The `gre_peers` map: (address, key) → [`tt_gre_peer`].
@@ -406,9 +417,17 @@ impl FastPath {
         Ok(HashMap::try_from(self.map_mut("fdb")?)?)
     }
 
-    /// The `templates` map: tunnel switch port id → [`tt_template`].
-    pub fn templates(&mut self) -> Result<HashMap<&mut MapData, u32, tt_template>, Error> {
-        Ok(HashMap::try_from(self.map_mut("templates")?)?)
+    /// The `templates` array, as a map: a session's port id (its local
+    /// session id) → [`tt_template`].
+    pub fn templates(&mut self) -> Result<TemplateSlots<'_>, Error> {
+        Ok(TemplateSlots::new(Array::try_from(
+            self.map_mut("templates")?,
+        )?))
+    }
+
+    /// The `gre_templates` map: an mGRE peer's port id → [`tt_template`].
+    pub fn gre_templates(&mut self) -> Result<HashMap<&mut MapData, u32, tt_template>, Error> {
+        Ok(HashMap::try_from(self.map_mut("gre_templates")?)?)
     }
 
     /// Write the trunk port's VLANs (until then `xdp_trunk_rx` passes all).

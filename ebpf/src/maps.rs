@@ -68,6 +68,9 @@ pub enum EntryError {
     /// The session id 0 means control over IP and is never a session's.
     #[error("session id 0")]
     ZeroSessionId,
+    /// Port id 0 is the trunk's, never a tunnel's.
+    #[error("port id 0 is the trunk's")]
+    ZeroPort,
 }
 
 /// What an L2TPv3 session was established over.
@@ -108,7 +111,7 @@ pub struct SessionSpec<'a> {
     pub cookie: &'a [u8],
     /// Data messages carry the default L2-Specific Sublayer.
     pub sublayer: bool,
-    /// The session's switch port id.
+    /// The session's switch port id: its local session id, never 0.
     pub port: u32,
     /// The VLAN of untagged frames; `None`: untagged frames are dropped.
     pub untagged_vlan: Option<u16>,
@@ -130,7 +133,8 @@ pub struct L2tpSessionSpec<'a> {
     pub cookie: &'a [u8],
     /// Data messages carry the default L2-Specific Sublayer.
     pub sublayer: bool,
-    /// The session's switch port id.
+    /// The session's switch port id: its local session id (the id data
+    /// packets carry, whose slot the entry goes in), never 0.
     pub port: u32,
     /// The VLAN of untagged frames; `None`: untagged frames are dropped.
     pub untagged_vlan: Option<u16>,
@@ -211,6 +215,10 @@ impl tt_session {
         spec: &L2tpSessionSpec<'_>,
         vlans: impl IntoIterator<Item = u16>,
     ) -> Result<Self, EntryError> {
+        if spec.port == 0 {
+            // No data packet may match an empty slot.
+            return Err(EntryError::ZeroSessionId);
+        }
         let cookie_len = spec.cookie.len();
         if !matches!(cookie_len, 0 | 4 | 8) {
             return Err(EntryError::CookieLen(cookie_len));
@@ -238,7 +246,9 @@ impl tt_session {
             flags,
             port: spec.port,
             trunk_ifindex: spec.trunk_ifindex,
-            _pad0: 0,
+            // A session's port id is its local session id (the switch's
+            // convention): the id data packets carry.
+            session_id: spec.port,
             vlans: words,
         })
     }
@@ -363,6 +373,9 @@ pub enum TunnelHeader<'a> {
 /// Everything a tunnel's header template is made of.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TemplateSpec<'a> {
+    /// The tunnel's switch port id (a session's local session id, or an
+    /// mGRE peer's port), never 0.
+    pub port: u32,
     /// The AP-facing interface frames leave by.
     pub ifindex: u32,
     /// Our MAC on it.
@@ -391,6 +404,10 @@ impl tt_template {
     /// IPv6 payload length and the UDP length are written as zero: the
     /// program fills them per packet.
     pub fn new(spec: &TemplateSpec<'_>) -> Result<Self, EntryError> {
+        if spec.port == 0 {
+            // Port 0 is the trunk's; an empty slot's template says 0.
+            return Err(EntryError::ZeroPort);
+        }
         let (local, peer) = (spec.local.to_canonical(), spec.peer.to_canonical());
         let v6 = match (local, peer) {
             (IpAddr::V4(_), IpAddr::V4(_)) => false,
@@ -482,7 +499,7 @@ impl tt_template {
             encap: encap as u8,
             family: if v6 { TT_AF_INET6 } else { TT_AF_INET } as u8,
             _pad0: 0,
-            _pad1: 0,
+            port: spec.port,
             hdr,
         })
     }

@@ -20,8 +20,12 @@
 
 #include "tunterm_maps.h"
 
+/* Arrays where a packet carries the index (a session id's slot): the
+ * verifier inlines an array lookup to a bounds check and an add, where a
+ * hash lookup costs three calls (hash, bucket walk, key compare) and a
+ * dependent cache miss per bucket. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, TT_MAX_SESSIONS);
 	__type(key, __u32);
 	__type(value, struct tt_session);
@@ -42,11 +46,18 @@ struct {
 } fdb SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, TT_MAX_TEMPLATES);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, TT_MAX_SESSIONS);
 	__type(key, __u32);
 	__type(value, struct tt_template);
 } templates SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, TT_MAX_GRE_PEERS);
+	__type(key, __u32);
+	__type(value, struct tt_template);
+} gre_templates SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

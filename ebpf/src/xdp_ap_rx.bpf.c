@@ -69,6 +69,19 @@ static __always_inline int addr_eq(const __u8 *a, const __u8 *b)
 	return a0 == b0 && a1 == b1;
 }
 
+/* The session of a data packet's session id: the entry at the id's slot,
+ * if it holds exactly that id (0 never matches: an empty slot, or data with
+ * the reserved id). */
+static __always_inline struct tt_session *session_of(__u32 sid)
+{
+	__u32 slot = sid & (TT_MAX_SESSIONS - 1);
+	struct tt_session *s = bpf_map_lookup_elem(&sessions, &slot);
+
+	if (!s || sid == 0 || s->session_id != sid)
+		return 0;
+	return s;
+}
+
 SEC("xdp")
 int xdp_ap_rx(struct xdp_md *ctx)
 {
@@ -203,7 +216,7 @@ int xdp_ap_rx(struct xdp_md *ctx)
 		__u32 sid;
 		__builtin_memcpy(&sid, l2tp + 4, sizeof(sid));
 		sid = bpf_ntohl(sid);
-		s = bpf_map_lookup_elem(&sessions, &sid);
+		s = session_of(sid);
 		if (!s)
 			return PASS(UNKNOWN_SESSION);
 		if (s->transport != TT_TRANSPORT_UDP || s->family != family ||
@@ -218,7 +231,7 @@ int xdp_ap_rx(struct xdp_md *ctx)
 		if (sid == 0)
 			return PASS(CONTROL);
 		sid = bpf_ntohl(sid);
-		s = bpf_map_lookup_elem(&sessions, &sid);
+		s = session_of(sid);
 		if (!s)
 			return PASS(UNKNOWN_SESSION);
 		if (s->transport != TT_TRANSPORT_IP || s->family != family ||

@@ -84,8 +84,14 @@ int xdp_trunk_rx(struct xdp_md *ctx)
 	if (dst->port == TT_PORT_TRUNK)
 		return TPASS(NOT_TUNNEL);
 	__u32 dport = dst->port;
-	struct tt_template *tpl = bpf_map_lookup_elem(&templates, &dport);
-	if (!tpl)
+	struct tt_template *tpl;
+	if (dport >= TT_GRE_PORT_BASE) {
+		tpl = bpf_map_lookup_elem(&gre_templates, &dport);
+	} else {
+		__u32 slot = dport & (TT_MAX_SESSIONS - 1);
+		tpl = bpf_map_lookup_elem(&templates, &slot);
+	}
+	if (!tpl || tpl->port != dport)
 		return TPASS(NO_TEMPLATE);
 	__u32 hlen = tpl->hdr_len;
 	__u8 encap = tpl->encap;

@@ -235,6 +235,29 @@ impl Lab {
                 Slow::EndpointDrop(DataDrop::UnknownSession),
             ),
             case(
+                "unknown session in a live session's slot",
+                packets::udp4(
+                    Ip::udp(t0.ap4(), EDGE.parse().expect("addr")),
+                    &packets::l2tp_data(
+                        t0.session.local_sid ^ 0x0001_0000,
+                        &[],
+                        None,
+                        &c(HOST, t0.client, None, LEN),
+                    ),
+                ),
+                Fast::Pass(TT_CNT_PASS_UNKNOWN_SESSION),
+                Slow::EndpointDrop(DataDrop::UnknownSession),
+            ),
+            case(
+                "session id 0 over UDP (an empty slot holds 0)",
+                packets::udp4(
+                    Ip::udp(t0.ap4(), EDGE.parse().expect("addr")),
+                    &packets::l2tp_data(0, &[], None, &c(HOST, t0.client, None, LEN)),
+                ),
+                Fast::Pass(TT_CNT_PASS_UNKNOWN_SESSION),
+                Slow::EndpointDrop(DataDrop::Malformed),
+            ),
+            case(
                 "control message (ZLB ack)",
                 packets::udp4(Ip::udp(t0.ap4(), EDGE.parse().expect("addr")), &zlb(t0)),
                 Fast::Pass(TT_CNT_PASS_CONTROL),

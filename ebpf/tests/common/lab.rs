@@ -19,6 +19,7 @@ use tunterm::wire::ether;
 use tunterm::wire::l2tp::{Transport, pw};
 use tunterm_control::VlanSet;
 use tunterm_ebpf::FastPath;
+use tunterm_ebpf::Table as _;
 
 /// Addresses from the documentation ranges: nothing is ever sent (a test
 /// run transmits nothing, a redirect only reports XDP_REDIRECT).
@@ -431,10 +432,15 @@ impl Lab {
                 cfg(&[10, 20], Some(20)),
             ),
         ];
-        let mut sids: Vec<u32> = tunnels.iter().map(|t| t.session.local_sid).collect();
-        sids.sort_unstable();
-        sids.dedup();
-        assert_eq!(sids.len(), tunnels.len(), "distinct session ids");
+        // One endpoint keeps its sessions' fast-path slots distinct; these
+        // are several (one per cookie size), whose seeds happen to.
+        let mut slots: Vec<u32> = tunnels
+            .iter()
+            .map(|t| tunterm_ebpf::tables::slot_of(t.session.local_sid))
+            .collect();
+        slots.sort_unstable();
+        slots.dedup();
+        assert_eq!(slots.len(), tunnels.len(), "distinct session slots");
 
         let now = Instant::now();
         let mut switch = Switch::new(Duration::from_secs(300));
@@ -514,7 +520,7 @@ impl Lab {
         for t in &self.tunnels {
             let (k, v) = mirror::session_entry(&t.session, &t.port, TRUNK_IFINDEX)
                 .expect("an established session has an entry");
-            sessions.insert(k, v, 0).expect("insert session");
+            sessions.put(k, v).expect("insert session");
         }
         let mut peers = bpf.gre_peers().expect("gre_peers map");
         let stats: Vec<_> = self.gre.peers(self.now).collect();
@@ -526,12 +532,13 @@ impl Lab {
         let mut templates = bpf.templates().expect("templates map");
         for t in &self.tunnels {
             if let Ok((k, v)) = mirror::session_template(&t.session, &link) {
-                templates.insert(k, v, 0).expect("insert template");
+                templates.put(k, v).expect("insert template");
             }
         }
+        let mut gre_templates = bpf.gre_templates().expect("gre_templates map");
         for p in &stats {
             if let Ok((k, v)) = mirror::gre_template(p, &link) {
-                templates.insert(k, v, 0).expect("insert template");
+                gre_templates.insert(k, v, 0).expect("insert template");
             }
         }
         bpf.set_trunk(&mirror::trunk_entry(&self.trunk_port).expect("trunk"))

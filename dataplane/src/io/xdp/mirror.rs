@@ -117,10 +117,12 @@ impl ApLink {
 
     fn spec<'a>(
         &self,
+        port: PortId,
         peer: IpAddr,
         header: TunnelHeader<'a>,
     ) -> Result<TemplateSpec<'a>, NotFast> {
         Ok(TemplateSpec {
+            port: port.0,
             ifindex: self.ifindex,
             src_mac: self.src_mac,
             dst_mac: self.next_hop_mac,
@@ -159,7 +161,8 @@ pub fn session_template(s: &DataSession, link: &ApLink) -> Result<(u32, tt_templ
             sublayer: s.sublayer,
         },
     };
-    let t = tt_template::new(&link.spec(s.peer.ip(), header)?).map_err(NotFast::Entry)?;
+    let t =
+        tt_template::new(&link.spec(port_of(s), s.peer.ip(), header)?).map_err(NotFast::Entry)?;
     Ok((s.local_sid, t))
 }
 
@@ -170,7 +173,7 @@ pub fn gre_template(p: &PeerStats, link: &ApLink) -> Result<(u32, tt_template), 
         return Err(NotFast::Sequenced);
     }
     let header = TunnelHeader::Gre { key: p.key };
-    let t = tt_template::new(&link.spec(p.addr, header)?).map_err(NotFast::Entry)?;
+    let t = tt_template::new(&link.spec(p.port, p.addr, header)?).map_err(NotFast::Entry)?;
     Ok((p.port.0, t))
 }
 
@@ -189,4 +192,21 @@ pub fn fdb_entries(switch: &Switch) -> impl Iterator<Item = (tt_fdb_key, tt_fdb_
 /// The port id of a session (the switch's convention).
 pub fn port_of(s: &DataSession) -> PortId {
     PortId(s.local_sid)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::proto::gre::GRE_PORT_BASE;
+    use crate::proto::l2tp::{SESSION_SLOTS, session_slot};
+    use tunterm_ebpf::maps::{TT_GRE_PORT_BASE, TT_MAX_SESSIONS};
+    use tunterm_ebpf::tables::slot_of;
+
+    #[test]
+    fn the_switch_and_the_maps_agree_on_slots_and_port_ranges() {
+        assert_eq!(SESSION_SLOTS, TT_MAX_SESSIONS);
+        assert_eq!(GRE_PORT_BASE, TT_GRE_PORT_BASE);
+        for sid in [1, 0xffff, 0x1_0000, 0x1234_5678, 0xefff_ffff] {
+            assert_eq!(session_slot(sid), slot_of(sid));
+        }
+    }
 }

@@ -32,21 +32,21 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
 use tracing::{debug, info, warn};
-use tunterm_ebpf::aya::maps::{HashMap as BpfHashMap, MapData};
 use tunterm_ebpf::aya::programs::XdpMode;
 use tunterm_ebpf::maps::{
     COUNTERS, Counters, tt_counter, tt_fdb_entry, tt_fdb_key, tt_gre_key, tt_gre_peer, tt_session,
     tt_template,
 };
-use tunterm_ebpf::{Attached, FastPath as Programs, Pins, Program};
+use tunterm_ebpf::tables::slot_of;
+use tunterm_ebpf::{Attached, FastPath as Programs, Pins, Program, Table};
 
 use self::mirror::{ApLink, NotFast};
 use crate::proto::bridge::{PortId, Switch, TRUNK};
 use crate::proto::gre::GreEndpoint;
-use crate::proto::l2tp::Endpoint;
+use crate::proto::l2tp::{DataSession, Endpoint};
 
 /// How often fast-path "last seen" stamps are carried into the switch and
 /// the mGRE endpoint, and tunnel entries are checked again (neighbour MACs,
@@ -170,7 +170,9 @@ pub struct FastPathStats {
     /// Tunnels kept (wholly or in one direction) on the slow path, by
     /// reason: `not_established`, `sequenced`, `family`, `no_neighbor`,
     /// `unfit` (values the maps cannot hold, e.g. L2TPv3/UDP over IPv6
-    /// encapsulation, whose UDP checksum XDP does not compute).
+    /// encapsulation, whose UDP checksum XDP does not compute),
+    /// `slot_taken` (another live session's id has the same low 16 bits,
+    /// the index of the fast path's session arrays).
     pub slow: BTreeMap<&'static str, usize>,
     /// Map writes or deletes the kernel refused.
     pub map_errors: u64,
@@ -215,8 +217,8 @@ impl<K: Copy + Eq + Hash + tunterm_ebpf::aya::Pod, V: Copy + tunterm_ebpf::aya::
     /// Take what an earlier run left in `map` as installed, so the next
     /// [`sync`](Self::sync) removes what is no longer wanted and rewrites
     /// only what differs.
-    fn adopt(&mut self, map: &BpfHashMap<&mut MapData, K, V>) {
-        self.installed = map.iter().filter_map(Result::ok).collect();
+    fn adopt(&mut self, map: &impl Table<K, V>) {
+        self.installed = map.entries().into_iter().collect();
     }
 
     /// Make `map` hold `want` (as far as this mirror wrote it): delete what
@@ -224,7 +226,7 @@ impl<K: Copy + Eq + Hash + tunterm_ebpf::aya::Pod, V: Copy + tunterm_ebpf::aya::
     /// what is new or different by `same`. Returns the refused operations.
     fn sync(
         &mut self,
-        map: &mut BpfHashMap<&mut MapData, K, V>,
+        map: &mut impl Table<K, V>,
         want: FxHashMap<K, V>,
         same: impl Fn(&V, &V) -> bool,
     ) -> u64 {
@@ -236,7 +238,7 @@ impl<K: Copy + Eq + Hash + tunterm_ebpf::aya::Pod, V: Copy + tunterm_ebpf::aya::
             .copied()
             .collect();
         for k in gone {
-            if map.remove(&k).is_err() {
+            if map.delete(&k).is_err() {
                 errors += 1;
             }
             self.installed.remove(&k);
@@ -245,7 +247,7 @@ impl<K: Copy + Eq + Hash + tunterm_ebpf::aya::Pod, V: Copy + tunterm_ebpf::aya::
             if self.installed.get(&k).is_some_and(|o| same(o, &v)) {
                 continue;
             }
-            if map.insert(k, v, 0).is_ok() {
+            if map.put(k, v).is_ok() {
                 self.installed.insert(k, v);
             } else {
                 errors += 1;
@@ -284,6 +286,7 @@ pub struct FastPath {
     sessions: Mirror<u32, tt_session>,
     gre_peers: Mirror<tt_gre_key, tt_gre_peer>,
     templates: Mirror<u32, tt_template>,
+    gre_templates: Mirror<u32, tt_template>,
     fdb: Mirror<tt_fdb_key, tt_fdb_entry>,
     fdb_generation: Option<u64>,
     /// Earliest next FDB mirror, and whether one is waiting for it.
@@ -578,6 +581,7 @@ impl FastPath {
             sessions: Mirror::new(),
             gre_peers: Mirror::new(),
             templates: Mirror::new(),
+            gre_templates: Mirror::new(),
             fdb: Mirror::new(),
             fdb_generation: None,
             fdb_due: Instant::now(),
@@ -602,12 +606,13 @@ impl FastPath {
         self.sessions.adopt(&self.progs.sessions()?);
         self.gre_peers.adopt(&self.progs.gre_peers()?);
         self.templates.adopt(&self.progs.templates()?);
+        self.gre_templates.adopt(&self.progs.gre_templates()?);
         self.fdb.adopt(&self.progs.fdb()?);
         self.adopted_fdb = self.fdb.installed.iter().map(|(k, v)| (*k, *v)).collect();
         info!(
             sessions = self.sessions.installed.len(),
             gre_peers = self.gre_peers.installed.len(),
-            templates = self.templates.installed.len(),
+            templates = self.templates.installed.len() + self.gre_templates.installed.len(),
             fdb = self.fdb.installed.len(),
             "fast path: adopted the pinned maps of an earlier run"
         );
@@ -695,12 +700,28 @@ impl FastPath {
         let mut sessions = FxHashMap::default();
         let mut peers = FxHashMap::default();
         let mut templates = FxHashMap::default();
-        for s in endpoint.sessions() {
+        let mut gre_templates = FxHashMap::default();
+        // A session's entries go in the slot of its id. Ids sharing a slot
+        // (restored from an older build, or past 65,536 sessions): the
+        // installed one keeps it, the others stay slow.
+        let mut by_slot: Vec<&DataSession> = endpoint.sessions().collect();
+        by_slot.sort_by_key(|s| {
+            (
+                !self.sessions.installed.contains_key(&s.local_sid),
+                s.local_sid,
+            )
+        });
+        let mut slots = FxHashSet::default();
+        for s in by_slot {
             let port = PortId(s.local_sid);
             let Some(cfg) = switch.port_config(port) else {
                 *slow.entry("not_established").or_default() += 1;
                 continue;
             };
+            if !slots.insert(slot_of(s.local_sid)) {
+                *slow.entry("slot_taken").or_default() += 1;
+                continue;
+            }
             match mirror::session_entry(s, cfg, self.trunk_ifindex) {
                 Ok((k, v)) => {
                     sessions.insert(k, v);
@@ -737,7 +758,7 @@ impl FastPath {
                 None => *slow.entry("no_neighbor").or_default() += 1,
                 Some(link) => match mirror::gre_template(&p, &link) {
                     Ok((k, t)) => {
-                        templates.insert(k, t);
+                        gre_templates.insert(k, t);
                     }
                     Err(r) => *slow.entry(slow_reason(r)).or_default() += 1,
                 },
@@ -764,13 +785,17 @@ impl FastPath {
             Ok(mut m) => errors += self.templates.sync(&mut m, templates, bytes_eq),
             Err(_) => errors += 1,
         }
+        match self.progs.gre_templates() {
+            Ok(mut m) => errors += self.gre_templates.sync(&mut m, gre_templates, bytes_eq),
+            Err(_) => errors += 1,
+        }
         if errors > 0 {
             debug!(errors, "fast path: map writes refused");
         }
         self.stats.map_errors += errors;
         self.stats.sessions = self.sessions.installed.len();
         self.stats.gre_peers = self.gre_peers.installed.len();
-        self.stats.templates = self.templates.installed.len();
+        self.stats.templates = self.templates.installed.len() + self.gre_templates.installed.len();
     }
 
     /// Make the `fdb` map the switch's FDB.

@@ -1,0 +1,236 @@
+//! The fast path's tables as userspace fills them: entries by key, whatever
+//! the map type behind them.
+//!
+//! `fdb`, `gre_peers` and `gre_templates` are hash maps. `sessions` and
+//! `templates` are arrays the programs index without hashing: a session's
+//! entry sits at the slot of its local session id (`id % TT_MAX_SESSIONS`),
+//! a session's template at the slot of its port id (the same number), and
+//! each entry holds the whole id to compare. [`SessionSlots`] and
+//! [`TemplateSlots`] make them look like maps by id: an insert never
+//! overwrites another tunnel's entry ([`Error::SlotTaken`]), a removal
+//! clears only the tunnel's own.
+
+use aya::Pod;
+use aya::maps::{Array, HashMap, MapData};
+
+use crate::ap_rx::Error;
+use crate::maps::{TT_GRE_PORT_BASE, TT_MAX_SESSIONS, tt_session, tt_template};
+
+/// A table of the fast path, by key.
+pub trait Table<K, V> {
+    /// Write `value` under `key`.
+    fn put(&mut self, key: K, value: V) -> Result<(), Error>;
+    /// Remove `key`'s entry (nothing if there is none).
+    fn delete(&mut self, key: &K) -> Result<(), Error>;
+    /// Every entry (unreadable ones skipped).
+    fn entries(&self) -> Vec<(K, V)>;
+}
+
+impl<K: Pod, V: Pod> Table<K, V> for HashMap<&mut MapData, K, V> {
+    fn put(&mut self, key: K, value: V) -> Result<(), Error> {
+        Ok(self.insert(key, value, 0)?)
+    }
+
+    fn delete(&mut self, key: &K) -> Result<(), Error> {
+        match self.remove(key) {
+            Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            r => Ok(r?),
+        }
+    }
+
+    fn entries(&self) -> Vec<(K, V)> {
+        self.iter().filter_map(Result::ok).collect()
+    }
+}
+
+/// The array slot of a session id or a session's port id.
+pub fn slot_of(id: u32) -> u32 {
+    id & (TT_MAX_SESSIONS - 1)
+}
+
+/// An array of entries that each say which id they belong to (0: empty).
+struct Slots<'a, V: Pod> {
+    array: Array<&'a mut MapData, V>,
+    id: fn(&V) -> u32,
+}
+
+/// An empty slot's value: all zero.
+fn zeroed<V: Pod>() -> V {
+    // SAFETY: `Pod` map values are plain bytes (the header's layouts are
+    // asserted padding-free and hold only integers), for which all-zero is
+    // a valid value.
+    unsafe { std::mem::zeroed() }
+}
+
+impl<V: Pod> Slots<'_, V> {
+    fn put(&mut self, id: u32, value: V) -> Result<(), Error> {
+        if id == 0 || (self.id)(&value) != id {
+            return Err(Error::SlotId {
+                id,
+                entry: (self.id)(&value),
+            });
+        }
+        let slot = slot_of(id);
+        let held = (self.id)(&self.array.get(&slot, 0)?);
+        if held != 0 && held != id {
+            return Err(Error::SlotTaken { id, held });
+        }
+        Ok(self.array.set(slot, value, 0)?)
+    }
+
+    fn delete(&mut self, id: u32) -> Result<(), Error> {
+        let slot = slot_of(id);
+        if (self.id)(&self.array.get(&slot, 0)?) == id {
+            self.array.set(slot, zeroed::<V>(), 0)?;
+        }
+        Ok(())
+    }
+
+    fn entries(&self) -> Vec<(u32, V)> {
+        self.array
+            .iter()
+            .filter_map(Result::ok)
+            .filter_map(|v| {
+                let id = (self.id)(&v);
+                (id != 0).then_some((id, v))
+            })
+            .collect()
+    }
+}
+
+/// The `sessions` array as a map: local session id → [`tt_session`] (whose
+/// `session_id` is that id).
+pub struct SessionSlots<'a>(Slots<'a, tt_session>);
+
+impl<'a> SessionSlots<'a> {
+    pub(crate) fn new(array: Array<&'a mut MapData, tt_session>) -> Self {
+        SessionSlots(Slots {
+            array,
+            id: |s| s.session_id,
+        })
+    }
+}
+
+impl Table<u32, tt_session> for SessionSlots<'_> {
+    fn put(&mut self, sid: u32, value: tt_session) -> Result<(), Error> {
+        self.0.put(sid, value)
+    }
+
+    fn delete(&mut self, sid: &u32) -> Result<(), Error> {
+        self.0.delete(*sid)
+    }
+
+    fn entries(&self) -> Vec<(u32, tt_session)> {
+        self.0.entries()
+    }
+}
+
+/// The `templates` array as a map: a session's port id → [`tt_template`]
+/// (whose `port` is that id). mGRE peers' ports (from `TT_GRE_PORT_BASE`)
+/// have theirs in `gre_templates`.
+pub struct TemplateSlots<'a>(Slots<'a, tt_template>);
+
+impl<'a> TemplateSlots<'a> {
+    pub(crate) fn new(array: Array<&'a mut MapData, tt_template>) -> Self {
+        TemplateSlots(Slots {
+            array,
+            id: |t| t.port,
+        })
+    }
+}
+
+impl Table<u32, tt_template> for TemplateSlots<'_> {
+    fn put(&mut self, port: u32, value: tt_template) -> Result<(), Error> {
+        if port >= TT_GRE_PORT_BASE {
+            return Err(Error::SlotId {
+                id: port,
+                entry: value.port,
+            });
+        }
+        self.0.put(port, value)
+    }
+
+    fn delete(&mut self, port: &u32) -> Result<(), Error> {
+        self.0.delete(*port)
+    }
+
+    fn entries(&self) -> Vec<(u32, tt_template)> {
+        self.0.entries()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::FastPath;
+    use crate::maps::{SessionSpec, TemplateSpec, TunnelHeader};
+
+    fn session(sid: u32) -> tt_session {
+        tt_session::new(
+            &SessionSpec {
+                peer: "10.0.0.2:40000".parse().unwrap(),
+                cookie: &[1, 2, 3, 4],
+                sublayer: false,
+                port: sid,
+                untagged_vlan: Some(10),
+                trunk_ifindex: 3,
+            },
+            [],
+        )
+        .unwrap()
+    }
+
+    fn template(port: u32) -> tt_template {
+        tt_template::new(&TemplateSpec {
+            port,
+            ifindex: 4,
+            src_mac: [2, 0, 0, 0, 0, 1],
+            dst_mac: [2, 0, 0, 0, 0, 2],
+            local: "10.0.0.1".parse().unwrap(),
+            peer: "10.0.0.2".parse().unwrap(),
+            ttl: 64,
+            dont_fragment: false,
+            mtu: 1500,
+            header: TunnelHeader::Gre { key: None },
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn slots_hold_one_id_each_and_removal_clears_only_its_own() {
+        // Loading programs needs root, as the daemon does.
+        let mut fp = FastPath::load().expect("loading the fast path (root)");
+        let (a, b) = (0x0001_0005, 0x0002_0005);
+        let mut s = fp.sessions().unwrap();
+        s.put(a, session(a)).unwrap();
+        // Rewriting the same session is fine; another id in its slot is not.
+        s.put(a, session(a)).unwrap();
+        assert!(matches!(
+            s.put(b, session(b)),
+            Err(Error::SlotTaken { id, held }) if id == b && held == a
+        ));
+        // An entry must carry the id it is installed under.
+        assert!(matches!(
+            s.put(0x0003_0006, session(a)),
+            Err(Error::SlotId { .. })
+        ));
+        s.delete(&b).unwrap();
+        assert_eq!(s.entries().len(), 1, "b's removal left a's entry");
+        assert_eq!(s.entries()[0].0, a);
+        s.delete(&a).unwrap();
+        assert!(s.entries().is_empty());
+        s.put(b, session(b)).unwrap();
+        assert_eq!(s.entries()[0].0, b);
+
+        let mut t = fp.templates().unwrap();
+        t.put(a, template(a)).unwrap();
+        assert!(matches!(
+            t.put(b, template(b)),
+            Err(Error::SlotTaken { .. })
+        ));
+        // mGRE ports have their own hash map.
+        let gre = TT_GRE_PORT_BASE + 5;
+        assert!(t.put(gre, template(gre)).is_err());
+        assert_eq!(t.entries().len(), 1);
+    }
+}
