@@ -297,7 +297,9 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         );
         let table = Table::new(sessions, macs, opts.frame_len);
         // A fresh fast path per table: nothing left from a bigger one.
-        let mut fp = FastPath::load().context("loading the fast path")?;
+        // The FDB sized for the table, as labbench's daemon sizes it.
+        let cap = tunterm_ebpf::Capacity::for_macs(macs + 1);
+        let mut fp = FastPath::load_sized(cap).context("loading the fast path")?;
         table.install(&mut fp).context("filling the maps")?;
         let ap_rx = fp.program(Program::ApRx)?;
         let trunk_rx = fp.program(Program::TrunkRx)?;

@@ -27,7 +27,7 @@ use tunterm_control::{EdgeConfig, TunnelProtocol};
 use crate::io::afpacket::PacketSocket;
 use crate::io::batch::RecvBatch;
 use crate::io::tunnel::{SEND_BATCH, TunnelSocket};
-use crate::io::xdp::{FastPath, FastPathStats, Mode as FastPathMode};
+use crate::io::xdp::{FastPath, FastPathStats, MapOptions, Mode as FastPathMode};
 use crate::monitoring::{MonitorOptions, ProbeResult, UpstreamMonitor};
 use crate::operations::{OperationCounters, Operations};
 use crate::proto::bridge::{PortConfig, PortId, Switch, SwitchCounters, TRUNK, Verdict};
@@ -61,6 +61,8 @@ pub struct DaemonOptions {
     pub port: u16,
     /// Where tunnel decapsulation runs (`--fast-path`).
     pub fast_path: FastPathMode,
+    /// Sizes of the fast path's tables (`--fast-path-fdb-entries`).
+    pub fast_path_capacity: tunterm_ebpf::Capacity,
     /// bpffs directory for the fast path's pins (`--pin-dir`); None: not
     /// pinned (the programs go when the daemon goes).
     pub pin_dir: Option<PathBuf>,
@@ -90,6 +92,7 @@ impl Default for DaemonOptions {
             upstream: None,
             port: l2tp_wire::L2TP_PORT,
             fast_path: FastPathMode::Off,
+            fast_path_capacity: tunterm_ebpf::Capacity::default(),
             pin_dir: Some(PathBuf::from(DEFAULT_PIN_DIR)),
             pin_dir_is_default: true,
             state_file: Some(PathBuf::from("/run/tunterm/tunterm.state")),
@@ -1221,7 +1224,10 @@ pub async fn run(
         &switch,
         cfg.tunnel_ip,
         cfg.tunnel_ip6,
-        pin_dir.as_deref(),
+        MapOptions {
+            pin_dir: pin_dir.as_deref(),
+            capacity: opts.fast_path_capacity,
+        },
     )?;
     let (monitor, mut probe_results) = UpstreamMonitor::new(Instant::now(), &cfg, &opts.monitor);
     let mut dp = Dataplane {

@@ -88,3 +88,19 @@ fn run_refuses_a_bad_file_before_binding_anything() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("mxtunnels[0].protocol"), "{err}");
 }
+
+#[test]
+fn a_fast_path_fdb_size_out_of_range_is_refused_with_the_limits() {
+    for bad in ["5", "99999999", "lots"] {
+        let out = tunterm()
+            .args(["run", "--fast-path-fdb-entries", bad])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{bad}: {err}");
+        assert!(err.contains("--fast-path-fdb-entries"), "{bad}: {err}");
+        if bad != "lots" {
+            assert!(err.contains("from 1024 to 4194304"), "{bad}: {err}");
+        }
+    }
+}

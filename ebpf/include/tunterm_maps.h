@@ -21,7 +21,9 @@
  * SESSION_SLOTS; the allocator keeps slots of live sessions distinct). A
  * power of two. */
 #define TT_MAX_SESSIONS 65536
-#define TT_MAX_FDB 262144
+/* The FDB's default size; the daemon sizes it per deployment
+ * (tunterm_ebpf::Capacity, `--fast-path-fdb-entries`). */
+#define TT_MAX_FDB 131072
 /* mGRE peers (proto::gre::DEFAULT_MAX_PEERS is 16,384), and their
  * templates. */
 #define TT_MAX_GRE_PEERS 65536

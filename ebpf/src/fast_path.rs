@@ -30,8 +30,8 @@ use aya::{Ebpf, EbpfLoader, TestRun, TestRunOptions};
 use crate::TUNTERM_XDP_OBJ;
 use crate::ap_rx::{Action, Error, TestOutcome};
 use crate::maps::{
-    COUNTERS, Counters, TT_MAX_FDB, TT_MAX_GRE_PEERS, TT_MAX_SESSIONS, tt_fdb_entry, tt_fdb_key,
-    tt_gre_key, tt_gre_peer, tt_session, tt_template, tt_trunk,
+    COUNTERS, Counters, TT_MAX_GRE_PEERS, TT_MAX_SESSIONS, tt_fdb_entry, tt_fdb_key, tt_gre_key,
+    tt_gre_peer, tt_session, tt_template, tt_trunk,
 };
 use crate::tables::{SessionSlots, TemplateSlots};
 
@@ -68,9 +68,70 @@ pub const MAP_NAMES: [&str; 7] = [
     "counters",
 ];
 
+/// How many entries the tables the deployment sizes hold (the others are
+/// fixed by the layout: 65,536 session slots, 65,536 mGRE peers).
+///
+/// The FDB is a kernel hash map whose bucket array has as many buckets as
+/// entries, preallocated: 262,144 entries are ~4 MB of buckets and ~19 MB
+/// of elements. A lookup walks from a bucket to an element, two dependent
+/// cache misses once the table outgrows the caches, and the FDB lookup of
+/// each frame's client MAC is the fast path's largest cost under load
+/// (see ebpf/README.md). So it is sized to the deployment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capacity {
+    /// Entries of the `fdb` map: (VLAN, MAC) pairs XDP can forward
+    /// between. A power of two, [`Capacity::MIN_FDB`] to
+    /// [`Capacity::MAX_FDB`]. MACs beyond it stay on the slow path.
+    pub fdb: u32,
+}
+
+impl Capacity {
+    /// Fewest FDB entries.
+    pub const MIN_FDB: u32 = 1 << 10;
+    /// Most FDB entries.
+    pub const MAX_FDB: u32 = 1 << 22;
+    /// The default: room for about 87,000 client MACs at the 1.5×
+    /// headroom [`Capacity::for_macs`] gives.
+    pub const DEFAULT_FDB: u32 = 1 << 17;
+
+    /// FDB entries asked for as `n`, rounded up to a power of two;
+    /// outside the limits, an error that says them.
+    pub fn fdb(n: u32) -> Result<Capacity, String> {
+        if !(Self::MIN_FDB..=Self::MAX_FDB).contains(&n) {
+            return Err(format!(
+                "{n} FDB entries: from {} to {}",
+                Self::MIN_FDB,
+                Self::MAX_FDB
+            ));
+        }
+        Ok(Capacity {
+            fdb: n.next_power_of_two(),
+        })
+    }
+
+    /// Room for `macs` client MACs with half as many again spare (hash
+    /// tables slow down full, and MACs come and go), within the limits.
+    pub fn for_macs(macs: usize) -> Capacity {
+        let want = macs.saturating_add(macs / 2).saturating_add(1);
+        let n = u32::try_from(want).unwrap_or(Self::MAX_FDB);
+        Capacity {
+            fdb: n.clamp(Self::MIN_FDB, Self::MAX_FDB).next_power_of_two(),
+        }
+    }
+}
+
+impl Default for Capacity {
+    fn default() -> Self {
+        Capacity {
+            fdb: Self::DEFAULT_FDB,
+        }
+    }
+}
+
 /// The kernel's shape of each map: (name, type, key size, value size,
-/// entries). Pinned maps that differ (an older layout) are not reused.
-fn map_shapes() -> [(&'static str, MapType, usize, usize, u32); 7] {
+/// entries). Pinned maps that differ (an older layout, another size) are
+/// not reused.
+fn map_shapes(cap: Capacity) -> [(&'static str, MapType, usize, usize, u32); 7] {
     use std::mem::size_of;
     [
         (
@@ -92,7 +153,7 @@ fn map_shapes() -> [(&'static str, MapType, usize, usize, u32); 7] {
             MapType::Hash,
             size_of::<tt_fdb_key>(),
             size_of::<tt_fdb_entry>(),
-            TT_MAX_FDB,
+            cap.fdb,
         ),
         (
             "templates",
@@ -205,7 +266,14 @@ impl FastPath {
     /// Create the maps and load (verify) both programs. Needs CAP_BPF and
     /// CAP_NET_ADMIN (root).
     pub fn load() -> Result<Self, Error> {
-        Self::from_ebpf(Ebpf::load(TUNTERM_XDP_OBJ)?)
+        Self::load_sized(Capacity::default())
+    }
+
+    /// As [`FastPath::load`], with the tables sized `cap`.
+    pub fn load_sized(cap: Capacity) -> Result<Self, Error> {
+        let mut loader = EbpfLoader::new();
+        loader.map_max_entries("fdb", cap.fdb);
+        Self::from_ebpf(loader.load(TUNTERM_XDP_OBJ)?)
     }
 
     /// As [`FastPath::load`], with every map pinned as `dir/maps/NAME` (see
@@ -214,7 +282,7 @@ impl FastPath {
     /// layout is this build's; otherwise every pin under `dir` is removed
     /// first ([`Pins::Replaced`]). `dir` must be on a bpffs (`ip netns exec`
     /// remounts /sys: mount one of tunterm's own elsewhere).
-    pub fn load_pinned(dir: &Path) -> Result<(Self, Pins), Error> {
+    pub fn load_pinned(dir: &Path, cap: Capacity) -> Result<(Self, Pins), Error> {
         let maps = dir.join("maps");
         std::fs::create_dir_all(&maps).map_err(|e| pin_err("creating", &maps, e))?;
         if !is_bpffs(dir) {
@@ -224,7 +292,7 @@ impl FastPath {
                 dir.display()
             )));
         }
-        let pins = match Self::pinned_layout(&maps) {
+        let pins = match Self::pinned_layout(&maps, cap) {
             Ok(false) => Pins::Fresh,
             Ok(true) => Pins::Adopted,
             Err(why) => {
@@ -235,6 +303,7 @@ impl FastPath {
         };
         let paths: Vec<_> = MAP_NAMES.iter().map(|n| (*n, maps.join(n))).collect();
         let mut loader = EbpfLoader::new();
+        loader.map_max_entries("fdb", cap.fdb);
         for (name, path) in &paths {
             loader.map_pin_path(name, path.as_path());
         }
@@ -259,9 +328,9 @@ impl FastPath {
 
     /// Whether every map is pinned under `maps` in this build's layout
     /// (`Ok(false)`: none is; `Err`: some are, but not all, or not so).
-    fn pinned_layout(maps: &Path) -> Result<bool, String> {
+    fn pinned_layout(maps: &Path, cap: Capacity) -> Result<bool, String> {
         let mut found = 0;
-        for (name, ty, key, value, entries) in map_shapes() {
+        for (name, ty, key, value, entries) in map_shapes(cap) {
             let path = maps.join(name);
             if !path.exists() {
                 continue;
@@ -469,5 +538,45 @@ impl FastPath {
             action: Action::from(res.return_value),
             packet: out,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fdb_capacity_is_a_power_of_two_within_the_limits() {
+        assert_eq!(Capacity::fdb(1024).unwrap().fdb, 1024);
+        assert_eq!(Capacity::fdb(1025).unwrap().fdb, 2048);
+        assert_eq!(Capacity::fdb(Capacity::MAX_FDB).unwrap().fdb, 1 << 22);
+        assert!(
+            Capacity::fdb(1023)
+                .unwrap_err()
+                .contains("from 1024 to 4194304")
+        );
+        assert!(Capacity::fdb(Capacity::MAX_FDB + 1).is_err());
+        // 10,001 MACs with half again spare: 15,002 → 16,384.
+        assert_eq!(Capacity::for_macs(10_001).fdb, 16_384);
+        assert_eq!(Capacity::for_macs(0).fdb, Capacity::MIN_FDB);
+        assert_eq!(Capacity::for_macs(usize::MAX).fdb, Capacity::MAX_FDB);
+        assert!(Capacity::DEFAULT_FDB.is_power_of_two());
+    }
+
+    #[test]
+    fn a_sized_fdb_is_made_that_size() {
+        let mut fp = FastPath::load_sized(Capacity { fdb: 2048 }).expect("loading (root)");
+        let mut fdb = fp.fdb().unwrap();
+        let key = |i: u32| {
+            let b = i.to_be_bytes();
+            tt_fdb_key::new(10, [2, 0, b[0], b[1], b[2], b[3]])
+        };
+        for i in 0..2048 {
+            fdb.insert(key(i), tt_fdb_entry::new(7, false), 0).unwrap();
+        }
+        assert!(
+            fdb.insert(key(2048), tt_fdb_entry::new(7, false), 0)
+                .is_err()
+        );
     }
 }

@@ -17,7 +17,7 @@ pub use ap_rx::{Action, ApRx, Error, TestOutcome};
 /// The aya the programs are loaded with (attach modes, link ids).
 pub use aya;
 pub use aya::programs::XdpMode;
-pub use fast_path::{Attached, FastPath, MAP_NAMES, Pins, Program, is_bpffs, unpin_all};
+pub use fast_path::{Attached, Capacity, FastPath, MAP_NAMES, Pins, Program, is_bpffs, unpin_all};
 pub use tables::{SessionSlots, Table, TemplateSlots};
 
 /// The compiled `xdp_ap_rx.bpf.c` alone (ELF, BPF target), 8-byte aligned

@@ -197,6 +197,8 @@ pub struct Report {
     /// Per case with an edge that learns: MACs it had learned when the
     /// measurement started.
     pub macs_learned: Vec<(Case, usize)>,
+    /// Entries of the XDP FDB in case 3 (`--fast-path-fdb-entries`).
+    pub fdb_entries: u32,
     /// Rounds each row is the median of.
     pub rounds: usize,
     /// Window, seconds.
@@ -672,6 +674,14 @@ impl Bed {
         ];
         if let Some(mode) = fast_path {
             args.extend(["--fast-path".into(), mode.into()]);
+            // The XDP FDB sized for this table, as an operator sizes it
+            // for theirs (builds that have the flag).
+            if has_run_flag(&tunterm_bin, "--fast-path-fdb-entries") {
+                args.extend([
+                    "--fast-path-fdb-entries".into(),
+                    fdb_entries(self.opts.macs).to_string(),
+                ]);
+            }
         }
         // Every simulated AP comes from one address: no per-source SCCRQ
         // limit (builds that have one).
@@ -971,6 +981,7 @@ pub fn run(opts: Options) -> anyhow::Result<Report> {
         sessions: opts.sessions,
         macs: opts.macs,
         macs_learned: learned,
+        fdb_entries: fdb_entries(opts.macs),
         rounds: opts.rounds,
         window_s: opts.window.as_secs_f64(),
         warmup_s: opts.warmup.as_secs_f64(),
@@ -979,6 +990,11 @@ pub fn run(opts: Options) -> anyhow::Result<Report> {
         rows,
         ratios,
     })
+}
+
+/// The XDP FDB size for `macs` client MACs (and the trunk host).
+fn fdb_entries(macs: usize) -> u32 {
+    tunterm_ebpf::Capacity::for_macs(macs + 1).fdb
 }
 
 /// The median of some numbers (the mean of the middle two for an even
@@ -1154,6 +1170,11 @@ impl Report {
             out,
             "kernel {}, {} CPUs; trafgen (1 worker) on CPU {}, tunterm on CPU {}; counted by XDP at the receiver",
             self.kernel, self.cpus, self.generator_cpu, self.tunterm_cpu
+        );
+        let _ = writeln!(
+            out,
+            "case 3: --fast-path-fdb-entries {} (1.5 x the MACs, rounded up to a power of two)",
+            self.fdb_entries
         );
         let lens: Vec<usize> = {
             let mut v: Vec<usize> = self.rows.iter().map(|r| r.frame_len).collect();

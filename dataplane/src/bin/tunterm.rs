@@ -12,6 +12,11 @@ fn parse_fast_path(s: &str) -> Result<FastPathMode, String> {
     s.parse()
 }
 
+fn parse_fdb_entries(s: &str) -> Result<u32, String> {
+    let n: u32 = s.parse().map_err(|e| format!("{s}: {e}"))?;
+    Ok(tunterm_ebpf::Capacity::fdb(n)?.fdb)
+}
+
 #[derive(Parser)]
 #[command(version, about = "Mist Edge-style L2TPv3 tunnel terminator")]
 struct Cli {
@@ -41,6 +46,14 @@ enum Cmd {
         /// off (userspace only).
         #[arg(long, default_value = "off", value_parser = parse_fast_path)]
         fast_path: FastPathMode,
+        /// Client MACs (VLAN, MAC pairs) the XDP fast path can forward
+        /// between, rounded up to a power of two (1024 to 4194304). Size it
+        /// to 1.5 times the clients expected: the table is preallocated
+        /// (~88 bytes each), and a smaller one stays in the CPU caches.
+        /// MACs beyond it are forwarded in userspace.
+        #[arg(long, default_value_t = tunterm_ebpf::Capacity::DEFAULT_FDB,
+              value_parser = parse_fdb_entries)]
+        fast_path_fdb_entries: u32,
         /// bpffs directory where the fast path's maps, programs and links
         /// are pinned, so it goes on forwarding while tunterm restarts
         /// (`none`: not pinned). The default is skipped with a warning when
@@ -143,6 +156,7 @@ fn main() -> anyhow::Result<()> {
             upstream,
             port,
             fast_path,
+            fast_path_fdb_entries,
             pin_dir,
             state_file,
             max_half_open,
@@ -182,6 +196,8 @@ fn main() -> anyhow::Result<()> {
                 upstream,
                 port,
                 fast_path,
+                fast_path_capacity: tunterm_ebpf::Capacity::fdb(fast_path_fdb_entries)
+                    .map_err(anyhow::Error::msg)?,
                 admission: AdmissionConfig {
                     max_half_open,
                     sccrq_per_second: sccrq_rate,

@@ -41,7 +41,7 @@ use tunterm_ebpf::maps::{
     tt_template,
 };
 use tunterm_ebpf::tables::slot_of;
-use tunterm_ebpf::{Attached, FastPath as Programs, Pins, Program, Table};
+use tunterm_ebpf::{Attached, Capacity, FastPath as Programs, Pins, Program, Table};
 
 use self::mirror::{ApLink, NotFast};
 use crate::proto::bridge::{PortId, Switch, TRUNK};
@@ -167,6 +167,11 @@ pub struct FastPathStats {
     pub templates: usize,
     /// Entries in the `fdb` map.
     pub fdb: usize,
+    /// What the `fdb` map holds at most (`--fast-path-fdb-entries`).
+    pub fdb_capacity: u32,
+    /// MACs the switch has learned beyond that (forwarded by the slow
+    /// path; raise `--fast-path-fdb-entries`).
+    pub fdb_overflow: usize,
     /// Tunnels kept (wholly or in one direction) on the slow path, by
     /// reason: `not_established`, `sequenced`, `family`, `no_neighbor`,
     /// `unfit` (values the maps cannot hold, e.g. L2TPv3/UDP over IPv6
@@ -448,13 +453,23 @@ fn gateway_for(ip: Ipv4Addr, iface: &str) -> Option<Ipv4Addr> {
         .map(|(_, gw)| Ipv4Addr::from(gw.to_ne_bytes()))
 }
 
+/// Where the fast path's maps live and how big they are.
+#[derive(Clone, Copy, Debug)]
+pub struct MapOptions<'a> {
+    /// A bpffs directory to pin them (and the programs and links) in, for
+    /// a hitless restart; None: not pinned.
+    pub pin_dir: Option<&'a Path>,
+    /// Table sizes.
+    pub capacity: Capacity,
+}
+
 impl FastPath {
     /// Load both programs, attach `xdp_ap_rx` to each of `ap_ifaces` and
     /// `xdp_trunk_rx` to `trunk` in `mode`, and install the trunk's VLANs
     /// from `switch`. `Ok(None)` when `mode` is off. Errors say what the
     /// kernel or the interface could not do.
     ///
-    /// With `pin_dir` (a bpffs directory), maps, programs and links are
+    /// With `maps.pin_dir` (a bpffs directory), maps, programs and links are
     /// pinned there, and what an earlier run pinned is taken over: its maps
     /// with their entries, its links with the new programs swapped in
     /// atomically. Take the FDB entries found with
@@ -466,8 +481,9 @@ impl FastPath {
         switch: &Switch,
         local4: Option<Ipv4Addr>,
         local6: Option<Ipv6Addr>,
-        pin_dir: Option<&Path>,
+        maps: MapOptions<'_>,
     ) -> anyhow::Result<Option<Self>> {
+        let MapOptions { pin_dir, capacity } = maps;
         let xdp_mode = match mode {
             Mode::Off => return Ok(None),
             Mode::Native => XdpMode::Driver,
@@ -498,9 +514,9 @@ impl FastPath {
             ))
         };
         let (mut progs, pins) = match pin_dir {
-            None => (Programs::load().map_err(refused)?, None),
+            None => (Programs::load_sized(capacity).map_err(refused)?, None),
             Some(dir) => {
-                let (p, pins) = Programs::load_pinned(dir).map_err(|e| match e {
+                let (p, pins) = Programs::load_pinned(dir, capacity).map_err(|e| match e {
                     tunterm_ebpf::Error::Pin(_) => anyhow::Error::new(e).context(format!(
                         "--pin-dir {}: cannot pin the fast path there (--pin-dir none: no \
                          hitless restart)",
@@ -590,6 +606,7 @@ impl FastPath {
             stats: FastPathStats {
                 pin_dir: pin_dir.map(|d| d.display().to_string()).unwrap_or_default(),
                 start: start_kind,
+                fdb_capacity: capacity.fdb,
                 ..FastPathStats::default()
             },
             pin_dir: pin_dir.map(Path::to_path_buf),
@@ -801,7 +818,27 @@ impl FastPath {
     /// Make the `fdb` map the switch's FDB.
     fn sync_fdb(&mut self, switch: &Switch) {
         let generation = switch.fdb_generation();
-        let want: FxHashMap<tt_fdb_key, tt_fdb_entry> = mirror::fdb_entries(switch).collect();
+        let mut want: FxHashMap<tt_fdb_key, tt_fdb_entry> = mirror::fdb_entries(switch).collect();
+        // More MACs than the map holds: keep those installed, fill up with
+        // others, leave the rest to the slow path (not retried in vain).
+        let cap = self.stats.fdb_capacity as usize;
+        let overflow = want.len().saturating_sub(cap);
+        if overflow > 0 {
+            let installed = &self.fdb.installed;
+            let (old, new): (Vec<_>, Vec<_>) = want
+                .into_iter()
+                .partition(|(k, _)| installed.contains_key(k));
+            want = old.into_iter().chain(new).take(cap).collect();
+            if self.stats.fdb_overflow == 0 {
+                warn!(
+                    capacity = cap,
+                    overflow,
+                    "fast path: the switch knows more MACs than the XDP FDB holds; the rest \
+                     are forwarded in userspace (raise --fast-path-fdb-entries)"
+                );
+            }
+        }
+        self.stats.fdb_overflow = overflow;
         let errors = match self.progs.fdb() {
             // XDP writes last_seen_ns: compare the port and the flags.
             Ok(mut m) => self
