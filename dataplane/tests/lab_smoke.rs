@@ -129,35 +129,18 @@ fn returns_frames_as_on_the_wire(
     use std::io::ErrorKind;
     use tunterm::io::afpacket::RECV_BUF_LEN;
 
-    lab::require_root()?;
-    let prefix = lab::unique_prefix(test);
-    lab::cleanup_prefix(&prefix);
-    {
-        let a = Netns::new(&format!("{prefix}a"))?;
-        let b = Netns::new(&format!("{prefix}b"))?;
-        lab::veth(&a, "p0", &b, "p0")?;
+    veth_pair(test, |a, b| {
         let tx = a.enter(|| bind("p0"))??;
         let rx = b.enter(|| bind("p0"))??;
         let mac = b.run(&["cat", "/sys/class/net/p0/address"])?;
         let mac_hex: Vec<String> = rx.mac()?.iter().map(|o| format!("{o:02x}")).collect();
         assert_eq!(mac_hex.join(":"), mac.trim());
 
-        let frame = |tags: &[(u16, u16)], marker: u8| {
-            let mut f = vec![0xff; 6];
-            f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x01]);
-            for (tpid, tci) in tags {
-                f.extend_from_slice(&tpid.to_be_bytes());
-                f.extend_from_slice(&tci.to_be_bytes());
-            }
-            f.extend_from_slice(&[0x88, 0xb5]); // local experimental ethertype
-            f.extend(std::iter::repeat_n(marker, 60));
-            f
-        };
         let sent = [
-            frame(&[], 1),
-            frame(&[(0x8100, 10)], 2),
-            frame(&[(0x8100, 0xa000 | 20)], 3), // PCP 5
-            frame(&[(0x88a8, 100), (0x8100, 42)], 4),
+            frame(&[], 1, 74),
+            frame(&[(0x8100, 10)], 2, 78),
+            frame(&[(0x8100, 0xa000 | 20)], 3, 78), // PCP 5
+            frame(&[(0x88a8, 100), (0x8100, 42)], 4, 82),
         ];
         for f in &sent {
             assert_eq!(tx.send(f)?, f.len());
@@ -193,9 +176,8 @@ fn returns_frames_as_on_the_wire(
                 Err(e) => return Err(e.into()),
             }
         }
-    }
-    assert_no_namespaces(&prefix);
-    Ok(())
+        Ok(())
+    })
 }
 
 /// `PacketSocket::recv_batch`: many frames per `recvmmsg`, each with its
@@ -216,31 +198,9 @@ fn receives_in_batches(
     use tunterm::io::afpacket::PacketSocket;
     use tunterm::io::batch::RecvBatch;
 
-    lab::require_root()?;
-    let prefix = lab::unique_prefix(test);
-    lab::cleanup_prefix(&prefix);
-    {
-        let a = Netns::new(&format!("{prefix}a"))?;
-        let b = Netns::new(&format!("{prefix}b"))?;
-        for ns in [&a, &b] {
-            // Nothing but the test's frames on the link (no IPv6 chatter).
-            ns.run(&["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"])?;
-            ns.run(&["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"])?;
-        }
-        lab::veth(&a, "p0", &b, "p0")?;
+    veth_pair(test, |a, b| {
         let tx = a.enter(|| PacketSocket::bind("p0"))??;
         let rx = b.enter(|| bind("p0"))??;
-        let frame = |tags: &[(u16, u16)], marker: u8, len: usize| {
-            let mut f = vec![0xff; 6];
-            f.extend_from_slice(&[0x02, 0, 0, 0, 0, marker]);
-            for (tpid, tci) in tags {
-                f.extend_from_slice(&tpid.to_be_bytes());
-                f.extend_from_slice(&tci.to_be_bytes());
-            }
-            f.extend_from_slice(&[0x88, 0xb5]); // local experimental ethertype
-            f.resize(len, marker);
-            f
-        };
         // Slots of 128 bytes: a tagged frame of 128 fits (the kernel hands
         // 124 and the tag goes back in the gap), an untagged one of 130
         // does not.
@@ -274,9 +234,8 @@ fn receives_in_batches(
         assert_eq!(got, want, "{test}: frames as sent, in order");
         assert_eq!(calls, [3, 2, 1], "{test}: frames kept per call");
         assert_eq!((truncated, rx.truncated()), (1, 1), "{test}");
-    }
-    assert_no_namespaces(&prefix);
-    Ok(())
+        Ok(())
+    })
 }
 
 /// A receive ring holds frames of a 1500-byte link; longer ones (jumbo
@@ -289,40 +248,19 @@ fn packet_socket_ring_passes_long_frames_in_order() -> anyhow::Result<()> {
     use tunterm::io::afpacket::{PacketSocket, RECV_BUF_LEN, RING_FRAME_LEN};
     use tunterm::io::batch::RecvBatch;
 
-    lab::require_root()?;
-    let prefix = lab::unique_prefix("afjumbo");
-    lab::cleanup_prefix(&prefix);
-    {
-        let a = Netns::new(&format!("{prefix}a"))?;
-        let b = Netns::new(&format!("{prefix}b"))?;
-        for ns in [&a, &b] {
-            ns.run(&["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"])?;
-            ns.run(&["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"])?;
-        }
-        lab::veth(&a, "p0", &b, "p0")?;
-        for ns in [&a, &b] {
+    veth_pair("afjumbo", |a, b| {
+        for ns in [a, b] {
             ns.run(&["ip", "link", "set", "p0", "mtu", "9000"])?;
         }
         let tx = a.enter(|| PacketSocket::bind("p0"))??;
         let rx = b.enter(|| PacketSocket::bind_with_rx_ring("p0"))??;
-        let frame = |tag: Option<u16>, marker: u8, len: usize| {
-            let mut f = vec![0xff; 6];
-            f.extend_from_slice(&[0x02, 0, 0, 0, 0, marker]);
-            if let Some(tci) = tag {
-                f.extend_from_slice(&[0x81, 0x00]);
-                f.extend_from_slice(&tci.to_be_bytes());
-            }
-            f.extend_from_slice(&[0x88, 0xb5]);
-            f.extend((0..len - f.len()).map(|i| marker ^ i as u8));
-            f
-        };
         let sent = [
-            frame(None, 1, 60),
-            frame(Some(10), 2, RING_FRAME_LEN + 500),
-            frame(Some(11), 3, 1514),
-            frame(None, 4, 9000),
-            frame(Some(12), 5, 64),
-            frame(Some(13), 6, 9004),
+            frame(&[], 1, 60),
+            frame(&[(0x8100, 10)], 2, RING_FRAME_LEN + 500),
+            frame(&[(0x8100, 11)], 3, 1514),
+            frame(&[], 4, 9000),
+            frame(&[(0x8100, 12)], 5, 64),
+            frame(&[(0x8100, 13)], 6, 9004),
         ];
         let mut batch = RecvBatch::new(8, RECV_BUF_LEN);
         let mut buf = vec![0u8; RECV_BUF_LEN];
@@ -352,9 +290,8 @@ fn packet_socket_ring_passes_long_frames_in_order() -> anyhow::Result<()> {
             );
         }
         assert_eq!(rx.truncated(), 0);
-    }
-    assert_no_namespaces(&prefix);
-    Ok(())
+        Ok(())
+    })
 }
 
 #[test]
@@ -364,7 +301,6 @@ fn packet_socket_names_a_missing_interface() {
     assert!(err.to_string().contains("nosuchif0"), "{err}");
 }
 
-/// After the guards dropped, no namespace of the test may remain.
 /// Waits (at most 5 s) until `rx` has a frame to read, then 50 ms more.
 /// Frames sent together reach the socket in one pass of the receiving
 /// side's softirq, which a loaded machine runs late (a fixed 100 ms sleep
@@ -380,6 +316,45 @@ fn wait_readable(rx: &impl std::os::fd::AsRawFd) {
     std::thread::sleep(Duration::from_millis(50));
 }
 
+/// Two namespaces `{prefix}a` and `{prefix}b` joined by a veth (`p0` in
+/// each), IPv6 off so nothing but the test's frames cross the link, for
+/// `body`; then checks that none of them is left.
+fn veth_pair(
+    test: &str,
+    body: impl FnOnce(&Netns, &Netns) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    lab::require_root()?;
+    let prefix = lab::unique_prefix(test);
+    lab::cleanup_prefix(&prefix);
+    {
+        let a = Netns::new(&format!("{prefix}a"))?;
+        let b = Netns::new(&format!("{prefix}b"))?;
+        for ns in [&a, &b] {
+            ns.run(&["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"])?;
+            ns.run(&["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"])?;
+        }
+        lab::veth(&a, "p0", &b, "p0")?;
+        body(&a, &b)?;
+    }
+    assert_no_namespaces(&prefix);
+    Ok(())
+}
+
+/// A broadcast frame from 02:00:00:00:00:`marker` with `tags` (TPID,
+/// TCI), ethertype 0x88b5 (local experimental), `len` bytes in all.
+fn frame(tags: &[(u16, u16)], marker: u8, len: usize) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&[0x02, 0, 0, 0, 0, marker]);
+    for (tpid, tci) in tags {
+        f.extend_from_slice(&tpid.to_be_bytes());
+        f.extend_from_slice(&tci.to_be_bytes());
+    }
+    f.extend_from_slice(&[0x88, 0xb5]);
+    f.extend((0..len - f.len()).map(|i| marker ^ i as u8));
+    f
+}
+
+/// After the guards dropped, no namespace of the test may remain.
 fn assert_no_namespaces(prefix: &str) {
     let list = Command::new("ip").args(["netns", "list"]).output().unwrap();
     let list = String::from_utf8_lossy(&list.stdout);

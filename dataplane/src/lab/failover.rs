@@ -20,7 +20,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use super::topology::{Binaries, edge_config, query};
-use super::{Netns, Proc, addr, veth};
+use super::{Netns, Proc, addr, spawn_vlan_host, veth};
 
 /// The AP's name: its MAC (what preemption orders the edges by).
 pub const AP_NAME: &str = "5c5b35000001";
@@ -124,21 +124,14 @@ impl FailoverLab {
 
         let s = |p: &Path| p.to_string_lossy().into_owned();
         let lab_bin = s(&opts.bins.lab);
-        let mut vlanhost_args = vec![
-            lab_bin.as_str(),
-            "vlan-host",
-            "--trunk",
-            "t0",
-            "--vlan",
-            "10=192.168.10.1/24",
-            "--vlan",
-            "20=192.168.20.1/24",
-        ];
         let fast = opts.fast_path != "off";
-        if fast {
-            vlanhost_args.push("--xdp-pass");
-        }
-        let vlanhost = up.spawn(&vlanhost_args, &dir.join("vlanhost.log"))?;
+        let vlanhost = spawn_vlan_host(
+            &up,
+            &opts.bins.lab,
+            &["10=192.168.10.1/24", "20=192.168.20.1/24"],
+            fast,
+            &dir.join("vlanhost.log"),
+        )?;
         let mut xdp_pass = Vec::new();
         let mut edges = [None, None];
         for (i, e) in edge_ns.iter().enumerate() {

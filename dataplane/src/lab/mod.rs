@@ -294,6 +294,28 @@ pub fn begin(name: &str) -> anyhow::Result<(String, std::path::PathBuf)> {
     Ok((prefix, dir))
 }
 
+/// Start the upstream VLAN host (`tunterm-lab vlan-host`, the `lab`
+/// binary) in `ns` on its trunk `t0`, with an address on each VLAN
+/// (`VID=CIDR`); `xdp_pass` attaches a pass-through XDP program to t0, which
+/// a native XDP redirect from tunterm's fast path needs to be received.
+pub fn spawn_vlan_host(
+    ns: &Netns,
+    lab: &Path,
+    vlans: &[&str],
+    xdp_pass: bool,
+    log: &Path,
+) -> anyhow::Result<Proc> {
+    let lab = lab.to_string_lossy();
+    let mut args = vec![lab.as_ref(), "vlan-host", "--trunk", "t0"];
+    for v in vlans {
+        args.extend(["--vlan", v]);
+    }
+    if xdp_pass {
+        args.push("--xdp-pass");
+    }
+    ns.spawn(&args, log)
+}
+
 /// Creates a veth pair with end `a_if` in `a` and end `b_if` in `b` (made
 /// directly in their namespaces, never in the root one) and sets both up.
 ///

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use super::{BpfFs, Capture, Netns, Proc, addr, veth};
+use super::{BpfFs, Capture, Netns, Proc, addr, spawn_vlan_host, veth};
 
 /// Where the lab's programs are.
 #[derive(Clone, Debug)]
@@ -249,22 +249,17 @@ impl Lab {
         };
         let s = |p: &Path| p.to_string_lossy().into_owned();
         let lab_bin = s(&opts.bins.lab);
-        let mut vlanhost_args = vec![
-            lab_bin.as_str(),
-            "vlan-host",
-            "--trunk",
-            "t0",
-            "--vlan",
-            "10=192.168.10.1/24",
-            "--vlan",
-            "20=192.168.20.1/24",
-            "--vlan",
-            "99=192.168.99.1/24",
-        ];
-        if opts.fast_path != "off" {
-            vlanhost_args.push("--xdp-pass");
-        }
-        let vlanhost = up.spawn(&vlanhost_args, &dir.join("vlanhost.log"))?;
+        let vlanhost = spawn_vlan_host(
+            &up,
+            &opts.bins.lab,
+            &[
+                "10=192.168.10.1/24",
+                "20=192.168.20.1/24",
+                "99=192.168.99.1/24",
+            ],
+            opts.fast_path != "off",
+            &dir.join("vlanhost.log"),
+        )?;
         let mut tunterm_args: Vec<String> = vec![
             s(&opts.bins.tunterm),
             "run".into(),

@@ -211,6 +211,12 @@ impl Pair {
             Duration::from_secs(2),
             3,
         );
+        self.request_session(ccid, pw_type);
+        ccid
+    }
+
+    /// The AP asks for one more session (remote end "lab") on `ccid`.
+    fn request_session(&mut self, ccid: u32, pw_type: u16) {
         assert!(self.ap.open_session(
             self.now,
             ccid,
@@ -219,7 +225,14 @@ impl Pair {
                 pw_type,
             },
         ));
-        ccid
+    }
+
+    /// Both sides have seen `n` sessions come up.
+    fn assert_sessions_up(&self, n: usize, what: &str) {
+        let ap = Self::sessions_up(&self.ap_events).len();
+        assert_eq!(ap, n, "{what}: AP sessions up: {:?}", self.ap_events);
+        let edge = Self::sessions_up(&self.edge_events).len();
+        assert_eq!(edge, n, "{what}: edge sessions up: {:?}", self.edge_events);
     }
 
     fn sessions_up(events: &[Event]) -> Vec<u32> {
@@ -238,18 +251,7 @@ fn establish(transport: Transport, cookie_len: usize, impair: Impair) -> Pair {
     p.impair = impair;
     p.connect(pw::ETHERNET);
     p.run(Duration::from_secs(20));
-    assert_eq!(
-        Pair::sessions_up(&p.ap_events).len(),
-        1,
-        "AP session up: {:?}",
-        p.ap_events
-    );
-    assert_eq!(
-        Pair::sessions_up(&p.edge_events).len(),
-        1,
-        "edge session up: {:?}",
-        p.edge_events
-    );
+    p.assert_sessions_up(1, "establish");
     p
 }
 
@@ -375,25 +377,10 @@ fn survives_loss_duplication_and_reordering() {
         // Three sessions, so several messages are in flight at once.
         let ccid = p.connect(pw::ETHERNET);
         for _ in 0..2 {
-            let req = SessionRequest {
-                remote_end_id: "lab".into(),
-                pw_type: pw::ETHERNET,
-            };
-            p.ap.open_session(p.now, ccid, req);
+            p.request_session(ccid, pw::ETHERNET);
         }
         p.run(Duration::from_secs(30));
-        assert_eq!(
-            Pair::sessions_up(&p.ap_events).len(),
-            3,
-            "{name}: {:?}",
-            p.ap_events
-        );
-        assert_eq!(
-            Pair::sessions_up(&p.edge_events).len(),
-            3,
-            "{name}: {:?}",
-            p.edge_events
-        );
+        p.assert_sessions_up(3, name);
         assert_eq!(
             p.edge.conn_count(),
             1,
@@ -1074,14 +1061,7 @@ fn a_restored_edge_keeps_tunnels_and_resynchronises_sequence_numbers() {
             // The control channel delivers again: a second session comes up.
             let ccid = p.ap.stats(p.now)[0].local_ccid;
             p.ap_events.clear();
-            assert!(p.ap.open_session(
-                p.now,
-                ccid,
-                SessionRequest {
-                    remote_end_id: "lab".into(),
-                    pw_type: pw::ETHERNET,
-                },
-            ));
+            p.request_session(ccid, pw::ETHERNET);
             p.run(Duration::from_secs(2));
             assert_eq!(
                 Pair::sessions_up(&p.ap_events).len(),
@@ -1512,14 +1492,7 @@ fn session_ids_keep_their_fast_path_slots_distinct() {
     let mut p = establish(Transport::Udp, 4, Impair::default());
     let ccid = p.ap.sessions().next().expect("the first session").ccid;
     for _ in 0..1_999 {
-        assert!(p.ap.open_session(
-            p.now,
-            ccid,
-            SessionRequest {
-                remote_end_id: "lab".into(),
-                pw_type: pw::ETHERNET,
-            },
-        ));
+        p.request_session(ccid, pw::ETHERNET);
     }
     p.run(Duration::from_secs(30));
     let sids: Vec<u32> = p
