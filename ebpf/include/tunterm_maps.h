@@ -176,7 +176,8 @@ struct tt_trunk {
  * L2TP over UDP, then the L2TPv3 data header (session id, cookie, a
  * sublayer word without sequence number) or the GRE header (0x6558, key).
  * xdp_trunk_rx copies hdr[0..hdr_len] in front of the frame and fills in
- * the IPv4 total length and header checksum (the template's are ignored),
+ * the IPv4 total length and header checksum (from ip_sum; the template's
+ * are ignored),
  * the IPv6 payload length, and the UDP length (UDP checksum 0 over IPv4).
  * Sequenced sessions and peers, and IPv6 UDP (whose checksum the program
  * does not compute) have no template: the slow path sends for them.
@@ -193,7 +194,13 @@ struct tt_template {
 	__u8 encap;
 	/* TT_AF_INET or TT_AF_INET6 */
 	__u8 family;
-	__u16 _pad0;
+	/* IPv4: the ones' complement sum (RFC 1071, folded to 16 bits) of the
+	 * template's IPv4 header with total length and checksum zero, stored
+	 * as the header stores its fields (network byte order). The program
+	 * adds the total length and writes the complement: it never reads back
+	 * the header it has just written (a load from stores not yet in the
+	 * cache waits for the line). 0 for IPv6. */
+	__u16 ip_sum;
 	/* The tunnel's switch port id: the FDB destination's port must be
 	 * exactly this (a slot of the array without a template is all zero;
 	 * port 0 is the trunk's, never a tunnel's). */

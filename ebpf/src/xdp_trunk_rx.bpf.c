@@ -120,6 +120,7 @@ int xdp_trunk_rx(struct xdp_md *ctx)
 
 	__u16 tci_out = bpf_htons(prio | vlan);
 	__u32 ifindex = tpl->ifindex;
+	__u16 ip_sum = tpl->ip_sum;
 	int delta = (int)(tagged * VLAN_HLEN) - (int)(out_tagged * VLAN_HLEN) - (int)hlen;
 	if (bpf_xdp_adjust_head(ctx, delta))
 		return TABORT();
@@ -156,9 +157,11 @@ int xdp_trunk_rx(struct xdp_md *ctx)
 		struct iphdr *ip = (void *)(p + ETH_HLEN);
 		if ((void *)(ip + 1) + sizeof(struct udphdr) > data_end)
 			return TABORT();
-		ip->tot_len = bpf_htons((__u16)ip_len);
-		ip->check = 0;
-		ip->check = ~ipv4_hdr_sum(ip);
+		__u16 tot_len = bpf_htons((__u16)ip_len);
+		__u32 sum = (__u32)ip_sum + tot_len;
+		sum = (sum & 0xffff) + (sum >> 16);
+		ip->tot_len = tot_len;
+		ip->check = ~(__u16)sum;
 		if (encap == TT_ENCAP_L2TP_UDP) {
 			struct udphdr *udp = (void *)(ip + 1);
 			udp->len = bpf_htons((__u16)(ip_len - sizeof(*ip)));
