@@ -571,14 +571,18 @@ impl ControlConn {
         loop {
             // Session ids double as switch port ids: keep them out of the
             // mGRE peer range (0xF000_0000..) and the host ports'.
-            // And a slot of the fast path's session array no live
-            // session has, while there is one (see SessionTable).
-            let sid = ctx.rng.next_u32();
+            // The low 16 bits: the lowest slot of the fast path's session
+            // arrays no live session has, while there is one (see
+            // SessionTable); the high 16 random.
+            let random = ctx.rng.next_u32();
+            let sid = match ctx.sessions.lowest_free_slot() {
+                Some(slot) => random & !(SESSION_SLOTS - 1) | slot,
+                None => random,
+            };
             if sid != 0
                 && !crate::proto::gre::is_gre_port(crate::proto::bridge::PortId(sid))
                 && !crate::proto::bridge::is_host_port(crate::proto::bridge::PortId(sid))
                 && !ctx.sessions.contains_key(&sid)
-                && (ctx.sessions.slot_free(sid) || ctx.sessions.len() >= SESSION_SLOTS as usize)
             {
                 return sid;
             }

@@ -4,9 +4,11 @@
 //! The XDP fast path finds a session without hashing: its `sessions` map is
 //! an array indexed by the low 16 bits of the local session id (the id the
 //! AP puts in every data packet), and the entry there holds the whole id to
-//! compare. So [`SessionTable::slot_free`] tells the allocator whether a new
-//! id's slot is taken, and the ids handed out keep their slots distinct
-//! while fewer than [`SESSION_SLOTS`] sessions are live. Ids that share a
+//! compare. So the allocator gives a new id the lowest free slot
+//! ([`SessionTable::lowest_free_slot`]) under 16 random high bits: slots of
+//! live sessions stay distinct while fewer than [`SESSION_SLOTS`] are live,
+//! and packed at the start of the arrays. (The ids are not secrets: data is
+//! authenticated by the peer's address and the random cookie.) Ids that share a
 //! slot anyway (restored from a snapshot of an older build, or beyond
 //! 65,536 sessions) still work: the fast path installs one of them and the
 //! slow path carries the others.
@@ -30,7 +32,10 @@ pub fn session_slot(sid: u32) -> u32 {
 #[derive(Default)]
 pub struct SessionTable {
     by_id: FxHashMap<u32, DataSession>,
-    slots: FxHashMap<u32, u32>,
+    /// Live ids per slot (allocated with the first session).
+    counts: Vec<u32>,
+    /// Bit `slot % 64` of word `slot / 64`: the slot has a live id.
+    used: Vec<u64>,
 }
 
 impl Deref for SessionTable {
@@ -46,7 +51,13 @@ impl SessionTable {
     pub fn insert(&mut self, sid: u32, s: DataSession) -> Option<DataSession> {
         let old = self.by_id.insert(sid, s);
         if old.is_none() {
-            *self.slots.entry(session_slot(sid)).or_default() += 1;
+            if self.counts.is_empty() {
+                self.counts = vec![0; SESSION_SLOTS as usize];
+                self.used = vec![0; SESSION_SLOTS as usize / 64];
+            }
+            let slot = session_slot(sid) as usize;
+            self.counts[slot] += 1;
+            self.used[slot / 64] |= 1 << (slot % 64);
         }
         old
     }
@@ -54,11 +65,11 @@ impl SessionTable {
     /// Remove the session `sid`.
     pub fn remove(&mut self, sid: &u32) -> Option<DataSession> {
         let old = self.by_id.remove(sid)?;
-        let slot = session_slot(*sid);
-        if let Some(n) = self.slots.get_mut(&slot) {
-            *n -= 1;
+        let slot = session_slot(*sid) as usize;
+        if let Some(n) = self.counts.get_mut(slot) {
+            *n = n.saturating_sub(1);
             if *n == 0 {
-                self.slots.remove(&slot);
+                self.used[slot / 64] &= !(1 << (slot % 64));
             }
         }
         Some(old)
@@ -70,8 +81,28 @@ impl SessionTable {
     }
 
     /// Whether no live session's id has `sid`'s slot.
+    #[cfg(test)]
     pub fn slot_free(&self, sid: u32) -> bool {
-        !self.slots.contains_key(&session_slot(sid))
+        self.counts
+            .get(session_slot(sid) as usize)
+            .is_none_or(|&n| n == 0)
+    }
+
+    /// The lowest slot no live session has, if any. New ids take it, so
+    /// the sessions' entries in the fast path's arrays stay packed at the
+    /// start: a thousand sessions' entries are a few dozen pages, not a
+    /// thousand pages scattered over the arrays (a TLB and cache miss per
+    /// frame).
+    pub fn lowest_free_slot(&self) -> Option<u32> {
+        if self.used.is_empty() {
+            return Some(0);
+        }
+        let (word, bits) = self
+            .used
+            .iter()
+            .enumerate()
+            .find(|(_, w)| **w != u64::MAX)?;
+        Some(word as u32 * 64 + bits.trailing_ones())
     }
 }
 
@@ -120,5 +151,22 @@ mod tests {
         t.remove(&b);
         assert!(t.slot_free(a));
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn the_lowest_free_slot_is_handed_out() {
+        let mut t = SessionTable::default();
+        assert_eq!(t.lowest_free_slot(), Some(0));
+        for slot in 0..130 {
+            t.insert(0x0005_0000 | slot, session(0x0005_0000 | slot));
+        }
+        assert_eq!(t.lowest_free_slot(), Some(130));
+        t.remove(&0x0005_0040);
+        assert_eq!(t.lowest_free_slot(), Some(64));
+        for slot in 130..SESSION_SLOTS {
+            t.insert(0x0006_0000 | slot, session(0x0006_0000 | slot));
+        }
+        t.insert(0x0007_0040, session(0x0007_0040));
+        assert_eq!(t.lowest_free_slot(), None, "every slot taken");
     }
 }

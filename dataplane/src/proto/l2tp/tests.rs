@@ -1488,7 +1488,7 @@ fn an_sccrq_flood_from_5000_sources_is_bounded_and_established_tunnels_keep_thei
 #[test]
 fn session_ids_keep_their_fast_path_slots_distinct() {
     // 2,000 random 16-bit slots would collide almost surely (the birthday
-    // bound is ~300); the allocator hands out ids whose slots are free.
+    // bound is ~300); the allocator hands out the lowest free slot.
     let mut p = establish(Transport::Udp, 4, Impair::default());
     let ccid = p.ap.sessions().next().expect("the first session").ccid;
     for _ in 0..1_999 {
@@ -1504,4 +1504,9 @@ fn session_ids_keep_their_fast_path_slots_distinct() {
     assert_eq!(sids.len(), 2_000);
     let slots: HashSet<u32> = sids.iter().map(|&s| session_slot(s)).collect();
     assert_eq!(slots.len(), sids.len(), "two sessions share a slot");
+    // Packed at the start of the fast path's arrays.
+    assert_eq!(slots, (0..2_000).collect::<HashSet<u32>>());
+    // The high halves are random, not a counter.
+    let high: HashSet<u32> = sids.iter().map(|&s| s >> 16).collect();
+    assert!(high.len() > 1_900, "{} distinct high halves", high.len());
 }
