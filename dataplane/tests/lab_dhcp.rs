@@ -161,7 +161,7 @@ fn clients_on_two_vlans_get_leases_through_the_relay() {
         ..Options::new("dhcp", bins())
     })
     .unwrap_or_else(|e| panic!("lab did not start: {e:#}"));
-    let dir = lab.dir.clone();
+    let dir = lab.dir.to_path_buf();
 
     // The second VLAN-10 server, one routed hop behind the upstream host.
     let srv2 = Netns::new(&format!("{}srv2", lab.prefix())).unwrap();

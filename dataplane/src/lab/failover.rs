@@ -87,7 +87,7 @@ pub struct FailoverLab {
     /// The client behind the AP.
     pub client: Netns,
     /// Logs and configurations.
-    pub dir: PathBuf,
+    pub dir: super::LogDir,
 }
 
 impl FailoverLab {

@@ -284,14 +284,47 @@ pub fn unique_prefix(test: &str) -> String {
 /// [`unique_prefix`], removes a killed run's namespaces of that prefix, and
 /// makes an empty directory for logs and configurations
 /// (`$TMPDIR/tunterm-lab-<prefix>`).
-pub fn begin(name: &str) -> anyhow::Result<(String, std::path::PathBuf)> {
+pub fn begin(name: &str) -> anyhow::Result<(String, LogDir)> {
     require_root()?;
     let prefix = unique_prefix(name);
     cleanup_prefix(&prefix);
     let dir = std::env::temp_dir().join(format!("tunterm-lab-{}", prefix.trim_end_matches('-')));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
-    Ok((prefix, dir))
+    Ok((prefix, LogDir(dir)))
+}
+
+/// Set to keep every lab's directory, passed or not.
+pub const KEEP_ENV: &str = "TUNTERM_LAB_KEEP";
+
+/// A lab's directory of logs, configurations and captures. Dropping it
+/// removes it, unless the thread is panicking (a failed test keeps what
+/// explains it) or [`KEEP_ENV`] is set: the captures of one run's traffic
+/// are hundreds of megabytes, and a suite's worth left behind after every
+/// run filled a disk.
+#[derive(Debug)]
+pub struct LogDir(PathBuf);
+
+impl std::ops::Deref for LogDir {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for LogDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for LogDir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() && std::env::var_os(KEEP_ENV).is_none() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
 }
 
 /// Start the upstream VLAN host (`tunterm-lab vlan-host`, the `lab`

@@ -168,7 +168,7 @@ pub struct Lab {
     /// Client namespaces, in [`CLIENTS`] order.
     pub clients: Vec<Netns>,
     /// Logs, configuration and captures.
-    pub dir: PathBuf,
+    pub dir: super::LogDir,
     /// tunterm's control socket.
     pub edge_socket: PathBuf,
     prefix: String,
