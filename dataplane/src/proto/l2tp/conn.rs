@@ -571,11 +571,11 @@ impl ControlConn {
         loop {
             // Session ids double as switch port ids: keep them out of the
             // mGRE peer range (0xF000_0000..) and the host ports'.
-            // The low 16 bits: the lowest slot of the fast path's session
+            // The low 16 bits: the next slot of the fast path's session
             // arrays no live session has, while there is one (see
             // SessionTable); the high 16 random.
             let random = ctx.rng.next_u32();
-            let sid = match ctx.sessions.lowest_free_slot() {
+            let sid = match ctx.sessions.free_slot() {
                 Some(slot) => random & !(SESSION_SLOTS - 1) | slot,
                 None => random,
             };

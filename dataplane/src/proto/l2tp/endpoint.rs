@@ -471,6 +471,9 @@ macro_rules! ctx {
 impl Endpoint {
     /// An endpoint; `seed` drives CCID, session id and cookie choice.
     pub fn new(cfg: EndpointConfig, seed: u64) -> Self {
+        let mut rng = Rng(seed);
+        // Where this endpoint's sessions start in the fast path's arrays.
+        let slot_base = rng.next_u32();
         Endpoint {
             limiter: SourceLimiter::new(&cfg.admission),
             half_open: FxHashSet::default(),
@@ -478,11 +481,11 @@ impl Endpoint {
             cfg,
             conns: HashMap::new(),
             by_peer: HashMap::new(),
-            sessions: SessionTable::default(),
+            sessions: SessionTable::with_base(slot_base),
             timers: BTreeSet::new(),
             events: VecDeque::new(),
             transmits: VecDeque::new(),
-            rng: Rng(seed),
+            rng,
             counters: EndpointCounters::default(),
         }
     }

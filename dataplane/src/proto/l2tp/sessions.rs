@@ -5,7 +5,8 @@
 //! an array indexed by the low 16 bits of the local session id (the id the
 //! AP puts in every data packet), and the entry there holds the whole id to
 //! compare. So the allocator gives a new id the lowest free slot
-//! ([`SessionTable::lowest_free_slot`]) under 16 random high bits: slots of
+//! ([`SessionTable::free_slot`], from a per-endpoint base) under 16 random
+//! high bits: slots of
 //! live sessions stay distinct while fewer than [`SESSION_SLOTS`] are live,
 //! and packed at the start of the arrays. (The ids are not secrets: data is
 //! authenticated by the peer's address and the random cookie.) Ids that share a
@@ -36,6 +37,8 @@ pub struct SessionTable {
     counts: Vec<u32>,
     /// Bit `slot % 64` of word `slot / 64`: the slot has a live id.
     used: Vec<u64>,
+    /// Where [`SessionTable::free_slot`] starts looking.
+    base: u32,
 }
 
 impl Deref for SessionTable {
@@ -88,21 +91,44 @@ impl SessionTable {
             .is_none_or(|&n| n == 0)
     }
 
-    /// The lowest slot no live session has, if any. New ids take it, so
-    /// the sessions' entries in the fast path's arrays stay packed at the
-    /// start: a thousand sessions' entries are a few dozen pages, not a
-    /// thousand pages scattered over the arrays (a TLB and cache miss per
-    /// frame).
-    pub fn lowest_free_slot(&self) -> Option<u32> {
-        if self.used.is_empty() {
-            return Some(0);
+    /// An empty table whose sessions take slots from `base` on.
+    pub fn with_base(base: u32) -> Self {
+        SessionTable {
+            base: base % SESSION_SLOTS,
+            ..SessionTable::default()
         }
-        let (word, bits) = self
-            .used
-            .iter()
-            .enumerate()
-            .find(|(_, w)| **w != u64::MAX)?;
-        Some(word as u32 * 64 + bits.trailing_ones())
+    }
+
+    /// The first slot no live session has, from the table's base on
+    /// (wrapping round), if any. New ids take it, so the sessions' entries
+    /// in the fast path's arrays stay packed together: a thousand
+    /// sessions' entries are a few dozen pages, not a thousand pages
+    /// scattered over the arrays (a TLB and cache miss per frame). The
+    /// base is drawn per endpoint, so endpoints side by side (in tests)
+    /// do not all start at the same slot.
+    pub fn free_slot(&self) -> Option<u32> {
+        if self.used.is_empty() {
+            return Some(self.base);
+        }
+        let words = self.used.len() as u32;
+        let (first, skip) = (self.base / 64, self.base % 64);
+        let below = (1u64 << skip) - 1;
+        for i in 0..=words {
+            let w = (first + i) % words;
+            let mut bits = self.used[w as usize];
+            if i == 0 {
+                // Slots of the first word before the base: last.
+                bits |= below;
+            }
+            if i == words {
+                // Round again at the first word: only those slots.
+                bits |= !below;
+            }
+            if bits != u64::MAX {
+                return Some(w * 64 + bits.trailing_ones());
+            }
+        }
+        None
     }
 }
 
@@ -154,19 +180,37 @@ mod tests {
     }
 
     #[test]
-    fn the_lowest_free_slot_is_handed_out() {
+    fn free_slots_are_handed_out_in_order_from_the_base() {
         let mut t = SessionTable::default();
-        assert_eq!(t.lowest_free_slot(), Some(0));
+        assert_eq!(t.free_slot(), Some(0));
         for slot in 0..130 {
             t.insert(0x0005_0000 | slot, session(0x0005_0000 | slot));
         }
-        assert_eq!(t.lowest_free_slot(), Some(130));
+        assert_eq!(t.free_slot(), Some(130));
         t.remove(&0x0005_0040);
-        assert_eq!(t.lowest_free_slot(), Some(64));
+        assert_eq!(t.free_slot(), Some(64));
         for slot in 130..SESSION_SLOTS {
             t.insert(0x0006_0000 | slot, session(0x0006_0000 | slot));
         }
         t.insert(0x0007_0040, session(0x0007_0040));
-        assert_eq!(t.lowest_free_slot(), None, "every slot taken");
+        assert_eq!(t.free_slot(), None, "every slot taken");
+
+        // From a base inside a word, wrapping round the end of the slots.
+        let base = SESSION_SLOTS - 3;
+        let mut t = SessionTable::with_base(base + SESSION_SLOTS);
+        assert_eq!(t.free_slot(), Some(base));
+        let mut got = Vec::new();
+        for i in 0..6 {
+            let slot = t.free_slot().unwrap();
+            got.push(slot);
+            t.insert((0x0001_0000 * (i + 1)) | slot, session(slot));
+        }
+        assert_eq!(got, [base, base + 1, base + 2, 0, 1, 2]);
+        // Base 100: 64..99 come after every slot from 100 on.
+        let mut t = SessionTable::with_base(100);
+        for slot in (100..SESSION_SLOTS).chain(0..64) {
+            t.insert(0x0009_0000 | slot, session(slot));
+        }
+        assert_eq!(t.free_slot(), Some(64));
     }
 }
