@@ -167,8 +167,6 @@ pub struct Lab {
     pub up: Netns,
     /// Client namespaces, in [`CLIENTS`] order.
     pub clients: Vec<Netns>,
-    /// Logs, configuration and captures.
-    pub dir: super::LogDir,
     /// tunterm's control socket.
     pub edge_socket: PathBuf,
     prefix: String,
@@ -176,9 +174,12 @@ pub struct Lab {
     tunterm_args: Vec<String>,
     /// Restarts so far (each logs to `tunterm-N.log`).
     restarts: u32,
-    /// The bpffs tunterm pins the fast path in (fast path on only); last,
-    /// so it is unmounted after tunterm has stopped.
+    /// The bpffs tunterm pins the fast path in (fast path on only); after
+    /// the processes, so it is unmounted after tunterm has stopped.
     pub bpffs: Option<BpfFs>,
+    /// Logs, configuration and captures; last, so it is removed once
+    /// nothing (the bpffs mounted in it included) is left inside.
+    pub dir: super::LogDir,
 }
 
 impl Lab {
