@@ -11,7 +11,7 @@ use std::time::Duration;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tokio::io::unix::AsyncFd;
 
-use crate::wire::gre::internet_checksum;
+use crate::wire::checksum::internet_checksum;
 
 /// The first address `host` (an address or a name) resolves to.
 pub async fn resolve(host: &str) -> Result<IpAddr, String> {

@@ -23,6 +23,7 @@ use rustc_hash::FxHashMap;
 use serde::Serialize;
 
 use crate::proto::bridge::PortId;
+use crate::wire::checksum::internet_checksum;
 use crate::wire::gre::{self, GreHeader, IP_PROTO_GRE};
 
 /// First switch port id of GRE peers: peer n gets `GRE_PORT_BASE + n`. The
@@ -710,7 +711,7 @@ fn inner_ipv4(b: &[u8]) -> Result<(IpAddr, &[u8]), GreDrop> {
     if ihl < IPV4_HEADER_LEN || total < ihl || total > b.len() {
         return Err(GreDrop::Malformed);
     }
-    if gre::internet_checksum(&b[..ihl]) != 0 {
+    if internet_checksum(&b[..ihl]) != 0 {
         return Err(GreDrop::Malformed);
     }
     // A fragment (MF set or an offset) is not a whole keepalive.
@@ -764,7 +765,7 @@ pub fn keepalive_probe(local: IpAddr, remote: IpAddr, key: Option<u32>) -> Vec<u
             ip.extend_from_slice(&[0, 0, 0, 0, PROBE_TTL, IP_PROTO_GRE, 0, 0]);
             ip.extend_from_slice(&remote.octets());
             ip.extend_from_slice(&local.octets());
-            let sum = gre::internet_checksum(&ip);
+            let sum = internet_checksum(&ip);
             ip[10..12].copy_from_slice(&sum.to_be_bytes());
             gre::PROTO_IPV4
         }
@@ -1196,7 +1197,7 @@ mod tests {
                     let mut b = good.clone();
                     b[4 + 9] = 17; // UDP, not GRE (checksum fixed below)
                     b[14..16].fill(0);
-                    let s = gre::internet_checksum(&b[4..24]);
+                    let s = internet_checksum(&b[4..24]);
                     b[14..16].copy_from_slice(&s.to_be_bytes());
                     b
                 },
