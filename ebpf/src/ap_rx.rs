@@ -39,8 +39,8 @@ pub enum Error {
         /// The id the slot holds.
         held: u32,
     },
-    /// An array entry installed under an id it does not carry (or 0, or a
-    /// GRE port in the sessions' template array).
+    /// An array entry installed under an id it does not carry (or 0, or an
+    /// mGRE port, which no session has).
     #[error("entry for {id:#x} says {entry:#x}")]
     SlotId {
         /// The key given.

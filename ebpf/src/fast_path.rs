@@ -471,7 +471,7 @@ impl FastPath {
 
     /// The `sessions` array, as a map: local session id → [`tt_session`].
     pub fn sessions(&mut self) -> Result<SessionSlots<'_>, Error> {
-        Ok(SessionSlots::new(Array::try_from(
+        Ok(SessionSlots::sessions(Array::try_from(
             self.map_mut("sessions")?,
         )?))
     }
@@ -489,7 +489,7 @@ impl FastPath {
     /// The `templates` array, as a map: a session's port id (its local
     /// session id) → [`tt_template`].
     pub fn templates(&mut self) -> Result<TemplateSlots<'_>, Error> {
-        Ok(TemplateSlots::new(Array::try_from(
+        Ok(TemplateSlots::templates(Array::try_from(
             self.map_mut("templates")?,
         )?))
     }

@@ -48,10 +48,39 @@ pub fn slot_of(id: u32) -> u32 {
     id & (TT_MAX_SESSIONS - 1)
 }
 
-/// An array of entries that each say which id they belong to (0: empty).
-struct Slots<'a, V: Pod> {
+/// An array of entries that each say which id they belong to (0: empty),
+/// as a map by that id. Ids from `TT_GRE_PORT_BASE` on are mGRE ports,
+/// never a session's: refused.
+pub struct Slots<'a, V: Pod> {
     array: Array<&'a mut MapData, V>,
     id: fn(&V) -> u32,
+}
+
+/// The `sessions` array as a map: local session id → [`tt_session`] (whose
+/// `session_id` is that id).
+pub type SessionSlots<'a> = Slots<'a, tt_session>;
+
+/// The `templates` array as a map: a session's port id → [`tt_template`]
+/// (whose `port` is that id). mGRE peers' templates are in
+/// `gre_templates`.
+pub type TemplateSlots<'a> = Slots<'a, tt_template>;
+
+impl<'a> SessionSlots<'a> {
+    pub(crate) fn sessions(array: Array<&'a mut MapData, tt_session>) -> Self {
+        Slots {
+            array,
+            id: |s| s.session_id,
+        }
+    }
+}
+
+impl<'a> TemplateSlots<'a> {
+    pub(crate) fn templates(array: Array<&'a mut MapData, tt_template>) -> Self {
+        Slots {
+            array,
+            id: |t| t.port,
+        }
+    }
 }
 
 /// An empty slot's value: all zero.
@@ -62,13 +91,11 @@ fn zeroed<V: Pod>() -> V {
     unsafe { std::mem::zeroed() }
 }
 
-impl<V: Pod> Slots<'_, V> {
+impl<V: Pod> Table<u32, V> for Slots<'_, V> {
     fn put(&mut self, id: u32, value: V) -> Result<(), Error> {
-        if id == 0 || (self.id)(&value) != id {
-            return Err(Error::SlotId {
-                id,
-                entry: (self.id)(&value),
-            });
+        let entry = (self.id)(&value);
+        if id == 0 || id >= TT_GRE_PORT_BASE || entry != id {
+            return Err(Error::SlotId { id, entry });
         }
         let slot = slot_of(id);
         let held = (self.id)(&self.array.get(&slot, 0)?);
@@ -78,9 +105,9 @@ impl<V: Pod> Slots<'_, V> {
         Ok(self.array.set(slot, value, 0)?)
     }
 
-    fn delete(&mut self, id: u32) -> Result<(), Error> {
-        let slot = slot_of(id);
-        if (self.id)(&self.array.get(&slot, 0)?) == id {
+    fn delete(&mut self, id: &u32) -> Result<(), Error> {
+        let slot = slot_of(*id);
+        if (self.id)(&self.array.get(&slot, 0)?) == *id {
             self.array.set(slot, zeroed::<V>(), 0)?;
         }
         Ok(())
@@ -95,67 +122,6 @@ impl<V: Pod> Slots<'_, V> {
                 (id != 0).then_some((id, v))
             })
             .collect()
-    }
-}
-
-/// The `sessions` array as a map: local session id → [`tt_session`] (whose
-/// `session_id` is that id).
-pub struct SessionSlots<'a>(Slots<'a, tt_session>);
-
-impl<'a> SessionSlots<'a> {
-    pub(crate) fn new(array: Array<&'a mut MapData, tt_session>) -> Self {
-        SessionSlots(Slots {
-            array,
-            id: |s| s.session_id,
-        })
-    }
-}
-
-impl Table<u32, tt_session> for SessionSlots<'_> {
-    fn put(&mut self, sid: u32, value: tt_session) -> Result<(), Error> {
-        self.0.put(sid, value)
-    }
-
-    fn delete(&mut self, sid: &u32) -> Result<(), Error> {
-        self.0.delete(*sid)
-    }
-
-    fn entries(&self) -> Vec<(u32, tt_session)> {
-        self.0.entries()
-    }
-}
-
-/// The `templates` array as a map: a session's port id → [`tt_template`]
-/// (whose `port` is that id). mGRE peers' ports (from `TT_GRE_PORT_BASE`)
-/// have theirs in `gre_templates`.
-pub struct TemplateSlots<'a>(Slots<'a, tt_template>);
-
-impl<'a> TemplateSlots<'a> {
-    pub(crate) fn new(array: Array<&'a mut MapData, tt_template>) -> Self {
-        TemplateSlots(Slots {
-            array,
-            id: |t| t.port,
-        })
-    }
-}
-
-impl Table<u32, tt_template> for TemplateSlots<'_> {
-    fn put(&mut self, port: u32, value: tt_template) -> Result<(), Error> {
-        if port >= TT_GRE_PORT_BASE {
-            return Err(Error::SlotId {
-                id: port,
-                entry: value.port,
-            });
-        }
-        self.0.put(port, value)
-    }
-
-    fn delete(&mut self, port: &u32) -> Result<(), Error> {
-        self.0.delete(*port)
-    }
-
-    fn entries(&self) -> Vec<(u32, tt_template)> {
-        self.0.entries()
     }
 }
 
