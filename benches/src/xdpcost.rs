@@ -196,18 +196,16 @@ impl Table {
             }
         }
         let mut fdb = fp.fdb()?;
-        fdb.insert(
+        fdb.put(
             tt_fdb_key::new(packets::CLIENT_VLAN, packets::TRUNK_HOST_MAC),
             tt_fdb_entry::new(0, false),
-            0,
         )?;
         for m in 0..self.macs {
             let s = m % self.sessions;
             let mac = packets::apsim_client_mac(s as u64, (m / self.sessions) as u32);
-            fdb.insert(
+            fdb.put(
                 tt_fdb_key::new(packets::CLIENT_VLAN, mac),
                 tt_fdb_entry::new(SID_BASE + s as u32, true),
-                0,
             )?;
         }
         Ok(())

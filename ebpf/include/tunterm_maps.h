@@ -21,8 +21,8 @@
  * SESSION_SLOTS; the allocator keeps slots of live sessions distinct). A
  * power of two. */
 #define TT_MAX_SESSIONS 65536
-/* The FDB's default size; the daemon sizes it per deployment
- * (tunterm_ebpf::Capacity, `--fast-path-fdb-entries`). */
+/* The FDB's default size in entries; the daemon sizes it per deployment
+ * (tunterm_ebpf::Capacity, `--fast-path-fdb-entries`). A power of two. */
 #define TT_MAX_FDB 131072
 /* mGRE peers (proto::gre::DEFAULT_MAX_PEERS is 16,384), and their
  * templates. */
@@ -208,7 +208,26 @@ struct tt_template {
 	__u8 hdr[TT_TEMPLATE_MAX];
 };
 
-/* Key of the `fdb` map: (VLAN, MAC), like the userspace switch's FDB. */
+/* The FDB: (VLAN, MAC) → (port, flags, last seen), like the userspace
+ * switch's. Not a kernel hash map (a lookup there is three calls and a
+ * bucket walk, and XDP does two per frame) but a table of tunterm's own in
+ * an mmapable array, so a lookup is inline code touching one cache line:
+ *
+ *   - `fdb` is an array of 64-byte buckets of TT_FDB_BUCKET_SLOTS slots
+ *     (page-aligned: BPF_F_MMAPABLE, so a bucket is one cache line);
+ *   - a key may sit in either of two buckets, tt_fdb_bucket_of(key, 0) and
+ *     (key, 1) (two-choice hashing: userspace puts it in the emptier one,
+ *     moving an occupant to its other bucket when both are full);
+ *   - a slot's key is the 8 bytes of a tt_fdb_key read as one little-endian
+ *     __u64, 0 for an empty slot (no switch learns the zero MAC);
+ *   - userspace is the only writer of keys and entries, through the mmap:
+ *     a new entry is written before its key, a key is cleared (0) before
+ *     its slot is reused, a moved key is written in its new slot before it
+ *     is cleared in the old one; XDP reads key, entry, key again and takes
+ *     the entry only when both reads of the key match;
+ *   - XDP writes only the 16-bit `seen` stamp of an entry. */
+
+/* Key of the FDB: (VLAN, MAC). */
 struct tt_fdb_key {
 	__u16 vlan;
 	__u8 mac[6];
@@ -219,17 +238,44 @@ struct tt_fdb_key {
  * untagged VLAN). */
 #define TT_FDB_EGRESS_UNTAGGED (1u << 0)
 
-/* Value of the `fdb` map. Installed and aged by userspace; XDP only
- * refreshes last_seen_ns of a source it forwards from. */
+/* Units of tt_fdb_entry.seen: 2^30 ns (1.07 s); the stamp wraps after
+ * 2^16 units (19.5 hours), far beyond any aging time. */
+#define TT_FDB_SEEN_SHIFT 30
+
+/* An FDB entry, read and written as one __u64 (port in the low half).
+ * Installed and aged by userspace; XDP only refreshes `seen` of a source
+ * it forwards from. */
 struct tt_fdb_entry {
-	/* Switch port id (TT_PORT_TRUNK or a session's port). */
+	/* Switch port id (TT_PORT_TRUNK or a tunnel's port). */
 	__u32 port;
 	/* TT_FDB_* */
-	__u32 flags;
-	/* bpf_ktime_get_coarse_ns() (CLOCK_MONOTONIC, coarse) when last seen as a
-	 * source. */
-	__u64 last_seen_ns;
+	__u16 flags;
+	/* bpf_ktime_get_coarse_ns() >> TT_FDB_SEEN_SHIFT (CLOCK_MONOTONIC),
+	 * truncated to 16 bits, when last forwarded from; 0: never. */
+	__u16 seen;
 };
+
+/* Slots per bucket: four 16-byte slots fill a 64-byte cache line. */
+#define TT_FDB_BUCKET_SLOTS 4
+
+/* One slot: a tt_fdb_key's bytes and a tt_fdb_entry's bytes. */
+struct tt_fdb_slot {
+	__u64 key;
+	__u64 entry;
+};
+
+/* Value of the `fdb` array. */
+struct tt_fdb_bucket {
+	struct tt_fdb_slot slot[TT_FDB_BUCKET_SLOTS];
+};
+
+/* The two bucket hashes (Fibonacci hashing: the top bits of a 64-bit
+ * product), tunterm_ebpf::fdb::bucket_of on the Rust side: a bucket index
+ * is (key' * MUL) >> (64 - log2(buckets)), key' = key for the first and
+ * key ^ (key >> 29) for the second. The programs get the shift as the
+ * global tt_fdb_shift, set at load for the map's size. */
+#define TT_FDB_HASH_MUL0 0x9E3779B97F4A7C15ULL
+#define TT_FDB_HASH_MUL1 0xC2B2AE3D27D4EB4FULL
 
 /* Index of the per-CPU `counters` array (__u64 values), shared by both
  * programs: one slot per action and per reason. TT_CNT_RX counts every
@@ -313,6 +359,8 @@ _Static_assert(TT_TEMPLATE_MAX % 8 == 0, "xdp_trunk_rx copies templates 8 bytes 
 _Static_assert(sizeof(struct tt_fdb_key) == 8, "tt_fdb_key has padding");
 _Static_assert((TT_MAX_SESSIONS & (TT_MAX_SESSIONS - 1)) == 0,
 	       "session slots are the low bits of the id");
-_Static_assert(sizeof(struct tt_fdb_entry) == 16, "tt_fdb_entry has padding");
+_Static_assert(sizeof(struct tt_fdb_entry) == 8, "tt_fdb_entry has padding");
+_Static_assert(sizeof(struct tt_fdb_bucket) == 64, "an FDB bucket is one cache line");
+_Static_assert((TT_MAX_FDB & (TT_MAX_FDB - 1)) == 0, "FDB buckets are a power of two");
 
 #endif /* TUNTERM_MAPS_H */

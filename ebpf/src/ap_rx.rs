@@ -4,11 +4,11 @@
 //! outcomes here are shared by both.
 
 use aya::EbpfError;
-use aya::maps::{HashMap, MapData, MapError};
+use aya::maps::MapError;
 use aya::programs::{ProgramError, Xdp};
 
 use crate::fast_path::{FastPath, Program};
-use crate::maps::{Counters, tt_fdb_entry, tt_fdb_key};
+use crate::maps::Counters;
 use crate::tables::SessionSlots;
 
 /// Why loading or using the program failed.
@@ -38,6 +38,16 @@ pub enum Error {
         id: u32,
         /// The id the slot holds.
         held: u32,
+    },
+    /// Both FDB buckets of (VLAN, MAC) are full, and no occupant could move
+    /// to its other bucket (or the key is VLAN 0 with the zero MAC, which
+    /// marks an empty slot): the MAC stays on the slow path.
+    #[error("no room in the fast-path FDB for {mac:02x?} on VLAN {vlan}")]
+    FdbFull {
+        /// The key's VLAN.
+        vlan: u16,
+        /// The key's MAC.
+        mac: [u8; 6],
     },
     /// An array entry installed under an id it does not carry (or 0, or an
     /// mGRE port, which no session has).
@@ -118,8 +128,8 @@ impl ApRx {
         self.fp.sessions()
     }
 
-    /// The `fdb` map: (VLAN, MAC) → [`tt_fdb_entry`].
-    pub fn fdb(&mut self) -> Result<HashMap<&mut MapData, tt_fdb_key, tt_fdb_entry>, Error> {
+    /// The FDB: (VLAN, MAC) → [`tt_fdb_entry`].
+    pub fn fdb(&mut self) -> Result<crate::fdb::Fdb<'_>, Error> {
         self.fp.fdb()
     }
 

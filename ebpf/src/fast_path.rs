@@ -19,6 +19,7 @@
 //! ```
 
 use std::io;
+use std::os::fd::AsFd as _;
 use std::path::{Path, PathBuf};
 
 use aya::maps::{Array, HashMap, MapData, MapInfo, MapType, PerCpuArray};
@@ -29,9 +30,10 @@ use aya::{Ebpf, EbpfLoader, TestRun, TestRunOptions};
 
 use crate::TUNTERM_XDP_OBJ;
 use crate::ap_rx::{Action, Error, TestOutcome};
+use crate::fdb::{Fdb, FdbMem};
 use crate::maps::{
-    COUNTERS, Counters, TT_MAX_GRE_PEERS, TT_MAX_SESSIONS, tt_fdb_entry, tt_fdb_key, tt_gre_key,
-    tt_gre_peer, tt_session, tt_template, tt_trunk,
+    COUNTERS, Counters, TT_FDB_BUCKET_SLOTS, TT_MAX_GRE_PEERS, TT_MAX_SESSIONS, tt_fdb_bucket,
+    tt_gre_key, tt_gre_peer, tt_session, tt_template, tt_trunk,
 };
 use crate::tables::{SessionSlots, TemplateSlots};
 
@@ -71,24 +73,23 @@ pub const MAP_NAMES: [&str; 7] = [
 /// How many entries the tables the deployment sizes hold (the others are
 /// fixed by the layout: 65,536 session slots, 65,536 mGRE peers).
 ///
-/// The FDB is a kernel hash map whose bucket array has as many buckets as
-/// entries, preallocated: 262,144 entries are ~4 MB of buckets and ~19 MB
-/// of elements. A lookup walks from a bucket to an element, two dependent
-/// cache misses once the table outgrows the caches, and the FDB lookup of
-/// each frame's client MAC is the fast path's largest cost under load
-/// (see ebpf/README.md). So it is sized to the deployment.
+/// The FDB is tunterm's own hash table ([`crate::fdb`]): 16 bytes a slot,
+/// preallocated (the default 131,072 slots are 2 MB). Each key may go into
+/// one of two 4-slot buckets, so it fills up before every slot is taken:
+/// about 95% of them (see the `fdb_fills_most_of_its_slots` test), and a
+/// MAC refused stays on the slow path. So it is sized to the deployment
+/// with headroom ([`Capacity::for_macs`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Capacity {
-    /// Entries of the `fdb` map: (VLAN, MAC) pairs XDP can forward
-    /// between. A power of two, [`Capacity::MIN_FDB`] to
+    /// Slots of the FDB: (VLAN, MAC) pairs XDP can forward between. A power of two, [`Capacity::MIN_FDB`] to
     /// [`Capacity::MAX_FDB`]. MACs beyond it stay on the slow path.
     pub fdb: u32,
 }
 
 impl Capacity {
-    /// Fewest FDB entries.
+    /// Fewest FDB slots.
     pub const MIN_FDB: u32 = 1 << 10;
-    /// Most FDB entries.
+    /// Most FDB slots.
     pub const MAX_FDB: u32 = 1 << 22;
     /// The default: room for about 87,000 client MACs at the 1.5×
     /// headroom [`Capacity::for_macs`] gives.
@@ -109,14 +110,36 @@ impl Capacity {
         })
     }
 
-    /// Room for `macs` client MACs with half as many again spare (hash
-    /// tables slow down full, and MACs come and go), within the limits.
+    /// Room for `macs` client MACs with half as many again spare (a full
+    /// table refuses keys whose buckets are both full, and MACs come and
+    /// go), within the limits.
     pub fn for_macs(macs: usize) -> Capacity {
         let want = macs.saturating_add(macs / 2).saturating_add(1);
         let n = u32::try_from(want).unwrap_or(Self::MAX_FDB);
         Capacity {
             fdb: n.clamp(Self::MIN_FDB, Self::MAX_FDB).next_power_of_two(),
         }
+    }
+}
+
+impl Capacity {
+    /// Buckets of the `fdb` array (its `max_entries`).
+    pub fn fdb_buckets(self) -> u32 {
+        self.fdb / TT_FDB_BUCKET_SLOTS
+    }
+
+    /// The programs' `tt_fdb_shift` for the FDB's size.
+    fn fdb_shift(self) -> u32 {
+        crate::fdb::shift_for(self.fdb_buckets())
+    }
+
+    /// The loader for these sizes: the `fdb` array's length and the
+    /// programs' `tt_fdb_shift` (`shift`, from [`Capacity::fdb_shift`]).
+    fn loader(self, shift: &u32) -> EbpfLoader<'_> {
+        let mut loader = EbpfLoader::new();
+        loader.map_max_entries("fdb", self.fdb_buckets());
+        loader.override_global("tt_fdb_shift", shift, true);
+        loader
     }
 }
 
@@ -150,10 +173,10 @@ fn map_shapes(cap: Capacity) -> [(&'static str, MapType, usize, usize, u32); 7] 
         ),
         (
             "fdb",
-            MapType::Hash,
-            size_of::<tt_fdb_key>(),
-            size_of::<tt_fdb_entry>(),
-            cap.fdb,
+            MapType::Array,
+            4,
+            size_of::<tt_fdb_bucket>(),
+            cap.fdb_buckets(),
         ),
         (
             "templates",
@@ -257,6 +280,8 @@ pub fn unpin_all(dir: &Path) -> io::Result<()> {
 #[derive(Debug)]
 pub struct FastPath {
     ebpf: Ebpf,
+    /// The `fdb` array, mapped.
+    fdb: FdbMem,
     /// Links made by [`FastPath::attach_pinned`] (the pins keep them; these
     /// keep the file descriptors of this run).
     links: Vec<PinnedLink>,
@@ -271,9 +296,8 @@ impl FastPath {
 
     /// As [`FastPath::load`], with the tables sized `cap`.
     pub fn load_sized(cap: Capacity) -> Result<Self, Error> {
-        let mut loader = EbpfLoader::new();
-        loader.map_max_entries("fdb", cap.fdb);
-        Self::from_ebpf(loader.load(TUNTERM_XDP_OBJ)?)
+        let shift = cap.fdb_shift();
+        Self::from_ebpf(cap.loader(&shift).load(TUNTERM_XDP_OBJ)?, cap)
     }
 
     /// As [`FastPath::load`], with every map pinned as `dir/maps/NAME` (see
@@ -302,12 +326,12 @@ impl FastPath {
             }
         };
         let paths: Vec<_> = MAP_NAMES.iter().map(|n| (*n, maps.join(n))).collect();
-        let mut loader = EbpfLoader::new();
-        loader.map_max_entries("fdb", cap.fdb);
+        let shift = cap.fdb_shift();
+        let mut loader = cap.loader(&shift);
         for (name, path) in &paths {
             loader.map_pin_path(name, path.as_path());
         }
-        let mut fp = Self::from_ebpf(loader.load(TUNTERM_XDP_OBJ)?)?;
+        let mut fp = Self::from_ebpf(loader.load(TUNTERM_XDP_OBJ)?, cap)?;
         let progs = dir.join("progs");
         std::fs::create_dir_all(&progs).map_err(|e| pin_err("creating", &progs, e))?;
         for p in Program::ALL {
@@ -358,7 +382,7 @@ impl FastPath {
         }
     }
 
-    fn from_ebpf(mut ebpf: Ebpf) -> Result<Self, Error> {
+    fn from_ebpf(mut ebpf: Ebpf, cap: Capacity) -> Result<Self, Error> {
         for p in Program::ALL {
             let prog: &mut Xdp = ebpf
                 .program_mut(p.name())
@@ -366,8 +390,13 @@ impl FastPath {
                 .try_into()?;
             prog.load()?;
         }
+        let fdb = match ebpf.map("fdb").ok_or(Error::Missing("fdb"))? {
+            aya::maps::Map::Array(m) => FdbMem::map(m.fd().as_fd(), cap.fdb_buckets())?,
+            _ => return Err(Error::Missing("fdb array")),
+        };
         Ok(FastPath {
             ebpf,
+            fdb,
             links: Vec::new(),
         })
     }
@@ -481,9 +510,10 @@ impl FastPath {
         Ok(HashMap::try_from(self.map_mut("gre_peers")?)?)
     }
 
-    /// The `fdb` map: (VLAN, MAC) → [`tt_fdb_entry`].
-    pub fn fdb(&mut self) -> Result<HashMap<&mut MapData, tt_fdb_key, tt_fdb_entry>, Error> {
-        Ok(HashMap::try_from(self.map_mut("fdb")?)?)
+    /// The FDB: (VLAN, MAC) → [`tt_fdb_entry`], read and written through
+    /// the mapping.
+    pub fn fdb(&mut self) -> Result<Fdb<'_>, Error> {
+        Ok(Fdb::new(&self.fdb))
     }
 
     /// The `templates` array, as a map: a session's port id (its local
@@ -544,6 +574,8 @@ impl FastPath {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Table as _;
+    use crate::maps::{tt_fdb_entry, tt_fdb_key};
 
     #[test]
     fn fdb_capacity_is_a_power_of_two_within_the_limits() {
@@ -564,19 +596,43 @@ mod tests {
     }
 
     #[test]
-    fn a_sized_fdb_is_made_that_size() {
+    fn fdb_fills_most_of_its_slots() {
         let mut fp = FastPath::load_sized(Capacity { fdb: 2048 }).expect("loading (root)");
         let mut fdb = fp.fdb().unwrap();
+        assert_eq!(fdb.capacity(), 2048);
         let key = |i: u32| {
             let b = i.to_be_bytes();
             tt_fdb_key::new(10, [2, 0, b[0], b[1], b[2], b[3]])
         };
-        for i in 0..2048 {
-            fdb.insert(key(i), tt_fdb_entry::new(7, false), 0).unwrap();
-        }
+        // Fill until the first refusal: it comes only when nearly every
+        // slot is taken, and says which key.
+        let mut n = 0;
+        let refused = loop {
+            match fdb.put(key(n), tt_fdb_entry::new(n, false)) {
+                Ok(()) => n += 1,
+                Err(e) => break e,
+            }
+        };
         assert!(
-            fdb.insert(key(2048), tt_fdb_entry::new(7, false), 0)
-                .is_err()
+            (2048 * 9 / 10..2048).contains(&n),
+            "{n} of 2048 slots filled"
         );
+        assert!(
+            matches!(refused, Error::FdbFull { vlan: 10, mac } if mac == key(n).mac),
+            "{refused}"
+        );
+        // Every key put (some moved to their other bucket) is there, with
+        // its own entry; the refused one is not.
+        for i in 0..n {
+            assert_eq!(fdb.get(&key(i)).map(|e| e.port), Some(i), "key {i}");
+        }
+        assert!(fdb.get(&key(n)).is_none());
+        assert_eq!(fdb.entries().len(), n as usize);
+        // A removal makes room again; a rewrite changes the entry in place.
+        fdb.delete(&key(0)).unwrap();
+        assert!(fdb.get(&key(0)).is_none());
+        fdb.put(key(1), tt_fdb_entry::new(99, true)).unwrap();
+        assert_eq!(fdb.get(&key(1)).map(|e| (e.port, e.flags)), Some((99, 1)));
+        assert_eq!(fdb.entries().len(), n as usize - 1);
     }
 }

@@ -9,6 +9,7 @@
 pub mod ap_rx;
 pub mod bench;
 pub mod fast_path;
+pub mod fdb;
 pub mod maps;
 pub mod pass;
 pub mod tables;
@@ -18,6 +19,7 @@ pub use ap_rx::{Action, ApRx, Error, TestOutcome};
 pub use aya;
 pub use aya::programs::XdpMode;
 pub use fast_path::{Attached, Capacity, FastPath, MAP_NAMES, Pins, Program, is_bpffs, unpin_all};
+pub use fdb::Fdb;
 pub use tables::{SessionSlots, Table, TemplateSlots};
 
 /// The compiled `xdp_ap_rx.bpf.c` alone (ELF, BPF target), 8-byte aligned

@@ -5,7 +5,8 @@
 //! Maps (one set, shared by `xdp_ap_rx` and `xdp_trunk_rx`):
 //! - `sessions`: hash, local session id (`u32`, host order) → [`tt_session`];
 //! - `gre_peers`: hash, [`tt_gre_key`] (address, key) → [`tt_gre_peer`];
-//! - `fdb`: hash, [`tt_fdb_key`] (VLAN, MAC) → [`tt_fdb_entry`];
+//! - `fdb`: array of [`tt_fdb_bucket`], tunterm's own hash table of
+//!   [`tt_fdb_key`] (VLAN, MAC) → [`tt_fdb_entry`] ([`crate::fdb`]);
 //! - `templates`: hash, tunnel switch port id (`u32`) → [`tt_template`];
 //! - `trunk`: array of one [`tt_trunk`] (the trunk port's VLANs);
 //! - `counters`: per-CPU array of `u64`, indexed by [`tt_counter`].
@@ -34,8 +35,10 @@ pub use generated::*;
 unsafe impl aya::Pod for tt_session {}
 // SAFETY: as above: `#[repr(C)]` { u16, [u8; 6] }, 8 bytes, no padding.
 unsafe impl aya::Pod for tt_fdb_key {}
-// SAFETY: as above: `#[repr(C)]` { u32, u32, u64 }, 16 bytes, no padding.
+// SAFETY: as above: `#[repr(C)]` { u32, u16, u16 }, 8 bytes, no padding.
 unsafe impl aya::Pod for tt_fdb_entry {}
+// SAFETY: as above: four { u64, u64 } slots, 64 bytes, no padding.
+unsafe impl aya::Pod for tt_fdb_bucket {}
 // SAFETY: as above: `#[repr(C)]` { [u8; 16], u32, u16, u16 }, 24 bytes, no
 // padding (asserted in the header and by bindgen's layout tests).
 unsafe impl aya::Pod for tt_gre_key {}
@@ -538,11 +541,11 @@ impl tt_fdb_entry {
         tt_fdb_entry {
             port,
             flags: if egress_untagged {
-                TT_FDB_EGRESS_UNTAGGED
+                TT_FDB_EGRESS_UNTAGGED as u16
             } else {
                 0
             },
-            last_seen_ns: 0,
+            seen: 0,
         }
     }
 }
@@ -579,7 +582,8 @@ mod tests {
         assert_eq!(size_of::<tt_trunk>(), 8 + 8 * TT_VLAN_WORDS as usize);
         assert_eq!(size_of::<tt_template>(), 16 + TT_TEMPLATE_MAX as usize);
         assert_eq!(size_of::<tt_fdb_key>(), 8);
-        assert_eq!(size_of::<tt_fdb_entry>(), 16);
+        assert_eq!(size_of::<tt_fdb_entry>(), 8);
+        assert_eq!(size_of::<tt_fdb_bucket>(), 64);
     }
 
     #[test]

@@ -38,12 +38,20 @@ struct {
 	__type(value, struct tt_gre_peer);
 } gre_peers SEC(".maps");
 
+/* The FDB: buckets of tunterm's own two-choice hash table (layout and
+ * rules in include/tunterm_maps.h). */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, TT_MAX_FDB);
-	__type(key, struct tt_fdb_key);
-	__type(value, struct tt_fdb_entry);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, TT_MAX_FDB / TT_FDB_BUCKET_SLOTS);
+	__type(key, __u32);
+	__type(value, struct tt_fdb_bucket);
 } fdb SEC(".maps");
+
+/* 64 - log2(buckets of `fdb`), written at load for the map's size
+ * (tunterm_ebpf::Capacity); this default fits TT_MAX_FDB. */
+const volatile __u32 tt_fdb_shift = 64 - 15;
+_Static_assert(TT_MAX_FDB / TT_FDB_BUCKET_SLOTS == 1 << 15, "tt_fdb_shift's default");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -134,6 +142,61 @@ static __always_inline void touch(__u64 *last_seen)
 
 	if (now - *last_seen > LAST_SEEN_GRANULARITY_NS)
 		*last_seen = now;
+}
+
+/* The FDB key of (vlan, mac): a tt_fdb_key's bytes as one __u64. */
+static __always_inline __u64 fdb_key(__u16 vlan, const __u8 *mac)
+{
+	struct tt_fdb_key k = { .vlan = vlan };
+	__u64 key;
+
+	__builtin_memcpy(k.mac, mac, 6);
+	__builtin_memcpy(&key, &k, sizeof(key));
+	return key;
+}
+
+/* Look `key` up in the FDB: its slot (for touch_seen) with the entry in
+ * *e, or NULL. Inline, no helper call: two array lookups at most (the
+ * verifier inlines them to a bounds check and an add), four compares in
+ * the cache line of each. */
+static __always_inline struct tt_fdb_slot *fdb_find(__u64 key, struct tt_fdb_entry *e)
+{
+	__u64 h[2] = { key * TT_FDB_HASH_MUL0, (key ^ (key >> 29)) * TT_FDB_HASH_MUL1 };
+
+#pragma unroll
+	for (int i = 0; i < 2; i++) {
+		__u32 b = h[i] >> tt_fdb_shift;
+		struct tt_fdb_bucket *bk = bpf_map_lookup_elem(&fdb, &b);
+
+		if (!bk)
+			return NULL;
+#pragma unroll
+		for (int j = 0; j < TT_FDB_BUCKET_SLOTS; j++) {
+			volatile struct tt_fdb_slot *s = &bk->slot[j];
+			__u64 v;
+
+			if (s->key != key)
+				continue;
+			/* Entry, then the key again: a slot userspace cleared
+			 * and reused for another key in between is a miss. */
+			v = s->entry;
+			if (s->key != key)
+				return NULL;
+			__builtin_memcpy(e, &v, sizeof(v));
+			return &bk->slot[j];
+		}
+	}
+	return NULL;
+}
+
+/* Stamp an FDB entry seen now (only its `seen` half-word: userspace owns
+ * the rest), if its stamp `seen` is older. */
+static __always_inline void touch_seen(struct tt_fdb_slot *s, __u16 seen)
+{
+	__u16 now = bpf_ktime_get_coarse_ns() >> TT_FDB_SEEN_SHIFT;
+
+	if (now != seen)
+		((volatile struct tt_fdb_entry *)&s->entry)->seen = now;
 }
 
 /* Whether the frame's L3 payload, starting with its ethertype at `et`, is a

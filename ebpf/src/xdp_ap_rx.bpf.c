@@ -339,9 +339,9 @@ int xdp_ap_rx(struct xdp_md *ctx)
 	__u8 *in = (__u8 *)data + off;
 	if (in + ETH_HLEN > (__u8 *)data_end)
 		return PASS(MALFORMED);
-	struct tt_fdb_key dkey = {}, skey = {};
-	__builtin_memcpy(dkey.mac, in, 6);
-	__builtin_memcpy(skey.mac, in + 6, 6);
+	__u8 dmac[6], smac[6];
+	__builtin_memcpy(dmac, in, 6);
+	__builtin_memcpy(smac, in + 6, 6);
 	__u16 ethertype;
 	__builtin_memcpy(&ethertype, in + 12, sizeof(ethertype));
 
@@ -370,37 +370,35 @@ int xdp_ap_rx(struct xdp_md *ctx)
 			return DROP(VLAN_NOT_ALLOWED);
 		vlan = vid;
 	}
-	dkey.vlan = vlan;
-	skey.vlan = vlan;
 
 	/* Bad sources are dropped by the slow path, flooding is its job too. */
-	if (is_group(skey.mac) || is_zero(skey.mac))
+	if (is_group(smac) || is_zero(smac))
 		return PASS(SRC_NOT_LEARNED);
-	if (is_group(dkey.mac))
+	if (is_group(dmac))
 		return PASS(BUM);
 
 	/* Learning stays in userspace: a source not (or no longer) on this
 	 * tunnel's port goes up so the switch learns or moves it. */
-	struct tt_fdb_entry *srce = bpf_map_lookup_elem(&fdb, &skey);
-	if (!srce || srce->port != port)
+	struct tt_fdb_entry srce, dst;
+	struct tt_fdb_slot *src_slot = fdb_find(fdb_key(vlan, smac), &srce);
+	if (!src_slot || srce.port != port)
 		return PASS(SRC_NOT_LEARNED);
-	struct tt_fdb_entry *dst = bpf_map_lookup_elem(&fdb, &dkey);
-	if (!dst)
+	if (!fdb_find(fdb_key(vlan, dmac), &dst))
 		return PASS(UNKNOWN_DST);
-	if (dst->port != TT_PORT_TRUNK)
+	if (dst.port != TT_PORT_TRUNK)
 		return PASS(NOT_TRUNK);
 	/* The slow path clamps the MSS of SYNs to the tunnel's MTU. */
 	if (is_tcp_syn(in + ETH_HLEN - 2 + tagged * VLAN_HLEN, data_end))
 		return PASS(TCP_SYN);
 
-	touch(&srce->last_seen_ns);
+	touch_seen(src_slot, srce.seen);
 	if (peer_seen)
 		touch(peer_seen);
 
 	/* Rewrite: drop the outer headers and the inner tag (if any), then
 	 * write the MACs and the egress tag (if any) in front of the inner
 	 * ethertype, which stays where it is. */
-	__u32 out_tagged = !(dst->flags & TT_FDB_EGRESS_UNTAGGED);
+	__u32 out_tagged = !(dst.flags & TT_FDB_EGRESS_UNTAGGED);
 	__u16 tci_out = bpf_htons(prio | vlan);
 	int delta = (int)(off + tagged * VLAN_HLEN) - (int)(out_tagged * VLAN_HLEN);
 
@@ -411,8 +409,8 @@ int xdp_ap_rx(struct xdp_md *ctx)
 	__u8 *p = data;
 	if (p + 2 * ETH_ALEN > (__u8 *)data_end)
 		return count(TT_CNT_ABORTED, XDP_ABORTED);
-	__builtin_memcpy(p, dkey.mac, ETH_ALEN);
-	__builtin_memcpy(p + ETH_ALEN, skey.mac, ETH_ALEN);
+	__builtin_memcpy(p, dmac, ETH_ALEN);
+	__builtin_memcpy(p + ETH_ALEN, smac, ETH_ALEN);
 	if (out_tagged) {
 		__u16 tpid = bpf_htons(TPID_8021Q);
 		if (p + 2 * ETH_ALEN + VLAN_HLEN > (__u8 *)data_end)

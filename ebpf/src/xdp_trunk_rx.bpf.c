@@ -39,9 +39,9 @@ int xdp_trunk_rx(struct xdp_md *ctx)
 	if (!t || !(t->flags & TT_TRUNK_VALID))
 		return TPASS(NOT_CONFIGURED);
 
-	struct tt_fdb_key dkey = {}, skey = {};
-	__builtin_memcpy(dkey.mac, f, 6);
-	__builtin_memcpy(skey.mac, f + 6, 6);
+	__u8 dmac[6], smac[6];
+	__builtin_memcpy(dmac, f, 6);
+	__builtin_memcpy(smac, f + 6, 6);
 	__u16 ethertype;
 	__builtin_memcpy(&ethertype, f + 12, sizeof(ethertype));
 	__u32 tagged = 0;
@@ -68,22 +68,20 @@ int xdp_trunk_rx(struct xdp_md *ctx)
 			return TDROP(VLAN_NOT_ALLOWED);
 		vlan = vid;
 	}
-	dkey.vlan = vlan;
-	skey.vlan = vlan;
 
-	if (is_group(skey.mac) || is_zero(skey.mac))
+	if (is_group(smac) || is_zero(smac))
 		return TPASS(SRC_NOT_LEARNED);
-	if (is_group(dkey.mac))
+	if (is_group(dmac))
 		return TPASS(BUM);
-	struct tt_fdb_entry *srce = bpf_map_lookup_elem(&fdb, &skey);
-	if (!srce || srce->port != TT_PORT_TRUNK)
+	struct tt_fdb_entry srce, dst;
+	struct tt_fdb_slot *src_slot = fdb_find(fdb_key(vlan, smac), &srce);
+	if (!src_slot || srce.port != TT_PORT_TRUNK)
 		return TPASS(SRC_NOT_LEARNED);
-	struct tt_fdb_entry *dst = bpf_map_lookup_elem(&fdb, &dkey);
-	if (!dst)
+	if (!fdb_find(fdb_key(vlan, dmac), &dst))
 		return TPASS(UNKNOWN_DST);
-	if (dst->port == TT_PORT_TRUNK)
+	if (dst.port == TT_PORT_TRUNK)
 		return TPASS(NOT_TUNNEL);
-	__u32 dport = dst->port;
+	__u32 dport = dst.port;
 	struct tt_template *tpl;
 	if (dport >= TT_GRE_PORT_BASE) {
 		tpl = bpf_map_lookup_elem(&gre_templates, &dport);
@@ -109,14 +107,14 @@ int xdp_trunk_rx(struct xdp_md *ctx)
 	if (is_tcp_syn(f + ETH_HLEN - 2 + tagged * VLAN_HLEN, data_end))
 		return TPASS(TCP_SYN);
 
-	__u32 out_tagged = !(dst->flags & TT_FDB_EGRESS_UNTAGGED);
+	__u32 out_tagged = !(dst.flags & TT_FDB_EGRESS_UNTAGGED);
 	__u64 frame_len = (__u8 *)data_end - f;
 	__u64 ip_len = hlen - ETH_HLEN + frame_len - tagged * VLAN_HLEN +
 		       out_tagged * VLAN_HLEN;
 	if (ip_len > tpl->mtu)
 		return TPASS(TOO_BIG);
 
-	touch(&srce->last_seen_ns);
+	touch_seen(src_slot, srce.seen);
 
 	__u16 tci_out = bpf_htons(prio | vlan);
 	__u32 ifindex = tpl->ifindex;
@@ -144,8 +142,8 @@ int xdp_trunk_rx(struct xdp_md *ctx)
 	__u8 *in = p + (hlen & 0xff);
 	if (in + 2 * ETH_ALEN + VLAN_HLEN > (__u8 *)data_end)
 		return TABORT();
-	__builtin_memcpy(in, dkey.mac, ETH_ALEN);
-	__builtin_memcpy(in + ETH_ALEN, skey.mac, ETH_ALEN);
+	__builtin_memcpy(in, dmac, ETH_ALEN);
+	__builtin_memcpy(in + ETH_ALEN, smac, ETH_ALEN);
 	if (out_tagged) {
 		__u16 tpid = bpf_htons(TPID_8021Q);
 		__builtin_memcpy(in + 2 * ETH_ALEN, &tpid, sizeof(tpid));

@@ -16,6 +16,7 @@
 mod common;
 
 use std::net::{IpAddr, SocketAddr, SocketAddrV4};
+use std::time::Duration;
 
 use common::lab::{self, EDGE, HOST, LEN, Lab, Slow, Tunnel, gre_from, vlans};
 use common::mirror::{self, NotFast};
@@ -1210,9 +1211,12 @@ fn same_table_fast_and_slow() {
     // A forwarded source is refreshed in the FDB (its last-seen).
     let t0 = &lab.tunnels[0];
     let key = tunterm_ebpf::maps::tt_fdb_key::new(10, t0.client);
-    let entry = bpf.fdb().expect("fdb").get(&key, 0).expect("client entry");
-    if entry.last_seen_ns == 0 {
-        failures.push("forwarding did not refresh the source's last_seen_ns".into());
+    let entry = bpf.fdb().expect("fdb").get(&key).expect("client entry");
+    let ago = entry.seen_ago(tunterm_ebpf::fdb::monotonic_ns());
+    if ago.is_none_or(|a| a > Duration::from_secs(2)) {
+        failures.push(format!(
+            "forwarding did not stamp the source seen now: {ago:?} ago"
+        ));
     }
 
     let failed = failures.len();

@@ -546,7 +546,7 @@ impl Lab {
         let mut fdb = bpf.fdb().expect("fdb map");
         let mut n = 0;
         for (k, v) in mirror::fdb_entries(&self.switch) {
-            fdb.insert(k, v, 0).expect("insert fdb");
+            fdb.put(k, v).expect("insert fdb");
             n += 1;
         }
         assert_eq!(n, self.switch.fdb_len());

@@ -36,12 +36,13 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
 use tracing::{debug, info, warn};
 use tunterm_ebpf::aya::programs::XdpMode;
+use tunterm_ebpf::fdb::monotonic_ns;
 use tunterm_ebpf::maps::{
     COUNTERS, Counters, tt_counter, tt_fdb_entry, tt_fdb_key, tt_gre_key, tt_gre_peer, tt_session,
     tt_template,
 };
 use tunterm_ebpf::tables::slot_of;
-use tunterm_ebpf::{Attached, Capacity, FastPath as Programs, Pins, Program, Table};
+use tunterm_ebpf::{Attached, Capacity, Error, FastPath as Programs, Pins, Program, Table};
 
 use self::mirror::{ApLink, NotFast};
 use crate::proto::bridge::{PortId, Switch, TRUNK};
@@ -167,10 +168,11 @@ pub struct FastPathStats {
     pub templates: usize,
     /// Entries in the `fdb` map.
     pub fdb: usize,
-    /// What the `fdb` map holds at most (`--fast-path-fdb-entries`).
+    /// Slots of the XDP FDB (`--fast-path-fdb-entries`).
     pub fdb_capacity: u32,
-    /// MACs the switch has learned beyond that (forwarded by the slow
-    /// path; raise `--fast-path-fdb-entries`).
+    /// MACs the switch has learned that the XDP FDB has no room for
+    /// (beyond its slots, or both of the MAC's buckets full): forwarded by
+    /// the slow path; raise `--fast-path-fdb-entries`.
     pub fdb_overflow: usize,
     /// Tunnels kept (wholly or in one direction) on the slow path, by
     /// reason: `not_established`, `sequenced`, `family`, `no_neighbor`,
@@ -228,14 +230,17 @@ impl<K: Copy + Eq + Hash + tunterm_ebpf::aya::Pod, V: Copy + tunterm_ebpf::aya::
 
     /// Make `map` hold `want` (as far as this mirror wrote it): delete what
     /// is gone first (a reused key never sees its old value), then write
-    /// what is new or different by `same`. Returns the refused operations.
+    /// what is new or different by `same`. Returns the refused operations
+    /// and, of those, the entries refused for want of room
+    /// ([`Error::FdbFull`]).
     fn sync(
         &mut self,
         map: &mut impl Table<K, V>,
         want: FxHashMap<K, V>,
         same: impl Fn(&V, &V) -> bool,
-    ) -> u64 {
+    ) -> (u64, usize) {
         let mut errors = 0;
+        let mut full = 0;
         let gone: Vec<K> = self
             .installed
             .keys()
@@ -252,14 +257,18 @@ impl<K: Copy + Eq + Hash + tunterm_ebpf::aya::Pod, V: Copy + tunterm_ebpf::aya::
             if self.installed.get(&k).is_some_and(|o| same(o, &v)) {
                 continue;
             }
-            if map.put(k, v).is_ok() {
-                self.installed.insert(k, v);
-            } else {
-                errors += 1;
-                self.installed.remove(&k);
+            match map.put(k, v) {
+                Ok(()) => {
+                    self.installed.insert(k, v);
+                }
+                Err(e) => {
+                    errors += 1;
+                    full += usize::from(matches!(e, Error::FdbFull { .. }));
+                    self.installed.remove(&k);
+                }
             }
         }
-        errors
+        (errors, full)
     }
 }
 
@@ -380,20 +389,6 @@ fn mtu_of(iface: &str) -> Option<u32> {
         .trim()
         .parse()
         .ok()
-}
-
-/// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_coarse_ns`
-/// (which lags it by at most a tick) and of `Instant`.
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    (ts.tv_sec as u64)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(ts.tv_nsec as u64)
 }
 
 fn mac_of(iface: &str) -> anyhow::Result<[u8; 6]> {
@@ -637,18 +632,13 @@ impl FastPath {
     }
 
     /// The FDB entries found in adopted maps (once): VLAN, MAC, switch port
-    /// and when XDP last forwarded from the MAC (CLOCK_MONOTONIC ns, 0 if
-    /// never). The driver gives them back to the switch once the ports
+    /// and how long ago XDP last forwarded from the MAC (`None`: never). The driver gives them back to the switch once the ports
     /// they name exist again.
     pub fn take_adopted_fdb(&mut self) -> Vec<(u16, [u8; 6], PortId, Option<Duration>)> {
         let now_ns = monotonic_ns();
         std::mem::take(&mut self.adopted_fdb)
             .into_iter()
-            .map(|(k, e)| {
-                let ago = (e.last_seen_ns != 0 && e.last_seen_ns <= now_ns)
-                    .then(|| Duration::from_nanos(now_ns - e.last_seen_ns));
-                (k.vlan, k.mac, PortId(e.port), ago)
-            })
+            .map(|(k, e)| (k.vlan, k.mac, PortId(e.port), e.seen_ago(now_ns)))
             .collect()
     }
 
@@ -784,7 +774,7 @@ impl FastPath {
         self.stats.slow = slow;
         let mut errors = 0;
         match self.progs.sessions() {
-            Ok(mut m) => errors += self.sessions.sync(&mut m, sessions, bytes_eq),
+            Ok(mut m) => errors += self.sessions.sync(&mut m, sessions, bytes_eq).0,
             Err(_) => errors += 1,
         }
         // A peer's entry carries the last-seen stamp XDP writes: compare
@@ -795,15 +785,15 @@ impl FastPath {
             bytes_eq(&a, b)
         };
         match self.progs.gre_peers() {
-            Ok(mut m) => errors += self.gre_peers.sync(&mut m, peers, peer_same),
+            Ok(mut m) => errors += self.gre_peers.sync(&mut m, peers, peer_same).0,
             Err(_) => errors += 1,
         }
         match self.progs.templates() {
-            Ok(mut m) => errors += self.templates.sync(&mut m, templates, bytes_eq),
+            Ok(mut m) => errors += self.templates.sync(&mut m, templates, bytes_eq).0,
             Err(_) => errors += 1,
         }
         match self.progs.gre_templates() {
-            Ok(mut m) => errors += self.gre_templates.sync(&mut m, gre_templates, bytes_eq),
+            Ok(mut m) => errors += self.gre_templates.sync(&mut m, gre_templates, bytes_eq).0,
             Err(_) => errors += 1,
         }
         if errors > 0 {
@@ -819,33 +809,37 @@ impl FastPath {
     fn sync_fdb(&mut self, switch: &Switch) {
         let generation = switch.fdb_generation();
         let mut want: FxHashMap<tt_fdb_key, tt_fdb_entry> = mirror::fdb_entries(switch).collect();
-        // More MACs than the map holds: keep those installed, fill up with
-        // others, leave the rest to the slow path (not retried in vain).
+        // More MACs than the table holds: keep those installed, fill up
+        // with others, leave the rest to the slow path (not retried in vain).
         let cap = self.stats.fdb_capacity as usize;
-        let overflow = want.len().saturating_sub(cap);
-        if overflow > 0 {
+        let too_many = want.len().saturating_sub(cap);
+        if too_many > 0 {
             let installed = &self.fdb.installed;
             let (old, new): (Vec<_>, Vec<_>) = want
                 .into_iter()
                 .partition(|(k, _)| installed.contains_key(k));
             want = old.into_iter().chain(new).take(cap).collect();
-            if self.stats.fdb_overflow == 0 {
-                warn!(
-                    capacity = cap,
-                    overflow,
-                    "fast path: the switch knows more MACs than the XDP FDB holds; the rest \
-                     are forwarded in userspace (raise --fast-path-fdb-entries)"
-                );
-            }
         }
-        self.stats.fdb_overflow = overflow;
-        let errors = match self.progs.fdb() {
-            // XDP writes last_seen_ns: compare the port and the flags.
+        let (errors, full) = match self.progs.fdb() {
+            // XDP writes the `seen` stamp: compare the port and the flags.
             Ok(mut m) => self
                 .fdb
                 .sync(&mut m, want, |a, b| a.port == b.port && a.flags == b.flags),
-            Err(_) => 1,
+            Err(_) => (1, 0),
         };
+        // Beyond the slots, or both of a MAC's buckets full: the slow path
+        // forwards it; tried again when the switch's FDB next changes.
+        let overflow = too_many + full;
+        if overflow > 0 && self.stats.fdb_overflow == 0 {
+            warn!(
+                capacity = cap,
+                overflow,
+                "fast path: the XDP FDB has no room for some of the switch's MACs; they are \
+                 forwarded in userspace (raise --fast-path-fdb-entries)"
+            );
+        }
+        self.stats.fdb_overflow = overflow;
+        let errors = errors - full as u64;
         self.stats.map_errors += errors;
         // A refused write is retried on the next call.
         self.fdb_generation = (errors == 0).then_some(generation);
@@ -865,9 +859,14 @@ impl FastPath {
         let mut refreshed = 0;
         if let Ok(map) = self.progs.fdb() {
             for k in self.fdb.installed.keys() {
-                let Ok(e) = map.get(k, 0) else { continue };
-                if let Some(t) = at(e.last_seen_ns)
-                    && switch.refresh(k.vlan, &k.mac, PortId(e.port), t)
+                let Some(e) = map.get(k) else { continue };
+                if let Some(ago) = e.seen_ago(now_ns)
+                    && switch.refresh(
+                        k.vlan,
+                        &k.mac,
+                        PortId(e.port),
+                        now.checked_sub(ago).unwrap_or(now),
+                    )
                 {
                     refreshed += 1;
                 }

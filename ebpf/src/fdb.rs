@@ -1,0 +1,391 @@
+//! The FDB table as userspace writes it: tunterm's own two-choice hash
+//! table of 64-byte buckets in the mmapable `fdb` array (layout and the
+//! rules both sides keep in `include/tunterm_maps.h`).
+//!
+//! Why not a kernel hash map: each of the two FDB lookups per frame there
+//! costs three calls (hash, bucket walk, compare), and with this machine's
+//! return-thunk mitigations every call and return is tens of nanoseconds;
+//! the bucket walk was the largest item of the fast path's profile. Here a
+//! lookup is inline code on one cache line (two when the first bucket is
+//! full), and userspace reads and writes the table through a shared
+//! mapping, no syscall per entry.
+
+use std::io;
+use std::os::fd::{AsRawFd as _, BorrowedFd};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::ap_rx::Error;
+use crate::maps::{
+    TT_FDB_BUCKET_SLOTS, TT_FDB_HASH_MUL0, TT_FDB_HASH_MUL1, TT_FDB_SEEN_SHIFT, tt_fdb_entry,
+    tt_fdb_key,
+};
+use crate::tables::Table;
+
+const SLOTS: usize = TT_FDB_BUCKET_SLOTS as usize;
+/// `u64` words of a bucket (key and entry per slot).
+const WORDS: usize = 2 * SLOTS;
+
+/// A key's bits as the table stores them: the `tt_fdb_key`'s 8 bytes as a
+/// little-endian `u64` (VLAN in the low 16 bits).
+pub fn key_bits(k: &tt_fdb_key) -> u64 {
+    let mut b = [0u8; 8];
+    b[..2].copy_from_slice(&k.vlan.to_le_bytes());
+    b[2..].copy_from_slice(&k.mac);
+    u64::from_le_bytes(b)
+}
+
+fn key_of(bits: u64) -> tt_fdb_key {
+    let b = bits.to_le_bytes();
+    let mut mac = [0u8; 6];
+    mac.copy_from_slice(&b[2..]);
+    tt_fdb_key::new(u16::from_le_bytes([b[0], b[1]]), mac)
+}
+
+fn entry_bits(e: &tt_fdb_entry) -> u64 {
+    u64::from(e.port) | u64::from(e.flags) << 32 | u64::from(e.seen) << 48
+}
+
+fn entry_of(bits: u64) -> tt_fdb_entry {
+    tt_fdb_entry {
+        port: bits as u32,
+        flags: (bits >> 32) as u16,
+        seen: (bits >> 48) as u16,
+    }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_coarse_ns`
+/// (which lags it by at most a tick) and of `Instant`.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
+}
+
+/// The `seen` stamp of CLOCK_MONOTONIC time `ns` (what XDP writes).
+pub fn seen_stamp(ns: u64) -> u16 {
+    (ns >> TT_FDB_SEEN_SHIFT) as u16
+}
+
+impl tt_fdb_entry {
+    /// How long before `now_ns` (CLOCK_MONOTONIC) XDP last forwarded from
+    /// this entry's MAC, to the stamp's resolution (2^30 ns, rounded
+    /// down), or `None` if it never did. Valid for ages under the stamp's
+    /// wrap (19.5 hours; the switch ages MACs out long before).
+    pub fn seen_ago(&self, now_ns: u64) -> Option<Duration> {
+        (self.seen != 0).then(|| {
+            let units = seen_stamp(now_ns).wrapping_sub(self.seen);
+            Duration::from_nanos(u64::from(units) << TT_FDB_SEEN_SHIFT)
+        })
+    }
+}
+
+/// The bucket of `key` by hash `which` (0 or 1) in a table of
+/// `2^(64 - shift)` buckets: the programs' `fdb_find`.
+pub fn bucket_of(key: u64, which: usize, shift: u32) -> usize {
+    let h = if which == 0 {
+        key.wrapping_mul(TT_FDB_HASH_MUL0 as u64)
+    } else {
+        (key ^ (key >> 29)).wrapping_mul(TT_FDB_HASH_MUL1 as u64)
+    };
+    (h >> shift) as usize
+}
+
+/// `tt_fdb_shift` of a table of `buckets` buckets (a power of two).
+pub fn shift_for(buckets: u32) -> u32 {
+    64 - buckets.trailing_zeros()
+}
+
+/// The `fdb` array mapped into this process (shared with the kernel).
+#[derive(Debug)]
+pub struct FdbMem {
+    base: NonNull<AtomicU64>,
+    len: usize,
+    buckets: usize,
+    shift: u32,
+}
+
+// SAFETY: the mapping is plain shared memory that every access goes to
+// through atomics; it lives until `drop` unmaps it.
+unsafe impl Send for FdbMem {}
+// SAFETY: as above: shared access is by atomic loads and stores only.
+unsafe impl Sync for FdbMem {}
+
+impl FdbMem {
+    /// Map the `fdb` array of `buckets` buckets behind `fd` (created with
+    /// BPF_F_MMAPABLE).
+    pub(crate) fn map(fd: BorrowedFd<'_>, buckets: u32) -> Result<Self, Error> {
+        let bytes = buckets as usize * size_of::<crate::maps::tt_fdb_bucket>();
+        // SAFETY: sysconf has no memory effects.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+        let len = bytes.div_ceil(page) * page;
+        // SAFETY: a new shared mapping of the map's values (the kernel
+        // checks the length against the map); no existing memory is
+        // affected.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(Error::Pin(format!(
+                "mapping the fdb array: {}",
+                io::Error::last_os_error()
+            )));
+        }
+        Ok(FdbMem {
+            base: NonNull::new(p.cast()).ok_or(Error::Missing("fdb mapping"))?,
+            len,
+            buckets: buckets as usize,
+            shift: shift_for(buckets),
+        })
+    }
+
+    fn word(&self, bucket: usize, w: usize) -> &AtomicU64 {
+        assert!(bucket < self.buckets && w < WORDS);
+        // SAFETY: in bounds (asserted; `buckets` buckets of WORDS words are
+        // mapped), page-aligned base so every word is 8-byte aligned, and
+        // the mapping lives as long as `self`.
+        unsafe { &*self.base.as_ptr().add(bucket * WORDS + w) }
+    }
+
+    fn key(&self, bucket: usize, slot: usize) -> &AtomicU64 {
+        self.word(bucket, 2 * slot)
+    }
+
+    fn entry(&self, bucket: usize, slot: usize) -> &AtomicU64 {
+        self.word(bucket, 2 * slot + 1)
+    }
+
+    fn buckets_of(&self, key: u64) -> [usize; 2] {
+        [bucket_of(key, 0, self.shift), bucket_of(key, 1, self.shift)]
+    }
+
+    fn find(&self, key: u64) -> Option<(usize, usize)> {
+        self.buckets_of(key).into_iter().find_map(|b| {
+            (0..SLOTS)
+                .find(|&s| self.key(b, s).load(Ordering::Acquire) == key)
+                .map(|s| (b, s))
+        })
+    }
+
+    fn free_slot(&self, bucket: usize) -> Option<usize> {
+        (0..SLOTS).find(|&s| self.key(bucket, s).load(Ordering::Relaxed) == 0)
+    }
+
+    fn free_slots(&self, bucket: usize) -> usize {
+        (0..SLOTS)
+            .filter(|&s| self.key(bucket, s).load(Ordering::Relaxed) == 0)
+            .count()
+    }
+
+    /// Write a new entry into an empty slot: the entry first, then (with
+    /// release ordering) the key that makes it visible.
+    fn fill(&self, bucket: usize, slot: usize, key: u64, entry: u64) {
+        self.entry(bucket, slot).store(entry, Ordering::Relaxed);
+        self.key(bucket, slot).store(key, Ordering::Release);
+    }
+
+    /// Make room in `start`'s buckets by moving occupants along a path of
+    /// buckets to one with a free slot (cuckoo hashing, breadth-first, at
+    /// most [`MAX_MOVES`] moves): the freed slot. Each move writes the key
+    /// into its other bucket before clearing it here, so a reader always
+    /// finds it.
+    fn make_room(&self, start: [usize; 2]) -> Option<(usize, usize)> {
+        let mut nodes: Vec<Node> = start.iter().map(|&b| (b, None, 0)).collect();
+        let mut i = 0;
+        let found = loop {
+            let &(bucket, _, depth) = nodes.get(i)?;
+            if let Some(free) = self.free_slot(bucket) {
+                break (i, free);
+            }
+            if depth < MAX_MOVES {
+                for s in 0..SLOTS {
+                    let k = self.key(bucket, s).load(Ordering::Relaxed);
+                    let [a, b] = self.buckets_of(k);
+                    let other = if a == bucket { b } else { a };
+                    if !nodes.iter().any(|n| n.0 == other) {
+                        nodes.push((other, Some((i, s)), depth + 1));
+                    }
+                }
+            }
+            i += 1;
+        };
+        // Move from the free end back to the start.
+        let (mut node, mut free) = found;
+        while let (bucket, Some((from, s)), _) = nodes[node] {
+            let src = nodes[from].0;
+            let k = self.key(src, s).load(Ordering::Relaxed);
+            let e = self.entry(src, s).load(Ordering::Relaxed);
+            self.fill(bucket, free, k, e);
+            self.key(src, s).store(0, Ordering::Release);
+            (node, free) = (from, s);
+        }
+        Some((nodes[node].0, free))
+    }
+}
+
+/// A bucket on the search for room: (bucket, the node it was reached from
+/// and the slot there whose key would move into it, moves from the start).
+type Node = (usize, Option<(usize, usize)>, usize);
+
+/// Longest chain of moves that makes room for a key.
+const MAX_MOVES: usize = 4;
+
+impl Drop for FdbMem {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping `map` made; no reference into
+        // it outlives `self` (views borrow it).
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
+    }
+}
+
+/// The FDB as a map: (VLAN, MAC) → [`tt_fdb_entry`].
+#[derive(Debug)]
+pub struct Fdb<'a> {
+    mem: &'a FdbMem,
+}
+
+impl<'a> Fdb<'a> {
+    pub(crate) fn new(mem: &'a FdbMem) -> Self {
+        Fdb { mem }
+    }
+
+    /// The entry of `key`, as XDP finds it.
+    pub fn get(&self, key: &tt_fdb_key) -> Option<tt_fdb_entry> {
+        let k = key_bits(key);
+        let (b, s) = self.mem.find(k)?;
+        let e = self.mem.entry(b, s).load(Ordering::Acquire);
+        (self.mem.key(b, s).load(Ordering::Acquire) == k).then(|| entry_of(e))
+    }
+
+    /// Slots in all (entries it holds at most).
+    pub fn capacity(&self) -> usize {
+        self.mem.buckets * SLOTS
+    }
+}
+
+impl Table<tt_fdb_key, tt_fdb_entry> for Fdb<'_> {
+    /// Overwrite `key`'s entry where it is, or put it into the emptier of
+    /// its two buckets, moving occupants to their other buckets to make
+    /// room if both are full; [`Error::FdbFull`] when that fails too.
+    fn put(&mut self, key: tt_fdb_key, value: tt_fdb_entry) -> Result<(), Error> {
+        let k = key_bits(&key);
+        if k == 0 {
+            return Err(Error::FdbFull {
+                vlan: 0,
+                mac: [0; 6],
+            });
+        }
+        let e = entry_bits(&value);
+        let m = self.mem;
+        if let Some((b, s)) = m.find(k) {
+            m.entry(b, s).store(e, Ordering::Release);
+            return Ok(());
+        }
+        let [b0, b1] = m.buckets_of(k);
+        let b = if m.free_slots(b1) > m.free_slots(b0) {
+            b1
+        } else {
+            b0
+        };
+        let spot = match m.free_slot(b) {
+            Some(s) => Some((b, s)),
+            None => m.make_room([b0, b1]),
+        };
+        let (b, s) = spot.ok_or(Error::FdbFull {
+            vlan: key.vlan,
+            mac: key.mac,
+        })?;
+        m.fill(b, s, k, e);
+        Ok(())
+    }
+
+    fn delete(&mut self, key: &tt_fdb_key) -> Result<(), Error> {
+        if let Some((b, s)) = self.mem.find(key_bits(key)) {
+            self.mem.key(b, s).store(0, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    fn entries(&self) -> Vec<(tt_fdb_key, tt_fdb_entry)> {
+        let m = self.mem;
+        (0..m.buckets)
+            .flat_map(|b| (0..SLOTS).map(move |s| (b, s)))
+            .filter_map(|(b, s)| {
+                let k = m.key(b, s).load(Ordering::Acquire);
+                (k != 0).then(|| (key_of(k), entry_of(m.entry(b, s).load(Ordering::Acquire))))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_entries_round_trip_through_their_bits() {
+        let k = tt_fdb_key::new(0x0123, [2, 0xaa, 0xbb, 0xcc, 0xdd, 0xee]);
+        assert_eq!(key_bits(&k), 0xeedd_ccbb_aa02_0123);
+        let back = key_of(key_bits(&k));
+        assert_eq!((back.vlan, back.mac), (k.vlan, k.mac));
+        let e = tt_fdb_entry {
+            port: 0xdead_beef,
+            flags: 1,
+            seen: 0x1234,
+        };
+        let back = entry_of(entry_bits(&e));
+        assert_eq!(
+            (back.port, back.flags, back.seen),
+            (e.port, e.flags, e.seen)
+        );
+    }
+
+    #[test]
+    fn seen_stamps_give_ages_across_the_wrap() {
+        let unit = 1u64 << TT_FDB_SEEN_SHIFT;
+        let mut e = tt_fdb_entry::new(5, false);
+        assert_eq!(e.seen_ago(123 * unit), None, "never seen");
+        e.seen = seen_stamp(100 * unit + 7);
+        assert_eq!(e.seen_ago(100 * unit + 9), Some(Duration::ZERO));
+        assert_eq!(
+            e.seen_ago(130 * unit),
+            Some(Duration::from_nanos(30 * unit))
+        );
+        // The stamp is 16 bits: an age across its wrap still comes out.
+        e.seen = seen_stamp(65_530 * unit);
+        assert_eq!(
+            e.seen_ago(65_546 * unit),
+            Some(Duration::from_nanos(16 * unit))
+        );
+    }
+
+    #[test]
+    fn buckets_cover_the_table_and_the_two_hashes_differ() {
+        let shift = shift_for(256);
+        let mut hit = [0u32; 256];
+        let mut same = 0;
+        for i in 0..4096u64 {
+            let k = key_bits(&tt_fdb_key::new(10, [2, 0, 0, 0, (i >> 8) as u8, i as u8]));
+            let (a, b) = (bucket_of(k, 0, shift), bucket_of(k, 1, shift));
+            hit[a] += 1;
+            same += usize::from(a == b);
+        }
+        // 16 keys per bucket on average: none empty, none three times over.
+        assert!(hit.iter().all(|&n| (1..48).contains(&n)), "{hit:?}");
+        assert!(same < 64, "{same} of 4096 keys have one bucket twice");
+    }
+}
