@@ -76,13 +76,15 @@ pub fn seen_stamp(ns: u64) -> u16 {
 
 impl tt_fdb_entry {
     /// How long before `now_ns` (CLOCK_MONOTONIC) XDP last forwarded from
-    /// this entry's MAC, to the stamp's resolution (2^30 ns, rounded
-    /// down), or `None` if it never did. Valid for ages under the stamp's
-    /// wrap (19.5 hours; the switch ages MACs out long before).
+    /// this entry's MAC, or `None` if it never did: since the start of the
+    /// stamp's 2^30 ns unit, so one stamp always gives the same instant, at
+    /// most a unit early. Valid for ages under the stamp's wrap (19.5
+    /// hours; the switch ages MACs out long before).
     pub fn seen_ago(&self, now_ns: u64) -> Option<Duration> {
         (self.seen != 0).then(|| {
             let units = seen_stamp(now_ns).wrapping_sub(self.seen);
-            Duration::from_nanos(u64::from(units) << TT_FDB_SEEN_SHIFT)
+            let into_unit = now_ns & ((1 << TT_FDB_SEEN_SHIFT) - 1);
+            Duration::from_nanos((u64::from(units) << TT_FDB_SEEN_SHIFT) + into_unit)
         })
     }
 }
@@ -359,8 +361,13 @@ mod tests {
         let unit = 1u64 << TT_FDB_SEEN_SHIFT;
         let mut e = tt_fdb_entry::new(5, false);
         assert_eq!(e.seen_ago(123 * unit), None, "never seen");
+        // Seen at 100 units + 7 ns: from then on, the start of unit 100.
         e.seen = seen_stamp(100 * unit + 7);
-        assert_eq!(e.seen_ago(100 * unit + 9), Some(Duration::ZERO));
+        assert_eq!(e.seen_ago(100 * unit + 9), Some(Duration::from_nanos(9)));
+        assert_eq!(
+            e.seen_ago(130 * unit + 5),
+            Some(Duration::from_nanos(30 * unit + 5))
+        );
         assert_eq!(
             e.seen_ago(130 * unit),
             Some(Duration::from_nanos(30 * unit))
