@@ -160,8 +160,9 @@ struct tt_trunk {
 };
 
 /* Longest outer header a template holds: Ethernet 14 + IPv6 40 + UDP 8 +
- * L2TPv3 8 + cookie 8 + sublayer 4 = 82, rounded up. */
-#define TT_TEMPLATE_MAX 96
+ * L2TPv3 8 + cookie 8 + sublayer 4 = 82, with room to spare: what makes
+ * tt_template 128 bytes, two cache lines. */
+#define TT_TEMPLATE_MAX 114
 
 /* tt_template.encap */
 #define TT_ENCAP_L2TP_UDP 1
@@ -176,13 +177,15 @@ struct tt_trunk {
  * L2TP over UDP, then the L2TPv3 data header (session id, cookie, a
  * sublayer word without sequence number) or the GRE header (0x6558, key).
  * xdp_trunk_rx copies hdr[0..hdr_len] in front of the frame and fills in
- * the IPv4 total length and header checksum (from ip_sum; the template's
- * are ignored),
- * the IPv6 payload length, and the UDP length (UDP checksum 0 over IPv4).
+ * the IPv4 total length and header checksum, the IPv6 payload length, and the UDP length (UDP checksum 0 over IPv4).
  * Sequenced sessions and peers, and IPv6 UDP (whose checksum the program
  * does not compute) have no template: the slow path sends for them.
  */
 struct tt_template {
+	/* The tunnel's switch port id: the FDB destination's port must be
+	 * exactly this (a slot of the array without a template is all zero;
+	 * port 0 is the trunk's, never a tunnel's). */
+	__u32 port;
 	/* AP-facing interface to redirect to. */
 	__u32 ifindex;
 	/* Bytes of hdr in use (even, 14 + IP + ...). */
@@ -194,17 +197,11 @@ struct tt_template {
 	__u8 encap;
 	/* TT_AF_INET or TT_AF_INET6 */
 	__u8 family;
-	/* IPv4: the ones' complement sum (RFC 1071, folded to 16 bits) of the
-	 * template's IPv4 header with total length and checksum zero, stored
-	 * as the header stores its fields (network byte order). The program
-	 * adds the total length and writes the complement: it never reads back
-	 * the header it has just written (a load from stores not yet in the
-	 * cache waits for the line). 0 for IPv6. */
-	__u16 ip_sum;
-	/* The tunnel's switch port id: the FDB destination's port must be
-	 * exactly this (a slot of the array without a template is all zero;
-	 * port 0 is the trunk's, never a tunnel's). */
-	__u32 port;
+	/* The header, right after 14 bytes of the above: a header of up to 50
+	 * bytes (IPv4, UDP, L2TPv3 with a 4-byte cookie; IPv4 GRE) ends in
+	 * the entry's first cache line, and the program reads no other. Its
+	 * IPv4 header has total length and checksum 0: the program sums it
+	 * here (in cache), adds the length and writes the complement. */
 	__u8 hdr[TT_TEMPLATE_MAX];
 };
 
@@ -216,8 +213,8 @@ struct tt_template {
  *   - `fdb` is an array of 64-byte buckets of TT_FDB_BUCKET_SLOTS slots
  *     (page-aligned: BPF_F_MMAPABLE, so a bucket is one cache line);
  *   - a key may sit in either of two buckets, tt_fdb_bucket_of(key, 0) and
- *     (key, 1) (two-choice hashing: userspace puts it in the emptier one,
- *     moving an occupant to its other bucket when both are full);
+ *     (key, 1) (two-choice hashing: userspace puts it in the first with room,
+ *     moving occupants to their other buckets when both are full);
  *   - a slot's key is the 8 bytes of a tt_fdb_key read as one little-endian
  *     __u64, 0 for an empty slot (no switch learns the zero MAC);
  *   - userspace is the only writer of keys and entries, through the mmap:
@@ -353,9 +350,9 @@ _Static_assert(sizeof(struct tt_gre_peer) == 24 + 8 * TT_VLAN_WORDS,
 	       "tt_gre_peer has implicit padding");
 _Static_assert(sizeof(struct tt_trunk) == 8 + 8 * TT_VLAN_WORDS,
 	       "tt_trunk has implicit padding");
-_Static_assert(sizeof(struct tt_template) == 16 + TT_TEMPLATE_MAX,
+_Static_assert(sizeof(struct tt_template) == 14 + TT_TEMPLATE_MAX,
 	       "tt_template has implicit padding");
-_Static_assert(TT_TEMPLATE_MAX % 8 == 0, "xdp_trunk_rx copies templates 8 bytes at a time");
+_Static_assert(sizeof(struct tt_template) == 128, "a template is two cache lines");
 _Static_assert(sizeof(struct tt_fdb_key) == 8, "tt_fdb_key has padding");
 _Static_assert((TT_MAX_SESSIONS & (TT_MAX_SESSIONS - 1)) == 0,
 	       "session slots are the low bits of the id");

@@ -187,12 +187,6 @@ impl FdbMem {
         (0..SLOTS).find(|&s| self.key(bucket, s).load(Ordering::Relaxed) == 0)
     }
 
-    fn free_slots(&self, bucket: usize) -> usize {
-        (0..SLOTS)
-            .filter(|&s| self.key(bucket, s).load(Ordering::Relaxed) == 0)
-            .count()
-    }
-
     /// Write a new entry into an empty slot: the entry first, then (with
     /// release ordering) the key that makes it visible.
     fn fill(&self, bucket: usize, slot: usize, key: u64, entry: u64) {
@@ -280,9 +274,10 @@ impl<'a> Fdb<'a> {
 }
 
 impl Table<tt_fdb_key, tt_fdb_entry> for Fdb<'_> {
-    /// Overwrite `key`'s entry where it is, or put it into the emptier of
-    /// its two buckets, moving occupants to their other buckets to make
-    /// room if both are full; [`Error::FdbFull`] when that fails too.
+    /// Overwrite `key`'s entry where it is, or put it into the first of
+    /// its two buckets with room, moving occupants to their other buckets
+    /// to make room if both are full; [`Error::FdbFull`] when that fails
+    /// too.
     fn put(&mut self, key: tt_fdb_key, value: tt_fdb_entry) -> Result<(), Error> {
         let k = key_bits(&key);
         if k == 0 {
@@ -297,16 +292,14 @@ impl Table<tt_fdb_key, tt_fdb_entry> for Fdb<'_> {
             m.entry(b, s).store(e, Ordering::Release);
             return Ok(());
         }
+        // The first bucket while it has room: a lookup reads it first, and
+        // a key there costs one cache miss, not two.
         let [b0, b1] = m.buckets_of(k);
-        let b = if m.free_slots(b1) > m.free_slots(b0) {
-            b1
-        } else {
-            b0
-        };
-        let spot = match m.free_slot(b) {
-            Some(s) => Some((b, s)),
-            None => m.make_room([b0, b1]),
-        };
+        let spot = m
+            .free_slot(b0)
+            .map(|s| (b0, s))
+            .or_else(|| m.free_slot(b1).map(|s| (b1, s)))
+            .or_else(|| m.make_room([b0, b1]));
         let (b, s) = spot.ok_or(Error::FdbFull {
             vlan: key.vlan,
             mac: key.mac,

@@ -494,28 +494,13 @@ impl tt_template {
         debug_assert!(h.len() <= TT_TEMPLATE_MAX as usize && h.len().is_multiple_of(2));
         let mut hdr = [0u8; TT_TEMPLATE_MAX as usize];
         hdr[..h.len()].copy_from_slice(&h);
-        // RFC 1071 over the IPv4 header as built (length and checksum 0).
-        let ip_sum = if v6 {
-            0
-        } else {
-            let mut sum: u32 = h[14..34]
-                .chunks_exact(2)
-                .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
-                .sum();
-            while sum > 0xffff {
-                sum = (sum & 0xffff) + (sum >> 16);
-            }
-            // In the entry as the header holds it: network byte order.
-            (sum as u16).to_be()
-        };
         Ok(tt_template {
             ifindex: spec.ifindex,
-            // At most TT_TEMPLATE_MAX (96).
+            // At most TT_TEMPLATE_MAX (114).
             hdr_len: h.len() as u16,
             mtu: spec.mtu,
             encap: encap as u8,
             family: if v6 { TT_AF_INET6 } else { TT_AF_INET } as u8,
-            ip_sum,
             port: spec.port,
             hdr,
         })
@@ -580,7 +565,7 @@ mod tests {
         assert_eq!(size_of::<tt_gre_key>(), 24);
         assert_eq!(size_of::<tt_gre_peer>(), 24 + 8 * TT_VLAN_WORDS as usize);
         assert_eq!(size_of::<tt_trunk>(), 8 + 8 * TT_VLAN_WORDS as usize);
-        assert_eq!(size_of::<tt_template>(), 16 + TT_TEMPLATE_MAX as usize);
+        assert_eq!(size_of::<tt_template>(), 128);
         assert_eq!(size_of::<tt_fdb_key>(), 8);
         assert_eq!(size_of::<tt_fdb_entry>(), 8);
         assert_eq!(size_of::<tt_fdb_bucket>(), 64);

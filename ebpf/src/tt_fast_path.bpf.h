@@ -53,8 +53,11 @@ struct {
 const volatile __u32 tt_fdb_shift = 64 - 15;
 _Static_assert(TT_MAX_FDB / TT_FDB_BUCKET_SLOTS == 1 << 15, "tt_fdb_shift's default");
 
+/* Page-aligned (BPF_F_MMAPABLE, though nothing maps it), so each 128-byte
+ * template is one aligned pair of cache lines. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__uint(max_entries, TT_MAX_SESSIONS);
 	__type(key, __u32);
 	__type(value, struct tt_template);
@@ -106,14 +109,67 @@ static __always_inline int vlan_allowed(const __u64 *vlans, __u16 vid)
 	return (vlans[word] >> (vid & 63)) & 1;
 }
 
-static __always_inline int is_group(const __u8 *mac)
+/* Loads and stores of packet bytes at any alignment, one instruction each.
+ * clang's BPF target turns a memcpy it cannot prove aligned into single
+ * bytes (eight loads, shifts and ors for a __u64), which the JIT keeps;
+ * x86 loads and stores unaligned words at full speed, and the verifier
+ * allows them in packets on kernels with efficient unaligned access (x86),
+ * as every XDP program's struct iphdr * does. */
+typedef __u16 __attribute__((may_alias)) tt_u16;
+typedef __u32 __attribute__((may_alias)) tt_u32;
+typedef __u64 __attribute__((may_alias)) tt_u64;
+
+static __always_inline __u16 ld16(const void *p)
 {
-	return mac[0] & 1;
+	return *(const tt_u16 *)p;
 }
 
-static __always_inline int is_zero(const __u8 *mac)
+static __always_inline __u32 ld32(const void *p)
 {
-	return (mac[0] | mac[1] | mac[2] | mac[3] | mac[4] | mac[5]) == 0;
+	return *(const tt_u32 *)p;
+}
+
+static __always_inline __u64 ld64(const void *p)
+{
+	return *(const tt_u64 *)p;
+}
+
+static __always_inline void st16(void *p, __u16 v)
+{
+	*(tt_u16 *)p = v;
+}
+
+static __always_inline void st32(void *p, __u32 v)
+{
+	*(tt_u32 *)p = v;
+}
+
+static __always_inline void st64(void *p, __u64 v)
+{
+	*(tt_u64 *)p = v;
+}
+
+/* A MAC address as the low 48 bits of a __u64, its first byte lowest (the
+ * bytes in memory order on a little-endian machine, like tt_fdb_key). */
+static __always_inline __u64 ld_mac(const void *p)
+{
+	return (__u64)ld32(p) | (__u64)ld16((const __u8 *)p + 4) << 32;
+}
+
+static __always_inline void st_mac(void *p, __u64 mac)
+{
+	st32(p, (__u32)mac);
+	st16((__u8 *)p + 4, (__u16)(mac >> 32));
+}
+
+static __always_inline int is_group(__u64 mac)
+{
+	return mac & 1;
+}
+
+static __always_inline int is_zero(__u64 mac)
+{
+	return mac == 0;
 }
 
 /* The ones' complement sum of an IPv4 header without options, folded to
@@ -144,15 +200,11 @@ static __always_inline void touch(__u64 *last_seen)
 		*last_seen = now;
 }
 
-/* The FDB key of (vlan, mac): a tt_fdb_key's bytes as one __u64. */
-static __always_inline __u64 fdb_key(__u16 vlan, const __u8 *mac)
+/* The FDB key of (vlan, mac from ld_mac): a tt_fdb_key's bytes as one
+ * little-endian __u64. */
+static __always_inline __u64 fdb_key(__u16 vlan, __u64 mac)
 {
-	struct tt_fdb_key k = { .vlan = vlan };
-	__u64 key;
-
-	__builtin_memcpy(k.mac, mac, 6);
-	__builtin_memcpy(&key, &k, sizeof(key));
-	return key;
+	return (__u64)vlan | mac << 16;
 }
 
 /* Look `key` up in the FDB: its slot (for touch_seen) with the entry in
@@ -211,12 +263,12 @@ static __always_inline int is_tcp_syn(__u8 *et, void *data_end)
 
 	if (et + 2 > (__u8 *)data_end)
 		return 0;
-	__builtin_memcpy(&type, et, sizeof(type));
+	type = ld16(et);
 	if (type == bpf_htons(ETH_P_IP)) {
 		__u16 frag;
 		if (ip + 20 > (__u8 *)data_end)
 			return 0;
-		__builtin_memcpy(&frag, ip + 6, sizeof(frag));
+		frag = ld16(ip + 6);
 		if ((ip[0] >> 4) != 4 || (ip[0] & 0x0f) < 5 || ip[9] != IPPROTO_TCP ||
 		    (frag & bpf_htons(IP_MF_OFFSET)))
 			return 0;

@@ -58,15 +58,11 @@ static __always_inline int ipv6_ext(__u8 nh)
 	       nh == 135 || nh == 139 || nh == 140;
 }
 
-static __always_inline int addr_eq(const __u8 *a, const __u8 *b)
+/* Whether the 16-byte address `a` (two words, as ld64 reads them) is the
+ * one at `b`. */
+static __always_inline int addr_eq(const __u64 *a, const __u8 *b)
 {
-	__u64 a0, a1, b0, b1;
-
-	__builtin_memcpy(&a0, a, 8);
-	__builtin_memcpy(&a1, a + 8, 8);
-	__builtin_memcpy(&b0, b, 8);
-	__builtin_memcpy(&b1, b + 8, 8);
-	return a0 == b0 && a1 == b1;
+	return a[0] == ld64(b) && a[1] == ld64(b + 8);
 }
 
 /* The session of a data packet's session id: the entry at the id's slot,
@@ -94,9 +90,10 @@ int xdp_ap_rx(struct xdp_md *ctx)
 	if ((void *)(eth + 1) > data_end)
 		return PASS(MALFORMED);
 
-	/* The outer source, 16 bytes (IPv4-mapped for IPv4), its family, the
-	 * transport protocol, and where the transport header starts. */
-	__u8 src[16] = {};
+	/* The outer source, 16 bytes (IPv4-mapped for IPv4) as two words,
+	 * its family, the transport protocol, and where the transport header
+	 * starts. */
+	__u64 src[2];
 	__u8 family;
 	__u8 proto;
 	__u8 *l4;
@@ -146,9 +143,10 @@ int xdp_ap_rx(struct xdp_md *ctx)
 				return PASS(MALFORMED);
 		}
 		l4_len = ip_len - sizeof(*ip);
-		src[10] = 0xff;
-		src[11] = 0xff;
-		__builtin_memcpy(src + 12, &ip->saddr, 4);
+		/* ::ffff:a.b.c.d: bytes 10 and 11 are 0xff, 12 to 15 the
+		 * address. */
+		src[0] = 0;
+		src[1] = 0xffff0000ULL | (__u64)ld32(&ip->saddr) << 32;
 		family = TT_AF_INET;
 	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6 = (void *)(eth + 1);
@@ -176,7 +174,8 @@ int xdp_ap_rx(struct xdp_md *ctx)
 		}
 		if (bpf_ntohs(ip6->payload_len) != l4_len)
 			return PASS(MALFORMED);
-		__builtin_memcpy(src, &ip6->saddr, 16);
+		src[0] = ld64(&ip6->saddr);
+		src[1] = ld64((__u8 *)&ip6->saddr + 8);
 		family = TT_AF_INET6;
 	} else {
 		return PASS(NOT_IPV4);
@@ -207,14 +206,14 @@ int xdp_ap_rx(struct xdp_md *ctx)
 		if (l2tp + L2TP_UDP_DATA_LEN > (__u8 *)data_end)
 			return PASS(MALFORMED);
 		__u16 lflags;
-		__builtin_memcpy(&lflags, l2tp, sizeof(lflags));
+		lflags = ld16(l2tp);
 		lflags = bpf_ntohs(lflags);
 		if (lflags & L2TP_FLAG_T)
 			return PASS(CONTROL);
 		if ((lflags & L2TP_VER_MASK) != L2TP_VER)
 			return PASS(NOT_L2TP);
 		__u32 sid;
-		__builtin_memcpy(&sid, l2tp + 4, sizeof(sid));
+		sid = ld32(l2tp + 4);
 		sid = bpf_ntohl(sid);
 		s = session_of(sid);
 		if (!s)
@@ -227,7 +226,7 @@ int xdp_ap_rx(struct xdp_md *ctx)
 		if (l4 + L2TP_IP_DATA_LEN > (__u8 *)data_end)
 			return PASS(MALFORMED);
 		__u32 sid;
-		__builtin_memcpy(&sid, l4, sizeof(sid));
+		sid = ld32(l4);
 		if (sid == 0)
 			return PASS(CONTROL);
 		sid = bpf_ntohl(sid);
@@ -243,8 +242,8 @@ int xdp_ap_rx(struct xdp_md *ctx)
 		if (l4 + 4 > (__u8 *)data_end)
 			return PASS(MALFORMED);
 		__u16 gflags, gproto;
-		__builtin_memcpy(&gflags, l4, sizeof(gflags));
-		__builtin_memcpy(&gproto, l4 + 2, sizeof(gproto));
+		gflags = ld16(l4);
+		gproto = ld16(l4 + 2);
 		gflags = bpf_ntohs(gflags);
 		gproto = bpf_ntohs(gproto);
 		/* Checksums, RFC 1701 features, other versions: the slow path
@@ -256,14 +255,15 @@ int xdp_ap_rx(struct xdp_md *ctx)
 		if (gproto != TT_GRE_PROTO_TEB)
 			return PASS(GRE_OTHER);
 		struct tt_gre_key key = {};
-		__builtin_memcpy(key.addr, src, 16);
+		st64(key.addr, src[0]);
+		st64(key.addr + 8, src[1]);
 		key.family = family;
 		__u32 hlen = 4;
 		if (gflags & GRE_K) {
 			__u32 k;
 			if (l4 + 8 > (__u8 *)data_end)
 				return PASS(MALFORMED);
-			__builtin_memcpy(&k, l4 + 4, sizeof(k));
+			k = ld32(l4 + 4);
 			key.key = bpf_ntohl(k);
 			key.flags = TT_GRE_KEY_PRESENT;
 			hlen = 8;
@@ -295,8 +295,8 @@ int xdp_ap_rx(struct xdp_md *ctx)
 			__u32 got, want;
 			if (cookie + 4 > (__u8 *)data_end)
 				return DROP(BAD_COOKIE);
-			__builtin_memcpy(&got, cookie, 4);
-			__builtin_memcpy(&want, s->cookie, 4);
+			got = ld32(cookie);
+			want = ld32(s->cookie);
 			if (got != want)
 				return DROP(BAD_COOKIE);
 			off += 4;
@@ -304,8 +304,8 @@ int xdp_ap_rx(struct xdp_md *ctx)
 			__u64 got, want;
 			if (cookie + 8 > (__u8 *)data_end)
 				return DROP(BAD_COOKIE);
-			__builtin_memcpy(&got, cookie, 8);
-			__builtin_memcpy(&want, s->cookie, 8);
+			got = ld64(cookie);
+			want = ld64(s->cookie);
 			if (got != want)
 				return DROP(BAD_COOKIE);
 			off += 8;
@@ -319,7 +319,7 @@ int xdp_ap_rx(struct xdp_md *ctx)
 			__u32 word;
 			if (sl + SUBLAYER_LEN > (__u8 *)data_end)
 				return DROP(BAD_SUBLAYER);
-			__builtin_memcpy(&word, sl, sizeof(word));
+			word = ld32(sl);
 			/* Sequence numbers are tracked (and enforced) by the
 			 * slow path. */
 			if (bpf_ntohl(word) & SUBLAYER_S)
@@ -339,11 +339,11 @@ int xdp_ap_rx(struct xdp_md *ctx)
 	__u8 *in = (__u8 *)data + off;
 	if (in + ETH_HLEN > (__u8 *)data_end)
 		return PASS(MALFORMED);
-	__u8 dmac[6], smac[6];
-	__builtin_memcpy(dmac, in, 6);
-	__builtin_memcpy(smac, in + 6, 6);
+	__u64 dmac, smac;
+	dmac = ld_mac(in);
+	smac = ld_mac(in + 6);
 	__u16 ethertype;
-	__builtin_memcpy(&ethertype, in + 12, sizeof(ethertype));
+	ethertype = ld16(in + 12);
 
 	__u32 tagged = 0;
 	__u16 prio = 0, vid = 0;
@@ -351,7 +351,7 @@ int xdp_ap_rx(struct xdp_md *ctx)
 		__u16 tci;
 		if (in + ETH_HLEN + VLAN_HLEN > (__u8 *)data_end)
 			return PASS(MALFORMED);
-		__builtin_memcpy(&tci, in + ETH_HLEN, sizeof(tci));
+		tci = ld16(in + ETH_HLEN);
 		tci = bpf_ntohs(tci);
 		tagged = 1;
 		prio = tci & 0xf000; /* PCP and DEI travel with the frame */
@@ -409,14 +409,14 @@ int xdp_ap_rx(struct xdp_md *ctx)
 	__u8 *p = data;
 	if (p + 2 * ETH_ALEN > (__u8 *)data_end)
 		return count(TT_CNT_ABORTED, XDP_ABORTED);
-	__builtin_memcpy(p, dmac, ETH_ALEN);
-	__builtin_memcpy(p + ETH_ALEN, smac, ETH_ALEN);
+	st_mac(p, dmac);
+	st_mac(p + ETH_ALEN, smac);
 	if (out_tagged) {
 		__u16 tpid = bpf_htons(TPID_8021Q);
 		if (p + 2 * ETH_ALEN + VLAN_HLEN > (__u8 *)data_end)
 			return count(TT_CNT_ABORTED, XDP_ABORTED);
-		__builtin_memcpy(p + 2 * ETH_ALEN, &tpid, sizeof(tpid));
-		__builtin_memcpy(p + 2 * ETH_ALEN + 2, &tci_out, sizeof(tci_out));
+		st16(p + 2 * ETH_ALEN, tpid);
+		st16(p + 2 * ETH_ALEN + 2, tci_out);
 	}
 	count(TT_CNT_REDIRECT, XDP_REDIRECT);
 	return bpf_redirect(ifindex, 0);

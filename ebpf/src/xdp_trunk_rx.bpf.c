@@ -19,6 +19,10 @@
  */
 #include "tt_fast_path.bpf.h"
 
+/* The longest template header the program copies: whole 8-byte words of
+ * tt_template.hdr. */
+#define TPL_COPY_MAX (TT_TEMPLATE_MAX & ~7)
+
 #define TPASS(reason) count(TT_CNT_TRUNK_PASS_##reason, XDP_PASS)
 #define TDROP(reason) count(TT_CNT_TRUNK_DROP_##reason, XDP_DROP)
 #define TABORT() count(TT_CNT_TRUNK_ABORTED, XDP_ABORTED)
@@ -39,18 +43,18 @@ int xdp_trunk_rx(struct xdp_md *ctx)
 	if (!t || !(t->flags & TT_TRUNK_VALID))
 		return TPASS(NOT_CONFIGURED);
 
-	__u8 dmac[6], smac[6];
-	__builtin_memcpy(dmac, f, 6);
-	__builtin_memcpy(smac, f + 6, 6);
+	__u64 dmac, smac;
+	dmac = ld_mac(f);
+	smac = ld_mac(f + 6);
 	__u16 ethertype;
-	__builtin_memcpy(&ethertype, f + 12, sizeof(ethertype));
+	ethertype = ld16(f + 12);
 	__u32 tagged = 0;
 	__u16 prio = 0, vid = 0;
 	if (ethertype == bpf_htons(TPID_8021Q)) {
 		__u16 tci;
 		if (f + ETH_HLEN + VLAN_HLEN > (__u8 *)data_end)
 			return TPASS(MALFORMED);
-		__builtin_memcpy(&tci, f + ETH_HLEN, sizeof(tci));
+		tci = ld16(f + ETH_HLEN);
 		tci = bpf_ntohs(tci);
 		tagged = 1;
 		prio = tci & 0xf000;
@@ -101,7 +105,7 @@ int xdp_trunk_rx(struct xdp_md *ctx)
 	    (family == TT_AF_INET6 && encap == TT_ENCAP_L2TP_UDP) ||
 	    (encap != TT_ENCAP_L2TP_UDP && encap != TT_ENCAP_L2TP_IP &&
 	     encap != TT_ENCAP_GRE) ||
-	    hlen > TT_TEMPLATE_MAX || hlen < ETH_HLEN + ip_hlen + 4 || (hlen & 1))
+	    hlen > TPL_COPY_MAX || hlen < ETH_HLEN + ip_hlen + 4 || (hlen & 1))
 		return TPASS(NO_TEMPLATE);
 
 	if (is_tcp_syn(f + ETH_HLEN - 2 + tagged * VLAN_HLEN, data_end))
@@ -118,7 +122,12 @@ int xdp_trunk_rx(struct xdp_md *ctx)
 
 	__u16 tci_out = bpf_htons(prio | vlan);
 	__u32 ifindex = tpl->ifindex;
-	__u16 ip_sum = tpl->ip_sum;
+	/* The template's IPv4 header as built (length and checksum 0),
+	 * summed from the entry: never read back from the packet just
+	 * written (a load of stores not yet in the cache waits for them). */
+	__u16 ip_sum = 0;
+	if (family == TT_AF_INET)
+		ip_sum = ipv4_hdr_sum((const struct iphdr *)&tpl->hdr[ETH_HLEN]);
 	int delta = (int)(tagged * VLAN_HLEN) - (int)(out_tagged * VLAN_HLEN) - (int)hlen;
 	if (bpf_xdp_adjust_head(ctx, delta))
 		return TABORT();
@@ -126,28 +135,33 @@ int xdp_trunk_rx(struct xdp_md *ctx)
 	data_end = (void *)(long)ctx->data_end;
 	__u8 *p = data;
 
-	/* The template, eight bytes at a time: the last copy may run up to
-	 * 6 bytes past hlen, into the inner frame's destination MAC, which is
-	 * written just below (TT_TEMPLATE_MAX is a multiple of 8, and the
-	 * frame has at least ETH_HLEN bytes after the template). */
-	for (__u32 i = 0; i < TT_TEMPLATE_MAX; i += 8) {
-		if (i >= hlen)
+	/* The template, eight bytes at a time, the last eight ending at hlen
+	 * (overlapping the one before): no read past hdr[hlen - 1], so a
+	 * short header reads one cache line of the entry. */
+	for (__u32 i = 0; i < TPL_COPY_MAX; i += 8) {
+		if (i + 8 > hlen)
 			break;
 		if (p + i + 8 > (__u8 *)data_end)
 			return TABORT();
-		__builtin_memcpy(p + i, &tpl->hdr[i], 8);
+		st64(p + i, ld64(&tpl->hdr[i]));
+	}
+	if (hlen & 7) {
+		__u32 t = hlen - 8;
+		if (t > TPL_COPY_MAX - 8 || p + t + 8 > (__u8 *)data_end)
+			return TABORT();
+		st64(p + t, ld64(&tpl->hdr[t]));
 	}
 	/* The inner frame's addresses and egress tag; its ethertype and
 	 * payload are where they were. */
 	__u8 *in = p + (hlen & 0xff);
 	if (in + 2 * ETH_ALEN + VLAN_HLEN > (__u8 *)data_end)
 		return TABORT();
-	__builtin_memcpy(in, dmac, ETH_ALEN);
-	__builtin_memcpy(in + ETH_ALEN, smac, ETH_ALEN);
+	st_mac(in, dmac);
+	st_mac(in + ETH_ALEN, smac);
 	if (out_tagged) {
 		__u16 tpid = bpf_htons(TPID_8021Q);
-		__builtin_memcpy(in + 2 * ETH_ALEN, &tpid, sizeof(tpid));
-		__builtin_memcpy(in + 2 * ETH_ALEN + 2, &tci_out, sizeof(tci_out));
+		st16(in + 2 * ETH_ALEN, tpid);
+		st16(in + 2 * ETH_ALEN + 2, tci_out);
 	}
 
 	/* Lengths and checksums. */
