@@ -10,11 +10,11 @@
 //! full), and userspace reads and writes the table through a shared
 //! mapping, no syscall per entry.
 
-use std::io;
 use std::os::fd::{AsRawFd as _, BorrowedFd};
-use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use memmap2::{MmapOptions, MmapRaw};
 
 use crate::ap_rx::Error;
 use crate::maps::{
@@ -108,48 +108,22 @@ pub fn shift_for(buckets: u32) -> u32 {
 /// The `fdb` array mapped into this process (shared with the kernel).
 #[derive(Debug)]
 pub struct FdbMem {
-    base: NonNull<AtomicU64>,
-    len: usize,
+    map: MmapRaw,
     buckets: usize,
     shift: u32,
 }
-
-// SAFETY: the mapping is plain shared memory that every access goes to
-// through atomics; it lives until `drop` unmaps it.
-unsafe impl Send for FdbMem {}
-// SAFETY: as above: shared access is by atomic loads and stores only.
-unsafe impl Sync for FdbMem {}
 
 impl FdbMem {
     /// Map the `fdb` array of `buckets` buckets behind `fd` (created with
     /// BPF_F_MMAPABLE).
     pub(crate) fn map(fd: BorrowedFd<'_>, buckets: u32) -> Result<Self, Error> {
         let bytes = buckets as usize * size_of::<crate::maps::tt_fdb_bucket>();
-        // SAFETY: sysconf has no memory effects.
-        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
-        let len = bytes.div_ceil(page) * page;
-        // SAFETY: a new shared mapping of the map's values (the kernel
-        // checks the length against the map); no existing memory is
-        // affected.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(Error::Pin(format!(
-                "mapping the fdb array: {}",
-                io::Error::last_os_error()
-            )));
-        }
+        let map = MmapOptions::new()
+            .len(bytes)
+            .map_raw(fd.as_raw_fd())
+            .map_err(|e| Error::Pin(format!("mapping the fdb array: {e}")))?;
         Ok(FdbMem {
-            base: NonNull::new(p.cast()).ok_or(Error::Missing("fdb mapping"))?,
-            len,
+            map,
             buckets: buckets as usize,
             shift: shift_for(buckets),
         })
@@ -158,9 +132,10 @@ impl FdbMem {
     fn word(&self, bucket: usize, w: usize) -> &AtomicU64 {
         assert!(bucket < self.buckets && w < WORDS);
         // SAFETY: in bounds (asserted; `buckets` buckets of WORDS words are
-        // mapped), page-aligned base so every word is 8-byte aligned, and
-        // the mapping lives as long as `self`.
-        unsafe { &*self.base.as_ptr().add(bucket * WORDS + w) }
+        // mapped), page-aligned base so every word is 8-byte aligned, only
+        // ever accessed atomically (here and by the programs), and the
+        // mapping lives as long as `self`.
+        unsafe { AtomicU64::from_ptr(self.map.as_mut_ptr().cast::<u64>().add(bucket * WORDS + w)) }
     }
 
     fn key(&self, bucket: usize, slot: usize) -> &AtomicU64 {
@@ -239,14 +214,6 @@ type Node = (usize, Option<(usize, usize)>, usize);
 
 /// Longest chain of moves that makes room for a key.
 const MAX_MOVES: usize = 4;
-
-impl Drop for FdbMem {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly the mapping `map` made; no reference into
-        // it outlives `self` (views borrow it).
-        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
-    }
-}
 
 /// The FDB as a map: (VLAN, MAC) → [`tt_fdb_entry`].
 #[derive(Debug)]

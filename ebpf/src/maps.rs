@@ -3,11 +3,13 @@
 //! uses to fill them.
 //!
 //! Maps (one set, shared by `xdp_ap_rx` and `xdp_trunk_rx`):
-//! - `sessions`: hash, local session id (`u32`, host order) → [`tt_session`];
+//! - `sessions`: array, the slot of a local session id → [`tt_session`]
+//!   ([`crate::tables`]);
 //! - `gre_peers`: hash, [`tt_gre_key`] (address, key) → [`tt_gre_peer`];
 //! - `fdb`: array of [`tt_fdb_bucket`], tunterm's own hash table of
 //!   [`tt_fdb_key`] (VLAN, MAC) → [`tt_fdb_entry`] ([`crate::fdb`]);
-//! - `templates`: hash, tunnel switch port id (`u32`) → [`tt_template`];
+//! - `templates`: array, the slot of a session's port id → [`tt_template`];
+//! - `gre_templates`: hash, an mGRE peer's port id (`u32`) → [`tt_template`];
 //! - `trunk`: array of one [`tt_trunk`] (the trunk port's VLANs);
 //! - `counters`: per-CPU array of `u64`, indexed by [`tt_counter`].
 

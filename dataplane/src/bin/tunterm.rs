@@ -46,11 +46,12 @@ enum Cmd {
         /// off (userspace only).
         #[arg(long, default_value = "off", value_parser = parse_fast_path)]
         fast_path: FastPathMode,
-        /// Client MACs (VLAN, MAC pairs) the XDP fast path can forward
-        /// between, rounded up to a power of two (1024 to 4194304). Size it
-        /// to 1.5 times the clients expected: the table is preallocated
-        /// (~88 bytes each), and a smaller one stays in the CPU caches.
-        /// MACs beyond it are forwarded in userspace.
+        /// Slots for client MACs (VLAN, MAC pairs) the XDP fast path can
+        /// forward between, rounded up to a power of two (1024 to
+        /// 4194304). Size it to 1.5 times the clients expected: the table
+        /// is preallocated (16 bytes a slot), fills to about 95% of its
+        /// slots, and a smaller one stays in the CPU caches. MACs it has no
+        /// room for are forwarded in userspace.
         #[arg(long, default_value_t = tunterm_ebpf::Capacity::DEFAULT_FDB,
               value_parser = parse_fdb_entries)]
         fast_path_fdb_entries: u32,

@@ -467,14 +467,9 @@ const RING_BLOCK_LEN: usize = 64 << 10;
 /// only reader (the socket keeps it behind a mutex).
 #[derive(Debug)]
 struct RxRing {
-    base: std::ptr::NonNull<u8>,
-    len: usize,
+    map: memmap2::MmapRaw,
     head: usize,
 }
-
-// SAFETY: the mapping belongs to the RxRing alone and holds no
-// thread-bound state; moving it to another thread is sound.
-unsafe impl Send for RxRing {}
 
 /// One frame in the ring, as the kernel described it.
 struct RingFrame<'a> {
@@ -516,25 +511,10 @@ impl RxRing {
         if rc < 0 {
             return Err(io::Error::last_os_error());
         }
-        let len = RING_FRAMES * RING_FRAME_LEN;
-        // SAFETY: a fresh shared mapping of the ring the kernel just made
-        // for `fd`, of exactly its size; nothing else in this process
-        // refers to that memory.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        if base == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let base = std::ptr::NonNull::new(base.cast()).ok_or_else(|| io::Error::other("mmap"))?;
-        Ok(RxRing { base, len, head: 0 })
+        let map = memmap2::MmapOptions::new()
+            .len(RING_FRAMES * RING_FRAME_LEN)
+            .map_raw(fd.as_raw_fd())?;
+        Ok(RxRing { map, head: 0 })
     }
 
     /// The status word of slot `i`.
@@ -543,7 +523,7 @@ impl RxRing {
         // lives as long as `self`; tp_status is the slot's first field, a
         // u32 at a 16-byte aligned address, which the kernel also only
         // reads and writes whole.
-        unsafe { AtomicU32::from_ptr(self.base.as_ptr().add(i * RING_FRAME_LEN).cast()) }
+        unsafe { AtomicU32::from_ptr(self.map.as_mut_ptr().add(i * RING_FRAME_LEN).cast()) }
     }
 
     /// The frame in the head slot, if the kernel has handed it over.
@@ -558,7 +538,7 @@ impl RxRing {
         // the mapping, and starts 16-byte aligned, enough for the header.
         let slot = unsafe {
             std::slice::from_raw_parts(
-                self.base.as_ptr().add(self.head * RING_FRAME_LEN),
+                self.map.as_ptr().add(self.head * RING_FRAME_LEN),
                 RING_FRAME_LEN,
             )
         };
@@ -583,14 +563,6 @@ impl RxRing {
         self.status(self.head)
             .store(libc::TP_STATUS_KERNEL, Ordering::Release);
         self.head = (self.head + 1) % RING_FRAMES;
-    }
-}
-
-impl Drop for RxRing {
-    fn drop(&mut self) {
-        // SAFETY: the mapping made in map(), of `len` bytes, unmapped once;
-        // no reference into it outlives `self`.
-        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
     }
 }
 

@@ -228,19 +228,30 @@ impl<K: Copy + Eq + Hash + tunterm_ebpf::aya::Pod, V: Copy + tunterm_ebpf::aya::
         self.installed = map.entries().into_iter().collect();
     }
 
+    /// At most `cap` of `want`: those installed first, then others (the
+    /// table keeps what it forwards now, and what does not fit is not
+    /// retried in vain); and how many were left out.
+    fn keep_within(&self, want: FxHashMap<K, V>, cap: usize) -> (FxHashMap<K, V>, usize) {
+        let left_out = want.len().saturating_sub(cap);
+        if left_out == 0 {
+            return (want, 0);
+        }
+        let (old, new): (Vec<_>, Vec<_>) = want
+            .into_iter()
+            .partition(|(k, _)| self.installed.contains_key(k));
+        (old.into_iter().chain(new).take(cap).collect(), left_out)
+    }
+
     /// Make `map` hold `want` (as far as this mirror wrote it): delete what
     /// is gone first (a reused key never sees its old value), then write
-    /// what is new or different by `same`. Returns the refused operations
-    /// and, of those, the entries refused for want of room
-    /// ([`Error::FdbFull`]).
+    /// what is new or different by `same`.
     fn sync(
         &mut self,
         map: &mut impl Table<K, V>,
         want: FxHashMap<K, V>,
         same: impl Fn(&V, &V) -> bool,
-    ) -> (u64, usize) {
-        let mut errors = 0;
-        let mut full = 0;
+    ) -> Synced {
+        let mut done = Synced::default();
         let gone: Vec<K> = self
             .installed
             .keys()
@@ -249,7 +260,7 @@ impl<K: Copy + Eq + Hash + tunterm_ebpf::aya::Pod, V: Copy + tunterm_ebpf::aya::
             .collect();
         for k in gone {
             if map.delete(&k).is_err() {
-                errors += 1;
+                done.errors += 1;
             }
             self.installed.remove(&k);
         }
@@ -262,14 +273,27 @@ impl<K: Copy + Eq + Hash + tunterm_ebpf::aya::Pod, V: Copy + tunterm_ebpf::aya::
                     self.installed.insert(k, v);
                 }
                 Err(e) => {
-                    errors += 1;
-                    full += usize::from(matches!(e, Error::FdbFull { .. }));
+                    if matches!(e, Error::FdbFull { .. }) {
+                        done.no_room += 1;
+                    } else {
+                        done.errors += 1;
+                    }
                     self.installed.remove(&k);
                 }
             }
         }
-        (errors, full)
+        done
     }
+}
+
+/// What a [`Mirror::sync`] could not do.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Synced {
+    /// Writes and removals the kernel refused (retried on the next sync).
+    errors: u64,
+    /// Entries the table had no room for ([`Error::FdbFull`]): they stay
+    /// on the slow path.
+    no_room: usize,
 }
 
 fn bytes_eq<T: tunterm_ebpf::aya::Pod>(a: &T, b: &T) -> bool {
@@ -632,8 +656,9 @@ impl FastPath {
     }
 
     /// The FDB entries found in adopted maps (once): VLAN, MAC, switch port
-    /// and how long ago XDP last forwarded from the MAC (`None`: never). The driver gives them back to the switch once the ports
-    /// they name exist again.
+    /// and how long ago XDP last forwarded from the MAC (`None`: never).
+    /// The driver gives them back to the switch once the ports they name
+    /// exist again.
     pub fn take_adopted_fdb(&mut self) -> Vec<(u16, [u8; 6], PortId, Option<Duration>)> {
         let now_ns = monotonic_ns();
         std::mem::take(&mut self.adopted_fdb)
@@ -774,7 +799,7 @@ impl FastPath {
         self.stats.slow = slow;
         let mut errors = 0;
         match self.progs.sessions() {
-            Ok(mut m) => errors += self.sessions.sync(&mut m, sessions, bytes_eq).0,
+            Ok(mut m) => errors += self.sessions.sync(&mut m, sessions, bytes_eq).errors,
             Err(_) => errors += 1,
         }
         // A peer's entry carries the last-seen stamp XDP writes: compare
@@ -785,15 +810,20 @@ impl FastPath {
             bytes_eq(&a, b)
         };
         match self.progs.gre_peers() {
-            Ok(mut m) => errors += self.gre_peers.sync(&mut m, peers, peer_same).0,
+            Ok(mut m) => errors += self.gre_peers.sync(&mut m, peers, peer_same).errors,
             Err(_) => errors += 1,
         }
         match self.progs.templates() {
-            Ok(mut m) => errors += self.templates.sync(&mut m, templates, bytes_eq).0,
+            Ok(mut m) => errors += self.templates.sync(&mut m, templates, bytes_eq).errors,
             Err(_) => errors += 1,
         }
         match self.progs.gre_templates() {
-            Ok(mut m) => errors += self.gre_templates.sync(&mut m, gre_templates, bytes_eq).0,
+            Ok(mut m) => {
+                errors += self
+                    .gre_templates
+                    .sync(&mut m, gre_templates, bytes_eq)
+                    .errors
+            }
             Err(_) => errors += 1,
         }
         if errors > 0 {
@@ -808,28 +838,22 @@ impl FastPath {
     /// Make the `fdb` map the switch's FDB.
     fn sync_fdb(&mut self, switch: &Switch) {
         let generation = switch.fdb_generation();
-        let mut want: FxHashMap<tt_fdb_key, tt_fdb_entry> = mirror::fdb_entries(switch).collect();
-        // More MACs than the table holds: keep those installed, fill up
-        // with others, leave the rest to the slow path (not retried in vain).
+        let want: FxHashMap<tt_fdb_key, tt_fdb_entry> = mirror::fdb_entries(switch).collect();
         let cap = self.stats.fdb_capacity as usize;
-        let too_many = want.len().saturating_sub(cap);
-        if too_many > 0 {
-            let installed = &self.fdb.installed;
-            let (old, new): (Vec<_>, Vec<_>) = want
-                .into_iter()
-                .partition(|(k, _)| installed.contains_key(k));
-            want = old.into_iter().chain(new).take(cap).collect();
-        }
-        let (errors, full) = match self.progs.fdb() {
+        let (want, too_many) = self.fdb.keep_within(want, cap);
+        let done = match self.progs.fdb() {
             // XDP writes the `seen` stamp: compare the port and the flags.
             Ok(mut m) => self
                 .fdb
                 .sync(&mut m, want, |a, b| a.port == b.port && a.flags == b.flags),
-            Err(_) => (1, 0),
+            Err(_) => Synced {
+                errors: 1,
+                no_room: 0,
+            },
         };
         // Beyond the slots, or both of a MAC's buckets full: the slow path
         // forwards it; tried again when the switch's FDB next changes.
-        let overflow = too_many + full;
+        let overflow = too_many + done.no_room;
         if overflow > 0 && self.stats.fdb_overflow == 0 {
             warn!(
                 capacity = cap,
@@ -839,7 +863,7 @@ impl FastPath {
             );
         }
         self.stats.fdb_overflow = overflow;
-        let errors = errors - full as u64;
+        let errors = done.errors;
         self.stats.map_errors += errors;
         // A refused write is retried on the next call.
         self.fdb_generation = (errors == 0).then_some(generation);
@@ -905,5 +929,83 @@ impl FastPath {
             .map(|&(k, name)| (name, c.get(k)))
             .collect();
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A table with room for `room` entries that refuses key 13 outright.
+    struct FakeTable {
+        held: FxHashMap<u32, u64>,
+        room: usize,
+    }
+
+    impl Table<u32, u64> for FakeTable {
+        fn put(&mut self, key: u32, value: u64) -> Result<(), Error> {
+            if key == 13 {
+                return Err(Error::SlotTaken { id: 13, held: 1 });
+            }
+            if !self.held.contains_key(&key) && self.held.len() >= self.room {
+                return Err(Error::FdbFull {
+                    vlan: 1,
+                    mac: [2, 0, 0, 0, 0, key as u8],
+                });
+            }
+            self.held.insert(key, value);
+            Ok(())
+        }
+
+        fn delete(&mut self, key: &u32) -> Result<(), Error> {
+            self.held.remove(key);
+            Ok(())
+        }
+
+        fn entries(&self) -> Vec<(u32, u64)> {
+            self.held.iter().map(|(k, v)| (*k, *v)).collect()
+        }
+    }
+
+    fn want(keys: impl IntoIterator<Item = u32>) -> FxHashMap<u32, u64> {
+        keys.into_iter().map(|k| (k, u64::from(k) * 10)).collect()
+    }
+
+    #[test]
+    fn a_full_table_is_no_room_not_an_error_and_a_refusal_is_an_error() {
+        let mut table = FakeTable {
+            held: FxHashMap::default(),
+            room: 3,
+        };
+        let mut m: Mirror<u32, u64> = Mirror::new();
+        let done = m.sync(&mut table, want([1, 2, 3, 4, 5, 13]), |a, b| a == b);
+        assert_eq!(
+            done,
+            Synced {
+                errors: 1,
+                no_room: 2
+            }
+        );
+        // Only what the table took counts as installed.
+        assert_eq!(m.installed.len(), 3);
+        assert!(m.installed.keys().all(|k| table.held.contains_key(k)));
+        // Once room is made (a MAC went), the next sync installs one more;
+        // what is already there is not written again.
+        let done = m.sync(&mut table, want([2, 3, 4, 5]), |a, b| a == b);
+        assert_eq!(done.errors, 0);
+        assert_eq!(table.held.len(), 3);
+        assert!(!table.held.contains_key(&1), "1 is gone from the switch");
+    }
+
+    #[test]
+    fn keep_within_keeps_the_installed_first() {
+        let mut m: Mirror<u32, u64> = Mirror::new();
+        m.installed = want([7, 8]);
+        let (kept, left_out) = m.keep_within(want(1..=10), 4);
+        assert_eq!(left_out, 6);
+        assert_eq!(kept.len(), 4);
+        assert!(kept.contains_key(&7) && kept.contains_key(&8), "{kept:?}");
+        let (kept, left_out) = m.keep_within(want(1..=3), 4);
+        assert_eq!((kept.len(), left_out), (3, 0));
     }
 }
