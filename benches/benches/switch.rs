@@ -19,13 +19,13 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use tunterm::proto::bridge::{DEFAULT_AGING, PortConfig, PortId, Switch, TRUNK, Verdict};
-use tunterm::proto::l2tp::{
+use tunterm_control::VlanSet;
+use tunterm_core::proto::bridge::{DEFAULT_AGING, PortConfig, PortId, Switch, TRUNK, Verdict};
+use tunterm_core::proto::l2tp::{
     AdmissionConfig, Endpoint, EndpointConfig, Event, Incoming, PwProfile, SessionRequest,
 };
-use tunterm::wire::ether;
-use tunterm::wire::l2tp::{self, Transport, pw};
-use tunterm_control::VlanSet;
+use tunterm_core::wire::ether;
+use tunterm_core::wire::l2tp::{self, Transport, pw};
 
 const SESSIONS: usize = 1_000;
 const MACS_PER_SESSION: usize = 10;

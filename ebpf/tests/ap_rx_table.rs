@@ -21,10 +21,10 @@ use std::time::Duration;
 use common::lab::{self, EDGE, HOST, LEN, Lab, Slow, Tunnel, gre_from, vlans};
 use common::mirror::{self, NotFast};
 use common::packets::{self, Ip, Ip6, Mac};
-use tunterm::proto::bridge::{DropReason, PortConfig};
-use tunterm::proto::gre::GreDrop;
-use tunterm::proto::l2tp::{DataDrop, DataSession, SessionState};
-use tunterm::wire::l2tp::{Cookie, Transport, pw};
+use tunterm_core::proto::bridge::{DropReason, PortConfig};
+use tunterm_core::proto::gre::GreDrop;
+use tunterm_core::proto::l2tp::{DataDrop, DataSession, SessionState};
+use tunterm_core::wire::l2tp::{Cookie, Transport, pw};
 use tunterm_ebpf::maps::{EntryError, tt_counter};
 use tunterm_ebpf::{Action, ApRx};
 

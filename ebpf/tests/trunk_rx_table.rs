@@ -16,10 +16,10 @@ use std::net::IpAddr;
 
 use common::lab::{EDGE4, EDGE6, Fast, HOST, LEN, Lab, TrunkSlow};
 use common::packets::{self, Mac};
-use tunterm::proto::bridge::{DropReason, PortId};
-use tunterm::proto::l2tp::Incoming;
-use tunterm::wire::gre;
-use tunterm::wire::l2tp::Transport;
+use tunterm_core::proto::bridge::{DropReason, PortId};
+use tunterm_core::proto::l2tp::Incoming;
+use tunterm_core::wire::gre;
+use tunterm_core::wire::l2tp::Transport;
 use tunterm_ebpf::maps::tt_counter;
 use tunterm_ebpf::{Action, FastPath, Program};
 

@@ -45,7 +45,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde::Serialize;
-use tunterm::lab::{self, Netns, Proc, topology};
+use tunterm_lab::{self as lab, Netns, Proc, topology};
 
 use packets::{ApLink, Client, SessionKey};
 use xdp::{Counter, Redirect};

@@ -135,9 +135,9 @@ mod tests {
             eprintln!("skipped: needs root");
             return Ok(());
         }
-        let prefix = tunterm::lab::unique_prefix("sysctl");
-        tunterm::lab::cleanup_prefix(&prefix);
-        let ns = tunterm::lab::Netns::new(&format!("{prefix}a"))?;
+        let prefix = tunterm_lab::unique_prefix("sysctl");
+        tunterm_lab::cleanup_prefix(&prefix);
+        let ns = tunterm_lab::Netns::new(&format!("{prefix}a"))?;
         let dir = std::env::temp_dir().join(&prefix);
         std::fs::create_dir_all(&dir)?;
         let record = dir.join("record");

@@ -7,7 +7,7 @@ use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use anyhow::Context;
-use tunterm::lab::{Netns, wait_until};
+use tunterm_lab::{Netns, wait_until};
 
 /// The CPU trafgen's one worker runs on: with `-P 1` trafgen binds its
 /// worker to CPU 0 itself, and `taskset -c 0` keeps the parent there too.

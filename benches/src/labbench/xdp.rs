@@ -6,8 +6,8 @@ use aya::Ebpf;
 use aya::maps::xdp::DevMapHash;
 use aya::maps::{MapData, PerCpuArray};
 use aya::programs::{Xdp, XdpMode};
-use tunterm::lab::Netns;
 use tunterm_ebpf::bench::{BENCH_COUNT_OBJ, BENCH_REDIRECT_OBJ};
+use tunterm_lab::Netns;
 
 /// Loads program `name` of `obj` and attaches it in native mode to each of
 /// `ifnames` in `ns`. Attaching happens inside the namespace; the links

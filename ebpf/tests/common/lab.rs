@@ -9,15 +9,17 @@ use std::time::{Duration, Instant};
 
 use super::mirror::{self, ApLink};
 use super::packets::{self, Ip, Ip6, Mac};
-use tunterm::proto::bridge::{DropReason, PortConfig, PortId, Switch, TRUNK, Verdict};
-use tunterm::proto::gre::{GreConfig, GreDrop, GreEndpoint, GreEvent, GreIncoming, is_gre_port};
-use tunterm::proto::l2tp::{
+use tunterm_control::VlanSet;
+use tunterm_core::proto::bridge::{DropReason, PortConfig, PortId, Switch, TRUNK, Verdict};
+use tunterm_core::proto::gre::{
+    GreConfig, GreDrop, GreEndpoint, GreEvent, GreIncoming, is_gre_port,
+};
+use tunterm_core::proto::l2tp::{
     DataDrop, DataSession, Endpoint, EndpointConfig, Event, Incoming, PwProfile, SessionRequest,
     SessionState,
 };
-use tunterm::wire::ether;
-use tunterm::wire::l2tp::{Transport, pw};
-use tunterm_control::VlanSet;
+use tunterm_core::wire::ether;
+use tunterm_core::wire::l2tp::{Transport, pw};
 use tunterm_ebpf::FastPath;
 use tunterm_ebpf::Table as _;
 

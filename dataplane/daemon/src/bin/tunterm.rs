@@ -1,0 +1,273 @@
+//! `tunterm`: the tunnel terminator daemon and its small CLI.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tunterm::driver::{self, DaemonOptions};
+use tunterm::io::xdp::Mode as FastPathMode;
+use tunterm_core::proto::l2tp::AdmissionConfig;
+
+fn parse_fast_path(s: &str) -> Result<FastPathMode, String> {
+    s.parse()
+}
+
+fn parse_fdb_entries(s: &str) -> Result<u32, String> {
+    let n: u32 = s.parse().map_err(|e| format!("{s}: {e}"))?;
+    Ok(tunterm_ebpf::Capacity::fdb(n)?.fdb)
+}
+
+#[derive(Parser)]
+#[command(version, about = "Mist Edge-style L2TPv3 tunnel terminator")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the daemon.
+    Run {
+        /// Configuration file (mxedge / mxcluster / mxtunnels JSON). Without
+        /// it, the embedded lab configuration is used.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Control socket for `tunterm stats`.
+        #[arg(long, default_value = "/run/tunterm/tunterm.sock")]
+        control_socket: PathBuf,
+        /// Upstream trunk interface (overrides tunterm_port_config).
+        #[arg(long)]
+        upstream: Option<String>,
+        /// UDP port for L2TP.
+        #[arg(long, default_value_t = 1701)]
+        port: u16,
+        /// Where tunnel decapsulation runs: xdp-native (XDP in the driver),
+        /// xdp-generic (XDP in the kernel's generic hook, any interface) or
+        /// off (userspace only).
+        #[arg(long, default_value = "off", value_parser = parse_fast_path)]
+        fast_path: FastPathMode,
+        /// Slots for client MACs (VLAN, MAC pairs) the XDP fast path can
+        /// forward between, rounded up to a power of two (1024 to
+        /// 4194304). Size it to 1.5 times the clients expected: the table
+        /// is preallocated (16 bytes a slot), fills to about 95% of its
+        /// slots, and a smaller one stays in the CPU caches. MACs it has no
+        /// room for are forwarded in userspace.
+        #[arg(long, default_value_t = tunterm_ebpf::Capacity::DEFAULT_FDB,
+              value_parser = parse_fdb_entries)]
+        fast_path_fdb_entries: u32,
+        /// bpffs directory where the fast path's maps, programs and links
+        /// are pinned, so it goes on forwarding while tunterm restarts
+        /// (`none`: not pinned). The default is skipped with a warning when
+        /// it is not on a bpffs.
+        #[arg(long, default_value = driver::DEFAULT_PIN_DIR)]
+        pin_dir: PathBuf,
+        /// File where the established tunnels are kept for a restart
+        /// (`none`: a restart rebuilds every tunnel). Default: the control
+        /// socket's path with the extension `.state`.
+        #[arg(long)]
+        state_file: Option<PathBuf>,
+        /// Most L2TP control connections half-open (SCCRQ received, not yet
+        /// established) at once; further SCCRQs are dropped and counted.
+        #[arg(long, default_value_t = AdmissionConfig::default().max_half_open)]
+        max_half_open: usize,
+        /// SCCRQs per second each source address may send, sustained.
+        #[arg(long, default_value_t = AdmissionConfig::default().sccrq_per_second)]
+        sccrq_rate: u32,
+        /// SCCRQs a source address may send at once (0: no per-source limit).
+        #[arg(long, default_value_t = AdmissionConfig::default().sccrq_burst)]
+        sccrq_burst: u32,
+        /// Source addresses whose SCCRQ rate is tracked (least recently
+        /// seen evicted beyond it).
+        #[arg(long, default_value_t = AdmissionConfig::default().rate_table_size)]
+        sccrq_sources: usize,
+        /// Seconds between two probes of each tunterm_monitoring check.
+        #[arg(long, default_value_t = 5.0)]
+        monitor_interval: f64,
+        /// Seconds without a successful probe before a check fails
+        /// (overrides every check's `timeout`, e.g. for a lab).
+        #[arg(long)]
+        monitor_timeout: Option<f64>,
+        /// Successful probes in a row before a failed check passes again.
+        #[arg(long, default_value_t = 3)]
+        monitor_recover: u32,
+    },
+    /// Print a running daemon's stats (JSON).
+    Stats {
+        /// Control socket of the daemon.
+        #[arg(long, default_value = "/run/tunterm/tunterm.sock")]
+        control_socket: PathBuf,
+    },
+    /// Close the tunnels of some APs (StopCCN): by MAC, or a percentage of
+    /// them chosen at random. Prints the APs disconnected (JSON).
+    DisconnectAps {
+        /// AP MAC (its L2TP Host Name); repeatable.
+        #[arg(long = "mac")]
+        macs: Vec<String>,
+        /// Share of the APs to disconnect, 0 to 100 (when no --mac).
+        #[arg(long, conflicts_with = "macs")]
+        percentage: Option<f64>,
+        /// Control socket of the daemon.
+        #[arg(long, default_value = "/run/tunterm/tunterm.sock")]
+        control_socket: PathBuf,
+    },
+    /// Close the tunnels of the APs whose preferred edge (the first of
+    /// their tunterm_hosts order) is not this one. Prints them (JSON).
+    Preempt {
+        /// Site id of the APs (needed with tunterm_hosts_selection
+        /// shuffle-by-site).
+        #[arg(long)]
+        site_id: Option<String>,
+        /// Control socket of the daemon.
+        #[arg(long, default_value = "/run/tunterm/tunterm.sock")]
+        control_socket: PathBuf,
+    },
+    /// Validate a configuration file and print what tunterm would run.
+    CheckConfig {
+        /// The file.
+        config: PathBuf,
+    },
+}
+
+fn load(config: Option<&PathBuf>) -> anyhow::Result<tunterm_control::EdgeConfig> {
+    match config {
+        Some(path) => Ok(tunterm_control::load_file(path)?),
+        None => {
+            tracing::info!("no --config: using the embedded lab configuration");
+            Ok(tunterm_control::load_str(tunterm_control::LAB_DEFAULT)
+                .context("embedded lab configuration")?)
+        }
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    match cli.cmd {
+        Cmd::Run {
+            config,
+            control_socket,
+            upstream,
+            port,
+            fast_path,
+            fast_path_fdb_entries,
+            pin_dir,
+            state_file,
+            max_half_open,
+            sccrq_rate,
+            sccrq_burst,
+            sccrq_sources,
+            monitor_interval,
+            monitor_timeout,
+            monitor_recover,
+        } => {
+            let secs = |name: &str, v: f64| {
+                std::time::Duration::try_from_secs_f64(v)
+                    .ok()
+                    .filter(|d| !d.is_zero())
+                    .with_context(|| format!("--{name} {v}: not a positive number of seconds"))
+            };
+            let monitor = tunterm::monitoring::MonitorOptions {
+                interval: secs("monitor-interval", monitor_interval)?,
+                fail_after: monitor_timeout
+                    .map(|t| secs("monitor-timeout", t))
+                    .transpose()?,
+                recover_after: monitor_recover.max(1),
+            };
+            let cfg = load(config.as_ref())?;
+            let config_path = config.clone();
+            let none = |p: &PathBuf| p.as_os_str() == "none";
+            let state_file = match state_file {
+                Some(p) if none(&p) => None,
+                Some(p) => Some(p),
+                None => Some(control_socket.with_extension("state")),
+            };
+            let opts = DaemonOptions {
+                pin_dir_is_default: pin_dir.as_os_str() == driver::DEFAULT_PIN_DIR,
+                pin_dir: (!none(&pin_dir)).then_some(pin_dir),
+                state_file,
+                control_socket,
+                upstream,
+                port,
+                fast_path,
+                fast_path_capacity: tunterm_ebpf::Capacity::fdb(fast_path_fdb_entries)
+                    .map_err(anyhow::Error::msg)?,
+                admission: AdmissionConfig {
+                    max_half_open,
+                    sccrq_per_second: sccrq_rate,
+                    sccrq_burst,
+                    rate_table_size: sccrq_sources,
+                },
+                monitor,
+                config: config_path,
+            };
+            rt.block_on(driver::run(cfg, opts, shutdown_signal()))
+        }
+        Cmd::Stats { control_socket } => {
+            let out = rt.block_on(driver::query_stats(&control_socket))?;
+            println!("{}", out.trim_end());
+            Ok(())
+        }
+        Cmd::DisconnectAps {
+            macs,
+            percentage,
+            control_socket,
+        } => {
+            anyhow::ensure!(
+                !macs.is_empty() || percentage.is_some(),
+                "give --mac (repeatable) or --percentage"
+            );
+            let args = serde_json::json!({"macs": macs, "percentage": percentage});
+            operation(&rt, &control_socket, &format!("disconnect-aps {args}"))
+        }
+        Cmd::Preempt {
+            site_id,
+            control_socket,
+        } => {
+            let args = serde_json::json!({ "site_id": site_id });
+            operation(&rt, &control_socket, &format!("preempt {args}"))
+        }
+        Cmd::CheckConfig { config } => {
+            let cfg = load(Some(&config))?;
+            println!("{cfg:#?}");
+            Ok(())
+        }
+    }
+}
+
+/// Send an operation; print its reply, and fail if it is an error.
+fn operation(
+    rt: &tokio::runtime::Runtime,
+    control_socket: &std::path::Path,
+    line: &str,
+) -> anyhow::Result<()> {
+    let out = rt.block_on(driver::request(control_socket, line))?;
+    let v: serde_json::Value =
+        serde_json::from_str(out.trim()).with_context(|| format!("reply: {out}"))?;
+    if let Some(e) = v.get("error").and_then(|e| e.as_str()) {
+        anyhow::bail!("{e}");
+    }
+    println!("{}", out.trim_end());
+    Ok(())
+}
+
+/// SIGTERM or SIGINT: stop (close the tunnels). SIGQUIT: exit for a
+/// restart (keep them).
+async fn shutdown_signal() -> driver::Exit {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    let mut quit = signal(SignalKind::quit()).expect("SIGQUIT handler");
+    tokio::select! {
+        _ = term.recv() => driver::Exit::Stop,
+        _ = int.recv() => driver::Exit::Stop,
+        _ = quit.recv() => driver::Exit::Restart,
+    }
+}

@@ -1,0 +1,621 @@
+//! The edge's own services on the switch: host ports (the edge's address on
+//! each VLAN, a TAP device `tt-v<vid>` per VLAN), `tunterm_extra_routes`,
+//! the DHCP relay, and the configuration reload (SIGHUP) that adds and
+//! removes them as the configuration file changes.
+//!
+//! What the configuration asks for is computed as a [`Desired`] and applied
+//! as the difference with what runs: unchanged host ports keep their device
+//! (and the kernel its ARP cache), changed ones are made anew.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::Path;
+use std::rc::Rc;
+use std::time::Instant;
+
+use serde::Serialize;
+use tokio::io::unix::AsyncFd;
+use tracing::{info, warn};
+use tunterm_control::EdgeConfig;
+
+use super::{Dataplane, trunk_port};
+use crate::io::hostport::{HostPort, HostPortCounters, HostPortSpec, Readable, Route, stable_mac};
+use crate::io::tap::Tap;
+use tunterm_core::proto::bridge::{PortConfig, PortId, Switch, TRUNK, host_port, is_host_port};
+use tunterm_core::proto::dhcp::{Origin, RelayAgent, RelayCounters, VlanRelay};
+use tunterm_core::wire::dhcp::client_message;
+use tunterm_core::wire::ether::{self, FrameView};
+
+/// What the configuration asks for.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(super) struct Desired {
+    hosts: BTreeMap<u16, HostPortSpec>,
+    routes: Vec<Route>,
+    /// DHCP servers per VLAN where the relay is on.
+    relay: BTreeMap<u16, Vec<Ipv4Addr>>,
+}
+
+/// The host ports, routes and relay of a configuration. `ip_config_port`:
+/// `tunterm_ip_config` gets a host port on the native VLAN (its address is
+/// not already on an interface of the host).
+pub(super) fn desired(cfg: &EdgeConfig, ip_config_port: bool) -> Desired {
+    let mut d = Desired::default();
+    for (vid, ip, len) in cfg.vlan_addresses() {
+        d.hosts.insert(
+            vid,
+            HostPortSpec {
+                vid,
+                mac: stable_mac(&cfg.name, vid),
+                v4: Some((ip, len)),
+                gateway: None,
+                v6: None,
+                gateway6: None,
+            },
+        );
+    }
+    let native = cfg.upstream_port_vlan_id;
+    if ip_config_port {
+        use std::collections::btree_map::Entry;
+        match (d.hosts.entry(native), cfg.tunnel_ip) {
+            (Entry::Occupied(_), _) => warn!(
+                vlan = native,
+                "tunterm_other_ip_configs has an address on the native VLAN too: \
+                 tunterm_ip_config gets no host port"
+            ),
+            (Entry::Vacant(slot), Some(ip)) => {
+                let (len6, gw6) = cfg.ip6_settings();
+                slot.insert(HostPortSpec {
+                    vid: native,
+                    mac: stable_mac(&cfg.name, native),
+                    v4: Some((ip, cfg.tunnel_prefix.unwrap_or(32))),
+                    gateway: cfg.gateway,
+                    v6: cfg.tunnel_ip6.map(|a| (a, len6.unwrap_or(64))),
+                    gateway6: gw6,
+                });
+            }
+            (Entry::Vacant(_), None) => {}
+        }
+    }
+    for (dest, r) in cfg.extra_routes() {
+        if let Some(via) = r.via.as_deref().and_then(|v| v.parse::<IpAddr>().ok()) {
+            d.routes.push(Route {
+                dest: dest.clone(),
+                via,
+            });
+        }
+    }
+    if let Some(dhcpd) = cfg.dhcpd_config() {
+        for &vid in d.hosts.keys() {
+            let v = dhcpd.for_vlan(vid);
+            if v.enabled && v.kind == tunterm_control::DEFAULT_DHCPD_TYPE {
+                let servers = v.servers.iter().filter_map(|s| s.parse().ok()).collect();
+                d.relay.insert(vid, servers);
+            }
+        }
+        for key in dhcpd.vlans.keys() {
+            if let Ok(vid) = key.parse::<u16>()
+                && dhcpd.for_vlan(vid).enabled
+                && !d.hosts.contains_key(&vid)
+            {
+                warn!(
+                    vlan = vid,
+                    "DHCP relay enabled on a VLAN where the edge has no address \
+                     (tunterm_other_ip_configs): not relayed"
+                );
+            }
+        }
+    }
+    d
+}
+
+/// Whether `ip` is already an address of this host (binding to it works
+/// without IP_FREEBIND).
+pub(super) fn is_local(ip: Ipv4Addr) -> bool {
+    UdpSocket::bind(SocketAddr::new(IpAddr::V4(ip), 0)).is_ok()
+}
+
+/// Errors and reloads, for the stats.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ServiceCounters {
+    /// Host ports that could not be made (see the log).
+    pub host_port_errors: u64,
+    /// Routes that could not be installed (see the log).
+    pub route_errors: u64,
+    /// Relayed requests the kernel refused to send.
+    pub relay_send_errors: u64,
+    /// Replies whose client port is gone (the tunnel went down).
+    pub relay_deliver_no_port: u64,
+    /// Configuration reloads applied.
+    pub reloads: u64,
+    /// Reloads refused (the file did not load; the old configuration runs).
+    pub reload_errors: u64,
+    /// Why the last refused reload was refused.
+    pub last_reload_error: Option<String>,
+}
+
+/// One host port in the stats.
+#[derive(Clone, Debug, Serialize)]
+pub struct HostPortStats {
+    /// VLAN.
+    pub vlan: u16,
+    /// Device name.
+    pub ifname: String,
+    /// MAC.
+    pub mac: String,
+    /// IPv4 address/prefix.
+    pub ipv4: Option<String>,
+    /// IPv6 address/prefix.
+    pub ipv6: Option<String>,
+    /// Frame counters.
+    #[serde(flatten)]
+    pub counters: HostPortCounters,
+}
+
+/// One relayed VLAN in the stats.
+#[derive(Clone, Debug, Serialize)]
+pub struct RelayVlanStats {
+    /// VLAN.
+    pub vlan: u16,
+    /// The `giaddr`.
+    pub giaddr: String,
+    /// Servers.
+    pub servers: Vec<String>,
+}
+
+/// The `services` section of `tunterm stats`.
+#[derive(Clone, Debug, Serialize)]
+pub struct ServicesStats {
+    /// Host ports.
+    pub host_ports: Vec<HostPortStats>,
+    /// Extra routes installed, `dest via next-hop`.
+    pub routes: Vec<String>,
+    /// VLANs the DHCP relay serves.
+    pub dhcp_relay_vlans: Vec<RelayVlanStats>,
+    /// The relay's counters.
+    pub dhcp_relay: RelayCounters,
+    /// Errors and reloads.
+    #[serde(flatten)]
+    pub counters: ServiceCounters,
+}
+
+/// What runs.
+#[derive(Debug)]
+pub(super) struct Services {
+    hosts: BTreeMap<u16, HostPort>,
+    routes: Vec<Route>,
+    relay: RelayAgent,
+    relay_socks: BTreeMap<u16, Rc<AsyncFd<UdpSocket>>>,
+    /// `tunterm_ip_config` has a host port (decided at start).
+    ip_config_port: bool,
+    applied: Desired,
+    counters: ServiceCounters,
+    buf: Vec<u8>,
+}
+
+impl Services {
+    pub(super) fn new(ip_config_port: bool) -> Self {
+        Services {
+            hosts: BTreeMap::new(),
+            routes: Vec::new(),
+            relay: RelayAgent::default(),
+            relay_socks: BTreeMap::new(),
+            ip_config_port,
+            applied: Desired::default(),
+            counters: ServiceCounters::default(),
+            buf: vec![0; 65_536],
+        }
+    }
+
+    /// The fds to wait on, for [`crate::io::hostport::readable`].
+    #[allow(clippy::type_complexity)]
+    pub(super) fn poll_set(
+        &self,
+    ) -> (
+        Vec<(u16, Rc<AsyncFd<Tap>>)>,
+        Vec<(u16, Rc<AsyncFd<UdpSocket>>)>,
+    ) {
+        (
+            self.hosts
+                .iter()
+                .map(|(v, h)| (*v, h.tap.clone()))
+                .collect(),
+            self.relay_socks
+                .iter()
+                .map(|(v, s)| (*v, s.clone()))
+                .collect(),
+        )
+    }
+
+    pub(super) fn poll_timeout(&self) -> Option<Instant> {
+        self.relay.poll_timeout()
+    }
+
+    pub(super) fn handle_timeout(&mut self, now: Instant) {
+        self.relay.handle_timeout(now);
+    }
+
+    pub(super) fn stats(&self) -> ServicesStats {
+        let mac = |m: &[u8; 6]| super::format_mac(m);
+        ServicesStats {
+            host_ports: self
+                .hosts
+                .values()
+                .map(|h| HostPortStats {
+                    vlan: h.spec.vid,
+                    ifname: h.spec.ifname(),
+                    mac: mac(&h.mac),
+                    ipv4: h.spec.v4.map(|(a, l)| format!("{a}/{l}")),
+                    ipv6: h.spec.v6.map(|(a, l)| format!("{a}/{l}")),
+                    counters: h.counters.clone(),
+                })
+                .collect(),
+            routes: self
+                .routes
+                .iter()
+                .map(|r| format!("{} via {}", r.dest, r.via))
+                .collect(),
+            dhcp_relay_vlans: self
+                .relay
+                .vlans()
+                .iter()
+                .map(|(v, r)| RelayVlanStats {
+                    vlan: *v,
+                    giaddr: r.addr.to_string(),
+                    servers: r.servers.iter().map(ToString::to_string).collect(),
+                })
+                .collect(),
+            dhcp_relay: self.relay.counters().clone(),
+            counters: self.counters.clone(),
+        }
+    }
+}
+
+impl Services {
+    /// Make the host ports, routes and relay what `want` says, changing
+    /// only what differs. Host-port VLANs join the trunk.
+    pub(super) fn apply(&mut self, switch: &mut Switch, cfg: &EdgeConfig, want: Desired) {
+        let svc = self;
+        // Host ports that went or changed.
+        let stale: Vec<u16> = svc
+            .hosts
+            .iter()
+            .filter(|(v, h)| want.hosts.get(v) != Some(&h.spec))
+            .map(|(v, _)| *v)
+            .collect();
+        for vid in stale {
+            svc.hosts.remove(&vid);
+            svc.relay_socks.remove(&vid);
+            let flushed = switch.remove_port(host_port(vid));
+            info!(vlan = vid, flushed_macs = flushed, "host port removed");
+        }
+        for (vid, spec) in &want.hosts {
+            if svc.hosts.contains_key(vid) {
+                continue;
+            }
+            match HostPort::create(spec) {
+                Ok(h) => {
+                    info!(vlan = vid, ifname = %spec.ifname(), mac = %super::format_mac(&h.mac),
+                          ipv4 = ?spec.v4, ipv6 = ?spec.v6, "host port up");
+                    svc.hosts.insert(*vid, h);
+                    switch.add_port(
+                        host_port(*vid),
+                        PortConfig {
+                            vlans: tunterm_control::VlanSet::default(),
+                            untagged_vlan: Some(*vid),
+                        },
+                    );
+                }
+                Err(e) => {
+                    svc.counters.host_port_errors += 1;
+                    warn!(vlan = vid, error = %format!("{e:#}"), "host port not made");
+                }
+            }
+        }
+        // The trunk carries the host ports' VLANs too.
+        let mut trunk = trunk_port(cfg);
+        for &vid in svc.hosts.keys() {
+            if Some(vid) != trunk.untagged_vlan {
+                let _ = trunk.vlans.insert(vid);
+            }
+        }
+        switch.add_port(TRUNK, trunk);
+
+        // Routes: a removed device took its routes with it; put every wanted
+        // one back (replace is idempotent), remove the ones no longer wanted.
+        for r in &svc.routes {
+            if !want.routes.contains(r) {
+                r.remove();
+                info!(dest = %r.dest, via = %r.via, "route removed");
+            }
+        }
+        svc.routes.clear();
+        for r in &want.routes {
+            match r.install() {
+                Ok(()) => {
+                    if !svc.applied.routes.contains(r) {
+                        info!(dest = %r.dest, via = %r.via, "route installed");
+                    }
+                    svc.routes.push(r.clone());
+                }
+                Err(e) => {
+                    svc.counters.route_errors += 1;
+                    warn!(dest = %r.dest, via = %r.via, error = %format!("{e:#}"), "route not installed");
+                }
+            }
+        }
+
+        // The relay: on VLANs with a host port and an IPv4 address.
+        let mut vlans = BTreeMap::new();
+        for (&vid, servers) in &want.relay {
+            let Some(h) = svc.hosts.get(&vid) else {
+                continue;
+            };
+            let Some((addr, _)) = h.spec.v4 else { continue };
+            if let std::collections::btree_map::Entry::Vacant(slot) = svc.relay_socks.entry(vid) {
+                match crate::io::hostport::relay_socket(addr) {
+                    Ok(s) => {
+                        slot.insert(s);
+                    }
+                    Err(e) => {
+                        svc.counters.host_port_errors += 1;
+                        warn!(vlan = vid, error = %format!("{e:#}"), "DHCP relay socket not opened");
+                        continue;
+                    }
+                }
+            }
+            vlans.insert(
+                vid,
+                VlanRelay {
+                    addr,
+                    mac: h.mac,
+                    servers: servers.clone(),
+                },
+            );
+        }
+        svc.relay_socks.retain(|v, _| vlans.contains_key(v));
+        if vlans != *svc.relay.vlans() {
+            for (vid, v) in &vlans {
+                info!(vlan = vid, giaddr = %v.addr, servers = ?v.servers, "DHCP relay on");
+            }
+        }
+        svc.relay.set_vlans(vlans);
+        svc.applied = want;
+    }
+}
+
+impl Dataplane {
+    /// Re-read the configuration file (SIGHUP) and apply what changed in
+    /// host ports, routes and the DHCP relay. A file that does not load
+    /// changes nothing: the error is logged and counted.
+    pub(super) fn reload(&mut self, path: Option<&Path>) {
+        let Some(path) = path else {
+            self.reload_failed("no --config file to re-read (the embedded lab configuration runs)");
+            return;
+        };
+        let new = match tunterm_control::load_file(path) {
+            Ok(c) => c,
+            Err(e) => {
+                self.reload_failed(&format!("{}: {e}", path.display()));
+                return;
+            }
+        };
+        let old = &self.cfg;
+        if new.tunnels != old.tunnels
+            || new.mgre != old.mgre
+            || new.tunnel_ip != old.tunnel_ip
+            || new.tunnel_ip6 != old.tunnel_ip6
+            || new.upstream_interfaces != old.upstream_interfaces
+            || new.downstream_interfaces != old.downstream_interfaces
+            || new.upstream_port_vlan_id != old.upstream_port_vlan_id
+            || new.ap_subnets != old.ap_subnets
+        {
+            warn!(
+                "reload: changes to tunnels, mGRE, tunterm_ip_config addresses, ports or \
+                 tunterm_ap_subnets need a restart; only host ports, routes and DHCP relay are applied"
+            );
+        }
+        let want = desired(&new, self.svc.ip_config_port);
+        self.svc.apply(&mut self.switch, &self.cfg, want);
+        self.svc.counters.reloads += 1;
+        info!(file = %path.display(), "configuration reloaded");
+    }
+
+    fn reload_failed(&mut self, why: &str) {
+        self.svc.counters.reload_errors += 1;
+        self.svc.counters.last_reload_error = Some(why.to_string());
+        warn!(error = %why, "reload refused; the running configuration stays");
+    }
+
+    /// A frame the switch will send to host port `port`: to the kernel.
+    pub(super) fn send_to_host_port(
+        &mut self,
+        port: PortId,
+        vlan: u16,
+        frame: &[u8],
+        view: &FrameView,
+    ) {
+        let tag = self.switch.egress_tag(port, vlan);
+        ether::write_retagged(frame, view, tag, &mut self.tx);
+        let vid = (port.0 - tunterm_core::proto::bridge::HOST_PORT_BASE) as u16;
+        if let Some(h) = self.svc.hosts.get_mut(&vid) {
+            h.send(&self.tx);
+        }
+    }
+
+    /// A client's DHCP message from a tunnel port on a relayed VLAN is the
+    /// relay's: true when it took the frame (nothing else may see it).
+    pub(super) fn relay_client(
+        &mut self,
+        now: Instant,
+        ingress: PortId,
+        vlan: u16,
+        frame: &[u8],
+        view: &FrameView,
+    ) -> bool {
+        if ingress == TRUNK || is_host_port(ingress) || self.svc.relay.vlan(vlan).is_none() {
+            return false;
+        }
+        let Some((dst, msg)) = client_message(&frame[view.inner_offset..]) else {
+            return false;
+        };
+        let (ap_name, ap_addr) = if tunterm_core::proto::gre::is_gre_port(ingress) {
+            match self.gre.peer(ingress) {
+                Some(p) => ("", p.addr),
+                None => return false,
+            }
+        } else {
+            match self.endpoint.session(ingress.0) {
+                Some(s) => (
+                    self.endpoint.peer_host_name(s.ccid).unwrap_or(""),
+                    s.peer.ip(),
+                ),
+                None => return false,
+            }
+        };
+        let origin = Origin {
+            port: ingress,
+            vlan,
+            ap_name,
+            ap_addr,
+        };
+        if !self.svc.relay.handle_client(now, origin, dst, msg) {
+            return false;
+        }
+        while let Some(t) = self.svc.relay.poll_transmit() {
+            let sent = self
+                .svc
+                .relay_socks
+                .get(&t.vlan)
+                .map(|s| s.get_ref().send_to(&t.payload, t.dst));
+            if !matches!(sent, Some(Ok(_))) {
+                self.svc.counters.relay_send_errors += 1;
+                warn!(vlan = t.vlan, server = %t.dst, result = ?sent, "DHCP relay: send failed");
+            }
+        }
+        true
+    }
+
+    /// Read what became readable: frames of a host port into the switch,
+    /// server replies into the relay.
+    pub(super) fn drain_services(&mut self, what: Readable) {
+        let mut buf = std::mem::take(&mut self.svc.buf);
+        match what {
+            Readable::Tap(vid) => {
+                while let Some(h) = self.svc.hosts.get_mut(&vid) {
+                    let n = match h.tap.get_ref().read(&mut buf) {
+                        Ok(n) => n,
+                        Err(e) => {
+                            if e.kind() != std::io::ErrorKind::WouldBlock {
+                                h.counters.rx_errors += 1;
+                            }
+                            break;
+                        }
+                    };
+                    h.counters.rx += 1;
+                    self.switch_frame(Instant::now(), host_port(vid), &buf[..n]);
+                }
+            }
+            Readable::Relay(vid) => {
+                while let Some(s) = self.svc.relay_socks.get(&vid) {
+                    let (n, from) = match s.get_ref().recv_from(&mut buf) {
+                        Ok((n, SocketAddr::V4(from))) => (n, from),
+                        Ok(_) => continue,
+                        Err(_) => break,
+                    };
+                    let now = Instant::now();
+                    let Some(to) = self.svc.relay.handle_server(now, vid, from, &buf[..n]) else {
+                        continue;
+                    };
+                    let known = self.switch.port_config(to.port).is_some_and(|c| {
+                        c.vlans.contains(to.vlan) || c.untagged_vlan == Some(to.vlan)
+                    });
+                    let view = ether::parse(&to.frame);
+                    match view {
+                        Some(view) if known => {
+                            self.egress(host_port(vid), to.port, to.vlan, &to.frame, &view)
+                        }
+                        _ => self.svc.counters.relay_deliver_no_port += 1,
+                    }
+                }
+            }
+        }
+        self.svc.buf = buf;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(mxedge: serde_json::Value) -> EdgeConfig {
+        let mut cfg: serde_json::Value =
+            serde_json::from_str(tunterm_control::LAB_DEFAULT).unwrap();
+        for (k, v) in mxedge.as_object().unwrap() {
+            cfg["mxedge"][k] = v.clone();
+        }
+        tunterm_control::load_str(&cfg.to_string()).unwrap()
+    }
+
+    #[test]
+    fn the_configuration_says_which_host_ports_routes_and_relays() {
+        let cfg = config(serde_json::json!({
+            "tunterm_ip_config": {"ip": "10.1.0.5", "netmask": "/24", "gateway": "10.1.0.1",
+                                  "ip6": "fd00:1::5", "netmask6": "/64", "gateway6": "fd00:1::1"},
+            "tunterm_other_ip_configs": {
+                "10": {"ip": "192.168.10.2", "netmask": "255.255.255.0"},
+                "20": {"ip": "192.168.20.2", "netmask": "255.255.254.0"}
+            },
+            "tunterm_extra_routes": {"172.16.0.0/12": {"via": "192.168.10.1"}},
+            "tunterm_dhcpd_config": {
+                "enabled": true, "servers": ["192.168.20.1"],
+                "10": {"enabled": true, "servers": ["192.168.10.1", "172.16.2.2"]},
+                "20": {"enabled": false},
+                "30": {"enabled": true, "servers": ["192.168.30.1"]}
+            }
+        }));
+        let d = desired(&cfg, true);
+        assert_eq!(d.hosts.keys().copied().collect::<Vec<_>>(), [1, 10, 20]);
+        let native = &d.hosts[&1];
+        assert_eq!(native.v4, Some(("10.1.0.5".parse().unwrap(), 24)));
+        assert_eq!(native.gateway, Some("10.1.0.1".parse().unwrap()));
+        assert_eq!(native.v6, Some(("fd00:1::5".parse().unwrap(), 64)));
+        assert_eq!(native.gateway6, Some("fd00:1::1".parse().unwrap()));
+        assert_eq!(d.hosts[&20].v4, Some(("192.168.20.2".parse().unwrap(), 23)));
+        assert_eq!(d.hosts[&10].ifname(), "tt-v10");
+        assert_eq!(d.hosts[&10].mac, stable_mac("lab-edge", 10));
+        assert_ne!(d.hosts[&10].mac, d.hosts[&20].mac);
+        assert_eq!(
+            d.routes,
+            [Route {
+                dest: "172.16.0.0/12".into(),
+                via: "192.168.10.1".parse().unwrap()
+            }]
+        );
+        // VLAN 10 its own servers, 1 the global ones, 20 off, 30 has no
+        // address to relay from.
+        let relay: Vec<(u16, Vec<Ipv4Addr>)> = d.relay.into_iter().collect();
+        assert_eq!(
+            relay,
+            [
+                (1, vec!["192.168.20.1".parse().unwrap()]),
+                (
+                    10,
+                    vec![
+                        "192.168.10.1".parse().unwrap(),
+                        "172.16.2.2".parse().unwrap()
+                    ]
+                ),
+            ]
+        );
+        // tunterm_ip_config's address already on an interface: no host
+        // port for it.
+        let d = desired(&cfg, false);
+        assert_eq!(d.hosts.keys().copied().collect::<Vec<_>>(), [10, 20]);
+    }
+
+    #[test]
+    fn no_addresses_no_host_ports() {
+        let d = desired(&EdgeConfig::lab_default(), false);
+        assert_eq!(d, Desired::default());
+    }
+}

@@ -1,0 +1,212 @@
+//! The userspace state as fast-path map entries: sessions, mGRE peers, the
+//! trunk's VLANs, per-tunnel header templates and the FDB. Pure conversions
+//! (no I/O): the daemon installs what they return, and the table tests in
+//! `ebpf/tests/` run the programs on exactly these entries.
+
+use std::net::IpAddr;
+
+use tunterm_core::proto::bridge::{PortConfig, PortId, Switch};
+use tunterm_core::proto::gre::PeerStats;
+use tunterm_core::proto::l2tp::{DataSession, SessionState};
+use tunterm_core::wire::l2tp::{L2TP_PORT, Transport};
+use tunterm_ebpf::maps::{
+    EntryError, GrePeerSpec, L2tpSessionSpec, L2tpTransport, TemplateSpec, TunnelHeader,
+    tt_fdb_entry, tt_fdb_key, tt_gre_key, tt_gre_peer, tt_session, tt_template, tt_trunk,
+};
+
+/// Why a tunnel gets no fast-path entry (the slow path keeps all of it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotFast {
+    /// Data is dropped until the session is established.
+    NotEstablished,
+    /// We put sequence numbers on what we send (L2TPv3 sublayer with
+    /// sequencing, or a GRE peer that sequences): only the slow path counts.
+    Sequenced,
+    /// The local address is of the other family than the peer's.
+    Family,
+    /// The session's values do not fit the map layout (or, for a template,
+    /// L2TPv3/UDP over IPv6, whose UDP checksum the program does not make).
+    Entry(EntryError),
+}
+
+fn transport(t: Transport) -> L2tpTransport {
+    match t {
+        Transport::Udp => L2tpTransport::Udp,
+        Transport::Ip => L2tpTransport::Ip,
+    }
+}
+
+/// The `sessions` map entry (key, value) of a session whose switch port is
+/// configured `port`.
+pub fn session_entry(
+    s: &DataSession,
+    port: &PortConfig,
+    trunk_ifindex: u32,
+) -> Result<(u32, tt_session), NotFast> {
+    if s.state != SessionState::Established {
+        return Err(NotFast::NotEstablished);
+    }
+    let spec = L2tpSessionSpec {
+        peer: s.peer,
+        transport: transport(s.transport),
+        cookie: s.cookie_rx.as_slice(),
+        sublayer: s.sublayer,
+        // By the switch's convention a session's port id is its local id.
+        port: s.local_sid,
+        untagged_vlan: port.untagged_vlan,
+        trunk_ifindex,
+    };
+    let value = tt_session::for_l2tp(&spec, port.vlans.iter()).map_err(NotFast::Entry)?;
+    Ok((s.local_sid, value))
+}
+
+/// The `gre_peers` map entry of a live mGRE peer whose switch port is
+/// configured `port`. A sequenced peer gets one too (flagged, so its data
+/// goes slow and the slow path sees it stop sequencing).
+pub fn gre_peer_entry(
+    p: &PeerStats,
+    port: &PortConfig,
+    trunk_ifindex: u32,
+) -> Result<(tt_gre_key, tt_gre_peer), NotFast> {
+    let spec = GrePeerSpec {
+        port: p.port.0,
+        untagged_vlan: port.untagged_vlan,
+        sequenced: p.sequenced,
+        trunk_ifindex,
+    };
+    let value = tt_gre_peer::new(&spec, port.vlans.iter()).map_err(NotFast::Entry)?;
+    Ok((tt_gre_key::new(p.addr, p.key), value))
+}
+
+/// The trunk port's VLANs.
+pub fn trunk_entry(trunk: &PortConfig) -> Result<tt_trunk, NotFast> {
+    tt_trunk::new(trunk.untagged_vlan, trunk.vlans.iter()).map_err(NotFast::Entry)
+}
+
+/// How the edge reaches the APs: the AP-facing interface, our MAC and the
+/// next hop's, our address of each family, and the outer IP header's
+/// settings (what the kernel uses for the slow path's sockets).
+#[derive(Clone, Copy, Debug)]
+pub struct ApLink {
+    /// The AP-facing interface.
+    pub ifindex: u32,
+    /// Its MAC.
+    pub src_mac: [u8; 6],
+    /// The MAC of the next hop toward the AP (the AP, or a router).
+    pub next_hop_mac: [u8; 6],
+    /// Our tunnel address, IPv4.
+    pub local4: Option<std::net::Ipv4Addr>,
+    /// Our tunnel address, IPv6.
+    pub local6: Option<std::net::Ipv6Addr>,
+    /// Outer TTL / hop limit.
+    pub ttl: u8,
+    /// Set DF on outer IPv4.
+    pub dont_fragment: bool,
+    /// Largest outer packet; bigger ones go to the slow path.
+    pub mtu: u16,
+}
+
+impl ApLink {
+    fn local_for(&self, peer: IpAddr) -> Result<IpAddr, NotFast> {
+        match peer.to_canonical() {
+            IpAddr::V4(_) => self.local4.map(IpAddr::V4),
+            IpAddr::V6(_) => self.local6.map(IpAddr::V6),
+        }
+        .ok_or(NotFast::Family)
+    }
+
+    fn spec<'a>(
+        &self,
+        port: PortId,
+        peer: IpAddr,
+        header: TunnelHeader<'a>,
+    ) -> Result<TemplateSpec<'a>, NotFast> {
+        Ok(TemplateSpec {
+            port: port.0,
+            ifindex: self.ifindex,
+            src_mac: self.src_mac,
+            dst_mac: self.next_hop_mac,
+            local: self.local_for(peer)?,
+            peer,
+            ttl: self.ttl,
+            dont_fragment: self.dont_fragment,
+            mtu: self.mtu,
+            header,
+        })
+    }
+}
+
+/// The `templates` entry of a session: what `Endpoint::encap_header` writes
+/// (the AP's session id, the cookie it assigned, a sublayer word without a
+/// sequence number) behind the outer headers the kernel would build.
+pub fn session_template(s: &DataSession, link: &ApLink) -> Result<(u32, tt_template), NotFast> {
+    if s.state != SessionState::Established {
+        return Err(NotFast::NotEstablished);
+    }
+    if s.sublayer && s.send_seq {
+        return Err(NotFast::Sequenced);
+    }
+    let cookie = s.cookie_tx.as_slice();
+    let header = match s.transport {
+        Transport::Udp => TunnelHeader::L2tpUdp {
+            local_port: L2TP_PORT,
+            peer_port: s.peer.port(),
+            session_id: s.remote_sid,
+            cookie,
+            sublayer: s.sublayer,
+        },
+        Transport::Ip => TunnelHeader::L2tpIp {
+            session_id: s.remote_sid,
+            cookie,
+            sublayer: s.sublayer,
+        },
+    };
+    let t =
+        tt_template::new(&link.spec(port_of(s), s.peer.ip(), header)?).map_err(NotFast::Entry)?;
+    Ok((s.local_sid, t))
+}
+
+/// The `templates` entry of an mGRE peer: `GreEndpoint::encap_header`'s
+/// header (its key, no sequence number).
+pub fn gre_template(p: &PeerStats, link: &ApLink) -> Result<(u32, tt_template), NotFast> {
+    if p.sequenced {
+        return Err(NotFast::Sequenced);
+    }
+    let header = TunnelHeader::Gre { key: p.key };
+    let t = tt_template::new(&link.spec(p.port, p.addr, header)?).map_err(NotFast::Entry)?;
+    Ok((p.port.0, t))
+}
+
+/// The `fdb` map entries of everything the switch has learned, with the
+/// egress tagging each (VLAN, port) gets.
+pub fn fdb_entries(switch: &Switch) -> impl Iterator<Item = (tt_fdb_key, tt_fdb_entry)> + '_ {
+    switch.fdb().map(|(vlan, mac, port)| {
+        let untagged = switch.egress_tag(port, vlan).is_none();
+        (
+            tt_fdb_key::new(vlan, mac),
+            tt_fdb_entry::new(port.0, untagged),
+        )
+    })
+}
+
+/// The port id of a session (the switch's convention).
+pub fn port_of(s: &DataSession) -> PortId {
+    PortId(s.local_sid)
+}
+
+#[cfg(test)]
+mod tests {
+    use tunterm_core::proto::gre::GRE_PORT_BASE;
+    use tunterm_core::proto::l2tp::{SESSION_SLOTS, session_slot};
+    use tunterm_ebpf::maps::{TT_GRE_PORT_BASE, TT_MAX_SESSIONS};
+    use tunterm_ebpf::tables::slot_of;
+
+    #[test]
+    fn the_switch_and_the_maps_agree_on_slots_and_port_ranges() {
+        assert_eq!(SESSION_SLOTS, TT_MAX_SESSIONS);
+        assert_eq!(GRE_PORT_BASE, TT_GRE_PORT_BASE);
+        for sid in [1, 0xffff, 0x1_0000, 0x1234_5678, 0xefff_ffff] {
+            assert_eq!(session_slot(sid), slot_of(sid));
+        }
+    }
+}

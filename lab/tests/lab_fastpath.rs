@@ -1,0 +1,340 @@
+//! The XDP fast path in the netns lab: `tunterm run --fast-path xdp-native`
+//! (and xdp-generic) forwards established sessions' known unicast in XDP,
+//! mirrors sessions and MACs into its maps as they come and go, keeps the
+//! switch's aging fed, and refuses clearly what the interface cannot do.
+//! (The rest of the lab suite runs with the fast path on when
+//! `TUNTERM_LAB_FAST_PATH=xdp-native` is set; `.ci/run` does both.)
+//!
+//! Needs root (CI runs as root).
+
+use std::time::Duration;
+
+use tunterm_lab::topology::{Binaries, Encap, Lab, Options};
+use tunterm_lab::{self as lab, wait_until};
+
+fn bins() -> Binaries {
+    tunterm_lab::test_binaries!()
+}
+
+fn start(name: &str, fast_path: &str, encap: Encap) -> Lab {
+    Lab::start(Options {
+        fast_path: fast_path.into(),
+        encap,
+        ..Options::new(name, bins())
+    })
+    .unwrap_or_else(|e| panic!("lab {name} did not start: {e:#}"))
+}
+
+fn counter(stats: &serde_json::Value, name: &str) -> u64 {
+    stats["fast_path"]["counters"][name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no fast-path counter {name}: {:#}", stats["fast_path"]))
+}
+
+/// Pings that must all come back, then the edge's stats.
+fn ping_all(lab: &Lab, client: &str, dst: &str, n: u32) -> serde_json::Value {
+    let r = lab::ping(lab.client(client), dst, n).unwrap();
+    assert_eq!(r.received, n, "{client} → {dst}: {r:?}\n{}", lab.logs());
+    lab.edge_stats().unwrap()
+}
+
+/// Pings from `client` to `dst`; how many went through XDP each way.
+fn fast_both_ways(lab: &Lab, client: &str, dst: &str, n: u32) -> (u64, u64) {
+    let _ = ping_all(lab, client, dst, 2);
+    std::thread::sleep(Duration::from_millis(200));
+    let before = lab.edge_stats().unwrap();
+    let after = ping_all(lab, client, dst, n);
+    let d = |c: &str| counter(&after, c) - counter(&before, c);
+    // A redirected frame is consumed in XDP: userspace never sees it.
+    (d("ap_redirect"), d("trunk_redirect"))
+}
+
+fn forwards_in_xdp(name: &str, mode: &str) {
+    let mut lab = start(name, mode, Encap::L2tpUdp);
+    let stats = lab.edge_stats().unwrap();
+    let fp = &stats["fast_path"];
+    assert_eq!(fp["mode"], mode);
+    assert_eq!(
+        fp["attached"],
+        serde_json::json!(["ap0: xdp_ap_rx", "trunk0: xdp_trunk_rx"])
+    );
+    assert_eq!(fp["sessions"], 2, "both APs' sessions installed: {fp:#}");
+
+    // The first packets teach the switch both MACs (slow path); the mirror
+    // follows within 50 ms; the rest goes through XDP, both ways.
+    let (up, down) = fast_both_ways(&lab, "c1", "192.168.10.1", 10);
+    assert!(
+        up >= 10 && down >= 10,
+        "AP→trunk {up}, trunk→AP {down} in XDP"
+    );
+    let stats = lab.edge_stats().unwrap();
+    let fp = &stats["fast_path"];
+    assert_eq!(fp["templates"], 2, "{fp:#}");
+    assert!(fp["fdb"].as_u64().unwrap() >= 2);
+    assert_eq!(fp["map_errors"], 0);
+
+    // Tagged VLAN 20 behind ap2 too.
+    let (up, down) = fast_both_ways(&lab, "c2", "192.168.20.1", 5);
+    assert!(
+        up >= 5 && down >= 5,
+        "AP→trunk {up}, trunk→AP {down} in XDP"
+    );
+
+    // Fast-path traffic keeps the switch's entries alive (refreshed every
+    // 2 s from the program's last-seen stamps).
+    let r = lab::ping(lab.client("c1"), "192.168.10.1", 4).unwrap();
+    assert_eq!(r.received, 4);
+    let stats = lab.edge_stats().unwrap();
+    assert!(
+        stats["fast_path"]["refreshed"].as_u64().unwrap() >= 1,
+        "{:#}",
+        stats["fast_path"]
+    );
+
+    // A session that goes away leaves the map at once.
+    lab.ap2.signal(libc::SIGTERM).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || lab
+            .edge_stats()
+            .is_ok_and(|s| s["fast_path"]["sessions"] == 1)),
+        "ap2's session still installed: {:#}",
+        lab.edge_stats().unwrap()["fast_path"]
+    );
+    // ap1 still forwards in XDP.
+    let (up, down) = fast_both_ways(&lab, "c1", "192.168.10.1", 3);
+    assert!(up >= 3 && down >= 3);
+}
+
+#[test]
+fn mgre_peers_forward_in_xdp() {
+    let lab = start("fpgre", "xdp-native", Encap::Gre);
+    // mGRE peers appear with their first packet.
+    let _ = ping_all(&lab, "c1", "192.168.10.1", 2);
+    let _ = ping_all(&lab, "c2", "192.168.20.1", 2);
+    let (up, down) = fast_both_ways(&lab, "c1", "192.168.10.1", 10);
+    assert!(
+        up >= 10 && down >= 10,
+        "AP→trunk {up}, trunk→AP {down} in XDP"
+    );
+    let stats = lab.edge_stats().unwrap();
+    let fp = &stats["fast_path"];
+    assert_eq!(fp["gre_peers"], 2, "{fp:#}");
+    assert_eq!(fp["templates"], 2, "{fp:#}");
+}
+
+#[test]
+fn native_fast_path_forwards_and_follows_the_switch() {
+    forwards_in_xdp("fpnat", "xdp-native");
+}
+
+#[test]
+fn generic_fast_path_forwards_and_follows_the_switch() {
+    forwards_in_xdp("fpgen", "xdp-generic");
+}
+
+#[test]
+fn native_mode_on_a_jumbo_veth_is_refused_with_the_reason() {
+    let err = Lab::start(Options {
+        fast_path: "xdp-native".into(),
+        ap_link_mtu: 9000,
+        ..Options::new("fpmtu", bins())
+    })
+    .err()
+    .expect("tunterm must refuse native XDP on a 9000-byte veth");
+    let text = format!("{err:#}");
+    assert!(
+        text.contains("cannot attach XDP to ap0") && text.contains("MTU is 9000"),
+        "{text}"
+    );
+}
+
+/// `ping -i 0.01 -c COUNT DST` from `client` in the background; its log.
+fn steady_ping(lab: &Lab, client: &str, dst: &str, count: u32, name: &str) -> lab::Proc {
+    let log = lab.dir.join(format!("{name}.log"));
+    let count = count.to_string();
+    lab.client(client)
+        .spawn(
+            &["ping", "-n", "-i", "0.01", "-W", "1", "-c", &count, dst],
+            &log,
+        )
+        .unwrap()
+}
+
+/// (transmitted, received) of a finished ping's log.
+fn ping_counts(p: &mut lab::Proc) -> (u32, u32) {
+    p.wait_exit(Duration::from_secs(30))
+        .expect("ping did not finish");
+    let text = std::fs::read_to_string(p.log()).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .unwrap_or_else(|| panic!("no ping summary:\n{text}"));
+    let mut nums = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|t| !t.is_empty())
+        .map(|t| t.parse::<u32>().unwrap());
+    (nums.next().unwrap(), nums.next().unwrap())
+}
+
+fn tunnels_up(lab: &Lab, ap: &str) -> u64 {
+    lab.ap_stats(ap).unwrap()["per_ap"][ap]["tunnels_up"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no tunnels_up in {ap}'s stats"))
+}
+
+/// Restart the edge with `signal` (down a second) while c1 pings the
+/// upstream host 100 times a second; returns (sent, received, downtime).
+fn restart_under_ping(lab: &mut Lab, signal: i32, name: &str) -> (u32, u32, Duration) {
+    let mut ping = steady_ping(lab, "c1", "192.168.10.1", 300, name);
+    std::thread::sleep(Duration::from_millis(800));
+    // Down for a second: everything in between is the pinned programs'.
+    let down = lab
+        .restart_edge(signal, Duration::from_secs(1))
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.logs()));
+    let (sent, received) = ping_counts(&mut ping);
+    (sent, received, down)
+}
+
+#[test]
+fn a_killed_edge_restarts_without_loss_or_rebuilt_tunnels() {
+    let mut lab = start("fprst", "xdp-native", Encap::L2tpUdp);
+    let stats = lab.edge_stats().unwrap();
+    assert_eq!(
+        stats["fast_path"]["start"], "fresh",
+        "{:#}",
+        stats["fast_path"]
+    );
+    // Both MACs learned and mirrored, and the flow in XDP both ways.
+    let (up, down) = fast_both_ways(&lab, "c1", "192.168.10.1", 5);
+    assert!(
+        up >= 5 && down >= 5,
+        "AP→trunk {up}, trunk→AP {down} in XDP"
+    );
+    let _ = ping_all(&lab, "c2", "192.168.20.1", 2);
+    let sessions_before: Vec<u64> = (0..2)
+        .map(|i| {
+            stats["tunnels"][i]["sessions"][0]["local_sid"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+
+    // kill -9 mid-flow: the pinned programs go on forwarding while no
+    // tunterm runs, and the next one takes over maps, links and tunnels.
+    let (sent, received, downtime) = restart_under_ping(&mut lab, libc::SIGKILL, "ping-kill");
+    println!(
+        "kill -9 and restart: {sent} echo requests at 100/s, {received} replies, edge down {downtime:?}"
+    );
+    assert_eq!(received, sent, "lost across kill -9\n{}", lab.logs());
+    let stats = lab.edge_stats().unwrap();
+    let r = &stats["restart"];
+    assert_eq!(
+        stats["fast_path"]["start"], "adopted",
+        "{:#}",
+        stats["fast_path"]
+    );
+    assert_eq!(r["restored_tunnels"], 2, "{r:#}");
+    assert_eq!(r["restored_sessions"], 2, "{r:#}");
+    assert!(r["restored_fdb"].as_u64().unwrap() >= 2, "{r:#}");
+    assert_eq!(r["refused"], serde_json::json!([]), "{r:#}");
+    let mut sessions_after: Vec<u64> = (0..2)
+        .map(|i| {
+            stats["tunnels"][i]["sessions"][0]["local_sid"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    sessions_after.sort();
+    let mut sb = sessions_before.clone();
+    sb.sort();
+    assert_eq!(sessions_after, sb, "the same sessions, not new ones");
+
+    // The control connections go on: past hello_interval × hello_retries
+    // (3 s) both sides still hold the same tunnel, hellos acknowledged.
+    let rx_before: Vec<u64> = (0..2)
+        .map(|i| stats["tunnels"][i]["rx_control_pkts"].as_u64().unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_secs(4));
+    let stats = lab.edge_stats().unwrap();
+    assert_eq!(lab::topology::sessions_up(&stats), 2, "{}", lab.logs());
+    for i in 0..2 {
+        let rx = stats["tunnels"][i]["rx_control_pkts"].as_u64().unwrap();
+        assert!(
+            rx >= rx_before[i] + 2,
+            "tunnel {i}: hellos {} → {rx}",
+            rx_before[i]
+        );
+        assert_eq!(
+            stats["tunnels"][i]["retransmits"], 0,
+            "{:#}",
+            stats["tunnels"][i]
+        );
+    }
+    for ap in ["ap1", "ap2"] {
+        assert_eq!(
+            tunnels_up(&lab, ap),
+            1,
+            "{ap} rebuilt its tunnel\n{}",
+            lab.logs()
+        );
+    }
+    // Slow-path traffic works again too (ARP broadcast across APs).
+    let _ = ping_all(&lab, "c1", "192.168.10.13", 3);
+
+    // A planned restart (SIGQUIT: exit keeping everything) the same way.
+    let (sent, received, downtime) = restart_under_ping(&mut lab, libc::SIGQUIT, "ping-quit");
+    println!(
+        "SIGQUIT and restart: {sent} echo requests, {received} replies, edge down {downtime:?}"
+    );
+    assert_eq!(received, sent, "lost across SIGQUIT\n{}", lab.logs());
+    for ap in ["ap1", "ap2"] {
+        assert_eq!(tunnels_up(&lab, ap), 1, "{ap} rebuilt its tunnel");
+    }
+
+    // SIGTERM stops for good: StopCCN to the APs, pins and state removed.
+    let pins = lab.bpffs.as_ref().unwrap().path().join("tunterm");
+    assert!(pins.join("links").exists());
+    lab.tunterm.signal(libc::SIGTERM).unwrap();
+    assert!(lab.tunterm.wait_exit(Duration::from_secs(5)).is_some());
+    assert!(!pins.exists(), "pins left after SIGTERM");
+    assert!(
+        !lab.dir.join("edge.state").exists(),
+        "state file left after SIGTERM"
+    );
+    assert!(
+        wait_until(Duration::from_secs(3), || lab
+            .ap_stats("ap1")
+            .is_ok_and(|s| s["per_ap"]["ap1"]["session_up"] == false)),
+        "ap1 did not see the StopCCN"
+    );
+}
+
+#[test]
+fn a_killed_userspace_edge_keeps_its_tunnels() {
+    let mut lab = start("usrst", "off", Encap::L2tpUdp);
+    let _ = ping_all(&lab, "c1", "192.168.10.1", 2);
+    let down = lab
+        .restart_edge(libc::SIGKILL, Duration::ZERO)
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.logs()));
+    println!("userspace edge down {down:?}");
+    let stats = lab.edge_stats().unwrap();
+    assert_eq!(
+        stats["restart"]["restored_sessions"], 2,
+        "{:#}",
+        stats["restart"]
+    );
+    // Without the fast path nothing forwards while it is down, but once
+    // back every tunnel works without being rebuilt.
+    let _ = ping_all(&lab, "c1", "192.168.10.1", 3);
+    let _ = ping_all(&lab, "c2", "192.168.20.1", 3);
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(lab::topology::sessions_up(&lab.edge_stats().unwrap()), 2);
+    for ap in ["ap1", "ap2"] {
+        assert_eq!(
+            tunnels_up(&lab, ap),
+            1,
+            "{ap} rebuilt its tunnel\n{}",
+            lab.logs()
+        );
+    }
+}

@@ -1,0 +1,421 @@
+//! End to end in network namespaces: simulated APs bring up L2TPv3 tunnels
+//! to tunterm; real client namespaces behind them reach an upstream host on
+//! two VLANs of the trunk; tshark judges what is on the wire.
+//!
+//! Needs root (CI runs as root). See `tunterm_lab::topology` for the map.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use tunterm_lab::topology::{Binaries, Lab, Options};
+use tunterm_lab::{self as lab, tshark_fields};
+
+fn bins() -> Binaries {
+    tunterm_lab::test_binaries!()
+}
+
+fn start(name: &str, capture: bool) -> Lab {
+    Lab::start(Options {
+        capture,
+        ..Options::new(name, bins())
+    })
+    .unwrap_or_else(|e| panic!("lab {name} did not start: {e:#}"))
+}
+
+fn ping_ok(lab: &Lab, ns: &lab::Netns, dst: &str) {
+    let r = lab::ping(ns, dst, 3).unwrap();
+    assert_eq!(
+        r.received,
+        3,
+        "{} → {dst}: {r:?}\n{}",
+        ns.name(),
+        lab.logs()
+    );
+}
+
+fn mac_of(ns: &lab::Netns) -> String {
+    let out = ns.run(&["ip", "-o", "link", "show", "eth0"]).unwrap();
+    let at = out.find("link/ether ").expect("ether address") + "link/ether ".len();
+    out[at..at + 17].to_string()
+}
+
+fn fdb_ports_of(stats: &serde_json::Value, mac: &str) -> Vec<String> {
+    stats["fdb"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["mac"] == mac)
+        .map(|e| e["port"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn tunnel_of<'a>(stats: &'a serde_json::Value, ap: &str) -> Option<&'a serde_json::Value> {
+    stats["tunnels"].as_array()?.iter().find(|t| t["ap"] == ap)
+}
+
+#[test]
+fn ping_both_ways_on_two_vlans_and_client_to_client_across_aps() {
+    let mut lab = start("ping", true);
+    // VLAN 10: c1 (behind ap1, untagged) ↔ the upstream host.
+    ping_ok(&lab, lab.client("c1"), "192.168.10.1");
+    ping_ok(&lab, &lab.up, "192.168.10.11");
+    // VLAN 20: c2 (behind ap2, tagged 20 inside the tunnel) ↔ upstream.
+    ping_ok(&lab, lab.client("c2"), "192.168.20.1");
+    ping_ok(&lab, &lab.up, "192.168.20.12");
+    // Client to client across two APs on VLAN 10: c3 (ap2) → c1 (ap1).
+    ping_ok(&lab, lab.client("c3"), "192.168.10.11");
+
+    let stats = lab.edge_stats().unwrap();
+    assert_eq!(stats["num_tunnels"], 2, "{stats:#}");
+    for ap in ["ap1", "ap2"] {
+        let t = tunnel_of(&stats, ap).unwrap_or_else(|| panic!("{ap} tunnel: {stats:#}"));
+        assert_eq!(t["state"], "established_with_sessions");
+        assert_eq!(t["remote_port"].as_u64().map(|p| p > 0), Some(true));
+        assert!(t["rx_control_pkts"].as_u64().unwrap() >= 4);
+        assert_eq!(t["sessions"][0]["state"], "established");
+        assert_eq!(t["sessions"][0]["remote_id"], "lab");
+    }
+    assert_eq!(tunnel_of(&stats, "ap1").unwrap()["remote_ip"], "10.99.0.2");
+    assert_eq!(tunnel_of(&stats, "ap2").unwrap()["remote_ip"], "10.99.0.3");
+
+    // The judge: tshark on the AP-facing link decodes every control message
+    // and, having seen the handshake, the inner Ethernet frames.
+    let ap_pcap = lab.ap_capture.take().unwrap().stop().unwrap();
+    let types: BTreeSet<String> = tshark_fields(
+        &ap_pcap,
+        &[],
+        "l2tp.avp.message_type",
+        &["l2tp.avp.message_type"],
+    )
+    .unwrap()
+    .into_iter()
+    .flatten()
+    .collect();
+    for (code, name) in [
+        ("1", "SCCRQ"),
+        ("2", "SCCRP"),
+        ("3", "SCCCN"),
+        ("10", "ICRQ"),
+        ("11", "ICRP"),
+        ("12", "ICCN"),
+    ] {
+        assert!(types.contains(code), "tshark saw no {name}: {types:?}");
+    }
+    let malformed = tshark_fields(
+        &ap_pcap,
+        &[],
+        "_ws.malformed || _ws.expert.severity == error",
+        &["frame.number"],
+    )
+    .unwrap();
+    assert!(
+        malformed.is_empty(),
+        "malformed frames on the AP link: {malformed:?}"
+    );
+    // Outer and inner IP headers both have ip.src: take the inner one.
+    let inner = tshark_fields(
+        &ap_pcap,
+        &["-E", "occurrence=l"],
+        "l2tp.sid && icmp",
+        &["l2tp.sid", "ip.src", "ip.dst", "icmp.type"],
+    )
+    .unwrap();
+    let pairs: BTreeSet<(String, String)> =
+        inner.iter().map(|r| (r[1].clone(), r[2].clone())).collect();
+    for (src, dst) in [
+        ("192.168.10.11", "192.168.10.1"),
+        ("192.168.10.1", "192.168.10.11"),
+        ("192.168.20.12", "192.168.20.1"),
+        ("192.168.20.1", "192.168.20.12"),
+        ("192.168.10.13", "192.168.10.11"),
+    ] {
+        assert!(
+            pairs.contains(&(src.to_string(), dst.to_string())),
+            "tshark decoded no ICMP {src} → {dst} inside L2TP: {pairs:?}"
+        );
+    }
+    // On the trunk the same traffic is 802.1Q-tagged with the right VLAN.
+    let trunk_pcap = lab.trunk_capture.take().unwrap().stop().unwrap();
+    let tagged: BTreeSet<(String, String)> =
+        tshark_fields(&trunk_pcap, &[], "icmp", &["vlan.id", "ip.src"])
+            .unwrap()
+            .into_iter()
+            .map(|r| (r[0].clone(), r[1].clone()))
+            .collect();
+    for (vlan, src) in [
+        ("10", "192.168.10.11"),
+        ("10", "192.168.10.1"),
+        ("20", "192.168.20.12"),
+        ("20", "192.168.20.1"),
+    ] {
+        assert!(
+            tagged.contains(&(vlan.into(), src.into())),
+            "no VLAN {vlan} frame from {src} on the trunk: {tagged:?}"
+        );
+    }
+    // Client-to-client stays inside the edge: it never touches the trunk.
+    assert!(
+        !tagged.iter().any(|(_, src)| src == "192.168.10.13"),
+        "c3 → c1 leaked to the trunk: {tagged:?}"
+    );
+}
+
+#[test]
+fn frames_on_a_vlan_outside_vlan_ids_never_reach_the_trunk() {
+    let mut lab = start("vlan99", true);
+    // c5 sits behind ap1 with tag 99, which the mxtunnel does not allow. A
+    // host answers on VLAN 99 upstream, so any leak would show.
+    let r = lab::ping(lab.client("c5"), "192.168.99.1", 3).unwrap();
+    assert_eq!(r.received, 0, "VLAN 99 must not cross");
+    // Allowed VLANs still work beside it.
+    ping_ok(&lab, lab.client("c1"), "192.168.10.1");
+    // The other way: the upstream host's ARP for c5 on VLAN 99 is on the
+    // trunk (so the capture can see VLAN 99), but no session carries it.
+    let r = lab::ping(&lab.up, "192.168.99.15", 2).unwrap();
+    assert_eq!(r.received, 0);
+    let trunk_pcap = lab.trunk_capture.take().unwrap().stop().unwrap();
+    // The upstream host's own VLAN 99 chatter is on the trunk too; nothing
+    // from c5 may be.
+    let c5_mac = mac_of(lab.client("c5"));
+    let filter = format!(
+        "eth.src == {c5_mac} || arp.src.proto_ipv4 == 192.168.99.15 || ip.src == 192.168.99.15"
+    );
+    let leaked = tshark_fields(&trunk_pcap, &[], &filter, &["frame.number", "vlan.id"]).unwrap();
+    assert!(
+        leaked.is_empty(),
+        "c5's VLAN 99 frames on the trunk: {leaked:?}"
+    );
+    let upstream99 = tshark_fields(
+        &trunk_pcap,
+        &[],
+        "vlan.id == 99 && arp.dst.proto_ipv4 == 192.168.99.15",
+        &["frame.number"],
+    )
+    .unwrap();
+    assert!(
+        !upstream99.is_empty(),
+        "the capture saw the upstream's VLAN 99 ARP"
+    );
+    // Counted where they were dropped: by the switch, or (fast path on) by
+    // xdp_trunk_rx before the switch could see them.
+    let stats = lab.edge_stats().unwrap();
+    let switch = stats["switch"]["drop_vlan_not_allowed"].as_u64().unwrap();
+    let xdp = stats["fast_path"]["counters"]["trunk_drop_vlan_not_allowed"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        switch + xdp >= 1,
+        "trunk frames on VLAN 99 dropped and counted: {:#} {:#}",
+        stats["switch"],
+        stats["fast_path"]["counters"]
+    );
+}
+
+#[test]
+fn stopccn_from_an_ap_tears_down_its_tunnel_and_flushes_its_macs() {
+    let mut lab = start("stopccn", false);
+    ping_ok(&lab, lab.client("c1"), "192.168.10.1");
+    ping_ok(&lab, lab.client("c3"), "192.168.10.1");
+    let c1_mac = mac_of(lab.client("c1"));
+    let before = lab.edge_stats().unwrap();
+    let ap1_sid = tunnel_of(&before, "ap1").unwrap()["sessions"][0]["local_sid"].to_string();
+    assert_eq!(
+        fdb_ports_of(&before, &c1_mac),
+        vec![ap1_sid.clone()],
+        "c1 learned behind ap1"
+    );
+
+    // SIGTERM: the simulator sends StopCCN for ap1 and exits.
+    lab.ap1.signal(libc::SIGTERM).unwrap();
+    let gone = lab::wait_until(Duration::from_secs(3), || {
+        lab.edge_stats()
+            .is_ok_and(|s| tunnel_of(&s, "ap1").is_none())
+    });
+    assert!(gone, "ap1's tunnel still there\n{}", lab.logs());
+    let after = lab.edge_stats().unwrap();
+    assert!(
+        fdb_ports_of(&after, &c1_mac).is_empty(),
+        "c1's MAC flushed: {:#}",
+        after["fdb"]
+    );
+    assert!(
+        !after["fdb"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["port"].as_str() == Some(&ap1_sid)),
+        "no MAC left behind ap1's session"
+    );
+    assert!(
+        lab.tunterm.wait_exit(Duration::from_millis(1)).is_none(),
+        "tunterm still running"
+    );
+    // The StopCCN was a clean close (result 1), seen by tunterm.
+    let log = std::fs::read_to_string(lab.dir.join("tunterm.log")).unwrap();
+    assert!(
+        log.contains("PeerStopCcn"),
+        "tunterm logged the StopCCN:\n{log}"
+    );
+    // ap2 is untouched.
+    assert!(tunnel_of(&after, "ap2").is_some());
+    ping_ok(&lab, lab.client("c3"), "192.168.10.1");
+}
+
+#[test]
+fn a_silent_ap_is_torn_down_after_hello_interval_times_retries() {
+    let mut lab = start("silent", false);
+    ping_ok(&lab, lab.client("c2"), "192.168.20.1");
+    let c2_mac = mac_of(lab.client("c2"));
+    assert_eq!(fdb_ports_of(&lab.edge_stats().unwrap(), &c2_mac).len(), 1);
+
+    // SIGKILL: ap2 goes silent without a StopCCN. hello 1 s × 3 retries.
+    lab.ap2.kill9().unwrap();
+    let killed = Instant::now();
+    let gone = lab::wait_until(Duration::from_secs(8), || {
+        lab.edge_stats()
+            .is_ok_and(|s| tunnel_of(&s, "ap2").is_none())
+    });
+    let took = killed.elapsed();
+    assert!(gone, "ap2 not torn down within 8 s\n{}", lab.logs());
+    // Dead = 3 s after the last packet heard; that packet came at most one
+    // hello interval before the kill.
+    assert!(
+        took >= Duration::from_millis(1_900) && took <= Duration::from_millis(3_500),
+        "torn down after {took:?}, expected hello_interval × hello_retries = 3 s after the last packet"
+    );
+    println!("silent AP torn down {took:?} after SIGKILL (hello 1 s × 3)");
+    let after = lab.edge_stats().unwrap();
+    assert!(fdb_ports_of(&after, &c2_mac).is_empty(), "c2's MAC flushed");
+    let log = std::fs::read_to_string(lab.dir.join("tunterm.log")).unwrap();
+    assert!(
+        log.contains("HelloTimeout"),
+        "tunterm logged the hello timeout"
+    );
+    // ap1 is untouched.
+    ping_ok(&lab, lab.client("c1"), "192.168.10.1");
+}
+
+/// The simulator is the load generator: a thousand APs in one process, each
+/// with its own socket, control connection, session and two clients.
+#[test]
+fn apsim_brings_up_a_thousand_tunnels_in_one_process() {
+    const APS: u64 = 1_000;
+    lab::require_root().unwrap();
+    let prefix = lab::unique_prefix("scale");
+    lab::cleanup_prefix(&prefix);
+    let dir = std::env::temp_dir().join(format!("tunterm-{}", prefix.trim_end_matches('-')));
+    std::fs::create_dir_all(&dir).unwrap();
+    let edge = lab::Netns::new(&format!("{prefix}edge")).unwrap();
+    let aps = lab::Netns::new(&format!("{prefix}aps")).unwrap();
+    let up = lab::Netns::new(&format!("{prefix}up")).unwrap();
+    lab::veth(&aps, "e0", &edge, "ap0").unwrap();
+    lab::addr(&edge, "ap0", "10.99.0.1/24").unwrap();
+    lab::addr(&edge, "ap0", "fd00:99::1/64").unwrap();
+    lab::addr(&aps, "e0", "10.99.0.2/24").unwrap();
+    lab::veth(&edge, "trunk0", &up, "t0").unwrap();
+    let config = dir.join("edge.json");
+    let mut cfg = tunterm_lab::topology::edge_config(60.0, 7);
+    cfg["mxtunnels"][0]["vlan_ids"] = serde_json::json!([10]);
+    std::fs::write(&config, cfg.to_string()).unwrap();
+    let sock = dir.join("edge.sock");
+    let b = bins();
+    let s = |p: &std::path::Path| p.to_string_lossy().into_owned();
+    let mut tunterm = edge
+        .spawn(
+            &[
+                &s(&b.tunterm),
+                "run",
+                "--config",
+                &s(&config),
+                "--control-socket",
+                &s(&sock),
+                // A thousand APs behind one address: no per-source limit.
+                "--sccrq-burst",
+                "0",
+            ],
+            &dir.join("tunterm.log"),
+        )
+        .unwrap();
+    tunterm
+        .wait_for_log("tunterm running", Duration::from_secs(10))
+        .unwrap();
+    // The upstream host announces itself on VLAN 10 so the clients' frames
+    // are known unicast (a broadcast from each would be flooded to all
+    // thousand sessions).
+    let mut host = up
+        .spawn(
+            &[
+                &s(&b.lab),
+                "vlan-host",
+                "--trunk",
+                "t0",
+                "--vlan",
+                "10=192.168.10.1/24",
+            ],
+            &dir.join("vlanhost.log"),
+        )
+        .unwrap();
+    host.wait_for_log(tunterm_lab::vlanhost::READY, Duration::from_secs(10))
+        .unwrap();
+    let host_mac = up
+        .run(&["cat", "/sys/class/net/v10/address"])
+        .unwrap()
+        .trim()
+        .to_string();
+    let _ = lab::ping(&up, "192.168.10.99", 1);
+    let started = Instant::now();
+    let _sim = aps
+        .spawn(
+            &[
+                &s(&b.apsim),
+                "--edge",
+                "10.99.0.1",
+                "--count",
+                &APS.to_string(),
+                "--local-ip",
+                "10.99.0.2",
+                "--synthetic-clients",
+                "2",
+                "--synthetic-dst",
+                &host_mac,
+                "--synthetic-interval-ms",
+                "2000",
+            ],
+            &dir.join("apsim.log"),
+        )
+        .unwrap();
+    let mut last = serde_json::Value::Null;
+    let all_up = lab::wait_until(
+        Duration::from_secs(60),
+        || match tunterm_lab::topology::query(&sock) {
+            Ok(st) => {
+                let ok = tunterm_lab::topology::sessions_up(&st) as u64 == APS;
+                last = st;
+                ok
+            }
+            Err(_) => false,
+        },
+    );
+    let took = started.elapsed();
+    assert!(
+        all_up,
+        "{} of {APS} sessions up after 60 s: {:#}",
+        tunterm_lab::topology::sessions_up(&last),
+        last["l2tp"]
+    );
+    println!("{APS} APs: every tunnel and session established in {took:?}");
+    // Every client MAC learned behind its session.
+    let learned = lab::wait_until(Duration::from_secs(20), || {
+        tunterm_lab::topology::query(&sock).is_ok_and(|st| {
+            let fdb = st["fdb"].as_array().unwrap();
+            let behind = fdb.iter().filter(|e| e["port"] != "trunk").count() as u64;
+            last = st;
+            behind == 2 * APS
+        })
+    });
+    assert!(learned, "client MACs learned: {:#}", last["switch"]);
+    assert_eq!(last["num_tunnels"], APS);
+    drop(host);
+    drop(tunterm);
+    let _ = std::fs::remove_dir_all(&dir);
+}
