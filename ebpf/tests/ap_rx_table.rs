@@ -1,8 +1,9 @@
 //! One table of cases (name, input packet, expected XDP action and counter,
 //! expected output frame), katran-style, run through `xdp_ap_rx` with
 //! BPF_PROG_TEST_RUN and through the userspace path (the kernel's UDP
-//! receive, modelled; `Endpoint::handle_datagram`; `Switch::ingress`;
-//! `ether::write_retagged`), with the same expectations:
+//! receive, modelled; `Endpoint::handle_datagram`; then the daemon's own
+//! forwarding pipeline, `tunterm_core::forward::Forwarder`), with the same
+//! expectations:
 //! - where the fast path redirects, the slow path forwards to the trunk, and
 //!   both produce exactly the expected frame;
 //! - where the fast path drops, the slow path drops for the same reason;

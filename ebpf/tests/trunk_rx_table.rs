@@ -1,8 +1,8 @@
 //! The trunk side's table (katran-style, as `ap_rx_table.rs`): frames off
 //! the trunk run through `xdp_trunk_rx` with BPF_PROG_TEST_RUN and through
-//! the userspace path (`Switch::ingress`, `Switch::egress_tag`, the
-//! endpoints' `encap_header`, `ether::append_retagged`), with the same
-//! expectations. An encapsulated frame must be, byte for byte, the outer
+//! the userspace path (the daemon's forwarding pipeline,
+//! `tunterm_core::forward::Forwarder`, over the lab's endpoints), with the
+//! same expectations. An encapsulated frame must be, byte for byte, the outer
 //! packet built here from the RFCs (Ethernet, IPv4 with a valid checksum /
 //! IPv6, UDP with checksum 0 over IPv4, the L2TPv3 header as the AP's own
 //! session state expects it, or GRE with the peer's key), its tunnel

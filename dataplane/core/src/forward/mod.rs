@@ -68,8 +68,8 @@ pub use actions::{Actions, Carrier, Kind, Out, Reason};
 
 use crate::proto::bridge::{PortId, Switch, TRUNK, Verdict, is_host_port};
 use crate::proto::dhcp::{Origin, RelayAgent};
-use crate::proto::gre::{GreEndpoint, is_gre_port};
-use crate::proto::l2tp::Endpoint;
+use crate::proto::gre::{GreEndpoint, PeerKey, is_gre_port};
+use crate::proto::l2tp::{DataSession, Endpoint};
 use crate::proto::pmtu::{self, ClampResult, TooBig};
 use crate::wire::dhcp::client_message;
 use crate::wire::ether::{self, FrameView, MacAddr};
@@ -179,6 +179,19 @@ impl TunnelMtus {
     }
 }
 
+/// Bytes an L2TP session puts around an inner frame: the outer IP (+ UDP)
+/// header and its data header (cookie, sublayer).
+pub fn l2tp_overhead(s: &DataSession) -> usize {
+    Carrier::L2tp(s.transport).outer_len(s.peer.is_ipv6()) + s.header_len()
+}
+
+/// Bytes an mGRE peer's packets put around an inner frame: the outer IP
+/// header and the GRE header (with the key when the peer uses one).
+pub fn gre_overhead(p: &PeerKey) -> usize {
+    let hdr = crate::wire::gre::header_len(false, p.key.is_some(), false);
+    Carrier::Gre.outer_len(p.addr.is_ipv6()) + hdr
+}
+
 /// The edge's tunnels: L2TPv3 sessions (port = local session id) and mGRE
 /// peers (ports from [`GRE_PORT_BASE`](crate::proto::gre::GRE_PORT_BASE)).
 pub struct EdgeTunnels<'a> {
@@ -212,13 +225,9 @@ impl TunnelPorts for EdgeTunnels<'_> {
     fn overhead(&self, port: PortId) -> Option<(usize, u16)> {
         let mtu = self.mtus.of(self.l2tp, port)?;
         if is_gre_port(port) {
-            let peer = self.gre.peer(port)?;
-            let hdr = crate::wire::gre::header_len(false, peer.key.is_some(), false);
-            return Some((Carrier::Gre.outer_len(peer.addr.is_ipv6()) + hdr, mtu));
+            return Some((gre_overhead(&self.gre.peer(port)?), mtu));
         }
-        let s = self.l2tp.session(port.0)?;
-        let carrier = Carrier::L2tp(s.transport);
-        Some((carrier.outer_len(s.peer.is_ipv6()) + s.header_len(), mtu))
+        Some((l2tp_overhead(self.l2tp.session(port.0)?), mtu))
     }
 
     fn ap(&self, port: PortId) -> Option<(&str, IpAddr)> {
