@@ -43,7 +43,8 @@
 //! - **Capture tap** ([`Tap`]): passed to every call, it sees each ingress
 //!   frame and each [`Out`] (egress with its [`Kind`], drop with its
 //!   [`Reason`]). [`NoTap`] compiles to nothing. Capture points, the `drop`
-//!   point and TZSP mirroring hang here.
+//!   point and TZSP mirroring hang here. (What the endpoints refuse before
+//!   a frame exists — bad cookie, unknown session — is theirs to report.)
 //! - **Flood decisions** ([`FloodPolicy`]): every broadcast, multicast and
 //!   unknown unicast frame goes through [`FloodPolicy::flood_ports`] before a
 //!   single copy is written; the default [`FloodAll`] floods to every member
@@ -66,7 +67,7 @@ use serde::{Deserialize, Serialize};
 
 pub use actions::{Actions, Carrier, Kind, Out, Reason};
 
-use crate::proto::bridge::{PortId, Switch, TRUNK, Verdict, is_host_port};
+use crate::proto::bridge::{DropReason, PortId, Switch, TRUNK, Verdict, is_host_port};
 use crate::proto::dhcp::{Origin, RelayAgent};
 use crate::proto::gre::{GreEndpoint, PeerKey, is_gre_port};
 use crate::proto::l2tp::{DataSession, Endpoint};
@@ -449,8 +450,10 @@ impl<P: FloodPolicy> Forwarder<P> {
     ) -> Outcome {
         let (verdict, view) = ports.switch.ingress(now, ingress, frame);
         let Some(view) = view else {
-            let Verdict::Drop(r) = verdict else {
-                unreachable!("the switch forwards only what it parsed")
+            // The switch forwards only what it parsed.
+            let r = match verdict {
+                Verdict::Drop(r) => r,
+                _ => DropReason::Malformed,
             };
             out.drop(ingress, Reason::Switch(r));
             return Outcome::Drop(Reason::Switch(r));

@@ -810,3 +810,80 @@ fn a_dhcp_discover_from_a_tunnel_on_a_relayed_vlan_goes_to_the_relay_only() {
     );
     assert_eq!(o, Outcome::Flood { vlan: 10 });
 }
+
+#[test]
+fn edge_tunnels_put_an_mgre_peers_key_on_what_it_gets() {
+    use crate::proto::gre::{GreConfig, GreEvent, GreIncoming};
+    use crate::proto::l2tp::EndpointConfig;
+    let now = crate::test_t0();
+    let mut l2tp = Endpoint::new(EndpointConfig::default(), 1);
+    let mut gre = GreEndpoint::new(GreConfig::default());
+    let mut switch = Switch::new(crate::proto::bridge::DEFAULT_AGING);
+    switch.add_port(
+        TRUNK,
+        PortConfig {
+            vlans: vlans(&[20]),
+            untagged_vlan: Some(1),
+        },
+    );
+    // GRE with key 7 (K set, protocol 0x6558), carrying CLIENT's broadcast.
+    let mut pkt = vec![0x20, 0x00, 0x65, 0x58, 0, 0, 0, 7];
+    pkt.extend(frame([0xff; 6], CLIENT, None, 0x88b5, b"hi"));
+    let ap: IpAddr = "198.51.100.9".parse().unwrap();
+    let GreIncoming::Data { port, .. } =
+        gre.handle_packet(now, ap, "192.0.2.1".parse().unwrap(), &pkt)
+    else {
+        panic!("a data packet")
+    };
+    let Some(GreEvent::PeerUp { .. }) = gre.poll_event() else {
+        panic!("a new peer")
+    };
+    switch.add_port(
+        port,
+        PortConfig {
+            vlans: vlans(&[20]),
+            untagged_vlan: Some(10),
+        },
+    );
+    let mtus = TunnelMtus {
+        link: 1500,
+        profiles: vec![],
+    };
+    let mut fwd = Forwarder::new(ForwardConfig::default());
+    let mut out = Actions::default();
+    let mut ports = Ports {
+        switch: &mut switch,
+        tunnels: EdgeTunnels {
+            l2tp: &mut l2tp,
+            gre: &mut gre,
+            mtus: &mtus,
+        },
+        relay: None,
+    };
+    assert_eq!(ports.tunnels.overhead(port), Some((20 + 8, 1500)));
+    assert_eq!(ports.tunnels.ap(port), Some(("", ap)));
+    let _ = fwd.handle(
+        now,
+        port,
+        &frame([0xff; 6], CLIENT, Some(20), 0x88b5, b"hi"),
+        &mut ports,
+        &mut out,
+        &mut NoTap,
+    );
+    out.clear();
+    let down = frame(CLIENT, HOST, Some(20), 0x88b5, b"down");
+    let o = fwd.handle(now, TRUNK, &down, &mut ports, &mut out, &mut NoTap);
+    assert_eq!(o, Outcome::Forward { vlan: 20, to: port });
+    let mut want = vec![0x20, 0x00, 0x65, 0x58, 0, 0, 0, 7];
+    want.extend(&down);
+    assert_eq!(
+        out.iter().map(Owned::from).collect::<Vec<_>>(),
+        [Owned::Tunnel(
+            port,
+            Carrier::Gre,
+            SocketAddr::new(ap, 0),
+            Kind::Frame,
+            want
+        )]
+    );
+}
