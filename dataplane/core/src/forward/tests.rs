@@ -887,3 +887,26 @@ fn edge_tunnels_put_an_mgre_peers_key_on_what_it_gets() {
         )]
     );
 }
+
+#[test]
+fn every_cut_of_every_frame_from_every_port_is_handled_without_a_panic() {
+    let mut bed = Bed::new();
+    bed.learn(A, CLIENT, None);
+    bed.learn(C, CLIENT_C, None);
+    bed.learn(TRUNK, HOST, Some(10));
+    let frames = [
+        syn_mss_1460(),
+        frame(CLIENT, HOST, Some(10), 0x0800, &ipv4_udp(1500, true)),
+        frame(CLIENT_C, HOST, Some(10), 0x0800, &ipv4_udp(3000, false)),
+        frame(HOST, CLIENT, None, 0x86dd, &[0x60; 1500]),
+        frame([0xff; 6], CLIENT, None, 0x0800, &ipv4_udp(400, false)),
+    ];
+    for f in &frames {
+        for n in 0..=f.len() {
+            for port in [TRUNK, A, B, C, GONE, host_port(30), PortId(77)] {
+                let _ = bed.run(port, &f[..n]);
+            }
+        }
+    }
+    assert!(bed.fwd.counters().too_big_icmp > 0);
+}
