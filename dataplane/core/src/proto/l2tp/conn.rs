@@ -7,9 +7,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::endpoint::{
-    CloseReason, DataSession, EndpointConfig, EndpointCounters, Event, Rng, SessionRequest,
+    CloseReason, DataSession, EndpointConfig, EndpointCounters, Event, SessionRequest,
 };
 use super::reliable::{Channel, Received};
+use super::rng::Rng;
 use super::sessions::{SESSION_SLOTS, SessionTable};
 use super::snapshot::{ConnSnapshot, SnapTransport};
 use crate::wire::l2tp::{
@@ -590,8 +591,10 @@ impl ControlConn {
     }
 
     fn new_cookie(ctx: &mut Ctx<'_>) -> Cookie {
-        let bytes = ctx.rng.next_u64().to_be_bytes();
-        Cookie::new(&bytes[..ctx.cfg.cookie_len]).unwrap_or_default()
+        let mut bytes = [0u8; 8];
+        let bytes = bytes.get_mut(..ctx.cfg.cookie_len).unwrap_or_default();
+        ctx.rng.fill(bytes);
+        Cookie::new(bytes).unwrap_or_default()
     }
 
     /// Initiator: ask for a session (queued until the connection is up).
