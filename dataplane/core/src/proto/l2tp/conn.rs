@@ -591,10 +591,15 @@ impl ControlConn {
     }
 
     fn new_cookie(ctx: &mut Ctx<'_>) -> Cookie {
+        // A length RFC 3931 has no cookie of gets the longest, not none.
+        let len = match ctx.cfg.cookie_len {
+            0 => return Cookie::NONE,
+            4 => 4,
+            _ => 8,
+        };
         let mut bytes = [0u8; 8];
-        let bytes = bytes.get_mut(..ctx.cfg.cookie_len).unwrap_or_default();
-        ctx.rng.fill(bytes);
-        Cookie::new(bytes).unwrap_or_default()
+        ctx.rng.fill(&mut bytes[..len]);
+        Cookie::new(&bytes[..len]).unwrap_or_default()
     }
 
     /// Initiator: ask for a session (queued until the connection is up).

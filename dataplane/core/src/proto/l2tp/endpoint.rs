@@ -40,7 +40,8 @@ pub struct EndpointConfig {
     /// Receive window we advertise (and our reorder buffer size).
     pub rx_window: u16,
     /// Length of the cookies we assign: 0, 4 or 8 (default 8: RFC 3931
-    /// §8.2's 64-bit random cookie against blind insertion of data).
+    /// §8.2's 64-bit random cookie against blind insertion of data; any
+    /// other value gives 8).
     pub cookie_len: usize,
     /// Initiator: ask for the default L2-Specific Sublayer. (A responder
     /// uses it when the initiator asks.)

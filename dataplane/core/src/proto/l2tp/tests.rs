@@ -1524,10 +1524,14 @@ fn session_ids_keep_their_fast_path_slots_distinct() {
 /// one AP opening three sessions: its CCID, then each session's id and the
 /// cookie it assigned.
 fn edge_choices(seed: impl Into<Seed>) -> (u32, Vec<(u32, Cookie)>) {
+    edge_choices_with(seed, EndpointConfig::default().cookie_len)
+}
+
+fn edge_choices_with(seed: impl Into<Seed>, cookie_len: usize) -> (u32, Vec<(u32, Cookie)>) {
     let mut p = Pair::new(Transport::Udp, 4);
     p.edge = Endpoint::new(
         EndpointConfig {
-            cookie_len: EndpointConfig::default().cookie_len,
+            cookie_len,
             ..edge_cfg()
         },
         seed,
@@ -1553,6 +1557,11 @@ fn cookies_are_eight_random_bytes_by_default() {
         .map(|(_, c)| c.as_slice().try_into().expect("an 8-byte cookie"))
         .collect();
     assert_eq!(cookies.len(), 3, "three sessions, three cookies");
+    // A length RFC 3931 has no cookie of: the longest, never none.
+    for len in [1, 5, 16] {
+        let (_, sessions) = edge_choices_with(7, len);
+        assert!(sessions.iter().all(|(_, c)| c.len() == 8), "{len}");
+    }
 }
 
 #[test]
