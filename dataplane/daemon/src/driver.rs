@@ -559,7 +559,10 @@ impl Dataplane {
                         debug!(error = %e, "trunk send failed");
                     }
                 },
-                Out::HostPort { vlan, frame, .. } => self.svc.send_to_host_port(vlan, frame),
+                Out::HostPort { port, frame, .. } => {
+                    let vid = (port.0 - tunterm_core::proto::bridge::HOST_PORT_BASE) as u16;
+                    self.svc.send_to_host_port(vid, frame);
+                }
                 Out::Relayed { .. } => self.svc.send_relayed(),
                 Out::Tunnel { .. } | Out::Drop { .. } => {}
             }
@@ -573,6 +576,10 @@ impl Dataplane {
     /// socket in one system call (at most [`SEND_BATCH`]). What the kernel
     /// refuses is dropped and counted, as a single send's error would be.
     fn flush_tunnel_tx(&mut self) {
+        if self.out.tunnel_count() == 0 {
+            self.out.clear();
+            return;
+        }
         let mut batch: Vec<(SocketAddr, &[u8])> = Vec::with_capacity(SEND_BATCH);
         let mut to: Option<(Carrier, bool)> = None;
         for o in self.out.iter() {
