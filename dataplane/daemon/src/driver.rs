@@ -1124,8 +1124,8 @@ pub async fn request(path: &Path, line: &str) -> anyhow::Result<String> {
 fn link_mtu_of(ifaces: &[String]) -> u16 {
     ifaces
         .iter()
-        .filter_map(|i| std::fs::read_to_string(format!("/sys/class/net/{i}/mtu")).ok())
-        .filter_map(|s| s.trim().parse::<u16>().ok())
+        .filter_map(|i| crate::io::netlink::mtu(i).ok())
+        .filter_map(|m| u16::try_from(m).ok())
         .min()
         .unwrap_or(1500)
 }
