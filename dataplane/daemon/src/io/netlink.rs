@@ -109,7 +109,8 @@ pub struct Route {
 }
 
 /// A usable neighbour entry: its state is one of `NUD_VALID`
-/// (reachable, stale, delay, probe, permanent, noarp).
+/// (reachable, stale, delay, probe, permanent, noarp), its address not a
+/// multicast one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Neighbour {
     /// The neighbour's address.
@@ -545,9 +546,11 @@ fn dump_routes(family: AddressFamily) -> RouteNetlinkMessage {
     RouteNetlinkMessage::GetRoute(m)
 }
 
+/// The kernel filters a neighbour dump by `NDA_IFINDEX` (with strict
+/// checking the header's index must be 0).
 fn dump_neighbours(index: u32) -> RouteNetlinkMessage {
     let mut m = NeighbourMessage::default();
-    m.header.ifindex = index;
+    m.attributes.push(NeighbourAttribute::IfIndex(index));
     RouteNetlinkMessage::GetNeighbour(m)
 }
 
@@ -671,7 +674,10 @@ fn neighbour_of(n: &NeighbourMessage) -> Option<Neighbour> {
             _ => {}
         }
     }
-    Some(Neighbour { ip: ip?, mac: mac? })
+    let ip = ip?;
+    // The kernel's multicast mappings (NOARP entries for ff02::1:ff..)
+    // are never a next hop.
+    (!ip.is_multicast()).then_some(Neighbour { ip, mac: mac? })
 }
 
 /// The kernel's text in an `NLMSG_ERROR`'s extended ack. `payload`: what
@@ -896,6 +902,11 @@ mod tests {
         }
         assert_eq!(
             neighbour_of(&neighbour("10.0.0.1", NeighbourState::Reachable, None)),
+            None
+        );
+        let mcast = Some([0x33, 0x33, 0xff, 0, 0, 2]);
+        assert_eq!(
+            neighbour_of(&neighbour("ff02::1:ff00:2", NeighbourState::Noarp, mcast)),
             None
         );
     }
