@@ -647,7 +647,7 @@ impl FastPath {
         }
     }
 
-    /// The AP interface's neighbours and gateway routes now. If netlink
+    /// The AP interface's neighbours and routes now. If netlink
     /// fails, none: every tunnel encapsulates on the slow path (counted as
     /// `no_neighbor`) until a later sync reads them.
     fn next_hops(&self) -> NextHops {
