@@ -17,6 +17,8 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use rand::TryRngCore;
+use rand::rngs::OsRng;
 use serde::Serialize;
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -80,6 +82,9 @@ pub struct DaemonOptions {
     pub monitor: MonitorOptions,
     /// The configuration file, re-read on SIGHUP (None: nothing to re-read).
     pub config: Option<PathBuf>,
+    /// Length of the cookies tunterm assigns to sessions: 0, 4 or 8 bytes
+    /// (`--cookie-len`).
+    pub cookie_len: usize,
 }
 
 /// The default `--pin-dir`.
@@ -99,6 +104,7 @@ impl Default for DaemonOptions {
             admission: AdmissionConfig::default(),
             monitor: MonitorOptions::default(),
             config: None,
+            cookie_len: EndpointConfig::default().cookie_len,
         }
     }
 }
@@ -341,13 +347,14 @@ fn format_mac(m: &[u8; 6]) -> String {
     )
 }
 
-fn endpoint_config(cfg: &EdgeConfig, admission: AdmissionConfig) -> EndpointConfig {
+fn endpoint_config(cfg: &EdgeConfig, opts: &DaemonOptions) -> EndpointConfig {
     EndpointConfig {
         host_name: cfg.name.clone(),
         router_id: cfg.tunnel_ip.map_or(1, u32::from),
         profiles: profiles(cfg),
         admit: cfg.ap_subnets.clone(),
-        admission,
+        admission: opts.admission,
+        cookie_len: opts.cookie_len,
         ..EndpointConfig::default()
     }
 }
@@ -1120,14 +1127,48 @@ pub async fn request(path: &Path, line: &str) -> anyhow::Result<String> {
     Ok(out)
 }
 
-/// MTU of the interface that holds `ip` (1500 if it cannot be read).
-fn link_mtu_of(ifaces: &[String]) -> u16 {
-    ifaces
-        .iter()
-        .filter_map(|i| crate::io::netlink::mtu(i).ok())
-        .filter_map(|m| u16::try_from(m).ok())
-        .min()
-        .unwrap_or(1500)
+/// The smallest MTU of the AP-facing interfaces: what too-big replies and
+/// the MSS clamp work from. 1500 when the configuration names none.
+fn link_mtu_of(ifaces: &[String]) -> anyhow::Result<u16> {
+    let mut min: Option<u16> = None;
+    for name in ifaces {
+        let mtu = link_mtu(name).with_context(|| format!("downstream port {name:?}"))?;
+        min = Some(min.map_or(mtu, |m| m.min(mtu)));
+    }
+    Ok(min.unwrap_or(1500))
+}
+
+/// An interface's MTU (up to 65535: loopback's 65536 is cut to fit); an
+/// error naming what is wrong when there is no such interface or its MTU
+/// cannot be read.
+fn link_mtu(iface: &str) -> anyhow::Result<u16> {
+    let mtu = match crate::io::netlink::mtu(iface) {
+        Err(e) if e.raw_os_error() == Some(libc::ENODEV) => {
+            bail!("no interface of that name on this host")
+        }
+        r => r?,
+    };
+    Ok(u16::try_from(mtu).unwrap_or(u16::MAX))
+}
+
+/// Every interface the configuration names (the upstream ones, or the
+/// `--upstream` override, and the downstream ones) exists on this host
+/// with a readable MTU. A port that is not there is refused with its name
+/// rather than started without: the edge would never see its APs.
+pub fn check_ports(cfg: &EdgeConfig, upstream: Option<&str>) -> anyhow::Result<()> {
+    let upstream: Vec<String> = match upstream {
+        Some(u) => vec![u.to_string()],
+        None => cfg.upstream_interfaces.clone(),
+    };
+    for (role, list) in [
+        ("upstream", &upstream),
+        ("downstream", &cfg.downstream_interfaces),
+    ] {
+        for name in list {
+            link_mtu(name).with_context(|| format!("tunterm_port_config: {role} port {name:?}"))?;
+        }
+    }
+    Ok(())
 }
 
 /// Open the tunnel sockets the configuration calls for.
@@ -1192,6 +1233,7 @@ pub async fn run(
             bail!("no upstream interface: set tunterm_port_config.upstream_ports or --upstream")
         }
     };
+    check_ports(&cfg, Some(&upstream))?;
     // The edge's host ports come first: tunterm_ip_config's address may be
     // on one, and the tunnel sockets bind to it.
     let mut switch = Switch::new(tunterm_core::proto::bridge::DEFAULT_AGING);
@@ -1204,12 +1246,15 @@ pub async fn run(
         .with_context(|| format!("opening the upstream trunk {upstream}"))?;
     let trunk = Rc::new(trunk.into_async()?);
     let control = bind_control_socket(&opts.control_socket)?;
-    let seed = {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        t.as_nanos() as u64 ^ u64::from(std::process::id()).rotate_left(32)
-    };
+    // Ids and cookies from a CSPRNG seeded by the OS: a cookie is all that
+    // authenticates a data message, so no AP may predict another's.
+    let mut seed = [0u8; 32];
+    OsRng
+        .try_fill_bytes(&mut seed)
+        .context("reading a random seed from the OS")?;
+    let operations_seed = OsRng
+        .try_next_u64()
+        .context("reading a random seed from the OS")?;
     let gre = GreEndpoint::new(GreConfig {
         peer_timeout: cfg
             .mgre
@@ -1236,12 +1281,12 @@ pub async fn run(
     let mut dp = Dataplane {
         name: cfg.name.clone(),
         started: Instant::now(),
-        endpoint: Endpoint::new(endpoint_config(&cfg, opts.admission), seed),
+        endpoint: Endpoint::new(endpoint_config(&cfg, &opts), seed),
         gre,
         switch,
         socks,
         trunk,
-        link_mtu: link_mtu_of(&downstream),
+        link_mtu: link_mtu_of(&downstream)?,
         tx: Vec::with_capacity(BUF_LEN),
         flood: Vec::new(),
         frags: Vec::new(),
@@ -1255,7 +1300,7 @@ pub async fn run(
         state_due: Instant::now(),
         restart: RestartStats::default(),
         monitor,
-        operations: Operations::new(seed),
+        operations: Operations::new(operations_seed),
         svc,
         cfg,
     };
