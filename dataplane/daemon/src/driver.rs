@@ -1004,17 +1004,12 @@ fn link_mtu_of(ifaces: &[String]) -> anyhow::Result<u16> {
 /// error naming what is wrong when there is no such interface or its MTU
 /// cannot be read.
 fn link_mtu(iface: &str) -> anyhow::Result<u16> {
-    let path = format!("/sys/class/net/{iface}/mtu");
-    let text = match std::fs::read_to_string(&path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+    let mtu = match crate::io::netlink::mtu(iface) {
+        Err(e) if e.raw_os_error() == Some(libc::ENODEV) => {
             bail!("no interface of that name on this host")
         }
-        r => r.with_context(|| format!("reading {path}"))?,
+        r => r?,
     };
-    let mtu: u32 = text
-        .trim()
-        .parse()
-        .with_context(|| format!("{path}: {:?} is not an MTU", text.trim()))?;
     Ok(u16::try_from(mtu).unwrap_or(u16::MAX))
 }
 

@@ -20,6 +20,7 @@ use tunterm_control::EdgeConfig;
 
 use super::{Dataplane, trunk_port};
 use crate::io::hostport::{HostPort, HostPortCounters, HostPortSpec, Readable, Route, stable_mac};
+use crate::io::netlink::Rtnl;
 use crate::io::tap::Tap;
 use tunterm_core::proto::bridge::{PortConfig, Switch, TRUNK, host_port};
 use tunterm_core::proto::dhcp::{RelayAgent, RelayCounters, VlanRelay};
@@ -75,9 +76,11 @@ pub(super) fn desired(cfg: &EdgeConfig, ip_config_port: bool) -> Desired {
         }
     }
     for (dest, r) in cfg.extra_routes() {
-        if let Some(via) = r.via.as_deref().and_then(|v| v.parse::<IpAddr>().ok()) {
+        // Both were checked when the configuration loaded.
+        let via = r.via.as_deref().and_then(|v| v.parse::<IpAddr>().ok());
+        if let (Ok(dest), Some(via)) = (dest.parse::<ipnet::IpNet>(), via) {
             d.routes.push(Route {
-                dest: dest.clone(),
+                dest: dest.trunc(),
                 via,
             });
         }
@@ -346,15 +349,28 @@ impl Services {
 
         // Routes: a removed device took its routes with it; put every wanted
         // one back (replace is idempotent), remove the ones no longer wanted.
+        let mut rtnl = match Rtnl::open() {
+            Ok(r) => Some(r),
+            Err(e) => {
+                warn!(error = %e, "routes not changed");
+                None
+            }
+        };
         for r in &svc.routes {
             if !want.routes.contains(r) {
-                r.remove();
+                if let Some(rtnl) = &mut rtnl {
+                    r.remove(rtnl);
+                }
                 info!(dest = %r.dest, via = %r.via, "route removed");
             }
         }
         svc.routes.clear();
         for r in &want.routes {
-            match r.install() {
+            let done = match &mut rtnl {
+                Some(rtnl) => r.install(rtnl),
+                None => Err(anyhow::anyhow!("no netlink socket")),
+            };
+            match done {
                 Ok(()) => {
                     if !svc.applied.routes.contains(r) {
                         info!(dest = %r.dest, via = %r.via, "route installed");
@@ -540,7 +556,7 @@ mod tests {
         assert_eq!(
             d.routes,
             [Route {
-                dest: "172.16.0.0/12".into(),
+                dest: "172.16.0.0/12".parse().unwrap(),
                 via: "192.168.10.1".parse().unwrap()
             }]
         );
