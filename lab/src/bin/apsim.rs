@@ -118,6 +118,14 @@ struct Cli {
     /// exist). IPv4; needs CAP_NET_RAW.
     #[arg(long, value_name = "KIND")]
     junk: Option<apsim::junk::JunkKind>,
+    /// With --junk: send Ethernet frames on this interface to
+    /// --junk-dst-mac (the edge's MAC), bypassing the IP output path and
+    /// the qdisc: about twice the rate.
+    #[arg(long, value_name = "IF", requires = "junk_dst_mac")]
+    junk_iface: Option<String>,
+    /// The edge's MAC on the --junk-iface link, aa:bb:cc:dd:ee:ff.
+    #[arg(long, value_parser = parse_mac)]
+    junk_dst_mac: Option<[u8; 6]>,
 }
 
 fn parse_selection(s: &str) -> Result<tunterm_control::HostsSelection, String> {
@@ -181,6 +189,7 @@ fn main() -> anyhow::Result<()> {
             duration: secs("flood-seconds", cli.flood_seconds)?,
             sources: cli.flood_src,
             first_port: *cli.flood_ports.start(),
+            link: cli.junk_iface.zip(cli.junk_dst_mac),
         };
         println!("junk: {kind:?} to {edge} for {:?}", opts.duration);
         let report = apsim::junk::run(&opts)?;

@@ -85,11 +85,11 @@ impl Inputs {
     /// Note which sources are readable; wakes the task when one becomes so.
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
         for (i, t) in self.tunnels.iter().enumerate() {
-            if self.ready & (1 << i) == 0 {
-                if let Poll::Ready(r) = t.sock.poll_readable(cx) {
-                    r?;
-                    self.ready |= 1 << i;
-                }
+            if self.ready & (1 << i) == 0
+                && let Poll::Ready(r) = t.sock.poll_readable(cx)
+            {
+                r?;
+                self.ready |= 1 << i;
             }
         }
         let i = self.tunnels.len();

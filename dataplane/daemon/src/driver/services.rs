@@ -507,7 +507,9 @@ impl Dataplane {
                     let Some(h) = self.svc.hosts.get_mut(&vid) else {
                         break;
                     };
-                    let got = h.tap.try_io(tokio::io::Interest::READABLE, |t| t.read(&mut buf));
+                    let got = h
+                        .tap
+                        .try_io(tokio::io::Interest::READABLE, |t| t.read(&mut buf));
                     let n = match got {
                         Ok(n) => n,
                         Err(e) => {

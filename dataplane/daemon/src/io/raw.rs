@@ -440,7 +440,12 @@ fn set_fragmentation(fd: BorrowedFd<'_>, local: IpAddr, allow: bool) -> io::Resu
 /// messages carry the socket's drop count (`SO_RXQ_OVFL`, see
 /// [`RecvBatch::kernel_drops`]).
 fn set_buffers(socket: &Socket) -> io::Result<()> {
-    set_int(socket.as_fd(), libc::SOL_SOCKET, super::batch::SO_RXQ_OVFL, 1)?;
+    set_int(
+        socket.as_fd(),
+        libc::SOL_SOCKET,
+        super::batch::SO_RXQ_OVFL,
+        1,
+    )?;
     let size = SOCKET_BUF_BYTES as libc::c_int;
     if set_int(socket.as_fd(), libc::SOL_SOCKET, SO_RCVBUFFORCE, size).is_err() {
         socket.set_recv_buffer_size(SOCKET_BUF_BYTES)?;
