@@ -23,12 +23,11 @@ fn bins() -> Binaries {
 const MANY: u64 = 200;
 /// Seconds of each flood.
 const SECS: u64 = 20;
-/// Longest a `stats` may take during a flood. The requirement is 1 s (met
-/// when tunterm gets a CPU: worst 82–492 ms measured at load 8–9 on two
-/// cores); the margin is for a machine shared with builds, where tunterm
-/// waited for a CPU 16 s of 20 (load 15) and a stats took up to 3.6 s.
+/// Longest a `stats` may take during a flood. The requirement is 1 s:
+/// measured worst 41–420 ms on two cores shared with builds (load 10,
+/// tunterm on a CPU 3 s of every 20); the margin is for a busier machine.
 /// Before the budgets, stats went unanswered for the whole flood.
-const STATS_LIMIT: Duration = Duration::from_secs(5);
+const STATS_LIMIT: Duration = Duration::from_secs(2);
 
 fn u(v: &serde_json::Value, path: &[&str]) -> u64 {
     let mut x = v;
@@ -248,7 +247,7 @@ fn junk_from_every_core_loses_no_tunnel_and_stats_and_hellos_stay_on_time() {
         lines.push(line.clone());
         assert!(worst <= STATS_LIMIT, "{line}\n{}", lab.logs());
         // Every tunnel kept saying hello, near the quiet rate (measured:
-        // 75–100% of it; before the budgets, 45% at these rates and 3% at
+        // 90–100% of it; before the budgets, 45% at these rates and 3% at
         // the issue's).
         assert!(hellos as f64 >= quiet_rate * secs * 0.6, "{line}");
         // The replies share the flooded socket with the junk: what the
