@@ -12,6 +12,15 @@ fn parse_fast_path(s: &str) -> Result<FastPathMode, String> {
     s.parse()
 }
 
+fn parse_cookie_len(s: &str) -> Result<usize, String> {
+    match s {
+        "0" => Ok(0),
+        "4" => Ok(4),
+        "8" => Ok(8),
+        _ => Err(format!("{s}: a cookie is 0, 4 or 8 bytes long (RFC 3931)")),
+    }
+}
+
 fn parse_fdb_entries(s: &str) -> Result<u32, String> {
     let n: u32 = s.parse().map_err(|e| format!("{s}: {e}"))?;
     Ok(tunterm_ebpf::Capacity::fdb(n)?.fdb)
@@ -90,6 +99,12 @@ enum Cmd {
         /// Successful probes in a row before a failed check passes again.
         #[arg(long, default_value_t = 3)]
         monitor_recover: u32,
+        /// Length in bytes of the cookie tunterm assigns to each L2TPv3
+        /// session: 0, 4 or 8. The cookie is the only thing that
+        /// authenticates a data message; 8 random bytes (RFC 3931 §8.2)
+        /// make blind insertion hopeless.
+        #[arg(long, default_value_t = 8, value_parser = parse_cookie_len)]
+        cookie_len: usize,
     },
     /// Print a running daemon's stats (JSON).
     Stats {
@@ -121,10 +136,16 @@ enum Cmd {
         #[arg(long, default_value = "/run/tunterm/tunterm.sock")]
         control_socket: PathBuf,
     },
-    /// Validate a configuration file and print what tunterm would run.
+    /// Validate a configuration file and print what tunterm would run:
+    /// the file, then the interfaces it names (each must exist on this
+    /// host).
     CheckConfig {
         /// The file.
         config: PathBuf,
+        /// Check the file only, not this host's interfaces (for a file
+        /// meant for another machine).
+        #[arg(long)]
+        syntax_only: bool,
     },
 }
 
@@ -167,6 +188,7 @@ fn main() -> anyhow::Result<()> {
             monitor_interval,
             monitor_timeout,
             monitor_recover,
+            cookie_len,
         } => {
             let secs = |name: &str, v: f64| {
                 std::time::Duration::try_from_secs_f64(v)
@@ -207,6 +229,7 @@ fn main() -> anyhow::Result<()> {
                 },
                 monitor,
                 config: config_path,
+                cookie_len,
             };
             rt.block_on(driver::run(cfg, opts, shutdown_signal()))
         }
@@ -234,8 +257,14 @@ fn main() -> anyhow::Result<()> {
             let args = serde_json::json!({ "site_id": site_id });
             operation(&rt, &control_socket, &format!("preempt {args}"))
         }
-        Cmd::CheckConfig { config } => {
+        Cmd::CheckConfig {
+            config,
+            syntax_only,
+        } => {
             let cfg = load(Some(&config))?;
+            if !syntax_only {
+                driver::check_ports(&cfg, None)?;
+            }
             println!("{cfg:#?}");
             Ok(())
         }

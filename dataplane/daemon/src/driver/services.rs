@@ -21,10 +21,8 @@ use tunterm_control::EdgeConfig;
 use super::{Dataplane, trunk_port};
 use crate::io::hostport::{HostPort, HostPortCounters, HostPortSpec, Readable, Route, stable_mac};
 use crate::io::tap::Tap;
-use tunterm_core::proto::bridge::{PortConfig, PortId, Switch, TRUNK, host_port, is_host_port};
-use tunterm_core::proto::dhcp::{Origin, RelayAgent, RelayCounters, VlanRelay};
-use tunterm_core::wire::dhcp::client_message;
-use tunterm_core::wire::ether::{self, FrameView};
+use tunterm_core::proto::bridge::{PortConfig, Switch, TRUNK, host_port};
+use tunterm_core::proto::dhcp::{RelayAgent, RelayCounters, VlanRelay};
 
 /// What the configuration asks for.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -234,6 +232,32 @@ impl Services {
         self.relay.handle_timeout(now);
     }
 
+    /// The DHCP relay, for the forwarding pipeline's intercept.
+    pub(super) fn relay_mut(&mut self) -> &mut RelayAgent {
+        &mut self.relay
+    }
+
+    /// A frame the switch sends to the host port of `vid`: to the kernel.
+    pub(super) fn send_to_host_port(&mut self, vid: u16, frame: &[u8]) {
+        if let Some(h) = self.hosts.get_mut(&vid) {
+            h.send(frame);
+        }
+    }
+
+    /// Send what the relay took from a client to its servers.
+    pub(super) fn send_relayed(&mut self) {
+        while let Some(t) = self.relay.poll_transmit() {
+            let sent = self
+                .relay_socks
+                .get(&t.vlan)
+                .map(|s| s.get_ref().send_to(&t.payload, t.dst));
+            if !matches!(sent, Some(Ok(_))) {
+                self.counters.relay_send_errors += 1;
+                warn!(vlan = t.vlan, server = %t.dst, result = ?sent, "DHCP relay: send failed");
+            }
+        }
+    }
+
     pub(super) fn stats(&self) -> ServicesStats {
         let mac = |m: &[u8; 6]| super::format_mac(m);
         ServicesStats {
@@ -426,75 +450,6 @@ impl Dataplane {
         warn!(error = %why, "reload refused; the running configuration stays");
     }
 
-    /// A frame the switch will send to host port `port`: to the kernel.
-    pub(super) fn send_to_host_port(
-        &mut self,
-        port: PortId,
-        vlan: u16,
-        frame: &[u8],
-        view: &FrameView,
-    ) {
-        let tag = self.switch.egress_tag(port, vlan);
-        ether::write_retagged(frame, view, tag, &mut self.tx);
-        let vid = (port.0 - tunterm_core::proto::bridge::HOST_PORT_BASE) as u16;
-        if let Some(h) = self.svc.hosts.get_mut(&vid) {
-            h.send(&self.tx);
-        }
-    }
-
-    /// A client's DHCP message from a tunnel port on a relayed VLAN is the
-    /// relay's: true when it took the frame (nothing else may see it).
-    pub(super) fn relay_client(
-        &mut self,
-        now: Instant,
-        ingress: PortId,
-        vlan: u16,
-        frame: &[u8],
-        view: &FrameView,
-    ) -> bool {
-        if ingress == TRUNK || is_host_port(ingress) || self.svc.relay.vlan(vlan).is_none() {
-            return false;
-        }
-        let Some((dst, msg)) = client_message(&frame[view.inner_offset..]) else {
-            return false;
-        };
-        let (ap_name, ap_addr) = if tunterm_core::proto::gre::is_gre_port(ingress) {
-            match self.gre.peer(ingress) {
-                Some(p) => ("", p.addr),
-                None => return false,
-            }
-        } else {
-            match self.endpoint.session(ingress.0) {
-                Some(s) => (
-                    self.endpoint.peer_host_name(s.ccid).unwrap_or(""),
-                    s.peer.ip(),
-                ),
-                None => return false,
-            }
-        };
-        let origin = Origin {
-            port: ingress,
-            vlan,
-            ap_name,
-            ap_addr,
-        };
-        if !self.svc.relay.handle_client(now, origin, dst, msg) {
-            return false;
-        }
-        while let Some(t) = self.svc.relay.poll_transmit() {
-            let sent = self
-                .svc
-                .relay_socks
-                .get(&t.vlan)
-                .map(|s| s.get_ref().send_to(&t.payload, t.dst));
-            if !matches!(sent, Some(Ok(_))) {
-                self.svc.counters.relay_send_errors += 1;
-                warn!(vlan = t.vlan, server = %t.dst, result = ?sent, "DHCP relay: send failed");
-            }
-        }
-        true
-    }
-
     /// Read what became readable: frames of a host port into the switch,
     /// server replies into the relay.
     pub(super) fn drain_services(&mut self, what: Readable) {
@@ -541,12 +496,10 @@ impl Dataplane {
                     let known = self.switch.port_config(to.port).is_some_and(|c| {
                         c.vlans.contains(to.vlan) || c.untagged_vlan == Some(to.vlan)
                     });
-                    let view = ether::parse(&to.frame);
-                    match view {
-                        Some(view) if known => {
-                            self.egress(host_port(vid), to.port, to.vlan, &to.frame, &view)
-                        }
-                        _ => self.svc.counters.relay_deliver_no_port += 1,
+                    if known {
+                        self.deliver(now, host_port(vid), to.port, to.vlan, &to.frame);
+                    } else {
+                        self.svc.counters.relay_deliver_no_port += 1;
                     }
                 }
             }
