@@ -11,6 +11,7 @@
 //! of APs run in one process.
 
 pub mod flood;
+pub mod junk;
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;

@@ -11,6 +11,7 @@
 //! Unix socket answers `stats` with JSON. The edge's own host ports, routes
 //! and DHCP relay, and the reload on SIGHUP, are in [`services`].
 
+mod inputs;
 mod services;
 
 use std::io;
@@ -129,6 +130,9 @@ pub enum Exit {
     Restart,
 }
 
+/// Longest the shutdown waits for the APs to acknowledge their StopCCN.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
+
 /// Least time between two writes of the state file.
 const STATE_WRITE_EVERY: Duration = Duration::from_millis(200);
 
@@ -175,6 +179,10 @@ pub struct IoCounters {
     pub trunk_rx: u64,
     /// Frames on the trunk too long to read whole, dropped.
     pub trunk_rx_truncated: u64,
+    /// Frames the kernel dropped at the trunk because tunterm had not read
+    /// them in time (receive ring full): input shed under overload. From
+    /// `PACKET_STATISTICS`.
+    pub trunk_rx_shed: u64,
     /// Frames written to the trunk.
     pub trunk_tx: u64,
     /// Trunk writes that failed (full socket buffer, link down).
@@ -183,6 +191,11 @@ pub struct IoCounters {
     pub tunnel_rx: u64,
     /// Packets on the tunnel sockets too long to read whole, dropped.
     pub tunnel_rx_truncated: u64,
+    /// Packets the kernel dropped at the tunnel sockets because tunterm had
+    /// not read them in time (receive buffer full): input shed when it
+    /// comes faster than the event loop reads it (each socket gets a
+    /// budget per turn of the loop). From `SO_RXQ_OVFL`.
+    pub tunnel_rx_shed: u64,
     /// Data packets sent into tunnels.
     pub tunnel_tx: u64,
     /// Tunnel sends that failed.
@@ -709,16 +722,17 @@ impl Dataplane {
         );
     }
 
-    /// Read a batch from a tunnel socket (one `recvmmsg`) and handle it.
-    fn drain_tunnel(&mut self, carrier: Carrier, sock: &TunnelSocket, rx: &mut RecvBatch) {
+    /// Read a batch from a tunnel socket (one `recvmmsg`) and handle it;
+    /// true once the socket is empty (or failed).
+    fn drain_tunnel(&mut self, carrier: Carrier, sock: &TunnelSocket, rx: &mut RecvBatch) -> bool {
         let got = sock.try_recv_batch(rx);
         self.io.tunnel_rx_truncated += rx.truncated();
         match got {
             Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
             Err(e) => {
                 debug!(error = %e, "tunnel recv");
-                return;
+                return true;
             }
         }
         self.io.tunnel_rx += rx.len() as u64;
@@ -753,6 +767,7 @@ impl Dataplane {
                 }
             }
         }
+        false
     }
 
     fn local_for(&self, peer: IpAddr) -> IpAddr {
@@ -764,10 +779,11 @@ impl Dataplane {
     }
 
     /// Read a batch of frames from the trunk (one `recvmmsg`) and handle
-    /// it; true once the socket is empty (only then may its readiness be
-    /// cleared).
+    /// it; true once the socket is empty (its readiness then cleared).
     fn drain_trunk(&mut self, rx: &mut RecvBatch) -> bool {
-        let got = self.trunk.get_ref().recv_batch(rx);
+        let got = self
+            .trunk
+            .try_io(tokio::io::Interest::READABLE, |s| s.recv_batch(rx));
         self.io.trunk_rx_truncated += rx.truncated();
         match got {
             Ok(_) => {}
@@ -1065,13 +1081,6 @@ fn open_sockets(cfg: &EdgeConfig, port: u16) -> anyhow::Result<Socks> {
     Ok(Socks { slots })
 }
 
-async fn ready(slot: Option<&Rc<TunnelSocket>>) -> io::Result<()> {
-    match slot {
-        Some(s) => s.readable().await,
-        None => std::future::pending().await,
-    }
-}
-
 /// Run the daemon until `shutdown` resolves. [`Exit::Stop`]: close every
 /// tunnel with StopCCN (result 6, shutting down), wait briefly for the
 /// acks, detach the fast path and remove its pins and the state file.
@@ -1190,33 +1199,35 @@ pub async fn run(
     );
     let mut buf = RecvBatch::new(BATCH, BUF_LEN);
     let (ops_tx, mut ops_rx) = tokio::sync::mpsc::unbounded_channel::<Operation>();
-    let trunk_fd = dp.trunk.clone();
-    let slot = |i: usize| dp.socks.slots.get(i).map(|(c, _, s)| (*c, s.clone()));
-    let (s0, s1, s2, s3, s4, s5) = (slot(0), slot(1), slot(2), slot(3), slot(4), slot(5));
+    // Every tunnel socket and the trunk: one source each, with a budget
+    // per turn (inputs.rs).
+    let mut inputs = inputs::Inputs::new(&dp, true);
+    let mut turn = 0usize;
     tokio::pin!(shutdown);
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("installing the SIGHUP handler")?;
+    // One turn of the loop: wait until something is ready; serve the one
+    // thing the select picked (signals, probes and the control socket
+    // before packets); then give every readable packet source (each tunnel
+    // socket, the trunk) its budget; then run the timers if due. A turn is
+    // bounded whatever the input rate, and everything is served every
+    // turn: a flood on one socket is shed (counted), it does not hold the
+    // loop. The timers' branch is last: it only wakes an idle loop (with
+    // hundreds of tunnels a timer is due nearly every turn under load, and
+    // ahead of the others it would starve them).
     let exit = loop {
         let wake = dp.next_wake();
-        let (taps, relays) = dp.svc.poll_set();
+        let (mut taps, mut relays) = dp.svc.poll_set();
+        // A different host port first each turn: one busy port does not
+        // hide the others.
+        turn = turn.wrapping_add(1);
+        let (nt, nr) = (taps.len().max(1), relays.len().max(1));
+        taps.rotate_left(turn % nt);
+        relays.rotate_left(turn % nr);
         tokio::select! {
             biased;
             exit = &mut shutdown => break exit,
             _ = hangup.recv() => dp.reload(opts.config.as_deref()),
-            what = crate::io::hostport::readable(&taps, &relays) => dp.drain_services(what),
-            r = ready(s0.as_ref().map(|s| &s.1)) => { r?; let (c, s) = s0.clone().unwrap(); dp.drain_tunnel(c, &s, &mut buf); }
-            r = ready(s1.as_ref().map(|s| &s.1)) => { r?; let (c, s) = s1.clone().unwrap(); dp.drain_tunnel(c, &s, &mut buf); }
-            r = ready(s2.as_ref().map(|s| &s.1)) => { r?; let (c, s) = s2.clone().unwrap(); dp.drain_tunnel(c, &s, &mut buf); }
-            r = ready(s3.as_ref().map(|s| &s.1)) => { r?; let (c, s) = s3.clone().unwrap(); dp.drain_tunnel(c, &s, &mut buf); }
-            r = ready(s4.as_ref().map(|s| &s.1)) => { r?; let (c, s) = s4.clone().unwrap(); dp.drain_tunnel(c, &s, &mut buf); }
-            r = ready(s5.as_ref().map(|s| &s.1)) => { r?; let (c, s) = s5.clone().unwrap(); dp.drain_tunnel(c, &s, &mut buf); }
-            r = trunk_fd.readable() => {
-                let mut guard = r?;
-                if dp.drain_trunk(&mut buf) {
-                    guard.clear_ready();
-                }
-            }
-            _ = tokio::time::sleep_until(wake.into()) => dp.on_timeout(Instant::now()),
             Some(r) = probe_results.recv() => dp.on_probe_result(r),
             Some((line, reply)) = ops_rx.recv() => { let _ = reply.send(dp.operation(&line)); }
             conn = control.accept() => {
@@ -1224,11 +1235,24 @@ pub async fn run(
                     serve_control(&dp, stream, ops_tx.clone());
                 }
             }
+            what = crate::io::hostport::readable(&taps, &relays) => dp.drain_services(what),
+            r = inputs.readable() => r?,
+            _ = tokio::time::sleep_until(wake.into()) => {}
+        }
+        let busy = inputs.serve(&mut dp, &mut buf).await?;
+        let now = Instant::now();
+        if now >= wake {
+            dp.on_timeout(now);
         }
         dp.flush_tunnel_tx();
-        let now = Instant::now();
         dp.sync_fast_path(now);
         dp.persist(now, false);
+        if busy {
+            // Overloaded: let the runtime take in new I/O events (a control
+            // connection, its reply's progress) and run the control tasks
+            // now, not only when tokio's task budget runs out.
+            tokio::task::yield_now().await;
+        }
     };
     if exit == Exit::Restart {
         dp.flush_tunnel_tx();
@@ -1252,18 +1276,34 @@ pub async fn run(
     dp.gre.remove_all();
     dp.flush_control();
     dp.handle_events();
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while !dp.endpoint.stats(Instant::now()).is_empty() && Instant::now() < deadline {
+    // Wait for the StopCCNs' acks on every tunnel socket (retransmitting
+    // on the timers), until every tunnel is closed or SHUTDOWN_WAIT.
+    let started = Instant::now();
+    let deadline = started + SHUTDOWN_WAIT;
+    let closing = dp.endpoint.closing_count();
+    let mut inputs = inputs::Inputs::new(&dp, false);
+    while dp.endpoint.closing_count() > 0 && Instant::now() < deadline {
         let wake = dp.next_wake().min(deadline);
         tokio::select! {
-            r = ready(s0.as_ref().map(|s| &s.1)) => { r?; let (c, s) = s0.clone().unwrap(); dp.drain_tunnel(c, &s, &mut buf); }
-            r = ready(s1.as_ref().map(|s| &s.1)) => { r?; let (c, s) = s1.clone().unwrap(); dp.drain_tunnel(c, &s, &mut buf); }
-            r = ready(s2.as_ref().map(|s| &s.1)) => { r?; let (c, s) = s2.clone().unwrap(); dp.drain_tunnel(c, &s, &mut buf); }
-            r = ready(s3.as_ref().map(|s| &s.1)) => { r?; let (c, s) = s3.clone().unwrap(); dp.drain_tunnel(c, &s, &mut buf); }
-            _ = tokio::time::sleep_until(wake.into()) => dp.on_timeout(Instant::now()),
+            biased;
+            _ = tokio::time::sleep_until(wake.into()) => {}
+            r = inputs.readable() => r?,
+        }
+        inputs.serve(&mut dp, &mut buf).await?;
+        let now = Instant::now();
+        if now >= wake {
+            dp.on_timeout(now);
         }
         dp.flush_tunnel_tx();
     }
+    let unacknowledged = dp.endpoint.closing_count();
+    info!(
+        tunnels = closing,
+        acknowledged = closing - unacknowledged.min(closing),
+        unacknowledged,
+        waited_ms = started.elapsed().as_millis() as u64,
+        "tunnels closed"
+    );
     if let Some(f) = dp.fast.take() {
         f.unpin();
     }

@@ -471,9 +471,17 @@ impl Dataplane {
     pub(super) fn drain_services(&mut self, what: Readable) {
         let mut buf = std::mem::take(&mut self.svc.buf);
         match what {
+            // A budget per turn of the loop, as for the tunnel sockets
+            // (inputs.rs); the readiness stays set until a read would block.
             Readable::Tap(vid) => {
-                while let Some(h) = self.svc.hosts.get_mut(&vid) {
-                    let n = match h.tap.get_ref().read(&mut buf) {
+                for _ in 0..super::inputs::SOURCE_BUDGET {
+                    let Some(h) = self.svc.hosts.get_mut(&vid) else {
+                        break;
+                    };
+                    let got = h
+                        .tap
+                        .try_io(tokio::io::Interest::READABLE, |t| t.read(&mut buf));
+                    let n = match got {
                         Ok(n) => n,
                         Err(e) => {
                             if e.kind() != std::io::ErrorKind::WouldBlock {
@@ -487,8 +495,12 @@ impl Dataplane {
                 }
             }
             Readable::Relay(vid) => {
-                while let Some(s) = self.svc.relay_socks.get(&vid) {
-                    let (n, from) = match s.get_ref().recv_from(&mut buf) {
+                for _ in 0..super::inputs::SOURCE_BUDGET {
+                    let Some(s) = self.svc.relay_socks.get(&vid) else {
+                        break;
+                    };
+                    let got = s.try_io(tokio::io::Interest::READABLE, |u| u.recv_from(&mut buf));
+                    let (n, from) = match got {
                         Ok((n, SocketAddr::V4(from))) => (n, from),
                         Ok(_) => continue,
                         Err(_) => break,

@@ -199,18 +199,21 @@ pub enum Readable {
     Relay(u16),
 }
 
-/// Wait until one of the devices or sockets is readable; its readiness is
-/// cleared, so the caller must read it until it would block. Never
-/// resolves when there is nothing to wait for.
+/// Wait until one of the devices or sockets is readable (the first in
+/// the order given); its readiness stays set until a read through
+/// `AsyncFd::try_io` would block, so the caller may read a budget at a
+/// time. Never resolves when there is nothing to wait for.
 pub async fn readable(
     taps: &[(u16, Rc<AsyncFd<Tap>>)],
     relays: &[(u16, Rc<AsyncFd<UdpSocket>>)],
 ) -> Readable {
     std::future::poll_fn(|cx| {
         for (vid, t) in taps {
+            // The readiness stays set: the reader clears it when a read
+            // would block (it reads a budget at a time).
             if let Poll::Ready(r) = t.poll_read_ready(cx) {
                 if let Ok(mut g) = r {
-                    g.clear_ready();
+                    g.retain_ready();
                 }
                 return Poll::Ready(Readable::Tap(*vid));
             }
@@ -218,7 +221,7 @@ pub async fn readable(
         for (vid, s) in relays {
             if let Poll::Ready(r) = s.poll_read_ready(cx) {
                 if let Ok(mut g) = r {
-                    g.clear_ready();
+                    g.retain_ready();
                 }
                 return Poll::Ready(Readable::Relay(*vid));
             }

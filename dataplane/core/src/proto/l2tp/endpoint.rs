@@ -935,6 +935,15 @@ impl Endpoint {
         self.conns.len()
     }
 
+    /// Control connections closing whose StopCCN the peer has not
+    /// acknowledged yet (shutdown waits for these).
+    pub fn closing_count(&self) -> usize {
+        self.conns
+            .values()
+            .filter(|c| c.state == ConnState::Closing)
+            .count()
+    }
+
     /// The state of a connection, if it exists.
     pub fn conn_state(&self, ccid: u32) -> Option<ConnState> {
         self.conns.get(&ccid).map(|c| c.state)

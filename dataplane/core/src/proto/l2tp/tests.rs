@@ -1520,6 +1520,32 @@ fn session_ids_keep_their_fast_path_slots_distinct() {
     assert!(high.len() > 1_900, "{} distinct high halves", high.len());
 }
 
+#[test]
+fn closing_counts_the_stopccns_not_yet_acknowledged() {
+    for transport in [Transport::Udp, Transport::Ip] {
+        let mut p = establish(transport, 4, Impair::default());
+        assert_eq!(p.edge.closing_count(), 0);
+        p.edge
+            .close_all(p.now, l2tp::stopccn::SHUTTING_DOWN, "shutting down");
+        assert_eq!(p.edge.closing_count(), 1, "StopCCN sent, not acknowledged");
+        assert!(
+            p.edge.stats(p.now).is_empty(),
+            "stats leave closing tunnels out"
+        );
+        // The AP acknowledges within one round trip.
+        p.run(Duration::from_millis(20));
+        assert_eq!(p.edge.closing_count(), 0, "{transport:?}");
+        // A silent AP: the StopCCN stays unacknowledged until the
+        // retransmissions give up.
+        let mut p = establish(transport, 4, Impair::default());
+        p.ap_silent = true;
+        p.edge
+            .close_all(p.now, l2tp::stopccn::SHUTTING_DOWN, "shutting down");
+        p.run(Duration::from_secs(1));
+        assert_eq!(p.edge.closing_count(), 1, "{transport:?}");
+    }
+}
+
 /// What an edge built with `seed` and the default configuration picks for
 /// one AP opening three sessions: its CCID, then each session's id and the
 /// cookie it assigned.
