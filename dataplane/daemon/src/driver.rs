@@ -40,7 +40,7 @@ use tunterm_core::proto::l2tp::{
 };
 use tunterm_core::proto::monitor::MonitorStats;
 use tunterm_core::proto::pmtu::{self, ClampResult, TooBig};
-use tunterm_core::wire::ether::{self, FrameView};
+use tunterm_core::wire::ether::{self, FrameView, MacAddr};
 use tunterm_core::wire::gre::IP_PROTO_GRE;
 use tunterm_core::wire::l2tp::{self as l2tp_wire, IP_PROTO_L2TP, Transport, pw};
 
@@ -334,13 +334,6 @@ fn tunnel_mtu_of(
     })
 }
 
-fn format_mac(m: &[u8; 6]) -> String {
-    format!(
-        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-        m[0], m[1], m[2], m[3], m[4], m[5]
-    )
-}
-
 fn endpoint_config(cfg: &EdgeConfig, admission: AdmissionConfig) -> EndpointConfig {
     EndpointConfig {
         host_name: cfg.name.clone(),
@@ -417,7 +410,7 @@ impl Dataplane {
                 .fdb()
                 .map(|(vlan, mac, port)| FdbEntry {
                     vlan,
-                    mac: format_mac(&mac),
+                    mac: mac.to_string(),
                     port: if port == TRUNK {
                         "trunk".into()
                     } else if tunterm_core::proto::bridge::is_host_port(port) {
@@ -485,7 +478,7 @@ impl Dataplane {
             let mut restored = 0;
             for (vlan, mac, port, ago) in f.take_adopted_fdb() {
                 let at = ago.and_then(|a| now.checked_sub(a)).unwrap_or(now);
-                if self.switch.restore_entry(vlan, &mac, port, at) {
+                if self.switch.restore_entry(vlan, &MacAddr(mac), port, at) {
                     restored += 1;
                 }
             }

@@ -47,7 +47,7 @@ pub fn stable_mac(edge: &str, vid: u16) -> MacAddr {
         h = h.wrapping_mul(0x0100_0193);
     }
     let [a, b, c, d] = h.to_be_bytes();
-    [0x02, 0x74, a, b, c, d]
+    MacAddr([0x02, 0x74, a, b, c, d])
 }
 
 impl HostPortSpec {
@@ -102,15 +102,9 @@ pub fn ip(args: &[&str]) -> anyhow::Result<()> {
 fn read_mac(ifname: &str) -> anyhow::Result<MacAddr> {
     let text = std::fs::read_to_string(format!("/sys/class/net/{ifname}/address"))
         .with_context(|| format!("reading the MAC of {ifname}"))?;
-    let mut mac = [0u8; 6];
-    let parts: Vec<&str> = text.trim().split(':').collect();
-    if parts.len() != 6 {
-        bail!("{ifname}: MAC {text:?} unreadable");
-    }
-    for (m, p) in mac.iter_mut().zip(parts) {
-        *m = u8::from_str_radix(p, 16).with_context(|| format!("{ifname}: MAC {text:?}"))?;
-    }
-    Ok(mac)
+    text.trim()
+        .parse()
+        .with_context(|| format!("{ifname}: MAC unreadable"))
 }
 
 impl HostPort {
@@ -127,11 +121,7 @@ impl HostPort {
             }
             Err(e) => return Err(e).with_context(|| format!("creating host port {name}")),
         };
-        let m = spec.mac;
-        let mac_text = format!(
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            m[0], m[1], m[2], m[3], m[4], m[5]
-        );
+        let mac_text = spec.mac.to_string();
         ip(&["link", "set", "dev", &name, "address", &mac_text])?;
         let mac = read_mac(&name)?;
         // Announce the address (gratuitous ARP) when the link comes up, so

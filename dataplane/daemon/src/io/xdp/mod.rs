@@ -48,6 +48,7 @@ use self::mirror::{ApLink, NotFast};
 use tunterm_core::proto::bridge::{PortId, Switch, TRUNK};
 use tunterm_core::proto::gre::GreEndpoint;
 use tunterm_core::proto::l2tp::{DataSession, Endpoint};
+use tunterm_core::wire::ether::MacAddr;
 
 /// How often fast-path "last seen" stamps are carried into the switch and
 /// the mGRE endpoint, and tunnel entries are checked again (neighbour MACs,
@@ -418,16 +419,11 @@ fn mtu_of(iface: &str) -> Option<u32> {
 fn mac_of(iface: &str) -> anyhow::Result<[u8; 6]> {
     let text = std::fs::read_to_string(format!("/sys/class/net/{iface}/address"))
         .with_context(|| format!("reading the MAC of {iface}"))?;
-    parse_mac(text.trim()).with_context(|| format!("MAC of {iface}: {text:?}"))
-}
-
-fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let mut mac = [0u8; 6];
-    let mut parts = s.split(':');
-    for b in &mut mac {
-        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
-    }
-    parts.next().is_none().then_some(mac)
+    let mac: MacAddr = text
+        .trim()
+        .parse()
+        .with_context(|| format!("MAC of {iface}"))?;
+    Ok(mac.0)
 }
 
 /// The MAC of IPv4 neighbour `ip` on `iface` from the kernel's ARP table
@@ -446,8 +442,9 @@ fn neighbor_mac(ip: IpAddr, iface: &str) -> Option<[u8; 6]> {
                 u32::from_str_radix(fl.trim_start_matches("0x"), 16).is_ok_and(|v| v & 2 != 0)
             });
             (f.len() >= 6 && f[5] == iface && complete && f[0].parse() == Ok(want))
-                .then(|| parse_mac(f[3]))
+                .then(|| f[3].parse::<MacAddr>().ok())
                 .flatten()
+                .map(|m| m.0)
         })
     };
     lookup(ip).or_else(|| gateway_for(ip, iface).and_then(lookup))
@@ -887,7 +884,7 @@ impl FastPath {
                 if let Some(ago) = e.seen_ago(now_ns)
                     && switch.refresh(
                         k.vlan,
-                        &k.mac,
+                        &MacAddr(k.mac),
                         PortId(e.port),
                         now.checked_sub(ago).unwrap_or(now),
                     )
