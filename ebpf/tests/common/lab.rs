@@ -18,7 +18,7 @@ use tunterm_core::proto::l2tp::{
     DataDrop, DataSession, Endpoint, EndpointConfig, Event, Incoming, PwProfile, SessionRequest,
     SessionState,
 };
-use tunterm_core::wire::ether;
+use tunterm_core::wire::ether::{self, MacAddr};
 use tunterm_core::wire::l2tp::{Transport, pw};
 use tunterm_ebpf::FastPath;
 use tunterm_ebpf::Table as _;
@@ -484,7 +484,7 @@ impl Lab {
                 Slow::Flood(10) => {}
                 other => panic!("first GRE packet: {other:?}"),
             }
-            g.port = lab.switch.lookup(10, &g.client).expect("learned");
+            g.port = lab.switch.lookup(10, &MacAddr(g.client)).expect("learned");
             assert!(is_gre_port(g.port));
             lab.gre_aps.push(g);
         }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use tunterm_core::wire::ether::MacAddr;
 use tunterm_core::wire::l2tp::pw;
 use tunterm_lab::apsim::{self, ApSpec, ApTransport, SimOptions};
 
@@ -84,8 +85,8 @@ struct Cli {
     synthetic_interval_ms: u64,
     /// Destination MAC of synthetic frames, aa:bb:cc:dd:ee:ff (default
     /// broadcast, which floods to every session on the VLAN).
-    #[arg(long, value_parser = parse_mac)]
-    synthetic_dst: Option<[u8; 6]>,
+    #[arg(long)]
+    synthetic_dst: Option<MacAddr>,
     /// Rounds of synthetic frames each AP sends once its session is up,
     /// then it stops (0: no limit). The lab benchmark teaches the edge its
     /// clients with a few rounds and then keeps the links quiet.
@@ -137,18 +138,6 @@ fn parse_edge(s: &str) -> anyhow::Result<SocketAddr> {
         .parse()
         .with_context(|| format!("--edge {s:?}: expected ip or ip:port"))?;
     Ok(SocketAddr::new(ip, 1701))
-}
-
-fn parse_mac(s: &str) -> Result<[u8; 6], String> {
-    let parts: Vec<&str> = s.split(':').collect();
-    let mut mac = [0u8; 6];
-    if parts.len() != 6 {
-        return Err(format!("{s:?}: expected aa:bb:cc:dd:ee:ff"));
-    }
-    for (b, p) in mac.iter_mut().zip(parts) {
-        *b = u8::from_str_radix(p, 16).map_err(|_| format!("{s:?}: bad hex byte {p:?}"))?;
-    }
-    Ok(mac)
 }
 
 fn secs(name: &str, v: f64) -> anyhow::Result<Duration> {
