@@ -381,7 +381,7 @@ fn built_frames() -> Vec<(String, Vec<u8>)> {
     out
 }
 
-include!("wire_oracle_corpus.rs");
+include!("wire_oracle/corpus.rs");
 
 #[test]
 fn wire_and_etherparse_agree_on_whole_cut_and_flipped_frames() {

@@ -11,7 +11,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::wire::checksum::{fold, sum16};
-use crate::wire::{ether, ipv4};
+use crate::wire::{ether, ipv4, ipv6};
 
 const ETH_IPV4: u16 = 0x0800;
 const ETH_IPV6: u16 = 0x86dd;
@@ -267,11 +267,14 @@ fn too_big_v6(frame: &[u8], ip: usize, mtu: u16, src: Option<Ipv6Addr>) -> TooBi
     let quote = &frame[ip..frame.len().min(ip + 1280 - 48)];
     let src = src.unwrap_or(orig_dst);
     let plen = (8 + quote.len()) as u16;
-    out.extend_from_slice(&[0x60, 0, 0, 0]);
-    out.extend_from_slice(&plen.to_be_bytes());
-    out.extend_from_slice(&[PROTO_ICMPV6, 64]);
-    out.extend_from_slice(&src.octets());
-    out.extend_from_slice(&orig_src.octets());
+    ipv6::Repr {
+        src_addr: src,
+        dst_addr: orig_src,
+        next_header: ipv6::Protocol::Icmpv6,
+        payload_len: usize::from(plen),
+        hop_limit: 64,
+    }
+    .append_to(&mut out);
     let icmp_at = out.len();
     out.extend_from_slice(&[2, 0, 0, 0]);
     out.extend_from_slice(&u32::from(mtu).to_be_bytes());
@@ -436,17 +439,26 @@ mod tests {
         let mut f = eth(tag, if v6 { ETH_IPV6 } else { ETH_IPV4 });
         let ip = f.len();
         if v6 {
-            f.extend_from_slice(&[0x60, 0, 0, 0]);
-            f.extend_from_slice(&(tcp.len() as u16).to_be_bytes());
-            f.extend_from_slice(&[6, 64]);
-            f.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x11]);
-            f.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01]);
+            ipv6::Repr {
+                src_addr: "fd00::11".parse().unwrap(),
+                dst_addr: "fd00::1".parse().unwrap(),
+                next_header: ipv6::Protocol::Tcp,
+                payload_len: tcp.len(),
+                hop_limit: 64,
+            }
+            .append_to(&mut f);
         } else {
-            f.extend_from_slice(&[0x45, 0]);
-            f.extend_from_slice(&((20 + tcp.len()) as u16).to_be_bytes());
-            f.extend_from_slice(&[
-                0, 1, 0x40, 0, 64, 6, 0, 0, 192, 168, 10, 11, 192, 168, 10, 1,
-            ]);
+            ipv4::Repr {
+                src_addr: Ipv4Addr::new(192, 168, 10, 11),
+                dst_addr: Ipv4Addr::new(192, 168, 10, 1),
+                protocol: ipv4::Protocol::Tcp,
+                payload_len: tcp.len(),
+                ttl: 64,
+                ident: 1,
+                dont_frag: true,
+                dscp_ecn: 0,
+            }
+            .append_to(&mut f);
         }
         let tcp_at = f.len();
         f.extend_from_slice(&tcp);
@@ -521,10 +533,17 @@ mod tests {
 
     fn big_v4(df: bool, tag: Option<u16>, len: usize) -> Vec<u8> {
         let mut f = eth(tag, ETH_IPV4);
-        f.extend_from_slice(&[0x45, 0]);
-        f.extend_from_slice(&(len as u16).to_be_bytes());
-        f.extend_from_slice(&[0, 7, if df { 0x40 } else { 0 }, 0, 64, 17, 0, 0]);
-        f.extend_from_slice(&[192, 168, 10, 11, 192, 168, 10, 1]);
+        ipv4::Repr {
+            src_addr: Ipv4Addr::new(192, 168, 10, 11),
+            dst_addr: Ipv4Addr::new(192, 168, 10, 1),
+            protocol: ipv4::Protocol::Udp,
+            payload_len: len - 20,
+            ttl: 64,
+            ident: 7,
+            dont_frag: df,
+            dscp_ecn: 0,
+        }
+        .append_to(&mut f);
         f.extend_from_slice(&[0x30, 0x39, 0x00, 0x35, 0, 0, 0, 0]);
         f.resize(f.len() + len - 28, 0xee);
         f
