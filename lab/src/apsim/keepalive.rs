@@ -84,38 +84,62 @@ mod tests {
 
     use tunterm_core::proto::gre::{GreConfig, GreEndpoint, GreEvent, GreIncoming, PeerKey};
 
+    use tunterm_core::wire::{ipv4, ipv6};
+
     use super::*;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
     }
 
+    /// Read back with tunterm-core's views (the edge-side test in
+    /// `proto/gre.rs` pins the same probe to a byte literal).
     #[test]
-    fn probe_bytes() {
-        let probe = keepalive_probe(ip("198.51.100.10"), ip("192.0.2.1"), None);
-        #[rustfmt::skip]
-        let want: [u8; 28] = [
-            0x00, 0x00, 0x08, 0x00, // GRE, IPv4
-            0x45, 0x00, 0x00, 0x18, // IPv4, length 24
-            0x00, 0x00, 0x00, 0x00, // id, flags, offset
-            0xff, 0x2f, 0xcf, 0x77, // TTL 255, GRE, checksum
-            192, 0, 2, 1, // src: the edge
-            198, 51, 100, 10, // dst: the AP
-            0x00, 0x00, 0x00, 0x00, // GRE, protocol 0
-        ];
-        assert_eq!(probe, want);
-        let v6 = keepalive_probe(ip("2001:db8:1::5"), ip("2001:db8::1"), Some(7));
-        assert_eq!(&v6[..8], &[0x20, 0, 0x86, 0xdd, 0, 0, 0, 7], "GRE, key 7");
-        assert_eq!(&v6[8..16], &[0x60, 0, 0, 0, 0, 8, 0x2f, 0xff]);
+    fn probe_reads_back_as_gre_around_ip_around_gre_0() {
+        let probe = keepalive_probe(ip("198.51.100.10"), ip("192.0.2.1"), Some(9));
+        let outer = gre::parse(&probe).unwrap();
         assert_eq!(
-            &v6[16..32],
-            &"2001:db8::1".parse::<Ipv6Addr>().unwrap().octets()
+            (outer.header.protocol, outer.header.key),
+            (gre::PROTO_IPV4, Some(9))
+        );
+        let inner = ipv4::Packet::new_checked(outer.payload).unwrap();
+        let r = ipv4::Repr::parse(&inner).unwrap();
+        assert_eq!(
+            (r.src_addr, r.dst_addr),
+            (
+                "192.0.2.1".parse().unwrap(),
+                "198.51.100.10".parse().unwrap()
+            )
         );
         assert_eq!(
-            &v6[48..],
-            &[0x20, 0, 0, 0, 0, 0, 0, 7],
-            "inner GRE 0, key 7"
+            (r.protocol, r.ttl, r.dont_frag),
+            (ipv4::Protocol::Gre, 255, false)
         );
+        let reply = gre::parse(inner.payload()).unwrap();
+        assert_eq!(
+            (reply.header.protocol, reply.header.key),
+            (gre::PROTO_KEEPALIVE, Some(9))
+        );
+        assert!(reply.payload.is_empty());
+
+        let probe = keepalive_probe(ip("2001:db8:1::5"), ip("2001:db8::1"), None);
+        let outer = gre::parse(&probe).unwrap();
+        assert_eq!(outer.header.protocol, gre::PROTO_IPV6);
+        let inner = ipv6::Repr::parse(&ipv6::Packet::new_checked(outer.payload).unwrap()).unwrap();
+        assert_eq!(
+            (inner.src_addr, inner.dst_addr),
+            (
+                "2001:db8::1".parse().unwrap(),
+                "2001:db8:1::5".parse().unwrap()
+            )
+        );
+        assert_eq!(
+            (inner.next_header, inner.hop_limit, inner.payload_len),
+            (ipv6::Protocol::Gre, 255, 4)
+        );
+        // An IPv4 AP behind an IPv6 edge: the inner packet is IPv6, mapped.
+        let mixed = keepalive_probe(ip("198.51.100.10"), ip("2001:db8::1"), None);
+        assert_eq!(gre::parse(&mixed).unwrap().header.protocol, gre::PROTO_IPV6);
     }
 
     /// The probe goes through the edge's endpoint and comes back as a

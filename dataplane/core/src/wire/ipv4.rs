@@ -23,6 +23,7 @@
 use std::net::Ipv4Addr;
 
 use super::checksum::internet_checksum;
+use super::{be16, set_be16};
 
 /// Length of a header without options.
 pub const HEADER_LEN: usize = 20;
@@ -123,26 +124,12 @@ pub enum Error {
     BadChecksum,
 }
 
-/// A view of an IPv4 packet over `T`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buffer: T,
+packet_view! {
+    /// A view of an IPv4 packet over `T`.
+    error: Error
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    /// A view with no checks: the getters may panic on short buffers.
-    pub const fn new_unchecked(buffer: T) -> Packet<T> {
-        Packet { buffer }
-    }
-
-    /// A view after [`check_len`](Self::check_len): every getter is then in
-    /// bounds, and [`payload`](Self::payload) is what the total length says.
-    pub fn new_checked(buffer: T) -> Result<Packet<T>, Error> {
-        let p = Packet::new_unchecked(buffer);
-        p.check_len()?;
-        Ok(p)
-    }
-
     /// The buffer holds the whole header (options included) and the total
     /// length's worth of bytes; version 4, IHL ≥ 5, total ≥ header. Bytes
     /// after the total length (Ethernet padding) are allowed.
@@ -165,16 +152,6 @@ impl<T: AsRef<[u8]>> Packet<T> {
         Ok(())
     }
 
-    /// The buffer back.
-    pub fn into_inner(self) -> T {
-        self.buffer
-    }
-
-    fn word(&self, r: core::ops::Range<usize>) -> u16 {
-        let d = self.buffer.as_ref();
-        u16::from_be_bytes([d[r.start], d[r.start + 1]])
-    }
-
     /// Version (4).
     pub fn version(&self) -> u8 {
         self.buffer.as_ref()[field::VER_IHL] >> 4
@@ -192,17 +169,17 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
     /// Total length: header and payload.
     pub fn total_len(&self) -> u16 {
-        self.word(field::LENGTH)
+        be16(self.buffer.as_ref(), field::LENGTH)
     }
 
     /// Identification.
     pub fn ident(&self) -> u16 {
-        self.word(field::IDENT)
+        be16(self.buffer.as_ref(), field::IDENT)
     }
 
     /// The flags and fragment offset word as on the wire.
     pub fn flags_frag(&self) -> u16 {
-        self.word(field::FLG_OFF)
+        be16(self.buffer.as_ref(), field::FLG_OFF)
     }
 
     /// Don't Fragment.
@@ -237,7 +214,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
     /// Header checksum as written.
     pub fn checksum(&self) -> u16 {
-        self.word(field::CHECKSUM)
+        be16(self.buffer.as_ref(), field::CHECKSUM)
     }
 
     /// Source address.
@@ -271,10 +248,6 @@ impl<'a, T: AsRef<[u8]> + ?Sized> Packet<&'a T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
-    fn set_word(&mut self, r: core::ops::Range<usize>, v: u16) {
-        self.buffer.as_mut()[r].copy_from_slice(&v.to_be_bytes());
-    }
-
     /// Set version 4 and the header length (a multiple of 4, ≤ 60).
     pub fn set_version_and_header_len(&mut self, header_len: usize) {
         self.buffer.as_mut()[field::VER_IHL] = 0x40 | ((header_len / 4) as u8 & 0x0f);
@@ -287,17 +260,17 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
 
     /// Set the total length.
     pub fn set_total_len(&mut self, v: u16) {
-        self.set_word(field::LENGTH, v);
+        set_be16(self.buffer.as_mut(), field::LENGTH, v);
     }
 
     /// Set the identification.
     pub fn set_ident(&mut self, v: u16) {
-        self.set_word(field::IDENT, v);
+        set_be16(self.buffer.as_mut(), field::IDENT, v);
     }
 
     /// Set the flags and fragment offset word.
     pub fn set_flags_frag(&mut self, v: u16) {
-        self.set_word(field::FLG_OFF, v);
+        set_be16(self.buffer.as_mut(), field::FLG_OFF, v);
     }
 
     /// Set the time to live.
@@ -312,7 +285,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
 
     /// Set the checksum field as is.
     pub fn set_checksum(&mut self, v: u16) {
-        self.set_word(field::CHECKSUM, v);
+        set_be16(self.buffer.as_mut(), field::CHECKSUM, v);
     }
 
     /// Set the source address.

@@ -19,6 +19,7 @@
 use std::net::Ipv6Addr;
 
 pub use super::ipv4::Protocol;
+use super::{be16, set_be16};
 
 /// Length of the fixed header.
 pub const HEADER_LEN: usize = 40;
@@ -45,25 +46,12 @@ pub enum Error {
     Malformed,
 }
 
-/// A view of an IPv6 packet over `T`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buffer: T,
+packet_view! {
+    /// A view of an IPv6 packet over `T`.
+    error: Error
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    /// A view with no checks: the getters may panic on short buffers.
-    pub const fn new_unchecked(buffer: T) -> Packet<T> {
-        Packet { buffer }
-    }
-
-    /// A view after [`check_len`](Self::check_len).
-    pub fn new_checked(buffer: T) -> Result<Packet<T>, Error> {
-        let p = Packet::new_unchecked(buffer);
-        p.check_len()?;
-        Ok(p)
-    }
-
     /// Version 6, and the buffer holds the header and the payload length's
     /// worth of bytes (more is padding).
     pub fn check_len(&self) -> Result<(), Error> {
@@ -78,11 +66,6 @@ impl<T: AsRef<[u8]>> Packet<T> {
             return Err(Error::Truncated);
         }
         Ok(())
-    }
-
-    /// The buffer back.
-    pub fn into_inner(self) -> T {
-        self.buffer
     }
 
     fn first_word(&self) -> u32 {
@@ -107,8 +90,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
     /// Payload length (extension headers included).
     pub fn payload_len(&self) -> u16 {
-        let d = &self.buffer.as_ref()[field::LENGTH];
-        u16::from_be_bytes([d[0], d[1]])
+        be16(self.buffer.as_ref(), field::LENGTH)
     }
 
     /// The header after this one.
@@ -152,7 +134,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
 
     /// Set the payload length.
     pub fn set_payload_len(&mut self, v: u16) {
-        self.buffer.as_mut()[field::LENGTH].copy_from_slice(&v.to_be_bytes());
+        set_be16(self.buffer.as_mut(), field::LENGTH, v);
     }
 
     /// Set the next header.

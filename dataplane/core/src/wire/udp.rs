@@ -17,6 +17,7 @@
 use std::net::IpAddr;
 
 use super::checksum::{fold, sum16};
+use super::{be16, set_be16};
 
 /// Length of the header.
 pub const HEADER_LEN: usize = 8;
@@ -44,10 +45,9 @@ pub enum Error {
     BadChecksum,
 }
 
-/// A view of a UDP datagram over `T`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buffer: T,
+packet_view! {
+    /// A view of a UDP datagram over `T`.
+    error: Error
 }
 
 /// The sum of the pseudo-header of a datagram of `len` bytes between `src`
@@ -68,18 +68,6 @@ fn pseudo_header_sum(src: IpAddr, dst: IpAddr, len: usize) -> u32 {
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    /// A view with no checks: the getters may panic on short buffers.
-    pub const fn new_unchecked(buffer: T) -> Packet<T> {
-        Packet { buffer }
-    }
-
-    /// A view after [`check_len`](Self::check_len).
-    pub fn new_checked(buffer: T) -> Result<Packet<T>, Error> {
-        let p = Packet::new_unchecked(buffer);
-        p.check_len()?;
-        Ok(p)
-    }
-
     /// The buffer holds the header and the length field's worth of bytes,
     /// and that length is at least the header's.
     pub fn check_len(&self) -> Result<(), Error> {
@@ -97,29 +85,19 @@ impl<T: AsRef<[u8]>> Packet<T> {
         Ok(())
     }
 
-    /// The buffer back.
-    pub fn into_inner(self) -> T {
-        self.buffer
-    }
-
-    fn word(&self, r: core::ops::Range<usize>) -> u16 {
-        let d = self.buffer.as_ref();
-        u16::from_be_bytes([d[r.start], d[r.start + 1]])
-    }
-
     /// Source port.
     pub fn src_port(&self) -> u16 {
-        self.word(field::SRC_PORT)
+        be16(self.buffer.as_ref(), field::SRC_PORT)
     }
 
     /// Destination port.
     pub fn dst_port(&self) -> u16 {
-        self.word(field::DST_PORT)
+        be16(self.buffer.as_ref(), field::DST_PORT)
     }
 
     /// Length field: header and payload.
     pub fn len(&self) -> u16 {
-        self.word(field::LENGTH)
+        be16(self.buffer.as_ref(), field::LENGTH)
     }
 
     /// Whether the length field says no payload.
@@ -129,7 +107,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
     /// Checksum as written (0: none, over IPv4).
     pub fn checksum(&self) -> u16 {
-        self.word(field::CHECKSUM)
+        be16(self.buffer.as_ref(), field::CHECKSUM)
     }
 
     /// The checksum verifies against the pseudo-header of `src`/`dst`; a
@@ -154,28 +132,24 @@ impl<'a, T: AsRef<[u8]> + ?Sized> Packet<&'a T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
-    fn set_word(&mut self, r: core::ops::Range<usize>, v: u16) {
-        self.buffer.as_mut()[r].copy_from_slice(&v.to_be_bytes());
-    }
-
     /// Set the source port.
     pub fn set_src_port(&mut self, v: u16) {
-        self.set_word(field::SRC_PORT, v);
+        set_be16(self.buffer.as_mut(), field::SRC_PORT, v);
     }
 
     /// Set the destination port.
     pub fn set_dst_port(&mut self, v: u16) {
-        self.set_word(field::DST_PORT, v);
+        set_be16(self.buffer.as_mut(), field::DST_PORT, v);
     }
 
     /// Set the length field.
     pub fn set_len(&mut self, v: u16) {
-        self.set_word(field::LENGTH, v);
+        set_be16(self.buffer.as_mut(), field::LENGTH, v);
     }
 
     /// Set the checksum field as is.
     pub fn set_checksum(&mut self, v: u16) {
-        self.set_word(field::CHECKSUM, v);
+        set_be16(self.buffer.as_mut(), field::CHECKSUM, v);
     }
 
     /// Compute and write the checksum over the header and payload (up to
