@@ -133,8 +133,8 @@ fn returns_frames_as_on_the_wire(
         let tx = a.enter(|| bind("p0"))??;
         let rx = b.enter(|| bind("p0"))??;
         let mac = b.run(&["cat", "/sys/class/net/p0/address"])?;
-        let mac_hex: Vec<String> = rx.mac()?.iter().map(|o| format!("{o:02x}")).collect();
-        assert_eq!(mac_hex.join(":"), mac.trim());
+        let mac_text = tunterm_core::wire::ether::MacAddr(rx.mac()?).to_string();
+        assert_eq!(mac_text, mac.trim());
 
         let sent = [
             frame(&[], 1, 74),
