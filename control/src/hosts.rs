@@ -16,12 +16,13 @@
 //! of the seed string: stable across runs, builds and platforms.
 
 use crate::HostsSelection;
+use crate::mac::MacAddr;
 
 /// What the order depends on, besides the cluster's settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HostsKey<'a> {
     /// The AP's MAC (`shuffle`).
-    pub ap_mac: [u8; 6],
+    pub ap_mac: MacAddr,
     /// The AP's site id (`shuffle-by-site`).
     pub site_id: &'a str,
     /// The mxtunnel id (`shuffle-by-site`).
@@ -58,7 +59,7 @@ pub fn host_order(n: usize, selection: HostsSelection, order: &[u32], key: Hosts
         }
         HostsSelection::Shuffle | HostsSelection::ShuffleBySite => {
             let mut state = match selection {
-                HostsSelection::Shuffle => fnv1a(key.ap_mac),
+                HostsSelection::Shuffle => fnv1a(key.ap_mac.octets()),
                 _ => fnv1a(
                     key.site_id
                         .bytes()
@@ -76,30 +77,13 @@ pub fn host_order(n: usize, selection: HostsSelection, order: &[u32], key: Hosts
     out
 }
 
-/// Parse a MAC written `5c5b353e4eb1`, `5c:5b:35:3e:4e:b1` or
-/// `5c-5b-35-3e-4e-b1` (any case).
-pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let hex: String = s
-        .chars()
-        .filter(|c| !matches!(c, ':' | '-' | '.'))
-        .collect();
-    if hex.len() != 12 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
-        return None;
-    }
-    let mut mac = [0u8; 6];
-    for (i, b) in mac.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
-    }
-    Some(mac)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn key(mac: u8) -> HostsKey<'static> {
         HostsKey {
-            ap_mac: [0x5c, 0x5b, 0x35, 0, 0, mac],
+            ap_mac: MacAddr([0x5c, 0x5b, 0x35, 0, 0, mac]),
             site_id: "site-1",
             tunnel_id: "t-1",
         }
@@ -145,15 +129,5 @@ mod tests {
         assert!((0..50).all(|m| by_site(m, "s1") == by_site(0, "s1")));
         let sites = ["s1", "s2", "s3", "s4", "s5", "s6"];
         assert!(sites.iter().any(|s| by_site(0, s) != by_site(0, "s1")));
-    }
-
-    #[test]
-    fn macs_parse_in_the_usual_spellings() {
-        let m = Some([0x5c, 0x5b, 0x35, 0x3e, 0x4e, 0xb1]);
-        assert_eq!(parse_mac("5c5b353e4eb1"), m);
-        assert_eq!(parse_mac("5C:5B:35:3E:4E:B1"), m);
-        assert_eq!(parse_mac("5c-5b-35-3e-4e-b1"), m);
-        assert_eq!(parse_mac("ap1"), None);
-        assert_eq!(parse_mac("5c5b353e4eb1ff"), None);
     }
 }

@@ -14,6 +14,7 @@
 
 pub mod config;
 pub mod hosts;
+pub mod mac;
 pub mod vlan;
 
 pub use config::*;

@@ -15,6 +15,8 @@
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV4};
 
+use tunterm_core::wire::{ipv4, ipv6};
+
 #[allow(
     non_camel_case_types,
     non_upper_case_globals,
@@ -431,22 +433,27 @@ impl tt_template {
         };
         match (local, peer) {
             (IpAddr::V4(l), IpAddr::V4(p)) => {
-                // RFC 791: version 4, IHL 5, TOS 0, length (filled), id 0,
-                // flags/offset, TTL, protocol, checksum (filled), addresses.
-                h.extend_from_slice(&[0x45, 0, 0, 0, 0, 0]);
-                h.extend_from_slice(
-                    &(if spec.dont_fragment { 0x4000u16 } else { 0 }).to_be_bytes(),
-                );
-                h.extend_from_slice(&[spec.ttl, proto, 0, 0]);
-                h.extend_from_slice(&l.octets());
-                h.extend_from_slice(&p.octets());
+                // TOS 0, id 0; total length and checksum stay 0 (filled).
+                let at = h.len();
+                h.resize(at + ipv4::HEADER_LEN, 0);
+                let mut ip = ipv4::Packet::new_unchecked(&mut h[at..]);
+                ip.set_version_and_header_len(ipv4::HEADER_LEN);
+                ip.set_flags_frag(if spec.dont_fragment { ipv4::FLAG_DF } else { 0 });
+                ip.set_ttl(spec.ttl);
+                ip.set_protocol(proto.into());
+                ip.set_src_addr(l);
+                ip.set_dst_addr(p);
             }
             (IpAddr::V6(l), IpAddr::V6(p)) => {
-                // RFC 8200: version 6, class 0, flow 0, payload length
-                // (filled), next header, hop limit, addresses.
-                h.extend_from_slice(&[0x60, 0, 0, 0, 0, 0, proto, spec.ttl]);
-                h.extend_from_slice(&l.octets());
-                h.extend_from_slice(&p.octets());
+                // Class 0, flow 0; the payload length stays 0 (filled).
+                let at = h.len();
+                h.resize(at + ipv6::HEADER_LEN, 0);
+                let mut ip = ipv6::Packet::new_unchecked(&mut h[at..]);
+                ip.set_version_tc_flow(0, 0);
+                ip.set_next_header(proto.into());
+                ip.set_hop_limit(spec.ttl);
+                ip.set_src_addr(l);
+                ip.set_dst_addr(p);
             }
             _ => return Err(EntryError::Family),
         }

@@ -12,6 +12,7 @@
 
 pub mod flood;
 pub mod junk;
+pub mod keepalive;
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -30,10 +31,11 @@ use tokio::sync::{mpsc, watch};
 use tunterm::io::afpacket::PacketSocket;
 use tunterm::io::tunnel::TunnelSocket;
 use tunterm_control::HostsSelection;
-use tunterm_control::hosts::{HostsKey, host_order, parse_mac};
+use tunterm_control::hosts::{HostsKey, host_order};
 use tunterm_core::proto::l2tp::{Endpoint, EndpointConfig, Event, Incoming, SessionRequest};
+use tunterm_core::wire::ether::{self, MacAddr};
+use tunterm_core::wire::gre;
 use tunterm_core::wire::l2tp::{self as wire, Transport};
-use tunterm_core::wire::{ether, gre};
 
 /// One interface an AP bridges into its session.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -147,7 +149,7 @@ pub struct SimOptions {
     pub synthetic_interval: Duration,
     /// Destination MAC of synthetic frames (broadcast when None: every
     /// frame is then flooded to every session on the VLAN).
-    pub synthetic_dst: Option<[u8; 6]>,
+    pub synthetic_dst: Option<MacAddr>,
     /// Rounds of synthetic frames each AP sends, then stops (0: no limit).
     /// A load generator teaches the edge its clients this way and then
     /// keeps the measured links quiet.
@@ -319,10 +321,10 @@ async fn serve_stats(path: PathBuf, shared: Shared) -> anyhow::Result<()> {
 /// to be its MAC.
 pub fn edge_order(ap_name: &str, opts: &SimOptions) -> anyhow::Result<Vec<SocketAddr>> {
     let ap_mac = match opts.hosts_selection {
-        HostsSelection::Shuffle => parse_mac(ap_name).with_context(|| {
+        HostsSelection::Shuffle => ap_name.parse().with_context(|| {
             format!("AP {ap_name:?}: --hosts-selection shuffle needs APs named by their MAC")
         })?,
-        _ => [0; 6],
+        _ => MacAddr::ZERO,
     };
     let key = HostsKey {
         ap_mac,
@@ -712,6 +714,14 @@ fn send_frame(
     sock.try_send(out, peer).is_ok()
 }
 
+/// The MAC of synthetic client `c` of AP `index`: locally administered,
+/// the AP's index and the client's number in it.
+pub fn synthetic_client_mac(index: u64, c: u32) -> MacAddr {
+    let [.., i2, i1, i0] = index.to_be_bytes();
+    let [.., c1, c0] = c.to_be_bytes();
+    MacAddr([0x02, i2, i1, i0, c1, c0])
+}
+
 /// Frames of the synthetic clients of one AP: an ARP announcement from
 /// each (broadcast, or unicast to `synthetic_dst`), so the edge learns every
 /// client MAC.
@@ -728,29 +738,13 @@ impl Synthetic {
         }
         let frames = (0..opts.synthetic_clients)
             .map(|c| {
-                let mac = [
-                    0x02,
-                    (index >> 16) as u8,
-                    (index >> 8) as u8,
-                    index as u8,
-                    (c >> 8) as u8,
-                    c as u8,
-                ];
-                let ip = [10, 200, (c >> 8) as u8, c as u8];
-                let mut f = Vec::with_capacity(64);
-                f.extend_from_slice(&opts.synthetic_dst.unwrap_or([0xff; 6]));
-                f.extend_from_slice(&mac);
-                if let Some(v) = opts.synthetic_vlan {
-                    f.extend_from_slice(&ether::TPID_8021Q.to_be_bytes());
-                    f.extend_from_slice(&v.to_be_bytes());
-                }
-                f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
-                f.extend_from_slice(&mac);
-                f.extend_from_slice(&ip);
-                f.extend_from_slice(&[0; 6]);
-                f.extend_from_slice(&ip);
-                f.resize(f.len().max(60), 0);
-                f
+                let ip = Ipv4Addr::new(10, 200, (c >> 8) as u8, c as u8);
+                ether::arp_request(
+                    (synthetic_client_mac(index, c), ip),
+                    ip,
+                    opts.synthetic_dst.unwrap_or(MacAddr::BROADCAST),
+                    opts.synthetic_vlan,
+                )
             })
             .collect();
         Some(Synthetic {
@@ -828,7 +822,7 @@ async fn run_gre_ap(
                         continue;
                     }
                     let pkt = &buf[..n];
-                    if tunterm_core::proto::gre::is_keepalive_reply(pkt) {
+                    if keepalive::is_keepalive_reply(pkt) {
                         last_rx = Some(Instant::now());
                         if !up {
                             up = true;
@@ -886,7 +880,7 @@ async fn run_gre_ap(
                         });
                 }
                 if now >= next_keepalive {
-                    let probe = tunterm_core::proto::gre::keepalive_probe(local, edge.ip(), key);
+                    let probe = keepalive::keepalive_probe(local, edge.ip(), key);
                     let _ = sock.try_send(&probe, edge);
                     next_keepalive = now + opts.hello_interval;
                 }

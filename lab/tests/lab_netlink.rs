@@ -76,7 +76,7 @@ fn host_ports_routes_and_neighbours_are_what_ip_shows() -> anyhow::Result<()> {
     // (IPv6 without DAD), up, default routes of both families.
     let spec = HostPortSpec {
         vid: 7,
-        mac: [0x02, 0x74, 0, 0, 0, 7],
+        mac: tunterm_core::wire::ether::MacAddr([0x02, 0x74, 0, 0, 0, 7]),
         v4: Some(("10.7.0.2".parse()?, 24)),
         gateway: Some("10.7.0.1".parse()?),
         v6: Some(("fd00:7::2".parse()?, 64)),

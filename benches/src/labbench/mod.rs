@@ -45,6 +45,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde::Serialize;
+use tunterm_core::wire::ether::MacAddr;
 use tunterm_lab::{self as lab, Netns, Proc, topology};
 
 use packets::{ApLink, Client, SessionKey};
@@ -298,23 +299,6 @@ fn link_info(ns: &Netns, ifname: &str) -> anyhow::Result<(u32, [u8; 6])> {
         .mac
         .with_context(|| format!("{ifname} in {}: no Ethernet address", ns.name()))?;
     Ok((link.index, mac))
-}
-
-fn parse_mac(s: &str) -> anyhow::Result<[u8; 6]> {
-    let mut mac = [0u8; 6];
-    let parts: Vec<&str> = s.split(':').collect();
-    anyhow::ensure!(parts.len() == 6, "bad MAC {s:?}");
-    for (b, p) in mac.iter_mut().zip(parts) {
-        *b = u8::from_str_radix(p, 16).with_context(|| format!("bad MAC {s:?}"))?;
-    }
-    Ok(mac)
-}
-
-fn format_mac(m: &[u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }
 
 fn parse_hex(s: &str) -> anyhow::Result<Vec<u8>> {
@@ -737,7 +721,7 @@ impl Bed {
         let s = |p: &Path| p.to_string_lossy().into_owned();
         let count = self.opts.sessions.to_string();
         let per_ap = per_ap.to_string();
-        let dst = format_mac(&packets::TRUNK_HOST_MAC);
+        let dst = MacAddr(packets::TRUNK_HOST_MAC).to_string();
         let edge = packets::EDGE_IP.to_string();
         let local = packets::AP_IP.to_string();
         let args = [
@@ -848,7 +832,7 @@ impl Bed {
                     sessions.len() - 1
                 }
             };
-            let mac = parse_mac(e["mac"].as_str().unwrap_or_default())?;
+            let mac = e["mac"].as_str().unwrap_or_default().parse::<MacAddr>()?.0;
             clients.push(Client { mac, session: i });
         }
         anyhow::ensure!(

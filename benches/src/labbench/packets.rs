@@ -13,6 +13,11 @@
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
+use etherparse::{
+    EtherType, Ethernet2Header, IpNumber, Ipv4Header, SingleVlanHeader, UdpHeader, VlanId,
+};
+use tunterm_core::wire::ether::{self, MacAddr};
+
 /// IPv4 of the edge on the AP-facing link.
 pub const EDGE_IP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
 /// IPv4 of the simulated APs (all of them share it, one UDP port each).
@@ -55,16 +60,9 @@ pub struct Client {
     pub session: usize,
 }
 
-/// The MAC apsim gives client `c` of AP `index` (`apsim::Synthetic`).
+/// The MAC apsim gives client `c` of AP `index`.
 pub fn apsim_client_mac(index: u64, c: u32) -> [u8; 6] {
-    [
-        0x02,
-        (index >> 16) as u8,
-        (index >> 8) as u8,
-        index as u8,
-        (c >> 8) as u8,
-        c as u8,
-    ]
+    tunterm_lab::apsim::synthetic_client_mac(index, c).0
 }
 
 /// The IPv4 address a client MAC stands for (inner source / destination).
@@ -72,37 +70,50 @@ fn client_ip(mac: &[u8; 6]) -> Ipv4Addr {
     Ipv4Addr::new(10, 200, mac[4] ^ mac[3], mac[5])
 }
 
-fn checksum(bytes: &[u8]) -> u16 {
-    let mut sum: u32 = bytes
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
+/// Ethernet (802.1Q-tagged with `vid` if given), IPv4 (no options, id 0,
+/// DF, TTL 64, header checksum) and UDP (checksum 0: none, allowed over
+/// IPv4 and what L2TPv3 senders use) around `payload`, built with
+/// etherparse.
+fn eth_ipv4_udp(
+    (dst, src): ([u8; 6], [u8; 6]),
+    vid: Option<u16>,
+    (ip_src, ip_dst): (Ipv4Addr, Ipv4Addr),
+    (sport, dport): (u16, u16),
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut f = Vec::with_capacity(18 + 20 + 8 + payload.len());
+    let ipv4 = EtherType::IPV4;
+    let eth = Ethernet2Header {
+        source: src,
+        destination: dst,
+        ether_type: if vid.is_some() {
+            EtherType::VLAN_TAGGED_FRAME
+        } else {
+            ipv4
+        },
+    };
+    f.extend_from_slice(&eth.to_bytes());
+    if let Some(vid) = vid {
+        let tag = SingleVlanHeader {
+            vlan_id: VlanId::try_new(vid).expect("a VLAN id below 4096"),
+            ether_type: ipv4,
+            ..Default::default()
+        };
+        f.extend_from_slice(&tag.to_bytes());
     }
-    !(sum as u16)
-}
-
-/// IPv4 header (20 bytes, no options, TTL 64, checksum filled) for a
-/// payload of `payload_len` bytes.
-fn ipv4(out: &mut Vec<u8>, src: Ipv4Addr, dst: Ipv4Addr, proto: u8, payload_len: usize) {
-    let start = out.len();
-    let total = (20 + payload_len) as u16;
-    out.extend_from_slice(&[0x45, 0]);
-    out.extend_from_slice(&total.to_be_bytes());
-    out.extend_from_slice(&[0, 0, 0x40, 0, 64, proto, 0, 0]);
-    out.extend_from_slice(&src.octets());
-    out.extend_from_slice(&dst.octets());
-    let sum = checksum(&out[start..]);
-    out[start + 10..start + 12].copy_from_slice(&sum.to_be_bytes());
-}
-
-/// UDP header, checksum 0 (none, allowed over IPv4).
-fn udp(out: &mut Vec<u8>, sport: u16, dport: u16, payload_len: usize) {
-    out.extend_from_slice(&sport.to_be_bytes());
-    out.extend_from_slice(&dport.to_be_bytes());
-    out.extend_from_slice(&((8 + payload_len) as u16).to_be_bytes());
-    out.extend_from_slice(&[0, 0]);
+    let udp_len = (UdpHeader::LEN + payload.len()) as u16;
+    let ip = Ipv4Header::new(udp_len, 64, IpNumber::UDP, ip_src.octets(), ip_dst.octets())
+        .expect("a frame fits IPv4");
+    ip.write(&mut f).expect("writing to a Vec");
+    let udp = UdpHeader {
+        source_port: sport,
+        destination_port: dport,
+        length: udp_len,
+        checksum: 0,
+    };
+    f.extend_from_slice(&udp.to_bytes());
+    f.extend_from_slice(payload);
+    f
 }
 
 /// A client frame of `len` bytes from `src` to `dst` (IPv4/UDP to the
@@ -114,19 +125,8 @@ pub fn client_frame(
     (ip_src, ip_dst): (Ipv4Addr, Ipv4Addr),
     tag: Option<u16>,
 ) -> Vec<u8> {
-    let mut f = Vec::with_capacity(len + 4);
-    f.extend_from_slice(&dst);
-    f.extend_from_slice(&src);
-    if let Some(vid) = tag {
-        f.extend_from_slice(&[0x81, 0x00]);
-        f.extend_from_slice(&vid.to_be_bytes());
-    }
-    f.extend_from_slice(&[0x08, 0x00]);
-    let ip_payload = len - 14 - 20;
-    ipv4(&mut f, ip_src, ip_dst, 17, ip_payload);
-    udp(&mut f, 5000, 9, ip_payload - 8);
-    f.resize(len + if tag.is_some() { 4 } else { 0 }, 0);
-    f
+    let zeros = vec![0; len - MIN_CLIENT_FRAME];
+    eth_ipv4_udp((dst, src), tag, (ip_src, ip_dst), (5000, 9), &zeros)
 }
 
 /// The client frame a client sends to the trunk host.
@@ -162,14 +162,13 @@ pub struct ApLink {
 }
 
 fn outer(link: &ApLink, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
-    let mut p = Vec::with_capacity(14 + 20 + 8 + payload.len());
-    p.extend_from_slice(&link.edge_mac);
-    p.extend_from_slice(&link.ap_mac);
-    p.extend_from_slice(&[0x08, 0x00]);
-    ipv4(&mut p, AP_IP, EDGE_IP, 17, 8 + payload.len());
-    udp(&mut p, sport, dport, payload.len());
-    p.extend_from_slice(payload);
-    p
+    eth_ipv4_udp(
+        (link.edge_mac, link.ap_mac),
+        None,
+        (AP_IP, EDGE_IP),
+        (sport, dport),
+        payload,
+    )
 }
 
 /// An L2TPv3-over-UDP data message of `session` carrying `frame` to the
@@ -195,19 +194,12 @@ pub fn vxlan_data(link: &ApLink, sport: u16, frame: &[u8]) -> Vec<u8> {
 /// A gratuitous ARP of the trunk host (broadcast), tagged with the
 /// clients' VLAN or not: teaches a switch where the host is.
 pub fn trunk_host_announce(tagged: bool) -> Vec<u8> {
-    let mut f = vec![0xff; 6];
-    f.extend_from_slice(&TRUNK_HOST_MAC);
-    if tagged {
-        f.extend_from_slice(&[0x81, 0x00]);
-        f.extend_from_slice(&CLIENT_VLAN.to_be_bytes());
-    }
-    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
-    f.extend_from_slice(&TRUNK_HOST_MAC);
-    f.extend_from_slice(&TRUNK_HOST_IP.octets());
-    f.extend_from_slice(&[0; 6]);
-    f.extend_from_slice(&TRUNK_HOST_IP.octets());
-    f.resize(f.len().max(60), 0);
-    f
+    ether::arp_request(
+        (MacAddr(TRUNK_HOST_MAC), TRUNK_HOST_IP),
+        TRUNK_HOST_IP,
+        MacAddr::BROADCAST,
+        tagged.then_some(CLIENT_VLAN),
+    )
 }
 
 /// The clients in the order the generator cycles over them: round robin
@@ -251,6 +243,7 @@ pub fn trafgen_config(packets: &[Vec<u8>]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tunterm_core::wire::checksum::internet_checksum as checksum;
 
     #[test]
     fn client_frames_have_their_length_and_a_valid_ip_checksum() {

@@ -327,13 +327,6 @@ fn tunnel_mtus(cfg: &EdgeConfig, link_mtu: u16) -> TunnelMtus {
     }
 }
 
-fn format_mac(m: &[u8; 6]) -> String {
-    format!(
-        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-        m[0], m[1], m[2], m[3], m[4], m[5]
-    )
-}
-
 fn endpoint_config(cfg: &EdgeConfig, opts: &DaemonOptions) -> EndpointConfig {
     EndpointConfig {
         host_name: cfg.name.clone(),
@@ -405,7 +398,7 @@ impl Dataplane {
                 .fdb()
                 .map(|(vlan, mac, port)| FdbEntry {
                     vlan,
-                    mac: format_mac(&mac),
+                    mac: mac.to_string(),
                     port: if port == TRUNK {
                         "trunk".into()
                     } else if tunterm_core::proto::bridge::is_host_port(port) {
@@ -473,7 +466,12 @@ impl Dataplane {
             let mut restored = 0;
             for (vlan, mac, port, ago) in f.take_adopted_fdb() {
                 let at = ago.and_then(|a| now.checked_sub(a)).unwrap_or(now);
-                if self.switch.restore_entry(vlan, &mac, port, at) {
+                if self.switch.restore_entry(
+                    vlan,
+                    &tunterm_core::wire::ether::MacAddr(mac),
+                    port,
+                    at,
+                ) {
                     restored += 1;
                 }
             }

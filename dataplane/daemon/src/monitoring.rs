@@ -169,7 +169,7 @@ impl UpstreamMonitor {
                 probes,
                 results_tx: tx,
                 arp_pending: Vec::new(),
-                arp_mac: [0x02, 0x7e, h[0], h[1], h[2], h[3]],
+                arp_mac: MacAddr([0x02, 0x7e, h[0], h[1], h[2], h[3]]),
                 seq: 0,
             },
             rx,
@@ -240,7 +240,12 @@ impl UpstreamMonitor {
                     sender,
                     tag,
                 } => {
-                    send_trunk(&arp_request(&self.arp_mac, sender, target, tag));
+                    send_trunk(&ether::arp_request(
+                        (self.arp_mac, sender),
+                        target,
+                        MacAddr::BROADCAST,
+                        tag,
+                    ));
                     self.arp_pending.push((i, target, now + timeout));
                 }
             }
@@ -252,43 +257,21 @@ impl UpstreamMonitor {
     /// Anything else sent to the probes' MAC (a reply after its probe gave
     /// up) is consumed too: it is for no one behind a tunnel.
     pub fn take_trunk_frame(&mut self, now: Instant, frame: &[u8]) -> bool {
-        if frame.get(..6) != Some(&self.arp_mac[..]) {
+        if frame.get(..6) != Some(&self.arp_mac.0[..]) {
             return false;
         }
         let Some(view) = ether::parse(frame) else {
             return false;
         };
-        let arp = &frame[view.inner_offset..];
-        // EtherType ARP, Ethernet/IPv4, reply; sender protocol address.
-        if arp.len() < 30 || arp[..2] != [0x08, 0x06] || arp[8..10] != [0, 2] {
+        let Some((_, sender)) = ether::arp_reply_sender(frame, &view) else {
             return true;
-        }
-        let sender = Ipv4Addr::new(arp[16], arp[17], arp[18], arp[19]);
+        };
         if let Some(pos) = self.arp_pending.iter().position(|&(_, t, _)| t == sender) {
             let (i, _, _) = self.arp_pending.swap_remove(pos);
             self.monitor.handle_result(now, i, Ok(()));
         }
         true
     }
-}
-
-/// An ARP request (broadcast) for `target` from `mac`/`sender`, tagged
-/// with `tag` if given.
-fn arp_request(mac: &MacAddr, sender: Ipv4Addr, target: Ipv4Addr, tag: Option<u16>) -> Vec<u8> {
-    let mut f = Vec::with_capacity(64);
-    f.extend_from_slice(&[0xff; 6]);
-    f.extend_from_slice(mac);
-    if let Some(v) = tag {
-        f.extend_from_slice(&ether::TPID_8021Q.to_be_bytes());
-        f.extend_from_slice(&v.to_be_bytes());
-    }
-    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
-    f.extend_from_slice(mac);
-    f.extend_from_slice(&sender.octets());
-    f.extend_from_slice(&[0; 6]);
-    f.extend_from_slice(&target.octets());
-    f.resize(f.len().max(60), 0);
-    f
 }
 
 /// Why the edge closes its tunnels, in the StopCCN's message.
@@ -342,16 +325,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn arp_requests_are_tagged_as_asked_and_replies_are_recognised() {
-        let mac = [0x02, 0x7e, 1, 2, 3, 4];
+    fn only_arp_replies_to_the_probe_mac_are_taken() {
+        let cfg = tunterm_control::load_str(tunterm_control::LAB_DEFAULT).unwrap();
+        let (mut m, _rx) = UpstreamMonitor::new(Instant::now(), &cfg, &MonitorOptions::default());
         let t = Ipv4Addr::new(192, 168, 10, 1);
-        let req = arp_request(&mac, Ipv4Addr::UNSPECIFIED, t, Some(10));
-        let v = ether::parse(&req).unwrap();
-        assert_eq!(v.tag.map(|t| t.vid()), Some(10));
-        let untagged = arp_request(&mac, Ipv4Addr::new(192, 168, 10, 2), t, None);
-        assert_eq!(untagged.len(), 60);
-        assert_eq!(&untagged[12..14], &[0x08, 0x06]);
-        assert_eq!(&untagged[38..42], &t.octets());
-        assert_eq!(&untagged[28..32], &[192, 168, 10, 2]);
+        let reply = |dst: MacAddr, op| {
+            let mut f = vec![];
+            let router = (MacAddr([2, 0, 0, 0, 0, 1]), t);
+            ether::write_arp(
+                ether::ETHERTYPE_ARP,
+                dst,
+                Some(10),
+                op,
+                router,
+                (dst, t),
+                &mut f,
+            );
+            f
+        };
+        let now = Instant::now();
+        assert!(m.take_trunk_frame(now, &reply(m.arp_mac, ether::ArpOp::Reply)));
+        assert!(m.take_trunk_frame(now, &reply(m.arp_mac, ether::ArpOp::Request)));
+        assert!(!m.take_trunk_frame(
+            now,
+            &reply(MacAddr([2, 0, 0, 0, 0, 9]), ether::ArpOp::Reply)
+        ));
     }
 }

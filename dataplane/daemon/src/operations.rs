@@ -22,7 +22,8 @@
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
-use tunterm_control::hosts::{HostsKey, host_order, parse_mac};
+use tunterm_control::hosts::{HostsKey, host_order};
+use tunterm_control::mac::MacAddr;
 use tunterm_control::{EdgeConfig, HostsSelection};
 
 use tunterm_core::proto::l2tp::Endpoint;
@@ -114,12 +115,12 @@ pub fn select_disconnect(
     if !req.macs.is_empty() {
         let mut wanted = Vec::new();
         for m in &req.macs {
-            wanted.push(parse_mac(m).ok_or_else(|| format!("{m:?} is not a MAC address"))?);
+            wanted.push(m.parse::<MacAddr>().map_err(|e| e.to_string())?);
         }
         return Ok(tunnels
             .iter()
             .enumerate()
-            .filter(|(_, t)| parse_mac(&t.ap).is_some_and(|m| wanted.contains(&m)))
+            .filter(|(_, t)| t.ap.parse().is_ok_and(|m| wanted.contains(&m)))
             .map(|(i, _)| i)
             .collect());
     }
@@ -177,10 +178,10 @@ pub fn select_preempt(
     let mut close = Vec::new();
     for (i, t) in tunnels.iter().enumerate() {
         let by_site = cluster.tunterm_hosts_selection == HostsSelection::ShuffleBySite;
-        let mac = parse_mac(&t.ap);
+        let mac = t.ap.parse::<MacAddr>().ok();
         let site = req.site_id.as_deref();
         let known = match (by_site, mac, site) {
-            (true, _, Some(site)) => Some(([0; 6], site)),
+            (true, _, Some(site)) => Some((MacAddr::ZERO, site)),
             (true, _, None) | (false, None, _) => None,
             (false, Some(mac), _) => Some((mac, "")),
         };

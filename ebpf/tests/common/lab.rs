@@ -549,7 +549,10 @@ impl Lab {
                 Slow::Flood(10) => {}
                 other => panic!("first GRE packet: {other:?}"),
             }
-            g.port = lab.switch.lookup(10, &g.client).expect("learned");
+            g.port = lab
+                .switch
+                .lookup(10, &tunterm_core::wire::ether::MacAddr(g.client))
+                .expect("learned");
             assert!(is_gre_port(g.port));
             lab.gre_aps.push(g);
         }

@@ -1,9 +1,14 @@
-//! Test packet builders, written from the RFCs independently of the code
-//! under test: Ethernet II / 802.1Q, IPv4 (RFC 791), UDP (RFC 768), L2TPv3
-//! data header over UDP (RFC 3931 §4.1.2.1) and the default L2-Specific
-//! Sublayer (RFC 4719).
+//! Test packet builders, independent of the code under test: the IPv4 and
+//! IPv6 headers from etherparse; the L2TPv3 data header over UDP (RFC 3931
+//! §4.1.2.1), the default L2-Specific Sublayer (RFC 4719) and GRE
+//! (RFC 2784, 2890) written from the RFCs; the one Internet checksum
+//! (RFC 1071) from tunterm-core.
 
 use std::net::SocketAddrV4;
+
+use etherparse::{IpFragOffset, IpNumber, Ipv4Header, Ipv4Options, Ipv6Header, UdpHeader};
+pub use tunterm_core::wire::checksum::internet_checksum as checksum;
+use tunterm_core::wire::udp;
 
 pub type Mac = [u8; 6];
 
@@ -30,19 +35,6 @@ pub fn ether(dst: Mac, src: Mac, tci: Option<u16>, ethertype: u16, payload: &[u8
 pub fn client(dst: Mac, src: Mac, tci: Option<u16>, len: usize) -> Vec<u8> {
     let payload: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
     ether(dst, src, tci, 0x0800, &payload)
-}
-
-/// The RFC 1071 checksum of `bytes`.
-pub fn checksum(bytes: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    for c in bytes.chunks(2) {
-        let w = u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]);
-        sum += u32::from(w);
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
 }
 
 /// IPv4 header fields a case may vary.
@@ -72,26 +64,32 @@ impl Ip {
 /// Ethernet + IPv4 + UDP around `payload`, lengths and IP checksum right,
 /// UDP checksum 0 (allowed over IPv4, and what L2TPv3 senders use).
 pub fn udp4(ip: Ip, payload: &[u8]) -> Vec<u8> {
-    let ihl = 20 + ip.options;
-    let total = ihl + 8 + payload.len();
-    let mut h = vec![0u8; ihl];
-    h[0] = 0x40 | (ihl / 4) as u8;
-    h[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-    h[4..6].copy_from_slice(&0x1234u16.to_be_bytes());
-    h[6..8].copy_from_slice(&ip.frag.to_be_bytes());
-    h[8] = 64;
-    h[9] = ip.protocol;
-    h[12..16].copy_from_slice(&ip.src.ip().octets());
-    h[16..20].copy_from_slice(&ip.dst.ip().octets());
-    for b in &mut h[20..] {
-        *b = 1; // NOP options
-    }
-    let c = checksum(&h);
-    h[10..12].copy_from_slice(&c.to_be_bytes());
-    h.extend_from_slice(&ip.src.port().to_be_bytes());
-    h.extend_from_slice(&ip.dst.port().to_be_bytes());
-    h.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-    h.extend_from_slice(&[0, 0]);
+    let mut header = Ipv4Header::new(
+        (8 + payload.len()) as u16,
+        64,
+        IpNumber(ip.protocol),
+        ip.src.ip().octets(),
+        ip.dst.ip().octets(),
+    )
+    .expect("a test packet fits IPv4");
+    header.identification = 0x1234;
+    header.dont_fragment = ip.frag & 0x4000 != 0;
+    header.more_fragments = ip.frag & 0x2000 != 0;
+    header.fragment_offset = IpFragOffset::try_new(ip.frag & 0x1fff).unwrap();
+    // NOP options.
+    header.options = Ipv4Options::try_from(&vec![1u8; ip.options][..]).expect("options ≤ 40 bytes");
+    header
+        .set_payload_len(8 + payload.len())
+        .expect("a test packet fits IPv4");
+    let mut h = Vec::with_capacity(60 + 8 + payload.len());
+    header.write(&mut h).expect("writing to a Vec");
+    let udp = UdpHeader {
+        source_port: ip.src.port(),
+        destination_port: ip.dst.port(),
+        length: (8 + payload.len()) as u16,
+        checksum: 0,
+    };
+    h.extend_from_slice(&udp.to_bytes());
     h.extend_from_slice(payload);
     ether(EDGE_MAC, GW_MAC, None, 0x0800, &h)
 }
@@ -178,28 +176,19 @@ pub struct Ip6 {
     pub ext: Option<u8>,
 }
 
-/// The IPv6 pseudo-header checksum (RFC 8200 §8.1) of an upper-layer
-/// packet `l4` of protocol `next`.
-pub fn checksum6(src: &std::net::Ipv6Addr, dst: &std::net::Ipv6Addr, next: u8, l4: &[u8]) -> u16 {
-    let mut b = Vec::with_capacity(40 + l4.len());
-    b.extend_from_slice(&src.octets());
-    b.extend_from_slice(&dst.octets());
-    b.extend_from_slice(&(l4.len() as u32).to_be_bytes());
-    b.extend_from_slice(&[0, 0, 0, next]);
-    b.extend_from_slice(l4);
-    checksum(&b)
-}
-
 /// Ethernet + IPv6 (+ one extension header of type `ip.ext`, 8 bytes,
 /// whose next header is `next`) around `l4`.
 pub fn ip6(ip: Ip6, next: u8, l4: &[u8]) -> Vec<u8> {
-    let mut h = vec![0x60, 0, 0, 0];
     let ext_len = if ip.ext.is_some() { 8 } else { 0 };
-    h.extend_from_slice(&((ext_len + l4.len()) as u16).to_be_bytes());
-    h.push(ip.ext.unwrap_or(next));
-    h.push(64);
-    h.extend_from_slice(&ip.src.octets());
-    h.extend_from_slice(&ip.dst.octets());
+    let header = Ipv6Header {
+        payload_length: (ext_len + l4.len()) as u16,
+        next_header: IpNumber(ip.ext.unwrap_or(next)),
+        hop_limit: 64,
+        source: ip.src.octets(),
+        destination: ip.dst.octets(),
+        ..Default::default()
+    };
+    let mut h = header.to_bytes().to_vec();
     if ip.ext.is_some() {
         // A Destination Options header with one PadN option (RFC 8200 §4.2).
         h.extend_from_slice(&[next, 0, 1, 4, 0, 0, 0, 0]);
@@ -216,11 +205,7 @@ pub fn udp6(ip: Ip6, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
     u.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
     u.extend_from_slice(&[0, 0]);
     u.extend_from_slice(payload);
-    let mut c = checksum6(&ip.src, &ip.dst, 17, &u);
-    if c == 0 {
-        c = 0xffff;
-    }
-    u[6..8].copy_from_slice(&c.to_be_bytes());
+    udp::Packet::new_unchecked(&mut u[..]).fill_checksum(ip.src.into(), ip.dst.into());
     ip6(ip, 17, &u)
 }
 
@@ -297,14 +282,9 @@ pub fn fix_any_lengths(p: &mut [u8]) {
     p[18..20].copy_from_slice(&(pl as u16).to_be_bytes());
     if p[20] == 17 && pl >= 8 {
         p[58..60].copy_from_slice(&(pl as u16).to_be_bytes());
-        p[60..62].copy_from_slice(&[0, 0]);
         let src = std::net::Ipv6Addr::from(<[u8; 16]>::try_from(&p[22..38]).unwrap());
         let dst = std::net::Ipv6Addr::from(<[u8; 16]>::try_from(&p[38..54]).unwrap());
-        let mut c = checksum6(&src, &dst, 17, &p[54..]);
-        if c == 0 {
-            c = 0xffff;
-        }
-        p[60..62].copy_from_slice(&c.to_be_bytes());
+        udp::Packet::new_unchecked(&mut p[54..]).fill_checksum(src.into(), dst.into());
     }
 }
 
@@ -385,7 +365,8 @@ pub fn kernel_rx(p: &[u8]) -> Option<Rx<'_>> {
                 if u16::from_be_bytes([rest[2], rest[3]]) != 1701 || ulen < 8 || ulen > rest.len() {
                     return None;
                 }
-                if csum == 0 || checksum6(&src, &dst, 17, &rest[..ulen]) != 0 {
+                let datagram = udp::Packet::new_unchecked(&rest[..ulen]);
+                if csum == 0 || !datagram.verify_checksum(src.into(), dst.into()) {
                     return None;
                 }
                 return Some(Rx {

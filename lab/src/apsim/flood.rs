@@ -55,8 +55,7 @@ fn source_list(opts: &FloodOptions) -> Vec<SocketAddrV4> {
 }
 
 /// An IPv4/UDP datagram carrying an SCCRQ with Assigned CCID `ccid`
-/// (UDP checksum 0: none, as IPv4 allows; the kernel fills the IP
-/// checksum and id).
+/// (checksums filled in; the kernel fills the IP id).
 pub fn sccrq_datagram(src: SocketAddrV4, dst: SocketAddrV4, ccid: u32) -> Vec<u8> {
     let msg = ControlMessage {
         msg_type: MessageType::Sccrq,
@@ -78,19 +77,12 @@ pub fn sccrq_datagram(src: SocketAddrV4, dst: SocketAddrV4, ccid: u32) -> Vec<u8
         },
         &mut l2tp,
     );
-    let udp_len = 8 + l2tp.len();
-    let total = 20 + udp_len;
-    let mut p = Vec::with_capacity(total);
-    p.extend_from_slice(&[0x45, 0]);
-    p.extend_from_slice(&(total as u16).to_be_bytes());
-    p.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
-    p.extend_from_slice(&src.ip().octets());
-    p.extend_from_slice(&dst.ip().octets());
-    p.extend_from_slice(&src.port().to_be_bytes());
-    p.extend_from_slice(&dst.port().to_be_bytes());
-    p.extend_from_slice(&(udp_len as u16).to_be_bytes());
-    p.extend_from_slice(&[0, 0]);
-    p.extend_from_slice(&l2tp);
+    let mut p = Vec::with_capacity(20 + 8 + l2tp.len());
+    // An SCCRQ is ~100 bytes: far from IPv4's length limit.
+    etherparse::PacketBuilder::ipv4(src.ip().octets(), dst.ip().octets(), 64)
+        .udp(src.port(), dst.port())
+        .write(&mut p, &l2tp)
+        .expect("an SCCRQ fits a datagram");
     p
 }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use tunterm_core::wire::ether::MacAddr;
 use tunterm_core::wire::l2tp::pw;
 use tunterm_lab::apsim::{self, ApSpec, ApTransport, SimOptions};
 
@@ -84,8 +85,8 @@ struct Cli {
     synthetic_interval_ms: u64,
     /// Destination MAC of synthetic frames, aa:bb:cc:dd:ee:ff (default
     /// broadcast, which floods to every session on the VLAN).
-    #[arg(long, value_parser = parse_mac)]
-    synthetic_dst: Option<[u8; 6]>,
+    #[arg(long)]
+    synthetic_dst: Option<MacAddr>,
     /// Rounds of synthetic frames each AP sends once its session is up,
     /// then it stops (0: no limit). The lab benchmark teaches the edge its
     /// clients with a few rounds and then keeps the links quiet.
@@ -124,8 +125,8 @@ struct Cli {
     #[arg(long, value_name = "IF", requires = "junk_dst_mac")]
     junk_iface: Option<String>,
     /// The edge's MAC on the --junk-iface link, aa:bb:cc:dd:ee:ff.
-    #[arg(long, value_parser = parse_mac)]
-    junk_dst_mac: Option<[u8; 6]>,
+    #[arg(long)]
+    junk_dst_mac: Option<MacAddr>,
 }
 
 fn parse_selection(s: &str) -> Result<tunterm_control::HostsSelection, String> {
@@ -154,18 +155,6 @@ fn parse_edge(s: &str) -> anyhow::Result<SocketAddr> {
     Ok(SocketAddr::new(ip, 1701))
 }
 
-fn parse_mac(s: &str) -> Result<[u8; 6], String> {
-    let parts: Vec<&str> = s.split(':').collect();
-    let mut mac = [0u8; 6];
-    if parts.len() != 6 {
-        return Err(format!("{s:?}: expected aa:bb:cc:dd:ee:ff"));
-    }
-    for (b, p) in mac.iter_mut().zip(parts) {
-        *b = u8::from_str_radix(p, 16).map_err(|_| format!("{s:?}: bad hex byte {p:?}"))?;
-    }
-    Ok(mac)
-}
-
 fn secs(name: &str, v: f64) -> anyhow::Result<Duration> {
     Duration::try_from_secs_f64(v)
         .map_err(|_| anyhow::anyhow!("--{name} {v}: not a valid duration"))
@@ -189,7 +178,7 @@ fn main() -> anyhow::Result<()> {
             duration: secs("flood-seconds", cli.flood_seconds)?,
             sources: cli.flood_src,
             first_port: *cli.flood_ports.start(),
-            link: cli.junk_iface.zip(cli.junk_dst_mac),
+            link: cli.junk_iface.zip(cli.junk_dst_mac.map(|m| m.0)),
         };
         println!("junk: {kind:?} to {edge} for {:?}", opts.duration);
         let report = apsim::junk::run(&opts)?;

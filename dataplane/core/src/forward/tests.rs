@@ -591,7 +591,7 @@ impl FloodPolicy for NoFlood {
         to: &mut Vec<PortId>,
     ) {
         // Unknown unicast still goes to the trunk; broadcast nowhere.
-        if !ether::is_multicast(&view.dst) {
+        if !view.dst.is_multicast() {
             to.extend(members.iter().filter(|&&p| p == TRUNK));
         }
     }
@@ -647,7 +647,7 @@ fn learning_turns_a_flood_into_a_forward_and_follows_a_move() {
     let (_, acts) = bed.run(B, &frame([0xff; 6], CLIENT, Some(20), 0x88b5, b"m"));
     assert!(acts.contains(&Owned::Trunk(Kind::Announce, {
         let mut f = Vec::new();
-        ether::write_mac_announce(&CLIENT, Some(20), &mut f);
+        ether::write_mac_announce(&ether::MacAddr(CLIENT), Some(20), &mut f);
         f
     })));
     assert_eq!(
@@ -752,7 +752,7 @@ fn a_dhcp_discover_from_a_tunnel_on_a_relayed_vlan_goes_to_the_relay_only() {
             10,
             VlanRelay {
                 addr: "192.168.10.2".parse().unwrap(),
-                mac: [0x02, 0x77, 0, 0, 0, 10],
+                mac: ether::MacAddr([0x02, 0x77, 0, 0, 0, 10]),
                 servers: vec!["192.168.10.1".parse().unwrap()],
             },
         )]

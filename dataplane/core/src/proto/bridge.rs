@@ -160,13 +160,13 @@ struct Entry {
 
 /// VLAN in the top 16 bits, the MAC in wire order below: one word to hash.
 fn key(vlan: u16, mac: &MacAddr) -> u64 {
-    let [a, b, c, d, e, f] = *mac;
+    let [a, b, c, d, e, f] = mac.0;
     (u64::from(vlan) << 48) | u64::from_be_bytes([0, 0, a, b, c, d, e, f])
 }
 
 fn unkey(k: u64) -> (u16, MacAddr) {
     let [v0, v1, a, b, c, d, e, f] = k.to_be_bytes();
-    (u16::from_be_bytes([v0, v1]), [a, b, c, d, e, f])
+    (u16::from_be_bytes([v0, v1]), MacAddr([a, b, c, d, e, f]))
 }
 
 fn valid_vlan(v: u16) -> bool {
@@ -327,11 +327,11 @@ impl Switch {
             Ok(v) => v,
             Err(r) => return (self.count_drop(r), Some(view)),
         };
-        if ether::is_multicast(&view.src) || view.src == [0; 6] {
+        if view.src.is_multicast() || view.src == MacAddr::ZERO {
             return (self.count_drop(DropReason::BadSourceMac), Some(view));
         }
         self.learn(now, vlan, &view.src, port);
-        if ether::is_multicast(&view.dst) {
+        if view.dst.is_multicast() {
             self.counters.flooded += 1;
             return (Verdict::Flood { vlan }, Some(view));
         }
@@ -481,7 +481,7 @@ impl Switch {
             .get(&port)
             .is_some_and(|p| p.cfg.member_vlans().any(|v| v == vlan));
         if !carries
-            || ether::is_multicast(mac)
+            || mac.is_multicast()
             || *mac == [0; 6]
             || self.fdb.contains_key(&key(vlan, mac))
         {
@@ -585,8 +585,8 @@ mod tests {
     }
 
     fn frame(dst: MacAddr, src: MacAddr, tag: Option<u16>) -> Vec<u8> {
-        let mut f = dst.to_vec();
-        f.extend_from_slice(&src);
+        let mut f = dst.0.to_vec();
+        f.extend_from_slice(&src.0);
         if let Some(v) = tag {
             f.extend_from_slice(&[0x81, 0x00]);
             f.extend_from_slice(&v.to_be_bytes());
@@ -596,11 +596,11 @@ mod tests {
         f
     }
 
-    const A: MacAddr = [2, 0, 0, 0, 0, 0xa];
-    const B: MacAddr = [2, 0, 0, 0, 0, 0xb];
-    const C: MacAddr = [2, 0, 0, 0, 0, 0xc];
-    const BCAST: MacAddr = [0xff; 6];
-    const MCAST: MacAddr = [0x01, 0x00, 0x5e, 0x00, 0x00, 0xfb];
+    const A: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xa]);
+    const B: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xb]);
+    const C: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xc]);
+    const BCAST: MacAddr = MacAddr::BROADCAST;
+    const MCAST: MacAddr = MacAddr([0x01, 0x00, 0x5e, 0x00, 0x00, 0xfb]);
     const S1: PortId = PortId(101);
     const S2: PortId = PortId(102);
 
@@ -866,7 +866,7 @@ mod tests {
     fn group_or_zero_source_is_rejected() {
         let t = crate::test_t0();
         let mut sw = switch();
-        for src in [BCAST, MCAST, [0; 6]] {
+        for src in [BCAST, MCAST, MacAddr::ZERO] {
             let (v, _) = sw.ingress(t, S1, &frame(A, src, None));
             assert_eq!(v, Verdict::Drop(DropReason::BadSourceMac), "{src:x?}");
         }
@@ -1040,10 +1040,10 @@ mod tests {
 
     #[test]
     fn fdb_key_round_trips() {
-        let m = [0xde, 0xad, 0xbe, 0xef, 0x00, 0x01];
+        let m = MacAddr([0xde, 0xad, 0xbe, 0xef, 0x00, 0x01]);
         assert_eq!(key(4094, &m), 0x0ffe_dead_beef_0001);
         assert_eq!(unkey(key(4094, &m)), (4094, m));
-        assert_eq!(unkey(key(1, &[0xff; 6])), (1, [0xff; 6]));
+        assert_eq!(unkey(key(1, &BCAST)), (1, BCAST));
     }
 
     /// Learning, moves, flushes, reconfiguration and aging in a scripted
@@ -1088,8 +1088,8 @@ mod tests {
                     sw.handle_timeout(now);
                 }
                 _ => {
-                    let mac = [2, 0, 0, 0, 0, (r >> 16) as u8 % 64];
-                    let dst = [2, 0, 0, 0, 0, (r >> 24) as u8 % 64];
+                    let mac = MacAddr([2, 0, 0, 0, 0, (r >> 16) as u8 % 64]);
+                    let dst = MacAddr([2, 0, 0, 0, 0, (r >> 24) as u8 % 64]);
                     let tag = [None, Some(10), Some(20), Some(21)][((r >> 32) % 4) as usize];
                     let _ = sw.ingress(now, port, &frame(dst, mac, tag));
                 }

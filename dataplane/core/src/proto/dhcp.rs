@@ -322,7 +322,7 @@ impl RelayAgent {
         };
         let (dst_mac, dst_ip) = match mac {
             Some(m) if p.flags() & FLAG_BROADCAST == 0 && !to.is_unspecified() => (m, to),
-            _ => ([0xff; 6], Ipv4Addr::BROADCAST),
+            _ => (MacAddr::BROADCAST, Ipv4Addr::BROADCAST),
         };
         let mut frame = Vec::with_capacity(payload.len() + 42);
         dhcp::emit_udp_frame(
@@ -370,8 +370,8 @@ mod tests {
     const EDGE10: Ipv4Addr = Ipv4Addr::new(192, 168, 10, 2);
     const S1: Ipv4Addr = Ipv4Addr::new(192, 168, 10, 1);
     const S2: Ipv4Addr = Ipv4Addr::new(172, 16, 2, 2);
-    const MAC: MacAddr = [2, 0, 0, 0, 0, 0x11];
-    const EDGE_MAC: MacAddr = [2, 0xee, 0, 0, 0, 10];
+    const MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 0x11]);
+    const EDGE_MAC: MacAddr = MacAddr([2, 0xee, 0, 0, 0, 10]);
     const PORT: PortId = PortId(77);
 
     fn agent() -> RelayAgent {
@@ -400,7 +400,7 @@ mod tests {
         m[1] = 1;
         m[2] = 6;
         m[4..8].copy_from_slice(&0xabcd_0001u32.to_be_bytes());
-        m[28..34].copy_from_slice(&MAC);
+        m[28..34].copy_from_slice(&MAC.0);
         m[236..240].copy_from_slice(&MAGIC_COOKIE);
         m.extend_from_slice(&[53, 1, msg_type]);
         m.extend_from_slice(extra);
@@ -465,8 +465,8 @@ mod tests {
             .unwrap();
         assert_eq!((got.port, got.vlan), (PORT, 10));
         let f = &got.frame;
-        assert_eq!(&f[..6], &MAC, "unicast to chaddr");
-        assert_eq!(&f[6..12], &EDGE_MAC);
+        assert_eq!(&f[..6], &MAC.0, "unicast to chaddr");
+        assert_eq!(&f[6..12], &EDGE_MAC.0);
         assert_eq!(&f[26..30], &EDGE10.octets(), "from the edge's address");
         assert_eq!(&f[30..34], &yi.octets(), "to yiaddr");
         assert_eq!(&f[34..38], &[0, 67, 0, 68]);

@@ -15,7 +15,7 @@
 //! so it is no relay for packets addressed elsewhere.
 
 use std::collections::{BTreeSet, VecDeque};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
@@ -23,8 +23,8 @@ use rustc_hash::FxHashMap;
 use serde::Serialize;
 
 use crate::proto::bridge::PortId;
-use crate::wire::checksum::internet_checksum;
-use crate::wire::gre::{self, GreHeader, IP_PROTO_GRE};
+use crate::wire::gre::{self, GreHeader};
+use crate::wire::{ipv4, ipv6};
 
 /// First switch port id of GRE peers: peer n gets `GRE_PORT_BASE + n`. The
 /// range `GRE_PORT_BASE..=u32::MAX` belongs to GRE; other tunnel kinds
@@ -45,10 +45,6 @@ pub const SEQ_REORDER_WINDOW: u32 = 1024;
 
 /// Shortest payload that is an Ethernet frame (the MAC header).
 const ETHER_HEADER_LEN: usize = 14;
-const IPV4_HEADER_LEN: usize = 20;
-const IPV6_HEADER_LEN: usize = 40;
-/// TTL / hop limit of the inner packet of a keepalive probe.
-const PROBE_TTL: u8 = 255;
 
 /// Whether `port` is in the range GRE peers are numbered from.
 pub fn is_gre_port(port: PortId) -> bool {
@@ -703,104 +699,90 @@ impl GreEndpoint {
 
 /// The destination and payload of the IPv4 packet inside a keepalive.
 fn inner_ipv4(b: &[u8]) -> Result<(IpAddr, &[u8]), GreDrop> {
-    if b.len() < IPV4_HEADER_LEN || b[0] >> 4 != 4 {
-        return Err(GreDrop::Malformed);
-    }
-    let ihl = usize::from(b[0] & 0x0f) * 4;
-    let total = usize::from(u16::from_be_bytes([b[2], b[3]]));
-    if ihl < IPV4_HEADER_LEN || total < ihl || total > b.len() {
-        return Err(GreDrop::Malformed);
-    }
-    if internet_checksum(&b[..ihl]) != 0 {
-        return Err(GreDrop::Malformed);
-    }
+    let ip = ipv4::Packet::new_checked(b).map_err(|_| GreDrop::Malformed)?;
     // A fragment (MF set or an offset) is not a whole keepalive.
-    if u16::from_be_bytes([b[6], b[7]]) & 0x3fff != 0 {
+    if !ip.verify_checksum() || ip.is_fragment() {
         return Err(GreDrop::Malformed);
     }
-    if b[9] != IP_PROTO_GRE {
+    if ip.protocol() != ipv4::Protocol::Gre {
         return Err(GreDrop::WrongProtocol);
     }
-    let dst = Ipv4Addr::new(b[16], b[17], b[18], b[19]);
-    Ok((IpAddr::V4(dst), &b[ihl..total]))
+    Ok((IpAddr::V4(ip.dst_addr()), ip.payload()))
 }
 
 /// The destination and payload of the IPv6 packet inside a keepalive (no
 /// extension headers).
 fn inner_ipv6(b: &[u8]) -> Result<(IpAddr, &[u8]), GreDrop> {
-    if b.len() < IPV6_HEADER_LEN || b[0] >> 4 != 6 {
-        return Err(GreDrop::Malformed);
-    }
-    let end = IPV6_HEADER_LEN + usize::from(u16::from_be_bytes([b[4], b[5]]));
-    if end > b.len() {
-        return Err(GreDrop::Malformed);
-    }
-    if b[6] != IP_PROTO_GRE {
+    let ip = ipv6::Packet::new_checked(b).map_err(|_| GreDrop::Malformed)?;
+    if ip.next_header() != ipv6::Protocol::Gre {
         return Err(GreDrop::WrongProtocol);
     }
-    let mut dst = [0u8; 16];
-    dst.copy_from_slice(&b[24..40]);
-    Ok((IpAddr::V6(Ipv6Addr::from(dst)), &b[IPV6_HEADER_LEN..end]))
-}
-
-/// The keepalive an AP at `local` sends to the edge at `remote` (sender
-/// side, for the AP simulator): a GRE packet to hand to a raw IP socket of
-/// protocol 47. Inside: an IPv4 packet (an IPv6 one if either address is
-/// IPv6, an IPv4 address then written IPv4-mapped) from `remote` to `local`
-/// carrying a GRE header of protocol type 0. `key` goes in both GRE headers.
-pub fn keepalive_probe(local: IpAddr, remote: IpAddr, key: Option<u32>) -> Vec<u8> {
-    let inner_gre = GreHeader {
-        key,
-        ..GreHeader::new(gre::PROTO_KEEPALIVE)
-    };
-    let mut gre_bytes = [0u8; gre::MAX_HEADER_LEN];
-    let gre_len = gre::emit(&inner_gre, &mut gre_bytes);
-    let gre_bytes = &gre_bytes[..gre_len];
-    let mut ip = Vec::with_capacity(IPV6_HEADER_LEN + gre_len);
-    let protocol = match (local.to_canonical(), remote.to_canonical()) {
-        (IpAddr::V4(local), IpAddr::V4(remote)) => {
-            let total = (IPV4_HEADER_LEN + gre_len) as u16;
-            ip.extend_from_slice(&[0x45, 0]);
-            ip.extend_from_slice(&total.to_be_bytes());
-            ip.extend_from_slice(&[0, 0, 0, 0, PROBE_TTL, IP_PROTO_GRE, 0, 0]);
-            ip.extend_from_slice(&remote.octets());
-            ip.extend_from_slice(&local.octets());
-            let sum = internet_checksum(&ip);
-            ip[10..12].copy_from_slice(&sum.to_be_bytes());
-            gre::PROTO_IPV4
-        }
-        _ => {
-            let v6 = |a: IpAddr| match a {
-                IpAddr::V4(a) => a.to_ipv6_mapped(),
-                IpAddr::V6(a) => a,
-            };
-            ip.extend_from_slice(&[0x60, 0, 0, 0]);
-            ip.extend_from_slice(&(gre_len as u16).to_be_bytes());
-            ip.extend_from_slice(&[IP_PROTO_GRE, PROBE_TTL]);
-            ip.extend_from_slice(&v6(remote).octets());
-            ip.extend_from_slice(&v6(local).octets());
-            gre::PROTO_IPV6
-        }
-    };
-    ip.extend_from_slice(gre_bytes);
-    let outer = GreHeader {
-        key,
-        ..GreHeader::new(protocol)
-    };
-    let mut out = Vec::with_capacity(outer.header_len() + ip.len());
-    gre::emit_packet(&outer, &ip, &mut out);
-    out
-}
-
-/// Whether a GRE packet (IP payload) is a reflected keepalive: a valid GRE
-/// header of protocol type 0 (sender side, for the AP simulator).
-pub fn is_keepalive_reply(bytes: &[u8]) -> bool {
-    matches!(gre::parse(bytes), Ok(p) if p.header.protocol == gre::PROTO_KEEPALIVE)
+    Ok((IpAddr::V6(ip.dst_addr()), ip.payload()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The keepalive an AP at `local` sends to the edge at `remote` (the
+    /// lab's AP simulator builds its own, with etherparse): GRE around an IP
+    /// packet from `remote` to `local` around a GRE header of protocol 0.
+    /// IPv6 if either address is, an IPv4 one then written IPv4-mapped.
+    fn keepalive_probe(local: IpAddr, remote: IpAddr, key: Option<u32>) -> Vec<u8> {
+        let mut reply = vec![];
+        let reply_header = GreHeader {
+            key,
+            ..GreHeader::new(gre::PROTO_KEEPALIVE)
+        };
+        gre::emit_packet(&reply_header, &[], &mut reply);
+        let mut ip = vec![];
+        let protocol = match (local.to_canonical(), remote.to_canonical()) {
+            (IpAddr::V4(local), IpAddr::V4(remote)) => {
+                ipv4::Repr {
+                    src_addr: remote,
+                    dst_addr: local,
+                    protocol: ipv4::Protocol::Gre,
+                    payload_len: reply.len(),
+                    ttl: 255,
+                    ident: 0,
+                    dont_frag: false,
+                    dscp_ecn: 0,
+                }
+                .append_to(&mut ip);
+                gre::PROTO_IPV4
+            }
+            _ => {
+                let v6 = |a: IpAddr| match a {
+                    IpAddr::V4(a) => a.to_ipv6_mapped(),
+                    IpAddr::V6(a) => a,
+                };
+                ipv6::Repr {
+                    src_addr: v6(remote),
+                    dst_addr: v6(local),
+                    next_header: ipv6::Protocol::Gre,
+                    payload_len: reply.len(),
+                    hop_limit: 255,
+                }
+                .append_to(&mut ip);
+                gre::PROTO_IPV6
+            }
+        };
+        ip.extend_from_slice(&reply);
+        let mut out = vec![];
+        gre::emit_packet(
+            &GreHeader {
+                key,
+                ..GreHeader::new(protocol)
+            },
+            &ip,
+            &mut out,
+        );
+        out
+    }
+
+    fn is_keepalive_reply(bytes: &[u8]) -> bool {
+        matches!(gre::parse(bytes), Ok(p) if p.header.protocol == gre::PROTO_KEEPALIVE)
+    }
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
@@ -1197,7 +1179,7 @@ mod tests {
                     let mut b = good.clone();
                     b[4 + 9] = 17; // UDP, not GRE (checksum fixed below)
                     b[14..16].fill(0);
-                    let s = internet_checksum(&b[4..24]);
+                    let s = crate::wire::checksum::internet_checksum(&b[4..24]);
                     b[14..16].copy_from_slice(&s.to_be_bytes());
                     b
                 },

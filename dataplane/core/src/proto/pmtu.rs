@@ -11,7 +11,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::wire::checksum::{fold, sum16};
-use crate::wire::ether;
+use crate::wire::{ether, ipv4, ipv6};
 
 const ETH_IPV4: u16 = 0x0800;
 const ETH_IPV6: u16 = 0x86dd;
@@ -154,8 +154,8 @@ pub fn clamp_mss(frame: &mut [u8], max_mss_v4: u16, max_mss_v6: u16) -> ClampRes
 fn reply_l2(frame: &[u8], ethertype: u16) -> Option<Vec<u8>> {
     let v = ether::parse(frame)?;
     let mut out = Vec::with_capacity(128);
-    out.extend_from_slice(&v.src);
-    out.extend_from_slice(&v.dst);
+    out.extend_from_slice(&v.src.0);
+    out.extend_from_slice(&v.dst.0);
     if let Some(t) = v.tag {
         out.extend_from_slice(&ether::TPID_8021Q.to_be_bytes());
         out.extend_from_slice(&t.0.to_be_bytes());
@@ -179,7 +179,7 @@ pub fn too_big_reply(
     let Some(v) = ether::parse(frame) else {
         return TooBig::Fits;
     };
-    if ether::is_multicast(&v.src) {
+    if v.src.is_multicast() {
         return TooBig::Drop;
     }
     match et {
@@ -223,15 +223,17 @@ fn too_big_v4(frame: &[u8], ip: usize, mtu: u16, src: Option<Ipv4Addr>) -> TooBi
     let quote_len = (ihl + 8).min(frame.len() - ip);
     let quote = &frame[ip..ip + quote_len];
     let src = src.unwrap_or(orig_dst);
-    let total_len = (20 + 8 + quote_len) as u16;
-    let ip_at = out.len();
-    out.extend_from_slice(&[0x45, 0]);
-    out.extend_from_slice(&total_len.to_be_bytes());
-    out.extend_from_slice(&[0, 0, 0, 0, 64, PROTO_ICMP, 0, 0]);
-    out.extend_from_slice(&src.octets());
-    out.extend_from_slice(&orig_src.octets());
-    let ck = fold(sum16(&out[ip_at..ip_at + 20], 0));
-    out[ip_at + 10..ip_at + 12].copy_from_slice(&ck.to_be_bytes());
+    ipv4::Repr {
+        src_addr: src,
+        dst_addr: orig_src,
+        protocol: ipv4::Protocol::Icmp,
+        payload_len: 8 + quote_len,
+        ttl: 64,
+        ident: 0,
+        dont_frag: false,
+        dscp_ecn: 0,
+    }
+    .append_to(&mut out);
     let icmp_at = out.len();
     out.extend_from_slice(&[3, 4, 0, 0, 0, 0]);
     out.extend_from_slice(&mtu.to_be_bytes());
@@ -265,11 +267,14 @@ fn too_big_v6(frame: &[u8], ip: usize, mtu: u16, src: Option<Ipv6Addr>) -> TooBi
     let quote = &frame[ip..frame.len().min(ip + 1280 - 48)];
     let src = src.unwrap_or(orig_dst);
     let plen = (8 + quote.len()) as u16;
-    out.extend_from_slice(&[0x60, 0, 0, 0]);
-    out.extend_from_slice(&plen.to_be_bytes());
-    out.extend_from_slice(&[PROTO_ICMPV6, 64]);
-    out.extend_from_slice(&src.octets());
-    out.extend_from_slice(&orig_src.octets());
+    ipv6::Repr {
+        src_addr: src,
+        dst_addr: orig_src,
+        next_header: ipv6::Protocol::Icmpv6,
+        payload_len: usize::from(plen),
+        hop_limit: 64,
+    }
+    .append_to(&mut out);
     let icmp_at = out.len();
     out.extend_from_slice(&[2, 0, 0, 0]);
     out.extend_from_slice(&u32::from(mtu).to_be_bytes());
@@ -362,16 +367,18 @@ pub fn fragment_v4(frame: &[u8], mtu: u16, out: &mut Vec<Vec<u8>>) -> usize {
         } else {
             f.extend_from_slice(&header[..20]);
             f.extend_from_slice(&copied);
-            f[at] = 0x40 | (later_ihl / 4) as u8;
+            ipv4::Packet::new_unchecked(&mut f[at..]).set_version_and_header_len(later_ihl);
         }
         let hl = f.len() - at;
-        f[at + 2..at + 4].copy_from_slice(&((hl + take) as u16).to_be_bytes());
-        let mf = if last && !more_after { 0 } else { 0x2000 };
-        let off = ((base + done) / 8) as u16 | mf | (flags & 0x8000);
-        f[at + 6..at + 8].copy_from_slice(&off.to_be_bytes());
-        f[at + 10..at + 12].copy_from_slice(&[0, 0]);
-        let ck = fold(sum16(&f[at..at + hl], 0));
-        f[at + 10..at + 12].copy_from_slice(&ck.to_be_bytes());
+        let mut h = ipv4::Packet::new_unchecked(&mut f[at..]);
+        h.set_total_len((hl + take) as u16);
+        let mf = if last && !more_after {
+            0
+        } else {
+            ipv4::FLAG_MF
+        };
+        h.set_flags_frag(((base + done) / 8) as u16 | mf | (flags & 0x8000));
+        h.fill_checksum();
         f.extend_from_slice(&payload[done..done + take]);
         out.push(f);
         done += take;
@@ -432,17 +439,26 @@ mod tests {
         let mut f = eth(tag, if v6 { ETH_IPV6 } else { ETH_IPV4 });
         let ip = f.len();
         if v6 {
-            f.extend_from_slice(&[0x60, 0, 0, 0]);
-            f.extend_from_slice(&(tcp.len() as u16).to_be_bytes());
-            f.extend_from_slice(&[6, 64]);
-            f.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x11]);
-            f.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01]);
+            ipv6::Repr {
+                src_addr: "fd00::11".parse().unwrap(),
+                dst_addr: "fd00::1".parse().unwrap(),
+                next_header: ipv6::Protocol::Tcp,
+                payload_len: tcp.len(),
+                hop_limit: 64,
+            }
+            .append_to(&mut f);
         } else {
-            f.extend_from_slice(&[0x45, 0]);
-            f.extend_from_slice(&((20 + tcp.len()) as u16).to_be_bytes());
-            f.extend_from_slice(&[
-                0, 1, 0x40, 0, 64, 6, 0, 0, 192, 168, 10, 11, 192, 168, 10, 1,
-            ]);
+            ipv4::Repr {
+                src_addr: Ipv4Addr::new(192, 168, 10, 11),
+                dst_addr: Ipv4Addr::new(192, 168, 10, 1),
+                protocol: ipv4::Protocol::Tcp,
+                payload_len: tcp.len(),
+                ttl: 64,
+                ident: 1,
+                dont_frag: true,
+                dscp_ecn: 0,
+            }
+            .append_to(&mut f);
         }
         let tcp_at = f.len();
         f.extend_from_slice(&tcp);
@@ -517,10 +533,17 @@ mod tests {
 
     fn big_v4(df: bool, tag: Option<u16>, len: usize) -> Vec<u8> {
         let mut f = eth(tag, ETH_IPV4);
-        f.extend_from_slice(&[0x45, 0]);
-        f.extend_from_slice(&(len as u16).to_be_bytes());
-        f.extend_from_slice(&[0, 7, if df { 0x40 } else { 0 }, 0, 64, 17, 0, 0]);
-        f.extend_from_slice(&[192, 168, 10, 11, 192, 168, 10, 1]);
+        ipv4::Repr {
+            src_addr: Ipv4Addr::new(192, 168, 10, 11),
+            dst_addr: Ipv4Addr::new(192, 168, 10, 1),
+            protocol: ipv4::Protocol::Udp,
+            payload_len: len - 20,
+            ttl: 64,
+            ident: 7,
+            dont_frag: df,
+            dscp_ecn: 0,
+        }
+        .append_to(&mut f);
         f.extend_from_slice(&[0x30, 0x39, 0x00, 0x35, 0, 0, 0, 0]);
         f.resize(f.len() + len - 28, 0xee);
         f
@@ -534,7 +557,7 @@ mod tests {
             panic!("reply expected");
         };
         let v = ether::parse(&r).unwrap();
-        assert_eq!((v.dst, v.src), (CLIENT, SERVER), "MACs swapped");
+        assert_eq!((v.dst.0, v.src.0), (CLIENT, SERVER), "MACs swapped");
         assert_eq!(v.tag.map(|t| t.vid()), Some(10), "VLAN kept");
         let ip = v.inner_offset + 2;
         assert_eq!(fold(sum16(&r[ip..ip + 20], 0)), 0, "IP checksum");

@@ -23,10 +23,10 @@
 //! Options overloaded into `sname` / `file` (option 52) are left where they
 //! are: a relay agent neither reads nor changes them.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
-use crate::wire::checksum::{fold, sum16};
 use crate::wire::ether::MacAddr;
+use crate::wire::{ipv4, udp};
 
 /// UDP port of DHCP servers and relay agents.
 pub const SERVER_PORT: u16 = 67;
@@ -174,7 +174,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
         if b[field::HTYPE] != HTYPE_ETHERNET || b[field::HLEN] != 6 {
             return None;
         }
-        b[field::CHADDR][..6].try_into().ok()
+        MacAddr::try_from(&b[field::CHADDR][..6]).ok()
     }
 
     /// The 16 bytes of `chaddr`, as written.
@@ -312,23 +312,17 @@ pub fn client_message(l3: &[u8]) -> Option<(Ipv4Addr, &[u8])> {
 /// IPv4/UDP packet after an ethertype.
 fn udp_in(l3: &[u8]) -> Option<((u16, u16), Ipv4Addr, &[u8])> {
     let (ty, ip) = l3.split_at_checked(2)?;
-    if ty != [0x08, 0x00] || ip.len() < 20 || ip[0] >> 4 != 4 || ip[9] != 17 {
+    if ty != [0x08, 0x00] {
         return None;
     }
-    let ihl = usize::from(ip[0] & 0x0f) * 4;
-    let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+    let ip = ipv4::Packet::new_checked(ip).ok()?;
     // More fragments, or an offset: not a whole datagram.
-    if u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0 || ihl < 20 || total < ihl + 8 {
+    if ip.protocol() != ipv4::Protocol::Udp || ip.is_fragment() {
         return None;
     }
-    let ip = ip.get(..total)?;
-    let udp = &ip[ihl..];
-    let sport = u16::from_be_bytes([udp[0], udp[1]]);
-    let dport = u16::from_be_bytes([udp[2], udp[3]]);
-    let ulen = usize::from(u16::from_be_bytes([udp[4], udp[5]]));
-    let payload = udp.get(8..ulen.max(8))?;
-    let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
-    Some(((sport, dport), dst, payload))
+    let udp = udp::Packet::new_checked(ip.payload()).ok()?;
+    let ports = (udp.src_port(), udp.dst_port());
+    Some((ports, ip.dst_addr(), udp.payload()))
 }
 
 /// Addresses of a frame built by [`emit_udp_frame`].
@@ -348,38 +342,36 @@ pub struct UdpFrame {
 /// `out` (cleared), checksums filled in, TTL 64.
 pub fn emit_udp_frame(f: &UdpFrame, payload: &[u8], out: &mut Vec<u8>) {
     out.clear();
-    out.extend_from_slice(&f.dst_mac);
-    out.extend_from_slice(&f.src_mac);
+    out.extend_from_slice(&f.dst_mac.0);
+    out.extend_from_slice(&f.src_mac.0);
     out.extend_from_slice(&[0x08, 0x00]);
-    let ip_at = out.len();
-    let udp_len = (8 + payload.len()) as u16;
-    let total = 20 + udp_len;
-    out.extend_from_slice(&[0x45, 0]);
-    out.extend_from_slice(&total.to_be_bytes());
-    out.extend_from_slice(&[0, 0, 0, 0, 64, 17, 0, 0]);
-    out.extend_from_slice(&f.src.0.octets());
-    out.extend_from_slice(&f.dst.0.octets());
-    let csum = fold(sum16(&out[ip_at..ip_at + 20], 0));
-    out[ip_at + 10..ip_at + 12].copy_from_slice(&csum.to_be_bytes());
-    let udp_at = out.len();
-    out.extend_from_slice(&f.src.1.to_be_bytes());
-    out.extend_from_slice(&f.dst.1.to_be_bytes());
-    out.extend_from_slice(&udp_len.to_be_bytes());
-    out.extend_from_slice(&[0, 0]);
-    out.extend_from_slice(payload);
-    let mut acc = sum16(&f.src.0.octets(), 0);
-    acc = sum16(&f.dst.0.octets(), acc);
-    acc += 17 + u32::from(udp_len);
-    let mut csum = fold(sum16(&out[udp_at..], acc));
-    if csum == 0 {
-        csum = 0xffff;
+    let udp = udp::Repr {
+        src_port: f.src.1,
+        dst_port: f.dst.1,
+        payload_len: payload.len(),
+    };
+    ipv4::Repr {
+        src_addr: f.src.0,
+        dst_addr: f.dst.0,
+        protocol: ipv4::Protocol::Udp,
+        payload_len: udp.buffer_len() + payload.len(),
+        ttl: 64,
+        ident: 0,
+        dont_frag: false,
+        dscp_ecn: 0,
     }
-    out[udp_at + 6..udp_at + 8].copy_from_slice(&csum.to_be_bytes());
+    .append_to(out);
+    let udp_at = out.len();
+    udp.append_to(out);
+    out.extend_from_slice(payload);
+    udp::Packet::new_unchecked(&mut out[udp_at..])
+        .fill_checksum(IpAddr::V4(f.src.0), IpAddr::V4(f.dst.0));
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::checksum::{fold, sum16};
 
     /// A DHCPDISCOVER as udhcpc sends it (captured; options: 53 = 1,
     /// 61 client id, 57 max size, 55 parameter list, 60 vendor class).
@@ -407,7 +399,7 @@ mod tests {
         assert_eq!(p.op(), BOOTREQUEST);
         assert_eq!(p.xid(), 0x3903_f326);
         assert_eq!(p.message_type(), Some(1));
-        assert_eq!(p.chaddr_mac(), Some([2, 0, 0, 0, 0, 0x11]));
+        assert_eq!(p.chaddr_mac(), Some(MacAddr([2, 0, 0, 0, 0, 0x11])));
         assert_eq!(p.option(55), Some(&[1, 3, 6, 15][..]));
         let codes: Vec<u8> = p.options().map(|o| o.unwrap().0).collect();
         assert_eq!(codes, [53, 61, 57, 55]);
@@ -481,8 +473,8 @@ mod tests {
     #[test]
     fn udp_frames_carry_valid_checksums_and_read_back() {
         let f = UdpFrame {
-            src_mac: [2, 0, 0, 0, 0, 1],
-            dst_mac: [0xff; 6],
+            src_mac: MacAddr([2, 0, 0, 0, 0, 1]),
+            dst_mac: MacAddr::BROADCAST,
             src: (Ipv4Addr::new(0, 0, 0, 0), CLIENT_PORT),
             dst: (Ipv4Addr::BROADCAST, SERVER_PORT),
         };

@@ -15,8 +15,9 @@
 //! at offset 12 is payload: the frame is untagged as far as the switch is
 //! concerned.
 
-/// A MAC address, in wire order.
-pub type MacAddr = [u8; 6];
+use std::net::Ipv4Addr;
+
+pub use tunterm_control::mac::{MacAddr, MacParseError};
 
 /// TPID of a customer VLAN tag (C-tag).
 pub const TPID_8021Q: u16 = 0x8100;
@@ -89,8 +90,8 @@ pub struct FrameView {
 /// (14 bytes, 18 when tagged).
 pub fn parse(frame: &[u8]) -> Option<FrameView> {
     let hdr = frame.get(..field::UNTAGGED_LEN)?;
-    let dst = hdr[field::DST].try_into().ok()?;
-    let src = hdr[field::SRC].try_into().ok()?;
+    let dst = MacAddr(hdr[field::DST].try_into().ok()?);
+    let src = MacAddr(hdr[field::SRC].try_into().ok()?);
     let ty = u16::from_be_bytes([hdr[field::TYPE], hdr[field::TYPE + 1]]);
     if ty != TPID_8021Q {
         return Some(FrameView {
@@ -112,8 +113,108 @@ pub fn parse(frame: &[u8]) -> Option<FrameView> {
     })
 }
 
+/// EtherType of ARP (RFC 826).
+pub const ETHERTYPE_ARP: u16 = 0x0806;
 /// EtherType of RARP (RFC 903).
 pub const ETHERTYPE_RARP: u16 = 0x8035;
+
+/// ARP and RARP operation codes (RFC 826, RFC 903).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArpOp {
+    /// Request (1).
+    Request,
+    /// Reply (2).
+    Reply,
+    /// RARP request reverse (3).
+    RequestReverse,
+}
+
+impl From<ArpOp> for etherparse::ArpOperation {
+    fn from(op: ArpOp) -> etherparse::ArpOperation {
+        etherparse::ArpOperation(match op {
+            ArpOp::Request => 1,
+            ArpOp::Reply => 2,
+            ArpOp::RequestReverse => 3,
+        })
+    }
+}
+
+/// Ethernet/IPv4 ARP (or RARP) frame, written into `out` (cleared first)
+/// with etherparse: to `dst` (tagged with `vid` if given), sender and
+/// target (hardware, protocol) address, padded to the 60-byte minimum.
+/// For probes and announcements, off the per-packet path.
+pub fn write_arp(
+    ethertype: u16,
+    dst: MacAddr,
+    vid: Option<u16>,
+    op: ArpOp,
+    sender: (MacAddr, Ipv4Addr),
+    target: (MacAddr, Ipv4Addr),
+    out: &mut Vec<u8>,
+) {
+    out.clear();
+    out.extend_from_slice(&dst.0);
+    out.extend_from_slice(&sender.0.0);
+    if let Some(v) = vid {
+        out.extend_from_slice(&TPID_8021Q.to_be_bytes());
+        out.extend_from_slice(&Tci::with_vid(0, v).0.to_be_bytes());
+    }
+    out.extend_from_slice(&ethertype.to_be_bytes());
+    // Every address has its fixed Ethernet/IPv4 size: `new` cannot refuse.
+    if let Ok(arp) = etherparse::ArpPacket::new(
+        etherparse::ArpHardwareId::ETHERNET,
+        etherparse::EtherType::IPV4,
+        op.into(),
+        &sender.0.0,
+        &sender.1.octets(),
+        &target.0.0,
+        &target.1.octets(),
+    ) {
+        out.extend_from_slice(&arp.to_bytes());
+    }
+    out.resize(out.len().max(60), 0);
+}
+
+/// A broadcast ARP request from `sender` for `target_ip` (tagged with `vid`
+/// if given): what a host sends to resolve an address, and, with
+/// `target_ip` its own, a gratuitous ARP that teaches switches its MAC.
+pub fn arp_request(
+    sender: (MacAddr, Ipv4Addr),
+    target_ip: Ipv4Addr,
+    dst: MacAddr,
+    vid: Option<u16>,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    write_arp(
+        ETHERTYPE_ARP,
+        dst,
+        vid,
+        ArpOp::Request,
+        sender,
+        (MacAddr::ZERO, target_ip),
+        &mut out,
+    );
+    out
+}
+
+/// The sender (hardware, protocol) address of an Ethernet/IPv4 ARP reply
+/// in the frame `view` parsed; `None` for anything else.
+pub fn arp_reply_sender(frame: &[u8], view: &FrameView) -> Option<(MacAddr, Ipv4Addr)> {
+    let l3 = frame.get(view.inner_offset..)?;
+    if l3.get(..2)? != ETHERTYPE_ARP.to_be_bytes() {
+        return None;
+    }
+    let arp = etherparse::ArpPacketSlice::from_slice(&l3[2..]).ok()?;
+    if arp.operation() != ArpOp::Reply.into()
+        || arp.hw_addr_type() != etherparse::ArpHardwareId::ETHERNET
+        || arp.proto_addr_type() != etherparse::EtherType::IPV4
+    {
+        return None;
+    }
+    let mac = MacAddr::try_from(arp.sender_hw_addr()).ok()?;
+    let ip: [u8; 4] = arp.sender_protocol_addr().try_into().ok()?;
+    Some((mac, Ipv4Addr::from(ip)))
+}
 
 /// Write into `out` (cleared first) the frame that announces `mac` to
 /// upstream switches: a broadcast RARP request-reverse from `mac` (sender
@@ -121,21 +222,16 @@ pub const ETHERTYPE_RARP: u16 = 0x8035;
 /// `vid` if given, padded to 60 bytes — what hypervisors send when a
 /// machine moves, so learning switches move the MAC at once.
 pub fn write_mac_announce(mac: &MacAddr, vid: Option<u16>, out: &mut Vec<u8>) {
-    out.clear();
-    out.extend_from_slice(&[0xff; 6]);
-    out.extend_from_slice(mac);
-    if let Some(v) = vid {
-        out.extend_from_slice(&TPID_8021Q.to_be_bytes());
-        out.extend_from_slice(&(v & 0x0fff).to_be_bytes());
-    }
-    out.extend_from_slice(&ETHERTYPE_RARP.to_be_bytes());
-    // Ethernet, IPv4, 6, 4, operation 3 (request reverse).
-    out.extend_from_slice(&[0, 1, 0x08, 0x00, 6, 4, 0, 3]);
-    out.extend_from_slice(mac);
-    out.extend_from_slice(&[0; 4]);
-    out.extend_from_slice(mac);
-    out.extend_from_slice(&[0; 4]);
-    out.resize(out.len().max(60), 0);
+    let none = Ipv4Addr::UNSPECIFIED;
+    write_arp(
+        ETHERTYPE_RARP,
+        MacAddr::BROADCAST,
+        vid,
+        ArpOp::RequestReverse,
+        (*mac, none),
+        (*mac, none),
+        out,
+    );
 }
 
 /// Append `frame` (parsed as `view`) to `out` with its tag replaced: VID `vid`
@@ -158,31 +254,71 @@ pub fn write_retagged(frame: &[u8], view: &FrameView, vid: Option<u16>, out: &mu
     append_retagged(frame, view, vid, out);
 }
 
-/// Group address (multicast, broadcast included): the I/G bit is set.
-pub fn is_multicast(mac: &MacAddr) -> bool {
-    mac[0] & 1 == 1
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn a_mac_announce_is_a_broadcast_rarp_from_the_mac_on_its_vlan() {
-        let mac = [2, 0, 0, 0, 0, 0xa];
+        let mac = MacAddr([2, 0, 0, 0, 0, 0xa]);
         let mut out = vec![9; 3];
         write_mac_announce(&mac, Some(20), &mut out);
         let v = parse(&out).unwrap();
         assert_eq!(
             (v.dst, v.src, v.tag.map(|t| t.vid())),
-            ([0xff; 6], mac, Some(20))
+            (MacAddr::BROADCAST, mac, Some(20))
         );
         assert_eq!(&out[16..18], &[0x80, 0x35]);
         assert_eq!(out.len(), 60);
-        assert_eq!(&out[18 + 8..18 + 14], &mac);
-        assert_eq!(&out[18 + 18..18 + 24], &mac);
+        assert_eq!(&out[18 + 8..18 + 14], &mac.0);
+        assert_eq!(&out[18 + 18..18 + 24], &mac.0);
         write_mac_announce(&mac, None, &mut out);
         assert_eq!((out.len(), &out[12..14]), (60, &[0x80, 0x35][..]));
+    }
+
+    #[test]
+    fn arp_requests_are_tagged_as_asked_and_replies_are_read_back() {
+        let mac = MacAddr([0x02, 0x7e, 1, 2, 3, 4]);
+        let t = Ipv4Addr::new(192, 168, 10, 1);
+        let req = arp_request(
+            (mac, Ipv4Addr::UNSPECIFIED),
+            t,
+            MacAddr::BROADCAST,
+            Some(10),
+        );
+        let v = parse(&req).unwrap();
+        assert_eq!((v.dst, v.src), (MacAddr::BROADCAST, mac));
+        assert_eq!(v.tag.map(|t| t.vid()), Some(10));
+        assert_eq!((req.len(), &req[16..18]), (60, &[0x08, 0x06][..]));
+        let me = Ipv4Addr::new(192, 168, 10, 2);
+        let untagged = arp_request((mac, me), t, MacAddr::BROADCAST, None);
+        assert_eq!(untagged.len(), 60);
+        #[rustfmt::skip]
+        assert_eq!(&untagged[12..42], &[
+            0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1, // ARP, Ethernet/IPv4, request
+            0x02, 0x7e, 1, 2, 3, 4, 192, 168, 10, 2, // sender
+            0, 0, 0, 0, 0, 0, 192, 168, 10, 1, // target
+        ][..]);
+        let v = parse(&untagged).unwrap();
+        assert_eq!(arp_reply_sender(&untagged, &v), None, "a request");
+        let mut reply = vec![];
+        let router = MacAddr([2, 0, 0, 0, 0, 1]);
+        write_arp(
+            ETHERTYPE_ARP,
+            mac,
+            Some(10),
+            ArpOp::Reply,
+            (router, t),
+            (mac, me),
+            &mut reply,
+        );
+        let v = parse(&reply).unwrap();
+        assert_eq!(arp_reply_sender(&reply, &v), Some((router, t)));
+        for n in 0..reply.len() - 18 {
+            let cut = &reply[..18 + n];
+            let got = parse(cut).and_then(|v| arp_reply_sender(cut, &v));
+            assert_eq!(got, (n >= 28).then_some((router, t)), "{n}");
+        }
     }
 
     /// ARP request from 02:00:00:00:00:01, untagged (payload cut short).
@@ -223,8 +359,8 @@ mod tests {
         assert_eq!(
             u,
             FrameView {
-                dst: [0xff; 6],
-                src: [2, 0, 0, 0, 0, 1],
+                dst: MacAddr::BROADCAST,
+                src: MacAddr([2, 0, 0, 0, 0, 1]),
                 tag: None,
                 inner_offset: 12,
             }
@@ -306,15 +442,5 @@ mod tests {
         append_retagged(&TAGGED, &t, None, &mut out);
         assert_eq!(&out[..8], &[0xee; 8]);
         assert_eq!(&out[8..], &UNTAGGED);
-    }
-
-    #[test]
-    fn group_addresses() {
-        assert!(is_multicast(&[0xff; 6]));
-        assert!(is_multicast(&[0x01, 0x00, 0x5e, 0x00, 0x00, 0xfb])); // mDNS v4
-        assert!(is_multicast(&[0x33, 0x33, 0x00, 0x00, 0x00, 0x01])); // all-nodes
-        assert!(is_multicast(&[0x01, 0x80, 0xc2, 0x00, 0x00, 0x00])); // STP
-        assert!(!is_multicast(&[0x02, 0x00, 0x00, 0x00, 0x00, 0x01]));
-        assert!(!is_multicast(&[0x00; 6]));
     }
 }

@@ -262,7 +262,6 @@ impl Services {
     }
 
     pub(super) fn stats(&self) -> ServicesStats {
-        let mac = |m: &[u8; 6]| super::format_mac(m);
         ServicesStats {
             host_ports: self
                 .hosts
@@ -270,7 +269,7 @@ impl Services {
                 .map(|h| HostPortStats {
                     vlan: h.spec.vid,
                     ifname: h.spec.ifname(),
-                    mac: mac(&h.mac),
+                    mac: h.mac.to_string(),
                     ipv4: h.spec.v4.map(|(a, l)| format!("{a}/{l}")),
                     ipv6: h.spec.v6.map(|(a, l)| format!("{a}/{l}")),
                     counters: h.counters.clone(),
@@ -321,7 +320,7 @@ impl Services {
             }
             match HostPort::create(spec) {
                 Ok(h) => {
-                    info!(vlan = vid, ifname = %spec.ifname(), mac = %super::format_mac(&h.mac),
+                    info!(vlan = vid, ifname = %spec.ifname(), mac = %h.mac,
                           ipv4 = ?spec.v4, ipv6 = ?spec.v6, "host port up");
                     svc.hosts.insert(*vid, h);
                     switch.add_port(

@@ -49,7 +49,7 @@ pub fn stable_mac(edge: &str, vid: u16) -> MacAddr {
         h = h.wrapping_mul(0x0100_0193);
     }
     let [a, b, c, d] = h.to_be_bytes();
-    [0x02, 0x74, a, b, c, d]
+    MacAddr([0x02, 0x74, a, b, c, d])
 }
 
 impl HostPortSpec {
@@ -100,7 +100,7 @@ impl HostPort {
             Err(e) => return Err(e).with_context(|| format!("creating host port {name}")),
         };
         let mut rtnl = Rtnl::open().with_context(|| format!("host port {name}"))?;
-        rtnl.set_mac(&name, spec.mac)?;
+        rtnl.set_mac(&name, spec.mac.0)?;
         // Announce the address (gratuitous ARP) when the link comes up, so
         // that neighbours holding another MAC for it learn this one.
         let _ = std::fs::write(format!("/proc/sys/net/ipv4/conf/{name}/arp_notify"), "1");
@@ -135,7 +135,7 @@ impl HostPort {
             .with_context(|| format!("registering {name}"))?;
         Ok(HostPort {
             spec: spec.clone(),
-            mac,
+            mac: MacAddr(mac),
             tap: Rc::new(tap),
             counters: HostPortCounters::default(),
         })

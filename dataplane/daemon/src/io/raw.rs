@@ -36,6 +36,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use tunterm_core::wire::ipv4;
 
 use super::batch::{Layout, RecvBatch};
 
@@ -54,7 +55,7 @@ pub const RECV_BUF_LEN: usize = 65535;
 pub const SOCKET_BUF_BYTES: usize = 8 << 20;
 
 /// Bytes of an IPv4 header without options.
-const IPV4_HDR_LEN: usize = 20;
+const IPV4_HDR_LEN: usize = ipv4::HEADER_LEN;
 
 /// `SO_SNDBUFFORCE` / `SO_RCVBUFFORCE` (asm-generic values, as on x86 and
 /// arm; the libc crate does not export them for Linux).
@@ -475,8 +476,11 @@ fn finish_v4(
     buf: &mut [u8],
     name: &libc::sockaddr_storage,
 ) -> Result<RawRecv, Dropped> {
-    let ihl = usize::from(hdr[0] & 0x0f) * 4;
-    if n < IPV4_HDR_LEN || hdr[0] >> 4 != 4 || ihl < IPV4_HDR_LEN || n < ihl {
+    // Only the fixed header is here: read it unchecked, the lengths are
+    // checked against `n` below.
+    let ip = ipv4::Packet::new_unchecked(&hdr[..]);
+    let ihl = ip.header_len();
+    if n < IPV4_HDR_LEN || ip.version() != 4 || ihl < IPV4_HDR_LEN || n < ihl {
         return Err(Dropped::Malformed);
     }
     if n - IPV4_HDR_LEN > buf.len() {
@@ -489,11 +493,10 @@ fn finish_v4(
         buf.copy_within(opts..opts + len, 0);
     }
     let src = sockaddr_ip(name).ok_or(Dropped::Malformed)?;
-    let dst = Ipv4Addr::new(hdr[16], hdr[17], hdr[18], hdr[19]);
     Ok(RawRecv {
         len,
         src,
-        dst: IpAddr::V4(dst),
+        dst: IpAddr::V4(ip.dst_addr()),
     })
 }
 

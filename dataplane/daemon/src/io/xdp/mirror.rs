@@ -183,7 +183,7 @@ pub fn fdb_entries(switch: &Switch) -> impl Iterator<Item = (tt_fdb_key, tt_fdb_
     switch.fdb().map(|(vlan, mac, port)| {
         let untagged = switch.egress_tag(port, vlan).is_none();
         (
-            tt_fdb_key::new(vlan, mac),
+            tt_fdb_key::new(vlan, mac.0),
             tt_fdb_entry::new(port.0, untagged),
         )
     })

@@ -50,6 +50,7 @@ use crate::io::netlink::{self, NextHops, Rtnl};
 use tunterm_core::proto::bridge::{PortId, Switch, TRUNK};
 use tunterm_core::proto::gre::GreEndpoint;
 use tunterm_core::proto::l2tp::{DataSession, Endpoint};
+use tunterm_core::wire::ether::MacAddr;
 
 /// How often fast-path "last seen" stamps are carried into the switch and
 /// the mGRE endpoint, and tunnel entries are checked again (neighbour MACs,
@@ -842,7 +843,7 @@ impl FastPath {
                 if let Some(ago) = e.seen_ago(now_ns)
                     && switch.refresh(
                         k.vlan,
-                        &k.mac,
+                        &MacAddr(k.mac),
                         PortId(e.port),
                         now.checked_sub(ago).unwrap_or(now),
                     )
