@@ -46,6 +46,16 @@ fn cpu_ticks(pid: u32) -> u64 {
     f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
 }
 
+/// CPU time (user + system) of the finished children of this process.
+fn children_cpu() -> Duration {
+    // SAFETY: an all-zero rusage is valid; getrusage fills it.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: u is a valid rusage for getrusage to write.
+    assert_eq!(unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut u) }, 0);
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(u.ru_utime) + tv(u.ru_stime)
+}
+
 fn raise_own_fd_limit() {
     let mut r = libc::rlimit {
         rlim_cur: 0,
@@ -384,9 +394,9 @@ fn stats_latency_at_scale() {
     let up = lab::Netns::new(&format!("{prefix}up")).unwrap();
     lab::veth(&aps, "e0", &edge, "ap0").unwrap();
     lab::addr(&edge, "ap0", "10.99.0.1/24").unwrap();
+    lab::addr(&edge, "ap0", "fd00:99::1/64").unwrap();
     lab::addr(&aps, "e0", "10.99.0.2/24").unwrap();
     lab::veth(&edge, "trunk0", &up, "t0").unwrap();
-    lab::link_up(&up, "t0").unwrap();
     let config = dir.join("edge.json");
     let mut cfg = tunterm_lab::topology::edge_config(60.0, 7);
     cfg["mxtunnels"][0]["vlan_ids"] = serde_json::json!([10]);
@@ -416,6 +426,29 @@ fn stats_latency_at_scale() {
     tunterm
         .wait_for_log("tunterm running", Duration::from_secs(10))
         .unwrap();
+    // The clients' frames go to a known upstream host (a broadcast from
+    // each would be flooded to every session).
+    let mut host = up
+        .spawn(
+            &[
+                &s(&b.lab),
+                "vlan-host",
+                "--trunk",
+                "t0",
+                "--vlan",
+                "10=192.168.10.1/24",
+            ],
+            &dir.join("vlanhost.log"),
+        )
+        .unwrap();
+    host.wait_for_log(tunterm_lab::vlanhost::READY, Duration::from_secs(10))
+        .unwrap();
+    let host_mac = up
+        .run(&["cat", "/sys/class/net/v10/address"])
+        .unwrap()
+        .trim()
+        .to_string();
+    let _ = lab::ping(&up, "192.168.10.99", 1);
     let _sim = aps
         .spawn(
             &[
@@ -428,8 +461,10 @@ fn stats_latency_at_scale() {
                 "10.99.0.2",
                 "--synthetic-clients",
                 &CLIENTS.to_string(),
+                "--synthetic-dst",
+                &host_mac,
                 "--synthetic-interval-ms",
-                "60000",
+                "30000",
             ],
             &dir.join("apsim.log"),
         )
@@ -475,15 +510,35 @@ fn stats_latency_at_scale() {
         assert!(out.status.success());
         out.stdout.len()
     };
+    let loop_us = || {
+        let c = block_on(client.stats()).unwrap().control;
+        format!(
+            "loop: last {} µs, longest {} µs",
+            c.loop_us_last, c.loop_us_max
+        )
+    };
+    println!("after bring-up: {}", loop_us());
+    if let Some(path) = std::env::var_os("TUNTERM_STATS_DUMP") {
+        std::fs::write(path, serde_json::to_vec(&st).unwrap()).unwrap();
+    }
     let mut bytes = 0;
+    let (cpu0, daemon0) = (children_cpu(), cpu_ticks(tunterm.pid()));
     let (lo, med, hi) = time(&mut || bytes = cli(&["stats"]));
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     println!(
-        "`tunterm stats` (process, pretty JSON {bytes} bytes): min {lo:?} median {med:?} max {hi:?}"
+        "`tunterm stats` (process, pretty JSON {bytes} bytes): min {lo:?} median {med:?} max {hi:?}; \
+         CPU per call: the CLI {:?}, the daemon {:?}",
+        (children_cpu() - cpu0) / 9,
+        Duration::from_secs_f64((cpu_ticks(tunterm.pid()) - daemon0) as f64 / hz / 9.0)
     );
     let (lo, med, hi) = time(&mut || {
         block_on(client.stats()).unwrap();
     });
-    println!("client.stats(): min {lo:?} median {med:?} max {hi:?}");
+    println!(
+        "client.stats(): min {lo:?} median {med:?} max {hi:?}; {}",
+        loop_us()
+    );
     let (lo, med, hi) = time(&mut || bytes = cli(&["fdb"]));
     println!(
         "`tunterm fdb` (first 1000 of {}; {bytes} bytes): min {lo:?} median {med:?} max {hi:?}",
@@ -504,6 +559,11 @@ fn stats_latency_at_scale() {
         "client.fdb_all(): {} entries in {:?}",
         all.len(),
         t.elapsed()
+    );
+    let c = block_on(client.stats()).unwrap().control;
+    println!(
+        "event loop time per request: last (stats) {} µs, longest {} µs",
+        c.loop_us_last, c.loop_us_max
     );
     drop(tunterm);
     lab::cleanup_prefix(&prefix);

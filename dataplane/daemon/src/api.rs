@@ -6,20 +6,20 @@
 //!
 //! ```text
 //! → {"v":1,"type":"stats"}
-//! ← {"v":1,"result":{"type":"stats","name":"edge1","version":"0.1.0 (…)","config_digest":"sha256:…",…}}
+//! ← {"v":1,"result":{"stats":{"name":"edge1","version":"0.1.0 (…)","config_digest":"sha256:…",…}}}
 //! → {"v":1,"type":"fdb","vlan":10,"limit":2}
-//! ← {"v":1,"result":{"type":"fdb","total":1742,"offset":0,"next_offset":2,"entries":[…]}}
+//! ← {"v":1,"result":{"fdb":{"total":1742,"offset":0,"next_offset":2,"entries":[…]}}}
 //! → {"v":1,"type":"disconnect-aps","macs":["5c5b35000001"]}
-//! ← {"v":1,"result":{"type":"disconnect-aps","disconnected_aps":["5c5b35000001"]}}
+//! ← {"v":1,"result":{"disconnect-aps":{"disconnected_aps":["5c5b35000001"]}}}
 //! → {"v":1,"type":"preempt","site_id":"…"}
 //! → {"v":7,"type":"stats"}
 //! ← {"v":1,"error":"protocol version 7: this tunterm speaks version 1"}
 //! → {"v":1,"type":"subscribe"}
-//! ← {"v":1,"result":{"type":"subscribed"}}
+//! ← {"v":1,"result":"subscribed"}
 //! ← {"v":1,"event":{"time":1764668400.25,"kind":"tunnel-up","tunnel_id":7,"peer":"10.99.0.2:1701","ap":"ap1"}}
 //! ```
 //!
-//! A response has either `result` (tagged with the request's `type`) or
+//! A response has either `result` (under the request's `type`) or
 //! `error` (a message for a person). After `subscribe` the connection
 //! carries only events until the client closes it; a subscriber too slow
 //! for the stream loses events and is told how many (`lagged`).
@@ -126,9 +126,11 @@ pub struct DisconnectReport {
     pub disconnected_aps: Vec<String>,
 }
 
-/// A successful answer, tagged with its request's `type`.
+/// A successful answer, under its request's `type`: `{"stats": {…}}`,
+/// `{"fdb": {…}}`, `"subscribed"`. (The name comes first, so a client
+/// reads a big answer in one pass, without buffering it.)
 #[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "kebab-case")]
+#[serde(rename_all = "kebab-case")]
 pub enum Response {
     /// To [`Request::Stats`].
     Stats(Box<Stats>),
@@ -140,6 +142,19 @@ pub enum Response {
     Preempt(PreemptReport),
     /// To [`Request::Subscribe`]: events follow.
     Subscribed,
+}
+
+impl Response {
+    /// The answer's name, for messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Response::Stats(_) => "stats",
+            Response::Fdb(_) => "fdb",
+            Response::DisconnectAps(_) => "disconnect-aps",
+            Response::Preempt(_) => "preempt",
+            Response::Subscribed => "subscribed",
+        }
+    }
 }
 
 /// One line from the daemon: a result, an error or an event.
@@ -370,6 +385,11 @@ pub struct ControlStats {
     pub write_timeouts: u64,
     /// `accept` failures (e.g. no file descriptor left); each backs off.
     pub accept_errors: u64,
+    /// Longest time the event loop spent on one request (taking its
+    /// snapshot or running its operation), µs: forwarding waits that long.
+    pub loop_us_max: u64,
+    /// Time the event loop spent on the last request, µs.
+    pub loop_us_last: u64,
     /// Subscriptions open now.
     pub subscribers: u64,
     /// Events published.

@@ -264,11 +264,7 @@ fn line_error(line: ResponseLine) -> ClientError {
 }
 
 fn unexpected(asked: &str, got: &Response) -> ClientError {
-    let got = serde_json::to_value(got)
-        .ok()
-        .and_then(|v| v["type"].as_str().map(String::from))
-        .unwrap_or_default();
-    ClientError::Protocol(format!("asked for {asked}, got {got}"))
+    ClientError::Protocol(format!("asked for {asked}, got {}", got.name()))
 }
 
 /// Run one client call from synchronous code (on a runtime of its own:

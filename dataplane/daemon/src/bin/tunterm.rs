@@ -330,9 +330,11 @@ fn main() -> anyhow::Result<()> {
 /// Print `v` as a JSON document for people and tools.
 fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
     use std::io::Write;
-    let mut out = std::io::stdout().lock();
+    // Buffered: stdout alone writes each line of a big document apart.
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
     serde_json::to_writer_pretty(&mut out, v)?;
     out.write_all(b"\n")?;
+    out.flush()?;
     Ok(())
 }
 

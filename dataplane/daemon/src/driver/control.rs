@@ -145,6 +145,8 @@ struct Counters {
     idle_closed: AtomicU64,
     write_timeouts: AtomicU64,
     accept_errors: AtomicU64,
+    loop_us_max: AtomicU64,
+    loop_us_last: AtomicU64,
     subscribers: AtomicU64,
     events: AtomicU64,
     events_lagged: AtomicU64,
@@ -197,6 +199,8 @@ impl Control {
             idle_closed: c.idle_closed.load(Relaxed),
             write_timeouts: c.write_timeouts.load(Relaxed),
             accept_errors: c.accept_errors.load(Relaxed),
+            loop_us_max: c.loop_us_max.load(Relaxed),
+            loop_us_last: c.loop_us_last.load(Relaxed),
             subscribers: c.subscribers.load(Relaxed),
             events: c.events.load(Relaxed),
             events_lagged: c.events_lagged.load(Relaxed),
@@ -599,6 +603,10 @@ impl Dataplane {
             self.handle_events();
         }
         let _ = job.reply.send(answer);
+        let us = now.elapsed().as_micros() as u64;
+        let c = &self.control.counters;
+        c.loop_us_last.store(us, Relaxed);
+        c.loop_us_max.fetch_max(us, Relaxed);
     }
 }
 

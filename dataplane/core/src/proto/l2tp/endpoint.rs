@@ -1140,7 +1140,15 @@ impl Endpoint {
                     .collect(),
             })
             .collect();
-        out.sort_by_key(|c| (c.remote_ip.clone(), c.remote_port, c.local_ccid));
+        // Borrowed keys: a cloned address string per comparison made this
+        // sort most of a 10,000-tunnel snapshot's time.
+        out.sort_unstable_by(|a, b| {
+            (&a.remote_ip, a.remote_port, a.local_ccid).cmp(&(
+                &b.remote_ip,
+                b.remote_port,
+                b.local_ccid,
+            ))
+        });
         out
     }
 }
