@@ -10,10 +10,9 @@ use std::process::Command;
 
 #[test]
 fn labbench_smoke() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("labbench_smoke: skipped, needs root (namespaces, XDP)");
-        return;
+    // A smoke test that did not run must not pass.
+    if let Err(e) = tunterm_lab::require_root() {
+        panic!("labbench_smoke: {e}");
     }
     let dir = std::env::temp_dir().join(format!("labbench-smoke-{}", std::process::id()));
     let json = dir.join("table.json");

@@ -9,11 +9,14 @@ use std::process::Command;
 
 #[test]
 fn xdpcost_smoke() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("xdpcost_smoke: skipped, needs root (BPF)");
-        return;
-    }
+    // A smoke test that did not run must not pass.
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    assert!(
+        euid == 0,
+        "xdpcost needs root (euid is {euid}): it loads XDP programs and runs them \
+         with BPF_PROG_TEST_RUN; run the tests as root"
+    );
     let json = std::env::temp_dir().join(format!("xdpcost-smoke-{}.json", std::process::id()));
     let out = Command::new(env!("CARGO_BIN_EXE_xdpcost"))
         .args(["--tables", "1x1,7x20", "--passes", "2", "--frame", "128"])

@@ -1,8 +1,9 @@
 //! One table of cases (name, input packet, expected XDP action and counter,
 //! expected output frame), katran-style, run through `xdp_ap_rx` with
 //! BPF_PROG_TEST_RUN and through the userspace path (the kernel's UDP
-//! receive, modelled; `Endpoint::handle_datagram`; `Switch::ingress`;
-//! `ether::write_retagged`), with the same expectations:
+//! receive, modelled; `Endpoint::handle_datagram`; then the daemon's own
+//! forwarding pipeline, `tunterm_core::forward::Forwarder`), with the same
+//! expectations:
 //! - where the fast path redirects, the slow path forwards to the trunk, and
 //!   both produce exactly the expected frame;
 //! - where the fast path drops, the slow path drops for the same reason;
@@ -11,7 +12,7 @@
 //!
 //! The sessions are brought up with the real L2TPv3 handshake, then
 //! mirrored into the BPF maps the way the daemon will (`common::mirror`).
-//! Needs root (BPF); skipped with a message otherwise.
+//! Needs root (BPF); fails with a message otherwise.
 
 mod common;
 
@@ -1111,18 +1112,22 @@ fn counter_at(i: usize) -> Option<tt_counter> {
     .find(|c| *c as usize == i)
 }
 
-fn is_root() -> bool {
+/// Fails the test, saying why, unless it runs as root: a table that was
+/// not run must not pass.
+fn require_root() {
     // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    let euid = unsafe { libc::geteuid() };
+    assert!(
+        euid == 0,
+        "the XDP table tests need root (euid is {euid}): they load BPF programs and \
+         run them with BPF_PROG_TEST_RUN; run the tests as root"
+    );
 }
 
 /// Every case through both paths; all failures reported together.
 #[test]
 fn same_table_fast_and_slow() {
-    if !is_root() {
-        eprintln!("skipped: BPF_PROG_TEST_RUN needs root");
-        return;
-    }
+    require_root();
     let mut lab = Lab::new();
     let mut bpf = ApRx::load().expect("xdp_ap_rx loads and verifies");
     lab.mirror_into(bpf.fast_path());

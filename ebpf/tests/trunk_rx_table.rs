@@ -1,14 +1,14 @@
 //! The trunk side's table (katran-style, as `ap_rx_table.rs`): frames off
 //! the trunk run through `xdp_trunk_rx` with BPF_PROG_TEST_RUN and through
-//! the userspace path (`Switch::ingress`, `Switch::egress_tag`, the
-//! endpoints' `encap_header`, `ether::append_retagged`), with the same
-//! expectations. An encapsulated frame must be, byte for byte, the outer
+//! the userspace path (the daemon's forwarding pipeline,
+//! `tunterm_core::forward::Forwarder`, over the lab's endpoints), with the
+//! same expectations. An encapsulated frame must be, byte for byte, the outer
 //! packet built here from the RFCs (Ethernet, IPv4 with a valid checksum /
 //! IPv6, UDP with checksum 0 over IPv4, the L2TPv3 header as the AP's own
 //! session state expects it, or GRE with the peer's key), its tunnel
 //! payload must be what the userspace driver hands its socket, and it must
 //! decode at the AP (the AP-side endpoint, or the GRE parser).
-//! Needs root (BPF); skipped with a message otherwise.
+//! Needs root (BPF); fails with a message otherwise.
 
 mod common;
 
@@ -306,9 +306,16 @@ fn tcp_syn(dst: Mac) -> Vec<u8> {
     packets::ether(dst, HOST, None, 0x0800, &ip)
 }
 
-fn is_root() -> bool {
+/// Fails the test, saying why, unless it runs as root: a table that was
+/// not run must not pass.
+fn require_root() {
     // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    let euid = unsafe { libc::geteuid() };
+    assert!(
+        euid == 0,
+        "the XDP table tests need root (euid is {euid}): they load BPF programs and \
+         run them with BPF_PROG_TEST_RUN; run the tests as root"
+    );
 }
 
 /// Does `got` (an encapsulated frame) decode at the AP as `inner`?
@@ -348,10 +355,7 @@ fn decodes(lab: &mut Lab, port: PortId, got: &[u8]) -> Result<(), String> {
 
 #[test]
 fn same_table_fast_and_slow() {
-    if !is_root() {
-        eprintln!("skipped: BPF_PROG_TEST_RUN needs root");
-        return;
-    }
+    require_root();
     let mut lab = Lab::new();
     let mut bpf = FastPath::load().expect("both programs load and verify");
     lab.mirror_into(&mut bpf);

@@ -11,6 +11,7 @@
 //! of APs run in one process.
 
 pub mod flood;
+pub mod junk;
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -421,14 +422,11 @@ async fn run_ap(
         }
     };
 
-    let seed = {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        (t.as_nanos() as u64)
-            ^ (index.wrapping_mul(0x9e37_79b9_7f4a_7c15))
-            ^ u64::from(std::process::id())
-    };
+    // From the OS, as the daemon does: an AP's ids and cookies tell nothing
+    // about another's.
+    let mut seed = [0u8; 32];
+    rand::TryRngCore::try_fill_bytes(&mut rand::rngs::OsRng, &mut seed)
+        .context("reading a random seed from the OS")?;
     let cfg = EndpointConfig {
         host_name: spec.name.clone(),
         router_id: index as u32 + 1,

@@ -144,6 +144,8 @@ pub struct Options {
     pub fast_path: String,
     /// Extra arguments for both AP simulators (e.g. `--sequencing`).
     pub ap_args: Vec<String>,
+    /// Extra arguments for tunterm (e.g. `--sccrq-burst 0`).
+    pub daemon_args: Vec<String>,
     /// Fields set on the edge configuration's `mxedge` object (e.g.
     /// `tunterm_other_ip_configs`, `tunterm_dhcpd_config`).
     pub mxedge_extra: Vec<(String, serde_json::Value)>,
@@ -165,6 +167,7 @@ impl Options {
             tunnel_mtu: 0,
             fast_path: std::env::var("TUNTERM_LAB_FAST_PATH").unwrap_or_else(|_| "off".into()),
             ap_args: Vec::new(),
+            daemon_args: Vec::new(),
             mxedge_extra: Vec::new(),
         }
     }
@@ -315,6 +318,7 @@ impl Lab {
         } else {
             None
         };
+        tunterm_args.extend(opts.daemon_args.iter().cloned());
         let tunterm = {
             let args: Vec<&str> = tunterm_args.iter().map(String::as_str).collect();
             edge.spawn(&args, &dir.join("tunterm.log"))?

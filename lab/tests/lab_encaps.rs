@@ -141,6 +141,25 @@ fn carries_traffic(name: &str, encap: Encap, ipv6: bool) {
     let drops = &stats["l2tp"];
     assert_eq!(drops["rx_data_bad_cookie"], 0);
     assert_eq!(drops["rx_data_unknown_session"], 0);
+    if lab.xdp_pass.is_some() {
+        // With the fast path on, both tunnels' next hops are known — over
+        // IPv6 from the kernel's neighbour (ND) table — so the trunk → AP
+        // direction is encapsulated in XDP, except L2TPv3/UDP over IPv6
+        // (XDP computes no UDP checksum).
+        let fp = &stats["fast_path"];
+        assert!(fp["slow"].get("no_neighbor").is_none(), "{fp:#}");
+        if encap == Encap::L2tpUdp && ipv6 {
+            assert_eq!(fp["templates"], 0, "{fp:#}");
+        } else {
+            assert_eq!(fp["templates"], 2, "{fp:#}");
+            let redirected = fp["counters"]["trunk_redirect"].as_u64().unwrap_or(0);
+            assert!(
+                redirected > 1000,
+                "the bulk transfers went trunk → AP through XDP: {fp:#}"
+            );
+            println!("{name}: fast path: 2 templates, {redirected} frames trunk → AP in XDP");
+        }
+    }
 }
 
 #[test]

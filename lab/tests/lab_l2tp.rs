@@ -98,6 +98,23 @@ fn ping_both_ways_on_two_vlans_and_client_to_client_across_aps() {
     ] {
         assert!(types.contains(code), "tshark saw no {name}: {types:?}");
     }
+    // tunterm assigns 8-byte cookies by default (RFC 3931 §8.2), and the
+    // APs' data carries them.
+    let bytes = |hex: &str| hex.replace(':', "").len() / 2;
+    for (filter, field) in [
+        (
+            "l2tp.avp.message_type == 11 && ip.src == 10.99.0.1",
+            "l2tp.avp.assigned_cookie",
+        ),
+        ("l2tp.cookie && ip.dst == 10.99.0.1", "l2tp.cookie"),
+    ] {
+        let cookies = tshark_fields(&ap_pcap, &[], filter, &[field]).unwrap();
+        assert!(!cookies.is_empty(), "tshark saw no {field}");
+        assert!(
+            cookies.iter().all(|c| bytes(&c[0]) == 8),
+            "{field} not 8 bytes: {cookies:?}"
+        );
+    }
     let malformed = tshark_fields(
         &ap_pcap,
         &[],

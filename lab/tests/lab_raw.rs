@@ -50,8 +50,8 @@ impl Lab {
         ] {
             lab::addr(&b, "e0", &cidr)?;
         }
-        let mtu = b.run(&["cat", "/sys/class/net/e0/mtu"])?;
-        ensure!(mtu.trim() == "1500", "veth MTU is {mtu}, tests assume 1500");
+        let mtu = b.enter(|| tunterm::io::netlink::mtu("e0"))??;
+        ensure!(mtu == 1500, "veth MTU is {mtu}, tests assume 1500");
         Ok(Lab { prefix, dir, a, b })
     }
 

@@ -289,13 +289,13 @@ impl RunLock {
     }
 }
 
-/// (ifindex, MAC) of `ifname` in `ns`.
+/// (ifindex, MAC) of `ifname` in `ns`, as the daemon reads them.
 fn link_info(ns: &Netns, ifname: &str) -> anyhow::Result<(u32, [u8; 6])> {
-    let out = ns.run(&["ip", "-j", "link", "show", "dev", ifname])?;
-    let v: serde_json::Value = serde_json::from_str(&out)?;
-    let index = v[0]["ifindex"].as_u64().context("no ifindex")? as u32;
-    let mac = parse_mac(v[0]["address"].as_str().context("no address")?)?;
-    Ok((index, mac))
+    let link = ns.enter(|| tunterm::io::netlink::link(ifname))??;
+    let mac = link
+        .mac
+        .with_context(|| format!("{ifname} in {}: no Ethernet address", ns.name()))?;
+    Ok((link.index, mac))
 }
 
 fn parse_mac(s: &str) -> anyhow::Result<[u8; 6]> {

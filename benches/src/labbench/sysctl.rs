@@ -130,11 +130,7 @@ mod tests {
     /// machine's values are never touched.
     #[test]
     fn raised_goes_back_on_drop_and_after_a_kill() -> anyhow::Result<()> {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!("skipped: needs root");
-            return Ok(());
-        }
+        tunterm_lab::require_root()?;
         let prefix = tunterm_lab::unique_prefix("sysctl");
         tunterm_lab::cleanup_prefix(&prefix);
         let ns = tunterm_lab::Netns::new(&format!("{prefix}a"))?;

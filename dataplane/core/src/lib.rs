@@ -3,6 +3,8 @@
 //! - [`wire`]: packet views and builders, one module per protocol.
 //! - [`proto`]: protocol state machines and the learning switch: they take
 //!   `now` and bytes, and say what to send and when to wake.
+//! - [`forward`]: the forwarding pipeline on top of them: a frame and its
+//!   ingress port in, what to send where (and what was dropped, why) out.
 //!
 //! Nothing here opens a socket, reads a clock or uses `unsafe`: the crate
 //! forbids unsafe code and depends on no I/O crate (tokio, libc, socket2,
@@ -11,6 +13,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod forward;
 pub mod proto;
 pub mod wire;
 

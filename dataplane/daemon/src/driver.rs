@@ -4,12 +4,16 @@
 //! over UDP and over IP protocol 115, GRE, each over IPv4 and IPv6), the
 //! AF_PACKET socket on the upstream trunk, the L2TP [`Endpoint`], the mGRE
 //! [`GreEndpoint`] and the [`Switch`]. Frames go tunnel → switch →
-//! trunk/tunnel and trunk → switch → tunnel without leaving this loop. The
+//! trunk/tunnel and trunk → switch → tunnel without leaving this loop: the
+//! driver reads a socket, hands each frame to the forwarding pipeline
+//! ([`tunterm_core::forward`]) and writes the actions it returns (trunk and
+//! host-port frames at once, tunnel packets batched per `sendmmsg`). The
 //! control socket ([`crate::api`]) is served beside it ([`control`]): the
 //! loop only snapshots what a request asks for. The edge's own host ports,
 //! routes and DHCP relay, and the reload on SIGHUP, are in [`services`].
 
 mod control;
+mod inputs;
 mod services;
 
 use std::io;
@@ -19,6 +23,8 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use rand::TryRngCore;
+use rand::rngs::OsRng;
 use serde::{Deserialize, Serialize};
 use tokio::io::unix::AsyncFd;
 use tracing::{debug, info, warn};
@@ -31,7 +37,11 @@ use crate::io::tunnel::{SEND_BATCH, TunnelSocket};
 use crate::io::xdp::{FastPath, FastPathStats, MapOptions, Mode as FastPathMode};
 use crate::monitoring::{MonitorOptions, ProbeResult, UpstreamMonitor};
 use crate::operations::{OperationCounters, Operations};
-use tunterm_core::proto::bridge::{PortConfig, PortId, Switch, SwitchCounters, TRUNK, Verdict};
+use tunterm_core::forward::{
+    Actions, Carrier, EdgeTunnels, ForwardConfig, ForwardCounters, Forwarder, NoTap, Out, Ports,
+    TunnelMtus,
+};
+use tunterm_core::proto::bridge::{PortConfig, PortId, Switch, SwitchCounters, TRUNK};
 use tunterm_core::proto::gre::{
     GreConfig, GreCounters, GreEndpoint, GreEvent, GreIncoming, GrePeerSnapshot,
 };
@@ -40,8 +50,6 @@ use tunterm_core::proto::l2tp::{
     Incoming, PwProfile,
 };
 use tunterm_core::proto::monitor::MonitorStats;
-use tunterm_core::proto::pmtu::{self, ClampResult, TooBig};
-use tunterm_core::wire::ether::{self, FrameView};
 use tunterm_core::wire::gre::IP_PROTO_GRE;
 use tunterm_core::wire::l2tp::{self as l2tp_wire, IP_PROTO_L2TP, Transport, pw};
 
@@ -50,6 +58,8 @@ const BUF_LEN: usize = 65_536 + 64;
 /// Datagrams or frames read with one `recvmmsg` per readiness event before
 /// other work runs.
 const BATCH: usize = 64;
+/// Bytes of forwarded frames held before the tunnel queue is flushed.
+const TX_BYTES: usize = SEND_BATCH * 2048;
 
 /// What the daemon needs besides the Mist configuration.
 #[derive(Clone, Debug)]
@@ -84,6 +94,9 @@ pub struct DaemonOptions {
     pub monitor: MonitorOptions,
     /// The configuration file, re-read on SIGHUP (None: nothing to re-read).
     pub config: Option<PathBuf>,
+    /// Length of the cookies tunterm assigns to sessions: 0, 4 or 8 bytes
+    /// (`--cookie-len`).
+    pub cookie_len: usize,
 }
 
 /// The default `--pin-dir`.
@@ -104,6 +117,7 @@ impl Default for DaemonOptions {
             admission: AdmissionConfig::default(),
             monitor: MonitorOptions::default(),
             config: None,
+            cookie_len: EndpointConfig::default().cookie_len,
         }
     }
 }
@@ -120,6 +134,9 @@ pub enum Exit {
     /// daemon to take over without the APs noticing.
     Restart,
 }
+
+/// Longest the shutdown waits for the APs to acknowledge their StopCCN.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
 
 /// Least time between two writes of the state file.
 const STATE_WRITE_EVERY: Duration = Duration::from_millis(200);
@@ -167,6 +184,10 @@ pub struct IoCounters {
     pub trunk_rx: u64,
     /// Frames on the trunk too long to read whole, dropped.
     pub trunk_rx_truncated: u64,
+    /// Frames the kernel dropped at the trunk because tunterm had not read
+    /// them in time (receive ring full): input shed under overload. From
+    /// `PACKET_STATISTICS`.
+    pub trunk_rx_shed: u64,
     /// Frames written to the trunk.
     pub trunk_tx: u64,
     /// Trunk writes that failed (full socket buffer, link down).
@@ -175,27 +196,20 @@ pub struct IoCounters {
     pub tunnel_rx: u64,
     /// Packets on the tunnel sockets too long to read whole, dropped.
     pub tunnel_rx_truncated: u64,
+    /// Packets the kernel dropped at the tunnel sockets because tunterm had
+    /// not read them in time (receive buffer full): input shed when it
+    /// comes faster than the event loop reads it (each socket gets a
+    /// budget per turn of the loop). From `SO_RXQ_OVFL`.
+    pub tunnel_rx_shed: u64,
     /// Data packets sent into tunnels.
     pub tunnel_tx: u64,
     /// Tunnel sends that failed.
     pub tunnel_tx_errors: u64,
-    /// Frames for a tunnel port that is gone (raced a teardown).
-    pub tunnel_tx_no_session: u64,
-    /// Frames too big for their tunnel answered with ICMP (DF set / IPv6).
-    pub too_big_icmp: u64,
-    /// Frames too big for their tunnel, IPv4 without DF, sent fragmented:
-    /// the outer packet by the kernel at the path MTU, or the inner packet
-    /// by tunterm below it ([`IoCounters::inner_fragments`]).
-    pub too_big_fragmented: u64,
-    /// Frames too big for their tunnel dropped (no ICMP allowed).
-    pub too_big_dropped: u64,
-    /// IPv4 fragments sent through tunnels whose configured MTU is below
-    /// the path's (the inner packet split by tunterm).
-    pub inner_fragments: u64,
-    /// TCP SYNs whose MSS was clamped.
-    pub mss_clamped: u64,
-    /// MACs announced on the trunk (new or moved behind a tunnel).
-    pub mac_announcements: u64,
+    /// The forwarding pipeline's counters (`tunnel_tx_no_session`,
+    /// `too_big_*`, `inner_fragments`, `mss_clamped`, `mac_announcements`),
+    /// in this section under their own names.
+    #[serde(flatten)]
+    pub forward: ForwardCounters,
 }
 
 /// One FDB entry (`tunterm fdb`).
@@ -265,13 +279,6 @@ pub struct Stats {
     pub control: crate::api::ControlStats,
 }
 
-/// What a tunnel socket carries.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Carrier {
-    L2tp(Transport),
-    Gre,
-}
-
 /// The tunnel sockets, by carrier and address family.
 struct Socks {
     slots: Vec<(Carrier, bool, Rc<TunnelSocket>)>,
@@ -297,14 +304,14 @@ struct Dataplane {
     trunk: Rc<AsyncFd<PacketSocket>>,
     /// MTU of the AP-facing link: the tunnel MTU where the mxtunnel says 0.
     link_mtu: u16,
-    tx: Vec<u8>,
-    flood: Vec<PortId>,
-    /// Scratch for the fragments of an inner packet, kept for its capacity.
-    frags: Vec<Vec<u8>>,
-    /// Tunnel packets waiting for [`Dataplane::flush_tunnel_tx`]: carrier,
-    /// destination and their bytes in `txq_bytes`.
-    txq: Vec<(Carrier, SocketAddr, std::ops::Range<usize>)>,
-    txq_bytes: Vec<u8>,
+    /// Per-tunnel MTUs (the link's, and each mxtunnel's).
+    mtus: TunnelMtus,
+    /// The forwarding pipeline.
+    fwd: Forwarder,
+    /// What it asked for: trunk and host-port frames are written at once,
+    /// tunnel packets wait for [`Dataplane::flush_tunnel_tx`] (one
+    /// `sendmmsg` per batch), then it is cleared.
+    out: Actions,
     io: IoCounters,
     /// The XDP fast path, when on.
     fast: Option<FastPath>,
@@ -327,27 +334,13 @@ struct Dataplane {
     control: control::Control,
 }
 
-/// The MTU of the tunnel behind `port`: its mxtunnel's `mtu`, or the AP
-/// link's when that is 0 or the port is an mGRE peer. None for the trunk.
-fn tunnel_mtu_of(
-    endpoint: &Endpoint,
-    cfg: &EdgeConfig,
-    link_mtu: u16,
-    port: PortId,
-) -> Option<u16> {
-    if port == TRUNK {
-        return None;
+/// The tunnels' MTUs: each mxtunnel's `mtu` (by profile index), the AP
+/// link's where it is 0 and for mGRE peers.
+fn tunnel_mtus(cfg: &EdgeConfig, link_mtu: u16) -> TunnelMtus {
+    TunnelMtus {
+        link: link_mtu,
+        profiles: cfg.tunnels.iter().map(|t| t.mtu).collect(),
     }
-    let configured = endpoint
-        .session(port.0)
-        .and_then(|s| s.profile)
-        .and_then(|i| cfg.tunnels.get(i))
-        .map_or(0, |t| t.mtu);
-    Some(if configured == 0 {
-        link_mtu
-    } else {
-        configured
-    })
 }
 
 fn format_mac(m: &[u8; 6]) -> String {
@@ -357,13 +350,14 @@ fn format_mac(m: &[u8; 6]) -> String {
     )
 }
 
-fn endpoint_config(cfg: &EdgeConfig, admission: AdmissionConfig) -> EndpointConfig {
+fn endpoint_config(cfg: &EdgeConfig, opts: &DaemonOptions) -> EndpointConfig {
     EndpointConfig {
         host_name: cfg.name.clone(),
         router_id: cfg.tunnel_ip.map_or(1, u32::from),
         profiles: profiles(cfg),
         admit: cfg.ap_subnets.clone(),
-        admission,
+        admission: opts.admission,
+        cookie_len: opts.cookie_len,
         ..EndpointConfig::default()
     }
 }
@@ -398,15 +392,6 @@ fn trunk_port(cfg: &EdgeConfig) -> PortConfig {
     }
 }
 
-/// Outer IP (+ UDP) header bytes in front of an L2TP or GRE packet.
-fn outer_len(carrier: Carrier, v6: bool) -> usize {
-    let ip = if v6 { 40 } else { 20 };
-    match carrier {
-        Carrier::L2tp(Transport::Udp) => ip + 8,
-        _ => ip,
-    }
-}
-
 impl Dataplane {
     fn stats(&self, now: Instant) -> Stats {
         let tunnels = self.endpoint.stats(now);
@@ -429,7 +414,10 @@ impl Dataplane {
             l2tp: self.endpoint.counters().clone(),
             gre: self.gre.counters().clone(),
             switch: self.switch.counters().clone(),
-            io: self.io.clone(),
+            io: IoCounters {
+                forward: self.fwd.counters().clone(),
+                ..self.io.clone()
+            },
             fdb_entries: self.switch.fdb_len(),
             fast_path: self.fast.as_ref().map_or_else(
                 || FastPathStats {
@@ -528,242 +516,111 @@ impl Dataplane {
         self.state_due = now + STATE_WRITE_EVERY;
     }
 
-    /// The MTU of the tunnel behind `port` (None for the trunk).
-    fn tunnel_mtu(&self, port: PortId) -> Option<u16> {
-        tunnel_mtu_of(&self.endpoint, &self.cfg, self.link_mtu, port)
-    }
-
-    /// A frame entered the switch on `ingress`.
+    /// A frame entered the switch on `ingress`: run the forwarding
+    /// pipeline and write what it says.
     fn switch_frame(&mut self, now: Instant, ingress: PortId, frame: &[u8]) {
-        let (verdict, view) = self.switch.ingress(now, ingress, frame);
-        let Some(view) = view else { return };
-        if let Verdict::Forward { vlan, .. } | Verdict::Flood { vlan } = verdict
-            && self.relay_client(now, ingress, vlan, frame, &view)
-        {
-            return;
-        }
-        match verdict {
-            Verdict::Forward { vlan, to } => self.egress(ingress, to, vlan, frame, &view),
-            Verdict::Flood { vlan } => {
-                let mut ports = std::mem::take(&mut self.flood);
-                ports.clear();
-                ports.extend(
-                    self.switch
-                        .vlan_ports(vlan)
-                        .iter()
-                        .copied()
-                        .filter(|&p| p != ingress),
-                );
-                for &p in &ports {
-                    self.egress(ingress, p, vlan, frame, &view);
-                }
-                self.flood = ports;
-            }
-            Verdict::Drop(_) => {}
-        }
-        if ingress != TRUNK {
-            self.announce_macs();
-        }
-    }
-
-    /// Announce on the trunk the MACs that just appeared behind a tunnel
-    /// (one broadcast RARP each, on its VLAN as the trunk carries it).
-    fn announce_macs(&mut self) {
-        // Empty (no allocation) but for a frame that taught something.
-        let macs: Vec<_> = self.switch.take_announcements().collect();
-        if macs.is_empty() {
-            return;
-        }
-        let mut frame = std::mem::take(&mut self.tx);
-        for (vlan, mac) in macs {
-            let tag = self.switch.egress_tag(TRUNK, vlan);
-            ether::write_mac_announce(&mac, tag, &mut frame);
-            match self.trunk.get_ref().send(&frame) {
-                Ok(_) => {
-                    self.io.trunk_tx += 1;
-                    self.io.mac_announcements += 1;
-                }
-                Err(_) => self.io.trunk_tx_errors += 1,
-            }
-        }
-        self.tx = frame;
-    }
-
-    /// Clamp the MSS of a TCP SYN in `frame` (already re-tagged) to what a
-    /// tunnel of `mtu` carries.
-    /// Bytes the tunnel behind `port` puts around an inner frame (outer IP,
-    /// UDP, L2TP or GRE header), and its MTU. None for the trunk.
-    fn tunnel_overhead(&self, port: PortId) -> Option<(usize, u16)> {
-        let mtu = self.tunnel_mtu(port)?;
-        if tunterm_core::proto::gre::is_gre_port(port) {
-            let peer = self.gre.peer(port)?;
-            let hdr = tunterm_core::wire::gre::header_len(false, peer.key.is_some(), false);
-            return Some((outer_len(Carrier::Gre, peer.addr.is_ipv6()) + hdr, mtu));
-        }
-        let s = self.endpoint.session(port.0)?;
-        let carrier = Carrier::L2tp(s.transport);
-        Some((outer_len(carrier, s.peer.is_ipv6()) + s.header_len(), mtu))
-    }
-
-    /// Clamp the MSS of a TCP SYN in `frame` (as it leaves, re-tagged) to
-    /// what a tunnel of `mtu` with `overhead` bytes of encapsulation carries.
-    fn clamp(&mut self, frame: &mut [u8], mtu: u16, overhead: usize) {
-        let l2 = ether::parse(frame).map_or(14, |v| v.inner_offset + 2);
-        let over = (overhead + l2) as u16;
-        let (mss4, mss6) = (
-            pmtu::mss_for(mtu, over, false),
-            pmtu::mss_for(mtu, over, true),
-        );
-        if let ClampResult::Clamped { .. } = pmtu::clamp_mss(frame, mss4, mss6) {
-            self.io.mss_clamped += 1;
-        }
-    }
-
-    fn egress(&mut self, ingress: PortId, port: PortId, vlan: u16, frame: &[u8], view: &FrameView) {
-        if tunterm_core::proto::bridge::is_host_port(port) {
-            self.send_to_host_port(port, vlan, frame, view);
-            return;
-        }
-        let tag = self.switch.egress_tag(port, vlan);
-        if port == TRUNK {
-            ether::write_retagged(frame, view, tag, &mut self.tx);
-            // A SYN from an AP announces the MSS the server may send back
-            // through the AP's tunnel.
-            if let Some((overhead, mtu)) = self.tunnel_overhead(ingress) {
-                let mut tx = std::mem::take(&mut self.tx);
-                self.clamp(&mut tx, mtu, overhead);
-                self.tx = tx;
-            }
-            match self.trunk.get_ref().send(&self.tx) {
-                Ok(_) => self.io.trunk_tx += 1,
-                Err(e) => {
-                    self.io.trunk_tx_errors += 1;
-                    debug!(error = %e, "trunk send failed");
-                }
-            }
-            return;
-        }
-        let Some((carrier, peer)) = self.encap(port) else {
-            self.io.tunnel_tx_no_session += 1;
-            return;
+        let mark = self.out.len();
+        let mut ports = Ports {
+            switch: &mut self.switch,
+            tunnels: EdgeTunnels {
+                l2tp: &mut self.endpoint,
+                gre: &mut self.gre,
+                mtus: &self.mtus,
+            },
+            relay: Some(self.svc.relay_mut()),
         };
-        let hdr = self.tx.len();
-        ether::append_retagged(frame, view, tag, &mut self.tx);
-        let v6 = peer.is_ipv6();
-        let overhead = outer_len(carrier, v6) + hdr;
-        let mtu = self.tunnel_mtu(port).unwrap_or(self.link_mtu);
-        {
-            let mut tx = std::mem::take(&mut self.tx);
-            self.clamp(&mut tx[hdr..], mtu, overhead);
-            self.tx = tx;
-        }
-        let inner = self.tx.len() - hdr;
-        if overhead + inner > usize::from(mtu) {
-            let l2 = ether::parse(&self.tx[hdr..]).map_or(14, |v| v.inner_offset + 2);
-            let inner_mtu = usize::from(mtu).saturating_sub(overhead + l2) as u16;
-            let src6 = self.cfg.tunnel_ip6;
-            match pmtu::too_big_reply(&self.tx[hdr..], inner_mtu, self.cfg.tunnel_ip, src6) {
-                TooBig::Reply(icmp) => {
-                    self.io.too_big_icmp += 1;
-                    // Back to the sender, through the port it came from.
-                    if let Some(v) = ether::parse(&icmp) {
-                        let tx = std::mem::take(&mut self.tx);
-                        self.egress(port, ingress, vlan, &icmp, &v);
-                        self.tx = tx;
-                    }
-                    return;
-                }
-                // The kernel fragments the outer packet only at the path's
-                // MTU; below it (a configured tunnel MTU) the inner packet
-                // is split here and each piece sent in its own tunnel packet.
-                TooBig::Fragment if mtu < self.link_mtu => {
-                    self.io.too_big_fragmented += 1;
-                    let mut frags = std::mem::take(&mut self.frags);
-                    frags.clear();
-                    if pmtu::fragment_v4(&self.tx[hdr..], inner_mtu, &mut frags) == 0 {
-                        self.io.too_big_dropped += 1;
-                    }
-                    for f in &frags {
-                        self.tx.clear();
-                        let Some((carrier, peer)) = self.encap(port) else {
-                            break;
-                        };
-                        self.tx.extend_from_slice(f);
-                        self.io.inner_fragments += 1;
-                        self.send_tunnel(carrier, peer);
-                    }
-                    self.frags = frags;
-                    return;
-                }
-                TooBig::Fragment => self.io.too_big_fragmented += 1,
-                TooBig::Fits => {}
-                TooBig::Drop => {
-                    self.io.too_big_dropped += 1;
-                    return;
-                }
-            }
-        }
-        self.send_tunnel(carrier, peer);
+        let _ = self
+            .fwd
+            .handle(now, ingress, frame, &mut ports, &mut self.out, &mut NoTap);
+        self.write_actions(mark);
     }
 
-    /// Queue `self.tx`, a whole tunnel packet after the outer IP header,
-    /// for [`Dataplane::flush_tunnel_tx`] (one `sendmmsg` per batch).
-    fn send_tunnel(&mut self, carrier: Carrier, peer: SocketAddr) {
-        let at = self.txq_bytes.len();
-        self.txq_bytes.extend_from_slice(&self.tx);
-        self.txq.push((carrier, peer, at..self.txq_bytes.len()));
-        if self.txq.len() >= SEND_BATCH {
+    /// Send `frame` on `vlan` to `to` as from `from` (a DHCP reply from the
+    /// relay on host port `from` to the client's tunnel).
+    fn deliver(&mut self, now: Instant, from: PortId, to: PortId, vlan: u16, frame: &[u8]) {
+        let mark = self.out.len();
+        let mut ports = Ports {
+            switch: &mut self.switch,
+            tunnels: EdgeTunnels {
+                l2tp: &mut self.endpoint,
+                gre: &mut self.gre,
+                mtus: &self.mtus,
+            },
+            relay: None,
+        };
+        self.fwd.deliver(
+            now,
+            from,
+            to,
+            vlan,
+            frame,
+            &mut ports,
+            &mut self.out,
+            &mut NoTap,
+        );
+        self.write_actions(mark);
+    }
+
+    /// Write the actions from `mark` on: trunk frames and host-port frames
+    /// now, relayed DHCP to the servers; tunnel packets stay queued for
+    /// [`Dataplane::flush_tunnel_tx`] (flushed here once a batch is full).
+    fn write_actions(&mut self, mark: usize) {
+        for o in self.out.iter_from(mark) {
+            match o {
+                Out::Trunk { frame, .. } => match self.trunk.get_ref().send(frame) {
+                    Ok(_) => self.io.trunk_tx += 1,
+                    Err(e) => {
+                        self.io.trunk_tx_errors += 1;
+                        debug!(error = %e, "trunk send failed");
+                    }
+                },
+                Out::HostPort { port, frame, .. } => {
+                    let vid = (port.0 - tunterm_core::proto::bridge::HOST_PORT_BASE) as u16;
+                    self.svc.send_to_host_port(vid, frame);
+                }
+                Out::Relayed { .. } => self.svc.send_relayed(),
+                Out::Tunnel { .. } | Out::Drop { .. } => {}
+            }
+        }
+        if self.out.tunnel_count() >= SEND_BATCH || self.out.byte_len() >= TX_BYTES {
             self.flush_tunnel_tx();
         }
     }
 
     /// Send the queued tunnel packets: consecutive ones for the same
-    /// socket in one system call. What the kernel refuses is dropped and
-    /// counted, as a single send's error would be.
+    /// socket in one system call (at most [`SEND_BATCH`]). What the kernel
+    /// refuses is dropped and counted, as a single send's error would be.
     fn flush_tunnel_tx(&mut self) {
-        let queue = std::mem::take(&mut self.txq);
-        let mut rest = queue.as_slice();
-        while let Some(&(carrier, peer, _)) = rest.first() {
-            let v6 = peer.is_ipv6();
-            let n = rest
-                .iter()
-                .take(SEND_BATCH)
-                .take_while(|(c, p, _)| *c == carrier && p.is_ipv6() == v6)
-                .count();
-            let (batch, tail) = rest.split_at(n);
-            rest = tail;
-            let Some(sock) = self.socks.get(carrier, v6) else {
-                self.io.tunnel_tx_errors += n as u64;
+        if self.out.tunnel_count() == 0 {
+            self.out.clear();
+            return;
+        }
+        let mut batch: Vec<(SocketAddr, &[u8])> = Vec::with_capacity(SEND_BATCH);
+        let mut to: Option<(Carrier, bool)> = None;
+        for o in self.out.iter() {
+            let Out::Tunnel {
+                carrier,
+                peer,
+                packet,
+                ..
+            } = o
+            else {
                 continue;
             };
-            let msgs: Vec<(SocketAddr, &[u8])> = batch
-                .iter()
-                .map(|(_, p, r)| (*p, &self.txq_bytes[r.clone()]))
-                .collect();
-            match sock.try_send_batch(&msgs) {
-                Ok(sent) => {
-                    self.io.tunnel_tx += sent as u64;
-                    self.io.tunnel_tx_errors += (n - sent) as u64;
+            let here = (carrier, peer.is_ipv6());
+            if to != Some(here) || batch.len() >= SEND_BATCH {
+                if let Some(sock) = to {
+                    send_tunnel_batch(&self.socks, sock, &batch, &mut self.io);
                 }
-                Err(e) => {
-                    self.io.tunnel_tx_errors += n as u64;
-                    debug!(error = %e, %peer, "tunnel send failed");
-                }
+                batch.clear();
+                to = Some(here);
             }
+            batch.push((peer, packet));
         }
-        self.txq = queue;
-        self.txq.clear();
-        self.txq_bytes.clear();
-    }
-
-    /// Write the tunnel header for `port` into `self.tx`; where it goes.
-    fn encap(&mut self, port: PortId) -> Option<(Carrier, SocketAddr)> {
-        if tunterm_core::proto::gre::is_gre_port(port) {
-            let ip = self.gre.encap_header(port, &mut self.tx)?;
-            return Some((Carrier::Gre, SocketAddr::new(ip, 0)));
+        if let Some(sock) = to {
+            send_tunnel_batch(&self.socks, sock, &batch, &mut self.io);
         }
-        let (t, peer) = self.endpoint.encap_header(port.0, &mut self.tx)?;
-        Some((Carrier::L2tp(t), peer))
+        self.out.clear();
     }
 
     fn flush_control(&mut self) {
@@ -909,16 +766,17 @@ impl Dataplane {
         );
     }
 
-    /// Read a batch from a tunnel socket (one `recvmmsg`) and handle it.
-    fn drain_tunnel(&mut self, carrier: Carrier, sock: &TunnelSocket, rx: &mut RecvBatch) {
+    /// Read a batch from a tunnel socket (one `recvmmsg`) and handle it;
+    /// true once the socket is empty (or failed).
+    fn drain_tunnel(&mut self, carrier: Carrier, sock: &TunnelSocket, rx: &mut RecvBatch) -> bool {
         let got = sock.try_recv_batch(rx);
         self.io.tunnel_rx_truncated += rx.truncated();
         match got {
             Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
             Err(e) => {
                 debug!(error = %e, "tunnel recv");
-                return;
+                return true;
             }
         }
         self.io.tunnel_rx += rx.len() as u64;
@@ -953,6 +811,7 @@ impl Dataplane {
                 }
             }
         }
+        false
     }
 
     fn local_for(&self, peer: IpAddr) -> IpAddr {
@@ -964,10 +823,11 @@ impl Dataplane {
     }
 
     /// Read a batch of frames from the trunk (one `recvmmsg`) and handle
-    /// it; true once the socket is empty (only then may its readiness be
-    /// cleared).
+    /// it; true once the socket is empty (its readiness then cleared).
     fn drain_trunk(&mut self, rx: &mut RecvBatch) -> bool {
-        let got = self.trunk.get_ref().recv_batch(rx);
+        let got = self
+            .trunk
+            .try_io(tokio::io::Interest::READABLE, |s| s.recv_batch(rx));
         self.io.trunk_rx_truncated += rx.truncated();
         match got {
             Ok(_) => {}
@@ -1035,14 +895,14 @@ impl Dataplane {
     /// Bring the fast path's maps up to date with the switch.
     fn sync_fast_path(&mut self, now: Instant) {
         if let Some(f) = &mut self.fast {
-            let (endpoint, cfg, link_mtu) = (&self.endpoint, &self.cfg, self.link_mtu);
+            let (endpoint, mtus, link_mtu) = (&self.endpoint, &self.mtus, self.link_mtu);
             f.handle(
                 now,
                 endpoint,
                 &mut self.gre,
                 &mut self.switch,
                 self.sessions_changed,
-                |port| tunnel_mtu_of(endpoint, cfg, link_mtu, port).unwrap_or(link_mtu),
+                |port| mtus.of(endpoint, port).unwrap_or(link_mtu),
             );
         }
         self.sessions_changed = false;
@@ -1064,6 +924,31 @@ impl Dataplane {
         .min()
         .unwrap_or(fallback)
         .min(fallback)
+    }
+}
+
+/// Send `msgs` on the tunnel socket of `carrier` and family (`v6`) with
+/// one `sendmmsg`, counting what was sent and what was refused.
+fn send_tunnel_batch(
+    socks: &Socks,
+    (carrier, v6): (Carrier, bool),
+    msgs: &[(SocketAddr, &[u8])],
+    io: &mut IoCounters,
+) {
+    let n = msgs.len();
+    let Some(sock) = socks.get(carrier, v6) else {
+        io.tunnel_tx_errors += n as u64;
+        return;
+    };
+    match sock.try_send_batch(msgs) {
+        Ok(sent) => {
+            io.tunnel_tx += sent as u64;
+            io.tunnel_tx_errors += (n - sent) as u64;
+        }
+        Err(e) => {
+            io.tunnel_tx_errors += n as u64;
+            debug!(error = %e, ?carrier, "tunnel send failed");
+        }
     }
 }
 
@@ -1128,14 +1013,48 @@ fn pin_dir_for(opts: &DaemonOptions) -> anyhow::Result<Option<PathBuf>> {
     )
 }
 
-/// MTU of the interface that holds `ip` (1500 if it cannot be read).
-fn link_mtu_of(ifaces: &[String]) -> u16 {
-    ifaces
-        .iter()
-        .filter_map(|i| std::fs::read_to_string(format!("/sys/class/net/{i}/mtu")).ok())
-        .filter_map(|s| s.trim().parse::<u16>().ok())
-        .min()
-        .unwrap_or(1500)
+/// The smallest MTU of the AP-facing interfaces: what too-big replies and
+/// the MSS clamp work from. 1500 when the configuration names none.
+fn link_mtu_of(ifaces: &[String]) -> anyhow::Result<u16> {
+    let mut min: Option<u16> = None;
+    for name in ifaces {
+        let mtu = link_mtu(name).with_context(|| format!("downstream port {name:?}"))?;
+        min = Some(min.map_or(mtu, |m| m.min(mtu)));
+    }
+    Ok(min.unwrap_or(1500))
+}
+
+/// An interface's MTU (up to 65535: loopback's 65536 is cut to fit); an
+/// error naming what is wrong when there is no such interface or its MTU
+/// cannot be read.
+fn link_mtu(iface: &str) -> anyhow::Result<u16> {
+    let mtu = match crate::io::netlink::mtu(iface) {
+        Err(e) if e.raw_os_error() == Some(libc::ENODEV) => {
+            bail!("no interface of that name on this host")
+        }
+        r => r?,
+    };
+    Ok(u16::try_from(mtu).unwrap_or(u16::MAX))
+}
+
+/// Every interface the configuration names (the upstream ones, or the
+/// `--upstream` override, and the downstream ones) exists on this host
+/// with a readable MTU. A port that is not there is refused with its name
+/// rather than started without: the edge would never see its APs.
+pub fn check_ports(cfg: &EdgeConfig, upstream: Option<&str>) -> anyhow::Result<()> {
+    let upstream: Vec<String> = match upstream {
+        Some(u) => vec![u.to_string()],
+        None => cfg.upstream_interfaces.clone(),
+    };
+    for (role, list) in [
+        ("upstream", &upstream),
+        ("downstream", &cfg.downstream_interfaces),
+    ] {
+        for name in list {
+            link_mtu(name).with_context(|| format!("tunterm_port_config: {role} port {name:?}"))?;
+        }
+    }
+    Ok(())
 }
 
 /// Open the tunnel sockets the configuration calls for.
@@ -1170,13 +1089,6 @@ fn open_sockets(cfg: &EdgeConfig, port: u16) -> anyhow::Result<Socks> {
     Ok(Socks { slots })
 }
 
-async fn ready(slot: Option<&Rc<TunnelSocket>>) -> io::Result<()> {
-    match slot {
-        Some(s) => s.readable().await,
-        None => std::future::pending().await,
-    }
-}
-
 /// Run the daemon until `shutdown` resolves. [`Exit::Stop`]: close every
 /// tunnel with StopCCN (result 6, shutting down), wait briefly for the
 /// acks, detach the fast path and remove its pins and the state file.
@@ -1200,6 +1112,7 @@ pub async fn run(
             bail!("no upstream interface: set tunterm_port_config.upstream_ports or --upstream")
         }
     };
+    check_ports(&cfg, Some(&upstream))?;
     // The edge's host ports come first: tunterm_ip_config's address may be
     // on one, and the tunnel sockets bind to it.
     let mut switch = Switch::new(tunterm_core::proto::bridge::DEFAULT_AGING);
@@ -1212,12 +1125,15 @@ pub async fn run(
         .with_context(|| format!("opening the upstream trunk {upstream}"))?;
     let trunk = Rc::new(trunk.into_async()?);
     let listener = control::bind(&opts.control_socket, opts.control_group.as_deref())?;
-    let seed = {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        t.as_nanos() as u64 ^ u64::from(std::process::id()).rotate_left(32)
-    };
+    // Ids and cookies from a CSPRNG seeded by the OS: a cookie is all that
+    // authenticates a data message, so no AP may predict another's.
+    let mut seed = [0u8; 32];
+    OsRng
+        .try_fill_bytes(&mut seed)
+        .context("reading a random seed from the OS")?;
+    let operations_seed = OsRng
+        .try_next_u64()
+        .context("reading a random seed from the OS")?;
     let gre = GreEndpoint::new(GreConfig {
         peer_timeout: cfg
             .mgre
@@ -1242,20 +1158,23 @@ pub async fn run(
     )?;
     let (monitor, mut probe_results) = UpstreamMonitor::new(Instant::now(), &cfg, &opts.monitor);
     let (control, mut control_jobs) = control::serve(listener, crate::api::config_digest(&cfg.raw));
+    let link_mtu = link_mtu_of(&downstream)?;
     let mut dp = Dataplane {
         name: cfg.name.clone(),
         started: Instant::now(),
-        endpoint: Endpoint::new(endpoint_config(&cfg, opts.admission), seed),
+        endpoint: Endpoint::new(endpoint_config(&cfg, &opts), seed),
         gre,
         switch,
         socks,
         trunk,
-        link_mtu: link_mtu_of(&downstream),
-        tx: Vec::with_capacity(BUF_LEN),
-        flood: Vec::new(),
-        frags: Vec::new(),
-        txq: Vec::with_capacity(SEND_BATCH),
-        txq_bytes: Vec::with_capacity(SEND_BATCH * 2048),
+        link_mtu,
+        mtus: tunnel_mtus(&cfg, link_mtu),
+        fwd: Forwarder::new(ForwardConfig {
+            link_mtu,
+            icmp_src4: cfg.tunnel_ip,
+            icmp_src6: cfg.tunnel_ip6,
+        }),
+        out: Actions::with_capacity(TX_BYTES + BUF_LEN),
         io: IoCounters::default(),
         fast,
         sessions_changed: true,
@@ -1264,7 +1183,7 @@ pub async fn run(
         state_due: Instant::now(),
         restart: RestartStats::default(),
         monitor,
-        operations: Operations::new(seed),
+        operations: Operations::new(operations_seed),
         svc,
         control,
         cfg,
@@ -1290,40 +1209,55 @@ pub async fn run(
     );
     control::announce(&opts.control_socket, opts.control_group.as_deref());
     let mut buf = RecvBatch::new(BATCH, BUF_LEN);
-    let trunk_fd = dp.trunk.clone();
-    let slot = |i: usize| dp.socks.slots.get(i).map(|(c, _, s)| (*c, s.clone()));
-    let (s0, s1, s2, s3, s4, s5) = (slot(0), slot(1), slot(2), slot(3), slot(4), slot(5));
+    // Every tunnel socket and the trunk: one source each, with a budget
+    // per turn (inputs.rs).
+    let mut inputs = inputs::Inputs::new(&dp, true);
+    let mut turn = 0usize;
     tokio::pin!(shutdown);
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("installing the SIGHUP handler")?;
+    // One turn of the loop: wait until something is ready; serve the one
+    // thing the select picked (signals, probes and the control socket
+    // before packets); then give every readable packet source (each tunnel
+    // socket, the trunk) its budget; then run the timers if due. A turn is
+    // bounded whatever the input rate, and everything is served every
+    // turn: a flood on one socket is shed (counted), it does not hold the
+    // loop. The timers' branch is last: it only wakes an idle loop (with
+    // hundreds of tunnels a timer is due nearly every turn under load, and
+    // ahead of the others it would starve them).
     let exit = loop {
         let wake = dp.next_wake();
-        let (taps, relays) = dp.svc.poll_set();
+        let (mut taps, mut relays) = dp.svc.poll_set();
+        // A different host port first each turn: one busy port does not
+        // hide the others.
+        turn = turn.wrapping_add(1);
+        let (nt, nr) = (taps.len().max(1), relays.len().max(1));
+        taps.rotate_left(turn % nt);
+        relays.rotate_left(turn % nr);
         tokio::select! {
             biased;
             exit = &mut shutdown => break exit,
             _ = hangup.recv() => dp.reload(opts.config.as_deref()),
-            what = crate::io::hostport::readable(&taps, &relays) => dp.drain_services(what),
-            r = ready(s0.as_ref().map(|s| &s.1)) => { r?; let (c, s) = s0.clone().unwrap(); dp.drain_tunnel(c, &s, &mut buf); }
-            r = ready(s1.as_ref().map(|s| &s.1)) => { r?; let (c, s) = s1.clone().unwrap(); dp.drain_tunnel(c, &s, &mut buf); }
-            r = ready(s2.as_ref().map(|s| &s.1)) => { r?; let (c, s) = s2.clone().unwrap(); dp.drain_tunnel(c, &s, &mut buf); }
-            r = ready(s3.as_ref().map(|s| &s.1)) => { r?; let (c, s) = s3.clone().unwrap(); dp.drain_tunnel(c, &s, &mut buf); }
-            r = ready(s4.as_ref().map(|s| &s.1)) => { r?; let (c, s) = s4.clone().unwrap(); dp.drain_tunnel(c, &s, &mut buf); }
-            r = ready(s5.as_ref().map(|s| &s.1)) => { r?; let (c, s) = s5.clone().unwrap(); dp.drain_tunnel(c, &s, &mut buf); }
-            r = trunk_fd.readable() => {
-                let mut guard = r?;
-                if dp.drain_trunk(&mut buf) {
-                    guard.clear_ready();
-                }
-            }
-            _ = tokio::time::sleep_until(wake.into()) => dp.on_timeout(Instant::now()),
             Some(r) = probe_results.recv() => dp.on_probe_result(r),
             Some(job) = control_jobs.recv() => dp.control_job(job),
+            what = crate::io::hostport::readable(&taps, &relays) => dp.drain_services(what),
+            r = inputs.readable() => r?,
+            _ = tokio::time::sleep_until(wake.into()) => {}
+        }
+        let busy = inputs.serve(&mut dp, &mut buf).await?;
+        let now = Instant::now();
+        if now >= wake {
+            dp.on_timeout(now);
         }
         dp.flush_tunnel_tx();
-        let now = Instant::now();
         dp.sync_fast_path(now);
         dp.persist(now, false);
+        if busy {
+            // Overloaded: let the runtime take in new I/O events (a control
+            // connection, its reply's progress) and run the control tasks
+            // now, not only when tokio's task budget runs out.
+            tokio::task::yield_now().await;
+        }
     };
     if exit == Exit::Restart {
         dp.flush_tunnel_tx();
@@ -1347,18 +1281,34 @@ pub async fn run(
     dp.gre.remove_all();
     dp.flush_control();
     dp.handle_events();
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while !dp.endpoint.stats(Instant::now()).is_empty() && Instant::now() < deadline {
+    // Wait for the StopCCNs' acks on every tunnel socket (retransmitting
+    // on the timers), until every tunnel is closed or SHUTDOWN_WAIT.
+    let started = Instant::now();
+    let deadline = started + SHUTDOWN_WAIT;
+    let closing = dp.endpoint.closing_count();
+    let mut inputs = inputs::Inputs::new(&dp, false);
+    while dp.endpoint.closing_count() > 0 && Instant::now() < deadline {
         let wake = dp.next_wake().min(deadline);
         tokio::select! {
-            r = ready(s0.as_ref().map(|s| &s.1)) => { r?; let (c, s) = s0.clone().unwrap(); dp.drain_tunnel(c, &s, &mut buf); }
-            r = ready(s1.as_ref().map(|s| &s.1)) => { r?; let (c, s) = s1.clone().unwrap(); dp.drain_tunnel(c, &s, &mut buf); }
-            r = ready(s2.as_ref().map(|s| &s.1)) => { r?; let (c, s) = s2.clone().unwrap(); dp.drain_tunnel(c, &s, &mut buf); }
-            r = ready(s3.as_ref().map(|s| &s.1)) => { r?; let (c, s) = s3.clone().unwrap(); dp.drain_tunnel(c, &s, &mut buf); }
-            _ = tokio::time::sleep_until(wake.into()) => dp.on_timeout(Instant::now()),
+            biased;
+            _ = tokio::time::sleep_until(wake.into()) => {}
+            r = inputs.readable() => r?,
+        }
+        inputs.serve(&mut dp, &mut buf).await?;
+        let now = Instant::now();
+        if now >= wake {
+            dp.on_timeout(now);
         }
         dp.flush_tunnel_tx();
     }
+    let unacknowledged = dp.endpoint.closing_count();
+    info!(
+        tunnels = closing,
+        acknowledged = closing - unacknowledged.min(closing),
+        unacknowledged,
+        waited_ms = started.elapsed().as_millis() as u64,
+        "tunnels closed"
+    );
     if let Some(f) = dp.fast.take() {
         f.unpin();
     }

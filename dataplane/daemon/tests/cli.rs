@@ -8,11 +8,20 @@ fn tunterm() -> Command {
 }
 
 fn check(name: &str, json: &str) -> (bool, String) {
+    check_with(name, json, &[])
+}
+
+fn check_with(name: &str, json: &str, args: &[&str]) -> (bool, String) {
     let dir = std::env::temp_dir().join(format!("tunterm-cli-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("edge.json");
     std::fs::write(&path, json).unwrap();
-    let out = tunterm().arg("check-config").arg(&path).output().unwrap();
+    let out = tunterm()
+        .arg("check-config")
+        .args(args)
+        .arg(&path)
+        .output()
+        .unwrap();
     let _ = std::fs::remove_dir_all(&dir);
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
@@ -23,11 +32,80 @@ fn lab_config() -> serde_json::Value {
     serde_json::from_str(tunterm_control::LAB_DEFAULT).unwrap()
 }
 
+/// The lab configuration with its two ports on these interfaces.
+fn with_ports(downstream: &str, upstream: &str) -> String {
+    let mut c = lab_config();
+    c["ports"] = serde_json::json!({"0": downstream, "1": upstream});
+    c.to_string()
+}
+
 #[test]
 fn the_embedded_lab_configuration_is_valid() {
-    let (ok, text) = check("lab", tunterm_control::LAB_DEFAULT);
+    // Its interfaces (ap0, trunk0) exist only in the lab's namespaces.
+    let (ok, text) = check_with("lab", tunterm_control::LAB_DEFAULT, &["--syntax-only"]);
     assert!(ok, "{text}");
     assert!(text.contains("10.99.0.1"), "{text}");
+}
+
+#[test]
+fn an_interface_missing_on_this_host_is_refused_with_its_name() {
+    let (ok, text) = check("ports-lo", &with_ports("lo", "lo"));
+    assert!(ok, "interfaces that exist: {text}");
+    for (name, cfg, role) in [
+        ("down", with_ports("tt-no-such-ap", "lo"), "downstream"),
+        ("up", with_ports("lo", "tt-no-such-up"), "upstream"),
+    ] {
+        let (ok, text) = check(name, &cfg);
+        assert!(!ok, "{name}: accepted:\n{text}");
+        let missing = format!("tt-no-such-{name}").replace("down", "ap");
+        assert!(
+            text.contains(&format!("{role} port \"{missing}\""))
+                && text.contains("no interface of that name on this host"),
+            "{name}: the error names the {role} port {missing}:\n{text}"
+        );
+        let (ok, text) = check_with(name, &cfg, &["--syntax-only"]);
+        assert!(ok, "{name}: --syntax-only looks at the file only:\n{text}");
+    }
+}
+
+#[test]
+fn run_refuses_a_missing_downstream_interface_before_binding_anything() {
+    let dir = std::env::temp_dir().join(format!("tunterm-cli-run-port-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("edge.json");
+    std::fs::write(&path, with_ports("tt-no-such-ap", "lo")).unwrap();
+    let out = tunterm()
+        .args(["run", "--control-socket"])
+        .arg(dir.join("s.sock"))
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let bound = dir.join("s.sock").exists();
+    let _ = std::fs::remove_dir_all(&dir);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("downstream port \"tt-no-such-ap\""),
+        "the error names the port:\n{err}"
+    );
+    assert!(!bound, "the control socket was bound before the check");
+}
+
+#[test]
+fn the_cookie_length_is_0_4_or_8() {
+    for bad in ["2", "16", "eight"] {
+        let out = tunterm()
+            .args(["run", "--cookie-len", bad])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{bad}: {err}");
+        assert!(
+            err.contains("--cookie-len") && err.contains("0, 4 or 8 bytes"),
+            "{bad}: {err}"
+        );
+    }
 }
 
 #[test]
@@ -57,7 +135,7 @@ fn unknown_fields_are_tolerated() {
     let mut c = lab_config();
     c["mxedge"]["some_future_field"] = serde_json::json!({"x": 1});
     c["mxtunnels"][0]["ipsec"] = serde_json::json!({"enabled": false});
-    let (ok, text) = check("unknown", &c.to_string());
+    let (ok, text) = check_with("unknown", &c.to_string(), &["--syntax-only"]);
     assert!(ok, "{text}");
 }
 

@@ -1,8 +1,10 @@
 //! The lab both tables run in: L2TPv3 sessions brought up with the real
 //! handshake (every transport, family, cookie size), mGRE peers brought up
 //! by their first packet, a userspace switch that has learned a trunk host
-//! and every client, and the userspace path on a packet (the kernel's
-//! receive, modelled; the endpoints; the switch; the re-tag and encap).
+//! and every client, and the userspace path on a packet: the kernel's
+//! receive (modelled), the endpoints' decapsulation, then the daemon's own
+//! forwarding pipeline (`tunterm_core::forward`: switch, re-tag, MSS clamp,
+//! too-big, encapsulation), as `tunterm run` runs it.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
@@ -10,6 +12,10 @@ use std::time::{Duration, Instant};
 use super::mirror::{self, ApLink};
 use super::packets::{self, Ip, Ip6, Mac};
 use tunterm_control::VlanSet;
+use tunterm_core::forward::{
+    self, Actions, Carrier, Encap, ForwardConfig, Forwarder, Kind, NoTap, Out, Outcome, Ports,
+    Reason, TunnelPorts,
+};
 use tunterm_core::proto::bridge::{DropReason, PortConfig, PortId, Switch, TRUNK, Verdict};
 use tunterm_core::proto::gre::{
     GreConfig, GreDrop, GreEndpoint, GreEvent, GreIncoming, is_gre_port,
@@ -18,7 +24,6 @@ use tunterm_core::proto::l2tp::{
     DataDrop, DataSession, Endpoint, EndpointConfig, Event, Incoming, PwProfile, SessionRequest,
     SessionState,
 };
-use tunterm_core::wire::ether;
 use tunterm_core::wire::l2tp::{Transport, pw};
 use tunterm_ebpf::FastPath;
 use tunterm_ebpf::Table as _;
@@ -330,6 +335,8 @@ pub enum Slow {
     ToTrunk(Vec<u8>),
     ToTunnel(PortId),
     Flood(u16),
+    /// Something else the pipeline did.
+    Other(String),
 }
 
 /// The slow path's result on the trunk side.
@@ -348,6 +355,55 @@ pub enum TrunkSlow {
     Local,
     /// No session or peer behind a port the switch forwards to.
     NoTunnel,
+    /// Something else the pipeline did (an ICMP answer, fragments, a drop
+    /// for size).
+    Other(String),
+}
+
+/// The lab's tunnels as the pipeline sees them: several L2TP endpoints
+/// (one per cookie size, see [`Tunnel::edge`]) and the mGRE endpoint, all
+/// with the templates' MTU.
+struct LabTunnels<'a> {
+    tunnels: &'a mut [Tunnel],
+    gre: &'a mut GreEndpoint,
+}
+
+impl TunnelPorts for LabTunnels<'_> {
+    fn encap(&mut self, port: PortId, hdr: &mut Vec<u8>) -> Option<Encap> {
+        if is_gre_port(port) {
+            let ip = self.gre.encap_header(port, hdr)?;
+            return Some(Encap {
+                carrier: Carrier::Gre,
+                peer: SocketAddr::new(ip, 0),
+                mtu: MTU,
+            });
+        }
+        let t = self
+            .tunnels
+            .iter_mut()
+            .find(|t| t.session.local_sid == port.0)?;
+        let (transport, peer) = t.edge.encap_header(port.0, hdr)?;
+        Some(Encap {
+            carrier: Carrier::L2tp(transport),
+            peer,
+            mtu: MTU,
+        })
+    }
+
+    fn overhead(&self, port: PortId) -> Option<(usize, u16)> {
+        if is_gre_port(port) {
+            return Some((forward::gre_overhead(&self.gre.peer(port)?), MTU));
+        }
+        let t = self
+            .tunnels
+            .iter()
+            .find(|t| t.session.local_sid == port.0)?;
+        Some((forward::l2tp_overhead(t.edge.session(port.0)?), MTU))
+    }
+
+    fn ap(&self, _port: PortId) -> Option<(&str, IpAddr)> {
+        None
+    }
 }
 
 pub struct Lab {
@@ -358,6 +414,9 @@ pub struct Lab {
     pub trunk_port: PortConfig,
     pub switch: Switch,
     pub now: Instant,
+    /// The daemon's forwarding pipeline, and its actions for one packet.
+    pub fwd: Forwarder,
+    pub out: Actions,
 }
 
 impl Lab {
@@ -460,6 +519,12 @@ impl Lab {
             trunk_port,
             switch,
             now,
+            fwd: Forwarder::new(ForwardConfig {
+                link_mtu: MTU,
+                icmp_src4: Some(EDGE4),
+                icmp_src6: Some(EDGE6),
+            }),
+            out: Actions::default(),
         };
         // The mGRE peers, made by their first packet (a broadcast).
         for (i, (addr, key, sequenced)) in [
@@ -605,54 +670,79 @@ impl Lab {
                 }
             }
         };
-        match self.switch.ingress(self.now, port, payload) {
-            (Verdict::Forward { vlan, to }, Some(view)) if to == TRUNK => {
-                let mut out = Vec::new();
-                let tag = self.switch.egress_tag(TRUNK, vlan);
-                ether::write_retagged(payload, &view, tag, &mut out);
-                Slow::ToTrunk(out)
-            }
-            (Verdict::Forward { to, .. }, _) => Slow::ToTunnel(to),
-            (Verdict::Flood { vlan }, _) => Slow::Flood(vlan),
-            (Verdict::Drop(r), _) => Slow::SwitchDrop(r),
+        match self.forward(port, payload) {
+            Outcome::Forward { to, .. } if to == TRUNK => self
+                .out
+                .iter()
+                .find_map(|o| match o {
+                    Out::Trunk {
+                        kind: Kind::Frame,
+                        frame,
+                    } => Some(Slow::ToTrunk(frame.to_vec())),
+                    _ => None,
+                })
+                .unwrap_or_else(|| Slow::Other(format!("{:?}", self.outs()))),
+            Outcome::Forward { to, .. } => Slow::ToTunnel(to),
+            Outcome::Flood { vlan } => Slow::Flood(vlan),
+            Outcome::Drop(Reason::Switch(r)) => Slow::SwitchDrop(r),
+            other => Slow::Other(format!("{other:?}")),
         }
+    }
+
+    /// The daemon's pipeline on `frame` from `port`; its actions are in
+    /// `self.out`.
+    fn forward(&mut self, port: PortId, frame: &[u8]) -> Outcome {
+        self.out.clear();
+        let mut ports = Ports {
+            switch: &mut self.switch,
+            tunnels: LabTunnels {
+                tunnels: &mut self.tunnels,
+                gre: &mut self.gre,
+            },
+            relay: None,
+        };
+        self.fwd
+            .handle(self.now, port, frame, &mut ports, &mut self.out, &mut NoTap)
+    }
+
+    /// The actions of the last packet, for messages.
+    fn outs(&self) -> Vec<String> {
+        self.out.iter().map(|o| format!("{o:?}")).collect()
     }
 
     /// The userspace path on a frame from the trunk (the driver's egress:
     /// the port's egress tag, the tunnel's encap header, the frame).
     pub fn slow_trunk(&mut self, frame: &[u8]) -> TrunkSlow {
-        let (vlan, to, view) = match self.switch.ingress(self.now, TRUNK, frame) {
-            (Verdict::Forward { vlan, to }, Some(view)) => (vlan, to, view),
-            (Verdict::Forward { .. }, None) => unreachable!("forwarded without a header"),
-            (Verdict::Flood { vlan }, _) => return TrunkSlow::Flood(vlan),
-            (Verdict::Drop(DropReason::Local), _) => return TrunkSlow::Local,
-            (Verdict::Drop(r), _) => return TrunkSlow::SwitchDrop(r),
-        };
-        let tag = self.switch.egress_tag(to, vlan);
-        let mut out = Vec::new();
-        let peer = if is_gre_port(to) {
-            match self.gre.encap_header(to, &mut out) {
-                Some(ip) => SocketAddr::new(ip, 0),
-                None => return TrunkSlow::NoTunnel,
+        match self.forward(TRUNK, frame) {
+            Outcome::Forward { to, .. } => {
+                for o in self.out.iter() {
+                    match o {
+                        Out::Tunnel {
+                            port,
+                            peer,
+                            kind: Kind::Frame,
+                            packet,
+                            ..
+                        } if port == to => {
+                            return TrunkSlow::ToTunnel {
+                                port,
+                                peer,
+                                payload: packet.to_vec(),
+                            };
+                        }
+                        Out::Drop {
+                            reason: Reason::NoTunnel,
+                            ..
+                        } => return TrunkSlow::NoTunnel,
+                        _ => {}
+                    }
+                }
+                TrunkSlow::Other(format!("{:?}", self.outs()))
             }
-        } else {
-            let Some(t) = self
-                .tunnels
-                .iter_mut()
-                .find(|t| t.session.local_sid == to.0)
-            else {
-                return TrunkSlow::NoTunnel;
-            };
-            match t.edge.encap_header(to.0, &mut out) {
-                Some((_, peer)) => peer,
-                None => return TrunkSlow::NoTunnel,
-            }
-        };
-        ether::append_retagged(frame, &view, tag, &mut out);
-        TrunkSlow::ToTunnel {
-            port: to,
-            peer,
-            payload: out,
+            Outcome::Flood { vlan } => TrunkSlow::Flood(vlan),
+            Outcome::Drop(Reason::Switch(DropReason::Local)) => TrunkSlow::Local,
+            Outcome::Drop(Reason::Switch(r)) => TrunkSlow::SwitchDrop(r),
+            other => TrunkSlow::Other(format!("{other:?}")),
         }
     }
 }

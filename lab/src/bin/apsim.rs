@@ -111,6 +111,21 @@ struct Cli {
     /// Seconds the flood lasts; then a JSON report is printed.
     #[arg(long, default_value_t = 10.0)]
     flood_seconds: f64,
+    /// Instead of APs: send junk to the first --edge's UDP port as fast as
+    /// one core can, for --flood-seconds, from the --flood-src addresses:
+    /// unknown-session (data for session ids that do not exist), random
+    /// (random bytes) or unknown-tunnel (HELLOs for tunnel ids that do not
+    /// exist). IPv4; needs CAP_NET_RAW.
+    #[arg(long, value_name = "KIND")]
+    junk: Option<apsim::junk::JunkKind>,
+    /// With --junk: send Ethernet frames on this interface to
+    /// --junk-dst-mac (the edge's MAC), bypassing the IP output path and
+    /// the qdisc: about twice the rate.
+    #[arg(long, value_name = "IF", requires = "junk_dst_mac")]
+    junk_iface: Option<String>,
+    /// The edge's MAC on the --junk-iface link, aa:bb:cc:dd:ee:ff.
+    #[arg(long, value_parser = parse_mac)]
+    junk_dst_mac: Option<[u8; 6]>,
 }
 
 fn parse_selection(s: &str) -> Result<tunterm_control::HostsSelection, String> {
@@ -163,6 +178,24 @@ fn main() -> anyhow::Result<()> {
         .iter()
         .map(|e| parse_edge(e))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    if let Some(kind) = cli.junk {
+        let edge = match edges[0] {
+            SocketAddr::V4(e) => e,
+            SocketAddr::V6(e) => anyhow::bail!("--junk: {e} is not IPv4"),
+        };
+        let opts = apsim::junk::JunkOptions {
+            edge,
+            kind,
+            duration: secs("flood-seconds", cli.flood_seconds)?,
+            sources: cli.flood_src,
+            first_port: *cli.flood_ports.start(),
+            link: cli.junk_iface.zip(cli.junk_dst_mac),
+        };
+        println!("junk: {kind:?} to {edge} for {:?}", opts.duration);
+        let report = apsim::junk::run(&opts)?;
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(());
+    }
     if let Some(rate) = cli.sccrq_flood {
         let edge = match edges[0] {
             SocketAddr::V4(e) => e,

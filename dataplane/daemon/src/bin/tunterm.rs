@@ -14,6 +14,15 @@ fn parse_fast_path(s: &str) -> Result<FastPathMode, String> {
     s.parse()
 }
 
+fn parse_cookie_len(s: &str) -> Result<usize, String> {
+    match s {
+        "0" => Ok(0),
+        "4" => Ok(4),
+        "8" => Ok(8),
+        _ => Err(format!("{s}: a cookie is 0, 4 or 8 bytes long (RFC 3931)")),
+    }
+}
+
 fn parse_fdb_entries(s: &str) -> Result<u32, String> {
     let n: u32 = s.parse().map_err(|e| format!("{s}: {e}"))?;
     Ok(tunterm_ebpf::Capacity::fdb(n)?.fdb)
@@ -97,6 +106,12 @@ enum Cmd {
         /// Successful probes in a row before a failed check passes again.
         #[arg(long, default_value_t = 3)]
         monitor_recover: u32,
+        /// Length in bytes of the cookie tunterm assigns to each L2TPv3
+        /// session: 0, 4 or 8. The cookie is the only thing that
+        /// authenticates a data message; 8 random bytes (RFC 3931 §8.2)
+        /// make blind insertion hopeless.
+        #[arg(long, default_value_t = 8, value_parser = parse_cookie_len)]
+        cookie_len: usize,
     },
     /// Print a running daemon's stats (JSON): tunnels, counters, health,
     /// its version and configuration digest (the FDB: `tunterm fdb`).
@@ -164,11 +179,16 @@ enum Cmd {
         #[arg(long, default_value = "/run/tunterm/tunterm.sock")]
         control_socket: PathBuf,
     },
-    /// Validate a configuration file and print what tunterm would run, and
-    /// its digest (the `config_digest` of `tunterm stats` when it runs).
+    /// Validate a configuration file and print what tunterm would run:
+    /// the file, then the interfaces it names (each must exist on this
+    /// host), and its digest (the `config_digest` of `tunterm stats`).
     CheckConfig {
         /// The file.
         config: PathBuf,
+        /// Check the file only, not this host's interfaces (for a file
+        /// meant for another machine).
+        #[arg(long)]
+        syntax_only: bool,
     },
 }
 
@@ -212,6 +232,7 @@ fn main() -> anyhow::Result<()> {
             monitor_interval,
             monitor_timeout,
             monitor_recover,
+            cookie_len,
         } => {
             let secs = |name: &str, v: f64| {
                 std::time::Duration::try_from_secs_f64(v)
@@ -253,6 +274,7 @@ fn main() -> anyhow::Result<()> {
                 },
                 monitor,
                 config: config_path,
+                cookie_len,
             };
             rt.block_on(driver::run(cfg, opts, shutdown_signal()))
         }
@@ -318,8 +340,14 @@ fn main() -> anyhow::Result<()> {
             let req = PreemptRequest { site_id };
             print_json(&rt.block_on(Client::new(&control_socket).preempt(req))?)
         }
-        Cmd::CheckConfig { config } => {
+        Cmd::CheckConfig {
+            config,
+            syntax_only,
+        } => {
             let cfg = load(Some(&config))?;
+            if !syntax_only {
+                driver::check_ports(&cfg, None)?;
+            }
             println!("{cfg:#?}");
             println!("config_digest: {}", tunterm::api::config_digest(&cfg.raw));
             Ok(())

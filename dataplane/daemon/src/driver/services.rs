@@ -20,11 +20,10 @@ use tunterm_control::EdgeConfig;
 
 use super::{Dataplane, trunk_port};
 use crate::io::hostport::{HostPort, HostPortCounters, HostPortSpec, Readable, Route, stable_mac};
+use crate::io::netlink::Rtnl;
 use crate::io::tap::Tap;
-use tunterm_core::proto::bridge::{PortConfig, PortId, Switch, TRUNK, host_port, is_host_port};
-use tunterm_core::proto::dhcp::{Origin, RelayAgent, RelayCounters, VlanRelay};
-use tunterm_core::wire::dhcp::client_message;
-use tunterm_core::wire::ether::{self, FrameView};
+use tunterm_core::proto::bridge::{PortConfig, Switch, TRUNK, host_port};
+use tunterm_core::proto::dhcp::{RelayAgent, RelayCounters, VlanRelay};
 
 /// What the configuration asks for.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -77,9 +76,11 @@ pub(super) fn desired(cfg: &EdgeConfig, ip_config_port: bool) -> Desired {
         }
     }
     for (dest, r) in cfg.extra_routes() {
-        if let Some(via) = r.via.as_deref().and_then(|v| v.parse::<IpAddr>().ok()) {
+        // Both were checked when the configuration loaded.
+        let via = r.via.as_deref().and_then(|v| v.parse::<IpAddr>().ok());
+        if let (Ok(dest), Some(via)) = (dest.parse::<ipnet::IpNet>(), via) {
             d.routes.push(Route {
-                dest: dest.clone(),
+                dest: dest.trunc(),
                 via,
             });
         }
@@ -234,6 +235,32 @@ impl Services {
         self.relay.handle_timeout(now);
     }
 
+    /// The DHCP relay, for the forwarding pipeline's intercept.
+    pub(super) fn relay_mut(&mut self) -> &mut RelayAgent {
+        &mut self.relay
+    }
+
+    /// A frame the switch sends to the host port of `vid`: to the kernel.
+    pub(super) fn send_to_host_port(&mut self, vid: u16, frame: &[u8]) {
+        if let Some(h) = self.hosts.get_mut(&vid) {
+            h.send(frame);
+        }
+    }
+
+    /// Send what the relay took from a client to its servers.
+    pub(super) fn send_relayed(&mut self) {
+        while let Some(t) = self.relay.poll_transmit() {
+            let sent = self
+                .relay_socks
+                .get(&t.vlan)
+                .map(|s| s.get_ref().send_to(&t.payload, t.dst));
+            if !matches!(sent, Some(Ok(_))) {
+                self.counters.relay_send_errors += 1;
+                warn!(vlan = t.vlan, server = %t.dst, result = ?sent, "DHCP relay: send failed");
+            }
+        }
+    }
+
     pub(super) fn stats(&self) -> ServicesStats {
         let mac = |m: &[u8; 6]| super::format_mac(m);
         ServicesStats {
@@ -322,15 +349,28 @@ impl Services {
 
         // Routes: a removed device took its routes with it; put every wanted
         // one back (replace is idempotent), remove the ones no longer wanted.
+        let mut rtnl = match Rtnl::open() {
+            Ok(r) => Some(r),
+            Err(e) => {
+                warn!(error = %e, "routes not changed");
+                None
+            }
+        };
         for r in &svc.routes {
             if !want.routes.contains(r) {
-                r.remove();
+                if let Some(rtnl) = &mut rtnl {
+                    r.remove(rtnl);
+                }
                 info!(dest = %r.dest, via = %r.via, "route removed");
             }
         }
         svc.routes.clear();
         for r in &want.routes {
-            match r.install() {
+            let done = match &mut rtnl {
+                Some(rtnl) => r.install(rtnl),
+                None => Err(anyhow::anyhow!("no netlink socket")),
+            };
+            match done {
                 Ok(()) => {
                     if !svc.applied.routes.contains(r) {
                         info!(dest = %r.dest, via = %r.via, "route installed");
@@ -439,83 +479,22 @@ impl Dataplane {
         });
     }
 
-    /// A frame the switch will send to host port `port`: to the kernel.
-    pub(super) fn send_to_host_port(
-        &mut self,
-        port: PortId,
-        vlan: u16,
-        frame: &[u8],
-        view: &FrameView,
-    ) {
-        let tag = self.switch.egress_tag(port, vlan);
-        ether::write_retagged(frame, view, tag, &mut self.tx);
-        let vid = (port.0 - tunterm_core::proto::bridge::HOST_PORT_BASE) as u16;
-        if let Some(h) = self.svc.hosts.get_mut(&vid) {
-            h.send(&self.tx);
-        }
-    }
-
-    /// A client's DHCP message from a tunnel port on a relayed VLAN is the
-    /// relay's: true when it took the frame (nothing else may see it).
-    pub(super) fn relay_client(
-        &mut self,
-        now: Instant,
-        ingress: PortId,
-        vlan: u16,
-        frame: &[u8],
-        view: &FrameView,
-    ) -> bool {
-        if ingress == TRUNK || is_host_port(ingress) || self.svc.relay.vlan(vlan).is_none() {
-            return false;
-        }
-        let Some((dst, msg)) = client_message(&frame[view.inner_offset..]) else {
-            return false;
-        };
-        let (ap_name, ap_addr) = if tunterm_core::proto::gre::is_gre_port(ingress) {
-            match self.gre.peer(ingress) {
-                Some(p) => ("", p.addr),
-                None => return false,
-            }
-        } else {
-            match self.endpoint.session(ingress.0) {
-                Some(s) => (
-                    self.endpoint.peer_host_name(s.ccid).unwrap_or(""),
-                    s.peer.ip(),
-                ),
-                None => return false,
-            }
-        };
-        let origin = Origin {
-            port: ingress,
-            vlan,
-            ap_name,
-            ap_addr,
-        };
-        if !self.svc.relay.handle_client(now, origin, dst, msg) {
-            return false;
-        }
-        while let Some(t) = self.svc.relay.poll_transmit() {
-            let sent = self
-                .svc
-                .relay_socks
-                .get(&t.vlan)
-                .map(|s| s.get_ref().send_to(&t.payload, t.dst));
-            if !matches!(sent, Some(Ok(_))) {
-                self.svc.counters.relay_send_errors += 1;
-                warn!(vlan = t.vlan, server = %t.dst, result = ?sent, "DHCP relay: send failed");
-            }
-        }
-        true
-    }
-
     /// Read what became readable: frames of a host port into the switch,
     /// server replies into the relay.
     pub(super) fn drain_services(&mut self, what: Readable) {
         let mut buf = std::mem::take(&mut self.svc.buf);
         match what {
+            // A budget per turn of the loop, as for the tunnel sockets
+            // (inputs.rs); the readiness stays set until a read would block.
             Readable::Tap(vid) => {
-                while let Some(h) = self.svc.hosts.get_mut(&vid) {
-                    let n = match h.tap.get_ref().read(&mut buf) {
+                for _ in 0..super::inputs::SOURCE_BUDGET {
+                    let Some(h) = self.svc.hosts.get_mut(&vid) else {
+                        break;
+                    };
+                    let got = h
+                        .tap
+                        .try_io(tokio::io::Interest::READABLE, |t| t.read(&mut buf));
+                    let n = match got {
                         Ok(n) => n,
                         Err(e) => {
                             if e.kind() != std::io::ErrorKind::WouldBlock {
@@ -529,8 +508,12 @@ impl Dataplane {
                 }
             }
             Readable::Relay(vid) => {
-                while let Some(s) = self.svc.relay_socks.get(&vid) {
-                    let (n, from) = match s.get_ref().recv_from(&mut buf) {
+                for _ in 0..super::inputs::SOURCE_BUDGET {
+                    let Some(s) = self.svc.relay_socks.get(&vid) else {
+                        break;
+                    };
+                    let got = s.try_io(tokio::io::Interest::READABLE, |u| u.recv_from(&mut buf));
+                    let (n, from) = match got {
                         Ok((n, SocketAddr::V4(from))) => (n, from),
                         Ok(_) => continue,
                         Err(_) => break,
@@ -542,12 +525,10 @@ impl Dataplane {
                     let known = self.switch.port_config(to.port).is_some_and(|c| {
                         c.vlans.contains(to.vlan) || c.untagged_vlan == Some(to.vlan)
                     });
-                    let view = ether::parse(&to.frame);
-                    match view {
-                        Some(view) if known => {
-                            self.egress(host_port(vid), to.port, to.vlan, &to.frame, &view)
-                        }
-                        _ => self.svc.counters.relay_deliver_no_port += 1,
+                    if known {
+                        self.deliver(now, host_port(vid), to.port, to.vlan, &to.frame);
+                    } else {
+                        self.svc.counters.relay_deliver_no_port += 1;
                     }
                 }
             }
@@ -600,7 +581,7 @@ mod tests {
         assert_eq!(
             d.routes,
             [Route {
-                dest: "172.16.0.0/12".into(),
+                dest: "172.16.0.0/12".parse().unwrap(),
                 via: "192.168.10.1".parse().unwrap()
             }]
         );

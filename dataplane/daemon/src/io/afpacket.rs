@@ -382,6 +382,41 @@ impl PacketSocket {
     pub fn truncated(&self) -> u64 {
         self.truncated.load(Ordering::Relaxed)
     }
+
+    /// Frames the kernel dropped since the last call (the first call: since
+    /// the socket opened) because the receive ring or queue was full, i.e.
+    /// not read in time (`PACKET_STATISTICS`, which resets on reading).
+    pub fn take_drops(&self) -> io::Result<u32> {
+        let mut st = TpacketStats::default();
+        let mut len = mem::size_of::<TpacketStats>() as libc::socklen_t;
+        // SAFETY: `st` is a live tpacket_stats and `len` its size; the
+        // kernel writes at most `len` bytes into it.
+        let rc = unsafe {
+            libc::getsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_PACKET,
+                PACKET_STATISTICS,
+                (&raw mut st).cast(),
+                &mut len,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(st.tp_drops)
+    }
+}
+
+/// `PACKET_STATISTICS` (linux/if_packet.h; not exported by the libc crate).
+const PACKET_STATISTICS: libc::c_int = 6;
+
+/// `struct tpacket_stats` (linux/if_packet.h), what `PACKET_STATISTICS`
+/// gives for a `TPACKET_V2` (or no) ring.
+#[repr(C)]
+#[derive(Default)]
+struct TpacketStats {
+    _tp_packets: u32,
+    tp_drops: u32,
 }
 
 impl AsRawFd for PacketSocket {

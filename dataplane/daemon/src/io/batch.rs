@@ -26,6 +26,8 @@ use std::mem;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::ops::Range;
 
+use super::cmsg;
+
 /// Bytes of the scratch head of each message (an IPv4 header without
 /// options).
 pub(crate) const HEAD_LEN: usize = 20;
@@ -33,6 +35,14 @@ pub(crate) const HEAD_LEN: usize = 20;
 /// after the 12 bytes of MAC addresses.
 pub(crate) const TAG_GAP_AT: usize = 12;
 pub(crate) const TAG_GAP_LEN: usize = 4;
+
+/// `u64` words of each message's control buffer: room for
+/// `IPV6_PKTINFO` (40 bytes) and `SO_RXQ_OVFL` (24) with some to spare.
+const CONTROL_WORDS: usize = 12;
+
+/// `SO_RXQ_OVFL` (asm-generic, as on x86 and arm; the libc crate does not
+/// export it for Linux): each message carries the socket's drop count.
+pub(crate) const SO_RXQ_OVFL: libc::c_int = 40;
 
 /// How each message's bytes are spread over its iovecs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,13 +72,14 @@ pub struct RecvBatch {
     bytes: Vec<u8>,
     names: Vec<libc::sockaddr_storage>,
     // u64 elements keep each control buffer aligned for cmsghdr.
-    controls: Vec<[u64; 8]>,
+    controls: Vec<[u64; CONTROL_WORDS]>,
     heads: Vec<[u8; HEAD_LEN]>,
     iovs: Vec<[libc::iovec; 2]>,
     msgs: Vec<libc::mmsghdr>,
     kept: Vec<Kept>,
     truncated: u64,
     malformed: u64,
+    kernel_drops: Option<u32>,
 }
 
 impl std::fmt::Debug for RecvBatch {
@@ -113,7 +124,7 @@ impl RecvBatch {
             slot_len,
             bytes: vec![0; capacity * slot_len],
             names: vec![name; capacity],
-            controls: vec![[0; 8]; capacity],
+            controls: vec![[0; CONTROL_WORDS]; capacity],
             heads: vec![[0; HEAD_LEN]; capacity],
             iovs: vec![[iov; 2]; capacity],
             msgs: (0..capacity)
@@ -124,6 +135,7 @@ impl RecvBatch {
             kept: Vec::with_capacity(capacity),
             truncated: 0,
             malformed: 0,
+            kernel_drops: None,
         }
     }
 
@@ -171,6 +183,15 @@ impl RecvBatch {
     /// something unparseable (never expected).
     pub fn malformed(&self) -> u64 {
         self.malformed
+    }
+
+    /// The socket's drop count as the kernel last reported it with a
+    /// message of the last receive (`SO_RXQ_OVFL`: datagrams it dropped
+    /// since the socket opened because the receive buffer was full, i.e.
+    /// not read in time). None when the receive reported none: the socket
+    /// does not ask for it, or has dropped nothing yet.
+    pub fn kernel_drops(&self) -> Option<u32> {
+        self.kernel_drops
     }
 
     /// One `recvmmsg(fd, .., MSG_DONTWAIT | flags)` into the slots laid out
@@ -259,7 +280,19 @@ impl RecvBatch {
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
-        Ok(n as usize)
+        let n = n as usize;
+        if control {
+            for m in &self.msgs[..n] {
+                // SAFETY: recvmmsg succeeded and filled this message's
+                // control buffer and length.
+                let d = unsafe { cmsg::find::<u32>(&m.msg_hdr, libc::SOL_SOCKET, SO_RXQ_OVFL) };
+                // The count only grows (modulo 2^32): the last is the newest.
+                if d.is_some() {
+                    self.kernel_drops = d;
+                }
+            }
+        }
+        Ok(n)
     }
 
     /// Forgets what the previous receive kept and counted.
@@ -267,6 +300,7 @@ impl RecvBatch {
         self.kept.clear();
         self.truncated = 0;
         self.malformed = 0;
+        self.kernel_drops = None;
     }
 
     /// Slot `i`, for a receive that copies into it itself.

@@ -4,19 +4,21 @@
 //! the switch. Also the DHCP relay's UDP socket bound to that address,
 //! and the `tunterm_extra_routes`.
 //!
-//! Addresses and routes are set with iproute2 (`ip`), whose errors are
-//! passed on with the command that failed. A host port's device, and with
-//! it its addresses and routes, goes when the [`HostPort`] is dropped.
+//! Links, addresses and routes are set over rtnetlink
+//! ([`crate::io::netlink`]); an error names the device, the address or
+//! route, and the kernel's reason. A host port's device, and with it its
+//! addresses and routes, goes when the [`HostPort`] is dropped.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, UdpSocket};
-use std::process::Command;
 use std::rc::Rc;
 use std::task::Poll;
 
 use anyhow::{Context, bail};
+use ipnet::IpNet;
 use serde::Serialize;
 use tokio::io::unix::AsyncFd;
 
+use crate::io::netlink::Rtnl;
 use crate::io::tap::Tap;
 use tunterm_core::wire::ether::MacAddr;
 
@@ -83,36 +85,6 @@ pub struct HostPort {
     pub counters: HostPortCounters,
 }
 
-/// Run `ip` with `args`; its stderr in the error.
-pub fn ip(args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .with_context(|| format!("running ip {} (is iproute2 installed?)", args.join(" ")))?;
-    if !out.status.success() {
-        bail!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
-}
-
-fn read_mac(ifname: &str) -> anyhow::Result<MacAddr> {
-    let text = std::fs::read_to_string(format!("/sys/class/net/{ifname}/address"))
-        .with_context(|| format!("reading the MAC of {ifname}"))?;
-    let mut mac = [0u8; 6];
-    let parts: Vec<&str> = text.trim().split(':').collect();
-    if parts.len() != 6 {
-        bail!("{ifname}: MAC {text:?} unreadable");
-    }
-    for (m, p) in mac.iter_mut().zip(parts) {
-        *m = u8::from_str_radix(p, 16).with_context(|| format!("{ifname}: MAC {text:?}"))?;
-    }
-    Ok(mac)
-}
-
 impl HostPort {
     /// Create the device, give it its addresses and gateways, bring it up.
     /// A device of the same name left by a crashed run is replaced.
@@ -127,46 +99,34 @@ impl HostPort {
             }
             Err(e) => return Err(e).with_context(|| format!("creating host port {name}")),
         };
-        let m = spec.mac;
-        let mac_text = format!(
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            m[0], m[1], m[2], m[3], m[4], m[5]
-        );
-        ip(&["link", "set", "dev", &name, "address", &mac_text])?;
-        let mac = read_mac(&name)?;
+        let mut rtnl = Rtnl::open().with_context(|| format!("host port {name}"))?;
+        rtnl.set_mac(&name, spec.mac)?;
         // Announce the address (gratuitous ARP) when the link comes up, so
         // that neighbours holding another MAC for it learn this one.
         let _ = std::fs::write(format!("/proc/sys/net/ipv4/conf/{name}/arp_notify"), "1");
         if spec.v6.is_some() {
-            // The address is ours by configuration: no duplicate detection
-            // holding it back.
+            // The address is ours by configuration (it is added without
+            // duplicate detection too): no detection holding the link's
+            // addresses back.
             let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{name}/accept_dad"), "0");
         }
-        if let Some((a, len)) = spec.v4 {
-            ip(&["addr", "add", &format!("{a}/{len}"), "dev", &name])?;
+        let link = rtnl.link(&name)?;
+        let mac = link
+            .mac
+            .with_context(|| format!("host port {name}: the kernel gives it no MAC"))?;
+        let v4 = spec.v4.map(|(a, len)| (IpAddr::V4(a), len));
+        let v6 = spec.v6.map(|(a, len)| (IpAddr::V6(a), len));
+        for (addr, len) in v4.into_iter().chain(v6) {
+            rtnl.add_address(&link, addr, len)?;
         }
-        if let Some((a, len)) = spec.v6 {
-            ip(&[
-                "-6",
-                "addr",
-                "add",
-                &format!("{a}/{len}"),
-                "dev",
-                &name,
-                "nodad",
-            ])?;
-        }
-        ip(&["link", "set", "dev", &name, "up"])?;
-        for (family, gw) in [
-            ("-4", spec.gateway.map(IpAddr::V4)),
-            ("-6", spec.gateway6.map(IpAddr::V6)),
-        ] {
-            if let Some(gw) = gw {
-                let gw = gw.to_string();
-                ip(&[
-                    family, "route", "replace", "default", "via", &gw, "dev", &name,
-                ])?;
-            }
+        rtnl.set_up(&name)?;
+        let defaults = [spec.gateway.map(IpAddr::V4), spec.gateway6.map(IpAddr::V6)];
+        for gw in defaults.into_iter().flatten() {
+            let any = match gw {
+                IpAddr::V4(_) => IpNet::V4(Default::default()),
+                IpAddr::V6(_) => IpNet::V6(Default::default()),
+            };
+            rtnl.replace_route(any, gw, Some(&link))?;
         }
         // SAFETY: a Tap owns its descriptor (a File) for its whole life and
         // `as_raw_fd` always returns that same descriptor.
@@ -193,37 +153,22 @@ impl HostPort {
 /// An extra route: destination and next hop.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Route {
-    /// Destination, CIDR as written in the configuration.
-    pub dest: String,
+    /// Destination.
+    pub dest: IpNet,
     /// Next hop.
     pub via: IpAddr,
 }
 
 impl Route {
-    /// Install (or replace) the route.
-    pub fn install(&self) -> anyhow::Result<()> {
-        let fam = if self.via.is_ipv6() { "-6" } else { "-4" };
-        ip(&[
-            fam,
-            "route",
-            "replace",
-            &self.dest,
-            "via",
-            &self.via.to_string(),
-        ])
+    /// Install (or replace) the route, in the main table, out of the
+    /// interface the kernel reaches the next hop through.
+    pub fn install(&self, rtnl: &mut Rtnl) -> anyhow::Result<()> {
+        Ok(rtnl.replace_route(self.dest, self.via, None)?)
     }
 
     /// Remove the route (gone already is fine: its device may have gone).
-    pub fn remove(&self) {
-        let fam = if self.via.is_ipv6() { "-6" } else { "-4" };
-        let _ = ip(&[
-            fam,
-            "route",
-            "del",
-            &self.dest,
-            "via",
-            &self.via.to_string(),
-        ]);
+    pub fn remove(&self, rtnl: &mut Rtnl) {
+        let _ = rtnl.delete_route(self.dest, self.via);
     }
 }
 
@@ -254,18 +199,21 @@ pub enum Readable {
     Relay(u16),
 }
 
-/// Wait until one of the devices or sockets is readable; its readiness is
-/// cleared, so the caller must read it until it would block. Never
-/// resolves when there is nothing to wait for.
+/// Wait until one of the devices or sockets is readable (the first in
+/// the order given); its readiness stays set until a read through
+/// `AsyncFd::try_io` would block, so the caller may read a budget at a
+/// time. Never resolves when there is nothing to wait for.
 pub async fn readable(
     taps: &[(u16, Rc<AsyncFd<Tap>>)],
     relays: &[(u16, Rc<AsyncFd<UdpSocket>>)],
 ) -> Readable {
     std::future::poll_fn(|cx| {
         for (vid, t) in taps {
+            // The readiness stays set: the reader clears it when a read
+            // would block (it reads a budget at a time).
             if let Poll::Ready(r) = t.poll_read_ready(cx) {
                 if let Ok(mut g) = r {
-                    g.clear_ready();
+                    g.retain_ready();
                 }
                 return Poll::Ready(Readable::Tap(*vid));
             }
@@ -273,7 +221,7 @@ pub async fn readable(
         for (vid, s) in relays {
             if let Poll::Ready(r) = s.poll_read_ready(cx) {
                 if let Ok(mut g) = r {
-                    g.clear_ready();
+                    g.retain_ready();
                 }
                 return Poll::Ready(Readable::Relay(*vid));
             }

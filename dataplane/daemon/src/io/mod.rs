@@ -1,9 +1,11 @@
-//! Everything that owns a file descriptor: sockets, AF_PACKET, TAP.
+//! Everything that owns a file descriptor: sockets, AF_PACKET, TAP,
+//! rtnetlink.
 
 pub mod afpacket;
 pub mod batch;
 mod cmsg;
 pub mod hostport;
+pub mod netlink;
 pub mod probe;
 pub mod raw;
 pub mod tap;

@@ -280,7 +280,8 @@ impl RawIpSocket {
         let v4 = self.local.is_ipv4();
         let layout = if v4 { Layout::Head } else { Layout::Whole };
         // MSG_TRUNC: each message's length is the whole datagram's.
-        let n = batch.receive(self.socket.as_raw_fd(), layout, true, !v4, libc::MSG_TRUNC)?;
+        // Control messages: IPV6_PKTINFO (IPv6) and the drop count.
+        let n = batch.receive(self.socket.as_raw_fd(), layout, true, true, libc::MSG_TRUNC)?;
         for i in 0..n {
             let raw = batch.raw(i);
             let got = if v4 {
@@ -435,8 +436,16 @@ fn set_fragmentation(fd: BorrowedFd<'_>, local: IpAddr, allow: bool) -> io::Resu
 }
 
 /// Asks for [`SOCKET_BUF_BYTES`] in both directions: forced past the sysctl
-/// caps if the process may, else as much as the caps allow.
+/// caps if the process may, else as much as the caps allow. Received
+/// messages carry the socket's drop count (`SO_RXQ_OVFL`, see
+/// [`RecvBatch::kernel_drops`]).
 fn set_buffers(socket: &Socket) -> io::Result<()> {
+    set_int(
+        socket.as_fd(),
+        libc::SOL_SOCKET,
+        super::batch::SO_RXQ_OVFL,
+        1,
+    )?;
     let size = SOCKET_BUF_BYTES as libc::c_int;
     if set_int(socket.as_fd(), libc::SOL_SOCKET, SO_RCVBUFFORCE, size).is_err() {
         socket.set_recv_buffer_size(SOCKET_BUF_BYTES)?;

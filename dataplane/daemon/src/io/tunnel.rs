@@ -6,6 +6,7 @@
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
+use std::task::{Context, Poll};
 
 use socket2::SockAddr;
 
@@ -50,6 +51,16 @@ impl TunnelSocket {
         match self {
             TunnelSocket::Udp(u) => u.readable().await,
             TunnelSocket::Raw(r) => r.readable().await.map(|mut g| g.retain_ready()),
+        }
+    }
+
+    /// Readiness for reading, for a caller that polls many sockets itself:
+    /// `Ready` while a packet may be there (the readiness stays set until a
+    /// receive meets `WouldBlock`).
+    pub fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            TunnelSocket::Udp(u) => u.poll_recv_ready(cx),
+            TunnelSocket::Raw(r) => r.poll_read_ready(cx).map_ok(|mut g| g.retain_ready()),
         }
     }
 
@@ -149,7 +160,8 @@ impl TunnelSocket {
 
 /// One `recvmmsg(2)` on the UDP socket `fd` into `batch`.
 fn recv_udp_batch(fd: RawFd, batch: &mut RecvBatch) -> io::Result<usize> {
-    let n = batch.receive(fd, Layout::Whole, true, false, 0)?;
+    // The control messages carry the socket's drop count (SO_RXQ_OVFL).
+    let n = batch.receive(fd, Layout::Whole, true, true, 0)?;
     for i in 0..n {
         let raw = batch.raw(i);
         if raw.hdr.msg_flags & libc::MSG_TRUNC != 0 {

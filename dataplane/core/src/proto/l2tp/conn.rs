@@ -7,9 +7,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::endpoint::{
-    CloseReason, DataSession, EndpointConfig, EndpointCounters, Event, Rng, SessionRequest,
+    CloseReason, DataSession, EndpointConfig, EndpointCounters, Event, SessionRequest,
 };
 use super::reliable::{Channel, Received};
+use super::rng::Rng;
 use super::sessions::{SESSION_SLOTS, SessionTable};
 use super::snapshot::{ConnSnapshot, SnapTransport};
 use crate::wire::l2tp::{
@@ -590,8 +591,15 @@ impl ControlConn {
     }
 
     fn new_cookie(ctx: &mut Ctx<'_>) -> Cookie {
-        let bytes = ctx.rng.next_u64().to_be_bytes();
-        Cookie::new(&bytes[..ctx.cfg.cookie_len]).unwrap_or_default()
+        // A length RFC 3931 has no cookie of gets the longest, not none.
+        let len = match ctx.cfg.cookie_len {
+            0 => return Cookie::NONE,
+            4 => 4,
+            _ => 8,
+        };
+        let mut bytes = [0u8; 8];
+        ctx.rng.fill(&mut bytes[..len]);
+        Cookie::new(&bytes[..len]).unwrap_or_default()
     }
 
     /// Initiator: ask for a session (queued until the connection is up).

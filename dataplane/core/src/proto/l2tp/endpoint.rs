@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use super::admission::{AdmissionConfig, SourceLimiter};
 use super::conn::{ConnState, ControlConn, Ctx, SessionState};
 use super::reliable::RetransmitConfig;
+use super::rng::{Rng, Seed};
 use super::sessions::SessionTable;
 use super::snapshot::{ConnSnapshot, RestoreReport, SEQ_JUMP, SessionSnapshot, SnapTransport};
 use crate::wire::l2tp::{self, ControlMessage, Cookie, MessageType, Packet, Transport};
@@ -38,7 +39,9 @@ pub struct EndpointConfig {
     pub router_id: u32,
     /// Receive window we advertise (and our reorder buffer size).
     pub rx_window: u16,
-    /// Length of the cookies we assign: 0, 4 or 8.
+    /// Length of the cookies we assign: 0, 4 or 8 (default 8: RFC 3931
+    /// §8.2's 64-bit random cookie against blind insertion of data; any
+    /// other value gives 8).
     pub cookie_len: usize,
     /// Initiator: ask for the default L2-Specific Sublayer. (A responder
     /// uses it when the initiator asks.)
@@ -71,7 +74,7 @@ impl Default for EndpointConfig {
             host_name: "tunterm".into(),
             router_id: 1,
             rx_window: 16,
-            cookie_len: 4,
+            cookie_len: 8,
             l2_sublayer: false,
             sequencing: false,
             accept_incoming: true,
@@ -416,25 +419,6 @@ pub struct ConnStats {
     pub sessions: Vec<SessionStats>,
 }
 
-/// SplitMix64: ids and cookies without reading the OS from protocol code
-/// (the driver seeds it).
-#[derive(Clone, Debug)]
-pub(super) struct Rng(u64);
-
-impl Rng {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    pub fn next_u32(&mut self) -> u32 {
-        (self.next_u64() >> 32) as u32
-    }
-}
-
 /// Every control connection and session behind one L2TP socket.
 pub struct Endpoint {
     cfg: EndpointConfig,
@@ -469,9 +453,11 @@ macro_rules! ctx {
 }
 
 impl Endpoint {
-    /// An endpoint; `seed` drives CCID, session id and cookie choice.
-    pub fn new(cfg: EndpointConfig, seed: u64) -> Self {
-        let mut rng = Rng(seed);
+    /// An endpoint; `seed` drives CCID, session id and cookie choice: 32
+    /// bytes from the OS for an endpoint facing real peers, a number for a
+    /// test that wants the same choices every run ([`Seed`]).
+    pub fn new(cfg: EndpointConfig, seed: impl Into<Seed>) -> Self {
+        let mut rng = Rng::new(seed.into());
         // Where this endpoint's sessions start in the fast path's arrays.
         let slot_base = rng.next_u32();
         Endpoint {
@@ -947,6 +933,15 @@ impl Endpoint {
     /// Number of control connections (closing ones included).
     pub fn conn_count(&self) -> usize {
         self.conns.len()
+    }
+
+    /// Control connections closing whose StopCCN the peer has not
+    /// acknowledged yet (shutdown waits for these).
+    pub fn closing_count(&self) -> usize {
+        self.conns
+            .values()
+            .filter(|c| c.state == ConnState::Closing)
+            .count()
     }
 
     /// The state of a connection, if it exists.

@@ -12,6 +12,7 @@ mod admission;
 mod conn;
 mod endpoint;
 pub mod reliable;
+mod rng;
 mod sessions;
 pub mod snapshot;
 
@@ -25,5 +26,6 @@ pub use endpoint::{
     Event, Incoming, PwProfile, SessionRequest, SessionStats, Transmit,
 };
 pub use reliable::RetransmitConfig;
+pub use rng::Seed;
 pub use sessions::{SESSION_SLOTS, session_slot};
 pub use snapshot::{ConnSnapshot, RestoreReport, SessionSnapshot, SnapTransport};

@@ -1519,3 +1519,96 @@ fn session_ids_keep_their_fast_path_slots_distinct() {
     let high: HashSet<u32> = sids.iter().map(|&s| s >> 16).collect();
     assert!(high.len() > 1_900, "{} distinct high halves", high.len());
 }
+
+#[test]
+fn closing_counts_the_stopccns_not_yet_acknowledged() {
+    for transport in [Transport::Udp, Transport::Ip] {
+        let mut p = establish(transport, 4, Impair::default());
+        assert_eq!(p.edge.closing_count(), 0);
+        p.edge
+            .close_all(p.now, l2tp::stopccn::SHUTTING_DOWN, "shutting down");
+        assert_eq!(p.edge.closing_count(), 1, "StopCCN sent, not acknowledged");
+        assert!(
+            p.edge.stats(p.now).is_empty(),
+            "stats leave closing tunnels out"
+        );
+        // The AP acknowledges within one round trip.
+        p.run(Duration::from_millis(20));
+        assert_eq!(p.edge.closing_count(), 0, "{transport:?}");
+        // A silent AP: the StopCCN stays unacknowledged until the
+        // retransmissions give up.
+        let mut p = establish(transport, 4, Impair::default());
+        p.ap_silent = true;
+        p.edge
+            .close_all(p.now, l2tp::stopccn::SHUTTING_DOWN, "shutting down");
+        p.run(Duration::from_secs(1));
+        assert_eq!(p.edge.closing_count(), 1, "{transport:?}");
+    }
+}
+
+/// What an edge built with `seed` and the default configuration picks for
+/// one AP opening three sessions: its CCID, then each session's id and the
+/// cookie it assigned.
+fn edge_choices(seed: impl Into<Seed>) -> (u32, Vec<(u32, Cookie)>) {
+    edge_choices_with(seed, EndpointConfig::default().cookie_len)
+}
+
+fn edge_choices_with(seed: impl Into<Seed>, cookie_len: usize) -> (u32, Vec<(u32, Cookie)>) {
+    let mut p = Pair::new(Transport::Udp, 4);
+    p.edge = Endpoint::new(
+        EndpointConfig {
+            cookie_len,
+            ..edge_cfg()
+        },
+        seed,
+    );
+    let ccid = p.connect(pw::ETHERNET);
+    p.request_session(ccid, pw::ETHERNET);
+    p.request_session(ccid, pw::ETHERNET);
+    p.run(Duration::from_secs(20));
+    p.assert_sessions_up(3, "three sessions");
+    let sessions = Pair::sessions_up(&p.edge_events)
+        .into_iter()
+        .map(|sid| (sid, p.edge.session(sid).expect("session").cookie_rx))
+        .collect();
+    (p.edge.stats(p.now)[0].local_ccid, sessions)
+}
+
+#[test]
+fn cookies_are_eight_random_bytes_by_default() {
+    assert_eq!(EndpointConfig::default().cookie_len, 8);
+    let (_, sessions) = edge_choices([7; 32]);
+    let cookies: HashSet<[u8; 8]> = sessions
+        .iter()
+        .map(|(_, c)| c.as_slice().try_into().expect("an 8-byte cookie"))
+        .collect();
+    assert_eq!(cookies.len(), 3, "three sessions, three cookies");
+    // A length RFC 3931 has no cookie of: the longest, never none.
+    for len in [1, 5, 16] {
+        let (_, sessions) = edge_choices_with(7, len);
+        assert!(sessions.iter().all(|(_, c)| c.len() == 8), "{len}");
+    }
+}
+
+#[test]
+fn a_seed_replays_its_choices_and_another_seed_shares_none() {
+    // The same seed: the same CCID, session ids and cookies (tests can
+    // count on them).
+    assert_eq!(edge_choices(7), edge_choices(7));
+    assert_eq!(edge_choices([9; 32]), edge_choices([9; 32]));
+    // Seeds one apart (as wall-clock seeds of two edges started together
+    // would be): nothing in common but the low 16 bits of a session id,
+    // which are fast-path slots handed out in a row from a random base.
+    for (a, b) in [
+        (edge_choices(7), edge_choices(8)),
+        (edge_choices([1; 32]), edge_choices([2; 32])),
+    ] {
+        assert_ne!(a.0, b.0, "CCIDs");
+        for ((sid_a, cookie_a), (sid_b, cookie_b)) in a.1.iter().zip(&b.1) {
+            assert_ne!(sid_a >> 16, sid_b >> 16, "session ids' random halves");
+            assert_ne!(cookie_a, cookie_b, "cookies");
+            assert_ne!(cookie_a.as_slice()[..4], cookie_b.as_slice()[..4]);
+            assert_ne!(cookie_a.as_slice()[4..], cookie_b.as_slice()[4..]);
+        }
+    }
+}

@@ -5,8 +5,9 @@
 //!
 //! - Tunnels: every established L2TPv3 session (UDP or IP, IPv4 or IPv6) and
 //!   every live mGRE peer gets a decap entry, and a header template for the
-//!   trunk → AP direction when its next hop's MAC is known (IPv4 neighbours;
-//!   IPv6 and L2TPv3/UDP-over-IPv6 encapsulation stay on the slow path).
+//!   trunk → AP direction when its next hop's MAC is known (the kernel's
+//!   ARP and IPv6 neighbour tables and main routing table, read over
+//!   netlink; L2TPv3/UDP-over-IPv6 encapsulation stays on the slow path).
 //!   Sequenced tunnels stay slow. See [`mirror`] for the conversions.
 //! - FDB: every switch FDB entry is mirrored with its egress tagging. The
 //!   programs forward only between MACs the switch already knows; anything
@@ -46,6 +47,7 @@ use tunterm_ebpf::tables::slot_of;
 use tunterm_ebpf::{Attached, Capacity, Error, FastPath as Programs, Pins, Program, Table};
 
 use self::mirror::{ApLink, NotFast};
+use crate::io::netlink::{self, NextHops, Rtnl};
 use tunterm_core::proto::bridge::{PortId, Switch, TRUNK};
 use tunterm_core::proto::gre::GreEndpoint;
 use tunterm_core::proto::l2tp::{DataSession, Endpoint};
@@ -408,71 +410,6 @@ fn driver_of(iface: &str) -> Option<String> {
 /// header (kernel `veth_xdp_set`).
 const VETH_XDP_MAX_MTU: u32 = 3506;
 
-fn mtu_of(iface: &str) -> Option<u32> {
-    std::fs::read_to_string(format!("/sys/class/net/{iface}/mtu"))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
-}
-
-fn mac_of(iface: &str) -> anyhow::Result<[u8; 6]> {
-    let text = std::fs::read_to_string(format!("/sys/class/net/{iface}/address"))
-        .with_context(|| format!("reading the MAC of {iface}"))?;
-    parse_mac(text.trim()).with_context(|| format!("MAC of {iface}: {text:?}"))
-}
-
-fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let mut mac = [0u8; 6];
-    let mut parts = s.split(':');
-    for b in &mut mac {
-        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
-    }
-    parts.next().is_none().then_some(mac)
-}
-
-/// The MAC of IPv4 neighbour `ip` on `iface` from the kernel's ARP table
-/// (complete entries only), else that of the gateway `iface` routes `ip`
-/// through. IPv6 neighbours need netlink and are not looked up: those
-/// tunnels encapsulate on the slow path.
-fn neighbor_mac(ip: IpAddr, iface: &str) -> Option<[u8; 6]> {
-    let IpAddr::V4(ip) = ip.to_canonical() else {
-        return None;
-    };
-    let arp = std::fs::read_to_string("/proc/net/arp").ok()?;
-    let lookup = |want: Ipv4Addr| {
-        arp.lines().skip(1).find_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            let complete = f.get(2).is_some_and(|fl| {
-                u32::from_str_radix(fl.trim_start_matches("0x"), 16).is_ok_and(|v| v & 2 != 0)
-            });
-            (f.len() >= 6 && f[5] == iface && complete && f[0].parse() == Ok(want))
-                .then(|| parse_mac(f[3]))
-                .flatten()
-        })
-    };
-    lookup(ip).or_else(|| gateway_for(ip, iface).and_then(lookup))
-}
-
-/// The gateway of the longest IPv4 route on `iface` covering `ip`
-/// (`/proc/net/route`: addresses in host-order hex).
-fn gateway_for(ip: Ipv4Addr, iface: &str) -> Option<Ipv4Addr> {
-    let routes = std::fs::read_to_string("/proc/net/route").ok()?;
-    let ip = u32::from_ne_bytes(ip.octets());
-    routes
-        .lines()
-        .skip(1)
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            let hex = |i: usize| u32::from_str_radix(f.get(i)?, 16).ok();
-            (f.first() == Some(&iface)).then_some(())?;
-            let (dst, gw, mask) = (hex(1)?, hex(2)?, hex(7)?);
-            (ip & mask == dst && gw != 0).then_some((mask.count_ones(), gw))
-        })
-        .max_by_key(|&(len, _)| len)
-        .map(|(_, gw)| Ipv4Addr::from(gw.to_ne_bytes()))
-}
-
 /// Where the fast path's maps live and how big they are.
 #[derive(Clone, Copy, Debug)]
 pub struct MapOptions<'a> {
@@ -521,10 +458,13 @@ impl FastPath {
             );
         }
         let trunk_ifindex = ifindex(trunk).with_context(|| format!("upstream trunk {trunk}"))?;
+        let link = netlink::link(ap_name)?;
         let ap = ApIface {
             name: ap_name.clone(),
-            ifindex: ifindex(ap_name)?,
-            mac: mac_of(ap_name)?,
+            ifindex: link.index,
+            mac: link
+                .mac
+                .with_context(|| format!("{ap_name}: not an Ethernet interface"))?,
         };
         let refused = |e: tunterm_ebpf::Error| {
             anyhow::Error::new(e).context(format!(
@@ -569,7 +509,7 @@ impl FastPath {
                 Some(dir) => progs.attach_pinned(program, iface, xdp_mode, dir),
             };
             how.map_err(|e| {
-                let hint = match (mode, mtu_of(iface)) {
+                let hint = match (mode, netlink::mtu(iface).ok()) {
                     (Mode::Native, Some(m)) if m > VETH_XDP_MAX_MTU => format!(
                         "; its MTU is {m}: a veth takes a native XDP program only up to \
                          MTU {VETH_XDP_MAX_MTU} on both ends"
@@ -708,11 +648,25 @@ impl FastPath {
         }
     }
 
-    fn link_for(&self, peer: IpAddr, mtu: u16) -> Option<ApLink> {
+    /// The AP interface's neighbours and routes now. If netlink
+    /// fails, none: every tunnel encapsulates on the slow path (counted as
+    /// `no_neighbor`) until a later sync reads them.
+    fn next_hops(&self) -> NextHops {
+        match Rtnl::open().and_then(|mut r| NextHops::read(&mut r, self.ap.ifindex)) {
+            Ok(h) => h,
+            Err(e) => {
+                warn!(iface = %self.ap.name, error = %e,
+                      "fast path: next hops not read; tunnels encapsulate on the slow path");
+                NextHops::default()
+            }
+        }
+    }
+
+    fn link_for(&self, peer: IpAddr, mtu: u16, hops: &NextHops) -> Option<ApLink> {
         Some(ApLink {
             ifindex: self.ap.ifindex,
             src_mac: self.ap.mac,
-            next_hop_mac: neighbor_mac(peer, &self.ap.name)?,
+            next_hop_mac: hops.mac_for(peer)?,
             local4: self.local4,
             local6: self.local6,
             ttl: OUTER_TTL,
@@ -730,6 +684,7 @@ impl FastPath {
         mtu: impl Fn(PortId) -> u16,
     ) {
         let mut slow: BTreeMap<&'static str, usize> = BTreeMap::new();
+        let hops = self.next_hops();
         let mut sessions = FxHashMap::default();
         let mut peers = FxHashMap::default();
         let mut templates = FxHashMap::default();
@@ -764,7 +719,7 @@ impl FastPath {
                     continue;
                 }
             }
-            match self.link_for(s.peer.ip(), mtu(port)) {
+            match self.link_for(s.peer.ip(), mtu(port), &hops) {
                 None => *slow.entry("no_neighbor").or_default() += 1,
                 Some(link) => match mirror::session_template(s, &link) {
                     Ok((k, t)) => {
@@ -787,7 +742,7 @@ impl FastPath {
                     continue;
                 }
             }
-            match self.link_for(p.addr, mtu(p.port)) {
+            match self.link_for(p.addr, mtu(p.port), &hops) {
                 None => *slow.entry("no_neighbor").or_default() += 1,
                 Some(link) => match mirror::gre_template(&p, &link) {
                     Ok((k, t)) => {

@@ -1,0 +1,292 @@
+//! Event-loop fairness end to end (issue 13, 5d): the standard lab plus 200
+//! simulated APs (hello 1 s × 3, L2TPv3/UDP), then 20 s of each kind of
+//! junk to the edge's UDP port 1701 — data for unknown session ids, random
+//! bytes, HELLOs for unknown tunnel ids — from one `tunterm-apsim --junk`
+//! sender per core. Through each flood: no tunnel is lost (the edge keeps
+//! the same ones, no AP fails over), the edge keeps sending its hellos, a
+//! ping from the trunk to a client behind an AP gets answers, `stats`
+//! answers promptly, and the junk is read and counted or shed and counted.
+//!
+//! Needs root. See `tunterm_lab::topology` for the map.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use tunterm_lab::topology::{Binaries, Lab, Options, query, sessions_up};
+use tunterm_lab::{self as lab, Proc};
+
+fn bins() -> Binaries {
+    tunterm_lab::test_binaries!()
+}
+
+/// APs of the extra simulator.
+const MANY: u64 = 200;
+/// Seconds of each flood.
+const SECS: u64 = 20;
+/// Longest a `stats` may take during a flood. The requirement is 1 s:
+/// measured worst 41–420 ms on two cores shared with builds (load 10,
+/// tunterm on a CPU 3 s of every 20); the margin is for a busier machine.
+/// Before the budgets, stats went unanswered for the whole flood.
+const STATS_LIMIT: Duration = Duration::from_secs(2);
+
+fn u(v: &serde_json::Value, path: &[&str]) -> u64 {
+    let mut x = v;
+    for p in path {
+        x = &x[p];
+    }
+    x.as_u64()
+        .unwrap_or_else(|| panic!("{} missing from the stats", path.join(".")))
+}
+
+/// The local CCIDs of the established tunnels.
+fn established(stats: &serde_json::Value) -> BTreeSet<u64> {
+    stats["tunnels"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|t| {
+            t["state"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("established")
+        })
+        .map(|t| t["local_ccid"].as_u64().unwrap_or_default())
+        .collect()
+}
+
+/// One junk sender (Ethernet frames straight onto the AP link, to the
+/// edge's MAC `edge_mac`).
+fn junk(lab: &Lab, kind: &str, i: usize, edge_mac: &str) -> Proc {
+    let apsim = bins().apsim.to_string_lossy().into_owned();
+    let secs = SECS.to_string();
+    let port = (20000 + 64 * i).to_string();
+    let ports = format!("{port}-{port}");
+    lab.aps
+        .spawn(
+            &[
+                &apsim,
+                "--edge",
+                "10.99.0.1",
+                "--junk",
+                kind,
+                "--flood-seconds",
+                &secs,
+                "--flood-src",
+                "10.99.0.128/25",
+                "--flood-ports",
+                &ports,
+                "--junk-iface",
+                "e0",
+                "--junk-dst-mac",
+                edge_mac,
+            ],
+            &lab.dir.join(format!("junk-{kind}-{i}.log")),
+        )
+        .expect("junk sender starts")
+}
+
+/// Seconds a process has run on a CPU and waited for one
+/// (`/proc/PID/schedstat`): how much of the machine it got.
+fn cpu(pid: u32) -> (f64, f64) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).unwrap_or_default();
+    let mut f = text
+        .split_whitespace()
+        .map(|x| x.parse::<f64>().unwrap_or(0.0) / 1e9);
+    (f.next().unwrap_or(0.0), f.next().unwrap_or(0.0))
+}
+
+/// A sender's JSON report (its last line) once it has exited.
+fn report(mut p: Proc) -> serde_json::Value {
+    let status = p.wait_exit(Duration::from_secs(30)).expect("junk ends");
+    let log = std::fs::read_to_string(p.log()).unwrap_or_default();
+    assert!(status.success(), "junk sender failed: {log}");
+    let last = log.lines().last().unwrap_or_default();
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("junk report {last:?}: {e}"))
+}
+
+#[test]
+fn junk_from_every_core_loses_no_tunnel_and_stats_and_hellos_stay_on_time() {
+    let mut opts = Options::new("flood", bins());
+    // The 200 APs share one address: no per-source limit on their SCCRQs.
+    opts.daemon_args = vec!["--sccrq-burst".into(), "0".into()];
+    let lab = Lab::start(opts).unwrap_or_else(|e| panic!("lab did not start: {e:#}"));
+    lab.aps
+        .run(&["ip", "addr", "add", "10.99.0.4/24", "dev", "e0"])
+        .unwrap();
+    let many_sock = lab.dir.join("many.sock");
+    let s = |p: &std::path::Path| p.to_string_lossy().into_owned();
+    let _many = lab
+        .aps
+        .spawn(
+            &[
+                &s(&bins().apsim),
+                "--edge",
+                "10.99.0.1",
+                "--count",
+                &MANY.to_string(),
+                "--local-ip",
+                "10.99.0.4",
+                "--hello-interval",
+                "1",
+                "--hello-retries",
+                "3",
+                "--control-socket",
+                &s(&many_sock),
+                "--events",
+            ],
+            &lab.dir.join("many.log"),
+        )
+        .unwrap();
+    let total = MANY as usize + 2;
+    let up = lab::wait_until(Duration::from_secs(60), || {
+        lab.edge_stats().is_ok_and(|st| sessions_up(&st) == total)
+    });
+    assert!(up, "{total} sessions did not come up\n{}", lab.logs());
+    let tunnels = established(&lab.edge_stats().unwrap());
+    assert_eq!(tunnels.len(), total);
+
+    // The edge's hello rate when nothing disturbs it (a tunnel says hello
+    // only when its channel is idle, so it is a little under one a second
+    // each).
+    let quiet = Duration::from_secs(5);
+    // And how long a stats takes on this machine without a flood.
+    let h0 = u(&lab.edge_stats().unwrap(), &["l2tp", "hellos_sent"]);
+    let (t0, mut quiet_worst) = (Instant::now(), Duration::ZERO);
+    while t0.elapsed() < quiet {
+        let q = Instant::now();
+        lab.edge_stats().unwrap();
+        quiet_worst = quiet_worst.max(q.elapsed());
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let h1 = u(&lab.edge_stats().unwrap(), &["l2tp", "hellos_sent"]);
+    let quiet_rate = (h1 - h0) as f64 / t0.elapsed().as_secs_f64();
+    let cpu_q = cpu(lab.tunterm.pid());
+    println!(
+        "quiet: hellos sent {quiet_rate:.0}/s for {total} tunnels; stats worst {quiet_worst:?}; \
+         load {}",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
+    let _ = cpu_q;
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let edge_mac = lab
+        .edge
+        .run(&["cat", "/sys/class/net/ap0/address"])
+        .unwrap()
+        .trim()
+        .to_string();
+    let mut lines = Vec::new();
+    for kind in ["unknown-session", "random", "unknown-tunnel"] {
+        let before = lab.edge_stats().unwrap();
+        let cpu0 = cpu(lab.tunterm.pid());
+        let t0 = Instant::now();
+        let senders: Vec<Proc> = (0..cores).map(|i| junk(&lab, kind, i, &edge_mac)).collect();
+        let (mut worst, mut samples, mut slow) = (Duration::ZERO, 0u32, 0u32);
+        let pings = std::thread::scope(|sc| {
+            // Trunk → client behind ap1, five a second through the flood.
+            let pinger = sc.spawn(|| lab::ping(&lab.up, "192.168.10.11", (SECS * 5 - 10) as u32));
+            while t0.elapsed() < Duration::from_secs(SECS) {
+                let q = Instant::now();
+                let st = lab.edge_stats();
+                let took = q.elapsed();
+                let st = st.unwrap_or_else(|e| {
+                    panic!("{kind}: stats failed after {took:?}: {e:#}\n{}", lab.logs())
+                });
+                worst = worst.max(took);
+                samples += 1;
+                slow += u32::from(took > Duration::from_secs(1));
+                assert_eq!(
+                    established(&st),
+                    tunnels,
+                    "{kind}: the same tunnels stay up, at {:?}\n{}",
+                    t0.elapsed(),
+                    lab.logs()
+                );
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            pinger.join().unwrap().unwrap()
+        });
+        let reports: Vec<serde_json::Value> = senders.into_iter().map(report).collect();
+        let secs = t0.elapsed().as_secs_f64();
+        let cpu1 = cpu(lab.tunterm.pid());
+        let (ran, waited) = (cpu1.0 - cpu0.0, cpu1.1 - cpu0.1);
+        let sent: u64 = reports.iter().map(|r| r["sent"].as_u64().unwrap()).sum();
+        let after = lab.edge_stats().unwrap();
+        let d = |path: &[&str]| u(&after, path) - u(&before, path);
+        let hellos = d(&["l2tp", "hellos_sent"]);
+        let (read, shed) = (d(&["io", "tunnel_rx"]), d(&["io", "tunnel_rx_shed"]));
+        // Where the edge counted the junk it read as refused.
+        let refused: u64 = [
+            "rx_data_unknown_session",
+            "rx_data_malformed",
+            "rx_data_bad_source",
+            "rx_data_not_established",
+            "rx_control_unknown_ccid",
+            "rx_control_malformed",
+            "rx_control_bad_source",
+        ]
+        .iter()
+        .map(|c| d(&["l2tp", c]))
+        .sum();
+        let line = format!(
+            "{kind}: {cores} senders, {sent} packets in {secs:.1} s ({:.0}/s); edge read {read} \
+             ({:.0}/s), refused {refused}, shed {shed}; hellos sent {hellos} ({:.0}/s for {total} tunnels, quiet \
+             {quiet_rate:.0}/s); stats worst {worst:?} over {samples} (over 1 s: {slow}); pings \
+             {}/{}; tunterm ran {ran:.1} s and waited {waited:.1} s for a CPU; load {}",
+            sent as f64 / secs,
+            read as f64 / secs,
+            hellos as f64 / secs,
+            pings.received,
+            pings.sent,
+            std::fs::read_to_string("/proc/loadavg")
+                .unwrap_or_default()
+                .trim()
+        );
+        println!("{line}");
+        lines.push(line.clone());
+        assert!(worst <= STATS_LIMIT, "{line}\n{}", lab.logs());
+        // Every tunnel kept saying hello, near the quiet rate (measured:
+        // 90–100% of it; before the budgets, 45% at these rates and 3% at
+        // the issue's).
+        assert!(hellos as f64 >= quiet_rate * secs * 0.6, "{line}");
+        // The replies share the flooded socket with the junk: what the
+        // kernel sheds of it takes some of them (measured: 85–100% answered).
+        assert!(pings.received * 2 >= pings.sent, "{line}");
+        // What the edge read plus what the kernel shed is what was sent
+        // (plus the APs' own packets; the kernel may lose some before the
+        // socket, never add any).
+        let legit = 10 * total as u64 * SECS;
+        assert!(
+            read + shed <= sent + legit && read + shed >= sent * 9 / 10,
+            "{line}"
+        );
+        // And what it read of the junk it counted as refused, each packet
+        // once.
+        assert!(
+            refused <= sent && refused + legit >= read && refused + shed >= sent * 9 / 10,
+            "{line}"
+        );
+    }
+    let many = query(&many_sock).unwrap();
+    let (mut failovers, mut rebuilt) = (0, 0);
+    for (ap, a) in many["per_ap"].as_object().unwrap() {
+        failovers += a["failovers"].as_u64().unwrap();
+        if a["tunnels_up"] != 1 {
+            rebuilt += 1;
+            eprintln!("{ap}: {a}");
+        }
+    }
+    for ap in ["ap1", "ap2"] {
+        let a = &lab.ap_stats(ap).unwrap()["per_ap"][ap];
+        failovers += a["failovers"].as_u64().unwrap();
+        rebuilt += u64::from(a["tunnels_up"] != 1);
+    }
+    assert_eq!(
+        (failovers, rebuilt),
+        (0, 0),
+        "no AP failed over or rebuilt its tunnel\n{}",
+        lines.join("\n")
+    );
+    assert_eq!(established(&lab.edge_stats().unwrap()), tunnels);
+}
