@@ -91,6 +91,46 @@ impl Client {
         }
     }
 
+    /// The stats document as the daemon wrote it (compact JSON), for a
+    /// program that passes it on unread (the CLI prints it): the same
+    /// document [`Client::stats`] parses, without building a [`Stats`].
+    pub async fn stats_json(&self) -> Result<String, ClientError> {
+        #[derive(serde::Deserialize)]
+        struct Line<'a> {
+            v: u32,
+            #[serde(borrow, default)]
+            result: Option<Answer<'a>>,
+            #[serde(default)]
+            error: Option<String>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Answer<'a> {
+            #[serde(borrow)]
+            stats: &'a serde_json::value::RawValue,
+        }
+        let mut conn = self.connect().await?;
+        conn.send(&Request::Stats).await?;
+        let timeout = conn.timeout;
+        let bytes = conn.read_raw(Some(timeout)).await?.ok_or_else(|| {
+            ClientError::Protocol("the daemon closed the connection without answering stats".into())
+        })?;
+        let line: Line =
+            serde_json::from_slice(bytes).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        if line.v != VERSION {
+            return Err(ClientError::Protocol(format!(
+                "the daemon speaks protocol version {}, this client {VERSION}",
+                line.v
+            )));
+        }
+        match (line.result, line.error) {
+            (Some(a), _) => Ok(a.stats.get().to_string()),
+            (None, Some(e)) => Err(ClientError::Daemon(e)),
+            (None, None) => Err(ClientError::Protocol(
+                "a line with neither result nor error".into(),
+            )),
+        }
+    }
+
     /// One page of the FDB.
     pub async fn fdb(&self, query: &FdbQuery) -> Result<FdbPage, ClientError> {
         self.connect().await?.fdb(query).await
@@ -188,13 +228,17 @@ struct Connection {
 }
 
 impl Connection {
-    async fn call(&mut self, req: &Request) -> Result<Response, ClientError> {
+    async fn send(&mut self, req: &Request) -> Result<(), ClientError> {
         let mut body =
             serde_json::to_value(req).map_err(|e| ClientError::Protocol(e.to_string()))?;
         body["v"] = VERSION.into();
         let mut bytes = body.to_string().into_bytes();
         bytes.push(b'\n');
-        self.wr.write_all(&bytes).await.map_err(|e| self.io(e))?;
+        self.wr.write_all(&bytes).await.map_err(|e| self.io(e))
+    }
+
+    async fn call(&mut self, req: &Request) -> Result<Response, ClientError> {
+        self.send(req).await?;
         let timeout = self.timeout;
         let line = self.read_line(Some(timeout)).await?.ok_or_else(|| {
             ClientError::Protocol(format!(
@@ -220,19 +264,7 @@ impl Connection {
         &mut self,
         timeout: Option<Duration>,
     ) -> Result<Option<ResponseLine>, ClientError> {
-        self.line.clear();
-        let read = self.rd.read_until(b'\n', &mut self.line);
-        let n = match timeout {
-            Some(t) => tokio::time::timeout(t, read)
-                .await
-                .map_err(|_| ClientError::Timeout {
-                    path: self.path.clone(),
-                    timeout: t,
-                })?,
-            None => read.await,
-        }
-        .map_err(|e| self.io(e))?;
-        if n == 0 {
+        if self.read_raw(timeout).await?.is_none() {
             return Ok(None);
         }
         let line: ResponseLine = serde_json::from_slice(&self.line).map_err(|e| {
@@ -246,6 +278,23 @@ impl Connection {
             )));
         }
         Ok(Some(line))
+    }
+
+    /// The next line's bytes (None at the end of the stream).
+    async fn read_raw(&mut self, timeout: Option<Duration>) -> Result<Option<&[u8]>, ClientError> {
+        self.line.clear();
+        let read = self.rd.read_until(b'\n', &mut self.line);
+        let n = match timeout {
+            Some(t) => tokio::time::timeout(t, read)
+                .await
+                .map_err(|_| ClientError::Timeout {
+                    path: self.path.clone(),
+                    timeout: t,
+                })?,
+            None => read.await,
+        }
+        .map_err(|e| self.io(e))?;
+        Ok((n > 0).then_some(self.line.as_slice()))
     }
 
     fn io(&self, source: std::io::Error) -> ClientError {

@@ -279,8 +279,11 @@ fn main() -> anyhow::Result<()> {
             rt.block_on(driver::run(cfg, opts, shutdown_signal()))
         }
         Cmd::Stats { control_socket } => {
-            let stats = rt.block_on(Client::new(&control_socket).stats())?;
-            print_json(&stats)
+            // Passed on as the daemon wrote it, indented on the way (not
+            // parsed into Stats and written anew: 10,000 tunnels are 3 MB).
+            let json = rt.block_on(Client::new(&control_socket).stats_json())?;
+            let mut de = serde_json::Deserializer::from_str(&json);
+            print_json(&serde_transcode::Transcoder::new(&mut de))
         }
         Cmd::Fdb {
             vlan,
