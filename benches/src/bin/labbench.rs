@@ -38,6 +38,10 @@ struct Cli {
     /// the median of its rounds (for a noisy machine).
     #[arg(long, default_value_t = 1)]
     rounds: usize,
+    /// Cookie length tunterm assigns to the sessions (0, 4 or 8; default:
+    /// tunterm's own, 8). 4 compares with builds older than that default.
+    #[arg(long)]
+    cookie_len: Option<u8>,
     /// Directory holding tunterm and tunterm-apsim (default: beside this
     /// program).
     #[arg(long)]
@@ -89,6 +93,7 @@ fn main() -> anyhow::Result<()> {
             .map(|&n| Case::from_number(n).with_context(|| format!("--cases: no case {n}")))
             .collect::<anyhow::Result<_>>()?,
         rounds: cli.rounds,
+        cookie_len: cli.cookie_len,
     };
     let report = labbench::run(opts)?;
     print!("{}", report.table());

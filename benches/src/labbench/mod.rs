@@ -72,6 +72,10 @@ pub struct Options {
     /// each row is the median of its rounds, so one disturbed window (a
     /// noisy neighbour on a VM) does not make the table.
     pub rounds: usize,
+    /// The cookie length tunterm assigns (`tunterm run --cookie-len`);
+    /// None: the daemon's default (8 bytes). 4 compares with builds from
+    /// before 8 became the default on the same packets.
+    pub cookie_len: Option<u8>,
 }
 
 /// The four cases, in the order they run.
@@ -669,6 +673,14 @@ impl Bed {
         // limit (builds that have one).
         if has_run_flag(&tunterm_bin, "--sccrq-burst") {
             args.extend(["--sccrq-burst".into(), "0".into()]);
+        }
+        if let Some(len) = self.opts.cookie_len {
+            anyhow::ensure!(
+                has_run_flag(&tunterm_bin, "--cookie-len"),
+                "--cookie-len: {} has no such option (a build from before it)",
+                tunterm_bin.display()
+            );
+            args.extend(["--cookie-len".into(), len.to_string()]);
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut tunterm = self
