@@ -120,11 +120,7 @@ fn a_killed_edge_is_left_after_the_missed_hellos_and_pings_resume_through_the_ot
     // Edge B learned the client behind the AP's session and announced it.
     let b = lab.edge_stats(1).unwrap();
     assert!(b["io"]["mac_announcements"].as_u64().unwrap() >= 1, "{b:#}");
-    let client_mac = lab
-        .client
-        .run(&["cat", "/sys/class/net/eth0/address"])
-        .unwrap();
-    let client_mac = client_mac.trim();
+    let client_mac = lab.client.mac("eth0").unwrap().to_string();
     let fdb = b["fdb"].as_array().unwrap();
     assert!(
         fdb.iter()

@@ -170,12 +170,7 @@ fn junk_from_every_core_loses_no_tunnel_and_stats_and_hellos_stay_on_time() {
     );
     let _ = cpu_q;
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    let edge_mac = lab
-        .edge
-        .run(&["cat", "/sys/class/net/ap0/address"])
-        .unwrap()
-        .trim()
-        .to_string();
+    let edge_mac = lab.edge.mac("ap0").unwrap().to_string();
     let mut lines = Vec::new();
     for kind in ["unknown-session", "random", "unknown-tunnel"] {
         let before = lab.edge_stats().unwrap();

@@ -374,11 +374,7 @@ fn apsim_brings_up_a_thousand_tunnels_in_one_process() {
         .unwrap();
     host.wait_for_log(tunterm_lab::vlanhost::READY, Duration::from_secs(10))
         .unwrap();
-    let host_mac = up
-        .run(&["cat", "/sys/class/net/v10/address"])
-        .unwrap()
-        .trim()
-        .to_string();
+    let host_mac = up.mac("v10").unwrap().to_string();
     let _ = lab::ping(&up, "192.168.10.99", 1);
     let started = Instant::now();
     let _sim = aps
