@@ -5,15 +5,14 @@
 //!
 //! Needs root. See `tunterm_lab::topology` for the map.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use tunterm_lab::topology::{Binaries, Lab, Options};
+use common::bins;
+use tunterm_lab::topology::{Lab, Options};
 use tunterm_lab::{self as lab, Proc};
-
-fn bins() -> Binaries {
-    tunterm_lab::test_binaries!()
-}
 
 fn counter(stats: &serde_json::Value, name: &str) -> u64 {
     stats["l2tp"][name]
@@ -88,8 +87,7 @@ fn namespaces_with(prefix: &str) -> Vec<String> {
 fn an_sccrq_flood_does_not_starve_established_tunnels_and_outsiders_are_dropped() {
     // Hello 1 s × 3: an AP whose hellos went unanswered for 3 s would be
     // torn down and show up again with a new tunnel.
-    let lab = Lab::start(Options::new("admit", bins()))
-        .unwrap_or_else(|e| panic!("lab did not start: {e:#}"));
+    let lab = common::start(Options::new("admit", bins()));
     let before = lab.edge_stats().unwrap();
     let (aps_before, _) = tunnels(&before);
     assert_eq!(aps_before.len(), 2, "{before:#}");

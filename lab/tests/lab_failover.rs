@@ -10,23 +10,21 @@
 //! Needs root (CI runs as root). The scenarios run one at a time: they
 //! measure time.
 
+mod common;
+
 use std::sync::Mutex;
 use std::time::Duration;
 
+use common::bins;
 use tunterm_lab::failover::{
     AP_NAME, FailoverLab, FailoverOptions, UPSTREAM_HOST, longest_gap, ping_replies,
 };
-use tunterm_lab::topology::Binaries;
 use tunterm_lab::{self as lab, wait_until};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// Slack over the detection time the issue allows.
 const SLACK: f64 = 0.200;
-
-fn bins() -> Binaries {
-    tunterm_lab::test_binaries!()
-}
 
 fn start(name: &str) -> FailoverLab {
     FailoverLab::start(FailoverOptions::new(name, bins()))

@@ -7,22 +7,20 @@
 //!
 //! Needs root (CI runs as root).
 
+mod common;
+
 use std::time::Duration;
 
-use tunterm_lab::topology::{Binaries, Encap, Lab, Options};
+use common::bins;
+use tunterm_lab::topology::{Encap, Lab, Options};
 use tunterm_lab::{self as lab, wait_until};
 
-fn bins() -> Binaries {
-    tunterm_lab::test_binaries!()
-}
-
 fn start(name: &str, fast_path: &str, encap: Encap) -> Lab {
-    Lab::start(Options {
+    common::start(Options {
         fast_path: fast_path.into(),
         encap,
         ..Options::new(name, bins())
     })
-    .unwrap_or_else(|e| panic!("lab {name} did not start: {e:#}"))
 }
 
 fn counter(stats: &serde_json::Value, name: &str) -> u64 {

@@ -9,15 +9,14 @@
 //!
 //! Needs root. See `tunterm_lab::topology` for the map.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use tunterm_lab::topology::{Binaries, Lab, Options, query, sessions_up};
+use common::bins;
+use tunterm_lab::topology::{Lab, Options, query, sessions_up};
 use tunterm_lab::{self as lab, Proc};
-
-fn bins() -> Binaries {
-    tunterm_lab::test_binaries!()
-}
 
 /// APs of the extra simulator.
 const MANY: u64 = 200;

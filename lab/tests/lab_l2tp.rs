@@ -4,33 +4,21 @@
 //!
 //! Needs root (CI runs as root). See `tunterm_lab::topology` for the map.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use tunterm_lab::topology::{Binaries, Lab, Options};
+use tunterm_lab::topology::{Lab, Options};
 use tunterm_lab::{self as lab, tshark_fields};
 
-fn bins() -> Binaries {
-    tunterm_lab::test_binaries!()
-}
+use common::{bins, ping_ok};
 
 fn start(name: &str, capture: bool) -> Lab {
-    Lab::start(Options {
+    common::start(Options {
         capture,
         ..Options::new(name, bins())
     })
-    .unwrap_or_else(|e| panic!("lab {name} did not start: {e:#}"))
-}
-
-fn ping_ok(lab: &Lab, ns: &lab::Netns, dst: &str) {
-    let r = lab::ping(ns, dst, 3).unwrap();
-    assert_eq!(
-        r.received,
-        3,
-        "{} → {dst}: {r:?}\n{}",
-        ns.name(),
-        lab.logs()
-    );
 }
 
 fn mac_of(ns: &lab::Netns) -> String {

@@ -6,14 +6,13 @@
 //!
 //! Needs root.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
-use tunterm_lab::topology::{Binaries, query, sessions_up};
+use common::bins;
+use tunterm_lab::topology::{query, sessions_up};
 use tunterm_lab::{self as lab, Netns, Proc};
-
-fn bins() -> Binaries {
-    tunterm_lab::test_binaries!()
-}
 
 /// APs per simulator (one simulator per transport and address family).
 const PER_SIM: usize = 2;
