@@ -39,6 +39,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tunterm_core::wire::ipv4;
 
 use super::batch::{Layout, RecvBatch};
+use super::sockopt::set_int;
 
 /// IP protocol number of L2TPv3 over IP (RFC 3931 §4.1.1).
 pub const IPPROTO_L2TP: u8 = 115;
@@ -557,29 +558,6 @@ fn pktinfo6_dst(msg: &libc::msghdr) -> Option<Ipv6Addr> {
     let info: libc::in6_pktinfo =
         unsafe { super::cmsg::find(msg, libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) }?;
     Some(Ipv6Addr::from(info.ipi6_addr.s6_addr))
-}
-
-/// `setsockopt(fd, level, name, value)` for an int option.
-fn set_int(
-    fd: BorrowedFd<'_>,
-    level: libc::c_int,
-    name: libc::c_int,
-    value: libc::c_int,
-) -> io::Result<()> {
-    // SAFETY: `value` is a live c_int and the length passed is its size.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            name,
-            (&raw const value).cast(),
-            mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// Prefixes an error with what was being done (the kind is kept).
