@@ -1140,32 +1140,9 @@ fn same_table_fast_and_slow() {
         let delta = bpf.counters().expect("counters").since(&before);
 
         // The fast path against the table.
-        let want = match &c.fast {
-            Fast::Redirect(_) => Some((Action::Redirect, tt_counter::TT_CNT_REDIRECT)),
-            Fast::Drop(r) => Some((Action::Drop, *r)),
-            Fast::Pass(r) => Some((Action::Pass, *r)),
-            Fast::Agree => None,
-        };
-        if let Some((want_action, _)) = want
-            && got.action != want_action
-        {
-            fail(format!("fast path: {:?}, want {want_action:?}", got.action));
-        }
-        // RX once, and exactly one other slot once (the expected one).
-        let rx = tt_counter::TT_CNT_RX as usize;
-        let others: Vec<usize> = (0..delta.0.len())
-            .filter(|&i| i != rx && delta.0[i] != 0)
-            .collect();
-        let one_other = delta.0[rx] == 1 && others.len() == 1 && delta.0[others[0]] == 1;
-        let right_slot = match want {
-            Some((_, counter)) => others == [counter as usize],
-            None => true,
-        };
-        if !one_other || !right_slot {
-            fail(format!(
-                "counters moved: RX {} and {others:?}, want RX once and {want:?}",
-                delta.0[rx]
-            ));
+        let rx = tt_counter::TT_CNT_RX;
+        for w in lab::check_fast(&c.fast, got.action, &delta, rx, tt_counter::TT_CNT_REDIRECT) {
+            fail(w);
         }
         match &c.fast {
             Fast::Redirect(out) => {
@@ -1196,7 +1173,8 @@ fn same_table_fast_and_slow() {
                 fail(format!("fast path redirects, slow path says {slow:?}"));
             }
             Action::Drop => {
-                let r = others.first().and_then(|&i| counter_at(i));
+                let moved = (0..delta.0.len()).find(|&i| i != rx as usize && delta.0[i] != 0);
+                let r = moved.and_then(counter_at);
                 if !r.is_some_and(|r| slow_drop_matches(r, &slow)) {
                     fail(format!("fast path drops ({r:?}), slow path says {slow:?}"));
                 }

@@ -14,7 +14,7 @@ mod common;
 
 use std::net::IpAddr;
 
-use common::lab::{EDGE4, EDGE6, Fast, HOST, LEN, Lab, TrunkSlow};
+use common::lab::{EDGE4, EDGE6, Fast, HOST, LEN, Lab, TrunkSlow, check_fast};
 use common::packets::{self, Mac};
 use etherparse::TcpHeader;
 use tunterm_core::proto::bridge::{DropReason, PortId};
@@ -378,30 +378,12 @@ fn same_table_fast_and_slow() {
             }
         };
         let delta = bpf.counters().expect("counters").since(&before);
-        let want = match &c.fast {
-            Fast::Redirect(_) => Some((Action::Redirect, tt_counter::TT_CNT_TRUNK_REDIRECT)),
-            Fast::Drop(r) => Some((Action::Drop, *r)),
-            Fast::Pass(r) => Some((Action::Pass, *r)),
-            Fast::Agree => None,
-        };
-        if let Some((a, _)) = want
-            && got.action != a
-        {
-            fail(format!("fast path: {:?}, want {a:?}", got.action));
-        }
-        let rx = tt_counter::TT_CNT_TRUNK_RX as usize;
-        let others: Vec<usize> = (0..delta.0.len())
-            .filter(|&i| i != rx && delta.0[i] != 0)
-            .collect();
-        let ok = delta.0[rx] == 1
-            && others.len() == 1
-            && delta.0[others[0]] == 1
-            && want.is_none_or(|(_, w)| others == [w as usize]);
-        if !ok {
-            fail(format!(
-                "counters: RX {} and {others:?}, want {want:?}",
-                delta.0[rx]
-            ));
+        let (rx, redirect) = (
+            tt_counter::TT_CNT_TRUNK_RX,
+            tt_counter::TT_CNT_TRUNK_REDIRECT,
+        );
+        for w in check_fast(&c.fast, got.action, &delta, rx, redirect) {
+            fail(w);
         }
         if let Fast::Redirect(out) = &c.fast
             && &got.packet != out
