@@ -212,12 +212,7 @@ impl RawIpSocket {
         ];
         // SAFETY: sockaddr_storage is plain old data; all-zero is valid.
         let mut name: libc::sockaddr_storage = unsafe { mem::zeroed() };
-        // SAFETY: msghdr is plain old data; all-zero is a valid value.
-        let mut msg: libc::msghdr = unsafe { mem::zeroed() };
-        msg.msg_name = (&raw mut name).cast();
-        msg.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        msg.msg_iov = iov.as_mut_ptr();
-        msg.msg_iovlen = iov.len();
+        let mut msg = recv_header(&mut name, &mut iov);
 
         // MSG_TRUNC: the return value is the whole datagram's length.
         // SAFETY: `msg` points at `name`, `hdr` and `buf` (disjoint, live,
@@ -240,12 +235,7 @@ impl RawIpSocket {
         let mut control = [0u64; 8];
         // SAFETY: sockaddr_storage is plain old data; all-zero is valid.
         let mut name: libc::sockaddr_storage = unsafe { mem::zeroed() };
-        // SAFETY: msghdr is plain old data; all-zero is a valid value.
-        let mut msg: libc::msghdr = unsafe { mem::zeroed() };
-        msg.msg_name = (&raw mut name).cast();
-        msg.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        msg.msg_iov = iov.as_mut_ptr();
-        msg.msg_iovlen = iov.len();
+        let mut msg = recv_header(&mut name, &mut iov);
         msg.msg_control = control.as_mut_ptr().cast();
         msg.msg_controllen = mem::size_of_val(&control);
 
@@ -558,6 +548,19 @@ fn pktinfo6_dst(msg: &libc::msghdr) -> Option<Ipv6Addr> {
     let info: libc::in6_pktinfo =
         unsafe { super::cmsg::find(msg, libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) }?;
     Some(Ipv6Addr::from(info.ipi6_addr.s6_addr))
+}
+
+/// A `msghdr` for one `recvmsg` into `iov`, the source address into
+/// `name` (no control buffer: the caller adds one if it wants one). It
+/// points at both: they must outlive the call it is used for.
+fn recv_header(name: &mut libc::sockaddr_storage, iov: &mut [libc::iovec]) -> libc::msghdr {
+    // SAFETY: msghdr is plain old data; all-zero is a valid value.
+    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+    msg.msg_name = (name as *mut libc::sockaddr_storage).cast();
+    msg.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    msg.msg_iov = iov.as_mut_ptr();
+    msg.msg_iovlen = iov.len();
+    msg
 }
 
 /// Prefixes an error with what was being done (the kind is kept).
