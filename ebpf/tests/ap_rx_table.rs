@@ -1105,22 +1105,10 @@ fn counter_at(i: usize) -> Option<tt_counter> {
     .find(|c| *c as usize == i)
 }
 
-/// Fails the test, saying why, unless it runs as root: a table that was
-/// not run must not pass.
-fn require_root() {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
-    assert!(
-        euid == 0,
-        "the XDP table tests need root (euid is {euid}): they load BPF programs and \
-         run them with BPF_PROG_TEST_RUN; run the tests as root"
-    );
-}
-
 /// Every case through both paths; all failures reported together.
 #[test]
 fn same_table_fast_and_slow() {
-    require_root();
+    lab::require_root();
     let mut lab = Lab::new();
     let mut bpf = ApRx::load().expect("xdp_ap_rx loads and verifies");
     lab.mirror_into(bpf.fast_path());

@@ -311,18 +311,6 @@ fn tcp_syn(dst: Mac) -> Vec<u8> {
     packets::tcp4(dst, HOST, None, ips, tcp)
 }
 
-/// Fails the test, saying why, unless it runs as root: a table that was
-/// not run must not pass.
-fn require_root() {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
-    assert!(
-        euid == 0,
-        "the XDP table tests need root (euid is {euid}): they load BPF programs and \
-         run them with BPF_PROG_TEST_RUN; run the tests as root"
-    );
-}
-
 /// Does `got` (an encapsulated frame) decode at the AP as `inner`?
 fn decodes(lab: &mut Lab, port: PortId, got: &[u8]) -> Result<(), String> {
     let (proto, payload) = payload_of(got)?;
@@ -360,7 +348,7 @@ fn decodes(lab: &mut Lab, port: PortId, got: &[u8]) -> Result<(), String> {
 
 #[test]
 fn same_table_fast_and_slow() {
-    require_root();
+    common::lab::require_root();
     let mut lab = Lab::new();
     let mut bpf = FastPath::load().expect("both programs load and verify");
     lab.mirror_into(&mut bpf);

@@ -321,6 +321,18 @@ pub enum Fast<C> {
     Agree,
 }
 
+/// Fails the test, saying why, unless it runs as root: a table that was
+/// not run must not pass.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    assert!(
+        euid == 0,
+        "the XDP table tests need root (euid is {euid}): they load BPF programs and \
+         run them with BPF_PROG_TEST_RUN; run the tests as root"
+    );
+}
+
 /// One XDP run against the table's `fast`: the action it wants, and the
 /// counters (`rx` once and exactly one other slot once: the case's, or
 /// `redirect` for a redirect). Returns what went wrong, if anything.
