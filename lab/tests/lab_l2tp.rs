@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tunterm_lab::topology::{Lab, Options};
 use tunterm_lab::{self as lab, tshark_fields};
 
-use common::{bins, ping_ok};
+use common::{bins, ping_ok, run_daemon};
 
 fn start(name: &str, capture: bool) -> Lab {
     common::start(Options {
@@ -318,32 +318,12 @@ fn apsim_brings_up_a_thousand_tunnels_in_one_process() {
     lab::addr(&edge, "ap0", "fd00:99::1/64").unwrap();
     lab::addr(&aps, "e0", "10.99.0.2/24").unwrap();
     lab::veth(&edge, "trunk0", &up, "t0").unwrap();
-    let config = dir.join("edge.json");
     let mut cfg = tunterm_lab::topology::edge_config(60.0, 7);
     cfg["mxtunnels"][0]["vlan_ids"] = serde_json::json!([10]);
-    std::fs::write(&config, cfg.to_string()).unwrap();
-    let sock = dir.join("edge.sock");
+    // A thousand APs behind one address: no per-source limit.
+    let (tunterm, sock) = run_daemon(&edge, &dir, &cfg, &["--sccrq-burst", "0"]);
     let b = bins();
     let s = |p: &std::path::Path| p.to_string_lossy().into_owned();
-    let mut tunterm = edge
-        .spawn(
-            &[
-                &s(&b.tunterm),
-                "run",
-                "--config",
-                &s(&config),
-                "--control-socket",
-                &s(&sock),
-                // A thousand APs behind one address: no per-source limit.
-                "--sccrq-burst",
-                "0",
-            ],
-            &dir.join("tunterm.log"),
-        )
-        .unwrap();
-    tunterm
-        .wait_for_log("tunterm running", Duration::from_secs(10))
-        .unwrap();
     // The upstream host announces itself on VLAN 10 so the clients' frames
     // are known unicast (a broadcast from each would be flooded to all
     // thousand sessions).
