@@ -626,7 +626,7 @@ fn output_ok(mut cmd: Command, what: &str) -> anyhow::Result<String> {
 }
 
 /// The names of all named namespaces (`ip netns list`).
-fn namespaces() -> Vec<String> {
+pub fn namespaces() -> Vec<String> {
     // "name (id: 3)" or "name"
     ip(&["netns", "list"])
         .unwrap_or_default()

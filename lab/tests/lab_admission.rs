@@ -10,7 +10,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::bins;
+use common::{assert_no_namespaces, bins};
 use tunterm_lab::topology::{Lab, Options};
 use tunterm_lab::{self as lab, Proc};
 
@@ -69,18 +69,6 @@ fn flood_report(mut p: Proc) -> serde_json::Value {
     assert!(status.success(), "flood failed: {log}");
     let last = log.lines().last().unwrap_or_default();
     serde_json::from_str(last).unwrap_or_else(|e| panic!("flood report {last:?}: {e}"))
-}
-
-fn namespaces_with(prefix: &str) -> Vec<String> {
-    let out = std::process::Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-        .expect("ip netns list");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.starts_with(prefix))
-        .map(String::from)
-        .collect()
 }
 
 #[test]
@@ -231,5 +219,5 @@ fn an_sccrq_flood_does_not_starve_established_tunnels_and_outsiders_are_dropped(
 
     let prefix = lab.prefix().to_string();
     drop(lab);
-    assert_eq!(namespaces_with(&prefix), Vec::<String>::new());
+    assert_no_namespaces(&prefix);
 }

@@ -21,12 +21,6 @@ fn start(name: &str, capture: bool) -> Lab {
     })
 }
 
-fn mac_of(ns: &lab::Netns) -> String {
-    let out = ns.run(&["ip", "-o", "link", "show", "eth0"]).unwrap();
-    let at = out.find("link/ether ").expect("ether address") + "link/ether ".len();
-    out[at..at + 17].to_string()
-}
-
 fn fdb_ports_of(stats: &serde_json::Value, mac: &str) -> Vec<String> {
     stats["fdb"]
         .as_array()
@@ -181,7 +175,7 @@ fn frames_on_a_vlan_outside_vlan_ids_never_reach_the_trunk() {
     let trunk_pcap = lab.trunk_capture.take().unwrap().stop().unwrap();
     // The upstream host's own VLAN 99 chatter is on the trunk too; nothing
     // from c5 may be.
-    let c5_mac = mac_of(lab.client("c5"));
+    let c5_mac = lab.client("c5").mac("eth0").unwrap().to_string();
     let filter = format!(
         "eth.src == {c5_mac} || arp.src.proto_ipv4 == 192.168.99.15 || ip.src == 192.168.99.15"
     );
@@ -221,7 +215,7 @@ fn stopccn_from_an_ap_tears_down_its_tunnel_and_flushes_its_macs() {
     let mut lab = start("stopccn", false);
     ping_ok(&lab, lab.client("c1"), "192.168.10.1");
     ping_ok(&lab, lab.client("c3"), "192.168.10.1");
-    let c1_mac = mac_of(lab.client("c1"));
+    let c1_mac = lab.client("c1").mac("eth0").unwrap().to_string();
     let before = lab.edge_stats().unwrap();
     let ap1_sid = tunnel_of(&before, "ap1").unwrap()["sessions"][0]["local_sid"].to_string();
     assert_eq!(
@@ -270,7 +264,7 @@ fn stopccn_from_an_ap_tears_down_its_tunnel_and_flushes_its_macs() {
 fn a_silent_ap_is_torn_down_after_hello_interval_times_retries() {
     let mut lab = start("silent", false);
     ping_ok(&lab, lab.client("c2"), "192.168.20.1");
-    let c2_mac = mac_of(lab.client("c2"));
+    let c2_mac = lab.client("c2").mac("eth0").unwrap().to_string();
     assert_eq!(fdb_ports_of(&lab.edge_stats().unwrap(), &c2_mac).len(), 1);
 
     // SIGKILL: ap2 goes silent without a StopCCN. hello 1 s × 3 retries.

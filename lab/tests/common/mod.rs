@@ -58,3 +58,13 @@ pub fn run_daemon(
         .unwrap();
     (p, sock)
 }
+
+/// Fails the test if a namespace whose name starts with `prefix` is left
+/// behind.
+pub fn assert_no_namespaces(prefix: &str) {
+    let left: Vec<String> = lab::namespaces()
+        .into_iter()
+        .filter(|n| n.starts_with(prefix))
+        .collect();
+    assert!(left.is_empty(), "namespaces left behind: {left:?}");
+}
