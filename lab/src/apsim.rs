@@ -552,9 +552,9 @@ async fn run_ap(
                 .stats(Instant::now())
                 .into_iter()
                 .find(|c| c.local_ccid == ccid)
-                .map_or("idle", |c| c.state);
+                .map_or("idle".into(), |c| c.state);
             if s.state != state {
-                s.state = state.to_string();
+                s.state = state.into_owned();
             }
             s.rx_dropped = ep.counters().rx_data_unknown_session
                 + ep.counters().rx_data_bad_cookie

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use super::topology::{Binaries, edge_config, query};
+use super::topology::{Binaries, edge_config, query, query_apsim, query_fdb};
 use super::{Netns, Proc, addr, spawn_vlan_host, veth};
 
 /// The AP's name: its MAC (what preemption orders the edges by).
@@ -249,9 +249,14 @@ impl FailoverLab {
         query(&self.edge_socket(i))
     }
 
+    /// The FDB of edge `i`.
+    pub fn edge_fdb(&self, i: usize) -> anyhow::Result<Vec<tunterm::api::FdbEntry>> {
+        query_fdb(&self.edge_socket(i))
+    }
+
     /// The AP simulator's stats.
     pub fn ap_stats(&self) -> anyhow::Result<serde_json::Value> {
-        query(&self.dir.join("ap.sock"))
+        query_apsim(&self.dir.join("ap.sock"))
     }
 
     /// Which edge the AP is on (index into [`EDGES`]) and whether its

@@ -23,6 +23,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
+use tunterm::api::client::{Client, block_on};
+use tunterm::api::{FdbEntry, FdbQuery};
 
 use super::{BpfFs, Capture, Netns, Proc, addr, spawn_vlan_host, veth};
 
@@ -443,9 +445,19 @@ impl Lab {
         query(&self.edge_socket)
     }
 
+    /// tunterm's forwarding database, every entry.
+    pub fn edge_fdb(&self) -> anyhow::Result<Vec<FdbEntry>> {
+        query_fdb(&self.edge_socket)
+    }
+
+    /// tunterm's control socket.
+    pub fn edge_socket(&self) -> &Path {
+        &self.edge_socket
+    }
+
     /// An AP simulator's stats document (`ap1` or `ap2`).
     pub fn ap_stats(&self, ap: &str) -> anyhow::Result<serde_json::Value> {
-        query(&self.dir.join(format!("{ap}.sock")))
+        query_apsim(&self.dir.join(format!("{ap}.sock")))
     }
 
     /// Every log of the lab, for a failure message.
@@ -485,11 +497,27 @@ pub fn sessions_up(stats: &serde_json::Value) -> usize {
         .unwrap_or(0)
 }
 
-/// Ask a control socket for `stats` and parse the JSON answer.
+/// tunterm's stats, asked over its control socket at `path` with the
+/// daemon's client (typed), as a JSON document for the tests to read.
 pub fn query(path: &Path) -> anyhow::Result<serde_json::Value> {
+    let client = Client::new(path).with_timeout(Duration::from_secs(5));
+    let stats = block_on(client.stats())?;
+    Ok(serde_json::to_value(stats)?)
+}
+
+/// tunterm's forwarding database (every entry, page after page), over its
+/// control socket at `path`.
+pub fn query_fdb(path: &Path) -> anyhow::Result<Vec<FdbEntry>> {
+    let client = Client::new(path).with_timeout(Duration::from_secs(5));
+    Ok(block_on(client.fdb_all(&FdbQuery::default()))?)
+}
+
+/// An AP simulator's stats: its socket answers each connection with one
+/// JSON document (it is the lab's, not tunterm's protocol).
+pub fn query_apsim(path: &Path) -> anyhow::Result<serde_json::Value> {
     let mut s =
         UnixStream::connect(path).with_context(|| format!("connecting {}", path.display()))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
     s.write_all(b"stats\n")?;
     let mut body = String::new();
     s.read_to_string(&mut body)?;

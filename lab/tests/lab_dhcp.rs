@@ -188,10 +188,10 @@ fn clients_on_two_vlans_get_leases_through_the_relay() {
         .unwrap()
         .to_string();
     assert!(mac10.starts_with("02:74:"), "{mac10}");
-    let fdb = s["fdb"].as_array().unwrap();
+    let fdb = lab.edge_fdb().unwrap();
     assert!(
         fdb.iter()
-            .any(|e| e["mac"] == mac10.as_str() && e["vlan"] == 10 && e["port"] == "host:10"),
+            .any(|e| e.mac == mac10 && e.vlan == 10 && e.port == "host:10"),
         "{fdb:?}"
     );
     for h in s["services"]["host_ports"].as_array().unwrap() {

@@ -388,19 +388,18 @@ fn silent_mgre_peer_is_removed_and_its_macs_flushed() {
         .unwrap();
     let at = out.find("link/ether ").unwrap() + "link/ether ".len();
     let c1_mac = out[at..at + 17].to_string();
-    let learned = |st: &serde_json::Value| {
-        st["fdb"]
-            .as_array()
+    let learned = |lab: &Lab| {
+        lab.edge_fdb()
             .unwrap()
             .iter()
-            .any(|e| e["mac"] == c1_mac.as_str())
+            .any(|e| e.mac == c1_mac.as_str())
     };
-    assert!(learned(&lab.edge_stats().unwrap()));
+    assert!(learned(&lab));
     lab.ap1.kill9().unwrap();
     let t = std::time::Instant::now();
     let gone = lab::wait_until(Duration::from_secs(8), || {
         lab.edge_stats()
-            .is_ok_and(|st| st["gre_peers"].as_array().unwrap().len() == 1 && !learned(&st))
+            .is_ok_and(|st| st["gre_peers"].as_array().unwrap().len() == 1 && !learned(&lab))
     });
     assert!(gone, "ap1 still a peer\n{}", lab.logs());
     let took = t.elapsed();

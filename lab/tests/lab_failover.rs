@@ -119,10 +119,9 @@ fn a_killed_edge_is_left_after_the_missed_hellos_and_pings_resume_through_the_ot
     let b = lab.edge_stats(1).unwrap();
     assert!(b["io"]["mac_announcements"].as_u64().unwrap() >= 1, "{b:#}");
     let client_mac = lab.client.mac("eth0").unwrap().to_string();
-    let fdb = b["fdb"].as_array().unwrap();
+    let fdb = lab.edge_fdb(1).unwrap();
     assert!(
-        fdb.iter()
-            .any(|e| e["mac"] == client_mac && e["port"] != "trunk"),
+        fdb.iter().any(|e| e.mac == client_mac && e.port != "trunk"),
         "client MAC not behind a tunnel on B: {fdb:?}"
     );
     // On the wire: a broadcast RARP from the client's MAC, tagged VLAN 10

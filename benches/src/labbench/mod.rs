@@ -35,9 +35,7 @@ mod xdp;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::fs::File;
-use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::thread;
@@ -776,21 +774,18 @@ impl Bed {
         }
         // Three rounds of client frames, a second apart, once each
         // session is up; the learning is over when the count stops moving.
-        let macs = |s: &serde_json::Value| {
-            s["fdb"]
-                .as_array()
-                .map_or(0, |f| f.iter().filter(|e| e["port"] != "trunk").count())
-        };
+        let macs = |f: Vec<tunterm::api::FdbEntry>| f.iter().filter(|e| e.port != "trunk").count();
         let mut last = (0, Instant::now());
         lab::wait_until(Duration::from_secs(30), || {
-            let n = topology::query(edge_sock).map_or(0, |s| macs(&s));
+            let n = topology::query_fdb(edge_sock).map_or(0, macs);
             if n != last.0 {
                 last = (n, Instant::now());
             }
             n >= want * per_ap || last.1.elapsed() > Duration::from_secs(5)
         });
         let edge = topology::query(edge_sock).context("the edge's stats")?;
-        let sims = query_apsim(ap_sock).context("apsim's stats")?;
+        let fdb = topology::query_fdb(edge_sock).context("the edge's FDB")?;
+        let sims = topology::query_apsim(ap_sock).context("apsim's stats")?;
         // edge session id → (AP name, AP's UDP port)
         let mut by_sid: HashMap<u32, (String, u16)> = HashMap::new();
         for t in edge["tunnels"].as_array().into_iter().flatten() {
@@ -807,8 +802,8 @@ impl Bed {
         let mut sessions = Vec::new();
         let mut index: HashMap<u32, usize> = HashMap::new();
         let mut clients = Vec::new();
-        for e in edge["fdb"].as_array().into_iter().flatten() {
-            let Some(sid) = e["port"].as_str().and_then(|p| p.parse::<u32>().ok()) else {
+        for e in &fdb {
+            let Ok(sid) = e.port.parse::<u32>() else {
                 continue;
             };
             let Some((ap, port)) = by_sid.get(&sid) else {
@@ -832,7 +827,7 @@ impl Bed {
                     sessions.len() - 1
                 }
             };
-            let mac = e["mac"].as_str().unwrap_or_default().parse::<MacAddr>()?.0;
+            let mac = e.mac.parse::<MacAddr>()?.0;
             clients.push(Client { mac, session: i });
         }
         anyhow::ensure!(
@@ -843,18 +838,6 @@ impl Bed {
         );
         Ok(Traffic { sessions, clients })
     }
-}
-
-/// apsim's stats. apsim answers every connection at once and closes it;
-/// a request it never reads would make the close a reset, so none is sent.
-fn query_apsim(path: &Path) -> anyhow::Result<serde_json::Value> {
-    let mut s =
-        UnixStream::connect(path).with_context(|| format!("connecting {}", path.display()))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    s.write_all(b"stats\n")?;
-    let mut body = String::new();
-    s.read_to_string(&mut body)?;
-    serde_json::from_str(&body).with_context(|| format!("stats from {}", path.display()))
 }
 
 /// The edge's configuration: one mxtunnel carrying VLAN 10 (the clients'

@@ -7,10 +7,12 @@
 //! trunk/tunnel and trunk → switch → tunnel without leaving this loop: the
 //! driver reads a socket, hands each frame to the forwarding pipeline
 //! ([`tunterm_core::forward`]) and writes the actions it returns (trunk and
-//! host-port frames at once, tunnel packets batched per `sendmmsg`). A
-//! Unix socket answers `stats` with JSON. The edge's own host ports, routes
-//! and DHCP relay, and the reload on SIGHUP, are in [`services`].
+//! host-port frames at once, tunnel packets batched per `sendmmsg`). The
+//! control socket ([`crate::api`]) is served beside it ([`control`]): the
+//! loop only snapshots what a request asks for. The edge's own host ports,
+//! routes and DHCP relay, and the reload on SIGHUP, are in [`services`].
 
+mod control;
 mod inputs;
 mod services;
 
@@ -23,13 +25,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use rand::TryRngCore;
 use rand::rngs::OsRng;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::io::unix::AsyncFd;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::UnixListener;
 use tracing::{debug, info, warn};
 use tunterm_control::{EdgeConfig, TunnelProtocol};
 
+use crate::api::EventKind as ApiEvent;
 use crate::io::afpacket::PacketSocket;
 use crate::io::batch::RecvBatch;
 use crate::io::tunnel::{SEND_BATCH, TunnelSocket};
@@ -65,6 +66,9 @@ const TX_BYTES: usize = SEND_BATCH * 2048;
 pub struct DaemonOptions {
     /// Unix socket for `tunterm stats` (and, later, the agent).
     pub control_socket: PathBuf,
+    /// Group that may use the control socket too (mode 0660); None: only
+    /// its owner (0600).
+    pub control_group: Option<String>,
     /// Override of the upstream trunk interface.
     pub upstream: Option<String>,
     /// UDP port to listen on (1701; tests may pick another).
@@ -102,6 +106,7 @@ impl Default for DaemonOptions {
     fn default() -> Self {
         DaemonOptions {
             control_socket: PathBuf::from("/run/tunterm/tunterm.sock"),
+            control_group: None,
             upstream: None,
             port: l2tp_wire::L2TP_PORT,
             fast_path: FastPathMode::Off,
@@ -152,7 +157,7 @@ struct SavedState {
 const STATE_VERSION: u32 = 1;
 
 /// What taking back a state file did (for the log and the stats).
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct RestartStats {
     /// The state file, if one is kept.
     pub state_file: String,
@@ -173,7 +178,7 @@ pub struct RestartStats {
 }
 
 /// I/O counters of the driver.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct IoCounters {
     /// Frames read from the trunk.
     pub trunk_rx: u64,
@@ -207,8 +212,8 @@ pub struct IoCounters {
     pub forward: ForwardCounters,
 }
 
-/// One FDB entry in the stats.
-#[derive(Clone, Debug, Serialize)]
+/// One FDB entry (`tunterm fdb`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FdbEntry {
     /// VLAN.
     pub vlan: u16,
@@ -220,7 +225,7 @@ pub struct FdbEntry {
 }
 
 /// One mGRE peer in the stats.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct GrePeerStats {
     /// Switch port.
     pub port: u32,
@@ -230,11 +235,18 @@ pub struct GrePeerStats {
     pub key: Option<u32>,
 }
 
-/// The stats document served on the control socket.
-#[derive(Clone, Debug, Serialize)]
+/// The stats document served on the control socket (the FDB is not in
+/// it: it is its own, paged request).
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Stats {
     /// The edge's name.
     pub name: String,
+    /// tunterm's version (and `git describe` of its build, when known).
+    pub version: String,
+    /// SHA-256 of the running configuration's canonical JSON
+    /// ([`crate::api::config_digest`]): the file loaded at start or by the
+    /// last reload.
+    pub config_digest: String,
     /// Seconds since start.
     pub uptime: u64,
     /// L2TP control connections that are not closed.
@@ -251,8 +263,8 @@ pub struct Stats {
     pub switch: SwitchCounters,
     /// I/O counters.
     pub io: IoCounters,
-    /// The forwarding database.
-    pub fdb: Vec<FdbEntry>,
+    /// Entries in the forwarding database (`tunterm fdb` lists them).
+    pub fdb_entries: usize,
     /// The XDP fast path (mode `off` and nothing else when it is off).
     pub fast_path: FastPathStats,
     /// The state kept for a restart, and what this run took back.
@@ -263,6 +275,8 @@ pub struct Stats {
     pub operations: OperationCounters,
     /// Host ports, extra routes, DHCP relay, reloads.
     pub services: services::ServicesStats,
+    /// The control socket: connections, refusals, subscriptions.
+    pub control: crate::api::ControlStats,
 }
 
 /// The tunnel sockets, by carrier and address family.
@@ -316,6 +330,8 @@ struct Dataplane {
     operations: Operations,
     /// Host ports, routes, DHCP relay.
     svc: services::Services,
+    /// The control socket's side in the loop: events, counters, digest.
+    control: control::Control,
 }
 
 /// The tunnels' MTUs: each mxtunnel's `mtu` (by profile index), the AP
@@ -374,6 +390,8 @@ impl Dataplane {
         let tunnels = self.endpoint.stats(now);
         Stats {
             name: self.name.clone(),
+            version: crate::api::DAEMON_VERSION.to_string(),
+            config_digest: self.control.config_digest.clone(),
             uptime: (now - self.started).as_secs(),
             num_tunnels: tunnels.len(),
             tunnels,
@@ -393,24 +411,7 @@ impl Dataplane {
                 forward: self.fwd.counters().clone(),
                 ..self.io.clone()
             },
-            fdb: self
-                .switch
-                .fdb()
-                .map(|(vlan, mac, port)| FdbEntry {
-                    vlan,
-                    mac: mac.to_string(),
-                    port: if port == TRUNK {
-                        "trunk".into()
-                    } else if tunterm_core::proto::bridge::is_host_port(port) {
-                        format!(
-                            "host:{}",
-                            port.0 - tunterm_core::proto::bridge::HOST_PORT_BASE
-                        )
-                    } else {
-                        port.0.to_string()
-                    },
-                })
-                .collect(),
+            fdb_entries: self.switch.fdb_len(),
             fast_path: self.fast.as_ref().map_or_else(
                 || FastPathStats {
                     mode: FastPathMode::Off.to_string(),
@@ -422,6 +423,7 @@ impl Dataplane {
             monitoring: self.monitor.stats(now),
             operations: self.operations.counters().clone(),
             services: self.svc.stats(),
+            control: self.control.stats(),
         }
     }
 
@@ -646,16 +648,35 @@ impl Dataplane {
                     ccid,
                     peer,
                     host_name,
-                } => info!(tunnel_id = ccid, %peer, ap = %host_name, "tunnel up"),
+                } => {
+                    info!(tunnel_id = ccid, %peer, ap = %host_name, "tunnel up");
+                    self.control.emit(|| ApiEvent::TunnelUp {
+                        tunnel_id: ccid,
+                        peer: peer.to_string(),
+                        ap: host_name,
+                    });
+                }
                 Event::TunnelDown {
                     ccid,
                     peer,
                     was_up,
                     reason,
-                } => info!(tunnel_id = ccid, %peer, was_up, reason = ?reason, "tunnel down"),
+                } => {
+                    info!(tunnel_id = ccid, %peer, was_up, reason = ?reason, "tunnel down");
+                    self.control.emit(|| ApiEvent::TunnelDown {
+                        tunnel_id: ccid,
+                        peer: peer.to_string(),
+                        was_up,
+                        reason: control::close_reason(&reason),
+                    });
+                }
                 Event::SessionUp { ccid, session_id } => {
                     self.sessions_changed = true;
-                    self.session_up(ccid, session_id)
+                    self.session_up(ccid, session_id);
+                    self.control.emit(|| ApiEvent::SessionUp {
+                        tunnel_id: ccid,
+                        session_id,
+                    });
                 }
                 Event::SessionDown {
                     ccid,
@@ -665,6 +686,12 @@ impl Dataplane {
                     self.sessions_changed = true;
                     let flushed = self.switch.remove_port(PortId(session_id));
                     info!(tunnel_id = ccid, session_id, flushed_macs = flushed, reason = ?reason, "session down");
+                    self.control.emit(|| ApiEvent::SessionDown {
+                        tunnel_id: ccid,
+                        session_id,
+                        reason: control::close_reason(&reason),
+                        flushed_macs: flushed,
+                    });
                 }
                 Event::PeerCdn { .. } => {}
             }
@@ -683,13 +710,30 @@ impl Dataplane {
                             untagged_vlan: Some(m.default_vlan),
                         },
                     );
+                    self.control.emit(|| ApiEvent::PeerAdded {
+                        port: port.0,
+                        ap: peer.addr.to_string(),
+                        key: peer.key,
+                    });
                 }
                 GreEvent::PeerDown { port, peer, reason } => {
                     self.sessions_changed = true;
                     let flushed = self.switch.remove_port(port);
                     info!(port = port.0, ap = %peer.addr, flushed_macs = flushed, reason = ?reason, "mGRE peer down");
+                    self.control.emit(|| ApiEvent::PeerRemoved {
+                        port: port.0,
+                        ap: peer.addr.to_string(),
+                        reason: format!("{reason:?}").to_lowercase(),
+                        flushed_macs: flushed,
+                    });
                 }
             }
+        }
+        for (healthy, failing) in self.monitor.take_health_changes() {
+            self.control.emit(|| ApiEvent::Health {
+                state: if healthy { "healthy" } else { "failed" }.into(),
+                failing,
+            });
         }
     }
 
@@ -837,17 +881,6 @@ impl Dataplane {
         }
     }
 
-    /// An operation from the control socket (`disconnect-aps`, `preempt`).
-    fn operation(&mut self, line: &str) -> String {
-        let now = Instant::now();
-        let reply = self
-            .operations
-            .run(line, now, &mut self.endpoint, &self.cfg);
-        self.flush_control();
-        self.handle_events();
-        reply
-    }
-
     /// A probe of the upstream monitoring answered.
     fn on_probe_result(&mut self, r: ProbeResult) {
         let now = Instant::now();
@@ -917,14 +950,6 @@ fn send_tunnel_batch(
     }
 }
 
-fn bind_control_socket(path: &Path) -> anyhow::Result<UnixListener> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let _ = std::fs::remove_file(path);
-    UnixListener::bind(path).with_context(|| format!("binding control socket {}", path.display()))
-}
-
 /// The state file at `path`: None if there is none.
 fn read_state(path: &Path) -> anyhow::Result<Option<SavedState>> {
     let text = match std::fs::read_to_string(path) {
@@ -984,23 +1009,6 @@ fn pin_dir_for(opts: &DaemonOptions) -> anyhow::Result<Option<PathBuf>> {
         dir.display(),
         dir.display()
     )
-}
-
-/// Ask a running daemon for its stats over its control socket.
-pub async fn query_stats(path: &Path) -> anyhow::Result<String> {
-    request(path, "stats").await
-}
-
-/// Send one command line (`stats`, `disconnect-aps {...}`, `preempt`) to
-/// a running daemon's control socket; its JSON reply.
-pub async fn request(path: &Path, line: &str) -> anyhow::Result<String> {
-    let mut s = tokio::net::UnixStream::connect(path)
-        .await
-        .with_context(|| format!("connecting to {} (is tunterm running?)", path.display()))?;
-    s.write_all(format!("{line}\n").as_bytes()).await?;
-    let mut out = String::new();
-    tokio::io::AsyncReadExt::read_to_string(&mut s, &mut out).await?;
-    Ok(out)
 }
 
 /// The smallest MTU of the AP-facing interfaces: what too-big replies and
@@ -1114,7 +1122,7 @@ pub async fn run(
     let trunk = PacketSocket::bind_with_rx_ring(&upstream)
         .with_context(|| format!("opening the upstream trunk {upstream}"))?;
     let trunk = Rc::new(trunk.into_async()?);
-    let control = bind_control_socket(&opts.control_socket)?;
+    let listener = control::bind(&opts.control_socket, opts.control_group.as_deref())?;
     // Ids and cookies from a CSPRNG seeded by the OS: a cookie is all that
     // authenticates a data message, so no AP may predict another's.
     let mut seed = [0u8; 32];
@@ -1147,6 +1155,7 @@ pub async fn run(
         },
     )?;
     let (monitor, mut probe_results) = UpstreamMonitor::new(Instant::now(), &cfg, &opts.monitor);
+    let (control, mut control_jobs) = control::serve(listener, crate::api::config_digest(&cfg.raw));
     let link_mtu = link_mtu_of(&downstream)?;
     let mut dp = Dataplane {
         name: cfg.name.clone(),
@@ -1174,6 +1183,7 @@ pub async fn run(
         monitor,
         operations: Operations::new(operations_seed),
         svc,
+        control,
         cfg,
     };
     dp.restore(Instant::now());
@@ -1195,8 +1205,8 @@ pub async fn run(
         control_socket = %opts.control_socket.display(),
         "tunterm running"
     );
+    control::announce(&opts.control_socket, opts.control_group.as_deref());
     let mut buf = RecvBatch::new(BATCH, BUF_LEN);
-    let (ops_tx, mut ops_rx) = tokio::sync::mpsc::unbounded_channel::<Operation>();
     // Every tunnel socket and the trunk: one source each, with a budget
     // per turn (inputs.rs).
     let mut inputs = inputs::Inputs::new(&dp, true);
@@ -1227,12 +1237,7 @@ pub async fn run(
             exit = &mut shutdown => break exit,
             _ = hangup.recv() => dp.reload(opts.config.as_deref()),
             Some(r) = probe_results.recv() => dp.on_probe_result(r),
-            Some((line, reply)) = ops_rx.recv() => { let _ = reply.send(dp.operation(&line)); }
-            conn = control.accept() => {
-                if let Ok((stream, _)) = conn {
-                    serve_control(&dp, stream, ops_tx.clone());
-                }
-            }
+            Some(job) = control_jobs.recv() => dp.control_job(job),
             what = crate::io::hostport::readable(&taps, &relays) => dp.drain_services(what),
             r = inputs.readable() => r?,
             _ = tokio::time::sleep_until(wake.into()) => {}
@@ -1310,37 +1315,6 @@ pub async fn run(
     }
     let _ = std::fs::remove_file(&opts.control_socket);
     Ok(())
-}
-
-/// A control-socket line for the event loop, and where its reply goes.
-type Operation = (String, tokio::sync::oneshot::Sender<String>);
-
-fn serve_control(
-    dp: &Dataplane,
-    stream: tokio::net::UnixStream,
-    ops: tokio::sync::mpsc::UnboundedSender<Operation>,
-) {
-    // The snapshot is taken now, in the loop; writing it out happens beside.
-    let snapshot = serde_json::to_string_pretty(&dp.stats(Instant::now()))
-        .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
-    tokio::spawn(async move {
-        let (rd, mut wr) = stream.into_split();
-        let mut line = String::new();
-        let mut rd = BufReader::new(rd);
-        let _ = tokio::time::timeout(Duration::from_secs(2), rd.read_line(&mut line)).await;
-        let reply = match line.trim() {
-            "stats" | "" => snapshot,
-            // Operations change the tunnels: the loop runs them.
-            other => {
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                let _ = ops.send((other.to_string(), tx));
-                rx.await
-                    .unwrap_or_else(|_| "{\"error\":\"daemon stopping\"}".into())
-            }
-        };
-        let _ = wr.write_all(reply.as_bytes()).await;
-        let _ = wr.write_all(b"\n").await;
-    });
 }
 
 #[cfg(test)]

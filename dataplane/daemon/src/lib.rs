@@ -6,6 +6,7 @@
 //! The protocol logic is sans-IO, in [`tunterm_core`] (`wire`, `proto`);
 //! this crate owns every file descriptor and drives it:
 //!
+//! - [`api`]: the control socket's protocol and its one client.
 //! - [`io`]: sockets, AF_PACKET, TAP, netlink, XDP loading.
 //! - [`driver`]: the daemon's event loop (read → proto → write, timers).
 //! - [`monitoring`]: the probes of upstream monitoring.
@@ -14,6 +15,7 @@
 //! The netns lab and the AP simulator are in the `tunterm-lab` crate: test
 //! and demo infrastructure, not part of this crate's API.
 
+pub mod api;
 pub mod driver;
 pub mod io;
 pub mod monitoring;

@@ -78,6 +78,9 @@ pub struct UpstreamMonitor {
     /// edge's name, so two edges on one segment differ).
     arp_mac: MacAddr,
     seq: u16,
+    /// Changes of health not yet taken (for the event stream): healthy,
+    /// and the failing checks.
+    changes: Vec<(bool, Vec<String>)>,
 }
 
 /// The edge's address on `vlan` (`tunterm_other_ip_configs`).
@@ -171,6 +174,7 @@ impl UpstreamMonitor {
                 arp_pending: Vec::new(),
                 arp_mac: MacAddr([0x02, 0x7e, h[0], h[1], h[2], h[3]]),
                 seq: 0,
+                changes: Vec::new(),
             },
             rx,
         )
@@ -294,6 +298,7 @@ impl UpstreamMonitor {
             changed = true;
             match ev {
                 MonitorEvent::Down { failing } => {
+                    self.note_change(false, failing.clone());
                     tracing::warn!(
                         failing = %failing.join(", "),
                         tunnels = endpoint.conn_count(),
@@ -310,6 +315,7 @@ impl UpstreamMonitor {
                     gre.remove_all();
                 }
                 MonitorEvent::Up => {
+                    self.note_change(true, Vec::new());
                     tracing::info!("upstream monitoring passes again: taking tunnels");
                     endpoint.set_accepting(true);
                     gre.set_accepting(true);
@@ -317,6 +323,21 @@ impl UpstreamMonitor {
             }
         }
         changed
+    }
+
+    /// Keep a change of health for [`UpstreamMonitor::take_health_changes`]
+    /// (the last few only: a reader that never comes loses the oldest).
+    fn note_change(&mut self, healthy: bool, failing: Vec<String>) {
+        if self.changes.len() >= 16 {
+            self.changes.remove(0);
+        }
+        self.changes.push((healthy, failing));
+    }
+
+    /// The changes of health since the last call: healthy, and the
+    /// failing checks.
+    pub fn take_health_changes(&mut self) -> Vec<(bool, Vec<String>)> {
+        std::mem::take(&mut self.changes)
     }
 }
 

@@ -1,12 +1,12 @@
 //! Operations on the daemon's tunnels, asked for over the control socket
-//! (later by the agent, as the Mist API's `disconnect_aps` and
-//! `preempt_aps`):
+//! ([`crate::api::Request`]; later by the agent, as the Mist API's
+//! `disconnect_aps` and `preempt_aps`):
 //!
-//! - `disconnect-aps {"macs": [...]}` closes the L2TP tunnels of the APs
-//!   whose Host Name is one of these MACs (any usual spelling);
-//!   `disconnect-aps {"percentage": 25}` (used when `macs` is empty) closes
-//!   that share of the established tunnels, rounded up, chosen at random.
-//! - `preempt` (optionally `{"site_id": "..."}`) closes the tunnels of APs
+//! - `disconnect-aps` with `"macs": [...]` closes the L2TP tunnels of the
+//!   APs whose Host Name is one of these MACs (any usual spelling); with
+//!   `"percentage": 25` (used when `macs` is empty) it closes that share of
+//!   the established tunnels, rounded up, chosen at random.
+//! - `preempt` (optionally with `"site_id": "..."`) closes the tunnels of APs
 //!   for which this edge is not the preferred one: the first of the AP's
 //!   own ordering of `mxcluster.tunterm_hosts`
 //!   ([`tunterm_control::hosts::host_order`], the function the AP
@@ -26,11 +26,12 @@ use tunterm_control::hosts::{HostsKey, host_order};
 use tunterm_control::mac::MacAddr;
 use tunterm_control::{EdgeConfig, HostsSelection};
 
+use crate::api::DisconnectReport;
 use tunterm_core::proto::l2tp::Endpoint;
 use tunterm_core::wire::l2tp::stopccn;
 
 /// Counters of the operations, in `tunterm stats` (`operations`).
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct OperationCounters {
     /// `disconnect-aps` requests served.
     pub disconnect_requests: u64,
@@ -45,7 +46,7 @@ pub struct OperationCounters {
 }
 
 /// Arguments of `disconnect-aps`.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DisconnectRequest {
     /// AP MACs.
@@ -55,7 +56,7 @@ pub struct DisconnectRequest {
 }
 
 /// Arguments of `preempt`.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PreemptRequest {
     /// Site of the APs, for `shuffle-by-site`.
@@ -63,7 +64,7 @@ pub struct PreemptRequest {
 }
 
 /// What `preempt` did.
-#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct PreemptReport {
     /// APs whose tunnel was closed (their Host Names).
     pub preempted_aps: Vec<String>,
@@ -231,79 +232,73 @@ impl Operations {
         &self.counters
     }
 
-    /// Run one control-socket line (`disconnect-aps …`, `preempt …`)
-    /// against the endpoint; the JSON reply. The caller then flushes the
-    /// endpoint's StopCCNs and events.
-    pub fn run(
+    /// `disconnect-aps`: close the chosen APs' tunnels (StopCCN). The
+    /// caller then flushes the endpoint's StopCCNs and events.
+    pub fn disconnect(
         &mut self,
-        line: &str,
+        req: &DisconnectRequest,
         now: Instant,
         endpoint: &mut Endpoint,
         cfg: &EdgeConfig,
-    ) -> String {
+    ) -> Result<DisconnectReport, String> {
+        let tunnels = ap_tunnels(endpoint, cfg, now);
         let rng = &mut self.rng;
-        run(line, now, endpoint, cfg, &mut self.counters, || {
-            // xorshift64: spread, not secrecy.
-            *rng ^= *rng << 13;
-            *rng ^= *rng >> 7;
-            *rng ^= *rng << 17;
-            *rng
-        })
+        let close = select_disconnect(&tunnels, req, |n| (xorshift(rng) % n as u64) as usize)
+            .inspect_err(|_| self.counters.refused += 1)?;
+        self.counters.disconnect_requests += 1;
+        self.counters.aps_disconnected += close.len() as u64;
+        let report = DisconnectReport {
+            disconnected_aps: close.iter().map(|&i| tunnels[i].ap.clone()).collect(),
+        };
+        close_tunnels(
+            &tunnels,
+            &close,
+            now,
+            endpoint,
+            "disconnected by the operator",
+        );
+        Ok(report)
+    }
+
+    /// `preempt`: close the tunnels of APs whose preferred edge is another.
+    /// The caller then flushes the endpoint's StopCCNs and events.
+    pub fn preempt(
+        &mut self,
+        req: &PreemptRequest,
+        now: Instant,
+        endpoint: &mut Endpoint,
+        cfg: &EdgeConfig,
+    ) -> Result<PreemptReport, String> {
+        let tunnels = ap_tunnels(endpoint, cfg, now);
+        let (close, report) =
+            select_preempt(&tunnels, cfg, req).inspect_err(|_| self.counters.refused += 1)?;
+        self.counters.preempt_requests += 1;
+        self.counters.aps_preempted += close.len() as u64;
+        let why = "preempted: the AP's preferred edge is another";
+        close_tunnels(&tunnels, &close, now, endpoint, why);
+        Ok(report)
     }
 }
 
-fn run(
-    line: &str,
+/// xorshift64: spread, not secrecy.
+fn xorshift(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+fn close_tunnels(
+    tunnels: &[ApTunnel],
+    close: &[usize],
     now: Instant,
     endpoint: &mut Endpoint,
-    cfg: &EdgeConfig,
-    counters: &mut OperationCounters,
-    mut random: impl FnMut() -> u64,
-) -> String {
-    let (cmd, args) = line.split_once(' ').unwrap_or((line, ""));
-    let args = if args.trim().is_empty() { "{}" } else { args };
-    let tunnels = ap_tunnels(endpoint, cfg, now);
-    let result: Result<(Vec<usize>, serde_json::Value), String> = match cmd {
-        "disconnect-aps" => serde_json::from_str::<DisconnectRequest>(args)
-            .map_err(|e| format!("disconnect-aps arguments: {e}"))
-            .and_then(|req| select_disconnect(&tunnels, &req, |n| (random() % n as u64) as usize))
-            .map(|close| {
-                counters.disconnect_requests += 1;
-                counters.aps_disconnected += close.len() as u64;
-                let aps: Vec<&str> = close.iter().map(|&i| tunnels[i].ap.as_str()).collect();
-                let reply = serde_json::json!({ "disconnected_aps": aps });
-                (close, reply)
-            }),
-        "preempt" => serde_json::from_str::<PreemptRequest>(args)
-            .map_err(|e| format!("preempt arguments: {e}"))
-            .and_then(|req| select_preempt(&tunnels, cfg, &req))
-            .map(|(close, report)| {
-                counters.preempt_requests += 1;
-                counters.aps_preempted += close.len() as u64;
-                (close, serde_json::json!(report))
-            }),
-        other => Err(format!(
-            "unknown command {other:?}; try stats, disconnect-aps, preempt"
-        )),
-    };
-    match result {
-        Ok((close, reply)) => {
-            let why = if cmd == "preempt" {
-                "preempted: the AP's preferred edge is another"
-            } else {
-                "disconnected by the operator"
-            };
-            for i in close {
-                let t = &tunnels[i];
-                tracing::info!(tunnel_id = t.ccid, ap = %t.ap, "{why}");
-                endpoint.close(now, t.ccid, stopccn::CLEAR, why);
-            }
-            reply.to_string()
-        }
-        Err(e) => {
-            counters.refused += 1;
-            serde_json::json!({ "error": e }).to_string()
-        }
+    why: &str,
+) {
+    for &i in close {
+        let t = &tunnels[i];
+        tracing::info!(tunnel_id = t.ccid, ap = %t.ap, "{why}");
+        endpoint.close(now, t.ccid, stopccn::CLEAR, why);
     }
 }
 

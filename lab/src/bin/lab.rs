@@ -181,17 +181,10 @@ fn demo(args: DemoArgs) -> anyhow::Result<()> {
         "io:     trunk rx {} tx {}  tunnel tx {}",
         io["trunk_rx"], io["trunk_tx"], io["tunnel_tx"]
     );
-    println!(
-        "fdb:    {} MACs",
-        stats["fdb"].as_array().map_or(0, Vec::len)
-    );
-    for e in stats["fdb"].as_array().into_iter().flatten() {
-        println!(
-            "        vlan {:>4}  {}  port {}",
-            e["vlan"],
-            e["mac"].as_str().unwrap_or("?"),
-            e["port"].as_str().unwrap_or("?")
-        );
+    let fdb = lab.edge_fdb()?;
+    println!("fdb:    {} MACs", fdb.len());
+    for e in &fdb {
+        println!("        vlan {:>4}  {}  port {}", e.vlan, e.mac, e.port);
     }
     if args.hold > 0 {
         println!(

@@ -14,7 +14,7 @@
 use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tunterm_control::VlanSet;
 use tunterm_control::vlan::{VLAN_MAX, VLAN_MIN};
 
@@ -105,7 +105,7 @@ pub enum Verdict {
 }
 
 /// Counters of the switch (monotonic).
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct SwitchCounters {
     /// Frames forwarded to one port.
     pub forwarded: u64,

@@ -31,7 +31,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::proto::bridge::PortId;
 use crate::wire::dhcp::{
@@ -61,7 +61,7 @@ pub struct VlanRelay {
 }
 
 /// Counters of the relay agent (monotonic, except `pending`).
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct RelayCounters {
     /// Client messages taken to be relayed.
     pub client_rx: u64,

@@ -162,7 +162,7 @@ pub enum GreEvent {
 }
 
 /// Counters of the endpoint (monotonic).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct GreCounters {
     /// Packets given to [`GreEndpoint::handle_packet`].
     pub rx_packets: u64,

@@ -15,7 +15,9 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
 
 /// Settings of a [`Monitor`].
 #[derive(Clone, Debug)]
@@ -57,12 +59,12 @@ pub enum MonitorEvent {
 }
 
 /// Per-check state, for `tunterm stats`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CheckStats {
     /// What is checked.
     pub name: String,
     /// `ok` or `failed`.
-    pub state: &'static str,
+    pub state: Cow<'static, str>,
     /// Probes sent.
     pub probes: u64,
     /// Probes that failed (no answer in time, refused, error).
@@ -74,10 +76,10 @@ pub struct CheckStats {
 }
 
 /// The monitor's state, for `tunterm stats`.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct MonitorStats {
     /// `none` (no check configured), `healthy` or `failed`.
-    pub state: &'static str,
+    pub state: Cow<'static, str>,
     /// Seconds since the last change of state (None: none yet).
     pub last_change_ago: Option<f64>,
     /// Changes to failed so far.
@@ -269,7 +271,8 @@ impl Monitor {
                 (true, _) => "none",
                 (false, true) => "healthy",
                 (false, false) => "failed",
-            },
+            }
+            .into(),
             last_change_ago: self.last_change.map(ago),
             went_down: self.went_down,
             came_up: self.came_up,
@@ -278,7 +281,7 @@ impl Monitor {
                 .iter()
                 .map(|c| CheckStats {
                     name: c.spec.name.clone(),
-                    state: if c.failed { "failed" } else { "ok" },
+                    state: if c.failed { "failed" } else { "ok" }.into(),
                     probes: c.probes,
                     probe_failures: c.probe_failures,
                     last_result: c.last_result.clone(),
@@ -351,7 +354,7 @@ mod tests {
             })
         );
         let s = m.stats(t);
-        assert_eq!((s.state, s.went_down), ("failed", 1));
+        assert_eq!((s.state.as_ref(), s.went_down), ("failed", 1));
         assert_eq!(s.checks[1].state, "failed");
         assert_eq!(s.checks[1].last_result, "timeout");
         // One answer is not enough to come back.

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::rc::Rc;
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::io::unix::AsyncFd;
 use tracing::{info, warn};
 use tunterm_control::EdgeConfig;
@@ -116,7 +116,7 @@ pub(super) fn is_local(ip: Ipv4Addr) -> bool {
 }
 
 /// Errors and reloads, for the stats.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct ServiceCounters {
     /// Host ports that could not be made (see the log).
     pub host_port_errors: u64,
@@ -135,7 +135,7 @@ pub struct ServiceCounters {
 }
 
 /// One host port in the stats.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct HostPortStats {
     /// VLAN.
     pub vlan: u16,
@@ -153,7 +153,7 @@ pub struct HostPortStats {
 }
 
 /// One relayed VLAN in the stats.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RelayVlanStats {
     /// VLAN.
     pub vlan: u16,
@@ -164,7 +164,7 @@ pub struct RelayVlanStats {
 }
 
 /// The `services` section of `tunterm stats`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ServicesStats {
     /// Host ports.
     pub host_ports: Vec<HostPortStats>,
@@ -456,13 +456,26 @@ impl Dataplane {
         let want = desired(&new, self.svc.ip_config_port);
         self.svc.apply(&mut self.switch, &self.cfg, want);
         self.svc.counters.reloads += 1;
-        info!(file = %path.display(), "configuration reloaded");
+        self.control.config_digest = crate::api::config_digest(&new.raw);
+        info!(file = %path.display(), config_digest = %self.control.config_digest, "configuration reloaded");
+        let digest = &self.control.config_digest;
+        self.control.emit(|| crate::api::EventKind::Reload {
+            ok: true,
+            error: None,
+            config_digest: digest.clone(),
+        });
     }
 
     fn reload_failed(&mut self, why: &str) {
         self.svc.counters.reload_errors += 1;
         self.svc.counters.last_reload_error = Some(why.to_string());
         warn!(error = %why, "reload refused; the running configuration stays");
+        let digest = &self.control.config_digest;
+        self.control.emit(|| crate::api::EventKind::Reload {
+            ok: false,
+            error: Some(why.to_string()),
+            config_digest: digest.clone(),
+        });
     }
 
     /// Read what became readable: frames of a host port into the switch,

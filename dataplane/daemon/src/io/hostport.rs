@@ -60,7 +60,7 @@ impl HostPortSpec {
 }
 
 /// Per host port counters.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
 pub struct HostPortCounters {
     /// Frames the kernel sent out of the device (into the switch).
     pub rx: u64,

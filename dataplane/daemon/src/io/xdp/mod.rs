@@ -23,6 +23,7 @@
 
 pub mod mirror;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::fmt;
@@ -157,7 +158,7 @@ counter_names! {
 }
 
 /// The fast path in the stats document.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
 pub struct FastPathStats {
     /// `off`, `xdp-native` or `xdp-generic`.
     pub mode: String,
@@ -183,7 +184,7 @@ pub struct FastPathStats {
     /// encapsulation, whose UDP checksum XDP does not compute),
     /// `slot_taken` (another live session's id has the same low 16 bits,
     /// the index of the fast path's session arrays).
-    pub slow: BTreeMap<&'static str, usize>,
+    pub slow: BTreeMap<Cow<'static, str>, usize>,
     /// Map writes or deletes the kernel refused.
     pub map_errors: u64,
     /// Where programs, links and maps are pinned (empty: not pinned, no
@@ -200,7 +201,7 @@ pub struct FastPathStats {
     /// `trunk_*` of `xdp_trunk_rx`; `*_rx` every packet, `*_redirect`
     /// forwarded in XDP, `*_pass_*` handed to the slow path and why,
     /// `*_drop_*` dropped and why.
-    pub counters: BTreeMap<&'static str, u64>,
+    pub counters: BTreeMap<Cow<'static, str>, u64>,
 }
 
 fn slow_reason(r: NotFast) -> &'static str {
@@ -752,7 +753,7 @@ impl FastPath {
                 },
             }
         }
-        self.stats.slow = slow;
+        self.stats.slow = slow.into_iter().map(|(k, n)| (k.into(), n)).collect();
         let mut errors = 0;
         match self.progs.sessions() {
             Ok(mut m) => errors += self.sessions.sync(&mut m, sessions, bytes_eq).errors,
@@ -882,7 +883,7 @@ impl FastPath {
         let c = self.progs.counters().unwrap_or(Counters([0; COUNTERS]));
         s.counters = COUNTER_NAMES
             .iter()
-            .map(|&(k, name)| (name, c.get(k)))
+            .map(|&(k, name)| (name.into(), c.get(k)))
             .collect();
         s
     }
