@@ -21,6 +21,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use etherparse::{EtherType, Ethernet2Header, SingleVlanHeader, VlanId};
 use tunterm_control::VlanSet;
 use tunterm_core::forward::{
     Actions, EdgeTunnels, ForwardConfig, Forwarder, NoTap, Outcome, Ports, TunnelMtus,
@@ -30,7 +31,7 @@ use tunterm_core::proto::gre::{GreConfig, GreEndpoint};
 use tunterm_core::proto::l2tp::{
     AdmissionConfig, Endpoint, EndpointConfig, Event, Incoming, PwProfile, SessionRequest,
 };
-use tunterm_core::wire::ether;
+use tunterm_core::wire::ether::MacAddr;
 use tunterm_core::wire::l2tp::{self, Transport, pw};
 
 const SESSIONS: usize = 1_000;
@@ -58,20 +59,76 @@ fn vlans(ids: &[u16]) -> VlanSet {
     s
 }
 
-fn frame(dst: [u8; 6], src: [u8; 6], tag: Option<u16>, len: usize) -> Vec<u8> {
-    let mut f = dst.to_vec();
-    f.extend_from_slice(&src);
-    if let Some(v) = tag {
-        f.extend_from_slice(&ether::TPID_8021Q.to_be_bytes());
-        f.extend_from_slice(&v.to_be_bytes());
+/// An IPv4-typed frame (on VLAN `vid` if given) padded to `len` bytes.
+fn frame(dst: MacAddr, src: MacAddr, vid: Option<u16>, len: usize) -> Vec<u8> {
+    let mut eth = Ethernet2Header {
+        source: src.octets(),
+        destination: dst.octets(),
+        ether_type: EtherType::IPV4,
+    };
+    let mut f = Vec::with_capacity(len);
+    if let Some(v) = vid {
+        eth.ether_type = EtherType::VLAN_TAGGED_FRAME;
+        f.extend_from_slice(&eth.to_bytes());
+        let tag = SingleVlanHeader {
+            vlan_id: VlanId::try_new(v).expect("a valid VLAN id"),
+            ether_type: EtherType::IPV4,
+            ..SingleVlanHeader::default()
+        };
+        f.extend_from_slice(&tag.to_bytes());
+    } else {
+        f.extend_from_slice(&eth.to_bytes());
     }
-    f.extend_from_slice(&[0x08, 0x00]);
     f.resize(len, 0x5a);
     f
 }
 
-fn client_mac(s: usize, m: usize) -> [u8; 6] {
-    [0x02, 0, (s >> 8) as u8, s as u8, 0, m as u8]
+fn client_mac(s: usize, m: usize) -> MacAddr {
+    MacAddr([0x02, 0, (s >> 8) as u8, s as u8, 0, m as u8])
+}
+
+/// A switch with the trunk (VLANs 10 and 20, native 1) and [`TRUNK_HOST`]
+/// learned on VLAN 10.
+fn trunk_switch(now: Instant) -> Switch {
+    let mut switch = Switch::new(DEFAULT_AGING);
+    switch.add_port(
+        TRUNK,
+        PortConfig {
+            vlans: vlans(&[10, 20]),
+            untagged_vlan: Some(1),
+        },
+    );
+    let _ = switch.ingress(
+        now,
+        TRUNK,
+        &frame(MacAddr::BROADCAST, TRUNK_HOST, Some(10), 64),
+    );
+    switch
+}
+
+/// Add session `s`'s port (VLANs 10 and 20, native 10), learn its clients'
+/// MACs behind it, and push a trunk frame of `frame_len` bytes (tagged VLAN
+/// 10) to each of them onto `downlink`.
+fn add_session(
+    switch: &mut Switch,
+    now: Instant,
+    port: PortId,
+    s: usize,
+    frame_len: usize,
+    downlink: &mut Vec<Vec<u8>>,
+) {
+    switch.add_port(
+        port,
+        PortConfig {
+            vlans: vlans(&[10, 20]),
+            untagged_vlan: Some(10),
+        },
+    );
+    for m in 0..MACS_PER_SESSION {
+        let hello = frame(MacAddr::BROADCAST, client_mac(s, m), None, 64);
+        let _ = switch.ingress(now, port, &hello);
+        downlink.push(frame(client_mac(s, m), TRUNK_HOST, Some(10), frame_len + 4));
+    }
 }
 
 /// The switch alone, populated as [`setup`] leaves it but with no L2TP
@@ -86,7 +143,7 @@ struct SwitchBed {
     broadcast: Vec<(PortId, Vec<u8>)>,
 }
 
-const TRUNK_HOST: [u8; 6] = [0x02, 0xee, 0, 0, 0, 1];
+const TRUNK_HOST: MacAddr = MacAddr([0x02, 0xee, 0, 0, 0, 1]);
 
 /// Session ports as the edge numbers them: any non-zero u32.
 fn session_port(s: usize) -> PortId {
@@ -94,32 +151,16 @@ fn session_port(s: usize) -> PortId {
 }
 
 fn setup_switch(now: Instant, frame_len: usize) -> SwitchBed {
-    let mut switch = Switch::new(DEFAULT_AGING);
-    switch.add_port(
-        TRUNK,
-        PortConfig {
-            vlans: vlans(&[10, 20]),
-            untagged_vlan: Some(1),
-        },
-    );
-    let _ = switch.ingress(now, TRUNK, &frame([0xff; 6], TRUNK_HOST, Some(10), 64));
+    let mut switch = trunk_switch(now);
     let (mut uplink, mut downlink, mut broadcast) = (vec![], vec![], vec![]);
     for s in 0..SESSIONS {
         let port = session_port(s);
-        switch.add_port(
-            port,
-            PortConfig {
-                vlans: vlans(&[10, 20]),
-                untagged_vlan: Some(10),
-            },
-        );
-        for m in 0..MACS_PER_SESSION {
-            let hello = frame([0xff; 6], client_mac(s, m), None, 64);
-            let _ = switch.ingress(now, port, &hello);
-            downlink.push(frame(client_mac(s, m), TRUNK_HOST, Some(10), frame_len + 4));
-        }
+        add_session(&mut switch, now, port, s, frame_len, &mut downlink);
         uplink.push((port, frame(TRUNK_HOST, client_mac(s, 0), None, frame_len)));
-        broadcast.push((port, frame([0xff; 6], client_mac(s, 1), None, frame_len)));
+        broadcast.push((
+            port,
+            frame(MacAddr::BROADCAST, client_mac(s, 1), None, frame_len),
+        ));
     }
     assert_eq!(switch.fdb_len(), SESSIONS * MACS_PER_SESSION + 1);
     assert_eq!(switch.vlan_ports(10).len(), SESSIONS + 1);
@@ -237,24 +278,10 @@ fn setup(frame_len: usize) -> Bed {
             break;
         }
     }
-    let mut switch = Switch::new(Duration::from_secs(300));
-    switch.add_port(
-        TRUNK,
-        PortConfig {
-            vlans: vlans(&[10, 20]),
-            untagged_vlan: Some(1),
-        },
-    );
+    let mut switch = trunk_switch(now);
     let mut edge_sids = vec![];
     while let Some(e) = edge.poll_event() {
         if let Event::SessionUp { session_id, .. } = e {
-            switch.add_port(
-                PortId(session_id),
-                PortConfig {
-                    vlans: vlans(&[10, 20]),
-                    untagged_vlan: Some(10),
-                },
-            );
             edge_sids.push(session_id);
         }
     }
@@ -268,21 +295,23 @@ fn setup(frame_len: usize) -> Bed {
     // Pair AP-side and edge-side views of each session.
     let mut uplink = vec![];
     let mut downlink = vec![];
-    let trunk_host = [0x02, 0xee, 0, 0, 0, 1];
-    let _ = switch.ingress(now, TRUNK, &frame([0xff; 6], trunk_host, Some(10), 64));
     for (i, &ap_sid) in ap_sids.iter().enumerate() {
         let s = ap.session(ap_sid).unwrap();
         // The AP's remote session id is the edge's local one.
         let edge_sid = s.remote_sid;
-        for m in 0..MACS_PER_SESSION {
-            let _ = switch.ingress(
-                now,
-                PortId(edge_sid),
-                &frame([0xff; 6], client_mac(i, m), None, 64),
-            );
-            downlink.push(frame(client_mac(i, m), trunk_host, Some(10), frame_len + 4));
-        }
-        let inner = frame(trunk_host, client_mac(i, 0), None, frame_len);
+        assert!(
+            edge_sids.contains(&edge_sid),
+            "the edge has the AP's session"
+        );
+        add_session(
+            &mut switch,
+            now,
+            PortId(edge_sid),
+            i,
+            frame_len,
+            &mut downlink,
+        );
+        let inner = frame(TRUNK_HOST, client_mac(i, 0), None, frame_len);
         let mut msg = vec![0; l2tp::data_header_len(Transport::Udp, s.cookie_tx.len())];
         l2tp::emit_data_header(Transport::Udp, s.remote_sid, &s.cookie_tx, &mut msg);
         msg.extend_from_slice(&inner);

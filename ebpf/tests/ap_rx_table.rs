@@ -22,6 +22,7 @@ use std::time::Duration;
 use common::lab::{self, EDGE, HOST, LEN, Lab, Slow, Tunnel, gre_from, vlans};
 use common::mirror::{self, NotFast};
 use common::packets::{self, Ip, Ip6, Mac};
+use etherparse::TcpHeader;
 use tunterm_core::proto::bridge::{DropReason, PortConfig};
 use tunterm_core::proto::gre::GreDrop;
 use tunterm_core::proto::l2tp::{DataDrop, DataSession, SessionState};
@@ -1028,18 +1029,10 @@ fn six(t: &Tunnel, ext: Option<u8>, msg: impl FnOnce(&[u8]) -> Vec<u8>, frame: &
 
 /// An untagged frame to HOST carrying an IPv4 TCP SYN without options.
 fn tcp_syn(src: Mac) -> Vec<u8> {
-    let mut ip = vec![
-        0x45, 0, 0, 40, 0, 1, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 2, 10, 0, 0, 1,
-    ];
-    let cs = packets::checksum(&ip);
-    ip[10..12].copy_from_slice(&cs.to_be_bytes());
-    let mut tcp = vec![0u8; 20];
-    tcp[0..2].copy_from_slice(&40000u16.to_be_bytes());
-    tcp[2..4].copy_from_slice(&80u16.to_be_bytes());
-    tcp[12] = 5 << 4;
-    tcp[13] = 0x02;
-    ip.extend_from_slice(&tcp);
-    packets::ether(HOST, src, None, 0x0800, &ip)
+    let mut tcp = TcpHeader::new(40000, 80, 0, 0);
+    tcp.syn = true;
+    let ips = ([10, 0, 0, 2].into(), [10, 0, 0, 1].into());
+    packets::tcp4(HOST, src, None, ips, tcp)
 }
 
 fn flip_last(cookie: &[u8]) -> Vec<u8> {
@@ -1112,22 +1105,10 @@ fn counter_at(i: usize) -> Option<tt_counter> {
     .find(|c| *c as usize == i)
 }
 
-/// Fails the test, saying why, unless it runs as root: a table that was
-/// not run must not pass.
-fn require_root() {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
-    assert!(
-        euid == 0,
-        "the XDP table tests need root (euid is {euid}): they load BPF programs and \
-         run them with BPF_PROG_TEST_RUN; run the tests as root"
-    );
-}
-
 /// Every case through both paths; all failures reported together.
 #[test]
 fn same_table_fast_and_slow() {
-    require_root();
+    lab::require_root();
     let mut lab = Lab::new();
     let mut bpf = ApRx::load().expect("xdp_ap_rx loads and verifies");
     lab.mirror_into(bpf.fast_path());
@@ -1147,32 +1128,9 @@ fn same_table_fast_and_slow() {
         let delta = bpf.counters().expect("counters").since(&before);
 
         // The fast path against the table.
-        let want = match &c.fast {
-            Fast::Redirect(_) => Some((Action::Redirect, tt_counter::TT_CNT_REDIRECT)),
-            Fast::Drop(r) => Some((Action::Drop, *r)),
-            Fast::Pass(r) => Some((Action::Pass, *r)),
-            Fast::Agree => None,
-        };
-        if let Some((want_action, _)) = want
-            && got.action != want_action
-        {
-            fail(format!("fast path: {:?}, want {want_action:?}", got.action));
-        }
-        // RX once, and exactly one other slot once (the expected one).
-        let rx = tt_counter::TT_CNT_RX as usize;
-        let others: Vec<usize> = (0..delta.0.len())
-            .filter(|&i| i != rx && delta.0[i] != 0)
-            .collect();
-        let one_other = delta.0[rx] == 1 && others.len() == 1 && delta.0[others[0]] == 1;
-        let right_slot = match want {
-            Some((_, counter)) => others == [counter as usize],
-            None => true,
-        };
-        if !one_other || !right_slot {
-            fail(format!(
-                "counters moved: RX {} and {others:?}, want RX once and {want:?}",
-                delta.0[rx]
-            ));
+        let rx = tt_counter::TT_CNT_RX;
+        for w in lab::check_fast(&c.fast, got.action, &delta, rx, tt_counter::TT_CNT_REDIRECT) {
+            fail(w);
         }
         match &c.fast {
             Fast::Redirect(out) => {
@@ -1203,7 +1161,8 @@ fn same_table_fast_and_slow() {
                 fail(format!("fast path redirects, slow path says {slow:?}"));
             }
             Action::Drop => {
-                let r = others.first().and_then(|&i| counter_at(i));
+                let moved = (0..delta.0.len()).find(|&i| i != rx as usize && delta.0[i] != 0);
+                let r = moved.and_then(counter_at);
                 if !r.is_some_and(|r| slow_drop_matches(r, &slow)) {
                     fail(format!("fast path drops ({r:?}), slow path says {slow:?}"));
                 }
@@ -1314,16 +1273,12 @@ fn mirror_keeps_unsupported_sessions_slow() {
     assert_eq!(t.hdr_len, 14 + 40 + 4);
 }
 
-/// A client frame holding an IPv4 TCP segment with `flags` (no options).
-fn tcp4(dst: [u8; 6], src: [u8; 6], tci: Option<u16>, flags: u8) -> Vec<u8> {
-    let mut ip = vec![0x45, 0, 0, 40, 0, 1, 0x40, 0, 64, 6, 0, 0];
-    ip.extend_from_slice(&[192, 168, 10, 11, 192, 168, 10, 1]);
-    let ck = packets::checksum(&ip);
-    ip[10..12].copy_from_slice(&ck.to_be_bytes());
-    // Ports 40000 → 80, seq 1, ack 0, data offset 5, flags, window.
-    ip.extend_from_slice(&[
-        0x9c, 0x40, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff,
-    ]);
-    ip.extend_from_slice(&[0, 0, 0, 0]);
-    packets::ether(dst, src, tci, 0x0800, &ip)
+/// A client frame holding an IPv4 TCP segment with `flags` (no options):
+/// 40000 → 80, seq 1, window 65535.
+fn tcp4(dst: Mac, src: Mac, tci: Option<u16>, flags: u8) -> Vec<u8> {
+    let mut tcp = TcpHeader::new(40000, 80, 1, 0xffff);
+    tcp.syn = flags & 0x02 != 0;
+    tcp.ack = flags & 0x10 != 0;
+    let ips = ([192, 168, 10, 11].into(), [192, 168, 10, 1].into());
+    packets::tcp4(dst, src, tci, ips, tcp)
 }

@@ -14,12 +14,13 @@ mod common;
 
 use std::net::IpAddr;
 
-use common::lab::{EDGE4, EDGE6, Fast, HOST, LEN, Lab, TrunkSlow};
+use common::lab::{EDGE4, EDGE6, Fast, HOST, LEN, Lab, TrunkSlow, check_fast};
 use common::packets::{self, Mac};
+use etherparse::TcpHeader;
 use tunterm_core::proto::bridge::{DropReason, PortId};
 use tunterm_core::proto::l2tp::Incoming;
-use tunterm_core::wire::gre;
 use tunterm_core::wire::l2tp::Transport;
+use tunterm_core::wire::{gre, ipv4, ipv6, udp};
 use tunterm_ebpf::maps::tt_counter;
 use tunterm_ebpf::{Action, FastPath, Program};
 
@@ -54,28 +55,36 @@ fn case(name: impl Into<String>, frame: Vec<u8>, fast: Fast<tt_counter>, slow: W
 /// (RFC 791: no options, id 0, DF, TTL 64, checksum) or IPv6 (RFC 8200: hop
 /// limit 64) from the edge, of protocol `proto`, around `l4`.
 fn outer(peer: IpAddr, proto: u8, l4: &[u8]) -> Vec<u8> {
-    match peer {
+    let mut h = Vec::with_capacity(40 + l4.len());
+    let ethertype = match peer {
         IpAddr::V4(p) => {
-            let mut h = vec![0x45, 0];
-            h.extend_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
-            h.extend_from_slice(&[0, 0, 0x40, 0, 64, proto, 0, 0]);
-            h.extend_from_slice(&EDGE4.octets());
-            h.extend_from_slice(&p.octets());
-            let c = packets::checksum(&h);
-            h[10..12].copy_from_slice(&c.to_be_bytes());
-            h.extend_from_slice(l4);
-            packets::ether(packets::GW_MAC, packets::EDGE_MAC, None, 0x0800, &h)
+            ipv4::Repr {
+                src_addr: EDGE4,
+                dst_addr: p,
+                protocol: proto.into(),
+                payload_len: l4.len(),
+                ttl: 64,
+                ident: 0,
+                dont_frag: true,
+                dscp_ecn: 0,
+            }
+            .append_to(&mut h);
+            0x0800
         }
         IpAddr::V6(p) => {
-            let mut h = vec![0x60, 0, 0, 0];
-            h.extend_from_slice(&(l4.len() as u16).to_be_bytes());
-            h.extend_from_slice(&[proto, 64]);
-            h.extend_from_slice(&EDGE6.octets());
-            h.extend_from_slice(&p.octets());
-            h.extend_from_slice(l4);
-            packets::ether(packets::GW_MAC, packets::EDGE_MAC, None, 0x86dd, &h)
+            ipv6::Repr {
+                src_addr: EDGE6,
+                dst_addr: p,
+                next_header: proto.into(),
+                payload_len: l4.len(),
+                hop_limit: 64,
+            }
+            .append_to(&mut h);
+            0x86dd
         }
-    }
+    };
+    h.extend_from_slice(l4);
+    packets::ether(packets::GW_MAC, packets::EDGE_MAC, None, ethertype, &h)
 }
 
 /// The L2TPv3 packet tunnel `i` must carry `inner` in, built from the AP's
@@ -88,11 +97,13 @@ fn l2tp_out(lab: &Lab, i: usize, inner: &[u8]) -> Vec<u8> {
     match t.transport {
         Transport::Udp => {
             let msg = packets::l2tp_data(t.ap_view.local_sid, cookie, sl, inner);
-            let mut u = Vec::new();
-            u.extend_from_slice(&1701u16.to_be_bytes());
-            u.extend_from_slice(&t.ap.port().to_be_bytes());
-            u.extend_from_slice(&((8 + msg.len()) as u16).to_be_bytes());
-            u.extend_from_slice(&[0, 0]);
+            let mut u = Vec::with_capacity(8 + msg.len());
+            udp::Repr {
+                src_port: 1701,
+                dst_port: t.ap.port(),
+                payload_len: msg.len(),
+            }
+            .append_to(&mut u);
             u.extend_from_slice(&msg);
             outer(t.ap.ip(), 17, &u)
         }
@@ -294,28 +305,10 @@ impl Lab {
 
 /// A frame to `dst` from HOST carrying an IPv4 TCP SYN without options.
 fn tcp_syn(dst: Mac) -> Vec<u8> {
-    let mut ip = vec![
-        0x45, 0, 0, 40, 0, 1, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
-    ];
-    let cs = packets::checksum(&ip);
-    ip[10..12].copy_from_slice(&cs.to_be_bytes());
-    let mut tcp = vec![0u8; 20];
-    tcp[12] = 5 << 4;
-    tcp[13] = 0x02;
-    ip.extend_from_slice(&tcp);
-    packets::ether(dst, HOST, None, 0x0800, &ip)
-}
-
-/// Fails the test, saying why, unless it runs as root: a table that was
-/// not run must not pass.
-fn require_root() {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
-    assert!(
-        euid == 0,
-        "the XDP table tests need root (euid is {euid}): they load BPF programs and \
-         run them with BPF_PROG_TEST_RUN; run the tests as root"
-    );
+    let mut tcp = TcpHeader::new(0, 0, 0, 0);
+    tcp.syn = true;
+    let ips = ([10, 0, 0, 1].into(), [10, 0, 0, 2].into());
+    packets::tcp4(dst, HOST, None, ips, tcp)
 }
 
 /// Does `got` (an encapsulated frame) decode at the AP as `inner`?
@@ -355,7 +348,7 @@ fn decodes(lab: &mut Lab, port: PortId, got: &[u8]) -> Result<(), String> {
 
 #[test]
 fn same_table_fast_and_slow() {
-    require_root();
+    common::lab::require_root();
     let mut lab = Lab::new();
     let mut bpf = FastPath::load().expect("both programs load and verify");
     lab.mirror_into(&mut bpf);
@@ -373,30 +366,12 @@ fn same_table_fast_and_slow() {
             }
         };
         let delta = bpf.counters().expect("counters").since(&before);
-        let want = match &c.fast {
-            Fast::Redirect(_) => Some((Action::Redirect, tt_counter::TT_CNT_TRUNK_REDIRECT)),
-            Fast::Drop(r) => Some((Action::Drop, *r)),
-            Fast::Pass(r) => Some((Action::Pass, *r)),
-            Fast::Agree => None,
-        };
-        if let Some((a, _)) = want
-            && got.action != a
-        {
-            fail(format!("fast path: {:?}, want {a:?}", got.action));
-        }
-        let rx = tt_counter::TT_CNT_TRUNK_RX as usize;
-        let others: Vec<usize> = (0..delta.0.len())
-            .filter(|&i| i != rx && delta.0[i] != 0)
-            .collect();
-        let ok = delta.0[rx] == 1
-            && others.len() == 1
-            && delta.0[others[0]] == 1
-            && want.is_none_or(|(_, w)| others == [w as usize]);
-        if !ok {
-            fail(format!(
-                "counters: RX {} and {others:?}, want {want:?}",
-                delta.0[rx]
-            ));
+        let (rx, redirect) = (
+            tt_counter::TT_CNT_TRUNK_RX,
+            tt_counter::TT_CNT_TRUNK_REDIRECT,
+        );
+        for w in check_fast(&c.fast, got.action, &delta, rx, redirect) {
+            fail(w);
         }
         if let Fast::Redirect(out) = &c.fast
             && &got.packet != out

@@ -44,6 +44,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use tunterm_core::wire::ether::MacAddr;
 
 /// Fails with a clear message unless the process runs as root (namespaces,
 /// veth, AF_PACKET and TAP all need it).
@@ -125,6 +126,15 @@ impl Netns {
             what,
             log: log.to_owned(),
         })
+    }
+
+    /// The MAC address of interface `ifname` in the namespace (tunterm's
+    /// own netlink reader, run inside it).
+    pub fn mac(&self, ifname: &str) -> anyhow::Result<MacAddr> {
+        let mac = self
+            .enter(|| tunterm::io::netlink::mac(ifname))?
+            .with_context(|| format!("[{}] the MAC of {ifname}", self.name))?;
+        Ok(MacAddr(mac))
     }
 
     /// Runs `f` on a new thread that has joined the namespace (`setns`), and
@@ -616,7 +626,7 @@ fn output_ok(mut cmd: Command, what: &str) -> anyhow::Result<String> {
 }
 
 /// The names of all named namespaces (`ip netns list`).
-fn namespaces() -> Vec<String> {
+pub fn namespaces() -> Vec<String> {
     // "name (id: 3)" or "name"
     ip(&["netns", "list"])
         .unwrap_or_default()

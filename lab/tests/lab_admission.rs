@@ -5,15 +5,14 @@
 //!
 //! Needs root. See `tunterm_lab::topology` for the map.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use tunterm_lab::topology::{Binaries, Lab, Options};
+use common::{assert_no_namespaces, bins};
+use tunterm_lab::topology::{Lab, Options};
 use tunterm_lab::{self as lab, Proc};
-
-fn bins() -> Binaries {
-    tunterm_lab::test_binaries!()
-}
 
 fn counter(stats: &serde_json::Value, name: &str) -> u64 {
     stats["l2tp"][name]
@@ -72,24 +71,11 @@ fn flood_report(mut p: Proc) -> serde_json::Value {
     serde_json::from_str(last).unwrap_or_else(|e| panic!("flood report {last:?}: {e}"))
 }
 
-fn namespaces_with(prefix: &str) -> Vec<String> {
-    let out = std::process::Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-        .expect("ip netns list");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.starts_with(prefix))
-        .map(String::from)
-        .collect()
-}
-
 #[test]
 fn an_sccrq_flood_does_not_starve_established_tunnels_and_outsiders_are_dropped() {
     // Hello 1 s × 3: an AP whose hellos went unanswered for 3 s would be
     // torn down and show up again with a new tunnel.
-    let lab = Lab::start(Options::new("admit", bins()))
-        .unwrap_or_else(|e| panic!("lab did not start: {e:#}"));
+    let lab = common::start(Options::new("admit", bins()));
     let before = lab.edge_stats().unwrap();
     let (aps_before, _) = tunnels(&before);
     assert_eq!(aps_before.len(), 2, "{before:#}");
@@ -233,5 +219,5 @@ fn an_sccrq_flood_does_not_starve_established_tunnels_and_outsiders_are_dropped(
 
     let prefix = lab.prefix().to_string();
     drop(lab);
-    assert_eq!(namespaces_with(&prefix), Vec::<String>::new());
+    assert_no_namespaces(&prefix);
 }

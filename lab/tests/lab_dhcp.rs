@@ -15,15 +15,14 @@
 //! to the global default, 192.168.20.1. Needs root; needs `dnsmasq` and
 //! `udhcpc` (`.ci/install-deps`).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tunterm_lab::topology::{Binaries, Lab, Options};
+use common::bins;
+use tunterm_lab::topology::{Lab, Options};
 use tunterm_lab::{self as lab, Capture, Netns, Proc, tshark_fields};
-
-fn bins() -> Binaries {
-    tunterm_lab::test_binaries!()
-}
 
 fn mxedge_services(with_vlan20: bool) -> Vec<(String, serde_json::Value)> {
     let mut addrs = serde_json::json!({
@@ -151,12 +150,11 @@ fn link_exists(ns: &Netns, ifname: &str) -> bool {
 
 #[test]
 fn clients_on_two_vlans_get_leases_through_the_relay() {
-    let mut lab = Lab::start(Options {
+    let mut lab = common::start(Options {
         capture: true,
         mxedge_extra: mxedge_services(true),
         ..Options::new("dhcp", bins())
-    })
-    .unwrap_or_else(|e| panic!("lab did not start: {e:#}"));
+    });
     let dir = lab.dir.to_path_buf();
 
     // The second VLAN-10 server, one routed hop behind the upstream host.

@@ -6,35 +6,23 @@
 //!
 //! Needs root (CI runs as root). See `tunterm_lab::topology` for the map.
 
+mod common;
+
 use std::time::Duration;
 
-use tunterm_lab::topology::{Binaries, Encap, Lab, Options};
+use tunterm_lab::topology::{Encap, Lab, Options};
 use tunterm_lab::{self as lab, Netns, tshark_fields};
 
-fn bins() -> Binaries {
-    tunterm_lab::test_binaries!()
-}
+use common::{bins, ping_ok};
 
 fn start(name: &str, encap: Encap, ipv6: bool, ap_link_mtu: u16) -> Lab {
-    Lab::start(Options {
+    common::start(Options {
         capture: true,
         encap,
         ipv6,
         ap_link_mtu,
         ..Options::new(name, bins())
     })
-    .unwrap_or_else(|e| panic!("lab {name} did not start: {e:#}"))
-}
-
-fn ping_ok(lab: &Lab, ns: &Netns, dst: &str) {
-    let r = lab::ping(ns, dst, 3).unwrap();
-    assert_eq!(
-        r.received,
-        3,
-        "{} → {dst}: {r:?}\n{}",
-        ns.name(),
-        lab.logs()
-    );
 }
 
 /// A 2-second iperf3 TCP transfer from `client` to `server_ip` in the
@@ -325,12 +313,11 @@ fn large_frames_mgre() {
 /// on the AP link exceeds the configured MTU.
 #[test]
 fn configured_mtu_below_the_path_fragments_inner_packets() {
-    let mut lab = Lab::start(Options {
+    let mut lab = common::start(Options {
         capture: true,
         tunnel_mtu: 1400,
         ..Options::new("cfgmtu", bins())
-    })
-    .unwrap_or_else(|e| panic!("lab did not start: {e:#}"));
+    });
     let ping = |df: &str, count: &str| {
         let out = lab
             .up

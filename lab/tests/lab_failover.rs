@@ -10,23 +10,21 @@
 //! Needs root (CI runs as root). The scenarios run one at a time: they
 //! measure time.
 
+mod common;
+
 use std::sync::Mutex;
 use std::time::Duration;
 
+use common::bins;
 use tunterm_lab::failover::{
     AP_NAME, FailoverLab, FailoverOptions, UPSTREAM_HOST, longest_gap, ping_replies,
 };
-use tunterm_lab::topology::Binaries;
 use tunterm_lab::{self as lab, wait_until};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// Slack over the detection time the issue allows.
 const SLACK: f64 = 0.200;
-
-fn bins() -> Binaries {
-    tunterm_lab::test_binaries!()
-}
 
 fn start(name: &str) -> FailoverLab {
     FailoverLab::start(FailoverOptions::new(name, bins()))
@@ -120,11 +118,7 @@ fn a_killed_edge_is_left_after_the_missed_hellos_and_pings_resume_through_the_ot
     // Edge B learned the client behind the AP's session and announced it.
     let b = lab.edge_stats(1).unwrap();
     assert!(b["io"]["mac_announcements"].as_u64().unwrap() >= 1, "{b:#}");
-    let client_mac = lab
-        .client
-        .run(&["cat", "/sys/class/net/eth0/address"])
-        .unwrap();
-    let client_mac = client_mac.trim();
+    let client_mac = lab.client.mac("eth0").unwrap().to_string();
     let fdb = lab.edge_fdb(1).unwrap();
     assert!(
         fdb.iter().any(|e| e.mac == client_mac && e.port != "trunk"),

@@ -7,22 +7,20 @@
 //!
 //! Needs root (CI runs as root).
 
+mod common;
+
 use std::time::Duration;
 
-use tunterm_lab::topology::{Binaries, Encap, Lab, Options};
+use common::bins;
+use tunterm_lab::topology::{Encap, Lab, Options};
 use tunterm_lab::{self as lab, wait_until};
 
-fn bins() -> Binaries {
-    tunterm_lab::test_binaries!()
-}
-
 fn start(name: &str, fast_path: &str, encap: Encap) -> Lab {
-    Lab::start(Options {
+    common::start(Options {
         fast_path: fast_path.into(),
         encap,
         ..Options::new(name, bins())
     })
-    .unwrap_or_else(|e| panic!("lab {name} did not start: {e:#}"))
 }
 
 fn counter(stats: &serde_json::Value, name: &str) -> u64 {
@@ -38,15 +36,20 @@ fn ping_all(lab: &Lab, client: &str, dst: &str, n: u32) -> serde_json::Value {
     lab.edge_stats().unwrap()
 }
 
-/// Pings from `client` to `dst`; how many went through XDP each way.
-fn fast_both_ways(lab: &Lab, client: &str, dst: &str, n: u32) -> (u64, u64) {
+/// `n` pings from `client` to `dst`, each of which must go through XDP
+/// both ways.
+fn fast_both_ways(lab: &Lab, client: &str, dst: &str, n: u32) {
     let _ = ping_all(lab, client, dst, 2);
     std::thread::sleep(Duration::from_millis(200));
     let before = lab.edge_stats().unwrap();
     let after = ping_all(lab, client, dst, n);
     let d = |c: &str| counter(&after, c) - counter(&before, c);
     // A redirected frame is consumed in XDP: userspace never sees it.
-    (d("ap_redirect"), d("trunk_redirect"))
+    let (up, down) = (d("ap_redirect"), d("trunk_redirect"));
+    assert!(
+        up >= u64::from(n) && down >= u64::from(n),
+        "AP→trunk {up}, trunk→AP {down} in XDP for {n} pings {client} → {dst}"
+    );
 }
 
 fn forwards_in_xdp(name: &str, mode: &str) {
@@ -62,11 +65,7 @@ fn forwards_in_xdp(name: &str, mode: &str) {
 
     // The first packets teach the switch both MACs (slow path); the mirror
     // follows within 50 ms; the rest goes through XDP, both ways.
-    let (up, down) = fast_both_ways(&lab, "c1", "192.168.10.1", 10);
-    assert!(
-        up >= 10 && down >= 10,
-        "AP→trunk {up}, trunk→AP {down} in XDP"
-    );
+    fast_both_ways(&lab, "c1", "192.168.10.1", 10);
     let stats = lab.edge_stats().unwrap();
     let fp = &stats["fast_path"];
     assert_eq!(fp["templates"], 2, "{fp:#}");
@@ -74,11 +73,7 @@ fn forwards_in_xdp(name: &str, mode: &str) {
     assert_eq!(fp["map_errors"], 0);
 
     // Tagged VLAN 20 behind ap2 too.
-    let (up, down) = fast_both_ways(&lab, "c2", "192.168.20.1", 5);
-    assert!(
-        up >= 5 && down >= 5,
-        "AP→trunk {up}, trunk→AP {down} in XDP"
-    );
+    fast_both_ways(&lab, "c2", "192.168.20.1", 5);
 
     // Fast-path traffic keeps the switch's entries alive (refreshed every
     // 2 s from the program's last-seen stamps).
@@ -101,8 +96,7 @@ fn forwards_in_xdp(name: &str, mode: &str) {
         lab.edge_stats().unwrap()["fast_path"]
     );
     // ap1 still forwards in XDP.
-    let (up, down) = fast_both_ways(&lab, "c1", "192.168.10.1", 3);
-    assert!(up >= 3 && down >= 3);
+    fast_both_ways(&lab, "c1", "192.168.10.1", 3);
 }
 
 #[test]
@@ -111,11 +105,7 @@ fn mgre_peers_forward_in_xdp() {
     // mGRE peers appear with their first packet.
     let _ = ping_all(&lab, "c1", "192.168.10.1", 2);
     let _ = ping_all(&lab, "c2", "192.168.20.1", 2);
-    let (up, down) = fast_both_ways(&lab, "c1", "192.168.10.1", 10);
-    assert!(
-        up >= 10 && down >= 10,
-        "AP→trunk {up}, trunk→AP {down} in XDP"
-    );
+    fast_both_ways(&lab, "c1", "192.168.10.1", 10);
     let stats = lab.edge_stats().unwrap();
     let fp = &stats["fast_path"];
     assert_eq!(fp["gre_peers"], 2, "{fp:#}");
@@ -205,11 +195,7 @@ fn a_killed_edge_restarts_without_loss_or_rebuilt_tunnels() {
         stats["fast_path"]
     );
     // Both MACs learned and mirrored, and the flow in XDP both ways.
-    let (up, down) = fast_both_ways(&lab, "c1", "192.168.10.1", 5);
-    assert!(
-        up >= 5 && down >= 5,
-        "AP→trunk {up}, trunk→AP {down} in XDP"
-    );
+    fast_both_ways(&lab, "c1", "192.168.10.1", 5);
     let _ = ping_all(&lab, "c2", "192.168.20.1", 2);
     let sessions_before: Vec<u64> = (0..2)
         .map(|i| {

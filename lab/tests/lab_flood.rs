@@ -9,15 +9,14 @@
 //!
 //! Needs root. See `tunterm_lab::topology` for the map.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use tunterm_lab::topology::{Binaries, Lab, Options, query, sessions_up};
+use common::bins;
+use tunterm_lab::topology::{Lab, Options, query, sessions_up};
 use tunterm_lab::{self as lab, Proc};
-
-fn bins() -> Binaries {
-    tunterm_lab::test_binaries!()
-}
 
 /// APs of the extra simulator.
 const MANY: u64 = 200;
@@ -170,12 +169,7 @@ fn junk_from_every_core_loses_no_tunnel_and_stats_and_hellos_stay_on_time() {
     );
     let _ = cpu_q;
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    let edge_mac = lab
-        .edge
-        .run(&["cat", "/sys/class/net/ap0/address"])
-        .unwrap()
-        .trim()
-        .to_string();
+    let edge_mac = lab.edge.mac("ap0").unwrap().to_string();
     let mut lines = Vec::new();
     for kind in ["unknown-session", "random", "unknown-tunnel"] {
         let before = lab.edge_stats().unwrap();

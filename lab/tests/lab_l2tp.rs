@@ -4,39 +4,21 @@
 //!
 //! Needs root (CI runs as root). See `tunterm_lab::topology` for the map.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use tunterm_lab::topology::{Binaries, Lab, Options};
+use tunterm_lab::topology::{Lab, Options};
 use tunterm_lab::{self as lab, tshark_fields};
 
-fn bins() -> Binaries {
-    tunterm_lab::test_binaries!()
-}
+use common::{bins, ping_ok, run_daemon};
 
 fn start(name: &str, capture: bool) -> Lab {
-    Lab::start(Options {
+    common::start(Options {
         capture,
         ..Options::new(name, bins())
     })
-    .unwrap_or_else(|e| panic!("lab {name} did not start: {e:#}"))
-}
-
-fn ping_ok(lab: &Lab, ns: &lab::Netns, dst: &str) {
-    let r = lab::ping(ns, dst, 3).unwrap();
-    assert_eq!(
-        r.received,
-        3,
-        "{} → {dst}: {r:?}\n{}",
-        ns.name(),
-        lab.logs()
-    );
-}
-
-fn mac_of(ns: &lab::Netns) -> String {
-    let out = ns.run(&["ip", "-o", "link", "show", "eth0"]).unwrap();
-    let at = out.find("link/ether ").expect("ether address") + "link/ether ".len();
-    out[at..at + 17].to_string()
 }
 
 fn fdb_ports_of(fdb: &[tunterm::api::FdbEntry], mac: &str) -> Vec<String> {
@@ -190,7 +172,7 @@ fn frames_on_a_vlan_outside_vlan_ids_never_reach_the_trunk() {
     let trunk_pcap = lab.trunk_capture.take().unwrap().stop().unwrap();
     // The upstream host's own VLAN 99 chatter is on the trunk too; nothing
     // from c5 may be.
-    let c5_mac = mac_of(lab.client("c5"));
+    let c5_mac = lab.client("c5").mac("eth0").unwrap().to_string();
     let filter = format!(
         "eth.src == {c5_mac} || arp.src.proto_ipv4 == 192.168.99.15 || ip.src == 192.168.99.15"
     );
@@ -230,7 +212,7 @@ fn stopccn_from_an_ap_tears_down_its_tunnel_and_flushes_its_macs() {
     let mut lab = start("stopccn", false);
     ping_ok(&lab, lab.client("c1"), "192.168.10.1");
     ping_ok(&lab, lab.client("c3"), "192.168.10.1");
-    let c1_mac = mac_of(lab.client("c1"));
+    let c1_mac = lab.client("c1").mac("eth0").unwrap().to_string();
     let before = lab.edge_stats().unwrap();
     let ap1_sid = tunnel_of(&before, "ap1").unwrap()["sessions"][0]["local_sid"].to_string();
     assert_eq!(
@@ -275,7 +257,7 @@ fn stopccn_from_an_ap_tears_down_its_tunnel_and_flushes_its_macs() {
 fn a_silent_ap_is_torn_down_after_hello_interval_times_retries() {
     let mut lab = start("silent", false);
     ping_ok(&lab, lab.client("c2"), "192.168.20.1");
-    let c2_mac = mac_of(lab.client("c2"));
+    let c2_mac = lab.client("c2").mac("eth0").unwrap().to_string();
     assert_eq!(fdb_ports_of(&lab.edge_fdb().unwrap(), &c2_mac).len(), 1);
 
     // SIGKILL: ap2 goes silent without a StopCCN. hello 1 s × 3 retries.
@@ -325,32 +307,12 @@ fn apsim_brings_up_a_thousand_tunnels_in_one_process() {
     lab::addr(&edge, "ap0", "fd00:99::1/64").unwrap();
     lab::addr(&aps, "e0", "10.99.0.2/24").unwrap();
     lab::veth(&edge, "trunk0", &up, "t0").unwrap();
-    let config = dir.join("edge.json");
     let mut cfg = tunterm_lab::topology::edge_config(60.0, 7);
     cfg["mxtunnels"][0]["vlan_ids"] = serde_json::json!([10]);
-    std::fs::write(&config, cfg.to_string()).unwrap();
-    let sock = dir.join("edge.sock");
+    // A thousand APs behind one address: no per-source limit.
+    let (tunterm, sock) = run_daemon(&edge, &dir, &cfg, &["--sccrq-burst", "0"]);
     let b = bins();
     let s = |p: &std::path::Path| p.to_string_lossy().into_owned();
-    let mut tunterm = edge
-        .spawn(
-            &[
-                &s(&b.tunterm),
-                "run",
-                "--config",
-                &s(&config),
-                "--control-socket",
-                &s(&sock),
-                // A thousand APs behind one address: no per-source limit.
-                "--sccrq-burst",
-                "0",
-            ],
-            &dir.join("tunterm.log"),
-        )
-        .unwrap();
-    tunterm
-        .wait_for_log("tunterm running", Duration::from_secs(10))
-        .unwrap();
     // The upstream host announces itself on VLAN 10 so the clients' frames
     // are known unicast (a broadcast from each would be flooded to all
     // thousand sessions).
@@ -369,11 +331,7 @@ fn apsim_brings_up_a_thousand_tunnels_in_one_process() {
         .unwrap();
     host.wait_for_log(tunterm_lab::vlanhost::READY, Duration::from_secs(10))
         .unwrap();
-    let host_mac = up
-        .run(&["cat", "/sys/class/net/v10/address"])
-        .unwrap()
-        .trim()
-        .to_string();
+    let host_mac = up.mac("v10").unwrap().to_string();
     let _ = lab::ping(&up, "192.168.10.99", 1);
     let started = Instant::now();
     let _sim = aps

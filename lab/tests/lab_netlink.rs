@@ -13,6 +13,7 @@ use anyhow::{Context, ensure};
 use serde_json::Value;
 use tunterm::io::hostport::{HostPort, HostPortSpec, Route};
 use tunterm::io::netlink::{self, NextHops, Rtnl};
+use tunterm_core::wire::ether::MacAddr;
 use tunterm_lab::{self as lab, Netns};
 
 fn json(ns: &Netns, args: &[&str]) -> anyhow::Result<Value> {
@@ -20,13 +21,6 @@ fn json(ns: &Netns, args: &[&str]) -> anyhow::Result<Value> {
     full.extend_from_slice(args);
     let out = ns.run(&full)?;
     serde_json::from_str(&out).with_context(|| format!("ip {args:?}: {out}"))
-}
-
-fn mac_text(m: &[u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }
 
 /// `ip -j addr show dev IF`: (address, prefix length), permanent ones.
@@ -58,7 +52,7 @@ fn host_ports_routes_and_neighbours_are_what_ip_shows() -> anyhow::Result<()> {
     assert_eq!(u64::from(l.index), shown[0]["ifindex"].as_u64().unwrap());
     assert_eq!(u64::from(l.mtu), shown[0]["mtu"].as_u64().unwrap());
     assert_eq!(
-        mac_text(&l.mac.unwrap()),
+        MacAddr(l.mac.unwrap()).to_string(),
         shown[0]["address"].as_str().unwrap()
     );
     assert!(l.up);
@@ -244,7 +238,7 @@ fn host_ports_routes_and_neighbours_are_what_ip_shows() -> anyhow::Result<()> {
         let got: BTreeSet<(IpAddr, String)> = rtnl
             .neighbours(index)?
             .into_iter()
-            .map(|n| (n.ip, mac_text(&n.mac)))
+            .map(|n| (n.ip, MacAddr(n.mac).to_string()))
             .collect();
         Ok((
             got,

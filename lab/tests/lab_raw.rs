@@ -4,6 +4,8 @@
 //! disallowed, the UDP helper, tokio registration, and tshark as the judge
 //! of what went on the wire.
 
+mod common;
+
 use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -13,6 +15,8 @@ use anyhow::{Context, bail, ensure};
 use tunterm::io::batch::RecvBatch;
 use tunterm::io::raw::{IPPROTO_GRE, IPPROTO_L2TP, RECV_BUF_LEN, RawIpSocket, RawRecv, udp_socket};
 use tunterm_lab::{self as lab, Capture, Netns};
+
+use common::assert_no_namespaces;
 
 const A4: &str = "10.115.0.1";
 const B4: &str = "10.115.0.2";
@@ -550,17 +554,4 @@ fn udp_recv_wait(sock: &UdpSocket) -> anyhow::Result<(Vec<u8>, SocketAddr)> {
             Err(e) => bail!("UDP recv on {:?}: {e}", sock.local_addr()),
         }
     }
-}
-
-/// After the guards dropped, no namespace of the test may remain.
-fn assert_no_namespaces(prefix: &str) {
-    let out = std::process::Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-        .expect("ip netns list");
-    let list = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        !list.lines().any(|l| l.starts_with(prefix)),
-        "namespaces left behind:\n{list}"
-    );
 }

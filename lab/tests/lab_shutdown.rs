@@ -6,14 +6,13 @@
 //!
 //! Needs root.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
-use tunterm_lab::topology::{Binaries, query, sessions_up};
+use common::{bins, run_daemon};
+use tunterm_lab::topology::{query, sessions_up};
 use tunterm_lab::{self as lab, Netns, Proc};
-
-fn bins() -> Binaries {
-    tunterm_lab::test_binaries!()
-}
 
 /// APs per simulator (one simulator per transport and address family).
 const PER_SIM: usize = 2;
@@ -68,29 +67,11 @@ fn sigterm_closes_every_tunnel_on_every_socket_and_exits_once_all_are_acknowledg
     cfg["wlans"] = serde_json::json!([{
         "ssid": "lab-mgre", "vlan_ids": [30], "tunnel_protocol": "mgre", "mgre_peer_timeout": 3
     }]);
-    let config = dir.join("edge.json");
-    std::fs::write(&config, cfg.to_string()).unwrap();
-    let sock = dir.join("edge.sock");
+    let state = dir.join("state");
+    let state = state.to_string_lossy();
+    let (mut tunterm, sock) = run_daemon(&edge, &dir, &cfg, &["--state-file", &state]);
     let b = bins();
     let s = |p: &std::path::Path| p.to_string_lossy().into_owned();
-    let mut tunterm = edge
-        .spawn(
-            &[
-                &s(&b.tunterm),
-                "run",
-                "--config",
-                &s(&config),
-                "--control-socket",
-                &s(&sock),
-                "--state-file",
-                &s(&dir.join("state")),
-            ],
-            &dir.join("tunterm.log"),
-        )
-        .unwrap();
-    tunterm
-        .wait_for_log("tunterm running", Duration::from_secs(10))
-        .unwrap();
     let log = std::fs::read_to_string(tunterm.log()).unwrap();
     for socket in [
         "L2tp(Udp)/v4",

@@ -2,11 +2,14 @@
 //! `tunterm-lab vlan-host`s talking across an 802.1Q trunk (so the tag round
 //! trip through AF_PACKET + auxdata works), capture, tshark, and cleanup.
 
+mod common;
+
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use tunterm_lab::{self as lab, Capture, Netns};
+
+use common::assert_no_namespaces;
 
 const LAB: &str = env!("CARGO_BIN_EXE_tunterm-lab");
 
@@ -352,14 +355,4 @@ fn frame(tags: &[(u16, u16)], marker: u8, len: usize) -> Vec<u8> {
     f.extend_from_slice(&[0x88, 0xb5]);
     f.extend((0..len - f.len()).map(|i| marker ^ i as u8));
     f
-}
-
-/// After the guards dropped, no namespace of the test may remain.
-fn assert_no_namespaces(prefix: &str) {
-    let list = Command::new("ip").args(["netns", "list"]).output().unwrap();
-    let list = String::from_utf8_lossy(&list.stdout);
-    assert!(
-        !list.lines().any(|l| l.starts_with(prefix)),
-        "namespaces left behind:\n{list}"
-    );
 }

@@ -25,8 +25,9 @@ use tunterm_core::proto::l2tp::{
     SessionState,
 };
 use tunterm_core::wire::l2tp::{Transport, pw};
-use tunterm_ebpf::FastPath;
 use tunterm_ebpf::Table as _;
+use tunterm_ebpf::maps::{Counters, tt_counter};
+use tunterm_ebpf::{Action, FastPath};
 
 /// Addresses from the documentation ranges: nothing is ever sent (a test
 /// run transmits nothing, a redirect only reports XDP_REDIRECT).
@@ -318,6 +319,57 @@ pub enum Fast<C> {
     /// (the truncation sweeps): redirect only to the slow path's frame,
     /// drop only for the slow path's reason, else pass untouched.
     Agree,
+}
+
+/// Fails the test, saying why, unless it runs as root: a table that was
+/// not run must not pass.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    assert!(
+        euid == 0,
+        "the XDP table tests need root (euid is {euid}): they load BPF programs and \
+         run them with BPF_PROG_TEST_RUN; run the tests as root"
+    );
+}
+
+/// One XDP run against the table's `fast`: the action it wants, and the
+/// counters (`rx` once and exactly one other slot once: the case's, or
+/// `redirect` for a redirect). Returns what went wrong, if anything.
+pub fn check_fast(
+    fast: &Fast<tt_counter>,
+    got: Action,
+    delta: &Counters,
+    rx: tt_counter,
+    redirect: tt_counter,
+) -> Vec<String> {
+    let want = match fast {
+        Fast::Redirect(_) => Some((Action::Redirect, redirect)),
+        Fast::Drop(r) => Some((Action::Drop, *r)),
+        Fast::Pass(r) => Some((Action::Pass, *r)),
+        Fast::Agree => None,
+    };
+    let mut wrong = Vec::new();
+    if let Some((a, _)) = want
+        && got != a
+    {
+        wrong.push(format!("fast path: {got:?}, want {a:?}"));
+    }
+    let rx = rx as usize;
+    let others: Vec<usize> = (0..delta.0.len())
+        .filter(|&i| i != rx && delta.0[i] != 0)
+        .collect();
+    let ok = delta.0[rx] == 1
+        && others.len() == 1
+        && delta.0[others[0]] == 1
+        && want.is_none_or(|(_, w)| others == [w as usize]);
+    if !ok {
+        wrong.push(format!(
+            "counters moved: RX {} and {others:?}, want RX once and {want:?}",
+            delta.0[rx]
+        ));
+    }
+    wrong
 }
 
 /// The slow path's result on the AP side.

@@ -6,7 +6,9 @@
 
 use std::net::SocketAddrV4;
 
-use etherparse::{IpFragOffset, IpNumber, Ipv4Header, Ipv4Options, Ipv6Header, UdpHeader};
+use etherparse::{
+    IpFragOffset, IpNumber, Ipv4Header, Ipv4Options, Ipv6Header, TcpHeader, UdpHeader,
+};
 pub use tunterm_core::wire::checksum::internet_checksum as checksum;
 use tunterm_core::wire::udp;
 
@@ -92,6 +94,34 @@ pub fn udp4(ip: Ip, payload: &[u8]) -> Vec<u8> {
     h.extend_from_slice(&udp.to_bytes());
     h.extend_from_slice(payload);
     ether(EDGE_MAC, GW_MAC, None, 0x0800, &h)
+}
+
+/// A client frame holding an IPv4 (id 1, DF, TTL 64) TCP segment without
+/// options or payload from `ips.0` to `ips.1`, its checksums right.
+pub fn tcp4(
+    dst: Mac,
+    src: Mac,
+    tci: Option<u16>,
+    ips: (std::net::Ipv4Addr, std::net::Ipv4Addr),
+    mut tcp: TcpHeader,
+) -> Vec<u8> {
+    let mut ip = Ipv4Header::new(
+        tcp.header_len() as u16,
+        64,
+        IpNumber::TCP,
+        ips.0.octets(),
+        ips.1.octets(),
+    )
+    .expect("a TCP header fits IPv4");
+    ip.identification = 1;
+    ip.dont_fragment = true;
+    ip.header_checksum = ip.calc_header_checksum();
+    tcp.checksum = tcp
+        .calc_checksum_ipv4(&ip, &[])
+        .expect("a TCP header fits IPv4");
+    let mut p = ip.to_bytes().to_vec();
+    p.extend_from_slice(&tcp.to_bytes());
+    ether(dst, src, tci, 0x0800, &p)
 }
 
 /// An L2TPv3-over-UDP data message: flags 0x0003 (T clear, version 3),

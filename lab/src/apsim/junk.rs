@@ -17,8 +17,10 @@ use ipnet::Ipv4Net;
 use rand::{Rng, SeedableRng};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-use tunterm_core::wire::checksum::internet_checksum;
+use etherparse::{EtherType, Ethernet2Header};
+use tunterm_core::wire::ether::MacAddr;
 use tunterm_core::wire::l2tp::{ControlHeader, ControlMessage, MessageType, Transport};
+use tunterm_core::wire::{ipv4, udp};
 
 use super::flood::FloodReport;
 
@@ -62,7 +64,7 @@ pub struct JunkOptions {
     /// Send Ethernet frames on this interface to this MAC (the edge's)
     /// instead of IP datagrams through the routing table: no IP output
     /// path, no qdisc, about twice the rate per core.
-    pub link: Option<(String, [u8; 6])>,
+    pub link: Option<(String, MacAddr)>,
 }
 
 /// Datagrams prebuilt and sent in turn.
@@ -71,40 +73,29 @@ const POOL: usize = 1024;
 const BURST: usize = 64;
 
 /// An IPv4/UDP datagram around `payload` (UDP checksum 0: none, as IPv4
-/// allows; the kernel fills the IP checksum and id).
+/// allows; id 0, DF, TTL 64, the IP checksum filled, which a raw socket's
+/// kernel path rewrites anyway).
 fn datagram(src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) -> Vec<u8> {
-    let udp_len = 8 + payload.len();
-    let total = 20 + udp_len;
-    let mut p = Vec::with_capacity(total);
-    p.extend_from_slice(&[0x45, 0]);
-    p.extend_from_slice(&(total as u16).to_be_bytes());
-    p.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
-    p.extend_from_slice(&src.ip().octets());
-    p.extend_from_slice(&dst.ip().octets());
-    p.extend_from_slice(&src.port().to_be_bytes());
-    p.extend_from_slice(&dst.port().to_be_bytes());
-    p.extend_from_slice(&(udp_len as u16).to_be_bytes());
-    p.extend_from_slice(&[0, 0]);
+    let udp = udp::Repr {
+        src_port: src.port(),
+        dst_port: dst.port(),
+        payload_len: payload.len(),
+    };
+    let ip = ipv4::Repr {
+        src_addr: *src.ip(),
+        dst_addr: *dst.ip(),
+        protocol: ipv4::Protocol::Udp,
+        payload_len: udp.buffer_len() + payload.len(),
+        ttl: 64,
+        ident: 0,
+        dont_frag: true,
+        dscp_ecn: 0,
+    };
+    let mut p = Vec::with_capacity(ip.buffer_len() + ip.payload_len);
+    ip.append_to(&mut p);
+    udp.append_to(&mut p);
     p.extend_from_slice(payload);
     p
-}
-
-/// The MAC address of `ifname` (in this namespace).
-fn read_mac(ifname: &str) -> anyhow::Result<[u8; 6]> {
-    let path = format!("/sys/class/net/{ifname}/address");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-    parse_mac(text.trim()).with_context(|| format!("{path}: {text:?}"))
-}
-
-/// aa:bb:cc:dd:ee:ff.
-fn parse_mac(s: &str) -> anyhow::Result<[u8; 6]> {
-    let mut mac = [0u8; 6];
-    let parts: Vec<&str> = s.split(':').collect();
-    anyhow::ensure!(parts.len() == 6, "{s:?}: expected aa:bb:cc:dd:ee:ff");
-    for (b, p) in mac.iter_mut().zip(parts) {
-        *b = u8::from_str_radix(p, 16).with_context(|| format!("{s:?}: bad byte {p:?}"))?;
-    }
-    Ok(mac)
 }
 
 /// `PACKET_QDISC_BYPASS` (linux/if_packet.h; not exported by the libc
@@ -216,16 +207,16 @@ pub fn run(opts: &JunkOptions) -> anyhow::Result<FloodReport> {
             pool,
         ),
         Some((ifname, dst_mac)) => {
-            let src_mac = read_mac(ifname)?;
+            let eth = Ethernet2Header {
+                source: tunterm::io::netlink::mac(ifname)?,
+                destination: dst_mac.octets(),
+                ether_type: EtherType::IPV4,
+            };
             let frames = pool
                 .into_iter()
-                .map(|mut ip| {
-                    let sum = internet_checksum(&ip[..20]);
-                    ip[10..12].copy_from_slice(&sum.to_be_bytes());
-                    let mut f = Vec::with_capacity(14 + ip.len());
-                    f.extend_from_slice(dst_mac);
-                    f.extend_from_slice(&src_mac);
-                    f.extend_from_slice(&[0x08, 0x00]);
+                .map(|ip| {
+                    let mut f = Vec::with_capacity(eth.header_len() + ip.len());
+                    f.extend_from_slice(&eth.to_bytes());
                     f.extend_from_slice(&ip);
                     f
                 })

@@ -178,7 +178,7 @@ fn main() -> anyhow::Result<()> {
             duration: secs("flood-seconds", cli.flood_seconds)?,
             sources: cli.flood_src,
             first_port: *cli.flood_ports.start(),
-            link: cli.junk_iface.zip(cli.junk_dst_mac.map(|m| m.0)),
+            link: cli.junk_iface.zip(cli.junk_dst_mac),
         };
         println!("junk: {kind:?} to {edge} for {:?}", opts.duration);
         let report = apsim::junk::run(&opts)?;

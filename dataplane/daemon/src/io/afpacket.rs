@@ -28,6 +28,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use super::batch::{Layout, NO_ADDR, RecvBatch, TAG_GAP_AT, TAG_GAP_LEN};
+use super::sockopt;
 
 /// Bytes of the two MAC addresses that precede an 802.1Q tag.
 const ETH_ADDRS_LEN: usize = TAG_GAP_AT;
@@ -106,24 +107,13 @@ impl PacketSocket {
             mr_alen: 0,
             mr_address: [0; 8],
         };
-        // SAFETY: `mreq` is a valid packet_mreq that outlives the call, and
-        // the length passed is its size.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_PACKET,
-                libc::PACKET_ADD_MEMBERSHIP,
-                (&raw const mreq).cast(),
-                mem::size_of::<libc::packet_mreq>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            return Err(context(
-                io::Error::last_os_error(),
-                ifname,
-                "PACKET_MR_PROMISC",
-            ));
-        }
+        sockopt::set(
+            fd.as_fd(),
+            libc::SOL_PACKET,
+            libc::PACKET_ADD_MEMBERSHIP,
+            &mreq,
+        )
+        .map_err(|e| context(e, ifname, "PACKET_MR_PROMISC"))?;
 
         // Before bind: no frame can reach the ordinary receive queue first
         // (only frames too long for the ring ever go there).
@@ -532,20 +522,7 @@ impl RxRing {
             tp_frame_size: RING_FRAME_LEN as libc::c_uint,
             tp_frame_nr: RING_FRAMES as libc::c_uint,
         };
-        // SAFETY: `req` is a valid tpacket_req that outlives the call, and
-        // the length passed is its size.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_PACKET,
-                libc::PACKET_RX_RING,
-                (&raw const req).cast(),
-                mem::size_of::<libc::tpacket_req>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        sockopt::set(fd.as_fd(), libc::SOL_PACKET, libc::PACKET_RX_RING, &req)?;
         let map = memmap2::MmapOptions::new()
             .len(RING_FRAMES * RING_FRAME_LEN)
             .map_raw(fd.as_raw_fd())?;
@@ -640,20 +617,7 @@ fn if_index(ifname: &str) -> io::Result<u32> {
 
 /// `setsockopt(SOL_PACKET, name, value)` for an int option.
 fn set_int(fd: &OwnedFd, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
-    // SAFETY: `value` is a live c_int and the length passed is its size.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_PACKET,
-            name,
-            (&raw const value).cast(),
-            mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    sockopt::set_int(fd.as_fd(), libc::SOL_PACKET, name, value)
 }
 
 /// Prefixes an error with the interface and the step that failed.

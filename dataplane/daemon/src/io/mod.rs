@@ -8,6 +8,7 @@ pub mod hostport;
 pub mod netlink;
 pub mod probe;
 pub mod raw;
+mod sockopt;
 pub mod tap;
 pub mod tunnel;
 pub mod xdp;

@@ -39,6 +39,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tunterm_core::wire::ipv4;
 
 use super::batch::{Layout, RecvBatch};
+use super::sockopt::set_int;
 
 /// IP protocol number of L2TPv3 over IP (RFC 3931 §4.1.1).
 pub const IPPROTO_L2TP: u8 = 115;
@@ -211,12 +212,7 @@ impl RawIpSocket {
         ];
         // SAFETY: sockaddr_storage is plain old data; all-zero is valid.
         let mut name: libc::sockaddr_storage = unsafe { mem::zeroed() };
-        // SAFETY: msghdr is plain old data; all-zero is a valid value.
-        let mut msg: libc::msghdr = unsafe { mem::zeroed() };
-        msg.msg_name = (&raw mut name).cast();
-        msg.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        msg.msg_iov = iov.as_mut_ptr();
-        msg.msg_iovlen = iov.len();
+        let mut msg = recv_header(&mut name, &mut iov);
 
         // MSG_TRUNC: the return value is the whole datagram's length.
         // SAFETY: `msg` points at `name`, `hdr` and `buf` (disjoint, live,
@@ -239,12 +235,7 @@ impl RawIpSocket {
         let mut control = [0u64; 8];
         // SAFETY: sockaddr_storage is plain old data; all-zero is valid.
         let mut name: libc::sockaddr_storage = unsafe { mem::zeroed() };
-        // SAFETY: msghdr is plain old data; all-zero is a valid value.
-        let mut msg: libc::msghdr = unsafe { mem::zeroed() };
-        msg.msg_name = (&raw mut name).cast();
-        msg.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        msg.msg_iov = iov.as_mut_ptr();
-        msg.msg_iovlen = iov.len();
+        let mut msg = recv_header(&mut name, &mut iov);
         msg.msg_control = control.as_mut_ptr().cast();
         msg.msg_controllen = mem::size_of_val(&control);
 
@@ -559,27 +550,17 @@ fn pktinfo6_dst(msg: &libc::msghdr) -> Option<Ipv6Addr> {
     Some(Ipv6Addr::from(info.ipi6_addr.s6_addr))
 }
 
-/// `setsockopt(fd, level, name, value)` for an int option.
-fn set_int(
-    fd: BorrowedFd<'_>,
-    level: libc::c_int,
-    name: libc::c_int,
-    value: libc::c_int,
-) -> io::Result<()> {
-    // SAFETY: `value` is a live c_int and the length passed is its size.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            name,
-            (&raw const value).cast(),
-            mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+/// A `msghdr` for one `recvmsg` into `iov`, the source address into
+/// `name` (no control buffer: the caller adds one if it wants one). It
+/// points at both: they must outlive the call it is used for.
+fn recv_header(name: &mut libc::sockaddr_storage, iov: &mut [libc::iovec]) -> libc::msghdr {
+    // SAFETY: msghdr is plain old data; all-zero is a valid value.
+    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+    msg.msg_name = (name as *mut libc::sockaddr_storage).cast();
+    msg.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    msg.msg_iov = iov.as_mut_ptr();
+    msg.msg_iovlen = iov.len();
+    msg
 }
 
 /// Prefixes an error with what was being done (the kind is kept).

@@ -1,0 +1,42 @@
+//! `setsockopt(2)` with a typed value: the one place the daemon's sockets
+//! set the options socket2 does not cover.
+
+use std::io;
+use std::mem;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+/// `setsockopt(fd, level, name, value)`: the option's value is `*value`,
+/// `size_of::<T>()` bytes (a `c_int`, or a kernel struct such as
+/// `packet_mreq` or `tpacket_req`).
+pub(crate) fn set<T: Copy>(
+    fd: BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: &T,
+) -> io::Result<()> {
+    // SAFETY: `value` is a live T for the whole call, the length passed is
+    // its size, and the kernel only reads it.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (&raw const *value).cast(),
+            mem::size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `setsockopt(fd, level, name, value)` for an int option.
+pub(crate) fn set_int(
+    fd: BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    set(fd, level, name, &value)
+}
