@@ -15,12 +15,11 @@ use std::time::{Duration, Instant};
 
 use tunterm::api::client::{Client, block_on};
 use tunterm::api::{EventKind, FdbQuery};
-use tunterm_lab::topology::{Binaries, Lab, Options};
+use tunterm_lab::topology::{Lab, Options};
 use tunterm_lab::{self as lab};
 
-fn bins() -> Binaries {
-    tunterm_lab::test_binaries!()
-}
+mod common;
+use common::bins;
 
 /// A `/proc/<pid>/status` field, in kB.
 fn status_kb(pid: u32, field: &str) -> u64 {
@@ -443,11 +442,7 @@ fn stats_latency_at_scale() {
         .unwrap();
     host.wait_for_log(tunterm_lab::vlanhost::READY, Duration::from_secs(10))
         .unwrap();
-    let host_mac = up
-        .run(&["cat", "/sys/class/net/v10/address"])
-        .unwrap()
-        .trim()
-        .to_string();
+    let host_mac = up.mac("v10").unwrap().to_string();
     let _ = lab::ping(&up, "192.168.10.99", 1);
     let _sim = aps
         .spawn(
