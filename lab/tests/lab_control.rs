@@ -517,16 +517,22 @@ fn stats_latency_at_scale() {
         std::fs::write(path, serde_json::to_vec(&st).unwrap()).unwrap();
     }
     let mut bytes = 0;
-    let (cpu0, daemon0) = (children_cpu(), cpu_ticks(tunterm.pid()));
-    let (lo, med, hi) = time(&mut || bytes = cli(&["stats"]));
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    println!(
-        "`tunterm stats` (process, pretty JSON {bytes} bytes): min {lo:?} median {med:?} max {hi:?}; \
-         CPU per call: the CLI {:?}, the daemon {:?}",
-        (children_cpu() - cpu0) / 9,
-        Duration::from_secs_f64((cpu_ticks(tunterm.pid()) - daemon0) as f64 / hz / 9.0)
-    );
+    // Into a pipe (as a script reads it), then indented (as on a terminal).
+    for (what, args) in [
+        ("one line", &["stats"][..]),
+        ("--pretty", &["stats", "--pretty"][..]),
+    ] {
+        let (cpu0, daemon0) = (children_cpu(), cpu_ticks(tunterm.pid()));
+        let (lo, med, hi) = time(&mut || bytes = cli(args));
+        println!(
+            "`tunterm stats` ({what}, {bytes} bytes): min {lo:?} median {med:?} max {hi:?}; \
+             CPU per call: the CLI {:?}, the daemon {:?}",
+            (children_cpu() - cpu0) / 9,
+            Duration::from_secs_f64((cpu_ticks(tunterm.pid()) - daemon0) as f64 / hz / 9.0)
+        );
+    }
     let (lo, med, hi) = time(&mut || {
         block_on(client.stats()).unwrap();
     });
