@@ -66,6 +66,7 @@ enum Dest {
         port: PortId,
         carrier: Carrier,
         peer: SocketAddr,
+        header_len: usize,
     },
     Host {
         port: PortId,
@@ -113,6 +114,9 @@ pub enum Out<'a> {
         kind: Kind,
         /// The L2TP data header (or GRE header) and the inner frame.
         packet: &'a [u8],
+        /// Bytes of `packet` before the inner frame (the L2TP data header
+        /// with cookie and sublayer, or the GRE header).
+        header_len: usize,
     },
     /// Write `frame` to the edge's own host port of `vlan` (its TAP).
     HostPort {
@@ -221,12 +225,14 @@ impl Actions {
                 port,
                 carrier,
                 peer,
+                header_len,
             } => Out::Tunnel {
                 port,
                 carrier,
                 peer,
                 kind: a.kind,
                 packet: bytes,
+                header_len,
             },
             Dest::Host { port, vlan } => Out::HostPort {
                 port,
@@ -271,20 +277,22 @@ impl Actions {
         self.push(Dest::Trunk, kind, start);
     }
 
-    /// The bytes from `start` to the end go into a tunnel.
+    /// The bytes from `start` to the end go into a tunnel; the first
+    /// `header_len` of them are the encapsulation header.
     pub(super) fn tunnel(
         &mut self,
         port: PortId,
-        carrier: Carrier,
-        peer: SocketAddr,
+        (carrier, peer): (Carrier, SocketAddr),
         kind: Kind,
         start: usize,
+        header_len: usize,
     ) {
         self.push(
             Dest::Tunnel {
                 port,
                 carrier,
                 peer,
+                header_len,
             },
             kind,
             start,

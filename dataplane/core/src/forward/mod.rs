@@ -604,6 +604,7 @@ impl<P: FloodPolicy> Forwarder<P> {
                         let encap = ports.tunnels.encap(port, &mut hdr);
                         let at = out.mark();
                         out.buf().extend_from_slice(&hdr);
+                        let header_len = hdr.len();
                         self.hdr = hdr;
                         let Some(e) = encap else {
                             out.truncate(at);
@@ -611,7 +612,7 @@ impl<P: FloodPolicy> Forwarder<P> {
                         };
                         out.buf().extend_from_slice(f);
                         self.counters.inner_fragments += 1;
-                        out.tunnel(port, e.carrier, e.peer, Kind::Fragment, at);
+                        out.tunnel(port, (e.carrier, e.peer), Kind::Fragment, at, header_len);
                     }
                     self.frags = frags;
                     return;
@@ -626,7 +627,7 @@ impl<P: FloodPolicy> Forwarder<P> {
                 }
             }
         }
-        out.tunnel(port, carrier, peer, kind, start);
+        out.tunnel(port, (carrier, peer), kind, start, inner_at - start);
     }
 }
 

@@ -189,6 +189,7 @@ impl From<Out<'_>> for Owned {
                 peer,
                 kind,
                 packet,
+                ..
             } => Owned::Tunnel(port, carrier, peer, kind, packet.to_vec()),
             Out::HostPort {
                 port,
@@ -909,4 +910,69 @@ fn every_cut_of_every_frame_from_every_port_is_handled_without_a_panic() {
         }
     }
     assert!(bed.fwd.counters().too_big_icmp > 0);
+}
+
+/// The capture tap sees the ingress frame, each copy as it leaves (the
+/// tunnel's without its encapsulation header) and the drops with the
+/// frame that was dropped and the reason's counter.
+#[test]
+fn the_capture_tap_sees_every_copy_and_the_drops() {
+    use crate::proto::capture::{CaptureSet, Direction, Limits, Point};
+    let mut bed = Bed::new();
+    let mut set = CaptureSet::default();
+    let pts = [
+        Point::Trunk,
+        Point::Session(A.0),
+        Point::Drop,
+        Point::Vlan(10),
+    ];
+    set.start(
+        1,
+        pts.iter().cloned().map(|p| (p, None)).collect(),
+        Limits {
+            num_packets: 0,
+            snaplen: 2048,
+        },
+    )
+    .unwrap();
+    // From the trunk on VLAN 10 (tagged): flooded to A (untagged there).
+    let f = frame([0xff; 6], HOST, Some(10), 0x0806, &[0; 46]);
+    let (_, outs) = bed.run_tapped(TRUNK, &f, &mut set);
+    let mut got: Vec<_> = std::iter::from_fn(|| set.pop(1))
+        .map(|r| (pts[r.point].to_string(), r.direction, r.data))
+        .collect();
+    assert_eq!(
+        got.remove(0),
+        ("trunk".into(), Direction::Inbound, f.clone())
+    );
+    assert_eq!(got.remove(0).0, "vlan:10");
+    let untagged = frame([0xff; 6], HOST, None, 0x0806, &[0; 46]);
+    let to_a = outs
+        .iter()
+        .find_map(|o| match o {
+            Owned::Tunnel(p, _, _, _, pkt) if *p == A => Some(pkt.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(
+        &to_a[4..],
+        untagged.as_slice(),
+        "the packet carries the header"
+    );
+    assert_eq!(
+        got.remove(0),
+        (
+            "session:".to_string() + &A.0.to_string(),
+            Direction::Outbound,
+            untagged
+        )
+    );
+    assert!(got.is_empty(), "{got:?}");
+    // On a VLAN the trunk does not carry: dropped, with the frame.
+    let bad = frame([0xff; 6], HOST, Some(99), 0x0806, &[0; 46]);
+    let _ = bed.run_tapped(TRUNK, &bad, &mut set);
+    let recs: Vec<_> = std::iter::from_fn(|| set.pop(1)).collect();
+    let drop = recs.iter().find(|r| pts[r.point] == Point::Drop).unwrap();
+    assert_eq!(drop.comment, Some("switch.drop_vlan_not_allowed"));
+    assert_eq!(drop.data, bad);
 }

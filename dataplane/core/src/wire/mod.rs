@@ -40,6 +40,7 @@ pub mod gre;
 pub mod ipv4;
 pub mod ipv6;
 pub mod l2tp;
+pub mod tzsp;
 pub mod udp;
 
 /// The big-endian 16-bit field at `r` (two bytes) of `buf`.
