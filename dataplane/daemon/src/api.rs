@@ -68,6 +68,12 @@ pub enum Request {
     Preempt(PreemptRequest),
     /// Turn the connection into a stream of [`Event`]s.
     Subscribe,
+    /// The capture points of the running edge.
+    CapturePoints,
+    /// Start a packet capture: one answer line, then (pcapng) the capture
+    /// file's bytes until a limit ends it, or (TZSP) a summary line when it
+    /// ends. Closing the connection ends it.
+    Capture(CaptureRequest),
 }
 
 impl Request {
@@ -79,6 +85,8 @@ impl Request {
             Request::DisconnectAps(_) => "disconnect-aps",
             Request::Preempt(_) => "preempt",
             Request::Subscribe => "subscribe",
+            Request::CapturePoints => "capture-points",
+            Request::Capture(_) => "capture",
         }
     }
 }
@@ -142,6 +150,12 @@ pub enum Response {
     Preempt(PreemptReport),
     /// To [`Request::Subscribe`]: events follow.
     Subscribed,
+    /// To [`Request::CapturePoints`].
+    CapturePoints(Vec<CapturePointInfo>),
+    /// To [`Request::Capture`]: it runs.
+    Capture(CaptureAccepted),
+    /// A TZSP capture ended (the last line of its connection).
+    CaptureEnded(CaptureSummary),
 }
 
 impl Response {
@@ -153,6 +167,9 @@ impl Response {
             Response::DisconnectAps(_) => "disconnect-aps",
             Response::Preempt(_) => "preempt",
             Response::Subscribed => "subscribed",
+            Response::CapturePoints(_) => "capture-points",
+            Response::Capture(_) => "capture",
+            Response::CaptureEnded(_) => "capture-ended",
         }
     }
 }
@@ -261,10 +278,133 @@ pub fn parse_request(line: &[u8]) -> Result<Request, String> {
     }
     if !map.contains_key("type") {
         return Err(
-            r#"request: no "type" (stats, fdb, disconnect-aps, preempt, subscribe)"#.into(),
+            r#"request: no "type" (stats, fdb, disconnect-aps, preempt, subscribe, capture-points, capture)"#.into(),
         );
     }
     serde_json::from_value(serde_json::Value::Object(map)).map_err(|e| format!("request: {e}"))
+}
+
+/// `num_packets` when a capture gives none (Mist's default).
+pub const CAPTURE_DEFAULT_PACKETS: u64 = 1024;
+/// Most `num_packets` (0, no limit, aside).
+pub const CAPTURE_MAX_PACKETS: u64 = 10_000;
+/// `duration` (seconds) when a capture gives none.
+pub const CAPTURE_DEFAULT_DURATION: u64 = 600;
+/// Longest `duration` (seconds): a day.
+pub const CAPTURE_MAX_DURATION: u64 = 86_400;
+/// `max_pkt_len` when a capture gives none.
+pub const CAPTURE_DEFAULT_SNAPLEN: u32 = 512;
+/// The range of `max_pkt_len`.
+pub const CAPTURE_SNAPLEN: std::ops::RangeInclusive<u32> = 64..=2048;
+
+/// What a capture writes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CaptureFormat {
+    /// A pcapng stream on the connection.
+    #[default]
+    Pcapng,
+    /// TZSP datagrams to `tzsp` (UDP).
+    Tzsp,
+}
+
+/// One capture point of a request, with its own filter (which wins over
+/// the request's).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapturePoint {
+    /// Its name: `trunk`, `ap:<name>`, `session:<id>`, `gre:<addr>`,
+    /// `host:<vlan>`, `vlan:<id>`, `wire`, `drop`, or a Mist port name
+    /// (`port0`, …).
+    pub name: String,
+    /// A tcpdump expression for this point.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
+}
+
+/// A `capture` request, in the shape of Mist's edge capture.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CaptureRequest {
+    /// Where (at least one).
+    pub points: Vec<CapturePoint>,
+    /// A tcpdump expression for every point without its own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
+    /// Frames to take before it ends ([`CAPTURE_DEFAULT_PACKETS`]; 0: no
+    /// limit; at most [`CAPTURE_MAX_PACKETS`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub num_packets: Option<u64>,
+    /// Seconds before it ends ([`CAPTURE_DEFAULT_DURATION`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration: Option<u64>,
+    /// Bytes kept of each frame ([`CAPTURE_DEFAULT_SNAPLEN`], 64 to 2048).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_pkt_len: Option<u32>,
+    /// Output.
+    pub format: CaptureFormat,
+    /// Where TZSP goes: `host:port` (port 37008 when absent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tzsp: Option<String>,
+}
+
+/// A capture point of the running edge.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CapturePointInfo {
+    /// Its name.
+    pub name: String,
+    /// What it sees.
+    pub description: String,
+}
+
+/// A capture that runs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CaptureAccepted {
+    /// Its id (in the stats).
+    pub id: u64,
+    /// Its points, in the order of the pcapng interfaces.
+    pub points: Vec<String>,
+    /// The limits in force.
+    pub num_packets: u64,
+    /// Seconds.
+    pub duration: u64,
+    /// Bytes kept of each frame.
+    pub max_pkt_len: u32,
+    /// Output.
+    pub format: CaptureFormat,
+    /// Where TZSP goes (the resolved address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tzsp: Option<String>,
+}
+
+/// A capture's counters.
+pub use tunterm_core::proto::capture::CaptureCounters;
+
+/// How a capture ended, and its counters.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CaptureSummary {
+    /// Its id.
+    pub id: u64,
+    /// `num_packets`, `duration`, `client` (the connection closed) or
+    /// `shutdown`.
+    pub ended_by: String,
+    /// Its counters.
+    #[serde(flatten)]
+    pub counters: CaptureCounters,
+}
+
+/// A running capture in the stats.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CaptureStats {
+    /// Its id.
+    pub id: u64,
+    /// Its points.
+    pub points: Vec<String>,
+    /// Output.
+    pub format: CaptureFormat,
+    /// Its counters.
+    #[serde(flatten)]
+    pub counters: CaptureCounters,
 }
 
 /// Something that happened in the daemon, as a subscription streams it.

@@ -12,6 +12,7 @@
 //! loop only snapshots what a request asks for. The edge's own host ports,
 //! routes and DHCP relay, and the reload on SIGHUP, are in [`services`].
 
+mod capture;
 mod control;
 mod inputs;
 mod services;
@@ -42,6 +43,7 @@ use tunterm_core::forward::{
     TunnelMtus,
 };
 use tunterm_core::proto::bridge::{PortConfig, PortId, Switch, SwitchCounters, TRUNK};
+use tunterm_core::proto::capture::Direction;
 use tunterm_core::proto::gre::{
     GreConfig, GreCounters, GreEndpoint, GreEvent, GreIncoming, GrePeerSnapshot,
 };
@@ -277,6 +279,9 @@ pub struct Stats {
     pub services: services::ServicesStats,
     /// The control socket: connections, refusals, subscriptions.
     pub control: crate::api::ControlStats,
+    /// Running packet captures and their counters.
+    #[serde(default)]
+    pub captures: Vec<crate::api::CaptureStats>,
 }
 
 /// The tunnel sockets, by carrier and address family.
@@ -332,6 +337,12 @@ struct Dataplane {
     svc: services::Services,
     /// The control socket's side in the loop: events, counters, digest.
     control: control::Control,
+    /// Packet captures (the pipeline's tap while one runs).
+    captures: capture::Captures,
+    /// The upstream trunk's interface.
+    upstream: String,
+    /// tunterm's L2TP/UDP port (for the `wire` capture point's headers).
+    port: u16,
 }
 
 /// The tunnels' MTUs: each mxtunnel's `mtu` (by profile index), the AP
@@ -424,6 +435,7 @@ impl Dataplane {
             operations: self.operations.counters().clone(),
             services: self.svc.stats(),
             control: self.control.stats(),
+            captures: self.captures.stats(),
         }
     }
 
@@ -527,9 +539,20 @@ impl Dataplane {
             },
             relay: Some(self.svc.relay_mut()),
         };
-        let _ = self
-            .fwd
-            .handle(now, ingress, frame, &mut ports, &mut self.out, &mut NoTap);
+        // Without a capture the tap compiles to nothing.
+        let _ = if self.captures.set.is_active() {
+            self.fwd.handle(
+                now,
+                ingress,
+                frame,
+                &mut ports,
+                &mut self.out,
+                &mut self.captures.set,
+            )
+        } else {
+            self.fwd
+                .handle(now, ingress, frame, &mut ports, &mut self.out, &mut NoTap)
+        };
         self.write_actions(mark);
     }
 
@@ -546,16 +569,15 @@ impl Dataplane {
             },
             relay: None,
         };
-        self.fwd.deliver(
-            now,
-            from,
-            to,
-            vlan,
-            frame,
-            &mut ports,
-            &mut self.out,
-            &mut NoTap,
-        );
+        if self.captures.set.is_active() {
+            let tap = &mut self.captures.set;
+            self.fwd
+                .deliver(now, from, to, vlan, frame, &mut ports, &mut self.out, tap);
+        } else {
+            let tap = &mut NoTap;
+            self.fwd
+                .deliver(now, from, to, vlan, frame, &mut ports, &mut self.out, tap);
+        }
         self.write_actions(mark);
     }
 
@@ -593,6 +615,26 @@ impl Dataplane {
             self.out.clear();
             return;
         }
+        if self
+            .captures
+            .set
+            .watches(&tunterm_core::proto::capture::Point::Wire)
+        {
+            let now = Instant::now();
+            for o in self.out.iter() {
+                if let Out::Tunnel {
+                    carrier,
+                    peer,
+                    packet,
+                    ..
+                } = o
+                {
+                    let local = local_addr(&self.cfg, self.port, carrier, peer.ip());
+                    self.captures
+                        .wire(now, Direction::Outbound, carrier, local, peer, packet);
+                }
+            }
+        }
         let mut batch: Vec<(SocketAddr, &[u8])> = Vec::with_capacity(SEND_BATCH);
         let mut to: Option<(Carrier, bool)> = None;
         for o in self.out.iter() {
@@ -624,6 +666,16 @@ impl Dataplane {
     fn flush_control(&mut self) {
         while let Some(t) = self.endpoint.poll_transmit() {
             let v6 = t.dst.is_ipv6();
+            let carrier = Carrier::L2tp(t.transport);
+            let local = local_addr(&self.cfg, self.port, carrier, t.dst.ip());
+            self.captures.wire(
+                Instant::now(),
+                Direction::Outbound,
+                carrier,
+                local,
+                t.dst,
+                &t.payload,
+            );
             match self.socks.get(Carrier::L2tp(t.transport), v6) {
                 Some(s) => {
                     if let Err(e) = s.try_send(&t.payload, t.dst) {
@@ -634,6 +686,16 @@ impl Dataplane {
             }
         }
         while let Some((dst, payload)) = self.gre.poll_transmit() {
+            let peer = SocketAddr::new(dst, 0);
+            let local = local_addr(&self.cfg, self.port, Carrier::Gre, dst);
+            self.captures.wire(
+                Instant::now(),
+                Direction::Outbound,
+                Carrier::Gre,
+                local,
+                peer,
+                &payload,
+            );
             if let Some(s) = self.socks.get(Carrier::Gre, dst.is_ipv6()) {
                 let _ = s.try_send(&payload, SocketAddr::new(dst, 0));
             }
@@ -673,6 +735,7 @@ impl Dataplane {
                 Event::SessionUp { ccid, session_id } => {
                     self.sessions_changed = true;
                     self.session_up(ccid, session_id);
+                    self.label_session(session_id);
                     self.control.emit(|| ApiEvent::SessionUp {
                         tunnel_id: ccid,
                         session_id,
@@ -685,6 +748,7 @@ impl Dataplane {
                 } => {
                     self.sessions_changed = true;
                     let flushed = self.switch.remove_port(PortId(session_id));
+                    self.captures.set.remove_port(PortId(session_id));
                     info!(tunnel_id = ccid, session_id, flushed_macs = flushed, reason = ?reason, "session down");
                     self.control.emit(|| ApiEvent::SessionDown {
                         tunnel_id: ccid,
@@ -710,6 +774,7 @@ impl Dataplane {
                             untagged_vlan: Some(m.default_vlan),
                         },
                     );
+                    self.label_gre_peer(port, peer.addr);
                     self.control.emit(|| ApiEvent::PeerAdded {
                         port: port.0,
                         ap: peer.addr.to_string(),
@@ -719,6 +784,7 @@ impl Dataplane {
                 GreEvent::PeerDown { port, peer, reason } => {
                     self.sessions_changed = true;
                     let flushed = self.switch.remove_port(port);
+                    self.captures.set.remove_port(port);
                     info!(port = port.0, ap = %peer.addr, flushed_macs = flushed, reason = ?reason, "mGRE peer down");
                     self.control.emit(|| ApiEvent::PeerRemoved {
                         port: port.0,
@@ -780,6 +846,9 @@ impl Dataplane {
         self.io.tunnel_rx += rx.len() as u64;
         for (pkt, from) in rx.iter() {
             let now = Instant::now();
+            let here = local_addr(&self.cfg, self.port, carrier, from.ip());
+            self.captures
+                .wire(now, Direction::Inbound, carrier, here, from, pkt);
             match carrier {
                 Carrier::L2tp(t) => match self.endpoint.handle_datagram(now, t, from, pkt) {
                     Incoming::Data {
@@ -790,7 +859,10 @@ impl Dataplane {
                         self.flush_control();
                         self.handle_events();
                     }
-                    Incoming::Dropped(_) => {}
+                    Incoming::Dropped(d) => {
+                        let why = capture::l2tp_drop_name(d);
+                        self.captures.dropped(now, why, carrier, here, from, pkt);
+                    }
                 },
                 Carrier::Gre => {
                     let local = self.local_for(from.ip());
@@ -804,7 +876,10 @@ impl Dataplane {
                             self.handle_events();
                             self.flush_control();
                         }
-                        GreIncoming::Dropped(_) => {}
+                        GreIncoming::Dropped(d) => {
+                            let why = capture::gre_drop_name(d);
+                            self.captures.dropped(now, why, carrier, here, from, pkt);
+                        }
                     }
                 }
             }
@@ -893,6 +968,9 @@ impl Dataplane {
     /// Bring the fast path's maps up to date with the switch.
     fn sync_fast_path(&mut self, now: Instant) {
         if let Some(f) = &mut self.fast {
+            // A capture sees what the slow path forwards: while one runs,
+            // the fast path forwards nothing.
+            f.set_capture_bypass(now, self.captures.set.is_active());
             let (endpoint, mtus, link_mtu) = (&self.endpoint, &self.mtus, self.link_mtu);
             f.handle(
                 now,
@@ -916,6 +994,7 @@ impl Dataplane {
             self.monitor.poll_timeout(),
             self.svc.poll_timeout(),
             (self.state_dirty && self.state_file.is_some()).then_some(self.state_due),
+            self.captures.poll_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -923,6 +1002,21 @@ impl Dataplane {
         .unwrap_or(fallback)
         .min(fallback)
     }
+}
+
+/// tunterm's address and port for a datagram to or from `peer` on
+/// `carrier` (the `wire` capture point's outer headers).
+fn local_addr(cfg: &EdgeConfig, port: u16, carrier: Carrier, peer: IpAddr) -> SocketAddr {
+    let ip = match peer {
+        IpAddr::V4(_) => cfg.tunnel_ip.map(IpAddr::V4),
+        IpAddr::V6(_) => cfg.tunnel_ip6.map(IpAddr::V6),
+    }
+    .unwrap_or(peer);
+    let port = match carrier {
+        Carrier::L2tp(Transport::Udp) => port,
+        _ => 0,
+    };
+    SocketAddr::new(ip, port)
 }
 
 /// Send `msgs` on the tunnel socket of `carrier` and family (`v6`) with
@@ -1184,6 +1278,9 @@ pub async fn run(
         operations: Operations::new(operations_seed),
         svc,
         control,
+        captures: capture::Captures::default(),
+        upstream: upstream.clone(),
+        port: opts.port,
         cfg,
     };
     dp.restore(Instant::now());
@@ -1248,6 +1345,7 @@ pub async fn run(
             dp.on_timeout(now);
         }
         dp.flush_tunnel_tx();
+        dp.captures.pump(Instant::now());
         dp.sync_fast_path(now);
         dp.persist(now, false);
         if busy {

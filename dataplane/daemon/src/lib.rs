@@ -16,6 +16,7 @@
 //! and demo infrastructure, not part of this crate's API.
 
 pub mod api;
+pub mod capture;
 pub mod driver;
 pub mod io;
 pub mod monitoring;

@@ -328,15 +328,12 @@ impl CaptureSet {
             .map(|c| c.counters)
     }
 
-    /// The writer took a record of capture `id` out (`written`), or had
-    /// no room for it (`dropped`).
-    pub fn count_output(&mut self, id: u64, written: bool) {
+    /// The writer wrote `written` records of capture `id` out, and had no
+    /// room for `dropped` more.
+    pub fn count_output(&mut self, id: u64, written: u64, dropped: u64) {
         if let Some(c) = self.get_mut(id) {
-            if written {
-                c.counters.written += 1;
-            } else {
-                c.counters.dropped += 1;
-            }
+            c.counters.written += written;
+            c.counters.dropped += dropped;
         }
     }
 
@@ -648,8 +645,7 @@ mod tests {
         assert!(set.is_done(2));
         let c = set.counters(2).unwrap();
         assert_eq!((c.seen, c.matched, c.dropped), (6, 6, 0));
-        set.count_output(2, true);
-        set.count_output(2, false);
+        set.count_output(2, 1, 1);
         assert_eq!(set.stop(2).map(|c| (c.written, c.dropped)), Some((1, 1)));
         assert_eq!(set.counters(2), None);
         assert!(set.is_active());

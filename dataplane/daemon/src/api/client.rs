@@ -9,8 +9,9 @@ use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
 use super::{
-    DisconnectReport, DisconnectRequest, Event, FDB_MAX_LIMIT, FdbEntry, FdbPage, FdbQuery,
-    PreemptReport, PreemptRequest, Request, Response, ResponseLine, Stats, VERSION,
+    CaptureAccepted, CapturePointInfo, CaptureRequest, CaptureSummary, DisconnectReport,
+    DisconnectRequest, Event, FDB_MAX_LIMIT, FdbEntry, FdbPage, FdbQuery, PreemptReport,
+    PreemptRequest, Request, Response, ResponseLine, Stats, VERSION,
 };
 
 /// Why a call failed.
@@ -173,6 +174,25 @@ impl Client {
         }
     }
 
+    /// The running edge's capture points.
+    pub async fn capture_points(&self) -> Result<Vec<CapturePointInfo>, ClientError> {
+        match self.call(&Request::CapturePoints).await? {
+            Response::CapturePoints(p) => Ok(p),
+            other => Err(unexpected("capture-points", &other)),
+        }
+    }
+
+    /// Start a capture: the daemon's answer, and the connection its bytes
+    /// (pcapng) or its summary (TZSP) come on. Dropping it stops the
+    /// capture.
+    pub async fn capture(&self, req: CaptureRequest) -> Result<CaptureStream, ClientError> {
+        let mut conn = self.connect().await?;
+        match conn.call(&Request::Capture(req)).await? {
+            Response::Capture(accepted) => Ok(CaptureStream { accepted, conn }),
+            other => Err(unexpected("capture", &other)),
+        }
+    }
+
     /// Subscribe to the daemon's events.
     pub async fn subscribe(&self) -> Result<Subscription, ClientError> {
         let mut conn = self.connect().await?;
@@ -213,6 +233,33 @@ impl Subscription {
             None => Ok(None),
             Some(line) => match line.event {
                 Some(e) => Ok(Some(e)),
+                None => Err(line_error(line)),
+            },
+        }
+    }
+}
+
+/// A capture that runs.
+pub struct CaptureStream {
+    /// What the daemon accepted.
+    pub accepted: CaptureAccepted,
+    conn: Connection,
+}
+
+impl CaptureStream {
+    /// The next bytes of a pcapng capture into `buf`; 0 when it ended.
+    pub async fn read(&mut self, buf: &mut [u8]) -> Result<usize, ClientError> {
+        use tokio::io::AsyncReadExt;
+        self.conn.rd.read(buf).await.map_err(|e| self.conn.io(e))
+    }
+
+    /// A TZSP capture's end: its summary (None if the daemon went first).
+    pub async fn summary(&mut self) -> Result<Option<CaptureSummary>, ClientError> {
+        match self.conn.read_line(None).await? {
+            None => Ok(None),
+            Some(line) => match line.result {
+                Some(Response::CaptureEnded(s)) => Ok(Some(s)),
+                Some(other) => Err(unexpected("capture", &other)),
                 None => Err(line_error(line)),
             },
         }

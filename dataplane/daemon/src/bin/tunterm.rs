@@ -185,6 +185,12 @@ enum Cmd {
         #[arg(long, default_value = "/run/tunterm/tunterm.sock")]
         control_socket: PathBuf,
     },
+    /// Capture packets at the running edge's capture points: pcapng to a
+    /// file, to stdout (`-w - | wireshark -k -i -`) or to one TCP client
+    /// (`--listen`, Wireshark's TCP@host:port), or TZSP to a UDP port.
+    /// Ends at the first limit (-c, --duration) with status 0, or when
+    /// the reader goes. Also a Wireshark extcap (--extcap-interfaces …).
+    Capture(Box<CaptureArgs>),
     /// Validate a configuration file and print what tunterm would run:
     /// the file, then the interfaces it names (each must exist on this
     /// host), and its digest (the `config_digest` of `tunterm stats`).
@@ -196,6 +202,82 @@ enum Cmd {
         #[arg(long)]
         syntax_only: bool,
     },
+}
+
+#[derive(clap::Args)]
+struct CaptureArgs {
+    /// Capture point (repeatable; see --list): trunk, wire, drop,
+    /// ap:NAME, session:ID, gre:ADDR, host:VLAN, vlan:ID, portN.
+    #[arg(short = 'i', long = "interface", default_values_t = ["trunk".to_string()])]
+    points: Vec<String>,
+    /// tcpdump filter expression (libpcap), for every point.
+    #[arg(short = 'f', long)]
+    filter: Option<String>,
+    /// Frames to capture (0: no limit). Default 1024, at most 10000.
+    #[arg(short = 'c', long)]
+    count: Option<u64>,
+    /// Seconds to capture (default 600).
+    #[arg(long)]
+    duration: Option<u64>,
+    /// Bytes kept of each frame, 64 to 2048 (default 512).
+    #[arg(short = 's', long)]
+    snaplen: Option<u32>,
+    /// pcapng or tzsp (--tzsp implies tzsp).
+    #[arg(long, value_parser = parse_format)]
+    format: Option<tunterm::api::CaptureFormat>,
+    /// Where TZSP goes: HOST[:PORT] (port 37008 by default).
+    #[arg(long)]
+    tzsp: Option<String>,
+    /// Write pcapng to FILE (`-`: stdout).
+    #[arg(short = 'w', long = "write")]
+    write: Option<PathBuf>,
+    /// Serve pcapng to the first TCP client on ADDR:PORT (Wireshark:
+    /// `wireshark -k -i TCP@ADDR:PORT`).
+    #[arg(long, conflicts_with = "write")]
+    listen: Option<std::net::SocketAddr>,
+    /// List the capture points and exit.
+    #[arg(long)]
+    list: bool,
+    /// Control socket of the daemon ($TUNTERM_CONTROL_SOCKET when set).
+    #[arg(long, default_value = "/run/tunterm/tunterm.sock")]
+    control_socket: PathBuf,
+    /// extcap: list the capture points as interfaces.
+    #[arg(long, hide = true)]
+    extcap_interfaces: bool,
+    /// extcap: the link types of an interface.
+    #[arg(long, hide = true)]
+    extcap_dlts: bool,
+    /// extcap: the settings of an interface.
+    #[arg(long, hide = true)]
+    extcap_config: bool,
+    /// extcap: capture into --fifo.
+    #[arg(long, hide = true)]
+    capture: bool,
+    /// extcap: the interface (a capture point).
+    #[arg(long, hide = true)]
+    extcap_interface: Option<String>,
+    /// extcap: the fifo Wireshark reads.
+    #[arg(long, hide = true)]
+    fifo: Option<PathBuf>,
+    /// extcap: the capture filter.
+    #[arg(long, hide = true)]
+    extcap_capture_filter: Option<String>,
+    /// extcap: Wireshark's version.
+    #[arg(long, hide = true)]
+    extcap_version: Option<String>,
+    /// extcap: toolbar control pipes (not used).
+    #[arg(long, hide = true)]
+    extcap_control_in: Option<String>,
+    #[arg(long, hide = true)]
+    extcap_control_out: Option<String>,
+}
+
+fn parse_format(s: &str) -> Result<tunterm::api::CaptureFormat, String> {
+    match s {
+        "pcapng" => Ok(tunterm::api::CaptureFormat::Pcapng),
+        "tzsp" => Ok(tunterm::api::CaptureFormat::Tzsp),
+        _ => Err(format!("{s}: pcapng or tzsp")),
+    }
 }
 
 fn load(config: Option<&PathBuf>) -> anyhow::Result<tunterm_control::EdgeConfig> {
@@ -216,7 +298,17 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    // Wireshark runs an extcap with its own arguments only: they are
+    // `capture`'s.
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args
+        .get(1)
+        .and_then(|a| a.to_str())
+        .is_some_and(|a| a.starts_with("--extcap") || a == "--capture")
+    {
+        args.insert(1, "capture".into());
+    }
+    let cli = Cli::parse_from(args);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -361,6 +453,7 @@ fn main() -> anyhow::Result<()> {
             let req = PreemptRequest { site_id };
             print_json(&rt.block_on(Client::new(&control_socket).preempt(req))?)
         }
+        Cmd::Capture(args) => rt.block_on(capture::run(*args)),
         Cmd::CheckConfig {
             config,
             syntax_only,
@@ -373,6 +466,192 @@ fn main() -> anyhow::Result<()> {
             println!("config_digest: {}", tunterm::api::config_digest(&cfg.raw));
             Ok(())
         }
+    }
+}
+
+mod capture {
+    //! `tunterm capture` and the Wireshark extcap.
+
+    use std::io::IsTerminal;
+    use std::path::PathBuf;
+
+    use anyhow::{Context, bail};
+    use tokio::io::{AsyncWrite, AsyncWriteExt};
+    use tunterm::api::client::{CaptureStream, Client};
+    use tunterm::api::{CaptureFormat, CapturePoint, CaptureRequest};
+
+    use super::CaptureArgs;
+
+    const DEFAULT_SOCKET: &str = "/run/tunterm/tunterm.sock";
+
+    pub async fn run(a: CaptureArgs) -> anyhow::Result<()> {
+        let socket = match std::env::var_os("TUNTERM_CONTROL_SOCKET") {
+            Some(s) if a.control_socket.as_os_str() == DEFAULT_SOCKET => PathBuf::from(s),
+            _ => a.control_socket.clone(),
+        };
+        let client = Client::new(&socket);
+        if a.extcap_interfaces {
+            return extcap_interfaces(&client).await;
+        }
+        if a.extcap_dlts {
+            let i = a.extcap_interface.as_deref().unwrap_or("trunk");
+            println!("dlt {{number=1}}{{name=EN10MB}}{{display=Ethernet ({i})}}");
+            return Ok(());
+        }
+        if a.extcap_config {
+            println!(
+                "arg {{number=0}}{{call=--control-socket}}{{display=tunterm control socket}}\
+                 {{type=string}}{{default={}}}{{tooltip=The running edge's control socket}}",
+                socket.display()
+            );
+            println!(
+                "arg {{number=1}}{{call=--snaplen}}{{display=Bytes per frame}}{{type=integer}}\
+                 {{range=64,2048}}{{default=2048}}"
+            );
+            return Ok(());
+        }
+        if a.list {
+            for p in client.capture_points().await? {
+                println!("{:<24} {}", p.name, p.description);
+            }
+            return Ok(());
+        }
+        let format = match (a.format, &a.tzsp) {
+            (Some(CaptureFormat::Pcapng), Some(_)) => bail!("--tzsp goes with --format tzsp"),
+            (Some(f), _) => f,
+            (None, Some(_)) => CaptureFormat::Tzsp,
+            (None, None) => CaptureFormat::Pcapng,
+        };
+        if format == CaptureFormat::Tzsp && a.tzsp.is_none() {
+            bail!("--format tzsp needs --tzsp HOST[:PORT]");
+        }
+        let extcap = a.capture;
+        let (points, filter) = if extcap {
+            let i = a
+                .extcap_interface
+                .clone()
+                .context("--capture needs --extcap-interface")?;
+            (
+                vec![i],
+                a.extcap_capture_filter.clone().or(a.filter.clone()),
+            )
+        } else {
+            (a.points.clone(), a.filter.clone())
+        };
+        let req = CaptureRequest {
+            points: points
+                .into_iter()
+                .map(|name| CapturePoint { name, filter: None })
+                .collect(),
+            filter: filter.filter(|f| !f.trim().is_empty()),
+            // Wireshark stops an extcap when it likes: no count, a day.
+            num_packets: if extcap { Some(0) } else { a.count },
+            duration: if extcap { Some(86_400) } else { a.duration },
+            max_pkt_len: if extcap {
+                Some(a.snaplen.unwrap_or(2048))
+            } else {
+                a.snaplen
+            },
+            format,
+            tzsp: a.tzsp.clone(),
+        };
+        if format == CaptureFormat::Tzsp {
+            let mut stream = client.capture(req).await?;
+            eprintln!(
+                "tunterm: capturing {} to TZSP {} (up to {} frames, {} s)",
+                stream.accepted.points.join(", "),
+                stream.accepted.tzsp.as_deref().unwrap_or("?"),
+                stream.accepted.num_packets,
+                stream.accepted.duration
+            );
+            let summary = stream
+                .summary()
+                .await?
+                .context("the daemon ended the capture without a summary")?;
+            println!("{}", serde_json::to_string(&summary)?);
+            return Ok(());
+        }
+        if extcap {
+            let fifo = a.fifo.clone().context("--capture needs --fifo")?;
+            let stream = client.capture(req).await?;
+            let out = tokio::fs::OpenOptions::new()
+                .write(true)
+                .open(&fifo)
+                .await
+                .with_context(|| format!("opening {}", fifo.display()))?;
+            return copy(stream, out).await;
+        }
+        if let Some(addr) = a.listen {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening on {addr}"))?;
+            eprintln!("tunterm: waiting for a reader on TCP {addr} (wireshark -k -i TCP@{addr})");
+            let (sock, peer) = l.accept().await?;
+            eprintln!("tunterm: {peer} reads the capture");
+            let stream = client.capture(req).await?;
+            return copy(stream, sock).await;
+        }
+        match a.write.as_deref() {
+            Some(p) if p.as_os_str() != "-" => {
+                let stream = client.capture(req).await?;
+                let f = tokio::fs::File::create(p)
+                    .await
+                    .with_context(|| format!("creating {}", p.display()))?;
+                copy(stream, f).await
+            }
+            w => {
+                if w.is_none() && std::io::stdout().is_terminal() {
+                    bail!(
+                        "pcapng is binary: give -w FILE, or -w - into a pipe (| wireshark -k -i -)"
+                    );
+                }
+                let stream = client.capture(req).await?;
+                copy(stream, tokio::io::stdout()).await
+            }
+        }
+    }
+
+    /// The pcapng bytes into `out`, flushed as they come; the end of the
+    /// capture (or of the reader) is a success.
+    async fn copy(
+        mut stream: CaptureStream,
+        mut out: impl AsyncWrite + Unpin,
+    ) -> anyhow::Result<()> {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = stream.read(&mut buf).await?;
+            if n == 0 {
+                let _ = out.flush().await;
+                return Ok(());
+            }
+            if let Err(e) = async {
+                out.write_all(&buf[..n]).await?;
+                out.flush().await
+            }
+            .await
+            {
+                if e.kind() == std::io::ErrorKind::BrokenPipe {
+                    return Ok(());
+                }
+                return Err(e.into());
+            }
+        }
+    }
+
+    async fn extcap_interfaces(client: &Client) -> anyhow::Result<()> {
+        println!(
+            "extcap {{version={}}}{{help=https://example.invalid/tunterm#capture}}",
+            env!("CARGO_PKG_VERSION")
+        );
+        // No daemon: no interface (Wireshark asks every extcap at start).
+        let points = client.capture_points().await.unwrap_or_default();
+        for p in points {
+            println!(
+                "interface {{value={}}}{{display=tunterm {}: {}}}",
+                p.name, p.name, p.description
+            );
+        }
+        Ok(())
     }
 }
 

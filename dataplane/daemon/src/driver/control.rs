@@ -29,9 +29,9 @@ use tunterm_core::proto::l2tp::CloseReason;
 
 use super::{Dataplane, FdbEntry, Stats};
 use crate::api::{
-    ControlStats, DisconnectReport, DisconnectRequest, Event, EventKind, FDB_DEFAULT_LIMIT,
-    FDB_MAX_LIMIT, FdbPage, FdbQuery, MAX_REQUEST_LINE, PreemptReport, PreemptRequest, Request,
-    Response, ResponseLine, parse_request,
+    CaptureFormat, CaptureRequest, ControlStats, DisconnectReport, DisconnectRequest, Event,
+    EventKind, FDB_DEFAULT_LIMIT, FDB_MAX_LIMIT, FdbPage, FdbQuery, MAX_REQUEST_LINE,
+    PreemptReport, PreemptRequest, Request, Response, ResponseLine, parse_request,
 };
 use tunterm_core::wire::ether::MacAddr;
 
@@ -53,6 +53,11 @@ pub(super) enum Ask {
     Fdb(FdbFilter),
     Disconnect(DisconnectRequest),
     Preempt(PreemptRequest),
+    CapturePoints,
+    /// A capture, checked, and where its TZSP goes (resolved).
+    CaptureStart(Box<CaptureRequest>, Option<std::net::SocketAddr>),
+    /// The capture's client went.
+    CaptureStop(u64),
 }
 
 /// The loop's answer: a snapshot, rendered outside the loop.
@@ -62,6 +67,9 @@ pub(super) enum Answer {
     Fdb(Vec<(u16, MacAddr, PortId)>),
     Disconnect(Result<DisconnectReport, String>),
     Preempt(Result<PreemptReport, String>),
+    CapturePoints(Vec<crate::api::CapturePointInfo>),
+    CaptureStarted(Result<super::capture::Stream, String>),
+    Done,
 }
 
 /// A request for the event loop and where its answer goes.
@@ -449,6 +457,10 @@ async fn serve_connection(stream: UnixStream, shared: Arc<Shared>) {
                 drop(line);
                 return stream_events(rd, wr, &shared).await;
             }
+            Ok(Request::Capture(req)) => {
+                drop(line);
+                return run_capture(req, rd, wr, &shared).await;
+            }
             Ok(req) => answer(req, &shared).await,
         };
         if !write(&mut wr, &reply, c).await {
@@ -478,7 +490,10 @@ async fn answer(req: Request, shared: &Shared) -> Vec<u8> {
         },
         Request::DisconnectAps(r) => (Ask::Disconnect(r), None),
         Request::Preempt(r) => (Ask::Preempt(r), None),
-        Request::Subscribe => unreachable!("subscriptions do not reach the loop"),
+        Request::CapturePoints => (Ask::CapturePoints, None),
+        Request::Subscribe | Request::Capture(_) => {
+            unreachable!("subscriptions and captures are served apart")
+        }
     };
     let (tx, rx) = oneshot::channel();
     let stopping = || ResponseLine::error("tunterm is stopping").to_line();
@@ -499,6 +514,10 @@ async fn answer(req: Request, shared: &Shared) -> Vec<u8> {
             Answer::Preempt(Ok(r)) => Response::Preempt(r),
             Answer::Disconnect(Err(e)) | Answer::Preempt(Err(e)) => {
                 return ResponseLine::error(e).to_line();
+            }
+            Answer::CapturePoints(p) => Response::CapturePoints(p),
+            Answer::CaptureStarted(_) | Answer::Done => {
+                return ResponseLine::error("unexpected answer").to_line();
             }
         };
         ResponseLine::result(response).to_line()
@@ -527,6 +546,96 @@ fn fdb_page(mut entries: Vec<(u16, MacAddr, PortId)>, offset: usize, limit: usiz
             })
             .collect(),
     }
+}
+
+/// A capture: its answer line, then its pcapng bytes (or, for TZSP,
+/// nothing) until a limit ends it, then the pcapng statistics (or the TZSP
+/// summary line). The client closing its end stops it.
+async fn run_capture(
+    req: CaptureRequest,
+    rd: BufReader<OwnedReadHalf>,
+    mut wr: OwnedWriteHalf,
+    shared: &Shared,
+) {
+    let c = &*shared.counters;
+    let refuse = |e: String| {
+        bump(&c.bad_requests);
+        ResponseLine::error(e).to_line()
+    };
+    if let Err(e) = super::capture::check(&req) {
+        let _ = write(&mut wr, &refuse(e), c).await;
+        return;
+    }
+    let tzsp = match (req.format, req.tzsp.as_deref()) {
+        (CaptureFormat::Tzsp, Some(to)) => match super::capture::resolve_tzsp(to).await {
+            Ok(a) => Some(a),
+            Err(e) => {
+                let _ = write(&mut wr, &refuse(e), c).await;
+                return;
+            }
+        },
+        _ => None,
+    };
+    let (tx, rx) = oneshot::channel();
+    let ask = Ask::CaptureStart(Box::new(req), tzsp);
+    let started = match shared.jobs.send(Job { ask, reply: tx }).await {
+        Ok(()) => rx.await.ok(),
+        Err(_) => None,
+    };
+    let mut stream = match started {
+        Some(Answer::CaptureStarted(Ok(s))) => s,
+        Some(Answer::CaptureStarted(Err(e))) => {
+            let _ = write(&mut wr, &refuse(e), c).await;
+            return;
+        }
+        _ => {
+            let line = ResponseLine::error("tunterm is stopping").to_line();
+            let _ = write(&mut wr, &line, c).await;
+            return;
+        }
+    };
+    let (id, format) = (stream.accepted.id, stream.accepted.format);
+    let line = ResponseLine::result(Response::Capture(stream.accepted.clone())).to_line();
+    if !write(&mut wr, &line, c).await {
+        return; // The chunks' receiver goes: the loop ends it.
+    }
+    // The client's end (or anything it sends: nothing is expected) ends it.
+    let jobs = shared.jobs.clone();
+    let watcher = tokio::spawn(async move {
+        let mut rd = rd;
+        let mut scratch = [0u8; 256];
+        while let Ok(n) = rd.read(&mut scratch).await {
+            if n == 0 {
+                break;
+            }
+        }
+        let (reply, _) = oneshot::channel();
+        let _ = jobs
+            .send(Job {
+                ask: Ask::CaptureStop(id),
+                reply,
+            })
+            .await;
+    });
+    while let Some(chunk) = stream.chunks.recv().await {
+        let ok = write(&mut wr, &chunk, c).await;
+        stream.in_flight.fetch_sub(chunk.len(), Relaxed);
+        if !ok {
+            watcher.abort();
+            return;
+        }
+    }
+    if let Ok(end) = stream.end.await {
+        let bytes = match format {
+            CaptureFormat::Pcapng => end.trailer,
+            CaptureFormat::Tzsp => {
+                ResponseLine::result(Response::CaptureEnded(end.summary)).to_line()
+            }
+        };
+        let _ = write(&mut wr, &bytes, c).await;
+    }
+    watcher.abort();
+    let _ = wr.shutdown().await;
 }
 
 /// A subscription: events until the client goes (or falls too far behind
@@ -597,6 +706,12 @@ impl Dataplane {
                     .operations
                     .preempt(&req, now, &mut self.endpoint, &self.cfg);
                 Answer::Preempt(r)
+            }
+            Ask::CapturePoints => Answer::CapturePoints(self.capture_points()),
+            Ask::CaptureStart(req, tzsp) => Answer::CaptureStarted(self.start_capture(*req, tzsp)),
+            Ask::CaptureStop(id) => {
+                self.captures.stop(id);
+                Answer::Done
             }
         };
         if matches!(answer, Answer::Disconnect(_) | Answer::Preempt(_)) {
@@ -736,7 +851,10 @@ mod tests {
                         ),
                         Ask::Disconnect(_) => Answer::Disconnect(Err("give macs".into())),
                         Ask::Preempt(_) => Answer::Preempt(Ok(PreemptReport::default())),
-                        Ask::Stats => unreachable!(),
+                        Ask::Stats
+                        | Ask::CapturePoints
+                        | Ask::CaptureStart(..)
+                        | Ask::CaptureStop(_) => unreachable!(),
                     };
                     let _ = job.reply.send(a);
                 }

@@ -187,6 +187,11 @@ pub struct FastPathStats {
     pub slow: BTreeMap<Cow<'static, str>, usize>,
     /// Map writes or deletes the kernel refused.
     pub map_errors: u64,
+    /// A packet capture runs: the `fdb` map is kept empty, so the programs
+    /// pass every frame to the slow path (where the capture sees it); the
+    /// switch's entries come back when the last capture ends.
+    #[serde(default)]
+    pub capture_bypass: bool,
     /// Where programs, links and maps are pinned (empty: not pinned, no
     /// hitless restart).
     pub pin_dir: String,
@@ -339,6 +344,8 @@ pub struct FastPath {
     pin_dir: Option<PathBuf>,
     /// FDB entries found in adopted maps, for the switch to take back.
     adopted_fdb: Vec<(tt_fdb_key, tt_fdb_entry)>,
+    /// A capture runs: mirror no FDB entry (everything goes slow).
+    capture_bypass: bool,
 }
 
 impl fmt::Debug for FastPath {
@@ -572,6 +579,7 @@ impl FastPath {
             },
             pin_dir: pin_dir.map(Path::to_path_buf),
             adopted_fdb: Vec::new(),
+            capture_bypass: false,
         };
         if pins == Some(Pins::Adopted) {
             fp.adopt()?;
@@ -617,6 +625,30 @@ impl FastPath {
         {
             warn!(error = %e, dir = %dir.display(), "fast path: removing the pins");
         }
+    }
+
+    /// While `on` (a packet capture runs), keep the `fdb` map empty: the
+    /// programs forward only between MACs it holds, so every frame goes to
+    /// the slow path, where the capture tap sees it. Off again, the
+    /// switch's entries are mirrored back at the next sync.
+    pub fn set_capture_bypass(&mut self, now: Instant, on: bool) {
+        if self.capture_bypass == on {
+            return;
+        }
+        self.capture_bypass = on;
+        self.stats.capture_bypass = on;
+        // Mirror now, whatever the switch's generation.
+        self.fdb_generation = None;
+        self.fdb_due = now;
+        info!(
+            bypass = on,
+            "fast path: {}",
+            if on {
+                "a capture runs; every frame goes to the slow path"
+            } else {
+                "no capture; forwarding in XDP again"
+            }
+        );
     }
 
     /// Keep the maps a mirror of the userspace state: the tunnels when
@@ -795,7 +827,11 @@ impl FastPath {
     /// Make the `fdb` map the switch's FDB.
     fn sync_fdb(&mut self, switch: &Switch) {
         let generation = switch.fdb_generation();
-        let want: FxHashMap<tt_fdb_key, tt_fdb_entry> = mirror::fdb_entries(switch).collect();
+        let want: FxHashMap<tt_fdb_key, tt_fdb_entry> = if self.capture_bypass {
+            FxHashMap::default()
+        } else {
+            mirror::fdb_entries(switch).collect()
+        };
         let cap = self.stats.fdb_capacity as usize;
         let (want, too_many) = self.fdb.keep_within(want, cap);
         let done = match self.progs.fdb() {
