@@ -131,7 +131,13 @@ pub(super) struct End {
 
 enum Output {
     Pcapng(Pcapng),
-    Tzsp { sock: UdpSocket, buf: Vec<u8> },
+    /// Not connected: an ICMP unreachable from a host with no listener
+    /// would fail the next send.
+    Tzsp {
+        sock: UdpSocket,
+        to: SocketAddr,
+        buf: Vec<u8>,
+    },
 }
 
 struct Active {
@@ -342,9 +348,9 @@ fn pump_one(set: &mut CaptureSet, a: &mut Active) {
                 }
             }
         }
-        Output::Tzsp { sock, buf } => {
+        Output::Tzsp { sock, to, buf } => {
             while let Some(r) = set.pop(a.id) {
-                if send_tzsp(sock, buf, &r, &a.clock) {
+                if send_tzsp(sock, *to, buf, &r, &a.clock) {
                     written += 1;
                 } else {
                     dropped += 1;
@@ -355,7 +361,13 @@ fn pump_one(set: &mut CaptureSet, a: &mut Active) {
     set.count_output(a.id, written, dropped);
 }
 
-fn send_tzsp(sock: &UdpSocket, buf: &mut Vec<u8>, r: &Record, clock: &Clock) -> bool {
+fn send_tzsp(
+    sock: &UdpSocket,
+    to: SocketAddr,
+    buf: &mut Vec<u8>,
+    r: &Record,
+    clock: &Clock,
+) -> bool {
     let t = clock.wall(r.time);
     buf.clear();
     tzsp::encode(
@@ -365,7 +377,7 @@ fn send_tzsp(sock: &UdpSocket, buf: &mut Vec<u8>, r: &Record, clock: &Clock) -> 
         t.subsec_nanos(),
         buf,
     );
-    sock.send(buf).is_ok()
+    sock.send_to(buf, to).is_ok()
 }
 
 /// A point name as a request gives it, resolved.
@@ -555,11 +567,11 @@ impl Dataplane {
                     "0.0.0.0:0".parse().expect("an address")
                 };
                 let sock = UdpSocket::bind(any)
-                    .and_then(|s| s.connect(to).map(|()| s))
                     .and_then(|s| s.set_nonblocking(true).map(|()| s))
                     .map_err(|e| format!("capture: TZSP to {to}: {e}"))?;
                 Output::Tzsp {
                     sock,
+                    to,
                     buf: Vec::with_capacity(2048 + tzsp::HEADER_LEN),
                 }
             }

@@ -1,0 +1,458 @@
+//! Packet capture end to end (`tunterm capture`): pcapng on stdout read by
+//! tshark at the trunk, an AP's point and the AP wire; TZSP to a UDP port;
+//! the `drop` point with its reasons; filters and limits; a reader that
+//! stops reading. tshark is the judge.
+//!
+//! Needs root. See `tunterm_lab::topology` for the map.
+
+mod common;
+
+use std::net::UdpSocket;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use tunterm_lab::topology::{Lab, Options};
+use tunterm_lab::{self as lab, tshark_fields};
+
+use common::{bins, ping_ok};
+
+fn start(name: &str, capture: bool) -> Lab {
+    common::start(Options {
+        capture,
+        ..Options::new(name, bins())
+    })
+}
+
+/// `tunterm capture ARGS` against the lab's edge (from the root namespace:
+/// the control socket is a path), stdout into `out`, stderr piped.
+fn capture(lab: &Lab, args: &[&str], out: &Path) -> Child {
+    Command::new(&bins().tunterm)
+        .arg("capture")
+        .arg("--control-socket")
+        .arg(lab.edge_socket())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(out).unwrap())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Wait until the edge runs `n` captures (a capture started before the
+/// traffic that it must see).
+fn wait_captures(lab: &Lab, n: usize) {
+    let ok = lab::wait_until(Duration::from_secs(10), || {
+        lab.edge_stats()
+            .ok()
+            .and_then(|s| s["captures"].as_array().map(|a| a.len() == n))
+            .unwrap_or(false)
+    });
+    assert!(ok, "the edge does not run {n} captures: {}", lab.logs());
+}
+
+/// Wait for `child` to end (at most `limit`): its exit status and stderr.
+fn finish(mut child: Child, limit: Duration) -> (std::process::ExitStatus, String) {
+    let t = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            use std::io::Read;
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            return (status, err);
+        }
+        if t.elapsed() > limit {
+            let _ = child.kill();
+            panic!("tunterm capture still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// No malformed frame nor dissector error in `pcap`.
+fn assert_clean(pcap: &Path, extra: &[&str]) {
+    let bad = tshark_fields(
+        pcap,
+        extra,
+        "_ws.malformed || _ws.expert.severity == error",
+        &["frame.number", "frame.interface_name"],
+    )
+    .unwrap();
+    assert!(bad.is_empty(), "malformed frames: {bad:?}");
+}
+
+/// Decode L2TPv3 data without the handshake: tunterm's 8-byte cookies,
+/// Ethernet pseudowires.
+const L2TP_DATA: [&str; 4] = [
+    "-o",
+    "l2tp.cookie_size:cookie8",
+    "-d",
+    "l2tp.pw_type==0,eth",
+];
+
+#[test]
+fn pcapng_on_stdout_at_the_trunk_an_ap_and_the_wire_with_filters_and_limits() {
+    // 8-byte cookies both ways: tshark decodes the data without the
+    // handshake with one cookie size.
+    let lab = common::start(Options {
+        ap_args: vec!["--cookie-len".into(), "8".into()],
+        ..Options::new("cappcap", bins())
+    });
+    let dir = lab.dir.to_path_buf();
+    ping_ok(&lab, lab.client("c1"), "192.168.10.1");
+
+    // The points of the running edge.
+    let list = Command::new(&bins().tunterm)
+        .args(["capture", "--list", "--control-socket"])
+        .arg(lab.edge_socket())
+        .output()
+        .unwrap();
+    let list = String::from_utf8_lossy(&list.stdout).into_owned();
+    for p in [
+        "trunk", "wire", "drop", "ap:ap1", "ap:ap2", "vlan:10", "vlan:20",
+    ] {
+        assert!(
+            list.lines().any(|l| l.split_whitespace().next() == Some(p)),
+            "--list has no {p}:\n{list}"
+        );
+    }
+
+    // Three points, no count, 4 s: c1 pings upstream meanwhile.
+    let out = dir.join("three.pcapng");
+    let cap = capture(
+        &lab,
+        &[
+            "-i",
+            "trunk",
+            "-i",
+            "ap:ap1",
+            "-i",
+            "wire",
+            "-c",
+            "0",
+            "--duration",
+            "4",
+            "-w",
+            "-",
+        ],
+        &out,
+    );
+    wait_captures(&lab, 1);
+    ping_ok(&lab, lab.client("c1"), "192.168.10.1");
+    let (status, err) = finish(cap, Duration::from_secs(15));
+    assert!(status.success(), "capture: {status}: {err}");
+    assert_clean(&out, &L2TP_DATA);
+    let names = tshark_fields(&out, &[], "", &["frame.interface_name"]).unwrap();
+    assert!(!names.is_empty(), "no frame in the capture");
+    // At the trunk: tagged 10; at ap:ap1: untagged (ap1's pseudowire is
+    // Ethernet), both ways.
+    let icmp = tshark_fields(
+        &out,
+        &L2TP_DATA,
+        "icmp && !l2tp",
+        &[
+            "frame.interface_name",
+            "vlan.id",
+            "ip.src",
+            "ip.dst",
+            "icmp.type",
+        ],
+    )
+    .unwrap();
+    let seen = |point: &str, vid: &str, src: &str, dst: &str, ty: &str| {
+        icmp.iter().any(|r| r == &[point, vid, src, dst, ty])
+    };
+    for (point, vid) in [("trunk", "10"), ("ap:ap1", "")] {
+        assert!(
+            seen(point, vid, "192.168.10.11", "192.168.10.1", "8"),
+            "no echo request at {point}: {icmp:?}"
+        );
+        assert!(
+            seen(point, vid, "192.168.10.1", "192.168.10.11", "0"),
+            "no echo reply at {point}: {icmp:?}"
+        );
+    }
+    // At the wire: the outer L2TPv3 (UDP 1701, our session, 8-byte cookie)
+    // around the same ICMP, both ways.
+    let wire = tshark_fields(
+        &out,
+        &[&L2TP_DATA[..], &["-E", "occurrence=l"]].concat(),
+        "frame.interface_name == \"wire\" && l2tp && icmp",
+        &["l2tp.sid", "l2tp.cookie", "ip.src", "icmp.type"],
+    )
+    .unwrap();
+    for (src, ty) in [("192.168.10.11", "8"), ("192.168.10.1", "0")] {
+        assert!(
+            wire.iter()
+                .any(|r| r[2] == src && r[3] == ty && r[1].len() == 16),
+            "no L2TPv3 with an 8-byte cookie around ICMP from {src} at the wire: {wire:?}"
+        );
+    }
+
+    // A filter, and a count: exactly 5 frames, each ICMP on VLAN 10.
+    let out = dir.join("filtered.pcapng");
+    let cap = capture(
+        &lab,
+        &[
+            "-i",
+            "trunk",
+            "-f",
+            "vlan 10 and icmp",
+            "-c",
+            "5",
+            "-w",
+            "-",
+        ],
+        &out,
+    );
+    wait_captures(&lab, 1);
+    let r = lab::ping(lab.client("c1"), "192.168.10.1", 6).unwrap();
+    assert_eq!(r.received, 6, "{r:?}");
+    let (status, err) = finish(cap, Duration::from_secs(15));
+    assert!(status.success(), "capture -c 5: {status}: {err}");
+    let rows = tshark_fields(&out, &[], "", &["vlan.id", "icmp.type"]).unwrap();
+    assert_eq!(rows.len(), 5, "-c 5: {rows:?}");
+    assert!(
+        rows.iter().all(|r| r[0] == "10" && !r[1].is_empty()),
+        "not all ICMP on VLAN 10: {rows:?}"
+    );
+
+    // A duration: 2 s.
+    let t = Instant::now();
+    let out = dir.join("two-seconds.pcapng");
+    let cap = capture(&lab, &["-i", "trunk", "--duration", "2", "-w", "-"], &out);
+    let (status, err) = finish(cap, Duration::from_secs(10));
+    let took = t.elapsed();
+    assert!(status.success(), "capture --duration 2: {status}: {err}");
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(4),
+        "--duration 2 took {took:?}"
+    );
+    assert_clean(&out, &[]);
+
+    // Clear errors: libpcap's, the valid points', nothing started.
+    let bad = |args: &[&str]| {
+        let out = dir.join("refused.pcapng");
+        let (status, err) = finish(capture(&lab, args, &out), Duration::from_secs(10));
+        assert!(!status.success(), "{args:?} succeeded");
+        err
+    };
+    let err = bad(&["-i", "trunk", "-f", "vlan 10 and icmpp", "-w", "-"]);
+    assert!(err.contains("filter \"vlan 10 and icmpp\""), "{err}");
+    assert!(err.contains("syntax error"), "not libpcap's message: {err}");
+    let err = bad(&["-i", "port9", "-w", "-"]);
+    assert!(err.contains("unknown point \"port9\""), "{err}");
+    assert!(err.contains("trunk") && err.contains("ap:ap1"), "{err}");
+    let err = bad(&["-i", "trunk", "-s", "20", "-w", "-"]);
+    assert!(err.contains("64 to 2048"), "{err}");
+    let err = bad(&["-i", "trunk", "--tzsp", "no-such-host.invalid"]);
+    assert!(err.contains("does not resolve"), "{err}");
+    assert_eq!(lab.edge_stats().unwrap()["captures"], serde_json::json!([]));
+}
+
+#[test]
+fn tzsp_to_a_udp_port_and_the_drop_point_with_reasons() {
+    let mut lab = start("captzsp", true);
+    let dir = lab.dir.to_path_buf();
+    ping_ok(&lab, lab.client("c1"), "192.168.10.1");
+
+    // TZSP to ap1's address, where a socket of the test listens; the AP
+    // link's own capture (tcpdump) shows it as the network carried it.
+    let rx = lab
+        .aps
+        .enter(|| UdpSocket::bind("10.99.0.2:37008"))
+        .unwrap()
+        .unwrap();
+    rx.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let out = dir.join("tzsp.json");
+    let cap = capture(
+        &lab,
+        // The trunk's frames are tagged: libpcap's `icmp` alone looks
+        // for an untagged one.
+        &[
+            "-i",
+            "trunk",
+            "-f",
+            "vlan and icmp",
+            "-c",
+            "6",
+            "--tzsp",
+            "10.99.0.2",
+        ],
+        &out,
+    );
+    wait_captures(&lab, 1);
+    ping_ok(&lab, lab.client("c1"), "192.168.10.1");
+    let (status, err) = finish(cap, Duration::from_secs(15));
+    assert!(status.success(), "capture --tzsp: {status}: {err}");
+    let summary: serde_json::Value =
+        serde_json::from_str(std::fs::read_to_string(&out).unwrap().trim()).unwrap();
+    assert_eq!(summary["ended_by"], "num_packets", "{summary}");
+    assert_eq!(summary["written"], 6, "{summary}");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = rx.recv(&mut buf) {
+        got.push(buf[..n].to_vec());
+    }
+    assert_eq!(got.len(), 6, "TZSP datagrams received");
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap();
+    for d in &got {
+        let t = tunterm_core::wire::tzsp::parse(d).expect("a TZSP datagram");
+        assert_eq!((t.version, t.kind, t.encap), (1, 0, 1));
+        assert_eq!(t.original_len, Some(t.frame.len() as u16), "uncut frames");
+        let (s, ns) = t.timestamp.unwrap();
+        let at = Duration::new(u64::from(s), ns);
+        assert!(
+            now.saturating_sub(at) < Duration::from_secs(5) && at <= now,
+            "timestamp {at:?} vs now {now:?}"
+        );
+    }
+    let pcap = lab.ap_capture.take().unwrap().stop().unwrap();
+    let rows = tshark_fields(
+        &pcap,
+        &[],
+        "tzsp",
+        &[
+            "tzsp.encap",
+            "tzsp.original_length",
+            "frame.len",
+            "vlan.id",
+            "icmp.type",
+            "frame.time_epoch",
+        ],
+    )
+    .unwrap();
+    assert_eq!(rows.len(), 6, "tshark's TZSP: {rows:?}");
+    for r in &rows {
+        // The frame inside: its length is the UDP datagram's less the
+        // 42 bytes of Ethernet/IP/UDP and the 19 of TZSP.
+        let inner = r[2].parse::<usize>().unwrap() - 42 - 19;
+        assert_eq!(r[1], inner.to_string(), "original length: {r:?}");
+        assert_eq!((r[0].as_str(), r[3].as_str()), ("1", "10"), "{r:?}");
+        assert!(r[4] == "8" || r[4] == "0", "ICMP inside: {r:?}");
+    }
+    // The time in TZSP is within 1 s of when tcpdump saw it.
+    for (d, r) in got.iter().zip(&rows) {
+        let (s, ns) = tunterm_core::wire::tzsp::parse(d)
+            .unwrap()
+            .timestamp
+            .unwrap();
+        let seen: f64 = r[5].parse().unwrap();
+        let stamp = f64::from(s) + f64::from(ns) / 1e9;
+        assert!(
+            (seen - stamp).abs() < 1.0,
+            "TZSP time {stamp} seen at {seen}"
+        );
+    }
+    assert_clean(&pcap, &[]);
+
+    // `drop`: c5's frames come tagged 99 inside ap1's tunnel, a VLAN the
+    // tunnel does not carry.
+    let out = dir.join("drop.pcapng");
+    let cap = capture(&lab, &["-i", "drop", "-c", "3", "-w", "-"], &out);
+    wait_captures(&lab, 1);
+    let r = lab::ping(lab.client("c5"), "192.168.99.1", 3).unwrap();
+    assert_eq!(r.received, 0, "VLAN 99 leaked: {r:?}");
+    let (status, err) = finish(cap, Duration::from_secs(15));
+    assert!(status.success(), "capture -i drop: {status}: {err}");
+    assert_clean(&out, &[]);
+    let rows = tshark_fields(
+        &out,
+        &[],
+        "",
+        &[
+            "frame.interface_name",
+            "frame.comment",
+            "vlan.id",
+            "eth.src",
+        ],
+    )
+    .unwrap();
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    for r in &rows {
+        assert_eq!(
+            (r[0].as_str(), r[1].as_str(), r[2].as_str()),
+            ("drop", "switch.drop_vlan_not_allowed", "99"),
+            "{rows:?}"
+        );
+    }
+}
+
+#[test]
+fn a_reader_that_stops_reading_loses_capture_frames_not_pings() {
+    let lab = start("capblock", false);
+    let dir = lab.dir.to_path_buf();
+    ping_ok(&lab, lab.client("c1"), "192.168.10.1");
+    // Four points see every ping: more than the capture may buffer.
+    let mut cap = Command::new(&bins().tunterm)
+        .arg("capture")
+        .arg("--control-socket")
+        .arg(lab.edge_socket())
+        .args([
+            "-i",
+            "trunk",
+            "-i",
+            "ap:ap1",
+            "-i",
+            "vlan:10",
+            "-i",
+            "wire",
+            "-c",
+            "0",
+            "-s",
+            "2048",
+            "--duration",
+            "9",
+            "-w",
+            "-",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_captures(&lab, 1);
+    // 5 s of pings at 100/s, 1400 bytes, while nobody reads the pipe.
+    let r = lab
+        .client("c1")
+        .cmd("ping")
+        .args([
+            "-n", "-q", "-c", "500", "-i", "0.01", "-s", "1400", "-W", "1",
+        ])
+        .arg("192.168.10.1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&r.stdout).into_owned();
+    assert!(
+        text.contains("500 packets transmitted, 500 received"),
+        "pings lost while the capture's reader slept: {text}"
+    );
+    let stats = lab.edge_stats().unwrap();
+    let c = &stats["captures"][0];
+    assert!(
+        c["dropped"].as_u64().unwrap() > 0,
+        "no capture drop counted: {c}"
+    );
+    assert!(c["written"].as_u64().unwrap() > 0, "{c}");
+    // The reader wakes up: it gets a readable capture to the end.
+    let out = dir.join("late.pcapng");
+    let mut file = std::fs::File::create(&out).unwrap();
+    std::io::copy(cap.stdout.as_mut().unwrap(), &mut file).unwrap();
+    let status = cap.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert_clean(&out, &[]);
+    let n = tshark_fields(&out, &[], "icmp", &["frame.number"])
+        .unwrap()
+        .len();
+    assert!(n > 100, "only {n} ICMP frames written");
+    let dropped = c["dropped"].as_u64().unwrap();
+    eprintln!("blocked reader: {n} ICMP frames written, {dropped} capture records dropped: {c}");
+}
