@@ -456,3 +456,57 @@ fn a_reader_that_stops_reading_loses_capture_frames_not_pings() {
     let dropped = c["dropped"].as_u64().unwrap();
     eprintln!("blocked reader: {n} ICMP frames written, {dropped} capture records dropped: {c}");
 }
+
+/// tshark runs `tunterm` as its extcap (a link in its personal extcap
+/// folder): `tshark -D` lists the edge's points, `tshark -i trunk -c 10`
+/// captures through it, and its end ends the capture.
+#[test]
+fn tshark_captures_through_the_extcap() {
+    let lab = start("capext", false);
+    let dir = lab.dir.to_path_buf();
+    let xdg = dir.join("xdg");
+    let extcap = xdg.join("wireshark/extcap");
+    std::fs::create_dir_all(&extcap).unwrap();
+    std::os::unix::fs::symlink(&bins().tunterm, extcap.join("tunterm")).unwrap();
+    let tshark = || {
+        let mut c = Command::new("tshark");
+        c.env("XDG_CONFIG_HOME", &xdg)
+            .env("TUNTERM_CONTROL_SOCKET", lab.edge_socket())
+            .stdin(Stdio::null());
+        c
+    };
+    let list = tshark().arg("-D").output().unwrap();
+    let list = String::from_utf8_lossy(&list.stdout).into_owned();
+    for p in ["trunk", "wire", "drop", "ap:ap1", "vlan:10"] {
+        assert!(
+            list.lines()
+                .any(|l| l.contains(&format!(". {p} (tunterm {p}:"))),
+            "tshark -D lists no {p}:\n{list}"
+        );
+    }
+    let out = dir.join("extcap.pcapng");
+    let mut t = tshark()
+        .args(["-i", "trunk", "-c", "10", "-w"])
+        .arg(&out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_captures(&lab, 1);
+    let r = lab::ping(lab.client("c1"), "192.168.10.1", 8).unwrap();
+    assert_eq!(r.received, 8, "{r:?}");
+    let ok = lab::wait_until(Duration::from_secs(10), || t.try_wait().unwrap().is_some());
+    if !ok {
+        let _ = t.kill();
+    }
+    let status = t.wait().unwrap();
+    let mut err = String::new();
+    use std::io::Read;
+    t.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(ok && status.success(), "tshark: {status}: {err}");
+    assert_clean(&out, &[]);
+    let rows = tshark_fields(&out, &[], "", &["frame.interface_name", "vlan.id"]).unwrap();
+    assert_eq!(rows.len(), 10, "{rows:?}");
+    // tshark's end (it stops the extcap) is the capture's.
+    wait_captures(&lab, 0);
+}
