@@ -510,3 +510,69 @@ fn tshark_captures_through_the_extcap() {
     // tshark's end (it stops the extcap) is the capture's.
     wait_captures(&lab, 0);
 }
+
+/// With the XDP fast path on, a capture still sees every frame: while it
+/// runs the fast path's FDB is kept empty (everything goes to the slow
+/// path), and it is mirrored back when the capture ends.
+#[test]
+fn a_capture_sees_what_the_fast_path_would_forward() {
+    let lab = common::start(Options {
+        fast_path: "xdp-native".into(),
+        ..Options::new("capxdp", bins())
+    });
+    let dir = lab.dir.to_path_buf();
+    let redirected = |lab: &Lab| {
+        let s = lab.edge_stats().unwrap();
+        let c = &s["fast_path"]["counters"];
+        c["ap_redirect"].as_u64().unwrap() + c["trunk_redirect"].as_u64().unwrap()
+    };
+    let fast = |lab: &Lab| {
+        ping_ok(lab, lab.client("c1"), "192.168.10.1");
+        std::thread::sleep(Duration::from_millis(300));
+        let before = redirected(lab);
+        let r = lab::ping(lab.client("c1"), "192.168.10.1", 10).unwrap();
+        assert_eq!(r.received, 10, "{r:?}");
+        redirected(lab) - before
+    };
+    assert!(fast(&lab) >= 20, "the fast path does not forward the pings");
+
+    let out = dir.join("xdp.pcapng");
+    let cap = capture(
+        &lab,
+        &[
+            "-i",
+            "trunk",
+            "-f",
+            "vlan 10 and icmp",
+            "-c",
+            "0",
+            "--duration",
+            "5",
+            "-w",
+            "-",
+        ],
+        &out,
+    );
+    wait_captures(&lab, 1);
+    let bypassed = lab::wait_until(Duration::from_secs(5), || {
+        let s = lab.edge_stats().unwrap();
+        s["fast_path"]["capture_bypass"] == true && s["fast_path"]["fdb"] == 0
+    });
+    assert!(bypassed, "{:#}", lab.edge_stats().unwrap()["fast_path"]);
+    let before = redirected(&lab);
+    let r = lab::ping(lab.client("c1"), "192.168.10.1", 10).unwrap();
+    assert_eq!(r.received, 10, "{r:?}");
+    assert_eq!(redirected(&lab), before, "XDP forwarded during the capture");
+    let (status, err) = finish(cap, Duration::from_secs(15));
+    assert!(status.success(), "{status}: {err}");
+    let rows = tshark_fields(&out, &[], "", &["icmp.type"]).unwrap();
+    assert_eq!(rows.len(), 20, "10 requests and 10 replies: {rows:?}");
+
+    // Done: back in XDP.
+    let back = lab::wait_until(Duration::from_secs(5), || {
+        let s = lab.edge_stats().unwrap();
+        s["fast_path"]["capture_bypass"] == false && s["fast_path"]["fdb"].as_u64() > Some(0)
+    });
+    assert!(back, "{:#}", lab.edge_stats().unwrap()["fast_path"]);
+    assert!(fast(&lab) >= 20, "the fast path does not forward again");
+}
