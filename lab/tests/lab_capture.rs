@@ -576,3 +576,85 @@ fn a_capture_sees_what_the_fast_path_would_forward() {
     assert!(back, "{:#}", lab.edge_stats().unwrap()["fast_path"]);
     assert!(fast(&lab) >= 20, "the fast path does not forward again");
 }
+
+/// Four captures at once, each with its own counters; one of them served
+/// to a TCP reader (`--listen`, as Wireshark's TCP@host:port reads it).
+#[test]
+fn four_captures_at_once_one_to_a_tcp_reader() {
+    let lab = start("capfour", false);
+    let dir = lab.dir.to_path_buf();
+    ping_ok(&lab, lab.client("c1"), "192.168.10.1");
+    let mut caps = Vec::new();
+    for p in ["trunk", "ap:ap1", "vlan:10"] {
+        let out = dir.join(format!("{}.pcapng", p.replace(':', "-")));
+        // vlan:10 sees frames as they came in: untagged from ap1, tagged
+        // from the trunk.
+        let filter = match p {
+            "trunk" => "vlan and icmp",
+            "vlan:10" => "icmp or (vlan and icmp)",
+            _ => "icmp",
+        };
+        caps.push((
+            out.clone(),
+            Some(capture(
+                &lab,
+                &["-i", p, "-f", filter, "-c", "4", "-w", "-"],
+                &out,
+            )),
+        ));
+    }
+    // The fourth waits for its reader, then captures for it.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let listen = format!("127.0.0.1:{port}");
+    let tcp_log = dir.join("tcp.log");
+    let served = capture(
+        &lab,
+        &[
+            "-i",
+            "wire",
+            "-f",
+            "udp port 1701",
+            "-c",
+            "4",
+            "--listen",
+            &listen,
+        ],
+        &tcp_log,
+    );
+    let mut sock = None;
+    lab::wait_until(Duration::from_secs(5), || {
+        sock = std::net::TcpStream::connect(&listen).ok();
+        sock.is_some()
+    });
+    let mut sock = sock.expect("tunterm capture --listen accepts a reader");
+    wait_captures(&lab, 4);
+    let stats = lab.edge_stats().unwrap();
+    let ids: Vec<u64> = stats["captures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 4, "{stats:#}");
+    ping_ok(&lab, lab.client("c1"), "192.168.10.1");
+    let tcp_out = dir.join("tcp.pcapng");
+    std::io::copy(&mut sock, &mut std::fs::File::create(&tcp_out).unwrap()).unwrap();
+    let (status, err) = finish(served, Duration::from_secs(10));
+    assert!(status.success(), "--listen: {status}: {err}");
+    caps.push((tcp_out, None));
+    for (out, cap) in caps {
+        if let Some(cap) = cap {
+            let (status, err) = finish(cap, Duration::from_secs(10));
+            assert!(status.success(), "{}: {status}: {err}", out.display());
+        }
+        assert_clean(&out, &[]);
+        let n = tshark_fields(&out, &[], "", &["frame.number"])
+            .unwrap()
+            .len();
+        assert_eq!(n, 4, "{}", out.display());
+    }
+    wait_captures(&lab, 0);
+}
