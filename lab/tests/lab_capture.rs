@@ -51,6 +51,19 @@ fn wait_captures(lab: &Lab, n: usize) {
     assert!(ok, "the edge does not run {n} captures: {}", lab.logs());
 }
 
+/// `tunterm capture ARGS` (stdout into `out`) while `traffic` runs, once
+/// the edge captures; it must end by itself, with status 0.
+fn capture_during(lab: &Lab, args: &[&str], out: &Path, traffic: impl FnOnce()) {
+    let cap = capture(lab, args, out);
+    wait_captures(lab, 1);
+    traffic();
+    let (status, err) = finish(cap, Duration::from_secs(15));
+    assert!(
+        status.success(),
+        "tunterm capture {args:?}: {status}: {err}"
+    );
+}
+
 /// Wait for `child` to end (at most `limit`): its exit status and stderr.
 fn finish(mut child: Child, limit: Duration) -> (std::process::ExitStatus, String) {
     let t = Instant::now();
@@ -124,7 +137,7 @@ fn pcapng_on_stdout_at_the_trunk_an_ap_and_the_wire_with_filters_and_limits() {
 
     // Three points, no count, 4 s: c1 pings upstream meanwhile.
     let out = dir.join("three.pcapng");
-    let cap = capture(
+    capture_during(
         &lab,
         &[
             "-i",
@@ -141,11 +154,10 @@ fn pcapng_on_stdout_at_the_trunk_an_ap_and_the_wire_with_filters_and_limits() {
             "-",
         ],
         &out,
+        || {
+            ping_ok(&lab, lab.client("c1"), "192.168.10.1");
+        },
     );
-    wait_captures(&lab, 1);
-    ping_ok(&lab, lab.client("c1"), "192.168.10.1");
-    let (status, err) = finish(cap, Duration::from_secs(15));
-    assert!(status.success(), "capture: {status}: {err}");
     assert_clean(&out, &L2TP_DATA);
     let names = tshark_fields(&out, &[], "", &["frame.interface_name"]).unwrap();
     assert!(!names.is_empty(), "no frame in the capture");
@@ -196,7 +208,7 @@ fn pcapng_on_stdout_at_the_trunk_an_ap_and_the_wire_with_filters_and_limits() {
 
     // A filter, and a count: exactly 5 frames, each ICMP on VLAN 10.
     let out = dir.join("filtered.pcapng");
-    let cap = capture(
+    capture_during(
         &lab,
         &[
             "-i",
@@ -209,12 +221,11 @@ fn pcapng_on_stdout_at_the_trunk_an_ap_and_the_wire_with_filters_and_limits() {
             "-",
         ],
         &out,
+        || {
+            let r = lab::ping(lab.client("c1"), "192.168.10.1", 6).unwrap();
+            assert_eq!(r.received, 6, "{r:?}");
+        },
     );
-    wait_captures(&lab, 1);
-    let r = lab::ping(lab.client("c1"), "192.168.10.1", 6).unwrap();
-    assert_eq!(r.received, 6, "{r:?}");
-    let (status, err) = finish(cap, Duration::from_secs(15));
-    assert!(status.success(), "capture -c 5: {status}: {err}");
     let rows = tshark_fields(&out, &[], "", &["vlan.id", "icmp.type"]).unwrap();
     assert_eq!(rows.len(), 5, "-c 5: {rows:?}");
     assert!(
@@ -271,7 +282,7 @@ fn tzsp_to_a_udp_port_and_the_drop_point_with_reasons() {
     rx.set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
     let out = dir.join("tzsp.json");
-    let cap = capture(
+    capture_during(
         &lab,
         // The trunk's frames are tagged: libpcap's `icmp` alone looks
         // for an untagged one.
@@ -286,11 +297,10 @@ fn tzsp_to_a_udp_port_and_the_drop_point_with_reasons() {
             "10.99.0.2",
         ],
         &out,
+        || {
+            ping_ok(&lab, lab.client("c1"), "192.168.10.1");
+        },
     );
-    wait_captures(&lab, 1);
-    ping_ok(&lab, lab.client("c1"), "192.168.10.1");
-    let (status, err) = finish(cap, Duration::from_secs(15));
-    assert!(status.success(), "capture --tzsp: {status}: {err}");
     let summary: serde_json::Value =
         serde_json::from_str(std::fs::read_to_string(&out).unwrap().trim()).unwrap();
     assert_eq!(summary["ended_by"], "num_packets", "{summary}");
@@ -357,12 +367,10 @@ fn tzsp_to_a_udp_port_and_the_drop_point_with_reasons() {
     // `drop`: c5's frames come tagged 99 inside ap1's tunnel, a VLAN the
     // tunnel does not carry.
     let out = dir.join("drop.pcapng");
-    let cap = capture(&lab, &["-i", "drop", "-c", "3", "-w", "-"], &out);
-    wait_captures(&lab, 1);
-    let r = lab::ping(lab.client("c5"), "192.168.99.1", 3).unwrap();
-    assert_eq!(r.received, 0, "VLAN 99 leaked: {r:?}");
-    let (status, err) = finish(cap, Duration::from_secs(15));
-    assert!(status.success(), "capture -i drop: {status}: {err}");
+    capture_during(&lab, &["-i", "drop", "-c", "3", "-w", "-"], &out, || {
+        let r = lab::ping(lab.client("c5"), "192.168.99.1", 3).unwrap();
+        assert_eq!(r.received, 0, "VLAN 99 leaked: {r:?}");
+    });
     assert_clean(&out, &[]);
     let rows = tshark_fields(
         &out,
@@ -537,7 +545,7 @@ fn a_capture_sees_what_the_fast_path_would_forward() {
     assert!(fast(&lab) >= 20, "the fast path does not forward the pings");
 
     let out = dir.join("xdp.pcapng");
-    let cap = capture(
+    capture_during(
         &lab,
         &[
             "-i",
@@ -552,19 +560,18 @@ fn a_capture_sees_what_the_fast_path_would_forward() {
             "-",
         ],
         &out,
+        || {
+            let bypassed = lab::wait_until(Duration::from_secs(5), || {
+                let s = lab.edge_stats().unwrap();
+                s["fast_path"]["capture_bypass"] == true && s["fast_path"]["fdb"] == 0
+            });
+            assert!(bypassed, "{:#}", lab.edge_stats().unwrap()["fast_path"]);
+            let before = redirected(&lab);
+            let r = lab::ping(lab.client("c1"), "192.168.10.1", 10).unwrap();
+            assert_eq!(r.received, 10, "{r:?}");
+            assert_eq!(redirected(&lab), before, "XDP forwarded during the capture");
+        },
     );
-    wait_captures(&lab, 1);
-    let bypassed = lab::wait_until(Duration::from_secs(5), || {
-        let s = lab.edge_stats().unwrap();
-        s["fast_path"]["capture_bypass"] == true && s["fast_path"]["fdb"] == 0
-    });
-    assert!(bypassed, "{:#}", lab.edge_stats().unwrap()["fast_path"]);
-    let before = redirected(&lab);
-    let r = lab::ping(lab.client("c1"), "192.168.10.1", 10).unwrap();
-    assert_eq!(r.received, 10, "{r:?}");
-    assert_eq!(redirected(&lab), before, "XDP forwarded during the capture");
-    let (status, err) = finish(cap, Duration::from_secs(15));
-    assert!(status.success(), "{status}: {err}");
     let rows = tshark_fields(&out, &[], "", &["icmp.type"]).unwrap();
     assert_eq!(rows.len(), 20, "10 requests and 10 replies: {rows:?}");
 

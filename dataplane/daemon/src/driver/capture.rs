@@ -189,7 +189,6 @@ impl Captures {
     }
 
     /// A datagram of the AP link (`local` is tunterm's side), for `wire`.
-    #[allow(clippy::too_many_arguments)]
     pub fn wire(
         &mut self,
         now: Instant,
@@ -206,9 +205,23 @@ impl Captures {
             Direction::Inbound => (peer, local),
             Direction::Outbound => (local, peer),
         };
+        self.with_outer((src, dst), carrier, payload, |set, frame| {
+            set.wire(now, direction, frame)
+        });
+    }
+
+    /// `payload` from `src` to `dst` with its outer headers re-created,
+    /// handed to `f` with the capture set.
+    fn with_outer(
+        &mut self,
+        (src, dst): (SocketAddr, SocketAddr),
+        carrier: Carrier,
+        payload: &[u8],
+        f: impl FnOnce(&mut CaptureSet, &[u8]),
+    ) {
         outer_frame(&mut self.scratch, src, dst, proto_of(carrier), payload);
         let frame = std::mem::take(&mut self.scratch);
-        self.set.wire(now, direction, &frame);
+        f(&mut self.set, &frame);
         self.scratch = frame;
     }
 
@@ -225,10 +238,9 @@ impl Captures {
         if !self.set.watches(&Point::Drop) {
             return;
         }
-        outer_frame(&mut self.scratch, peer, local, proto_of(carrier), payload);
-        let frame = std::mem::take(&mut self.scratch);
-        self.set.dropped(now, reason, &frame);
-        self.scratch = frame;
+        self.with_outer((peer, local), carrier, payload, |set, frame| {
+            set.dropped(now, reason, frame)
+        });
     }
 
     /// Write out what the captures queued; end those whose limit came.
