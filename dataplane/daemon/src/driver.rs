@@ -571,6 +571,7 @@ impl Dataplane {
         };
         if self.captures.set.is_active() {
             let tap = &mut self.captures.set;
+            tap.forget_ingress();
             self.fwd
                 .deliver(now, from, to, vlan, frame, &mut ports, &mut self.out, tap);
         } else {

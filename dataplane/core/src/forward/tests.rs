@@ -975,4 +975,35 @@ fn the_capture_tap_sees_every_copy_and_the_drops() {
     let drop = recs.iter().find(|r| pts[r.point] == Point::Drop).unwrap();
     assert_eq!(drop.comment, Some("switch.drop_vlan_not_allowed"));
     assert_eq!(drop.data, bad);
+    // A delivery's drop (no live tunnel behind GONE) has no ingress frame
+    // to show once it is forgotten: nothing stale is recorded.
+    set.forget_ingress();
+    let mut ports = Ports {
+        switch: &mut bed.switch,
+        tunnels: &mut bed.tunnels,
+        relay: None,
+    };
+    bed.out.clear();
+    let reply = frame(CLIENT, HOST, None, 0x0800, &[0x45; 46]);
+    bed.fwd.deliver(
+        bed.now,
+        host_port(30),
+        GONE,
+        20,
+        &reply,
+        &mut ports,
+        &mut bed.out,
+        &mut set,
+    );
+    assert!(
+        bed.out.iter().any(|o| matches!(
+            o,
+            Out::Drop {
+                reason: Reason::NoTunnel,
+                ..
+            }
+        )),
+        "dropped for want of a tunnel"
+    );
+    assert_eq!(set.pop(1), None, "{:?}", set.counters(1));
 }

@@ -360,6 +360,13 @@ impl CaptureSet {
         self.ports.remove(&port);
     }
 
+    /// Forget the last ingress frame: the pipeline's drops that follow
+    /// (from [`Forwarder::deliver`](crate::forward::Forwarder::deliver),
+    /// which has no ingress) have no frame to show and are not recorded.
+    pub fn forget_ingress(&mut self) {
+        self.ingress.clear();
+    }
+
     /// A datagram on the AP-facing link (`frame`: Ethernet, outer IP and
     /// UDP headers and the L2TP or GRE packet).
     pub fn wire(&mut self, now: Instant, direction: Direction, frame: &[u8]) {
@@ -477,7 +484,7 @@ impl Tap for CaptureSet {
                 ..
             } => (port, packet.get(header_len..).unwrap_or_default()),
             Out::Drop { reason, .. } => {
-                if self.watch_drop {
+                if self.watch_drop && !self.ingress.is_empty() {
                     let frame = std::mem::take(&mut self.ingress);
                     self.dropped(now, reason_name(reason), &frame);
                     self.ingress = frame;
