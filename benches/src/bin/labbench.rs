@@ -42,6 +42,12 @@ struct Cli {
     /// tunterm's own, 8). 4 compares with builds older than that default.
     #[arg(long)]
     cookie_len: Option<u8>,
+    /// Measure cases 3 and 4 with `tunterm capture -i trunk -f FILTER`
+    /// running (no count, into /dev/null): compare with a run without it.
+    /// A filter that matches nothing (`ether proto 0x88b6`) costs the
+    /// capture's steering and filtering; `len > 0` matches everything.
+    #[arg(long)]
+    capture_filter: Option<String>,
     /// Directory holding tunterm and tunterm-apsim (default: beside this
     /// program).
     #[arg(long)]
@@ -94,6 +100,7 @@ fn main() -> anyhow::Result<()> {
             .collect::<anyhow::Result<_>>()?,
         rounds: cli.rounds,
         cookie_len: cli.cookie_len,
+        capture_filter: cli.capture_filter,
     };
     let report = labbench::run(opts)?;
     print!("{}", report.table());

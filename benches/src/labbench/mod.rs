@@ -76,6 +76,12 @@ pub struct Options {
     /// None: the daemon's default (8 bytes). 4 compares with builds from
     /// before 8 became the default on the same packets.
     pub cookie_len: Option<u8>,
+    /// Cases 3 and 4 with a packet capture running on the trunk for the
+    /// whole measurement (`tunterm capture -i trunk -f FILTER -c 0`, into
+    /// /dev/null): the cost of capturing. An expression that matches
+    /// nothing measures the capture's steering and filtering alone; `len >
+    /// 0` matches everything. None: no capture.
+    pub capture_filter: Option<String>,
 }
 
 /// The four cases, in the order they run.
@@ -189,6 +195,9 @@ pub struct Ratio {
 pub struct Report {
     /// Seconds since the Unix epoch at the start.
     pub started_unix: u64,
+    /// The filter of the capture running on the trunk in cases 3 and 4
+    /// (None: no capture).
+    pub capture_filter: Option<String>,
     /// `uname -r`.
     pub kernel: String,
     /// Online CPUs.
@@ -705,6 +714,18 @@ impl Bed {
             .wait_sessions(&edge_sock, &ap_sock, &tunterm, &apsim, per_ap)
             .context("bringing up the sessions")?;
         learned.push((case, traffic.clients.len()));
+        let capture = match &self.opts.capture_filter {
+            Some(f) => Some(
+                start_capture(
+                    &tunterm_bin,
+                    &edge_sock,
+                    f,
+                    &self.path(&format!("case{n}-capture.log")),
+                )
+                .context("starting the capture")?,
+            ),
+            None => None,
+        };
         let link = self.link;
         let result = self.run_directions(
             case,
@@ -718,9 +739,13 @@ impl Bed {
                 self.path(&format!("case{n}-edge-stats-end.json")),
                 serde_json::to_string_pretty(&serde_json::json!({
                     "l2tp": stats["l2tp"], "switch": stats["switch"], "io": stats["io"],
-                    "fast_path": stats["fast_path"],
+                    "fast_path": stats["fast_path"], "captures": stats["captures"],
                 }))?,
             );
+        }
+        if let Some(mut c) = capture {
+            let _ = c.kill();
+            let _ = c.wait();
         }
         drop(apsim);
         drop(tunterm);
@@ -954,6 +979,7 @@ pub fn run(opts: Options) -> anyhow::Result<Report> {
     let rows = merge_rounds(rounds);
     let ratios = ratios(&opts, &rows);
     Ok(Report {
+        capture_filter: opts.capture_filter.clone(),
         started_unix,
         kernel,
         cpus: thread::available_parallelism().map_or(1, |n| n.get()),
@@ -969,6 +995,57 @@ pub fn run(opts: Options) -> anyhow::Result<Report> {
         rows,
         ratios,
     })
+}
+
+/// `tunterm capture` on the trunk with `filter`, no count, a day long,
+/// into /dev/null (its stderr into `log`), once the edge runs it.
+fn start_capture(
+    tunterm: &Path,
+    sock: &Path,
+    filter: &str,
+    log: &Path,
+) -> anyhow::Result<std::process::Child> {
+    let mut child = Command::new(tunterm)
+        .arg("capture")
+        .arg("--control-socket")
+        .arg(sock)
+        .args([
+            "-i",
+            "trunk",
+            "-f",
+            filter,
+            "-c",
+            "0",
+            "--duration",
+            "86400",
+        ])
+        .args(["-s", "2048", "-w", "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log)?)
+        .spawn()
+        .context("running tunterm capture")?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let running = topology::query(sock)
+            .ok()
+            .and_then(|s| s["captures"].as_array().map(|a| !a.is_empty()))
+            .unwrap_or(false);
+        if running {
+            return Ok(child);
+        }
+        if let Some(status) = child.try_wait()? {
+            anyhow::bail!(
+                "tunterm capture exited {status}: {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            anyhow::bail!("the capture did not start within 10 s");
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// The XDP FDB size for `macs` client MACs (and the trunk host).
@@ -1155,6 +1232,12 @@ impl Report {
             "case 3: --fast-path-fdb-entries {} (1.5 x the MACs, rounded up to a power of two)",
             self.fdb_entries
         );
+        if let Some(f) = &self.capture_filter {
+            let _ = writeln!(
+                out,
+                "cases 3 and 4 with `tunterm capture -i trunk -f {f:?}` running (compare with a run without)"
+            );
+        }
         let lens: Vec<usize> = {
             let mut v: Vec<usize> = self.rows.iter().map(|r| r.frame_len).collect();
             v.dedup();
