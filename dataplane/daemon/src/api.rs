@@ -17,12 +17,20 @@
 //! → {"v":1,"type":"subscribe"}
 //! ← {"v":1,"result":"subscribed"}
 //! ← {"v":1,"event":{"time":1764668400.25,"kind":"tunnel-up","tunnel_id":7,"peer":"10.99.0.2:1701","ap":"ap1"}}
+//! → {"v":1,"type":"capture-points"}
+//! ← {"v":1,"result":{"capture-points":[{"name":"trunk","description":"…"},…]}}
+//! → {"v":1,"type":"capture","points":[{"name":"trunk","filter":"vlan 10"}],"num_packets":100}
+//! ← {"v":1,"result":{"capture":{"id":1,"points":["trunk"],"num_packets":100,"duration":600,"max_pkt_len":512,"format":"pcapng"}}}
+//! ← (pcapng bytes until a limit ends the capture, then the end of the connection)
 //! ```
 //!
 //! A response has either `result` (under the request's `type`) or
 //! `error` (a message for a person). After `subscribe` the connection
 //! carries only events until the client closes it; a subscriber too slow
-//! for the stream loses events and is told how many (`lagged`).
+//! for the stream loses events and is told how many (`lagged`). After an
+//! accepted `capture` it carries the capture: pcapng bytes, or for
+//! `format: tzsp` (UDP datagrams elsewhere) one `capture-ended` line at the
+//! end; closing it stops the capture.
 //!
 //! The daemon bounds what a client can take: a request line is at most
 //! [`MAX_REQUEST_LINE`] bytes, a connection that sends no complete request

@@ -144,7 +144,8 @@ pub struct CaptureCounters {
     pub seen: u64,
     /// Frames its filters passed.
     pub matched: u64,
-    /// Records written out (counted by the writer).
+    /// Records written out (counted by the writer: handed to the reader's
+    /// buffer, or sent as TZSP).
     pub written: u64,
     /// Records lost: its queue or its reader's buffer was full.
     pub dropped: u64,
