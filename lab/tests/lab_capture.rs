@@ -54,7 +54,18 @@ fn wait_captures(lab: &Lab, n: usize) {
 /// `tunterm capture ARGS` (stdout into `out`) while `traffic` runs, once
 /// the edge captures; it must end by itself, with status 0.
 fn capture_during(lab: &Lab, args: &[&str], out: &Path, traffic: impl FnOnce()) {
-    let cap = capture(lab, args, out);
+    let mut cap = capture(lab, args, out);
+    lab::wait_until(Duration::from_secs(10), || {
+        let running = lab
+            .edge_stats()
+            .ok()
+            .and_then(|s| s["captures"].as_array().map(|a| a.len()));
+        running == Some(1) || cap.try_wait().unwrap().is_some()
+    });
+    if cap.try_wait().unwrap().is_some() {
+        let (status, err) = finish(cap, Duration::from_secs(1));
+        panic!("tunterm capture {args:?} did not start: {status}: {err}");
+    }
     wait_captures(lab, 1);
     traffic();
     let (status, err) = finish(cap, Duration::from_secs(15));
@@ -664,4 +675,52 @@ fn four_captures_at_once_one_to_a_tcp_reader() {
         assert_eq!(n, 4, "{}", out.display());
     }
     wait_captures(&lab, 0);
+}
+
+/// mGRE: the peer's point shows the inner frames, the wire the GRE packets
+/// (tshark decodes GRE 0x6558 and the Ethernet inside by default).
+#[test]
+fn mgre_peer_and_wire_points() {
+    let lab = common::start(Options {
+        encap: tunterm_lab::topology::Encap::Gre,
+        ..Options::new("capgre", bins())
+    });
+    let dir = lab.dir.to_path_buf();
+    ping_ok(&lab, lab.client("c1"), "192.168.10.1");
+    let out = dir.join("gre.pcapng");
+    capture_during(
+        &lab,
+        &[
+            "-i",
+            "gre:10.99.0.2",
+            "-i",
+            "wire",
+            "-f",
+            "icmp or ip proto 47",
+            "-c",
+            "0",
+            "--duration",
+            "3",
+            "-w",
+            "-",
+        ],
+        &out,
+        || ping_ok(&lab, lab.client("c1"), "192.168.10.1"),
+    );
+    assert_clean(&out, &[]);
+    let rows = tshark_fields(
+        &out,
+        &["-E", "occurrence=l"],
+        "icmp",
+        &["frame.interface_name", "gre.proto", "ip.src", "icmp.type"],
+    )
+    .unwrap();
+    for (point, gre) in [("gre:10.99.0.2", ""), ("wire", "0x6558")] {
+        for (src, ty) in [("192.168.10.11", "8"), ("192.168.10.1", "0")] {
+            assert!(
+                rows.iter().any(|r| r == &[point, gre, src, ty]),
+                "no ICMP type {ty} from {src} at {point}: {rows:?}"
+            );
+        }
+    }
 }
