@@ -408,6 +408,45 @@ fn tzsp_to_a_udp_port_and_the_drop_point_with_reasons() {
             "{rows:?}"
         );
     }
+
+    // What the L2TP endpoint refuses before a frame exists: a data message
+    // for a session that does not exist, shown as the datagram came.
+    let out = dir.join("drop-l2tp.pcapng");
+    capture_during(
+        &lab,
+        &["-i", "drop", "-f", "udp port 1701", "-c", "1", "-w", "-"],
+        &out,
+        || {
+            let s = lab
+                .aps
+                .enter(|| UdpSocket::bind("10.99.0.2:0"))
+                .unwrap()
+                .unwrap();
+            // T=0, version 3; session 0x0badcafe; an Ethernet frame.
+            let mut dgram = vec![0x00, 0x03, 0x00, 0x00, 0x0b, 0xad, 0xca, 0xfe];
+            dgram.extend_from_slice(&[0xff; 6]);
+            dgram.extend_from_slice(&[2, 0, 0, 0, 0, 9, 0x88, 0xb5]);
+            dgram.extend_from_slice(&[0; 46]);
+            s.send_to(&dgram, "10.99.0.1:1701").unwrap();
+        },
+    );
+    let rows = tshark_fields(
+        &out,
+        &[],
+        "",
+        &["frame.comment", "ip.src", "udp.dstport", "l2tp.sid"],
+    )
+    .unwrap();
+    assert_eq!(
+        rows,
+        [[
+            "l2tp.rx_data_unknown_session",
+            "10.99.0.2",
+            "1701",
+            "0x0badcafe"
+        ]],
+        "the endpoint's drop"
+    );
 }
 
 #[test]
