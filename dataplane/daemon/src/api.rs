@@ -578,6 +578,19 @@ mod tests {
         assert!(
             e(br#"{"v":1,"type":"disconnect-aps","percentage":"all"}"#).contains("invalid type")
         );
+        // A capture in Mist's shape, its defaults left to the daemon.
+        match parse_request(br#"{"v":1,"type":"capture","points":[{"name":"trunk"}]}"#) {
+            Ok(Request::Capture(c)) => {
+                assert_eq!(c.format, CaptureFormat::Pcapng);
+                assert_eq!(
+                    (c.num_packets, c.duration, c.max_pkt_len),
+                    (None, None, None)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(e(br#"{"v":1,"type":"capture","format":"stream"}"#).contains("unknown variant"));
+        assert!(e(br#"{"v":1,"type":"capture","points":[{"nme":"x"}]}"#).contains("unknown field"));
     }
 
     #[test]
@@ -597,6 +610,25 @@ mod tests {
             }),
             Request::Preempt(PreemptRequest {
                 site_id: Some("s".into()),
+            }),
+            Request::CapturePoints,
+            Request::Capture(CaptureRequest {
+                points: vec![
+                    CapturePoint {
+                        name: "trunk".into(),
+                        filter: Some("vlan 10".into()),
+                    },
+                    CapturePoint {
+                        name: "drop".into(),
+                        filter: None,
+                    },
+                ],
+                filter: Some("icmp".into()),
+                num_packets: Some(0),
+                duration: Some(60),
+                max_pkt_len: Some(2048),
+                format: CaptureFormat::Tzsp,
+                tzsp: Some("192.0.2.50".into()),
             }),
         ] {
             let mut line = serde_json::to_value(&r).unwrap();
