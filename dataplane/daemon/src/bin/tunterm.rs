@@ -289,15 +289,15 @@ fn main() -> anyhow::Result<()> {
             pretty,
         } => {
             // Passed on as the daemon wrote it (not parsed into Stats and
-            // written anew: 10,000 tunnels are 3 MB), indented on the way
-            // for a person.
+            // written anew: 10,000 tunnels are 3 MB), indented byte by byte
+            // on the way for a person.
             use std::io::{IsTerminal, Write};
             let json = rt.block_on(Client::new(&control_socket).stats_json())?;
-            if pretty || std::io::stdout().is_terminal() {
-                let mut de = serde_json::Deserializer::from_str(&json);
-                return print_json(&serde_transcode::Transcoder::new(&mut de));
-            }
             let mut out = std::io::stdout().lock();
+            if pretty || std::io::stdout().is_terminal() {
+                tunterm::api::client::write_indented(json.as_bytes(), &mut out)?;
+                return Ok(out.flush()?);
+            }
             out.write_all(json.trim_end().as_bytes())?;
             out.write_all(b"\n")?;
             out.flush()?;
