@@ -68,3 +68,101 @@ pub fn assert_no_namespaces(prefix: &str) {
         .collect();
     assert!(left.is_empty(), "namespaces left behind: {left:?}");
 }
+
+/// The scale tests' set-up: many APs behind one address (the simulator's,
+/// 10.99.0.2 in `aps`) toward tunterm's ap0 (10.99.0.1, fd00:99::1) in
+/// `edge`; tunterm's trunk0 faces `up`, where vlan-host answers as
+/// 192.168.10.1 on VLAN 10, the one VLAN of the tunnels. Fields drop in
+/// order: the processes before the namespaces.
+pub struct ManyAps {
+    pub tunterm: Proc,
+    pub host: Proc,
+    /// tunterm's control socket.
+    pub sock: PathBuf,
+    /// The upstream host's MAC: the simulated clients send to it (a
+    /// broadcast from each would be flooded to every session).
+    pub host_mac: String,
+    pub dir: PathBuf,
+    pub prefix: String,
+    pub edge: Netns,
+    pub aps: Netns,
+    pub up: Netns,
+}
+
+impl ManyAps {
+    /// The namespaces, tunterm (no per-source SCCRQ limit: every AP has
+    /// the same address; then `extra` arguments) and the upstream host.
+    pub fn start(name: &str, extra: &[&str]) -> Self {
+        lab::require_root().unwrap();
+        let prefix = lab::unique_prefix(name);
+        lab::cleanup_prefix(&prefix);
+        let dir = std::env::temp_dir().join(format!("tunterm-{}", prefix.trim_end_matches('-')));
+        std::fs::create_dir_all(&dir).unwrap();
+        let edge = Netns::new(&format!("{prefix}edge")).unwrap();
+        let aps = Netns::new(&format!("{prefix}aps")).unwrap();
+        let up = Netns::new(&format!("{prefix}up")).unwrap();
+        lab::veth(&aps, "e0", &edge, "ap0").unwrap();
+        lab::addr(&edge, "ap0", "10.99.0.1/24").unwrap();
+        lab::addr(&edge, "ap0", "fd00:99::1/64").unwrap();
+        lab::addr(&aps, "e0", "10.99.0.2/24").unwrap();
+        lab::veth(&edge, "trunk0", &up, "t0").unwrap();
+        let mut cfg = tunterm_lab::topology::edge_config(60.0, 7);
+        cfg["mxtunnels"][0]["vlan_ids"] = serde_json::json!([10]);
+        let mut args = vec!["--sccrq-burst", "0"];
+        args.extend_from_slice(extra);
+        let (tunterm, sock) = run_daemon(&edge, &dir, &cfg, &args);
+        let lab_bin = bins().lab.to_string_lossy().into_owned();
+        let args = [
+            &lab_bin,
+            "vlan-host",
+            "--trunk",
+            "t0",
+            "--vlan",
+            "10=192.168.10.1/24",
+        ];
+        let mut host = up.spawn(&args, &dir.join("vlanhost.log")).unwrap();
+        host.wait_for_log(tunterm_lab::vlanhost::READY, Duration::from_secs(10))
+            .unwrap();
+        let host_mac = up.mac("v10").unwrap().to_string();
+        // The host speaks once on the trunk: tunterm learns its MAC there.
+        let _ = lab::ping(&up, "192.168.10.99", 1);
+        ManyAps {
+            tunterm,
+            host,
+            sock,
+            host_mac,
+            dir,
+            prefix,
+            edge,
+            aps,
+            up,
+        }
+    }
+
+    /// `count` simulated APs, each with `clients` clients that send to the
+    /// upstream host every `interval_ms`.
+    pub fn apsim(&self, count: u64, clients: u64, interval_ms: u64) -> Proc {
+        let apsim = bins().apsim.to_string_lossy().into_owned();
+        let (count, clients, interval) = (
+            count.to_string(),
+            clients.to_string(),
+            interval_ms.to_string(),
+        );
+        let args = [
+            apsim.as_str(),
+            "--edge",
+            "10.99.0.1",
+            "--count",
+            &count,
+            "--local-ip",
+            "10.99.0.2",
+            "--synthetic-clients",
+            &clients,
+            "--synthetic-dst",
+            &self.host_mac,
+            "--synthetic-interval-ms",
+            &interval,
+        ];
+        self.aps.spawn(&args, &self.dir.join("apsim.log")).unwrap()
+    }
+}
