@@ -506,7 +506,4 @@ fn stats_latency_at_scale() {
         "event loop time per request: last (stats) {} µs, longest {} µs",
         c.loop_us_last, c.loop_us_max
     );
-    let dir = m.dir.clone();
-    drop(m);
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -51,6 +51,14 @@ fn run_on(name: &str, json: &str) -> (Output, bool) {
     (out, sock.exists())
 }
 
+/// `tunterm run OPTION VALUE`, which must fail: its error.
+fn run_refuses(option: &str, value: &str) -> String {
+    let out = tunterm().args(["run", option, value]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{option} {value}: {err}");
+    err
+}
+
 fn check_with(name: &str, json: &str, args: &[&str]) -> (bool, String) {
     let file = ConfigFile::new(name, json);
     let out = tunterm()
@@ -119,12 +127,7 @@ fn run_refuses_a_missing_downstream_interface_before_binding_anything() {
 #[test]
 fn the_cookie_length_is_0_4_or_8() {
     for bad in ["2", "16", "eight"] {
-        let out = tunterm()
-            .args(["run", "--cookie-len", bad])
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{bad}: {err}");
+        let err = run_refuses("--cookie-len", bad);
         assert!(
             err.contains("--cookie-len") && err.contains("0, 4 or 8 bytes"),
             "{bad}: {err}"
@@ -184,12 +187,7 @@ fn run_refuses_a_bad_file_before_binding_anything() {
 #[test]
 fn a_fast_path_fdb_size_out_of_range_is_refused_with_the_limits() {
     for bad in ["5", "99999999", "lots"] {
-        let out = tunterm()
-            .args(["run", "--fast-path-fdb-entries", bad])
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{bad}: {err}");
+        let err = run_refuses("--fast-path-fdb-entries", bad);
         assert!(err.contains("--fast-path-fdb-entries"), "{bad}: {err}");
         if bad != "lots" {
             assert!(err.contains("from 1024 to 4194304"), "{bad}: {err}");

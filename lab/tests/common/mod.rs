@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tunterm_lab::topology::{Binaries, Lab, Options};
-use tunterm_lab::{self as lab, Netns, Proc};
+use tunterm_lab::{self as lab, LogDir, Netns, Proc};
 
 /// The daemon, simulator and lab binaries this test build runs.
 pub fn bins() -> Binaries {
@@ -69,11 +69,25 @@ pub fn assert_no_namespaces(prefix: &str) {
     assert!(left.is_empty(), "namespaces left behind: {left:?}");
 }
 
+/// Three namespaces: `edge`, whose ap0 (10.99.0.1/24, fd00:99::1/64) faces
+/// `aps` (e0, 10.99.0.2/24) and whose trunk0 faces `up` (t0).
+pub fn edge_aps_up(prefix: &str) -> (Netns, Netns, Netns) {
+    let edge = Netns::new(&format!("{prefix}edge")).unwrap();
+    let aps = Netns::new(&format!("{prefix}aps")).unwrap();
+    let up = Netns::new(&format!("{prefix}up")).unwrap();
+    lab::veth(&aps, "e0", &edge, "ap0").unwrap();
+    lab::addr(&edge, "ap0", "10.99.0.1/24").unwrap();
+    lab::addr(&edge, "ap0", "fd00:99::1/64").unwrap();
+    lab::addr(&aps, "e0", "10.99.0.2/24").unwrap();
+    lab::veth(&edge, "trunk0", &up, "t0").unwrap();
+    (edge, aps, up)
+}
+
 /// The scale tests' set-up: many APs behind one address (the simulator's,
-/// 10.99.0.2 in `aps`) toward tunterm's ap0 (10.99.0.1, fd00:99::1) in
-/// `edge`; tunterm's trunk0 faces `up`, where vlan-host answers as
-/// 192.168.10.1 on VLAN 10, the one VLAN of the tunnels. Fields drop in
-/// order: the processes before the namespaces.
+/// 10.99.0.2 in `aps`) toward tunterm in `edge` ([`edge_aps_up`]); in `up`
+/// vlan-host answers as 192.168.10.1 on VLAN 10, the one VLAN of the
+/// tunnels. Fields drop in order: the processes, the namespaces, the
+/// directory.
 pub struct ManyAps {
     pub tunterm: Proc,
     pub host: Proc,
@@ -82,45 +96,26 @@ pub struct ManyAps {
     /// The upstream host's MAC: the simulated clients send to it (a
     /// broadcast from each would be flooded to every session).
     pub host_mac: String,
-    pub dir: PathBuf,
-    pub prefix: String,
     pub edge: Netns,
     pub aps: Netns,
     pub up: Netns,
+    pub dir: LogDir,
 }
 
 impl ManyAps {
     /// The namespaces, tunterm (no per-source SCCRQ limit: every AP has
     /// the same address; then `extra` arguments) and the upstream host.
     pub fn start(name: &str, extra: &[&str]) -> Self {
-        lab::require_root().unwrap();
-        let prefix = lab::unique_prefix(name);
-        lab::cleanup_prefix(&prefix);
-        let dir = std::env::temp_dir().join(format!("tunterm-{}", prefix.trim_end_matches('-')));
-        std::fs::create_dir_all(&dir).unwrap();
-        let edge = Netns::new(&format!("{prefix}edge")).unwrap();
-        let aps = Netns::new(&format!("{prefix}aps")).unwrap();
-        let up = Netns::new(&format!("{prefix}up")).unwrap();
-        lab::veth(&aps, "e0", &edge, "ap0").unwrap();
-        lab::addr(&edge, "ap0", "10.99.0.1/24").unwrap();
-        lab::addr(&edge, "ap0", "fd00:99::1/64").unwrap();
-        lab::addr(&aps, "e0", "10.99.0.2/24").unwrap();
-        lab::veth(&edge, "trunk0", &up, "t0").unwrap();
+        let (prefix, dir) = lab::begin(name).unwrap();
+        let (edge, aps, up) = edge_aps_up(&prefix);
         let mut cfg = tunterm_lab::topology::edge_config(60.0, 7);
         cfg["mxtunnels"][0]["vlan_ids"] = serde_json::json!([10]);
         let mut args = vec!["--sccrq-burst", "0"];
         args.extend_from_slice(extra);
         let (tunterm, sock) = run_daemon(&edge, &dir, &cfg, &args);
-        let lab_bin = bins().lab.to_string_lossy().into_owned();
-        let args = [
-            &lab_bin,
-            "vlan-host",
-            "--trunk",
-            "t0",
-            "--vlan",
-            "10=192.168.10.1/24",
-        ];
-        let mut host = up.spawn(&args, &dir.join("vlanhost.log")).unwrap();
+        let log = dir.join("vlanhost.log");
+        let mut host =
+            lab::spawn_vlan_host(&up, &bins().lab, &["10=192.168.10.1/24"], false, &log).unwrap();
         host.wait_for_log(tunterm_lab::vlanhost::READY, Duration::from_secs(10))
             .unwrap();
         let host_mac = up.mac("v10").unwrap().to_string();
@@ -131,11 +126,10 @@ impl ManyAps {
             host,
             sock,
             host_mac,
-            dir,
-            prefix,
             edge,
             aps,
             up,
+            dir,
         }
     }
 
