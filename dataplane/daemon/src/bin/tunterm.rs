@@ -293,6 +293,7 @@ fn main() -> anyhow::Result<()> {
             // on the way for a person.
             use std::io::{IsTerminal, Write};
             let json = rt.block_on(Client::new(&control_socket).stats_json())?;
+            widen_stdout_pipe();
             let mut out = std::io::stdout().lock();
             if pretty || std::io::stdout().is_terminal() {
                 tunterm::api::client::write_indented(json.as_bytes(), &mut out)?;
@@ -385,6 +386,18 @@ fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
     out.write_all(b"\n")?;
     out.flush()?;
     Ok(())
+}
+
+/// Into a pipe, the document goes in 1 MiB steps instead of the kernel's
+/// default 64 KiB (each step waits for the reader to wake): a few instead
+/// of 80 for 10,000 tunnels. Not a pipe, or over the system's limit: as it
+/// was.
+fn widen_stdout_pipe() {
+    use std::os::fd::AsRawFd;
+    let fd = std::io::stdout().as_raw_fd();
+    // SAFETY: fcntl with an integer argument on this process's stdout;
+    // it fails harmlessly on anything but a pipe.
+    unsafe { libc::fcntl(fd, libc::F_SETPIPE_SZ, 1 << 20) };
 }
 
 /// SIGTERM or SIGINT: stop (close the tunnels). SIGQUIT: exit for a

@@ -24,7 +24,7 @@ pub fn write_indented(json: &[u8], out: &mut impl Write) -> io::Result<()> {
 
 /// Bytes gathered before they are written: the document streams through a
 /// small buffer (a whole indented copy of a big one would cost its pages).
-const CHUNK: usize = 64 * 1024;
+const CHUNK: usize = 256 * 1024;
 
 /// A newline and the indentation of `depth`.
 fn newline(buf: &mut Vec<u8>, depth: usize) {
