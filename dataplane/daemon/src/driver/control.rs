@@ -830,8 +830,10 @@ mod tests {
         );
     }
 
-    /// A server whose loop answers `fdb` from a fixed table and refuses
-    /// operations, talked to by the one client and by raw connections.
+    /// A server whose loop answers `fdb` from a fixed table, refuses
+    /// disconnections and holds `stats` (a request in progress) until a
+    /// `preempt`,
+    /// talked to by the one client and by raw connections.
     #[test]
     fn the_server_answers_pages_and_errors_and_bounds_its_clients() {
         use crate::api::client::{Client, ClientError};
@@ -853,6 +855,7 @@ mod tests {
                         )
                     })
                     .collect();
+                let mut in_progress = Vec::new();
                 while let Some(job) = jobs.recv().await {
                     let a = match job.ask {
                         Ask::Fdb(f) => Answer::Fdb(
@@ -863,8 +866,15 @@ mod tests {
                                 .collect(),
                         ),
                         Ask::Disconnect(_) => Answer::Disconnect(Err("give macs".into())),
-                        Ask::Preempt(_) => Answer::Preempt(Ok(PreemptReport::default())),
-                        Ask::Stats => unreachable!(),
+                        Ask::Preempt(_) => {
+                            // Ends the requests in progress ("stopping").
+                            in_progress.clear();
+                            Answer::Preempt(Ok(PreemptReport::default()))
+                        }
+                        Ask::Stats => {
+                            in_progress.push(job.reply);
+                            continue;
+                        }
                     };
                     let _ = job.reply.send(a);
                 }
@@ -949,12 +959,21 @@ mod tests {
             }
 
             // Past the cap, the connection idle longest makes room: a new
-            // request is answered at once, the evicted one is told why.
-            let mut held = Vec::new();
-            for _ in 0..MAX_CONNECTIONS {
+            // request is answered at once, the evicted one is told why. The
+            // oldest of all has a request in progress: it stays.
+            let mut busy = UnixStream::connect(&path).await.unwrap();
+            busy.write_all(b"{\"v\":1,\"type\":\"stats\"}\n")
+                .await
+                .unwrap();
+            let requests = control.stats().requests;
+            while control.stats().requests == requests {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            let mut held = vec![];
+            for _ in 1..MAX_CONNECTIONS {
                 held.push(UnixStream::connect(&path).await.unwrap());
                 // Distinct idle times: the first is the oldest.
-                while control.stats().active < held.len() as u64 {
+                while control.stats().active < held.len() as u64 + 1 {
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
             }
@@ -973,8 +992,11 @@ mod tests {
                 n.is_err(),
                 "the second oldest is still open and told nothing"
             );
+            let n = tokio::time::timeout(Duration::from_millis(50), busy.read(&mut next)).await;
+            assert!(n.is_err(), "the one with a request in progress is kept");
             assert_eq!(control.stats().idle_evicted, 1);
-            drop(held);
+            drop((held, busy));
+            client.preempt(PreemptRequest::default()).await.unwrap();
             while control.stats().active > 0 {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
