@@ -175,17 +175,25 @@ fn tunnels_up(lab: &Lab, ap: &str) -> u64 {
         .unwrap_or_else(|| panic!("no tunnels_up in {ap}'s stats"))
 }
 
-/// Restart the edge with `signal` (down a second) while c1 sends the
-/// upstream host [`PINGS`] echo requests, 100 a second; returns the
-/// unanswered ones and the downtime.
-fn restart_under_ping(lab: &mut Lab, signal: i32, name: &str) -> (Vec<u32>, Duration) {
+/// Restart the edge with `signal` (`what`; down a second) while c1 sends
+/// the upstream host [`PINGS`] echo requests, 100 a second: every one must
+/// be answered.
+fn restart_under_ping(lab: &mut Lab, signal: i32, what: &str, name: &str) {
     let mut ping = steady_ping(lab, "c1", "192.168.10.1", PINGS, name);
     std::thread::sleep(Duration::from_millis(800));
     // Down for a second: everything in between is the pinned programs'.
     let down = lab
         .restart_edge(signal, Duration::from_secs(1))
         .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.logs()));
-    (unanswered(&mut ping, PINGS), down)
+    let lost = unanswered(&mut ping, PINGS);
+    println!(
+        "{what} and restart: {PINGS} echo requests at 100/s, unanswered {lost:?}, edge down {down:?}"
+    );
+    assert!(
+        lost.is_empty(),
+        "lost across {what}: {lost:?}\n{}",
+        lab.logs()
+    );
 }
 
 const PINGS: u32 = 300;
@@ -212,15 +220,7 @@ fn a_killed_edge_restarts_without_loss_or_rebuilt_tunnels() {
 
     // kill -9 mid-flow: the pinned programs go on forwarding while no
     // tunterm runs, and the next one takes over maps, links and tunnels.
-    let (lost, downtime) = restart_under_ping(&mut lab, libc::SIGKILL, "ping-kill");
-    println!(
-        "kill -9 and restart: {PINGS} echo requests at 100/s, unanswered {lost:?}, edge down {downtime:?}"
-    );
-    assert!(
-        lost.is_empty(),
-        "lost across kill -9: {lost:?}\n{}",
-        lab.logs()
-    );
+    restart_under_ping(&mut lab, libc::SIGKILL, "kill -9", "ping-kill");
     let stats = lab.edge_stats().unwrap();
     let r = &stats["restart"];
     assert_eq!(
@@ -277,15 +277,7 @@ fn a_killed_edge_restarts_without_loss_or_rebuilt_tunnels() {
     let _ = ping_all(&lab, "c1", "192.168.10.13", 3);
 
     // A planned restart (SIGQUIT: exit keeping everything) the same way.
-    let (lost, downtime) = restart_under_ping(&mut lab, libc::SIGQUIT, "ping-quit");
-    println!(
-        "SIGQUIT and restart: {PINGS} echo requests, unanswered {lost:?}, edge down {downtime:?}"
-    );
-    assert!(
-        lost.is_empty(),
-        "lost across SIGQUIT: {lost:?}\n{}",
-        lab.logs()
-    );
+    restart_under_ping(&mut lab, libc::SIGQUIT, "SIGQUIT", "ping-quit");
     for ap in ["ap1", "ap2"] {
         assert_eq!(tunnels_up(&lab, ap), 1, "{ap} rebuilt its tunnel");
     }
