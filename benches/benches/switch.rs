@@ -51,14 +51,6 @@ struct Bed {
     downlink: Vec<Vec<u8>>,
 }
 
-fn vlans(ids: &[u16]) -> VlanSet {
-    let mut s = VlanSet::default();
-    for &i in ids {
-        s.insert(i).expect("valid VLAN");
-    }
-    s
-}
-
 /// An IPv4-typed frame (on VLAN `vid` if given) padded to `len` bytes.
 fn frame(dst: MacAddr, src: MacAddr, vid: Option<u16>, len: usize) -> Vec<u8> {
     let mut eth = Ethernet2Header {
@@ -94,7 +86,7 @@ fn trunk_switch(now: Instant) -> Switch {
     switch.add_port(
         TRUNK,
         PortConfig {
-            vlans: vlans(&[10, 20]),
+            vlans: VlanSet::from_ids([10, 20]).unwrap(),
             untagged_vlan: Some(1),
         },
     );
@@ -120,7 +112,7 @@ fn add_session(
     switch.add_port(
         port,
         PortConfig {
-            vlans: vlans(&[10, 20]),
+            vlans: VlanSet::from_ids([10, 20]).unwrap(),
             untagged_vlan: Some(10),
         },
     );

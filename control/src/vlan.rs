@@ -210,6 +210,15 @@ impl VlanSet {
         set
     }
 
+    /// The set of `ids`; fails on the first outside `1..=4094`.
+    pub fn from_ids(ids: impl IntoIterator<Item = u16>) -> Result<Self, VlanError> {
+        let mut set = Self::new();
+        for id in ids {
+            set.insert(id)?;
+        }
+        Ok(set)
+    }
+
     /// Adds one VLAN id; returns whether it was newly added. Fails (and leaves
     /// the set unchanged) outside `1..=4094`.
     pub fn insert(&mut self, id: u16) -> Result<bool, VlanError> {
@@ -455,6 +464,17 @@ mod tests {
             assert!(!set.contains(id), "{id}");
         }
         assert_eq!(set.iter().collect::<Vec<_>>(), vec![10, 20, 30, 31]);
+    }
+
+    #[test]
+    fn from_ids_takes_every_id_or_names_the_bad_one() {
+        let set = VlanSet::from_ids([30, 10, 31, 20, 10]).unwrap();
+        assert_eq!(set.to_string(), "10,20,30-31");
+        assert_eq!(VlanSet::from_ids([]).unwrap(), VlanSet::new());
+        for bad in [0, 4095] {
+            let e = VlanSet::from_ids([10, bad]).unwrap_err();
+            assert!(e.to_string().contains(&bad.to_string()), "{e}");
+        }
     }
 
     #[test]

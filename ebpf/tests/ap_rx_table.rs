@@ -19,7 +19,7 @@ mod common;
 use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
-use common::lab::{self, EDGE, HOST, LEN, Lab, Slow, Tunnel, gre_from, vlans};
+use common::lab::{self, EDGE, HOST, LEN, Lab, Slow, Tunnel, gre_from};
 use common::mirror::{self, NotFast};
 use common::packets::{self, Ip, Ip6, Mac};
 use etherparse::TcpHeader;
@@ -1198,7 +1198,7 @@ fn same_table_fast_and_slow() {
 #[test]
 fn mirror_keeps_unsupported_sessions_slow() {
     let port = PortConfig {
-        vlans: vlans(&[10]),
+        vlans: tunterm_control::VlanSet::from_ids([10]).unwrap(),
         untagged_vlan: Some(10),
     };
     let base = DataSession {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tunterm_lab::topology::{Lab, Options};
 use tunterm_lab::{self as lab, tshark_fields};
 
-use common::{bins, ping_ok, run_daemon};
+use common::{ManyAps, bins, ping_ok};
 
 fn start(name: &str, capture: bool) -> Lab {
     common::start(Options {
@@ -294,70 +294,14 @@ fn a_silent_ap_is_torn_down_after_hello_interval_times_retries() {
 #[test]
 fn apsim_brings_up_a_thousand_tunnels_in_one_process() {
     const APS: u64 = 1_000;
-    lab::require_root().unwrap();
-    let prefix = lab::unique_prefix("scale");
-    lab::cleanup_prefix(&prefix);
-    let dir = std::env::temp_dir().join(format!("tunterm-{}", prefix.trim_end_matches('-')));
-    std::fs::create_dir_all(&dir).unwrap();
-    let edge = lab::Netns::new(&format!("{prefix}edge")).unwrap();
-    let aps = lab::Netns::new(&format!("{prefix}aps")).unwrap();
-    let up = lab::Netns::new(&format!("{prefix}up")).unwrap();
-    lab::veth(&aps, "e0", &edge, "ap0").unwrap();
-    lab::addr(&edge, "ap0", "10.99.0.1/24").unwrap();
-    lab::addr(&edge, "ap0", "fd00:99::1/64").unwrap();
-    lab::addr(&aps, "e0", "10.99.0.2/24").unwrap();
-    lab::veth(&edge, "trunk0", &up, "t0").unwrap();
-    let mut cfg = tunterm_lab::topology::edge_config(60.0, 7);
-    cfg["mxtunnels"][0]["vlan_ids"] = serde_json::json!([10]);
-    // A thousand APs behind one address: no per-source limit.
-    let (tunterm, sock) = run_daemon(&edge, &dir, &cfg, &["--sccrq-burst", "0"]);
-    let b = bins();
-    let s = |p: &std::path::Path| p.to_string_lossy().into_owned();
-    // The upstream host announces itself on VLAN 10 so the clients' frames
-    // are known unicast (a broadcast from each would be flooded to all
-    // thousand sessions).
-    let mut host = up
-        .spawn(
-            &[
-                &s(&b.lab),
-                "vlan-host",
-                "--trunk",
-                "t0",
-                "--vlan",
-                "10=192.168.10.1/24",
-            ],
-            &dir.join("vlanhost.log"),
-        )
-        .unwrap();
-    host.wait_for_log(tunterm_lab::vlanhost::READY, Duration::from_secs(10))
-        .unwrap();
-    let host_mac = up.mac("v10").unwrap().to_string();
-    let _ = lab::ping(&up, "192.168.10.99", 1);
+    let m = ManyAps::start("scale", &[]);
+    let sock = &m.sock;
     let started = Instant::now();
-    let _sim = aps
-        .spawn(
-            &[
-                &s(&b.apsim),
-                "--edge",
-                "10.99.0.1",
-                "--count",
-                &APS.to_string(),
-                "--local-ip",
-                "10.99.0.2",
-                "--synthetic-clients",
-                "2",
-                "--synthetic-dst",
-                &host_mac,
-                "--synthetic-interval-ms",
-                "2000",
-            ],
-            &dir.join("apsim.log"),
-        )
-        .unwrap();
+    let _sim = m.apsim(APS, 2, 2000);
     let mut last = serde_json::Value::Null;
     let all_up = lab::wait_until(
         Duration::from_secs(60),
-        || match tunterm_lab::topology::query(&sock) {
+        || match tunterm_lab::topology::query(sock) {
             Ok(st) => {
                 let ok = tunterm_lab::topology::sessions_up(&st) as u64 == APS;
                 last = st;
@@ -376,16 +320,13 @@ fn apsim_brings_up_a_thousand_tunnels_in_one_process() {
     println!("{APS} APs: every tunnel and session established in {took:?}");
     // Every client MAC learned behind its session.
     let learned = lab::wait_until(Duration::from_secs(20), || {
-        let fdb = tunterm_lab::topology::query_fdb(&sock).unwrap_or_default();
+        let fdb = tunterm_lab::topology::query_fdb(sock).unwrap_or_default();
         let behind = fdb.iter().filter(|e| e.port != "trunk").count() as u64;
-        if let Ok(st) = tunterm_lab::topology::query(&sock) {
+        if let Ok(st) = tunterm_lab::topology::query(sock) {
             last = st;
         }
         behind == 2 * APS
     });
     assert!(learned, "client MACs learned: {:#}", last["switch"]);
     assert_eq!(last["num_tunnels"], APS);
-    drop(host);
-    drop(tunterm);
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::{bins, run_daemon};
 use tunterm_lab::topology::{query, sessions_up};
-use tunterm_lab::{self as lab, Netns, Proc};
+use tunterm_lab::{self as lab, Proc};
 
 /// APs per simulator (one simulator per transport and address family).
 const PER_SIM: usize = 2;
@@ -38,15 +38,8 @@ fn plain(line: &str) -> String {
 #[test]
 fn sigterm_closes_every_tunnel_on_every_socket_and_exits_once_all_are_acknowledged() {
     let (prefix, dir) = lab::begin("stop").unwrap();
-    let edge = Netns::new(&format!("{prefix}edge")).unwrap();
-    let aps = Netns::new(&format!("{prefix}aps")).unwrap();
-    let up = Netns::new(&format!("{prefix}up")).unwrap();
-    lab::veth(&aps, "e0", &edge, "ap0").unwrap();
-    lab::addr(&edge, "ap0", "10.99.0.1/24").unwrap();
-    lab::addr(&edge, "ap0", "fd00:99::1/64").unwrap();
-    lab::addr(&aps, "e0", "10.99.0.2/24").unwrap();
+    let (edge, aps, _up) = common::edge_aps_up(&prefix);
     lab::addr(&aps, "e0", "fd00:99::2/64").unwrap();
-    lab::veth(&edge, "trunk0", &up, "t0").unwrap();
     // IPv6 duplicate address detection would hold the addresses back.
     for (ns, ifname) in [(&edge, "ap0"), (&aps, "e0")] {
         ns.run(&[

@@ -517,8 +517,12 @@ pub struct ControlStats {
     pub connections: u64,
     /// Connections open now.
     pub active: u64,
-    /// Connections refused because [`ControlStats::max_connections`] were open.
+    /// Connections refused because [`ControlStats::max_connections`] were
+    /// open and none of them idle (no request in progress, no subscription).
     pub refused_busy: u64,
+    /// Idle connections closed to make room for a new one at the cap.
+    #[serde(default)]
+    pub idle_evicted: u64,
     /// The cap on open connections.
     pub max_connections: u64,
     /// Requests answered (errors included).

@@ -836,13 +836,8 @@ impl Dataplane {
     fn drain_tunnel(&mut self, carrier: Carrier, sock: &TunnelSocket, rx: &mut RecvBatch) -> bool {
         let got = sock.try_recv_batch(rx);
         self.io.tunnel_rx_truncated += rx.truncated();
-        match got {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
-            Err(e) => {
-                debug!(error = %e, "tunnel recv");
-                return true;
-            }
+        if !received(got, "tunnel") {
+            return true;
         }
         self.io.tunnel_rx += rx.len() as u64;
         for (pkt, from) in rx.iter() {
@@ -903,13 +898,8 @@ impl Dataplane {
             .trunk
             .try_io(tokio::io::Interest::READABLE, |s| s.recv_batch(rx));
         self.io.trunk_rx_truncated += rx.truncated();
-        match got {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
-            Err(e) => {
-                debug!(error = %e, "trunk recv");
-                return true;
-            }
+        if !received(got, "trunk") {
+            return true;
         }
         self.io.trunk_rx += rx.len() as u64;
         for (frame, _) in rx.iter() {
@@ -1018,6 +1008,19 @@ fn local_addr(cfg: &EdgeConfig, port: u16, carrier: Carrier, peer: IpAddr) -> So
         _ => 0,
     };
     SocketAddr::new(ip, port)
+}
+
+/// Whether a batch read got something; a socket that would block (empty)
+/// or failed (logged, `what` the socket) ends its drain.
+fn received<T>(got: io::Result<T>, what: &str) -> bool {
+    match got {
+        Ok(_) => true,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
+        Err(e) => {
+            debug!(error = %e, socket = what, "recv");
+            false
+        }
+    }
 }
 
 /// Send `msgs` on the tunnel socket of `carrier` and family (`v6`) with

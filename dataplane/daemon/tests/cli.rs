@@ -1,7 +1,8 @@
 //! The command line as an operator meets it: broken configuration is refused
 //! with the JSON path of the offending field, before anything starts.
 
-use std::process::Command;
+use std::path::PathBuf;
+use std::process::{Command, Output};
 
 fn tunterm() -> Command {
     Command::new(env!("CARGO_BIN_EXE_tunterm"))
@@ -11,18 +12,61 @@ fn check(name: &str, json: &str) -> (bool, String) {
     check_with(name, json, &[])
 }
 
+/// `json` in DIR/edge.json, DIR a directory of its own (removed on drop).
+struct ConfigFile {
+    dir: PathBuf,
+}
+
+impl ConfigFile {
+    fn new(name: &str, json: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("tunterm-cli-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("edge.json"), json).unwrap();
+        ConfigFile { dir }
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.join("edge.json")
+    }
+}
+
+impl Drop for ConfigFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `tunterm run` on `json` with a control socket beside it: how it ended,
+/// and whether it bound the socket.
+fn run_on(name: &str, json: &str) -> (Output, bool) {
+    let file = ConfigFile::new(name, json);
+    let sock = file.dir.join("s.sock");
+    let out = tunterm()
+        .args(["run", "--control-socket"])
+        .arg(&sock)
+        .arg("--config")
+        .arg(file.path())
+        .output()
+        .unwrap();
+    (out, sock.exists())
+}
+
+/// `tunterm run OPTION VALUE`, which must fail: its error.
+fn run_refuses(option: &str, value: &str) -> String {
+    let out = tunterm().args(["run", option, value]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{option} {value}: {err}");
+    err
+}
+
 fn check_with(name: &str, json: &str, args: &[&str]) -> (bool, String) {
-    let dir = std::env::temp_dir().join(format!("tunterm-cli-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("edge.json");
-    std::fs::write(&path, json).unwrap();
+    let file = ConfigFile::new(name, json);
     let out = tunterm()
         .arg("check-config")
         .args(args)
-        .arg(&path)
+        .arg(file.path())
         .output()
         .unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.success(), text)
@@ -70,19 +114,7 @@ fn an_interface_missing_on_this_host_is_refused_with_its_name() {
 
 #[test]
 fn run_refuses_a_missing_downstream_interface_before_binding_anything() {
-    let dir = std::env::temp_dir().join(format!("tunterm-cli-run-port-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("edge.json");
-    std::fs::write(&path, with_ports("tt-no-such-ap", "lo")).unwrap();
-    let out = tunterm()
-        .args(["run", "--control-socket"])
-        .arg(dir.join("s.sock"))
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .unwrap();
-    let bound = dir.join("s.sock").exists();
-    let _ = std::fs::remove_dir_all(&dir);
+    let (out, bound) = run_on("run-port", &with_ports("tt-no-such-ap", "lo"));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(
@@ -95,12 +127,7 @@ fn run_refuses_a_missing_downstream_interface_before_binding_anything() {
 #[test]
 fn the_cookie_length_is_0_4_or_8() {
     for bad in ["2", "16", "eight"] {
-        let out = tunterm()
-            .args(["run", "--cookie-len", bad])
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{bad}: {err}");
+        let err = run_refuses("--cookie-len", bad);
         assert!(
             err.contains("--cookie-len") && err.contains("0, 4 or 8 bytes"),
             "{bad}: {err}"
@@ -148,34 +175,19 @@ fn broken_json_is_a_clear_error() {
 
 #[test]
 fn run_refuses_a_bad_file_before_binding_anything() {
-    let dir = std::env::temp_dir().join(format!("tunterm-cli-run-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("edge.json");
     let mut c = lab_config();
     c["mxtunnels"][0]["protocol"] = serde_json::json!("carrier-pigeon");
-    std::fs::write(&path, c.to_string()).unwrap();
-    let out = tunterm()
-        .args(["run", "--control-socket"])
-        .arg(dir.join("s.sock"))
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
+    let (out, bound) = run_on("run", &c.to_string());
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("mxtunnels[0].protocol"), "{err}");
+    assert!(!bound, "the control socket was bound before the check");
 }
 
 #[test]
 fn a_fast_path_fdb_size_out_of_range_is_refused_with_the_limits() {
     for bad in ["5", "99999999", "lots"] {
-        let out = tunterm()
-            .args(["run", "--fast-path-fdb-entries", bad])
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{bad}: {err}");
+        let err = run_refuses("--fast-path-fdb-entries", bad);
         assert!(err.contains("--fast-path-fdb-entries"), "{bad}: {err}");
         if bad != "lots" {
             assert!(err.contains("from 1024 to 4194304"), "{bad}: {err}");

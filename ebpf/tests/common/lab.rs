@@ -43,14 +43,6 @@ pub const LEN: usize = 60;
 /// The tunnel MTU of the templates.
 pub const MTU: u16 = 1500;
 
-pub fn vlans(ids: &[u16]) -> VlanSet {
-    let mut s = VlanSet::default();
-    for &i in ids {
-        s.insert(i).expect("valid VLAN");
-    }
-    s
-}
-
 /// How the edge reaches the APs (the templates' outer headers).
 pub fn ap_link() -> ApLink {
     ApLink {
@@ -482,7 +474,7 @@ impl Lab {
         };
         let ap_ip = |n: u8| SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 51, 100, n)), 0);
         let cfg = |v: &[u16], u: Option<u16>| PortConfig {
-            vlans: vlans(v),
+            vlans: VlanSet::from_ids(v.iter().copied()).unwrap(),
             untagged_vlan: u,
         };
         let tunnels = vec![

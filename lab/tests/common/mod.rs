@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tunterm_lab::topology::{Binaries, Lab, Options};
-use tunterm_lab::{self as lab, Netns, Proc};
+use tunterm_lab::{self as lab, LogDir, Netns, Proc};
 
 /// The daemon, simulator and lab binaries this test build runs.
 pub fn bins() -> Binaries {
@@ -67,4 +67,96 @@ pub fn assert_no_namespaces(prefix: &str) {
         .filter(|n| n.starts_with(prefix))
         .collect();
     assert!(left.is_empty(), "namespaces left behind: {left:?}");
+}
+
+/// Three namespaces: `edge`, whose ap0 (10.99.0.1/24, fd00:99::1/64) faces
+/// `aps` (e0, 10.99.0.2/24) and whose trunk0 faces `up` (t0).
+pub fn edge_aps_up(prefix: &str) -> (Netns, Netns, Netns) {
+    let edge = Netns::new(&format!("{prefix}edge")).unwrap();
+    let aps = Netns::new(&format!("{prefix}aps")).unwrap();
+    let up = Netns::new(&format!("{prefix}up")).unwrap();
+    lab::veth(&aps, "e0", &edge, "ap0").unwrap();
+    lab::addr(&edge, "ap0", "10.99.0.1/24").unwrap();
+    lab::addr(&edge, "ap0", "fd00:99::1/64").unwrap();
+    lab::addr(&aps, "e0", "10.99.0.2/24").unwrap();
+    lab::veth(&edge, "trunk0", &up, "t0").unwrap();
+    (edge, aps, up)
+}
+
+/// The scale tests' set-up: many APs behind one address (the simulator's,
+/// 10.99.0.2 in `aps`) toward tunterm in `edge` ([`edge_aps_up`]); in `up`
+/// vlan-host answers as 192.168.10.1 on VLAN 10, the one VLAN of the
+/// tunnels. Fields drop in order: the processes, the namespaces, the
+/// directory.
+pub struct ManyAps {
+    pub tunterm: Proc,
+    pub host: Proc,
+    /// tunterm's control socket.
+    pub sock: PathBuf,
+    /// The upstream host's MAC: the simulated clients send to it (a
+    /// broadcast from each would be flooded to every session).
+    pub host_mac: String,
+    pub edge: Netns,
+    pub aps: Netns,
+    pub up: Netns,
+    pub dir: LogDir,
+}
+
+impl ManyAps {
+    /// The namespaces, tunterm (no per-source SCCRQ limit: every AP has
+    /// the same address; then `extra` arguments) and the upstream host.
+    pub fn start(name: &str, extra: &[&str]) -> Self {
+        let (prefix, dir) = lab::begin(name).unwrap();
+        let (edge, aps, up) = edge_aps_up(&prefix);
+        let mut cfg = tunterm_lab::topology::edge_config(60.0, 7);
+        cfg["mxtunnels"][0]["vlan_ids"] = serde_json::json!([10]);
+        let mut args = vec!["--sccrq-burst", "0"];
+        args.extend_from_slice(extra);
+        let (tunterm, sock) = run_daemon(&edge, &dir, &cfg, &args);
+        let log = dir.join("vlanhost.log");
+        let mut host =
+            lab::spawn_vlan_host(&up, &bins().lab, &["10=192.168.10.1/24"], false, &log).unwrap();
+        host.wait_for_log(tunterm_lab::vlanhost::READY, Duration::from_secs(10))
+            .unwrap();
+        let host_mac = up.mac("v10").unwrap().to_string();
+        // The host speaks once on the trunk: tunterm learns its MAC there.
+        let _ = lab::ping(&up, "192.168.10.99", 1);
+        ManyAps {
+            tunterm,
+            host,
+            sock,
+            host_mac,
+            edge,
+            aps,
+            up,
+            dir,
+        }
+    }
+
+    /// `count` simulated APs, each with `clients` clients that send to the
+    /// upstream host every `interval_ms`.
+    pub fn apsim(&self, count: u64, clients: u64, interval_ms: u64) -> Proc {
+        let apsim = bins().apsim.to_string_lossy().into_owned();
+        let (count, clients, interval) = (
+            count.to_string(),
+            clients.to_string(),
+            interval_ms.to_string(),
+        );
+        let args = [
+            apsim.as_str(),
+            "--edge",
+            "10.99.0.1",
+            "--count",
+            &count,
+            "--local-ip",
+            "10.99.0.2",
+            "--synthetic-clients",
+            &clients,
+            "--synthetic-dst",
+            &self.host_mac,
+            "--synthetic-interval-ms",
+            &interval,
+        ];
+        self.aps.spawn(&args, &self.dir.join("apsim.log")).unwrap()
+    }
 }

@@ -60,14 +60,6 @@ impl TunnelPorts for Fake {
     }
 }
 
-fn vlans(ids: &[u16]) -> VlanSet {
-    let mut s = VlanSet::default();
-    for &i in ids {
-        s.insert(i).unwrap();
-    }
-    s
-}
-
 struct Bed {
     switch: Switch,
     tunnels: Fake,
@@ -80,7 +72,7 @@ impl Bed {
     fn new() -> Bed {
         let mut switch = Switch::new(crate::proto::bridge::DEFAULT_AGING);
         let port = |v: &[u16], u: Option<u16>| PortConfig {
-            vlans: vlans(v),
+            vlans: VlanSet::from_ids(v.iter().copied()).unwrap(),
             untagged_vlan: u,
         };
         switch.add_port(TRUNK, port(&[10, 20, 30], Some(1)));
@@ -823,7 +815,7 @@ fn edge_tunnels_put_an_mgre_peers_key_on_what_it_gets() {
     switch.add_port(
         TRUNK,
         PortConfig {
-            vlans: vlans(&[20]),
+            vlans: VlanSet::from_ids([20]).unwrap(),
             untagged_vlan: Some(1),
         },
     );
@@ -842,7 +834,7 @@ fn edge_tunnels_put_an_mgre_peers_key_on_what_it_gets() {
     switch.add_port(
         port,
         PortConfig {
-            vlans: vlans(&[20]),
+            vlans: VlanSet::from_ids([20]).unwrap(),
             untagged_vlan: Some(10),
         },
     );

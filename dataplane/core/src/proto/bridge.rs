@@ -576,14 +576,6 @@ impl Switch {
 mod tests {
     use super::*;
 
-    fn vlans(ids: &[u16]) -> VlanSet {
-        let mut s = VlanSet::default();
-        for &i in ids {
-            s.insert(i).unwrap();
-        }
-        s
-    }
-
     fn frame(dst: MacAddr, src: MacAddr, tag: Option<u16>) -> Vec<u8> {
         let mut f = dst.0.to_vec();
         f.extend_from_slice(&src.0);
@@ -611,21 +603,21 @@ mod tests {
         sw.add_port(
             TRUNK,
             PortConfig {
-                vlans: vlans(&[10, 20]),
+                vlans: VlanSet::from_ids([10, 20]).unwrap(),
                 untagged_vlan: Some(1),
             },
         );
         sw.add_port(
             S1,
             PortConfig {
-                vlans: vlans(&[10, 20]),
+                vlans: VlanSet::from_ids([10, 20]).unwrap(),
                 untagged_vlan: Some(10),
             },
         );
         sw.add_port(
             S2,
             PortConfig {
-                vlans: vlans(&[10]),
+                vlans: VlanSet::from_ids([10]).unwrap(),
                 untagged_vlan: None,
             },
         );
@@ -923,14 +915,14 @@ mod tests {
         sw.add_port(
             S1,
             PortConfig {
-                vlans: vlans(&[10]),
+                vlans: VlanSet::from_ids([10]).unwrap(),
                 untagged_vlan: Some(10),
             },
         );
         sw.add_port(
             S2,
             PortConfig {
-                vlans: vlans(&[10]),
+                vlans: VlanSet::from_ids([10]).unwrap(),
                 untagged_vlan: Some(10),
             },
         );
@@ -994,7 +986,7 @@ mod tests {
         let mut sw = switch();
         let _ = sw.ingress(t, S1, &frame(BCAST, A, None));
         let same = PortConfig {
-            vlans: vlans(&[10, 20]),
+            vlans: VlanSet::from_ids([10, 20]).unwrap(),
             untagged_vlan: Some(10),
         };
         sw.add_port(S1, same);
@@ -1002,7 +994,7 @@ mod tests {
         sw.add_port(
             S1,
             PortConfig {
-                vlans: vlans(&[20, 30]),
+                vlans: VlanSet::from_ids([20, 30]).unwrap(),
                 untagged_vlan: Some(20),
             },
         );
@@ -1018,7 +1010,7 @@ mod tests {
         sw.add_port(
             S2,
             PortConfig {
-                vlans: vlans(&[10]),
+                vlans: VlanSet::from_ids([10]).unwrap(),
                 untagged_vlan: Some(4095),
             },
         );
@@ -1054,7 +1046,7 @@ mod tests {
         let mut sw = Switch::new(Duration::from_secs(40));
         let ports = [TRUNK, PortId(1), PortId(2), PortId(3), PortId(4)];
         let cfg = |n: u64| PortConfig {
-            vlans: vlans(&[10, 20 + (n % 2) as u16]),
+            vlans: VlanSet::from_ids([10, 20 + (n % 2) as u16]).unwrap(),
             untagged_vlan: Some(10),
         };
         for p in ports {
@@ -1109,7 +1101,7 @@ mod tests {
         let mut sw = Switch::new(Duration::from_secs(10));
         for p in [TRUNK, S1] {
             let cfg = PortConfig {
-                vlans: vlans(&[10]),
+                vlans: VlanSet::from_ids([10]).unwrap(),
                 untagged_vlan: None,
             };
             sw.add_port(p, cfg);

@@ -8,6 +8,9 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
+mod indent;
+pub use indent::write_indented;
+
 use super::{
     CaptureAccepted, CapturePointInfo, CaptureRequest, CaptureSummary, DisconnectReport,
     DisconnectRequest, Event, FDB_MAX_LIMIT, FdbEntry, FdbPage, FdbQuery, PreemptReport,

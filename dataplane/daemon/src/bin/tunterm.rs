@@ -381,15 +381,16 @@ fn main() -> anyhow::Result<()> {
             pretty,
         } => {
             // Passed on as the daemon wrote it (not parsed into Stats and
-            // written anew: 10,000 tunnels are 3 MB), indented on the way
-            // for a person.
+            // written anew: 10,000 tunnels are 3 MB), indented byte by byte
+            // on the way for a person.
             use std::io::{IsTerminal, Write};
             let json = rt.block_on(Client::new(&control_socket).stats_json())?;
-            if pretty || std::io::stdout().is_terminal() {
-                let mut de = serde_json::Deserializer::from_str(&json);
-                return print_json(&serde_transcode::Transcoder::new(&mut de));
-            }
+            widen_stdout_pipe();
             let mut out = std::io::stdout().lock();
+            if pretty || std::io::stdout().is_terminal() {
+                tunterm::api::client::write_indented(json.as_bytes(), &mut out)?;
+                return Ok(out.flush()?);
+            }
             out.write_all(json.trim_end().as_bytes())?;
             out.write_all(b"\n")?;
             out.flush()?;
@@ -664,6 +665,18 @@ fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
     out.write_all(b"\n")?;
     out.flush()?;
     Ok(())
+}
+
+/// Into a pipe, the document goes in 1 MiB steps instead of the kernel's
+/// default 64 KiB (each step waits for the reader to wake): a few instead
+/// of 80 for 10,000 tunnels. Not a pipe, or over the system's limit: as it
+/// was.
+fn widen_stdout_pipe() {
+    use std::os::fd::AsRawFd;
+    let fd = std::io::stdout().as_raw_fd();
+    // SAFETY: fcntl with an integer argument on this process's stdout;
+    // it fails harmlessly on anything but a pipe.
+    unsafe { libc::fcntl(fd, libc::F_SETPIPE_SZ, 1 << 20) };
 }
 
 /// SIGTERM or SIGINT: stop (close the tunnels). SIGQUIT: exit for a

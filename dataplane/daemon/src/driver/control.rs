@@ -3,9 +3,10 @@
 //! Connections are accepted and read beside the event loop: a line is at
 //! most [`MAX_REQUEST_LINE`] bytes, a connection that sends no complete
 //! request for [`IDLE_TIMEOUT`] is closed, at most [`MAX_CONNECTIONS`] are
-//! open (the next ones are answered with an error and closed), and a
-//! failing `accept` (no file descriptor left) backs off instead of
-//! spinning. Only a parsed request reaches the loop, as a [`Job`]: the loop
+//! open (past it, the connection idle longest, with no request in progress
+//! and no subscription, is closed to make room; when there is none, the
+//! new one is answered with an error and closed), and a failing `accept`
+//! (no file descriptor left) backs off instead of spinning. Only a parsed request reaches the loop, as a [`Job`]: the loop
 //! takes a snapshot of what it asks for (nothing is built for a connection
 //! that asks for nothing) and the answer is serialized and written outside
 //! it, on a blocking thread for the big ones, so forwarding does not pause
@@ -13,16 +14,17 @@
 //! broadcast channel; a subscriber that falls behind loses events and is
 //! told how many.
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 use tracing::{info, warn};
 use tunterm_core::proto::bridge::{HOST_PORT_BASE, PortId, TRUNK, is_host_port};
 use tunterm_core::proto::l2tp::CloseReason;
@@ -42,6 +44,9 @@ pub const MAX_CONNECTIONS: usize = 64;
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long an answer or an event may wait for the client to read it.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an evicted connection's farewell may wait (a new connection
+/// waits for its slot).
+const EVICTED_WRITE_TIMEOUT: Duration = Duration::from_millis(100);
 /// Events kept for the slowest subscriber.
 const EVENT_QUEUE: usize = 1024;
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
@@ -148,6 +153,7 @@ struct Counters {
     connections: AtomicU64,
     active: AtomicU64,
     refused_busy: AtomicU64,
+    idle_evicted: AtomicU64,
     requests: AtomicU64,
     bad_requests: AtomicU64,
     lines_too_long: AtomicU64,
@@ -170,6 +176,77 @@ struct Shared {
     jobs: mpsc::Sender<Job>,
     events: broadcast::Sender<Event>,
     counters: Arc<Counters>,
+    idle: Idle,
+    /// Told each time a connection ends.
+    left: Notify,
+}
+
+/// The connections waiting for a request (none in progress, not
+/// subscribed): since when, and how to tell each to go.
+#[derive(Default)]
+struct Idle {
+    next_id: AtomicU64,
+    waiting: Mutex<HashMap<u64, (Instant, Arc<Notify>)>>,
+}
+
+impl Idle {
+    fn waiting(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (Instant, Arc<Notify>)>> {
+        // The map stays consistent whatever panicked while holding it.
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Tell the connection idle longest to close; false when none waits.
+    fn evict_longest(&self) -> bool {
+        let mut waiting = self.waiting();
+        let Some(id) = waiting
+            .iter()
+            .min_by_key(|(_, (since, _))| *since)
+            .map(|(&id, _)| id)
+        else {
+            return false;
+        };
+        if let Some((_, go)) = waiting.remove(&id) {
+            go.notify_one();
+        }
+        true
+    }
+}
+
+/// A connection's place in [`Idle`]: marked waiting between requests,
+/// unmarked when a request arrives or it ends.
+struct IdleMark<'a> {
+    idle: &'a Idle,
+    id: u64,
+    go: Arc<Notify>,
+}
+
+impl<'a> IdleMark<'a> {
+    /// A connection just accepted: waiting for its first request, and
+    /// evictable already (before its task first runs).
+    fn accepted(idle: &Idle) -> (u64, Arc<Notify>) {
+        let id = idle.next_id.fetch_add(1, Relaxed);
+        let go = Arc::new(Notify::new());
+        idle.waiting().insert(id, (Instant::now(), go.clone()));
+        (id, go)
+    }
+
+    /// Waiting for a request from now on.
+    fn wait(&self) {
+        self.idle
+            .waiting()
+            .insert(self.id, (Instant::now(), self.go.clone()));
+    }
+
+    /// A request arrived: false when the connection was evicted meanwhile.
+    fn busy(&self) -> bool {
+        self.idle.waiting().remove(&self.id).is_some()
+    }
+}
+
+impl Drop for IdleMark<'_> {
+    fn drop(&mut self) {
+        self.idle.waiting().remove(&self.id);
+    }
 }
 
 /// The loop's side of the control socket: the event publisher, the
@@ -201,6 +278,7 @@ impl Control {
             connections: c.connections.load(Relaxed),
             active: c.active.load(Relaxed),
             refused_busy: c.refused_busy.load(Relaxed),
+            idle_evicted: c.idle_evicted.load(Relaxed),
             max_connections: MAX_CONNECTIONS as u64,
             requests: c.requests.load(Relaxed),
             bad_requests: c.bad_requests.load(Relaxed),
@@ -313,6 +391,8 @@ pub(super) fn serve(
         jobs,
         events: events.clone(),
         counters: counters.clone(),
+        idle: Idle::default(),
+        left: Notify::new(),
     });
     tokio::spawn(accept_loop(listener, shared));
     (
@@ -333,7 +413,18 @@ async fn accept_loop(listener: UnixListener, shared: Arc<Shared>) {
             Ok((stream, _)) => {
                 backoff = ACCEPT_BACKOFF_MIN;
                 let c = &shared.counters;
-                if c.active.load(Relaxed) >= MAX_CONNECTIONS as u64 {
+                let full = || c.active.load(Relaxed) >= MAX_CONNECTIONS as u64;
+                if full() && shared.idle.evict_longest() {
+                    // Room is made by the connection idle longest: wait
+                    // for it to go (its farewell is bounded in time).
+                    let gone = async {
+                        while full() {
+                            shared.left.notified().await;
+                        }
+                    };
+                    let _ = tokio::time::timeout(2 * EVICTED_WRITE_TIMEOUT, gone).await;
+                }
+                if full() {
                     bump(&c.refused_busy);
                     let line = ResponseLine::error(format!(
                         "too many control connections ({MAX_CONNECTIONS} open); try again"
@@ -356,7 +447,8 @@ async fn accept_loop(listener: UnixListener, shared: Arc<Shared>) {
                 }
                 bump(&c.connections);
                 bump(&c.active);
-                tokio::spawn(serve_connection(stream, shared.clone()));
+                let mark = IdleMark::accepted(&shared.idle);
+                tokio::spawn(serve_connection(stream, shared.clone(), mark));
             }
             Err(e) => {
                 bump(&shared.counters.accept_errors);
@@ -368,6 +460,17 @@ async fn accept_loop(listener: UnixListener, shared: Arc<Shared>) {
                 backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
             }
         }
+    }
+}
+
+/// A connection's end: the count of open ones goes down, the accept loop
+/// (maybe waiting for room) is told.
+struct Leaving<'a>(&'a Shared);
+
+impl Drop for Leaving<'_> {
+    fn drop(&mut self) {
+        self.0.counters.active.fetch_sub(1, Relaxed);
+        self.0.left.notify_one();
     }
 }
 
@@ -384,6 +487,8 @@ enum Read {
     Line,
     Eof,
     TooLong,
+    /// Closed to make room for a new connection.
+    Evicted,
 }
 
 /// One request line into `line` (without its newline), at most
@@ -423,15 +528,37 @@ async fn write(wr: &mut OwnedWriteHalf, bytes: &[u8], c: &Counters) -> bool {
     }
 }
 
-async fn serve_connection(stream: UnixStream, shared: Arc<Shared>) {
+async fn serve_connection(stream: UnixStream, shared: Arc<Shared>, (id, go): (u64, Arc<Notify>)) {
     let c = &*shared.counters;
-    let _active = Gauge(&c.active);
+    let _leaving = Leaving(&shared);
+    let mark = IdleMark {
+        idle: &shared.idle,
+        id,
+        go,
+    };
     let (rd, mut wr) = stream.into_split();
     let mut rd = BufReader::with_capacity(4096, rd);
     let mut line = Vec::new();
     loop {
-        let read = tokio::time::timeout(IDLE_TIMEOUT, read_request(&mut rd, &mut line)).await;
+        let read = tokio::select! {
+            read = tokio::time::timeout(IDLE_TIMEOUT, read_request(&mut rd, &mut line)) => read,
+            () = mark.go.notified() => Ok(Ok(Read::Evicted)),
+        };
+        let read = match read {
+            Ok(Ok(Read::Line)) if !mark.busy() => Ok(Ok(Read::Evicted)),
+            read => read,
+        };
         match read {
+            Ok(Ok(Read::Evicted)) => {
+                bump(&c.idle_evicted);
+                let msg = format!(
+                    "closing this idle connection to make room for another \
+                     ({MAX_CONNECTIONS} open)"
+                );
+                let line = ResponseLine::error(msg).to_line();
+                let _ = tokio::time::timeout(EVICTED_WRITE_TIMEOUT, wr.write_all(&line)).await;
+                return;
+            }
             Err(_) => {
                 bump(&c.idle_closed);
                 let msg = format!("no complete request within {IDLE_TIMEOUT:?}; closing");
@@ -466,6 +593,7 @@ async fn serve_connection(stream: UnixStream, shared: Arc<Shared>) {
         if !write(&mut wr, &reply, c).await {
             return;
         }
+        mark.wait();
         // Give back a big line's memory before waiting for the next.
         if line.capacity() > 4096 {
             line = Vec::new();
@@ -817,8 +945,10 @@ mod tests {
         );
     }
 
-    /// A server whose loop answers `fdb` from a fixed table and refuses
-    /// operations, talked to by the one client and by raw connections.
+    /// A server whose loop answers `fdb` from a fixed table, refuses
+    /// disconnections and holds `stats` (a request in progress) until a
+    /// `preempt`,
+    /// talked to by the one client and by raw connections.
     #[test]
     fn the_server_answers_pages_and_errors_and_bounds_its_clients() {
         use crate::api::client::{Client, ClientError};
@@ -840,6 +970,7 @@ mod tests {
                         )
                     })
                     .collect();
+                let mut in_progress = Vec::new();
                 while let Some(job) = jobs.recv().await {
                     let a = match job.ask {
                         Ask::Fdb(f) => Answer::Fdb(
@@ -850,11 +981,18 @@ mod tests {
                                 .collect(),
                         ),
                         Ask::Disconnect(_) => Answer::Disconnect(Err("give macs".into())),
-                        Ask::Preempt(_) => Answer::Preempt(Ok(PreemptReport::default())),
-                        Ask::Stats
-                        | Ask::CapturePoints
-                        | Ask::CaptureStart(..)
-                        | Ask::CaptureStop(_) => unreachable!(),
+                        Ask::Preempt(_) => {
+                            // Ends the requests in progress ("stopping").
+                            in_progress.clear();
+                            Answer::Preempt(Ok(PreemptReport::default()))
+                        }
+                        Ask::Stats => {
+                            in_progress.push(job.reply);
+                            continue;
+                        }
+                        Ask::CapturePoints | Ask::CaptureStart(..) | Ask::CaptureStop(_) => {
+                            unreachable!()
+                        }
                     };
                     let _ = job.reply.send(a);
                 }
@@ -938,23 +1076,66 @@ mod tests {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
 
-            // Past the cap, a connection is answered with an error.
-            let mut held = Vec::new();
-            for _ in 0..MAX_CONNECTIONS {
-                held.push(UnixStream::connect(&path).await.unwrap());
+            // Past the cap, the connection idle longest makes room: a new
+            // request is answered at once, the evicted one is told why. The
+            // oldest of all has a request in progress: it stays.
+            let mut busy = UnixStream::connect(&path).await.unwrap();
+            busy.write_all(b"{\"v\":1,\"type\":\"stats\"}\n")
+                .await
+                .unwrap();
+            let requests = control.stats().requests;
+            while control.stats().requests == requests {
+                tokio::time::sleep(Duration::from_millis(1)).await;
             }
-            while control.stats().active < MAX_CONNECTIONS as u64 {
+            let mut held = vec![];
+            for _ in 1..MAX_CONNECTIONS {
+                held.push(UnixStream::connect(&path).await.unwrap());
+                // Distinct idle times: the first is the oldest.
+                while control.stats().active < held.len() as u64 + 1 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+            let t = Instant::now();
+            assert_eq!(client.fdb(&FdbQuery::default()).await.unwrap().total, 5);
+            assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+            let mut farewell = String::new();
+            BufReader::new(&mut held[0])
+                .read_line(&mut farewell)
+                .await
+                .unwrap();
+            assert!(farewell.contains("make room"), "{farewell}");
+            let mut next = [0u8; 1];
+            let n = tokio::time::timeout(Duration::from_millis(50), held[1].read(&mut next)).await;
+            assert!(
+                n.is_err(),
+                "the second oldest is still open and told nothing"
+            );
+            let n = tokio::time::timeout(Duration::from_millis(50), busy.read(&mut next)).await;
+            assert!(n.is_err(), "the one with a request in progress is kept");
+            assert_eq!(control.stats().idle_evicted, 1);
+            drop((held, busy));
+            client.preempt(PreemptRequest::default()).await.unwrap();
+            while control.stats().active > 0 {
                 tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            // Subscriptions are never evicted: with every slot one, a new
+            // connection is answered with an error.
+            let mut subs = Vec::new();
+            for _ in 0..MAX_CONNECTIONS {
+                subs.push(client.subscribe().await.unwrap());
             }
             let out = raw(b"{\"v\":1,\"type\":\"fdb\"}\n".to_vec()).await;
             assert!(out.contains("too many control connections"), "{out}");
-            drop(held);
+            drop(subs);
             while control.stats().active > 0 {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             assert_eq!(client.fdb(&FdbQuery::default()).await.unwrap().total, 5);
             let st = control.stats();
-            assert_eq!((st.refused_busy, st.bad_requests), (1, 2));
+            assert_eq!(
+                (st.refused_busy, st.bad_requests, st.idle_evicted),
+                (1, 2, 1)
+            );
         });
         std::fs::remove_dir_all(&dir).unwrap();
     }
