@@ -49,7 +49,9 @@
 //!   unknown unicast frame goes through [`FloodPolicy::flood_ports`] before a
 //!   single copy is written; the default [`FloodAll`] floods to every member
 //!   of the VLAN but the ingress. IGMP/MLD snooping, ARP/ND proxying and
-//!   storm control replace or wrap it.
+//!   storm control replace or wrap it ([`McastPolicy`](crate::proto::mcast::McastPolicy)
+//!   does the snooping and wraps [`FloodAll`]). It is told when a port goes
+//!   ([`Forwarder::remove_port`]).
 //!
 //! What is not here: reading and writing sockets, batching tunnel sends
 //! (`sendmmsg`), the clock, the L2TP/GRE control planes and the XDP fast
@@ -282,11 +284,14 @@ impl Tap for NoTap {
 /// such decisions are made before anything is flooded (IGMP snooping, ARP
 /// proxying and storm control belong here).
 pub trait FloodPolicy {
-    /// A frame on `vlan` from `ingress` is to be flooded; `members` is
-    /// every member port of the VLAN (the ingress included). Push the ports
+    /// A frame on `vlan` from `ingress` is to be flooded at `now`;
+    /// `members` is every member port of the VLAN (the ingress included),
+    /// or the part of them a wrapping policy narrowed it to. Push the ports
     /// that get a copy onto `to` (empty on entry); none is a drop.
+    #[allow(clippy::too_many_arguments)]
     fn flood_ports(
         &mut self,
+        now: Instant,
         ingress: PortId,
         vlan: u16,
         view: &FrameView,
@@ -294,6 +299,12 @@ pub trait FloodPolicy {
         members: &[PortId],
         to: &mut Vec<PortId>,
     );
+
+    /// `port` is gone (session down, peer removed): forget what is known
+    /// of it at once. A wrapping policy passes the call on.
+    fn remove_port(&mut self, port: PortId) {
+        let _ = port;
+    }
 }
 
 /// Flood to every member of the VLAN but the ingress port.
@@ -303,6 +314,7 @@ pub struct FloodAll;
 impl FloodPolicy for FloodAll {
     fn flood_ports(
         &mut self,
+        _now: Instant,
         ingress: PortId,
         _vlan: u16,
         _view: &FrameView,
@@ -384,8 +396,19 @@ impl<P: FloodPolicy> Forwarder<P> {
     }
 
     /// The flood policy.
+    pub fn policy(&self) -> &P {
+        &self.policy
+    }
+
+    /// The flood policy.
     pub fn policy_mut(&mut self) -> &mut P {
         &mut self.policy
+    }
+
+    /// `port` left the switch (session down, peer removed): the flood
+    /// policy forgets it (multicast memberships go at once).
+    pub fn remove_port(&mut self, port: PortId) {
+        self.policy.remove_port(port);
     }
 
     /// A frame entered the switch on `ingress` at `now`: learn, decide,
@@ -474,7 +497,7 @@ impl<P: FloodPolicy> Forwarder<P> {
                 to.clear();
                 let members = ports.switch.vlan_ports(vlan);
                 self.policy
-                    .flood_ports(ingress, vlan, &view, frame, members, &mut to);
+                    .flood_ports(now, ingress, vlan, &view, frame, members, &mut to);
                 for &p in &to {
                     self.egress(ingress, p, vlan, frame, &view, Kind::Frame, ports, out);
                 }

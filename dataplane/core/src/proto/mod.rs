@@ -5,5 +5,6 @@ pub mod bridge;
 pub mod dhcp;
 pub mod gre;
 pub mod l2tp;
+pub mod mcast;
 pub mod monitor;
 pub mod pmtu;

@@ -37,9 +37,11 @@ pub mod checksum;
 pub mod dhcp;
 pub mod ether;
 pub mod gre;
+pub mod igmp;
 pub mod ipv4;
 pub mod ipv6;
 pub mod l2tp;
+pub mod mld;
 pub mod udp;
 
 /// The big-endian 16-bit field at `r` (two bytes) of `buf`.
