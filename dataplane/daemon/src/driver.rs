@@ -14,6 +14,7 @@
 
 mod control;
 mod inputs;
+mod mcast;
 mod services;
 
 use std::io;
@@ -49,6 +50,7 @@ use tunterm_core::proto::l2tp::{
     AdmissionConfig, ConnSnapshot, ConnStats, Endpoint, EndpointConfig, EndpointCounters, Event,
     Incoming, PwProfile,
 };
+use tunterm_core::proto::mcast::McastPolicy;
 use tunterm_core::proto::monitor::MonitorStats;
 use tunterm_core::wire::gre::IP_PROTO_GRE;
 use tunterm_core::wire::l2tp::{self as l2tp_wire, IP_PROTO_L2TP, Transport, pw};
@@ -277,6 +279,9 @@ pub struct Stats {
     pub services: services::ServicesStats,
     /// The control socket: connections, refusals, subscriptions.
     pub control: crate::api::ControlStats,
+    /// IGMP/MLD snooping, the querier, mDNS/SSDP: counters and the MDB.
+    #[serde(default)]
+    pub mcast: mcast::McastStats,
 }
 
 /// The tunnel sockets, by carrier and address family.
@@ -306,8 +311,8 @@ struct Dataplane {
     link_mtu: u16,
     /// Per-tunnel MTUs (the link's, and each mxtunnel's).
     mtus: TunnelMtus,
-    /// The forwarding pipeline.
-    fwd: Forwarder,
+    /// The forwarding pipeline, multicast containment its flood policy.
+    fwd: Forwarder<McastPolicy>,
     /// What it asked for: trunk and host-port frames are written at once,
     /// tunnel packets wait for [`Dataplane::flush_tunnel_tx`] (one
     /// `sendmmsg` per batch), then it is cleared.
@@ -424,6 +429,7 @@ impl Dataplane {
             operations: self.operations.counters().clone(),
             services: self.svc.stats(),
             control: self.control.stats(),
+            mcast: self.mcast_stats(now),
         }
     }
 
@@ -685,6 +691,7 @@ impl Dataplane {
                 } => {
                     self.sessions_changed = true;
                     let flushed = self.switch.remove_port(PortId(session_id));
+                    self.fwd.remove_port(PortId(session_id));
                     info!(tunnel_id = ccid, session_id, flushed_macs = flushed, reason = ?reason, "session down");
                     self.control.emit(|| ApiEvent::SessionDown {
                         tunnel_id: ccid,
@@ -719,6 +726,7 @@ impl Dataplane {
                 GreEvent::PeerDown { port, peer, reason } => {
                     self.sessions_changed = true;
                     let flushed = self.switch.remove_port(port);
+                    self.fwd.remove_port(port);
                     info!(port = port.0, ap = %peer.addr, flushed_macs = flushed, reason = ?reason, "mGRE peer down");
                     self.control.emit(|| ApiEvent::PeerRemoved {
                         port: port.0,
@@ -863,6 +871,7 @@ impl Dataplane {
         self.switch.handle_timeout(now);
         self.run_monitor(now);
         self.svc.handle_timeout(now);
+        self.run_mcast(now);
         self.flush_control();
         self.handle_events();
     }
@@ -915,6 +924,7 @@ impl Dataplane {
             self.fast.as_ref().map(FastPath::poll_timeout),
             self.monitor.poll_timeout(),
             self.svc.poll_timeout(),
+            self.fwd.policy().poll_timeout(),
             (self.state_dirty && self.state_file.is_some()).then_some(self.state_due),
         ]
         .into_iter()
@@ -1167,11 +1177,14 @@ pub async fn run(
         trunk,
         link_mtu,
         mtus: tunnel_mtus(&cfg, link_mtu),
-        fwd: Forwarder::new(ForwardConfig {
-            link_mtu,
-            icmp_src4: cfg.tunnel_ip,
-            icmp_src6: cfg.tunnel_ip6,
-        }),
+        fwd: Forwarder::with_policy(
+            ForwardConfig {
+                link_mtu,
+                icmp_src4: cfg.tunnel_ip,
+                icmp_src6: cfg.tunnel_ip6,
+            },
+            McastPolicy::new(mcast::mcast_config(&cfg, ip_config_port), Instant::now()),
+        ),
         out: Actions::with_capacity(TX_BYTES + BUF_LEN),
         io: IoCounters::default(),
         fast,

@@ -152,6 +152,17 @@ enum Cmd {
         #[arg(long, default_value = "/run/tunterm/tunterm.sock")]
         control_socket: PathBuf,
     },
+    /// Print the multicast state (JSON): IGMP/MLD groups with their member
+    /// ports and timers, router ports, queriers, and the counters of
+    /// snooping and mDNS/SSDP (the `mcast` section of the stats).
+    Mdb {
+        /// Only this VLAN.
+        #[arg(long)]
+        vlan: Option<u16>,
+        /// Control socket of the daemon.
+        #[arg(long, default_value = "/run/tunterm/tunterm.sock")]
+        control_socket: PathBuf,
+    },
     /// Follow a running daemon's events (JSON lines): tunnels and sessions
     /// up and down, mGRE peers, monitoring health, reloads. Ends when the
     /// daemon stops (or Ctrl-C).
@@ -330,6 +341,18 @@ fn main() -> anyhow::Result<()> {
             } else {
                 print_json(&rt.block_on(client.fdb(&query))?)
             }
+        }
+        Cmd::Mdb {
+            vlan,
+            control_socket,
+        } => {
+            let mut m = rt.block_on(Client::new(&control_socket).stats())?.mcast;
+            if let Some(v) = vlan {
+                m.mdb.groups.retain(|g| g.vlan == v);
+                m.mdb.routers.retain(|r| r.vlan == v);
+                m.mdb.queriers.retain(|q| q.vlan == v);
+            }
+            print_json(&m)
         }
         Cmd::Events { control_socket } => rt.block_on(async {
             use std::io::Write;
