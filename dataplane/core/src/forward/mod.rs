@@ -49,9 +49,16 @@
 //!   unknown unicast frame goes through [`FloodPolicy::flood_ports`] before a
 //!   single copy is written; the default [`FloodAll`] floods to every member
 //!   of the VLAN but the ingress. IGMP/MLD snooping, ARP/ND proxying and
-//!   storm control replace or wrap it ([`McastPolicy`](crate::proto::mcast::McastPolicy)
-//!   does the snooping and wraps [`FloodAll`]). It is told when a port goes
-//!   ([`Forwarder::remove_port`]).
+//!   storm control replace or wrap it. The daemon's is one chain, each
+//!   link handing what it does not decide (or a narrowed member list) to
+//!   the one it wraps:
+//!   [`Containment`](crate::proto::clients::Containment) (storm control per
+//!   tunnel port, the client table, ARP/ND requests down the owner's
+//!   tunnel only, clients' announcements to the trunk only) →
+//!   [`McastPolicy`](crate::proto::mcast::McastPolicy) (IGMP/MLD snooping,
+//!   mDNS/SSDP per VLAN) → [`FloodAll`]. It is told when a port goes
+//!   ([`Forwarder::remove_port`]) and sees every frame switched or
+//!   delivered ([`FloodPolicy::seen`]: the client table learns there).
 //!
 //! What is not here: reading and writing sockets, batching tunnel sends
 //! (`sendmmsg`), the clock, the L2TP/GRE control planes and the XDP fast
@@ -305,6 +312,24 @@ pub trait FloodPolicy {
     fn remove_port(&mut self, port: PortId) {
         let _ = port;
     }
+
+    /// Every frame the switch took on `vlan` from `ingress` (before its
+    /// flood decision, if any), and every frame delivered: `to` is the one
+    /// port of a forwarded or delivered frame, None for a flood or a frame
+    /// the DHCP relay took. For policies that learn from traffic (the
+    /// client table); the default does nothing. A wrapping policy passes
+    /// the call on.
+    fn seen(
+        &mut self,
+        now: Instant,
+        ingress: PortId,
+        vlan: u16,
+        view: &FrameView,
+        frame: &[u8],
+        to: Option<PortId>,
+    ) {
+        let _ = (now, ingress, vlan, view, frame, to);
+    }
 }
 
 /// Flood to every member of the VLAN but the ingress port.
@@ -455,6 +480,7 @@ impl<P: FloodPolicy> Forwarder<P> {
             return;
         };
         let mark = out.len();
+        self.policy.seen(now, from, vlan, &view, frame, Some(to));
         self.egress(from, to, vlan, frame, &view, Kind::Delivered, ports, out);
         if C::ACTIVE {
             for o in out.iter_from(mark) {
@@ -481,6 +507,13 @@ impl<P: FloodPolicy> Forwarder<P> {
             out.drop(ingress, Reason::Switch(r));
             return Outcome::Drop(Reason::Switch(r));
         };
+        match verdict {
+            Verdict::Forward { vlan, to } => {
+                self.policy.seen(now, ingress, vlan, &view, frame, Some(to))
+            }
+            Verdict::Flood { vlan } => self.policy.seen(now, ingress, vlan, &view, frame, None),
+            Verdict::Drop(_) => {}
+        }
         if let Verdict::Forward { vlan, .. } | Verdict::Flood { vlan } = verdict
             && relay_client(now, ingress, vlan, frame, &view, ports)
         {

@@ -2,6 +2,7 @@
 //! bytes, and returns what to send and when to be called again.
 
 pub mod bridge;
+pub mod clients;
 pub mod dhcp;
 pub mod gre;
 pub mod l2tp;
