@@ -12,6 +12,7 @@
 //! loop only snapshots what a request asks for. The edge's own host ports,
 //! routes and DHCP relay, and the reload on SIGHUP, are in [`services`].
 
+pub(crate) mod clients;
 mod control;
 mod inputs;
 mod mcast;
@@ -43,6 +44,7 @@ use tunterm_core::forward::{
     TunnelMtus,
 };
 use tunterm_core::proto::bridge::{PortConfig, PortId, Switch, SwitchCounters, TRUNK};
+use tunterm_core::proto::clients::Containment;
 use tunterm_core::proto::gre::{
     GreConfig, GreCounters, GreEndpoint, GreEvent, GreIncoming, GrePeerSnapshot,
 };
@@ -207,6 +209,11 @@ pub struct IoCounters {
     pub tunnel_tx: u64,
     /// Tunnel sends that failed.
     pub tunnel_tx_errors: u64,
+    /// System calls that sent tunnel packets (`sendmmsg`, up to
+    /// `SEND_BATCH` packets each): a flood to N tunnels is one or a few,
+    /// not N.
+    #[serde(default)]
+    pub tunnel_tx_calls: u64,
     /// The forwarding pipeline's counters (`tunnel_tx_no_session`,
     /// `too_big_*`, `inner_fragments`, `mss_clamped`, `mac_announcements`),
     /// in this section under their own names.
@@ -282,6 +289,10 @@ pub struct Stats {
     /// IGMP/MLD snooping, the querier, mDNS/SSDP: counters and the MDB.
     #[serde(default)]
     pub mcast: mcast::McastStats,
+    /// The client table (counts; `tunterm clients` lists it), ARP/ND
+    /// containment, storm control drops in total and per AP.
+    #[serde(default)]
+    pub clients: clients::ClientStats,
 }
 
 /// The tunnel sockets, by carrier and address family.
@@ -311,8 +322,9 @@ struct Dataplane {
     link_mtu: u16,
     /// Per-tunnel MTUs (the link's, and each mxtunnel's).
     mtus: TunnelMtus,
-    /// The forwarding pipeline, multicast containment its flood policy.
-    fwd: Forwarder<McastPolicy>,
+    /// The forwarding pipeline; its flood policy: storm control, the
+    /// client table and ARP/ND containment around multicast containment.
+    fwd: Forwarder<Containment<McastPolicy>>,
     /// What it asked for: trunk and host-port frames are written at once,
     /// tunnel packets wait for [`Dataplane::flush_tunnel_tx`] (one
     /// `sendmmsg` per batch), then it is cleared.
@@ -430,6 +442,7 @@ impl Dataplane {
             services: self.svc.stats(),
             control: self.control.stats(),
             mcast: self.mcast_stats(now),
+            clients: self.client_stats(),
         }
     }
 
@@ -872,6 +885,7 @@ impl Dataplane {
         self.run_monitor(now);
         self.svc.handle_timeout(now);
         self.run_mcast(now);
+        self.run_clients(now);
         self.flush_control();
         self.handle_events();
     }
@@ -925,6 +939,7 @@ impl Dataplane {
             self.monitor.poll_timeout(),
             self.svc.poll_timeout(),
             self.fwd.policy().poll_timeout(),
+            self.fwd.policy().inner().poll_timeout(),
             (self.state_dirty && self.state_file.is_some()).then_some(self.state_due),
         ]
         .into_iter()
@@ -948,6 +963,7 @@ fn send_tunnel_batch(
         io.tunnel_tx_errors += n as u64;
         return;
     };
+    io.tunnel_tx_calls += 1;
     match sock.try_send_batch(msgs) {
         Ok(sent) => {
             io.tunnel_tx += sent as u64;
@@ -1183,7 +1199,10 @@ pub async fn run(
                 icmp_src4: cfg.tunnel_ip,
                 icmp_src6: cfg.tunnel_ip6,
             },
-            McastPolicy::new(mcast::mcast_config(&cfg, ip_config_port), Instant::now()),
+            Containment::wrapping(
+                clients::client_config(&cfg),
+                McastPolicy::new(mcast::mcast_config(&cfg, ip_config_port), Instant::now()),
+            ),
         ),
         out: Actions::with_capacity(TX_BYTES + BUF_LEN),
         io: IoCounters::default(),

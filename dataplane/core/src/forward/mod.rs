@@ -241,12 +241,18 @@ impl TunnelPorts for EdgeTunnels<'_> {
     }
 
     fn ap(&self, port: PortId) -> Option<(&str, IpAddr)> {
-        if is_gre_port(port) {
-            return self.gre.peer(port).map(|p| ("", p.addr));
-        }
-        let s = self.l2tp.session(port.0)?;
-        Some((self.l2tp.peer_host_name(s.ccid).unwrap_or(""), s.peer.ip()))
+        ap_of(self.l2tp, self.gre, port)
     }
+}
+
+/// The AP behind tunnel `port` of the edge's endpoints: its name ("" when
+/// it has none, and for mGRE peers) and address.
+pub fn ap_of<'a>(l2tp: &'a Endpoint, gre: &GreEndpoint, port: PortId) -> Option<(&'a str, IpAddr)> {
+    if is_gre_port(port) {
+        return gre.peer(port).map(|p| ("", p.addr));
+    }
+    let s = l2tp.session(port.0)?;
+    Some((l2tp.peer_host_name(s.ccid).unwrap_or(""), s.peer.ip()))
 }
 
 /// What the pipeline borrows for one call.

@@ -9,8 +9,9 @@ use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
 use super::{
-    DisconnectReport, DisconnectRequest, Event, FDB_MAX_LIMIT, FdbEntry, FdbPage, FdbQuery,
-    PreemptReport, PreemptRequest, Request, Response, ResponseLine, Stats, VERSION,
+    ClientPage, ClientQuery, DisconnectReport, DisconnectRequest, Event, FDB_MAX_LIMIT, FdbEntry,
+    FdbPage, FdbQuery, PreemptReport, PreemptRequest, Request, Response, ResponseLine, Stats,
+    VERSION,
 };
 
 /// Why a call failed.
@@ -151,6 +152,14 @@ impl Client {
                 Some(next) if next > q.offset => q.offset = next,
                 _ => return Ok(out),
             }
+        }
+    }
+
+    /// One page of the client table.
+    pub async fn clients(&self, query: &ClientQuery) -> Result<ClientPage, ClientError> {
+        match self.call(&Request::Clients(query.clone())).await? {
+            Response::Clients(p) => Ok(p),
+            other => Err(unexpected("clients", &other)),
         }
     }
 

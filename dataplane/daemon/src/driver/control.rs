@@ -27,11 +27,12 @@ use tracing::{info, warn};
 use tunterm_core::proto::bridge::{HOST_PORT_BASE, PortId, TRUNK, is_host_port};
 use tunterm_core::proto::l2tp::CloseReason;
 
+use super::clients::{ClientFilter, client_page};
 use super::{Dataplane, FdbEntry, Stats};
 use crate::api::{
-    ControlStats, DisconnectReport, DisconnectRequest, Event, EventKind, FDB_DEFAULT_LIMIT,
-    FDB_MAX_LIMIT, FdbPage, FdbQuery, MAX_REQUEST_LINE, PreemptReport, PreemptRequest, Request,
-    Response, ResponseLine, parse_request,
+    ClientEntry, ControlStats, DisconnectReport, DisconnectRequest, Event, EventKind,
+    FDB_DEFAULT_LIMIT, FDB_MAX_LIMIT, FdbPage, FdbQuery, MAX_REQUEST_LINE, PreemptReport,
+    PreemptRequest, Request, Response, ResponseLine, parse_request,
 };
 use tunterm_core::wire::ether::MacAddr;
 
@@ -51,6 +52,7 @@ const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 pub(super) enum Ask {
     Stats,
     Fdb(FdbFilter),
+    Clients(ClientFilter),
     Disconnect(DisconnectRequest),
     Preempt(PreemptRequest),
 }
@@ -60,6 +62,8 @@ pub(super) enum Answer {
     Stats(Box<Stats>),
     /// The matching entries, unsorted.
     Fdb(Vec<(u16, MacAddr, PortId)>),
+    /// The matching clients, unsorted.
+    Clients(Vec<ClientEntry>),
     Disconnect(Result<DisconnectReport, String>),
     Preempt(Result<PreemptReport, String>),
 }
@@ -476,6 +480,16 @@ async fn answer(req: Request, shared: &Shared) -> Vec<u8> {
                 return ResponseLine::error(e).to_line();
             }
         },
+        Request::Clients(q) => match ClientFilter::parse(&q) {
+            Ok(f) => {
+                let page = (f.offset, f.limit);
+                (Ask::Clients(f), Some(page))
+            }
+            Err(e) => {
+                bump(&c.bad_requests);
+                return ResponseLine::error(e).to_line();
+            }
+        },
         Request::DisconnectAps(r) => (Ask::Disconnect(r), None),
         Request::Preempt(r) => (Ask::Preempt(r), None),
         Request::Subscribe => unreachable!("subscriptions do not reach the loop"),
@@ -494,6 +508,10 @@ async fn answer(req: Request, shared: &Shared) -> Vec<u8> {
             Answer::Fdb(entries) => {
                 let (offset, limit) = fdb.unwrap_or((0, FDB_DEFAULT_LIMIT));
                 Response::Fdb(fdb_page(entries, offset, limit))
+            }
+            Answer::Clients(entries) => {
+                let (offset, limit) = fdb.unwrap_or((0, FDB_DEFAULT_LIMIT));
+                Response::Clients(client_page(entries, offset, limit))
             }
             Answer::Disconnect(Ok(r)) => Response::DisconnectAps(r),
             Answer::Preempt(Ok(r)) => Response::Preempt(r),
@@ -586,6 +604,7 @@ impl Dataplane {
                     .filter(|(vlan, mac, port)| f.matches(*vlan, mac, *port))
                     .collect(),
             ),
+            Ask::Clients(f) => Answer::Clients(self.client_entries(now, &f)),
             Ask::Disconnect(req) => {
                 let r = self
                     .operations
@@ -736,7 +755,7 @@ mod tests {
                         ),
                         Ask::Disconnect(_) => Answer::Disconnect(Err("give macs".into())),
                         Ask::Preempt(_) => Answer::Preempt(Ok(PreemptReport::default())),
-                        Ask::Stats => unreachable!(),
+                        Ask::Stats | Ask::Clients(_) => unreachable!(),
                     };
                     let _ = job.reply.send(a);
                 }

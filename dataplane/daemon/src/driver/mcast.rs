@@ -86,8 +86,8 @@ pub(super) fn mcast_config(cfg: &EdgeConfig, ip_config_port: bool) -> McastConfi
 impl Dataplane {
     /// Run the policy's timers and send the queries they made.
     pub(super) fn run_mcast(&mut self, now: Instant) {
-        self.fwd.policy_mut().handle_timeout(now);
-        while let Some(q) = self.fwd.policy_mut().poll_query() {
+        self.fwd.policy_mut().inner_mut().handle_timeout(now);
+        while let Some(q) = self.fwd.policy_mut().inner_mut().poll_query() {
             self.send_query(now, &q);
         }
     }
@@ -106,12 +106,12 @@ impl Dataplane {
     /// Apply a (re)loaded configuration.
     pub(super) fn reconfigure_mcast(&mut self, cfg: &EdgeConfig, now: Instant) {
         let c = mcast_config(cfg, self.svc.ip_config_port());
-        self.fwd.policy_mut().reconfigure(c, now);
+        self.fwd.policy_mut().inner_mut().reconfigure(c, now);
     }
 
     /// The `mcast` section of the stats.
     pub(super) fn mcast_stats(&self, now: Instant) -> McastStats {
-        let p = self.fwd.policy();
+        let p = self.fwd.policy().inner();
         let c = p.config();
         McastStats {
             snooping_vlans: c.snoop_vlans.to_string(),

@@ -461,6 +461,7 @@ impl Dataplane {
         let want = desired(&new, self.svc.ip_config_port);
         self.svc.apply(&mut self.switch, &self.cfg, want);
         self.reconfigure_mcast(&new, Instant::now());
+        self.reconfigure_clients(&new, Instant::now());
         self.svc.counters.reloads += 1;
         self.control.config_digest = crate::api::config_digest(&new.raw);
         info!(file = %path.display(), config_digest = %self.control.config_digest, "configuration reloaded");
