@@ -323,3 +323,74 @@ fn a_clients_gratuitous_arp_reaches_the_trunk_only_and_a_flood_is_batched() {
         stats["clients"]
     );
 }
+
+/// The link-local address of `ns`'s `ifname`.
+fn link_local(ns: &tunterm_lab::Netns, ifname: &str) -> String {
+    let out = ns
+        .run(&[
+            "ip", "-6", "-o", "addr", "show", "dev", ifname, "scope", "link",
+        ])
+        .unwrap();
+    out.split_whitespace()
+        .skip_while(|w| *w != "inet6")
+        .nth(1)
+        .and_then(|a| a.split('/').next())
+        .unwrap_or_else(|| panic!("no link-local address on {ifname}: {out}"))
+        .to_string()
+}
+
+#[test]
+fn a_neighbour_solicitation_for_a_known_client_goes_down_its_tunnel_only() {
+    let mut lab = common::start(Options {
+        capture: true,
+        ..Options::new("cli-nd", bins())
+    });
+    // Addresses still in DAD (tentative) cannot be used yet.
+    for ns in [&lab.up, lab.client("c1"), lab.client("c3")] {
+        let settled = tunterm_lab::wait_until(Duration::from_secs(10), || {
+            ns.run(&["ip", "-6", "addr", "show", "tentative"])
+                .is_ok_and(|o| o.trim().is_empty())
+        });
+        assert!(settled, "{}: addresses still tentative", ns.name());
+    }
+    let up_ll = link_local(&lab.up, "v10");
+    let c1_ll = link_local(lab.client("c1"), "eth0");
+    let c3_ll = link_local(lab.client("c3"), "eth0");
+    // c1 resolves the upstream host: its solicitation (from its link-local
+    // address) teaches tunterm that address.
+    ping_ok(&lab, lab.client("c1"), &format!("{up_ll}%eth0"));
+    // The upstream host resolves c1 afresh, and c3 (never heard on IPv6
+    // but for DAD: flooded, the control).
+    lab.up
+        .run(&["ip", "-6", "neigh", "flush", "dev", "v10"])
+        .unwrap();
+    ping_ok(&lab, &lab.up, &format!("{c1_ll}%v10"));
+    ping_ok(&lab, &lab.up, &format!("{c3_ll}%v10"));
+
+    let pcap = lab.ap_capture.take().unwrap().stop().unwrap();
+    let per_ap = |target: &str| {
+        let rows = tshark_fields(
+            &pcap,
+            &["-E", "occurrence=f"],
+            &format!("ip.src == 10.99.0.1 && icmpv6.type == 135 && icmpv6.nd.ns.target_address == {target}"),
+            &["ip.dst"],
+        )
+        .unwrap();
+        let to = |ap: &str| rows.iter().filter(|r| r[0] == ap).count();
+        (to("10.99.0.2"), to("10.99.0.3"))
+    };
+    let (to_ap1, _) = per_ap(&c3_ll);
+    assert!(
+        to_ap1 >= 1,
+        "the solicitation for unknown c3 reached no other AP"
+    );
+    let (to_ap1, to_ap2) = per_ap(&c1_ll);
+    assert!(to_ap1 >= 1, "no solicitation for c1 reached ap1");
+    assert_eq!(to_ap2, 0, "solicitations for c1 copied to ap2");
+    let stats = lab.edge_stats().unwrap();
+    assert!(
+        stats["clients"]["counters"]["nd_directed"].as_u64() >= Some(1),
+        "{:#}",
+        stats["clients"]
+    );
+}
