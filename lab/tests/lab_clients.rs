@@ -7,14 +7,12 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use tunterm::api::ClientPage;
 use tunterm_lab::topology::{Lab, Options, sessions_up};
 use tunterm_lab::tshark_fields;
 
-use common::{bins, ping_ok};
+use common::{bins, clients, ping_ok};
 
 /// ARP requests for `ip` that went down the tunnel to each AP (by the
 /// outer destination: ap1 is 10.99.0.2, ap2 10.99.0.3).
@@ -28,19 +26,6 @@ fn arp_requests_per_ap(pcap: &std::path::Path, ip: &str) -> (usize, usize) {
     .unwrap();
     let to = |ap: &str| rows.iter().filter(|r| r[0] == ap).count();
     (to("10.99.0.2"), to("10.99.0.3"))
-}
-
-/// `tunterm clients ARGS` against the lab's edge: the page it printed.
-fn clients(lab: &Lab, args: &[&str]) -> ClientPage {
-    let out = Command::new(&bins().tunterm)
-        .arg("clients")
-        .arg("--control-socket")
-        .arg(lab.edge_socket())
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "tunterm clients {args:?}: {out:?}");
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// Forget what the upstream host's kernel knows of its VLAN 10 neighbours,

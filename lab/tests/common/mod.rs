@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use tunterm::api::ClientPage;
 use tunterm_lab::topology::{Binaries, Lab, Options};
 use tunterm_lab::{self as lab, Netns, Proc};
 
@@ -67,4 +68,17 @@ pub fn assert_no_namespaces(prefix: &str) {
         .filter(|n| n.starts_with(prefix))
         .collect();
     assert!(left.is_empty(), "namespaces left behind: {left:?}");
+}
+
+/// `tunterm clients ARGS` against the lab's edge: the page it printed.
+pub fn clients(lab: &Lab, args: &[&str]) -> ClientPage {
+    let out = std::process::Command::new(&bins().tunterm)
+        .arg("clients")
+        .arg("--control-socket")
+        .arg(lab.edge_socket())
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "tunterm clients {args:?}: {out:?}");
+    serde_json::from_slice(&out.stdout).unwrap()
 }
