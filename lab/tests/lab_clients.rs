@@ -14,18 +14,26 @@ use tunterm_lab::tshark_fields;
 
 use common::{bins, clients, ping_ok};
 
-/// ARP requests for `ip` that went down the tunnel to each AP (by the
-/// outer destination: ap1 is 10.99.0.2, ap2 10.99.0.3).
-fn arp_requests_per_ap(pcap: &std::path::Path, ip: &str) -> (usize, usize) {
+/// Frames matching `inner` (a tshark filter) that went down the tunnel to
+/// each AP (by the outer destination: ap1 is 10.99.0.2, ap2 10.99.0.3).
+fn per_ap(pcap: &std::path::Path, inner: &str) -> (usize, usize) {
     let rows = tshark_fields(
         pcap,
         &["-E", "occurrence=f"],
-        &format!("ip.src == 10.99.0.1 && arp.opcode == 1 && arp.dst.proto_ipv4 == {ip}"),
+        &format!("ip.src == 10.99.0.1 && {inner}"),
         &["ip.dst"],
     )
     .unwrap();
     let to = |ap: &str| rows.iter().filter(|r| r[0] == ap).count();
     (to("10.99.0.2"), to("10.99.0.3"))
+}
+
+/// ARP requests for `ip` down each AP's tunnel.
+fn arp_requests_per_ap(pcap: &std::path::Path, ip: &str) -> (usize, usize) {
+    per_ap(
+        pcap,
+        &format!("arp.opcode == 1 && arp.dst.proto_ipv4 == {ip}"),
+    )
 }
 
 /// Forget what the upstream host's kernel knows of its VLAN 10 neighbours,
@@ -354,23 +362,18 @@ fn a_neighbour_solicitation_for_a_known_client_goes_down_its_tunnel_only() {
     ping_ok(&lab, &lab.up, &format!("{c3_ll}%v10"));
 
     let pcap = lab.ap_capture.take().unwrap().stop().unwrap();
-    let per_ap = |target: &str| {
-        let rows = tshark_fields(
+    let ns_per_ap = |target: &str| {
+        per_ap(
             &pcap,
-            &["-E", "occurrence=f"],
-            &format!("ip.src == 10.99.0.1 && icmpv6.type == 135 && icmpv6.nd.ns.target_address == {target}"),
-            &["ip.dst"],
+            &format!("icmpv6.type == 135 && icmpv6.nd.ns.target_address == {target}"),
         )
-        .unwrap();
-        let to = |ap: &str| rows.iter().filter(|r| r[0] == ap).count();
-        (to("10.99.0.2"), to("10.99.0.3"))
     };
-    let (to_ap1, _) = per_ap(&c3_ll);
+    let (to_ap1, _) = ns_per_ap(&c3_ll);
     assert!(
         to_ap1 >= 1,
         "the solicitation for unknown c3 reached no other AP"
     );
-    let (to_ap1, to_ap2) = per_ap(&c1_ll);
+    let (to_ap1, to_ap2) = ns_per_ap(&c1_ll);
     assert!(to_ap1 >= 1, "no solicitation for c1 reached ap1");
     assert_eq!(to_ap2, 0, "solicitations for c1 copied to ap2");
     let stats = lab.edge_stats().unwrap();

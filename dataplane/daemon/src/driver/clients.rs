@@ -19,6 +19,7 @@ use tunterm_core::proto::clients::{
 use tunterm_core::wire::ether::MacAddr;
 
 use super::Dataplane;
+use super::control::parse_mac;
 
 /// Entries a `clients` request returns when it gives no `limit`.
 pub const CLIENTS_DEFAULT_LIMIT: usize = 1000;
@@ -128,10 +129,7 @@ impl ClientFilter {
         let mac = q
             .mac
             .as_deref()
-            .map(|m| {
-                m.parse::<MacAddr>()
-                    .map_err(|_| format!("clients: mac {m:?} is not a MAC address"))
-            })
+            .map(|m| parse_mac("clients", m))
             .transpose()?;
         let ip =
             q.ip.as_deref()
@@ -228,15 +226,11 @@ impl Dataplane {
 
     /// The clients `f` asks for, unsorted, with their APs.
     pub(super) fn client_entries(&self, now: Instant, f: &ClientFilter) -> Vec<ClientEntry> {
-        let records: Vec<ClientRecord> = self
-            .fwd
+        self.fwd
             .policy()
             .table()
             .records(now)
             .filter(|c| f.matches(c))
-            .collect();
-        records
-            .into_iter()
             .filter_map(|client| {
                 let (ap, ap_ip) = self.ap_of(PortId(client.port));
                 f.matches_ap(&ap, ap_ip)

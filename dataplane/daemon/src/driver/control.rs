@@ -86,14 +86,7 @@ pub(super) struct FdbFilter {
 
 impl FdbFilter {
     fn parse(q: &FdbQuery) -> Result<Self, String> {
-        let mac = q
-            .mac
-            .as_deref()
-            .map(|m| {
-                m.parse::<MacAddr>()
-                    .map_err(|_| format!("fdb: mac {m:?} is not a MAC address"))
-            })
-            .transpose()?;
+        let mac = q.mac.as_deref().map(|m| parse_mac("fdb", m)).transpose()?;
         let port = q.port.as_deref().map(parse_port).transpose()?;
         let limit = q.limit.unwrap_or(FDB_DEFAULT_LIMIT);
         if limit == 0 || limit > FDB_MAX_LIMIT {
@@ -113,6 +106,12 @@ impl FdbFilter {
             && self.mac.is_none_or(|m| &m == mac)
             && self.port.is_none_or(|p| p == port)
     }
+}
+
+/// The `mac` of request `req`, any usual spelling.
+pub(super) fn parse_mac(req: &str, m: &str) -> Result<MacAddr, String> {
+    m.parse()
+        .map_err(|_| format!("{req}: mac {m:?} is not a MAC address"))
 }
 
 /// A port as [`FdbEntry::port`] names it.
