@@ -44,7 +44,9 @@
 //! [`Containment::handle_timeout`] at [`Containment::poll_timeout`].
 //!
 //! What the XDP fast path forwards (known unicast) never reaches this
-//! table: with it on, packet and byte counts are those of the slow path.
+//! table: with it on, packet and byte counts are those of the slow path,
+//! and a client the switch still has behind its port (the fast path keeps
+//! the FDB fresh) is kept as if seen (the caller says which, at expiry).
 //! DHCPv6 leases are not read (IPv6 addresses come from ND).
 
 #[cfg(test)]
@@ -323,18 +325,28 @@ impl ClientTable {
         self.next_sweep
     }
 
-    /// Age out silent clients (a sweep at most every 10 s).
-    pub fn handle_timeout(&mut self, now: Instant) {
+    /// Age out silent clients (a sweep at most every 10 s). `present`
+    /// says whether the switch still has a client's MAC behind its port
+    /// (learned or refreshed since, e.g. by the XDP fast path, whose frames
+    /// this table never sees): such a client past half its age counts as
+    /// seen now and stays.
+    pub fn handle_timeout(&mut self, now: Instant, present: impl Fn(u16, MacAddr, PortId) -> bool) {
         if self.next_sweep.is_none_or(|t| t > now) {
             return;
         }
         let max_age = self.max_age;
-        let stale: Vec<Key> = self
-            .clients
-            .iter()
-            .filter(|(_, c)| now.saturating_duration_since(c.last_seen) >= max_age)
-            .map(|(k, _)| *k)
-            .collect();
+        let mut stale = Vec::new();
+        for (&(vlan, mac), c) in &mut self.clients {
+            let age = now.saturating_duration_since(c.last_seen);
+            if age < max_age / 2 {
+                continue;
+            }
+            if present(vlan, mac, c.port) {
+                c.last_seen = now;
+            } else if age >= max_age {
+                stale.push((vlan, mac));
+            }
+        }
         self.counters.aged += stale.len() as u64;
         for k in stale {
             self.remove(k);
@@ -788,9 +800,10 @@ impl<P: FloodPolicy> Containment<P> {
         self.table.poll_timeout()
     }
 
-    /// Age out silent clients.
-    pub fn handle_timeout(&mut self, now: Instant) {
-        self.table.handle_timeout(now);
+    /// Age out silent clients; `present` as for
+    /// [`ClientTable::handle_timeout`].
+    pub fn handle_timeout(&mut self, now: Instant, present: impl Fn(u16, MacAddr, PortId) -> bool) {
+        self.table.handle_timeout(now, present);
     }
 
     fn decide(

@@ -208,9 +208,15 @@ pub(super) fn client_config(cfg: &EdgeConfig) -> ClientConfig {
 }
 
 impl Dataplane {
-    /// Age out silent clients.
+    /// Age out silent clients: those the switch no longer has behind
+    /// their port either (the fast path refreshes the FDB, not the table).
     pub(super) fn run_clients(&mut self, now: Instant) {
-        self.fwd.policy_mut().handle_timeout(now);
+        let switch = &self.switch;
+        self.fwd
+            .policy_mut()
+            .handle_timeout(now, |vlan, mac, port| {
+                switch.lookup(vlan, &mac) == Some(port)
+            });
     }
 
     /// Apply a (re)loaded configuration.

@@ -318,7 +318,7 @@ fn clients_age_out_move_and_go_with_their_port() {
     let t = t0 + Duration::from_secs(61);
     assert_eq!(p.table().owner(t, VLAN, ip("192.0.2.50")), None);
     assert!(p.poll_timeout().is_some_and(|w| w <= t));
-    p.handle_timeout(t);
+    p.handle_timeout(t, |_, _, _| false);
     assert_eq!((p.table().len(), p.table().counters().aged), (1, 1));
     // The second moves to C, then C goes: it goes with it.
     flood(&mut p, t, C, &GARP_51);
@@ -458,4 +458,27 @@ fn short_and_odd_frames_are_passed_on_without_a_panic() {
         p.seen(t0, TRUNK, VLAN, &view, &ack[..cut], Some(A));
     }
     let _ = Ipv6Addr::LOCALHOST;
+}
+
+#[test]
+fn a_client_the_switch_still_has_is_kept_past_its_age() {
+    let t0 = crate::test_t0();
+    let mut p = policy(ClientConfig {
+        max_age: Duration::from_secs(60),
+        ..no_storm()
+    });
+    flood(&mut p, t0, A, &CLIENT_ARP_FOR_GW);
+    flood(&mut p, t0, B, &GARP_51);
+    // Only CLIENT's frames went by the fast path since: the switch has it.
+    let fdb = |_: u16, mac: MacAddr, port: PortId| mac == CLIENT && port == A;
+    for s in [10, 20, 30, 40, 50, 60, 70] {
+        p.handle_timeout(t0 + Duration::from_secs(s), fdb);
+    }
+    let t = t0 + Duration::from_secs(70);
+    assert_eq!(
+        p.table().owner(t, VLAN, ip("192.0.2.50")),
+        Some((CLIENT, A))
+    );
+    assert_eq!(p.table().owner(t, VLAN, ip("192.0.2.51")), None);
+    assert_eq!((p.table().len(), p.table().counters().aged), (1, 1));
 }
