@@ -183,6 +183,10 @@ pub struct MxEdge {
     /// mDNS / SSDP forwarding; overrides the cluster's when set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tunterm_multicast_config: Option<MulticastConfig>,
+    /// The client table, ARP/ND containment and storm control (local
+    /// extension; absent: the defaults, all on).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tunterm_client_config: Option<ClientTableConfig>,
     /// The cluster this edge belongs to.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mxcluster_id: Option<String>,
@@ -484,6 +488,63 @@ pub struct MulticastService {
     pub enabled: bool,
     /// VLANs on which it is enabled.
     pub vlan_ids: VlanSet,
+}
+
+/// `mxedge.tunterm_client_config` (local extension): the client table,
+/// ARP/ND containment and storm control.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ClientTableConfig {
+    /// Clients in the table, at most (default 200,000).
+    pub max_clients: u32,
+    /// Seconds a silent client stays in the table (default 300).
+    pub max_age: u32,
+    /// ARP requests and neighbour solicitations for a known client only
+    /// down its tunnel; clients' announcements to the trunk only (default
+    /// true).
+    pub arp_nd_proxy: bool,
+    /// VLANs where that is off all the same.
+    pub arp_nd_proxy_off_vlan_ids: VlanSet,
+    /// Per tunnel (AP session) rate limits.
+    pub storm_control: StormControlConfig,
+}
+
+impl Default for ClientTableConfig {
+    fn default() -> Self {
+        Self {
+            max_clients: 200_000,
+            max_age: 300,
+            arp_nd_proxy: true,
+            arp_nd_proxy_off_vlan_ids: VlanSet::new(),
+            storm_control: StormControlConfig::default(),
+        }
+    }
+}
+
+/// `tunterm_client_config.storm_control`: frames per second each tunnel
+/// may send into the switch, per class (0: unlimited).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StormControlConfig {
+    /// Whether storm control is on (default true).
+    pub enabled: bool,
+    /// Broadcast frames per second (default 200).
+    pub broadcast_pps: u32,
+    /// Multicast frames per second (default 500).
+    pub multicast_pps: u32,
+    /// Unknown-unicast frames per second (default 200).
+    pub unknown_unicast_pps: u32,
+}
+
+impl Default for StormControlConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            broadcast_pps: 200,
+            multicast_pps: 500,
+            unknown_unicast_pps: 200,
+        }
+    }
 }
 
 /// `mxcluster.tunterm_hosts_selection`.
@@ -1120,6 +1181,21 @@ fn check_igmp(path: &str, c: &IgmpSnoopingConfig) -> Result<(), ConfigError> {
     Ok(())
 }
 
+fn check_clients(path: &str, c: &ClientTableConfig) -> Result<(), ConfigError> {
+    check_between(&format!("{path}.max_clients"), c.max_clients, 1, 2_000_000)?;
+    check_between(&format!("{path}.max_age"), c.max_age, 10, 86_400)?;
+    let s = &c.storm_control;
+    let p = format!("{path}.storm_control");
+    for (name, v) in [
+        ("broadcast_pps", s.broadcast_pps),
+        ("multicast_pps", s.multicast_pps),
+        ("unknown_unicast_pps", s.unknown_unicast_pps),
+    ] {
+        check_between(&format!("{p}.{name}"), v, 0, 10_000_000)?;
+    }
+    Ok(())
+}
+
 /// The defined port names, quoted, for "not defined" errors.
 fn port_names(ports: &BTreeMap<String, String>) -> String {
     sorted_ports(ports)
@@ -1437,6 +1513,9 @@ fn resolve(raw: ConfigFile) -> Result<EdgeConfig, ConfigError> {
     }
     if let Some(igmp) = &edge.tunterm_igmp_snooping_config {
         check_igmp("mxedge.tunterm_igmp_snooping_config", igmp)?;
+    }
+    if let Some(c) = &edge.tunterm_client_config {
+        check_clients("mxedge.tunterm_client_config", c)?;
     }
 
     // Ports.

@@ -20,7 +20,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::bins;
+use common::{bins, clients};
 use tunterm_lab::topology::{Lab, Options};
 use tunterm_lab::{self as lab, Capture, Netns, Proc, tshark_fields};
 
@@ -261,6 +261,17 @@ fn clients_on_two_vlans_get_leases_through_the_relay() {
     assert!(["192.168.10.1", "172.16.2.2"].contains(&sid1.as_str()));
     assert!(in_range(&ip2, "192.168.20.", 100, 149), "c2: {ip2}");
     assert_eq!(sid2, "192.168.20.1");
+
+    // The client table learned the leases from the relayed ACKs (c1 has
+    // not used its address yet), each client behind its AP.
+    for (c, ip, ap) in [(c1, &ip1, "ap1"), (c2, &ip2, "ap2")] {
+        let page = clients(&lab, &["--ip", ip]);
+        let mac = c.mac("eth0").unwrap();
+        assert!(
+            page.total == 1 && page.entries[0].client.mac == mac && page.entries[0].ap == ap,
+            "{ip}: {page:#?}"
+        );
+    }
 
     // With the leased address, c1 reaches the edge's own address.
     c1.run(&["ip", "addr", "add", &format!("{ip1}/24"), "dev", "eth0"])

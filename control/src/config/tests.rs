@@ -1102,6 +1102,18 @@ fn mxedge_address_rules() {
             "reversed",
         ),
         (
+            "/mxedge/tunterm_client_config",
+            json!({"max_age": 5}),
+            "mxedge.tunterm_client_config.max_age".into(),
+            "between 10 and 86400",
+        ),
+        (
+            "/mxedge/tunterm_client_config",
+            json!({"arp_nd_proxy_off_vlan_ids": [0]}),
+            "mxedge.tunterm_client_config.arp_nd_proxy_off_vlan_ids[0]".into(),
+            "out of range",
+        ),
+        (
             "/mxedge/tunterm_multicast_config",
             json!({"mdns": {"vlan_ids": [4095]}}),
             "mxedge.tunterm_multicast_config.mdns.vlan_ids[0]".into(),

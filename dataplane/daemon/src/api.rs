@@ -42,6 +42,10 @@ pub mod client;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::driver::clients::{
+    ApStormDrops, CLIENTS_DEFAULT_LIMIT, CLIENTS_MAX_LIMIT, ClientEntry, ClientPage, ClientQuery,
+    ClientStats,
+};
 pub use crate::driver::{FdbEntry, GrePeerStats, IoCounters, RestartStats, Stats};
 pub use crate::operations::{DisconnectRequest, PreemptReport, PreemptRequest};
 
@@ -70,6 +74,8 @@ pub enum Request {
     Stats,
     /// A page of the forwarding database.
     Fdb(FdbQuery),
+    /// A page of the client table.
+    Clients(ClientQuery),
     /// Close the tunnels of some APs.
     DisconnectAps(DisconnectRequest),
     /// Close the tunnels of APs whose preferred edge is another.
@@ -90,6 +96,7 @@ impl Request {
         match self {
             Request::Stats => "stats",
             Request::Fdb(_) => "fdb",
+            Request::Clients(_) => "clients",
             Request::DisconnectAps(_) => "disconnect-aps",
             Request::Preempt(_) => "preempt",
             Request::Subscribe => "subscribe",
@@ -152,6 +159,8 @@ pub enum Response {
     Stats(Box<Stats>),
     /// To [`Request::Fdb`].
     Fdb(FdbPage),
+    /// To [`Request::Clients`].
+    Clients(ClientPage),
     /// To [`Request::DisconnectAps`].
     DisconnectAps(DisconnectReport),
     /// To [`Request::Preempt`].
@@ -172,6 +181,7 @@ impl Response {
         match self {
             Response::Stats(_) => "stats",
             Response::Fdb(_) => "fdb",
+            Response::Clients(_) => "clients",
             Response::DisconnectAps(_) => "disconnect-aps",
             Response::Preempt(_) => "preempt",
             Response::Subscribed => "subscribed",
@@ -286,7 +296,8 @@ pub fn parse_request(line: &[u8]) -> Result<Request, String> {
     }
     if !map.contains_key("type") {
         return Err(
-            r#"request: no "type" (stats, fdb, disconnect-aps, preempt, subscribe, capture-points, capture)"#.into(),
+            r#"request: no "type" (stats, fdb, clients, disconnect-aps, preempt, subscribe, capture-points, capture)"#
+                .into(),
         );
     }
     serde_json::from_value(serde_json::Value::Object(map)).map_err(|e| format!("request: {e}"))

@@ -13,8 +13,10 @@
 //! routes and DHCP relay, and the reload on SIGHUP, are in [`services`].
 
 mod capture;
+pub(crate) mod clients;
 mod control;
 mod inputs;
+mod mcast;
 mod services;
 
 use std::io;
@@ -44,6 +46,7 @@ use tunterm_core::forward::{
 };
 use tunterm_core::proto::bridge::{PortConfig, PortId, Switch, SwitchCounters, TRUNK};
 use tunterm_core::proto::capture::Direction;
+use tunterm_core::proto::clients::Containment;
 use tunterm_core::proto::gre::{
     GreConfig, GreCounters, GreEndpoint, GreEvent, GreIncoming, GrePeerSnapshot,
 };
@@ -51,6 +54,7 @@ use tunterm_core::proto::l2tp::{
     AdmissionConfig, ConnSnapshot, ConnStats, Endpoint, EndpointConfig, EndpointCounters, Event,
     Incoming, PwProfile,
 };
+use tunterm_core::proto::mcast::McastPolicy;
 use tunterm_core::proto::monitor::MonitorStats;
 use tunterm_core::wire::gre::IP_PROTO_GRE;
 use tunterm_core::wire::l2tp::{self as l2tp_wire, IP_PROTO_L2TP, Transport, pw};
@@ -207,6 +211,11 @@ pub struct IoCounters {
     pub tunnel_tx: u64,
     /// Tunnel sends that failed.
     pub tunnel_tx_errors: u64,
+    /// System calls that sent tunnel packets (`sendmmsg`, up to
+    /// `SEND_BATCH` packets each): a flood to N tunnels is one or a few,
+    /// not N.
+    #[serde(default)]
+    pub tunnel_tx_calls: u64,
     /// The forwarding pipeline's counters (`tunnel_tx_no_session`,
     /// `too_big_*`, `inner_fragments`, `mss_clamped`, `mac_announcements`),
     /// in this section under their own names.
@@ -282,6 +291,13 @@ pub struct Stats {
     /// Running packet captures and their counters.
     #[serde(default)]
     pub captures: Vec<crate::api::CaptureStats>,
+    /// IGMP/MLD snooping, the querier, mDNS/SSDP: counters and the MDB.
+    #[serde(default)]
+    pub mcast: mcast::McastStats,
+    /// The client table (counts; `tunterm clients` lists it), ARP/ND
+    /// containment, storm control drops in total and per AP.
+    #[serde(default)]
+    pub clients: clients::ClientStats,
 }
 
 /// The tunnel sockets, by carrier and address family.
@@ -311,8 +327,9 @@ struct Dataplane {
     link_mtu: u16,
     /// Per-tunnel MTUs (the link's, and each mxtunnel's).
     mtus: TunnelMtus,
-    /// The forwarding pipeline.
-    fwd: Forwarder,
+    /// The forwarding pipeline; its flood policy: storm control, the
+    /// client table and ARP/ND containment around multicast containment.
+    fwd: Forwarder<Containment<McastPolicy>>,
     /// What it asked for: trunk and host-port frames are written at once,
     /// tunnel packets wait for [`Dataplane::flush_tunnel_tx`] (one
     /// `sendmmsg` per batch), then it is cleared.
@@ -436,6 +453,8 @@ impl Dataplane {
             services: self.svc.stats(),
             control: self.control.stats(),
             captures: self.captures.stats(),
+            mcast: self.mcast_stats(now),
+            clients: self.client_stats(),
         }
     }
 
@@ -750,6 +769,7 @@ impl Dataplane {
                     self.sessions_changed = true;
                     let flushed = self.switch.remove_port(PortId(session_id));
                     self.captures.set.remove_port(PortId(session_id));
+                    self.fwd.remove_port(PortId(session_id));
                     info!(tunnel_id = ccid, session_id, flushed_macs = flushed, reason = ?reason, "session down");
                     self.control.emit(|| ApiEvent::SessionDown {
                         tunnel_id: ccid,
@@ -786,6 +806,7 @@ impl Dataplane {
                     self.sessions_changed = true;
                     let flushed = self.switch.remove_port(port);
                     self.captures.set.remove_port(port);
+                    self.fwd.remove_port(port);
                     info!(port = port.0, ap = %peer.addr, flushed_macs = flushed, reason = ?reason, "mGRE peer down");
                     self.control.emit(|| ApiEvent::PeerRemoved {
                         port: port.0,
@@ -929,6 +950,8 @@ impl Dataplane {
         self.switch.handle_timeout(now);
         self.run_monitor(now);
         self.svc.handle_timeout(now);
+        self.run_mcast(now);
+        self.run_clients(now);
         self.flush_control();
         self.handle_events();
     }
@@ -984,6 +1007,8 @@ impl Dataplane {
             self.fast.as_ref().map(FastPath::poll_timeout),
             self.monitor.poll_timeout(),
             self.svc.poll_timeout(),
+            self.fwd.policy().poll_timeout(),
+            self.fwd.policy().inner().poll_timeout(),
             (self.state_dirty && self.state_file.is_some()).then_some(self.state_due),
             self.captures.poll_timeout(),
         ]
@@ -1036,6 +1061,7 @@ fn send_tunnel_batch(
         io.tunnel_tx_errors += n as u64;
         return;
     };
+    io.tunnel_tx_calls += 1;
     match sock.try_send_batch(msgs) {
         Ok(sent) => {
             io.tunnel_tx += sent as u64;
@@ -1265,11 +1291,17 @@ pub async fn run(
         trunk,
         link_mtu,
         mtus: tunnel_mtus(&cfg, link_mtu),
-        fwd: Forwarder::new(ForwardConfig {
-            link_mtu,
-            icmp_src4: cfg.tunnel_ip,
-            icmp_src6: cfg.tunnel_ip6,
-        }),
+        fwd: Forwarder::with_policy(
+            ForwardConfig {
+                link_mtu,
+                icmp_src4: cfg.tunnel_ip,
+                icmp_src6: cfg.tunnel_ip6,
+            },
+            Containment::wrapping(
+                clients::client_config(&cfg),
+                McastPolicy::new(mcast::mcast_config(&cfg, ip_config_port), Instant::now()),
+            ),
+        ),
         out: Actions::with_capacity(TX_BYTES + BUF_LEN),
         io: IoCounters::default(),
         fast,

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use tunterm::api::ClientPage;
 use tunterm_lab::topology::{Binaries, Lab, Options};
 use tunterm_lab::{self as lab, LogDir, Netns, Proc};
 
@@ -159,4 +160,17 @@ impl ManyAps {
         ];
         self.aps.spawn(&args, &self.dir.join("apsim.log")).unwrap()
     }
+}
+
+/// `tunterm clients ARGS` against the lab's edge: the page it printed.
+pub fn clients(lab: &Lab, args: &[&str]) -> ClientPage {
+    let out = std::process::Command::new(&bins().tunterm)
+        .arg("clients")
+        .arg("--control-socket")
+        .arg(lab.edge_socket())
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "tunterm clients {args:?}: {out:?}");
+    serde_json::from_slice(&out.stdout).unwrap()
 }

@@ -49,7 +49,16 @@
 //!   unknown unicast frame goes through [`FloodPolicy::flood_ports`] before a
 //!   single copy is written; the default [`FloodAll`] floods to every member
 //!   of the VLAN but the ingress. IGMP/MLD snooping, ARP/ND proxying and
-//!   storm control replace or wrap it.
+//!   storm control replace or wrap it. The daemon's is one chain, each
+//!   link handing what it does not decide (or a narrowed member list) to
+//!   the one it wraps:
+//!   [`Containment`](crate::proto::clients::Containment) (storm control per
+//!   tunnel port, the client table, ARP/ND requests down the owner's
+//!   tunnel only, clients' announcements to the trunk only) →
+//!   [`McastPolicy`](crate::proto::mcast::McastPolicy) (IGMP/MLD snooping,
+//!   mDNS/SSDP per VLAN) → [`FloodAll`]. It is told when a port goes
+//!   ([`Forwarder::remove_port`]) and sees every frame switched or
+//!   delivered ([`FloodPolicy::seen`]: the client table learns there).
 //!
 //! What is not here: reading and writing sockets, batching tunnel sends
 //! (`sendmmsg`), the clock, the L2TP/GRE control planes and the XDP fast
@@ -232,12 +241,18 @@ impl TunnelPorts for EdgeTunnels<'_> {
     }
 
     fn ap(&self, port: PortId) -> Option<(&str, IpAddr)> {
-        if is_gre_port(port) {
-            return self.gre.peer(port).map(|p| ("", p.addr));
-        }
-        let s = self.l2tp.session(port.0)?;
-        Some((self.l2tp.peer_host_name(s.ccid).unwrap_or(""), s.peer.ip()))
+        ap_of(self.l2tp, self.gre, port)
     }
+}
+
+/// The AP behind tunnel `port` of the edge's endpoints: its name ("" when
+/// it has none, and for mGRE peers) and address.
+pub fn ap_of<'a>(l2tp: &'a Endpoint, gre: &GreEndpoint, port: PortId) -> Option<(&'a str, IpAddr)> {
+    if is_gre_port(port) {
+        return gre.peer(port).map(|p| ("", p.addr));
+    }
+    let s = l2tp.session(port.0)?;
+    Some((l2tp.peer_host_name(s.ccid).unwrap_or(""), s.peer.ip()))
 }
 
 /// What the pipeline borrows for one call.
@@ -282,11 +297,14 @@ impl Tap for NoTap {
 /// such decisions are made before anything is flooded (IGMP snooping, ARP
 /// proxying and storm control belong here).
 pub trait FloodPolicy {
-    /// A frame on `vlan` from `ingress` is to be flooded; `members` is
-    /// every member port of the VLAN (the ingress included). Push the ports
+    /// A frame on `vlan` from `ingress` is to be flooded at `now`;
+    /// `members` is every member port of the VLAN (the ingress included),
+    /// or the part of them a wrapping policy narrowed it to. Push the ports
     /// that get a copy onto `to` (empty on entry); none is a drop.
+    #[allow(clippy::too_many_arguments)]
     fn flood_ports(
         &mut self,
+        now: Instant,
         ingress: PortId,
         vlan: u16,
         view: &FrameView,
@@ -294,6 +312,30 @@ pub trait FloodPolicy {
         members: &[PortId],
         to: &mut Vec<PortId>,
     );
+
+    /// `port` is gone (session down, peer removed): forget what is known
+    /// of it at once. A wrapping policy passes the call on.
+    fn remove_port(&mut self, port: PortId) {
+        let _ = port;
+    }
+
+    /// Every frame the switch took on `vlan` from `ingress` (before its
+    /// flood decision, if any), and every frame delivered: `to` is the one
+    /// port of a forwarded or delivered frame, None for a flood or a frame
+    /// the DHCP relay took. For policies that learn from traffic (the
+    /// client table); the default does nothing. A wrapping policy passes
+    /// the call on.
+    fn seen(
+        &mut self,
+        now: Instant,
+        ingress: PortId,
+        vlan: u16,
+        view: &FrameView,
+        frame: &[u8],
+        to: Option<PortId>,
+    ) {
+        let _ = (now, ingress, vlan, view, frame, to);
+    }
 }
 
 /// Flood to every member of the VLAN but the ingress port.
@@ -303,6 +345,7 @@ pub struct FloodAll;
 impl FloodPolicy for FloodAll {
     fn flood_ports(
         &mut self,
+        _now: Instant,
         ingress: PortId,
         _vlan: u16,
         _view: &FrameView,
@@ -384,8 +427,19 @@ impl<P: FloodPolicy> Forwarder<P> {
     }
 
     /// The flood policy.
+    pub fn policy(&self) -> &P {
+        &self.policy
+    }
+
+    /// The flood policy.
     pub fn policy_mut(&mut self) -> &mut P {
         &mut self.policy
+    }
+
+    /// `port` left the switch (session down, peer removed): the flood
+    /// policy forgets it (multicast memberships go at once).
+    pub fn remove_port(&mut self, port: PortId) {
+        self.policy.remove_port(port);
     }
 
     /// A frame entered the switch on `ingress` at `now`: learn, decide,
@@ -432,6 +486,7 @@ impl<P: FloodPolicy> Forwarder<P> {
             return;
         };
         let mark = out.len();
+        self.policy.seen(now, from, vlan, &view, frame, Some(to));
         self.egress(from, to, vlan, frame, &view, Kind::Delivered, ports, out);
         if C::ACTIVE {
             for o in out.iter_from(mark) {
@@ -458,6 +513,13 @@ impl<P: FloodPolicy> Forwarder<P> {
             out.drop(ingress, Reason::Switch(r));
             return Outcome::Drop(Reason::Switch(r));
         };
+        match verdict {
+            Verdict::Forward { vlan, to } => {
+                self.policy.seen(now, ingress, vlan, &view, frame, Some(to))
+            }
+            Verdict::Flood { vlan } => self.policy.seen(now, ingress, vlan, &view, frame, None),
+            Verdict::Drop(_) => {}
+        }
         if let Verdict::Forward { vlan, .. } | Verdict::Flood { vlan } = verdict
             && relay_client(now, ingress, vlan, frame, &view, ports)
         {
@@ -474,7 +536,7 @@ impl<P: FloodPolicy> Forwarder<P> {
                 to.clear();
                 let members = ports.switch.vlan_ports(vlan);
                 self.policy
-                    .flood_ports(ingress, vlan, &view, frame, members, &mut to);
+                    .flood_ports(now, ingress, vlan, &view, frame, members, &mut to);
                 for &p in &to {
                     self.egress(ingress, p, vlan, frame, &view, Kind::Frame, ports, out);
                 }

@@ -576,6 +576,7 @@ struct NoFlood;
 impl FloodPolicy for NoFlood {
     fn flood_ports(
         &mut self,
+        _: Instant,
         _: PortId,
         _: u16,
         view: &FrameView,

@@ -3,8 +3,10 @@
 
 pub mod bridge;
 pub mod capture;
+pub mod clients;
 pub mod dhcp;
 pub mod gre;
 pub mod l2tp;
+pub mod mcast;
 pub mod monitor;
 pub mod pmtu;

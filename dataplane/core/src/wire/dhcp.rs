@@ -308,6 +308,24 @@ pub fn client_message(l3: &[u8]) -> Option<(Ipv4Addr, &[u8])> {
     (ports == (CLIENT_PORT, SERVER_PORT)).then_some((dst, payload))
 }
 
+/// A server's DHCPACK on its way to a client (IPv4, UDP 67 → 68), in an
+/// untagged-remainder frame as for [`client_message`]: the client's MAC
+/// (`chaddr`) and the address it was given (`yiaddr`, not 0.0.0.0).
+pub fn server_ack(l3: &[u8]) -> Option<(MacAddr, Ipv4Addr)> {
+    /// DHCPACK (RFC 2132 §9.6).
+    const ACK: u8 = 5;
+    let (ports, _, payload) = udp_in(l3)?;
+    if ports != (SERVER_PORT, CLIENT_PORT) {
+        return None;
+    }
+    let p = Packet::new_checked(payload).ok()?;
+    let yiaddr = p.yiaddr();
+    if p.op() != BOOTREPLY || p.message_type() != Some(ACK) || yiaddr.is_unspecified() {
+        return None;
+    }
+    Some((p.chaddr_mac()?, yiaddr))
+}
+
 /// (source port, destination port), destination address and payload of an
 /// IPv4/UDP packet after an ethertype.
 fn udp_in(l3: &[u8]) -> Option<((u16, u16), Ipv4Addr, &[u8])> {

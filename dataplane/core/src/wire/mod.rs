@@ -37,9 +37,11 @@ pub mod checksum;
 pub mod dhcp;
 pub mod ether;
 pub mod gre;
+pub mod igmp;
 pub mod ipv4;
 pub mod ipv6;
 pub mod l2tp;
+pub mod mld;
 pub mod tzsp;
 pub mod udp;
 

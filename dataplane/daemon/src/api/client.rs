@@ -12,9 +12,9 @@ mod indent;
 pub use indent::write_indented;
 
 use super::{
-    CaptureAccepted, CapturePointInfo, CaptureRequest, CaptureSummary, DisconnectReport,
-    DisconnectRequest, Event, FDB_MAX_LIMIT, FdbEntry, FdbPage, FdbQuery, PreemptReport,
-    PreemptRequest, Request, Response, ResponseLine, Stats, VERSION,
+    CaptureAccepted, CapturePointInfo, CaptureRequest, CaptureSummary, ClientPage, ClientQuery,
+    DisconnectReport, DisconnectRequest, Event, FDB_MAX_LIMIT, FdbEntry, FdbPage, FdbQuery,
+    PreemptReport, PreemptRequest, Request, Response, ResponseLine, Stats, VERSION,
 };
 
 /// Why a call failed.
@@ -155,6 +155,14 @@ impl Client {
                 Some(next) if next > q.offset => q.offset = next,
                 _ => return Ok(out),
             }
+        }
+    }
+
+    /// One page of the client table.
+    pub async fn clients(&self, query: &ClientQuery) -> Result<ClientPage, ClientError> {
+        match self.call(&Request::Clients(query.clone())).await? {
+            Response::Clients(p) => Ok(p),
+            other => Err(unexpected("clients", &other)),
         }
     }
 

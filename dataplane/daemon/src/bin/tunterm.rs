@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tunterm::api::client::Client;
-use tunterm::api::{DisconnectRequest, FdbQuery, PreemptRequest};
+use tunterm::api::{ClientQuery, DisconnectRequest, FdbQuery, PreemptRequest};
 use tunterm::driver::{self, DaemonOptions};
 use tunterm::io::xdp::Mode as FastPathMode;
 use tunterm_core::proto::l2tp::AdmissionConfig;
@@ -148,6 +148,43 @@ enum Cmd {
         /// Every matching entry (a JSON array), page after page.
         #[arg(long, conflicts_with_all = ["offset", "limit"])]
         all: bool,
+        /// Control socket of the daemon.
+        #[arg(long, default_value = "/run/tunterm/tunterm.sock")]
+        control_socket: PathBuf,
+    },
+    /// Print the client table (JSON), ordered by VLAN and MAC: each
+    /// client behind a tunnel with its AP, addresses (DHCP, ARP, ND),
+    /// first/last seen and packets/bytes each way; one page with its total.
+    Clients {
+        /// Only this VLAN.
+        #[arg(long)]
+        vlan: Option<u16>,
+        /// Only this MAC.
+        #[arg(long)]
+        mac: Option<String>,
+        /// Only clients with this address.
+        #[arg(long)]
+        ip: Option<String>,
+        /// Only clients behind this AP (its name or address).
+        #[arg(long)]
+        ap: Option<String>,
+        /// Entries to skip.
+        #[arg(long, default_value_t = 0)]
+        offset: usize,
+        /// Entries in the page (at most 10000).
+        #[arg(long, default_value_t = tunterm::api::CLIENTS_DEFAULT_LIMIT)]
+        limit: usize,
+        /// Control socket of the daemon.
+        #[arg(long, default_value = "/run/tunterm/tunterm.sock")]
+        control_socket: PathBuf,
+    },
+    /// Print the multicast state (JSON): IGMP/MLD groups with their member
+    /// ports and timers, router ports, queriers, and the counters of
+    /// snooping and mDNS/SSDP (the `mcast` section of the stats).
+    Mdb {
+        /// Only this VLAN.
+        #[arg(long)]
+        vlan: Option<u16>,
         /// Control socket of the daemon.
         #[arg(long, default_value = "/run/tunterm/tunterm.sock")]
         control_socket: PathBuf,
@@ -423,6 +460,37 @@ fn main() -> anyhow::Result<()> {
             } else {
                 print_json(&rt.block_on(client.fdb(&query))?)
             }
+        }
+        Cmd::Clients {
+            vlan,
+            mac,
+            ip,
+            ap,
+            offset,
+            limit,
+            control_socket,
+        } => {
+            let query = ClientQuery {
+                vlan,
+                mac,
+                ip,
+                ap,
+                offset,
+                limit: Some(limit),
+            };
+            print_json(&rt.block_on(Client::new(&control_socket).clients(&query))?)
+        }
+        Cmd::Mdb {
+            vlan,
+            control_socket,
+        } => {
+            let mut m = rt.block_on(Client::new(&control_socket).stats())?.mcast;
+            if let Some(v) = vlan {
+                m.mdb.groups.retain(|g| g.vlan == v);
+                m.mdb.routers.retain(|r| r.vlan == v);
+                m.mdb.queriers.retain(|q| q.vlan == v);
+            }
+            print_json(&m)
         }
         Cmd::Events { control_socket } => rt.block_on(async {
             use std::io::Write;

@@ -29,10 +29,11 @@ use tracing::{info, warn};
 use tunterm_core::proto::bridge::{HOST_PORT_BASE, PortId, TRUNK, is_host_port};
 use tunterm_core::proto::l2tp::CloseReason;
 
+use super::clients::{ClientFilter, client_page};
 use super::{Dataplane, FdbEntry, Stats};
 use crate::api::{
-    CaptureFormat, CaptureRequest, ControlStats, DisconnectReport, DisconnectRequest, Event,
-    EventKind, FDB_DEFAULT_LIMIT, FDB_MAX_LIMIT, FdbPage, FdbQuery, MAX_REQUEST_LINE,
+    CaptureFormat, CaptureRequest, ClientEntry, ControlStats, DisconnectReport, DisconnectRequest,
+    Event, EventKind, FDB_DEFAULT_LIMIT, FDB_MAX_LIMIT, FdbPage, FdbQuery, MAX_REQUEST_LINE,
     PreemptReport, PreemptRequest, Request, Response, ResponseLine, parse_request,
 };
 use tunterm_core::wire::ether::MacAddr;
@@ -56,6 +57,7 @@ const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 pub(super) enum Ask {
     Stats,
     Fdb(FdbFilter),
+    Clients(ClientFilter),
     Disconnect(DisconnectRequest),
     Preempt(PreemptRequest),
     CapturePoints,
@@ -70,6 +72,8 @@ pub(super) enum Answer {
     Stats(Box<Stats>),
     /// The matching entries, unsorted.
     Fdb(Vec<(u16, MacAddr, PortId)>),
+    /// The matching clients, unsorted.
+    Clients(Vec<ClientEntry>),
     Disconnect(Result<DisconnectReport, String>),
     Preempt(Result<PreemptReport, String>),
     CapturePoints(Vec<crate::api::CapturePointInfo>),
@@ -95,14 +99,7 @@ pub(super) struct FdbFilter {
 
 impl FdbFilter {
     fn parse(q: &FdbQuery) -> Result<Self, String> {
-        let mac = q
-            .mac
-            .as_deref()
-            .map(|m| {
-                m.parse::<MacAddr>()
-                    .map_err(|_| format!("fdb: mac {m:?} is not a MAC address"))
-            })
-            .transpose()?;
+        let mac = q.mac.as_deref().map(|m| parse_mac("fdb", m)).transpose()?;
         let port = q.port.as_deref().map(parse_port).transpose()?;
         let limit = q.limit.unwrap_or(FDB_DEFAULT_LIMIT);
         if limit == 0 || limit > FDB_MAX_LIMIT {
@@ -122,6 +119,12 @@ impl FdbFilter {
             && self.mac.is_none_or(|m| &m == mac)
             && self.port.is_none_or(|p| p == port)
     }
+}
+
+/// The `mac` of request `req`, any usual spelling.
+pub(super) fn parse_mac(req: &str, m: &str) -> Result<MacAddr, String> {
+    m.parse()
+        .map_err(|_| format!("{req}: mac {m:?} is not a MAC address"))
 }
 
 /// A port as [`FdbEntry::port`] names it.
@@ -616,6 +619,16 @@ async fn answer(req: Request, shared: &Shared) -> Vec<u8> {
                 return ResponseLine::error(e).to_line();
             }
         },
+        Request::Clients(q) => match ClientFilter::parse(&q) {
+            Ok(f) => {
+                let page = (f.offset, f.limit);
+                (Ask::Clients(f), Some(page))
+            }
+            Err(e) => {
+                bump(&c.bad_requests);
+                return ResponseLine::error(e).to_line();
+            }
+        },
         Request::DisconnectAps(r) => (Ask::Disconnect(r), None),
         Request::Preempt(r) => (Ask::Preempt(r), None),
         Request::CapturePoints => (Ask::CapturePoints, None),
@@ -637,6 +650,10 @@ async fn answer(req: Request, shared: &Shared) -> Vec<u8> {
             Answer::Fdb(entries) => {
                 let (offset, limit) = fdb.unwrap_or((0, FDB_DEFAULT_LIMIT));
                 Response::Fdb(fdb_page(entries, offset, limit))
+            }
+            Answer::Clients(entries) => {
+                let (offset, limit) = fdb.unwrap_or((0, FDB_DEFAULT_LIMIT));
+                Response::Clients(client_page(entries, offset, limit))
             }
             Answer::Disconnect(Ok(r)) => Response::DisconnectAps(r),
             Answer::Preempt(Ok(r)) => Response::Preempt(r),
@@ -823,6 +840,7 @@ impl Dataplane {
                     .filter(|(vlan, mac, port)| f.matches(*vlan, mac, *port))
                     .collect(),
             ),
+            Ask::Clients(f) => Answer::Clients(self.client_entries(now, &f)),
             Ask::Disconnect(req) => {
                 let r = self
                     .operations
@@ -990,7 +1008,10 @@ mod tests {
                             in_progress.push(job.reply);
                             continue;
                         }
-                        Ask::CapturePoints | Ask::CaptureStart(..) | Ask::CaptureStop(_) => {
+                        Ask::CapturePoints
+                        | Ask::CaptureStart(..)
+                        | Ask::CaptureStop(_)
+                        | Ask::Clients(_) => {
                             unreachable!()
                         }
                     };

@@ -207,6 +207,11 @@ impl Services {
         }
     }
 
+    /// Whether `tunterm_ip_config` has a host port.
+    pub(super) fn ip_config_port(&self) -> bool {
+        self.ip_config_port
+    }
+
     /// The fds to wait on, for [`crate::io::hostport::readable`].
     #[allow(clippy::type_complexity)]
     pub(super) fn poll_set(
@@ -455,6 +460,8 @@ impl Dataplane {
         }
         let want = desired(&new, self.svc.ip_config_port);
         self.svc.apply(&mut self.switch, &self.cfg, want);
+        self.reconfigure_mcast(&new, Instant::now());
+        self.reconfigure_clients(&new, Instant::now());
         self.svc.counters.reloads += 1;
         self.control.config_digest = crate::api::config_digest(&new.raw);
         info!(file = %path.display(), config_digest = %self.control.config_digest, "configuration reloaded");
