@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::bins;
 use tunterm_lab::topology::{Lab, Options};
-use tunterm_lab::{Capture, Netns, Proc, tshark_fields, wait_until};
+use tunterm_lab::{Capture, Netns, Proc, addr, link_up, tshark_fields, veth, wait_until};
 
 /// The Python helper: `join GROUP` (stays until killed: the kernel leaves
 /// on close), `send IFACE VLAN SRC GROUP COUNT` (UDP to port 5001 in raw
@@ -157,11 +157,10 @@ fn epoch() -> f64 {
         .as_secs_f64()
 }
 
-#[test]
-fn snooping_querier_leave_election_and_mdns() {
-    let mut opts = Options::new("mcast", bins());
-    opts.capture = true;
-    opts.mxedge_extra = vec![
+/// tunterm's address on VLAN 10, snooping with a 4 s querier there, mDNS
+/// on VLAN 10 only.
+fn mcast_config() -> Vec<(String, serde_json::Value)> {
+    vec![
         (
             "tunterm_other_ip_configs".into(),
             serde_json::json!({"10": {"ip": TUNTERM_V10, "netmask": "255.255.255.0"}}),
@@ -175,7 +174,14 @@ fn snooping_querier_leave_election_and_mdns() {
             "tunterm_multicast_config".into(),
             serde_json::json!({"mdns": {"enabled": true, "vlan_ids": [10]}}),
         ),
-    ];
+    ]
+}
+
+#[test]
+fn snooping_querier_leave_election_and_mdns() {
+    let mut opts = Options::new("mcast", bins());
+    opts.capture = true;
+    opts.mxedge_extra = mcast_config();
     let mut lab = common::start(opts);
     let dir = lab.dir.to_path_buf();
     let helper = dir.join("mcast.py");
@@ -348,6 +354,130 @@ fn snooping_querier_leave_election_and_mdns() {
     // Reports went up the trunk (router port), from both clients.
     assert!(count(&trunk, "igmp.type == 0x22 && ip.src == 192.168.10.11") >= 1);
     assert!(count(&trunk, "igmp.type == 0x16 && ip.src == 192.168.10.13") >= 1);
+    let prefix = lab.prefix().to_string();
+    drop(lab);
+    common::assert_no_namespaces(&prefix);
+}
+
+/// The three test groups' (group, client) pairs of `pairs`, sorted.
+fn test_groups(mut pairs: Vec<(String, String)>) -> Vec<(String, String)> {
+    pairs.retain(|(g, _)| [G_V3, G_V2, G_V6].contains(&g.as_str()));
+    pairs.sort();
+    pairs
+}
+
+#[test]
+fn the_linux_bridge_snoops_the_same_members() {
+    let mut opts = Options::new("mcastbr", bins());
+    opts.mxedge_extra = mcast_config();
+    let lab = common::start(opts);
+    let dir = lab.dir.to_path_buf();
+    let helper = dir.join("mcast.py");
+    std::fs::write(&helper, HELPER).unwrap();
+    // The reference: a Linux bridge for VLAN 10 (this kernel has no VLAN
+    // filtering) with snooping and its querier, and two clients like c1
+    // and c3.
+    let p = lab.prefix().to_string();
+    let ns = |n: &str| Netns::new(&format!("{p}{n}")).unwrap();
+    let (br, k1, k3) = (ns("br"), ns("k1"), ns("k3"));
+    br.run(&[
+        "ip",
+        "link",
+        "add",
+        "br0",
+        "type",
+        "bridge",
+        "mcast_snooping",
+        "1",
+        "mcast_querier",
+        "1",
+    ])
+    .unwrap();
+    for (port, k, cidr) in [
+        ("p1", &k1, "192.168.10.11/24"),
+        ("p3", &k3, "192.168.10.13/24"),
+    ] {
+        veth(&br, port, k, "eth0").unwrap();
+        br.run(&["ip", "link", "set", port, "master", "br0"])
+            .unwrap();
+        addr(k, "eth0", cidr).unwrap();
+    }
+    link_up(&br, "br0").unwrap();
+
+    let mut procs = Vec::new();
+    for (side, c1, c3) in [
+        ("edge", lab.client("c1"), lab.client("c3")),
+        ("bridge", &k1, &k3),
+    ] {
+        c3.run(&["sysctl", "-qw", "net.ipv4.conf.eth0.force_igmp_version=2"])
+            .unwrap();
+        procs.push(join(c1, &helper, G_V3, &dir.join(format!("{side}-c1.log"))));
+        procs.push(join(
+            c1,
+            &helper,
+            G_V6,
+            &dir.join(format!("{side}-c1-v6.log")),
+        ));
+        procs.push(join(c3, &helper, G_V2, &dir.join(format!("{side}-c3.log"))));
+    }
+
+    // tunterm's MDB, its ports named by the client behind them (the FDB).
+    let macs = [
+        (lab.client("c1").mac("eth0").unwrap().to_string(), "c1"),
+        (lab.client("c3").mac("eth0").unwrap().to_string(), "c3"),
+    ];
+    let edge_pairs = || {
+        let fdb = lab.edge_fdb().unwrap();
+        let client = |port: u64| {
+            fdb.iter()
+                .find(|e| e.port == port.to_string() && macs.iter().any(|(m, _)| *m == e.mac))
+                .and_then(|e| macs.iter().find(|(m, _)| *m == e.mac))
+                .map_or_else(|| format!("port {port}"), |(_, c)| c.to_string())
+        };
+        let pairs = mdb(&lab)
+            .into_iter()
+            .flat_map(|(g, ports)| ports.into_iter().map(move |p| (g.clone(), p)))
+            .map(|(g, p)| (g, client(p)))
+            .collect();
+        test_groups(pairs)
+    };
+    let bridge_pairs = || {
+        let out = br
+            .run(&["bridge", "-j", "mdb", "show", "dev", "br0"])
+            .unwrap();
+        let doc: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+        let mut pairs = Vec::new();
+        for e in doc.as_array().into_iter().flatten() {
+            for m in e["mdb"].as_array().into_iter().flatten() {
+                let client = match m["port"].as_str() {
+                    Some("p1") => "c1",
+                    Some("p3") => "c3",
+                    _ => "?",
+                };
+                pairs.push((
+                    m["grp"].as_str().unwrap_or("").to_string(),
+                    client.to_string(),
+                ));
+            }
+        }
+        test_groups(pairs)
+    };
+    let want: Vec<(String, String)> = test_groups(
+        [(G_V3, "c1"), (G_V6, "c1"), (G_V2, "c3")]
+            .map(|(g, c)| (g.to_string(), c.to_string()))
+            .to_vec(),
+    );
+    let ok = wait_until(Duration::from_secs(10), || {
+        edge_pairs() == want && bridge_pairs() == want
+    });
+    assert!(
+        ok,
+        "tunterm {:?}, bridge {:?}, want {want:?}",
+        edge_pairs(),
+        bridge_pairs()
+    );
+    drop(procs);
+    drop((br, k1, k3));
     let prefix = lab.prefix().to_string();
     drop(lab);
     common::assert_no_namespaces(&prefix);
