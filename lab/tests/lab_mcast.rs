@@ -354,6 +354,21 @@ fn snooping_querier_leave_election_and_mdns() {
     // Reports went up the trunk (router port), from both clients.
     assert!(count(&trunk, "igmp.type == 0x22 && ip.src == 192.168.10.11") >= 1);
     assert!(count(&trunk, "igmp.type == 0x16 && ip.src == 192.168.10.13") >= 1);
+
+    // ap2 goes away (StopCCN): c3's membership goes with its session, at
+    // once, not at the membership timeout (9 s).
+    assert_eq!(members(&lab, G_V2).len(), 1);
+    lab.ap2.signal(libc::SIGTERM).unwrap();
+    let down = Instant::now();
+    let gone = wait_until(Duration::from_secs(5), || members(&lab, G_V2).is_empty());
+    assert!(gone, "c3 still a member after its AP left: {:?}", mdb(&lab));
+    assert!(
+        down.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        down.elapsed()
+    );
+    let s = lab.edge_stats().unwrap();
+    assert!(s["mcast"]["counters"]["port_removed"].as_u64().unwrap() >= 1);
     let prefix = lab.prefix().to_string();
     drop(lab);
     common::assert_no_namespaces(&prefix);

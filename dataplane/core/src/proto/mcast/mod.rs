@@ -37,6 +37,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use tunterm_control::VlanSet;
 
@@ -287,9 +288,9 @@ pub struct McastPolicy<P = FloodAll> {
     cfg: McastConfig,
     timers: QuerierConfig,
     inner: P,
-    groups: HashMap<(u16, IpAddr), Vec<Member>>,
-    per_vlan: HashMap<u16, usize>,
-    routers: HashMap<u16, Vec<Member>>,
+    groups: FxHashMap<(u16, IpAddr), Vec<Member>>,
+    per_vlan: FxHashMap<u16, usize>,
+    routers: FxHashMap<u16, Vec<Member>>,
     queriers: Vec<Querier>,
     leaves: Vec<Leave>,
     out: VecDeque<QueryOut>,
@@ -466,9 +467,9 @@ impl<P: FloodPolicy> McastPolicy<P> {
             cfg: McastConfig::default(),
             timers: QuerierConfig::default(),
             inner,
-            groups: HashMap::new(),
-            per_vlan: HashMap::new(),
-            routers: HashMap::new(),
+            groups: FxHashMap::default(),
+            per_vlan: FxHashMap::default(),
+            routers: FxHashMap::default(),
             queriers: Vec::new(),
             leaves: Vec::new(),
             out: VecDeque::new(),
@@ -582,25 +583,7 @@ impl<P: FloodPolicy> McastPolicy<P> {
     /// `port` is gone (session down, peer removed): its memberships and
     /// router-port state go at once.
     pub fn remove_port(&mut self, port: PortId) {
-        let mut removed = 0;
-        let per_vlan = &mut self.per_vlan;
-        self.groups.retain(|(vlan, _), members| {
-            let before = members.len();
-            members.retain(|m| m.port != port);
-            removed += (before - members.len()) as u64;
-            if members.is_empty() {
-                if let Some(n) = per_vlan.get_mut(vlan) {
-                    *n = n.saturating_sub(1);
-                }
-                return false;
-            }
-            true
-        });
-        self.counters.port_removed += removed;
-        for r in self.routers.values_mut() {
-            r.retain(|m| m.port != port);
-        }
-        self.routers.retain(|_, r| !r.is_empty());
+        self.counters.port_removed += self.retain_members(|m| m.port != port);
         self.leaves.retain(|l| l.port != port);
     }
 
@@ -714,12 +697,20 @@ impl<P: FloodPolicy> McastPolicy<P> {
     }
 
     fn sweep(&mut self, now: Instant) {
-        let mut expired = 0;
+        self.counters.expired += self.retain_members(|m| m.expires > now);
+        self.next_sweep =
+            (!self.groups.is_empty() || !self.routers.is_empty()).then(|| now + SWEEP);
+    }
+
+    /// Keep the memberships and router ports `keep` says; groups left with
+    /// no member go. Returns the memberships dropped.
+    fn retain_members(&mut self, keep: impl Fn(&Member) -> bool) -> u64 {
+        let mut dropped = 0;
         let per_vlan = &mut self.per_vlan;
         self.groups.retain(|(vlan, _), members| {
             let before = members.len();
-            members.retain(|m| m.expires > now);
-            expired += (before - members.len()) as u64;
+            members.retain(&keep);
+            dropped += (before - members.len()) as u64;
             if members.is_empty() {
                 if let Some(n) = per_vlan.get_mut(vlan) {
                     *n = n.saturating_sub(1);
@@ -728,13 +719,11 @@ impl<P: FloodPolicy> McastPolicy<P> {
             }
             true
         });
-        self.counters.expired += expired;
         for r in self.routers.values_mut() {
-            r.retain(|m| m.expires > now);
+            r.retain(&keep);
         }
         self.routers.retain(|_, r| !r.is_empty());
-        self.next_sweep =
-            (!self.groups.is_empty() || !self.routers.is_empty()).then(|| now + SWEEP);
+        dropped
     }
 
     fn arm_sweep(&mut self, now: Instant) {
