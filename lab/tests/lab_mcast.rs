@@ -491,6 +491,29 @@ fn the_linux_bridge_snoops_the_same_members() {
         edge_pairs(),
         bridge_pairs()
     );
+    // `tunterm mdb` prints the same, for VLAN 10 only.
+    let out = std::process::Command::new(&bins().tunterm)
+        .args(["mdb", "--vlan", "10", "--control-socket"])
+        .arg(lab.edge_socket())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let groups: Vec<&str> = doc["mdb"]["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["group"].as_str().unwrap())
+        .collect();
+    for g in [G_V3, G_V2, G_V6] {
+        assert!(groups.contains(&g), "{g} not in tunterm mdb: {doc}");
+    }
+    assert_eq!(doc["snooping_vlans"], "10");
+    assert_eq!(doc["mdb"]["queriers"].as_array().unwrap().len(), 2);
     drop(procs);
     drop((br, k1, k3));
     let prefix = lab.prefix().to_string();
