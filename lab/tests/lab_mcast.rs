@@ -14,8 +14,12 @@
 //! groups; each client's link must carry only its own group's stream. A
 //! leave stops it within the last member interval. The trunk must carry
 //! tunterm's IGMPv3 and MLDv2 queries (decoded by tshark, none malformed)
-//! until a lower-addressed querier upstream silences the IPv4 one. Needs
-//! root, tcpdump, tshark and python3 (`.ci/install-deps`).
+//! until a lower-addressed querier upstream silences the IPv4 one; a
+//! session going down takes its memberships. Beside it, a Linux bridge with
+//! snooping and its querier, given the same joins, must list the same
+//! (group, client) pairs as tunterm (`tunterm mdb` prints them, a reload
+//! keeps them). Needs root, tcpdump, tshark and python3
+//! (`.ci/install-deps`).
 
 mod common;
 
@@ -514,6 +518,30 @@ fn the_linux_bridge_snoops_the_same_members() {
     }
     assert_eq!(doc["snooping_vlans"], "10");
     assert_eq!(doc["mdb"]["queriers"].as_array().unwrap().len(), 2);
+
+    // A reload (SIGHUP) applies new settings: snooping on VLANs 10 and 20,
+    // no tunterm_multicast_config (mDNS back to the normal rules); the
+    // groups of VLAN 10 stay.
+    let config = dir.join("edge.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    cfg["mxedge"]["tunterm_igmp_snooping_config"]["vlan_ids"] = serde_json::json!([10, 20]);
+    cfg["mxedge"]
+        .as_object_mut()
+        .unwrap()
+        .remove("tunterm_multicast_config");
+    std::fs::write(&config, cfg.to_string()).unwrap();
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &lab.tunterm.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let ok = wait_until(Duration::from_secs(5), || {
+        let m = &lab.edge_stats().unwrap()["mcast"];
+        m["snooping_vlans"] == "10,20" && m["mdns_vlans"].is_null()
+    });
+    assert!(ok, "{}", lab.edge_stats().unwrap()["mcast"]);
+    assert_eq!(edge_pairs(), want, "groups kept across the reload");
     drop(procs);
     drop((br, k1, k3));
     let prefix = lab.prefix().to_string();
