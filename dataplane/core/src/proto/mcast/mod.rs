@@ -15,7 +15,8 @@
 //! - IGMP/MLD reports and leaves: to router ports only; queries: to all.
 //! - Link-local groups (224.0.0.0/24, ff02::1): to all.
 //! - Other groups: member ports and router ports; an unregistered group to
-//!   router ports only, or to all on a VLAN in `flood_unregistered`.
+//!   router ports only, or to all on a VLAN in `flood_unregistered` and
+//!   while the table fills after a start ([`McastPolicy::warm_up`]).
 //!
 //! mDNS (224.0.0.251, ff02::fb, UDP 5353) and SSDP (239.255.255.250,
 //! ff02::c, ff05::c, UDP 1900), when their service is configured: to all on
@@ -183,6 +184,9 @@ pub struct McastCounters {
     pub ssdp_dropped: u64,
     /// SSDP frames forwarded on an enabled VLAN.
     pub ssdp_forwarded: u64,
+    /// Data frames to groups with no member flooded: on a VLAN in
+    /// `flood_unregistered`, or while the table fills after a start.
+    pub unregistered_flooded: u64,
     /// Queries dropped because the driver's queue was full, or leaves not
     /// followed by group-specific queries (too many pending).
     pub queue_full: u64,
@@ -296,6 +300,9 @@ pub struct McastPolicy<P = FloodAll> {
     out: VecDeque<QueryOut>,
     next_query: Option<Instant>,
     next_sweep: Option<Instant>,
+    /// Until then unregistered groups are flooded: the table is filling
+    /// (a start, a restart that kept the tunnels).
+    warm_until: Instant,
     counters: McastCounters,
     /// Scratch: the narrowed member list handed to `inner`.
     narrowed: Vec<PortId>,
@@ -475,10 +482,12 @@ impl<P: FloodPolicy> McastPolicy<P> {
             out: VecDeque::new(),
             next_query: None,
             next_sweep: None,
+            warm_until: now,
             counters: McastCounters::default(),
             narrowed: Vec::new(),
         };
         p.reconfigure(cfg, now);
+        p.warm_until = now + p.warm_up();
         p
     }
 
@@ -516,6 +525,18 @@ impl<P: FloodPolicy> McastPolicy<P> {
         }
         self.next_query = self.queriers.iter().map(|q| q.next).min();
         self.cfg = cfg;
+    }
+
+    /// How long after a start unregistered groups are flooded: until the
+    /// hosts have answered tunterm's first query (max response time + 1 s),
+    /// or without a querier of its own, for a membership interval (the
+    /// upstream querier's next query comes within it). Streams joined before
+    /// a restart keep flowing meanwhile.
+    pub fn warm_up(&self) -> Duration {
+        match self.cfg.querier {
+            Some(q) => Duration::from_millis(u64::from(q.max_resp) * 100) + SWEEP,
+            None => self.timers.membership_interval(),
+        }
     }
 
     /// Settings.
@@ -1109,7 +1130,8 @@ impl<P: FloodPolicy> FloodPolicy for McastPolicy<P> {
                     self.counters.forwarded += 1;
                     self.narrowed.extend(m.iter().map(|m| m.port));
                 }
-                None if self.cfg.flood_unregistered.contains(vlan) => {
+                None if self.cfg.flood_unregistered.contains(vlan) || now < self.warm_until => {
+                    self.counters.unregistered_flooded += 1;
                     return self
                         .inner
                         .flood_ports(now, ingress, vlan, view, frame, members, to);

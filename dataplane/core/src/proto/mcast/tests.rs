@@ -184,13 +184,24 @@ fn unregistered_groups_go_to_router_ports_or_flood_where_asked() {
     let t0 = Instant::now();
     let mut p = McastPolicy::new(cfg(false), t0);
     let data = udp_to([10, 0, 0, 1], g("239.9.9.9"), 5001);
-    assert_eq!(flood(&mut p, t0, A, &data), [TRUNK]);
-    assert_eq!(flood(&mut p, t0, TRUNK, &data), [] as [PortId; 0]);
+    // While the table fills after a start (no querier: a membership
+    // interval), they flood.
+    assert_eq!(p.warm_up(), Duration::from_secs(260));
+    assert_eq!(flood(&mut p, t0, A, &data), [TRUNK, B, C]);
+    let t1 = t0 + p.warm_up();
+    assert_eq!(flood(&mut p, t1, A, &data), [TRUNK]);
+    assert_eq!(flood(&mut p, t1, TRUNK, &data), [] as [PortId; 0]);
     assert_eq!(p.counters().unregistered, 2);
     let mut c = cfg(false);
     c.flood_unregistered = vlans(&[VLAN]);
-    p.reconfigure(c, t0);
-    assert_eq!(flood(&mut p, t0, A, &data), [TRUNK, B, C]);
+    p.reconfigure(c, t1);
+    assert_eq!(flood(&mut p, t1, A, &data), [TRUNK, B, C]);
+    assert_eq!(p.counters().unregistered_flooded, 2);
+    // With a querier: its max response time and a second.
+    assert_eq!(
+        McastPolicy::new(cfg(true), t0).warm_up(),
+        Duration::from_secs(6)
+    );
 }
 
 #[test]
@@ -436,7 +447,7 @@ fn mld_join_done_and_data() {
         .collect();
     assert_eq!(gsq.len(), 1);
     assert_eq!(&gsq[0].frame[..6], &[0x33, 0x33, 0, 1, 0, 3]);
-    let t1 = t0 + Duration::from_secs(3);
+    let t1 = t0 + p.warm_up();
     p.handle_timeout(t0 + Duration::from_secs(1));
     p.handle_timeout(t1);
     assert_eq!(flood(&mut p, t1, TRUNK, &data), [] as [PortId; 0]);
@@ -457,6 +468,7 @@ fn router_ports_from_queries_pim_and_mrd() {
     let mut c = cfg(false);
     c.static_router_ports.clear();
     let mut p = McastPolicy::new(c, t0);
+    let t0 = t0 + p.warm_up();
     let data = udp_to([10, 0, 0, 1], g("239.9.9.9"), 5001);
     assert_eq!(flood(&mut p, t0, A, &data), [] as [PortId; 0]);
     // A PIM hello from B's side makes it a router port.
@@ -503,7 +515,8 @@ fn mdns_and_ssdp_follow_their_vlans() {
     assert_eq!(p.counters().ssdp_dropped, 1);
     // Another port to the same group is plain data.
     let other = udp_to([10, 0, 0, 1], g("239.255.255.250"), 1901);
-    assert_eq!(flood(&mut p, t0, A, &other), [TRUNK]);
+    let warm = t0 + p.warm_up();
+    assert_eq!(flood(&mut p, warm, A, &other), [TRUNK]);
     // Without the object: normal rules (mDNS is link-local: flooded).
     p.reconfigure(cfg(false), t0);
     assert_eq!(flood_on(&mut p, t0, A, 20, &mdns), [TRUNK, B, C]);
