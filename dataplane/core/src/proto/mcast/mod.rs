@@ -16,7 +16,10 @@
 //! - Link-local groups (224.0.0.0/24, ff02::1): to all.
 //! - Other groups: member ports and router ports; an unregistered group to
 //!   router ports only, or to all on a VLAN in `flood_unregistered` and
-//!   while the table fills after a start ([`McastPolicy::warm_up`]).
+//!   while the table fills after a start ([`McastPolicy::warm_up`]), and
+//!   on a VLAN where the table refused a join (full), for a membership
+//!   interval after the last refusal: a member the table could not hold
+//!   still gets its group.
 //!
 //! mDNS (224.0.0.251, ff02::fb, UDP 5353) and SSDP (239.255.255.250,
 //! ff02::c, ff05::c, UDP 1900), when their service is configured: to all on
@@ -303,6 +306,9 @@ pub struct McastPolicy<P = FloodAll> {
     /// Until then unregistered groups are flooded: the table is filling
     /// (a start, a restart that kept the tunnels).
     warm_until: Instant,
+    /// VLANs where a join was refused (table full), until when: their
+    /// unregistered groups flood, as a member may be behind any port.
+    overflow: FxHashMap<u16, Instant>,
     counters: McastCounters,
     /// Scratch: the narrowed member list handed to `inner`.
     narrowed: Vec<PortId>,
@@ -483,6 +489,7 @@ impl<P: FloodPolicy> McastPolicy<P> {
             next_query: None,
             next_sweep: None,
             warm_until: now,
+            overflow: FxHashMap::default(),
             counters: McastCounters::default(),
             narrowed: Vec::new(),
         };
@@ -719,6 +726,7 @@ impl<P: FloodPolicy> McastPolicy<P> {
 
     fn sweep(&mut self, now: Instant) {
         self.counters.expired += self.retain_members(|m| m.expires > now);
+        self.overflow.retain(|_, t| *t > now);
         self.next_sweep =
             (!self.groups.is_empty() || !self.routers.is_empty()).then(|| now + SWEEP);
     }
@@ -877,6 +885,7 @@ impl<P: FloodPolicy> McastPolicy<P> {
         let n = self.per_vlan.entry(vlan).or_default();
         if *n >= self.cfg.max_groups_per_vlan || self.groups.len() >= self.cfg.max_groups {
             self.counters.table_full += 1;
+            self.overflow.insert(vlan, expires);
             return;
         }
         *n += 1;
@@ -1130,7 +1139,10 @@ impl<P: FloodPolicy> FloodPolicy for McastPolicy<P> {
                     self.counters.forwarded += 1;
                     self.narrowed.extend(m.iter().map(|m| m.port));
                 }
-                None if self.cfg.flood_unregistered.contains(vlan) || now < self.warm_until => {
+                None if self.cfg.flood_unregistered.contains(vlan)
+                    || now < self.warm_until
+                    || self.overflow.get(&vlan).is_some_and(|&t| now < t) =>
+                {
                     self.counters.unregistered_flooded += 1;
                     return self
                         .inner

@@ -546,6 +546,22 @@ fn the_table_is_bounded_and_bad_messages_dropped() {
     bad[n - 1] ^= 0xff;
     assert_eq!(flood(&mut p, t0, A, &bad), [] as [PortId; 0]);
     assert_eq!(p.counters().malformed, 1);
+    // The refused group's member still gets it: unregistered groups of
+    // the VLAN flood for a membership interval (after the warm-up here).
+    let t1 = t0 + p.warm_up() - Duration::from_secs(1);
+    let refused = udp_to([198, 51, 100, 1], Ipv4Addr::new(239, 0, 0, 3), 5001);
+    assert_eq!(flood(&mut p, t1, TRUNK, &refused), [A, B, C]);
+    flood(
+        &mut p,
+        t1,
+        A,
+        &v2_report([10, 0, 0, 1], Ipv4Addr::new(239, 0, 0, 3)),
+    );
+    let t2 = t1 + Duration::from_secs(259);
+    assert_eq!(flood(&mut p, t2, TRUNK, &refused), [A, B, C]);
+    let t3 = t1 + Duration::from_secs(261);
+    p.handle_timeout(t3);
+    assert_eq!(flood(&mut p, t3, TRUNK, &refused), [] as [PortId; 0]);
     // Truncated IPv4 / garbage: never a panic.
     for cut in 0..bad.len() {
         let f = &bad[..cut.max(14)];
