@@ -27,7 +27,7 @@ use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::bins;
-use tunterm_lab::topology::{Lab, Options};
+use tunterm_lab::topology::{Encap, Lab, Options};
 use tunterm_lab::{Capture, Netns, Proc, addr, link_up, tshark_fields, veth, wait_until};
 
 /// The Python helper: `join GROUP` (stays until killed: the kernel leaves
@@ -183,8 +183,19 @@ fn mcast_config() -> Vec<(String, serde_json::Value)> {
 
 #[test]
 fn snooping_querier_leave_election_and_mdns() {
-    let mut opts = Options::new("mcast", bins());
+    snooping_scenario("mcast", Encap::L2tpUdp);
+}
+
+#[test]
+fn snooping_with_mgre_peers_as_ports() {
+    snooping_scenario("mcastgre", Encap::Gre);
+}
+
+/// Everything but the bridge, with the APs' tunnels of `encap`.
+fn snooping_scenario(name: &str, encap: Encap) {
+    let mut opts = Options::new(name, bins());
     opts.capture = true;
+    opts.encap = encap;
     opts.mxedge_extra = mcast_config();
     let mut lab = common::start(opts);
     let dir = lab.dir.to_path_buf();
@@ -359,8 +370,9 @@ fn snooping_querier_leave_election_and_mdns() {
     assert!(count(&trunk, "igmp.type == 0x22 && ip.src == 192.168.10.11") >= 1);
     assert!(count(&trunk, "igmp.type == 0x16 && ip.src == 192.168.10.13") >= 1);
 
-    // ap2 goes away (StopCCN): c3's membership goes with its session, at
-    // once, not at the membership timeout (9 s).
+    // ap2 goes away (StopCCN; an mGRE peer times out in 3 s): c3's
+    // membership goes with its port (`port_removed`), not at the
+    // membership timeout (9 s after c3's last report).
     assert_eq!(members(&lab, G_V2).len(), 1);
     lab.ap2.signal(libc::SIGTERM).unwrap();
     let down = Instant::now();
