@@ -30,6 +30,15 @@
 //! by TO_IN({}); BLOCK changes nothing (as the Linux bridge without
 //! source tracking).
 //!
+//! Older hosts (RFC 3376 §7.3.2, RFC 3810 §8.3.2): an IGMPv1 or v2 report
+//! (MLDv1 for IPv6) heard on a VLAN makes its querier send queries of that
+//! version for an older-host-present interval (robustness × query
+//! interval, plus the max response time) after the last one, so the old
+//! hosts answer; while IGMPv1 hosts are present, IGMPv2 leaves are
+//! ignored (a v1 host would not answer the group-specific query, and its
+//! membership would be cut). Per VLAN, not per group: a querier sends one
+//! general query for the VLAN.
+//!
 //! Timers are driven by the caller: [`McastPolicy::handle_timeout`] at
 //! [`McastPolicy::poll_timeout`], then [`McastPolicy::poll_query`] for the
 //! queries to send. Expiry runs in a sweep at most once a second.
@@ -277,6 +286,25 @@ struct Querier {
     next: Instant,
     startup_left: u8,
     other: Option<(IpAddr, Instant)>,
+    /// Older Version Host Present timers: IGMPv1 hosts (IPv4 only) and
+    /// IGMPv2 / MLDv1 hosts heard until then.
+    v1_hosts: Option<Instant>,
+    v2_hosts: Option<Instant>,
+}
+
+impl Querier {
+    /// The version of this querier's queries at `now`: the configured one,
+    /// down to the oldest host version present.
+    fn version(&self, configured: Version, now: Instant) -> Version {
+        let present = |t: Option<Instant>| t.is_some_and(|t| t > now);
+        if !self.v6 && present(self.v1_hosts) {
+            Version::V1
+        } else if present(self.v2_hosts) {
+            configured.min(Version::V2)
+        } else {
+            configured
+        }
+    }
 }
 
 /// A leave being checked with group-specific queries.
@@ -526,6 +554,8 @@ impl<P: FloodPolicy> McastPolicy<P> {
                         next: now,
                         startup_left: q.robustness,
                         other: None,
+                        v1_hosts: None,
+                        v2_hosts: None,
                     });
                 }
             }
@@ -686,7 +716,8 @@ impl<P: FloodPolicy> McastPolicy<P> {
                 q.other = None;
                 q.startup_left = cfg.robustness;
             }
-            let frame = self.query_frame(q.v6, q.addr, None);
+            let version = q.version(cfg.version, now);
+            let frame = self.query_frame(q.v6, q.addr, None, version);
             if self.push(q.vlan, None, frame) {
                 self.counters.queries_out += 1;
             }
@@ -713,7 +744,8 @@ impl<P: FloodPolicy> McastPolicy<P> {
                 return false;
             }
             let src = self.querier_addr(l.vlan, l.group.is_ipv6());
-            let frame = self.query_frame(l.group.is_ipv6(), src, Some(l.group));
+            let version = self.query_version(l.vlan, l.group.is_ipv6(), now);
+            let frame = self.query_frame(l.group.is_ipv6(), src, Some(l.group), version);
             if self.push(l.vlan, Some(l.port), frame) {
                 self.counters.group_queries_out += 1;
             }
@@ -778,6 +810,33 @@ impl<P: FloodPolicy> McastPolicy<P> {
             .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |q| q.addr)
     }
 
+    /// The version of the queries of `vlan`'s querier for the family of
+    /// `v6` at `now` (the configured one without a querier).
+    fn query_version(&self, vlan: u16, v6: bool, now: Instant) -> Version {
+        let configured = self.timers.version;
+        self.queriers
+            .iter()
+            .find(|q| q.vlan == vlan && q.v6 == v6)
+            .map_or(configured, |q| q.version(configured, now))
+    }
+
+    /// A report of an older `version` (1 or 2: IGMPv1, IGMPv2 or MLDv1)
+    /// heard on `vlan`: its querier speaks it for an older-host-present
+    /// interval.
+    fn older_host(&mut self, now: Instant, vlan: u16, v6: bool, version: u8) {
+        let until = now + self.timers.membership_interval();
+        if let Some(q) = self
+            .queriers
+            .iter_mut()
+            .find(|q| q.vlan == vlan && q.v6 == v6)
+        {
+            match version {
+                1 => q.v1_hosts = Some(until),
+                _ => q.v2_hosts = Some(until),
+            }
+        }
+    }
+
     /// Whether tunterm is the querier on `vlan` for the family of `v6`.
     fn is_querier(&self, vlan: u16, v6: bool, now: Instant) -> bool {
         self.queriers
@@ -786,7 +845,13 @@ impl<P: FloodPolicy> McastPolicy<P> {
     }
 
     /// A general (`group` None) or group-specific query from `src`.
-    fn query_frame(&self, v6: bool, src: IpAddr, group: Option<IpAddr>) -> Vec<u8> {
+    fn query_frame(
+        &self,
+        v6: bool,
+        src: IpAddr,
+        group: Option<IpAddr>,
+        version: Version,
+    ) -> Vec<u8> {
         let q = self.timers;
         let mut f = Vec::with_capacity(90);
         if !v6 {
@@ -795,7 +860,7 @@ impl<P: FloodPolicy> McastPolicy<P> {
                 _ => igmp::ALL_SYSTEMS,
             };
             let msg = igmp::Query {
-                version: q.version,
+                version,
                 // A group-specific query asks within the last member interval.
                 max_resp: if group.is_some() { 10 } else { q.max_resp },
                 group: group.map_or(Ipv4Addr::UNSPECIFIED, |g| match g {
@@ -834,7 +899,7 @@ impl<P: FloodPolicy> McastPolicy<P> {
                 IpAddr::V4(_) => link_local(&self.cfg.mac),
             };
             let msg = mld::Query {
-                version: if q.version == Version::V3 {
+                version: if version == Version::V3 {
                     Version::V3
                 } else {
                     Version::V2
@@ -1011,14 +1076,21 @@ impl<P: FloodPolicy> McastPolicy<P> {
                 self.heard_query(now, vlan, port, src);
                 Handling::All
             }
-            Ok(igmp::Repr::Report { group, .. }) => {
+            Ok(igmp::Repr::Report { version, group }) => {
+                self.older_host(now, vlan, false, version);
                 joins(&mut std::iter::once((IpAddr::V4(group), Some(true))), self)
             }
             Err(mld::Repr::Report { group }) => {
+                self.older_host(now, vlan, true, 2);
                 joins(&mut std::iter::once((IpAddr::V6(group), Some(true))), self)
             }
             Ok(igmp::Repr::Leave { group }) => {
-                self.leave(now, vlan, IpAddr::V4(group), port);
+                // IGMPv1 hosts present: leaves are ignored (RFC 3376 §7.3.2).
+                if self.query_version(vlan, false, now) == Version::V1 {
+                    self.counters.leaves += 1;
+                } else {
+                    self.leave(now, vlan, IpAddr::V4(group), port);
+                }
                 Handling::Routers
             }
             Err(mld::Repr::Done { group }) => {
