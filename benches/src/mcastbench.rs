@@ -26,9 +26,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde::Serialize;
 use serde_json::{Value, json};
+use tunterm::api::client::{Client, block_on};
 use tunterm_core::wire::ether::MacAddr;
 use tunterm_lab::apsim::igmp::data_frame;
-use tunterm_lab::topology::{edge_config, query, query_apsim};
+use tunterm_lab::topology::{edge_config, query_apsim};
 use tunterm_lab::{self as lab, LogDir, Netns, Proc};
 
 /// The VLAN of the bench's clients, group and sender.
@@ -100,8 +101,14 @@ pub struct Row {
     pub mdb_member_ports: Option<usize>,
     /// The edge's tunnel packets sent in the window (`io.tunnel_tx`).
     pub edge_tunnel_tx: u64,
-    /// The same per frame sent (stream).
+    /// stream: the edge's tunnel packets sent per frame sent, queries
+    /// left out (`io.tunnel_tx` − general queries × sessions).
     pub edge_tunnel_tx_per_frame: Option<f64>,
+    /// stream: seconds from the sender's end until the edge's tunnel tx
+    /// and the APs' counts stood still (within the window's figures).
+    pub drain_s: Option<f64>,
+    /// General queries the edge sent in the window (`mcast.counters.queries_out`).
+    pub queries_out: u64,
     /// The edge's trunk frames sent in the window (`io.trunk_tx`).
     pub edge_trunk_tx: u64,
     /// Delta of `mcast.counters.forwarded` (frames the table forwarded).
@@ -120,6 +127,8 @@ pub struct Row {
     pub edge_cpu_pct: f64,
     /// The edge's FDB entries when the window closed.
     pub fdb_entries: usize,
+    /// Why this mode has no figures (the others still ran).
+    pub error: Option<String>,
 }
 
 /// The whole run.
@@ -157,6 +166,13 @@ fn mode_fields(scenario: Scenario, mode: &str) -> anyhow::Result<Vec<(String, Va
         ],
         (_, other) => anyhow::bail!("mode {other:?}: on or off"),
     })
+}
+
+/// tunterm's stats, waiting up to a minute: an edge flooding a stream to
+/// every tunnel answers late, and that is a figure, not a failure.
+fn query(sock: &Path) -> anyhow::Result<Value> {
+    let client = Client::new(sock).with_timeout(Duration::from_secs(60));
+    Ok(serde_json::to_value(block_on(client.stats())?)?)
 }
 
 /// A /proc/<pid>/stat's user + system time, in clock ticks.
@@ -406,8 +422,23 @@ fn run_mode(opts: &Options, mode: &str) -> anyhow::Result<Row> {
             );
             let frame = data_frame(src, opts.group, Some(VLAN), opts.payload);
             row.sent = Some(stream(&lab.up, "t0", &frame, opts.pps, opts.window)?);
-            // The last frames' way through the edge and the APs.
-            std::thread::sleep(Duration::from_millis(500));
+            // An edge that cannot keep up sends its backlog after the
+            // sender stopped: wait until its tunnel tx and the APs' counts
+            // stand still (at most a minute), so both count the same copies.
+            let t1 = Instant::now();
+            let mut last = (u64::MAX, u64::MAX);
+            while t1.elapsed() < Duration::from_secs(60) {
+                std::thread::sleep(Duration::from_millis(1000));
+                let now = (
+                    u64_at(&query(&lab.edge_sock)?, &["io", "tunnel_tx"]),
+                    ap_deltas(&ap0, &query_apsim(&lab.ap_sock)?, "rx_group_frames").0,
+                );
+                if now == last {
+                    break;
+                }
+                last = now;
+            }
+            row.drain_s = Some(t1.elapsed().as_secs_f64());
         }
         Scenario::Garp => {
             let bin = opts.bin_dir.join("tunterm");
@@ -442,6 +473,7 @@ fn run_mode(opts: &Options, mode: &str) -> anyhow::Result<Row> {
     row.edge_trunk_tx = delta(&["io", "trunk_tx"]);
     row.mcast_forwarded = delta(&["mcast", "counters", "forwarded"]);
     row.mcast_pruned_copies = delta(&["mcast", "counters", "pruned_copies"]);
+    row.queries_out = delta(&["mcast", "counters", "queries_out"]);
     row.fdb_entries = edge1["fdb_entries"].as_u64().unwrap_or(0) as usize;
     match opts.scenario {
         Scenario::Stream => {
@@ -458,10 +490,11 @@ fn run_mode(opts: &Options, mode: &str) -> anyhow::Result<Row> {
                     .map(|g| g["ports"].as_array().map_or(0, Vec::len))
                     .sum(),
             );
+            let queries = row.queries_out * row.sessions_up as u64;
             row.edge_tunnel_tx_per_frame = row
                 .sent
                 .filter(|&s| s > 0)
-                .map(|s| row.edge_tunnel_tx as f64 / s as f64);
+                .map(|s| row.edge_tunnel_tx.saturating_sub(queries) as f64 / s as f64);
         }
         Scenario::Garp => {
             row.sessions_up_after = Some(lab::topology::sessions_up(&edge1));
@@ -488,7 +521,15 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
     });
     let mut rows = Vec::new();
     for mode in &opts.modes {
-        rows.push(run_mode(opts, mode).with_context(|| format!("mode {mode}"))?);
+        rows.push(run_mode(opts, mode).unwrap_or_else(|e| {
+            eprintln!("mcastbench: mode {mode}: {e:#}");
+            Row {
+                mode: mode.clone(),
+                aps: opts.aps,
+                error: Some(format!("{e:#}")),
+                ..Row::default()
+            }
+        }));
     }
     Ok(Report {
         scenario: opts.scenario,
@@ -508,7 +549,7 @@ impl Report {
         match self.scenario {
             Scenario::Stream => {
                 out.push_str(&format!(
-                    "{:<5} {:>6} {:>7} {:>8} {:>9} {:>8} {:>10} {:>8} {:>9} {:>10} {:>6}\n",
+                    "{:<5} {:>6} {:>7} {:>8} {:>9} {:>8} {:>10} {:>7} {:>8} {:>9} {:>10} {:>6} {:>7}\n",
                     "snoop",
                     "APs",
                     "up",
@@ -516,14 +557,20 @@ impl Report {
                     "APs got",
                     "copies",
                     "tunnel tx",
+                    "queries",
                     "tx/frame",
                     "forwarded",
                     "pruned",
-                    "cpu %"
+                    "cpu %",
+                    "drain s"
                 ));
                 for r in &self.rows {
+                    if let Some(e) = &r.error {
+                        out.push_str(&format!("{:<5} {:>6} failed: {e}\n", r.mode, r.aps));
+                        continue;
+                    }
                     out.push_str(&format!(
-                        "{:<5} {:>6} {:>7} {:>8} {:>9} {:>8} {:>10} {:>8} {:>9} {:>10} {:>6.1}\n",
+                        "{:<5} {:>6} {:>7} {:>8} {:>9} {:>8} {:>10} {:>7} {:>8} {:>9} {:>10} {:>6.1} {:>7}\n",
                         r.mode,
                         r.aps,
                         r.sessions_up,
@@ -531,10 +578,12 @@ impl Report {
                         opt(r.aps_with_stream),
                         opt(r.copies_received),
                         r.edge_tunnel_tx,
+                        r.queries_out,
                         opt(r.edge_tunnel_tx_per_frame.map(|x| format!("{x:.2}"))),
                         r.mcast_forwarded,
                         r.mcast_pruned_copies,
-                        r.edge_cpu_pct
+                        r.edge_cpu_pct,
+                        opt(r.drain_s.map(|x| format!("{x:.1}")))
                     ));
                 }
             }
@@ -554,6 +603,10 @@ impl Report {
                     "FDB"
                 ));
                 for r in &self.rows {
+                    if let Some(e) = &r.error {
+                        out.push_str(&format!("{:<7} {:>6} failed: {e}\n", r.mode, r.aps));
+                        continue;
+                    }
                     let rate = |n: u64| n as f64 / r.window_s.max(1e-9);
                     out.push_str(&format!(
                         "{:<7} {:>6} {:>7} {:>7} {:>9} {:>9} {:>9} {:>6.1} {:>12.0} {:>10.0} {:>8}\n",

@@ -138,5 +138,9 @@ fn main() -> anyhow::Result<()> {
     std::fs::write(&json, serde_json::to_string_pretty(&report)?)
         .with_context(|| format!("writing {}", json.display()))?;
     println!("\nJSON: {}", json.display());
+    anyhow::ensure!(
+        report.rows.iter().all(|r| r.error.is_none()),
+        "a mode failed (its row says why)"
+    );
     Ok(())
 }
