@@ -123,6 +123,9 @@ pub struct Row {
     pub stats_ms_median: Option<f64>,
     /// garp: `tunterm stats` wall time, max, ms.
     pub stats_ms_max: Option<f64>,
+    /// garp: `tunterm stats` calls that failed (the CLI gives up after
+    /// 10 s without an answer); not in the median and max.
+    pub stats_failed: Option<usize>,
     /// The edge's CPU over the window, % of one core.
     pub edge_cpu_pct: f64,
     /// The edge's FDB entries when the window closed.
@@ -445,6 +448,7 @@ fn run_mode(opts: &Options, mode: &str) -> anyhow::Result<Row> {
             let calls = opts.stats_calls.max(1);
             let gap = opts.window / calls as u32;
             let mut times = Vec::new();
+            let mut failed = 0;
             for i in 0..calls {
                 let at = t0 + gap * i as u32 + gap / 2;
                 if let Some(d) = at.checked_duration_since(Instant::now()) {
@@ -452,7 +456,10 @@ fn run_mode(opts: &Options, mode: &str) -> anyhow::Result<Row> {
                 }
                 match time_stats(&bin, &lab.edge_sock) {
                     Ok(d) => times.push(d),
-                    Err(e) => eprintln!("mcastbench {mode}: {e:#}"),
+                    Err(e) => {
+                        failed += 1;
+                        eprintln!("mcastbench {mode}: {}", format!("{e:#}").trim());
+                    }
                 }
             }
             if let Some(d) = (t0 + opts.window).checked_duration_since(Instant::now()) {
@@ -461,6 +468,7 @@ fn run_mode(opts: &Options, mode: &str) -> anyhow::Result<Row> {
             times.sort();
             row.stats_ms_median = times.get(times.len() / 2).copied().map(ms);
             row.stats_ms_max = times.last().copied().map(ms);
+            row.stats_failed = Some(failed);
         }
     }
     let elapsed = t0.elapsed().as_secs_f64();
@@ -589,7 +597,7 @@ impl Report {
             }
             Scenario::Garp => {
                 out.push_str(&format!(
-                    "{:<7} {:>6} {:>7} {:>7} {:>9} {:>9} {:>9} {:>6} {:>12} {:>10} {:>8}\n",
+                    "{:<7} {:>6} {:>7} {:>7} {:>9} {:>9} {:>9} {:>7} {:>6} {:>12} {:>10} {:>8}\n",
                     "contain",
                     "APs",
                     "up",
@@ -597,6 +605,7 @@ impl Report {
                     "failover",
                     "stats med",
                     "stats max",
+                    "no ans",
                     "cpu %",
                     "tunnel tx/s",
                     "trunk tx/s",
@@ -609,7 +618,7 @@ impl Report {
                     }
                     let rate = |n: u64| n as f64 / r.window_s.max(1e-9);
                     out.push_str(&format!(
-                        "{:<7} {:>6} {:>7} {:>7} {:>9} {:>9} {:>9} {:>6.1} {:>12.0} {:>10.0} {:>8}\n",
+                        "{:<7} {:>6} {:>7} {:>7} {:>9} {:>9} {:>9} {:>7} {:>6.1} {:>12.0} {:>10.0} {:>8}\n",
                         r.mode,
                         r.aps,
                         r.sessions_up,
@@ -617,6 +626,7 @@ impl Report {
                         opt(r.failovers),
                         opt(r.stats_ms_median.map(|x| format!("{x:.1}ms"))),
                         opt(r.stats_ms_max.map(|x| format!("{x:.1}ms"))),
+                        opt(r.stats_failed),
                         r.edge_cpu_pct,
                         rate(r.edge_tunnel_tx),
                         rate(r.edge_trunk_tx),

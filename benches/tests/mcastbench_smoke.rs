@@ -89,6 +89,7 @@ fn garp_keeps_the_tunnels_and_times_stats() {
         assert_eq!(r["sessions_up_after"], 20, "{out}");
         assert_eq!(r["failovers"], 0, "{out}");
         assert!(r["stats_ms_median"].as_f64().is_some(), "{out}");
+        assert_eq!(r["stats_failed"], 0, "{out}");
         // 40 clients learned (and the edge's own addresses).
         assert!(r["fdb_entries"].as_u64().unwrap() >= 40, "{out}");
     }
