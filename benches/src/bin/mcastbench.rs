@@ -88,17 +88,6 @@ fn secs(name: &str, v: f64) -> anyhow::Result<Duration> {
     Duration::try_from_secs_f64(v).map_err(|_| anyhow::anyhow!("--{name} {v}: not a duration"))
 }
 
-/// The directory of this program, or its parent when it runs from
-/// `target/*/deps` (a test).
-fn default_bin_dir() -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let dir = exe.parent().context("no directory")?.to_path_buf();
-    if dir.join("tunterm").exists() {
-        return Ok(dir);
-    }
-    Ok(dir.parent().map_or(dir.clone(), |p| p.to_path_buf()))
-}
-
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let opts = Options {
@@ -117,7 +106,7 @@ fn main() -> anyhow::Result<()> {
         hello_interval: cli.hello_interval,
         bin_dir: match cli.bin_dir {
             Some(d) => d,
-            None => default_bin_dir()?,
+            None => tunterm_benches::default_bin_dir()?,
         },
     };
     anyhow::ensure!(opts.group.is_multicast(), "--group: not a multicast group");
