@@ -11,6 +11,7 @@
 //! of APs run in one process.
 
 pub mod flood;
+pub mod igmp;
 pub mod junk;
 pub mod keepalive;
 
@@ -154,6 +155,10 @@ pub struct SimOptions {
     /// A load generator teaches the edge its clients this way and then
     /// keeps the measured links quiet.
     pub synthetic_bursts: u32,
+    /// A group the first AP's member client joins (an IGMPv3 report when
+    /// the session comes up and on each query for it); every AP counts the
+    /// group's data it receives (`rx_group_frames`).
+    pub join_group: Option<Ipv4Addr>,
     /// Control socket answering `stats`.
     pub control_socket: Option<PathBuf>,
     /// Print one JSON line per event on stdout.
@@ -183,6 +188,10 @@ pub struct ApStatus {
     pub rx_unbridged: u64,
     /// Data messages the endpoint dropped.
     pub rx_dropped: u64,
+    /// Data frames to `--join-group`'s group received from the edge.
+    pub rx_group_frames: u64,
+    /// IGMP reports the member client sent (first AP, `--join-group`).
+    pub igmp_reports: u64,
     /// The data session while it is up: what a load generator needs to
     /// send data messages the edge accepts as this AP's.
     pub session: Option<ApSession>,
@@ -449,6 +458,7 @@ async fn run_ap(
     let mut stopping = false;
     let mut stop_deadline = None;
     let mut synthetic = Synthetic::new(index, &opts);
+    let member = Member::new(index, &opts);
     let mut next_synth = Instant::now() + opts.synthetic_interval;
     let mut buf = vec![0u8; 65_600];
     let mut out = Vec::with_capacity(2048);
@@ -496,6 +506,11 @@ async fn run_ap(
                         s.session_up = true;
                         s.session = info;
                     });
+                    if let Some(report) = member.as_ref().and_then(|m| m.report.as_deref())
+                        && send_frame(&mut ep, &sock, session_id, report, None, &mut out)
+                    {
+                        status(&shared, &spec.name, |s| s.igmp_reports += 1);
+                    }
                 }
                 Event::SessionDown {
                     session_id, reason, ..
@@ -618,6 +633,13 @@ async fn run_ap(
                         s.rx_frames += 1;
                         if !delivered && synthetic.is_none() {
                             s.rx_unbridged += 1;
+                        }
+                        let report = member.as_ref().and_then(|m| m.heard(payload, s));
+                        drop(st);
+                        if let (Some(report), Some(sid)) = (report, session)
+                            && send_frame(&mut ep, &sock, sid, report, None, &mut out)
+                        {
+                            status(&shared, &spec.name, |s| s.igmp_reports += 1);
                         }
                     }
                 }
@@ -766,6 +788,46 @@ impl Synthetic {
     }
 }
 
+/// Address of the member client's reports (`--join-group`).
+pub const MEMBER_IP: Ipv4Addr = Ipv4Addr::new(10, 201, 0, 1);
+
+/// An AP's part in `--join-group`: every AP counts the group's data; the
+/// first one's member client (synthetic client 0's MAC, [`MEMBER_IP`],
+/// the synthetic VLAN) reports the group when its tunnel comes up and
+/// answers every query for it at once.
+struct Member {
+    group: Ipv4Addr,
+    /// The member's report (first AP only).
+    report: Option<Vec<u8>>,
+}
+
+impl Member {
+    fn new(index: u64, opts: &SimOptions) -> Option<Member> {
+        let group = opts.join_group?;
+        let report = (index == 0).then(|| {
+            igmp::report_v3(
+                (synthetic_client_mac(0, 0), MEMBER_IP),
+                group,
+                opts.synthetic_vlan,
+            )
+        });
+        Some(Member { group, report })
+    }
+
+    /// Count `frame` from the edge in `st` if it is the group's data; the
+    /// report to send if it is a query the member answers.
+    fn heard(&self, frame: &[u8], st: &mut ApStatus) -> Option<&[u8]> {
+        match igmp::classify(frame, self.group) {
+            igmp::Heard::Data => {
+                st.rx_group_frames += 1;
+                None
+            }
+            igmp::Heard::Query => self.report.as_deref(),
+            igmp::Heard::Other => None,
+        }
+    }
+}
+
 /// An mGRE AP: frames from its bridges go to the edge in GRE 0x6558 (with
 /// its key, if any); keepalives (Cisco-style, reflected by the edge) every
 /// `hello_interval`; after `hello_retries` unanswered ones the AP moves to
@@ -794,6 +856,7 @@ async fn run_gre_ap(
     let mut next_keepalive = Instant::now();
     let mut started = Instant::now();
     let mut synthetic = Synthetic::new(index, &opts);
+    let member = Member::new(index, &opts);
     let mut next_synth = Instant::now() + opts.synthetic_interval;
     let mut buf = vec![0u8; 65_600];
     let mut out = Vec::with_capacity(2048);
@@ -832,18 +895,30 @@ async fn run_gre_ap(
                                 s.session_up = true;
                                 s.state = "established_with_sessions".into();
                             });
+                            if let Some(report) = member.as_ref().and_then(|m| m.report.as_deref())
+                                && gre_send(&sock, edge, key, report, None, &mut out)
+                            {
+                                status(&shared, &spec.name, |s| s.igmp_reports += 1);
+                            }
                         }
                         continue;
                     }
                     if let Some(frame) = gre_payload(pkt) {
                         last_rx = Some(Instant::now());
                         let delivered = deliver(&bridges, frame, &mut out);
+                        let mut report = None;
                         status(&shared, &spec.name, |s| {
                             s.rx_frames += 1;
                             if !delivered && synthetic.is_none() {
                                 s.rx_unbridged += 1;
                             }
+                            report = member.as_ref().and_then(|m| m.heard(frame, s));
                         });
+                        if let Some(report) = report
+                            && gre_send(&sock, edge, key, report, None, &mut out)
+                        {
+                            status(&shared, &spec.name, |s| s.igmp_reports += 1);
+                        }
                     } else {
                         status(&shared, &spec.name, |s| s.rx_dropped += 1);
                     }

@@ -65,17 +65,6 @@ fn secs(name: &str, v: f64) -> anyhow::Result<Duration> {
     Duration::try_from_secs_f64(v).map_err(|_| anyhow::anyhow!("--{name} {v}: not a duration"))
 }
 
-/// The directory of this program, or its parent when it runs from
-/// `target/*/deps` (a test).
-fn default_bin_dir() -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let dir = exe.parent().context("no directory")?.to_path_buf();
-    if dir.join("tunterm").exists() {
-        return Ok(dir);
-    }
-    Ok(dir.parent().map_or(dir.clone(), |p| p.to_path_buf()))
-}
-
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let work_dir = match cli.work_dir {
@@ -90,7 +79,7 @@ fn main() -> anyhow::Result<()> {
         warmup: secs("warmup", cli.warmup)?,
         bin_dir: match cli.bin_dir {
             Some(d) => d,
-            None => default_bin_dir()?,
+            None => tunterm_benches::default_bin_dir()?,
         },
         work_dir: work_dir.clone(),
         cases: cli

@@ -92,6 +92,11 @@ struct Cli {
     /// clients with a few rounds and then keeps the links quiet.
     #[arg(long, default_value_t = 0)]
     synthetic_bursts: u32,
+    /// IPv4 group the first AP's member client joins (IGMPv3 report on
+    /// session up and on every query, tagged --synthetic-vlan); every AP
+    /// counts the group's data it receives (rx_group_frames in stats).
+    #[arg(long, value_name = "GROUP")]
+    join_group: Option<std::net::Ipv4Addr>,
     /// Control socket answering `stats` with JSON.
     #[arg(long)]
     control_socket: Option<PathBuf>,
@@ -234,6 +239,10 @@ fn main() -> anyhow::Result<()> {
         cli.gre_key.is_none() || matches!(transport, ApTransport::Gre(_)),
         "--gre-key goes with --transport gre"
     );
+    anyhow::ensure!(
+        cli.join_group.is_none_or(|g| g.is_multicast()),
+        "--join-group must be an IPv4 multicast group"
+    );
     for &i in &cli.hosts_order {
         anyhow::ensure!(
             (i as usize) < edges.len(),
@@ -260,6 +269,7 @@ fn main() -> anyhow::Result<()> {
         synthetic_interval: Duration::from_millis(cli.synthetic_interval_ms.max(1)),
         synthetic_dst: cli.synthetic_dst,
         synthetic_bursts: cli.synthetic_bursts,
+        join_group: cli.join_group,
         control_socket: cli.control_socket,
         print_events: cli.events,
     };

@@ -1000,3 +1000,83 @@ fn the_capture_tap_sees_every_copy_and_the_drops() {
     );
     assert_eq!(set.pop(1), None, "{:?}", set.counters(1));
 }
+
+/// An IPv4 packet from `src` to group `dst` with `proto` and `payload`.
+fn ipv4_to_group(src: [u8; 4], dst: [u8; 4], proto: u8, payload: &[u8]) -> Vec<u8> {
+    let mut p = vec![0x45, 0, 0, 0, 0, 0, 0, 0, 1, proto, 0, 0];
+    p[2..4].copy_from_slice(&(20 + payload.len() as u16).to_be_bytes());
+    p.extend_from_slice(&src);
+    p.extend_from_slice(&dst);
+    let ck = internet_checksum(&p);
+    p[10..12].copy_from_slice(&ck.to_be_bytes());
+    p.extend_from_slice(payload);
+    p
+}
+
+#[test]
+fn snooping_as_the_flood_policy_sends_a_group_to_its_members_only() {
+    use crate::proto::mcast::{McastConfig, McastPolicy};
+    let mut bed = Bed::new();
+    let cfg = McastConfig {
+        snoop_vlans: VlanSet::from_ids([10]).unwrap(),
+        static_router_ports: vec![TRUNK],
+        ..McastConfig::default()
+    };
+    let mut fwd = Forwarder::with_policy(ForwardConfig::default(), McastPolicy::new(cfg, bed.now));
+    let mut out = Actions::default();
+    let mut ports = Ports {
+        switch: &mut bed.switch,
+        tunnels: &mut bed.tunnels,
+        relay: None,
+    };
+    let group_mac = [0x01, 0x00, 0x5e, 0x01, 0x02, 0x03];
+    // A (untagged VLAN 10) joins 239.1.2.3 with IGMPv2: the report goes up
+    // the trunk only, not to C (also on VLAN 10).
+    let mut igmp = vec![0x16, 0, 0, 0, 239, 1, 2, 3];
+    let ck = internet_checksum(&igmp);
+    igmp[2..4].copy_from_slice(&ck.to_be_bytes());
+    let report = frame(
+        group_mac,
+        CLIENT,
+        None,
+        0x0800,
+        &ipv4_to_group([10, 0, 0, 2], [239, 1, 2, 3], 2, &igmp),
+    );
+    let _ = fwd.handle(bed.now, A, &report, &mut ports, &mut out, &mut NoTap);
+    let frames: Vec<Owned> = out.iter().map(Owned::from).collect();
+    assert!(
+        frames.iter().all(|o| matches!(o, Owned::Trunk(..))),
+        "{frames:?}"
+    );
+    // The stream from upstream reaches A, not C.
+    let data = frame(
+        group_mac,
+        HOST,
+        Some(10),
+        0x0800,
+        &ipv4_to_group(
+            [192, 0, 2, 9],
+            [239, 1, 2, 3],
+            17,
+            &[0x13, 0x88, 0x13, 0x89, 0, 8, 0, 0],
+        ),
+    );
+    out.clear();
+    let _ = fwd.handle(bed.now, TRUNK, &data, &mut ports, &mut out, &mut NoTap);
+    let to: Vec<PortId> = out
+        .iter()
+        .filter_map(|o| match o {
+            Out::Tunnel { port, .. } => Some(port),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(to, [A]);
+    // A's session goes: its membership with it, and the stream nowhere.
+    // (After the warm-up, when unregistered groups are no longer flooded.)
+    fwd.remove_port(A);
+    out.clear();
+    let later = bed.now + fwd.policy().warm_up();
+    let _ = fwd.handle(later, TRUNK, &data, &mut ports, &mut out, &mut NoTap);
+    assert_eq!(out.len(), 0);
+    assert_eq!(fwd.policy().counters().port_removed, 1);
+}

@@ -15,7 +15,11 @@
 //! - IGMP/MLD reports and leaves: to router ports only; queries: to all.
 //! - Link-local groups (224.0.0.0/24, ff02::1): to all.
 //! - Other groups: member ports and router ports; an unregistered group to
-//!   router ports only, or to all on a VLAN in `flood_unregistered`.
+//!   router ports only, or to all on a VLAN in `flood_unregistered` and
+//!   while the table fills after a start ([`McastPolicy::warm_up`]), and
+//!   on a VLAN where the table refused a join (full), for a membership
+//!   interval after the last refusal: a member the table could not hold
+//!   still gets its group.
 //!
 //! mDNS (224.0.0.251, ff02::fb, UDP 5353) and SSDP (239.255.255.250,
 //! ff02::c, ff05::c, UDP 1900), when their service is configured: to all on
@@ -25,6 +29,15 @@
 //! that wants some source (EXCLUDE, or INCLUDE/ALLOW with sources) and left
 //! by TO_IN({}); BLOCK changes nothing (as the Linux bridge without
 //! source tracking).
+//!
+//! Older hosts (RFC 3376 §7.3.2, RFC 3810 §8.3.2): an IGMPv1 or v2 report
+//! (MLDv1 for IPv6) heard on a VLAN makes its querier send queries of that
+//! version for an older-host-present interval (robustness × query
+//! interval, plus the max response time) after the last one, so the old
+//! hosts answer; while IGMPv1 hosts are present, IGMPv2 leaves are
+//! ignored (a v1 host would not answer the group-specific query, and its
+//! membership would be cut). Per VLAN, not per group: a querier sends one
+//! general query for the VLAN.
 //!
 //! Timers are driven by the caller: [`McastPolicy::handle_timeout`] at
 //! [`McastPolicy::poll_timeout`], then [`McastPolicy::poll_query`] for the
@@ -37,6 +50,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use tunterm_control::VlanSet;
 
@@ -182,6 +196,9 @@ pub struct McastCounters {
     pub ssdp_dropped: u64,
     /// SSDP frames forwarded on an enabled VLAN.
     pub ssdp_forwarded: u64,
+    /// Data frames to groups with no member flooded: on a VLAN in
+    /// `flood_unregistered`, or while the table fills after a start.
+    pub unregistered_flooded: u64,
     /// Queries dropped because the driver's queue was full, or leaves not
     /// followed by group-specific queries (too many pending).
     pub queue_full: u64,
@@ -269,6 +286,25 @@ struct Querier {
     next: Instant,
     startup_left: u8,
     other: Option<(IpAddr, Instant)>,
+    /// Older Version Host Present timers: IGMPv1 hosts (IPv4 only) and
+    /// IGMPv2 / MLDv1 hosts heard until then.
+    v1_hosts: Option<Instant>,
+    v2_hosts: Option<Instant>,
+}
+
+impl Querier {
+    /// The version of this querier's queries at `now`: the configured one,
+    /// down to the oldest host version present.
+    fn version(&self, configured: Version, now: Instant) -> Version {
+        let present = |t: Option<Instant>| t.is_some_and(|t| t > now);
+        if !self.v6 && present(self.v1_hosts) {
+            Version::V1
+        } else if present(self.v2_hosts) {
+            configured.min(Version::V2)
+        } else {
+            configured
+        }
+    }
 }
 
 /// A leave being checked with group-specific queries.
@@ -287,14 +323,20 @@ pub struct McastPolicy<P = FloodAll> {
     cfg: McastConfig,
     timers: QuerierConfig,
     inner: P,
-    groups: HashMap<(u16, IpAddr), Vec<Member>>,
-    per_vlan: HashMap<u16, usize>,
-    routers: HashMap<u16, Vec<Member>>,
+    groups: FxHashMap<(u16, IpAddr), Vec<Member>>,
+    per_vlan: FxHashMap<u16, usize>,
+    routers: FxHashMap<u16, Vec<Member>>,
     queriers: Vec<Querier>,
     leaves: Vec<Leave>,
     out: VecDeque<QueryOut>,
     next_query: Option<Instant>,
     next_sweep: Option<Instant>,
+    /// Until then unregistered groups are flooded: the table is filling
+    /// (a start, a restart that kept the tunnels).
+    warm_until: Instant,
+    /// VLANs where a join was refused (table full), until when: their
+    /// unregistered groups flood, as a member may be behind any port.
+    overflow: FxHashMap<u16, Instant>,
     counters: McastCounters,
     /// Scratch: the narrowed member list handed to `inner`.
     narrowed: Vec<PortId>,
@@ -466,18 +508,21 @@ impl<P: FloodPolicy> McastPolicy<P> {
             cfg: McastConfig::default(),
             timers: QuerierConfig::default(),
             inner,
-            groups: HashMap::new(),
-            per_vlan: HashMap::new(),
-            routers: HashMap::new(),
+            groups: FxHashMap::default(),
+            per_vlan: FxHashMap::default(),
+            routers: FxHashMap::default(),
             queriers: Vec::new(),
             leaves: Vec::new(),
             out: VecDeque::new(),
             next_query: None,
             next_sweep: None,
+            warm_until: now,
+            overflow: FxHashMap::default(),
             counters: McastCounters::default(),
             narrowed: Vec::new(),
         };
         p.reconfigure(cfg, now);
+        p.warm_until = now + p.warm_up();
         p
     }
 
@@ -509,12 +554,26 @@ impl<P: FloodPolicy> McastPolicy<P> {
                         next: now,
                         startup_left: q.robustness,
                         other: None,
+                        v1_hosts: None,
+                        v2_hosts: None,
                     });
                 }
             }
         }
         self.next_query = self.queriers.iter().map(|q| q.next).min();
         self.cfg = cfg;
+    }
+
+    /// How long after a start unregistered groups are flooded: until the
+    /// hosts have answered tunterm's first query (max response time + 1 s),
+    /// or without a querier of its own, for a membership interval (the
+    /// upstream querier's next query comes within it). Streams joined before
+    /// a restart keep flowing meanwhile.
+    pub fn warm_up(&self) -> Duration {
+        match self.cfg.querier {
+            Some(q) => Duration::from_millis(u64::from(q.max_resp) * 100) + SWEEP,
+            None => self.timers.membership_interval(),
+        }
     }
 
     /// Settings.
@@ -582,25 +641,7 @@ impl<P: FloodPolicy> McastPolicy<P> {
     /// `port` is gone (session down, peer removed): its memberships and
     /// router-port state go at once.
     pub fn remove_port(&mut self, port: PortId) {
-        let mut removed = 0;
-        let per_vlan = &mut self.per_vlan;
-        self.groups.retain(|(vlan, _), members| {
-            let before = members.len();
-            members.retain(|m| m.port != port);
-            removed += (before - members.len()) as u64;
-            if members.is_empty() {
-                if let Some(n) = per_vlan.get_mut(vlan) {
-                    *n = n.saturating_sub(1);
-                }
-                return false;
-            }
-            true
-        });
-        self.counters.port_removed += removed;
-        for r in self.routers.values_mut() {
-            r.retain(|m| m.port != port);
-        }
-        self.routers.retain(|_, r| !r.is_empty());
+        self.counters.port_removed += self.retain_members(|m| m.port != port);
         self.leaves.retain(|l| l.port != port);
     }
 
@@ -675,7 +716,8 @@ impl<P: FloodPolicy> McastPolicy<P> {
                 q.other = None;
                 q.startup_left = cfg.robustness;
             }
-            let frame = self.query_frame(q.v6, q.addr, None);
+            let version = q.version(cfg.version, now);
+            let frame = self.query_frame(q.v6, q.addr, None, version);
             if self.push(q.vlan, None, frame) {
                 self.counters.queries_out += 1;
             }
@@ -702,7 +744,8 @@ impl<P: FloodPolicy> McastPolicy<P> {
                 return false;
             }
             let src = self.querier_addr(l.vlan, l.group.is_ipv6());
-            let frame = self.query_frame(l.group.is_ipv6(), src, Some(l.group));
+            let version = self.query_version(l.vlan, l.group.is_ipv6(), now);
+            let frame = self.query_frame(l.group.is_ipv6(), src, Some(l.group), version);
             if self.push(l.vlan, Some(l.port), frame) {
                 self.counters.group_queries_out += 1;
             }
@@ -714,12 +757,21 @@ impl<P: FloodPolicy> McastPolicy<P> {
     }
 
     fn sweep(&mut self, now: Instant) {
-        let mut expired = 0;
+        self.counters.expired += self.retain_members(|m| m.expires > now);
+        self.overflow.retain(|_, t| *t > now);
+        self.next_sweep =
+            (!self.groups.is_empty() || !self.routers.is_empty()).then(|| now + SWEEP);
+    }
+
+    /// Keep the memberships and router ports `keep` says; groups left with
+    /// no member go. Returns the memberships dropped.
+    fn retain_members(&mut self, keep: impl Fn(&Member) -> bool) -> u64 {
+        let mut dropped = 0;
         let per_vlan = &mut self.per_vlan;
         self.groups.retain(|(vlan, _), members| {
             let before = members.len();
-            members.retain(|m| m.expires > now);
-            expired += (before - members.len()) as u64;
+            members.retain(&keep);
+            dropped += (before - members.len()) as u64;
             if members.is_empty() {
                 if let Some(n) = per_vlan.get_mut(vlan) {
                     *n = n.saturating_sub(1);
@@ -728,13 +780,11 @@ impl<P: FloodPolicy> McastPolicy<P> {
             }
             true
         });
-        self.counters.expired += expired;
         for r in self.routers.values_mut() {
-            r.retain(|m| m.expires > now);
+            r.retain(&keep);
         }
         self.routers.retain(|_, r| !r.is_empty());
-        self.next_sweep =
-            (!self.groups.is_empty() || !self.routers.is_empty()).then(|| now + SWEEP);
+        dropped
     }
 
     fn arm_sweep(&mut self, now: Instant) {
@@ -760,6 +810,33 @@ impl<P: FloodPolicy> McastPolicy<P> {
             .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |q| q.addr)
     }
 
+    /// The version of the queries of `vlan`'s querier for the family of
+    /// `v6` at `now` (the configured one without a querier).
+    fn query_version(&self, vlan: u16, v6: bool, now: Instant) -> Version {
+        let configured = self.timers.version;
+        self.queriers
+            .iter()
+            .find(|q| q.vlan == vlan && q.v6 == v6)
+            .map_or(configured, |q| q.version(configured, now))
+    }
+
+    /// A report of an older `version` (1 or 2: IGMPv1, IGMPv2 or MLDv1)
+    /// heard on `vlan`: its querier speaks it for an older-host-present
+    /// interval.
+    fn older_host(&mut self, now: Instant, vlan: u16, v6: bool, version: u8) {
+        let until = now + self.timers.membership_interval();
+        if let Some(q) = self
+            .queriers
+            .iter_mut()
+            .find(|q| q.vlan == vlan && q.v6 == v6)
+        {
+            match version {
+                1 => q.v1_hosts = Some(until),
+                _ => q.v2_hosts = Some(until),
+            }
+        }
+    }
+
     /// Whether tunterm is the querier on `vlan` for the family of `v6`.
     fn is_querier(&self, vlan: u16, v6: bool, now: Instant) -> bool {
         self.queriers
@@ -768,7 +845,13 @@ impl<P: FloodPolicy> McastPolicy<P> {
     }
 
     /// A general (`group` None) or group-specific query from `src`.
-    fn query_frame(&self, v6: bool, src: IpAddr, group: Option<IpAddr>) -> Vec<u8> {
+    fn query_frame(
+        &self,
+        v6: bool,
+        src: IpAddr,
+        group: Option<IpAddr>,
+        version: Version,
+    ) -> Vec<u8> {
         let q = self.timers;
         let mut f = Vec::with_capacity(90);
         if !v6 {
@@ -777,7 +860,7 @@ impl<P: FloodPolicy> McastPolicy<P> {
                 _ => igmp::ALL_SYSTEMS,
             };
             let msg = igmp::Query {
-                version: q.version,
+                version,
                 // A group-specific query asks within the last member interval.
                 max_resp: if group.is_some() { 10 } else { q.max_resp },
                 group: group.map_or(Ipv4Addr::UNSPECIFIED, |g| match g {
@@ -816,7 +899,7 @@ impl<P: FloodPolicy> McastPolicy<P> {
                 IpAddr::V4(_) => link_local(&self.cfg.mac),
             };
             let msg = mld::Query {
-                version: if q.version == Version::V3 {
+                version: if version == Version::V3 {
                     Version::V3
                 } else {
                     Version::V2
@@ -867,6 +950,7 @@ impl<P: FloodPolicy> McastPolicy<P> {
         let n = self.per_vlan.entry(vlan).or_default();
         if *n >= self.cfg.max_groups_per_vlan || self.groups.len() >= self.cfg.max_groups {
             self.counters.table_full += 1;
+            self.overflow.insert(vlan, expires);
             return;
         }
         *n += 1;
@@ -992,14 +1076,21 @@ impl<P: FloodPolicy> McastPolicy<P> {
                 self.heard_query(now, vlan, port, src);
                 Handling::All
             }
-            Ok(igmp::Repr::Report { group, .. }) => {
+            Ok(igmp::Repr::Report { version, group }) => {
+                self.older_host(now, vlan, false, version);
                 joins(&mut std::iter::once((IpAddr::V4(group), Some(true))), self)
             }
             Err(mld::Repr::Report { group }) => {
+                self.older_host(now, vlan, true, 2);
                 joins(&mut std::iter::once((IpAddr::V6(group), Some(true))), self)
             }
             Ok(igmp::Repr::Leave { group }) => {
-                self.leave(now, vlan, IpAddr::V4(group), port);
+                // IGMPv1 hosts present: leaves are ignored (RFC 3376 §7.3.2).
+                if self.query_version(vlan, false, now) == Version::V1 {
+                    self.counters.leaves += 1;
+                } else {
+                    self.leave(now, vlan, IpAddr::V4(group), port);
+                }
                 Handling::Routers
             }
             Err(mld::Repr::Done { group }) => {
@@ -1120,7 +1211,11 @@ impl<P: FloodPolicy> FloodPolicy for McastPolicy<P> {
                     self.counters.forwarded += 1;
                     self.narrowed.extend(m.iter().map(|m| m.port));
                 }
-                None if self.cfg.flood_unregistered.contains(vlan) => {
+                None if self.cfg.flood_unregistered.contains(vlan)
+                    || now < self.warm_until
+                    || self.overflow.get(&vlan).is_some_and(|&t| now < t) =>
+                {
+                    self.counters.unregistered_flooded += 1;
                     return self
                         .inner
                         .flood_ports(now, ingress, vlan, view, frame, members, to);
@@ -1130,7 +1225,9 @@ impl<P: FloodPolicy> FloodPolicy for McastPolicy<P> {
         }
         self.push_routers(vlan, members);
         let copies = self.narrowed.iter().filter(|&&p| p != ingress).count();
-        let all = members.iter().filter(|&&p| p != ingress).count();
+        // The switch took the frame in on a member port of the VLAN: no
+        // walk over thousands of members per frame to count the others.
+        let all = members.len().saturating_sub(1);
         self.counters.pruned_copies += all.saturating_sub(copies) as u64;
         let narrowed = std::mem::take(&mut self.narrowed);
         self.inner

@@ -184,13 +184,24 @@ fn unregistered_groups_go_to_router_ports_or_flood_where_asked() {
     let t0 = Instant::now();
     let mut p = McastPolicy::new(cfg(false), t0);
     let data = udp_to([10, 0, 0, 1], g("239.9.9.9"), 5001);
-    assert_eq!(flood(&mut p, t0, A, &data), [TRUNK]);
-    assert_eq!(flood(&mut p, t0, TRUNK, &data), [] as [PortId; 0]);
+    // While the table fills after a start (no querier: a membership
+    // interval), they flood.
+    assert_eq!(p.warm_up(), Duration::from_secs(260));
+    assert_eq!(flood(&mut p, t0, A, &data), [TRUNK, B, C]);
+    let t1 = t0 + p.warm_up();
+    assert_eq!(flood(&mut p, t1, A, &data), [TRUNK]);
+    assert_eq!(flood(&mut p, t1, TRUNK, &data), [] as [PortId; 0]);
     assert_eq!(p.counters().unregistered, 2);
     let mut c = cfg(false);
     c.flood_unregistered = vlans(&[VLAN]);
-    p.reconfigure(c, t0);
-    assert_eq!(flood(&mut p, t0, A, &data), [TRUNK, B, C]);
+    p.reconfigure(c, t1);
+    assert_eq!(flood(&mut p, t1, A, &data), [TRUNK, B, C]);
+    assert_eq!(p.counters().unregistered_flooded, 2);
+    // With a querier: its max response time and a second.
+    assert_eq!(
+        McastPolicy::new(cfg(true), t0).warm_up(),
+        Duration::from_secs(6)
+    );
 }
 
 #[test]
@@ -436,7 +447,7 @@ fn mld_join_done_and_data() {
         .collect();
     assert_eq!(gsq.len(), 1);
     assert_eq!(&gsq[0].frame[..6], &[0x33, 0x33, 0, 1, 0, 3]);
-    let t1 = t0 + Duration::from_secs(3);
+    let t1 = t0 + p.warm_up();
     p.handle_timeout(t0 + Duration::from_secs(1));
     p.handle_timeout(t1);
     assert_eq!(flood(&mut p, t1, TRUNK, &data), [] as [PortId; 0]);
@@ -457,6 +468,7 @@ fn router_ports_from_queries_pim_and_mrd() {
     let mut c = cfg(false);
     c.static_router_ports.clear();
     let mut p = McastPolicy::new(c, t0);
+    let t0 = t0 + p.warm_up();
     let data = udp_to([10, 0, 0, 1], g("239.9.9.9"), 5001);
     assert_eq!(flood(&mut p, t0, A, &data), [] as [PortId; 0]);
     // A PIM hello from B's side makes it a router port.
@@ -503,7 +515,8 @@ fn mdns_and_ssdp_follow_their_vlans() {
     assert_eq!(p.counters().ssdp_dropped, 1);
     // Another port to the same group is plain data.
     let other = udp_to([10, 0, 0, 1], g("239.255.255.250"), 1901);
-    assert_eq!(flood(&mut p, t0, A, &other), [TRUNK]);
+    let warm = t0 + p.warm_up();
+    assert_eq!(flood(&mut p, warm, A, &other), [TRUNK]);
     // Without the object: normal rules (mDNS is link-local: flooded).
     p.reconfigure(cfg(false), t0);
     assert_eq!(flood_on(&mut p, t0, A, 20, &mdns), [TRUNK, B, C]);
@@ -533,6 +546,22 @@ fn the_table_is_bounded_and_bad_messages_dropped() {
     bad[n - 1] ^= 0xff;
     assert_eq!(flood(&mut p, t0, A, &bad), [] as [PortId; 0]);
     assert_eq!(p.counters().malformed, 1);
+    // The refused group's member still gets it: unregistered groups of
+    // the VLAN flood for a membership interval (after the warm-up here).
+    let t1 = t0 + p.warm_up() - Duration::from_secs(1);
+    let refused = udp_to([198, 51, 100, 1], Ipv4Addr::new(239, 0, 0, 3), 5001);
+    assert_eq!(flood(&mut p, t1, TRUNK, &refused), [A, B, C]);
+    flood(
+        &mut p,
+        t1,
+        A,
+        &v2_report([10, 0, 0, 1], Ipv4Addr::new(239, 0, 0, 3)),
+    );
+    let t2 = t1 + Duration::from_secs(259);
+    assert_eq!(flood(&mut p, t2, TRUNK, &refused), [A, B, C]);
+    let t3 = t1 + Duration::from_secs(261);
+    p.handle_timeout(t3);
+    assert_eq!(flood(&mut p, t3, TRUNK, &refused), [] as [PortId; 0]);
     // Truncated IPv4 / garbage: never a panic.
     for cut in 0..bad.len() {
         let f = &bad[..cut.max(14)];
@@ -554,4 +583,95 @@ fn queries_from_the_host_port_do_not_make_it_a_router_port() {
     p.flood_ports(t0, hp, VLAN, &view, &view_frame, &[TRUNK, A, hp], &mut to);
     assert_eq!(to, [TRUNK, A]);
     assert!(p.snapshot(t0).routers.is_empty());
+}
+
+/// The IGMP version and max response code of a general IPv4 query, or the
+/// MLD version of an IPv6 one.
+fn query_versions(q: &[QueryOut]) -> (Option<(Version, u8)>, Option<Version>) {
+    let mut v4 = None;
+    let mut v6 = None;
+    for q in q.iter().filter(|q| q.to.is_none()) {
+        if q.frame[12..14] == [0x08, 0x00] {
+            if let igmp::Repr::Query { version, .. } =
+                igmp::Repr::parse(&q.frame[14 + 24..]).unwrap()
+            {
+                v4 = Some((version, q.frame[14 + 24 + 1]));
+            }
+        } else {
+            let h = PacketHeaders::from_ethernet_slice(&q.frame).unwrap();
+            let Some(NetHeaders::Ipv6(ip6, _)) = &h.net else {
+                panic!()
+            };
+            let src = Ipv6Addr::from(ip6.source);
+            if let Ok(mld::Repr::Query { version, .. }) =
+                mld::Repr::parse(&src, &mld::ALL_NODES, &q.frame[14 + 48..])
+            {
+                v6 = Some(version);
+            }
+        }
+    }
+    (v4, v6)
+}
+
+#[test]
+fn older_hosts_make_the_querier_speak_their_version() {
+    let t0 = Instant::now();
+    let mut p = McastPolicy::new(cfg(true), t0);
+    let grp = g("239.1.2.3");
+    p.handle_timeout(t0);
+    let (q4, q6) = query_versions(&queries(&mut p));
+    assert_eq!(q4.map(|(v, _)| v), Some(Version::V3));
+    assert_eq!(q6, Some(Version::V3));
+    // An IGMPv2 host: IGMPv2 queries (code = max response time, 5 s); MLD
+    // stays at v2.
+    flood(
+        &mut p,
+        t0 + Duration::from_secs(1),
+        A,
+        &v2_report([10, 0, 0, 1], grp),
+    );
+    p.handle_timeout(t0 + Duration::from_secs(5));
+    let (q4, q6) = query_versions(&queries(&mut p));
+    assert_eq!(q4, Some((Version::V2, 50)));
+    assert_eq!(q6, Some(Version::V3));
+    // An IGMPv1 host: IGMPv1 queries (code 0), and v2 leaves are ignored
+    // (counted) while it is present: no group-specific query, A stays.
+    let v1 = igmp_msg(vec![0x12, 0, 0, 0, 239, 1, 2, 3]);
+    let t1 = t0 + Duration::from_secs(6);
+    flood(&mut p, t1, B, &v4([10, 0, 0, 2], grp, 2, &v1));
+    assert_eq!(p.members(VLAN, grp.into()), [A, B]);
+    p.handle_timeout(t0 + Duration::from_secs(25));
+    let (q4, _) = query_versions(&queries(&mut p));
+    assert_eq!(q4, Some((Version::V1, 0)));
+    let t2 = t0 + Duration::from_secs(26);
+    flood(&mut p, t2, A, &v2_leave([10, 0, 0, 1], grp));
+    p.handle_timeout(t2 + Duration::from_secs(3));
+    assert_eq!(p.counters().leaves, 1);
+    assert_eq!(p.counters().group_queries_out, 0);
+    assert!(queries(&mut p).iter().all(|q| q.to.is_none()));
+    assert_eq!(p.members(VLAN, grp.into()), [A, B]);
+    // An MLDv1 host: MLDv1 queries.
+    let g6: Ipv6Addr = "ff05::1:3".parse().unwrap();
+    let mut report = vec![131, 0, 0, 0, 0, 0, 0, 0];
+    report.extend_from_slice(&g6.octets());
+    flood(
+        &mut p,
+        t2,
+        C,
+        &v6_mld("fe80::9".parse().unwrap(), g6, report),
+    );
+    p.handle_timeout(t0 + Duration::from_secs(45));
+    let (q4, q6) = query_versions(&queries(&mut p));
+    assert_eq!(
+        q4.map(|(v, _)| v),
+        Some(Version::V1),
+        "v1 host present until 51 s"
+    );
+    assert_eq!(q6, Some(Version::V2));
+    // Older host present interval (2 × 20 + 5 s) after the last v1 and v2
+    // reports: IGMPv3 again; the MLDv1 host (26 s + 45 s) is still there.
+    p.handle_timeout(t0 + Duration::from_secs(65));
+    let (q4, q6) = query_versions(&queries(&mut p));
+    assert_eq!(q4.map(|(v, _)| v), Some(Version::V3));
+    assert_eq!(q6, Some(Version::V2));
 }
