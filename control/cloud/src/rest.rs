@@ -22,13 +22,23 @@ use crate::store::{EventFilter, KINDS, TokenStanding};
 use crate::{Cloud, now, uuid};
 
 type S = State<Arc<Cloud>>;
-type Reply = Result<Response, Response>;
+type Reply = Result<Response, ApiError>;
 
-fn err(code: StatusCode, detail: impl std::fmt::Display) -> Response {
-    (code, Json(json!({"detail": detail.to_string()}))).into_response()
+/// An error answer: its status and `{"detail": ..}`.
+#[derive(Debug)]
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({"detail": self.1}))).into_response()
+    }
 }
 
-fn internal(e: anyhow::Error) -> Response {
+fn err(code: StatusCode, detail: impl std::fmt::Display) -> ApiError {
+    ApiError(code, detail.to_string())
+}
+
+fn internal(e: anyhow::Error) -> ApiError {
     tracing::error!(error = %e, "internal error");
     err(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
 }
@@ -100,19 +110,19 @@ async fn operator_auth(State(cloud): S, req: Request, next: Next) -> Response {
         .get(header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok());
     if !cloud.operator_authorized(auth) {
-        return err(StatusCode::UNAUTHORIZED, "authentication required");
+        return err(StatusCode::UNAUTHORIZED, "authentication required").into_response();
     }
     next.run(req).await
 }
 
-fn org_exists(cloud: &Cloud, org_id: &str) -> Result<(), Response> {
+fn org_exists(cloud: &Cloud, org_id: &str) -> Result<(), ApiError> {
     match cloud.store.meta("org_id").map_err(internal)? {
         Some(o) if o == org_id => Ok(()),
         _ => Err(err(StatusCode::NOT_FOUND, "org not found")),
     }
 }
 
-fn kind_ok(kind: &str) -> Result<(), Response> {
+fn kind_ok(kind: &str) -> Result<(), ApiError> {
     if KINDS.contains(&kind) {
         Ok(())
     } else {
@@ -168,7 +178,7 @@ const READ_ONLY: &[&str] = &[
     "mxagent_registered",
 ];
 
-fn body_object(body: Value) -> Result<serde_json::Map<String, Value>, Response> {
+fn body_object(body: Value) -> Result<serde_json::Map<String, Value>, ApiError> {
     match body {
         Value::Object(m) => Ok(m),
         _ => Err(err(
@@ -322,7 +332,7 @@ async fn edge_ws(State(cloud): S, headers: HeaderMap, ws: WebSocketUpgrade) -> R
 }
 
 /// Sends an action to one edge and turns its result into the REST answer.
-async fn act(cloud: &Cloud, mxedge_id: &str, action: Value) -> Result<Value, Response> {
+async fn act(cloud: &Cloud, mxedge_id: &str, action: Value) -> Result<Value, ApiError> {
     match cloud.edges.action(cloud, mxedge_id, action).await {
         Ok(r) if r["ok"] == json!(true) => Ok(r.get("result").cloned().unwrap_or(json!({}))),
         Ok(r) => Err(err(
@@ -345,7 +355,7 @@ async fn act(cloud: &Cloud, mxedge_id: &str, action: Value) -> Result<Value, Res
     }
 }
 
-fn edge_in_org(cloud: &Cloud, org_id: &str, id: &str) -> Result<Value, Response> {
+fn edge_in_org(cloud: &Cloud, org_id: &str, id: &str) -> Result<Value, ApiError> {
     org_exists(cloud, org_id)?;
     cloud
         .store
@@ -754,7 +764,7 @@ async fn capture_stop(State(cloud): S, Path(org_id): Path<String>) -> Reply {
         )
         .await
         {
-            tracing::warn!(mxedge_id = e, status = %r.status(), "capture_stop not confirmed");
+            tracing::warn!(mxedge_id = e, status = %r.0, detail = r.1, "capture_stop not confirmed");
         }
     }
     cloud
