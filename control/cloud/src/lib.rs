@@ -168,6 +168,12 @@ pub fn open(
 ) -> Result<(Arc<Cloud>, Arc<rustls::ServerConfig>, Started)> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
+    // The database holds claim codes: the directory is the owner's only.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("restricting {}", data_dir.display()))?;
+    }
     let tls = tls::TlsFiles::new(data_dir);
     tls.ensure(extra_names)?;
     let server_config = tls.server_config()?;
@@ -218,7 +224,7 @@ pub fn open(
 /// with a claim code.
 fn seed_org(store: &Store) -> Result<String> {
     let org_id = uuid();
-    let t = now().floor();
+    let t = now() as u64;
     let cluster_id = uuid();
     let tunnel_id = uuid();
     let stamp = |mut v: Value| {

@@ -48,12 +48,8 @@ async fn main() -> Result<()> {
     println!("  org_id:          {}", started.org_id);
     println!("  mxedge_id:       {}", started.mxedge_id);
     println!("  claim code:      {}", started.claim_code);
-    println!("Point an agent at it:");
-    println!(
-        "  tunterm-agent --cloud https://{addr} --ca {} --claim-code {}",
-        started.ca_path.display(),
-        started.claim_code
-    );
+    println!("Point an agent at it: cloud URL https://{addr}, the CA above, the claim code above");
+    println!("  (registration: POST https://{addr}/api/v1/edge/register {{\"claim_code\": ..}})");
     println!("Operator REST, e.g.:");
     println!(
         "  curl --cacert {} -H 'Authorization: Token {}' https://{addr}/api/v1/orgs/{}/stats/mxedges",

@@ -199,7 +199,7 @@ async fn create(
     for k in READ_ONLY {
         obj.remove(*k);
     }
-    let t = now().floor();
+    let t = now() as u64;
     obj.insert("id".into(), json!(uuid()));
     obj.insert("org_id".into(), json!(org_id));
     obj.insert("created_time".into(), json!(t));
@@ -237,7 +237,7 @@ async fn update(
             obj.insert(k, v);
         }
     }
-    obj.insert("modified_time".into(), json!(now().floor()));
+    obj.insert("modified_time".into(), json!(now() as u64));
     let obj = Value::Object(obj);
     cloud.store.put(&kind, &obj).map_err(internal)?;
     push_after_change(&cloud, &org_id, &kind, &obj);

@@ -564,6 +564,8 @@ async fn the_org_survives_a_restart() {
     assert_eq!(first.claim_code, second.claim_code);
     assert_eq!(first.operator_token, second.operator_token);
     use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700, "the data directory");
     for f in ["operator-token", "ca.key", "server.key"] {
         let mode = std::fs::metadata(dir.join(f)).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600, "{f}");
