@@ -122,7 +122,8 @@ fn org_exists(cloud: &Cloud, org_id: &str) -> Result<(), ApiError> {
     }
 }
 
-fn kind_ok(kind: &str) -> Result<(), ApiError> {
+fn org_and_kind(cloud: &Cloud, org_id: &str, kind: &str) -> Result<(), ApiError> {
+    org_exists(cloud, org_id)?;
     if KINDS.contains(&kind) {
         Ok(())
     } else {
@@ -154,14 +155,12 @@ fn push_after_change(cloud: &Cloud, org_id: &str, kind: &str, obj: &Value) {
 }
 
 async fn list(State(cloud): S, Path((org_id, kind)): Path<(String, String)>) -> Reply {
-    org_exists(&cloud, &org_id)?;
-    kind_ok(&kind)?;
+    org_and_kind(&cloud, &org_id, &kind)?;
     ok(json!(cloud.store.list(&kind, &org_id).map_err(internal)?))
 }
 
 async fn read(State(cloud): S, Path((org_id, kind, id)): Path<(String, String, String)>) -> Reply {
-    org_exists(&cloud, &org_id)?;
-    kind_ok(&kind)?;
+    org_and_kind(&cloud, &org_id, &kind)?;
     match cloud.store.get(&kind, &org_id, &id).map_err(internal)? {
         Some(v) => ok(v),
         None => Err(err(StatusCode::NOT_FOUND, "not found")),
@@ -178,6 +177,14 @@ const READ_ONLY: &[&str] = &[
     "mxagent_registered",
 ];
 
+/// Stores a created or updated object and pushes the configuration it concerns.
+fn save(cloud: &Cloud, org_id: &str, kind: &str, obj: serde_json::Map<String, Value>) -> Reply {
+    let obj = Value::Object(obj);
+    cloud.store.put(kind, &obj).map_err(internal)?;
+    push_after_change(cloud, org_id, kind, &obj);
+    ok(obj)
+}
+
 fn body_object(body: Value) -> Result<serde_json::Map<String, Value>, ApiError> {
     match body {
         Value::Object(m) => Ok(m),
@@ -193,8 +200,7 @@ async fn create(
     Path((org_id, kind)): Path<(String, String)>,
     Json(body): Json<Value>,
 ) -> Reply {
-    org_exists(&cloud, &org_id)?;
-    kind_ok(&kind)?;
+    org_and_kind(&cloud, &org_id, &kind)?;
     let mut obj = body_object(body)?;
     for k in READ_ONLY {
         obj.remove(*k);
@@ -209,10 +215,7 @@ async fn create(
         obj.insert("tunterm_registered".into(), json!(false));
         obj.insert("mxagent_registered".into(), json!(false));
     }
-    let obj = Value::Object(obj);
-    cloud.store.put(&kind, &obj).map_err(internal)?;
-    push_after_change(&cloud, &org_id, &kind, &obj);
-    ok(obj)
+    save(&cloud, &org_id, &kind, obj)
 }
 
 async fn update(
@@ -220,8 +223,7 @@ async fn update(
     Path((org_id, kind, id)): Path<(String, String, String)>,
     Json(body): Json<Value>,
 ) -> Reply {
-    org_exists(&cloud, &org_id)?;
-    kind_ok(&kind)?;
+    org_and_kind(&cloud, &org_id, &kind)?;
     let Some(Value::Object(mut obj)) = cloud.store.get(&kind, &org_id, &id).map_err(internal)?
     else {
         return Err(err(StatusCode::NOT_FOUND, "not found"));
@@ -238,18 +240,14 @@ async fn update(
         }
     }
     obj.insert("modified_time".into(), json!(now() as u64));
-    let obj = Value::Object(obj);
-    cloud.store.put(&kind, &obj).map_err(internal)?;
-    push_after_change(&cloud, &org_id, &kind, &obj);
-    ok(obj)
+    save(&cloud, &org_id, &kind, obj)
 }
 
 async fn remove(
     State(cloud): S,
     Path((org_id, kind, id)): Path<(String, String, String)>,
 ) -> Reply {
-    org_exists(&cloud, &org_id)?;
-    kind_ok(&kind)?;
+    org_and_kind(&cloud, &org_id, &kind)?;
     let obj = cloud.store.get(&kind, &org_id, &id).map_err(internal)?;
     let Some(obj) = obj else {
         return Err(err(StatusCode::NOT_FOUND, "not found"));

@@ -7,11 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
+
+const POST: Method = Method::POST;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -61,6 +64,16 @@ impl Cloud {
     }
 
     async fn op(&self, method: reqwest::Method, url: &str, body: Option<Value>) -> (u16, Value) {
+        self.spawn_op(method, url.to_string(), body).await.unwrap()
+    }
+
+    /// A REST call running in the background while the test answers as the edge.
+    fn spawn_op(
+        &self,
+        method: reqwest::Method,
+        url: String,
+        body: Option<Value>,
+    ) -> tokio::task::JoinHandle<(u16, Value)> {
         let mut req = self.http.request(method, url).header(
             "Authorization",
             format!("Token {}", self.info.operator_token),
@@ -68,9 +81,11 @@ impl Cloud {
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let r = req.send().await.unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
+        tokio::spawn(async move {
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json().await.unwrap_or(Value::Null))
+        })
     }
 
     async fn get(&self, path: &str) -> Value {
@@ -231,19 +246,7 @@ async fn actions_round_trip_through_the_edge() {
         "mxedges/{}/services/tunterm/disconnect_aps",
         cloud.info.mxedge_id
     ));
-    let op = {
-        let (http, token) = (cloud.http.clone(), cloud.info.operator_token.clone());
-        tokio::spawn(async move {
-            let r = http
-                .post(url)
-                .header("Authorization", format!("Token {token}"))
-                .json(&json!({"macs": ["5c5b353e4eb1"]}))
-                .send()
-                .await
-                .unwrap();
-            (r.status().as_u16(), r.json::<Value>().await.unwrap())
-        })
-    };
+    let op = cloud.spawn_op(POST, url, Some(json!({"macs": ["5c5b353e4eb1"]})));
     let action = recv(&mut ws).await;
     assert_eq!(action["type"], "action");
     assert_eq!(action["action"], "disconnect_aps");
@@ -264,16 +267,7 @@ async fn actions_round_trip_through_the_edge() {
         .unwrap()
         .to_string();
     let url = cloud.org(&format!("mxtunnels/{tunnel}/preempt_aps"));
-    let (http, token) = (cloud.http.clone(), cloud.info.operator_token.clone());
-    let op = tokio::spawn(async move {
-        let r = http
-            .post(url)
-            .header("Authorization", format!("Token {token}"))
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.json::<Value>().await.unwrap())
-    });
+    let op = cloud.spawn_op(POST, url, None);
     let action = recv(&mut ws).await;
     assert_eq!(action["action"], "preempt_aps");
     assert_eq!(action["mxtunnel_id"], tunnel);
@@ -293,16 +287,7 @@ async fn actions_round_trip_through_the_edge() {
         "mxedges/{}/services/tunterm/stop",
         cloud.info.mxedge_id
     ));
-    let (http, token) = (cloud.http.clone(), cloud.info.operator_token.clone());
-    let op = tokio::spawn(async move {
-        let r = http
-            .post(url)
-            .header("Authorization", format!("Token {token}"))
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.json::<Value>().await.unwrap())
-    });
+    let op = cloud.spawn_op(POST, url, None);
     let action = recv(&mut ws).await;
     assert_eq!(
         (&action["action"], &action["name"], &action["op"]),
@@ -466,21 +451,7 @@ async fn capture_start_and_stop_reach_the_edge() {
     let (mut ws, _) = cloud.edge().await;
     let body = json!({"type": "mxedge", "format": "tzsp", "tzsp_host": "192.0.2.9",
         "mxedges": {cloud.info.mxedge_id.clone(): {"interfaces": {"port1": {}}}}});
-    let (url, http, token) = (
-        cloud.org("pcaps/capture"),
-        cloud.http.clone(),
-        cloud.info.operator_token.clone(),
-    );
-    let op = tokio::spawn(async move {
-        let r = http
-            .post(url)
-            .header("Authorization", format!("Token {token}"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.json::<Value>().await.unwrap())
-    });
+    let op = cloud.spawn_op(POST, cloud.org("pcaps/capture"), Some(body));
     let action = recv(&mut ws).await;
     assert_eq!(action["action"], "capture_start");
     assert_eq!(action["capture"]["tzsp_host"], "192.0.2.9");
@@ -497,20 +468,7 @@ async fn capture_start_and_stop_reach_the_edge() {
     assert_eq!(status["enabled"], true);
     assert_eq!(cloud.get("pcaps/capture").await["id"], id);
 
-    let (url, http, token) = (
-        cloud.org("pcaps/capture"),
-        cloud.http.clone(),
-        cloud.info.operator_token.clone(),
-    );
-    let op = tokio::spawn(async move {
-        http.delete(url)
-            .header("Authorization", format!("Token {token}"))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16()
-    });
+    let op = cloud.spawn_op(reqwest::Method::DELETE, cloud.org("pcaps/capture"), None);
     let action = recv(&mut ws).await;
     assert_eq!(action["action"], "capture_stop");
     assert_eq!(action["capture_id"], id);
@@ -519,7 +477,7 @@ async fn capture_start_and_stop_reach_the_edge() {
         json!({"type": "action_result", "id": action["id"], "ok": true}),
     )
     .await;
-    assert_eq!(op.await.unwrap(), 200);
+    assert_eq!(op.await.unwrap().0, 200);
     let (s, _) = cloud
         .op(reqwest::Method::GET, &cloud.org("pcaps/capture"), None)
         .await;
