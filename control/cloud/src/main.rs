@@ -42,6 +42,16 @@ async fn main() -> Result<()> {
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     let addr = listener.local_addr()?;
+    // For scripts and lab tests: what the lines below say, as JSON.
+    let info = serde_json::json!({
+        "url": format!("https://{addr}"),
+        "ca": started.ca_path,
+        "org_id": started.org_id,
+        "mxedge_id": started.mxedge_id,
+        "claim_code": started.claim_code,
+        "operator_token_file": data_dir.join("operator-token"),
+    });
+    tunterm_cloud::tls::write_private(&data_dir.join("started.json"), info.to_string().as_bytes())?;
     println!("tunterm-cloud listening on https://{addr}");
     println!("  CA certificate:  {}", started.ca_path.display());
     println!("  operator token:  {}", started.operator_token);

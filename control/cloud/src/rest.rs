@@ -862,3 +862,28 @@ async fn stream_session(cloud: Arc<Cloud>, mut ws: WebSocket) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_epoch_or_relative() {
+        let t = now();
+        assert_eq!(epoch_param(Some(&"1694678225.5".into()), 0.0), 1694678225.5);
+        let day_ago = epoch_param(Some(&"-1d".into()), 0.0);
+        assert!((t - 86400.0 - day_ago).abs() < 5.0);
+        let two_hours = epoch_param(Some(&"-2h".into()), 0.0);
+        assert!((t - 7200.0 - two_hours).abs() < 5.0);
+        assert_eq!(epoch_param(Some(&"soon".into()), 7.0), 7.0);
+        assert_eq!(epoch_param(None, 7.0), 7.0);
+    }
+
+    #[test]
+    fn claim_codes_look_like_magic_and_differ() {
+        let (a, b) = (claim_code(), claim_code());
+        assert_eq!(a.len(), 32);
+        assert!(a.chars().all(|c| c.is_ascii_alphanumeric()));
+        assert_ne!(a, b);
+    }
+}

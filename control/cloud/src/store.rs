@@ -324,3 +324,60 @@ pub struct EventFilter {
     /// At most this many.
     pub limit: i64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn events_stay_bounded_and_come_newest_first() {
+        let store = Store::open(Path::new(":memory:")).unwrap();
+        let mut dropped = 0;
+        for i in 0..MAX_EVENTS + 5 {
+            let e = json!({"type": "ME_CONFIGURED", "timestamp": 1000.0 + i as f64, "n": i});
+            dropped += store.add_event("org", "edge", &e).unwrap();
+        }
+        assert_eq!(dropped, 5);
+        let all = EventFilter {
+            start: 0.0,
+            end: 1e12,
+            limit: 2 * MAX_EVENTS,
+            ..Default::default()
+        };
+        let events = store.events("org", &all).unwrap();
+        assert_eq!(events.len() as i64, MAX_EVENTS);
+        assert_eq!(events[0]["n"], MAX_EVENTS + 4, "newest first");
+        assert_eq!(events.last().unwrap()["n"], 5, "the oldest five dropped");
+        let other = EventFilter {
+            kind: Some("ME_SERVICE_STOPPED".into()),
+            ..all
+        };
+        assert!(store.events("org", &other).unwrap().is_empty());
+    }
+
+    #[test]
+    fn tokens_are_stored_hashed_and_revocable() {
+        let store = Store::open(Path::new(":memory:")).unwrap();
+        store.add_token("secret-token", "edge-1").unwrap();
+        let raw: i64 = store
+            .db()
+            .query_row(
+                "SELECT count(*) FROM edge_tokens WHERE hash='secret-token'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(raw, 0, "the token itself is not stored");
+        assert_eq!(
+            store.token("secret-token").unwrap(),
+            TokenStanding::Valid("edge-1".into())
+        );
+        assert_eq!(store.token("other").unwrap(), TokenStanding::Unknown);
+        store.revoke_tokens("edge-1").unwrap();
+        assert_eq!(
+            store.token("secret-token").unwrap(),
+            TokenStanding::Unregistered
+        );
+    }
+}
