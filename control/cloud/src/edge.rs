@@ -69,6 +69,25 @@ pub const TUNNEL_ROW_FIELDS: &[&str] = &[
     "sessions",
 ];
 
+/// The seed's `pcap_dict` fields.
+pub const PCAP_DICT_FIELDS: &[&str] = &[
+    "dst_mac",
+    "src_mac",
+    "vlan",
+    "src_ip",
+    "dst_ip",
+    "dst_port",
+    "src_port",
+    "protocol",
+    "mxedge_id",
+    "direction",
+    "timestamp",
+    "length",
+    "lost_messages",
+    "info",
+    "interface",
+];
+
 /// A connected edge.
 struct Session {
     conn: u64,
@@ -283,6 +302,8 @@ pub async fn session(cloud: Arc<Cloud>, mxedge_id: String, org_id: String, mut w
     }
     tracing::info!(mxedge_id, "edge connected");
     publish_status(&cloud, &org_id, &mxedge_id, "connected");
+    // Only what the edge sends keeps the session alive.
+    let mut deadline = tokio::time::Instant::now() + IDLE_TIMEOUT;
     loop {
         tokio::select! {
             out = rx.recv() => {
@@ -292,7 +313,8 @@ pub async fn session(cloud: Arc<Cloud>, mxedge_id: String, org_id: String, mut w
                     break;
                 }
             }
-            inbound = tokio::time::timeout(IDLE_TIMEOUT, ws.recv()) => {
+            inbound = tokio::time::timeout_at(deadline, ws.recv()) => {
+                deadline = tokio::time::Instant::now() + IDLE_TIMEOUT;
                 match inbound {
                     Err(_) => {
                         tracing::info!(mxedge_id, "edge silent for 60 s: session dead");
@@ -343,6 +365,9 @@ fn on_message(cloud: &Cloud, mxedge_id: &str, org_id: &str, text: &str) {
     let channel = format!("/orgs/{org_id}/mxedges");
     match msg["type"].as_str().unwrap_or_default() {
         "hello" => {
+            if msg["mxedge_id"].as_str().is_some_and(|id| id != mxedge_id) {
+                tracing::warn!(mxedge_id, claimed = %msg["mxedge_id"], "hello names another mxedge; the token decides");
+            }
             if let Some(s) = cloud.edges.lock().get_mut(mxedge_id) {
                 s.version = msg["version"].as_str().map(str::to_string);
                 s.config_digest = msg["config_digest"].as_str().map(str::to_string);
@@ -441,6 +466,12 @@ fn on_message(cloud: &Cloud, mxedge_id: &str, org_id: &str, text: &str) {
             for k in ["capture_id", "pcap_dict", "pcap_raw"] {
                 data.insert(k.into(), msg[k].clone());
             }
+            check_fields(
+                cloud,
+                "pcap.pcap_dict",
+                &data["pcap_dict"],
+                PCAP_DICT_FIELDS,
+            );
             if let Some(d) = data.get_mut("pcap_dict").and_then(Value::as_object_mut) {
                 d.entry("mxedge_id").or_insert(json!(mxedge_id));
             }
