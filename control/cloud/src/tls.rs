@@ -46,8 +46,13 @@ impl TlsFiles {
         }
         let ca_key = KeyPair::generate().context("generating the CA key")?;
         let mut ca = CertificateParams::new(Vec::<String>::new())?;
-        ca.distinguished_name
-            .push(DnType::CommonName, "tunterm-cloud emulator CA");
+        // A name of its own: a client holding another emulator's CA then
+        // fails with "unknown issuer", not with a bad signature.
+        let tag = crate::store::hex(&rand::random::<[u8; 4]>());
+        ca.distinguished_name.push(
+            DnType::CommonName,
+            format!("tunterm-cloud emulator CA {tag}"),
+        );
         ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let ca_cert = ca.self_signed(&ca_key)?;

@@ -530,3 +530,33 @@ async fn the_org_survives_a_restart() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test]
+async fn a_client_that_does_not_trust_the_ca_fails_tls() {
+    let cloud = start().await;
+    let other = start().await; // another emulator: another CA
+    let http = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&other.ca).unwrap())
+        .build()
+        .unwrap();
+    let e = http
+        .post(format!("{}/api/v1/edge/register", cloud.base))
+        .json(&json!({"claim_code": cloud.info.claim_code}))
+        .send()
+        .await
+        .unwrap_err();
+    let mut chain = format!("{e}");
+    let mut src = std::error::Error::source(&e);
+    while let Some(s) = src {
+        chain.push_str(&format!(": {s}"));
+        src = s.source();
+    }
+    assert!(chain.contains("UnknownIssuer"), "{chain}");
+    // Nothing was registered.
+    let edge = cloud
+        .get(&format!("mxedges/{}", cloud.info.mxedge_id))
+        .await;
+    assert_eq!(edge["tunterm_registered"], false);
+}
