@@ -341,6 +341,9 @@ async fn stats_events_and_the_stream() {
     assert_eq!(connected["data"]["event_type"], "status");
     assert_eq!(connected["data"]["detail"]["status"], "connected");
 
+    // An unknown message type is counted, and the session goes on (the
+    // stats after it are taken, in order).
+    send(&mut ws, json!({"type": "no_such_type"})).await;
     send(
         &mut ws,
         json!({"type": "stats",
@@ -387,6 +390,7 @@ async fn stats_events_and_the_stream() {
         .await
         .1;
     assert_eq!(counters["unknown_fields"], 1);
+    assert_eq!(counters["unknown_messages"], 1);
 
     let rows = cloud.get("stats/tunnels/search?ap=5c5b35000010").await;
     assert_eq!(rows["total"], 1);
