@@ -9,9 +9,9 @@ use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
 use super::{
-    CaptureAccepted, CapturePointInfo, CaptureRequest, CaptureSummary, DisconnectReport,
-    DisconnectRequest, Event, FDB_MAX_LIMIT, FdbEntry, FdbPage, FdbQuery, PreemptReport,
-    PreemptRequest, Request, Response, ResponseLine, Stats, VERSION,
+    ApplyConfigRequest, ApplyReport, CaptureAccepted, CapturePointInfo, CaptureRequest,
+    CaptureSummary, DisconnectReport, DisconnectRequest, Event, FDB_MAX_LIMIT, FdbEntry, FdbPage,
+    FdbQuery, PreemptReport, PreemptRequest, Request, Response, ResponseLine, Stats, VERSION,
 };
 
 /// Why a call failed.
@@ -171,6 +171,21 @@ impl Client {
         match self.call(&Request::Preempt(req)).await? {
             Response::Preempt(r) => Ok(r),
             other => Err(unexpected("preempt", &other)),
+        }
+    }
+
+    /// Validate and apply a whole configuration (`persist`: also write it
+    /// to the daemon's `--config` file). A refusal is
+    /// [`ClientError::Daemon`] with `config refused: <path>: <message>`.
+    pub async fn apply_config(
+        &self,
+        config: serde_json::Value,
+        persist: bool,
+    ) -> Result<ApplyReport, ClientError> {
+        let req = Request::ApplyConfig(ApplyConfigRequest { config, persist });
+        match self.call(&req).await? {
+            Response::ApplyConfig(r) => Ok(r),
+            other => Err(unexpected("apply-config", &other)),
         }
     }
 

@@ -13,7 +13,7 @@
 //! broadcast channel; a subscriber that falls behind loses events and is
 //! told how many.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant, SystemTime};
@@ -29,9 +29,10 @@ use tunterm_core::proto::l2tp::CloseReason;
 
 use super::{Dataplane, FdbEntry, Stats};
 use crate::api::{
-    CaptureFormat, CaptureRequest, ControlStats, DisconnectReport, DisconnectRequest, Event,
-    EventKind, FDB_DEFAULT_LIMIT, FDB_MAX_LIMIT, FdbPage, FdbQuery, MAX_REQUEST_LINE,
-    PreemptReport, PreemptRequest, Request, Response, ResponseLine, parse_request,
+    ApplyConfigRequest, ApplyReport, CONFIG_REFUSED, CaptureFormat, CaptureRequest, ControlStats,
+    DisconnectReport, DisconnectRequest, Event, EventKind, FDB_DEFAULT_LIMIT, FDB_MAX_LIMIT,
+    FdbPage, FdbQuery, MAX_REQUEST_LINE, PreemptReport, PreemptRequest, Request, Response,
+    ResponseLine, parse_request,
 };
 use tunterm_core::wire::ether::MacAddr;
 
@@ -58,6 +59,8 @@ pub(super) enum Ask {
     CaptureStart(Box<CaptureRequest>, Option<std::net::SocketAddr>),
     /// The capture's client went.
     CaptureStop(u64),
+    /// A configuration, validated (and written when asked): apply it.
+    ApplyConfig(Box<tunterm_control::EdgeConfig>),
 }
 
 /// The loop's answer: a snapshot, rendered outside the loop.
@@ -69,6 +72,7 @@ pub(super) enum Answer {
     Preempt(Result<PreemptReport, String>),
     CapturePoints(Vec<crate::api::CapturePointInfo>),
     CaptureStarted(Result<super::capture::Stream, String>),
+    Applied(ApplyReport),
     Done,
 }
 
@@ -170,6 +174,8 @@ struct Shared {
     jobs: mpsc::Sender<Job>,
     events: broadcast::Sender<Event>,
     counters: Arc<Counters>,
+    /// The `--config` file `apply-config` writes when asked to persist.
+    config_file: Option<PathBuf>,
 }
 
 /// The loop's side of the control socket: the event publisher, the
@@ -305,6 +311,7 @@ fn group_id(name: &str) -> anyhow::Result<u32> {
 pub(super) fn serve(
     listener: UnixListener,
     config_digest: String,
+    config_file: Option<PathBuf>,
 ) -> (Control, mpsc::Receiver<Job>) {
     let (jobs, jobs_rx) = mpsc::channel(MAX_CONNECTIONS);
     let (events, _) = broadcast::channel(EVENT_QUEUE);
@@ -313,6 +320,7 @@ pub(super) fn serve(
         jobs,
         events: events.clone(),
         counters: counters.clone(),
+        config_file,
     });
     tokio::spawn(accept_loop(listener, shared));
     (
@@ -476,6 +484,7 @@ async fn serve_connection(stream: UnixStream, shared: Arc<Shared>) {
 /// Ask the loop, then render its answer outside it.
 async fn answer(req: Request, shared: &Shared) -> Vec<u8> {
     let c = &*shared.counters;
+    let mut persisted = None;
     let (ask, fdb) = match req {
         Request::Stats => (Ask::Stats, None),
         Request::Fdb(q) => match FdbFilter::parse(&q) {
@@ -491,6 +500,16 @@ async fn answer(req: Request, shared: &Shared) -> Vec<u8> {
         Request::DisconnectAps(r) => (Ask::Disconnect(r), None),
         Request::Preempt(r) => (Ask::Preempt(r), None),
         Request::CapturePoints => (Ask::CapturePoints, None),
+        Request::ApplyConfig(r) => match prepare_config(r, shared.config_file.clone()).await {
+            Ok((cfg, file)) => {
+                persisted = file;
+                (Ask::ApplyConfig(cfg), None)
+            }
+            Err(e) => {
+                bump(&c.bad_requests);
+                return ResponseLine::error(e).to_line();
+            }
+        },
         Request::Subscribe | Request::Capture(_) => {
             unreachable!("subscriptions and captures are served apart")
         }
@@ -516,6 +535,10 @@ async fn answer(req: Request, shared: &Shared) -> Vec<u8> {
                 return ResponseLine::error(e).to_line();
             }
             Answer::CapturePoints(p) => Response::CapturePoints(p),
+            Answer::Applied(mut r) => {
+                r.persisted = persisted;
+                Response::ApplyConfig(r)
+            }
             Answer::CaptureStarted(_) | Answer::Done => {
                 return ResponseLine::error("unexpected answer").to_line();
             }
@@ -525,6 +548,73 @@ async fn answer(req: Request, shared: &Shared) -> Vec<u8> {
     tokio::task::spawn_blocking(render)
         .await
         .unwrap_or_else(|e| ResponseLine::error(format!("rendering the answer: {e}")).to_line())
+}
+
+/// Validate an `apply-config`'s configuration (beside the loop) and, when
+/// asked, write it to the configuration file first: a refusal or a failed
+/// write changes nothing.
+async fn prepare_config(
+    req: ApplyConfigRequest,
+    file: Option<PathBuf>,
+) -> Result<(Box<tunterm_control::EdgeConfig>, Option<String>), String> {
+    let work = move || {
+        let text = serde_json::to_string_pretty(&req.config).map_err(|e| e.to_string())?;
+        let cfg = tunterm_control::load_str(&text).map_err(|e| format!("{CONFIG_REFUSED}{e}"))?;
+        if !req.persist {
+            return Ok((Box::new(cfg), None));
+        }
+        let Some(file) = file else {
+            return Err(
+                "persist: the daemon runs without --config (the embedded lab \
+                        configuration): nothing to write; nothing changed"
+                    .to_string(),
+            );
+        };
+        write_atomically(&file, format!("{text}\n").as_bytes()).map_err(|e| {
+            format!(
+                "persist: writing {}: {e:#}; nothing changed",
+                file.display()
+            )
+        })?;
+        Ok((Box::new(cfg), Some(file.display().to_string())))
+    };
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|e| Err(format!("apply-config: {e}")))
+}
+
+/// Replace `path` with `bytes` so that a reader (or a crash) sees the old
+/// file or the new one, never a part: a temporary file beside it, fsync,
+/// rename, fsync of the directory. The file keeps its permissions.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path.file_name().context("no file name")?.to_string_lossy();
+    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    let mode = std::fs::metadata(path).map_or(0o600, |m| m.permissions().mode() & 0o7777);
+    let written = (|| -> anyhow::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)
+            .with_context(|| format!("creating {}", tmp.display()))?;
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path).with_context(|| format!("renaming onto {}", path.display()))?;
+        std::fs::File::open(dir)?.sync_all()?;
+        Ok(())
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// One page of `entries`, ordered by VLAN and MAC.
@@ -713,6 +803,7 @@ impl Dataplane {
                 self.captures.stop(id);
                 Answer::Done
             }
+            Ask::ApplyConfig(cfg) => Answer::Applied(self.apply_config(*cfg)),
         };
         if matches!(answer, Answer::Disconnect(_) | Answer::Preempt(_)) {
             self.flush_control();
@@ -829,7 +920,7 @@ mod tests {
             .build()
             .unwrap();
         rt.block_on(async {
-            let (control, mut jobs) = serve(bind(&path, None).unwrap(), "sha256:0".into());
+            let (control, mut jobs) = serve(bind(&path, None).unwrap(), "sha256:0".into(), None);
             tokio::spawn(async move {
                 let table: Vec<_> = (0..5u8)
                     .map(|i| {
@@ -851,6 +942,10 @@ mod tests {
                         ),
                         Ask::Disconnect(_) => Answer::Disconnect(Err("give macs".into())),
                         Ask::Preempt(_) => Answer::Preempt(Ok(PreemptReport::default())),
+                        Ask::ApplyConfig(cfg) => Answer::Applied(ApplyReport {
+                            config_digest: crate::api::config_digest(&cfg.raw),
+                            ..ApplyReport::default()
+                        }),
                         Ask::Stats
                         | Ask::CapturePoints
                         | Ask::CaptureStart(..)
@@ -893,6 +988,26 @@ mod tests {
                 .await
                 .unwrap_err();
             assert!(e.to_string().contains("expected trunk"), "{e}");
+
+            // apply-config: refused with the field's path before the loop
+            // sees it; persisting needs a --config file; a good one is
+            // applied (digest of the configuration sent).
+            let mut cfg: serde_json::Value =
+                serde_json::from_str(tunterm_control::LAB_DEFAULT).unwrap();
+            cfg["mxtunnels"][0]["hello_interval"] = serde_json::json!(0.1);
+            let e = client.apply_config(cfg.clone(), false).await.unwrap_err();
+            assert!(
+                e.to_string()
+                    .starts_with("config refused: mxtunnels[0].hello_interval"),
+                "{e}"
+            );
+            cfg["mxtunnels"][0]["hello_interval"] = serde_json::json!(10);
+            let e = client.apply_config(cfg.clone(), true).await.unwrap_err();
+            assert!(e.to_string().contains("without --config"), "{e}");
+            let r = client.apply_config(cfg.clone(), false).await.unwrap();
+            let want = tunterm_control::load_str(&cfg.to_string()).unwrap();
+            assert_eq!(r.config_digest, crate::api::config_digest(&want.raw));
+            assert_eq!(r.persisted, None);
 
             // Raw lines: a wrong version, then a line over the cap.
             let raw = |req: Vec<u8>| {
@@ -954,8 +1069,31 @@ mod tests {
             }
             assert_eq!(client.fdb(&FdbQuery::default()).await.unwrap().total, 5);
             let st = control.stats();
-            assert_eq!((st.refused_busy, st.bad_requests), (1, 2));
+            // Two bad ones above, two refused configurations.
+            assert_eq!((st.refused_busy, st.bad_requests), (1, 4));
         });
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_file_is_replaced_whole_and_keeps_its_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("tunterm-atomic-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("edge.json");
+        write_atomically(&file, b"one").unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&file), 0o600, "a new file is private");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
+        write_atomically(&file, b"two").unwrap();
+        assert_eq!(std::fs::read(&file).unwrap(), b"two");
+        assert_eq!(mode(&file), 0o640);
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            1,
+            "no temporary left"
+        );
+        assert!(write_atomically(&dir.join("no/such/dir/x"), b"x").is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
