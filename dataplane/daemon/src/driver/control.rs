@@ -570,7 +570,7 @@ async fn prepare_config(
                     .to_string(),
             );
         };
-        write_atomically(&file, format!("{text}\n").as_bytes()).map_err(|e| {
+        tunterm_control::write_atomically(&file, format!("{text}\n").as_bytes()).map_err(|e| {
             format!(
                 "persist: writing {}: {e:#}; nothing changed",
                 file.display()
@@ -581,40 +581,6 @@ async fn prepare_config(
     tokio::task::spawn_blocking(work)
         .await
         .unwrap_or_else(|e| Err(format!("apply-config: {e}")))
-}
-
-/// Replace `path` with `bytes` so that a reader (or a crash) sees the old
-/// file or the new one, never a part: a temporary file beside it, fsync,
-/// rename, fsync of the directory. The file keeps its permissions.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let name = path.file_name().context("no file name")?.to_string_lossy();
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    let mode = std::fs::metadata(path).map_or(0o600, |m| m.permissions().mode() & 0o7777);
-    let written = (|| -> anyhow::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)
-            .with_context(|| format!("creating {}", tmp.display()))?;
-        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path).with_context(|| format!("renaming onto {}", path.display()))?;
-        std::fs::File::open(dir)?.sync_all()?;
-        Ok(())
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written
 }
 
 /// One page of `entries`, ordered by VLAN and MAC.
@@ -1072,28 +1038,6 @@ mod tests {
             // Two bad ones above, two refused configurations.
             assert_eq!((st.refused_busy, st.bad_requests), (1, 4));
         });
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn a_file_is_replaced_whole_and_keeps_its_mode() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = std::env::temp_dir().join(format!("tunterm-atomic-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("edge.json");
-        write_atomically(&file, b"one").unwrap();
-        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode(&file), 0o600, "a new file is private");
-        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
-        write_atomically(&file, b"two").unwrap();
-        assert_eq!(std::fs::read(&file).unwrap(), b"two");
-        assert_eq!(mode(&file), 0o640);
-        assert_eq!(
-            std::fs::read_dir(&dir).unwrap().count(),
-            1,
-            "no temporary left"
-        );
-        assert!(write_atomically(&dir.join("no/such/dir/x"), b"x").is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
