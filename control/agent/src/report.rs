@@ -56,9 +56,6 @@ pub fn mxedge_stats(ids: &Ids, daemon: Option<&Stats>, agent_uptime: u64) -> Val
         None => json!({"running": false}),
     };
     json!({
-        "id": ids.mxedge_id,
-        "org_id": ids.org_id,
-        "mxcluster_id": ids.mxcluster_id,
         "uptime": uptime,
         "last_seen": now(),
         "cpu_stat": {"load_avg": load},
@@ -149,4 +146,58 @@ pub fn daemon_event(ids: &Ids, e: &Event) -> Option<Value> {
         }
     };
     Some(event(ids, kind, e.time, extra))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_and_stats_carry_the_seeds_names() {
+        let ids = Ids {
+            mxedge_id: "e".into(),
+            org_id: "o".into(),
+            mxcluster_id: Some("c".into()),
+            mxtunnel_id: None,
+        };
+        let e = daemon_event(
+            &ids,
+            &Event {
+                time: 5.5,
+                kind: EventKind::TunnelUp {
+                    tunnel_id: 1,
+                    peer: "10.99.0.2:1701".into(),
+                    ap: "ap1".into(),
+                },
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            e,
+            json!({"type": "TT_TUNNEL_UP", "timestamp": 5.5, "mxedge_id": "e", "org_id": "o",
+                   "mxcluster_id": "c", "ap": "ap1", "remote": "10.99.0.2:1701"})
+        );
+        let lagged = Event {
+            time: 1.0,
+            kind: EventKind::Lagged { missed: 3 },
+        };
+        assert_eq!(daemon_event(&ids, &lagged), None);
+        let s = mxedge_stats(&ids, None, 7);
+        for k in [
+            "uptime",
+            "cpu_stat",
+            "memory_stat",
+            "service_stat",
+            "tunterm_stat",
+            "num_tunnels",
+            "versions",
+        ] {
+            assert!(s.get(k).is_some(), "{k}: {s}");
+        }
+        assert_eq!(s["service_stat"]["tunterm"]["running"], false);
+        assert!(
+            s.get("id").is_none(),
+            "not a field of the seed's stats object"
+        );
+    }
 }
