@@ -26,7 +26,7 @@ fn now() -> f64 {
 
 /// The `stats/mxedges` object from the daemon's stats (`None`: the daemon
 /// does not answer — service_stat says so).
-pub fn mxedge_stats(ids: &Ids, daemon: Option<&Stats>, agent_uptime: u64) -> Value {
+pub fn mxedge_stats(daemon: Option<&Stats>, agent_uptime: u64) -> Value {
     let mem = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
     let kb = |k: &str| {
         mem.lines()
@@ -182,7 +182,7 @@ mod tests {
             kind: EventKind::Lagged { missed: 3 },
         };
         assert_eq!(daemon_event(&ids, &lagged), None);
-        let s = mxedge_stats(&ids, None, 7);
+        let s = mxedge_stats(None, 7);
         for k in [
             "uptime",
             "cpu_stat",

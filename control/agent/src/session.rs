@@ -191,7 +191,7 @@ impl Agent {
         let up = self.started.elapsed().as_secs();
         json!({
             "type": "stats",
-            "mxedge": report::mxedge_stats(&ids, daemon.as_ref(), up),
+            "mxedge": report::mxedge_stats(daemon.as_ref(), up),
             "tunnels": daemon.as_ref().map(|d| report::tunnel_rows(&ids, d)).unwrap_or_default(),
         })
     }
