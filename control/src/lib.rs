@@ -13,9 +13,11 @@
 #![warn(missing_docs)]
 
 pub mod config;
+mod fsutil;
 pub mod hosts;
 pub mod mac;
 pub mod vlan;
 
 pub use config::*;
+pub use fsutil::write_atomically;
 pub use vlan::VlanSet;

@@ -507,3 +507,95 @@ fn stats_latency_at_scale() {
         c.loop_us_last, c.loop_us_max
     );
 }
+
+/// `apply-config` (issue 16): a VLAN added to the mxtunnel while its
+/// tunnels are up reaches the running sessions — the tunnels stay, pings
+/// on the other VLAN lose nothing meanwhile, and c5 (tag 99, refused until
+/// then) reaches its upstream host; a bad configuration is refused with its
+/// JSON path and changes nothing; `persist` writes the file.
+#[test]
+fn apply_config_adds_a_vlan_to_a_running_tunnel() {
+    let lab = Lab::start(Options::new("ctlapply", bins())).unwrap();
+    let sock = lab.edge_socket().to_path_buf();
+    let client = Client::new(&sock);
+    let file = lab.dir.join("edge.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let before = health(&lab);
+    let digest_before = block_on(client.stats()).unwrap().config_digest;
+    assert_eq!(
+        lab::ping(lab.client("c5"), "192.168.99.1", 2)
+            .unwrap()
+            .received,
+        0,
+        "VLAN 99 is not the tunnel's yet"
+    );
+
+    // Refused: the path of the bad field, nothing changed.
+    let mut bad = cfg.clone();
+    bad["mxtunnels"][0]["hello_interval"] = serde_json::json!(0.1);
+    bad["mxtunnels"][0]["vlan_ids"] = serde_json::json!([10, 20, 99]);
+    let e = block_on(client.apply_config(bad, true))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with(tunterm::api::CONFIG_REFUSED) && e.contains("mxtunnels[0].hello_interval"),
+        "{e}"
+    );
+    assert_eq!(
+        block_on(client.stats()).unwrap().config_digest,
+        digest_before
+    );
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&file).unwrap())
+            .unwrap(),
+        cfg,
+        "a refused configuration is not written"
+    );
+
+    // Pings on VLAN 10 throughout the change.
+    let c1 = lab.client("c1");
+    let (report, during) = std::thread::scope(|s| {
+        let pinger = s.spawn(|| lab::ping(c1, "192.168.10.1", 20).unwrap());
+        std::thread::sleep(Duration::from_millis(1500));
+        cfg["mxtunnels"][0]["vlan_ids"] = serde_json::json!([10, 20, 99]);
+        let report = block_on(client.apply_config(cfg.clone(), true)).unwrap();
+        (report, pinger.join().unwrap())
+    });
+    assert!(
+        report.applied.iter().any(|a| a.contains("vlan_ids")),
+        "{report:?}"
+    );
+    assert!(report.needs_restart.is_empty(), "{report:?}");
+    assert_eq!(report.persisted.as_deref(), Some(&*file.to_string_lossy()));
+    let written = tunterm_control::load_file(&file).unwrap();
+    assert_eq!(written.tunnels[0].vlans.to_string(), "10,20,99");
+    assert_eq!(
+        report.config_digest,
+        tunterm::api::config_digest(&written.raw)
+    );
+    assert_eq!(
+        block_on(client.stats()).unwrap().config_digest,
+        report.config_digest
+    );
+    assert_eq!(
+        (during.sent, during.received),
+        (20, 20),
+        "pings on VLAN 10 during the change\n{}",
+        lab.logs()
+    );
+    let c5 = lab::ping(lab.client("c5"), "192.168.99.1", 3).unwrap();
+    assert!(c5.received >= 2, "{c5:?}\n{}", lab.logs());
+    unaffected(&lab, &before, "apply-config");
+    // The CLI says the same of the same file: nothing more to apply.
+    let out = std::process::Command::new(bins().tunterm)
+        .args(["apply-config", "--control-socket"])
+        .arg(&sock)
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["config_digest"], report.config_digest.as_str());
+    assert_eq!(doc["applied"], serde_json::json!([]));
+}

@@ -241,7 +241,7 @@ fn seed_org(store: &Store) -> Result<String> {
     store.put(
         "mxtunnels",
         &stamp(
-            json!({"id": tunnel_id, "name": "tunnel-1", "protocol": "l2tpv3",
+            json!({"id": tunnel_id, "name": "tunnel-1", "protocol": "udp",
             "mxcluster_ids": [cluster_id], "vlan_ids": [10, 20]}),
         ),
     )?;

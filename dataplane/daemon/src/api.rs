@@ -88,6 +88,9 @@ pub enum Request {
     /// file's bytes until a limit ends it, or (TZSP) a summary line when it
     /// ends. Closing the connection ends it.
     Capture(CaptureRequest),
+    /// Validate a whole configuration and apply it the way a reload
+    /// (SIGHUP) does; optionally write it to the configuration file.
+    ApplyConfig(ApplyConfigRequest),
 }
 
 impl Request {
@@ -102,6 +105,7 @@ impl Request {
             Request::Subscribe => "subscribe",
             Request::CapturePoints => "capture-points",
             Request::Capture(_) => "capture",
+            Request::ApplyConfig(_) => "apply-config",
         }
     }
 }
@@ -173,6 +177,8 @@ pub enum Response {
     Capture(CaptureAccepted),
     /// A TZSP capture ended (the last line of its connection).
     CaptureEnded(CaptureSummary),
+    /// To [`Request::ApplyConfig`]: what changed and what waits for a restart.
+    ApplyConfig(ApplyReport),
 }
 
 impl Response {
@@ -188,6 +194,7 @@ impl Response {
             Response::CapturePoints(_) => "capture-points",
             Response::Capture(_) => "capture",
             Response::CaptureEnded(_) => "capture-ended",
+            Response::ApplyConfig(_) => "apply-config",
         }
     }
 }
@@ -296,12 +303,47 @@ pub fn parse_request(line: &[u8]) -> Result<Request, String> {
     }
     if !map.contains_key("type") {
         return Err(
-            r#"request: no "type" (stats, fdb, clients, disconnect-aps, preempt, subscribe, capture-points, capture)"#
+            r#"request: no "type" (stats, fdb, clients, disconnect-aps, preempt, subscribe, capture-points, capture, apply-config)"#
                 .into(),
         );
     }
     serde_json::from_value(serde_json::Value::Object(map)).map_err(|e| format!("request: {e}"))
 }
+
+/// An `apply-config` request: the whole configuration document, as the
+/// configuration file holds it (`mxedge`, `mxcluster`, `mxtunnels`,
+/// `wlans`, `ports`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplyConfigRequest {
+    /// The configuration.
+    pub config: serde_json::Value,
+    /// Also write it to the daemon's `--config` file (atomically: a
+    /// temporary file, fsync, rename), so a restart runs it too.
+    #[serde(default)]
+    pub persist: bool,
+}
+
+/// What an `apply-config` (or a reload) did. A refused configuration is an
+/// `error` line instead (`config refused: <json path>: <message>`), and
+/// nothing changed.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ApplyReport {
+    /// The digest of the configuration now loaded ([`config_digest`]); the
+    /// stats carry it from now on.
+    pub config_digest: String,
+    /// Changes applied live, each naming its settings.
+    pub applied: Vec<String>,
+    /// Changes the running daemon cannot make live: they take effect at the
+    /// next (hitless) restart; until then the old values run.
+    pub needs_restart: Vec<String>,
+    /// The file the configuration was written to (`persist`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persisted: Option<String>,
+}
+
+/// The prefix of an `apply-config` refusal, before `<path>: <message>`.
+pub const CONFIG_REFUSED: &str = "config refused: ";
 
 /// `num_packets` when a capture gives none (Mist's default).
 pub const CAPTURE_DEFAULT_PACKETS: u64 = 1024;
@@ -627,6 +669,10 @@ mod tests {
                 site_id: Some("s".into()),
             }),
             Request::CapturePoints,
+            Request::ApplyConfig(ApplyConfigRequest {
+                config: serde_json::json!({"mxedge": {"name": "e"}}),
+                persist: true,
+            }),
             Request::Capture(CaptureRequest {
                 points: vec![
                     CapturePoint {

@@ -1279,7 +1279,11 @@ pub async fn run(
         },
     )?;
     let (monitor, mut probe_results) = UpstreamMonitor::new(Instant::now(), &cfg, &opts.monitor);
-    let (control, mut control_jobs) = control::serve(listener, crate::api::config_digest(&cfg.raw));
+    let (control, mut control_jobs) = control::serve(
+        listener,
+        crate::api::config_digest(&cfg.raw),
+        opts.config.clone(),
+    );
     let link_mtu = link_mtu_of(&downstream)?;
     let mut dp = Dataplane {
         name: cfg.name.clone(),

@@ -12,9 +12,10 @@ mod indent;
 pub use indent::write_indented;
 
 use super::{
-    CaptureAccepted, CapturePointInfo, CaptureRequest, CaptureSummary, ClientPage, ClientQuery,
-    DisconnectReport, DisconnectRequest, Event, FDB_MAX_LIMIT, FdbEntry, FdbPage, FdbQuery,
-    PreemptReport, PreemptRequest, Request, Response, ResponseLine, Stats, VERSION,
+    ApplyConfigRequest, ApplyReport, CaptureAccepted, CapturePointInfo, CaptureRequest,
+    CaptureSummary, ClientPage, ClientQuery, DisconnectReport, DisconnectRequest, Event,
+    FDB_MAX_LIMIT, FdbEntry, FdbPage, FdbQuery, PreemptReport, PreemptRequest, Request, Response,
+    ResponseLine, Stats, VERSION,
 };
 
 /// Why a call failed.
@@ -182,6 +183,21 @@ impl Client {
         match self.call(&Request::Preempt(req)).await? {
             Response::Preempt(r) => Ok(r),
             other => Err(unexpected("preempt", &other)),
+        }
+    }
+
+    /// Validate and apply a whole configuration (`persist`: also write it
+    /// to the daemon's `--config` file). A refusal is
+    /// [`ClientError::Daemon`] with `config refused: <path>: <message>`.
+    pub async fn apply_config(
+        &self,
+        config: serde_json::Value,
+        persist: bool,
+    ) -> Result<ApplyReport, ClientError> {
+        let req = Request::ApplyConfig(ApplyConfigRequest { config, persist });
+        match self.call(&req).await? {
+            Response::ApplyConfig(r) => Ok(r),
+            other => Err(unexpected("apply-config", &other)),
         }
     }
 

@@ -222,6 +222,20 @@ enum Cmd {
         #[arg(long, default_value = "/run/tunterm/tunterm.sock")]
         control_socket: PathBuf,
     },
+    /// Apply a whole configuration file to the running daemon without a
+    /// restart (the path SIGHUP takes): validated first (a refusal names
+    /// the field's JSON path and changes nothing). Prints what was applied
+    /// and what waits for a restart (JSON).
+    ApplyConfig {
+        /// The configuration (`-`: standard input).
+        config: PathBuf,
+        /// Also write it to the daemon's --config file (atomically).
+        #[arg(long)]
+        persist: bool,
+        /// Control socket of the daemon.
+        #[arg(long, default_value = "/run/tunterm/tunterm.sock")]
+        control_socket: PathBuf,
+    },
     /// Capture packets at the running edge's capture points: pcapng to a
     /// file, to stdout (`-w - | wireshark -k -i -`) or to one TCP client
     /// (`--listen`, Wireshark's TCP@host:port), or TZSP to a UDP port.
@@ -521,6 +535,22 @@ fn main() -> anyhow::Result<()> {
         } => {
             let req = PreemptRequest { site_id };
             print_json(&rt.block_on(Client::new(&control_socket).preempt(req))?)
+        }
+        Cmd::ApplyConfig {
+            config,
+            persist,
+            control_socket,
+        } => {
+            let text = if config.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin())?
+            } else {
+                std::fs::read_to_string(&config)
+                    .with_context(|| format!("reading {}", config.display()))?
+            };
+            let doc: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("{}: not JSON", config.display()))?;
+            let report = rt.block_on(Client::new(&control_socket).apply_config(doc, persist))?;
+            print_json(&report)
         }
         Cmd::Capture(args) => rt.block_on(capture::run(*args)),
         Cmd::CheckConfig {

@@ -15,7 +15,7 @@
 //! told how many.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -32,9 +32,10 @@ use tunterm_core::proto::l2tp::CloseReason;
 use super::clients::{ClientFilter, client_page};
 use super::{Dataplane, FdbEntry, Stats};
 use crate::api::{
-    CaptureFormat, CaptureRequest, ClientEntry, ControlStats, DisconnectReport, DisconnectRequest,
-    Event, EventKind, FDB_DEFAULT_LIMIT, FDB_MAX_LIMIT, FdbPage, FdbQuery, MAX_REQUEST_LINE,
-    PreemptReport, PreemptRequest, Request, Response, ResponseLine, parse_request,
+    ApplyConfigRequest, ApplyReport, CONFIG_REFUSED, CaptureFormat, CaptureRequest, ClientEntry,
+    ControlStats, DisconnectReport, DisconnectRequest, Event, EventKind, FDB_DEFAULT_LIMIT,
+    FDB_MAX_LIMIT, FdbPage, FdbQuery, MAX_REQUEST_LINE, PreemptReport, PreemptRequest, Request,
+    Response, ResponseLine, parse_request,
 };
 use tunterm_core::wire::ether::MacAddr;
 
@@ -65,6 +66,8 @@ pub(super) enum Ask {
     CaptureStart(Box<CaptureRequest>, Option<std::net::SocketAddr>),
     /// The capture's client went.
     CaptureStop(u64),
+    /// A configuration, validated (and written when asked): apply it.
+    ApplyConfig(Box<tunterm_control::EdgeConfig>),
 }
 
 /// The loop's answer: a snapshot, rendered outside the loop.
@@ -78,6 +81,7 @@ pub(super) enum Answer {
     Preempt(Result<PreemptReport, String>),
     CapturePoints(Vec<crate::api::CapturePointInfo>),
     CaptureStarted(Result<super::capture::Stream, String>),
+    Applied(ApplyReport),
     Done,
 }
 
@@ -182,6 +186,8 @@ struct Shared {
     idle: Idle,
     /// Told each time a connection ends.
     left: Notify,
+    /// The `--config` file `apply-config` writes when asked to persist.
+    config_file: Option<PathBuf>,
 }
 
 /// The connections waiting for a request (none in progress, not
@@ -386,6 +392,7 @@ fn group_id(name: &str) -> anyhow::Result<u32> {
 pub(super) fn serve(
     listener: UnixListener,
     config_digest: String,
+    config_file: Option<PathBuf>,
 ) -> (Control, mpsc::Receiver<Job>) {
     let (jobs, jobs_rx) = mpsc::channel(MAX_CONNECTIONS);
     let (events, _) = broadcast::channel(EVENT_QUEUE);
@@ -396,6 +403,7 @@ pub(super) fn serve(
         counters: counters.clone(),
         idle: Idle::default(),
         left: Notify::new(),
+        config_file,
     });
     tokio::spawn(accept_loop(listener, shared));
     (
@@ -607,6 +615,7 @@ async fn serve_connection(stream: UnixStream, shared: Arc<Shared>, (id, go): (u6
 /// Ask the loop, then render its answer outside it.
 async fn answer(req: Request, shared: &Shared) -> Vec<u8> {
     let c = &*shared.counters;
+    let mut persisted = None;
     let (ask, fdb) = match req {
         Request::Stats => (Ask::Stats, None),
         Request::Fdb(q) => match FdbFilter::parse(&q) {
@@ -632,6 +641,16 @@ async fn answer(req: Request, shared: &Shared) -> Vec<u8> {
         Request::DisconnectAps(r) => (Ask::Disconnect(r), None),
         Request::Preempt(r) => (Ask::Preempt(r), None),
         Request::CapturePoints => (Ask::CapturePoints, None),
+        Request::ApplyConfig(r) => match prepare_config(r, shared.config_file.clone()).await {
+            Ok((cfg, file)) => {
+                persisted = file;
+                (Ask::ApplyConfig(cfg), None)
+            }
+            Err(e) => {
+                bump(&c.bad_requests);
+                return ResponseLine::error(e).to_line();
+            }
+        },
         Request::Subscribe | Request::Capture(_) => {
             unreachable!("subscriptions and captures are served apart")
         }
@@ -661,6 +680,10 @@ async fn answer(req: Request, shared: &Shared) -> Vec<u8> {
                 return ResponseLine::error(e).to_line();
             }
             Answer::CapturePoints(p) => Response::CapturePoints(p),
+            Answer::Applied(mut r) => {
+                r.persisted = persisted;
+                Response::ApplyConfig(r)
+            }
             Answer::CaptureStarted(_) | Answer::Done => {
                 return ResponseLine::error("unexpected answer").to_line();
             }
@@ -670,6 +693,39 @@ async fn answer(req: Request, shared: &Shared) -> Vec<u8> {
     tokio::task::spawn_blocking(render)
         .await
         .unwrap_or_else(|e| ResponseLine::error(format!("rendering the answer: {e}")).to_line())
+}
+
+/// Validate an `apply-config`'s configuration (beside the loop) and, when
+/// asked, write it to the configuration file first: a refusal or a failed
+/// write changes nothing.
+async fn prepare_config(
+    req: ApplyConfigRequest,
+    file: Option<PathBuf>,
+) -> Result<(Box<tunterm_control::EdgeConfig>, Option<String>), String> {
+    let work = move || {
+        let text = serde_json::to_string_pretty(&req.config).map_err(|e| e.to_string())?;
+        let cfg = tunterm_control::load_str(&text).map_err(|e| format!("{CONFIG_REFUSED}{e}"))?;
+        if !req.persist {
+            return Ok((Box::new(cfg), None));
+        }
+        let Some(file) = file else {
+            return Err(
+                "persist: the daemon runs without --config (the embedded lab \
+                        configuration): nothing to write; nothing changed"
+                    .to_string(),
+            );
+        };
+        tunterm_control::write_atomically(&file, format!("{text}\n").as_bytes()).map_err(|e| {
+            format!(
+                "persist: writing {}: {e:#}; nothing changed",
+                file.display()
+            )
+        })?;
+        Ok((Box::new(cfg), Some(file.display().to_string())))
+    };
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|e| Err(format!("apply-config: {e}")))
 }
 
 /// One page of `entries`, ordered by VLAN and MAC.
@@ -859,6 +915,7 @@ impl Dataplane {
                 self.captures.stop(id);
                 Answer::Done
             }
+            Ask::ApplyConfig(cfg) => Answer::Applied(self.apply_config(*cfg)),
         };
         if matches!(answer, Answer::Disconnect(_) | Answer::Preempt(_)) {
             self.flush_control();
@@ -977,7 +1034,7 @@ mod tests {
             .build()
             .unwrap();
         rt.block_on(async {
-            let (control, mut jobs) = serve(bind(&path, None).unwrap(), "sha256:0".into());
+            let (control, mut jobs) = serve(bind(&path, None).unwrap(), "sha256:0".into(), None);
             tokio::spawn(async move {
                 let table: Vec<_> = (0..5u8)
                     .map(|i| {
@@ -1008,6 +1065,10 @@ mod tests {
                             in_progress.push(job.reply);
                             continue;
                         }
+                        Ask::ApplyConfig(cfg) => Answer::Applied(ApplyReport {
+                            config_digest: crate::api::config_digest(&cfg.raw),
+                            ..ApplyReport::default()
+                        }),
                         Ask::CapturePoints
                         | Ask::CaptureStart(..)
                         | Ask::CaptureStop(_)
@@ -1052,6 +1113,26 @@ mod tests {
                 .await
                 .unwrap_err();
             assert!(e.to_string().contains("expected trunk"), "{e}");
+
+            // apply-config: refused with the field's path before the loop
+            // sees it; persisting needs a --config file; a good one is
+            // applied (digest of the configuration sent).
+            let mut cfg: serde_json::Value =
+                serde_json::from_str(tunterm_control::LAB_DEFAULT).unwrap();
+            cfg["mxtunnels"][0]["hello_interval"] = serde_json::json!(0.1);
+            let e = client.apply_config(cfg.clone(), false).await.unwrap_err();
+            assert!(
+                e.to_string()
+                    .starts_with("config refused: mxtunnels[0].hello_interval"),
+                "{e}"
+            );
+            cfg["mxtunnels"][0]["hello_interval"] = serde_json::json!(10);
+            let e = client.apply_config(cfg.clone(), true).await.unwrap_err();
+            assert!(e.to_string().contains("without --config"), "{e}");
+            let r = client.apply_config(cfg.clone(), false).await.unwrap();
+            let want = tunterm_control::load_str(&cfg.to_string()).unwrap();
+            assert_eq!(r.config_digest, crate::api::config_digest(&want.raw));
+            assert_eq!(r.persisted, None);
 
             // Raw lines: a wrong version, then a line over the cap.
             let raw = |req: Vec<u8>| {
@@ -1157,6 +1238,8 @@ mod tests {
                 (st.refused_busy, st.bad_requests, st.idle_evicted),
                 (1, 2, 1)
             );
+            // Two bad ones above, two refused configurations.
+            assert_eq!((st.refused_busy, st.bad_requests), (1, 4));
         });
         std::fs::remove_dir_all(&dir).unwrap();
     }

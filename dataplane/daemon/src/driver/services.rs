@@ -19,11 +19,14 @@ use tracing::{info, warn};
 use tunterm_control::EdgeConfig;
 
 use super::{Dataplane, trunk_port};
+use crate::api::ApplyReport;
 use crate::io::hostport::{HostPort, HostPortCounters, HostPortSpec, Readable, Route, stable_mac};
 use crate::io::netlink::Rtnl;
 use crate::io::tap::Tap;
+use tunterm_core::proto::bridge::PortId;
 use tunterm_core::proto::bridge::{PortConfig, Switch, TRUNK, host_port};
 use tunterm_core::proto::dhcp::{RelayAgent, RelayCounters, VlanRelay};
+use tunterm_core::wire::l2tp::pw;
 
 /// What the configuration asks for.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -113,6 +116,103 @@ pub(super) fn desired(cfg: &EdgeConfig, ip_config_port: bool) -> Desired {
 /// without IP_FREEBIND).
 pub(super) fn is_local(ip: Ipv4Addr) -> bool {
     UdpSocket::bind(SocketAddr::new(IpAddr::V4(ip), 0)).is_ok()
+}
+
+/// How a configuration change is applied.
+#[derive(Debug, Default, PartialEq)]
+struct Plan {
+    /// The mxtunnels are the same tunnels (ids, names, transports, MTUs, in
+    /// the same order): their VLANs and hello settings change live.
+    tunnels_live: bool,
+    applied: Vec<String>,
+    needs_restart: Vec<String>,
+}
+
+/// Sort the differences between `old` and `new` into what the running
+/// daemon changes live and what waits for a restart.
+fn plan(old: &EdgeConfig, new: &EdgeConfig) -> Plan {
+    let mut p = Plan::default();
+    let same_tunnels = old.tunnels.len() == new.tunnels.len()
+        && old.tunnels.iter().zip(&new.tunnels).all(|(a, b)| {
+            (&a.id, &a.name, a.protocol, a.mtu) == (&b.id, &b.name, b.protocol, b.mtu)
+        });
+    p.tunnels_live = same_tunnels;
+    if same_tunnels {
+        for (i, (a, b)) in old.tunnels.iter().zip(&new.tunnels).enumerate() {
+            if a.vlans != b.vlans || a.default_vlan != b.default_vlan {
+                p.applied.push(format!(
+                    "mxtunnel {}: vlan_ids {} -> {} (its sessions carry them now)",
+                    b.name, a.vlans, b.vlans
+                ));
+            }
+            if (a.hello_interval, a.hello_retries) != (b.hello_interval, b.hello_retries) {
+                p.applied.push(format!(
+                    "mxtunnels[{i}] ({}): hello_interval/hello_retries (tunnels set up from now on)",
+                    b.name
+                ));
+            }
+        }
+    } else {
+        p.needs_restart.push(
+            "mxtunnels: tunnels added, removed, reordered, or their id/name/protocol/mtu changed"
+                .into(),
+        );
+    }
+    let mut restart = |changed: bool, what: &str| {
+        if changed {
+            p.needs_restart.push(what.to_string());
+        }
+    };
+    restart(old.mgre != new.mgre, "wlans (mGRE termination)");
+    restart(
+        (old.tunnel_ip, old.tunnel_prefix, old.tunnel_ip6)
+            != (new.tunnel_ip, new.tunnel_prefix, new.tunnel_ip6),
+        "mxedge.tunterm_ip_config (tunnel address; sockets are not rebound live)",
+    );
+    restart(
+        (
+            &old.upstream_interfaces,
+            &old.downstream_interfaces,
+            old.upstream_port_vlan_id,
+        ) != (
+            &new.upstream_interfaces,
+            &new.downstream_interfaces,
+            new.upstream_port_vlan_id,
+        ),
+        "mxedge.tunterm_port_config / ports (interfaces, native VLAN)",
+    );
+    restart(old.ap_subnets != new.ap_subnets, "tunterm_ap_subnets");
+    restart(
+        old.monitoring() != new.monitoring(),
+        "tunterm_monitoring (upstream checks)",
+    );
+    restart(old.name != new.name, "mxedge.name");
+    let services = |c: &EdgeConfig| {
+        (
+            c.vlan_addresses(),
+            c.extra_routes().clone(),
+            c.dhcpd_config().cloned(),
+            c.gateway,
+        )
+    };
+    if old.multicast_config() != new.multicast_config()
+        || old.raw.mxedge.tunterm_igmp_snooping_config
+            != new.raw.mxedge.tunterm_igmp_snooping_config
+    {
+        p.applied.push(
+            "tunterm_multicast_config / tunterm_igmp_snooping_config (snooping, querier, mDNS/SSDP)"
+                .into(),
+        );
+    }
+    if old.raw.mxedge.tunterm_client_config != new.raw.mxedge.tunterm_client_config {
+        p.applied
+            .push("tunterm_client_config (client table, ARP/ND containment, storm control)".into());
+    }
+    if services(old) != services(new) {
+        p.applied
+            .push("host ports, tunterm_extra_routes, tunterm_dhcpd_config (DHCP relay)".into());
+    }
+    p
 }
 
 /// Errors and reloads, for the stats.
@@ -443,34 +543,79 @@ impl Dataplane {
                 return;
             }
         };
-        let old = &self.cfg;
-        if new.tunnels != old.tunnels
-            || new.mgre != old.mgre
-            || new.tunnel_ip != old.tunnel_ip
-            || new.tunnel_ip6 != old.tunnel_ip6
-            || new.upstream_interfaces != old.upstream_interfaces
-            || new.downstream_interfaces != old.downstream_interfaces
-            || new.upstream_port_vlan_id != old.upstream_port_vlan_id
-            || new.ap_subnets != old.ap_subnets
-        {
-            warn!(
-                "reload: changes to tunnels, mGRE, tunterm_ip_config addresses, ports or \
-                 tunterm_ap_subnets need a restart; only host ports, routes and DHCP relay are applied"
-            );
+        let report = self.apply_config(new);
+        info!(file = %path.display(), config_digest = %report.config_digest,
+              applied = ?report.applied, needs_restart = ?report.needs_restart,
+              "configuration reloaded");
+    }
+
+    /// Apply a validated configuration: what can change live does, the
+    /// rest is listed as waiting for a restart (and keeps its old value).
+    /// The one path of SIGHUP and `apply-config`.
+    pub(super) fn apply_config(&mut self, new: EdgeConfig) -> ApplyReport {
+        let plan = plan(&self.cfg, &new);
+        let mut running = new.clone();
+        if !plan.tunnels_live {
+            running.tunnels = self.cfg.tunnels.clone();
         }
-        let want = desired(&new, self.svc.ip_config_port);
-        self.svc.apply(&mut self.switch, &self.cfg, want);
-        self.reconfigure_mcast(&new, Instant::now());
-        self.reconfigure_clients(&new, Instant::now());
+        // What waits for a restart keeps its running value.
+        running.mgre = self.cfg.mgre.clone();
+        running.tunnel_ip = self.cfg.tunnel_ip;
+        running.tunnel_prefix = self.cfg.tunnel_prefix;
+        running.tunnel_ip6 = self.cfg.tunnel_ip6;
+        running.upstream_interfaces = self.cfg.upstream_interfaces.clone();
+        running.downstream_interfaces = self.cfg.downstream_interfaces.clone();
+        running.upstream_port_vlan_id = self.cfg.upstream_port_vlan_id;
+        running.ap_subnets = self.cfg.ap_subnets.clone();
+        if plan.tunnels_live && running.tunnels != self.cfg.tunnels {
+            self.endpoint.set_profiles(super::profiles(&running));
+            self.retag_sessions(&running);
+        }
+        let want = desired(&running, self.svc.ip_config_port);
+        self.svc.apply(&mut self.switch, &running, want);
+        self.reconfigure_mcast(&running, Instant::now());
+        self.reconfigure_clients(&running, Instant::now());
+        self.cfg = running;
+        self.sessions_changed = true;
         self.svc.counters.reloads += 1;
         self.control.config_digest = crate::api::config_digest(&new.raw);
-        info!(file = %path.display(), config_digest = %self.control.config_digest, "configuration reloaded");
         let digest = &self.control.config_digest;
         self.control.emit(|| crate::api::EventKind::Reload {
             ok: true,
             error: None,
             config_digest: digest.clone(),
         });
+        ApplyReport {
+            config_digest: self.control.config_digest.clone(),
+            applied: plan.applied,
+            needs_restart: plan.needs_restart,
+            persisted: None,
+        }
+    }
+
+    /// Give every L2TP session its mxtunnel's VLANs as they are now (the
+    /// tunnel stays up; the session's learnt MACs are relearnt).
+    fn retag_sessions(&mut self, cfg: &EdgeConfig) {
+        let ports: Vec<(u32, PortConfig)> = self
+            .endpoint
+            .sessions()
+            .filter(|s| self.switch.port_config(PortId(s.local_sid)).is_some())
+            .filter_map(|s| {
+                let t = cfg.tunnels.get(s.profile?)?;
+                let untagged_vlan = (s.pw_type == pw::ETHERNET).then_some(t.default_vlan);
+                Some((
+                    s.local_sid,
+                    PortConfig {
+                        vlans: t.vlans.clone(),
+                        untagged_vlan,
+                    },
+                ))
+            })
+            .collect();
+        for (sid, port) in ports {
+            info!(session_id = sid, vlans = %port.vlans, "session VLANs changed");
+            self.switch.add_port(PortId(sid), port);
+        }
     }
 
     fn reload_failed(&mut self, why: &str) {
@@ -611,6 +756,43 @@ mod tests {
         // port for it.
         let d = desired(&cfg, false);
         assert_eq!(d.hosts.keys().copied().collect::<Vec<_>>(), [10, 20]);
+    }
+
+    #[test]
+    fn a_change_is_sorted_into_live_and_restart() {
+        let old = config(serde_json::json!({}));
+        let same = plan(&old, &old);
+        assert!(same.tunnels_live && same.applied.is_empty() && same.needs_restart.is_empty());
+
+        let mut raw: serde_json::Value = serde_json::to_value(&old.raw).unwrap();
+        raw["mxtunnels"][0]["vlan_ids"] = serde_json::json!([10, 99]);
+        raw["mxtunnels"][0]["hello_interval"] = serde_json::json!(5);
+        raw["mxedge"]["tunterm_other_ip_configs"] =
+            serde_json::json!({"10": {"ip": "192.168.10.2", "netmask": "/24"}});
+        let new = tunterm_control::load_str(&raw.to_string()).unwrap();
+        let p = plan(&old, &new);
+        assert!(p.tunnels_live, "{p:?}");
+        assert!(p.needs_restart.is_empty(), "{p:?}");
+        assert!(
+            p.applied[0].contains("vlan_ids 10,20,30-31 -> 10,99"),
+            "{p:?}"
+        );
+        assert!(p.applied[1].contains("hello_interval"), "{p:?}");
+        assert!(p.applied[2].contains("host ports"), "{p:?}");
+
+        // A second tunnel, a new address, other AP subnets: at a restart.
+        let mut other = raw["mxtunnels"][0].clone();
+        other["name"] = "other".into();
+        raw["mxtunnels"].as_array_mut().unwrap().push(other);
+        raw["mxedge"]["tunterm_ip_config"]["ip"] = "10.99.0.9".into();
+        raw["mxcluster"]["tunterm_ap_subnets"] = serde_json::json!(["10.98.0.0/24"]);
+        let new = tunterm_control::load_str(&raw.to_string()).unwrap();
+        let p = plan(&old, &new);
+        assert!(!p.tunnels_live);
+        let restart = p.needs_restart.join("; ");
+        for what in ["mxtunnels", "tunterm_ip_config", "tunterm_ap_subnets"] {
+            assert!(restart.contains(what), "{what}: {restart}");
+        }
     }
 
     #[test]

@@ -1,0 +1,21 @@
+//! `tunterm-agent`: the edge's side of tunterm's edge <-> cloud protocol
+//! (docs: EDGE-PROTOCOL in the repository; tunterm's own protocol, not
+//! Mist's private one). It holds one outbound TLS websocket to the cloud,
+//! applies the configuration the cloud pushes through the daemon's
+//! `apply-config`, and reports stats and events in the Mist API's shapes.
+//! The daemon never waits on it: killing the agent changes nothing in
+//! forwarding.
+//!
+//! Sans-IO parts with unit tests: [`backoff`], [`spool`], [`state`],
+//! [`cloudcfg`], [`report`]; the I/O: [`tls`], [`register`], [`session`].
+
+#![warn(missing_docs)]
+
+pub mod backoff;
+pub mod cloudcfg;
+pub mod register;
+pub mod report;
+pub mod session;
+pub mod spool;
+pub mod state;
+pub mod tls;
