@@ -405,8 +405,14 @@ fn snooping_scenario(name: &str, encap: Encap) {
         "{:?}",
         down.elapsed()
     );
+    // An L2TP session goes at the StopCCN, so its memberships go with its
+    // port. An mGRE peer is removed only after 3 s of silence: a loaded
+    // machine can let c3's membership time out first (its last report up to
+    // 9 s before), which is right too; the 4.5 s bound above holds either way.
     let s = lab.edge_stats().unwrap();
-    assert!(s["mcast"]["counters"]["port_removed"].as_u64().unwrap() >= 1);
+    if !matches!(encap, Encap::Gre) {
+        assert!(s["mcast"]["counters"]["port_removed"].as_u64().unwrap() >= 1);
+    }
     let prefix = lab.prefix().to_string();
     drop(lab);
     common::assert_no_namespaces(&prefix);
