@@ -30,14 +30,16 @@
 //! by TO_IN({}); BLOCK changes nothing (as the Linux bridge without
 //! source tracking).
 //!
-//! Older hosts (RFC 3376 §7.3.2, RFC 3810 §8.3.2): an IGMPv1 or v2 report
-//! (MLDv1 for IPv6) heard on a VLAN makes its querier send queries of that
-//! version for an older-host-present interval (robustness × query
-//! interval, plus the max response time) after the last one, so the old
-//! hosts answer; while IGMPv1 hosts are present, IGMPv2 leaves are
-//! ignored (a v1 host would not answer the group-specific query, and its
-//! membership would be cut). Per VLAN, not per group: a querier sends one
-//! general query for the VLAN.
+//! Older hosts (RFC 3376 §7.3.2, RFC 3810 §8.3.2): the querier keeps
+//! sending queries of its configured version — IGMPv1/v2 and MLDv1 hosts
+//! answer IGMPv3/MLDv2 queries (RFC 3376 §7.2.1, RFC 3810 §8.2.1), and a
+//! querier steps down only for an older *querier*, which is configuration
+//! (§7.3.1). Each membership keeps an IGMPv1-host-present timer (group
+//! membership interval after the last IGMPv1 report on that port): while
+//! it runs, leaves for the group from that port (IGMPv2 Leave, IGMPv3
+//! TO_IN({})) are ignored and counted, since a v1 host would not answer
+//! the group-specific query and its membership would be cut. An IGMPv2
+//! report needs nothing of the kind: its Leave is handled as TO_IN({}).
 //!
 //! Timers are driven by the caller: [`McastPolicy::handle_timeout`] at
 //! [`McastPolicy::poll_timeout`], then [`McastPolicy::poll_query`] for the
@@ -165,6 +167,8 @@ pub struct McastCounters {
     pub reports: u64,
     /// Leaves seen (IGMPv2 leave, MLD done, TO_IN({}) records).
     pub leaves: u64,
+    /// Of those, ignored: IGMPv1 hosts are members behind the port.
+    pub leaves_ignored: u64,
     /// Queries heard from others.
     pub queries_in: u64,
     /// General queries sent (one per VLAN and family, whatever the ports).
@@ -275,6 +279,8 @@ pub struct QueryOut {
 struct Member {
     port: PortId,
     expires: Instant,
+    /// IGMPv1 hosts behind this port are members until then.
+    v1_hosts: Option<Instant>,
 }
 
 /// A querier for one VLAN and family.
@@ -286,25 +292,6 @@ struct Querier {
     next: Instant,
     startup_left: u8,
     other: Option<(IpAddr, Instant)>,
-    /// Older Version Host Present timers: IGMPv1 hosts (IPv4 only) and
-    /// IGMPv2 / MLDv1 hosts heard until then.
-    v1_hosts: Option<Instant>,
-    v2_hosts: Option<Instant>,
-}
-
-impl Querier {
-    /// The version of this querier's queries at `now`: the configured one,
-    /// down to the oldest host version present.
-    fn version(&self, configured: Version, now: Instant) -> Version {
-        let present = |t: Option<Instant>| t.is_some_and(|t| t > now);
-        if !self.v6 && present(self.v1_hosts) {
-            Version::V1
-        } else if present(self.v2_hosts) {
-            configured.min(Version::V2)
-        } else {
-            configured
-        }
-    }
 }
 
 /// A leave being checked with group-specific queries.
@@ -554,8 +541,6 @@ impl<P: FloodPolicy> McastPolicy<P> {
                         next: now,
                         startup_left: q.robustness,
                         other: None,
-                        v1_hosts: None,
-                        v2_hosts: None,
                     });
                 }
             }
@@ -716,8 +701,7 @@ impl<P: FloodPolicy> McastPolicy<P> {
                 q.other = None;
                 q.startup_left = cfg.robustness;
             }
-            let version = q.version(cfg.version, now);
-            let frame = self.query_frame(q.v6, q.addr, None, version);
+            let frame = self.query_frame(q.v6, q.addr, None, cfg.version);
             if self.push(q.vlan, None, frame) {
                 self.counters.queries_out += 1;
             }
@@ -744,8 +728,8 @@ impl<P: FloodPolicy> McastPolicy<P> {
                 return false;
             }
             let src = self.querier_addr(l.vlan, l.group.is_ipv6());
-            let version = self.query_version(l.vlan, l.group.is_ipv6(), now);
-            let frame = self.query_frame(l.group.is_ipv6(), src, Some(l.group), version);
+            let frame =
+                self.query_frame(l.group.is_ipv6(), src, Some(l.group), self.timers.version);
             if self.push(l.vlan, Some(l.port), frame) {
                 self.counters.group_queries_out += 1;
             }
@@ -810,30 +794,17 @@ impl<P: FloodPolicy> McastPolicy<P> {
             .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |q| q.addr)
     }
 
-    /// The version of the queries of `vlan`'s querier for the family of
-    /// `v6` at `now` (the configured one without a querier).
-    fn query_version(&self, vlan: u16, v6: bool, now: Instant) -> Version {
-        let configured = self.timers.version;
-        self.queriers
-            .iter()
-            .find(|q| q.vlan == vlan && q.v6 == v6)
-            .map_or(configured, |q| q.version(configured, now))
-    }
-
-    /// A report of an older `version` (1 or 2: IGMPv1, IGMPv2 or MLDv1)
-    /// heard on `vlan`: its querier speaks it for an older-host-present
-    /// interval.
-    fn older_host(&mut self, now: Instant, vlan: u16, v6: bool, version: u8) {
+    /// An IGMPv1 report for `group` from `port` on `vlan` (after its
+    /// join): IGMPv1 hosts are present in that membership for a group
+    /// membership interval.
+    fn v1_host(&mut self, now: Instant, vlan: u16, group: Ipv4Addr, port: PortId) {
         let until = now + self.timers.membership_interval();
-        if let Some(q) = self
-            .queriers
-            .iter_mut()
-            .find(|q| q.vlan == vlan && q.v6 == v6)
+        if let Some(m) = self
+            .groups
+            .get_mut(&(vlan, IpAddr::V4(group)))
+            .and_then(|m| m.iter_mut().find(|m| m.port == port))
         {
-            match version {
-                1 => q.v1_hosts = Some(until),
-                _ => q.v2_hosts = Some(until),
-            }
+            m.v1_hosts = Some(until);
         }
     }
 
@@ -943,7 +914,11 @@ impl<P: FloodPolicy> McastPolicy<P> {
         if let Some(m) = self.groups.get_mut(&(vlan, group)) {
             match m.iter_mut().find(|m| m.port == port) {
                 Some(m) => m.expires = expires,
-                None => m.push(Member { port, expires }),
+                None => m.push(Member {
+                    port,
+                    expires,
+                    v1_hosts: None,
+                }),
             }
             return;
         }
@@ -954,8 +929,14 @@ impl<P: FloodPolicy> McastPolicy<P> {
             return;
         }
         *n += 1;
-        self.groups
-            .insert((vlan, group), vec![Member { port, expires }]);
+        self.groups.insert(
+            (vlan, group),
+            vec![Member {
+                port,
+                expires,
+                v1_hosts: None,
+            }],
+        );
         self.arm_sweep(now);
     }
 
@@ -973,6 +954,12 @@ impl<P: FloodPolicy> McastPolicy<P> {
         else {
             return;
         };
+        if m.v1_hosts.is_some_and(|t| t > now) {
+            // IGMPv1 hosts behind the port would not answer the
+            // group-specific query (RFC 3376 §7.3.2): the leave is ignored.
+            self.counters.leaves_ignored += 1;
+            return;
+        }
         m.expires = m.expires.min(now + lmqt);
         if !self.is_querier(vlan, group.is_ipv6(), now)
             || self
@@ -1016,7 +1003,11 @@ impl<P: FloodPolicy> McastPolicy<P> {
         let r = self.routers.entry(vlan).or_default();
         match r.iter_mut().find(|m| m.port == port) {
             Some(m) => m.expires = expires,
-            None => r.push(Member { port, expires }),
+            None => r.push(Member {
+                port,
+                expires,
+                v1_hosts: None,
+            }),
         }
         self.arm_sweep(now);
     }
@@ -1077,20 +1068,17 @@ impl<P: FloodPolicy> McastPolicy<P> {
                 Handling::All
             }
             Ok(igmp::Repr::Report { version, group }) => {
-                self.older_host(now, vlan, false, version);
-                joins(&mut std::iter::once((IpAddr::V4(group), Some(true))), self)
+                let h = joins(&mut std::iter::once((IpAddr::V4(group), Some(true))), self);
+                if version == 1 {
+                    self.v1_host(now, vlan, group, port);
+                }
+                h
             }
             Err(mld::Repr::Report { group }) => {
-                self.older_host(now, vlan, true, 2);
                 joins(&mut std::iter::once((IpAddr::V6(group), Some(true))), self)
             }
             Ok(igmp::Repr::Leave { group }) => {
-                // IGMPv1 hosts present: leaves are ignored (RFC 3376 §7.3.2).
-                if self.query_version(vlan, false, now) == Version::V1 {
-                    self.counters.leaves += 1;
-                } else {
-                    self.leave(now, vlan, IpAddr::V4(group), port);
-                }
+                self.leave(now, vlan, IpAddr::V4(group), port);
                 Handling::Routers
             }
             Err(mld::Repr::Done { group }) => {

@@ -614,7 +614,7 @@ fn query_versions(q: &[QueryOut]) -> (Option<(Version, u8)>, Option<Version>) {
 }
 
 #[test]
-fn older_hosts_make_the_querier_speak_their_version() {
+fn older_hosts_get_the_configured_queries_and_v1_members_keep_their_group() {
     let t0 = Instant::now();
     let mut p = McastPolicy::new(cfg(true), t0);
     let grp = g("239.1.2.3");
@@ -622,56 +622,60 @@ fn older_hosts_make_the_querier_speak_their_version() {
     let (q4, q6) = query_versions(&queries(&mut p));
     assert_eq!(q4.map(|(v, _)| v), Some(Version::V3));
     assert_eq!(q6, Some(Version::V3));
-    // An IGMPv2 host: IGMPv2 queries (code = max response time, 5 s); MLD
-    // stays at v2.
-    flood(
-        &mut p,
-        t0 + Duration::from_secs(1),
-        A,
-        &v2_report([10, 0, 0, 1], grp),
-    );
-    p.handle_timeout(t0 + Duration::from_secs(5));
-    let (q4, q6) = query_versions(&queries(&mut p));
-    assert_eq!(q4, Some((Version::V2, 50)));
-    assert_eq!(q6, Some(Version::V3));
-    // An IGMPv1 host: IGMPv1 queries (code 0), and v2 leaves are ignored
-    // (counted) while it is present: no group-specific query, A stays.
+    // An IGMPv2 host (A), an IGMPv1 host (B) and an MLDv1 host (C): the
+    // querier stays at its configured IGMPv3/MLDv2 (older hosts answer
+    // those; only an older querier would make it step down, RFC 3376
+    // §7.3.1), so the IGMPv3 hosts keep source filtering.
+    let t1 = t0 + Duration::from_secs(1);
+    flood(&mut p, t1, A, &v2_report([10, 0, 0, 1], grp));
     let v1 = igmp_msg(vec![0x12, 0, 0, 0, 239, 1, 2, 3]);
-    let t1 = t0 + Duration::from_secs(6);
     flood(&mut p, t1, B, &v4([10, 0, 0, 2], grp, 2, &v1));
-    assert_eq!(p.members(VLAN, grp.into()), [A, B]);
-    p.handle_timeout(t0 + Duration::from_secs(25));
-    let (q4, _) = query_versions(&queries(&mut p));
-    assert_eq!(q4, Some((Version::V1, 0)));
-    let t2 = t0 + Duration::from_secs(26);
-    flood(&mut p, t2, A, &v2_leave([10, 0, 0, 1], grp));
-    p.handle_timeout(t2 + Duration::from_secs(3));
-    assert_eq!(p.counters().leaves, 1);
-    assert_eq!(p.counters().group_queries_out, 0);
-    assert!(queries(&mut p).iter().all(|q| q.to.is_none()));
-    assert_eq!(p.members(VLAN, grp.into()), [A, B]);
-    // An MLDv1 host: MLDv1 queries.
     let g6: Ipv6Addr = "ff05::1:3".parse().unwrap();
     let mut report = vec![131, 0, 0, 0, 0, 0, 0, 0];
     report.extend_from_slice(&g6.octets());
     flood(
         &mut p,
-        t2,
+        t1,
         C,
         &v6_mld("fe80::9".parse().unwrap(), g6, report),
     );
-    p.handle_timeout(t0 + Duration::from_secs(45));
-    let (q4, q6) = query_versions(&queries(&mut p));
-    assert_eq!(
-        q4.map(|(v, _)| v),
-        Some(Version::V1),
-        "v1 host present until 51 s"
-    );
-    assert_eq!(q6, Some(Version::V2));
-    // Older host present interval (2 × 20 + 5 s) after the last v1 and v2
-    // reports: IGMPv3 again; the MLDv1 host (26 s + 45 s) is still there.
-    p.handle_timeout(t0 + Duration::from_secs(65));
+    assert_eq!(p.members(VLAN, grp.into()), [A, B]);
+    p.handle_timeout(t0 + Duration::from_secs(5));
     let (q4, q6) = query_versions(&queries(&mut p));
     assert_eq!(q4.map(|(v, _)| v), Some(Version::V3));
-    assert_eq!(q6, Some(Version::V2));
+    assert_eq!(q6, Some(Version::V3));
+    // A leave for the group from B's port, where an IGMPv1 host is a
+    // member, is ignored (counted): no group-specific query, B stays.
+    let t2 = t0 + Duration::from_secs(6);
+    flood(&mut p, t2, B, &v2_leave([10, 0, 0, 2], grp));
+    p.handle_timeout(t2 + Duration::from_secs(3));
+    assert_eq!(p.counters().leaves_ignored, 1);
+    assert_eq!(p.counters().group_queries_out, 0);
+    assert!(queries(&mut p).iter().all(|q| q.to.is_none()));
+    assert_eq!(p.members(VLAN, grp.into()), [A, B]);
+    // The IGMPv2 host's leave is checked with group-specific queries to
+    // its port and, unanswered, prunes A at the last member query time.
+    let t3 = t0 + Duration::from_secs(10);
+    flood(&mut p, t3, A, &v2_leave([10, 0, 0, 1], grp));
+    p.handle_timeout(t3);
+    let gsq = queries(&mut p);
+    assert!(gsq.iter().any(|q| q.to == Some(A)), "{gsq:?}");
+    for s in 1..=3 {
+        p.handle_timeout(t3 + Duration::from_secs(s));
+        let _ = queries(&mut p);
+    }
+    assert_eq!(p.members(VLAN, grp.into()), [B]);
+    assert_eq!(p.counters().leaves_ignored, 1);
+    // A group membership interval (45 s) after B's IGMPv1 report, a fresh
+    // IGMPv3 report from B's port refreshes the membership; its leave is
+    // then honoured.
+    let t4 = t1 + Duration::from_secs(46);
+    flood(&mut p, t4, B, &v2_report([10, 0, 0, 2], grp));
+    flood(&mut p, t4, B, &v2_leave([10, 0, 0, 2], grp));
+    for s in 0..=3 {
+        p.handle_timeout(t4 + Duration::from_secs(s));
+        let _ = queries(&mut p);
+    }
+    assert!(p.members(VLAN, grp.into()).is_empty());
+    assert_eq!(p.counters().leaves_ignored, 1);
 }
