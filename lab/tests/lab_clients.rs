@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tunterm_lab::topology::{Lab, Options, sessions_up};
 use tunterm_lab::tshark_fields;
 
-use common::{bins, clients, ping_ok};
+use common::{bins, clients, dnsmasq, ping_ok, udhcpc_bind};
 
 /// Frames matching `inner` (a tshark filter) that went down the tunnel to
 /// each AP (by the outer destination: ap1 is 10.99.0.2, ap2 10.99.0.3).
@@ -116,6 +116,57 @@ fn arp_for_a_known_client_goes_down_its_tunnel_only_and_tunterm_clients_lists_th
     let (to_ap1, to_ap2) = arp_requests_per_ap(&pcap, "192.168.10.11");
     assert!(to_ap1 >= 1, "no ARP request for c1 reached ap1");
     assert_eq!(to_ap2, 0, "ARP requests for c1 copied to ap2");
+}
+
+#[test]
+fn arp_for_a_dhcp_assigned_address_goes_down_its_tunnel_only() {
+    let opts = Options {
+        capture: true,
+        ..Options::new("cli-dhcp", bins())
+    };
+    let mut lab = common::start(opts);
+    let dir = lab.dir.to_path_buf();
+    // dnsmasq upstream on VLAN 10; c1's DHCP is bridged (no relay here).
+    let _d = dnsmasq(
+        &lab.up,
+        &dir,
+        "dnsmasq-up",
+        &["192.168.10.100,192.168.10.149,255.255.255.0,5m"],
+    );
+    let c1 = lab.client("c1");
+    let (ip, server) =
+        udhcpc_bind(c1, &dir, "c1").unwrap_or_else(|| panic!("c1 got no lease\n{}", lab.logs()));
+    assert_eq!(server, "192.168.10.1");
+    let leased_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    // The table learned the address from the ACK on its way to c1, which
+    // has sent nothing from it yet.
+    let page = clients(&lab, &["--ip", &ip]);
+    let mac = c1.mac("eth0").unwrap();
+    assert!(
+        page.total == 1 && page.entries[0].client.mac == mac && page.entries[0].ap == "ap1",
+        "{ip}: {page:#?}"
+    );
+    let stats = lab.edge_stats().unwrap();
+    assert!(
+        stats["clients"]["counters"]["dhcp_acks"].as_u64().unwrap() >= 1,
+        "{:#}",
+        stats["clients"]
+    );
+
+    // The upstream host's kernel asks for the leased address: the request
+    // goes down c1's tunnel, none to ap2, and c1's kernel answers.
+    flush_upstream_arp(&lab);
+    ping_ok(&lab, &lab.up, &ip);
+    let pcap = lab.ap_capture.take().unwrap().stop().unwrap();
+    let (to_ap1, to_ap2) = per_ap(
+        &pcap,
+        &format!("arp.opcode == 1 && arp.dst.proto_ipv4 == {ip} && frame.time_epoch > {leased_at}"),
+    );
+    assert!(to_ap1 >= 1, "no ARP request for {ip} reached ap1");
+    assert_eq!(to_ap2, 0, "ARP requests for c1's leased {ip} copied to ap2");
 }
 
 #[test]

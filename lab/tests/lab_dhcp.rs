@@ -17,12 +17,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{bins, clients};
+use common::{bins, clients, dnsmasq, udhcpc};
 use tunterm_lab::topology::{Lab, Options};
-use tunterm_lab::{self as lab, Capture, Netns, Proc, tshark_fields};
+use tunterm_lab::{self as lab, Capture, Netns, tshark_fields};
 
 fn mxedge_services(with_vlan20: bool) -> Vec<(String, serde_json::Value)> {
     let mut addrs = serde_json::json!({
@@ -53,89 +52,6 @@ fn mxedge_services(with_vlan20: bool) -> Vec<(String, serde_json::Value)> {
             }),
         ),
     ]
-}
-
-/// `/etc/netns/NS/resolv.conf`, so that a DHCP client in NS cannot touch
-/// the machine's resolver; removed on drop.
-struct ResolvGuard(PathBuf);
-
-impl ResolvGuard {
-    fn new(ns: &Netns) -> ResolvGuard {
-        let dir = Path::new("/etc/netns").join(ns.name());
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("resolv.conf"), "nameserver 127.0.0.1\n").unwrap();
-        ResolvGuard(dir)
-    }
-}
-
-impl Drop for ResolvGuard {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn dnsmasq(ns: &Netns, dir: &Path, name: &str, ranges: &[&str]) -> Proc {
-    let s = |p: PathBuf| p.to_string_lossy().into_owned();
-    let leases = format!("--dhcp-leasefile={}", s(dir.join(format!("{name}.leases"))));
-    let pid = format!("--pid-file={}", s(dir.join(format!("{name}.pid"))));
-    let mut args = vec![
-        "dnsmasq",
-        "--keep-in-foreground",
-        "--no-daemon",
-        "--conf-file=/dev/null",
-        "--no-resolv",
-        "--no-hosts",
-        "--port=0",
-        "--user=root",
-        "--log-dhcp",
-        "--log-facility=-",
-        &leases,
-        &pid,
-    ];
-    let ranges: Vec<String> = ranges.iter().map(|r| format!("--dhcp-range={r}")).collect();
-    args.extend(ranges.iter().map(String::as_str));
-    let mut p = ns
-        .spawn(&args, &dir.join(format!("{name}.log")))
-        .expect("dnsmasq starts");
-    p.wait_for_log("DHCP, IP range", Duration::from_secs(10))
-        .unwrap_or_else(|e| panic!("dnsmasq {name}: {e:#}"));
-    p
-}
-
-/// Lease obtained by udhcpc in `ns`: (address, server id), from its
-/// script's record. The script writes only that file.
-fn udhcpc(ns: &Netns, dir: &Path, name: &str) -> Option<(String, String)> {
-    let record = dir.join(format!("{name}.lease"));
-    let script = dir.join(format!("{name}.udhcpc.sh"));
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\n[ \"$1\" = bound ] && echo \"$ip $serverid $subnet\" > {}\nexit 0\n",
-            record.display()
-        ),
-    )
-    .unwrap();
-    std::process::Command::new("chmod")
-        .args(["755"])
-        .arg(&script)
-        .status()
-        .unwrap();
-    let _resolv = ResolvGuard::new(ns);
-    let out = ns
-        .cmd("udhcpc")
-        .args(["-f", "-q", "-n", "-t", "6", "-T", "2", "-i", "eth0", "-s"])
-        .arg(&script)
-        .output()
-        .unwrap();
-    std::fs::write(dir.join(format!("{name}.udhcpc.log")), {
-        let mut b = out.stdout.clone();
-        b.extend_from_slice(&out.stderr);
-        b
-    })
-    .unwrap();
-    let text = std::fs::read_to_string(&record).ok()?;
-    let mut f = text.split_whitespace();
-    Some((f.next()?.to_string(), f.next()?.to_string()))
 }
 
 fn in_range(ip: &str, net: &str, lo: u8, hi: u8) -> bool {

@@ -174,3 +174,102 @@ pub fn clients(lab: &Lab, args: &[&str]) -> ClientPage {
     assert!(out.status.success(), "tunterm clients {args:?}: {out:?}");
     serde_json::from_slice(&out.stdout).unwrap()
 }
+
+/// `/etc/netns/NS/resolv.conf`, so that a DHCP client in NS cannot touch
+/// the machine's resolver; removed on drop.
+pub struct ResolvGuard(PathBuf);
+
+impl ResolvGuard {
+    pub fn new(ns: &Netns) -> ResolvGuard {
+        let dir = Path::new("/etc/netns").join(ns.name());
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("resolv.conf"), "nameserver 127.0.0.1\n").unwrap();
+        ResolvGuard(dir)
+    }
+}
+
+impl Drop for ResolvGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn dnsmasq(ns: &Netns, dir: &Path, name: &str, ranges: &[&str]) -> Proc {
+    let s = |p: PathBuf| p.to_string_lossy().into_owned();
+    let leases = format!("--dhcp-leasefile={}", s(dir.join(format!("{name}.leases"))));
+    let pid = format!("--pid-file={}", s(dir.join(format!("{name}.pid"))));
+    let mut args = vec![
+        "dnsmasq",
+        "--keep-in-foreground",
+        "--no-daemon",
+        "--conf-file=/dev/null",
+        "--no-resolv",
+        "--no-hosts",
+        "--port=0",
+        "--user=root",
+        "--log-dhcp",
+        "--log-facility=-",
+        &leases,
+        &pid,
+    ];
+    let ranges: Vec<String> = ranges.iter().map(|r| format!("--dhcp-range={r}")).collect();
+    args.extend(ranges.iter().map(String::as_str));
+    let mut p = ns
+        .spawn(&args, &dir.join(format!("{name}.log")))
+        .expect("dnsmasq starts");
+    p.wait_for_log("DHCP, IP range", Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("dnsmasq {name}: {e:#}"));
+    p
+}
+
+/// Lease obtained by udhcpc in `ns`: (address, server id), from its
+/// script's record. The script writes only that file.
+pub fn udhcpc(ns: &Netns, dir: &Path, name: &str) -> Option<(String, String)> {
+    udhcpc_with(ns, dir, name, false)
+}
+
+/// As [`udhcpc`], and the leased address is added to `eth0` (as a /32:
+/// the clients' own subnet route stays as it is). The script still writes
+/// no resolv.conf.
+pub fn udhcpc_bind(ns: &Netns, dir: &Path, name: &str) -> Option<(String, String)> {
+    udhcpc_with(ns, dir, name, true)
+}
+
+fn udhcpc_with(ns: &Netns, dir: &Path, name: &str, bind: bool) -> Option<(String, String)> {
+    let record = dir.join(format!("{name}.lease"));
+    let script = dir.join(format!("{name}.udhcpc.sh"));
+    let add = if bind {
+        "ip addr add \"$ip/32\" dev \"$interface\"; "
+    } else {
+        ""
+    };
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = bound ] && {{ {add}echo \"$ip $serverid $subnet\" > {}; }}\nexit 0\n",
+            record.display()
+        ),
+    )
+    .unwrap();
+    std::process::Command::new("chmod")
+        .args(["755"])
+        .arg(&script)
+        .status()
+        .unwrap();
+    let _resolv = ResolvGuard::new(ns);
+    let out = ns
+        .cmd("udhcpc")
+        .args(["-f", "-q", "-n", "-t", "6", "-T", "2", "-i", "eth0", "-s"])
+        .arg(&script)
+        .output()
+        .unwrap();
+    std::fs::write(dir.join(format!("{name}.udhcpc.log")), {
+        let mut b = out.stdout.clone();
+        b.extend_from_slice(&out.stderr);
+        b
+    })
+    .unwrap();
+    let text = std::fs::read_to_string(&record).ok()?;
+    let mut f = text.split_whitespace();
+    Some((f.next()?.to_string(), f.next()?.to_string()))
+}
