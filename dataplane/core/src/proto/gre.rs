@@ -297,6 +297,27 @@ impl GreEndpoint {
         &self.counters
     }
 
+    /// Replace the admitted prefixes and the peer timeout (configuration
+    /// change). Peers from addresses now outside are removed
+    /// ([`GreEvent::PeerDown`], reason `Removed`); their number is
+    /// returned. The new timeout counts from each peer's next packet.
+    pub fn reconfigure(&mut self, admit: Vec<IpNet>, peer_timeout: Duration) -> usize {
+        self.cfg.admit = admit;
+        self.cfg.peer_timeout = peer_timeout;
+        let admit = &self.cfg.admit;
+        let mut outside: Vec<PortId> = self
+            .ports
+            .iter()
+            .filter(|(_, k)| !admit.is_empty() && !admit.iter().any(|n| n.contains(&k.addr)))
+            .map(|(p, _)| *p)
+            .collect();
+        outside.sort_unstable();
+        for &port in &outside {
+            self.remove_peer(port);
+        }
+        outside.len()
+    }
+
     /// A GRE packet (the IP payload) from `src`, received on our address
     /// `local`. A new admitted peer (src, key) becomes a port (a
     /// [`GreEvent::PeerUp`]) on its first valid 0x6558 packet or keepalive;
