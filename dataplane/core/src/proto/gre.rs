@@ -1071,6 +1071,30 @@ mod tests {
     }
 
     #[test]
+    fn reconfigured_subnets_remove_the_peers_now_outside() {
+        let t0 = crate::test_t0();
+        let mut e = GreEndpoint::new(GreConfig::default());
+        let a = up(&mut e, t0, AP1, None);
+        let b = up(&mut e, t0, AP2, None);
+        events(&mut e);
+        let inside_a = format!("{AP1}/32");
+        let removed = e.reconfigure(vec![net(&inside_a)], Duration::from_secs(7));
+        assert_eq!(removed, 1);
+        let ev = events(&mut e);
+        assert!(matches!(
+            ev[..],
+            [GreEvent::PeerDown { port, reason: PeerDownReason::Removed, .. }] if port == b
+        ));
+        assert_eq!(e.peer(a).map(|k| k.addr), Some(ip(AP1)));
+        assert_eq!(e.config().peer_timeout, Duration::from_secs(7));
+        // New packets from the removed one are checked against the new list.
+        assert_eq!(
+            e.handle_packet(t0, ip(AP2), ip(EDGE), &data(None, None)),
+            GreIncoming::Dropped(GreDrop::NotAdmitted)
+        );
+    }
+
+    #[test]
     fn remove_peer_and_remove_all() {
         let t0 = crate::test_t0();
         let mut e = GreEndpoint::new(GreConfig::default());
