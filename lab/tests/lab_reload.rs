@@ -3,15 +3,17 @@
 //! over IP protocol 115 (a socket opened live) and shrinks
 //! `tunterm_ap_subnets` to exclude ap2 — ap2's tunnel is closed with
 //! StopCCN and counted, its new SCCRQs are refused, and c1's pings lose
-//! nothing. A second removes that mxtunnel and lets ap2 back in. Then
+//! nothing. A second removes that mxtunnel and lets ap2 back in; a third
+//! replaces the APs' mxtunnel (another id): their tunnels close, their MACs
+//! are flushed, and they come back on the new one. Then
 //! `bounce-port` takes the AP-facing port down (seen with `ip link`),
 //! brings it back with its addresses, and forwarding resumes; bad
 //! `bounce-port` requests are refused with a clear error.
 
 use std::time::{Duration, Instant};
 
-use tunterm::api::BouncePortRequest;
 use tunterm::api::client::{Client, block_on};
+use tunterm::api::{BouncePortRequest, FdbQuery};
 use tunterm_lab::topology::{Options, sessions_up};
 use tunterm_lab::{self as lab};
 
@@ -104,6 +106,50 @@ fn settings_apply_live_and_untouched_tunnels_lose_nothing() {
     );
     common::ping_ok(&lab, lab.client("c2"), "192.168.20.1");
 
+    // (2b) The APs' mxtunnel replaced (another id): its tunnels close with
+    // StopCCN, their MACs are flushed at once, and the APs come back on
+    // the new one.
+    let old_sids: Vec<String> = block_on(client.stats())
+        .unwrap()
+        .tunnels
+        .iter()
+        .flat_map(|t| t.sessions.iter().map(|s| s.local_sid.to_string()))
+        .collect();
+    assert_eq!(old_sids.len(), 2);
+    let closed_before = block_on(client.stats())
+        .unwrap()
+        .services
+        .counters
+        .reload_closed_tunnels;
+    let fdb = |sids: &[String]| {
+        block_on(client.fdb(&FdbQuery::default()))
+            .unwrap()
+            .entries
+            .iter()
+            .filter(|e| sids.contains(&e.port))
+            .count()
+    };
+    assert!(fdb(&old_sids) > 0, "the APs' clients are learnt");
+    let mut replaced = cfg.clone();
+    replaced["mxtunnels"][0]["id"] = "lab-v2".into();
+    let report = block_on(client.apply_config(replaced, false)).unwrap();
+    let applied = report.applied.join("; ");
+    assert!(
+        applied.contains("mxtunnel lab removed") && applied.contains("mxtunnel lab added"),
+        "{applied}"
+    );
+    assert_eq!(fdb(&old_sids), 0, "the removed mxtunnel's MACs are flushed");
+    let s = block_on(client.stats()).unwrap();
+    assert_eq!(s.services.counters.reload_closed_tunnels, closed_before + 2);
+    assert!(
+        lab::wait_until(Duration::from_secs(15), || lab
+            .edge_stats()
+            .is_ok_and(|s| sessions_up(&s) == 2)),
+        "the APs back on the new mxtunnel\n{}",
+        lab.logs()
+    );
+    common::ping_ok(&lab, c1, "192.168.10.1");
+
     // (3) bounce-port: refused requests first, nothing goes down.
     let bad = |ports: &[&str], hold_time: u64| {
         block_on(client.bounce_port(BouncePortRequest {
@@ -164,14 +210,22 @@ fn settings_apply_live_and_untouched_tunnels_lose_nothing() {
 
     // The CLI: the trunk by its name.
     let out = std::process::Command::new(bins().tunterm)
-        .args(["bounce-port", "trunk", "--hold-time", "300", "--control-socket"])
+        .args([
+            "bounce-port",
+            "trunk",
+            "--hold-time",
+            "300",
+            "--control-socket",
+        ])
         .arg(lab.edge_socket())
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["ports"][0]["ifname"], "trunk0", "{doc}");
-    assert!(lab::wait_until(Duration::from_secs(3), || link_up("trunk0")));
+    assert!(lab::wait_until(Duration::from_secs(3), || link_up(
+        "trunk0"
+    )));
     assert!(
         lab::wait_until(Duration::from_secs(10), || {
             lab::ping(c1, "192.168.10.1", 2).is_ok_and(|p| p.received == 2)

@@ -523,13 +523,10 @@ impl Endpoint {
                 continue;
             };
             match remap(s.profile) {
-                Some(None) => {
-                    if !gone_conns.contains(&s.ccid) {
-                        gone_sessions.push(sid);
-                    }
-                }
+                // Those of a closing connection go with it.
+                Some(None) if !gone_conns.contains(&s.ccid) => gone_sessions.push(sid),
                 Some(Some(i)) => s.profile = Some(i),
-                None => {}
+                _ => {}
             }
         }
         self.cfg.profiles = profiles;

@@ -194,7 +194,10 @@ impl Pair {
                 // Only control on this wire; from an AP no longer admitted
                 // it is dropped.
                 assert!(
-                    matches!(r, Incoming::Control | Incoming::Dropped(DataDrop::NotAdmitted)),
+                    matches!(
+                        r,
+                        Incoming::Control | Incoming::Dropped(DataDrop::NotAdmitted)
+                    ),
                     "only control on this wire: {r:?}"
                 );
             }
@@ -1666,7 +1669,11 @@ fn profiles_replaced_live_keep_the_tunnels_of_those_that_stay() {
     );
     assert_eq!(closed, (1, 0));
     p.run(Duration::from_secs(2));
-    assert!(ap_heard_stopccn(&p, "mxtunnel removed"), "{:?}", p.ap_events);
+    assert!(
+        ap_heard_stopccn(&p, "mxtunnel removed"),
+        "{:?}",
+        p.ap_events
+    );
     assert!(p.edge.session(sid).is_none());
 }
 
@@ -1676,13 +1683,21 @@ fn admitted_subnets_replaced_live_close_the_tunnels_now_outside() {
     let now = p.now;
     // Still inside: nothing closes.
     let inside = vec!["10.99.0.0/24".parse().unwrap()];
-    assert_eq!(p.edge.set_admit(now, inside, l2tp::stopccn::CLEAR, "outside"), 0);
+    assert_eq!(
+        p.edge
+            .set_admit(now, inside, l2tp::stopccn::CLEAR, "outside"),
+        0
+    );
     p.run(Duration::from_secs(5));
     assert_eq!(p.edge.stats(p.now)[0].state, "established_with_sessions");
     // The AP's address no longer inside: StopCCN, counted.
     let now = p.now;
     let outside = vec!["10.98.0.0/24".parse().unwrap()];
-    assert_eq!(p.edge.set_admit(now, outside, l2tp::stopccn::CLEAR, "outside"), 1);
+    assert_eq!(
+        p.edge
+            .set_admit(now, outside, l2tp::stopccn::CLEAR, "outside"),
+        1
+    );
     p.run(Duration::from_secs(1));
     assert_eq!(p.edge.counters().closed_not_admitted, 1);
     assert!(ap_heard_stopccn(&p, "outside"), "{:?}", p.ap_events);
