@@ -234,3 +234,73 @@ fn settings_apply_live_and_untouched_tunnels_lose_nothing() {
         lab.logs()
     );
 }
+
+/// The tunnel address changed live (fast path off): the new sockets are
+/// bound, the tunnels to the old address closed (the APs address it), and
+/// an address that is not this host's is refused with the old sockets
+/// kept. With the fast path on the change waits for a restart, saying why.
+#[test]
+fn the_tunnel_address_changes_live() {
+    let lab = start(Options::new("readdr", bins()));
+    let client = Client::new(lab.edge_socket());
+    let file = lab.dir.join("edge.json");
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let fast = !lab.edge_stats().unwrap()["fast_path"]["mode"]
+        .as_str()
+        .is_some_and(|m| m == "off");
+
+    // Not an address of this host: refused, the sockets and tunnels stay.
+    let mut nowhere = cfg.clone();
+    nowhere["mxedge"]["tunterm_ip_config"]["ip"] = "10.99.0.77".into();
+    let report = block_on(client.apply_config(nowhere, false)).unwrap();
+    let restart = report.needs_restart.join("; ");
+    if fast {
+        assert!(restart.contains("XDP"), "{report:?}");
+    } else {
+        assert!(restart.contains("10.99.0.77"), "{report:?}");
+    }
+    common::ping_ok(&lab, lab.client("c1"), "192.168.10.1");
+    assert_eq!(sessions_up(&lab.edge_stats().unwrap()), 2);
+    if fast {
+        return;
+    }
+
+    // An address of this host: rebound; the APs' tunnels (to 10.99.0.1)
+    // are closed and cannot come back while nothing listens there.
+    lab.edge
+        .run(&["ip", "addr", "add", "10.99.0.5/24", "dev", "ap0"])
+        .unwrap();
+    let mut moved = cfg.clone();
+    moved["mxedge"]["tunterm_ip_config"]["ip"] = "10.99.0.5".into();
+    let report = block_on(client.apply_config(moved, false)).unwrap();
+    assert!(report.needs_restart.is_empty(), "{report:?}");
+    assert!(
+        report
+            .applied
+            .iter()
+            .any(|a| a.contains("tunterm_ip_config")),
+        "{report:?}"
+    );
+    let listening = lab.edge.run(&["ss", "-Hunl"]).unwrap();
+    assert!(
+        listening.contains("10.99.0.5:1701") && !listening.contains("10.99.0.1:1701"),
+        "{listening}"
+    );
+    let s = block_on(client.stats()).unwrap();
+    assert_eq!(s.services.counters.reload_closed_tunnels, 2, "{s:?}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(sessions_up(&lab.edge_stats().unwrap()), 0);
+
+    // Back: the APs find the edge again.
+    let report = block_on(client.apply_config(cfg, false)).unwrap();
+    assert!(report.needs_restart.is_empty(), "{report:?}");
+    assert!(
+        lab::wait_until(Duration::from_secs(20), || lab
+            .edge_stats()
+            .is_ok_and(|s| sessions_up(&s) == 2)),
+        "the APs back on 10.99.0.1\n{}",
+        lab.logs()
+    );
+    common::ping_ok(&lab, lab.client("c1"), "192.168.10.1");
+}
