@@ -246,9 +246,7 @@ fn the_tunnel_address_changes_live() {
     let file = lab.dir.join("edge.json");
     let cfg: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
-    let fast = !lab.edge_stats().unwrap()["fast_path"]["mode"]
-        .as_str()
-        .is_some_and(|m| m == "off");
+    let fast = lab.edge_stats().unwrap()["fast_path"]["mode"] != "off";
 
     // Not an address of this host: refused, the sockets and tunnels stay.
     let mut nowhere = cfg.clone();
