@@ -154,16 +154,24 @@ impl Dataplane {
             ports: Vec::new(),
             hold_time: req.hold_time,
         };
+        // Down in this request so far: back up if a later one fails.
+        let mut taken: Vec<Bounce> = Vec::new();
         for (port, ifname) in targets {
             let link = match rtnl.link(&ifname) {
                 Ok(l) => l,
                 Err(e) => {
                     self.bounces.counters.port_bounce_errors += 1;
-                    self.end_bounces(now, true);
+                    self.bring_up(&mut rtnl, taken);
                     return Err(format!("port {port:?}: {e}"));
                 }
             };
-            let addresses = rtnl.addresses(&link).unwrap_or_default();
+            // IPv6 link-local addresses the kernel makes again itself.
+            let addresses = rtnl
+                .addresses(&link)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|(a, _)| !matches!(a, IpAddr::V6(v6) if v6.is_unicast_link_local()))
+                .collect();
             let routes = rtnl
                 .routes(Some(link.index))
                 .unwrap_or_default()
@@ -172,8 +180,7 @@ impl Dataplane {
                 .collect();
             if let Err(e) = rtnl.set_down(&ifname) {
                 self.bounces.counters.port_bounce_errors += 1;
-                // The ports of this request already down come back now.
-                self.end_bounces(now, true);
+                self.bring_up(&mut rtnl, taken);
                 return Err(format!("port {port:?}: {e}"));
             }
             warn!(port = %port, ifname = %ifname, hold_ms = req.hold_time, "port bounce: link down");
@@ -182,7 +189,7 @@ impl Dataplane {
                 port: port.clone(),
                 ifname: ifname.clone(),
             });
-            self.bounces.down.push(Bounce {
+            taken.push(Bounce {
                 port,
                 ifname,
                 up_at,
@@ -190,12 +197,13 @@ impl Dataplane {
                 routes,
             });
         }
+        self.bounces.down.extend(taken);
         self.bounces.counters.ports_down = self.bounces.down.len();
         Ok(report)
     }
 
     /// Bring back the bounced ports whose hold time is over (all of them
-    /// with `all`: a failed request, the daemon stopping).
+    /// with `all`: the daemon stopping).
     pub(super) fn end_bounces(&mut self, now: Instant, all: bool) {
         if !self.bounces.down.iter().any(|b| all || b.up_at <= now) {
             return;
@@ -208,13 +216,23 @@ impl Dataplane {
         let mut rtnl = match Rtnl::open() {
             Ok(r) => r,
             Err(e) => {
-                warn!(error = %e, "port bounce: no netlink socket; ports left down");
+                warn!(error = %e, "port bounce: no netlink socket; trying again in a second");
                 self.bounces.counters.port_bounce_errors += 1;
+                let mut due: Vec<Bounce> = due;
+                for b in &mut due {
+                    b.up_at = now + Duration::from_secs(1);
+                }
+                self.bounces.down.extend(due);
+                self.bounces.counters.ports_down = self.bounces.down.len();
                 return;
             }
         };
-        let due: Vec<Bounce> = due;
-        for b in due {
+        self.bring_up(&mut rtnl, due);
+    }
+
+    /// Bring `ports` up, with what the kernel dropped when they went down.
+    fn bring_up(&mut self, rtnl: &mut Rtnl, ports: Vec<Bounce>) {
+        for b in ports {
             if let Err(e) = rtnl.set_up(&b.ifname) {
                 self.bounces.counters.port_bounce_errors += 1;
                 warn!(port = %b.port, ifname = %b.ifname, error = %e, "port bounce: link not brought up");
