@@ -132,7 +132,7 @@ fn settings_apply_live_and_untouched_tunnels_lose_nothing() {
     assert!(fdb(&old_sids) > 0, "the APs' clients are learnt");
     let mut replaced = cfg.clone();
     replaced["mxtunnels"][0]["id"] = "lab-v2".into();
-    let report = block_on(client.apply_config(replaced, false)).unwrap();
+    let report = block_on(client.apply_config(replaced.clone(), false)).unwrap();
     let applied = report.applied.join("; ");
     assert!(
         applied.contains("mxtunnel lab removed") && applied.contains("mxtunnel lab added"),
@@ -149,6 +149,43 @@ fn settings_apply_live_and_untouched_tunnels_lose_nothing() {
         lab.logs()
     );
     common::ping_ok(&lab, c1, "192.168.10.1");
+
+    // (2c) Monitoring: the new check runs (ap1's address answers pings
+    // from the edge), the tunnels stay.
+    let mut monitored = replaced.clone();
+    monitored["mxedge"]["tunterm_monitoring"] =
+        serde_json::json!([{"protocol": "ping", "host": "10.99.0.2", "timeout": 60}]);
+    let report = block_on(client.apply_config(monitored, false)).unwrap();
+    assert!(
+        report
+            .applied
+            .iter()
+            .any(|a| a.contains("tunterm_monitoring")),
+        "{report:?}"
+    );
+    assert!(
+        lab::wait_until(Duration::from_secs(15), || {
+            let m = block_on(client.stats()).unwrap().monitoring;
+            m.checks.len() == 1
+                && m.checks[0].name == "ping 10.99.0.2"
+                && m.checks[0].probes > 0
+                && m.checks[0].probe_failures == 0
+                && m.state == "healthy"
+        }),
+        "{:?}\n{}",
+        block_on(client.stats()).unwrap().monitoring,
+        lab.logs()
+    );
+    assert_eq!(
+        block_on(client.stats())
+            .unwrap()
+            .services
+            .counters
+            .reload_closed_tunnels,
+        closed_before + 2,
+        "the monitoring change closed nothing"
+    );
+    assert_eq!(sessions_up(&lab.edge_stats().unwrap()), 2);
 
     // (3) bounce-port: refused requests first, nothing goes down.
     let bad = |ports: &[&str], hold_time: u64| {
