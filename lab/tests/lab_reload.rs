@@ -5,7 +5,8 @@
 //! StopCCN and counted, its new SCCRQs are refused, and c1's pings lose
 //! nothing. A second removes that mxtunnel and lets ap2 back in; a third
 //! replaces the APs' mxtunnel (another id): their tunnels close, their MACs
-//! are flushed, and they come back on the new one. Then
+//! are flushed, and they come back on the new one; a fourth adds a
+//! monitoring check, which runs while every tunnel stays. Then
 //! `bounce-port` takes the AP-facing port down (seen with `ip link`),
 //! brings it back with its addresses, and forwarding resumes; bad
 //! `bounce-port` requests are refused with a clear error.
