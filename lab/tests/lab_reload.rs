@@ -340,3 +340,63 @@ fn the_tunnel_address_changes_live() {
     );
     common::ping_ok(&lab, lab.client("c1"), "192.168.10.1");
 }
+
+/// mGRE wlans changed live: turned off (an L2TP mxtunnel instead), the
+/// peers are removed and the GRE socket closes; on again, the APs' packets make them peers again and
+/// forwarding resumes.
+#[test]
+fn mgre_wlans_change_live() {
+    let mut opts = Options::new("regre", bins());
+    opts.encap = tunterm_lab::topology::Encap::Gre;
+    let lab = start(opts);
+    let client = Client::new(lab.edge_socket());
+    let file = lab.dir.join("edge.json");
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let c1 = lab.client("c1");
+    common::ping_ok(&lab, c1, "192.168.10.1");
+
+    let gre_socket = |raw: &str| raw.contains("10.99.0.1:gre") || raw.contains("10.99.0.1:47");
+    let raw = lab.edge.run(&["ss", "-Hwan"]).unwrap();
+    assert!(gre_socket(&raw), "{raw}");
+
+    let mut off = cfg.clone();
+    off["wlans"] = serde_json::json!([]);
+    // An edge needs something to terminate: an L2TP mxtunnel instead.
+    off["mxtunnels"] = serde_json::json!([{
+        "name": "lab", "protocol": "udp", "vlan_ids": [10, 20],
+        "hello_interval": 1, "hello_retries": 3
+    }]);
+    let report = block_on(client.apply_config(off, false)).unwrap();
+    assert!(
+        report
+            .applied
+            .iter()
+            .any(|a| a.contains("mGRE termination off")),
+        "{report:?}"
+    );
+    assert!(report.needs_restart.is_empty(), "{report:?}");
+    let s = block_on(client.stats()).unwrap();
+    assert!(s.gre_peers.is_empty(), "{:?}", s.gre_peers);
+    assert_eq!(s.services.counters.reload_removed_gre_peers, 2);
+    let raw = lab.edge.run(&["ss", "-Hwan"]).unwrap();
+    assert!(!gre_socket(&raw), "the GRE socket is closed: {raw}");
+    assert_eq!(lab::ping(c1, "192.168.10.1", 3).unwrap().received, 0);
+
+    let report = block_on(client.apply_config(cfg, false)).unwrap();
+    assert!(report.needs_restart.is_empty(), "{report:?}");
+    assert!(
+        lab::wait_until(Duration::from_secs(10), || {
+            block_on(client.stats()).is_ok_and(|s| s.gre_peers.len() == 2)
+        }),
+        "the APs are peers again\n{}",
+        lab.logs()
+    );
+    assert!(
+        lab::wait_until(Duration::from_secs(10), || {
+            lab::ping(c1, "192.168.10.1", 2).is_ok_and(|p| p.received == 2)
+        }),
+        "c1 over mGRE again\n{}",
+        lab.logs()
+    );
+}
