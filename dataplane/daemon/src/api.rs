@@ -91,6 +91,10 @@ pub enum Request {
     /// Validate a whole configuration and apply it the way a reload
     /// (SIGHUP) does; optionally write it to the configuration file.
     ApplyConfig(ApplyConfigRequest),
+    /// Take some ports down for a while and bring them back
+    /// (`bounce_port`); answered once the request is checked and the ports
+    /// are down.
+    BouncePort(BouncePortRequest),
 }
 
 impl Request {
@@ -106,6 +110,7 @@ impl Request {
             Request::CapturePoints => "capture-points",
             Request::Capture(_) => "capture",
             Request::ApplyConfig(_) => "apply-config",
+            Request::BouncePort(_) => "bounce-port",
         }
     }
 }
@@ -179,6 +184,8 @@ pub enum Response {
     CaptureEnded(CaptureSummary),
     /// To [`Request::ApplyConfig`]: what changed and what waits for a restart.
     ApplyConfig(ApplyReport),
+    /// To [`Request::BouncePort`]: the ports now down, and when they come back.
+    BouncePort(BouncePortReport),
 }
 
 impl Response {
@@ -195,6 +202,7 @@ impl Response {
             Response::Capture(_) => "capture",
             Response::CaptureEnded(_) => "capture-ended",
             Response::ApplyConfig(_) => "apply-config",
+            Response::BouncePort(_) => "bounce-port",
         }
     }
 }
@@ -340,6 +348,46 @@ pub struct ApplyReport {
     /// The file the configuration was written to (`persist`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub persisted: Option<String>,
+}
+
+/// Longest `hold_time` of a `bounce-port`, in milliseconds.
+pub const BOUNCE_MAX_HOLD_MS: u64 = 60_000;
+
+/// Most ports one `bounce-port` names.
+pub const BOUNCE_MAX_PORTS: usize = 64;
+
+/// `bounce-port`: the Mist API's `bounce_port` action. Each port is named
+/// as the `ports` map names it (`"0"`, or `"port0"` as the capture points
+/// say), by its interface, as `trunk` (the upstream trunk) or `host:<vlan>`
+/// (the edge's own host port on a VLAN). Every named port goes down (its
+/// link set down through netlink: the switch or AP behind it sees the
+/// carrier go) for `hold_time` milliseconds (1 to
+/// [`BOUNCE_MAX_HOLD_MS`]), then comes back up.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BouncePortRequest {
+    /// The ports.
+    pub ports: Vec<String>,
+    /// How long they stay down, in milliseconds.
+    pub hold_time: u64,
+}
+
+/// One port a `bounce-port` took down.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct BouncedPort {
+    /// The name the request gave.
+    pub port: String,
+    /// The interface taken down.
+    pub ifname: String,
+}
+
+/// What a `bounce-port` did.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct BouncePortReport {
+    /// The ports now down.
+    pub ports: Vec<BouncedPort>,
+    /// When they come back up, milliseconds from now.
+    pub hold_time: u64,
 }
 
 /// The prefix of an `apply-config` refusal, before `<path>: <message>`.

@@ -12,6 +12,7 @@
 //! loop only snapshots what a request asks for. The edge's own host ports,
 //! routes and DHCP relay, and the reload on SIGHUP, are in [`services`].
 
+mod bounce;
 mod capture;
 pub(crate) mod clients;
 mod control;
@@ -298,19 +299,27 @@ pub struct Stats {
     /// containment, storm control drops in total and per AP.
     #[serde(default)]
     pub clients: clients::ClientStats,
+    /// `bounce-port`: ports bounced, failures, ports down now.
+    #[serde(default)]
+    pub bounce: bounce::BounceCounters,
 }
 
-/// The tunnel sockets, by carrier and address family.
+/// The tunnel sockets, by carrier and local address (one per family).
 struct Socks {
-    slots: Vec<(Carrier, bool, Rc<TunnelSocket>)>,
+    slots: Vec<(Carrier, IpAddr, Rc<TunnelSocket>)>,
 }
 
 impl Socks {
     fn get(&self, carrier: Carrier, v6: bool) -> Option<&TunnelSocket> {
         self.slots
             .iter()
-            .find(|(c, f, _)| *c == carrier && *f == v6)
+            .find(|(c, a, _)| *c == carrier && a.is_ipv6() == v6)
             .map(|(_, _, s)| &**s)
+    }
+
+    /// What is open: carrier and local address, in order.
+    fn keys(&self) -> Vec<(Carrier, IpAddr)> {
+        self.slots.iter().map(|(c, a, _)| (*c, *a)).collect()
     }
 }
 
@@ -360,6 +369,23 @@ struct Dataplane {
     upstream: String,
     /// tunterm's L2TP/UDP port (for the `wire` capture point's headers).
     port: u16,
+    /// Ports down for a `bounce-port`.
+    bounces: bounce::Bounces,
+    /// Monitoring settings of the command line (a reload rebuilds the
+    /// checks with them).
+    monitor_opts: MonitorOptions,
+    /// The loop's inputs changed (sockets rebound, monitoring restarted):
+    /// the loop takes them at its next turn.
+    rewired: Option<Rewired>,
+}
+
+/// What a live reconfiguration hands the event loop to wait on instead.
+#[derive(Default)]
+struct Rewired {
+    /// The tunnel sockets changed: rebuild the inputs.
+    sockets: bool,
+    /// The new monitor's probe results.
+    probes: Option<tokio::sync::mpsc::UnboundedReceiver<ProbeResult>>,
 }
 
 /// The tunnels' MTUs: each mxtunnel's `mtu` (by profile index), the AP
@@ -455,6 +481,7 @@ impl Dataplane {
             captures: self.captures.stats(),
             mcast: self.mcast_stats(now),
             clients: self.client_stats(),
+            bounce: self.bounces.counters.clone(),
         }
     }
 
@@ -952,6 +979,7 @@ impl Dataplane {
         self.svc.handle_timeout(now);
         self.run_mcast(now);
         self.run_clients(now);
+        self.end_bounces(now, false);
         self.flush_control();
         self.handle_events();
     }
@@ -1011,6 +1039,7 @@ impl Dataplane {
             self.fwd.policy().inner().poll_timeout(),
             (self.state_dirty && self.state_file.is_some()).then_some(self.state_due),
             self.captures.poll_timeout(),
+            self.bounces.poll_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -1179,9 +1208,9 @@ pub fn check_ports(cfg: &EdgeConfig, upstream: Option<&str>) -> anyhow::Result<(
     Ok(())
 }
 
-/// Open the tunnel sockets the configuration calls for.
-fn open_sockets(cfg: &EdgeConfig, port: u16) -> anyhow::Result<Socks> {
-    let mut slots = Vec::new();
+/// The tunnel sockets the configuration calls for: carrier and local
+/// address, in the order they are opened.
+fn socket_keys(cfg: &EdgeConfig) -> Vec<(Carrier, IpAddr)> {
     let addrs: Vec<IpAddr> = cfg
         .tunnel_ip
         .map(IpAddr::V4)
@@ -1189,24 +1218,49 @@ fn open_sockets(cfg: &EdgeConfig, port: u16) -> anyhow::Result<Socks> {
         .chain(cfg.tunnel_ip6.map(IpAddr::V6))
         .collect();
     let wants = |p: TunnelProtocol| cfg.tunnels.iter().any(|t| t.protocol == p);
+    let mut keys = Vec::new();
     for &ip in &addrs {
-        let v6 = ip.is_ipv6();
         if wants(TunnelProtocol::Udp) {
-            let s = TunnelSocket::udp(SocketAddr::new(ip, port), true).with_context(|| {
-                format!("binding L2TP/UDP to {ip}:{port} (is tunterm_ip_config an address of this host?)")
-            })?;
-            slots.push((Carrier::L2tp(Transport::Udp), v6, Rc::new(s)));
+            keys.push((Carrier::L2tp(Transport::Udp), ip));
         }
         if wants(TunnelProtocol::Ip) {
-            let s = TunnelSocket::raw(ip, IP_PROTO_L2TP, true)
-                .with_context(|| format!("opening L2TP/IP (protocol 115) on {ip}"))?;
-            slots.push((Carrier::L2tp(Transport::Ip), v6, Rc::new(s)));
+            keys.push((Carrier::L2tp(Transport::Ip), ip));
         }
         if cfg.mgre.is_some() {
-            let s = TunnelSocket::raw(ip, IP_PROTO_GRE, true)
-                .with_context(|| format!("opening GRE (protocol 47) on {ip}"))?;
-            slots.push((Carrier::Gre, v6, Rc::new(s)));
+            keys.push((Carrier::Gre, ip));
         }
+    }
+    keys
+}
+
+/// Open the tunnel sockets the configuration calls for; those of `keep`
+/// with the same carrier and address are taken over as they are (a reload:
+/// their queued packets are not lost), the others of `keep` are left to
+/// close when it is dropped.
+fn open_sockets(cfg: &EdgeConfig, port: u16, keep: Option<&Socks>) -> anyhow::Result<Socks> {
+    let mut slots = Vec::new();
+    for (carrier, ip) in socket_keys(cfg) {
+        let kept = keep.and_then(|k| {
+            k.slots
+                .iter()
+                .find(|(c, a, _)| (*c, *a) == (carrier, ip))
+                .map(|(_, _, s)| s.clone())
+        });
+        if let Some(s) = kept {
+            slots.push((carrier, ip, s));
+            continue;
+        }
+        let s = match carrier {
+            Carrier::L2tp(Transport::Udp) => TunnelSocket::udp(SocketAddr::new(ip, port), true)
+                .with_context(|| {
+                    format!("binding L2TP/UDP to {ip}:{port} (is tunterm_ip_config an address of this host?)")
+                })?,
+            Carrier::L2tp(Transport::Ip) => TunnelSocket::raw(ip, IP_PROTO_L2TP, true)
+                .with_context(|| format!("opening L2TP/IP (protocol 115) on {ip}"))?,
+            Carrier::Gre => TunnelSocket::raw(ip, IP_PROTO_GRE, true)
+                .with_context(|| format!("opening GRE (protocol 47) on {ip}"))?,
+        };
+        slots.push((carrier, ip, Rc::new(s)));
     }
     Ok(Socks { slots })
 }
@@ -1242,7 +1296,7 @@ pub async fn run(
     let ip_config_port = cfg.tunnel_ip.is_some_and(|ip| !services::is_local(ip));
     let mut svc = services::Services::new(ip_config_port);
     svc.apply(&mut switch, &cfg, services::desired(&cfg, ip_config_port));
-    let socks = open_sockets(&cfg, opts.port)?;
+    let socks = open_sockets(&cfg, opts.port, None)?;
     let trunk = PacketSocket::bind_with_rx_ring(&upstream)
         .with_context(|| format!("opening the upstream trunk {upstream}"))?;
     let trunk = Rc::new(trunk.into_async()?);
@@ -1321,6 +1375,9 @@ pub async fn run(
         captures: capture::Captures::default(),
         upstream: upstream.clone(),
         port: opts.port,
+        bounces: bounce::Bounces::default(),
+        monitor_opts: opts.monitor.clone(),
+        rewired: None,
         cfg,
     };
     dp.restore(Instant::now());
@@ -1328,7 +1385,7 @@ pub async fn run(
         .socks
         .slots
         .iter()
-        .map(|(c, v6, _)| format!("{c:?}/{}", if *v6 { "v6" } else { "v4" }))
+        .map(|(c, ip, _)| format!("{c:?}/{ip}"))
         .collect();
     info!(
         name = %dp.name,
@@ -1379,6 +1436,14 @@ pub async fn run(
             r = inputs.readable() => r?,
             _ = tokio::time::sleep_until(wake.into()) => {}
         }
+        if let Some(r) = dp.rewired.take() {
+            if r.sockets {
+                inputs = inputs::Inputs::new(&dp, true);
+            }
+            if let Some(rx) = r.probes {
+                probe_results = rx;
+            }
+        }
         let busy = inputs.serve(&mut dp, &mut buf).await?;
         let now = Instant::now();
         if now >= wake {
@@ -1395,6 +1460,8 @@ pub async fn run(
             tokio::task::yield_now().await;
         }
     };
+    // A link left down would outlive tunterm.
+    dp.end_bounces(Instant::now(), true);
     if exit == Exit::Restart {
         dp.flush_tunnel_tx();
         dp.persist(Instant::now(), true);

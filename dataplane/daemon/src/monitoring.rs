@@ -180,6 +180,34 @@ impl UpstreamMonitor {
         )
     }
 
+    /// Start over with `cfg`'s checks (a configuration reload): the new
+    /// monitor starts healthy and its checks run from now; an edge that
+    /// was refusing tunnels because the old checks failed takes them
+    /// again (the new checks close them again if they fail). Returns the
+    /// receiver of the new checks' results; the old checks' results go
+    /// nowhere.
+    pub fn replace(
+        &mut self,
+        now: Instant,
+        cfg: &EdgeConfig,
+        opts: &MonitorOptions,
+        endpoint: &mut tunterm_core::proto::l2tp::Endpoint,
+        gre: &mut tunterm_core::proto::gre::GreEndpoint,
+    ) -> mpsc::UnboundedReceiver<ProbeResult> {
+        let was_healthy = self.healthy();
+        let changes = std::mem::take(&mut self.changes);
+        let (mut new, rx) = UpstreamMonitor::new(now, cfg, opts);
+        new.changes = changes;
+        if !was_healthy && new.healthy() {
+            new.note_change(true, Vec::new());
+            tracing::info!("monitoring reconfigured: taking tunnels again");
+            endpoint.set_accepting(true);
+            gre.set_accepting(true);
+        }
+        *self = new;
+        rx
+    }
+
     /// Whether the edge may take tunnels.
     pub fn healthy(&self) -> bool {
         self.monitor.healthy()

@@ -421,6 +421,11 @@ impl<P: FloodPolicy> Forwarder<P> {
         &self.cfg
     }
 
+    /// Change the settings (a configuration reload: the edge's addresses).
+    pub fn set_config(&mut self, cfg: ForwardConfig) {
+        self.cfg = cfg;
+    }
+
     /// Counters.
     pub fn counters(&self) -> &ForwardCounters {
         &self.counters

@@ -297,6 +297,27 @@ impl GreEndpoint {
         &self.counters
     }
 
+    /// Replace the admitted prefixes and the peer timeout (configuration
+    /// change). Peers from addresses now outside are removed
+    /// ([`GreEvent::PeerDown`], reason `Removed`); their number is
+    /// returned. The new timeout counts from each peer's next packet.
+    pub fn reconfigure(&mut self, admit: Vec<IpNet>, peer_timeout: Duration) -> usize {
+        self.cfg.admit = admit;
+        self.cfg.peer_timeout = peer_timeout;
+        let admit = &self.cfg.admit;
+        let mut outside: Vec<PortId> = self
+            .ports
+            .iter()
+            .filter(|(_, k)| !admit.is_empty() && !admit.iter().any(|n| n.contains(&k.addr)))
+            .map(|(p, _)| *p)
+            .collect();
+        outside.sort_unstable();
+        for &port in &outside {
+            self.remove_peer(port);
+        }
+        outside.len()
+    }
+
     /// A GRE packet (the IP payload) from `src`, received on our address
     /// `local`. A new admitted peer (src, key) becomes a port (a
     /// [`GreEvent::PeerUp`]) on its first valid 0x6558 packet or keepalive;
@@ -1047,6 +1068,30 @@ mod tests {
             events(&mut e)[..],
             [GreEvent::PeerDown { port, reason: PeerDownReason::Timeout, .. }] if port == a
         ));
+    }
+
+    #[test]
+    fn reconfigured_subnets_remove_the_peers_now_outside() {
+        let t0 = crate::test_t0();
+        let mut e = GreEndpoint::new(GreConfig::default());
+        let a = up(&mut e, t0, AP1, None);
+        let b = up(&mut e, t0, AP2, None);
+        events(&mut e);
+        let inside_a = format!("{AP1}/32");
+        let removed = e.reconfigure(vec![net(&inside_a)], Duration::from_secs(7));
+        assert_eq!(removed, 1);
+        let ev = events(&mut e);
+        assert!(matches!(
+            ev[..],
+            [GreEvent::PeerDown { port, reason: PeerDownReason::Removed, .. }] if port == b
+        ));
+        assert_eq!(e.peer(a).map(|k| k.addr), Some(ip(AP1)));
+        assert_eq!(e.config().peer_timeout, Duration::from_secs(7));
+        // New packets from the removed one are checked against the new list.
+        assert_eq!(
+            e.handle_packet(t0, ip(AP2), ip(EDGE), &data(None, None)),
+            GreIncoming::Dropped(GreDrop::NotAdmitted)
+        );
     }
 
     #[test]

@@ -12,10 +12,10 @@ mod indent;
 pub use indent::write_indented;
 
 use super::{
-    ApplyConfigRequest, ApplyReport, CaptureAccepted, CapturePointInfo, CaptureRequest,
-    CaptureSummary, ClientPage, ClientQuery, DisconnectReport, DisconnectRequest, Event,
-    FDB_MAX_LIMIT, FdbEntry, FdbPage, FdbQuery, PreemptReport, PreemptRequest, Request, Response,
-    ResponseLine, Stats, VERSION,
+    ApplyConfigRequest, ApplyReport, BouncePortReport, BouncePortRequest, CaptureAccepted,
+    CapturePointInfo, CaptureRequest, CaptureSummary, ClientPage, ClientQuery, DisconnectReport,
+    DisconnectRequest, Event, FDB_MAX_LIMIT, FdbEntry, FdbPage, FdbQuery, PreemptReport,
+    PreemptRequest, Request, Response, ResponseLine, Stats, VERSION,
 };
 
 /// Why a call failed.
@@ -198,6 +198,19 @@ impl Client {
         match self.call(&req).await? {
             Response::ApplyConfig(r) => Ok(r),
             other => Err(unexpected("apply-config", &other)),
+        }
+    }
+
+    /// Take ports down for `hold_time` ms and bring them back. An unknown
+    /// port or a hold time out of range is [`ClientError::Daemon`] and
+    /// nothing is bounced.
+    pub async fn bounce_port(
+        &self,
+        req: BouncePortRequest,
+    ) -> Result<BouncePortReport, ClientError> {
+        match self.call(&Request::BouncePort(req)).await? {
+            Response::BouncePort(r) => Ok(r),
+            other => Err(unexpected("bounce-port", &other)),
         }
     }
 

@@ -222,6 +222,21 @@ enum Cmd {
         #[arg(long, default_value = "/run/tunterm/tunterm.sock")]
         control_socket: PathBuf,
     },
+    /// Take data ports down for --hold-time ms and bring them back (the
+    /// Mist `bounce_port` action). Ports: Mist names of the `ports` map
+    /// (`0` or `port0`), interfaces, `trunk`, `host:<vlan>`. Prints what
+    /// went down (JSON).
+    BouncePort {
+        /// The ports.
+        #[arg(required = true)]
+        ports: Vec<String>,
+        /// Milliseconds down, 1 to 60000.
+        #[arg(long, default_value_t = 1000)]
+        hold_time: u64,
+        /// Control socket of the daemon.
+        #[arg(long, default_value = "/run/tunterm/tunterm.sock")]
+        control_socket: PathBuf,
+    },
     /// Apply a whole configuration file to the running daemon without a
     /// restart (the path SIGHUP takes): validated first (a refusal names
     /// the field's JSON path and changes nothing). Prints what was applied
@@ -535,6 +550,14 @@ fn main() -> anyhow::Result<()> {
         } => {
             let req = PreemptRequest { site_id };
             print_json(&rt.block_on(Client::new(&control_socket).preempt(req))?)
+        }
+        Cmd::BouncePort {
+            ports,
+            hold_time,
+            control_socket,
+        } => {
+            let req = tunterm::api::BouncePortRequest { ports, hold_time };
+            print_json(&rt.block_on(Client::new(&control_socket).bounce_port(req))?)
         }
         Cmd::ApplyConfig {
             config,

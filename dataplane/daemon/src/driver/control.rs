@@ -68,6 +68,8 @@ pub(super) enum Ask {
     CaptureStop(u64),
     /// A configuration, validated (and written when asked): apply it.
     ApplyConfig(Box<tunterm_control::EdgeConfig>),
+    /// Take ports down for a while.
+    BouncePort(crate::api::BouncePortRequest),
 }
 
 /// The loop's answer: a snapshot, rendered outside the loop.
@@ -82,6 +84,7 @@ pub(super) enum Answer {
     CapturePoints(Vec<crate::api::CapturePointInfo>),
     CaptureStarted(Result<super::capture::Stream, String>),
     Applied(ApplyReport),
+    Bounced(Result<crate::api::BouncePortReport, String>),
     Done,
 }
 
@@ -640,6 +643,7 @@ async fn answer(req: Request, shared: &Shared) -> Vec<u8> {
         },
         Request::DisconnectAps(r) => (Ask::Disconnect(r), None),
         Request::Preempt(r) => (Ask::Preempt(r), None),
+        Request::BouncePort(r) => (Ask::BouncePort(r), None),
         Request::CapturePoints => (Ask::CapturePoints, None),
         Request::ApplyConfig(r) => match prepare_config(r, shared.config_file.clone()).await {
             Ok((cfg, file)) => {
@@ -676,7 +680,8 @@ async fn answer(req: Request, shared: &Shared) -> Vec<u8> {
             }
             Answer::Disconnect(Ok(r)) => Response::DisconnectAps(r),
             Answer::Preempt(Ok(r)) => Response::Preempt(r),
-            Answer::Disconnect(Err(e)) | Answer::Preempt(Err(e)) => {
+            Answer::Bounced(Ok(r)) => Response::BouncePort(r),
+            Answer::Disconnect(Err(e)) | Answer::Preempt(Err(e)) | Answer::Bounced(Err(e)) => {
                 return ResponseLine::error(e).to_line();
             }
             Answer::CapturePoints(p) => Response::CapturePoints(p),
@@ -916,6 +921,7 @@ impl Dataplane {
                 Answer::Done
             }
             Ask::ApplyConfig(cfg) => Answer::Applied(self.apply_config(*cfg)),
+            Ask::BouncePort(req) => Answer::Bounced(self.bounce_ports(now, &req)),
         };
         if matches!(answer, Answer::Disconnect(_) | Answer::Preempt(_)) {
             self.flush_control();
@@ -1072,6 +1078,7 @@ mod tests {
                         Ask::CapturePoints
                         | Ask::CaptureStart(..)
                         | Ask::CaptureStop(_)
+                        | Ask::BouncePort(_)
                         | Ask::Clients(_) => {
                             unreachable!()
                         }

@@ -23,10 +23,11 @@ use crate::api::ApplyReport;
 use crate::io::hostport::{HostPort, HostPortCounters, HostPortSpec, Readable, Route, stable_mac};
 use crate::io::netlink::Rtnl;
 use crate::io::tap::Tap;
+use tunterm_core::forward::ForwardConfig;
 use tunterm_core::proto::bridge::PortId;
 use tunterm_core::proto::bridge::{PortConfig, Switch, TRUNK, host_port};
 use tunterm_core::proto::dhcp::{RelayAgent, RelayCounters, VlanRelay};
-use tunterm_core::wire::l2tp::pw;
+use tunterm_core::wire::l2tp::{pw, stopccn};
 
 /// What the configuration asks for.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -121,72 +122,141 @@ pub(super) fn is_local(ip: Ipv4Addr) -> bool {
 /// How a configuration change is applied.
 #[derive(Debug, Default, PartialEq)]
 struct Plan {
-    /// The mxtunnels are the same tunnels (ids, names, transports, MTUs, in
-    /// the same order): their VLANs and hello settings change live.
-    tunnels_live: bool,
+    /// Per old mxtunnel (by index), its index in the new configuration;
+    /// None: removed (or its protocol changed), its tunnels close.
+    moved: Vec<Option<usize>>,
+    /// The mxtunnels changed in any way (profiles, MTUs, VLANs to redo).
+    tunnels_changed: bool,
+    /// `tunterm_ap_subnets` changed.
+    ap_subnets: bool,
+    /// `tunterm_monitoring` changed.
+    monitoring: bool,
+    /// The mGRE wlans changed.
+    mgre: bool,
+    /// The tunnel addresses change live.
+    addresses: bool,
     applied: Vec<String>,
     needs_restart: Vec<String>,
 }
 
 /// Sort the differences between `old` and `new` into what the running
-/// daemon changes live and what waits for a restart.
-fn plan(old: &EdgeConfig, new: &EdgeConfig) -> Plan {
-    let mut p = Plan::default();
-    let same_tunnels = old.tunnels.len() == new.tunnels.len()
-        && old.tunnels.iter().zip(&new.tunnels).all(|(a, b)| {
-            (&a.id, &a.name, a.protocol, a.mtu) == (&b.id, &b.name, b.protocol, b.mtu)
-        });
-    p.tunnels_live = same_tunnels;
-    if same_tunnels {
-        for (i, (a, b)) in old.tunnels.iter().zip(&new.tunnels).enumerate() {
-            if a.vlans != b.vlans || a.default_vlan != b.default_vlan {
+/// daemon changes live and what waits for a restart. `fast_path`: the XDP
+/// fast path runs (it matches the tunnel address it was attached with).
+fn plan(old: &EdgeConfig, new: &EdgeConfig, fast_path: bool) -> Plan {
+    let mut p = Plan {
+        tunnels_changed: old.tunnels != new.tunnels,
+        ..Plan::default()
+    };
+    // An mxtunnel is the same one while its id is (a rename keeps its
+    // tunnels up); over another protocol its tunnels cannot stay.
+    for a in &old.tunnels {
+        let j = new.tunnels.iter().position(|b| b.id == a.id);
+        let b = j.map(|j| &new.tunnels[j]);
+        match b {
+            None => {
                 p.applied.push(format!(
-                    "mxtunnel {}: vlan_ids {} -> {} (its sessions carry them now)",
-                    b.name, a.vlans, b.vlans
+                    "mxtunnel {} removed (its tunnels closed with StopCCN, their MACs flushed)",
+                    a.name
                 ));
+                p.moved.push(None);
+                continue;
             }
-            if (a.hello_interval, a.hello_retries) != (b.hello_interval, b.hello_retries) {
+            Some(b) if b.protocol != a.protocol => {
                 p.applied.push(format!(
-                    "mxtunnels[{i}] ({}): hello_interval/hello_retries (tunnels set up from now on)",
-                    b.name
+                    "mxtunnel {}: protocol {:?} -> {:?} (its tunnels closed; the APs reconnect)",
+                    b.name, a.protocol, b.protocol
                 ));
+                p.moved.push(None);
+                continue;
             }
+            Some(_) => p.moved.push(j),
         }
-    } else {
+        let Some(b) = b else { continue };
+        if a.name != b.name {
+            p.applied.push(format!(
+                "mxtunnel {} renamed {} (its tunnels stay up)",
+                a.name, b.name
+            ));
+        }
+        if a.mtu != b.mtu {
+            p.applied
+                .push(format!("mxtunnel {}: mtu {} -> {}", b.name, a.mtu, b.mtu));
+        }
+        if a.vlans != b.vlans || a.default_vlan != b.default_vlan {
+            p.applied.push(format!(
+                "mxtunnel {}: vlan_ids {} -> {} (its sessions carry them now)",
+                b.name, a.vlans, b.vlans
+            ));
+        }
+        if (a.hello_interval, a.hello_retries) != (b.hello_interval, b.hello_retries) {
+            p.applied.push(format!(
+                "mxtunnel {}: hello_interval/hello_retries (tunnels set up from now on)",
+                b.name
+            ));
+        }
+    }
+    for b in &new.tunnels {
+        if !old.tunnels.iter().any(|a| a.id == b.id) {
+            p.applied.push(format!("mxtunnel {} added", b.name));
+        }
+    }
+    if old.mgre != new.mgre {
+        p.mgre = true;
+        p.applied.push(match (&old.mgre, &new.mgre) {
+            (None, Some(_)) => "wlans: mGRE termination on".into(),
+            (Some(_), None) => "wlans: mGRE termination off (its peers removed)".into(),
+            _ => "wlans: mGRE VLANs / peer timeout".into(),
+        });
+    }
+    let addresses = (old.tunnel_ip, old.tunnel_prefix, old.tunnel_ip6)
+        != (new.tunnel_ip, new.tunnel_prefix, new.tunnel_ip6);
+    if addresses && fast_path {
         p.needs_restart.push(
-            "mxtunnels: tunnels added, removed, reordered, or their id/name/protocol/mtu changed"
+            "mxedge.tunterm_ip_config (tunnel address): the XDP fast path was attached \
+             matching the old address; it is not re-attached live"
+                .into(),
+        );
+    } else if addresses {
+        p.addresses = true;
+        p.applied.push(
+            "mxedge.tunterm_ip_config (tunnel address): sockets rebound; tunnels to the \
+             old address closed"
                 .into(),
         );
     }
-    let mut restart = |changed: bool, what: &str| {
-        if changed {
-            p.needs_restart.push(what.to_string());
-        }
-    };
-    restart(old.mgre != new.mgre, "wlans (mGRE termination)");
-    restart(
-        (old.tunnel_ip, old.tunnel_prefix, old.tunnel_ip6)
-            != (new.tunnel_ip, new.tunnel_prefix, new.tunnel_ip6),
-        "mxedge.tunterm_ip_config (tunnel address; sockets are not rebound live)",
-    );
-    restart(
-        (
-            &old.upstream_interfaces,
-            &old.downstream_interfaces,
-            old.upstream_port_vlan_id,
-        ) != (
-            &new.upstream_interfaces,
-            &new.downstream_interfaces,
-            new.upstream_port_vlan_id,
-        ),
-        "mxedge.tunterm_port_config / ports (interfaces, native VLAN)",
-    );
-    restart(old.ap_subnets != new.ap_subnets, "tunterm_ap_subnets");
-    restart(
-        old.monitoring() != new.monitoring(),
-        "tunterm_monitoring (upstream checks)",
-    );
-    restart(old.name != new.name, "mxedge.name");
+    if (
+        &old.upstream_interfaces,
+        &old.downstream_interfaces,
+        old.upstream_port_vlan_id,
+    ) != (
+        &new.upstream_interfaces,
+        &new.downstream_interfaces,
+        new.upstream_port_vlan_id,
+    ) {
+        p.needs_restart.push(
+            "mxedge.tunterm_port_config / ports (interfaces, native VLAN): the trunk's \
+             packet ring, the AP link's MTU and the fast path's attach points are set up \
+             at start"
+                .into(),
+        );
+    }
+    if old.ap_subnets != new.ap_subnets {
+        p.ap_subnets = true;
+        p.applied.push(
+            "tunterm_ap_subnets (tunnels and mGRE peers from addresses now outside closed)".into(),
+        );
+    }
+    if old.monitoring() != new.monitoring() {
+        p.monitoring = true;
+        p.applied
+            .push("tunterm_monitoring (checks restarted with the new settings)".into());
+    }
+    if old.name != new.name {
+        p.needs_restart.push(
+            "mxedge.name: the edge's identity (state file, host ports' MACs, L2TP host name)"
+                .into(),
+        );
+    }
     let services = |c: &EdgeConfig| {
         (
             c.vlan_addresses(),
@@ -232,6 +302,18 @@ pub struct ServiceCounters {
     pub reload_errors: u64,
     /// Why the last refused reload was refused.
     pub last_reload_error: Option<String>,
+    /// L2TP tunnels a reload closed with StopCCN (their mxtunnel removed,
+    /// their address outside new `tunterm_ap_subnets`, the tunnel address
+    /// changed).
+    #[serde(default)]
+    pub reload_closed_tunnels: u64,
+    /// L2TP sessions a reload closed with CDN (their mxtunnel removed, on a
+    /// tunnel that stays).
+    #[serde(default)]
+    pub reload_closed_sessions: u64,
+    /// mGRE peers a reload removed.
+    #[serde(default)]
+    pub reload_removed_gre_peers: u64,
 }
 
 /// One host port in the stats.
@@ -551,33 +633,169 @@ impl Dataplane {
 
     /// Apply a validated configuration: what can change live does, the
     /// rest is listed as waiting for a restart (and keeps its old value).
-    /// The one path of SIGHUP and `apply-config`.
+    /// The one path of SIGHUP and `apply-config`. Tunnels the change does
+    /// not touch stay up and keep forwarding.
     pub(super) fn apply_config(&mut self, new: EdgeConfig) -> ApplyReport {
-        let plan = plan(&self.cfg, &new);
+        let now = Instant::now();
+        let mut plan = plan(&self.cfg, &new, self.fast.is_some());
+        let old = self.cfg.clone();
         let mut running = new.clone();
-        if !plan.tunnels_live {
-            running.tunnels = self.cfg.tunnels.clone();
-        }
         // What waits for a restart keeps its running value.
-        running.mgre = self.cfg.mgre.clone();
-        running.tunnel_ip = self.cfg.tunnel_ip;
-        running.tunnel_prefix = self.cfg.tunnel_prefix;
-        running.tunnel_ip6 = self.cfg.tunnel_ip6;
-        running.upstream_interfaces = self.cfg.upstream_interfaces.clone();
-        running.downstream_interfaces = self.cfg.downstream_interfaces.clone();
-        running.upstream_port_vlan_id = self.cfg.upstream_port_vlan_id;
-        running.ap_subnets = self.cfg.ap_subnets.clone();
-        if plan.tunnels_live && running.tunnels != self.cfg.tunnels {
-            self.endpoint.set_profiles(super::profiles(&running));
-            self.retag_sessions(&running);
+        running.name = old.name.clone();
+        running.upstream_interfaces = old.upstream_interfaces.clone();
+        running.downstream_interfaces = old.downstream_interfaces.clone();
+        running.upstream_port_vlan_id = old.upstream_port_vlan_id;
+        if !plan.addresses {
+            running.tunnel_ip = old.tunnel_ip;
+            running.tunnel_prefix = old.tunnel_prefix;
+            running.tunnel_ip6 = old.tunnel_ip6;
         }
+        // Host ports first: the tunnel address may live on one.
         let want = desired(&running, self.svc.ip_config_port);
         self.svc.apply(&mut self.switch, &running, want);
-        self.reconfigure_mcast(&running, Instant::now());
-        self.reconfigure_clients(&running, Instant::now());
+        // New sockets first (those that stay are kept), then the old ones
+        // close. One that cannot be opened leaves every socket as it was.
+        let socks = if super::socket_keys(&running) != self.socks.keys() {
+            match super::open_sockets(&running, self.port, Some(&self.socks)) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    let why = format!("{e:#}");
+                    warn!(error = %why, "reload: tunnel sockets not changed");
+                    plan.needs_restart.push(format!(
+                        "tunnel sockets (mxtunnels' protocols, mGRE, tunnel address): {why}; \
+                         the old ones stay"
+                    ));
+                    if plan.addresses {
+                        plan.addresses = false;
+                        plan.applied
+                            .retain(|a| !a.starts_with("mxedge.tunterm_ip_config"));
+                        running.tunnel_ip = old.tunnel_ip;
+                        running.tunnel_prefix = old.tunnel_prefix;
+                        running.tunnel_ip6 = old.tunnel_ip6;
+                        let want = desired(&running, self.svc.ip_config_port);
+                        self.svc.apply(&mut self.switch, &running, want);
+                    }
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        // What the change closes, for the stats.
+        let mut c = ServiceCounters::default();
+        if plan.addresses {
+            // The APs address the old address: their tunnels cannot move.
+            let gone4 = old.tunnel_ip != running.tunnel_ip;
+            let gone6 = old.tunnel_ip6 != running.tunnel_ip6;
+            c.reload_closed_tunnels += self.endpoint.close_peers(
+                now,
+                |peer| if peer.is_ipv6() { gone6 } else { gone4 },
+                stopccn::CLEAR,
+                "tunnel address changed",
+            ) as u64;
+            let peers: Vec<PortId> = self
+                .gre
+                .peers(now)
+                .filter(|p| if p.addr.is_ipv6() { gone6 } else { gone4 })
+                .map(|p| p.port)
+                .collect();
+            for port in peers {
+                c.reload_removed_gre_peers += 1;
+                self.gre.remove_peer(port);
+            }
+            self.fwd.set_config(ForwardConfig {
+                icmp_src4: running.tunnel_ip,
+                icmp_src6: running.tunnel_ip6,
+                ..self.fwd.config().clone()
+            });
+        }
+        if plan.tunnels_changed {
+            let (conns, sessions) = self.endpoint.replace_profiles(
+                now,
+                super::profiles(&running),
+                &plan.moved,
+                stopccn::CLEAR,
+                "mxtunnel removed",
+            );
+            c.reload_closed_tunnels += conns as u64;
+            c.reload_closed_sessions += sessions as u64;
+            self.mtus = super::tunnel_mtus(&running, self.link_mtu);
+            self.retag_sessions(&running);
+        }
+        if plan.ap_subnets {
+            let n = self.endpoint.set_admit(
+                now,
+                running.ap_subnets.clone(),
+                stopccn::CLEAR,
+                "outside tunterm_ap_subnets",
+            );
+            c.reload_closed_tunnels += n as u64;
+        }
+        if plan.ap_subnets || plan.mgre {
+            let timeout = running
+                .mgre
+                .as_ref()
+                .map_or(self.gre.config().peer_timeout, |m| m.peer_timeout);
+            c.reload_removed_gre_peers +=
+                self.gre.reconfigure(running.ap_subnets.clone(), timeout) as u64;
+        }
+        if plan.mgre {
+            match &running.mgre {
+                None => {
+                    c.reload_removed_gre_peers += self.gre.peer_count() as u64;
+                    self.gre.remove_all();
+                }
+                Some(m) => {
+                    let ports: Vec<PortId> = self.gre.peers(now).map(|p| p.port).collect();
+                    for port in ports {
+                        self.switch.add_port(
+                            port,
+                            PortConfig {
+                                vlans: m.vlans.clone(),
+                                untagged_vlan: Some(m.default_vlan),
+                            },
+                        );
+                    }
+                }
+            }
+        }
+        if plan.monitoring {
+            let rx = self.monitor.replace(
+                now,
+                &running,
+                &self.monitor_opts,
+                &mut self.endpoint,
+                &mut self.gre,
+            );
+            self.rewired.get_or_insert_with(Default::default).probes = Some(rx);
+        }
+        self.reconfigure_mcast(&running, now);
+        self.reconfigure_clients(&running, now);
         self.cfg = running;
+        // The StopCCNs go out of the sockets the APs know, then those close.
+        self.flush_control();
+        self.handle_events();
+        if let Some(socks) = socks {
+            self.flush_tunnel_tx();
+            self.socks = socks;
+            self.rewired.get_or_insert_with(Default::default).sockets = true;
+        }
         self.sessions_changed = true;
-        self.svc.counters.reloads += 1;
+        let counters = &mut self.svc.counters;
+        counters.reloads += 1;
+        counters.reload_closed_tunnels += c.reload_closed_tunnels;
+        counters.reload_closed_sessions += c.reload_closed_sessions;
+        counters.reload_removed_gre_peers += c.reload_removed_gre_peers;
+        if c.reload_closed_tunnels + c.reload_closed_sessions + c.reload_removed_gre_peers > 0 {
+            info!(
+                tunnels = c.reload_closed_tunnels,
+                sessions = c.reload_closed_sessions,
+                gre_peers = c.reload_removed_gre_peers,
+                "reload closed what the new configuration has no place for"
+            );
+        }
+        // The digest of what was applied (what waits for a restart is in
+        // the report), as the agent compares it with what it sent.
         self.control.config_digest = crate::api::config_digest(&new.raw);
         let digest = &self.control.config_digest;
         self.control.emit(|| crate::api::EventKind::Reload {
@@ -761,8 +979,14 @@ mod tests {
     #[test]
     fn a_change_is_sorted_into_live_and_restart() {
         let old = config(serde_json::json!({}));
-        let same = plan(&old, &old);
-        assert!(same.tunnels_live && same.applied.is_empty() && same.needs_restart.is_empty());
+        let same = plan(&old, &old, false);
+        assert_eq!(
+            same,
+            Plan {
+                moved: vec![Some(0)],
+                ..Plan::default()
+            }
+        );
 
         let mut raw: serde_json::Value = serde_json::to_value(&old.raw).unwrap();
         raw["mxtunnels"][0]["vlan_ids"] = serde_json::json!([10, 99]);
@@ -770,8 +994,8 @@ mod tests {
         raw["mxedge"]["tunterm_other_ip_configs"] =
             serde_json::json!({"10": {"ip": "192.168.10.2", "netmask": "/24"}});
         let new = tunterm_control::load_str(&raw.to_string()).unwrap();
-        let p = plan(&old, &new);
-        assert!(p.tunnels_live, "{p:?}");
+        let p = plan(&old, &new, false);
+        assert!(p.tunnels_changed && p.moved == [Some(0)], "{p:?}");
         assert!(p.needs_restart.is_empty(), "{p:?}");
         assert!(
             p.applied[0].contains("vlan_ids 10,20,30-31 -> 10,99"),
@@ -780,19 +1004,84 @@ mod tests {
         assert!(p.applied[1].contains("hello_interval"), "{p:?}");
         assert!(p.applied[2].contains("host ports"), "{p:?}");
 
-        // A second tunnel, a new address, other AP subnets: at a restart.
+        // A second tunnel, a new address, other AP subnets, monitoring,
+        // mGRE: all live.
         let mut other = raw["mxtunnels"][0].clone();
         other["name"] = "other".into();
+        other["id"] = "other-id".into();
         raw["mxtunnels"].as_array_mut().unwrap().push(other);
         raw["mxedge"]["tunterm_ip_config"]["ip"] = "10.99.0.9".into();
         raw["mxcluster"]["tunterm_ap_subnets"] = serde_json::json!(["10.98.0.0/24"]);
+        raw["mxedge"]["tunterm_monitoring"] =
+            serde_json::json!([{"protocol": "arp", "host": "10.99.0.1", "timeout": 60}]);
         let new = tunterm_control::load_str(&raw.to_string()).unwrap();
-        let p = plan(&old, &new);
-        assert!(!p.tunnels_live);
-        let restart = p.needs_restart.join("; ");
-        for what in ["mxtunnels", "tunterm_ip_config", "tunterm_ap_subnets"] {
-            assert!(restart.contains(what), "{what}: {restart}");
+        let p = plan(&old, &new, false);
+        assert!(p.needs_restart.is_empty(), "{p:?}");
+        assert_eq!(p.moved, [Some(0)]);
+        assert!(p.addresses && p.ap_subnets, "{p:?}");
+        let applied = p.applied.join("; ");
+        for what in [
+            "mxtunnel other added",
+            "tunterm_ip_config",
+            "tunterm_ap_subnets",
+        ] {
+            assert!(applied.contains(what), "{what}: {applied}");
         }
+        // With the fast path on, the address waits for a restart, and says why.
+        let p = plan(&old, &new, true);
+        assert!(!p.addresses);
+        assert!(
+            p.needs_restart[0].contains("tunterm_ip_config") && p.needs_restart[0].contains("XDP"),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn mxtunnels_are_matched_by_id_so_a_rename_keeps_its_tunnels() {
+        let old = config(serde_json::json!({}));
+        let mut raw: serde_json::Value = serde_json::to_value(&old.raw).unwrap();
+        let first = raw["mxtunnels"][0].clone();
+        let mut second = first.clone();
+        second["id"] = "second-id".into();
+        second["name"] = "second".into();
+        raw["mxtunnels"] = serde_json::json!([first, second]);
+        let two = tunterm_control::load_str(&raw.to_string()).unwrap();
+
+        // The first removed: the second moves to index 0, the first's
+        // tunnels close.
+        let mut raw2 = raw.clone();
+        raw2["mxtunnels"].as_array_mut().unwrap().remove(0);
+        raw2["mxtunnels"][0]["name"] = "second-renamed".into();
+        raw2["mxtunnels"][0]["mtu"] = 1400.into();
+        let one = tunterm_control::load_str(&raw2.to_string()).unwrap();
+        let p = plan(&two, &one, false);
+        assert_eq!(p.moved, [None, Some(0)]);
+        let applied = p.applied.join("; ");
+        assert!(
+            applied.contains(&format!("mxtunnel {} removed", two.tunnels[0].name)),
+            "{applied}"
+        );
+        assert!(
+            applied.contains("mxtunnel second renamed second-renamed"),
+            "{applied}"
+        );
+        assert!(applied.contains("mtu 0 -> 1400"), "{applied}");
+        assert!(p.needs_restart.is_empty(), "{p:?}");
+
+        // Another protocol: the same id, but its tunnels cannot stay.
+        let mut raw3 = raw.clone();
+        raw3["mxtunnels"][1]["protocol"] = "ip".into();
+        let proto = tunterm_control::load_str(&raw3.to_string()).unwrap();
+        let p = plan(&two, &proto, false);
+        assert_eq!(p.moved, [Some(0), None]);
+        assert!(p.applied[0].contains("protocol"), "{p:?}");
+
+        // Interfaces and the name still wait for a restart.
+        let mut raw4 = raw.clone();
+        raw4["mxedge"]["name"] = "renamed-edge".into();
+        let renamed = tunterm_control::load_str(&raw4.to_string()).unwrap();
+        let p = plan(&two, &renamed, false);
+        assert!(p.needs_restart[0].contains("mxedge.name"), "{p:?}");
     }
 
     #[test]

@@ -178,7 +178,7 @@ impl Rtnl {
         let what = || format!("setting the MAC of {name} to {}", fmt_mac(&mac));
         self.exchange(
             &what,
-            set_link(name, Some(mac), false),
+            set_link(name, Some(mac), None),
             NLM_F_REQUEST | NLM_F_ACK,
         )
         .map(drop)
@@ -187,8 +187,23 @@ impl Rtnl {
     /// Bring link `name` up.
     pub fn set_up(&mut self, name: &str) -> Result<(), Error> {
         let what = || format!("bringing {name} up");
-        self.exchange(&what, set_link(name, None, true), NLM_F_REQUEST | NLM_F_ACK)
-            .map(drop)
+        self.exchange(
+            &what,
+            set_link(name, None, Some(true)),
+            NLM_F_REQUEST | NLM_F_ACK,
+        )
+        .map(drop)
+    }
+
+    /// Take link `name` down (`ip link set NAME down`).
+    pub fn set_down(&mut self, name: &str) -> Result<(), Error> {
+        let what = || format!("taking {name} down");
+        self.exchange(
+            &what,
+            set_link(name, None, Some(false)),
+            NLM_F_REQUEST | NLM_F_ACK,
+        )
+        .map(drop)
     }
 
     /// Put `addr/prefix` on `link` (replacing it if there). IPv6 addresses
@@ -505,10 +520,12 @@ fn get_link(name: &str) -> RouteNetlinkMessage {
 
 /// `RTM_NEWLINK` (no create flag: changes an existing link) for the link
 /// called `name`: its MAC, and/or the up flag.
-fn set_link(name: &str, mac: Option<[u8; 6]>, up: bool) -> RouteNetlinkMessage {
+fn set_link(name: &str, mac: Option<[u8; 6]>, up: Option<bool>) -> RouteNetlinkMessage {
     let mut m = LinkMessage::default();
-    if up {
-        m.header.flags = LinkFlags::Up;
+    if let Some(up) = up {
+        if up {
+            m.header.flags = LinkFlags::Up;
+        }
         m.header.change_mask = LinkFlags::Up;
     }
     m.attributes.push(LinkAttribute::IfName(name.into()));
@@ -840,7 +857,7 @@ mod tests {
 
         let mac = [0x02, 0x74, 1, 2, 3, 4];
         let NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l)) = parse(&frame(
-            set_link("tt-v10", Some(mac), true),
+            set_link("tt-v10", Some(mac), Some(true)),
             NLM_F_REQUEST,
             5,
         ))
@@ -857,10 +874,16 @@ mod tests {
             ("tt-v10", Some(mac), true)
         );
         // Changing only the MAC leaves the flags alone (change mask 0).
-        let RouteNetlinkMessage::NewLink(l) = set_link("tt-v10", Some(mac), false) else {
+        let RouteNetlinkMessage::NewLink(l) = set_link("tt-v10", Some(mac), None) else {
             panic!()
         };
         assert!(l.header.change_mask.is_empty());
+        // Down: the Up bit in the mask, clear in the flags.
+        let RouteNetlinkMessage::NewLink(l) = set_link("tt-v10", None, Some(false)) else {
+            panic!()
+        };
+        assert_eq!(l.header.change_mask, LinkFlags::Up);
+        assert!(l.header.flags.is_empty());
     }
 
     fn neighbour(ip: &str, state: NeighbourState, mac: Option<[u8; 6]>) -> NeighbourMessage {

@@ -317,6 +317,10 @@ pub struct EndpointCounters {
     pub rx_control_not_admitted: u64,
     /// Data packets from a source outside the admitted subnets (dropped).
     pub rx_data_not_admitted: u64,
+    /// Connections closed (StopCCN) because `tunterm_ap_subnets` changed
+    /// and their peer's address is no longer inside.
+    #[serde(default)]
+    pub closed_not_admitted: u64,
     /// SCCRQs from admitted sources (new and retransmitted). Each ends in
     /// exactly one of `sccrq_accepted`, `sccrq_retransmits`,
     /// `sccrq_refused`, `sccrq_rate_limited` and `sccrq_half_open_full`.
@@ -486,6 +490,95 @@ impl Endpoint {
     /// profile went away.
     pub fn set_profiles(&mut self, profiles: Vec<PwProfile>) {
         self.cfg.profiles = profiles;
+    }
+
+    /// Replace the tunnel profiles when profiles were added, removed or
+    /// moved: `moved[i]` is the new index of old profile `i`, None where it
+    /// is gone. Connections bound to a removed profile are closed with
+    /// StopCCN (`result`, `message`); a session of a removed profile on a
+    /// connection that stays is closed with CDN. Every other connection and
+    /// session keeps running, bound to its profile's new index. Returns the
+    /// connections and the sessions closed.
+    pub fn replace_profiles(
+        &mut self,
+        now: Instant,
+        profiles: Vec<PwProfile>,
+        moved: &[Option<usize>],
+        result: u16,
+        message: &str,
+    ) -> (usize, usize) {
+        let remap = |p: Option<usize>| p.map(|i| moved.get(i).copied().flatten());
+        let mut gone_conns = Vec::new();
+        for (ccid, c) in &mut self.conns {
+            match remap(c.profile) {
+                Some(None) => gone_conns.push(*ccid),
+                Some(Some(i)) => c.profile = Some(i),
+                None => {}
+            }
+        }
+        let mut gone_sessions = Vec::new();
+        let sids: Vec<u32> = self.sessions.keys().copied().collect();
+        for sid in sids {
+            let Some(s) = self.sessions.get_mut(&sid) else {
+                continue;
+            };
+            match remap(s.profile) {
+                // Those of a closing connection go with it.
+                Some(None) if !gone_conns.contains(&s.ccid) => gone_sessions.push(sid),
+                Some(Some(i)) => s.profile = Some(i),
+                _ => {}
+            }
+        }
+        self.cfg.profiles = profiles;
+        gone_conns.sort_unstable();
+        for &ccid in &gone_conns {
+            self.close(now, ccid, result, message);
+        }
+        for &sid in &gone_sessions {
+            self.close_session(now, sid, l2tp::cdn::ADMINISTRATIVE);
+        }
+        (gone_conns.len(), gone_sessions.len())
+    }
+
+    /// Replace the admitted source prefixes (`tunterm_ap_subnets`, a
+    /// configuration change): connections from addresses now outside are
+    /// closed with StopCCN (`result`, `message`) and counted
+    /// (`closed_not_admitted`); new SCCRQs are checked against the new
+    /// list. Returns the connections closed.
+    pub fn set_admit(
+        &mut self,
+        now: Instant,
+        admit: Vec<IpNet>,
+        result: u16,
+        message: &str,
+    ) -> usize {
+        self.cfg.admit = admit;
+        let cfg = self.cfg.clone();
+        let n = self.close_peers(now, |peer| !cfg.admits(peer.ip()), result, message);
+        self.counters.closed_not_admitted += n as u64;
+        n
+    }
+
+    /// Close with StopCCN (`result`, `message`) every connection not
+    /// already closing whose peer `which` picks; returns how many.
+    pub fn close_peers(
+        &mut self,
+        now: Instant,
+        which: impl Fn(SocketAddr) -> bool,
+        result: u16,
+        message: &str,
+    ) -> usize {
+        let mut picked: Vec<u32> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.state != ConnState::Closing && which(c.peer))
+            .map(|(ccid, _)| *ccid)
+            .collect();
+        picked.sort_unstable();
+        for &ccid in &picked {
+            self.close(now, ccid, result, message);
+        }
+        picked.len()
     }
 
     /// Whether new control connections (SCCRQs) are taken. Off while

@@ -191,7 +191,15 @@ impl Pair {
                     self.ap
                         .handle_datagram(self.now, self.transport, self.edge_addr(), &p)
                 };
-                assert_eq!(r, Incoming::Control, "only control on this wire");
+                // Only control on this wire; from an AP no longer admitted
+                // it is dropped.
+                assert!(
+                    matches!(
+                        r,
+                        Incoming::Control | Incoming::Dropped(DataDrop::NotAdmitted)
+                    ),
+                    "only control on this wire: {r:?}"
+                );
             }
             self.ap.handle_timeout(self.now);
             self.edge.handle_timeout(self.now);
@@ -1611,4 +1619,86 @@ fn a_seed_replays_its_choices_and_another_seed_shares_none() {
             assert_ne!(cookie_a.as_slice()[4..], cookie_b.as_slice()[4..]);
         }
     }
+}
+
+fn profile(name: &str) -> PwProfile {
+    PwProfile {
+        names: vec![name.into()],
+        hello_interval: Duration::from_secs(2),
+        hello_retries: 3,
+        transport: None,
+    }
+}
+
+fn ap_heard_stopccn(p: &Pair, message: &str) -> bool {
+    p.ap_events.iter().any(|e| {
+        matches!(e, Event::TunnelDown {
+            reason: CloseReason::PeerStopCcn { message: Some(m), .. }, was_up: true, ..
+        } if m == message)
+    })
+}
+
+#[test]
+fn profiles_replaced_live_keep_the_tunnels_of_those_that_stay() {
+    // A profile put in front: the session's moves from index 0 to 1, the
+    // tunnel stays up and keeps carrying data.
+    let mut p = establish(Transport::Udp, 4, Impair::default());
+    let sid = Pair::sessions_up(&p.edge_events)[0];
+    let now = p.now;
+    let moved = p.edge.replace_profiles(
+        now,
+        vec![profile("new"), edge_cfg().profiles[0].clone()],
+        &[Some(1)],
+        l2tp::stopccn::CLEAR,
+        "mxtunnel removed",
+    );
+    assert_eq!(moved, (0, 0));
+    assert_eq!(p.edge.session(sid).unwrap().profile, Some(1));
+    p.run(Duration::from_secs(10));
+    assert_eq!(p.edge.stats(p.now)[0].state, "established_with_sessions");
+    assert!(!ap_heard_stopccn(&p, "mxtunnel removed"));
+
+    // Its profile removed: the tunnel is closed with StopCCN.
+    let now = p.now;
+    let closed = p.edge.replace_profiles(
+        now,
+        vec![profile("new")],
+        &[Some(0), None],
+        l2tp::stopccn::CLEAR,
+        "mxtunnel removed",
+    );
+    assert_eq!(closed, (1, 0));
+    p.run(Duration::from_secs(2));
+    assert!(
+        ap_heard_stopccn(&p, "mxtunnel removed"),
+        "{:?}",
+        p.ap_events
+    );
+    assert!(p.edge.session(sid).is_none());
+}
+
+#[test]
+fn admitted_subnets_replaced_live_close_the_tunnels_now_outside() {
+    let mut p = establish(Transport::Udp, 4, Impair::default());
+    let now = p.now;
+    // Still inside: nothing closes.
+    let inside = vec!["10.99.0.0/24".parse().unwrap()];
+    assert_eq!(
+        p.edge
+            .set_admit(now, inside, l2tp::stopccn::CLEAR, "outside"),
+        0
+    );
+    p.run(Duration::from_secs(5));
+    assert_eq!(p.edge.stats(p.now)[0].state, "established_with_sessions");
+    // The AP's address no longer inside: StopCCN, counted.
+    let now = p.now;
+    let outside = vec!["10.98.0.0/24".parse().unwrap()];
+    assert_eq!(
+        p.edge
+            .set_admit(now, outside, l2tp::stopccn::CLEAR, "outside"),
+        1
+    );
+    p.run(Duration::from_secs(1));
+    assert_eq!(p.edge.counters().closed_not_admitted, 1);
+    assert!(ap_heard_stopccn(&p, "outside"), "{:?}", p.ap_events);
 }
