@@ -1,5 +1,5 @@
 //! `tunterm-agent`: the edge's side of tunterm's edge <-> cloud protocol
-//! (docs: EDGE-PROTOCOL in the repository; tunterm's own protocol, not
+//! (docs: control/agent/PROTOCOL.md; tunterm's own protocol, not
 //! Mist's private one). It holds one outbound TLS websocket to the cloud,
 //! applies the configuration the cloud pushes through the daemon's
 //! `apply-config`, and reports stats and events in the Mist API's shapes.
