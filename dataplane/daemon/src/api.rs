@@ -91,6 +91,11 @@ pub enum Request {
     /// Validate a whole configuration and apply it the way a reload
     /// (SIGHUP) does; optionally write it to the configuration file.
     ApplyConfig(ApplyConfigRequest),
+    /// Restart without dropping tunnels: answer `"restarting"`, exit the
+    /// way SIGQUIT does (state file written, pinned fast path kept) and
+    /// exec this daemon again with the same command line, in the same
+    /// process (same pid, so a supervisor sees no exit).
+    Restart,
 }
 
 impl Request {
@@ -106,6 +111,7 @@ impl Request {
             Request::CapturePoints => "capture-points",
             Request::Capture(_) => "capture",
             Request::ApplyConfig(_) => "apply-config",
+            Request::Restart => "restart",
         }
     }
 }
@@ -179,6 +185,8 @@ pub enum Response {
     CaptureEnded(CaptureSummary),
     /// To [`Request::ApplyConfig`]: what changed and what waits for a restart.
     ApplyConfig(ApplyReport),
+    /// To [`Request::Restart`]: the daemon execs itself again now.
+    Restarting,
 }
 
 impl Response {
@@ -195,6 +203,7 @@ impl Response {
             Response::Capture(_) => "capture",
             Response::CaptureEnded(_) => "capture-ended",
             Response::ApplyConfig(_) => "apply-config",
+            Response::Restarting => "restarting",
         }
     }
 }

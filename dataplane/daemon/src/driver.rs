@@ -139,7 +139,13 @@ pub enum Exit {
     /// forwarding (when pinned) and the state file written, for the next
     /// daemon to take over without the APs noticing.
     Restart,
+    /// As [`Exit::Restart`], asked for on the control socket (`restart`):
+    /// the caller execs the daemon again.
+    Reexec,
 }
+
+/// How long a `restart` request's answer has to be written before the exec.
+const REEXEC_ANSWER_WAIT: Duration = Duration::from_millis(100);
 
 /// Longest the shutdown waits for the APs to acknowledge their StopCCN.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
@@ -360,6 +366,8 @@ struct Dataplane {
     upstream: String,
     /// tunterm's L2TP/UDP port (for the `wire` capture point's headers).
     port: u16,
+    /// A `restart` request came: exit for a restart and exec again.
+    reexec: bool,
 }
 
 /// The tunnels' MTUs: each mxtunnel's `mtu` (by profile index), the AP
@@ -1215,6 +1223,8 @@ fn open_sockets(cfg: &EdgeConfig, port: u16) -> anyhow::Result<Socks> {
 /// tunnel with StopCCN (result 6, shutting down), wait briefly for the
 /// acks, detach the fast path and remove its pins and the state file.
 /// [`Exit::Restart`]: write the state file and leave everything up.
+/// Returns how it ended: [`Exit::Reexec`] when a `restart` request asked
+/// for the daemon to exec itself again.
 ///
 /// At start, a state file (`opts.state_file`) left by an earlier run is
 /// taken back: its tunnels come back established, and pinned fast-path
@@ -1223,7 +1233,7 @@ pub async fn run(
     cfg: EdgeConfig,
     opts: DaemonOptions,
     shutdown: impl std::future::Future<Output = Exit>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Exit> {
     if cfg.tunnel_ip.is_none() && cfg.tunnel_ip6.is_none() {
         bail!("mxedge.tunterm_ip_config: an ip or ip6 is required");
     }
@@ -1321,6 +1331,7 @@ pub async fn run(
         captures: capture::Captures::default(),
         upstream: upstream.clone(),
         port: opts.port,
+        reexec: false,
         cfg,
     };
     dp.restore(Instant::now());
@@ -1388,6 +1399,9 @@ pub async fn run(
         dp.captures.pump(Instant::now());
         dp.sync_fast_path(now);
         dp.persist(now, false);
+        if dp.reexec {
+            break Exit::Reexec;
+        }
         if busy {
             // Overloaded: let the runtime take in new I/O events (a control
             // connection, its reply's progress) and run the control tasks
@@ -1395,7 +1409,7 @@ pub async fn run(
             tokio::task::yield_now().await;
         }
     };
-    if exit == Exit::Restart {
+    if exit != Exit::Stop {
         dp.flush_tunnel_tx();
         dp.persist(Instant::now(), true);
         info!(
@@ -1404,8 +1418,12 @@ pub async fn run(
             pinned = dp.fast.as_ref().is_some_and(|_| pin_dir.is_some()),
             "exiting for a restart: tunnels stay up, the state file and the pinned fast path are kept"
         );
+        if exit == Exit::Reexec {
+            // The control tasks write the "restarting" answer meanwhile.
+            tokio::time::sleep(REEXEC_ANSWER_WAIT).await;
+        }
         let _ = std::fs::remove_file(&opts.control_socket);
-        return Ok(());
+        return Ok(exit);
     }
     info!("shutting down: closing tunnels");
     let now = Instant::now();
@@ -1452,7 +1470,7 @@ pub async fn run(
         let _ = std::fs::remove_file(path);
     }
     let _ = std::fs::remove_file(&opts.control_socket);
-    Ok(())
+    Ok(exit)
 }
 
 #[cfg(test)]

@@ -68,6 +68,8 @@ pub(super) enum Ask {
     CaptureStop(u64),
     /// A configuration, validated (and written when asked): apply it.
     ApplyConfig(Box<tunterm_control::EdgeConfig>),
+    /// Exit for a restart and exec again.
+    Restart,
 }
 
 /// The loop's answer: a snapshot, rendered outside the loop.
@@ -82,6 +84,7 @@ pub(super) enum Answer {
     CapturePoints(Vec<crate::api::CapturePointInfo>),
     CaptureStarted(Result<super::capture::Stream, String>),
     Applied(ApplyReport),
+    Restarting,
     Done,
 }
 
@@ -641,6 +644,7 @@ async fn answer(req: Request, shared: &Shared) -> Vec<u8> {
         Request::DisconnectAps(r) => (Ask::Disconnect(r), None),
         Request::Preempt(r) => (Ask::Preempt(r), None),
         Request::CapturePoints => (Ask::CapturePoints, None),
+        Request::Restart => (Ask::Restart, None),
         Request::ApplyConfig(r) => match prepare_config(r, shared.config_file.clone()).await {
             Ok((cfg, file)) => {
                 persisted = file;
@@ -684,6 +688,7 @@ async fn answer(req: Request, shared: &Shared) -> Vec<u8> {
                 r.persisted = persisted;
                 Response::ApplyConfig(r)
             }
+            Answer::Restarting => Response::Restarting,
             Answer::CaptureStarted(_) | Answer::Done => {
                 return ResponseLine::error("unexpected answer").to_line();
             }
@@ -916,6 +921,10 @@ impl Dataplane {
                 Answer::Done
             }
             Ask::ApplyConfig(cfg) => Answer::Applied(self.apply_config(*cfg)),
+            Ask::Restart => {
+                self.reexec = true;
+                Answer::Restarting
+            }
         };
         if matches!(answer, Answer::Disconnect(_) | Answer::Preempt(_)) {
             self.flush_control();
