@@ -7,12 +7,17 @@
 //! forwarding.
 //!
 //! Sans-IO parts with unit tests: [`backoff`], [`spool`], [`state`],
-//! [`cloudcfg`], [`report`]; the I/O: [`tls`], [`register`], [`session`].
+//! [`cloudcfg`], [`report`], [`pcap`]; the I/O: [`tls`], [`net`] (direct
+//! or through an HTTP CONNECT proxy), [`register`], [`session`],
+//! [`actions`].
 
 #![warn(missing_docs)]
 
+pub mod actions;
 pub mod backoff;
 pub mod cloudcfg;
+pub mod net;
+pub mod pcap;
 pub mod register;
 pub mod report;
 pub mod session;
