@@ -1,0 +1,605 @@
+//! The edge run from the cloud, end to end: the standard lab (two simulated
+//! APs, the real daemon), `tunterm-cloud` (the emulator) and
+//! `tunterm-agent` in the edge's namespace on its loopback, and curl as the
+//! operator on the emulator's REST API. Each test builds its own lab, so
+//! they run in parallel.
+//!
+//! `tunterm-cloud` and `tunterm-agent` are other packages' binaries: `cargo
+//! test --workspace` builds them (for `-p tunterm-lab` alone, build them
+//! first, as the daemon).
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tunterm_lab::topology::{Lab, Options, sessions_up};
+use tunterm_lab::{self as lab, Proc, wait_until};
+
+/// A binary of another package, beside the daemon the tests run.
+fn bin(name: &str) -> PathBuf {
+    let p = tunterm_lab::topology::Binaries::daemon_for_tests().with_file_name(name);
+    assert!(
+        p.exists(),
+        "{} is not built: `cargo test --workspace` builds it (or `cargo build -p {name}`)",
+        p.display()
+    );
+    p
+}
+
+/// The lab with the emulator and the agent.
+struct CloudLab {
+    lab: Lab,
+    cloud: Proc,
+    agent: Option<Proc>,
+    url: String,
+    ca: PathBuf,
+    token: String,
+    org: String,
+    edge_id: String,
+    tunnel_id: String,
+}
+
+impl CloudLab {
+    /// The standard lab, the emulator with its org shaped like the lab's
+    /// configuration, and the agent registered with the claim code; returns
+    /// once the edge runs the cloud's configuration.
+    fn start(name: &str, agent_args: &[&str]) -> CloudLab {
+        let lab = common::start(Options::new(name, common::bins()));
+        let data = lab.dir.join("cloud");
+        let mut cloud = lab
+            .edge
+            .spawn(
+                &[
+                    bin("tunterm-cloud").to_str().unwrap(),
+                    "--data-dir",
+                    data.to_str().unwrap(),
+                    "--listen",
+                    "127.0.0.1:0",
+                ],
+                &lab.dir.join("cloud.log"),
+            )
+            .unwrap();
+        cloud
+            .wait_for_log("tunterm-cloud listening", Duration::from_secs(20))
+            .unwrap();
+        let started: Value =
+            serde_json::from_str(&std::fs::read_to_string(data.join("started.json")).unwrap())
+                .unwrap();
+        let s = |k: &str| started[k].as_str().unwrap().to_string();
+        let token = std::fs::read_to_string(s("operator_token_file"))
+            .unwrap()
+            .trim()
+            .to_string();
+        let mut c = CloudLab {
+            url: s("url"),
+            ca: PathBuf::from(s("ca")),
+            token,
+            org: s("org_id"),
+            edge_id: s("mxedge_id"),
+            tunnel_id: String::new(),
+            agent: None,
+            cloud,
+            lab,
+        };
+        // The org's objects as the lab's edge runs them.
+        let cfg = tunterm_lab::topology::edge_config(1.0, 3);
+        let (_, tunnels) = c.rest("GET", "mxtunnels", None);
+        c.tunnel_id = tunnels[0]["id"].as_str().unwrap().to_string();
+        let (_, clusters) = c.rest("GET", "mxclusters", None);
+        let cluster = clusters[0]["id"].as_str().unwrap().to_string();
+        let mut edge = cfg["mxedge"].clone();
+        edge["mxedge_mgmt"] = json!({"config_auto_revert": true});
+        c.ok("PUT", &format!("mxedges/{}", c.edge_id), edge);
+        c.ok(
+            "PUT",
+            &format!("mxclusters/{cluster}"),
+            cfg["mxcluster"].clone(),
+        );
+        c.ok(
+            "PUT",
+            &format!("mxtunnels/{}", c.tunnel_id),
+            cfg["mxtunnels"][0].clone(),
+        );
+        let claim = s("claim_code");
+        let dir = &c.lab.dir;
+        let mut args = vec![
+            bin("tunterm-agent").to_string_lossy().into_owned(),
+            "--cloud".into(),
+            c.url.clone(),
+            "--ca".into(),
+            c.ca.to_string_lossy().into_owned(),
+            "--claim-code".into(),
+            claim,
+            "--state-dir".into(),
+            dir.join("agent").to_string_lossy().into_owned(),
+            "--control-socket".into(),
+            c.lab.edge_socket.to_string_lossy().into_owned(),
+            "--daemon-config".into(),
+            dir.join("edge.json").to_string_lossy().into_owned(),
+            "--persist".into(),
+            "--stats-interval".into(),
+            "1".into(),
+        ];
+        args.extend(agent_args.iter().map(|a| a.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        c.agent = Some(c.lab.edge.spawn(&args, &dir.join("agent.log")).unwrap());
+        let synced = wait_until(Duration::from_secs(20), || {
+            let (_, st) = c.rest("GET", &format!("stats/mxedges/{}", c.edge_id), None);
+            st["status"] == "connected"
+                && c.lab
+                    .edge_stats()
+                    .is_ok_and(|d| d["config_digest"] == st["config_digest"])
+                && !c.events("ME_CONFIGURED").is_empty()
+        });
+        assert!(
+            synced,
+            "the edge did not take the cloud's configuration\n{}",
+            c.logs()
+        );
+        c
+    }
+
+    /// A REST call as the operator: (HTTP status, JSON body).
+    fn rest(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let url = format!("{}/api/v1/orgs/{}/{path}", self.url, self.org);
+        let auth = format!("Authorization: Token {}", self.token);
+        let ca = self.ca.to_string_lossy().into_owned();
+        let mut args = vec![
+            "curl",
+            "-sS",
+            "--max-time",
+            "15",
+            "--cacert",
+            &ca,
+            "-H",
+            &auth,
+            "-X",
+            method,
+            "-w",
+            "\n%{http_code}",
+        ];
+        let body = body.map(|b| b.to_string());
+        if let Some(b) = &body {
+            args.extend(["-H", "content-type: application/json", "-d", b]);
+        }
+        args.push(&url);
+        let out = self.lab.edge.run(&args).unwrap();
+        let (json, code) = out.trim_end().rsplit_once('\n').unwrap_or(("", out.trim()));
+        (
+            code.trim().parse().unwrap_or(0),
+            serde_json::from_str(json).unwrap_or(Value::Null),
+        )
+    }
+
+    /// A REST call that must answer 200.
+    fn ok(&self, method: &str, path: &str, body: Value) -> Value {
+        let (code, v) = self.rest(method, path, Some(body));
+        assert_eq!(code, 200, "{method} {path}: {v}\n{}", self.logs());
+        v
+    }
+
+    /// This edge's events of one type, oldest first.
+    fn events(&self, kind: &str) -> Vec<Value> {
+        let (_, v) = self.rest(
+            "GET",
+            &format!("mxedges/events/search?type={kind}&limit=1000"),
+            None,
+        );
+        let mut e: Vec<Value> = v["results"].as_array().cloned().unwrap_or_default();
+        e.sort_by(|a, b| {
+            a["timestamp"]
+                .as_f64()
+                .partial_cmp(&b["timestamp"].as_f64())
+                .unwrap()
+        });
+        e
+    }
+
+    fn logs(&self) -> String {
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+        format!(
+            "--- agent\n{}\n--- cloud\n{}\n{}",
+            read(&self.lab.dir.join("agent.log")),
+            read(self.cloud.log()),
+            self.lab.logs()
+        )
+    }
+
+    fn tunnels_up(&self, ap: &str) -> u64 {
+        self.lab.ap_stats(ap).unwrap()["per_ap"][ap]["tunnels_up"]
+            .as_u64()
+            .unwrap_or(0)
+    }
+}
+
+#[test]
+fn an_mxtunnel_put_reaches_the_edge_and_a_bad_one_is_refused_with_its_path() {
+    lab::require_root().unwrap();
+    let c = CloudLab::start("cldvlan", &[]);
+    let before = c.lab.edge_stats().unwrap()["config_digest"].clone();
+    // VLAN 99 is not allowed: c5 (tag 99 behind ap1) does not get through.
+    assert_eq!(
+        lab::ping(c.lab.client("c5"), "192.168.99.1", 2)
+            .unwrap()
+            .received,
+        0
+    );
+
+    let configured = c.events("ME_CONFIGURED").len();
+    let t0 = Instant::now();
+    c.ok(
+        "PUT",
+        &format!("mxtunnels/{}", c.tunnel_id),
+        json!({"vlan_ids": [10, 20, 99]}),
+    );
+    let reached = wait_until(Duration::from_secs(5), || {
+        c.lab
+            .edge_stats()
+            .is_ok_and(|d| d["config_digest"] != before)
+    });
+    assert!(
+        reached,
+        "the PUT did not reach the daemon within 5 s\n{}",
+        c.logs()
+    );
+    println!("PUT vlan_ids -> daemon runs it after {:?}", t0.elapsed());
+    assert!(
+        wait_until(Duration::from_secs(5), || c.events("ME_CONFIGURED").len()
+            > configured),
+        "no ME_CONFIGURED for the PUT\n{}",
+        c.logs()
+    );
+    let configured = c.events("ME_CONFIGURED");
+    let last = configured.last().unwrap();
+    let needs_restart = last["needs_restart"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if !needs_restart.is_empty() {
+        // What this daemon cannot change live waits for its (hitless)
+        // restart: the operator's restart through the cloud.
+        println!("needs a restart: {needs_restart:?}");
+        let (code, r) = c.rest("POST", &format!("mxedges/{}/restart", c.edge_id), None);
+        assert_eq!(code, 200, "{r}\n{}", c.logs());
+    }
+    let pinged = wait_until(Duration::from_secs(10), || {
+        lab::ping(c.lab.client("c5"), "192.168.99.1", 1).is_ok_and(|r| r.received == 1)
+    });
+    assert!(
+        pinged,
+        "c5 on the added VLAN 99 does not reach upstream\n{}",
+        c.logs()
+    );
+    let r = lab::ping(c.lab.client("c5"), "192.168.99.1", 5).unwrap();
+    assert_eq!(r.received, 5, "{r:?}");
+    assert_eq!(sessions_up(&c.lab.edge_stats().unwrap()), 2);
+    for ap in ["ap1", "ap2"] {
+        assert_eq!(
+            c.tunnels_up(ap),
+            1,
+            "{ap}'s tunnel went down and came up again"
+        );
+    }
+    assert!(
+        c.events("TT_TUNNEL_DOWN").is_empty(),
+        "{:?}",
+        c.events("TT_TUNNEL_DOWN")
+    );
+
+    // hello_interval 0.1 is refused at the edge, with the field's path.
+    let running = c.lab.edge_stats().unwrap()["config_digest"].clone();
+    c.ok(
+        "PUT",
+        &format!("mxtunnels/{}", c.tunnel_id),
+        json!({"hello_interval": 0.1}),
+    );
+    let refused = wait_until(Duration::from_secs(5), || {
+        !c.events("TT_CONFIG_REFUSED").is_empty()
+    });
+    assert!(refused, "no TT_CONFIG_REFUSED\n{}", c.logs());
+    let e = &c.events("TT_CONFIG_REFUSED")[0];
+    assert_eq!(e["errors"][0]["path"], "mxtunnels[0].hello_interval", "{e}");
+    assert_eq!(
+        c.lab.edge_stats().unwrap()["config_digest"],
+        running,
+        "the running config changed"
+    );
+    let (_, st) = c.rest("GET", &format!("stats/mxedges/{}", c.edge_id), None);
+    assert_eq!(st["config_digest"], running);
+}
+
+#[test]
+fn restart_disconnect_and_stats_through_rest_act_on_the_lab() {
+    lab::require_root().unwrap();
+    let c = CloudLab::start("cldact", &[]);
+    // Stats and tunnel rows in the seed's names.
+    let ok = wait_until(Duration::from_secs(5), || {
+        let (_, rows) = c.rest("GET", "stats/tunnels/search", None);
+        rows["results"].as_array().is_some_and(|r| r.len() == 2)
+    });
+    assert!(ok, "no tunnel rows\n{}", c.logs());
+    let (_, rows) = c.rest("GET", "stats/tunnels/search", None);
+    let (_, st) = c.rest("GET", &format!("stats/mxedges/{}", c.edge_id), None);
+    assert_eq!(st["num_tunnels"], 2, "{st}");
+    for row in rows["results"].as_array().unwrap() {
+        for k in [
+            "mxedge_id",
+            "org_id",
+            "ap",
+            "remote_ip",
+            "state",
+            "sessions",
+            "uptime",
+        ] {
+            assert!(row.get(k).is_some(), "{k} missing in {row}");
+        }
+        assert_eq!(row["mxedge_id"], json!(c.edge_id));
+    }
+    let mut aps: Vec<&str> = rows["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["ap"].as_str())
+        .collect();
+    aps.sort();
+    assert_eq!(aps, ["ap1", "ap2"]);
+    let (_, counters) = c.rest("GET", "../../tunterm-cloud/counters", None);
+    assert_eq!(counters["unknown_fields"], 0, "{counters}");
+
+    // restart: the daemon execs itself again; the tunnels stay.
+    let pid = c.lab.tunterm.pid();
+    let t0 = Instant::now();
+    let (code, r) = c.rest("POST", &format!("mxedges/{}/restart", c.edge_id), None);
+    assert_eq!(code, 200, "{r}\n{}", c.logs());
+    println!("restart through REST answered in {:?}: {r}", t0.elapsed());
+    assert_eq!(r["restarted"], true, "{r}");
+    assert_eq!(r["num_tunnels"], 2, "{r}");
+    assert_eq!(c.lab.tunterm.pid(), pid);
+    assert_eq!(sessions_up(&c.lab.edge_stats().unwrap()), 2);
+    for ap in ["ap1", "ap2"] {
+        assert_eq!(c.tunnels_up(ap), 1, "{ap}'s tunnel was rebuilt");
+    }
+    common::ping_ok(&c.lab, c.lab.client("c1"), "192.168.10.1");
+    let restarted = wait_until(Duration::from_secs(5), || {
+        !c.events("ME_SERVICE_RESTARTED").is_empty()
+    });
+    assert!(restarted, "no ME_SERVICE_RESTARTED\n{}", c.logs());
+    assert!(c.events("ME_SERVICE_FAILED").is_empty());
+    // No systemd here: stop is refused, saying why, and nothing stops.
+    let (code, r) = c.rest(
+        "POST",
+        &format!("mxedges/{}/services/tunterm/stop", c.edge_id),
+        None,
+    );
+    assert_eq!(code, 400, "{r}");
+    assert!(
+        r["detail"].as_str().unwrap().contains("nothing stopped"),
+        "{r}"
+    );
+    assert_eq!(sessions_up(&c.lab.edge_stats().unwrap()), 2);
+
+    // disconnect_aps: every AP's tunnel is closed (they come back).
+    let (code, r) = c.rest(
+        "POST",
+        &format!("mxedges/{}/services/tunterm/disconnect_aps", c.edge_id),
+        Some(json!({"percentage": 100})),
+    );
+    assert_eq!(code, 200, "{r}\n{}", c.logs());
+    let mut gone: Vec<&str> = r["disconnected_aps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    gone.sort();
+    assert_eq!(gone, ["ap1", "ap2"], "{r}");
+    assert_eq!(
+        c.lab.edge_stats().unwrap()["operations"]["aps_disconnected"],
+        2
+    );
+}
+
+/// A CONNECT proxy on the edge's loopback that counts its tunnels.
+fn connect_proxy(c: &CloudLab) -> (u16, Arc<AtomicU32>) {
+    let count = Arc::new(AtomicU32::new(0));
+    let n = count.clone();
+    // Threads started in the namespace stay in it: the proxy's outbound
+    // connections reach the emulator on the edge's loopback.
+    let port = c
+        .lab
+        .edge
+        .enter(move || {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = listener.local_addr().unwrap().port();
+            std::thread::spawn(move || {
+                for conn in listener.incoming().flatten() {
+                    let n = n.clone();
+                    std::thread::spawn(move || proxy_one(conn, &n));
+                }
+            });
+            port
+        })
+        .unwrap();
+    (port, count)
+}
+
+/// One CONNECT: read the request head, connect, answer 200, relay.
+fn proxy_one(conn: std::net::TcpStream, n: &AtomicU32) {
+    let mut rd = BufReader::new(conn.try_clone().unwrap());
+    let mut line = String::new();
+    rd.read_line(&mut line).unwrap();
+    let target = line
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    loop {
+        let mut h = String::new();
+        if rd.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+            break;
+        }
+    }
+    let Ok(mut up) = std::net::TcpStream::connect(&target) else {
+        return;
+    };
+    n.fetch_add(1, Ordering::Relaxed);
+    let mut down = conn;
+    down.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        .unwrap();
+    let mut to_up = up.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut rd, &mut to_up);
+        let _ = to_up.shutdown(std::net::Shutdown::Write);
+    });
+    let _ = std::io::copy(&mut up, &mut down);
+    let _ = down.shutdown(std::net::Shutdown::Write);
+}
+
+#[test]
+fn the_agent_goes_through_a_proxy_and_reverts_one_that_leads_nowhere() {
+    lab::require_root().unwrap();
+    let c = CloudLab::start("cldproxy", &["--auto-revert-after", "4"]);
+    let (port, connects) = connect_proxy(&c);
+    let edge = format!("mxedges/{}", c.edge_id);
+    // Through the test's proxy: the agent reconnects through it.
+    c.ok(
+        "PUT",
+        &edge,
+        json!({"proxy": {"url": format!("http://127.0.0.1:{port}/")}}),
+    );
+    let through = wait_until(Duration::from_secs(10), || {
+        connects.load(Ordering::Relaxed) >= 1
+            && c.rest("GET", &format!("stats/mxedges/{}", c.edge_id), None)
+                .1["status"]
+                == "connected"
+    });
+    assert!(
+        through,
+        "the agent did not reconnect through the proxy\n{}",
+        c.logs()
+    );
+    let good = c.lab.edge_stats().unwrap()["config_digest"].clone();
+
+    // A proxy that leads nowhere: applied, the cloud is lost, and after 4 s
+    // the previous configuration is back; the revert is reported.
+    c.ok(
+        "PUT",
+        &edge,
+        json!({"proxy": {"url": "http://127.0.0.1:9/"}}),
+    );
+    let reverted = wait_until(Duration::from_secs(20), || {
+        !c.events("TT_CONFIG_REVERTED").is_empty()
+    });
+    assert!(reverted, "no TT_CONFIG_REVERTED\n{}", c.logs());
+    let e = &c.events("TT_CONFIG_REVERTED")[0];
+    assert_eq!(e["config_digest"], good, "{e}");
+    assert_eq!(c.lab.edge_stats().unwrap()["config_digest"], good);
+    // The same configuration pushed again (at the reconnect) is refused.
+    let refused = wait_until(Duration::from_secs(5), || {
+        c.events("TT_CONFIG_REFUSED").iter().any(|e| {
+            e["errors"][0]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("reverted"))
+        })
+    });
+    assert!(refused, "{}", c.logs());
+    assert_eq!(c.lab.edge_stats().unwrap()["config_digest"], good);
+    assert_eq!(sessions_up(&c.lab.edge_stats().unwrap()), 2);
+}
+
+#[test]
+fn with_the_cloud_gone_30_s_pings_go_on_and_spooled_events_arrive_in_order() {
+    lab::require_root().unwrap();
+    let mut c = CloudLab::start("cldgone", &[]);
+    let port = c.url.rsplit(':').next().unwrap().to_string();
+    let pinger = c
+        .lab
+        .client("c1")
+        .spawn(
+            &[
+                "ping",
+                "-n",
+                "-c",
+                "300",
+                "-i",
+                "0.1",
+                "-W",
+                "1",
+                "192.168.10.1",
+            ],
+            &c.lab.dir.join("ping.log"),
+        )
+        .unwrap();
+    let mut pinger = pinger;
+    let reloads_before = c.events("TT_CONFIG_RELOAD").len();
+    c.cloud.kill9().unwrap();
+    let gone = Instant::now();
+    // Meanwhile the daemon reloads its configuration three times: events
+    // to spool (SIGHUP touches no tunnel).
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_secs(1));
+        c.lab.tunterm.signal(libc::SIGHUP).unwrap();
+    }
+    std::thread::sleep(Duration::from_secs(30).saturating_sub(gone.elapsed()));
+    let data = c.lab.dir.join("cloud");
+    c.cloud = c
+        .lab
+        .edge
+        .spawn(
+            &[
+                bin("tunterm-cloud").to_str().unwrap(),
+                "--data-dir",
+                data.to_str().unwrap(),
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+            ],
+            &c.lab.dir.join("cloud-2.log"),
+        )
+        .unwrap();
+    c.cloud
+        .wait_for_log("tunterm-cloud listening", Duration::from_secs(20))
+        .unwrap();
+    let status = pinger
+        .wait_exit(Duration::from_secs(40))
+        .expect("ping did not end");
+    let log = std::fs::read_to_string(pinger.log()).unwrap();
+    assert!(
+        status.success() && log.contains("300 received"),
+        "pings lost while the cloud was away:\n{log}"
+    );
+    // The agent's backoff (at most 60 s) brings it back; the spooled
+    // events arrive, in the order they happened.
+    let arrived = wait_until(Duration::from_secs(70), || {
+        c.events("TT_CONFIG_RELOAD").len() >= reloads_before + 3
+    });
+    assert!(arrived, "spooled events did not arrive\n{}", c.logs());
+    let reloads = c.events("TT_CONFIG_RELOAD");
+    let times: Vec<f64> = reloads[reloads_before..]
+        .iter()
+        .map(|e| e["timestamp"].as_f64().unwrap())
+        .collect();
+    let away = gone_epoch(gone);
+    assert!(times.windows(2).all(|w| w[0] < w[1]), "{times:?}");
+    assert!(
+        times[0] > away && times[2] < away + 30.0,
+        "{times:?} not while the cloud was away ({away})"
+    );
+    assert!(
+        reloads[reloads_before..].iter().all(|e| e["ok"] == true),
+        "{reloads:?}"
+    );
+}
+
+/// An `Instant` in the past as epoch seconds.
+fn gone_epoch(at: Instant) -> f64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    now - at.elapsed().as_secs_f64()
+}
