@@ -49,7 +49,12 @@ impl CloudLab {
     /// configuration, and the agent registered with the claim code; returns
     /// once the edge runs the cloud's configuration.
     fn start(name: &str, agent_args: &[&str]) -> CloudLab {
-        let lab = common::start(Options::new(name, common::bins()));
+        Self::start_with(Options::new(name, common::bins()), agent_args)
+    }
+
+    /// As [`CloudLab::start`], the lab as `opts` say.
+    fn start_with(opts: Options, agent_args: &[&str]) -> CloudLab {
+        let lab = common::start(opts);
         let data = lab.dir.join("cloud");
         let mut cloud = lab
             .edge
@@ -602,4 +607,133 @@ fn gone_epoch(at: Instant) -> f64 {
         .unwrap()
         .as_secs_f64();
     now - at.elapsed().as_secs_f64()
+}
+
+#[test]
+fn a_tzsp_capture_started_through_rest_is_decoded_by_tshark() {
+    lab::require_root().unwrap();
+    let mut opts = Options::new("cldcap", common::bins());
+    opts.capture = true;
+    let mut c = CloudLab::start_with(opts, &[]);
+    // The collector: a socket on ap1's address (the AP link's capture shows
+    // the datagrams as the network carried them).
+    let rx = c
+        .lab
+        .aps
+        .enter(|| std::net::UdpSocket::bind("10.99.0.2:37008"))
+        .unwrap()
+        .unwrap();
+    rx.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut edges = serde_json::Map::new();
+    edges.insert(
+        c.edge_id.clone(),
+        json!({"interfaces": {"trunk": {"tcpdump_expression": "vlan and icmp"}}}),
+    );
+    let (code, r) = c.rest(
+        "POST",
+        "pcaps/capture",
+        Some(json!({"type": "mxedge", "mxedges": edges, "format": "tzsp",
+                    "tzsp_host": "10.99.0.2", "num_packets": 6, "max_pkt_len": 2048})),
+    );
+    assert_eq!(code, 200, "{r}\n{}", c.logs());
+    common::ping_ok(&c.lab, c.lab.client("c1"), "192.168.10.1");
+    let mut got = 0;
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = rx.recv(&mut buf) {
+        let t = tunterm_core::wire::tzsp::parse(&buf[..n]).expect("a TZSP datagram");
+        assert_eq!((t.version, t.kind, t.encap), (1, 0, 1));
+        got += 1;
+    }
+    assert_eq!(got, 6, "TZSP datagrams at the collector\n{}", c.logs());
+    let (code, _) = c.rest("DELETE", "pcaps/capture", None);
+    assert_eq!(code, 200);
+    let pcap = c.lab.ap_capture.take().unwrap().stop().unwrap();
+    let rows =
+        lab::tshark_fields(&pcap, &[], "tzsp", &["tzsp.encap", "vlan.id", "icmp.type"]).unwrap();
+    assert_eq!(rows.len(), 6, "tshark's TZSP: {rows:?}");
+    for r in &rows {
+        assert_eq!((r[0].as_str(), r[1].as_str()), ("1", "10"), "{r:?}");
+        assert!(r[2] == "8" || r[2] == "0", "ICMP inside: {r:?}");
+    }
+}
+
+/// A child process killed when dropped.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// An emulator on the root namespace's loopback: (process, started.json).
+fn loopback_cloud(dir: &Path) -> (Child, Value) {
+    let log = std::fs::File::create(dir.with_extension("log")).unwrap();
+    let child = std::process::Command::new(bin("tunterm-cloud"))
+        .args([
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let child = Child(child);
+    let file = dir.join("started.json");
+    assert!(
+        wait_until(Duration::from_secs(20), || file.exists()),
+        "no {}",
+        file.display()
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    let started = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    (child, started)
+}
+
+#[test]
+fn a_wrong_claim_code_and_a_wrong_ca_are_refused_clearly() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("cldbad-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (_a, a) = loopback_cloud(&dir.join("a"));
+    let (b_proc, b) = loopback_cloud(&dir.join("b"));
+    drop(b_proc);
+    let agent = |ca: &str, claim: &str| {
+        let out = std::process::Command::new(bin("tunterm-agent"))
+            .args([
+                "--cloud",
+                a["url"].as_str().unwrap(),
+                "--ca",
+                ca,
+                "--claim-code",
+                claim,
+            ])
+            .arg("--state-dir")
+            .arg(dir.join("agent"))
+            .arg("--control-socket")
+            .arg(dir.join("no-daemon.sock"))
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "the agent went on");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let e = agent(a["ca"].as_str().unwrap(), "not-the-claim-code");
+    assert!(
+        e.contains("registration refused") && e.contains("claim code not recognised"),
+        "{e}"
+    );
+    let e = agent(b["ca"].as_str().unwrap(), a["claim_code"].as_str().unwrap());
+    assert!(
+        e.contains("is --ca the cloud's CA?") && e.contains("UnknownIssuer"),
+        "{e}"
+    );
+    assert!(
+        !dir.join("agent/state.json").exists(),
+        "no registration kept"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }
