@@ -1078,6 +1078,7 @@ mod tests {
                             config_digest: crate::api::config_digest(&cfg.raw),
                             ..ApplyReport::default()
                         }),
+                        Ask::Restart => Answer::Restarting,
                         Ask::CapturePoints
                         | Ask::CaptureStart(..)
                         | Ask::CaptureStop(_)
