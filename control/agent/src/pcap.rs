@@ -94,7 +94,7 @@ impl PcapngReader {
                 self.ifaces.clear();
             }
             let len = self.u32_at(&self.buf, 4) as usize;
-            if !(12..=MAX_BLOCK).contains(&len) || len % 4 != 0 {
+            if !(12..=MAX_BLOCK).contains(&len) || !len.is_multiple_of(4) {
                 return Err(format!("pcapng: block of {len} bytes"));
             }
             if self.buf.len() < len {

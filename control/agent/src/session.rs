@@ -601,20 +601,17 @@ impl Agent {
 /// comings and goings as `ME_SERVICE_*` (see [`ServiceWatch`]).
 pub async fn watch_daemon(agent: Arc<Agent>) {
     loop {
-        match agent.daemon.subscribe().await {
-            Ok(mut sub) => {
-                let news = agent.service().on_up();
-                if let Some(kind) = news {
-                    agent.report(kind, json!({"service": "tunterm"}));
-                }
-                let ids = agent.ids();
-                while let Ok(Some(e)) = sub.next().await {
-                    if let Some(ev) = report::daemon_event(&ids, &e) {
-                        agent.spool_event(ev);
-                    }
+        if let Ok(mut sub) = agent.daemon.subscribe().await {
+            let news = agent.service().on_up();
+            if let Some(kind) = news {
+                agent.report(kind, json!({"service": "tunterm"}));
+            }
+            let ids = agent.ids();
+            while let Ok(Some(e)) = sub.next().await {
+                if let Some(ev) = report::daemon_event(&ids, &e) {
+                    agent.spool_event(ev);
                 }
             }
-            Err(_) => {}
         }
         let news = agent.service().on_down();
         if let Some(kind) = news {
