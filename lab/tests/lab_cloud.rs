@@ -737,3 +737,169 @@ fn a_wrong_claim_code_and_a_wrong_ca_are_refused_clearly() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A websocket subscriber to the emulator's `/api-ws/v1/stream` (Python's
+/// standard library: no websocket client is packaged here): prints every
+/// text frame on a line; exits after `want` `data` messages.
+const STREAM_CLIENT: &str = r#"
+import base64, json, os, socket, ssl, struct, sys
+host, port, token, ca, channel, want = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], int(sys.argv[6])
+ctx = ssl.create_default_context(cafile=ca)
+s = ctx.wrap_socket(socket.create_connection((host, port)), server_hostname=host)
+key = base64.b64encode(os.urandom(16)).decode()
+s.sendall(("GET /api-ws/v1/stream HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\nAuthorization: Token %s\r\n\r\n"
+           % (host, port, key, token)).encode())
+buf = b""
+while b"\r\n\r\n" not in buf:
+    buf += s.recv(4096)
+head, buf = buf.split(b"\r\n\r\n", 1)
+assert b" 101 " in head.split(b"\r\n")[0], head
+def send(op, data):
+    mask = os.urandom(4)
+    n = len(data)
+    hdr = bytes([0x80 | op]) + (bytes([0x80 | n]) if n < 126 else bytes([0x80 | 126]) + struct.pack(">H", n))
+    s.sendall(hdr + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data)))
+def exact(n):
+    global buf
+    while len(buf) < n:
+        chunk = s.recv(65536)
+        if not chunk:
+            raise EOFError
+        buf += chunk
+    out, buf = buf[:n], buf[n:]
+    return out
+def frame():
+    b0, b1 = exact(2)
+    n = b1 & 0x7f
+    if n == 126:
+        n = struct.unpack(">H", exact(2))[0]
+    elif n == 127:
+        n = struct.unpack(">Q", exact(8))[0]
+    if b1 & 0x80:
+        exact(4)
+    return b0 & 0x0f, exact(n)
+send(1, json.dumps({"subscribe": channel}).encode())
+s.settimeout(30)
+got = 0
+while got < want:
+    op, payload = frame()
+    if op == 1:
+        print(payload.decode(), flush=True)
+        if json.loads(payload).get("event") == "data":
+            got += 1
+    elif op == 9:
+        send(10, payload)
+    elif op == 8:
+        break
+"#;
+
+#[test]
+fn a_stream_capture_reaches_a_websocket_subscriber_as_pcap_raw_that_decodes() {
+    lab::require_root().unwrap();
+    let c = CloudLab::start("cldstream", &[]);
+    let script = c.lab.dir.join("stream.py");
+    std::fs::write(&script, STREAM_CLIENT).unwrap();
+    let port = c.url.rsplit(':').next().unwrap().to_string();
+    let channel = format!("/orgs/{}/pcaps", c.org);
+    let mut sub = c
+        .lab
+        .edge
+        .spawn(
+            &[
+                "python3",
+                script.to_str().unwrap(),
+                "127.0.0.1",
+                &port,
+                &c.token,
+                c.ca.to_str().unwrap(),
+                &channel,
+                "6",
+            ],
+            &c.lab.dir.join("stream.log"),
+        )
+        .unwrap();
+    sub.wait_for_log("channel_subscribed", Duration::from_secs(10))
+        .unwrap();
+    let mut edges = serde_json::Map::new();
+    edges.insert(
+        c.edge_id.clone(),
+        json!({"interfaces": {"trunk": {"tcpdump_expression": "vlan and icmp"}}}),
+    );
+    let (code, r) = c.rest(
+        "POST",
+        "pcaps/capture",
+        Some(json!({"type": "mxedge", "mxedges": edges, "num_packets": 6, "max_pkt_len": 2048})),
+    );
+    assert_eq!(code, 200, "{r}\n{}", c.logs());
+    common::ping_ok(&c.lab, c.lab.client("c1"), "192.168.10.1");
+    let status = sub.wait_exit(Duration::from_secs(20));
+    let text = std::fs::read_to_string(sub.log()).unwrap();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "subscriber: {text}\n{}",
+        c.logs()
+    );
+    let data: Vec<Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|m| m["event"] == "data")
+        .map(|m| m["data"].clone())
+        .collect();
+    assert_eq!(data.len(), 6, "{text}");
+    let mut pcap = Vec::new();
+    for d in &data {
+        let dict = &d["pcap_dict"];
+        assert_eq!(dict["mxedge_id"], json!(c.edge_id), "{d}");
+        assert_eq!(
+            (dict["vlan"].clone(), dict["protocol"].clone()),
+            (json!(10), json!("ICMP")),
+            "{d}"
+        );
+        assert_eq!(dict["interface"], "trunk", "{d}");
+        let raw = base64_decode(d["pcap_raw"].as_str().unwrap());
+        assert_eq!(&raw[..4], &[0xd4, 0xc3, 0xb2, 0xa1], "a pcap file");
+        // One file: the first header, then each one's record.
+        if pcap.is_empty() {
+            pcap.extend_from_slice(&raw[..24]);
+        }
+        pcap.extend_from_slice(&raw[24..]);
+    }
+    let file = c.lab.dir.join("stream.pcap");
+    std::fs::write(&file, &pcap).unwrap();
+    let rows = lab::tshark_fields(
+        &file,
+        &[],
+        "icmp",
+        &["vlan.id", "icmp.type", "ip.src", "ip.dst"],
+    )
+    .unwrap();
+    assert_eq!(rows.len(), 6, "tshark on pcap_raw: {rows:?}");
+    for r in &rows {
+        assert_eq!(r[0], "10", "{r:?}");
+        assert!(r[1] == "8" || r[1] == "0", "{r:?}");
+    }
+}
+
+/// Standard base64 (the test's judge of `pcap_raw`, written apart from the
+/// agent's encoder).
+fn base64_decode(s: &str) -> Vec<u8> {
+    let val = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        b'/' => 63,
+        _ => panic!("not base64: {c}"),
+    };
+    let bytes: Vec<u8> = s.bytes().filter(|&c| c != b'=').collect();
+    let mut out = Vec::new();
+    for chunk in bytes.chunks(4) {
+        let mut n = 0u32;
+        for (i, &c) in chunk.iter().enumerate() {
+            n |= u32::from(val(c)) << (18 - 6 * i);
+        }
+        out.extend_from_slice(&n.to_be_bytes()[1..chunk.len()]);
+    }
+    out
+}
