@@ -388,6 +388,28 @@ fn restart_disconnect_and_stats_through_rest_act_on_the_lab() {
     );
     assert_eq!(sessions_up(&c.lab.edge_stats().unwrap()), 2);
 
+    // preempt_aps reaches the daemon (this lab names no other edge: it
+    // closes nothing, or is refused for want of tunterm_hosts, and says so).
+    let ops = |k: &str| {
+        c.lab.edge_stats().unwrap()["operations"][k]
+            .as_u64()
+            .unwrap()
+    };
+    let asked = ops("preempt_requests") + ops("refused");
+    let (code, r) = c.rest(
+        "POST",
+        &format!("mxtunnels/{}/preempt_aps", c.tunnel_id),
+        None,
+    );
+    println!("preempt_aps: {code} {r}");
+    match code {
+        200 => assert_eq!(r["preempted_aps"], json!([]), "{r}"),
+        400 => assert!(r["detail"].as_str().is_some_and(|d| !d.is_empty()), "{r}"),
+        _ => panic!("preempt_aps: {code} {r}\n{}", c.logs()),
+    }
+    assert_eq!(ops("preempt_requests") + ops("refused"), asked + 1);
+    assert_eq!(sessions_up(&c.lab.edge_stats().unwrap()), 2);
+
     // disconnect_aps: every AP's tunnel is closed (they come back).
     let (code, r) = c.rest(
         "POST",
