@@ -321,7 +321,7 @@ fn an_mxtunnel_put_reaches_the_edge_and_a_bad_one_is_refused_with_its_path() {
 #[test]
 fn restart_disconnect_and_stats_through_rest_act_on_the_lab() {
     lab::require_root().unwrap();
-    let c = CloudLab::start("cldact", &[]);
+    let mut c = CloudLab::start("cldact", &[]);
     // Stats and tunnel rows in the seed's names.
     let ok = wait_until(Duration::from_secs(5), || {
         let (_, rows) = c.rest("GET", "stats/tunnels/search", None);
@@ -387,6 +387,23 @@ fn restart_disconnect_and_stats_through_rest_act_on_the_lab() {
         "{r}"
     );
     assert_eq!(sessions_up(&c.lab.edge_stats().unwrap()), 2);
+
+    // A daemon that dies unasked: ME_SERVICE_FAILED, then STARTED when it
+    // runs again (the lab starts it as a service manager would).
+    c.lab
+        .restart_edge(libc::SIGKILL, Duration::from_millis(500))
+        .unwrap();
+    let seen = wait_until(Duration::from_secs(10), || {
+        !c.events("ME_SERVICE_FAILED").is_empty() && !c.events("ME_SERVICE_STARTED").is_empty()
+    });
+    assert!(seen, "no ME_SERVICE_FAILED / STARTED\n{}", c.logs());
+    let failed = &c.events("ME_SERVICE_FAILED")[0];
+    assert_eq!(failed["service"], "tunterm", "{failed}");
+    assert!(failed["timestamp"].as_f64() < c.events("ME_SERVICE_STARTED")[0]["timestamp"].as_f64());
+    assert!(wait_until(Duration::from_secs(5), || c
+        .lab
+        .edge_stats()
+        .is_ok_and(|s| sessions_up(&s) == 2)));
 
     // preempt_aps reaches the daemon (this lab names no other edge: it
     // closes nothing, or is refused for want of tunterm_hosts, and says so).
