@@ -2,7 +2,7 @@
 //! outbound TLS websocket to it (see the library's docs).
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -10,7 +10,6 @@ use clap::Parser;
 use tracing::{info, warn};
 use tunterm::api::client::Client;
 use tunterm_agent::backoff::Backoff;
-use tunterm_agent::report::{self, Ids};
 use tunterm_agent::session::{Agent, Ended};
 use tunterm_agent::spool::Spool;
 use tunterm_agent::state::State;
@@ -46,6 +45,14 @@ struct Args {
     /// Events kept while the cloud is away (the oldest go first).
     #[arg(long, default_value_t = 10_000)]
     spool_events: usize,
+    /// tunterm's systemd unit: the cloud's service stop / start are done
+    /// with systemctl (without it they are refused; restart needs none).
+    #[arg(long)]
+    daemon_unit: Option<String>,
+    /// `config_auto_revert`: seconds the cloud has to be reachable again
+    /// after a configuration is applied before the previous one is put back.
+    #[arg(long, default_value_t = 120)]
+    auto_revert_after: u64,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -66,26 +73,37 @@ async fn main() -> anyhow::Result<()> {
             let (Some(cloud), Some(code)) = (&args.cloud, &args.claim_code) else {
                 anyhow::bail!("not registered yet: give --cloud https://HOST:PORT and --claim-code")
             };
-            let s = tunterm_agent::register::register(cloud, code, tls.clone()).await?;
+            // Through the proxy the daemon's configuration names, if any.
+            let proxy = args
+                .daemon_config
+                .as_deref()
+                .and_then(tunterm_agent::cloudcfg::read)
+                .as_ref()
+                .and_then(tunterm_agent::net::proxy_of)
+                .map(|u| tunterm_agent::net::Proxy::parse(&u))
+                .transpose()?;
+            let s =
+                tunterm_agent::register::register(cloud, code, tls.clone(), proxy.as_ref()).await?;
             s.save(&state_file)?;
             info!(mxedge_id = %s.mxedge_id, org_id = %s.org_id, "registered");
             s
         }
     };
     let spool = Spool::open(&args.state_dir.join("events.jsonl"), args.spool_events)?;
-    let agent = Arc::new(Agent {
+    let mut agent = Agent::new(
         state,
         tls,
-        daemon: Client::new(&args.control_socket),
-        daemon_config: args.daemon_config,
-        last_good: args.state_dir.join("last-good.json"),
-        persist: args.persist,
-        stats_every: Duration::from_secs(args.stats_interval.max(1)),
-        spool: Arc::new(Mutex::new(spool)),
-        spooled: Arc::new(tokio::sync::Notify::new()),
-        started: Instant::now(),
-    });
-    tokio::spawn(daemon_events(agent.clone()));
+        Client::new(&args.control_socket),
+        args.state_dir.join("last-good.json"),
+        spool,
+    );
+    agent.daemon_config = args.daemon_config;
+    agent.persist = args.persist;
+    agent.stats_every = Duration::from_secs(args.stats_interval.max(1));
+    agent.daemon_unit = args.daemon_unit;
+    agent.auto_revert_after = Duration::from_secs(args.auto_revert_after.max(1));
+    let agent = Arc::new(agent);
+    tokio::spawn(tunterm_agent::session::watch_daemon(agent.clone()));
     let mut backoff = Backoff::default();
     loop {
         let began = Instant::now();
@@ -105,26 +123,12 @@ async fn main() -> anyhow::Result<()> {
         }
         let wait = backoff.next_delay();
         info!(?wait, "reconnecting");
-        tokio::time::sleep(wait).await;
-    }
-}
-
-/// The daemon's events, spooled for the cloud (whether it is there or
-/// not); a daemon that goes away is waited for.
-async fn daemon_events(agent: Arc<Agent>) {
-    let ids = || Ids {
-        mxedge_id: agent.state.mxedge_id.clone(),
-        org_id: agent.state.org_id.clone(),
-        ..Ids::default()
-    };
-    loop {
-        if let Ok(mut sub) = agent.daemon.subscribe().await {
-            while let Ok(Some(e)) = sub.next().await {
-                if let Some(ev) = report::daemon_event(&ids(), &e) {
-                    agent.spool_event(ev);
-                }
-            }
+        // A configuration the cloud has not confirmed may fall due meanwhile.
+        let until = Instant::now() + wait;
+        if let Some(d) = agent.revert_deadline() {
+            tokio::time::sleep_until(d.min(until).into()).await;
+            agent.revert_if_due().await;
         }
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        tokio::time::sleep_until(until.into()).await;
     }
 }

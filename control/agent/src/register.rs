@@ -18,11 +18,12 @@ pub async fn register(
     cloud: &str,
     claim_code: &str,
     tls: Arc<rustls::ClientConfig>,
+    proxy: Option<&crate::net::Proxy>,
 ) -> anyhow::Result<State> {
     let (host, port) = crate::tls::host_port(cloud)?;
-    let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+    let tcp = crate::net::dial(&host, port, proxy)
         .await
-        .with_context(|| format!("connecting to {cloud}"))?;
+        .with_context(|| format!("registering with {cloud}"))?;
     let name = ServerName::try_from(host.clone()).context("cloud host name")?;
     let mut s = tokio_rustls::TlsConnector::from(tls)
         .connect(name, tcp)

@@ -2,6 +2,7 @@
 //! (reconnects with [`crate::backoff`]).
 
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,7 +14,9 @@ use tracing::{info, warn};
 use tunterm::api::client::Client;
 use tunterm::api::{DisconnectRequest, PreemptRequest};
 
+use crate::actions::{self, Captures, Expect, ServiceWatch};
 use crate::cloudcfg;
+use crate::net::{self, Proxy};
 use crate::report::{self, Ids};
 use crate::spool::Spool;
 use crate::state::State;
@@ -45,6 +48,39 @@ pub struct Agent {
     pub spooled: Arc<tokio::sync::Notify>,
     /// When the agent started.
     pub started: Instant,
+    /// tunterm's systemd unit (`--daemon-unit`): how `service` stop and
+    /// start are done; none: they are refused.
+    pub daemon_unit: Option<String>,
+    /// `config_auto_revert`: how long the cloud has to be reachable again
+    /// after a configuration was applied before the previous one is put
+    /// back.
+    pub auto_revert_after: Duration,
+    /// A configuration applied with `config_auto_revert` and not yet
+    /// confirmed by the cloud being reachable.
+    pub pending_revert: Mutex<Option<PendingRevert>>,
+    /// The daemon's service as the watch saw it, and what was asked of it.
+    pub service: Mutex<ServiceWatch>,
+    /// Captures the cloud started.
+    pub captures: Captures,
+    /// `pcap` messages for the session (bounded: [`actions::PCAP_QUEUE`]).
+    pub pcap_tx: tokio::sync::mpsc::Sender<Value>,
+    pcap_rx: tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Value>>,
+    /// End the session after the current message (the proxy changed).
+    reconnect: std::sync::atomic::AtomicBool,
+    /// The digest of a configuration auto-reverted: the same one pushed
+    /// again is refused (it would cut the edge off again).
+    reverted: Mutex<Option<String>>,
+}
+
+/// A configuration waiting for the cloud to be reachable again.
+#[derive(Clone, Debug)]
+pub struct PendingRevert {
+    /// Put `previous` back after this.
+    pub deadline: Instant,
+    /// What ran before (last-good document).
+    pub previous: Value,
+    /// The digest applied.
+    pub applied: String,
 }
 
 /// How a session ended.
@@ -57,7 +93,41 @@ pub enum Ended {
 }
 
 impl Agent {
-    fn ids(&self) -> Ids {
+    /// An agent with the defaults (stats every 60 s, no systemd unit,
+    /// auto-revert after 120 s, no persistence).
+    pub fn new(
+        state: State,
+        tls: Arc<rustls::ClientConfig>,
+        daemon: Client,
+        last_good: PathBuf,
+        spool: Spool,
+    ) -> Agent {
+        let (pcap_tx, pcap_rx) = tokio::sync::mpsc::channel(actions::PCAP_QUEUE);
+        Agent {
+            state,
+            tls,
+            daemon,
+            daemon_config: None,
+            last_good,
+            persist: false,
+            stats_every: Duration::from_secs(60),
+            spool: Arc::new(Mutex::new(spool)),
+            spooled: Arc::new(tokio::sync::Notify::new()),
+            started: Instant::now(),
+            daemon_unit: None,
+            auto_revert_after: Duration::from_secs(120),
+            pending_revert: Mutex::new(None),
+            service: Mutex::new(ServiceWatch::default()),
+            captures: Captures::default(),
+            pcap_tx,
+            pcap_rx: tokio::sync::Mutex::new(pcap_rx),
+            reconnect: Default::default(),
+            reverted: Mutex::new(None),
+        }
+    }
+
+    /// The ids for events and rows.
+    pub fn ids(&self) -> Ids {
         let local = self.running_doc();
         Ids {
             mxedge_id: self.state.mxedge_id.clone(),
@@ -76,6 +146,85 @@ impl Agent {
     fn running_doc(&self) -> Option<Value> {
         cloudcfg::read(&self.last_good)
             .or_else(|| self.daemon_config.as_deref().and_then(cloudcfg::read))
+    }
+
+    /// The HTTP proxy to the cloud the running configuration names.
+    pub fn proxy(&self) -> anyhow::Result<Option<Proxy>> {
+        self.running_doc()
+            .as_ref()
+            .and_then(net::proxy_of)
+            .map(|u| Proxy::parse(&u))
+            .transpose()
+    }
+
+    /// An mxedge event of this edge, now, queued for the cloud.
+    pub fn report(&self, kind: &str, extra: Value) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.spool_event(report::event(&self.ids(), kind, now, extra));
+    }
+
+    fn service(&self) -> std::sync::MutexGuard<'_, ServiceWatch> {
+        self.service.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, Option<PendingRevert>> {
+        self.pending_revert
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The cloud answered since a configuration was applied: it stays.
+    fn confirmed(&self) {
+        if let Some(p) = self.pending().take() {
+            info!(config_digest = %p.applied, "the cloud is reachable with the new configuration: no revert");
+        }
+    }
+
+    /// When an unconfirmed configuration is due to be reverted.
+    pub fn revert_deadline(&self) -> Option<Instant> {
+        self.pending().as_ref().map(|p| p.deadline)
+    }
+
+    /// `config_auto_revert`: the cloud was not reachable within the time
+    /// after a configuration was applied: put the previous one back (as the
+    /// last good and in the daemon) and report `TT_CONFIG_REVERTED` (a
+    /// tunterm event) for when the cloud is back.
+    pub async fn revert_if_due(&self) {
+        let due = {
+            let mut p = self.pending();
+            match &*p {
+                Some(r) if Instant::now() >= r.deadline => p.take(),
+                _ => None,
+            }
+        };
+        let Some(r) = due else { return };
+        *self.reverted.lock().unwrap_or_else(|p| p.into_inner()) = Some(r.applied.clone());
+        warn!(config_digest = %r.applied, after = ?self.auto_revert_after,
+              "the cloud was not reachable after this configuration: reverting to the previous one");
+        let back = cloudcfg::validate(r.previous.clone());
+        let (digest, error) = match back {
+            Ok(v) => {
+                let written = cloudcfg::write_last_good(&self.last_good, &v.doc);
+                let applied = self.daemon.apply_config(v.doc.clone(), self.persist).await;
+                match (written, applied) {
+                    (Ok(()), Ok(_)) => (Some(v.digest), None),
+                    (Err(e), _) => (Some(v.digest), Some(format!("last-good not written: {e}"))),
+                    (_, Err(e)) => (Some(v.digest), Some(format!("daemon: {e}"))),
+                }
+            }
+            Err(errors) => (
+                None,
+                Some(format!("previous configuration invalid: {errors:?}")),
+            ),
+        };
+        self.report(
+            "TT_CONFIG_REVERTED",
+            json!({"reverted_config_digest": r.applied, "config_digest": digest,
+                   "reason": format!("cloud not reachable within {} s of applying the configuration", self.auto_revert_after.as_secs()),
+                   "error": error}),
+        );
     }
 
     /// Queue an event for the cloud.
@@ -98,9 +247,10 @@ impl Agent {
             format!("Token {}", self.state.token).parse()?,
         );
         let connector = tokio_tungstenite::Connector::Rustls(self.tls.clone());
+        let proxy = self.proxy()?;
+        let tcp = net::dial(&host, port, proxy.as_ref()).await?;
         let ws =
-            tokio_tungstenite::connect_async_tls_with_config(req, None, false, Some(connector))
-                .await;
+            tokio_tungstenite::client_async_tls_with_config(req, tcp, None, Some(connector)).await;
         let (mut ws, _) = match ws {
             Ok(ok) => ok,
             Err(tungstenite::Error::Http(r)) if r.status() == 410 => {
@@ -113,6 +263,8 @@ impl Agent {
             }
             Err(e) => return Err(e).with_context(|| format!("connecting to {url}")),
         };
+        self.reconnect.store(false, Ordering::Relaxed);
+        self.confirmed();
         info!(%url, "connected to the cloud");
         let digest = self.daemon.stats().await.ok().map(|s| s.config_digest);
         let hello = json!({"type": "hello", "mxedge_id": self.state.mxedge_id,
@@ -122,11 +274,13 @@ impl Agent {
         let mut ping = tokio::time::interval(PING_EVERY);
         let mut heard = Instant::now();
         self.flush_spool(&mut ws).await?;
+        let mut pcaps = self.pcap_rx.lock().await;
         loop {
             tokio::select! {
                 m = ws.next() => {
                     let Some(m) = m else { return Ok(Ended::Closed) };
                     heard = Instant::now();
+                    self.confirmed();
                     match m? {
                         Message::Text(t) => {
                             let msg: Value = match serde_json::from_str(t.as_str()) {
@@ -140,6 +294,15 @@ impl Agent {
                                 ws.send(Message::text(out.to_string())).await?;
                             }
                             self.flush_spool(&mut ws).await?;
+                            if self.reconnect.swap(false, Ordering::Relaxed) {
+                                info!("the proxy to the cloud changed: reconnecting through it");
+                                let _ = ws.close(None).await;
+                                return Ok(Ended::Closed);
+                            }
+                            if self.pending().is_some() {
+                                // The cloud's answer confirms the new configuration.
+                                ws.send(Message::Ping(Vec::new().into())).await?;
+                            }
                         }
                         Message::Close(_) => return Ok(Ended::Closed),
                         _ => {}
@@ -154,6 +317,7 @@ impl Agent {
                     ws.send(Message::Ping(Vec::new().into())).await?;
                 }
                 _ = self.spooled.notified() => self.flush_spool(&mut ws).await?,
+                Some(p) = pcaps.recv() => ws.send(Message::text(p.to_string())).await?,
             }
         }
     }
@@ -223,9 +387,33 @@ impl Agent {
                     ?errors,
                     "configuration from the cloud refused; nothing changed"
                 );
+                self.report(
+                    "TT_CONFIG_REFUSED",
+                    json!({"errors": errors, "config_digest": running}),
+                );
                 return refused(errors, running);
             }
         };
+        let reverted = self
+            .reverted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if reverted.as_deref() == Some(v.digest.as_str()) {
+            let errors = vec![cloudcfg::FieldError {
+                path: String::new(),
+                message: format!(
+                    "configuration {} was reverted (config_auto_revert): the cloud was not \
+                     reachable after it was applied; not applied again",
+                    v.digest
+                ),
+            }];
+            self.report(
+                "TT_CONFIG_REFUSED",
+                json!({"errors": errors, "config_digest": running}),
+            );
+            return refused(errors, running);
+        }
         let prev = local;
         if let Err(e) = cloudcfg::write_last_good(&self.last_good, &v.doc) {
             let errors = vec![cloudcfg::FieldError {
@@ -263,6 +451,18 @@ impl Agent {
             Err(e) => return fail(format!("daemon stats: {e}")),
         }
         info!(config_digest = %v.digest, needs_restart = ?report.needs_restart, "configuration applied");
+        let auto_revert = v.doc["mxedge"]["mxedge_mgmt"]["config_auto_revert"] == json!(true);
+        if prev.as_ref().and_then(net::proxy_of) != net::proxy_of(&v.doc) {
+            self.reconnect.store(true, Ordering::Relaxed);
+        }
+        let changed = |p: &Value| cloudcfg::validate(p.clone()).is_ok_and(|p| p.digest != v.digest);
+        if let Some(previous) = prev.filter(|p| auto_revert && changed(p)) {
+            *self.pending() = Some(PendingRevert {
+                deadline: Instant::now() + self.auto_revert_after,
+                previous,
+                applied: v.digest.clone(),
+            });
+        }
         let ids = self.ids();
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -307,10 +507,123 @@ impl Agent {
                     Err(e) => no(e.to_string()),
                 }
             }
-            Some(
-                a @ ("restart" | "service" | "bounce_port" | "capture_start" | "capture_stop"),
-            ) => no(format!("{a}: not supported by this tunterm-agent yet")),
+            Some("restart") => self.restart_daemon().await.map_or_else(no, ok),
+            Some("service") => match (msg["name"].as_str(), msg["op"].as_str()) {
+                (Some("tunterm"), Some("restart")) => {
+                    self.restart_daemon().await.map_or_else(no, ok)
+                }
+                (Some("tunterm"), Some("stop")) => self.stop_daemon().await.map_or_else(no, ok),
+                (Some("tunterm"), Some("start")) => self.start_daemon().await.map_or_else(no, ok),
+                (Some("tunterm"), op) => no(format!("service tunterm: no operation {op:?}")),
+                (name, _) => no(format!(
+                    "service {name:?}: not a service of this edge (tunterm only)"
+                )),
+            },
+            Some("bounce_port") => {
+                actions::bounce_port(self.daemon.path(), &msg["ports"], &msg["hold_time"])
+                    .await
+                    .map_or_else(no, ok)
+            }
+            Some("capture_start") => actions::capture_start(
+                &self.daemon,
+                &self.captures,
+                self.pcap_tx.clone(),
+                &self.state.mxedge_id,
+                &msg["capture"],
+            )
+            .await
+            .map_or_else(no, ok),
+            Some("capture_stop") => {
+                let id = msg["capture_id"].as_str().unwrap_or_default();
+                if self.captures.stop(id) {
+                    ok(json!({"capture_id": id, "stopped": true,
+                              "lost_messages": self.captures.lost.load(Ordering::Relaxed)}))
+                } else {
+                    no(format!("no capture {id:?} runs on this edge"))
+                }
+            }
             _ => no("unknown action".into()),
         }
+    }
+}
+
+impl Agent {
+    async fn restart_daemon(&self) -> Result<Value, String> {
+        self.service().expect = Expect::Restart;
+        let r = actions::restart(&self.daemon, self.daemon_unit.as_deref()).await;
+        if r.is_err() {
+            self.service().expect = Expect::Nothing;
+        }
+        r
+    }
+
+    async fn stop_daemon(&self) -> Result<Value, String> {
+        let Some(unit) = self.daemon_unit.as_deref() else {
+            return Err(
+                "tunterm is not run by a service manager here (tunterm-agent \
+                        --daemon-unit): it could not be started again; nothing stopped"
+                    .into(),
+            );
+        };
+        self.service().expect = Expect::Stop;
+        match actions::systemctl("stop", unit).await {
+            Ok(done) => {
+                self.report("ME_SERVICE_STOPPED", json!({"service": "tunterm"}));
+                Ok(json!({"service": "tunterm", "op": "stop", "done": done}))
+            }
+            Err(e) => {
+                self.service().expect = Expect::Nothing;
+                Err(e)
+            }
+        }
+    }
+
+    async fn start_daemon(&self) -> Result<Value, String> {
+        if let Ok(s) = self.daemon.stats().await {
+            return Ok(
+                json!({"service": "tunterm", "op": "start", "done": "nothing: it runs",
+                             "version": s.version}),
+            );
+        }
+        let Some(unit) = self.daemon_unit.as_deref() else {
+            return Err(
+                "tunterm does not run and is not run by a service manager here \
+                        (tunterm-agent --daemon-unit): start it on the edge"
+                    .into(),
+            );
+        };
+        let done = actions::systemctl("start", unit).await?;
+        Ok(json!({"service": "tunterm", "op": "start", "done": done}))
+    }
+}
+
+/// Watch the daemon: its events go to the spool as `TT_*` events, its
+/// comings and goings as `ME_SERVICE_*` (see [`ServiceWatch`]).
+pub async fn watch_daemon(agent: Arc<Agent>) {
+    loop {
+        if let Ok(mut sub) = agent.daemon.subscribe().await {
+            let news = agent.service().on_up();
+            if let Some(kind) = news {
+                agent.report(kind, json!({"service": "tunterm"}));
+            }
+            let ids = agent.ids();
+            while let Ok(Some(e)) = sub.next().await {
+                if let Some(ev) = report::daemon_event(&ids, &e) {
+                    agent.spool_event(ev);
+                }
+            }
+        }
+        let news = agent.service().on_down();
+        if let Some(kind) = news {
+            let mut extra = json!({"service": "tunterm"});
+            if kind == "ME_SERVICE_FAILED" {
+                extra["reason"] = json!(format!(
+                    "{}: tunterm's control socket went away without a stop or restart asked for",
+                    agent.daemon.path().display()
+                ));
+            }
+            agent.report(kind, extra);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }

@@ -3,8 +3,8 @@
 //! its field's path, an unknown action, and `unregistered`. No daemon runs:
 //! the hello's digest is null and nothing is applied.
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -69,45 +69,47 @@ async fn a_session_says_hello_refuses_a_bad_config_and_stops_when_unregistered()
         ws.send(Message::text(json!({"type": "frobnicate"}).to_string()))
             .await
             .unwrap();
-        while got.len() < 3 {
+        let mut events = Vec::new();
+        while got.len() < 3 || events.is_empty() {
             if let Message::Text(t) = ws.next().await.unwrap().unwrap() {
                 let v: Value = serde_json::from_str(t.as_str()).unwrap();
-                if v["type"] != "stats" {
-                    got.push(v);
+                match v["type"].as_str() {
+                    Some("stats") => {}
+                    Some("event") => events.push(v["event"].clone()),
+                    _ => got.push(v),
                 }
             }
         }
         ws.send(Message::text(json!({"type": "unregistered"}).to_string()))
             .await
             .unwrap();
-        (auth, got)
+        (auth, got, events)
     });
 
-    let agent = Agent {
-        state: State {
+    let mut agent = Agent::new(
+        State {
             cloud: format!("https://localhost:{port}"),
             mxedge_id: "edge-1".into(),
             org_id: "org-1".into(),
             token: "t0ken".into(),
         },
-        tls: tunterm_agent::tls::client_config(Some(&dir.join("ca.pem"))).unwrap(),
-        daemon: tunterm::api::client::Client::new(dir.join("no-daemon.sock")),
-        daemon_config: None,
-        last_good: dir.join("last-good.json"),
-        persist: false,
-        stats_every: Duration::from_secs(3600),
-        spool: Arc::new(Mutex::new(
-            Spool::open(&dir.join("events.jsonl"), 10).unwrap(),
-        )),
-        spooled: Arc::new(tokio::sync::Notify::new()),
-        started: Instant::now(),
-    };
+        tunterm_agent::tls::client_config(Some(&dir.join("ca.pem"))).unwrap(),
+        tunterm::api::client::Client::new(dir.join("no-daemon.sock")),
+        dir.join("last-good.json"),
+        Spool::open(&dir.join("events.jsonl"), 10).unwrap(),
+    );
+    agent.stats_every = Duration::from_secs(3600);
     let ended = tokio::time::timeout(Duration::from_secs(10), agent.session())
         .await
         .unwrap()
         .unwrap();
     assert_eq!(ended, Ended::Unregistered);
-    let (auth, got) = cloud.await.unwrap();
+    let (auth, got, events) = cloud.await.unwrap();
+    assert_eq!(events[0]["type"], "TT_CONFIG_REFUSED", "{events:?}");
+    assert_eq!(
+        events[0]["errors"][0]["path"],
+        "mxtunnels[0].hello_interval"
+    );
     assert_eq!(auth.as_deref(), Some("Token t0ken"));
     assert_eq!(got[0]["type"], "hello");
     assert_eq!(got[0]["mxedge_id"], "edge-1");

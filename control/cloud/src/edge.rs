@@ -1,4 +1,4 @@
-//! The edge-facing side (EDGE-PROTOCOL.md): registration with a claim code,
+//! The edge-facing side (control/agent/PROTOCOL.md): registration with a claim code,
 //! the `/api-ws/v1/edge` websocket session, config pushes and actions that
 //! wait for the edge's `action_result`.
 

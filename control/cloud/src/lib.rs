@@ -4,7 +4,7 @@
 //! - the org's REST API with the Mist paths and shapes (`/api/v1/orgs/:org_id/
 //!   mxedges`, `mxclusters`, `mxtunnels`, `wlans`, `stats/...`, events, actions,
 //!   `pcaps/capture`), authenticated by `Authorization: Token <operator token>`;
-//! - the edge-facing protocol of `EDGE-PROTOCOL.md` (registration with a claim
+//! - the edge-facing protocol of `control/agent/PROTOCOL.md` (registration with a claim
 //!   code, then the `/api-ws/v1/edge` websocket), see [`edge`];
 //! - the `/api-ws/v1/stream` websocket with `subscribe` to
 //!   `/orgs/:org_id/mxedges` and `/orgs/:org_id/pcaps`.

@@ -281,7 +281,7 @@ async fn unregister(State(cloud): S, Path((org_id, id)): Path<(String, String)>)
     ok(json!({}))
 }
 
-/// `POST /api/v1/edge/register` (EDGE-PROTOCOL.md): a claim code for an edge
+/// `POST /api/v1/edge/register` (control/agent/PROTOCOL.md): a claim code for an edge
 /// identity and token.
 async fn register(State(cloud): S, Json(body): Json<Value>) -> Reply {
     let refused = || err(StatusCode::FORBIDDEN, "claim code not recognised");

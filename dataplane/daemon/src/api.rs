@@ -95,6 +95,11 @@ pub enum Request {
     /// (`bounce_port`); answered once the request is checked and the ports
     /// are down.
     BouncePort(BouncePortRequest),
+    /// Restart without dropping tunnels: answer `"restarting"`, exit the
+    /// way SIGQUIT does (state file written, pinned fast path kept) and
+    /// exec this daemon again with the same command line, in the same
+    /// process (same pid, so a supervisor sees no exit).
+    Restart,
 }
 
 impl Request {
@@ -111,6 +116,7 @@ impl Request {
             Request::Capture(_) => "capture",
             Request::ApplyConfig(_) => "apply-config",
             Request::BouncePort(_) => "bounce-port",
+            Request::Restart => "restart",
         }
     }
 }
@@ -186,6 +192,8 @@ pub enum Response {
     ApplyConfig(ApplyReport),
     /// To [`Request::BouncePort`]: the ports now down, and when they come back.
     BouncePort(BouncePortReport),
+    /// To [`Request::Restart`]: the daemon execs itself again now.
+    Restarting,
 }
 
 impl Response {
@@ -203,6 +211,7 @@ impl Response {
             Response::CaptureEnded(_) => "capture-ended",
             Response::ApplyConfig(_) => "apply-config",
             Response::BouncePort(_) => "bounce-port",
+            Response::Restarting => "restarting",
         }
     }
 }

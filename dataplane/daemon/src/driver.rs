@@ -140,7 +140,13 @@ pub enum Exit {
     /// forwarding (when pinned) and the state file written, for the next
     /// daemon to take over without the APs noticing.
     Restart,
+    /// As [`Exit::Restart`], asked for on the control socket (`restart`):
+    /// the caller execs the daemon again.
+    Reexec,
 }
+
+/// How long a `restart` request's answer has to be written before the exec.
+const REEXEC_ANSWER_WAIT: Duration = Duration::from_millis(100);
 
 /// Longest the shutdown waits for the APs to acknowledge their StopCCN.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
@@ -377,6 +383,8 @@ struct Dataplane {
     /// The loop's inputs changed (sockets rebound, monitoring restarted):
     /// the loop takes them at its next turn.
     rewired: Option<Rewired>,
+    /// A `restart` request came: exit for a restart and exec again.
+    reexec: bool,
 }
 
 /// What a live reconfiguration hands the event loop to wait on instead.
@@ -1269,6 +1277,8 @@ fn open_sockets(cfg: &EdgeConfig, port: u16, keep: Option<&Socks>) -> anyhow::Re
 /// tunnel with StopCCN (result 6, shutting down), wait briefly for the
 /// acks, detach the fast path and remove its pins and the state file.
 /// [`Exit::Restart`]: write the state file and leave everything up.
+/// Returns how it ended: [`Exit::Reexec`] when a `restart` request asked
+/// for the daemon to exec itself again.
 ///
 /// At start, a state file (`opts.state_file`) left by an earlier run is
 /// taken back: its tunnels come back established, and pinned fast-path
@@ -1277,7 +1287,7 @@ pub async fn run(
     cfg: EdgeConfig,
     opts: DaemonOptions,
     shutdown: impl std::future::Future<Output = Exit>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Exit> {
     if cfg.tunnel_ip.is_none() && cfg.tunnel_ip6.is_none() {
         bail!("mxedge.tunterm_ip_config: an ip or ip6 is required");
     }
@@ -1378,6 +1388,7 @@ pub async fn run(
         bounces: bounce::Bounces::default(),
         monitor_opts: opts.monitor.clone(),
         rewired: None,
+        reexec: false,
         cfg,
     };
     dp.restore(Instant::now());
@@ -1453,6 +1464,9 @@ pub async fn run(
         dp.captures.pump(Instant::now());
         dp.sync_fast_path(now);
         dp.persist(now, false);
+        if dp.reexec {
+            break Exit::Reexec;
+        }
         if busy {
             // Overloaded: let the runtime take in new I/O events (a control
             // connection, its reply's progress) and run the control tasks
@@ -1462,7 +1476,7 @@ pub async fn run(
     };
     // A link left down would outlive tunterm.
     dp.end_bounces(Instant::now(), true);
-    if exit == Exit::Restart {
+    if exit != Exit::Stop {
         dp.flush_tunnel_tx();
         dp.persist(Instant::now(), true);
         info!(
@@ -1471,8 +1485,12 @@ pub async fn run(
             pinned = dp.fast.as_ref().is_some_and(|_| pin_dir.is_some()),
             "exiting for a restart: tunnels stay up, the state file and the pinned fast path are kept"
         );
+        if exit == Exit::Reexec {
+            // The control tasks write the "restarting" answer meanwhile.
+            tokio::time::sleep(REEXEC_ANSWER_WAIT).await;
+        }
         let _ = std::fs::remove_file(&opts.control_socket);
-        return Ok(());
+        return Ok(exit);
     }
     info!("shutting down: closing tunnels");
     let now = Instant::now();
@@ -1519,7 +1537,7 @@ pub async fn run(
         let _ = std::fs::remove_file(path);
     }
     let _ = std::fs::remove_file(&opts.control_socket);
-    Ok(())
+    Ok(exit)
 }
 
 #[cfg(test)]

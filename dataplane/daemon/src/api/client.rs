@@ -186,6 +186,15 @@ impl Client {
         }
     }
 
+    /// Restart the daemon without dropping tunnels (it execs itself again;
+    /// its control socket is back once it runs).
+    pub async fn restart(&self) -> Result<(), ClientError> {
+        match self.call(&Request::Restart).await? {
+            Response::Restarting => Ok(()),
+            other => Err(unexpected("restart", &other)),
+        }
+    }
+
     /// Validate and apply a whole configuration (`persist`: also write it
     /// to the daemon's `--config` file). A refusal is
     /// [`ClientError::Daemon`] with `config refused: <path>: <message>`.

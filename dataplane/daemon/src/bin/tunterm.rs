@@ -440,7 +440,12 @@ fn main() -> anyhow::Result<()> {
                 config: config_path,
                 cookie_len,
             };
-            rt.block_on(driver::run(cfg, opts, shutdown_signal()))
+            let exit = rt.block_on(driver::run(cfg, opts, shutdown_signal()))?;
+            drop(rt);
+            if exit == driver::Exit::Reexec {
+                return Err(reexec());
+            }
+            Ok(())
         }
         Cmd::Stats {
             control_socket,
@@ -798,6 +803,23 @@ fn widen_stdout_pipe() {
     // SAFETY: fcntl with an integer argument on this process's stdout;
     // it fails harmlessly on anything but a pipe.
     unsafe { libc::fcntl(fd, libc::F_SETPIPE_SZ, 1 << 20) };
+}
+
+/// Exec this daemon again with the same arguments (a `restart` request):
+/// the program at the path it was started as, so an upgraded binary runs.
+/// Returns only when the exec failed.
+fn reexec() -> anyhow::Error {
+    use std::os::unix::process::CommandExt;
+    let mut args = std::env::args_os();
+    let argv0 = args.next().unwrap_or_default();
+    let program = if std::path::Path::new(&argv0).components().count() > 1 {
+        PathBuf::from(&argv0)
+    } else {
+        std::env::current_exe().unwrap_or_else(|_| PathBuf::from(&argv0))
+    };
+    tracing::info!(program = %program.display(), "exec for the restart");
+    let e = std::process::Command::new(&program).args(args).exec();
+    anyhow::anyhow!("restart: exec {}: {e}", program.display())
 }
 
 /// SIGTERM or SIGINT: stop (close the tunnels). SIGQUIT: exit for a

@@ -70,6 +70,8 @@ pub(super) enum Ask {
     ApplyConfig(Box<tunterm_control::EdgeConfig>),
     /// Take ports down for a while.
     BouncePort(crate::api::BouncePortRequest),
+    /// Exit for a restart and exec again.
+    Restart,
 }
 
 /// The loop's answer: a snapshot, rendered outside the loop.
@@ -85,6 +87,7 @@ pub(super) enum Answer {
     CaptureStarted(Result<super::capture::Stream, String>),
     Applied(ApplyReport),
     Bounced(Result<crate::api::BouncePortReport, String>),
+    Restarting,
     Done,
 }
 
@@ -645,6 +648,7 @@ async fn answer(req: Request, shared: &Shared) -> Vec<u8> {
         Request::Preempt(r) => (Ask::Preempt(r), None),
         Request::BouncePort(r) => (Ask::BouncePort(r), None),
         Request::CapturePoints => (Ask::CapturePoints, None),
+        Request::Restart => (Ask::Restart, None),
         Request::ApplyConfig(r) => match prepare_config(r, shared.config_file.clone()).await {
             Ok((cfg, file)) => {
                 persisted = file;
@@ -689,6 +693,7 @@ async fn answer(req: Request, shared: &Shared) -> Vec<u8> {
                 r.persisted = persisted;
                 Response::ApplyConfig(r)
             }
+            Answer::Restarting => Response::Restarting,
             Answer::CaptureStarted(_) | Answer::Done => {
                 return ResponseLine::error("unexpected answer").to_line();
             }
@@ -922,6 +927,10 @@ impl Dataplane {
             }
             Ask::ApplyConfig(cfg) => Answer::Applied(self.apply_config(*cfg)),
             Ask::BouncePort(req) => Answer::Bounced(self.bounce_ports(now, &req)),
+            Ask::Restart => {
+                self.reexec = true;
+                Answer::Restarting
+            }
         };
         if matches!(answer, Answer::Disconnect(_) | Answer::Preempt(_)) {
             self.flush_control();
@@ -1075,6 +1084,7 @@ mod tests {
                             config_digest: crate::api::config_digest(&cfg.raw),
                             ..ApplyReport::default()
                         }),
+                        Ask::Restart => Answer::Restarting,
                         Ask::CapturePoints
                         | Ask::CaptureStart(..)
                         | Ask::CaptureStop(_)
