@@ -68,6 +68,8 @@ pub(super) enum Ask {
     CaptureStop(u64),
     /// A configuration, validated (and written when asked): apply it.
     ApplyConfig(Box<tunterm_control::EdgeConfig>),
+    /// The traffic counters only (the status page's plots, once a second).
+    Rates,
 }
 
 /// The loop's answer: a snapshot, rendered outside the loop.
@@ -82,7 +84,17 @@ pub(super) enum Answer {
     CapturePoints(Vec<crate::api::CapturePointInfo>),
     CaptureStarted(Result<super::capture::Stream, String>),
     Applied(ApplyReport),
+    Rates(Box<RateSample>),
     Done,
+}
+
+/// The counters the status page plots: packets and bytes in and out of
+/// the slow path, and what the fast path forwarded itself.
+#[derive(Clone, Debug, Default)]
+pub(super) struct RateSample {
+    pub io: super::IoCounters,
+    /// Frames the XDP programs redirected (forwarded without the loop).
+    pub fast_redirect: u64,
 }
 
 /// A request for the event loop and where its answer goes.
@@ -190,6 +202,14 @@ struct Shared {
     config_file: Option<PathBuf>,
 }
 
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("counters", &self.counters)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The connections waiting for a request (none in progress, not
 /// subscribed): since when, and how to tell each to go.
 #[derive(Default)]
@@ -265,6 +285,8 @@ pub(super) struct Control {
     events: broadcast::Sender<Event>,
     counters: Arc<Counters>,
     pub(super) config_digest: String,
+    /// What the connection tasks share (for the HTTP server's requests).
+    shared: Arc<Shared>,
 }
 
 impl Control {
@@ -278,6 +300,12 @@ impl Control {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
         let _ = self.events.send(Event { time, kind: kind() });
+    }
+
+    /// The same request paths as the control socket's, for another server
+    /// in this runtime (the HTTP status page and metrics).
+    pub(super) fn local_api(&self) -> LocalApi {
+        LocalApi(self.shared.clone())
     }
 
     /// The counters for the stats.
@@ -405,12 +433,13 @@ pub(super) fn serve(
         left: Notify::new(),
         config_file,
     });
-    tokio::spawn(accept_loop(listener, shared));
+    tokio::spawn(accept_loop(listener, shared.clone()));
     (
         Control {
             events,
             counters,
             config_digest,
+            shared,
         },
         jobs_rx,
     )
@@ -684,7 +713,7 @@ async fn answer(req: Request, shared: &Shared) -> Vec<u8> {
                 r.persisted = persisted;
                 Response::ApplyConfig(r)
             }
-            Answer::CaptureStarted(_) | Answer::Done => {
+            Answer::CaptureStarted(_) | Answer::Rates(_) | Answer::Done => {
                 return ResponseLine::error("unexpected answer").to_line();
             }
         };
@@ -693,6 +722,88 @@ async fn answer(req: Request, shared: &Shared) -> Vec<u8> {
     tokio::task::spawn_blocking(render)
         .await
         .unwrap_or_else(|e| ResponseLine::error(format!("rendering the answer: {e}")).to_line())
+}
+
+/// The control socket's request paths for the HTTP server ([`super::http`]):
+/// the same jobs for the loop, the same rendering outside it.
+#[derive(Clone)]
+pub(super) struct LocalApi(Arc<Shared>);
+
+impl LocalApi {
+    async fn ask(&self, ask: Ask) -> Option<Answer> {
+        let (tx, rx) = oneshot::channel();
+        self.0.jobs.send(Job { ask, reply: tx }).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// The stats, typed.
+    pub(super) async fn stats(&self) -> Result<Box<Stats>, String> {
+        match self.ask(Ask::Stats).await {
+            Some(Answer::Stats(s)) => Ok(s),
+            _ => Err("tunterm is stopping".into()),
+        }
+    }
+
+    /// The traffic counters.
+    pub(super) async fn rates(&self) -> Option<Box<RateSample>> {
+        match self.ask(Ask::Rates).await {
+            Some(Answer::Rates(r)) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// A request answered as on the control socket: one response line.
+    /// (Subscriptions and captures are not for this path.)
+    pub(super) async fn line(&self, req: Request) -> Vec<u8> {
+        if matches!(req, Request::Subscribe | Request::Capture(_)) {
+            return ResponseLine::error(format!("{}: not served here", req.name())).to_line();
+        }
+        answer(req, &self.0).await
+    }
+
+    /// Start a pcapng capture: its answer, and its bytes (header, records,
+    /// statistics) on a channel of at most `depth` chunks. Dropping the
+    /// receiver stops the capture.
+    pub(super) async fn capture(
+        &self,
+        mut req: CaptureRequest,
+        depth: usize,
+    ) -> Result<(crate::api::CaptureAccepted, mpsc::Receiver<Vec<u8>>), String> {
+        req.format = CaptureFormat::Pcapng;
+        req.tzsp = None;
+        super::capture::check(&req)?;
+        let mut stream = match self.ask(Ask::CaptureStart(Box::new(req), None)).await {
+            Some(Answer::CaptureStarted(r)) => r?,
+            _ => return Err("tunterm is stopping".into()),
+        };
+        let accepted = stream.accepted.clone();
+        let id = accepted.id;
+        let (tx, rx) = mpsc::channel(depth.max(1));
+        let api = self.clone();
+        tokio::spawn(async move {
+            let gone = loop {
+                let chunk = tokio::select! {
+                    c = stream.chunks.recv() => c,
+                    () = tx.closed() => break true,
+                };
+                let Some(chunk) = chunk else { break false };
+                let len = chunk.len();
+                let sent = tx.send(chunk).await.is_ok();
+                stream.in_flight.fetch_sub(len, Relaxed);
+                if !sent {
+                    break true;
+                }
+            };
+            if gone {
+                let _ = api.ask(Ask::CaptureStop(id)).await;
+                return;
+            }
+            if let Ok(end) = stream.end.await {
+                let _ = tx.send(end.trailer).await;
+            }
+        });
+        Ok((accepted, rx))
+    }
 }
 
 /// Validate an `apply-config`'s configuration (beside the loop) and, when
@@ -916,6 +1027,17 @@ impl Dataplane {
                 Answer::Done
             }
             Ask::ApplyConfig(cfg) => Answer::Applied(self.apply_config(*cfg)),
+            Ask::Rates => Answer::Rates(Box::new(RateSample {
+                io: self.io.clone(),
+                fast_redirect: self.fast.as_ref().map_or(0, |f| {
+                    f.stats()
+                        .counters
+                        .iter()
+                        .filter(|(name, _)| name.ends_with("_redirect"))
+                        .map(|(_, n)| *n)
+                        .sum()
+                }),
+            })),
         };
         if matches!(answer, Answer::Disconnect(_) | Answer::Preempt(_)) {
             self.flush_control();
@@ -1072,6 +1194,7 @@ mod tests {
                         Ask::CapturePoints
                         | Ask::CaptureStart(..)
                         | Ask::CaptureStop(_)
+                        | Ask::Rates
                         | Ask::Clients(_) => {
                             unreachable!()
                         }
