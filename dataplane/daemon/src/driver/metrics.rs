@@ -84,6 +84,7 @@ const GAUGES: &[&str] = &[
     "last_rtt_ms",
     "rtt_ms",
     "failing",
+    "pending",
 ];
 
 /// Sections whose every number is a gauge (current sizes, not events).
@@ -138,6 +139,9 @@ fn is_gauge(path: &str, leaf: &str) -> bool {
         || GAUGE_SECTIONS.iter().any(|s| path.starts_with(s))
         || leaf.ends_with("_len")
         || leaf.ends_with("_size")
+        || leaf.ends_with("_pps")
+        || leaf.ends_with("_peak")
+        || leaf.ends_with("_ago")
 }
 
 /// A number or a boolean as a sample value.
@@ -190,6 +194,9 @@ fn in_seconds(path: &str) -> (String, f64) {
                 .collect();
             return (named.join("_"), scale);
         }
+    }
+    if path == "uptime" || path.ends_with("_ago") {
+        return (format!("{path}_seconds"), 1.0);
     }
     (path.to_string(), 1.0)
 }
@@ -315,6 +322,33 @@ fn families(stats: &Stats, opts: MetricsOptions, extra: &[(&str, bool, &str, f64
         vec![],
         opts.tunnels as f64,
     );
+    let mut by_state: BTreeMap<&str, usize> = BTreeMap::new();
+    for t in &stats.tunnels {
+        *by_state.entry(&t.state).or_default() += 1;
+    }
+    for (state, n) in by_state {
+        out.add(
+            "tunterm_tunnels_by_state",
+            true,
+            "L2TP tunnels in each state (all of them, whatever the bound)",
+            vec![label("state", state)],
+            n as f64,
+        );
+    }
+    out.add(
+        "tunterm_gre_peers_active",
+        true,
+        "mGRE peers (APs) now",
+        vec![],
+        stats.gre_peers.len() as f64,
+    );
+    out.add(
+        "tunterm_captures_running",
+        true,
+        "Packet captures running now (their counters: tunterm_captures_*{id})",
+        vec![],
+        stats.captures.len() as f64,
+    );
     map.remove("tunnels");
     map.remove("gre_peers");
 
@@ -412,3 +446,53 @@ pub fn render(stats: &Stats, opts: MetricsOptions, extra: &[(&str, bool, &str, f
 
 /// The Content-Type of [`render`]'s text.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_prometheus_names_in_base_units() {
+        assert_eq!(sanitize("ap_rx"), "ap_rx");
+        assert_eq!(sanitize("not-established"), "not_established");
+        assert_eq!(sanitize("10"), "_10");
+        assert_eq!(
+            in_seconds("control_loop_us_max"),
+            ("control_loop_seconds_max".into(), 1e-6)
+        );
+        assert_eq!(in_seconds("uptime"), ("uptime_seconds".into(), 1.0));
+        assert_eq!(in_seconds("io_trunk_rx"), ("io_trunk_rx".into(), 1.0));
+        assert_eq!(name_for("l2tp_rx_data", false), "tunterm_l2tp_rx_data");
+        assert_eq!(name_for("x_count", true), "tunterm_x_count_value");
+        assert_eq!(name_for("x_total", false), "tunterm_x");
+        assert!(is_gauge("control_active", "active"));
+        assert!(is_gauge("fast_path_slow_sequenced", "sequenced"));
+        assert!(!is_gauge("io_trunk_rx", "trunk_rx"));
+    }
+
+    #[test]
+    fn a_family_is_written_once_with_its_samples() {
+        let mut f = Families::default();
+        let l = |v: &str| vec![label("ap", v)];
+        f.add("tunterm_a", false, "A", l("x"), 1.0);
+        f.add("tunterm_b", true, "B", vec![], 2.5);
+        f.add("tunterm_a", false, "A", l("y"), 3.0);
+        f.add("tunterm_a", false, "A", l("y"), 4.0);
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(f));
+        let mut out = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut out, &registry).unwrap();
+        assert_eq!(
+            out.matches("# TYPE tunterm_a_total counter").count(),
+            1,
+            "{out}"
+        );
+        assert!(out.contains("tunterm_a_total{ap=\"x\"} 1"), "{out}");
+        assert!(out.contains("tunterm_a_total{ap=\"y\"} 3"), "{out}");
+        assert!(!out.contains("} 4"), "{out}");
+        assert!(
+            out.contains("# TYPE tunterm_b gauge\ntunterm_b 2.5"),
+            "{out}"
+        );
+    }
+}
