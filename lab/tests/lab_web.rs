@@ -140,6 +140,31 @@ fn the_status_page_in_chromium_and_the_metrics_in_promtool() {
     assert_eq!(get("foreign_origin_status"), 403, "{report:#}");
     assert_eq!(get("foreign_host_status"), 421, "{report:#}");
     assert_eq!(get("token_length"), 32, "{report:#}");
+    // The caps: 8 event streams, the ninth refused; 32 connections, the
+    // 33rd refused; both counted.
+    let caps = get("caps");
+    assert_eq!(
+        caps["streams"],
+        serde_json::json!(vec!["HTTP/1.1 200 OK"; 8]),
+        "{caps:#}"
+    );
+    assert_eq!(
+        caps["ninth_stream"], "HTTP/1.1 503 Service Unavailable",
+        "{caps:#}"
+    );
+    assert_eq!(
+        caps["connection_33"], "HTTP/1.1 503 Service Unavailable",
+        "{caps:#}"
+    );
+    let after = std::fs::read_to_string(out.join("metrics-after.txt")).unwrap();
+    for series in [
+        "tunterm_http_event_streams_refused_total 1",
+        "tunterm_http_refused_busy_total 1",
+        "tunterm_http_refused_token_total 2",
+        "tunterm_http_refused_host_total 1",
+    ] {
+        assert!(after.contains(series), "no {series} in\n{after}");
+    }
 
     // The capture button's download is a pcapng tshark reads: the four
     // ICMP frames asked for.

@@ -10,6 +10,7 @@
 "use strict";
 
 const http = require("http");
+const net = require("net");
 const fs = require("fs");
 const path = require("path");
 const { chromium } = require("playwright-core");
@@ -21,7 +22,7 @@ const url = new URL(base);
 function raw(method, p, headers, body) {
   return new Promise((resolve, reject) => {
     const req = http.request(
-      { host: url.hostname, port: url.port, method, path: p, headers },
+      { host: url.hostname, port: url.port, method, path: p, headers, agent: false },
       (res) => {
         let data = "";
         res.on("data", (c) => (data += c));
@@ -32,6 +33,43 @@ function raw(method, p, headers, body) {
     if (body) req.write(body);
     req.end();
   });
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// A connection that sends `request` and collects what comes back.
+function connect(request) {
+  return new Promise((resolve, reject) => {
+    const s = net.connect({ host: url.hostname, port: Number(url.port) }, () => {
+      s.data = "";
+      s.on("data", (c) => (s.data += c));
+      if (request) s.write(request);
+      resolve(s);
+    });
+    s.on("error", reject);
+  });
+}
+
+// The server's caps: event streams, then connections.
+async function caps() {
+  const get = (p) => `GET ${p} HTTP/1.1\r\nHost: ${url.host}\r\n\r\n`;
+  const streams = [];
+  for (let i = 0; i < 8; i++) streams.push(await connect(get("/api/events")));
+  const extra = await connect(get("/api/events"));
+  await sleep(500);
+  const first = streams.map((s) => s.data.split("\r\n")[0]);
+  const ninth = extra.data.split("\r\n")[0];
+  for (const s of [...streams, extra]) s.destroy();
+  await sleep(2500); // the streams notice their clients went
+  const idle = [];
+  for (let i = 0; i < 32; i++) idle.push(await connect(null));
+  await sleep(200);
+  const over = await connect(null);
+  await sleep(500);
+  const overAnswer = over.data.split("\r\n")[0];
+  for (const s of [...idle, over]) s.destroy();
+  await sleep(500);
+  return { streams: first, ninth_stream: ninth, connection_33: overAnswer };
 }
 
 async function main() {
@@ -61,6 +99,9 @@ async function main() {
   step("foreign_origin_status", foreign.status);
   const rebound = await raw("GET", "/api/summary", { Host: "evil.example:" + url.port });
   step("foreign_host_status", rebound.status);
+  step("caps", await caps());
+  const after = await raw("GET", "/metrics", {});
+  fs.writeFileSync(path.join(outDir, "metrics-after.txt"), after.body);
 
   const browser = await chromium.launch({
     executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
