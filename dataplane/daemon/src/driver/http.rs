@@ -186,7 +186,7 @@ async fn accept_loop(listener: TcpListener, server: Arc<Server>) {
 /// A connection past the cap: told so at once and closed.
 fn refuse(stream: TcpStream) {
     const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n\
-        Content-Length: 29\r\nConnection: close\r\nRetry-After: 1\r\n\r\ntoo many HTTP connections; \r\n";
+        Content-Length: 27\r\nConnection: close\r\nRetry-After: 1\r\n\r\ntoo many HTTP connections\r\n";
     // A fresh socket's buffer takes it at once (tokio's try_write would
     // wait for a readiness not yet polled).
     if let Ok(s) = stream.into_std() {
