@@ -149,6 +149,9 @@ pub struct Options {
     /// Fields set on the edge configuration's `mxedge` object (e.g.
     /// `tunterm_other_ip_configs`, `tunterm_dhcpd_config`).
     pub mxedge_extra: Vec<(String, serde_json::Value)>,
+    /// The Host Names ap1 and ap2 send (`ap1`, `ap2`; a Mist AP sends its
+    /// MAC, e.g. `5c5b35000001`, which is what `disconnect-aps` selects by).
+    pub ap_names: [String; 2],
 }
 
 impl Options {
@@ -169,6 +172,7 @@ impl Options {
             ap_args: Vec::new(),
             daemon_args: Vec::new(),
             mxedge_extra: Vec::new(),
+            ap_names: ["ap1".into(), "ap2".into()],
         }
     }
 }
@@ -371,8 +375,9 @@ impl Lab {
         } else {
             ("10.99.0.2", "10.99.0.3")
         };
-        let ap1 = ap("ap1", &format!("name=ap1,ip={ip1},bridge=c1,bridge=c5:99"))?;
-        let ap2 = ap("ap2", &format!("name=ap2,ip={ip2},bridge=c2:20,bridge=c3"))?;
+        let [n1, n2] = &opts.ap_names;
+        let ap1 = ap("ap1", &format!("name={n1},ip={ip1},bridge=c1,bridge=c5:99"))?;
+        let ap2 = ap("ap2", &format!("name={n2},ip={ip2},bridge=c2:20,bridge=c3"))?;
         let lab = Lab {
             ap_capture,
             trunk_capture,

@@ -16,8 +16,10 @@ mod bounce;
 mod capture;
 pub(crate) mod clients;
 mod control;
+mod http;
 mod inputs;
 mod mcast;
+pub mod metrics;
 mod services;
 
 use std::io;
@@ -104,6 +106,11 @@ pub struct DaemonOptions {
     /// Length of the cookies tunterm assigns to sessions: 0, 4 or 8 bytes
     /// (`--cookie-len`).
     pub cookie_len: usize,
+    /// Where the Prometheus metrics and the status page are served
+    /// (`--metrics`); None: nowhere.
+    pub metrics: Option<SocketAddr>,
+    /// What the metrics export (`--metrics-tunnels`).
+    pub metrics_options: metrics::MetricsOptions,
 }
 
 /// The default `--pin-dir`.
@@ -125,6 +132,8 @@ impl Default for DaemonOptions {
             monitor: MonitorOptions::default(),
             config: None,
             cookie_len: EndpointConfig::default().cookie_len,
+            metrics: None,
+            metrics_options: metrics::MetricsOptions::default(),
         }
     }
 }
@@ -223,6 +232,19 @@ pub struct IoCounters {
     /// not N.
     #[serde(default)]
     pub tunnel_tx_calls: u64,
+    /// Bytes of the frames read from the trunk.
+    #[serde(default)]
+    pub trunk_rx_bytes: u64,
+    /// Bytes of the frames written to the trunk.
+    #[serde(default)]
+    pub trunk_tx_bytes: u64,
+    /// Bytes of the packets read from the tunnel sockets (the payload of
+    /// their outer IP or UDP header).
+    #[serde(default)]
+    pub tunnel_rx_bytes: u64,
+    /// Bytes of the packets sent into tunnels (likewise).
+    #[serde(default)]
+    pub tunnel_tx_bytes: u64,
     /// The forwarding pipeline's counters (`tunnel_tx_no_session`,
     /// `too_big_*`, `inner_fragments`, `mss_clamped`, `mac_announcements`),
     /// in this section under their own names.
@@ -643,7 +665,10 @@ impl Dataplane {
         for o in self.out.iter_from(mark) {
             match o {
                 Out::Trunk { frame, .. } => match self.trunk.get_ref().send(frame) {
-                    Ok(_) => self.io.trunk_tx += 1,
+                    Ok(_) => {
+                        self.io.trunk_tx += 1;
+                        self.io.trunk_tx_bytes += frame.len() as u64;
+                    }
                     Err(e) => {
                         self.io.trunk_tx_errors += 1;
                         debug!(error = %e, "trunk send failed");
@@ -897,6 +922,7 @@ impl Dataplane {
         }
         self.io.tunnel_rx += rx.len() as u64;
         for (pkt, from) in rx.iter() {
+            self.io.tunnel_rx_bytes += pkt.len() as u64;
             let now = Instant::now();
             let here = local_addr(&self.cfg, self.port, carrier, from.ip());
             self.captures
@@ -959,6 +985,7 @@ impl Dataplane {
         }
         self.io.trunk_rx += rx.len() as u64;
         for (frame, _) in rx.iter() {
+            self.io.trunk_rx_bytes += frame.len() as u64;
             let now = Instant::now();
             if self.monitor.take_trunk_frame(now, frame) {
                 continue;
@@ -998,7 +1025,10 @@ impl Dataplane {
         let (trunk, io) = (&self.trunk, &mut self.io);
         self.monitor
             .handle_timeout(now, |frame| match trunk.get_ref().send(frame) {
-                Ok(_) => io.trunk_tx += 1,
+                Ok(_) => {
+                    io.trunk_tx += 1;
+                    io.trunk_tx_bytes += frame.len() as u64;
+                }
                 Err(_) => io.trunk_tx_errors += 1,
             });
         if self.monitor.apply(now, &mut self.endpoint, &mut self.gre) {
@@ -1102,6 +1132,10 @@ fn send_tunnel_batch(
     match sock.try_send_batch(msgs) {
         Ok(sent) => {
             io.tunnel_tx += sent as u64;
+            io.tunnel_tx_bytes += msgs[..sent.min(n)]
+                .iter()
+                .map(|(_, m)| m.len() as u64)
+                .sum::<u64>();
             io.tunnel_tx_errors += (n - sent) as u64;
         }
         Err(e) => {
@@ -1311,6 +1345,7 @@ pub async fn run(
         .with_context(|| format!("opening the upstream trunk {upstream}"))?;
     let trunk = Rc::new(trunk.into_async()?);
     let listener = control::bind(&opts.control_socket, opts.control_group.as_deref())?;
+    let http_listener = opts.metrics.map(http::bind).transpose()?;
     // Ids and cookies from a CSPRNG seeded by the OS: a cookie is all that
     // authenticates a data message, so no AP may predict another's.
     let mut seed = [0u8; 32];
@@ -1348,6 +1383,9 @@ pub async fn run(
         crate::api::config_digest(&cfg.raw),
         opts.config.clone(),
     );
+    if let Some(l) = http_listener {
+        http::serve(l, control.local_api(), opts.metrics_options)?;
+    }
     let link_mtu = link_mtu_of(&downstream)?;
     let mut dp = Dataplane {
         name: cfg.name.clone(),

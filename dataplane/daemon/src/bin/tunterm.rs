@@ -112,6 +112,17 @@ enum Cmd {
         /// make blind insertion hopeless.
         #[arg(long, default_value_t = 8, value_parser = parse_cookie_len)]
         cookie_len: usize,
+        /// Serve Prometheus metrics (/metrics) and the status page (/) on
+        /// this address, e.g. 127.0.0.1:9717 (off by default). Bind it to a
+        /// loopback or management address only: anyone who reaches it can
+        /// read the stats (the page's actions need its token).
+        #[arg(long)]
+        metrics: Option<std::net::SocketAddr>,
+        /// Most tunnels (and APs) with metrics of their own, lowest tunnel
+        /// ids first; the others are counted in
+        /// tunterm_metrics_tunnels_omitted.
+        #[arg(long, default_value_t = driver::metrics::DEFAULT_METRICS_TUNNELS)]
+        metrics_tunnels: usize,
     },
     /// Print a running daemon's stats (JSON): tunnels, counters, health,
     /// its version and configuration digest (the FDB: `tunterm fdb`).
@@ -397,6 +408,8 @@ fn main() -> anyhow::Result<()> {
             monitor_timeout,
             monitor_recover,
             cookie_len,
+            metrics,
+            metrics_tunnels,
         } => {
             let secs = |name: &str, v: f64| {
                 std::time::Duration::try_from_secs_f64(v)
@@ -439,6 +452,10 @@ fn main() -> anyhow::Result<()> {
                 monitor,
                 config: config_path,
                 cookie_len,
+                metrics,
+                metrics_options: driver::metrics::MetricsOptions {
+                    tunnels: metrics_tunnels,
+                },
             };
             let exit = rt.block_on(driver::run(cfg, opts, shutdown_signal()))?;
             drop(rt);

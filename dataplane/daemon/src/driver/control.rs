@@ -72,6 +72,8 @@ pub(super) enum Ask {
     BouncePort(crate::api::BouncePortRequest),
     /// Exit for a restart and exec again.
     Restart,
+    /// The traffic counters only (the status page's plots, once a second).
+    Rates,
 }
 
 /// The loop's answer: a snapshot, rendered outside the loop.
@@ -88,7 +90,17 @@ pub(super) enum Answer {
     Applied(ApplyReport),
     Bounced(Result<crate::api::BouncePortReport, String>),
     Restarting,
+    Rates(Box<RateSample>),
     Done,
+}
+
+/// The counters the status page plots: packets and bytes in and out of
+/// the slow path, and what the fast path forwarded itself.
+#[derive(Clone, Debug, Default)]
+pub(super) struct RateSample {
+    pub io: super::IoCounters,
+    /// Frames the XDP programs redirected (forwarded without the loop).
+    pub fast_redirect: u64,
 }
 
 /// A request for the event loop and where its answer goes.
@@ -196,6 +208,14 @@ struct Shared {
     config_file: Option<PathBuf>,
 }
 
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("counters", &self.counters)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The connections waiting for a request (none in progress, not
 /// subscribed): since when, and how to tell each to go.
 #[derive(Default)]
@@ -271,6 +291,8 @@ pub(super) struct Control {
     events: broadcast::Sender<Event>,
     counters: Arc<Counters>,
     pub(super) config_digest: String,
+    /// What the connection tasks share (for the HTTP server's requests).
+    shared: Arc<Shared>,
 }
 
 impl Control {
@@ -284,6 +306,12 @@ impl Control {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
         let _ = self.events.send(Event { time, kind: kind() });
+    }
+
+    /// The same request paths as the control socket's, for another server
+    /// in this runtime (the HTTP status page and metrics).
+    pub(super) fn local_api(&self) -> LocalApi {
+        LocalApi(self.shared.clone())
     }
 
     /// The counters for the stats.
@@ -411,12 +439,13 @@ pub(super) fn serve(
         left: Notify::new(),
         config_file,
     });
-    tokio::spawn(accept_loop(listener, shared));
+    tokio::spawn(accept_loop(listener, shared.clone()));
     (
         Control {
             events,
             counters,
             config_digest,
+            shared,
         },
         jobs_rx,
     )
@@ -694,7 +723,7 @@ async fn answer(req: Request, shared: &Shared) -> Vec<u8> {
                 Response::ApplyConfig(r)
             }
             Answer::Restarting => Response::Restarting,
-            Answer::CaptureStarted(_) | Answer::Done => {
+            Answer::CaptureStarted(_) | Answer::Rates(_) | Answer::Done => {
                 return ResponseLine::error("unexpected answer").to_line();
             }
         };
@@ -703,6 +732,88 @@ async fn answer(req: Request, shared: &Shared) -> Vec<u8> {
     tokio::task::spawn_blocking(render)
         .await
         .unwrap_or_else(|e| ResponseLine::error(format!("rendering the answer: {e}")).to_line())
+}
+
+/// The control socket's request paths for the HTTP server ([`super::http`]):
+/// the same jobs for the loop, the same rendering outside it.
+#[derive(Clone)]
+pub(super) struct LocalApi(Arc<Shared>);
+
+impl LocalApi {
+    async fn ask(&self, ask: Ask) -> Option<Answer> {
+        let (tx, rx) = oneshot::channel();
+        self.0.jobs.send(Job { ask, reply: tx }).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// The stats, typed.
+    pub(super) async fn stats(&self) -> Result<Box<Stats>, String> {
+        match self.ask(Ask::Stats).await {
+            Some(Answer::Stats(s)) => Ok(s),
+            _ => Err("tunterm is stopping".into()),
+        }
+    }
+
+    /// The traffic counters.
+    pub(super) async fn rates(&self) -> Option<Box<RateSample>> {
+        match self.ask(Ask::Rates).await {
+            Some(Answer::Rates(r)) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// A request answered as on the control socket: one response line.
+    /// (Subscriptions and captures are not for this path.)
+    pub(super) async fn line(&self, req: Request) -> Vec<u8> {
+        if matches!(req, Request::Subscribe | Request::Capture(_)) {
+            return ResponseLine::error(format!("{}: not served here", req.name())).to_line();
+        }
+        answer(req, &self.0).await
+    }
+
+    /// Start a pcapng capture: its answer, and its bytes (header, records,
+    /// statistics) on a channel of at most `depth` chunks. Dropping the
+    /// receiver stops the capture.
+    pub(super) async fn capture(
+        &self,
+        mut req: CaptureRequest,
+        depth: usize,
+    ) -> Result<(crate::api::CaptureAccepted, mpsc::Receiver<Vec<u8>>), String> {
+        req.format = CaptureFormat::Pcapng;
+        req.tzsp = None;
+        super::capture::check(&req)?;
+        let mut stream = match self.ask(Ask::CaptureStart(Box::new(req), None)).await {
+            Some(Answer::CaptureStarted(r)) => r?,
+            _ => return Err("tunterm is stopping".into()),
+        };
+        let accepted = stream.accepted.clone();
+        let id = accepted.id;
+        let (tx, rx) = mpsc::channel(depth.max(1));
+        let api = self.clone();
+        tokio::spawn(async move {
+            let gone = loop {
+                let chunk = tokio::select! {
+                    c = stream.chunks.recv() => c,
+                    () = tx.closed() => break true,
+                };
+                let Some(chunk) = chunk else { break false };
+                let len = chunk.len();
+                let sent = tx.send(chunk).await.is_ok();
+                stream.in_flight.fetch_sub(len, Relaxed);
+                if !sent {
+                    break true;
+                }
+            };
+            if gone {
+                let _ = api.ask(Ask::CaptureStop(id)).await;
+                return;
+            }
+            if let Ok(end) = stream.end.await {
+                let _ = tx.send(end.trailer).await;
+            }
+        });
+        Ok((accepted, rx))
+    }
 }
 
 /// Validate an `apply-config`'s configuration (beside the loop) and, when
@@ -931,6 +1042,17 @@ impl Dataplane {
                 self.reexec = true;
                 Answer::Restarting
             }
+            Ask::Rates => Answer::Rates(Box::new(RateSample {
+                io: self.io.clone(),
+                fast_redirect: self.fast.as_ref().map_or(0, |f| {
+                    f.stats()
+                        .counters
+                        .iter()
+                        .filter(|(name, _)| name.ends_with("_redirect"))
+                        .map(|(_, n)| *n)
+                        .sum()
+                }),
+            })),
         };
         if matches!(answer, Answer::Disconnect(_) | Answer::Preempt(_)) {
             self.flush_control();
@@ -1089,6 +1211,7 @@ mod tests {
                         | Ask::CaptureStart(..)
                         | Ask::CaptureStop(_)
                         | Ask::BouncePort(_)
+                        | Ask::Rates
                         | Ask::Clients(_) => {
                             unreachable!()
                         }
