@@ -106,6 +106,40 @@ fn bindings(header: &Path, out: &Path, multiarch: &Path) {
     }
 }
 
+/// The maps' layout id: FNV-1a (64 bits) of the map header with its
+/// comments and whitespace taken out, so that editing a comment keeps the
+/// id and a changed field, type or constant changes it. A daemon that
+/// finds maps pinned under another id replaces them (not hitless) rather
+/// than reading old bytes with new meanings.
+fn layout_id(header: &Path) -> String {
+    let text = match std::fs::read_to_string(header) {
+        Ok(t) => t,
+        Err(e) => fail(format_args!("reading {}: {e}", header.display())),
+    };
+    let mut code = String::with_capacity(text.len());
+    let mut rest = text.as_str();
+    while !rest.is_empty() {
+        if let Some(r) = rest.strip_prefix("/*") {
+            rest = r.find("*/").map_or("", |end| &r[end + 2..]);
+            code.push(' ');
+        } else if let Some(r) = rest.strip_prefix("//") {
+            rest = r.find('\n').map_or("", |end| &r[end..]);
+        } else {
+            let c = rest.chars().next().unwrap_or(' ');
+            code.push(c);
+            rest = &rest[c.len_utf8()..];
+        }
+    }
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for token in code.split_whitespace() {
+        for b in token.bytes().chain([b' ']) {
+            hash ^= u64::from(b);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    format!("{hash:016x}")
+}
+
 fn main() {
     let manifest =
         PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".into()));
@@ -151,4 +185,5 @@ fn main() {
         );
     }
     bindings(&header, &out_dir.join("tunterm_maps.rs"), &multiarch);
+    println!("cargo:rustc-env=TUNTERM_MAPS_LAYOUT={}", layout_id(&header));
 }

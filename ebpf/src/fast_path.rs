@@ -14,6 +14,7 @@
 //!
 //! ```text
 //! DIR/maps/{sessions,gre_peers,fdb,templates,gre_templates,trunk,counters}
+//! DIR/layout/ID               empty directory: the maps' MAPS_LAYOUT
 //! DIR/progs/{xdp_ap_rx,xdp_trunk_rx}
 //! DIR/links/IFACE:MODE        MODE: native, generic ('.' in IFACE as '%')
 //! ```
@@ -214,6 +215,12 @@ pub fn is_bpffs(path: &Path) -> bool {
     rc == 0 && st.f_type as i64 == BPF_FS_MAGIC
 }
 
+/// The layout of this build's maps: a hash of `include/tunterm_maps.h`
+/// without its comments and whitespace (`build.rs`). Maps are adopted only
+/// from a run whose id was the same: a field that moved keeps a map's
+/// sizes, so the sizes alone cannot tell.
+pub const MAPS_LAYOUT: &str = env!("TUNTERM_MAPS_LAYOUT");
+
 /// What [`FastPath::load_pinned`] found in its directory.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Pins {
@@ -258,7 +265,7 @@ fn mode_tag(mode: XdpMode) -> &'static str {
 /// detach once no process holds them), then the directories. What is not
 /// there is not an error.
 pub fn unpin_all(dir: &Path) -> io::Result<()> {
-    for sub in ["links", "progs", "maps"] {
+    for sub in ["links", "progs", "maps", "layout"] {
         let d = dir.join(sub);
         let entries = match std::fs::read_dir(&d) {
             Ok(e) => e,
@@ -266,7 +273,12 @@ pub fn unpin_all(dir: &Path) -> io::Result<()> {
             Err(e) => return Err(e),
         };
         for e in entries {
-            std::fs::remove_file(e?.path())?;
+            let path = e?.path();
+            if path.is_dir() {
+                std::fs::remove_dir(&path)?;
+            } else {
+                std::fs::remove_file(&path)?;
+            }
         }
         std::fs::remove_dir(&d)?;
     }
@@ -303,8 +315,9 @@ impl FastPath {
     /// As [`FastPath::load`], with every map pinned as `dir/maps/NAME` (see
     /// [`MAP_NAMES`]) and both programs as `dir/progs/NAME`. Maps an
     /// earlier run pinned there are reused with their entries when their
-    /// layout is this build's; otherwise every pin under `dir` is removed
-    /// first ([`Pins::Replaced`]). `dir` must be on a bpffs (`ip netns exec`
+    /// layout is this build's (the marker `dir/layout/`[`MAPS_LAYOUT`], and
+    /// each map's type and sizes); otherwise every pin under `dir` is
+    /// removed first ([`Pins::Replaced`]). `dir` must be on a bpffs (`ip netns exec`
     /// remounts /sys: mount one of tunterm's own elsewhere).
     pub fn load_pinned(dir: &Path, cap: Capacity) -> Result<(Self, Pins), Error> {
         let maps = dir.join("maps");
@@ -316,7 +329,11 @@ impl FastPath {
                 dir.display()
             )));
         }
-        let pins = match Self::pinned_layout(&maps, cap) {
+        let layout = dir.join("layout");
+        let pins = match Self::pinned_layout(&maps, cap).and_then(|pinned| {
+            Self::pinned_layout_id(&layout, pinned)?;
+            Ok(pinned)
+        }) {
             Ok(false) => Pins::Fresh,
             Ok(true) => Pins::Adopted,
             Err(why) => {
@@ -332,6 +349,17 @@ impl FastPath {
             loader.map_pin_path(name, path.as_path());
         }
         let mut fp = Self::from_ebpf(loader.load(TUNTERM_XDP_OBJ)?, cap)?;
+        if pins == Pins::Fresh {
+            // No maps: markers left without them say nothing.
+            match std::fs::remove_dir_all(&layout) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    return Err(pin_err("removing", &layout, e));
+                }
+                _ => {}
+            }
+        }
+        let marker = layout.join(MAPS_LAYOUT);
+        std::fs::create_dir_all(&marker).map_err(|e| pin_err("creating", &marker, e))?;
         let progs = dir.join("progs");
         std::fs::create_dir_all(&progs).map_err(|e| pin_err("creating", &progs, e))?;
         for p in Program::ALL {
@@ -348,6 +376,31 @@ impl FastPath {
                 .map_err(|e| pin_err("pinning", &path, e))?;
         }
         Ok((fp, pins))
+    }
+
+    /// Whether the maps pinned (`pinned`) carry this build's layout id: an
+    /// `Err` naming the ids when they do not (none: pinned by a tunterm
+    /// older than the ids).
+    fn pinned_layout_id(layout: &Path, pinned: bool) -> Result<(), String> {
+        if !pinned || layout.join(MAPS_LAYOUT).is_dir() {
+            return Ok(());
+        }
+        let mut found: Vec<String> = std::fs::read_dir(layout)
+            .map(|rd| {
+                rd.filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        found.sort();
+        let theirs = if found.is_empty() {
+            "none".to_string()
+        } else {
+            found.join(", ")
+        };
+        Err(format!(
+            "the pinned maps have layout {theirs}, this build's is {MAPS_LAYOUT}"
+        ))
     }
 
     /// Whether every map is pinned under `maps` in this build's layout
@@ -593,6 +646,73 @@ mod tests {
         assert_eq!(Capacity::for_macs(0).fdb, Capacity::MIN_FDB);
         assert_eq!(Capacity::for_macs(usize::MAX).fdb, Capacity::MAX_FDB);
         assert!(Capacity::DEFAULT_FDB.is_power_of_two());
+    }
+
+    /// A bpffs of the test's own, unmounted (with its pins) on drop.
+    struct Bpffs(PathBuf);
+
+    impl Bpffs {
+        fn mount(name: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!("tunterm-{name}-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let ok = std::process::Command::new("mount")
+                .args(["-t", "bpf", "bpf"])
+                .arg(&dir)
+                .status()
+                .unwrap();
+            assert!(ok.success(), "mount -t bpf (root)");
+            Bpffs(dir)
+        }
+    }
+
+    impl Drop for Bpffs {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+
+    #[test]
+    fn pinned_maps_are_adopted_only_in_this_builds_layout() {
+        let fs = Bpffs::mount("layout");
+        let dir = fs.0.join("tunterm");
+        let cap = Capacity { fdb: 1024 };
+        let load = |cap| FastPath::load_pinned(&dir, cap).map(|(_, pins)| pins);
+        assert_eq!(load(cap).unwrap(), Pins::Fresh);
+        assert!(dir.join("layout").join(MAPS_LAYOUT).is_dir());
+        assert_eq!(load(cap).unwrap(), Pins::Adopted);
+        // Maps pinned by a build whose header differed, same sizes: the
+        // marker tells, and they are replaced.
+        std::fs::remove_dir(dir.join("layout").join(MAPS_LAYOUT)).unwrap();
+        std::fs::create_dir(dir.join("layout").join("0123456789abcdef")).unwrap();
+        let Pins::Replaced(why) = load(cap).unwrap() else {
+            panic!("another layout adopted")
+        };
+        assert_eq!(
+            why,
+            format!("the pinned maps have layout 0123456789abcdef, this build's is {MAPS_LAYOUT}")
+        );
+        let markers: Vec<_> = std::fs::read_dir(dir.join("layout"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(markers, [MAPS_LAYOUT]);
+        // Maps of a tunterm older than the markers.
+        std::fs::remove_dir(dir.join("layout").join(MAPS_LAYOUT)).unwrap();
+        let Pins::Replaced(why) = load(cap).unwrap() else {
+            panic!("unmarked maps adopted")
+        };
+        assert!(why.contains("layout none"), "{why}");
+        // Another size: the shapes tell.
+        let Pins::Replaced(why) = load(Capacity { fdb: 2048 }).unwrap() else {
+            panic!("a smaller fdb adopted")
+        };
+        assert!(why.contains("map fdb is pinned as"), "{why}");
+        unpin_all(&dir).unwrap();
+        assert!(!dir.exists());
     }
 
     #[test]

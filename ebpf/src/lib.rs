@@ -18,7 +18,9 @@ pub use ap_rx::{Action, ApRx, Error, TestOutcome};
 /// The aya the programs are loaded with (attach modes, link ids).
 pub use aya;
 pub use aya::programs::XdpMode;
-pub use fast_path::{Attached, Capacity, FastPath, MAP_NAMES, Pins, Program, is_bpffs, unpin_all};
+pub use fast_path::{
+    Attached, Capacity, FastPath, MAP_NAMES, MAPS_LAYOUT, Pins, Program, is_bpffs, unpin_all,
+};
 pub use fdb::Fdb;
 pub use tables::{SessionSlots, Table, TemplateSlots};
 

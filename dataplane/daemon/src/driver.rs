@@ -39,6 +39,7 @@ use tunterm_control::{EdgeConfig, TunnelProtocol};
 use crate::api::EventKind as ApiEvent;
 use crate::io::afpacket::PacketSocket;
 use crate::io::batch::RecvBatch;
+use crate::io::notify::Notifier;
 use crate::io::tunnel::{SEND_BATCH, TunnelSocket};
 use crate::io::xdp::{FastPath, FastPathStats, MapOptions, Mode as FastPathMode};
 use crate::monitoring::{MonitorOptions, ProbeResult, UpstreamMonitor};
@@ -1449,6 +1450,22 @@ pub async fn run(
         "tunterm running"
     );
     control::announce(&opts.control_socket, opts.control_group.as_deref());
+    // Forwarding is up (sockets bound, trunk open, fast path attached, an
+    // earlier run's tunnels taken back): tell systemd (Type=notify), and
+    // ping its watchdog from this loop, so a loop that stops turning is
+    // restarted (through the hitless path: pins and state file stay).
+    let mut notifier = Notifier::from_env(Instant::now());
+    notifier.ready(&format!(
+        "forwarding: {} tunnels, {} mGRE peers taken back",
+        dp.endpoint.conn_count(),
+        dp.gre.peer_count()
+    ));
+    if let Some(every) = notifier.watchdog_every() {
+        info!(
+            every_ms = every.as_millis() as u64,
+            "pinging the service manager's watchdog"
+        );
+    }
     let mut buf = RecvBatch::new(BATCH, BUF_LEN);
     // Every tunnel socket and the trunk: one source each, with a budget
     // per turn (inputs.rs).
@@ -1468,6 +1485,7 @@ pub async fn run(
     // ahead of the others it would starve them).
     let exit = loop {
         let wake = dp.next_wake();
+        let sleep = notifier.poll_timeout().map_or(wake, |w| w.min(wake));
         let (mut taps, mut relays) = dp.svc.poll_set();
         // A different host port first each turn: one busy port does not
         // hide the others.
@@ -1483,7 +1501,7 @@ pub async fn run(
             Some(job) = control_jobs.recv() => dp.control_job(job),
             what = crate::io::hostport::readable(&taps, &relays) => dp.drain_services(what),
             r = inputs.readable() => r?,
-            _ = tokio::time::sleep_until(wake.into()) => {}
+            _ = tokio::time::sleep_until(sleep.into()) => {}
         }
         if let Some(r) = dp.rewired.take() {
             if r.sockets {
@@ -1498,6 +1516,7 @@ pub async fn run(
         if now >= wake {
             dp.on_timeout(now);
         }
+        notifier.handle_timeout(now);
         dp.flush_tunnel_tx();
         dp.captures.pump(Instant::now());
         dp.sync_fast_path(now);
@@ -1515,6 +1534,7 @@ pub async fn run(
     // A link left down would outlive tunterm.
     dp.end_bounces(Instant::now(), true);
     if exit != Exit::Stop {
+        notifier.stopping("exiting for a restart: tunnels kept");
         dp.flush_tunnel_tx();
         dp.persist(Instant::now(), true);
         info!(
@@ -1531,6 +1551,7 @@ pub async fn run(
         return Ok(exit);
     }
     info!("shutting down: closing tunnels");
+    notifier.stopping("shutting down: closing tunnels");
     let now = Instant::now();
     dp.endpoint.close_all(
         now,
