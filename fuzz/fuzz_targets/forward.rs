@@ -29,8 +29,8 @@ use tunterm_core::proto::bridge::{PortConfig, PortId, Switch, TRUNK, host_port};
 use tunterm_core::proto::clients::{ClientConfig, Containment, StormConfig};
 use tunterm_core::proto::mcast::{McastConfig, McastPolicy, QuerierConfig};
 use tunterm_core::wire::checksum::internet_checksum;
-use tunterm_core::wire::l2tp::Transport;
 use tunterm_core::wire::ipv4;
+use tunterm_core::wire::l2tp::Transport;
 
 const A: PortId = PortId(0x0a0a_0a0a);
 const B: PortId = PortId(0xf000_0001);
@@ -55,7 +55,11 @@ impl TunnelPorts for &mut Tunnels {
         let t = self.0.iter().find(|t| t.port == port && t.up)?;
         hdr.clear();
         hdr.extend_from_slice(&t.hdr);
-        Some(Encap { carrier: t.carrier, peer: t.peer, mtu: t.mtu })
+        Some(Encap {
+            carrier: t.carrier,
+            peer: t.peer,
+            mtu: t.mtu,
+        })
     }
     fn overhead(&self, port: PortId) -> Option<(usize, u16)> {
         let t = self.0.iter().find(|t| t.port == port && t.up)?;
@@ -77,12 +81,31 @@ struct Input {
 
 #[derive(Arbitrary, Debug)]
 enum Op {
-    Frame { ingress: u8, dst: Dst, src: u8, tag: Option<u16>, body: Body },
-    Raw { ingress: u8, bytes: Vec<u8> },
-    Deliver { to: u8, vlan: u8, src: u8 },
-    Tick { ms: u32 },
-    TunnelDown { port: u8 },
-    TunnelUp { port: u8 },
+    Frame {
+        ingress: u8,
+        dst: Dst,
+        src: u8,
+        tag: Option<u16>,
+        body: Body,
+    },
+    Raw {
+        ingress: u8,
+        bytes: Vec<u8>,
+    },
+    Deliver {
+        to: u8,
+        vlan: u8,
+        src: u8,
+    },
+    Tick {
+        ms: u32,
+    },
+    TunnelDown {
+        port: u8,
+    },
+    TunnelUp {
+        port: u8,
+    },
 }
 
 #[derive(Arbitrary, Debug)]
@@ -96,12 +119,36 @@ enum Dst {
 
 #[derive(Arbitrary, Debug)]
 enum Body {
-    Arp { op: u8, sender: u8, target: u8 },
-    Igmp { kind: u8, group: u8, code: u8 },
-    Udp { port: u8, group: Option<u8>, len: u8 },
-    BigV4 { df: bool, len: u16, tcp_syn_mss: Option<u16> },
-    V6 { next: u8, group: Option<u8>, icmp_type: u8, len: u16 },
-    Raw { ethertype: u16, bytes: Vec<u8> },
+    Arp {
+        op: u8,
+        sender: u8,
+        target: u8,
+    },
+    Igmp {
+        kind: u8,
+        group: u8,
+        code: u8,
+    },
+    Udp {
+        port: u8,
+        group: Option<u8>,
+        len: u8,
+    },
+    BigV4 {
+        df: bool,
+        len: u16,
+        tcp_syn_mss: Option<u16>,
+    },
+    V6 {
+        next: u8,
+        group: Option<u8>,
+        icmp_type: u8,
+        len: u16,
+    },
+    Raw {
+        ethertype: u16,
+        bytes: Vec<u8>,
+    },
 }
 
 fn ingress_port(i: u8) -> PortId {
@@ -145,7 +192,10 @@ fn frame(dst: &Dst, src: u8, tag: Option<u16>, body: &Body) -> Vec<u8> {
     let d = match dst {
         Dst::Broadcast => [0xff; 6],
         Dst::Host(h) => mac(*h),
-        Dst::Group4(g) => { let a = group4(*g); [0x01, 0x00, 0x5e, a[1] & 0x7f, a[2], a[3]] }
+        Dst::Group4(g) => {
+            let a = group4(*g);
+            [0x01, 0x00, 0x5e, a[1] & 0x7f, a[2], a[3]]
+        }
         Dst::Group6(g) => [0x33, 0x33, 0, 0, 0, *g % 4],
         Dst::Any(m) => *m,
     };
@@ -171,7 +221,24 @@ fn frame(dst: &Dst, src: u8, tag: Option<u16>, body: &Body) -> Vec<u8> {
                 0 => vec![0x16, 0, 0, 0, g[0], g[1], g[2], g[3]],
                 1 => vec![0x17, 0, 0, 0, g[0], g[1], g[2], g[3]],
                 2 => vec![0x11, *code, 0, 0, 0, 0, 0, 0, 2, 125, 0, 0],
-                _ => vec![0x22, 0, 0, 0, 0, 0, 0, 1, 1 + code % 6, 0, 0, 0, g[0], g[1], g[2], g[3]],
+                _ => vec![
+                    0x22,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    1,
+                    1 + code % 6,
+                    0,
+                    0,
+                    0,
+                    g[0],
+                    g[1],
+                    g[2],
+                    g[3],
+                ],
             };
             let ck = internet_checksum(&m);
             m[2..4].copy_from_slice(&ck.to_be_bytes());
@@ -191,9 +258,15 @@ fn frame(dst: &Dst, src: u8, tag: Option<u16>, body: &Body) -> Vec<u8> {
             let dst = group.map(group4).unwrap_or([10, 10, 0, 1]);
             ipv4_packet(17, s4, dst, false, &u, &mut f);
         }
-        Body::BigV4 { df, len, tcp_syn_mss } => {
+        Body::BigV4 {
+            df,
+            len,
+            tcp_syn_mss,
+        } => {
             f.extend_from_slice(&[0x08, 0x00]);
-            let mut t = vec![0x9c, 0x40, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x60, 0x02, 0xff, 0xff, 0, 0, 0, 0];
+            let mut t = vec![
+                0x9c, 0x40, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x60, 0x02, 0xff, 0xff, 0, 0, 0, 0,
+            ];
             if let Some(mss) = tcp_syn_mss {
                 t.extend_from_slice(&[2, 4]);
                 t.extend_from_slice(&mss.to_be_bytes());
@@ -203,7 +276,12 @@ fn frame(dst: &Dst, src: u8, tag: Option<u16>, body: &Body) -> Vec<u8> {
             t.extend(std::iter::repeat_n(0, usize::from(*len % 3000)));
             ipv4_packet(6, s4, [10, 10, 0, 1], *df, &t, &mut f);
         }
-        Body::V6 { next, group, icmp_type, len } => {
+        Body::V6 {
+            next,
+            group,
+            icmp_type,
+            len,
+        } => {
             f.extend_from_slice(&[0x86, 0xdd]);
             let n = usize::from(*len % 3000) + 8;
             f.extend_from_slice(&[0x60, 0, 0, 0]);
@@ -211,8 +289,27 @@ fn frame(dst: &Dst, src: u8, tag: Option<u16>, body: &Body) -> Vec<u8> {
             f.extend_from_slice(&[[58, 17, 6, 0][usize::from(*next) % 4], 1]);
             f.extend_from_slice(&[0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, src % 8]);
             match group {
-                Some(g) => f.extend_from_slice(&[0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, *g % 4]),
-                None => f.extend_from_slice(&[0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]),
+                Some(g) => f.extend_from_slice(&[
+                    0xff,
+                    0x02,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    *g % 4,
+                ]),
+                None => {
+                    f.extend_from_slice(&[0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1])
+                }
             }
             f.push(*icmp_type);
             f.extend(std::iter::repeat_n(0, n - 1));
@@ -246,28 +343,43 @@ impl World {
                     }
                     let h = etherparse::SlicedPacket::from_ethernet(frame);
                     assert!(h.is_ok() || frame.len() >= 14, "trunk frame unreadable");
-                    let v = tunterm_core::wire::ether::parse(frame).expect("trunk frame is Ethernet");
+                    let v =
+                        tunterm_core::wire::ether::parse(frame).expect("trunk frame is Ethernet");
                     if v.tag.is_none() {
                         // Untagged on the trunk: only its untagged VLAN 1,
                         // whose frames (from elsewhere) leave untagged.
                     }
                 }
-                Out::Tunnel { port, kind, packet, header_len, .. } => {
+                Out::Tunnel {
+                    port,
+                    kind,
+                    packet,
+                    header_len,
+                    ..
+                } => {
                     if kind == Kind::Frame {
                         assert_ne!(ingress, Some(port), "a frame went back into its own tunnel");
                     }
-                    let t = self.tunnels.0.iter().find(|t| t.port == port).expect("a known tunnel");
+                    let t = self
+                        .tunnels
+                        .0
+                        .iter()
+                        .find(|t| t.port == port)
+                        .expect("a known tunnel");
                     assert!(t.up, "a packet for a tunnel that is down");
                     assert_eq!(header_len, t.hdr.len());
                     assert_eq!(&packet[..header_len], &t.hdr[..]);
                     tunterm_core::wire::ether::parse(&packet[header_len..])
                         .expect("a tunnel carries Ethernet frames");
                 }
-                Out::HostPort { port, kind, frame, .. } => {
+                Out::HostPort {
+                    port, kind, frame, ..
+                } => {
                     if kind == Kind::Frame {
                         assert_ne!(ingress, Some(port), "a frame went back to its host port");
                     }
-                    let v = tunterm_core::wire::ether::parse(frame).expect("host frame is Ethernet");
+                    let v =
+                        tunterm_core::wire::ether::parse(frame).expect("host frame is Ethernet");
                     assert!(v.tag.is_none(), "a host port frame is tagged: {frame:02x?}");
                 }
                 Out::Relayed { .. } => {}
@@ -275,10 +387,17 @@ impl World {
             }
         }
         if let Some(Outcome::Drop(r)) = outcome {
-            assert!(drops.contains(&r), "drop outcome {r:?} without its drop action");
+            assert!(
+                drops.contains(&r),
+                "drop outcome {r:?} without its drop action"
+            );
         }
         let c = self.fwd.policy();
-        assert!(c.table().len() <= MAX_CLIENTS, "{} clients", c.table().len());
+        assert!(
+            c.table().len() <= MAX_CLIENTS,
+            "{} clients",
+            c.table().len()
+        );
         assert!(c.inner().len() <= MAX_GROUPS, "{} groups", c.inner().len());
     }
 }
@@ -297,9 +416,30 @@ fuzz_target!(|input: Input| {
     switch.add_port(PortId(0x0d0d_0d0d), port(&[20], None));
     switch.add_port(host_port(HOST30), port(&[], Some(HOST30)));
     let tunnels = Tunnels(vec![
-        Tunnel { port: A, carrier: Carrier::L2tp(Transport::Udp), peer: "198.51.100.2:40000".parse().unwrap(), mtu: 1500, hdr: vec![0x0a; 4], up: true },
-        Tunnel { port: B, carrier: Carrier::Gre, peer: "[2001:db8::2]:0".parse().unwrap(), mtu: 1500, hdr: vec![0x20, 0, 0x65, 0x58, 0, 0, 0, 7], up: true },
-        Tunnel { port: C, carrier: Carrier::L2tp(Transport::Ip), peer: "198.51.100.3:0".parse().unwrap(), mtu: 1400, hdr: vec![0x0c; 4], up: true },
+        Tunnel {
+            port: A,
+            carrier: Carrier::L2tp(Transport::Udp),
+            peer: "198.51.100.2:40000".parse().unwrap(),
+            mtu: 1500,
+            hdr: vec![0x0a; 4],
+            up: true,
+        },
+        Tunnel {
+            port: B,
+            carrier: Carrier::Gre,
+            peer: "[2001:db8::2]:0".parse().unwrap(),
+            mtu: 1500,
+            hdr: vec![0x20, 0, 0x65, 0x58, 0, 0, 0, 7],
+            up: true,
+        },
+        Tunnel {
+            port: C,
+            carrier: Carrier::L2tp(Transport::Ip),
+            peer: "198.51.100.3:0".parse().unwrap(),
+            mtu: 1400,
+            hdr: vec![0x0c; 4],
+            up: true,
+        },
     ]);
     let mcast = McastConfig {
         snoop_vlans: VlanSet::from_ids([10, 20]).unwrap(),
@@ -317,7 +457,11 @@ fuzz_target!(|input: Input| {
         max_clients: MAX_CLIENTS,
         max_age: Duration::from_secs(20),
         proxy: input.proxy,
-        storm: input.storm.then_some(StormConfig { broadcast_pps: 3, multicast_pps: 3, unknown_unicast_pps: 3 }),
+        storm: input.storm.then_some(StormConfig {
+            broadcast_pps: 3,
+            multicast_pps: 3,
+            unknown_unicast_pps: 3,
+        }),
         ..ClientConfig::default()
     };
     let fwd = Forwarder::with_policy(
@@ -328,25 +472,58 @@ fuzz_target!(|input: Input| {
         },
         Containment::wrapping(clients, McastPolicy::new(mcast, now)),
     );
-    let mut w = World { now, switch, tunnels, fwd, out: Actions::default() };
+    let mut w = World {
+        now,
+        switch,
+        tunnels,
+        fwd,
+        out: Actions::default(),
+    };
     for op in input.ops.into_iter().take(128) {
         w.out.clear();
         match op {
-            Op::Frame { ingress, dst, src, tag, body } => {
+            Op::Frame {
+                ingress,
+                dst,
+                src,
+                tag,
+                body,
+            } => {
                 let f = frame(&dst, src, tag, &body);
                 let ing = ingress_port(ingress);
-                let mut ports = Ports { switch: &mut w.switch, tunnels: &mut w.tunnels, relay: None };
-                let o = w.fwd.handle(w.now, ing, &f, &mut ports, &mut w.out, &mut NoTap);
+                let mut ports = Ports {
+                    switch: &mut w.switch,
+                    tunnels: &mut w.tunnels,
+                    relay: None,
+                };
+                let o = w
+                    .fwd
+                    .handle(w.now, ing, &f, &mut ports, &mut w.out, &mut NoTap);
                 w.check(Some(ing), Some(o));
             }
             Op::Raw { ingress, bytes } => {
                 let ing = ingress_port(ingress);
-                let mut ports = Ports { switch: &mut w.switch, tunnels: &mut w.tunnels, relay: None };
-                let o = w.fwd.handle(w.now, ing, &bytes, &mut ports, &mut w.out, &mut NoTap);
+                let mut ports = Ports {
+                    switch: &mut w.switch,
+                    tunnels: &mut w.tunnels,
+                    relay: None,
+                };
+                let o = w
+                    .fwd
+                    .handle(w.now, ing, &bytes, &mut ports, &mut w.out, &mut NoTap);
                 w.check(Some(ing), Some(o));
             }
             Op::Deliver { to, vlan, src } => {
-                let f = frame(&Dst::Host(src.wrapping_add(1)), src, None, &Body::Udp { port: 3, group: None, len: 40 });
+                let f = frame(
+                    &Dst::Host(src.wrapping_add(1)),
+                    src,
+                    None,
+                    &Body::Udp {
+                        port: 3,
+                        group: None,
+                        len: 40,
+                    },
+                );
                 let to = ingress_port(to);
                 let vlan = [1, 10, 20, 30][usize::from(vlan) % 4];
                 // The callers' contract (DHCP replies, querier queries): `to`
@@ -354,8 +531,21 @@ fuzz_target!(|input: Input| {
                 if !w.switch.vlan_ports(vlan).contains(&to) {
                     continue;
                 }
-                let mut ports = Ports { switch: &mut w.switch, tunnels: &mut w.tunnels, relay: None };
-                w.fwd.deliver(w.now, host_port(vlan), to, vlan, &f, &mut ports, &mut w.out, &mut NoTap);
+                let mut ports = Ports {
+                    switch: &mut w.switch,
+                    tunnels: &mut w.tunnels,
+                    relay: None,
+                };
+                w.fwd.deliver(
+                    w.now,
+                    host_port(vlan),
+                    to,
+                    vlan,
+                    &f,
+                    &mut ports,
+                    &mut w.out,
+                    &mut NoTap,
+                );
                 w.check(None, None);
             }
             Op::Tick { ms } => {

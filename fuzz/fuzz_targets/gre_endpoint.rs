@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use tunterm_core::proto::bridge::PortId;
-use tunterm_core::proto::gre::{SEQ_REORDER_WINDOW, GreConfig, GreCounters, GreEndpoint, GreEvent, GreIncoming};
+use tunterm_core::proto::gre::{
+    GreConfig, GreCounters, GreEndpoint, GreEvent, GreIncoming, SEQ_REORDER_WINDOW,
+};
 use tunterm_core::wire::gre::{self, GreHeader};
 use tunterm_core::wire::ipv4;
 
@@ -33,14 +35,36 @@ struct Input {
 
 #[derive(Arbitrary, Debug)]
 enum Op {
-    Data { src: u8, key: Option<u8>, seq: Option<u32>, checksum: bool, len: u8 },
-    Keepalive { src: u8, key: Option<u8>, to_sender: bool, v6_proto: bool },
-    Raw { src: u8, bytes: Vec<u8> },
-    Tick { ms: u16 },
-    Remove { port: u8 },
+    Data {
+        src: u8,
+        key: Option<u8>,
+        seq: Option<u32>,
+        checksum: bool,
+        len: u8,
+    },
+    Keepalive {
+        src: u8,
+        key: Option<u8>,
+        to_sender: bool,
+        v6_proto: bool,
+    },
+    Raw {
+        src: u8,
+        bytes: Vec<u8>,
+    },
+    Tick {
+        ms: u16,
+    },
+    Remove {
+        port: u8,
+    },
     RemoveAll,
-    Refresh { port: u8 },
-    Encap { port: u8 },
+    Refresh {
+        port: u8,
+    },
+    Encap {
+        port: u8,
+    },
     Accepting(bool),
     SnapshotRestore,
 }
@@ -91,22 +115,30 @@ impl World {
             GreIncoming::Data { port, payload } => {
                 assert!(payload.len() >= 14);
                 self.drain();
-                assert!(self.up.contains(&port), "data from {port:?} which is not up");
-                if let Some(n) = seq {
-                    if let Some(last) = self.last_seq.insert(port, n) {
-                        let behind = last.wrapping_sub(n);
-                        assert!(
-                            behind >= SEQ_REORDER_WINDOW,
-                            "seq {n} accepted {behind} behind {last}"
-                        );
-                    }
+                assert!(
+                    self.up.contains(&port),
+                    "data from {port:?} which is not up"
+                );
+                if let Some(n) = seq
+                    && let Some(last) = self.last_seq.insert(port, n)
+                {
+                    let behind = last.wrapping_sub(n);
+                    assert!(
+                        behind >= SEQ_REORDER_WINDOW,
+                        "seq {n} accepted {behind} behind {last}"
+                    );
                 }
             }
             GreIncoming::Keepalive | GreIncoming::Dropped(_) => {}
         }
         let after = self.gre.counters();
         assert_eq!(after.rx_packets, before.rx_packets + 1);
-        assert_eq!(outcomes(after), outcomes(&before) + 1, "a packet counted {} times", outcomes(after) - outcomes(&before));
+        assert_eq!(
+            outcomes(after),
+            outcomes(&before) + 1,
+            "a packet counted {} times",
+            outcomes(after) - outcomes(&before)
+        );
     }
 
     fn drain(&mut self) {
@@ -133,7 +165,11 @@ impl World {
 fuzz_target!(|input: Input| {
     let cfg = GreConfig {
         peer_timeout: Duration::from_secs(3),
-        admit: if input.admit_only_aps { vec!["10.0.0.0/24".parse().unwrap()] } else { vec![] },
+        admit: if input.admit_only_aps {
+            vec!["10.0.0.0/24".parse().unwrap()]
+        } else {
+            vec![]
+        },
         max_peers: MAX_PEERS,
     };
     let mut w = World {
@@ -144,21 +180,34 @@ fuzz_target!(|input: Input| {
     };
     for op in input.ops.into_iter().take(256) {
         match op {
-            Op::Data { src, key, seq, checksum, len } => {
+            Op::Data {
+                src,
+                key,
+                seq,
+                checksum,
+                len,
+            } => {
                 let header = GreHeader {
                     checksum,
                     key: key.map(u32::from),
                     seq,
                     ..GreHeader::new(gre::PROTO_TEB)
                 };
-                let mut payload = vec![0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2, 0, 0, 0, 0, src, 0x08, 0x06];
+                let mut payload = vec![
+                    0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2, 0, 0, 0, 0, src, 0x08, 0x06,
+                ];
                 payload.truncate(usize::from(len).min(14));
                 payload.extend(std::iter::repeat_n(0, usize::from(len.saturating_sub(14))));
                 let mut out = Vec::new();
                 gre::emit_packet(&header, &payload, &mut out);
                 w.packet(src_addr(src), &out);
             }
-            Op::Keepalive { src, key, to_sender, v6_proto } => {
+            Op::Keepalive {
+                src,
+                key,
+                to_sender,
+                v6_proto,
+            } => {
                 let addr = src_addr(src);
                 let back = match (to_sender, addr) {
                     (true, IpAddr::V4(a)) => a,
@@ -166,7 +215,14 @@ fuzz_target!(|input: Input| {
                     (false, _) => Ipv4Addr::new(10, 0, 0, 200),
                 };
                 let mut reply = Vec::new();
-                gre::emit_packet(&GreHeader { key: key.map(u32::from), ..GreHeader::new(gre::PROTO_KEEPALIVE) }, &[], &mut reply);
+                gre::emit_packet(
+                    &GreHeader {
+                        key: key.map(u32::from),
+                        ..GreHeader::new(gre::PROTO_KEEPALIVE)
+                    },
+                    &[],
+                    &mut reply,
+                );
                 let mut inner = Vec::new();
                 ipv4::Repr {
                     src_addr: Ipv4Addr::new(10, 0, 0, 1),
@@ -180,9 +236,20 @@ fuzz_target!(|input: Input| {
                 }
                 .append_to(&mut inner);
                 inner.extend_from_slice(&reply);
-                let proto = if v6_proto { gre::PROTO_IPV6 } else { gre::PROTO_IPV4 };
+                let proto = if v6_proto {
+                    gre::PROTO_IPV6
+                } else {
+                    gre::PROTO_IPV4
+                };
                 let mut out = Vec::new();
-                gre::emit_packet(&GreHeader { key: key.map(u32::from), ..GreHeader::new(proto) }, &inner, &mut out);
+                gre::emit_packet(
+                    &GreHeader {
+                        key: key.map(u32::from),
+                        ..GreHeader::new(proto)
+                    },
+                    &inner,
+                    &mut out,
+                );
                 w.packet(addr, &out);
             }
             Op::Raw { src, bytes } => w.packet(src_addr(src), &bytes),
@@ -206,7 +273,10 @@ fuzz_target!(|input: Input| {
             Op::Encap { port } => {
                 if let Some(p) = w.port(port) {
                     let mut out = Vec::new();
-                    let dst = w.gre.encap_header(p, &mut out).expect("a live port encapsulates");
+                    let dst = w
+                        .gre
+                        .encap_header(p, &mut out)
+                        .expect("a live port encapsulates");
                     let h = gre::parse(&out).expect("an encap header parses");
                     assert_eq!(h.header.key, w.gre.peer(p).unwrap().key);
                     assert_eq!(dst, w.gre.peer(p).unwrap().addr);

@@ -25,7 +25,11 @@ fuzz_target!(|data: &[u8]| {
         if reply[v.inner_offset..].starts_with(&[0x08, 0x00]) {
             let p = ipv4::Packet::new_checked(l3).expect("the reply's IPv4 header checks");
             ipv4::Repr::parse(&p).expect("the reply's IPv4 checksum verifies");
-            assert_eq!(checksum::internet_checksum(p.payload()), 0, "ICMPv4 checksum");
+            assert_eq!(
+                checksum::internet_checksum(p.payload()),
+                0,
+                "ICMPv4 checksum"
+            );
         }
     }
     let mut frags = Vec::new();
@@ -36,7 +40,11 @@ fuzz_target!(|data: &[u8]| {
         let l3 = &f[v.inner_offset + 2..];
         let p = ipv4::Packet::new_checked(l3).expect("a fragment's IPv4 header checks");
         ipv4::Repr::parse(&p).expect("a fragment's IPv4 checksum verifies");
-        assert!(p.total_len() <= mtu, "fragment of {} over MTU {mtu}", p.total_len());
+        assert!(
+            p.total_len() <= mtu,
+            "fragment of {} over MTU {mtu}",
+            p.total_len()
+        );
     }
     let mut f = frame.to_vec();
     let (max4, max6) = (mtu.max(256), mtu.max(256).saturating_sub(20));

@@ -20,7 +20,9 @@ use tunterm_core::proto::l2tp::{
     AdmissionConfig, Endpoint, EndpointConfig, EndpointCounters, Incoming, PwProfile,
     RetransmitConfig, SessionRequest,
 };
-use tunterm_core::wire::l2tp::{self, Avp, ControlHeader, ControlMessage, Cookie, MessageType, Transport};
+use tunterm_core::wire::l2tp::{
+    self, Avp, ControlHeader, ControlMessage, Cookie, MessageType, Transport,
+};
 
 const MAX_HALF_OPEN: usize = 3;
 const RATE_TABLE: usize = 4;
@@ -37,19 +39,67 @@ struct Input {
 
 #[derive(Arbitrary, Debug)]
 enum Op {
-    Connect { ap: bool, ip: bool },
-    OpenSession { ap: bool, conn: u8, vlan: bool, known_name: bool },
-    Close { ap: bool, conn: u8 },
-    CloseSession { ap: bool, sess: u8 },
-    Deliver { at: u8 },
-    Duplicate { at: u8 },
-    Lose { at: u8 },
-    Corrupt { at: u8, pos: u16, xor: u8 },
-    ApData { ap: bool, sess: u8, len: u8 },
-    Data { sess: u8, good_cookie: bool, seq: Option<u32>, from_elsewhere: bool, len: u8 },
-    Forged { src: u8, ip: bool, ccid: CcidSel, ns: u16, nr: u16, msg_type: u8, avps: Vec<FAvp> },
-    Raw { src: u8, ip: bool, bytes: Vec<u8> },
-    Tick { ms: u16 },
+    Connect {
+        ap: bool,
+        ip: bool,
+    },
+    OpenSession {
+        ap: bool,
+        conn: u8,
+        vlan: bool,
+        known_name: bool,
+    },
+    Close {
+        ap: bool,
+        conn: u8,
+    },
+    CloseSession {
+        ap: bool,
+        sess: u8,
+    },
+    Deliver {
+        at: u8,
+    },
+    Duplicate {
+        at: u8,
+    },
+    Lose {
+        at: u8,
+    },
+    Corrupt {
+        at: u8,
+        pos: u16,
+        xor: u8,
+    },
+    ApData {
+        ap: bool,
+        sess: u8,
+        len: u8,
+    },
+    Data {
+        sess: u8,
+        good_cookie: bool,
+        seq: Option<u32>,
+        from_elsewhere: bool,
+        len: u8,
+    },
+    Forged {
+        src: u8,
+        ip: bool,
+        ccid: CcidSel,
+        ns: u16,
+        nr: u16,
+        msg_type: u8,
+        avps: Vec<FAvp>,
+    },
+    Raw {
+        src: u8,
+        ip: bool,
+        bytes: Vec<u8>,
+    },
+    Tick {
+        ms: u16,
+    },
     Accepting(bool),
     EdgeCloseAll,
 }
@@ -81,7 +131,12 @@ enum FAvp {
     L2SpecificSublayer(u16),
     DataSequencing(u16),
     CircuitStatus(bool, bool),
-    Unknown { mandatory: bool, vendor: u16, attr: u16, value: Vec<u8> },
+    Unknown {
+        mandatory: bool,
+        vendor: u16,
+        attr: u16,
+        value: Vec<u8>,
+    },
 }
 
 #[derive(Arbitrary, Debug)]
@@ -100,7 +155,10 @@ struct Pkt {
 
 const EDGE: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 1701);
 fn ap_addr(i: usize) -> SocketAddr {
-    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2 + i as u8)), 40000 + i as u16)
+    SocketAddr::new(
+        IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2 + i as u8)),
+        40000 + i as u16,
+    )
 }
 fn src_addr(s: u8) -> SocketAddr {
     // Two APs, two other admitted hosts, one host outside the admitted subnet.
@@ -142,13 +200,23 @@ impl World {
         while let Some(t) = self.edge.poll_transmit() {
             let to = (0..2).find(|&i| ap_addr(i).ip() == t.dst.ip());
             if let Some(i) = to {
-                self.push(Pkt { to_ap: Some(i), from: EDGE, transport: t.transport, bytes: t.payload });
+                self.push(Pkt {
+                    to_ap: Some(i),
+                    from: EDGE,
+                    transport: t.transport,
+                    bytes: t.payload,
+                });
             }
         }
         while self.edge.poll_event().is_some() {}
         for i in 0..2 {
             while let Some(t) = self.aps[i].poll_transmit() {
-                self.push(Pkt { to_ap: None, from: ap_addr(i), transport: t.transport, bytes: t.payload });
+                self.push(Pkt {
+                    to_ap: None,
+                    from: ap_addr(i),
+                    transport: t.transport,
+                    bytes: t.payload,
+                });
             }
             while self.aps[i].poll_event().is_some() {}
         }
@@ -169,26 +237,33 @@ impl World {
         self.net.push(p);
     }
 
-    fn to_edge(&mut self, transport: Transport, from: SocketAddr, bytes: &[u8]) {
+    fn send_to_edge(&mut self, transport: Transport, from: SocketAddr, bytes: &[u8]) {
         let before = accounted(self.edge.counters());
-        let seq = l2tp::parse(transport, bytes).ok();
         match self.edge.handle_datagram(self.now, transport, from, bytes) {
-            Incoming::Data { session_id, payload } => {
-                let s = self.edge.session(session_id).expect("data for a session that exists");
+            Incoming::Data {
+                session_id,
+                payload,
+            } => {
+                let s = self
+                    .edge
+                    .session(session_id)
+                    .expect("data for a session that exists");
                 if s.drop_out_of_order {
                     // The sequence number this data message carried.
                     let hdr = bytes.len() - payload.len() - l2tp::SUBLAYER_LEN;
-                    if let Some(Some(n)) = l2tp::parse_sublayer(&bytes[hdr..]) {
-                        if let Some(last) = self.last_seq.insert(session_id, n) {
-                            let ahead = n.wrapping_sub(last) & l2tp::SUBLAYER_SEQ_MASK;
-                            assert!(ahead != 0 && ahead < 1 << 23, "seq {n} accepted after {last}");
-                        }
+                    if let Some(Some(n)) = l2tp::parse_sublayer(&bytes[hdr..])
+                        && let Some(last) = self.last_seq.insert(session_id, n)
+                    {
+                        let ahead = n.wrapping_sub(last) & l2tp::SUBLAYER_SEQ_MASK;
+                        assert!(
+                            ahead != 0 && ahead < 1 << 23,
+                            "seq {n} accepted after {last}"
+                        );
                     }
                 }
             }
             Incoming::Control | Incoming::Dropped(_) => {}
         }
-        let _ = seq;
         assert!(
             accounted(self.edge.counters()) > before,
             "a datagram moved no counter: {bytes:02x?}"
@@ -200,14 +275,18 @@ impl World {
             Some(i) => {
                 let _ = self.aps[i].handle_datagram(self.now, p.transport, p.from, &p.bytes);
             }
-            None => self.to_edge(p.transport, p.from, &p.bytes),
+            None => self.send_to_edge(p.transport, p.from, &p.bytes),
         }
     }
 }
 
 fn avp(a: FAvp, w: &World) -> Option<Avp> {
     Some(match a {
-        FAvp::ResultCode(result, error, message) => Avp::ResultCode { result, error, message },
+        FAvp::ResultCode(result, error, message) => Avp::ResultCode {
+            result,
+            error,
+            message,
+        },
         FAvp::TieBreaker(b) => Avp::TieBreaker(b),
         FAvp::FirmwareRevision(v) => Avp::FirmwareRevision(v),
         FAvp::HostName(v) => Avp::HostName(v),
@@ -232,9 +311,17 @@ fn avp(a: FAvp, w: &World) -> Option<Avp> {
         FAvp::L2SpecificSublayer(v) => Avp::L2SpecificSublayer(v),
         FAvp::DataSequencing(v) => Avp::DataSequencing(v),
         FAvp::CircuitStatus(active, new) => Avp::CircuitStatus { active, new },
-        FAvp::Unknown { mandatory, vendor, attr, value } => {
-            Avp::Unknown { mandatory, vendor, attr, value }
-        }
+        FAvp::Unknown {
+            mandatory,
+            vendor,
+            attr,
+            value,
+        } => Avp::Unknown {
+            mandatory,
+            vendor,
+            attr,
+            value,
+        },
     })
 }
 
@@ -255,7 +342,11 @@ fuzz_target!(|input: Input| {
             hello_retries: 3,
             transport: None,
         }],
-        admit: if input.admit_only_aps { vec!["10.0.0.0/24".parse().unwrap()] } else { vec![] },
+        admit: if input.admit_only_aps {
+            vec!["10.0.0.0/24".parse().unwrap()]
+        } else {
+            vec![]
+        },
         admission: AdmissionConfig {
             max_half_open: MAX_HALF_OPEN,
             sccrq_per_second: 1,
@@ -292,19 +383,30 @@ fuzz_target!(|input: Input| {
                 let c = w.aps[i].connect(w.now, transport(ip), EDGE, Duration::from_secs(2), 3);
                 w.ap_conns[i].push(c);
             }
-            Op::OpenSession { ap, conn, vlan, known_name } => {
+            Op::OpenSession {
+                ap,
+                conn,
+                vlan,
+                known_name,
+            } => {
                 let i = usize::from(ap);
-                if let Some(&c) = w.ap_conns[i].get(usize::from(conn) % w.ap_conns[i].len().max(1)) {
+                if let Some(&c) = w.ap_conns[i].get(usize::from(conn) % w.ap_conns[i].len().max(1))
+                {
                     let req = SessionRequest {
                         remote_end_id: if known_name { "lab" } else { "nope" }.into(),
-                        pw_type: if vlan { l2tp::pw::ETHERNET_VLAN } else { l2tp::pw::ETHERNET },
+                        pw_type: if vlan {
+                            l2tp::pw::ETHERNET_VLAN
+                        } else {
+                            l2tp::pw::ETHERNET
+                        },
                     };
                     let _ = w.aps[i].open_session(w.now, c, req);
                 }
             }
             Op::Close { ap, conn } => {
                 let i = usize::from(ap);
-                if let Some(&c) = w.ap_conns[i].get(usize::from(conn) % w.ap_conns[i].len().max(1)) {
+                if let Some(&c) = w.ap_conns[i].get(usize::from(conn) % w.ap_conns[i].len().max(1))
+                {
                     w.aps[i].close(w.now, c, 1, "bye");
                 }
             }
@@ -315,8 +417,9 @@ fuzz_target!(|input: Input| {
                     w.aps[i].close_session(w.now, s, 3);
                 }
             }
-            Op::Deliver { at } | Op::Lose { at } | Op::Corrupt { at, .. }
-                if w.net.is_empty() => { let _ = at; }
+            Op::Deliver { at } | Op::Lose { at } | Op::Corrupt { at, .. } if w.net.is_empty() => {
+                let _ = at;
+            }
             Op::Deliver { at } => {
                 let p = w.net.remove(usize::from(at) % w.net.len());
                 w.deliver(&p);
@@ -324,7 +427,10 @@ fuzz_target!(|input: Input| {
             Op::Duplicate { at } => {
                 if !w.net.is_empty() {
                     let i = usize::from(at) % w.net.len();
-                    let p = Pkt { bytes: w.net[i].bytes.clone(), ..w.net[i] };
+                    let p = Pkt {
+                        bytes: w.net[i].bytes.clone(),
+                        ..w.net[i]
+                    };
                     w.deliver(&p);
                 }
             }
@@ -346,11 +452,22 @@ fuzz_target!(|input: Input| {
                     let mut buf = Vec::new();
                     if let Some((t, _dst)) = w.aps[i].encap_header(s, &mut buf) {
                         buf.extend(std::iter::repeat_n(0xab, usize::from(len)));
-                        w.push(Pkt { to_ap: None, from: ap_addr(i), transport: t, bytes: buf });
+                        w.push(Pkt {
+                            to_ap: None,
+                            from: ap_addr(i),
+                            transport: t,
+                            bytes: buf,
+                        });
                     }
                 }
             }
-            Op::Data { sess, good_cookie, seq, from_elsewhere, len } => {
+            Op::Data {
+                sess,
+                good_cookie,
+                seq,
+                from_elsewhere,
+                len,
+            } => {
                 let sessions: Vec<_> = w.edge.sessions().cloned().collect();
                 if let Some(s) = sessions.get(usize::from(sess) % sessions.len().max(1)) {
                     let cookie = if good_cookie {
@@ -368,27 +485,43 @@ fuzz_target!(|input: Input| {
                     }
                     buf.extend(std::iter::repeat_n(0xcd, usize::from(len)));
                     let from = if from_elsewhere { src_addr(3) } else { s.peer };
-                    w.to_edge(s.transport, from, &buf);
+                    w.send_to_edge(s.transport, from, &buf);
                 }
             }
-            Op::Forged { src, ip, ccid, ns, nr, msg_type, avps } => {
+            Op::Forged {
+                src,
+                ip,
+                ccid,
+                ns,
+                nr,
+                msg_type,
+                avps,
+            } => {
                 let ccid = match ccid {
                     CcidSel::Zero => 0,
                     CcidSel::Any(c) => c,
                     CcidSel::Known(i) => {
-                        let ccids: Vec<u32> = w.edge.stats(w.now).iter().map(|c| c.local_ccid).collect();
-                        ccids.get(usize::from(i) % ccids.len().max(1)).copied().unwrap_or(0)
+                        let ccids: Vec<u32> =
+                            w.edge.stats(w.now).iter().map(|c| c.local_ccid).collect();
+                        ccids
+                            .get(usize::from(i) % ccids.len().max(1))
+                            .copied()
+                            .unwrap_or(0)
                     }
                 };
                 let msg = ControlMessage {
                     msg_type: MessageType::from(u16::from(msg_type % 24)),
-                    avps: avps.into_iter().take(16).filter_map(|a| avp(a, &w)).collect(),
+                    avps: avps
+                        .into_iter()
+                        .take(16)
+                        .filter_map(|a| avp(a, &w))
+                        .collect(),
                 };
                 let mut out = Vec::new();
                 msg.emit(transport(ip), ControlHeader { ccid, ns, nr }, &mut out);
-                w.to_edge(transport(ip), src_addr(src), &out);
+                w.send_to_edge(transport(ip), src_addr(src), &out);
             }
-            Op::Raw { src, ip, bytes } => w.to_edge(transport(ip), src_addr(src), &bytes),
+            Op::Raw { src, ip, bytes } => w.send_to_edge(transport(ip), src_addr(src), &bytes),
             Op::Tick { ms } => {
                 w.now += Duration::from_millis(u64::from(ms));
                 for _ in 0..64 {

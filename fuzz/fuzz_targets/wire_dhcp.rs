@@ -18,7 +18,15 @@ fuzz_target!(|data: &[u8]| {
     let Ok(p) = dhcp::Packet::new_checked(data) else {
         return;
     };
-    let _ = (p.op(), p.hops(), p.xid(), p.flags(), p.ciaddr(), p.yiaddr(), p.giaddr());
+    let _ = (
+        p.op(),
+        p.hops(),
+        p.xid(),
+        p.flags(),
+        p.ciaddr(),
+        p.yiaddr(),
+        p.giaddr(),
+    );
     let _ = (p.chaddr_mac(), p.chaddr(), p.message_type());
     let old: Vec<(u8, &[u8])> = p.options().map(|o| o.expect("checked")).collect();
     let extra = dhcp::agent_info(&data[..data.len().min(130)], b"ap-1:vlan-10");
@@ -26,8 +34,11 @@ fuzz_target!(|data: &[u8]| {
     dhcp::rewrite_options(&p, Some((RELAY_AGENT_INFO, &extra)), &mut out);
     let p2 = dhcp::Packet::new_checked(&out[..]).expect("a rewritten message checks");
     let new: Vec<(u8, &[u8])> = p2.options().map(|o| o.expect("checked")).collect();
-    let mut want: Vec<(u8, &[u8])> =
-        old.iter().copied().filter(|(c, _)| *c != RELAY_AGENT_INFO).collect();
+    let mut want: Vec<(u8, &[u8])> = old
+        .iter()
+        .copied()
+        .filter(|(c, _)| *c != RELAY_AGENT_INFO)
+        .collect();
     want.push((RELAY_AGENT_INFO, &extra));
     assert_eq!(new, want);
     assert_eq!(p2.xid(), p.xid());
@@ -40,5 +51,8 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut f = Vec::new();
     dhcp::emit_udp_frame(&frame, data, &mut f);
-    assert_eq!(dhcp::client_message(&f[12..]), Some((Ipv4Addr::BROADCAST, data)));
+    assert_eq!(
+        dhcp::client_message(&f[12..]),
+        Some((Ipv4Addr::BROADCAST, data))
+    );
 });

@@ -37,8 +37,8 @@ fuzz_target!(|data: &[u8]| {
         }
         // Untagging a frame whose inner ethertype is itself 0x8100 (QinQ)
         // leaves that inner tag visible: only the outer one is ours.
-        None => assert!(
-            again.tag.is_none() || frame[view.inner_offset..].starts_with(&[0x81, 0x00])
-        ),
+        None => {
+            assert!(again.tag.is_none() || frame[view.inner_offset..].starts_with(&[0x81, 0x00]))
+        }
     }
 });

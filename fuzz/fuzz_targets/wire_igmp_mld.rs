@@ -13,13 +13,30 @@ fuzz_target!(|data: &[u8]| {
                 let _ = r.joins();
             }
         }
-        Ok(igmp::Repr::Query { version, max_resp, group, qrv, qqi }) => {
-            let q = igmp::Query { version, max_resp, group, qrv, qqi };
+        Ok(igmp::Repr::Query {
+            version,
+            max_resp,
+            group,
+            qrv,
+            qqi,
+        }) => {
+            let q = igmp::Query {
+                version,
+                max_resp,
+                group,
+                qrv,
+                qqi,
+            };
             let mut out = Vec::new();
             q.append_to(&mut out);
             assert_eq!(out.len(), q.buffer_len());
-            let Ok(igmp::Repr::Query { version: v2, max_resp: m2, group: g2, qrv: r2, qqi: i2 }) =
-                igmp::Repr::parse(&out)
+            let Ok(igmp::Repr::Query {
+                version: v2,
+                max_resp: m2,
+                group: g2,
+                qrv: r2,
+                qqi: i2,
+            }) = igmp::Repr::parse(&out)
             else {
                 panic!("an emitted IGMP query does not parse: {out:02x?}");
             };
@@ -38,13 +55,30 @@ fuzz_target!(|data: &[u8]| {
                 let _ = r.joins();
             }
         }
-        Ok(mld::Repr::Query { version, max_resp_ms, group, qrv, qqi }) => {
-            let q = mld::Query { version, max_resp_ms, group, qrv, qqi };
+        Ok(mld::Repr::Query {
+            version,
+            max_resp_ms,
+            group,
+            qrv,
+            qqi,
+        }) => {
+            let q = mld::Query {
+                version,
+                max_resp_ms,
+                group,
+                qrv,
+                qqi,
+            };
             let mut out = Vec::new();
             q.append_to(&src, &dst, &mut out);
             assert_eq!(out.len(), q.buffer_len());
-            let Ok(mld::Repr::Query { version: v2, max_resp_ms: m2, group: g2, qrv: r2, qqi: i2 }) =
-                mld::Repr::parse(&src, &dst, &out)
+            let Ok(mld::Repr::Query {
+                version: v2,
+                max_resp_ms: m2,
+                group: g2,
+                qrv: r2,
+                qqi: i2,
+            }) = mld::Repr::parse(&src, &dst, &out)
             else {
                 panic!("an emitted MLD query does not parse: {out:02x?}");
             };

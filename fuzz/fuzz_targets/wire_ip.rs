@@ -10,7 +10,12 @@ use tunterm_core::wire::{checksum, ipv4, ipv6, mld, udp};
 fuzz_target!(|data: &[u8]| {
     let _ = checksum::internet_checksum(data);
     if let Ok(p) = ipv4::Packet::new_checked(data) {
-        let _ = (p.is_fragment(), p.more_frags(), p.frag_offset(), p.options());
+        let _ = (
+            p.is_fragment(),
+            p.more_frags(),
+            p.frag_offset(),
+            p.options(),
+        );
         if let Ok(r) = ipv4::Repr::parse(&p) {
             let payload = p.payload();
             assert_eq!(payload.len(), r.payload_len);
@@ -51,6 +56,9 @@ fn udp_roundtrip(src: IpAddr, dst: IpAddr, bytes: &[u8]) {
     let mut p2 = udp::Packet::new_checked(&mut out[..]).expect("emitted UDP checks");
     p2.fill_checksum(src, dst);
     let p2 = udp::Packet::new_checked(&out[..]).expect("emitted UDP checks");
-    assert!(p2.verify_checksum(src, dst), "a filled-in UDP checksum verifies");
+    assert!(
+        p2.verify_checksum(src, dst),
+        "a filled-in UDP checksum verifies"
+    );
     assert_eq!(udp::Repr::parse(&p2), Ok(r));
 }

@@ -11,7 +11,11 @@ fuzz_target!(|data: &[u8]| {
     let Some((&sel, bytes)) = data.split_first() else {
         return;
     };
-    let transport = if sel & 1 == 0 { Transport::Udp } else { Transport::Ip };
+    let transport = if sel & 1 == 0 {
+        Transport::Udp
+    } else {
+        Transport::Ip
+    };
     match l2tp::parse(transport, bytes) {
         Ok(Packet::Control(c)) => {
             // Each AVP alone: typed → emitted → typed again is identity.
@@ -57,13 +61,19 @@ fuzz_target!(|data: &[u8]| {
                     let cookie = l2tp::Cookie::new(cookie).expect("0, 4 or 8 bytes");
                     let hl = l2tp::data_header_len(transport, cookie_len);
                     let mut out = vec![0; hl];
-                    assert_eq!(l2tp::emit_data_header(transport, d.session_id, &cookie, &mut out), hl);
+                    assert_eq!(
+                        l2tp::emit_data_header(transport, d.session_id, &cookie, &mut out),
+                        hl
+                    );
                     out.extend_from_slice(payload);
                     let Ok(Packet::Data(d2)) = l2tp::parse(transport, &out) else {
                         panic!("an emitted data header does not parse");
                     };
                     assert_eq!(d2.session_id, d.session_id);
-                    assert_eq!(d2.split_cookie(cookie_len), Ok((cookie.as_slice(), payload)));
+                    assert_eq!(
+                        d2.split_cookie(cookie_len),
+                        Ok((cookie.as_slice(), payload))
+                    );
                     if let Some(seq) = l2tp::parse_sublayer(payload) {
                         let mut sl = [0u8; l2tp::SUBLAYER_LEN];
                         assert_eq!(l2tp::emit_sublayer(seq, &mut sl), l2tp::SUBLAYER_LEN);
