@@ -65,6 +65,10 @@ pub struct RelayStats {
     pub send_errors: u64,
 }
 
+/// A frame waiting for its time: (due, arrival order, to which socket,
+/// frame); the heap gives the earliest first, FIFO among equals.
+type Queued = Reverse<(Instant, u64, usize, Vec<u8>)>;
+
 /// Frames waiting for their time, at most.
 const MAX_QUEUED: usize = 65_536;
 
@@ -100,8 +104,7 @@ async fn relay(
         read_settings(settings).context("reading the impairment settings")?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut stats = RelayStats::default();
-    // (due, order, to which socket, frame): earliest first, FIFO among equals.
-    let mut queue: BinaryHeap<Reverse<(Instant, u64, usize, Vec<u8>)>> = BinaryHeap::new();
+    let mut queue: BinaryHeap<Queued> = BinaryHeap::new();
     let mut order = 0u64;
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let mut buf = vec![0u8; RECV_BUF_LEN];
@@ -194,10 +197,8 @@ impl ImpairRelay {
     /// start `lab impair` there with `imp`, its files in `dir`.
     pub fn start(
         prefix: &str,
-        aps: &Netns,
-        aps_if: &str,
-        edge: &Netns,
-        edge_if: &str,
+        (aps, aps_if): (&Netns, &str),
+        (edge, edge_if): (&Netns, &str),
         lab_bin: &Path,
         dir: &LogDir,
         imp: &Impairment,

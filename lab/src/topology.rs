@@ -248,10 +248,8 @@ impl Lab {
         let impair = match &opts.impair {
             Some(imp) => Some(ImpairRelay::start(
                 &prefix,
-                &aps,
-                "e0",
-                &edge,
-                "ap0",
+                (&aps, "e0"),
+                (&edge, "ap0"),
                 &opts.bins.lab,
                 &dir,
                 imp,

@@ -152,10 +152,8 @@ fn a_thousand_tunnels_come_up_and_stay_up_under_loss_duplication_and_reordering(
     let up = Netns::new(&format!("{prefix}up")).unwrap();
     let relay = ImpairRelay::start(
         &prefix,
-        &aps,
-        "e0",
-        &edge,
-        "ap0",
+        (&aps, "e0"),
+        (&edge, "ap0"),
         &bins().lab,
         &dir,
         &lossy(),
