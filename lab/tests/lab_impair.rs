@@ -10,7 +10,9 @@
 //!   edge counts what it dropped.
 //! - `a_thousand_tunnels_come_up_and_stay_up_under_loss_duplication_and_reordering`
 //!   (ignored: minutes at scale; `--ignored` runs it, `TUNTERM_IMPAIR_APS`
-//!   sets the count).
+//!   sets the count). It fails today: all 1,000 come up (25–34 s), but over
+//!   60 s one or a few go down with HelloTimeout (hello 10 s × 3) and come
+//!   back as new tunnels; see HARDENING.md.
 
 mod common;
 
@@ -160,6 +162,7 @@ fn a_thousand_tunnels_come_up_and_stay_up_under_loss_duplication_and_reordering(
     )
     .unwrap();
     lab::addr(&edge, "ap0", "10.99.0.1/24").unwrap();
+    lab::addr(&edge, "ap0", "fd00:99::1/64").unwrap();
     lab::addr(&aps, "e0", "10.99.0.2/24").unwrap();
     lab::veth(&edge, "trunk0", &up, "t0").unwrap();
     let mut cfg = tunterm_lab::topology::edge_config(10.0, 3);
@@ -206,6 +209,7 @@ fn a_thousand_tunnels_come_up_and_stay_up_under_loss_duplication_and_reordering(
             .as_array()
             .into_iter()
             .flatten()
+            .filter(|t| t["state"] == "established_with_sessions")
             .filter_map(|t| t["local_ccid"].as_u64())
             .collect();
         v.sort_unstable();
@@ -232,6 +236,15 @@ fn a_thousand_tunnels_come_up_and_stay_up_under_loss_duplication_and_reordering(
         "tunnels went down under loss: {:#}",
         last["l2tp"]
     );
-    assert_eq!(ccids(&last), before, "the same tunnels stayed up");
+    let after = ccids(&last);
+    let gone: Vec<&u64> = before.iter().filter(|c| !after.contains(c)).collect();
+    let new: Vec<&u64> = after.iter().filter(|c| !before.contains(c)).collect();
+    assert!(
+        gone.is_empty() && new.is_empty(),
+        "the same tunnels stay up: {} gone {gone:?}, {} new {new:?}; {:#}",
+        gone.len(),
+        new.len(),
+        last["l2tp"]
+    );
     drop(relay);
 }
