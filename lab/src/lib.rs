@@ -31,6 +31,7 @@
 
 pub mod apsim;
 pub mod failover;
+pub mod impair;
 pub mod topology;
 pub mod vlanhost;
 

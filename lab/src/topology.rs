@@ -26,6 +26,8 @@ use anyhow::Context;
 use tunterm::api::client::{Client, block_on};
 use tunterm::api::{FdbEntry, FdbQuery};
 
+use crate::impair::{ImpairRelay, Impairment};
+
 use super::{BpfFs, Capture, Netns, Proc, addr, spawn_vlan_host, veth};
 
 /// Where the lab's programs are.
@@ -152,6 +154,10 @@ pub struct Options {
     /// The Host Names ap1 and ap2 send (`ap1`, `ap2`; a Mist AP sends its
     /// MAC, e.g. `5c5b35000001`, which is what `disconnect-aps` selects by).
     pub ap_names: [String; 2],
+    /// Run the AP-facing link through a userspace impairment relay (loss,
+    /// duplication, reordering, delay, jitter; changeable while the lab
+    /// runs through [`Lab::set_impairment`]). None: a plain veth pair.
+    pub impair: Option<Impairment>,
 }
 
 impl Options {
@@ -173,6 +179,7 @@ impl Options {
             daemon_args: Vec::new(),
             mxedge_extra: Vec::new(),
             ap_names: ["ap1".into(), "ap2".into()],
+            impair: None,
         }
     }
 }
@@ -203,6 +210,8 @@ pub struct Lab {
     /// Pass-through XDP on the APs' end of the AP link (fast path on only):
     /// the edge's trunk program redirects into that veth.
     pub xdp_pass: Option<Proc>,
+    /// The impairment relay on the AP-facing link, if asked for.
+    pub impair: Option<ImpairRelay>,
     /// Namespace of tunterm.
     pub edge: Netns,
     /// Namespace of the simulated APs.
@@ -240,7 +249,28 @@ impl Lab {
             clients.push(ns(c)?);
         }
 
-        veth(&aps, "e0", &edge, "ap0")?;
+        let impair = match &opts.impair {
+            Some(imp) => Some(ImpairRelay::start(
+                &prefix,
+                (&aps, "e0"),
+                (&edge, "ap0"),
+                &opts.bins.lab,
+                &dir,
+                imp,
+            )?),
+            None => {
+                veth(&aps, "e0", &edge, "ap0")?;
+                None
+            }
+        };
+        if let Some(relay) = &impair {
+            // The relay's own veths carry the AP link's frames whole.
+            for i in ["ra", "rb"] {
+                relay
+                    .ns
+                    .run(&["ip", "link", "set", i, "mtu", &opts.ap_link_mtu.to_string()])?;
+            }
+        }
         let mtu = opts.ap_link_mtu.to_string();
         aps.run(&["ip", "link", "set", "e0", "mtu", &mtu])?;
         edge.run(&["ip", "link", "set", "ap0", "mtu", &mtu])?;
@@ -386,6 +416,7 @@ impl Lab {
             ap2,
             vlanhost,
             xdp_pass,
+            impair,
             edge,
             aps,
             up,
@@ -431,6 +462,15 @@ impl Lab {
         Ok(t0.elapsed())
     }
 
+    /// Change the AP-facing link's impairment (applied within 200 ms; this
+    /// returns after that). Fails on a lab started without a relay.
+    pub fn set_impairment(&self, imp: &Impairment) -> anyhow::Result<()> {
+        self.impair
+            .as_ref()
+            .context("this lab has no impairment relay (Options::impair)")?
+            .set(imp)
+    }
+
     /// The namespace-name prefix of this lab.
     pub fn prefix(&self) -> &str {
         &self.prefix
@@ -474,6 +514,7 @@ impl Lab {
             .map(String::from)
             .chain(restarts)
             .chain(["ap1", "ap2", "vlanhost"].map(String::from))
+            .chain(self.impair.is_some().then(|| "impair".to_string()))
             .collect();
         for name in &names {
             let p = self.dir.join(format!("{name}.log"));

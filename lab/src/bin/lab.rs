@@ -36,6 +36,26 @@ enum Cmd {
         #[arg(long, value_name = "IF")]
         iface: String,
     },
+    /// Relay frames between two interfaces with loss, duplication,
+    /// reordering, delay and jitter (the AP-facing link's impairment; see
+    /// `tunterm_lab::impair`), until killed.
+    Impair {
+        /// One interface.
+        #[arg(long, value_name = "IF")]
+        a: String,
+        /// The other.
+        #[arg(long, value_name = "IF")]
+        b: String,
+        /// The settings, JSON (`Impairment`), re-read when the file changes.
+        #[arg(long, value_name = "PATH")]
+        settings: std::path::PathBuf,
+        /// Where to write the counters (JSON, every 200 ms).
+        #[arg(long, value_name = "PATH")]
+        stats: std::path::PathBuf,
+        /// Seed of the random choices.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -69,6 +89,13 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Cmd::VlanHost(args) => vlan_host(args),
         Cmd::Demo(args) => demo(args),
+        Cmd::Impair {
+            a,
+            b,
+            settings,
+            stats,
+            seed,
+        } => lab::impair::run_relay(&a, &b, &settings, &stats, seed),
         Cmd::XdpPass { iface } => {
             let _pass = tunterm_ebpf::pass::PassThrough::attach(&iface)
                 .with_context(|| format!("xdp-pass on {iface}"))?;
