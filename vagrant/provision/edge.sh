@@ -73,6 +73,9 @@ up() {
     ip link set "$apif" up
     ip link set "$trunkif" up
     ip addr replace "$ip/$APNET_PREFIX" dev "$apif"
+    # Frames for the clients' and the host ports' MACs arrive on the trunk:
+    # a VM's NIC (virtio's receive filter) would drop them unless promiscuous.
+    ip link set "$trunkif" promisc on
     # tunterm tags and untags in userspace on the trunk: the NIC must not.
     ethtool -K "$trunkif" rxvlan off txvlan off >/dev/null 2>&1 || true
 
