@@ -56,7 +56,7 @@ pkgs() {
     [ "$STANDIN" = 1 ] && return 0
     local missing=() p
     for p in "$@"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
+        [[ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" == *'ok installed' ]] || missing+=("$p")
     done
     [ "${#missing[@]}" -eq 0 ] && return 0
     printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d

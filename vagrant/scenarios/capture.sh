@@ -23,10 +23,10 @@ wait "$cap" || fail "tunterm capture failed: $(cat "$err")"
 
 fields=$(tshark -r "$pcap" -Y icmp -T fields -e vlan.id -e ip.src -e ip.dst -e icmp.type 2>/dev/null | sort | uniq -c)
 echo "$fields" | sed 's/^/    /'
-echo "$fields" | grep -Eq "3 10	192\.168\.10\.11	$UP_VLAN10_IP	8$" ||
+grep -Eq "^ *3 10	192\.168\.10\.11	$UP_VLAN10_IP	8$" <<<"$fields" ||
     fail "no 3 echo requests from c1 tagged 10 on the trunk"
-echo "$fields" | grep -Eq "3 10	$UP_VLAN10_IP	192\.168\.10\.11	0$" ||
+grep -Eq "^ *3 10	$UP_VLAN10_IP	192\.168\.10\.11	0$" <<<"$fields" ||
     fail "no 3 echo replies to c1 tagged 10 on the trunk"
-echo "$fields" | grep -Eq "3 20	192\.168\.20\.12	$UP_VLAN20_IP	8$" ||
+grep -Eq "^ *3 20	192\.168\.20\.12	$UP_VLAN20_IP	8$" <<<"$fields" ||
     fail "no 3 echo requests from c2 tagged 20 on the trunk"
 say "ok: pcapng of $(stat -c %s "$pcap") bytes from edge1's trunk: c1's pings tagged 10, c2's tagged 20 (tshark)"

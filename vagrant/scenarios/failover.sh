@@ -22,7 +22,7 @@ provision edge1 edge.sh start edge1
 report=$(tt edge2 preempt)
 say "preempt on edge2: $report"
 for ap in "$AP1_NAME" "$AP2_NAME"; do
-    echo "$report" | grep -q "$ap" || fail "preempt on edge2 did not close $ap"
+    grep -q "$ap" <<<"$report" || fail "preempt on edge2 did not close $ap"
 done
 poll 20 sessions_are edge1 2 || fail "the APs did not come back to edge1 within 20 s (edge1 has $(sessions_on edge1))"
 poll 10 ping_ok ap1 c1 "$UP_VLAN10_IP" || fail "c1 cannot reach upstream after the APs came back"

@@ -5,7 +5,8 @@
 # LAB_MODE=netns: the hosts are network namespaces $LAB_PREFIX<host> made by
 #   vagrant/standin/run, which sets LAB_PREFIX, LAB_STATE (one STATE_DIR per
 #   host under it) and TUNTERM_BIN_DIR.
-# Hosts: edge1 edge2 ap1 ap2 upstream (cloud). Clients: namespaces on the APs.
+# Hosts: edge1 edge2 ap1 ap2 upstream, cloud (LAB_CLOUD=1: with the VMs,
+# the Vagrantfile's TUNTERM_CLOUD=1 says it). Clients: namespaces on the APs.
 
 set -euo pipefail
 
@@ -14,6 +15,7 @@ LAB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 . "$LAB_DIR/lab.env"
 LAB_MODE=${LAB_MODE:-vagrant}
 LAB_EDGES=${LAB_EDGES:-2}
+LAB_CLOUD=${LAB_CLOUD:-${TUNTERM_CLOUD:-0}}
 
 case $LAB_MODE in
     vagrant)
