@@ -58,7 +58,7 @@ stop() {
 
 up() {
     if [ "$STANDIN" != 1 ]; then
-        pkgs tshark iproute2 ethtool
+        pkgs iproute2 ethtool
         local deb
         deb=$(ls -t "$REPO_DIR"/target/debian/tunterm_*_amd64.deb 2>/dev/null | head -n1 || true)
         [ -n "$deb" ] || die "no $REPO_DIR/target/debian/tunterm_*_amd64.deb: run packaging/build-deb on the host, then vagrant reload --provision"

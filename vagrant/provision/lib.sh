@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by the provisioning scripts (sourced, not run).
 #
 # Two places run them: a Vagrant VM (as root, systemd, the .deb installed)
@@ -83,13 +84,13 @@ run_bg() {
 }
 
 stop_bg() {
-    local name=$1 pid i
+    local name=$1 pid
     if [ "$STANDIN" = 1 ]; then
         [ -f "$STATE_DIR/$name.pid" ] || return 0
         pid=$(cat "$STATE_DIR/$name.pid")
         rm -f "$STATE_DIR/$name.pid"
         kill "$pid" 2>/dev/null || return 0
-        for i in $(seq 50); do
+        for _ in $(seq 50); do
             kill -0 "$pid" 2>/dev/null || return 0
             sleep 0.1
         done
@@ -131,9 +132,9 @@ netns_del() {
 
 # wait_for SECONDS DESCRIPTION COMMAND...: poll every 0.2 s.
 wait_for() {
-    local secs=$1 what=$2 i
+    local secs=$1 what=$2
     shift 2
-    for i in $(seq $((secs * 5))); do
+    for _ in $(seq $((secs * 5))); do
         "$@" >/dev/null 2>&1 && return 0
         sleep 0.2
     done

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by the scenarios (sourced): how to run a command on a lab host.
 #
 # LAB_MODE=vagrant (default): the hosts are the Vagrant VMs; commands go over
@@ -94,9 +95,9 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 
 # poll SECONDS COMMAND...: until it succeeds; status 1 when time runs out.
 poll() {
-    local secs=$1 i
+    local secs=$1
     shift
-    for i in $(seq $((secs * 5))); do
+    for _ in $(seq $((secs * 5))); do
         "$@" >/dev/null 2>&1 && return 0
         sleep 0.2
     done
