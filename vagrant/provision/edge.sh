@@ -63,7 +63,9 @@ up() {
         deb=$(ls -t "$REPO_DIR"/target/debian/tunterm_*_amd64.deb 2>/dev/null | head -n1 || true)
         [ -n "$deb" ] || die "no $REPO_DIR/target/debian/tunterm_*_amd64.deb: run packaging/build-deb on the host, then vagrant reload --provision"
         log "installing $deb"
-        DEBIAN_FRONTEND=noninteractive dpkg -i "$deb"
+        # The lab rewrites /etc/tunterm/edge.json and /etc/default/tunterm-agent
+        # (conffiles): keep them on a reinstall, never ask.
+        DEBIAN_FRONTEND=noninteractive dpkg -i --force-confold "$deb"
     fi
     [ -x "$TUNTERM" ] || die "$TUNTERM is missing"
 
