@@ -127,8 +127,12 @@ enum Cmd {
     /// Print a running daemon's stats (JSON): tunnels, counters, health,
     /// its version and configuration digest (the FDB: `tunterm fdb`).
     Stats {
-        /// Control socket of the daemon.
-        #[arg(long, default_value = "/run/tunterm/tunterm.sock")]
+        /// Control socket of the daemon ($TUNTERM_CONTROL_SOCKET when set).
+        #[arg(
+            long,
+            env = "TUNTERM_CONTROL_SOCKET",
+            default_value = "/run/tunterm/tunterm.sock"
+        )]
         control_socket: PathBuf,
         /// Indent the document even when stdout is not a terminal (it is
         /// indented on a terminal; into a pipe or a file it is written on
@@ -159,8 +163,12 @@ enum Cmd {
         /// Every matching entry (a JSON array), page after page.
         #[arg(long, conflicts_with_all = ["offset", "limit"])]
         all: bool,
-        /// Control socket of the daemon.
-        #[arg(long, default_value = "/run/tunterm/tunterm.sock")]
+        /// Control socket of the daemon ($TUNTERM_CONTROL_SOCKET when set).
+        #[arg(
+            long,
+            env = "TUNTERM_CONTROL_SOCKET",
+            default_value = "/run/tunterm/tunterm.sock"
+        )]
         control_socket: PathBuf,
     },
     /// Print the client table (JSON), ordered by VLAN and MAC: each
@@ -185,8 +193,12 @@ enum Cmd {
         /// Entries in the page (at most 10000).
         #[arg(long, default_value_t = tunterm::api::CLIENTS_DEFAULT_LIMIT)]
         limit: usize,
-        /// Control socket of the daemon.
-        #[arg(long, default_value = "/run/tunterm/tunterm.sock")]
+        /// Control socket of the daemon ($TUNTERM_CONTROL_SOCKET when set).
+        #[arg(
+            long,
+            env = "TUNTERM_CONTROL_SOCKET",
+            default_value = "/run/tunterm/tunterm.sock"
+        )]
         control_socket: PathBuf,
     },
     /// Print the multicast state (JSON): IGMP/MLD groups with their member
@@ -196,8 +208,12 @@ enum Cmd {
         /// Only this VLAN.
         #[arg(long)]
         vlan: Option<u16>,
-        /// Control socket of the daemon.
-        #[arg(long, default_value = "/run/tunterm/tunterm.sock")]
+        /// Control socket of the daemon ($TUNTERM_CONTROL_SOCKET when set).
+        #[arg(
+            long,
+            env = "TUNTERM_CONTROL_SOCKET",
+            default_value = "/run/tunterm/tunterm.sock"
+        )]
         control_socket: PathBuf,
     },
     /// Follow a running daemon's events (JSON lines): tunnels and sessions
@@ -205,8 +221,12 @@ enum Cmd {
     /// daemon stops (or Ctrl-C).
     #[command(alias = "subscribe")]
     Events {
-        /// Control socket of the daemon.
-        #[arg(long, default_value = "/run/tunterm/tunterm.sock")]
+        /// Control socket of the daemon ($TUNTERM_CONTROL_SOCKET when set).
+        #[arg(
+            long,
+            env = "TUNTERM_CONTROL_SOCKET",
+            default_value = "/run/tunterm/tunterm.sock"
+        )]
         control_socket: PathBuf,
     },
     /// Close the tunnels of some APs (StopCCN): by MAC, or a percentage of
@@ -218,8 +238,12 @@ enum Cmd {
         /// Share of the APs to disconnect, 0 to 100 (when no --mac).
         #[arg(long, conflicts_with = "macs")]
         percentage: Option<f64>,
-        /// Control socket of the daemon.
-        #[arg(long, default_value = "/run/tunterm/tunterm.sock")]
+        /// Control socket of the daemon ($TUNTERM_CONTROL_SOCKET when set).
+        #[arg(
+            long,
+            env = "TUNTERM_CONTROL_SOCKET",
+            default_value = "/run/tunterm/tunterm.sock"
+        )]
         control_socket: PathBuf,
     },
     /// Close the tunnels of the APs whose preferred edge (the first of
@@ -229,8 +253,12 @@ enum Cmd {
         /// shuffle-by-site).
         #[arg(long)]
         site_id: Option<String>,
-        /// Control socket of the daemon.
-        #[arg(long, default_value = "/run/tunterm/tunterm.sock")]
+        /// Control socket of the daemon ($TUNTERM_CONTROL_SOCKET when set).
+        #[arg(
+            long,
+            env = "TUNTERM_CONTROL_SOCKET",
+            default_value = "/run/tunterm/tunterm.sock"
+        )]
         control_socket: PathBuf,
     },
     /// Take data ports down for --hold-time ms and bring them back (the
@@ -244,8 +272,12 @@ enum Cmd {
         /// Milliseconds down, 1 to 60000.
         #[arg(long, default_value_t = 1000)]
         hold_time: u64,
-        /// Control socket of the daemon.
-        #[arg(long, default_value = "/run/tunterm/tunterm.sock")]
+        /// Control socket of the daemon ($TUNTERM_CONTROL_SOCKET when set).
+        #[arg(
+            long,
+            env = "TUNTERM_CONTROL_SOCKET",
+            default_value = "/run/tunterm/tunterm.sock"
+        )]
         control_socket: PathBuf,
     },
     /// Apply a whole configuration file to the running daemon without a
@@ -258,8 +290,12 @@ enum Cmd {
         /// Also write it to the daemon's --config file (atomically).
         #[arg(long)]
         persist: bool,
-        /// Control socket of the daemon.
-        #[arg(long, default_value = "/run/tunterm/tunterm.sock")]
+        /// Control socket of the daemon ($TUNTERM_CONTROL_SOCKET when set).
+        #[arg(
+            long,
+            env = "TUNTERM_CONTROL_SOCKET",
+            default_value = "/run/tunterm/tunterm.sock"
+        )]
         control_socket: PathBuf,
     },
     /// Capture packets at the running edge's capture points: pcapng to a
@@ -316,7 +352,11 @@ struct CaptureArgs {
     #[arg(long)]
     list: bool,
     /// Control socket of the daemon ($TUNTERM_CONTROL_SOCKET when set).
-    #[arg(long, default_value = "/run/tunterm/tunterm.sock")]
+    #[arg(
+        long,
+        env = "TUNTERM_CONTROL_SOCKET",
+        default_value = "/run/tunterm/tunterm.sock"
+    )]
     control_socket: PathBuf,
     /// extcap: list the capture points as interfaces.
     #[arg(long, hide = true)]
