@@ -796,6 +796,9 @@ pub struct MgreConfig {
 pub struct TunnelConfig {
     /// `mxtunnel.id`, or the name when there is no id.
     pub id: String,
+    /// The mxtunnel had no id (`id` is its name): a hand-written
+    /// configuration, which a cloud's copy with ids may replace.
+    pub id_from_name: bool,
     /// `mxtunnel.name`.
     pub name: String,
     /// L2TPv3 transport.
@@ -1459,6 +1462,7 @@ fn resolve_tunnels(raw: &ConfigFile, have_mgre: bool) -> Result<Vec<TunnelConfig
         .filter(|t| deployed(t))
         .map(|t| TunnelConfig {
             id: given(&t.id).unwrap_or(&t.name).to_string(),
+            id_from_name: given(&t.id).is_none(),
             name: t.name.clone(),
             protocol: t.protocol,
             vlans: VlanSet::from_entries(&t.vlan_ids),

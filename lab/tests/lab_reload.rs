@@ -132,6 +132,13 @@ fn settings_apply_live_and_untouched_tunnels_lose_nothing() {
     };
     assert!(fdb(&old_sids) > 0, "the APs' clients are learnt");
     let mut replaced = cfg.clone();
+    // The id-less mxtunnel given an id, as a cloud's copy of it has: the
+    // same mxtunnel, its tunnels stay.
+    replaced["mxtunnels"][0]["id"] = "lab-v1".into();
+    let report = block_on(client.apply_config(replaced.clone(), false)).unwrap();
+    assert!(!report.applied.join("; ").contains("removed"), "{report:?}");
+    assert!(fdb(&old_sids) > 0, "adopting an id keeps the tunnels");
+    // Another id: another mxtunnel (the same name, which the APs ask for).
     replaced["mxtunnels"][0]["id"] = "lab-v2".into();
     let report = block_on(client.apply_config(replaced.clone(), false)).unwrap();
     let applied = report.applied.join("; ");

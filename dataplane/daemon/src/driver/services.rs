@@ -139,6 +139,27 @@ struct Plan {
     needs_restart: Vec<String>,
 }
 
+/// For each of `old`'s mxtunnels, the index of the same mxtunnel in `new`:
+/// the one with its id, else — when the old one had no id (a hand-written
+/// configuration, its id its name) — the one of the same name whose id no
+/// old mxtunnel has (the cloud's copy of it, with the cloud's id).
+fn twin_tunnels(old: &EdgeConfig, new: &EdgeConfig) -> Vec<Option<usize>> {
+    old.tunnels
+        .iter()
+        .map(|a| {
+            new.tunnels.iter().position(|b| b.id == a.id).or_else(|| {
+                a.id_from_name
+                    .then(|| {
+                        new.tunnels.iter().position(|b| {
+                            b.name == a.name && !old.tunnels.iter().any(|x| x.id == b.id)
+                        })
+                    })
+                    .flatten()
+            })
+        })
+        .collect()
+}
+
 /// Sort the differences between `old` and `new` into what the running
 /// daemon changes live and what waits for a restart. `fast_path`: the XDP
 /// fast path runs (it matches the tunnel address it was attached with).
@@ -149,8 +170,8 @@ fn plan(old: &EdgeConfig, new: &EdgeConfig, fast_path: bool) -> Plan {
     };
     // An mxtunnel is the same one while its id is (a rename keeps its
     // tunnels up); over another protocol its tunnels cannot stay.
-    for a in &old.tunnels {
-        let j = new.tunnels.iter().position(|b| b.id == a.id);
+    let twins = twin_tunnels(old, new);
+    for (a, &j) in old.tunnels.iter().zip(&twins) {
         let b = j.map(|j| &new.tunnels[j]);
         match b {
             None => {
@@ -195,8 +216,8 @@ fn plan(old: &EdgeConfig, new: &EdgeConfig, fast_path: bool) -> Plan {
             ));
         }
     }
-    for b in &new.tunnels {
-        if !old.tunnels.iter().any(|a| a.id == b.id) {
+    for (k, b) in new.tunnels.iter().enumerate() {
+        if !twins.contains(&Some(k)) {
             p.applied.push(format!("mxtunnel {} added", b.name));
         }
     }
@@ -1067,6 +1088,19 @@ mod tests {
         );
         assert!(applied.contains("mtu 0 -> 1400"), "{applied}");
         assert!(p.needs_restart.is_empty(), "{p:?}");
+
+        // The cloud's copy of a hand-written (id-less) mxtunnel: the same
+        // name with the cloud's id is the same mxtunnel; an explicit id
+        // that changes is another one.
+        let mut cloud = raw.clone();
+        assert!(cloud["mxtunnels"][0].get("id").is_none_or(|v| v.is_null()));
+        cloud["mxtunnels"][0]["id"] = "5e1f-cloud-id".into();
+        let cloud = tunterm_control::load_str(&cloud.to_string()).unwrap();
+        let p = plan(&two, &cloud, false);
+        assert_eq!(p.moved, [Some(0), Some(1)], "{p:?}");
+        assert!(!p.applied.join("; ").contains("removed"), "{p:?}");
+        let p = plan(&cloud, &two, false);
+        assert_eq!(p.moved, [None, Some(1)], "{p:?}");
 
         // Another protocol: the same id, but its tunnels cannot stay.
         let mut raw3 = raw.clone();
