@@ -67,12 +67,12 @@ fn sigterm_closes_every_tunnel_on_every_socket_and_exits_once_all_are_acknowledg
     let s = |p: &std::path::Path| p.to_string_lossy().into_owned();
     let log = std::fs::read_to_string(tunterm.log()).unwrap();
     for socket in [
-        "L2tp(Udp)/v4",
-        "L2tp(Ip)/v4",
-        "Gre/v4",
-        "L2tp(Udp)/v6",
-        "L2tp(Ip)/v6",
-        "Gre/v6",
+        "L2tp(Udp)/10.99.0.1",
+        "L2tp(Ip)/10.99.0.1",
+        "Gre/10.99.0.1",
+        "L2tp(Udp)/fd00:99::1",
+        "L2tp(Ip)/fd00:99::1",
+        "Gre/fd00:99::1",
     ] {
         assert!(log.contains(socket), "tunterm listens on {socket}: {log}");
     }
