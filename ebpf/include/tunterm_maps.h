@@ -336,6 +336,9 @@ enum tt_counter {
 	TT_CNT_TRUNK_PASS_NOT_TUNNEL,
 	TT_CNT_TRUNK_PASS_SRC_NOT_LEARNED,
 	TT_CNT_TRUNK_PASS_TCP_SYN,
+	/* xdp_trunk_rx: a DHCPv4 server's reply (UDP 67 → 68), which the
+	 * client table reads (its leases) before it goes down the tunnel. */
+	TT_CNT_TRUNK_PASS_DHCP,
 	/* xdp_trunk_rx drops (the switch drops these too). */
 	TT_CNT_TRUNK_DROP_VLAN_NOT_ALLOWED,
 	TT_CNT_TRUNK_DROP_UNTAGGED_NOT_ALLOWED,

@@ -255,6 +255,26 @@ static __always_inline void touch_seen(struct tt_fdb_slot *s, __u16 seen)
  * TCP SYN whose MSS the slow path would clamp: the same test as
  * tunterm::proto::pmtu::clamp_mss (IPv4 not a fragment, or IPv6 with TCP as
  * the next header; a whole 20-byte TCP header with SYN set). */
+/* Whether the frame from ethertype `et` on is an unfragmented IPv4 UDP
+ * datagram from port 67 to port 68 (a DHCPv4 server's reply). */
+static __always_inline int is_dhcp_reply(__u8 *et, void *data_end)
+{
+	__u8 *ip = et + 2;
+	__u8 *udp;
+	__u16 frag;
+
+	if (ip + 20 > (__u8 *)data_end || ld16(et) != bpf_htons(ETH_P_IP))
+		return 0;
+	frag = ld16(ip + 6);
+	if ((ip[0] >> 4) != 4 || (ip[0] & 0x0f) < 5 || ip[9] != IPPROTO_UDP ||
+	    (frag & bpf_htons(IP_MF_OFFSET)))
+		return 0;
+	udp = ip + (ip[0] & 0x0f) * 4;
+	if (udp + 4 > (__u8 *)data_end)
+		return 0;
+	return ld16(udp) == bpf_htons(67) && ld16(udp + 2) == bpf_htons(68);
+}
+
 static __always_inline int is_tcp_syn(__u8 *et, void *data_end)
 {
 	__u16 type;

@@ -110,6 +110,9 @@ int xdp_trunk_rx(struct xdp_md *ctx)
 
 	if (is_tcp_syn(f + ETH_HLEN - 2 + tagged * VLAN_HLEN, data_end))
 		return TPASS(TCP_SYN);
+	/* The client table learns leases from the ACKs (bridged DHCP). */
+	if (is_dhcp_reply(f + ETH_HLEN - 2 + tagged * VLAN_HLEN, data_end))
+		return TPASS(DHCP);
 
 	__u32 out_tagged = !(dst.flags & TT_FDB_EGRESS_UNTAGGED);
 	__u64 frame_len = (__u8 *)data_end - f;

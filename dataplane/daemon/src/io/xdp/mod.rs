@@ -152,6 +152,7 @@ counter_names! {
     TT_CNT_TRUNK_PASS_NOT_TUNNEL => "trunk_pass_not_tunnel",
     TT_CNT_TRUNK_PASS_SRC_NOT_LEARNED => "trunk_pass_src_not_learned",
     TT_CNT_TRUNK_PASS_TCP_SYN => "trunk_pass_tcp_syn",
+    TT_CNT_TRUNK_PASS_DHCP => "trunk_pass_dhcp",
     TT_CNT_TRUNK_DROP_VLAN_NOT_ALLOWED => "trunk_drop_vlan_not_allowed",
     TT_CNT_TRUNK_DROP_UNTAGGED_NOT_ALLOWED => "trunk_drop_untagged_not_allowed",
     TT_CNT_TRUNK_ABORTED => "trunk_aborted",
