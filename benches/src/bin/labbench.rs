@@ -46,8 +46,21 @@ struct Cli {
     /// running (no count, into /dev/null): compare with a run without it.
     /// A filter that matches nothing (`ether proto 0x88b6`) costs the
     /// capture's steering and filtering; `len > 0` matches everything.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "capture_compare")]
     capture_filter: Option<String>,
+    /// Measure cases 3 and 4 three times on the same edge and sessions:
+    /// without a capture, with a capture on the trunk that matches nothing
+    /// (`ether proto 0x88b6`) and with one that matches everything (`len >
+    /// 0`); report the capture-on rates as ratios of the capture-off ones.
+    #[arg(long)]
+    capture_compare: bool,
+    /// Run trafgen, tunterm and the capture reader under SCHED_FIFO (chrt
+    /// -f 10), so other work on a shared machine cannot take their CPUs
+    /// while they sleep between wake-ups (the kernel's RT throttling still
+    /// leaves others 5%). Without it, on a busy machine, tunterm's rate
+    /// measures the machine's load as much as tunterm.
+    #[arg(long)]
+    realtime: bool,
     /// Directory holding tunterm and tunterm-apsim (default: beside this
     /// program).
     #[arg(long)]
@@ -90,6 +103,8 @@ fn main() -> anyhow::Result<()> {
         rounds: cli.rounds,
         cookie_len: cli.cookie_len,
         capture_filter: cli.capture_filter,
+        capture_compare: cli.capture_compare,
+        realtime: cli.realtime,
     };
     let report = labbench::run(opts)?;
     print!("{}", report.table());

@@ -82,9 +82,46 @@ pub struct Options {
     /// nothing measures the capture's steering and filtering alone; `len >
     /// 0` matches everything. None: no capture.
     pub capture_filter: Option<String>,
+    /// Cases 3 and 4 measured three times on the same edge and sessions:
+    /// without a capture, with a capture on the trunk whose filter matches
+    /// nothing ([`CAPTURE_NOTHING`]) and with one that matches everything
+    /// ([`CAPTURE_EVERYTHING`]); the report gives each capture's rate as a
+    /// ratio of the capture-off rate of the same round.
+    pub capture_compare: bool,
+    /// Run trafgen, tunterm and the capture reader under SCHED_FIFO
+    /// ([`trafgen::REALTIME`]): on a machine shared with other work.
+    pub realtime: bool,
 }
 
-/// The four cases, in the order they run.
+/// A filter no frame on the trunk matches (an EtherType nobody sends).
+pub const CAPTURE_NOTHING: &str = "ether proto 0x88b6";
+/// A filter every frame matches.
+pub const CAPTURE_EVERYTHING: &str = "len > 0";
+
+/// One capture's cost: a rate with the capture running as a ratio of the
+/// rate without it, on the same edge and sessions, per round.
+#[derive(Clone, Debug, Serialize)]
+pub struct CaptureCost {
+    /// Case 3 or 4.
+    pub case: Case,
+    /// The direction.
+    pub direction: Direction,
+    /// Client frame length, bytes.
+    pub frame_len: usize,
+    /// The capture's filter.
+    pub filter: &'static str,
+    /// Capture-off frames per second, per round.
+    pub off_pps: Vec<Option<f64>>,
+    /// Capture-on frames per second, per round.
+    pub on_pps: Vec<Option<f64>>,
+    /// on / off per round.
+    pub ratios: Vec<Option<f64>>,
+    /// The median of `ratios`.
+    pub ratio: Option<f64>,
+    /// The capture's own counters at its end (last round): frames seen at
+    /// the trunk, matched by the filter, written to the reader, dropped.
+    pub capture: serde_json::Value,
+}
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Case {
@@ -198,6 +235,8 @@ pub struct Report {
     /// The filter of the capture running on the trunk in cases 3 and 4
     /// (None: no capture).
     pub capture_filter: Option<String>,
+    /// trafgen, tunterm and the capture reader ran under SCHED_FIFO.
+    pub realtime: bool,
     /// `uname -r`.
     pub kernel: String,
     /// Online CPUs.
@@ -225,6 +264,9 @@ pub struct Report {
     pub rows: Vec<Row>,
     /// 3/1, 3/2 and 4/2 per direction and frame length.
     pub ratios: Vec<Ratio>,
+    /// With `capture_compare`: cases 3 and 4 with a capture on the trunk,
+    /// as ratios of the same round's capture-off rates.
+    pub capture_costs: Vec<CaptureCost>,
 }
 
 /// The CPU tunterm runs on (trafgen and the softirq work it triggers run
@@ -489,13 +531,14 @@ impl Bed {
     fn run_directions(
         &self,
         case: Case,
+        variant: &str,
         traffic: &Traffic,
         decap: &dyn Fn(usize, &SessionKey, &Client) -> Vec<u8>,
         encap: &dyn Fn(usize, &Client) -> Vec<u8>,
         rows: &mut Vec<Row>,
     ) -> anyhow::Result<()> {
         let order = packets::interleave(&traffic.clients, traffic.sessions.len());
-        let tag = format!("case{}", case.number());
+        let tag = format!("case{}{variant}", case.number());
         for &len in &self.opts.frames {
             for dir in Direction::ALL {
                 let (from, pkts): (From, Vec<Vec<u8>>) = match dir {
@@ -514,7 +557,7 @@ impl Bed {
                 let cfg = self.write_config(&format!("{name}.trafgen"), &pkts)?;
                 let m = self.measure(from, &cfg, &format!("{name}.trafgen.log"))?;
                 eprintln!(
-                    "labbench: case {} {} {len} B: {:.0} pps (offered {:.0})",
+                    "labbench: case {}{variant} {} {len} B: {:.0} pps (offered {:.0})",
                     case.number(),
                     dir.label(),
                     m.pps,
@@ -557,6 +600,7 @@ impl Bed {
         let link = self.link;
         self.run_directions(
             Case::Raw,
+            "",
             &traffic,
             &|len, s, c| packets::l2tp_data(&link, s, &packets::uplink_frame(len, &c.mac)),
             &|len, c| packets::downlink_frame(len, &c.mac, true),
@@ -627,6 +671,7 @@ impl Bed {
             learned.push((Case::Vxlan, n));
             self.run_directions(
                 Case::Vxlan,
+                "",
                 &traffic,
                 &decap,
                 &|len, c| packets::downlink_frame(len, &c.mac, false),
@@ -646,6 +691,7 @@ impl Bed {
         fast_path: Option<&str>,
         rows: &mut Vec<Row>,
         learned: &mut Vec<(Case, usize)>,
+        costs: &mut Vec<CaptureCost>,
     ) -> anyhow::Result<()> {
         let n = case.number();
         let tunterm_bin = self.opts.bin_dir.join("tunterm");
@@ -656,7 +702,8 @@ impl Bed {
         let ap_sock = self.path(&format!("case{n}-apsim.sock"));
         let s = |p: &Path| p.to_string_lossy().into_owned();
         let cpu = TUNTERM_CPU.to_string();
-        let mut args = vec![
+        let mut args: Vec<String> = trafgen::rt_prefix().into_iter().map(Into::into).collect();
+        args.extend([
             "taskset".to_owned(),
             "-c".into(),
             cpu,
@@ -666,7 +713,7 @@ impl Bed {
             s(&config),
             "--control-socket".into(),
             s(&edge_sock),
-        ];
+        ]);
         if let Some(mode) = fast_path {
             args.extend(["--fast-path".into(), mode.into()]);
             // The XDP FDB sized for this table, as an operator sizes it
@@ -729,6 +776,7 @@ impl Bed {
         let link = self.link;
         let result = self.run_directions(
             case,
+            "",
             &traffic,
             &|len, s, c| packets::l2tp_data(&link, s, &packets::uplink_frame(len, &c.mac)),
             &|len, c| packets::downlink_frame(len, &c.mac, true),
@@ -746,6 +794,62 @@ impl Bed {
         if let Some(mut c) = capture {
             let _ = c.kill();
             let _ = c.wait();
+        }
+        if result.is_ok() && self.opts.capture_compare {
+            let off: Vec<Row> = rows.iter().filter(|r| r.case == case).cloned().collect();
+            for (label, filter) in [
+                ("nothing", CAPTURE_NOTHING),
+                ("everything", CAPTURE_EVERYTHING),
+            ] {
+                let log = self.path(&format!("case{n}-capture-{label}.log"));
+                let mut c = start_capture(&tunterm_bin, &edge_sock, filter, &log)
+                    .with_context(|| format!("starting the capture matching {label}"))?;
+                let mut on = Vec::new();
+                let measured = self.run_directions(
+                    case,
+                    &format!("-capture-{label}"),
+                    &traffic,
+                    &|len, s, c| packets::l2tp_data(&link, s, &packets::uplink_frame(len, &c.mac)),
+                    &|len, c| packets::downlink_frame(len, &c.mac, true),
+                    &mut on,
+                );
+                let stats = topology::query(&edge_sock).unwrap_or_default();
+                let counters = stats["captures"].clone();
+                let _ = std::fs::write(
+                    self.path(&format!("case{n}-capture-{label}-edge-stats-end.json")),
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "l2tp": stats["l2tp"], "switch": stats["switch"], "io": stats["io"],
+                        "fast_path": stats["fast_path"], "captures": stats["captures"],
+                    }))?,
+                );
+                let _ = c.kill();
+                let _ = c.wait();
+                measured?;
+                for r in on {
+                    let base = off
+                        .iter()
+                        .find(|o| o.direction == r.direction && o.frame_len == r.frame_len)
+                        .and_then(|o| o.pps);
+                    let ratio = match (r.pps, base) {
+                        (Some(x), Some(y)) if y > 0.0 => Some(x / y),
+                        _ => None,
+                    };
+                    costs.push(CaptureCost {
+                        case,
+                        direction: r.direction,
+                        frame_len: r.frame_len,
+                        filter,
+                        off_pps: vec![base],
+                        on_pps: vec![r.pps],
+                        ratios: vec![ratio],
+                        ratio,
+                        capture: counters.clone(),
+                    });
+                }
+                // The fast path's FDB is mirrored back when the capture
+                // ends: let it be full again before the next window.
+                thread::sleep(Duration::from_secs(1));
+            }
         }
         drop(apsim);
         drop(tunterm);
@@ -938,9 +1042,11 @@ pub fn run(opts: Options) -> anyhow::Result<Report> {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .unwrap_or_default();
+    trafgen::REALTIME.store(opts.realtime, std::sync::atomic::Ordering::Relaxed);
     let bed = Bed::new(opts.clone())?;
     let mut rounds = Vec::new();
     let mut learned = Vec::new();
+    let mut costs = Vec::new();
     for round in 1..=opts.rounds {
         if opts.rounds > 1 {
             eprintln!("labbench: round {round} of {}", opts.rounds);
@@ -961,11 +1067,11 @@ pub fn run(opts: Options) -> anyhow::Result<Report> {
                     Ok(())
                 }
                 Case::TuntermXdp => {
-                    bed.case_tunterm(case, Some("xdp-native"), &mut rows, &mut learned)
+                    bed.case_tunterm(case, Some("xdp-native"), &mut rows, &mut learned, &mut costs)
                 }
                 Case::TuntermUserspace => {
                     let mode = fast_path.then_some("off");
-                    bed.case_tunterm(case, mode, &mut rows, &mut learned)
+                    bed.case_tunterm(case, mode, &mut rows, &mut learned, &mut costs)
                 }
             };
             if let Err(e) = result {
@@ -978,8 +1084,11 @@ pub fn run(opts: Options) -> anyhow::Result<Report> {
     }
     let rows = merge_rounds(rounds);
     let ratios = ratios(&opts, &rows);
+    let capture_costs = merge_costs(costs);
     Ok(Report {
+        capture_costs,
         capture_filter: opts.capture_filter.clone(),
+        realtime: opts.realtime,
         started_unix,
         kernel,
         cpus: thread::available_parallelism().map_or(1, |n| n.get()),
@@ -998,14 +1107,24 @@ pub fn run(opts: Options) -> anyhow::Result<Report> {
 }
 
 /// `tunterm capture` on the trunk with `filter`, no count, a day long,
-/// into /dev/null (its stderr into `log`), once the edge runs it.
+/// into /dev/null (its stderr into `log`), pinned to tunterm's CPU, once
+/// the edge runs it.
 fn start_capture(
     tunterm: &Path,
     sock: &Path,
     filter: &str,
     log: &Path,
 ) -> anyhow::Result<std::process::Child> {
-    let mut child = Command::new(tunterm)
+    // On tunterm's CPU: the reader's work is the capture's cost, charged
+    // to the edge, not to the generator's CPU.
+    let mut child = Command::new("chrt");
+    match trafgen::rt_prefix().as_slice() {
+        [_, rest @ ..] => child.args(rest),
+        [] => child.args(["-o", "0"]),
+    };
+    let mut child = child
+        .args(["taskset", "-c", &TUNTERM_CPU.to_string()])
+        .arg(tunterm)
         .arg("capture")
         .arg("--control-socket")
         .arg(sock)
@@ -1046,6 +1165,34 @@ fn start_capture(
         }
         thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// One [`CaptureCost`] per case × direction × frame length × filter from
+/// every round's: the rounds' rates and ratios in order, the median ratio,
+/// the last round's capture counters.
+fn merge_costs(costs: Vec<CaptureCost>) -> Vec<CaptureCost> {
+    let mut out: Vec<CaptureCost> = Vec::new();
+    for c in costs {
+        let same = |m: &&mut CaptureCost| {
+            m.case == c.case
+                && m.direction == c.direction
+                && m.frame_len == c.frame_len
+                && m.filter == c.filter
+        };
+        match out.iter_mut().find(same) {
+            Some(m) => {
+                m.off_pps.extend(c.off_pps);
+                m.on_pps.extend(c.on_pps);
+                m.ratios.extend(c.ratios);
+                m.capture = c.capture;
+            }
+            None => out.push(c),
+        }
+    }
+    for m in &mut out {
+        m.ratio = median(m.ratios.iter().flatten().copied().collect());
+    }
+    out
 }
 
 /// The XDP FDB size for `macs` client MACs (and the trunk host).
@@ -1232,6 +1379,13 @@ impl Report {
             "case 3: --fast-path-fdb-entries {} (1.5 x the MACs, rounded up to a power of two)",
             self.fdb_entries
         );
+        if self.realtime {
+            let _ = writeln!(
+                out,
+                "trafgen, tunterm and the capture reader under SCHED_FIFO {} (--realtime)",
+                trafgen::RT_PRIORITY
+            );
+        }
         if let Some(f) = &self.capture_filter {
             let _ = writeln!(
                 out,
@@ -1334,6 +1488,35 @@ impl Report {
                 r.direction.label(),
                 r.frame_len
             );
+        }
+        if !self.capture_costs.is_empty() {
+            let _ = writeln!(
+                out,
+                "\ncapture on the trunk (`tunterm capture -i trunk -f FILTER -c 0 -s 2048 -w /dev/null`),\n\
+                 rate as a ratio of the same round's capture-off rate (same edge, same sessions):"
+            );
+            let _ = writeln!(
+                out,
+                "{:<6} {:<18} {:>7} {:<22} {:>7}  rounds",
+                "case", "direction", "frame", "filter", "ratio"
+            );
+            for c in &self.capture_costs {
+                let v = c.ratio.map_or("n/a".into(), |v| format!("{v:.2}"));
+                let rounds: Vec<String> = c
+                    .ratios
+                    .iter()
+                    .map(|r| r.map_or("n/a".into(), |v| format!("{v:.2}")))
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "{:<6} {:<18} {:>5} B {:<22} {v:>7}  {}",
+                    c.case.number(),
+                    c.direction.label(),
+                    c.frame_len,
+                    format!("{:?}", c.filter),
+                    rounds.join(" ")
+                );
+            }
         }
         out
     }

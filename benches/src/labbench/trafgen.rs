@@ -28,13 +28,33 @@ pub const GEN_CPU: u32 = 0;
 /// `offered_pps`) and trafgen carries on.
 pub const SNDBUF: u64 = 4 << 20;
 
+/// Set by `labbench --realtime`: trafgen, tunterm and the capture reader
+/// run under `chrt -f` [`RT_PRIORITY`], so other work on the machine
+/// (builds, other tests) cannot take their CPUs between wake-ups.
+pub static REALTIME: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The SCHED_FIFO priority of `--realtime` (the kernel's RT throttling
+/// still leaves other tasks 5% of each CPU).
+pub const RT_PRIORITY: &str = "10";
+
+/// `chrt -f PRIORITY` when [`REALTIME`] is set, else nothing: the start of
+/// a command line.
+pub fn rt_prefix() -> Vec<&'static str> {
+    if REALTIME.load(std::sync::atomic::Ordering::Relaxed) {
+        vec!["chrt", "-f", RT_PRIORITY]
+    } else {
+        Vec::new()
+    }
+}
+
 fn trafgen_args<'a>(ifname: &'a str, cfg: &'a str) -> Vec<&'a str> {
     // -P 1: one worker process; -Q: leave IRQ affinities alone;
     // --no-sock-mem: leave the machine's socket memory sysctls alone (they
     // are the root namespace's, and a namespace cannot set them; the
     // harness raises the one that matters briefly, see SNDBUF); -C: no CPU
     // statistics. No -b / -t: as fast as it goes.
-    vec![
+    let mut args = rt_prefix();
+    args.extend([
         "taskset",
         "-c",
         "0",
@@ -48,7 +68,8 @@ fn trafgen_args<'a>(ifname: &'a str, cfg: &'a str) -> Vec<&'a str> {
         "-Q",
         "--no-sock-mem",
         "-C",
-    ]
+    ]);
+    args
 }
 
 /// A running trafgen, sending its configuration round robin until dropped
