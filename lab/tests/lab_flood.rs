@@ -17,10 +17,10 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use common::bins;
+use common::flood::{cpu, established, junk, report, u};
 use tunterm_lab::topology::{Lab, Options, query_apsim, sessions_up};
 use tunterm_lab::{self as lab, Proc};
 
@@ -33,81 +33,6 @@ const SECS: u64 = 20;
 /// tunterm on a CPU 3 s of every 20); the margin is for a busier machine.
 /// Before the budgets, stats went unanswered for the whole flood.
 const STATS_LIMIT: Duration = Duration::from_secs(2);
-
-fn u(v: &serde_json::Value, path: &[&str]) -> u64 {
-    let mut x = v;
-    for p in path {
-        x = &x[p];
-    }
-    x.as_u64()
-        .unwrap_or_else(|| panic!("{} missing from the stats", path.join(".")))
-}
-
-/// The local CCIDs of the established tunnels.
-fn established(stats: &serde_json::Value) -> BTreeSet<u64> {
-    stats["tunnels"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|t| {
-            t["state"]
-                .as_str()
-                .unwrap_or_default()
-                .starts_with("established")
-        })
-        .map(|t| t["local_ccid"].as_u64().unwrap_or_default())
-        .collect()
-}
-
-/// One junk sender (Ethernet frames straight onto the AP link, to the
-/// edge's MAC `edge_mac`).
-fn junk(lab: &Lab, kind: &str, i: usize, edge_mac: &str) -> Proc {
-    let apsim = bins().apsim.to_string_lossy().into_owned();
-    let secs = SECS.to_string();
-    let port = (20000 + 64 * i).to_string();
-    let ports = format!("{port}-{port}");
-    lab.aps
-        .spawn(
-            &[
-                &apsim,
-                "--edge",
-                "10.99.0.1",
-                "--junk",
-                kind,
-                "--flood-seconds",
-                &secs,
-                "--flood-src",
-                "10.99.0.128/25",
-                "--flood-ports",
-                &ports,
-                "--junk-iface",
-                "e0",
-                "--junk-dst-mac",
-                edge_mac,
-            ],
-            &lab.dir.join(format!("junk-{kind}-{i}.log")),
-        )
-        .expect("junk sender starts")
-}
-
-/// Seconds a process has run on a CPU and waited for one
-/// (`/proc/PID/schedstat`): how much of the machine it got.
-fn cpu(pid: u32) -> (f64, f64) {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).unwrap_or_default();
-    let mut f = text
-        .split_whitespace()
-        .map(|x| x.parse::<f64>().unwrap_or(0.0) / 1e9);
-    (f.next().unwrap_or(0.0), f.next().unwrap_or(0.0))
-}
-
-/// A sender's JSON report (its last line) once it has exited.
-fn report(mut p: Proc) -> serde_json::Value {
-    let status = p.wait_exit(Duration::from_secs(30)).expect("junk ends");
-    let log = std::fs::read_to_string(p.log()).unwrap_or_default();
-    assert!(status.success(), "junk sender failed: {log}");
-    let last = log.lines().last().unwrap_or_default();
-    serde_json::from_str(last).unwrap_or_else(|e| panic!("junk report {last:?}: {e}"))
-}
 
 #[test]
 fn junk_from_every_core_loses_no_tunnel_and_stats_and_hellos_stay_on_time() {
@@ -183,7 +108,7 @@ fn junk_from_every_core_loses_no_tunnel_and_stats_and_hellos_stay_on_time() {
         let before = lab.edge_stats().unwrap();
         let cpu0 = cpu(lab.tunterm.pid());
         let t0 = Instant::now();
-        let senders: Vec<Proc> = (0..cores).map(|i| junk(&lab, kind, i, &edge_mac)).collect();
+        let senders: Vec<Proc> = (0..cores).map(|i| junk(&lab, kind, i, SECS, &edge_mac)).collect();
         let (mut worst, mut samples, mut slow) = (Duration::ZERO, 0u32, 0u32);
         let pings = std::thread::scope(|sc| {
             // Trunk → client behind ap1, five a second through the flood.
