@@ -19,13 +19,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::bins;
-use common::flood::{cpu, established, junk, load, report, u};
-use tunterm_lab::topology::{Lab, Options, query_apsim, sessions_up};
-use tunterm_lab::{self as lab, Proc};
+use common::flood::{ManyAps, cpu, established, junk, load, report, u};
+use tunterm_lab::Proc;
 
-/// APs of the extra simulator.
-const MANY: u64 = 200;
 /// Seconds of the flood.
 const SECS: u64 = 20;
 /// Longest a `stats` may take during the flood: the requirement is 1 s,
@@ -34,44 +30,9 @@ const STATS_LIMIT: Duration = Duration::from_secs(2);
 
 #[test]
 fn a_data_flood_is_shed_at_the_data_socket_and_control_loses_nothing() {
-    let mut opts = Options::new("ovl", bins());
-    // The 200 APs share one address: no per-source limit on their SCCRQs.
-    opts.daemon_args = vec!["--sccrq-burst".into(), "0".into()];
-    let lab = Lab::start(opts).unwrap_or_else(|e| panic!("lab did not start: {e:#}"));
-    lab.aps
-        .run(&["ip", "addr", "add", "10.99.0.4/24", "dev", "e0"])
-        .unwrap();
-    let many_sock = lab.dir.join("many.sock");
-    let s = |p: &std::path::Path| p.to_string_lossy().into_owned();
-    let _many = lab
-        .aps
-        .spawn(
-            &[
-                &s(&bins().apsim),
-                "--edge",
-                "10.99.0.1",
-                "--count",
-                &MANY.to_string(),
-                "--local-ip",
-                "10.99.0.4",
-                "--hello-interval",
-                "1",
-                "--hello-retries",
-                "3",
-                "--control-socket",
-                &s(&many_sock),
-                "--events",
-            ],
-            &lab.dir.join("many.log"),
-        )
-        .unwrap();
-    let total = MANY as usize + 2;
-    let up = lab::wait_until(Duration::from_secs(60), || {
-        lab.edge_stats().is_ok_and(|st| sessions_up(&st) == total)
-    });
-    assert!(up, "{total} sessions did not come up\n{}", lab.logs());
-    let tunnels = established(&lab.edge_stats().unwrap());
-    assert_eq!(tunnels.len(), total);
+    let many = ManyAps::start("ovl");
+    let (lab, tunnels) = (&many.lab, many.tunnels.clone());
+    let total = tunnels.len();
 
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let senders = cores.max(2);
@@ -80,14 +41,15 @@ fn a_data_flood_is_shed_at_the_data_socket_and_control_loses_nothing() {
     let cpu0 = cpu(lab.tunterm.pid());
     let t0 = Instant::now();
     let junk: Vec<Proc> = (0..senders)
-        .map(|i| junk(&lab, "unknown-session", i, SECS, &edge_mac))
+        .map(|i| junk(lab, "unknown-session", i, SECS, &edge_mac))
         .collect();
     let (mut worst, mut samples) = (Duration::ZERO, 0u32);
     while t0.elapsed() < Duration::from_secs(SECS) {
         let q = Instant::now();
         let st = lab.edge_stats();
         let took = q.elapsed();
-        let st = st.unwrap_or_else(|e| panic!("stats failed after {took:?}: {e:#}\n{}", lab.logs()));
+        let st =
+            st.unwrap_or_else(|e| panic!("stats failed after {took:?}: {e:#}\n{}", lab.logs()));
         worst = worst.max(took);
         samples += 1;
         assert_eq!(
@@ -128,7 +90,8 @@ fn a_data_flood_is_shed_at_the_data_socket_and_control_loses_nothing() {
         "the flood did not overload the edge: this test proves nothing\n{line}"
     );
     assert_eq!(
-        shed_control, 0,
+        shed_control,
+        0,
         "control shed in a data flood\n{line}\n{}",
         lab.logs()
     );
@@ -138,20 +101,7 @@ fn a_data_flood_is_shed_at_the_data_socket_and_control_loses_nothing() {
     // channel is idle, a little under one a second each (lab_flood).
     assert!(hellos as f64 >= 0.6 * total as f64 * secs, "{line}");
 
-    let many = query_apsim(&many_sock).unwrap();
-    let (mut failovers, mut rebuilt) = (0, 0);
-    for (ap, a) in many["per_ap"].as_object().unwrap() {
-        failovers += a["failovers"].as_u64().unwrap();
-        if a["tunnels_up"] != 1 {
-            rebuilt += 1;
-            eprintln!("{ap}: {a}");
-        }
-    }
-    for ap in ["ap1", "ap2"] {
-        let a = &lab.ap_stats(ap).unwrap()["per_ap"][ap];
-        failovers += a["failovers"].as_u64().unwrap();
-        rebuilt += u64::from(a["tunnels_up"] != 1);
-    }
+    let (failovers, rebuilt) = many.failovers_and_rebuilt();
     assert_eq!(
         (failovers, rebuilt),
         (0, 0),

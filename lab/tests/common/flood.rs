@@ -2,12 +2,96 @@
 //! L2TP/UDP port, and reading the edge's stats and CPU through a flood.
 
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use tunterm_lab::Proc;
-use tunterm_lab::topology::Lab;
+use tunterm_lab::topology::{Lab, Options, query_apsim, sessions_up};
+use tunterm_lab::{self as lab, Proc};
 
 use super::bins;
+
+/// APs of the extra simulator.
+pub const MANY: u64 = 200;
+
+/// The standard lab (namespace prefix from `name`) plus [`MANY`] simulated
+/// APs on 10.99.0.4 (hello 1 s × 3, L2TPv3/UDP), every tunnel up.
+pub struct ManyAps {
+    pub lab: Lab,
+    /// The simulator's control socket.
+    pub sock: PathBuf,
+    pub _apsim: Proc,
+    /// The edge's established tunnels (local CCIDs) once all are up.
+    pub tunnels: BTreeSet<u64>,
+}
+
+impl ManyAps {
+    pub fn start(name: &str) -> ManyAps {
+        let mut opts = Options::new(name, bins());
+        // The APs share one address: no per-source limit on their SCCRQs.
+        opts.daemon_args = vec!["--sccrq-burst".into(), "0".into()];
+        let lab = Lab::start(opts).unwrap_or_else(|e| panic!("lab did not start: {e:#}"));
+        lab.aps
+            .run(&["ip", "addr", "add", "10.99.0.4/24", "dev", "e0"])
+            .unwrap();
+        let sock = lab.dir.join("many.sock");
+        let s = |p: &std::path::Path| p.to_string_lossy().into_owned();
+        let apsim = lab
+            .aps
+            .spawn(
+                &[
+                    &s(&bins().apsim),
+                    "--edge",
+                    "10.99.0.1",
+                    "--count",
+                    &MANY.to_string(),
+                    "--local-ip",
+                    "10.99.0.4",
+                    "--hello-interval",
+                    "1",
+                    "--hello-retries",
+                    "3",
+                    "--control-socket",
+                    &s(&sock),
+                    "--events",
+                ],
+                &lab.dir.join("many.log"),
+            )
+            .unwrap();
+        let total = MANY as usize + 2;
+        let up = lab::wait_until(Duration::from_secs(60), || {
+            lab.edge_stats().is_ok_and(|st| sessions_up(&st) == total)
+        });
+        assert!(up, "{total} sessions did not come up\n{}", lab.logs());
+        let tunnels = established(&lab.edge_stats().unwrap());
+        assert_eq!(tunnels.len(), total);
+        ManyAps {
+            lab,
+            sock,
+            _apsim: apsim,
+            tunnels,
+        }
+    }
+
+    /// Failovers, and APs whose tunnel is not the one they had, over
+    /// every AP (the simulator's and ap1, ap2).
+    pub fn failovers_and_rebuilt(&self) -> (u64, u64) {
+        let many = query_apsim(&self.sock).unwrap();
+        let (mut failovers, mut rebuilt) = (0, 0);
+        for (ap, a) in many["per_ap"].as_object().unwrap() {
+            failovers += a["failovers"].as_u64().unwrap();
+            if a["tunnels_up"] != 1 {
+                rebuilt += 1;
+                eprintln!("{ap}: {a}");
+            }
+        }
+        for ap in ["ap1", "ap2"] {
+            let a = &self.lab.ap_stats(ap).unwrap()["per_ap"][ap];
+            failovers += a["failovers"].as_u64().unwrap();
+            rebuilt += u64::from(a["tunnels_up"] != 1);
+        }
+        (failovers, rebuilt)
+    }
+}
 
 /// The counter at `path` in a stats answer.
 pub fn u(v: &serde_json::Value, path: &[&str]) -> u64 {

@@ -226,7 +226,11 @@ impl TunnelSockets {
 
     /// The two raw IP sockets for `protocol` (115 or 47) on `local` (inside
     /// a tokio runtime), each with its socket filter.
-    pub fn raw(local: IpAddr, protocol: u8, allow_fragmentation: bool) -> io::Result<TunnelSockets> {
+    pub fn raw(
+        local: IpAddr,
+        protocol: u8,
+        allow_fragmentation: bool,
+    ) -> io::Result<TunnelSockets> {
         let open = |control: bool| -> io::Result<TunnelSocket> {
             let filter = raw_filter(protocol, local.is_ipv4(), control);
             let s = RawIpSocket::bind_filtered(local, protocol, &filter)?;
@@ -256,7 +260,7 @@ const fn insn(code: u32, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
 /// (control) → 0; clear (data) → 1. An empty payload fails the load, which
 /// returns 0: the control socket.
 fn udp_selector() -> [libc::sock_filter; 5] {
-    use libc::{BPF_ABS, BPF_AND, BPF_ALU, BPF_B, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_RET};
+    use libc::{BPF_ABS, BPF_ALU, BPF_AND, BPF_B, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_RET};
     [
         insn(BPF_LD | BPF_B | BPF_ABS, 0, 0, 0),
         insn(BPF_ALU | BPF_AND | BPF_K, 0, 0, 0x80),
