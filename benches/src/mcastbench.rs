@@ -74,6 +74,9 @@ pub struct Options {
     pub bring_up: Duration,
     /// HELLO interval of the APs and the edge, seconds.
     pub hello_interval: f64,
+    /// Missed HELLOs before the APs and the edge give a tunnel up (None:
+    /// the edge 7, the APs apsim's default).
+    pub hello_retries: Option<u32>,
     /// Where tunterm and tunterm-apsim are.
     pub bin_dir: PathBuf,
 }
@@ -130,6 +133,13 @@ pub struct Row {
     pub edge_cpu_pct: f64,
     /// The edge's FDB entries when the window closed.
     pub fdb_entries: usize,
+    /// Tunnel packets the edge read in the window (`io.tunnel_rx`).
+    pub edge_tunnel_rx: u64,
+    /// Tunnel packets the kernel shed at the edge's data sockets in the
+    /// window (`io.tunnel_rx_shed_data`): data it could not keep up with.
+    pub edge_shed_data: u64,
+    /// ... at its control sockets (`io.tunnel_rx_shed_control`): must be 0.
+    pub edge_shed_control: u64,
     /// garp: the edge did not answer the closing stats query (within a
     /// minute): the sessions up and failovers are the APs' own (apsim),
     /// the edge's counters unknown.
@@ -261,7 +271,7 @@ impl Lab {
         lab::addr(&edge, "ap0", "fd00:99::1/64")?;
         lab::addr(&aps, "e0", "10.99.0.2/24")?;
         lab::veth(&edge, "trunk0", &up, "t0")?;
-        let mut cfg = edge_config(opts.hello_interval, 7);
+        let mut cfg = edge_config(opts.hello_interval, opts.hello_retries.unwrap_or(7));
         cfg["mxtunnels"][0]["vlan_ids"] = json!([VLAN]);
         for (k, v) in mode_fields(opts.scenario, mode)? {
             cfg["mxedge"][k] = v;
@@ -299,6 +309,7 @@ impl Lab {
             .context("tunterm did not start")?;
         let count = opts.aps.to_string();
         let hello = opts.hello_interval.to_string();
+        let retries = opts.hello_retries.map(|r| r.to_string());
         let vlan = VLAN.to_string();
         let group = opts.group.to_string();
         let clients = opts.clients_per_ap.to_string();
@@ -320,6 +331,9 @@ impl Lab {
             "--control-socket",
             &ap_sock_s,
         ];
+        if let Some(r) = &retries {
+            args.extend(["--hello-retries", r]);
+        }
         match opts.scenario {
             Scenario::Stream => args.extend(["--join-group", &group]),
             Scenario::Garp => args.extend([
@@ -493,6 +507,9 @@ fn run_mode(opts: &Options, mode: &str) -> anyhow::Result<Row> {
     let delta = |path: &[&str]| u64_at(&edge1, path).saturating_sub(u64_at(&edge0, path));
     row.edge_tunnel_tx = delta(&["io", "tunnel_tx"]);
     row.edge_trunk_tx = delta(&["io", "trunk_tx"]);
+    row.edge_tunnel_rx = delta(&["io", "tunnel_rx"]);
+    row.edge_shed_data = delta(&["io", "tunnel_rx_shed_data"]);
+    row.edge_shed_control = delta(&["io", "tunnel_rx_shed_control"]);
     row.mcast_forwarded = delta(&["mcast", "counters", "forwarded"]);
     row.mcast_pruned_copies = delta(&["mcast", "counters", "pruned_copies"]);
     row.queries_out = delta(&["mcast", "counters", "queries_out"]);
@@ -661,6 +678,15 @@ impl Report {
                         out.push_str(&format!(
                             "{:<7} the edge did not answer at the window's end ({e}): up end and failovers are the APs' own\n",
                             ""
+                        ));
+                    } else {
+                        out.push_str(&format!(
+                            "{:<7} tunnel rx/s {}, shed by the kernel: data {} ({}/s), control {}\n",
+                            "",
+                            rate(r.edge_tunnel_rx),
+                            r.edge_shed_data,
+                            rate(r.edge_shed_data),
+                            r.edge_shed_control
                         ));
                     }
                 }

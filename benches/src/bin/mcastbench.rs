@@ -58,6 +58,10 @@ struct Cli {
     /// HELLO interval of the APs and the edge, seconds.
     #[arg(long, default_value_t = 60.0)]
     hello_interval: f64,
+    /// Missed HELLOs before the APs and the edge give a tunnel up
+    /// (default: the edge 7, the APs tunterm-apsim's default).
+    #[arg(long)]
+    hello_retries: Option<u32>,
     /// Directory holding tunterm and tunterm-apsim (default: beside this
     /// program).
     #[arg(long)]
@@ -104,6 +108,7 @@ fn main() -> anyhow::Result<()> {
         stats_calls: cli.stats_calls,
         bring_up: secs("bring-up", cli.bring_up)?,
         hello_interval: cli.hello_interval,
+        hello_retries: cli.hello_retries,
         bin_dir: match cli.bin_dir {
             Some(d) => d,
             None => tunterm_benches::default_bin_dir()?,

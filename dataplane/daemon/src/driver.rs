@@ -40,7 +40,7 @@ use crate::api::EventKind as ApiEvent;
 use crate::io::afpacket::PacketSocket;
 use crate::io::batch::RecvBatch;
 use crate::io::notify::Notifier;
-use crate::io::tunnel::{SEND_BATCH, TunnelSocket};
+use crate::io::tunnel::{SEND_BATCH, TunnelSocket, TunnelSockets};
 use crate::io::xdp::{FastPath, FastPathStats, MapOptions, Mode as FastPathMode};
 use crate::monitoring::{MonitorOptions, ProbeResult, UpstreamMonitor};
 use crate::operations::{OperationCounters, Operations};
@@ -222,8 +222,18 @@ pub struct IoCounters {
     /// Packets the kernel dropped at the tunnel sockets because tunterm had
     /// not read them in time (receive buffer full): input shed when it
     /// comes faster than the event loop reads it (each socket gets a
-    /// budget per turn of the loop). From `SO_RXQ_OVFL`.
+    /// budget per turn of the loop). From `SO_RXQ_OVFL`. The sum of
+    /// `tunnel_rx_shed_control` and `tunnel_rx_shed_data`.
     pub tunnel_rx_shed: u64,
+    /// Of `tunnel_rx_shed`: shed at the control sockets (L2TP control,
+    /// GRE keepalives). Each has its own buffer, read first every turn:
+    /// 0 unless control itself floods the edge.
+    #[serde(default)]
+    pub tunnel_rx_shed_control: u64,
+    /// Of `tunnel_rx_shed`: shed at the data sockets (L2TP data, GRE
+    /// Ethernet): a data flood the loop cannot keep up with is shed here.
+    #[serde(default)]
+    pub tunnel_rx_shed_data: u64,
     /// Data packets sent into tunnels.
     pub tunnel_tx: u64,
     /// Tunnel sends that failed.
@@ -333,17 +343,20 @@ pub struct Stats {
     pub bounce: bounce::BounceCounters,
 }
 
-/// The tunnel sockets, by carrier and local address (one per family).
+/// The tunnel sockets, by carrier and local address (one control and data
+/// pair per family).
 struct Socks {
-    slots: Vec<(Carrier, IpAddr, Rc<TunnelSocket>)>,
+    slots: Vec<(Carrier, IpAddr, Rc<TunnelSockets>)>,
 }
 
 impl Socks {
+    /// The socket that sends for `carrier` and family: the control socket
+    /// of the pair (either could; one keeps each AP's packets in order).
     fn get(&self, carrier: Carrier, v6: bool) -> Option<&TunnelSocket> {
         self.slots
             .iter()
             .find(|(c, a, _)| *c == carrier && a.is_ipv6() == v6)
-            .map(|(_, _, s)| &**s)
+            .map(|(_, _, s)| &s.control)
     }
 
     /// What is open: carrier and local address, in order.
@@ -1294,13 +1307,13 @@ fn open_sockets(cfg: &EdgeConfig, port: u16, keep: Option<&Socks>) -> anyhow::Re
             continue;
         }
         let s = match carrier {
-            Carrier::L2tp(Transport::Udp) => TunnelSocket::udp(SocketAddr::new(ip, port), true)
+            Carrier::L2tp(Transport::Udp) => TunnelSockets::udp(SocketAddr::new(ip, port), true)
                 .with_context(|| {
                     format!("binding L2TP/UDP to {ip}:{port} (is tunterm_ip_config an address of this host?)")
                 })?,
-            Carrier::L2tp(Transport::Ip) => TunnelSocket::raw(ip, IP_PROTO_L2TP, true)
+            Carrier::L2tp(Transport::Ip) => TunnelSockets::raw(ip, IP_PROTO_L2TP, true)
                 .with_context(|| format!("opening L2TP/IP (protocol 115) on {ip}"))?,
-            Carrier::Gre => TunnelSocket::raw(ip, IP_PROTO_GRE, true)
+            Carrier::Gre => TunnelSockets::raw(ip, IP_PROTO_GRE, true)
                 .with_context(|| format!("opening GRE (protocol 47) on {ip}"))?,
         };
         slots.push((carrier, ip, Rc::new(s)));

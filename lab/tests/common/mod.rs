@@ -1,6 +1,8 @@
 //! Fixtures the lab tests share (each test binary uses part of them).
 #![allow(dead_code)]
 
+pub mod flood;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

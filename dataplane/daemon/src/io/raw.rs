@@ -39,7 +39,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tunterm_core::wire::ipv4;
 
 use super::batch::{Layout, RecvBatch};
-use super::sockopt::set_int;
+use super::sockopt::{attach_cbpf, set_int};
 
 /// IP protocol number of L2TPv3 over IP (RFC 3931 §4.1.1).
 pub const IPPROTO_L2TP: u8 = 115;
@@ -114,6 +114,19 @@ impl RawIpSocket {
     /// `EADDRNOTAVAIL` if `local` is not an address of this host. An IPv6
     /// link-local `local` cannot be bound (no scope id).
     pub fn bind(local: IpAddr, protocol: u8) -> io::Result<RawIpSocket> {
+        RawIpSocket::bind_filtered(local, protocol, &[])
+    }
+
+    /// As [`bind`](Self::bind), with the socket filter `filter` (classic
+    /// BPF, `SO_ATTACH_FILTER`; none when empty) attached before the bind:
+    /// the kernel then drops, before queueing, every packet the filter
+    /// refuses. The filter sees the packet as the socket receives it from
+    /// the kernel: from the IPv4 header (IPv4), from the IP payload (IPv6).
+    pub fn bind_filtered(
+        local: IpAddr,
+        protocol: u8,
+        filter: &[libc::sock_filter],
+    ) -> io::Result<RawIpSocket> {
         if protocol == 0 || protocol == libc::IPPROTO_RAW as u8 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -131,6 +144,10 @@ impl RawIpSocket {
             Some(Protocol::from(i32::from(protocol))),
         )
         .map_err(|e| context(e, &what("socket")))?;
+        if !filter.is_empty() {
+            attach_cbpf(socket.as_fd(), libc::SO_ATTACH_FILTER, filter)
+                .map_err(|e| context(e, &what("SO_ATTACH_FILTER")))?;
+        }
         set_buffers(&socket).map_err(|e| context(e, &what("socket buffers")))?;
         if local.is_ipv6() {
             set_int(
@@ -372,6 +389,18 @@ impl AsFd for RawIpSocket {
 /// IPv6 `local` (so a `::` bind never swallows IPv4), and fragmentation as
 /// [`RawIpSocket::set_fragmentation`] describes for `allow_fragmentation`.
 pub fn udp_socket(local: SocketAddr, allow_fragmentation: bool) -> io::Result<UdpSocket> {
+    udp_socket_with(local, allow_fragmentation, false)
+}
+
+/// As [`udp_socket`], with `SO_REUSEPORT` when `reuse_port`: more sockets
+/// of this process may bind the same address and port, one reuseport group
+/// (a classic BPF program attached with `SO_ATTACH_REUSEPORT_CBPF` can
+/// choose which of them gets a datagram).
+pub fn udp_socket_with(
+    local: SocketAddr,
+    allow_fragmentation: bool,
+    reuse_port: bool,
+) -> io::Result<UdpSocket> {
     let what = |step: &str| format!("UDP socket on {local}: {step}");
     let socket = Socket::new(
         Domain::for_address(local),
@@ -383,6 +412,11 @@ pub fn udp_socket(local: SocketAddr, allow_fragmentation: bool) -> io::Result<Ud
         socket
             .set_reuse_address(true)
             .map_err(|e| context(e, &what("SO_REUSEADDR")))?;
+    }
+    if reuse_port {
+        socket
+            .set_reuse_port(true)
+            .map_err(|e| context(e, &what("SO_REUSEPORT")))?;
     }
     if local.is_ipv6() {
         socket

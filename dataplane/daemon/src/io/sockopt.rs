@@ -40,3 +40,21 @@ pub(crate) fn set_int(
 ) -> io::Result<()> {
     set(fd, level, name, &value)
 }
+
+/// Attaches the classic BPF program `prog` with option `name`
+/// (`SO_ATTACH_FILTER`: a socket filter, or `SO_ATTACH_REUSEPORT_CBPF`:
+/// the selector of a reuseport group).
+pub(crate) fn attach_cbpf(
+    fd: BorrowedFd<'_>,
+    name: libc::c_int,
+    prog: &[libc::sock_filter],
+) -> io::Result<()> {
+    let len = u16::try_from(prog.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "BPF program too long"))?;
+    let fprog = libc::sock_fprog {
+        len,
+        filter: prog.as_ptr().cast_mut(),
+    };
+    // The kernel copies the program during the call; `prog` outlives it.
+    set(fd, libc::SOL_SOCKET, name, &fprog)
+}

@@ -2,10 +2,34 @@
 //! IP (L2TPv3 over IP protocol 115, GRE protocol 47), registered with tokio.
 //! Receive hands back the tunnel packet (the UDP payload or the IP payload)
 //! and where it came from; over raw IP the port is 0.
+//!
+//! The daemon listens on each tunnel address with a [`TunnelSockets`] pair:
+//! the kernel sorts what arrives into a control socket (L2TP control
+//! messages, GRE keepalives) and a data socket (everything else), each with
+//! its own receive buffer, so a data flood the event loop cannot keep up
+//! with fills and overflows the data socket's buffer only, and control
+//! still gets through (issue 18).
+//!
+//! ```text
+//!  L2TPv3/UDP  two UDP sockets, one SO_REUSEPORT group on addr:1701; the
+//!              group's classic BPF selector (SO_ATTACH_REUSEPORT_CBPF)
+//!              sees the UDP payload: T bit (0x80 of byte 0) set → 0, the
+//!              control socket (bound first); clear → 1, the data socket
+//!  L2TPv3/IP   two raw sockets (protocol 115), each with a socket filter
+//!              (SO_ATTACH_FILTER): session id 0 (control) → control
+//!              socket only, any other → data socket only
+//!  GRE         two raw sockets (protocol 47), each with a socket filter:
+//!              protocol type 0x6558 (Ethernet: data) → data socket only,
+//!              any other (keepalives: 0x0800 / 0x86DD) → control only
+//! ```
+//!
+//! A packet too short to classify goes to the control socket, whose reader
+//! counts it as malformed. Which socket a packet arrives on changes only
+//! which queue it waits in: the loop handles both the same way.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::task::{Context, Poll};
 
 use socket2::SockAddr;
@@ -15,7 +39,8 @@ use tokio::io::unix::AsyncFd;
 use tokio::net::UdpSocket;
 
 use super::batch::{Layout, RecvBatch};
-use super::raw::{RawIpSocket, sockaddr_socket, udp_socket};
+use super::raw::{RawIpSocket, sockaddr_socket, udp_socket, udp_socket_with};
+use super::sockopt::attach_cbpf;
 
 /// Most packets one [`TunnelSocket::try_send_batch`] call sends.
 pub const SEND_BATCH: usize = 64;
@@ -158,6 +183,139 @@ impl TunnelSocket {
     }
 }
 
+/// The two sockets of one tunnel address (see the module's comment):
+/// control and data, sorted by the kernel.
+pub struct TunnelSockets {
+    /// L2TP control messages, GRE keepalives (and what is too short to
+    /// tell). Replies and data leave through it too.
+    pub control: TunnelSocket,
+    /// Everything else: L2TP data messages, GRE Ethernet packets.
+    pub data: TunnelSocket,
+}
+
+impl TunnelSockets {
+    /// The two UDP sockets of L2TPv3 over UDP on `local` (inside a tokio
+    /// runtime): one reuseport group, the control socket bound first (so
+    /// index 0 of the group) and the selector attached once both are in.
+    pub fn udp(local: SocketAddr, allow_fragmentation: bool) -> io::Result<TunnelSockets> {
+        let control = udp_socket_with(local, allow_fragmentation, true)?;
+        // Port 0 (tests): the data socket joins on the port the control
+        // socket was given.
+        let data = udp_socket_with(control.local_addr()?, allow_fragmentation, true)?;
+        attach_cbpf(
+            control.as_fd(),
+            libc::SO_ATTACH_REUSEPORT_CBPF,
+            &udp_selector(),
+        )
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("UDP socket on {local}: SO_ATTACH_REUSEPORT_CBPF: {e}"),
+            )
+        })?;
+        Ok(TunnelSockets {
+            control: TunnelSocket::Udp(UdpSocket::from_std(control)?),
+            data: TunnelSocket::Udp(UdpSocket::from_std(data)?),
+        })
+    }
+
+    /// The control socket (`control`) or the data socket.
+    pub fn get(&self, control: bool) -> &TunnelSocket {
+        if control { &self.control } else { &self.data }
+    }
+
+    /// The two raw IP sockets for `protocol` (115 or 47) on `local` (inside
+    /// a tokio runtime), each with its socket filter.
+    pub fn raw(
+        local: IpAddr,
+        protocol: u8,
+        allow_fragmentation: bool,
+    ) -> io::Result<TunnelSockets> {
+        let open = |control: bool| -> io::Result<TunnelSocket> {
+            let filter = raw_filter(protocol, local.is_ipv4(), control);
+            let s = RawIpSocket::bind_filtered(local, protocol, &filter)?;
+            s.set_fragmentation(allow_fragmentation)?;
+            Ok(TunnelSocket::Raw(s.into_async()?))
+        };
+        Ok(TunnelSockets {
+            control: open(true)?,
+            data: open(false)?,
+        })
+    }
+}
+
+/// A classic BPF instruction.
+const fn insn(code: u32, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
+    libc::sock_filter {
+        code: code as u16,
+        jt,
+        jf,
+        k,
+    }
+}
+
+/// The L2TPv3/UDP reuseport selector: the kernel runs it on the UDP
+/// payload (`reuseport_select_sock` pulls the UDP header first) and gives
+/// the datagram to the group's socket of the index it returns. T bit set
+/// (control) → 0; clear (data) → 1. An empty payload fails the load, which
+/// returns 0: the control socket.
+fn udp_selector() -> [libc::sock_filter; 5] {
+    use libc::{BPF_ABS, BPF_ALU, BPF_AND, BPF_B, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_RET};
+    [
+        insn(BPF_LD | BPF_B | BPF_ABS, 0, 0, 0),
+        insn(BPF_ALU | BPF_AND | BPF_K, 0, 0, 0x80),
+        insn(BPF_JMP | BPF_JEQ | BPF_K, 0, 1, 0),
+        insn(BPF_RET | BPF_K, 0, 0, 1),
+        insn(BPF_RET | BPF_K, 0, 0, 0),
+    ]
+}
+
+/// The socket filter of a raw tunnel socket: for the control socket
+/// (`control`) or the data socket, of `protocol` (115: L2TPv3 session id
+/// 0 is control; 47: GRE protocol type 0x6558 is data), IPv4 (the filter
+/// sees the IP header first: X = its length) or IPv6 (the payload first).
+/// Returns "keep the whole packet" or "drop"; a packet too short to tell
+/// goes to the control socket.
+fn raw_filter(protocol: u8, v4: bool, control: bool) -> [libc::sock_filter; 9] {
+    use libc::{
+        BPF_ALU, BPF_B, BPF_H, BPF_IMM, BPF_IND, BPF_JEQ, BPF_JGE, BPF_JMP, BPF_K, BPF_LD, BPF_LDX,
+        BPF_LEN, BPF_MSH, BPF_RET, BPF_SUB, BPF_W, BPF_X,
+    };
+    // A return value is how many bytes to keep: all of them, or none.
+    const KEEP: u32 = u32::MAX;
+    const DROP: u32 = 0;
+    // The field that tells (loaded at X + offset), its size, and the value
+    // that means "control" or "data".
+    let (load, need, value, value_is_control) = if protocol == super::raw::IPPROTO_L2TP {
+        (insn(BPF_LD | BPF_W | BPF_IND, 0, 0, 0), 4, 0, true)
+    } else {
+        (insn(BPF_LD | BPF_H | BPF_IND, 0, 0, 2), 4, 0x6558, false)
+    };
+    let (short, matched, other) = match (control, value_is_control) {
+        (true, true) => (KEEP, KEEP, DROP),
+        (true, false) => (KEEP, DROP, KEEP),
+        (false, true) => (DROP, DROP, KEEP),
+        (false, false) => (DROP, KEEP, DROP),
+    };
+    let header = if v4 {
+        insn(BPF_LDX | BPF_B | BPF_MSH, 0, 0, 0)
+    } else {
+        insn(BPF_LDX | BPF_W | BPF_IMM, 0, 0, 0)
+    };
+    [
+        header,
+        // Long enough? len - X >= need, else `short`.
+        insn(BPF_LD | BPF_W | BPF_LEN, 0, 0, 0),
+        insn(BPF_ALU | BPF_SUB | BPF_X, 0, 0, 0),
+        insn(BPF_JMP | BPF_JGE | BPF_K, 1, 0, need),
+        insn(BPF_RET | BPF_K, 0, 0, short),
+        load,
+        insn(BPF_JMP | BPF_JEQ | BPF_K, 0, 1, value),
+        insn(BPF_RET | BPF_K, 0, 0, matched),
+        insn(BPF_RET | BPF_K, 0, 0, other),
+    ]
+}
+
 /// One `recvmmsg(2)` on the UDP socket `fd` into `batch`.
 fn recv_udp_batch(fd: RawFd, batch: &mut RecvBatch) -> io::Result<usize> {
     // The control messages carry the socket's drop count (SO_RXQ_OVFL).
@@ -199,6 +357,135 @@ mod tests {
         for p in payloads[..3].iter().chain(&payloads[..SEND_BATCH]) {
             let n = rx.recv(&mut buf).unwrap();
             assert_eq!(&buf[..n], p.as_slice());
+        }
+    }
+
+    /// Every packet queued on `sock` now (after a pause for delivery).
+    fn queued(sock: &TunnelSocket) -> Vec<Vec<u8>> {
+        let mut buf = [0u8; 2048];
+        let mut got = Vec::new();
+        loop {
+            match sock.try_recv(&mut buf) {
+                Ok((n, _)) => got.push(buf[..n].to_vec()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return got,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    /// Sends `packets` with `send`, then checks which of `pair`'s sockets
+    /// each arrived on: `control[i]` says the control one.
+    async fn sorted_as(
+        what: &str,
+        pair: &TunnelSockets,
+        packets: &[&[u8]],
+        control: &[bool],
+        send: impl Fn(&[u8]),
+    ) {
+        for p in packets {
+            send(p);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let want = |c: bool| -> Vec<Vec<u8>> {
+            packets
+                .iter()
+                .zip(control)
+                .filter(|(_, k)| **k == c)
+                .map(|(p, _)| p.to_vec())
+                .collect()
+        };
+        // A raw socket on a loopback address also hears what others send
+        // there: only this test's packets (each one distinct) count.
+        let mine = |got: Vec<Vec<u8>>| -> Vec<Vec<u8>> {
+            got.into_iter()
+                .filter(|g| packets.contains(&g.as_slice()))
+                .collect()
+        };
+        assert_eq!(mine(queued(&pair.control)), want(true), "{what}: control");
+        assert_eq!(mine(queued(&pair.data)), want(false), "{what}: data");
+    }
+
+    #[tokio::test]
+    async fn the_kernel_sorts_l2tp_udp_control_from_data_into_the_pair() {
+        for local in ["127.0.0.1:0", "[::1]:0"] {
+            let pair = TunnelSockets::udp(local.parse().unwrap(), false).unwrap();
+            let TunnelSocket::Udp(c) = &pair.control else {
+                unreachable!()
+            };
+            let TunnelSocket::Udp(d) = &pair.data else {
+                unreachable!()
+            };
+            let dst = c.local_addr().unwrap();
+            assert_eq!(d.local_addr().unwrap(), dst, "one address and port");
+            let tx = std::net::UdpSocket::bind(local).unwrap();
+            // A SCCRQ-like control message (T bit set), data messages
+            // (session ids), a zero-length datagram (to control, which
+            // counts it malformed), a hello.
+            let packets: [&[u8]; 6] = [
+                &[0xc8, 0x03, 0, 20, 1],
+                &[0, 0, 0, 7, 0xaa],
+                &[0, 0, 0, 0, 0, 0, 0, 9],
+                &[],
+                &[0x7f, 1],
+                &[0x80, 2],
+            ];
+            let control = [true, false, false, true, false, true];
+            sorted_as(local, &pair, &packets, &control, |p| {
+                assert_eq!(tx.send_to(p, dst).unwrap(), p.len());
+            })
+            .await;
+        }
+    }
+
+    #[tokio::test]
+    async fn the_kernel_sorts_l2tp_ip_and_gre_control_from_data_into_the_pair() {
+        use super::super::raw::{IPPROTO_GRE, IPPROTO_L2TP};
+        for local in ["127.0.0.1", "::1"] {
+            let local: IpAddr = local.parse().unwrap();
+            for protocol in [IPPROTO_L2TP, IPPROTO_GRE] {
+                let what = format!("{local} protocol {protocol}");
+                let pair = match TunnelSockets::raw(local, protocol, false) {
+                    Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                        eprintln!("{what}: skipped, raw sockets need CAP_NET_RAW");
+                        return;
+                    }
+                    r => r.unwrap(),
+                };
+                let tx = RawIpSocket::bind(local, protocol).unwrap();
+                // A marker byte makes each packet distinct.
+                let (packets, control): (Vec<&[u8]>, Vec<bool>) = if protocol == IPPROTO_L2TP {
+                    (
+                        vec![
+                            // Session id 0: control (a SCCRQ follows).
+                            &[0, 0, 0, 0, 0xc8, 0x03, 0, 20, 0x51],
+                            // Session ids: data.
+                            &[0, 0, 0, 9, 0x52],
+                            &[0x80, 0, 0, 0, 0x53],
+                            // Too short to tell: control.
+                            &[0, 0x54],
+                        ],
+                        vec![true, false, false, true],
+                    )
+                } else {
+                    (
+                        vec![
+                            // Ethernet (0x6558): data.
+                            &[0, 0, 0x65, 0x58, 0x61],
+                            &[0x20, 0, 0x65, 0x58, 0, 0, 0, 1, 0x62],
+                            // Keepalives (IPv4, IPv6 inside): control.
+                            &[0, 0, 0x08, 0x00, 0x63],
+                            &[0, 0, 0x86, 0xdd, 0x64],
+                            // Too short to tell: control.
+                            &[0, 0x65],
+                        ],
+                        vec![false, false, true, true, true],
+                    )
+                };
+                sorted_as(&what, &pair, &packets, &control, |p| {
+                    assert_eq!(tx.send_to(p, local).unwrap(), p.len());
+                })
+                .await;
+            }
         }
     }
 
