@@ -30,6 +30,27 @@ fn settings_apply_live_and_untouched_tunnels_lose_nothing() {
         serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
     let c1 = lab.client("c1");
     common::ping_ok(&lab, lab.client("c2"), "192.168.20.1");
+    // A capture of the trunk runs through every reload below.
+    let pcap = lab.dir.join("reload-trunk.pcap");
+    let mut capture = std::process::Command::new(bins().tunterm)
+        .args(["capture", "-i", "trunk", "--duration", "600", "-w"])
+        .arg(&pcap)
+        .arg("--control-socket")
+        .arg(lab.edge_socket())
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let written = || {
+        lab.edge_stats().ok().and_then(|s| {
+            let c = s["captures"].as_array()?;
+            (c.len() == 1).then(|| c[0]["written"].as_u64().unwrap_or(0))
+        })
+    };
+    assert!(
+        lab::wait_until(Duration::from_secs(10), || written().is_some()),
+        "the capture did not start\n{}",
+        lab.logs()
+    );
 
     // (1) An mxtunnel added (over IP: a new socket), ap2 (10.99.0.3) no
     // longer inside tunterm_ap_subnets; c1 pings through ap1 meanwhile.
@@ -194,6 +215,22 @@ fn settings_apply_live_and_untouched_tunnels_lose_nothing() {
         "the monitoring change closed nothing"
     );
     assert_eq!(sessions_up(&lab.edge_stats().unwrap()), 2);
+
+    // The capture survived the four reloads: still running, and it writes
+    // what crosses the trunk now.
+    let before = written().expect("the capture ended during the reloads");
+    common::ping_ok(&lab, c1, "192.168.10.1");
+    let after = written().expect("the capture ended");
+    assert!(
+        after >= before + 6,
+        "the capture wrote {before} then {after}"
+    );
+    assert!(
+        capture.try_wait().unwrap().is_none(),
+        "tunterm capture exited"
+    );
+    capture.kill().unwrap();
+    let _ = capture.wait();
 
     // (3) bounce-port: refused requests first, nothing goes down.
     let bad = |ports: &[&str], hold_time: u64| {
@@ -382,7 +419,11 @@ fn on_edge(lab: &tunterm_lab::topology::Lab, edge: &str, fast: bool) {
         d("trunk_redirect"),
         after["fast_path"]
     );
-    assert_eq!(after["fast_path"]["templates"], 2, "{:#}", after["fast_path"]);
+    assert_eq!(
+        after["fast_path"]["templates"], 2,
+        "{:#}",
+        after["fast_path"]
+    );
 }
 
 /// mGRE wlans changed live: turned off (an L2TP mxtunnel instead), the

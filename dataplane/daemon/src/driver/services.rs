@@ -210,7 +210,7 @@ fn plan(old: &EdgeConfig, new: &EdgeConfig) -> Plan {
         }
         if (a.hello_interval, a.hello_retries) != (b.hello_interval, b.hello_retries) {
             p.applied.push(format!(
-                "mxtunnel {}: hello_interval/hello_retries (tunnels set up from now on)",
+                "mxtunnel {}: hello_interval/hello_retries (its running tunnels too)",
                 b.name
             ));
         }

@@ -635,7 +635,11 @@ impl FastPath {
     /// nothing is re-attached and the per-frame work is the same.
     pub fn set_local_addresses(&mut self, local4: Option<Ipv4Addr>, local6: Option<Ipv6Addr>) {
         if (self.local4, self.local6) != (local4, local6) {
-            info!(?local4, ?local6, "fast path: templates follow the new tunnel address");
+            info!(
+                ?local4,
+                ?local6,
+                "fast path: templates follow the new tunnel address"
+            );
         }
         self.local4 = local4;
         self.local6 = local6;
