@@ -992,7 +992,7 @@ mod tests {
         );
         // tunterm_ip_config's address already on an interface: no host
         // port for it.
-        let d = desired(&cfg);
+        let d = desired(&cfg, false);
         assert_eq!(d.hosts.keys().copied().collect::<Vec<_>>(), [10, 20]);
     }
 
@@ -1112,7 +1112,7 @@ mod tests {
 
     #[test]
     fn no_addresses_no_host_ports() {
-        let d = desired(&EdgeConfig::lab_default());
+        let d = desired(&EdgeConfig::lab_default(), false);
         assert_eq!(d, Desired::default());
     }
 }
