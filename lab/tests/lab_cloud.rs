@@ -523,7 +523,10 @@ fn restart_with_the_fast_path_and_bounce_port_through_rest() {
             .unwrap()
     };
     // Both MACs learned and mirrored: from here c1's pings go through XDP.
-    common::ping_ok(&c.lab, c.lab.client("c1"), "192.168.10.1");
+    let warm = wait_until(Duration::from_secs(10), || {
+        lab::ping(c.lab.client("c1"), "192.168.10.1", 2).is_ok_and(|p| p.received == 2)
+    });
+    assert!(warm, "c1 does not reach upstream\n{}", c.logs());
     std::thread::sleep(Duration::from_millis(300));
 
     let redirected = (fp("ap_redirect"), fp("trunk_redirect"));
