@@ -446,6 +446,179 @@ fn restart_disconnect_and_stats_through_rest_act_on_the_lab() {
         c.lab.edge_stats().unwrap()["operations"]["aps_disconnected"],
         2
     );
+    // The APs saw their tunnels closed and built new ones.
+    let back = wait_until(Duration::from_secs(15), || {
+        ["ap1", "ap2"].iter().all(|ap| c.tunnels_up(ap) >= 2)
+            && c.lab.edge_stats().is_ok_and(|s| sessions_up(&s) == 2)
+    });
+    assert!(back, "the APs did not reconnect\n{}", c.logs());
+    common::ping_ok(&c.lab, c.lab.client("c1"), "192.168.10.1");
+}
+
+/// A `ping -D -O` of `c1` to the upstream host every `interval` for
+/// `seconds`, while `during` runs: its output once it ended.
+fn ping_during(c: &CloudLab, interval: &str, seconds: u32, during: impl FnOnce()) -> String {
+    let log = c.lab.dir.join("ping-during.log");
+    let w = seconds.to_string();
+    let mut ping = c
+        .lab
+        .client("c1")
+        .spawn(
+            &[
+                "ping",
+                "-n",
+                "-D",
+                "-O",
+                "-i",
+                interval,
+                "-w",
+                &w,
+                "192.168.10.1",
+            ],
+            &log,
+        )
+        .unwrap();
+    during();
+    let done = ping.wait_exit(Duration::from_secs(u64::from(seconds) + 5));
+    assert!(done.is_some(), "ping did not end");
+    std::fs::read_to_string(&log).unwrap()
+}
+
+/// `(transmitted, received)` of a ping's summary line.
+fn ping_counts(out: &str) -> (u64, u64) {
+    let line = out
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .unwrap_or_else(|| panic!("no summary in\n{out}"));
+    let n = |i: usize| {
+        line.split(", ")
+            .nth(i)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    (n(0), n(1))
+}
+
+/// With the XDP fast path on: `restart` through REST loses not one of
+/// c1's 100 pings a second (counted at the sender: each is a frame through
+/// XDP to the upstream host and one back) and rebuilds no tunnel; then
+/// `bounce_port` through REST takes ap0 down for its hold_time (the
+/// answer names it, the link is down, the pings stop for about that long)
+/// and brings it back.
+#[test]
+fn restart_with_the_fast_path_and_bounce_port_through_rest() {
+    lab::require_root().unwrap();
+    let opts = Options {
+        fast_path: "xdp-native".into(),
+        ..Options::new("cldfast", common::bins())
+    };
+    let c = CloudLab::start_with(opts, &[]);
+    let fp = |k: &str| {
+        c.lab.edge_stats().unwrap()["fast_path"]["counters"][k]
+            .as_u64()
+            .unwrap()
+    };
+    // Both MACs learned and mirrored: from here c1's pings go through XDP.
+    let warm = wait_until(Duration::from_secs(10), || {
+        lab::ping(c.lab.client("c1"), "192.168.10.1", 2).is_ok_and(|p| p.received == 2)
+    });
+    assert!(warm, "c1 does not reach upstream\n{}", c.logs());
+    std::thread::sleep(Duration::from_millis(300));
+
+    let redirected = (fp("ap_redirect"), fp("trunk_redirect"));
+    let pid = c.lab.tunterm.pid();
+    let mut answer = Value::Null;
+    let out = ping_during(&c, "0.01", 6, || {
+        std::thread::sleep(Duration::from_secs(2));
+        let (code, r) = c.rest("POST", &format!("mxedges/{}/restart", c.edge_id), None);
+        assert_eq!(code, 200, "{r}\n{}", c.logs());
+        answer = r;
+    });
+    println!("restart through REST: {answer}");
+    assert_eq!(answer["restarted"], true, "{answer}");
+    assert_eq!(c.lab.tunterm.pid(), pid);
+    let (sent, received) = ping_counts(&out);
+    println!("pings during the restart: {sent} sent, {received} answered");
+    assert!(sent >= 300, "{out}");
+    assert_eq!(received, sent, "pings lost across the restart:\n{out}");
+    // They went through XDP, both ways (the ping's own frames, at least).
+    let (up, down) = (
+        fp("ap_redirect") - redirected.0,
+        fp("trunk_redirect") - redirected.1,
+    );
+    assert!(
+        up >= sent && down >= sent,
+        "AP→trunk {up}, trunk→AP {down} in XDP for {sent} pings"
+    );
+    let st = c.lab.edge_stats().unwrap();
+    assert!(
+        st["fast_path"]["start"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("adopted")),
+        "{:#}",
+        st["fast_path"]
+    );
+    for ap in ["ap1", "ap2"] {
+        assert_eq!(c.tunnels_up(ap), 1, "{ap}'s tunnel was rebuilt");
+    }
+
+    // bounce_port: Mist port "0" (ap0, the APs' link) down for 2 s.
+    let link_up = || {
+        let out = c
+            .lab
+            .edge
+            .run(&["ip", "-o", "link", "show", "ap0"])
+            .unwrap();
+        out.contains(",UP") || out.contains("<UP")
+    };
+    assert!(link_up());
+    let mut down_at = None;
+    let out = ping_during(&c, "0.05", 8, || {
+        std::thread::sleep(Duration::from_secs(1));
+        let t0 = Instant::now();
+        let (code, r) = c.rest(
+            "POST",
+            &format!("mxedges/{}/services/tunterm/bounce_port", c.edge_id),
+            Some(json!({"ports": ["0"], "hold_time": 2000})),
+        );
+        assert_eq!(code, 200, "{r}\n{}", c.logs());
+        println!(
+            "bounce_port through REST answered in {:?}: {r}",
+            t0.elapsed()
+        );
+        assert_eq!(r["ports"][0]["ifname"], "ap0", "{r}");
+        assert_eq!(r["ports"][0]["port"], "0", "{r}");
+        assert_eq!(r["hold_time"], 2000, "{r}");
+        assert!(!link_up(), "ap0 is down during the bounce");
+        assert!(
+            wait_until(Duration::from_secs(5), link_up),
+            "ap0 back up\n{}",
+            c.logs()
+        );
+        down_at = Some(t0.elapsed());
+    });
+    let down_for = down_at.unwrap();
+    assert!(down_for >= Duration::from_millis(1900), "{down_for:?}");
+    let replies = tunterm_lab::failover::ping_replies(&out);
+    let (gap, a, b) = tunterm_lab::failover::longest_gap(&replies).unwrap();
+    println!(
+        "bounce_port 2000 ms: ap0 up again after {down_for:?}; longest ping gap {gap:.2} s (seq {a} -> {b})"
+    );
+    assert!(
+        (1.8..6.0).contains(&gap),
+        "the pings' gap ({gap:.2} s) is not about the hold time:\n{out}"
+    );
+    let back = wait_until(Duration::from_secs(15), || {
+        lab::ping(c.lab.client("c1"), "192.168.10.1", 1).is_ok_and(|p| p.received == 1)
+    });
+    assert!(back, "c1 after the bounce\n{}", c.logs());
+    let st = c.lab.edge_stats().unwrap();
+    assert_eq!(st["bounce"]["port_bounces"], 1, "{}", st["bounce"]);
+    assert_eq!(st["bounce"]["ports_down"], 0, "{}", st["bounce"]);
 }
 
 /// A CONNECT proxy on the edge's loopback that counts its tunnels.

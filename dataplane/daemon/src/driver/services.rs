@@ -161,9 +161,8 @@ fn twin_tunnels(old: &EdgeConfig, new: &EdgeConfig) -> Vec<Option<usize>> {
 }
 
 /// Sort the differences between `old` and `new` into what the running
-/// daemon changes live and what waits for a restart. `fast_path`: the XDP
-/// fast path runs (it matches the tunnel address it was attached with).
-fn plan(old: &EdgeConfig, new: &EdgeConfig, fast_path: bool) -> Plan {
+/// daemon changes live and what waits for a restart.
+fn plan(old: &EdgeConfig, new: &EdgeConfig) -> Plan {
     let mut p = Plan {
         tunnels_changed: old.tunnels != new.tunnels,
         ..Plan::default()
@@ -211,7 +210,7 @@ fn plan(old: &EdgeConfig, new: &EdgeConfig, fast_path: bool) -> Plan {
         }
         if (a.hello_interval, a.hello_retries) != (b.hello_interval, b.hello_retries) {
             p.applied.push(format!(
-                "mxtunnel {}: hello_interval/hello_retries (tunnels set up from now on)",
+                "mxtunnel {}: hello_interval/hello_retries (its running tunnels too)",
                 b.name
             ));
         }
@@ -229,15 +228,12 @@ fn plan(old: &EdgeConfig, new: &EdgeConfig, fast_path: bool) -> Plan {
             _ => "wlans: mGRE VLANs / peer timeout".into(),
         });
     }
-    let addresses = (old.tunnel_ip, old.tunnel_prefix, old.tunnel_ip6)
-        != (new.tunnel_ip, new.tunnel_prefix, new.tunnel_ip6);
-    if addresses && fast_path {
-        p.needs_restart.push(
-            "mxedge.tunterm_ip_config (tunnel address): the XDP fast path was attached \
-             matching the old address; it is not re-attached live"
-                .into(),
-        );
-    } else if addresses {
+    if (old.tunnel_ip, old.tunnel_prefix, old.tunnel_ip6)
+        != (new.tunnel_ip, new.tunnel_prefix, new.tunnel_ip6)
+    {
+        // The fast path follows too: its programs match sessions by their
+        // peer, not by our address, and the encapsulation templates are
+        // rebuilt with the new source address.
         p.addresses = true;
         p.applied.push(
             "mxedge.tunterm_ip_config (tunnel address): sockets rebound; tunnels to the \
@@ -658,7 +654,7 @@ impl Dataplane {
     /// not touch stay up and keep forwarding.
     pub(super) fn apply_config(&mut self, new: EdgeConfig) -> ApplyReport {
         let now = Instant::now();
-        let mut plan = plan(&self.cfg, &new, self.fast.is_some());
+        let mut plan = plan(&self.cfg, &new);
         let old = self.cfg.clone();
         let mut running = new.clone();
         // What waits for a restart keeps its running value.
@@ -729,6 +725,9 @@ impl Dataplane {
                 icmp_src6: running.tunnel_ip6,
                 ..self.fwd.config().clone()
             });
+            if let Some(f) = &mut self.fast {
+                f.set_local_addresses(running.tunnel_ip, running.tunnel_ip6);
+            }
         }
         if plan.tunnels_changed {
             let (conns, sessions) = self.endpoint.replace_profiles(
@@ -1000,7 +999,7 @@ mod tests {
     #[test]
     fn a_change_is_sorted_into_live_and_restart() {
         let old = config(serde_json::json!({}));
-        let same = plan(&old, &old, false);
+        let same = plan(&old, &old);
         assert_eq!(
             same,
             Plan {
@@ -1015,7 +1014,7 @@ mod tests {
         raw["mxedge"]["tunterm_other_ip_configs"] =
             serde_json::json!({"10": {"ip": "192.168.10.2", "netmask": "/24"}});
         let new = tunterm_control::load_str(&raw.to_string()).unwrap();
-        let p = plan(&old, &new, false);
+        let p = plan(&old, &new);
         assert!(p.tunnels_changed && p.moved == [Some(0)], "{p:?}");
         assert!(p.needs_restart.is_empty(), "{p:?}");
         assert!(
@@ -1036,7 +1035,7 @@ mod tests {
         raw["mxedge"]["tunterm_monitoring"] =
             serde_json::json!([{"protocol": "arp", "host": "10.99.0.1", "timeout": 60}]);
         let new = tunterm_control::load_str(&raw.to_string()).unwrap();
-        let p = plan(&old, &new, false);
+        let p = plan(&old, &new);
         assert!(p.needs_restart.is_empty(), "{p:?}");
         assert_eq!(p.moved, [Some(0)]);
         assert!(p.addresses && p.ap_subnets, "{p:?}");
@@ -1048,13 +1047,6 @@ mod tests {
         ] {
             assert!(applied.contains(what), "{what}: {applied}");
         }
-        // With the fast path on, the address waits for a restart, and says why.
-        let p = plan(&old, &new, true);
-        assert!(!p.addresses);
-        assert!(
-            p.needs_restart[0].contains("tunterm_ip_config") && p.needs_restart[0].contains("XDP"),
-            "{p:?}"
-        );
     }
 
     #[test]
@@ -1075,7 +1067,7 @@ mod tests {
         raw2["mxtunnels"][0]["name"] = "second-renamed".into();
         raw2["mxtunnels"][0]["mtu"] = 1400.into();
         let one = tunterm_control::load_str(&raw2.to_string()).unwrap();
-        let p = plan(&two, &one, false);
+        let p = plan(&two, &one);
         assert_eq!(p.moved, [None, Some(0)]);
         let applied = p.applied.join("; ");
         assert!(
@@ -1096,17 +1088,17 @@ mod tests {
         assert!(cloud["mxtunnels"][0].get("id").is_none_or(|v| v.is_null()));
         cloud["mxtunnels"][0]["id"] = "5e1f-cloud-id".into();
         let cloud = tunterm_control::load_str(&cloud.to_string()).unwrap();
-        let p = plan(&two, &cloud, false);
+        let p = plan(&two, &cloud);
         assert_eq!(p.moved, [Some(0), Some(1)], "{p:?}");
         assert!(!p.applied.join("; ").contains("removed"), "{p:?}");
-        let p = plan(&cloud, &two, false);
+        let p = plan(&cloud, &two);
         assert_eq!(p.moved, [None, Some(1)], "{p:?}");
 
         // Another protocol: the same id, but its tunnels cannot stay.
         let mut raw3 = raw.clone();
         raw3["mxtunnels"][1]["protocol"] = "ip".into();
         let proto = tunterm_control::load_str(&raw3.to_string()).unwrap();
-        let p = plan(&two, &proto, false);
+        let p = plan(&two, &proto);
         assert_eq!(p.moved, [Some(0), None]);
         assert!(p.applied[0].contains("protocol"), "{p:?}");
 
@@ -1114,7 +1106,7 @@ mod tests {
         let mut raw4 = raw.clone();
         raw4["mxedge"]["name"] = "renamed-edge".into();
         let renamed = tunterm_control::load_str(&raw4.to_string()).unwrap();
-        let p = plan(&two, &renamed, false);
+        let p = plan(&two, &renamed);
         assert!(p.needs_restart[0].contains("mxedge.name"), "{p:?}");
     }
 

@@ -482,3 +482,33 @@ fn a_client_the_switch_still_has_is_kept_past_its_age() {
     assert_eq!(p.table().owner(t, VLAN, ip("192.0.2.51")), None);
     assert_eq!((p.table().len(), p.table().counters().aged), (1, 1));
 }
+
+#[test]
+fn new_settings_apply_at_once_and_keep_the_table() {
+    // A reload: containment turned off on the VLAN, then a smaller table.
+    let t0 = crate::test_t0();
+    let mut p = policy(no_storm());
+    flood(&mut p, t0, A, &CLIENT_ARP_FOR_GW);
+    flood(&mut p, t0, B, &GARP_51);
+    assert_eq!(p.table().len(), 2);
+    assert_ne!(flood(&mut p, t0, TRUNK, &ARP_FOR_50), all_but(TRUNK));
+    let mut off = VlanSet::new();
+    off.insert(VLAN).unwrap();
+    p.reconfigure(
+        t0,
+        ClientConfig {
+            proxy_off_vlans: off,
+            ..no_storm()
+        },
+    );
+    assert_eq!(p.table().len(), 2, "the table is kept");
+    assert_eq!(flood(&mut p, t0, TRUNK, &ARP_FOR_50), all_but(TRUNK));
+    p.reconfigure(
+        t0,
+        ClientConfig {
+            max_clients: 1,
+            ..no_storm()
+        },
+    );
+    assert_eq!(p.table().len(), 1, "a smaller table evicts at once");
+}

@@ -219,6 +219,22 @@ impl ControlConn {
         self.state == ConnState::Closed && self.linger_until.is_none_or(|t| now >= t)
     }
 
+    /// New hello settings (the connection's mxtunnel changed them live):
+    /// the next hello goes out within the new interval, and the dead-peer
+    /// window starts over now, so a peer quiet for longer than the new
+    /// window under the old settings gets its `retries` hellos before it is
+    /// declared dead.
+    pub fn set_hello(&mut self, now: Instant, interval: Duration, retries: u32, rto_max: Duration) {
+        if (self.hello_interval, self.hello_retries) == (interval, retries) {
+            return;
+        }
+        self.hello_interval = interval;
+        self.hello_retries = retries;
+        self.last_rx = now;
+        self.hello_at = self.hello_at.min(now + interval);
+        self.chan.set_rto_max(rto_max.min(interval));
+    }
+
     fn dead_at(&self) -> Instant {
         self.last_rx + self.hello_interval * self.hello_retries
     }

@@ -530,6 +530,21 @@ impl Endpoint {
             }
         }
         self.cfg.profiles = profiles;
+        // The connections that stay take their mxtunnel's hello settings
+        // as they are now.
+        let rto_max = self.cfg.retransmit.rto_max;
+        for (ccid, c) in &mut self.conns {
+            if gone_conns.contains(ccid) {
+                continue;
+            }
+            if let Some(p) = c.profile.and_then(|i| self.cfg.profiles.get(i)) {
+                c.set_hello(now, p.hello_interval, p.hello_retries, rto_max);
+            }
+        }
+        let ccids: Vec<u32> = self.conns.keys().copied().collect();
+        for ccid in ccids {
+            self.after(now, ccid);
+        }
         gone_conns.sort_unstable();
         for &ccid in &gone_conns {
             self.close(now, ccid, result, message);

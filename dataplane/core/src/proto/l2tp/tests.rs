@@ -1678,6 +1678,37 @@ fn profiles_replaced_live_keep_the_tunnels_of_those_that_stay() {
 }
 
 #[test]
+fn hello_settings_changed_live_apply_to_the_running_tunnel() {
+    let mut p = establish(Transport::Udp, 4, Impair::default());
+    // The same mxtunnel, hellos every 200 ms, 3 retries: a window of
+    // 600 ms from the change instead of the 6 s it was set up with.
+    let mut quick = edge_cfg().profiles[0].clone();
+    quick.hello_interval = Duration::from_millis(200);
+    let now = p.now;
+    assert_eq!(
+        p.edge
+            .replace_profiles(now, vec![quick], &[Some(0)], l2tp::stopccn::CLEAR, "x"),
+        (0, 0)
+    );
+    p.ap_silent = true;
+    let changed = p.now;
+    p.run(Duration::from_secs(2));
+    let down = p.edge_down_at.expect("torn down under the new settings");
+    assert!(
+        down - changed <= Duration::from_millis(600),
+        "down {:?} after the change",
+        down - changed
+    );
+    assert!(p.edge_events.iter().any(|e| matches!(
+        e,
+        Event::TunnelDown {
+            reason: CloseReason::HelloTimeout,
+            ..
+        }
+    )));
+}
+
+#[test]
 fn admitted_subnets_replaced_live_close_the_tunnels_now_outside() {
     let mut p = establish(Transport::Udp, 4, Impair::default());
     let now = p.now;

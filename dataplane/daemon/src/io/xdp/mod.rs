@@ -628,6 +628,23 @@ impl FastPath {
         }
     }
 
+    /// The tunnel addresses changed (a reload): the encapsulation templates
+    /// are rebuilt with the new source address at the next sync of the
+    /// tunnels (the caller marks them changed). The programs themselves
+    /// match a packet by its session and peer, never by our address, so
+    /// nothing is re-attached and the per-frame work is the same.
+    pub fn set_local_addresses(&mut self, local4: Option<Ipv4Addr>, local6: Option<Ipv6Addr>) {
+        if (self.local4, self.local6) != (local4, local6) {
+            info!(
+                ?local4,
+                ?local6,
+                "fast path: templates follow the new tunnel address"
+            );
+        }
+        self.local4 = local4;
+        self.local6 = local6;
+    }
+
     /// While `on` (a packet capture runs), keep the `fdb` map empty: the
     /// programs forward only between MACs it holds, so every frame goes to
     /// the slow path, where the capture tap sees it. Off again, the
