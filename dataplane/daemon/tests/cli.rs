@@ -197,6 +197,7 @@ fn a_fast_path_fdb_size_out_of_range_is_refused_with_the_limits() {
 
 /// Runs `cmd` (stdin from `stdin`) to its end: its stderr, whether it
 /// succeeded, its peak RSS in KiB (from `wait4`) and how long it took.
+#[allow(clippy::zombie_processes)] // reaped by wait4, for its rusage
 fn measured(mut cmd: Command, stdin: std::process::Stdio) -> (bool, String, i64, f64) {
     use std::io::Read;
     let start = std::time::Instant::now();
@@ -216,8 +217,9 @@ fn measured(mut cmd: Command, stdin: std::process::Stdio) -> (bool, String, i64,
         .unwrap();
     let pid = child.id() as libc::pid_t;
     let mut status = 0;
-    // SAFETY: plain wait4 on our own child, into locals.
+    // SAFETY: rusage is plain integers: all zeroes is a valid value.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: wait4 on our own unreaped child, writing into locals.
     let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     assert_eq!(r, pid, "wait4: {}", std::io::Error::last_os_error());
     let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
