@@ -616,16 +616,19 @@ fn numbers(v: &Value, path: String, out: &mut Vec<(String, u64)>) {
 /// The monotonic counters of a stats document.
 fn counters(st: &Value) -> Vec<(String, u64)> {
     let mut out = Vec::new();
+    // fast_path's and mcast's own top level holds table sizes: their
+    // counters only.
     for k in [
         "io",
         "switch",
         "l2tp",
         "gre",
-        "fast_path",
-        "mcast",
+        "fast_path.counters",
+        "mcast.counters",
         "operations",
     ] {
-        numbers(&st[k], k.to_string(), &mut out);
+        let v = k.split('.').fold(st, |v, part| &v[part]);
+        numbers(v, k.to_string(), &mut out);
     }
     // Gauges among them: current sizes and states, not counts.
     out.retain(|(p, _)| {
