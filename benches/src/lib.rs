@@ -1,10 +1,12 @@
 //! tunterm benches: criterion micro-benchmarks (`benches/`) and the lab
 //! throughput harness (`labbench`, [`labbench`]), and the per-frame cost of
 //! the XDP programs alone (`xdpcost`, [`xdpcost`]), and the multicast/ARP
-//! containment scale bench (`mcastbench`, [`mcastbench`]).
+//! containment scale bench (`mcastbench`, [`mcastbench`]), and reconnect
+//! storms, hitless restart and soak at scale (`stormbench`, [`stormbench`]).
 
 pub mod labbench;
 pub mod mcastbench;
+pub mod stormbench;
 pub mod xdpcost;
 
 /// Where the lab benches find `tunterm` and `tunterm-apsim`: the directory

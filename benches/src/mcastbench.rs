@@ -187,13 +187,13 @@ fn mode_fields(scenario: Scenario, mode: &str) -> anyhow::Result<Vec<(String, Va
 
 /// tunterm's stats, waiting up to a minute: an edge flooding a stream to
 /// every tunnel answers late, and that is a figure, not a failure.
-fn query(sock: &Path) -> anyhow::Result<Value> {
+pub fn query(sock: &Path) -> anyhow::Result<Value> {
     let client = Client::new(sock).with_timeout(Duration::from_secs(60));
     Ok(serde_json::to_value(block_on(client.stats())?)?)
 }
 
 /// A /proc/<pid>/stat's user + system time, in clock ticks.
-fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+pub fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let after = text
         .rfind(')')
@@ -204,13 +204,14 @@ fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
     Ok(f.get(11).context("utime")?.parse::<u64>()? + f.get(12).context("stime")?.parse::<u64>()?)
 }
 
-fn ticks_per_s() -> f64 {
+/// Clock ticks a second (of [`cpu_ticks`]).
+pub fn ticks_per_s() -> f64 {
     // SAFETY: sysconf has no preconditions.
     (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).max(1) as f64
 }
 
 /// Let children (the 10,000 APs' sockets) have as many files as allowed.
-fn raise_fd_limit() {
+pub fn raise_fd_limit() {
     let mut r = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -224,13 +225,14 @@ fn raise_fd_limit() {
     }
 }
 
-fn u64_at(v: &Value, path: &[&str]) -> u64 {
+/// The number at `path` in `v` (0 when absent).
+pub fn u64_at(v: &Value, path: &[&str]) -> u64 {
     path.iter().fold(v, |v, k| &v[*k]).as_u64().unwrap_or(0)
 }
 
 /// Sum of `field` over the APs of an apsim stats document, and the APs
 /// where it is above `before`'s.
-fn ap_deltas(before: &Value, after: &Value, field: &str) -> (u64, usize) {
+pub fn ap_deltas(before: &Value, after: &Value, field: &str) -> (u64, usize) {
     let Some(aps) = after["per_ap"].as_object() else {
         return (0, 0);
     };

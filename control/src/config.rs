@@ -716,8 +716,10 @@ pub struct AutoPreemption {
 impl ConfigFile {
     /// Deserializes a configuration file without checking its values. Type
     /// errors (a string where a number belongs, …) and malformed JSON come
-    /// back with the JSON path where they were found.
+    /// back with the JSON path where they were found; text over the bounds
+    /// of [`check_bounds`] is refused first.
     pub fn parse(json: &str) -> Result<Self, ConfigError> {
+        check_bounds(json)?;
         let mut de = serde_json::Deserializer::from_str(json);
         let file: Self = serde_path_to_error::deserialize(&mut de).map_err(|e| {
             let path = e.path().to_string();
@@ -930,15 +932,128 @@ pub fn load_str(json: &str) -> Result<EdgeConfig, ConfigError> {
 }
 
 /// Reads, parses, validates and resolves a configuration file. I/O errors
-/// have an empty path and name the file in the message.
+/// have an empty path and name the file in the message; a file over
+/// [`MAX_CONFIG_BYTES`] is refused without being read (see [`read_file`]).
 pub fn load_file(path: &Path) -> Result<EdgeConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    load_str(&read_file(path)?)
+}
+
+// ---------------------------------------------------------------------------
+// Bounds on local input
+// ---------------------------------------------------------------------------
+
+/// Largest configuration accepted, in bytes (4 MiB). The lab default is
+/// under 2 KiB and a full Mist configuration with a hundred mxtunnels and
+/// their VLAN lists is well under 1 MiB; anything near the cap is a wrong
+/// file, not a configuration.
+pub const MAX_CONFIG_BYTES: usize = 4 * 1024 * 1024;
+
+/// Deepest nesting of JSON arrays and objects accepted (the documented
+/// fields need 5 levels; unknown fields are kept as JSON, and this bounds
+/// them too). Lower than `serde_json`'s own recursion limit (128) so the
+/// error is ours and names the line.
+pub const MAX_CONFIG_DEPTH: usize = 64;
+
+/// Reads a configuration file of at most [`MAX_CONFIG_BYTES`]: a regular
+/// file whose size says it is bigger is refused before any byte is read,
+/// and a stream (a pipe, `/dev/zero`) is read at most one byte past the cap,
+/// so memory stays bounded whatever the path names.
+pub fn read_file(path: &Path) -> Result<String, ConfigError> {
+    let name = path.display();
+    let io =
+        |e: std::io::Error| ConfigError::new("", format!("cannot read config file {name}: {e}"));
+    let file = std::fs::File::open(path).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    if len > MAX_CONFIG_BYTES as u64 {
+        return Err(too_big(&name.to_string(), Some(len)));
+    }
+    read_bounded(file, &name.to_string())
+}
+
+/// Reads at most [`MAX_CONFIG_BYTES`] of configuration from `input` (a file
+/// or standard input), named `what` in errors.
+pub fn read_bounded(input: impl std::io::Read, what: &str) -> Result<String, ConfigError> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    input
+        .take(MAX_CONFIG_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| ConfigError::new("", format!("cannot read config file {what}: {e}")))?;
+    if bytes.len() > MAX_CONFIG_BYTES {
+        return Err(too_big(what, None));
+    }
+    String::from_utf8(bytes).map_err(|e| {
         ConfigError::new(
             "",
-            format!("cannot read config file {}: {e}", path.display()),
+            format!(
+                "config file {what} is not UTF-8 text (byte {})",
+                e.utf8_error().valid_up_to()
+            ),
         )
-    })?;
-    load_str(&text)
+    })
+}
+
+/// The refusal of `what`: `len` is its size when known, `None` when a
+/// stream went past the cap.
+fn too_big(what: &str, len: Option<u64>) -> ConfigError {
+    let size = match len {
+        Some(len) => format!("{len} bytes"),
+        None => format!("more than {MAX_CONFIG_BYTES} bytes"),
+    };
+    ConfigError::new(
+        "",
+        format!(
+            "config file {what} is too large: {size}; the limit is {MAX_CONFIG_BYTES} bytes \
+             ({} MiB)",
+            MAX_CONFIG_BYTES >> 20
+        ),
+    )
+}
+
+/// Refuses text over [`MAX_CONFIG_BYTES`] or nested deeper than
+/// [`MAX_CONFIG_DEPTH`], naming the line and column where the limit is
+/// crossed. One pass over the bytes, no allocation: it runs before the
+/// parser so neither the parser nor the kept unknown fields see such input.
+pub fn check_bounds(json: &str) -> Result<(), ConfigError> {
+    if json.len() > MAX_CONFIG_BYTES {
+        return Err(too_big("text", Some(json.len() as u64)));
+    }
+    let (mut depth, mut line, mut line_start) = (0usize, 1usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for (i, &b) in json.as_bytes().iter().enumerate() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'\n' => {
+                line += 1;
+                line_start = i + 1;
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_CONFIG_DEPTH {
+                    let column = json[line_start..=i].chars().count();
+                    return Err(ConfigError::new(
+                        "",
+                        format!(
+                            "configuration nested deeper than {MAX_CONFIG_DEPTH} levels at line \
+                             {line} column {column}"
+                        ),
+                    ));
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------

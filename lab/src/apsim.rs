@@ -163,6 +163,10 @@ pub struct SimOptions {
     pub control_socket: Option<PathBuf>,
     /// Print one JSON line per event on stdout.
     pub print_events: bool,
+    /// Index of the first AP (its synthetic clients' MACs and its router
+    /// id follow from it): a second simulator beside a first one takes
+    /// indices after the first's, so their clients do not clash.
+    pub first_index: u64,
 }
 
 /// What one AP reports.
@@ -190,6 +194,10 @@ pub struct ApStatus {
     pub rx_dropped: u64,
     /// Data frames to `--join-group`'s group received from the edge.
     pub rx_group_frames: u64,
+    /// Unicast frames from the edge addressed to one of this AP's
+    /// synthetic clients (what a sender on the trunk sent them arrives
+    /// here: loss is counted at the receiver).
+    pub rx_client_frames: u64,
     /// IGMP reports the member client sent (first AP, `--join-group`).
     pub igmp_reports: u64,
     /// The data session while it is up: what a load generator needs to
@@ -267,7 +275,8 @@ pub async fn run(
                 let (opts, shared, stop) = (opts.clone(), shared.clone(), stop_rx.clone());
                 tasks.push(tokio::task::spawn_local(async move {
                     let name = spec.name.clone();
-                    if let Err(e) = run_ap(i as u64, spec, opts, shared, stop).await {
+                    let index = opts.first_index + i as u64;
+                    if let Err(e) = run_ap(index, spec, opts, shared, stop).await {
                         eprintln!("apsim: AP {name}: {e:#}");
                     }
                 }));
@@ -634,6 +643,9 @@ async fn run_ap(
                         if !delivered && synthetic.is_none() {
                             s.rx_unbridged += 1;
                         }
+                        if synthetic.is_some() && is_synthetic_client_of(index, payload) {
+                            s.rx_client_frames += 1;
+                        }
                         let report = member.as_ref().and_then(|m| m.heard(payload, s));
                         drop(st);
                         if let (Some(report), Some(sid)) = (report, session)
@@ -742,6 +754,13 @@ pub fn synthetic_client_mac(index: u64, c: u32) -> MacAddr {
     let [.., i2, i1, i0] = index.to_be_bytes();
     let [.., c1, c0] = c.to_be_bytes();
     MacAddr([0x02, i2, i1, i0, c1, c0])
+}
+
+/// Whether `frame`'s destination is a synthetic client of AP `index`
+/// (see [`synthetic_client_mac`]).
+fn is_synthetic_client_of(index: u64, frame: &[u8]) -> bool {
+    let [.., i2, i1, i0] = index.to_be_bytes();
+    frame.len() >= 6 && frame[..4] == [0x02, i2, i1, i0]
 }
 
 /// Frames of the synthetic clients of one AP: an ARP announcement from
@@ -911,6 +930,9 @@ async fn run_gre_ap(
                             s.rx_frames += 1;
                             if !delivered && synthetic.is_none() {
                                 s.rx_unbridged += 1;
+                            }
+                            if synthetic.is_some() && is_synthetic_client_of(index, frame) {
+                                s.rx_client_frames += 1;
                             }
                             report = member.as_ref().and_then(|m| m.heard(frame, s));
                         });

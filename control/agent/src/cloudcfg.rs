@@ -71,7 +71,9 @@ pub fn validate(doc: Value) -> Result<Validated, Vec<FieldError>> {
 
 /// Read a configuration document (the last-good or the daemon's file).
 pub fn read(path: &Path) -> Option<Value> {
-    let text = std::fs::read_to_string(path).ok()?;
+    // Bounded like the daemon's own read: a wrong file is not read whole.
+    let text = tunterm_control::read_file(path).ok()?;
+    tunterm_control::check_bounds(&text).ok()?;
     serde_json::from_str(&text).ok()
 }
 

@@ -1466,3 +1466,33 @@ fn a_check_sourced_from_a_vlan_needs_the_edges_address_there() {
     let e = load_value(&v).unwrap_err();
     assert_eq!(e.path, "mxcluster.tunterm_monitoring[0].src_vlan_id", "{e}");
 }
+
+#[test]
+fn oversized_and_overnested_text_is_refused_before_parsing() {
+    let deep = |n: usize| "[".repeat(n) + &"]".repeat(n);
+    assert!(check_bounds(&deep(MAX_CONFIG_DEPTH)).is_ok());
+    let e = load_str(&deep(MAX_CONFIG_DEPTH + 1)).unwrap_err();
+    assert_eq!(e.path, "");
+    assert_eq!(
+        e.message,
+        format!(
+            "configuration nested deeper than {MAX_CONFIG_DEPTH} levels at line 1 column {}",
+            MAX_CONFIG_DEPTH + 1
+        )
+    );
+    // Escaped quotes do not end a string, and brackets in strings are text.
+    assert!(check_bounds(&format!("{{\"a\": \"\\\"{}\"}}", "[".repeat(1000))).is_ok());
+    let big = " ".repeat(MAX_CONFIG_BYTES + 1);
+    let e = load_str(&big).unwrap_err();
+    assert!(e.message.contains("too large"), "{e}");
+    let e = read_bounded(big.as_bytes(), "<stdin>").unwrap_err();
+    assert!(
+        e.message.starts_with(&format!(
+            "config file <stdin> is too large: more than {MAX_CONFIG_BYTES} bytes"
+        )),
+        "{e}"
+    );
+    assert_eq!(read_bounded(&b"{}"[..], "x").unwrap(), "{}");
+    let e = read_bounded(&b"\xff{}"[..], "x").unwrap_err();
+    assert!(e.message.contains("not UTF-8"), "{e}");
+}

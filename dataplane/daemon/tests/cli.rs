@@ -194,3 +194,136 @@ fn a_fast_path_fdb_size_out_of_range_is_refused_with_the_limits() {
         }
     }
 }
+
+/// Runs `cmd` (stdin from `stdin`) to its end: its stderr, whether it
+/// succeeded, its peak RSS in KiB (from `wait4`) and how long it took.
+#[allow(clippy::zombie_processes)] // reaped by wait4, for its rusage
+fn measured(mut cmd: Command, stdin: std::process::Stdio) -> (bool, String, i64, f64) {
+    use std::io::Read;
+    let start = std::time::Instant::now();
+    let mut child = cmd
+        .env("RUST_BACKTRACE", "0")
+        .stdin(stdin)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: rusage is plain integers: all zeroes is a valid value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: wait4 on our own unreaped child, writing into locals.
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(r, pid, "wait4: {}", std::io::Error::last_os_error());
+    let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+    (ok, err, usage.ru_maxrss, start.elapsed().as_secs_f64())
+}
+
+/// Peak RSS a refusal may use, in KiB: the binary's own start (about 8 MiB)
+/// with room to spare, far below the 50 MB a file read whole would take.
+const REFUSAL_RSS_KIB: i64 = 32 * 1024;
+
+#[test]
+fn a_50_mb_configuration_is_refused_without_being_read() {
+    let limit = tunterm_control::MAX_CONFIG_BYTES;
+    // A sparse 50 MB file: its size alone refuses it.
+    let file = ConfigFile::new("big", "");
+    std::fs::File::options()
+        .write(true)
+        .open(file.path())
+        .unwrap()
+        .set_len(50 << 20)
+        .unwrap();
+    let mut runs = vec![];
+    for args in [
+        &["check-config", "--syntax-only"][..],
+        &["check-config"][..],
+        &["run", "--config"][..],
+    ] {
+        let mut cmd = tunterm();
+        cmd.args(args).arg(file.path());
+        runs.push((
+            format!("{args:?}"),
+            cmd,
+            std::process::Stdio::null(),
+            "52428800 bytes",
+        ));
+    }
+    // Streams have no size: the read stops one byte past the limit.
+    let mut cmd = tunterm();
+    cmd.args(["check-config", "/dev/zero"]);
+    runs.push((
+        "check-config /dev/zero".into(),
+        cmd,
+        std::process::Stdio::null(),
+        "more than",
+    ));
+    let mut cmd = tunterm();
+    cmd.args(["apply-config", "-", "--control-socket"])
+        .arg(file.dir.join("none.sock"));
+    let zero = std::fs::File::open("/dev/zero").unwrap();
+    runs.push((
+        "apply-config - < /dev/zero".into(),
+        cmd,
+        zero.into(),
+        "more than",
+    ));
+    for (what, cmd, stdin, size) in runs {
+        let (ok, err, rss, secs) = measured(cmd, stdin);
+        eprintln!("{what}: refused in {secs:.3} s, peak RSS {rss} KiB");
+        assert!(!ok, "{what}: accepted: {err}");
+        assert!(
+            err.contains("is too large")
+                && err.contains(size)
+                && err.contains(&format!("the limit is {limit} bytes (4 MiB)")),
+            "{what}: the error says why: {err}"
+        );
+        assert!(
+            rss < REFUSAL_RSS_KIB,
+            "{what}: peak RSS {rss} KiB: the file was read"
+        );
+    }
+}
+
+#[test]
+fn a_100000_level_nesting_is_refused_with_its_line() {
+    let deep = 100_000;
+    let arrays = "[".repeat(deep) + &"]".repeat(deep);
+    // Deep objects inside an unknown field (kept as JSON), on line 3.
+    let mut unknown = String::from("{\n\"mxedge\": {\"name\": \"a\",\n  \"future\": ");
+    unknown += &"{\"a\": ".repeat(deep);
+    unknown += "1";
+    unknown += &"}".repeat(deep);
+    unknown += "}}";
+    // Brackets inside strings are not nesting.
+    let mut quoted = lab_config();
+    quoted["mxedge"]["note"] = serde_json::json!("[".repeat(deep));
+    let max = tunterm_control::MAX_CONFIG_DEPTH;
+    for (name, text, at) in [
+        ("arrays", arrays, format!("line 1 column {}", max + 1)),
+        (
+            "objects",
+            unknown,
+            format!("line 3 column {}", 13 + 6 * (max - 2)),
+        ),
+    ] {
+        let file = ConfigFile::new(name, &text);
+        let mut cmd = tunterm();
+        cmd.args(["check-config", "--syntax-only"]).arg(file.path());
+        let (ok, err, rss, secs) = measured(cmd, std::process::Stdio::null());
+        eprintln!("{name}: refused in {secs:.3} s, peak RSS {rss} KiB");
+        assert!(!ok, "{name}: accepted: {err}");
+        let want = format!("configuration nested deeper than {max} levels at {at}");
+        assert!(err.contains(&want), "{name}: wanted {want:?}: {err}");
+        assert!(rss < REFUSAL_RSS_KIB, "{name}: peak RSS {rss} KiB");
+    }
+    let (ok, text) = check_with("quoted", &quoted.to_string(), &["--syntax-only"]);
+    assert!(ok, "brackets in a string are text: {text}");
+}

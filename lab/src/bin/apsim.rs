@@ -40,6 +40,11 @@ struct Cli {
     /// Add this many APs named ap-00000… with synthetic clients only.
     #[arg(long, default_value_t = 0)]
     count: u32,
+    /// Number of the first --count AP (ap-NNNNN; its synthetic clients'
+    /// MACs follow from it): a second simulator beside a first takes
+    /// numbers after the first's.
+    #[arg(long, default_value_t = 0)]
+    first_index: u32,
     /// Source address of the --count APs.
     #[arg(long)]
     local_ip: Option<IpAddr>,
@@ -212,7 +217,11 @@ fn main() -> anyhow::Result<()> {
         .iter()
         .map(|s| ApSpec::parse(s))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    for i in 0..cli.count {
+    anyhow::ensure!(
+        cli.aps.is_empty() || cli.first_index == 0,
+        "--first-index goes with --count only"
+    );
+    for i in (0..cli.count).map(|i| cli.first_index + i) {
         aps.push(ApSpec {
             name: format!("ap-{i:05}"),
             local_ip: cli.local_ip,
@@ -272,6 +281,7 @@ fn main() -> anyhow::Result<()> {
         join_group: cli.join_group,
         control_socket: cli.control_socket,
         print_events: cli.events,
+        first_index: u64::from(cli.first_index),
     };
     for ap in &aps {
         apsim::edge_order(&ap.name, &opts)?;

@@ -626,12 +626,14 @@ fn main() -> anyhow::Result<()> {
             persist,
             control_socket,
         } => {
+            // Bounded like `--config`: a wrong file is refused before it
+            // is read whole.
             let text = if config.as_os_str() == "-" {
-                std::io::read_to_string(std::io::stdin())?
+                tunterm_control::read_bounded(std::io::stdin(), "<stdin>")?
             } else {
-                std::fs::read_to_string(&config)
-                    .with_context(|| format!("reading {}", config.display()))?
+                tunterm_control::read_file(&config)?
             };
+            tunterm_control::check_bounds(&text)?;
             let doc: serde_json::Value = serde_json::from_str(&text)
                 .with_context(|| format!("{}: not JSON", config.display()))?;
             let report = rt.block_on(Client::new(&control_socket).apply_config(doc, persist))?;
