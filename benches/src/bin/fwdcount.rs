@@ -9,8 +9,8 @@
 //!     target/release/fwdcount --frames 200000 --containment on
 //! ```
 //!
-//! Ir of `run` / frames = instructions per frame (a warm-up outside `run`
-//! leaves allocation out). The README's "The userspace path" has the
+//! Ir collected / frames = instructions per frame (a warm-up outside
+//! `run` leaves allocation out). The README's "The userspace path" has the
 //! figures.
 
 use std::time::{Duration, Instant};
@@ -61,19 +61,7 @@ fn run<P: FloodPolicy>(
     go(bed, fwd, out, t0, frames, mix)
 }
 
-#[inline(never)]
-fn warm_up<P: FloodPolicy>(
-    bed: &mut Bed,
-    fwd: &mut Forwarder<P>,
-    out: &mut Actions,
-    t0: Instant,
-    frames: usize,
-    mix: Mix,
-) -> usize {
-    go(bed, fwd, out, t0, frames, mix)
-}
-
-#[inline(always)]
+/// One frame after another, as the daemon's loop takes them.
 fn go<P: FloodPolicy>(
     bed: &mut Bed,
     fwd: &mut Forwarder<P>,
@@ -115,7 +103,8 @@ fn main() -> anyhow::Result<()> {
     let t0 = Instant::now();
     let mut fwd = Bed::forwarder(slowpath::daemon_policy(t0, containment));
     let mut out = Actions::with_capacity(slowpath::TX_BYTES + 65_600);
-    warm_up(&mut bed, &mut fwd, &mut out, t0, 2_000, args.mix);
+    // Outside `run`: the queues' first allocations are not counted.
+    go(&mut bed, &mut fwd, &mut out, t0, 2_000, args.mix);
     let t1 = t0 + Duration::from_secs(1);
     let sent = run(&mut bed, &mut fwd, &mut out, t1, args.frames, args.mix);
     println!(
