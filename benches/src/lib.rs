@@ -7,6 +7,7 @@
 pub mod labbench;
 pub mod mcastbench;
 pub mod stormbench;
+pub mod slowpath;
 pub mod xdpcost;
 
 /// Where the lab benches find `tunterm` and `tunterm-apsim`: the directory

@@ -619,7 +619,7 @@ impl Dataplane {
     /// A frame entered the switch on `ingress`: run the forwarding
     /// pipeline and write what it says.
     fn switch_frame(&mut self, now: Instant, ingress: PortId, frame: &[u8]) {
-        let mark = self.out.len();
+        let mark = (self.out.len(), self.out.immediate_count());
         let mut ports = Ports {
             switch: &mut self.switch,
             tunnels: EdgeTunnels {
@@ -649,7 +649,7 @@ impl Dataplane {
     /// Send `frame` on `vlan` to `to` as from `from` (a DHCP reply from the
     /// relay on host port `from` to the client's tunnel).
     fn deliver(&mut self, now: Instant, from: PortId, to: PortId, vlan: u16, frame: &[u8]) {
-        let mark = self.out.len();
+        let mark = (self.out.len(), self.out.immediate_count());
         let mut ports = Ports {
             switch: &mut self.switch,
             tunnels: EdgeTunnels {
@@ -672,11 +672,19 @@ impl Dataplane {
         self.write_actions(mark);
     }
 
-    /// Write the actions from `mark` on: trunk frames and host-port frames
-    /// now, relayed DHCP to the servers; tunnel packets stay queued for
-    /// [`Dataplane::flush_tunnel_tx`] (flushed here once a batch is full).
-    fn write_actions(&mut self, mark: usize) {
-        for o in self.out.iter_from(mark) {
+    /// Write the actions from `mark` (their number, and
+    /// [`Actions::immediate_count`], before the call) on: trunk frames and
+    /// host-port frames now, relayed DHCP to the servers; tunnel packets
+    /// stay queued for [`Dataplane::flush_tunnel_tx`] (flushed here once a
+    /// batch is full).
+    fn write_actions(&mut self, (mark, immediate): (usize, usize)) {
+        // Nothing to write now (tunnel packets, drops): skip the walk.
+        let from = if self.out.immediate_count() == immediate {
+            self.out.len()
+        } else {
+            mark
+        };
+        for o in self.out.iter_from(from) {
             match o {
                 Out::Trunk { frame, .. } => match self.trunk.get_ref().send(frame) {
                     Ok(_) => {

@@ -155,6 +155,7 @@ pub struct Actions {
     bytes: Vec<u8>,
     list: Vec<Action>,
     tunnel: usize,
+    immediate: usize,
 }
 
 impl Actions {
@@ -164,6 +165,7 @@ impl Actions {
             bytes: Vec::with_capacity(bytes),
             list: Vec::with_capacity(64),
             tunnel: 0,
+            immediate: 0,
         }
     }
 
@@ -172,6 +174,7 @@ impl Actions {
         self.bytes.clear();
         self.list.clear();
         self.tunnel = 0;
+        self.immediate = 0;
     }
 
     /// Number of actions.
@@ -187,6 +190,14 @@ impl Actions {
     /// Number of [`Out::Tunnel`] actions (what a batched send will take).
     pub fn tunnel_count(&self) -> usize {
         self.tunnel
+    }
+
+    /// Number of [`Out::Trunk`], [`Out::HostPort`] and [`Out::Relayed`]
+    /// actions: what a caller writes at once rather than queues for a
+    /// batched send ([`Out::Tunnel`]) or only counts ([`Out::Drop`]). When
+    /// a call leaves it unchanged, there is nothing to write now.
+    pub fn immediate_count(&self) -> usize {
+        self.immediate
     }
 
     /// Bytes held by all actions.
@@ -260,8 +271,10 @@ impl Actions {
     }
 
     fn push(&mut self, dest: Dest, kind: Kind, start: usize) {
-        if matches!(dest, Dest::Tunnel { .. }) {
-            self.tunnel += 1;
+        match dest {
+            Dest::Tunnel { .. } => self.tunnel += 1,
+            Dest::Drop { .. } => {}
+            Dest::Trunk | Dest::Host { .. } | Dest::Relayed { .. } => self.immediate += 1,
         }
         let end = self.bytes.len();
         self.list.push(Action {

@@ -314,6 +314,13 @@ pub fn client_message(l3: &[u8]) -> Option<(Ipv4Addr, &[u8])> {
 pub fn server_ack(l3: &[u8]) -> Option<(MacAddr, Ipv4Addr)> {
     /// DHCPACK (RFC 2132 §9.6).
     const ACK: u8 = 5;
+    // The client table asks this of every frame to a client: turn the
+    // others away on two bytes (IPv4 protocol UDP, source port 67) before
+    // the headers are checked in full.
+    let ihl = usize::from(*l3.get(2)? & 0x0f) * 4;
+    if l3.get(11) != Some(&17) || l3.get(2 + ihl..4 + ihl)? != SERVER_PORT.to_be_bytes() {
+        return None;
+    }
     let (ports, _, payload) = udp_in(l3)?;
     if ports != (SERVER_PORT, CLIENT_PORT) {
         return None;
