@@ -183,7 +183,9 @@ pub struct Switch {
     aging: Duration,
     ports: FxHashMap<PortId, Port>,
     fdb: FxHashMap<u64, Entry>,
-    /// Per VLAN id (index), the member ports, in the order they joined.
+    /// Per VLAN id (index), the member ports, in the order they joined;
+    /// grown to the highest VLAN a port has joined (at most
+    /// `VLAN_MAX + 1` lists, none for VLANs above every port's).
     members: Vec<Vec<PortId>>,
     next_sweep: Option<Instant>,
     /// Scratch for the aging sweep, kept for its capacity.
@@ -202,7 +204,7 @@ impl Switch {
             aging,
             ports: FxHashMap::default(),
             fdb: FxHashMap::default(),
-            members: vec![Vec::new(); usize::from(VLAN_MAX) + 1],
+            members: Vec::new(),
             next_sweep: None,
             expired: Vec::new(),
             announce: Vec::new(),
@@ -227,7 +229,11 @@ impl Switch {
             None => Vec::new(),
         };
         for v in cfg.member_vlans() {
-            self.members[usize::from(v)].push(port);
+            let v = usize::from(v);
+            if self.members.len() <= v {
+                self.members.resize_with(v + 1, Vec::new);
+            }
+            self.members[v].push(port);
         }
         self.ports.insert(port, Port { cfg, keys });
     }
@@ -271,7 +277,9 @@ impl Switch {
 
     fn leave_vlans(&mut self, port: PortId, cfg: &PortConfig) {
         for v in cfg.member_vlans() {
-            self.members[usize::from(v)].retain(|&m| m != port);
+            if let Some(m) = self.members.get_mut(usize::from(v)) {
+                m.retain(|&m| m != port);
+            }
         }
     }
 
@@ -950,6 +958,30 @@ mod tests {
         assert_eq!(sw.fdb_len(), 0);
         assert_eq!(sw.counters().aged, 3);
         assert_eq!(sw.poll_timeout(), None, "no sweep for an empty FDB");
+        check(&sw);
+    }
+
+    #[test]
+    fn member_lists_go_up_to_the_highest_vlan_a_port_carries() {
+        let mut sw = Switch::new(DEFAULT_AGING);
+        assert!(sw.members.is_empty(), "nothing allocated up front");
+        assert!(sw.vlan_ports(VLAN_MAX).is_empty());
+        let cfg = |v: &[u16], u| PortConfig {
+            vlans: VlanSet::from_ids(v.iter().copied()).unwrap(),
+            untagged_vlan: u,
+        };
+        sw.add_port(S1, cfg(&[10, 30], Some(5)));
+        assert_eq!(sw.members.len(), 31);
+        sw.add_port(S2, cfg(&[], Some(VLAN_MAX)));
+        assert_eq!(sw.members.len(), usize::from(VLAN_MAX) + 1);
+        assert_eq!(sw.vlan_ports(VLAN_MAX), &[S2]);
+        assert_eq!(sw.vlan_ports(5), &[S1]);
+        // Reconfigured and removed ports leave their VLANs.
+        sw.add_port(S1, cfg(&[30], None));
+        assert!(sw.vlan_ports(5).is_empty());
+        assert_eq!(sw.vlan_ports(30), &[S1]);
+        sw.remove_port(S2);
+        assert!(sw.vlan_ports(VLAN_MAX).is_empty());
         check(&sw);
     }
 

@@ -435,6 +435,27 @@ mod tests {
         assert_eq!(&out[16..], &TAGGED_DEI[16..]);
     }
 
+    /// Found by the `forward` fuzz target: a broadcast on VLAN 30 whose
+    /// inner ethertype is 0x8100 again, with nothing after it, flooded to
+    /// an untagged port. Only the outer tag is the switch's: untagged, the
+    /// inner one shows, and cut short it no longer parses (the frame goes
+    /// out as it came; nothing panics).
+    #[test]
+    fn untagging_a_qinq_frame_shows_its_inner_tag() {
+        let mut qinq = [0xff; 12].to_vec();
+        qinq.extend_from_slice(&[0x81, 0x00, 0x00, 0x1e, 0x81, 0x00]);
+        let v = parse(&qinq).unwrap();
+        assert_eq!(v.tag.map(|t| t.vid()), Some(30));
+        let mut out = vec![];
+        write_retagged(&qinq, &v, None, &mut out);
+        assert_eq!((out.len(), &out[12..]), (14, &[0x81, 0x00][..]));
+        assert!(parse(&out).is_none(), "an 802.1Q frame cut short");
+        // With the inner tag there, it shows once the outer one is gone.
+        qinq.extend_from_slice(&[0x00, 0x0a, 0x08, 0x00]);
+        write_retagged(&qinq, &parse(&qinq).unwrap(), None, &mut out);
+        assert_eq!(parse(&out).unwrap().tag.map(|t| t.vid()), Some(10));
+    }
+
     #[test]
     fn append_keeps_what_is_there() {
         let t = parse(&TAGGED).unwrap();

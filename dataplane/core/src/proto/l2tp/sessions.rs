@@ -29,14 +29,18 @@ pub fn session_slot(sid: u32) -> u32 {
     sid % SESSION_SLOTS
 }
 
-/// Sessions by local id, and how many live ids use each slot.
+/// Sessions by local id, and which slots their ids use.
 #[derive(Default)]
 pub struct SessionTable {
     by_id: FxHashMap<u32, DataSession>,
-    /// Live ids per slot (allocated with the first session).
-    counts: Vec<u32>,
-    /// Bit `slot % 64` of word `slot / 64`: the slot has a live id.
+    /// Bit `slot % 64` of word `slot / 64`: the slot has a live id
+    /// (8 KiB, allocated with the first session).
     used: Vec<u64>,
+    /// Slots that more than one live id shares, with how many ids beyond
+    /// the first: rare (the allocator hands out free slots), so a map no
+    /// bigger than the table rather than a count per slot (256 KiB up
+    /// front for every endpoint with a session).
+    shared: FxHashMap<u32, u32>,
     /// Where [`SessionTable::free_slot`] starts looking.
     base: u32,
 }
@@ -54,13 +58,16 @@ impl SessionTable {
     pub fn insert(&mut self, sid: u32, s: DataSession) -> Option<DataSession> {
         let old = self.by_id.insert(sid, s);
         if old.is_none() {
-            if self.counts.is_empty() {
-                self.counts = vec![0; SESSION_SLOTS as usize];
+            if self.used.is_empty() {
                 self.used = vec![0; SESSION_SLOTS as usize / 64];
             }
-            let slot = session_slot(sid) as usize;
-            self.counts[slot] += 1;
-            self.used[slot / 64] |= 1 << (slot % 64);
+            let slot = session_slot(sid);
+            let (word, bit) = ((slot / 64) as usize, 1 << (slot % 64));
+            if self.used[word] & bit == 0 {
+                self.used[word] |= bit;
+            } else {
+                *self.shared.entry(slot).or_default() += 1;
+            }
         }
         old
     }
@@ -68,12 +75,14 @@ impl SessionTable {
     /// Remove the session `sid`.
     pub fn remove(&mut self, sid: &u32) -> Option<DataSession> {
         let old = self.by_id.remove(sid)?;
-        let slot = session_slot(*sid) as usize;
-        if let Some(n) = self.counts.get_mut(slot) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                self.used[slot / 64] &= !(1 << (slot % 64));
+        let slot = session_slot(*sid);
+        match self.shared.get_mut(&slot) {
+            Some(n) if *n > 1 => *n -= 1,
+            Some(_) => {
+                self.shared.remove(&slot);
             }
+            // Its last id: `used` is allocated, since a session was in.
+            None => self.used[(slot / 64) as usize] &= !(1 << (slot % 64)),
         }
         Some(old)
     }
@@ -86,9 +95,10 @@ impl SessionTable {
     /// Whether no live session's id has `sid`'s slot.
     #[cfg(test)]
     pub fn slot_free(&self, sid: u32) -> bool {
-        self.counts
-            .get(session_slot(sid) as usize)
-            .is_none_or(|&n| n == 0)
+        let slot = session_slot(sid);
+        self.used
+            .get((slot / 64) as usize)
+            .is_none_or(|w| w & (1 << (slot % 64)) == 0)
     }
 
     /// An empty table whose sessions take slots from `base` on.
@@ -177,6 +187,22 @@ mod tests {
         t.remove(&b);
         assert!(t.slot_free(a));
         assert!(t.is_empty());
+
+        // Three ids in one slot: taken until all three are gone, in any
+        // order, and free for a new id afterwards.
+        let ids = [0x0001_0042, 0x0002_0042, 0x0003_0042];
+        for sid in ids {
+            t.insert(sid, session(sid));
+        }
+        for (i, sid) in [ids[1], ids[0], ids[2]].into_iter().enumerate() {
+            assert!(!t.slot_free(sid), "slot taken before removal {i}");
+            assert!(t.remove(&sid).is_some());
+        }
+        assert!(t.slot_free(ids[0]));
+        t.insert(ids[2], session(ids[2]));
+        assert!(!t.slot_free(ids[0]));
+        t.remove(&ids[2]);
+        assert!(t.slot_free(ids[0]));
     }
 
     #[test]
