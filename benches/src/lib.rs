@@ -6,8 +6,8 @@
 
 pub mod labbench;
 pub mod mcastbench;
-pub mod stormbench;
 pub mod slowpath;
+pub mod stormbench;
 pub mod xdpcost;
 
 /// Where the lab benches find `tunterm` and `tunterm-apsim`: the directory

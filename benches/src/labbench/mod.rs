@@ -1066,9 +1066,13 @@ pub fn run(opts: Options) -> anyhow::Result<Report> {
                     not_measured(&opts, case, "n/a (no fast path in this build)", &mut rows);
                     Ok(())
                 }
-                Case::TuntermXdp => {
-                    bed.case_tunterm(case, Some("xdp-native"), &mut rows, &mut learned, &mut costs)
-                }
+                Case::TuntermXdp => bed.case_tunterm(
+                    case,
+                    Some("xdp-native"),
+                    &mut rows,
+                    &mut learned,
+                    &mut costs,
+                ),
                 Case::TuntermUserspace => {
                     let mode = fast_path.then_some("off");
                     bed.case_tunterm(case, mode, &mut rows, &mut learned, &mut costs)
