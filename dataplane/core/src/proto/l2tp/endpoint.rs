@@ -134,7 +134,10 @@ pub enum CloseReason {
         /// Error message.
         message: Option<String>,
     },
-    /// Nothing heard for hello_interval × hello_retries.
+    /// Established, and what we sent (a hello when idle) went
+    /// unacknowledged through hello_retries hello intervals: on a cut link,
+    /// `max(hello_retries, 2) × hello_interval` after the last packet heard
+    /// (see [`super::reliable::Keepalive`]).
     HelloTimeout,
     /// A control message went unacknowledged through every retransmission.
     RetransmitTimeout,
