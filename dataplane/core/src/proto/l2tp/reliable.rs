@@ -526,7 +526,10 @@ mod tests {
             retries: 3,
         };
         assert_eq!(ka.window(), Duration::from_secs(2));
-        assert_eq!(ka.rto_max(&RetransmitConfig::default()), Duration::from_millis(125));
+        assert_eq!(
+            ka.rto_max(&RetransmitConfig::default()),
+            Duration::from_millis(125)
+        );
         ch.set_keepalive(Some(ka));
         let m = msg(&ch);
         ch.queue_message(m);
@@ -541,7 +544,9 @@ mod tests {
         }
         assert_eq!(
             sent,
-            (0..16).map(|i| Duration::from_millis(125) * i).collect::<Vec<_>>(),
+            (0..16)
+                .map(|i| Duration::from_millis(125) * i)
+                .collect::<Vec<_>>(),
             "every 125 ms, past max_retries (5)"
         );
         assert_eq!(now - t0, Duration::from_secs(2), "gave up at the window");

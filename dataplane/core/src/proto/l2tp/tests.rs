@@ -1725,9 +1725,8 @@ fn establish_hello(interval: Duration, retries: u32, seed: u64) -> Pair {
     cfg.profiles[0].hello_retries = retries;
     p.edge = Endpoint::new(cfg, seed + 1000);
     p.sent = seed.wrapping_mul(7919) + 1;
-    let ccid = p
-        .ap
-        .connect(p.now, Transport::Udp, addr(EDGE), interval, retries);
+    let ccid =
+        p.ap.connect(p.now, Transport::Udp, addr(EDGE), interval, retries);
     p.request_session(ccid, pw::ETHERNET);
     p.run(Duration::from_secs(5));
     p.assert_sessions_up(1, "establish");
@@ -1764,7 +1763,10 @@ fn a_cut_link_times_out_exactly_max_retries_2_intervals_after_the_last_packet() 
             ("AP", p.last_to_ap, p.ap_down_at),
         ] {
             let took = down.expect("down") - heard.unwrap();
-            assert_eq!(took, expect, "{what}: {side} down after the last packet heard");
+            assert_eq!(
+                took, expect,
+                "{what}: {side} down after the last packet heard"
+            );
         }
         for e in tunnel_downs(&p) {
             assert!(
