@@ -334,14 +334,12 @@ impl ControlConn {
             }
             return;
         }
-        if self.state == ConnState::Established {
-            if now >= self.hello_at {
-                if self.chan.all_acked() {
-                    self.send(MessageType::Hello, vec![]);
-                    ctx.counters.hellos_sent += 1;
-                }
-                self.hello_at = now + self.hello_interval;
+        if self.state == ConnState::Established && now >= self.hello_at {
+            if self.chan.all_acked() {
+                self.send(MessageType::Hello, vec![]);
+                ctx.counters.hellos_sent += 1;
             }
+            self.hello_at = now + self.hello_interval;
         }
     }
 
