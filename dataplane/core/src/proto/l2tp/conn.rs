@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::endpoint::{
     CloseReason, DataSession, EndpointConfig, EndpointCounters, Event, SessionRequest,
 };
-use super::reliable::{Channel, Received};
+use super::reliable::{Channel, Keepalive, Received};
 use super::rng::Rng;
 use super::sessions::{SESSION_SLOTS, SessionTable};
 use super::snapshot::{ConnSnapshot, SnapTransport};
@@ -86,7 +86,6 @@ pub(super) struct ControlConn {
     pub profile: Option<usize>,
     pub sessions: Vec<u32>,
     pub pending: Vec<SessionRequest>,
-    pub last_rx: Instant,
     pub established_at: Option<Instant>,
     pub hello_at: Instant,
     pub linger_until: Option<Instant>,
@@ -123,7 +122,6 @@ impl ControlConn {
             profile: None,
             sessions: Vec::new(),
             pending: Vec::new(),
-            last_rx: ctx.now,
             established_at: None,
             hello_at: ctx.now + cfg.hello_interval,
             linger_until: None,
@@ -148,8 +146,10 @@ impl ControlConn {
             snap.peer_ccid,
             (snap.next_ns, snap.expected_ns, snap.peer_window),
         );
-        chan.retry_cap = false;
-        chan.set_rto_max(cfg.retransmit.rto_max.min(hello_interval));
+        chan.set_keepalive(Some(Keepalive {
+            interval: hello_interval,
+            retries: snap.hello_retries,
+        }));
         ControlConn {
             local_ccid: snap.local_ccid,
             peer_ccid: snap.peer_ccid,
@@ -165,7 +165,6 @@ impl ControlConn {
             profile: None,
             sessions: Vec::new(),
             pending: Vec::new(),
-            last_rx: ctx.now,
             established_at: Some(
                 ctx.now
                     .checked_sub(Duration::from_secs(snap.uptime_secs))
@@ -220,33 +219,33 @@ impl ControlConn {
     }
 
     /// New hello settings (the connection's mxtunnel changed them live):
-    /// the next hello goes out within the new interval, and the dead-peer
-    /// window starts over now, so a peer quiet for longer than the new
-    /// window under the old settings gets its `retries` hellos before it is
-    /// declared dead.
-    pub fn set_hello(&mut self, now: Instant, interval: Duration, retries: u32, rto_max: Duration) {
+    /// the next hello goes out within the new interval, and the channel's
+    /// liveness regime takes the new interval and retries at once.
+    pub fn set_hello(&mut self, now: Instant, interval: Duration, retries: u32) {
         if (self.hello_interval, self.hello_retries) == (interval, retries) {
             return;
         }
         self.hello_interval = interval;
         self.hello_retries = retries;
-        self.last_rx = now;
         self.hello_at = self.hello_at.min(now + interval);
-        self.chan.set_rto_max(rto_max.min(interval));
+        if self.chan.keepalive().is_some() {
+            self.chan.set_keepalive(Some(self.keepalive()));
+        }
     }
 
-    fn dead_at(&self) -> Instant {
-        self.last_rx + self.hello_interval * self.hello_retries
+    /// The channel's liveness regime for our hello settings.
+    fn keepalive(&self) -> Keepalive {
+        Keepalive {
+            interval: self.hello_interval,
+            retries: self.hello_retries,
+        }
     }
 
     pub fn next_wake(&self) -> Option<Instant> {
         let mut wake = self.chan.poll_timeout();
         let mut merge = |t: Instant| wake = Some(wake.map_or(t, |w| w.min(t)));
         match self.state {
-            ConnState::Established => {
-                merge(self.hello_at);
-                merge(self.dead_at());
-            }
+            ConnState::Established => merge(self.hello_at),
             ConnState::Closed => {
                 if let Some(t) = self.linger_until {
                     merge(t)
@@ -297,7 +296,6 @@ impl ControlConn {
         raw: &[u8],
     ) {
         self.rx_packets += 1;
-        self.last_rx = ctx.now;
         if self.state == ConnState::Established {
             self.hello_at = ctx.now + self.hello_interval;
         }
@@ -344,22 +342,19 @@ impl ControlConn {
                     self.state = ConnState::Closed;
                     self.linger_until = Some(now);
                 }
+                // What we sent (a hello, or anything else outstanding) went
+                // unacknowledged through hello_retries intervals.
+                ConnState::Established => self.close(ctx, CloseReason::HelloTimeout, None),
                 _ => self.close(ctx, CloseReason::RetransmitTimeout, None),
             }
             return;
         }
-        if self.state == ConnState::Established {
-            if now >= self.dead_at() {
-                self.close(ctx, CloseReason::HelloTimeout, None);
-                return;
+        if self.state == ConnState::Established && now >= self.hello_at {
+            if self.chan.all_acked() {
+                self.send(MessageType::Hello, vec![]);
+                ctx.counters.hellos_sent += 1;
             }
-            if now >= self.hello_at {
-                if self.chan.all_acked() {
-                    self.send(MessageType::Hello, vec![]);
-                    ctx.counters.hellos_sent += 1;
-                }
-                self.hello_at = now + self.hello_interval;
-            }
+            self.hello_at = now + self.hello_interval;
         }
     }
 
@@ -399,7 +394,7 @@ impl ControlConn {
                     result_code(result, error, message),
                 ];
                 self.send(MessageType::StopCcn, avps);
-                self.chan.retry_cap = true;
+                self.chan.set_keepalive(None);
                 self.state = ConnState::Closing;
             }
             None => {
@@ -572,11 +567,9 @@ impl ControlConn {
         self.state = ConnState::Established;
         self.established_at = Some(ctx.now);
         self.hello_at = ctx.now + self.hello_interval;
-        // From here on liveness is hello_interval × hello_retries, not the
-        // setup retry cap.
-        self.chan.retry_cap = false;
-        self.chan
-            .set_rto_max(ctx.cfg.retransmit.rto_max.min(self.hello_interval));
+        // From here on liveness is the hello settings' (the keepalive
+        // regime), not the setup retry cap.
+        self.chan.set_keepalive(Some(self.keepalive()));
         ctx.events.push_back(Event::TunnelUp {
             ccid: self.local_ccid,
             peer: self.peer,
@@ -781,8 +774,7 @@ impl ControlConn {
             self.hello_interval = p.hello_interval;
             self.hello_retries = p.hello_retries;
             self.hello_at = ctx.now + self.hello_interval;
-            self.chan
-                .set_rto_max(ctx.cfg.retransmit.rto_max.min(self.hello_interval));
+            self.chan.set_keepalive(Some(self.keepalive()));
         }
         let cookie_tx = msg.assigned_cookie().unwrap_or_default();
         // Sublayer and sequencing: what the initiator asks for, or what we

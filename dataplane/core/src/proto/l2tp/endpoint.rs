@@ -134,7 +134,10 @@ pub enum CloseReason {
         /// Error message.
         message: Option<String>,
     },
-    /// Nothing heard for hello_interval × hello_retries.
+    /// Established, and what we sent (a hello when idle) went
+    /// unacknowledged through hello_retries hello intervals: on a cut link,
+    /// `max(hello_retries, 2) × hello_interval` after the last packet heard
+    /// (see [`super::reliable::Keepalive`]).
     HelloTimeout,
     /// A control message went unacknowledged through every retransmission.
     RetransmitTimeout,
@@ -532,13 +535,12 @@ impl Endpoint {
         self.cfg.profiles = profiles;
         // The connections that stay take their mxtunnel's hello settings
         // as they are now.
-        let rto_max = self.cfg.retransmit.rto_max;
         for (ccid, c) in &mut self.conns {
             if gone_conns.contains(ccid) {
                 continue;
             }
             if let Some(p) = c.profile.and_then(|i| self.cfg.profiles.get(i)) {
-                c.set_hello(now, p.hello_interval, p.hello_retries, rto_max);
+                c.set_hello(now, p.hello_interval, p.hello_retries);
             }
         }
         let ccids: Vec<u32> = self.conns.keys().copied().collect();

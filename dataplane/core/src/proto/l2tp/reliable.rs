@@ -5,6 +5,22 @@
 //!
 //! The channel owns no socket and no clock: the caller passes `now` in and
 //! takes encoded packets out.
+//!
+//! Two retransmission regimes:
+//! - while a connection is being set up, [`RetransmitConfig`]: backoff from
+//!   `rto_initial`, doubling, capped at `rto_max`, given up after
+//!   `max_retries` retransmissions (RFC 3931 §4.2);
+//! - once it is established, [`Channel::set_keepalive`]: liveness is the
+//!   channel's (RFC 3931 §4.4: a Hello is a reliably delivered message, the
+//!   peer is dead when what we sent is not acknowledged after the
+//!   retransmissions). The channel gives up (the hello timeout) when the
+//!   oldest unacknowledged message has gone
+//!   `window = max(hello_retries − 1, 1) × hello_interval` since its first
+//!   transmission without any acknowledgement ([`Keepalive::window`]), and
+//!   retransmits often enough for that window to hold at least
+//!   [`KEEPALIVE_ATTEMPTS`] attempts: backoff from `min(rto_initial, cap)`,
+//!   doubling, capped at `cap = min(rto_max, window / 16)` (not under
+//!   50 ms).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -38,6 +54,48 @@ impl Default for RetransmitConfig {
     }
 }
 
+/// Transmissions of one message a keepalive window holds at least (when
+/// the cap is not `rto_max`): a round trip that fails one time in three
+/// (20% loss each way) fails all of them about once in 10^8.
+pub const KEEPALIVE_ATTEMPTS: u32 = 16;
+
+/// The least retransmission timeout of the keepalive regime.
+const KEEPALIVE_RTO_FLOOR: Duration = Duration::from_millis(50);
+
+/// The established regime of retransmission (see the module doc).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Keepalive {
+    /// The hello interval: a hello is sent when nothing was heard for it.
+    pub interval: Duration,
+    /// hello_retries: hello intervals unanswered before the peer is dead,
+    /// the first one being the silence before our hello (the peer sends
+    /// its own hello after an interval of silence, as we do).
+    pub retries: u32,
+}
+
+impl Keepalive {
+    /// How long the oldest unacknowledged message may wait for an
+    /// acknowledgement after its first transmission:
+    /// `max(retries − 1, 1) × interval`. On an idle connection the hello is
+    /// sent one interval after the last packet heard, so a cut link is
+    /// found dead `max(retries, 2) × interval` after that packet.
+    pub fn window(&self) -> Duration {
+        self.interval * self.retries.saturating_sub(1).max(1)
+    }
+
+    /// The cap of the backoff: `min(rto_max, window / 16)`, at least 50 ms.
+    pub fn rto_max(&self, cfg: &RetransmitConfig) -> Duration {
+        cfg.rto_max
+            .min(self.window() / KEEPALIVE_ATTEMPTS)
+            .max(KEEPALIVE_RTO_FLOOR)
+    }
+
+    /// The first retransmission timeout: `min(rto_initial, cap)`.
+    pub fn rto_initial(&self, cfg: &RetransmitConfig) -> Duration {
+        cfg.rto_initial.min(self.rto_max(cfg))
+    }
+}
+
 /// What became of a received control message's sequence number.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Received {
@@ -64,9 +122,12 @@ struct Unacked {
 pub struct Channel {
     transport: Transport,
     cfg: RetransmitConfig,
-    /// Give up after `max_retries`; off while a connection is established
-    /// (then hello_interval × hello_retries decides liveness).
-    pub retry_cap: bool,
+    /// Set once the connection is established: liveness from the
+    /// acknowledgements instead of `max_retries`.
+    keepalive: Option<Keepalive>,
+    /// First transmission of the oldest message still unacknowledged (reset
+    /// by every acknowledgement that moves the window).
+    waiting_since: Option<Instant>,
     peer_ccid: u32,
     next_ns: u16,
     expected_ns: u16,
@@ -101,7 +162,8 @@ impl Channel {
         Channel {
             transport,
             cfg,
-            retry_cap: true,
+            keepalive: None,
+            waiting_since: None,
             peer_ccid,
             next_ns: 0,
             expected_ns: 0,
@@ -163,8 +225,9 @@ impl Channel {
         }
         self.next_ns = next;
         self.retransmit_at = None;
+        self.waiting_since = None;
         self.retries = 0;
-        self.rto = self.cfg.rto_initial;
+        self.rto = self.rto_initial();
     }
 
     /// Set the peer's Control Connection ID once it is known.
@@ -177,12 +240,38 @@ impl Channel {
         self.peer_window = window.max(1);
     }
 
-    /// Cap the retransmission backoff (an established connection caps it at
-    /// its hello interval, so that hello_retries probes fit in the dead
-    /// interval).
-    pub fn set_rto_max(&mut self, rto_max: Duration) {
-        self.cfg.rto_max = rto_max.max(Duration::from_millis(100));
-        self.rto = self.rto.min(self.cfg.rto_max);
+    /// Established: liveness by [`Keepalive`] (`None`: back to the setup
+    /// regime, `max_retries`, as for a StopCCN). Takes effect from the next
+    /// (re)transmission.
+    pub fn set_keepalive(&mut self, keepalive: Option<Keepalive>) {
+        self.keepalive = keepalive;
+        self.retries = 0;
+        self.rto = self.rto_initial();
+    }
+
+    /// The established regime, if set.
+    pub fn keepalive(&self) -> Option<Keepalive> {
+        self.keepalive
+    }
+
+    fn rto_initial(&self) -> Duration {
+        match &self.keepalive {
+            Some(k) => k.rto_initial(&self.cfg),
+            None => self.cfg.rto_initial,
+        }
+    }
+
+    fn rto_max(&self) -> Duration {
+        match &self.keepalive {
+            Some(k) => k.rto_max(&self.cfg),
+            None => self.cfg.rto_max,
+        }
+    }
+
+    /// When the channel gives up on the peer (keepalive regime, something
+    /// outstanding).
+    pub fn dead_at(&self) -> Option<Instant> {
+        Some(self.waiting_since? + self.keepalive?.window())
     }
 
     /// Our receive window, as advertised.
@@ -190,8 +279,9 @@ impl Channel {
         self.rx_window
     }
 
-    /// True once a message was retransmitted `max_retries` times unacked
-    /// (while the retry cap is on).
+    /// True once the channel gave up: a message retransmitted
+    /// `max_retries` times unacked, or (established) unacknowledged for the
+    /// keepalive window.
     pub fn failed(&self) -> bool {
         self.failed
     }
@@ -228,8 +318,10 @@ impl Channel {
         }
         if progressed {
             self.retries = 0;
-            self.rto = self.cfg.rto_initial;
-            self.retransmit_at = self.queue.iter().any(|m| m.sent).then(|| now + self.rto);
+            self.rto = self.rto_initial();
+            let waiting = self.queue.iter().any(|m| m.sent);
+            self.waiting_since = waiting.then_some(now);
+            self.retransmit_at = waiting.then(|| now + self.rto);
         }
     }
 
@@ -262,22 +354,34 @@ impl Channel {
 
     /// When [`Channel::handle_timeout`] wants to be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.retransmit_at
+        [self.retransmit_at, self.dead_at()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Retransmit what is due. Call when `poll_timeout` has passed.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.failed {
+            return;
+        }
+        if self.dead_at().is_some_and(|t| now >= t) {
+            self.failed = true;
+            self.retransmit_at = None;
+            self.waiting_since = None;
+            return;
+        }
         let Some(at) = self.retransmit_at else { return };
         if now < at {
             return;
         }
-        if self.retry_cap && self.retries >= self.cfg.max_retries {
+        if self.keepalive.is_none() && self.retries >= self.cfg.max_retries {
             self.failed = true;
             self.retransmit_at = None;
             return;
         }
         self.retries += 1;
-        self.rto = (self.rto * 2).min(self.cfg.rto_max);
+        self.rto = (self.rto * 2).min(self.rto_max());
         for m in self.queue.iter_mut().filter(|m| m.sent) {
             m.sent = false;
             self.retransmits += 1;
@@ -301,6 +405,7 @@ impl Channel {
             write_header(&mut packet[prefix..], ccid, m.ns, nr);
             self.ack_pending = false;
             self.tx_packets += 1;
+            self.waiting_since.get_or_insert(now);
             if self.retransmit_at.is_none() {
                 self.retransmit_at = Some(now + self.rto);
             }
@@ -412,19 +517,77 @@ mod tests {
     }
 
     #[test]
-    fn no_retry_cap_keeps_retransmitting() {
+    fn keepalive_gives_up_after_its_window_having_sent_sixteen_times() {
         let t0 = crate::test_t0();
         let mut ch = Channel::new(Transport::Udp, RetransmitConfig::default(), 8, 1);
-        ch.retry_cap = false;
+        // hello 1 s × 3: window 2 s, cap 2 s / 16 = 125 ms.
+        let ka = Keepalive {
+            interval: Duration::from_secs(1),
+            retries: 3,
+        };
+        assert_eq!(ka.window(), Duration::from_secs(2));
+        assert_eq!(
+            ka.rto_max(&RetransmitConfig::default()),
+            Duration::from_millis(125)
+        );
+        ch.set_keepalive(Some(ka));
         let m = msg(&ch);
         ch.queue_message(m);
+        let mut sent = vec![];
         let mut now = t0;
-        for _ in 0..20 {
-            assert!(ch.poll_transmit(now).is_some());
+        while !ch.failed() {
+            if ch.poll_transmit(now).is_some() {
+                sent.push(now - t0);
+            }
             now = ch.poll_timeout().unwrap();
             ch.handle_timeout(now);
         }
-        assert!(!ch.failed());
+        assert_eq!(
+            sent,
+            (0..16)
+                .map(|i| Duration::from_millis(125) * i)
+                .collect::<Vec<_>>(),
+            "every 125 ms, past max_retries (5)"
+        );
+        assert_eq!(now - t0, Duration::from_secs(2), "gave up at the window");
+        assert_eq!(ch.retransmits, 15);
+        assert_eq!(ch.poll_timeout(), None);
+    }
+
+    #[test]
+    fn an_acknowledgement_restarts_the_keepalive_window() {
+        let t0 = crate::test_t0();
+        let mut ch = Channel::new(Transport::Udp, RetransmitConfig::default(), 8, 1);
+        ch.set_keepalive(Some(Keepalive {
+            interval: Duration::from_secs(10),
+            retries: 3,
+        }));
+        for _ in 0..2 {
+            let m = msg(&ch);
+            ch.queue_message(m);
+        }
+        assert!(ch.poll_transmit(t0).is_some());
+        assert!(ch.poll_transmit(t0).is_some());
+        assert_eq!(ch.dead_at(), Some(t0 + Duration::from_secs(20)));
+        // The first is acknowledged at 15 s: the second waits from there.
+        let t15 = t0 + Duration::from_secs(15);
+        ch.on_ack(t15, 1);
+        assert_eq!(ch.dead_at(), Some(t15 + Duration::from_secs(20)));
+        ch.on_ack(t15, 2);
+        assert_eq!(ch.dead_at(), None, "nothing outstanding");
+        assert_eq!(ch.poll_timeout(), None);
+        // Back to the setup regime (a StopCCN): max_retries again.
+        ch.set_keepalive(None);
+        let m = msg(&ch);
+        ch.queue_message(m);
+        let mut now = t15;
+        let mut sent = 0;
+        while !ch.failed() {
+            sent += u32::from(ch.poll_transmit(now).is_some());
+            now = ch.poll_timeout().unwrap();
+            ch.handle_timeout(now);
+        }
+        assert_eq!(sent, 1 + RetransmitConfig::default().max_retries);
     }
 
     #[test]

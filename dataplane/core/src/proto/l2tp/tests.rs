@@ -75,6 +75,12 @@ struct Pair {
     /// `strays_ok`; otherwise such a packet fails the test).
     strays: Vec<Transmit>,
     strays_ok: bool,
+    /// The link is cut: everything is lost, both ways.
+    cut: bool,
+    /// When the AP last got a packet from the edge.
+    last_to_ap: Option<Instant>,
+    /// When the AP reported its tunnel down.
+    ap_down_at: Option<Instant>,
 }
 
 impl Pair {
@@ -110,6 +116,9 @@ impl Pair {
             edge_down_at: None,
             strays: vec![],
             strays_ok: false,
+            cut: false,
+            last_to_ap: None,
+            ap_down_at: None,
         }
     }
 
@@ -130,6 +139,9 @@ impl Pair {
             self.put(false, t.payload);
         }
         while let Some(e) = self.ap.poll_event() {
+            if matches!(e, Event::TunnelDown { .. }) && self.ap_down_at.is_none() {
+                self.ap_down_at = Some(self.now);
+            }
             self.ap_events.push(e);
         }
         while let Some(e) = self.edge.poll_event() {
@@ -150,7 +162,7 @@ impl Pair {
 
     fn put(&mut self, to_edge: bool, p: Vec<u8>) {
         let i = self.impair;
-        if self.chance(i.loss) {
+        if self.chance(i.loss) || self.cut {
             return;
         }
         let at = self.now + self.latency;
@@ -188,6 +200,7 @@ impl Pair {
                     self.edge
                         .handle_datagram(self.now, self.transport, self.ap_addr(), &p)
                 } else {
+                    self.last_to_ap = Some(self.now);
                     self.ap
                         .handle_datagram(self.now, self.transport, self.edge_addr(), &p)
                 };
@@ -1732,4 +1745,137 @@ fn admitted_subnets_replaced_live_close_the_tunnels_now_outside() {
     p.run(Duration::from_secs(1));
     assert_eq!(p.edge.counters().closed_not_admitted, 1);
     assert!(ap_heard_stopccn(&p, "outside"), "{:?}", p.ap_events);
+}
+
+/// A pair whose tunnel profile (edge) and connection (AP) use hello
+/// `interval` × `retries`, with `seed` for the network and the edge.
+fn establish_hello(interval: Duration, retries: u32, seed: u64) -> Pair {
+    let mut p = Pair::new(Transport::Udp, 4);
+    let mut cfg = edge_cfg();
+    cfg.profiles[0].hello_interval = interval;
+    cfg.profiles[0].hello_retries = retries;
+    p.edge = Endpoint::new(cfg, seed + 1000);
+    p.sent = seed.wrapping_mul(7919) + 1;
+    let ccid =
+        p.ap.connect(p.now, Transport::Udp, addr(EDGE), interval, retries);
+    p.request_session(ccid, pw::ETHERNET);
+    p.run(Duration::from_secs(5));
+    p.assert_sessions_up(1, "establish");
+    p
+}
+
+fn tunnel_downs(p: &Pair) -> Vec<&Event> {
+    p.ap_events
+        .iter()
+        .chain(&p.edge_events)
+        .filter(|e| matches!(e, Event::TunnelDown { .. }))
+        .collect()
+}
+
+/// RFC 3931 §4.4: liveness is the reliable channel's. On a cut link each
+/// side's hello goes unacknowledged and the tunnel goes down with
+/// HelloTimeout exactly `max(retries, 2) × interval` after the last packet
+/// it heard (its hello one interval after that packet, then
+/// `max(retries − 1, 1)` intervals of retransmissions).
+#[test]
+fn a_cut_link_times_out_exactly_max_retries_2_intervals_after_the_last_packet() {
+    for (interval_ms, retries) in [(1_000, 3), (500, 3), (10_000, 3), (2_000, 7), (1_000, 1)] {
+        let interval = Duration::from_millis(interval_ms);
+        let mut p = establish_hello(interval, retries, 3);
+        // Idle a while (hellos both ways), then cut at an odd instant.
+        p.run(interval * 5 + Duration::from_millis(337));
+        assert!(tunnel_downs(&p).is_empty());
+        p.cut = true;
+        p.run(interval * (retries + 3));
+        let expect = interval * retries.max(2);
+        let what = format!("hello {interval:?} × {retries}");
+        for (side, heard, down) in [
+            ("edge", p.last_to_edge, p.edge_down_at),
+            ("AP", p.last_to_ap, p.ap_down_at),
+        ] {
+            let took = down.expect("down") - heard.unwrap();
+            assert_eq!(
+                took, expect,
+                "{what}: {side} down after the last packet heard"
+            );
+        }
+        for e in tunnel_downs(&p) {
+            assert!(
+                matches!(
+                    e,
+                    Event::TunnelDown {
+                        reason: CloseReason::HelloTimeout,
+                        ..
+                    }
+                ),
+                "{what}: {e:?}"
+            );
+        }
+        let (a, e) = (p.ap.counters(), p.edge.counters());
+        assert!(a.hellos_sent + e.hellos_sent >= 2, "{what}: hellos sent");
+    }
+}
+
+/// 20% loss each way, 5% duplication and 5% reordering, over 6,000 hello
+/// intervals (20 seeds × 300): the hello retransmissions always get
+/// through within the window, no tunnel goes down; Ns/Nr stay right
+/// (duplicates and reordered messages seen and handled, both sides agree
+/// on the sequence numbers once the link is clean again).
+#[test]
+fn twenty_percent_loss_with_duplication_and_reordering_never_times_out() {
+    let interval = Duration::from_secs(1);
+    let (mut retransmits, mut dups, mut reordered, mut hellos) = (0, 0, 0, 0);
+    for seed in 0..20 {
+        let mut p = establish_hello(interval, 3, seed);
+        p.impair = Impair {
+            loss: 20,
+            dup: 5,
+            swap: 5,
+        };
+        p.run(interval * 150);
+        // A burst of session requests: several messages in flight at once,
+        // for the duplication and reordering to act on.
+        let ccid = p.ap.stats(p.now)[0].local_ccid;
+        for _ in 0..3 {
+            p.request_session(ccid, pw::ETHERNET);
+        }
+        p.run(interval * 150);
+        assert!(
+            tunnel_downs(&p).is_empty(),
+            "seed {seed}: {:?}",
+            tunnel_downs(&p)
+        );
+        p.impair = Impair::default();
+        p.run(Duration::from_secs(2));
+        // Between two exchanges: nothing in flight.
+        while !p.wire.is_empty() {
+            p.run(Duration::from_millis(1));
+        }
+        let (ap, edge) = (p.ap.snapshot(p.now), p.edge.snapshot(p.now));
+        assert_eq!((ap.len(), edge.len()), (1, 1), "seed {seed}");
+        assert_eq!(
+            (ap[0].next_ns, ap[0].expected_ns),
+            (edge[0].expected_ns, edge[0].next_ns),
+            "seed {seed}: each side expects the other's next Ns"
+        );
+        assert_eq!(
+            (p.ap.session_count(), p.edge.session_count()),
+            (4, 4),
+            "seed {seed}: sessions set up under the loss"
+        );
+        retransmits += p.ap.stats(p.now)[0].retransmits + p.edge.stats(p.now)[0].retransmits;
+        let (a, e) = (p.ap.counters(), p.edge.counters());
+        dups += a.control_duplicates + e.control_duplicates;
+        reordered += a.control_reordered + e.control_reordered;
+        hellos += a.hellos_sent + e.hellos_sent;
+    }
+    assert!(
+        retransmits > 0 && dups > 0 && reordered > 0,
+        "the impairment bit: {retransmits} retransmits, {dups} duplicates, {reordered} reordered"
+    );
+    assert!(hellos >= 20 * 150, "{hellos} hellos");
+    println!(
+        "6,000 hello intervals (1 s × 3) at 20% loss, 5% dup, 5% reorder: no timeout; \
+         {hellos} hellos, {retransmits} retransmits, {dups} duplicates, {reordered} reordered"
+    );
 }
