@@ -501,7 +501,8 @@ impl Endpoint {
     /// StopCCN (`result`, `message`); a session of a removed profile on a
     /// connection that stays is closed with CDN. Every other connection and
     /// session keeps running, bound to its profile's new index. Returns the
-    /// connections and the sessions closed.
+    /// connections and the sessions closed (a connection already closing is
+    /// neither closed again nor counted).
     pub fn replace_profiles(
         &mut self,
         now: Instant,
@@ -548,13 +549,23 @@ impl Endpoint {
             self.after(now, ccid);
         }
         gone_conns.sort_unstable();
+        // A connection already closing (an earlier change or the peer
+        // closed it) is on its way out: not closed or counted again.
+        let mut closed = 0;
         for &ccid in &gone_conns {
-            self.close(now, ccid, result, message);
+            if self
+                .conns
+                .get(&ccid)
+                .is_some_and(|c| !matches!(c.state, ConnState::Closing | ConnState::Closed))
+            {
+                self.close(now, ccid, result, message);
+                closed += 1;
+            }
         }
         for &sid in &gone_sessions {
             self.close_session(now, sid, l2tp::cdn::ADMINISTRATIVE);
         }
-        (gone_conns.len(), gone_sessions.len())
+        (closed, gone_sessions.len())
     }
 
     /// Replace the admitted source prefixes (`tunterm_ap_subnets`, a

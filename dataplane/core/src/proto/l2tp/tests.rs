@@ -1722,6 +1722,29 @@ fn hello_settings_changed_live_apply_to_the_running_tunnel() {
 }
 
 #[test]
+fn a_connection_already_closing_is_not_closed_again_when_its_mxtunnel_goes() {
+    let mut p = establish(Transport::Udp, 4, Impair::default());
+    // The AP stops answering, so the StopCCN of a subnet change stays
+    // unacknowledged and the connection stays closing.
+    p.ap_silent = true;
+    let now = p.now;
+    let outside = vec!["10.98.0.0/24".parse().unwrap()];
+    assert_eq!(
+        p.edge
+            .set_admit(now, outside, l2tp::stopccn::CLEAR, "outside"),
+        1
+    );
+    p.run(Duration::from_millis(100));
+    let now = p.now;
+    assert_eq!(
+        p.edge
+            .replace_profiles(now, vec![], &[None], l2tp::stopccn::CLEAR, "gone"),
+        (0, 0),
+        "the closing connection is neither closed again nor counted"
+    );
+}
+
+#[test]
 fn admitted_subnets_replaced_live_close_the_tunnels_now_outside() {
     let mut p = establish(Transport::Udp, 4, Impair::default());
     let now = p.now;
