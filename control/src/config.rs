@@ -534,6 +534,9 @@ pub struct StormControlConfig {
     pub multicast_pps: u32,
     /// Unknown-unicast frames per second (default 200).
     pub unknown_unicast_pps: u32,
+    /// Tunnel copies of flooded frames per second, from every ingress and
+    /// VLAN together (default 200,000; 0: unlimited).
+    pub flood_copies_pps: u32,
 }
 
 impl Default for StormControlConfig {
@@ -543,6 +546,7 @@ impl Default for StormControlConfig {
             broadcast_pps: 200,
             multicast_pps: 500,
             unknown_unicast_pps: 200,
+            flood_copies_pps: 200_000,
         }
     }
 }
@@ -1308,6 +1312,7 @@ fn check_clients(path: &str, c: &ClientTableConfig) -> Result<(), ConfigError> {
         ("broadcast_pps", s.broadcast_pps),
         ("multicast_pps", s.multicast_pps),
         ("unknown_unicast_pps", s.unknown_unicast_pps),
+        ("flood_copies_pps", s.flood_copies_pps),
     ] {
         check_between(&format!("{p}.{name}"), v, 0, 10_000_000)?;
     }

@@ -73,7 +73,8 @@ pub const MAX_ADDRS: usize = 8;
 const SWEEP: Duration = Duration::from_secs(10);
 
 /// Storm control limits, frames per second per tunnel port (0: no limit
-/// for that class). A bucket holds one second's worth.
+/// for that class), and one limit on the copies every flood together
+/// writes into tunnels. A bucket holds one second's worth.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StormConfig {
     /// Broadcast frames.
@@ -82,6 +83,21 @@ pub struct StormConfig {
     pub multicast_pps: u32,
     /// Unicast frames to a MAC the switch does not know.
     pub unknown_unicast_pps: u32,
+    /// Tunnel copies of flooded frames, per second, from every ingress
+    /// (the trunk and host ports too) and every VLAN together. One frame
+    /// flooded into a VLAN of 10,000 tunnels is 10,000 copies: this bounds
+    /// the work floods can take whatever their source. A flood with more
+    /// tunnel copies than the bucket holds goes to no tunnel (its other
+    /// ports still get it) and is counted.
+    #[serde(default = "default_flood_copies_pps")]
+    pub flood_copies_pps: u32,
+}
+
+/// [`StormConfig::flood_copies_pps`]'s default.
+pub const FLOOD_COPIES_PPS: u32 = 200_000;
+
+fn default_flood_copies_pps() -> u32 {
+    FLOOD_COPIES_PPS
 }
 
 impl Default for StormConfig {
@@ -93,6 +109,7 @@ impl Default for StormConfig {
             broadcast_pps: 200,
             multicast_pps: 500,
             unknown_unicast_pps: 200,
+            flood_copies_pps: FLOOD_COPIES_PPS,
         }
     }
 }
@@ -597,6 +614,12 @@ impl Bucket {
 
     /// Take one frame's token at `rate` frames/s; false when empty.
     fn take(&mut self, now: Instant, rate: u32) -> bool {
+        self.take_n(now, rate, 1)
+    }
+
+    /// Take `n` tokens at `rate` a second; none and false when fewer are
+    /// left.
+    fn take_n(&mut self, now: Instant, rate: u32, n: u64) -> bool {
         if rate == 0 {
             return true;
         }
@@ -607,10 +630,11 @@ impl Bucket {
             (elapsed.min(Duration::from_secs(1)).as_micros() as u64 * u64::from(rate)) / 1000;
         self.at = self.at.max(now);
         self.milli = self.milli.saturating_add(refill).min(cap);
-        if self.milli < 1000 {
+        let need = n.saturating_mul(1000);
+        if self.milli < need {
             return false;
         }
-        self.milli -= 1000;
+        self.milli -= need;
         true
     }
 }
@@ -621,11 +645,25 @@ struct PortStorm {
     drops: StormDrops,
 }
 
-/// Storm control: token buckets per tunnel port and class.
+/// Storm control: token buckets per tunnel port and class, and one for
+/// the tunnel copies of every flood.
 #[derive(Debug, Default)]
 pub struct StormControl {
     ports: FxHashMap<PortId, PortStorm>,
     total: StormDrops,
+    copies: Option<Bucket>,
+    flood_dropped: FloodDrops,
+}
+
+/// Floods kept from the tunnels by [`StormConfig::flood_copies_pps`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FloodDrops {
+    /// Flooded frames that went to no tunnel, by class.
+    pub frames: StormDrops,
+    /// Of those, the frames that came from the trunk or a host port.
+    pub from_upstream: u64,
+    /// Tunnel copies not written.
+    pub copies: u64,
 }
 
 impl StormControl {
@@ -655,6 +693,35 @@ impl StormControl {
     /// Drops in total, every port since start.
     pub fn total(&self) -> &StormDrops {
         &self.total
+    }
+
+    /// Floods kept from the tunnels by the copies limit, since start.
+    pub fn flood_dropped(&self) -> &FloodDrops {
+        &self.flood_dropped
+    }
+
+    /// Whether a flood of `copies` tunnel copies may go at `now`; counted
+    /// when not.
+    fn allow_copies(
+        &mut self,
+        now: Instant,
+        ingress: PortId,
+        dst: &MacAddr,
+        copies: usize,
+        cfg: &StormConfig,
+    ) -> bool {
+        if copies == 0 || cfg.flood_copies_pps == 0 {
+            return true;
+        }
+        let bucket = self.copies.get_or_insert_with(|| Bucket::full(now));
+        if bucket.take_n(now, cfg.flood_copies_pps, copies as u64) {
+            return true;
+        }
+        let d = &mut self.flood_dropped;
+        d.frames.add(Class::of(dst));
+        d.from_upstream += u64::from(!is_tunnel_port(ingress));
+        d.copies += copies as u64;
+        false
     }
 
     /// Drops per port that has any (ports still up).
@@ -883,6 +950,47 @@ impl<P: FloodPolicy> FloodPolicy for Containment<P> {
         {
             return;
         }
+        let start = to.len();
+        self.contain(now, ingress, vlan, view, frame, members, to);
+        if let Some(storm) = &self.cfg.storm {
+            let copies = to[start..].iter().filter(|&&p| is_tunnel_port(p)).count();
+            if !self
+                .storm
+                .allow_copies(now, ingress, &view.dst, copies, storm)
+            {
+                // Keep the other ports, in order.
+                let mut kept = start;
+                for i in start..to.len() {
+                    if !is_tunnel_port(to[i]) {
+                        to[kept] = to[i];
+                        kept += 1;
+                    }
+                }
+                to.truncate(kept);
+            }
+        }
+    }
+
+    fn remove_port(&mut self, port: PortId) {
+        self.table.remove_port(port);
+        self.storm.remove_port(port);
+        self.inner.remove_port(port);
+    }
+}
+
+impl<P: FloodPolicy> Containment<P> {
+    /// The ports a flood goes to after ARP/ND containment (and `inner`).
+    #[allow(clippy::too_many_arguments)]
+    fn contain(
+        &mut self,
+        now: Instant,
+        ingress: PortId,
+        vlan: u16,
+        view: &FrameView,
+        frame: &[u8],
+        members: &[PortId],
+        to: &mut Vec<PortId>,
+    ) {
         let flood = || {
             members
                 .iter()
@@ -922,11 +1030,5 @@ impl<P: FloodPolicy> FloodPolicy for Containment<P> {
                 );
             }
         }
-    }
-
-    fn remove_port(&mut self, port: PortId) {
-        self.table.remove_port(port);
-        self.storm.remove_port(port);
-        self.inner.remove_port(port);
     }
 }

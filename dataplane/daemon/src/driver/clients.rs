@@ -14,7 +14,7 @@ use tunterm_control::EdgeConfig;
 use tunterm_core::forward::ap_of;
 use tunterm_core::proto::bridge::PortId;
 use tunterm_core::proto::clients::{
-    ClientConfig, ClientCounters, ClientRecord, StormConfig, StormDrops,
+    ClientConfig, ClientCounters, ClientRecord, FloodDrops, StormConfig, StormDrops,
 };
 use tunterm_core::wire::ether::MacAddr;
 
@@ -48,6 +48,8 @@ pub struct ClientStats {
     pub storm_dropped: StormDrops,
     /// Frames storm control dropped, per tunnel still up that had any.
     pub storm_dropped_per_ap: Vec<ApStormDrops>,
+    /// Floods kept from the tunnels by `flood_copies_pps`.
+    pub flood_dropped: FloodDrops,
 }
 
 /// Storm drops of one tunnel port, with its AP.
@@ -203,6 +205,7 @@ pub(super) fn client_config(cfg: &EdgeConfig) -> ClientConfig {
             broadcast_pps: s.broadcast_pps,
             multicast_pps: s.multicast_pps,
             unknown_unicast_pps: s.unknown_unicast_pps,
+            flood_copies_pps: s.flood_copies_pps,
         }),
     }
 }
@@ -260,6 +263,7 @@ impl Dataplane {
             counters: p.table().counters().clone(),
             storm_dropped: *p.storm().total(),
             storm_dropped_per_ap: Vec::with_capacity(per_port.len()),
+            flood_dropped: *p.storm().flood_dropped(),
         };
         for (port, dropped) in per_port {
             let (ap, ap_ip) = self.ap_of(port);

@@ -395,6 +395,7 @@ fn storm_control_limits_each_tunnel_port_and_class() {
             broadcast_pps: 10,
             multicast_pps: 0,
             unknown_unicast_pps: 5,
+            flood_copies_pps: 0,
         }),
         ..ClientConfig::default()
     });
@@ -434,6 +435,64 @@ fn storm_control_limits_each_tunnel_port_and_class() {
     assert_eq!((per[1].0, per[1].1.broadcast), (B, 2));
     p.remove_port(A);
     assert_eq!(p.storm().per_port().count(), 1);
+}
+
+#[test]
+fn flood_copies_limit_keeps_floods_from_the_tunnels_and_counts_them() {
+    let t0 = crate::test_t0();
+    let mut p = policy(ClientConfig {
+        proxy: false,
+        storm: Some(StormConfig {
+            broadcast_pps: 0,
+            multicast_pps: 0,
+            unknown_unicast_pps: 0,
+            flood_copies_pps: 7,
+        }),
+        ..ClientConfig::default()
+    });
+    let hp = host_port(VLAN);
+    // From the trunk: 3 tunnel copies a flood; 7 a second pass 2 floods.
+    assert_eq!(
+        flood(&mut p, t0, TRUNK, &ARP_FOR_50),
+        sorted(vec![A, B, C, hp])
+    );
+    assert_eq!(
+        flood(&mut p, t0, TRUNK, &ARP_FOR_50),
+        sorted(vec![A, B, C, hp])
+    );
+    // The third goes to no tunnel, the host port still gets it.
+    assert_eq!(flood(&mut p, t0, TRUNK, &ARP_FOR_50), vec![hp]);
+    // From a tunnel (2 tunnel copies): nothing left either.
+    assert_eq!(
+        flood(&mut p, t0, A, &CLIENT_ARP_FOR_GW),
+        sorted(vec![TRUNK, hp])
+    );
+    let d = *p.storm().flood_dropped();
+    assert_eq!(
+        (d.frames.broadcast, d.from_upstream, d.copies),
+        (2, 1, 5),
+        "{d:?}"
+    );
+    // Per-port storm control counted none of it.
+    assert_eq!(p.storm().total().total(), 0);
+    // A second refills the bucket (one second's worth, no more).
+    let t1 = t0 + Duration::from_secs(5);
+    let passed = (0..5)
+        .filter(|_| flood(&mut p, t1, TRUNK, &ARP_FOR_50).len() == 4)
+        .count();
+    assert_eq!(passed, 2);
+    // 0: no limit.
+    let mut p = policy(ClientConfig {
+        proxy: false,
+        storm: Some(StormConfig {
+            flood_copies_pps: 0,
+            ..StormConfig::default()
+        }),
+        ..ClientConfig::default()
+    });
+    for _ in 0..1000 {
+        assert_eq!(flood(&mut p, t0, TRUNK, &ARP_FOR_50).len(), 4);
+    }
 }
 
 #[test]
