@@ -301,14 +301,71 @@ pub fn unique_prefix(test: &str) -> String {
 /// [`unique_prefix`], removes a killed run's namespaces of that prefix, and
 /// makes an empty directory for logs and configurations
 /// (`$TMPDIR/tunterm-lab-<prefix>`).
+///
+/// It also removes the namespaces of earlier labs whose process is gone
+/// without cleaning up (killed, or stopped with Ctrl-C before its guards
+/// ran): each lab's directory names its owner ([`OWNER_FILE`]), and a lab
+/// whose owner no longer runs has its namespaces removed (its directory,
+/// with the logs that may explain it, stays).
 pub fn begin(name: &str) -> anyhow::Result<(String, LogDir)> {
     require_root()?;
+    sweep_orphans();
     let prefix = unique_prefix(name);
     cleanup_prefix(&prefix);
-    let dir = std::env::temp_dir().join(format!("tunterm-lab-{}", prefix.trim_end_matches('-')));
+    let dir =
+        std::env::temp_dir().join(format!("{LAB_DIR_PREFIX}{}", prefix.trim_end_matches('-')));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
+    std::fs::write(
+        dir.join(OWNER_FILE),
+        owner_of(std::process::id()).unwrap_or_default(),
+    )?;
     Ok((prefix, LogDir(dir)))
+}
+
+/// A lab directory's name: this, then its namespace prefix without the `-`.
+const LAB_DIR_PREFIX: &str = "tunterm-lab-";
+
+/// The file in a lab's directory that names the process owning the lab:
+/// its pid and its start time (so a reused pid is not taken for it).
+pub const OWNER_FILE: &str = "owner";
+
+/// `pid`'s identity: "pid starttime" from /proc (None: no such process).
+fn owner_of(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command (which may hold spaces) in parentheses;
+    // the start time is field 22, the 20th after it.
+    let after = stat.rsplit_once(')')?.1;
+    let start = after.split_whitespace().nth(19)?;
+    Some(format!("{pid} {start}"))
+}
+
+/// Removes the namespaces of every lab whose owner is gone (see [`begin`]),
+/// and its owner file. Labs of running processes are left alone.
+pub fn sweep_orphans() {
+    let Ok(dirs) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for d in dirs.flatten() {
+        let name = d.file_name();
+        let Some(tag) = name.to_str().and_then(|n| n.strip_prefix(LAB_DIR_PREFIX)) else {
+            continue;
+        };
+        let owner_file = d.path().join(OWNER_FILE);
+        let Ok(owner) = std::fs::read_to_string(&owner_file) else {
+            continue;
+        };
+        let alive = owner
+            .split_whitespace()
+            .next()
+            .and_then(|p| p.parse::<u32>().ok())
+            .and_then(owner_of)
+            .is_some_and(|now| now == owner.trim());
+        if !alive {
+            cleanup_prefix(&format!("{tag}-"));
+            let _ = std::fs::remove_file(&owner_file);
+        }
+    }
 }
 
 /// Set to keep every lab's directory, passed or not.

@@ -356,3 +356,50 @@ fn frame(tags: &[(u16, u16)], marker: u8, len: usize) -> Vec<u8> {
     f.extend((0..len - f.len()).map(|i| marker ^ i as u8));
     f
 }
+
+/// A lab whose process died without cleaning up (killed, Ctrl-C) leaves
+/// namespaces behind; the next lab's start removes them, and only them.
+#[test]
+fn a_dead_labs_namespaces_are_removed_at_the_next_start() -> anyhow::Result<()> {
+    lab::require_root()?;
+    let dead = lab::unique_prefix("orphan");
+    let live = lab::unique_prefix("orphanlive");
+    let tmp = std::env::temp_dir();
+    let dead_dir = tmp.join(format!("tunterm-lab-{}", dead.trim_end_matches('-')));
+    let live_dir = tmp.join(format!("tunterm-lab-{}", live.trim_end_matches('-')));
+    for d in [&dead_dir, &live_dir] {
+        std::fs::create_dir_all(d)?;
+    }
+    // pid 1 runs, but did not start at time 0: not the owner any more.
+    std::fs::write(dead_dir.join(lab::OWNER_FILE), "1 0")?;
+    let own = std::fs::read_to_string("/proc/self/stat")?;
+    let start = own
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .nth(19)
+        .unwrap()
+        .to_owned();
+    std::fs::write(
+        live_dir.join(lab::OWNER_FILE),
+        format!("{} {start}", std::process::id()),
+    )?;
+    let orphan = Netns::new(&format!("{dead}a"))?;
+    let kept = Netns::new(&format!("{live}a"))?;
+    // As if the dead lab's process had been killed: no guard runs.
+    std::mem::forget(orphan);
+    let (_prefix, _dir) = lab::begin("orphannext")?;
+    let names = lab::namespaces();
+    assert!(!names.contains(&format!("{dead}a")), "{names:?}");
+    assert!(names.contains(&format!("{live}a")), "{names:?}");
+    assert!(dead_dir.exists(), "the dead lab's logs stay");
+    assert!(!dead_dir.join(lab::OWNER_FILE).exists());
+    drop(kept);
+    for d in [&dead_dir, &live_dir] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+    assert_no_namespaces(&dead);
+    assert_no_namespaces(&live);
+    Ok(())
+}
