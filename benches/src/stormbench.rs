@@ -17,6 +17,15 @@
 //!   state file kept) and started again. Figures: tunnels rebuilt (apsim's
 //!   `tunnels_up`), frames sent and received by the APs
 //!   (`rx_client_frames`), against a window without a restart first.
+//! - **stall**: the trunk sender sends to every learned client while the
+//!   edge is stopped (SIGSTOP) for longer than the APs' dead-peer time, so
+//!   every AP gives its tunnel up and the edge forgets the clients once it
+//!   runs again (SIGCONT): the trunk traffic is then unknown unicast,
+//!   flooded. Figures: seconds from SIGCONT until every AP is back, APs
+//!   that lost their tunnel again afterwards, and what the edge shed
+//!   (floods kept from the tunnels, control and data shed at the sockets).
+//!   An edge that floods without a bound never gets back (a collapse seen
+//!   at 10,000 APs: the flooding starved the tunnels' control).
 //! - **soak**: minutes of that traffic plus the synthetic clients'
 //!   announcements, while a second simulator's APs join and leave; RSS,
 //!   counters (none may go backwards), FDB entries and sessions sampled;
@@ -56,7 +65,7 @@ pub struct Options {
     pub hello_retries: u32,
     /// `--fast-path` of the edge (off, xdp-native, xdp-generic).
     pub fast_path: String,
-    /// Phases to run, in order: storm, hitless, soak.
+    /// Phases to run, in order: storm, hitless, stall, soak.
     pub phases: Vec<String>,
     /// Frames a second the trunk sender sends (hitless, soak).
     pub pps: u32,
@@ -128,6 +137,29 @@ pub struct Window {
     pub down_s: Option<f64>,
 }
 
+/// The stall's figures.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Stall {
+    /// Seconds the edge was stopped.
+    pub stopped_s: f64,
+    /// Fewest sessions up at the APs after SIGCONT.
+    pub min_sessions_up: u64,
+    /// Seconds from SIGCONT until every AP was up again with a rebuilt
+    /// tunnel (None: not within `bring_up`).
+    pub recovered_s: Option<f64>,
+    /// APs whose tunnel went down more than once over the phase.
+    pub lost_again: usize,
+    /// Frames the trunk sender sent over the phase.
+    pub sent: u64,
+    /// The edge's counters over the phase: floods kept from the tunnels
+    /// (`clients.flood_dropped`), control and data shed at the tunnel
+    /// sockets, trunk frames shed, tunnel packets written, and the SCCRQ
+    /// admission.
+    pub edge: Value,
+    /// The edge's CPU from SIGCONT until recovered, % of one core.
+    pub edge_cpu_pct: f64,
+}
+
 /// One soak sample.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Sample {
@@ -188,6 +220,8 @@ pub struct Report {
     pub storm: Option<Storm>,
     /// The hitless windows, when run (the first without a restart).
     pub hitless: Vec<Window>,
+    /// The stall, when run.
+    pub stall: Option<Stall>,
     /// The soak, when run.
     pub soak: Option<Soak>,
     /// Errors of phases that failed (the others still ran).
@@ -471,6 +505,91 @@ fn storm(lab: &mut Lab, opts: &Options) -> anyhow::Result<Storm> {
         "rate_limited": l2["sccrq_rate_limited"],
     });
     out.edge_sessions_after = lab::topology::sessions_up(&edge);
+    Ok(out)
+}
+
+/// The `stall` phase (module documentation).
+fn stall(lab: &mut Lab, opts: &Options) -> anyhow::Result<Stall> {
+    let n = u64::from(opts.aps);
+    wait_clients_learned(lab, opts)?;
+    let frames = client_frames(lab, opts)?;
+    let before = lab.apsim_stats()?;
+    let edge0 = query(&lab.edge_sock)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let sender = spawn_sender(&lab.up, frames, opts.pps, stop.clone(), sent.clone())?;
+    // Longer than the APs' dead-peer time: every tunnel is given up.
+    let stopped =
+        Duration::from_secs_f64(opts.hello_interval * f64::from(opts.hello_retries + 1) + 5.0);
+    let mut out = Stall {
+        stopped_s: stopped.as_secs_f64(),
+        min_sessions_up: n,
+        ..Stall::default()
+    };
+    let result = (|| -> anyhow::Result<()> {
+        lab.tunterm.signal(libc::SIGSTOP)?;
+        std::thread::sleep(stopped);
+        lab.tunterm.signal(libc::SIGCONT)?;
+        let t_cont = Instant::now();
+        let pid = lab.tunterm.pid();
+        let cpu0 = cpu_ticks(pid)?;
+        let deadline = t_cont + opts.bring_up;
+        let mut saw_down = false;
+        while Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(500));
+            let Ok(st) = lab.apsim_stats() else { continue };
+            let up = st["sessions_up"].as_u64().unwrap_or(0);
+            out.min_sessions_up = out.min_sessions_up.min(up);
+            saw_down |= up < n;
+            let rebuilt = per_ap(&st, "tunnels_up")
+                .iter()
+                .filter(|(ap, t)| *t > before["per_ap"][ap]["tunnels_up"].as_u64().unwrap_or(0))
+                .count() as u64;
+            if saw_down && up == n && rebuilt == n {
+                out.recovered_s = Some(t_cont.elapsed().as_secs_f64());
+                break;
+            }
+        }
+        out.edge_cpu_pct =
+            (cpu_ticks(pid)? - cpu0) as f64 / ticks_per_s() / t_cont.elapsed().as_secs_f64()
+                * 100.0;
+        // A while longer, traffic still on: a tunnel back early that the
+        // edge then starves loses it again within the dead-peer time.
+        std::thread::sleep(Duration::from_secs_f64(
+            opts.hello_interval * f64::from(opts.hello_retries) + 5.0,
+        ));
+        Ok(())
+    })();
+    stop.store(true, Ordering::Relaxed);
+    let _ = sender.join();
+    // Never leave the edge stopped.
+    let _ = lab.tunterm.signal(libc::SIGCONT);
+    result?;
+    out.sent = sent.load(Ordering::Relaxed);
+    let after = lab.apsim_stats()?;
+    out.lost_again = per_ap(&after, "tunnels_up")
+        .iter()
+        .filter(|(ap, t)| {
+            t.saturating_sub(before["per_ap"][ap]["tunnels_up"].as_u64().unwrap_or(0)) > 1
+        })
+        .count();
+    let edge1 = query(&lab.edge_sock)?;
+    let d = |path: &str| -> u64 {
+        let get = |v: &Value| path.split('.').fold(v, |v, k| &v[k]).as_u64().unwrap_or(0);
+        get(&edge1).saturating_sub(get(&edge0))
+    };
+    out.edge = json!({
+        "flood_dropped_frames_from_upstream": d("clients.flood_dropped.from_upstream"),
+        "flood_dropped_copies": d("clients.flood_dropped.copies"),
+        "flooded": d("switch.flooded"),
+        "tunnel_tx": d("io.tunnel_tx"),
+        "tunnel_rx_shed_control": d("io.tunnel_rx_shed_control"),
+        "tunnel_rx_shed_data": d("io.tunnel_rx_shed_data"),
+        "trunk_rx_shed": d("io.trunk_rx_shed"),
+        "sccrq_received": d("l2tp.sccrq_received"),
+        "sccrq_accepted": d("l2tp.sccrq_accepted"),
+        "sccrq_half_open_full": d("l2tp.sccrq_half_open_full"),
+    });
     Ok(out)
 }
 
@@ -824,8 +943,17 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
                 report.hitless.push(w1);
                 Ok(())
             }),
+            "stall" => stall(&mut lab, opts).map(|s| {
+                eprintln!(
+                    "stormbench stall: {}",
+                    serde_json::to_string(&s).unwrap_or_default()
+                );
+                report.stall = Some(s);
+            }),
             "soak" => soak(&mut lab, opts).map(|s| report.soak = Some(s)),
-            other => Err(anyhow::anyhow!("phase {other:?}: storm, hitless or soak")),
+            other => Err(anyhow::anyhow!(
+                "phase {other:?}: storm, hitless, stall or soak"
+            )),
         };
         if let Err(e) = r {
             eprintln!("stormbench: {phase}: {e:#}");
@@ -890,6 +1018,19 @@ impl Report {
                 } else {
                     String::new()
                 }
+            );
+        }
+        if let Some(s) = &self.stall {
+            out += &format!(
+                "stall (SIGSTOP {:.0} s, trunk traffic on): all back {} after SIGCONT; min up {}; \
+                 lost again {}; sent {}; edge {}; edge CPU {:.0} %\n",
+                s.stopped_s,
+                s.recovered_s.map_or("NOT".into(), |x| format!("{x:.1} s")),
+                s.min_sessions_up,
+                s.lost_again,
+                s.sent,
+                s.edge,
+                s.edge_cpu_pct
             );
         }
         if let Some(s) = &self.soak {

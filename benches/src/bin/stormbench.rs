@@ -33,7 +33,7 @@ struct Cli {
     /// The edge's --fast-path (off, xdp-native, xdp-generic).
     #[arg(long, default_value = "xdp-native")]
     fast_path: String,
-    /// Phases, in order: storm, hitless, soak.
+    /// Phases, in order: storm, hitless, stall, soak.
     #[arg(long, value_delimiter = ',', default_value = "storm,hitless,soak")]
     phases: Vec<String>,
     /// Frames a second the trunk sender sends to the clients.
