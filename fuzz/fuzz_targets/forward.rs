@@ -484,6 +484,8 @@ fuzz_target!(|input: Input| {
             broadcast_pps: 3,
             multicast_pps: 3,
             unknown_unicast_pps: 3,
+            // A few floods' worth: the copies limit runs out too.
+            flood_copies_pps: 8,
         }),
         ..ClientConfig::default()
     };

@@ -968,6 +968,26 @@ fn sublayer_is_negotiated_and_carries_sequence_numbers() {
 }
 
 #[test]
+fn a_sequence_number_half_the_space_ahead_is_taken_as_late() {
+    let (mut p, ap_sid, _) = establish_with(true, true);
+    let frame = [0x11u8; 60];
+    let mut deliver = |p: &mut Pair, seq: u32| {
+        let pkt = ap_data(p, ap_sid, Some(seq), &frame);
+        matches!(
+            p.edge
+                .handle_datagram(p.now, p.transport, p.ap_addr(), &pkt),
+            Incoming::Data { .. }
+        )
+    };
+    // The numbers of the fuzz finding: 2^23 apart.
+    assert!(deliver(&mut p, 10_987_431));
+    assert!(!deliver(&mut p, 2_598_823), "exactly half ahead: late");
+    // One less than half ahead is newer; then its opposite is late.
+    assert!(deliver(&mut p, (10_987_431 + (1 << 23) - 1) & 0xff_ffff));
+    assert!(!deliver(&mut p, 10_987_431));
+}
+
+#[test]
 fn sublayer_without_sequencing_counts_but_delivers() {
     let (mut p, ap_sid, edge_sid) = establish_with(true, false);
     let e = p.edge.session(edge_sid).unwrap();
