@@ -524,7 +524,7 @@ async fn run_ap(
     loop {
         // Send what the endpoint produced.
         while let Some(t) = ep.poll_transmit() {
-            let _ = sock.try_send(&t.payload, t.dst);
+            let _ = send_now(&sock, &t.payload, t.dst);
         }
         while let Some(ev) = ep.poll_event() {
             match ev {
@@ -796,7 +796,20 @@ fn send_frame(
     };
     let tag = tag.or(view.tag.map(|t| t.vid()));
     ether::append_retagged(frame, &view, tag, out);
-    sock.try_send(out, peer).is_ok()
+    send_now(sock, out, peer).is_ok()
+}
+
+/// Send `payload` to `dst` now. Over UDP `TunnelSocket::try_send` is
+/// tokio's `try_send_to`, which answers `WouldBlock` without trying while
+/// the runtime has not yet seen the socket writable — as for every AP's
+/// first SCCRQ, sent right after its socket is made: each then waited for
+/// its retransmission a second later. The system call itself says whether
+/// the kernel takes the packet.
+fn send_now(sock: &TunnelSocket, payload: &[u8], dst: SocketAddr) -> io::Result<usize> {
+    match sock {
+        TunnelSocket::Udp(u) => socket2::SockRef::from(u).send_to(payload, &dst.into()),
+        TunnelSocket::Raw(_) => sock.try_send(payload, dst),
+    }
 }
 
 /// The MAC of synthetic client `c` of AP `index`: locally administered,
