@@ -84,6 +84,8 @@ pub struct Options {
     pub setup_rounds: u32,
     /// Run tunterm and the simulators under `chrt -f` [`RT_PRIORITY`].
     pub realtime: bool,
+    /// The edge's `--max-half-open` (None: its default).
+    pub max_half_open: Option<usize>,
 }
 
 /// The SCHED_FIFO priority of `--realtime` (labbench's; the kernel's RT
@@ -115,6 +117,9 @@ pub struct SetupRound {
     pub ap_tunnel_up_events: u64,
     /// The edge's SCCRQ counters at the end.
     pub sccrq: Value,
+    /// The edge's packet counts at the end (a fresh edge: the round's):
+    /// tunnel and trunk packets received and sent, tunnel packets shed.
+    pub edge_io: Value,
     /// The edge's CPU from the simulator's start to every session up, %
     /// of one core.
     pub edge_cpu_pct: f64,
@@ -333,10 +338,13 @@ impl Lab {
             opts.fast_path.clone(),
             // Every simulated AP has the same address: the per-source
             // SCCRQ limit (meant for one address per AP or per NAT) off;
-            // the half-open cap stays at its default.
+            // the half-open cap stays at its default unless asked.
             "--sccrq-burst".into(),
             "0".into(),
         ]);
+        if let Some(n) = opts.max_half_open {
+            tunterm_args.extend(["--max-half-open".into(), n.to_string()]);
+        }
         let bpffs = if opts.fast_path != "off" {
             let fs = BpfFs::mount(&dir.join("bpf"))?;
             // Sized as the option's help says: 1.5 times the clients.
@@ -522,7 +530,10 @@ fn log_time(line: &str) -> Option<f64> {
     let mut d = date.splitn(3, '-').map(|x| x.parse::<i64>());
     let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
     let mut t = time.splitn(3, ':');
-    let (h, min) = (t.next()?.parse::<f64>().ok()?, t.next()?.parse::<f64>().ok()?);
+    let (h, min) = (
+        t.next()?.parse::<f64>().ok()?,
+        t.next()?.parse::<f64>().ok()?,
+    );
     let sec = t.next()?.parse::<f64>().ok()?;
     // Days from 1970-01-01 (Howard Hinnant's days_from_civil).
     let y = if m <= 2 { y - 1 } else { y };
@@ -581,8 +592,7 @@ fn setup(lab: &mut Lab, opts: &Options) -> anyhow::Result<Setup> {
         let ap_pid = apsim.pid();
         lab.apsim = Some(apsim);
         r.all_up = lab::wait_until(opts.bring_up, || {
-            query_apsim_summary(&lab.ap_sock)
-                .is_ok_and(|st| st["sessions_up"].as_u64() == Some(n))
+            query_apsim_summary(&lab.ap_sock).is_ok_and(|st| st["sessions_up"].as_u64() == Some(n))
         });
         let secs = t0.elapsed().as_secs_f64();
         r.edge_cpu_pct = (cpu_ticks(edge_pid)? - edge_cpu0) as f64 / ticks_per_s() / secs * 100.0;
@@ -598,12 +608,24 @@ fn setup(lab: &mut Lab, opts: &Options) -> anyhow::Result<Setup> {
         r.ap_tunnel_up_events = times["tunnel_up_events"].as_u64().unwrap_or(0);
         let log = lab.tunterm.log().to_path_buf();
         let nth = |v: &[f64]| v.get(n as usize - 1).copied().and_then(since);
+        // An AP's session is up before the edge has the ICCN: the edge's
+        // last lines may still be coming.
+        lab::wait_until(Duration::from_secs(10), || {
+            log_times(&log, "session up").len() as u64 >= n
+        });
         let tunnels = log_times(&log, "tunnel up");
         r.edge_first_tunnel_s = tunnels.first().copied().and_then(since);
         r.edge_tunnels_s = nth(&tunnels);
         r.edge_sessions_s = nth(&log_times(&log, "session up"));
         r.tunnels_per_s = r.edge_tunnels_s.map(|s| n as f64 / s);
-        let l2 = &query(&lab.edge_sock)?["l2tp"];
+        let edge = query(&lab.edge_sock)?;
+        let io = &edge["io"];
+        r.edge_io = json!({
+            "tunnel_rx": io["tunnel_rx"], "tunnel_tx": io["tunnel_tx"],
+            "trunk_rx": io["trunk_rx"], "trunk_tx": io["trunk_tx"],
+            "tunnel_rx_shed": io["tunnel_rx_shed"],
+        });
+        let l2 = &edge["l2tp"];
         r.sccrq = json!({
             "received": l2["sccrq_received"], "accepted": l2["sccrq_accepted"],
             "half_open_full": l2["sccrq_half_open_full"], "retransmits": l2["sccrq_retransmits"],
@@ -1004,6 +1026,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
             "window_s": opts.window.as_secs_f64(), "soak_minutes": opts.soak.as_secs_f64() / 60.0,
             "churn_aps": opts.churn_aps, "churn_period_s": opts.churn_period.as_secs_f64(),
             "setup_rounds": opts.setup_rounds, "realtime": opts.realtime,
+            "max_half_open": opts.max_half_open,
         }),
         ..Report::default()
     };
@@ -1106,8 +1129,10 @@ impl Report {
             }
             out += &format!(
                 "  median: {} tunnels/s at the edge, {} sessions/s at the APs\n",
-                s.median_tunnels_per_s.map_or("-".into(), |x| format!("{x:.0}")),
-                s.median_ap_sessions_per_s.map_or("-".into(), |x| format!("{x:.0}"))
+                s.median_tunnels_per_s
+                    .map_or("-".into(), |x| format!("{x:.0}")),
+                s.median_ap_sessions_per_s
+                    .map_or("-".into(), |x| format!("{x:.0}"))
             );
         }
         if let Some(s) = &self.storm {

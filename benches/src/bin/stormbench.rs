@@ -67,6 +67,9 @@ struct Cli {
     /// other work on the machine does not distort the figures.
     #[arg(long)]
     realtime: bool,
+    /// The edge's --max-half-open (default: tunterm's).
+    #[arg(long)]
+    max_half_open: Option<usize>,
     /// Where to write the figures as JSON (default target/stormbench.json).
     #[arg(long)]
     json: Option<PathBuf>,
@@ -94,6 +97,7 @@ fn main() -> anyhow::Result<()> {
         bring_up: secs("bring-up", cli.bring_up)?,
         setup_rounds: cli.setup_rounds,
         realtime: cli.realtime,
+        max_half_open: cli.max_half_open,
         bin_dir: match cli.bin_dir {
             Some(d) => d,
             None => tunterm_benches::default_bin_dir()?,
