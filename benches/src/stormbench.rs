@@ -44,6 +44,7 @@ use tunterm_lab::apsim::igmp::data_frame;
 use tunterm_lab::topology::{edge_config, query_apsim, query_apsim_summary};
 use tunterm_lab::{self as lab, BpfFs, LogDir, Netns, Proc};
 
+use crate::labbench::median;
 use crate::mcastbench::{cpu_ticks, query, raise_fd_limit, ticks_per_s};
 
 /// The VLAN of the synthetic clients and the trunk traffic.
@@ -557,19 +558,6 @@ fn log_times(log: &Path, message: &str) -> Vec<f64> {
     out
 }
 
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let m = v.len() / 2;
-    Some(if v.len() % 2 == 1 {
-        v[m]
-    } else {
-        f64::midpoint(v[m - 1], v[m])
-    })
-}
-
 /// The setup rate: `--setup-rounds` times, N APs against a fresh edge.
 fn setup(lab: &mut Lab, opts: &Options) -> anyhow::Result<Setup> {
     let n = u64::from(opts.aps);
@@ -600,7 +588,7 @@ fn setup(lab: &mut Lab, opts: &Options) -> anyhow::Result<Setup> {
         let st = query_apsim_summary(&lab.ap_sock)?;
         let times = &st["setup"];
         let t_first = times["first_connect_unix"].as_f64().unwrap_or(0.0);
-        let since = |t: f64| (t_first > 0.0 && t >= t_first).then(|| t - t_first);
+        let since = |t: f64| (t_first > 0.0 && t >= t_first).then_some(t - t_first);
         if r.all_up {
             r.ap_tunnels_s = since(times["last_tunnel_up_unix"].as_f64().unwrap_or(0.0));
             r.ap_sessions_s = since(times["last_session_up_unix"].as_f64().unwrap_or(0.0));
