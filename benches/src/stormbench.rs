@@ -4,6 +4,14 @@
 //! N` with synthetic clients, and phases in turn:
 //!
 //! - **bring-up**: every AP connects to a fresh edge.
+//! - **setup** (issue 17): the tunnel setup rate, `--setup-rounds` times:
+//!   the APs killed (no StopCCN), the edge killed and started fresh (no
+//!   state file), then `tunterm-apsim --count N` started; the time from the
+//!   first SCCRQ an AP sent to the N-th tunnel the edge logged established
+//!   (and to the N-th tunnel and session up at the APs), tunnels/s, the
+//!   edge's and the simulator's CPU. With `--realtime` tunterm and the
+//!   simulator run under `chrt -f 10`, so other work on the machine does
+//!   not distort the figure.
 //! - **storm**: `kill -9` the edge, delete its state file, start it again.
 //!   Every AP finds its tunnel dead (hello_interval × hello_retries after
 //!   the edge's last word) and reconnects, with the edge's default SCCRQ
@@ -42,9 +50,10 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use tunterm_core::wire::ether::MacAddr;
 use tunterm_lab::apsim::igmp::data_frame;
-use tunterm_lab::topology::{edge_config, query_apsim};
+use tunterm_lab::topology::{edge_config, query_apsim, query_apsim_summary};
 use tunterm_lab::{self as lab, BpfFs, LogDir, Netns, Proc};
 
+use crate::labbench::median;
 use crate::mcastbench::{cpu_ticks, query, raise_fd_limit, ticks_per_s};
 
 /// The VLAN of the synthetic clients and the trunk traffic.
@@ -81,6 +90,62 @@ pub struct Options {
     pub bring_up: Duration,
     /// Where tunterm, tunterm-apsim and tunterm-lab are.
     pub bin_dir: PathBuf,
+    /// Rounds of the setup phase.
+    pub setup_rounds: u32,
+    /// Run tunterm and the simulators under `chrt -f` [`RT_PRIORITY`].
+    pub realtime: bool,
+    /// The edge's `--max-half-open` (None: its default).
+    pub max_half_open: Option<usize>,
+}
+
+/// The SCHED_FIFO priority of `--realtime` (labbench's; the kernel's RT
+/// throttling still leaves other tasks 5% of each CPU).
+pub const RT_PRIORITY: &str = "10";
+
+/// One round of the setup phase: N APs against a fresh edge. Times are
+/// seconds from the first SCCRQ an AP sent (the simulator's clock, which
+/// is the edge's: one machine).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SetupRound {
+    /// Load average when the round started.
+    pub loadavg: String,
+    /// Every AP's session came up in the bench's wait.
+    pub all_up: bool,
+    /// To the edge's first tunnel established (its log).
+    pub edge_first_tunnel_s: Option<f64>,
+    /// To the edge's N-th tunnel established (its log): the setup time.
+    pub edge_tunnels_s: Option<f64>,
+    /// To the edge's N-th session up (its log).
+    pub edge_sessions_s: Option<f64>,
+    /// To the N-th tunnel up at the APs.
+    pub ap_tunnels_s: Option<f64>,
+    /// To the N-th session up at the APs.
+    pub ap_sessions_s: Option<f64>,
+    /// N / `edge_tunnels_s`: the setup rate.
+    pub tunnels_per_s: Option<f64>,
+    /// Tunnels up at the APs in the round (N: none lost and rebuilt).
+    pub ap_tunnel_up_events: u64,
+    /// The edge's SCCRQ counters at the end.
+    pub sccrq: Value,
+    /// The edge's packet counts at the end (a fresh edge: the round's):
+    /// tunnel and trunk packets received and sent, tunnel packets shed.
+    pub edge_io: Value,
+    /// The edge's CPU from the simulator's start to every session up, %
+    /// of one core.
+    pub edge_cpu_pct: f64,
+    /// The simulator's, likewise.
+    pub apsim_cpu_pct: f64,
+}
+
+/// The setup phase's rounds and their medians.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Setup {
+    /// Each round.
+    pub rounds: Vec<SetupRound>,
+    /// Median of the rounds' `tunnels_per_s`.
+    pub median_tunnels_per_s: Option<f64>,
+    /// Median of N / `ap_sessions_s` (every AP's session up).
+    pub median_ap_sessions_per_s: Option<f64>,
 }
 
 /// The storm's figures.
@@ -212,8 +277,11 @@ pub struct Report {
     pub settings: Value,
     /// Load average at the start and at the end.
     pub loadavg: (String, String),
-    /// Seconds the first bring-up took.
+    /// Seconds the first bring-up took (0 when the setup phase came first
+    /// and did it).
     pub bring_up_s: f64,
+    /// The setup phase, when run.
+    pub setup: Option<Setup>,
     /// Edge RSS after the bring-up, KiB.
     pub rss_after_bring_up_kib: u64,
     /// The storm, when run.
@@ -269,7 +337,9 @@ fn s(p: &Path) -> String {
 }
 
 impl Lab {
-    fn start(opts: &Options) -> anyhow::Result<Lab> {
+    /// The lab, and the main simulator unless `with_apsim` is false (the
+    /// setup phase starts it).
+    fn start(opts: &Options, with_apsim: bool) -> anyhow::Result<Lab> {
         let (prefix, dir) = lab::begin("stormbench")?;
         let edge = Netns::new(&format!("{prefix}edge"))?;
         let aps = Netns::new(&format!("{prefix}aps"))?;
@@ -289,7 +359,8 @@ impl Lab {
         std::fs::write(&config, serde_json::to_string_pretty(&cfg)?)?;
         let edge_sock = dir.join("edge.sock");
         let state_file = dir.join("edge.state");
-        let mut tunterm_args = vec![
+        let mut tunterm_args = rt_prefix(opts);
+        tunterm_args.extend([
             s(&opts.bin_dir.join("tunterm")),
             "run".into(),
             "--config".into(),
@@ -302,10 +373,13 @@ impl Lab {
             opts.fast_path.clone(),
             // Every simulated AP has the same address: the per-source
             // SCCRQ limit (meant for one address per AP or per NAT) off;
-            // the half-open cap stays at its default.
+            // the half-open cap stays at its default unless asked.
             "--sccrq-burst".into(),
             "0".into(),
-        ];
+        ]);
+        if let Some(n) = opts.max_half_open {
+            tunterm_args.extend(["--max-half-open".into(), n.to_string()]);
+        }
         let bpffs = if opts.fast_path != "off" {
             let fs = BpfFs::mount(&dir.join("bpf"))?;
             // Sized as the option's help says: 1.5 times the clients.
@@ -358,7 +432,9 @@ impl Lab {
             dir,
         };
         raise_fd_limit();
-        lab.apsim = Some(lab.spawn_apsim(opts, "apsim", opts.aps, 0, "10.99.0.2")?);
+        if with_apsim {
+            lab.apsim = Some(lab.spawn_apsim(opts, "apsim", opts.aps, 0, "10.99.0.2")?);
+        }
         Ok(lab)
     }
 
@@ -373,7 +449,8 @@ impl Lab {
     ) -> anyhow::Result<Proc> {
         let sock = s(&self.dir.join(format!("{name}.sock")));
         let _ = std::fs::remove_file(&sock);
-        let args = [
+        let mut args = rt_prefix(opts);
+        args.extend([
             s(&opts.bin_dir.join("tunterm-apsim")),
             "--edge".into(),
             "10.99.0.1".into(),
@@ -395,7 +472,7 @@ impl Lab {
             opts.announce_interval.as_millis().max(1).to_string(),
             "--control-socket".into(),
             sock,
-        ];
+        ]);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         self.aps.spawn(&args, &self.dir.join(format!("{name}.log")))
     }
@@ -406,8 +483,13 @@ impl Lab {
         let t0 = Instant::now();
         self.tunterm.kill9()?;
         if !keep_state {
-            std::fs::remove_file(&self.state_file)
-                .with_context(|| format!("removing {}", self.state_file.display()))?;
+            match std::fs::remove_file(&self.state_file) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(e)
+                        .with_context(|| format!("removing {}", self.state_file.display()));
+                }
+                _ => {}
+            }
         }
         self.restarts += 1;
         let log = self.dir.join(format!("tunterm-{}.log", self.restarts));
@@ -421,6 +503,16 @@ impl Lab {
 
     fn apsim_stats(&self) -> anyhow::Result<Value> {
         query_apsim(&self.ap_sock)
+    }
+}
+
+/// `chrt -f RT_PRIORITY` with `--realtime`, else nothing: the start of a
+/// command line.
+fn rt_prefix(opts: &Options) -> Vec<String> {
+    if opts.realtime {
+        vec!["chrt".into(), "-f".into(), RT_PRIORITY.into()]
+    } else {
+        Vec::new()
     }
 }
 
@@ -442,10 +534,141 @@ fn sum_delta(before: &Value, after: &Value, field: &str) -> u64 {
 }
 
 fn wait_all_up(lab: &Lab, want: u64, timeout: Duration) -> bool {
+    // The summary: every AP's status, asked for this often, would keep
+    // the simulator busy serving it.
     lab::wait_until(timeout, || {
-        lab.apsim_stats()
-            .is_ok_and(|st| st["sessions_up"].as_u64() == Some(want))
+        query_apsim_summary(&lab.ap_sock).is_ok_and(|st| st["sessions_up"].as_u64() == Some(want))
     })
+}
+
+/// A time of tunterm's log (`2026-12-03T07:02:32.123456Z`, UTC, maybe in
+/// colour) at the start of `line`, in seconds since the Unix epoch.
+fn log_time(line: &str) -> Option<f64> {
+    // Drop the colour escapes (ESC [ ... m).
+    let mut plain = String::with_capacity(40);
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else if c == ' ' {
+            break;
+        } else {
+            plain.push(c);
+        }
+    }
+    let ts = plain.strip_suffix('Z')?;
+    let (date, time) = ts.split_once('T')?;
+    let mut d = date.splitn(3, '-').map(|x| x.parse::<i64>());
+    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
+    let mut t = time.splitn(3, ':');
+    let (h, min) = (
+        t.next()?.parse::<f64>().ok()?,
+        t.next()?.parse::<f64>().ok()?,
+    );
+    let sec = t.next()?.parse::<f64>().ok()?;
+    // Days from 1970-01-01 (Howard Hinnant's days_from_civil).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + day - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    Some(days as f64 * 86_400.0 + h * 3600.0 + min * 60.0 + sec)
+}
+
+/// The times of the edge's log lines whose message is `message`, in order.
+fn log_times(log: &Path, message: &str) -> Vec<f64> {
+    let needle = format!(" {message} ");
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let mut out: Vec<f64> = text
+        .lines()
+        .filter(|l| l.contains(&needle))
+        .filter_map(log_time)
+        .collect();
+    out.sort_by(f64::total_cmp);
+    out
+}
+
+/// The setup rate: `--setup-rounds` times, N APs against a fresh edge.
+fn setup(lab: &mut Lab, opts: &Options) -> anyhow::Result<Setup> {
+    let n = u64::from(opts.aps);
+    let mut out = Setup::default();
+    for round in 0..opts.setup_rounds {
+        // No AP (kill -9: no StopCCN to handle), a fresh edge.
+        if let Some(mut p) = lab.apsim.take() {
+            p.kill9()?;
+        }
+        lab.kill_and_restart(false)?;
+        std::thread::sleep(Duration::from_secs(1));
+        let mut r = SetupRound {
+            loadavg: loadavg(),
+            ..SetupRound::default()
+        };
+        let edge_pid = lab.tunterm.pid();
+        let edge_cpu0 = cpu_ticks(edge_pid)?;
+        let t0 = Instant::now();
+        let apsim = lab.spawn_apsim(opts, "apsim", opts.aps, 0, "10.99.0.2")?;
+        let ap_pid = apsim.pid();
+        lab.apsim = Some(apsim);
+        r.all_up = lab::wait_until(opts.bring_up, || {
+            query_apsim_summary(&lab.ap_sock).is_ok_and(|st| st["sessions_up"].as_u64() == Some(n))
+        });
+        let secs = t0.elapsed().as_secs_f64();
+        r.edge_cpu_pct = (cpu_ticks(edge_pid)? - edge_cpu0) as f64 / ticks_per_s() / secs * 100.0;
+        r.apsim_cpu_pct = cpu_ticks(ap_pid)? as f64 / ticks_per_s() / secs * 100.0;
+        let st = query_apsim_summary(&lab.ap_sock)?;
+        let times = &st["setup"];
+        let t_first = times["first_connect_unix"].as_f64().unwrap_or(0.0);
+        let since = |t: f64| (t_first > 0.0 && t >= t_first).then_some(t - t_first);
+        if r.all_up {
+            r.ap_tunnels_s = since(times["last_tunnel_up_unix"].as_f64().unwrap_or(0.0));
+            r.ap_sessions_s = since(times["last_session_up_unix"].as_f64().unwrap_or(0.0));
+        }
+        r.ap_tunnel_up_events = times["tunnel_up_events"].as_u64().unwrap_or(0);
+        let log = lab.tunterm.log().to_path_buf();
+        let nth = |v: &[f64]| v.get(n as usize - 1).copied().and_then(since);
+        // An AP's session is up before the edge has the ICCN: the edge's
+        // last lines may still be coming.
+        lab::wait_until(Duration::from_secs(10), || {
+            log_times(&log, "session up").len() as u64 >= n
+        });
+        let tunnels = log_times(&log, "tunnel up");
+        r.edge_first_tunnel_s = tunnels.first().copied().and_then(since);
+        r.edge_tunnels_s = nth(&tunnels);
+        r.edge_sessions_s = nth(&log_times(&log, "session up"));
+        r.tunnels_per_s = r.edge_tunnels_s.map(|s| n as f64 / s);
+        let edge = query(&lab.edge_sock)?;
+        let io = &edge["io"];
+        r.edge_io = json!({
+            "tunnel_rx": io["tunnel_rx"], "tunnel_tx": io["tunnel_tx"],
+            "trunk_rx": io["trunk_rx"], "trunk_tx": io["trunk_tx"],
+            "tunnel_rx_shed": io["tunnel_rx_shed"],
+        });
+        let l2 = &edge["l2tp"];
+        r.sccrq = json!({
+            "received": l2["sccrq_received"], "accepted": l2["sccrq_accepted"],
+            "half_open_full": l2["sccrq_half_open_full"], "retransmits": l2["sccrq_retransmits"],
+            "rate_limited": l2["sccrq_rate_limited"], "half_open_peak": l2["half_open_peak"],
+        });
+        eprintln!(
+            "stormbench setup round {}: {}",
+            round + 1,
+            serde_json::to_string(&r)?
+        );
+        anyhow::ensure!(r.all_up, "round {}: not every AP came up", round + 1);
+        out.rounds.push(r);
+    }
+    out.median_tunnels_per_s = median(out.rounds.iter().filter_map(|r| r.tunnels_per_s).collect());
+    out.median_ap_sessions_per_s = median(
+        out.rounds
+            .iter()
+            .filter_map(|r| r.ap_sessions_s.map(|s| n as f64 / s))
+            .collect(),
+    );
+    Ok(out)
 }
 
 fn storm(lab: &mut Lab, opts: &Options) -> anyhow::Result<Storm> {
@@ -909,25 +1132,39 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
             "fast_path": opts.fast_path, "phases": opts.phases, "pps": opts.pps,
             "window_s": opts.window.as_secs_f64(), "soak_minutes": opts.soak.as_secs_f64() / 60.0,
             "churn_aps": opts.churn_aps, "churn_period_s": opts.churn_period.as_secs_f64(),
+            "setup_rounds": opts.setup_rounds, "realtime": opts.realtime,
+            "max_half_open": opts.max_half_open,
         }),
         ..Report::default()
     };
     report.loadavg.0 = loadavg();
-    let mut lab = Lab::start(opts)?;
-    let t0 = Instant::now();
-    let all_up = wait_all_up(&lab, u64::from(opts.aps), opts.bring_up);
-    report.bring_up_s = t0.elapsed().as_secs_f64();
-    report.rss_after_bring_up_kib = rss_kib(lab.tunterm.pid());
-    eprintln!(
-        "stormbench: bring-up {:.1} s ({})",
-        report.bring_up_s,
-        if all_up { "all up" } else { "NOT all up" }
-    );
-    anyhow::ensure!(all_up, "not every AP came up in {:?}", opts.bring_up);
-    // The clients announced themselves at least once.
-    std::thread::sleep(opts.announce_interval + Duration::from_secs(2));
-    for phase in &opts.phases {
+    // The setup phase first: it brings the APs up itself.
+    let setup_first = opts.phases.first().is_some_and(|p| p == "setup");
+    let mut lab = Lab::start(opts, !setup_first)?;
+    if !setup_first {
+        let t0 = Instant::now();
+        let all_up = wait_all_up(&lab, u64::from(opts.aps), opts.bring_up);
+        report.bring_up_s = t0.elapsed().as_secs_f64();
+        report.rss_after_bring_up_kib = rss_kib(lab.tunterm.pid());
+        eprintln!(
+            "stormbench: bring-up {:.1} s ({})",
+            report.bring_up_s,
+            if all_up { "all up" } else { "NOT all up" }
+        );
+        anyhow::ensure!(all_up, "not every AP came up in {:?}", opts.bring_up);
+        // The clients announced themselves at least once.
+        std::thread::sleep(opts.announce_interval + Duration::from_secs(2));
+    }
+    for (i, phase) in opts.phases.iter().enumerate() {
         let r = match phase.as_str() {
+            "setup" => setup(&mut lab, opts).map(|s| {
+                report.setup = Some(s);
+                report.rss_after_bring_up_kib = rss_kib(lab.tunterm.pid());
+                // A phase after it wants the clients announced.
+                if i + 1 < opts.phases.len() {
+                    std::thread::sleep(opts.announce_interval + Duration::from_secs(2));
+                }
+            }),
             "storm" => storm(&mut lab, opts).map(|s| {
                 eprintln!(
                     "stormbench storm: {}",
@@ -952,7 +1189,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
             }),
             "soak" => soak(&mut lab, opts).map(|s| report.soak = Some(s)),
             other => Err(anyhow::anyhow!(
-                "phase {other:?}: storm, hitless, stall or soak"
+                "phase {other:?}: setup, storm, hitless, stall or soak"
             )),
         };
         if let Err(e) = r {
@@ -981,6 +1218,37 @@ impl Report {
             self.loadavg.0,
             self.loadavg.1
         );
+        if let Some(s) = &self.setup {
+            let f = |x: Option<f64>| x.map_or("-".into(), |x| format!("{x:.2}"));
+            out += &format!(
+                "setup ({} APs, fresh edge, s from the first SCCRQ): edge first tunnel / N-th tunnel / N-th session; \
+                 APs N-th tunnel / N-th session; tunnels/s; edge CPU, apsim CPU (% of a core); SCCRQs\n",
+                self.settings["aps"]
+            );
+            for (i, r) in s.rounds.iter().enumerate() {
+                out += &format!(
+                    "  round {} (load {}): {} / {} / {}; {} / {}; {} tunnels/s; {:.0} %, {:.0} %; {}\n",
+                    i + 1,
+                    r.loadavg,
+                    f(r.edge_first_tunnel_s),
+                    f(r.edge_tunnels_s),
+                    f(r.edge_sessions_s),
+                    f(r.ap_tunnels_s),
+                    f(r.ap_sessions_s),
+                    r.tunnels_per_s.map_or("-".into(), |x| format!("{x:.0}")),
+                    r.edge_cpu_pct,
+                    r.apsim_cpu_pct,
+                    r.sccrq
+                );
+            }
+            out += &format!(
+                "  median: {} tunnels/s at the edge, {} sessions/s at the APs\n",
+                s.median_tunnels_per_s
+                    .map_or("-".into(), |x| format!("{x:.0}")),
+                s.median_ap_sessions_per_s
+                    .map_or("-".into(), |x| format!("{x:.0}"))
+            );
+        }
         if let Some(s) = &self.storm {
             let f = |x: Option<f64>| x.map_or("not all back".into(), |x| format!("{x:.1} s"));
             out += &format!(

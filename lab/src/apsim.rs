@@ -231,8 +231,34 @@ pub struct SimStats {
     pub tunnels_up: usize,
     /// APs whose session is up.
     pub sessions_up: usize,
-    /// Per AP.
+    /// When the APs came up (a bench's setup rate).
+    pub setup: SetupTimes,
+    /// Per AP (left out of the answer to `summary`).
     pub per_ap: BTreeMap<String, ApStatus>,
+}
+
+/// When the simulated APs started connecting and when their tunnels and
+/// sessions came up, in seconds since the Unix epoch (the machine's clock,
+/// as the edge's log and events): what a bench needs for the setup rate
+/// without asking for every AP's status.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SetupTimes {
+    /// The first SCCRQ an AP sent (its first connect).
+    pub first_connect_unix: f64,
+    /// Tunnels come up at the APs so far (reconnects count).
+    pub tunnel_up_events: u64,
+    /// When the last of them came up.
+    pub last_tunnel_up_unix: f64,
+    /// Sessions come up at the APs so far.
+    pub session_up_events: u64,
+    /// When the last of them came up.
+    pub last_session_up_unix: f64,
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 type Shared = Rc<RefCell<SimStats>>;
@@ -308,19 +334,12 @@ async fn serve_stats(path: PathBuf, shared: Shared) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", path.display()))?;
     loop {
         let (mut s, _) = listener.accept().await?;
-        let body = {
-            let mut st = shared.borrow_mut();
-            st.tunnels_up = st
-                .per_ap
-                .values()
-                .filter(|a| a.state.starts_with("established"))
-                .count();
-            st.sessions_up = st.per_ap.values().filter(|a| a.session_up).count();
-            serde_json::to_string_pretty(&*st)?
-        };
-        // Read the request first: closing with it unread would reset the
-        // connection under the reply.
-        tokio::spawn(async move {
+        let shared = shared.clone();
+        // Read the request first (closing with it unread would reset the
+        // connection under the reply): `summary` answers without the per-AP
+        // part, which is most of the work with thousands of APs; anything
+        // else gets everything.
+        tokio::task::spawn_local(async move {
             let mut line = Vec::new();
             let mut rd = tokio::io::BufReader::new(&mut s);
             let _ = tokio::time::timeout(
@@ -328,6 +347,25 @@ async fn serve_stats(path: PathBuf, shared: Shared) -> anyhow::Result<()> {
                 tokio::io::AsyncBufReadExt::read_until(&mut rd, b'\n', &mut line),
             )
             .await;
+            let summary = line.trim_ascii() == b"summary";
+            let body = {
+                let mut st = shared.borrow_mut();
+                st.tunnels_up = st
+                    .per_ap
+                    .values()
+                    .filter(|a| a.state.starts_with("established"))
+                    .count();
+                st.sessions_up = st.per_ap.values().filter(|a| a.session_up).count();
+                if summary {
+                    serde_json::json!({
+                        "aps": st.aps, "tunnels_up": st.tunnels_up,
+                        "sessions_up": st.sessions_up, "setup": st.setup,
+                    })
+                    .to_string()
+                } else {
+                    serde_json::to_string_pretty(&*st).unwrap_or_default()
+                }
+            };
             let _ = s.write_all(body.as_bytes()).await;
         });
     }
@@ -461,6 +499,12 @@ async fn run_ap(
     let mut ep = Endpoint::new(cfg, seed);
     let mut edge_idx = 0usize;
     let mut edge = edges[edge_idx];
+    {
+        let mut st = shared.borrow_mut();
+        if st.setup.first_connect_unix == 0.0 {
+            st.setup.first_connect_unix = unix_now();
+        }
+    }
     let mut ccid = connect(&mut ep, transport, edge, &opts);
     let mut session: Option<u32> = None;
     let mut reconnect_at: Option<Instant> = None;
@@ -480,7 +524,7 @@ async fn run_ap(
     loop {
         // Send what the endpoint produced.
         while let Some(t) = ep.poll_transmit() {
-            let _ = sock.try_send(&t.payload, t.dst);
+            let _ = send_now(&sock, &t.payload, t.dst);
         }
         while let Some(ev) = ep.poll_event() {
             match ev {
@@ -494,6 +538,8 @@ async fn run_ap(
                         serde_json::json!({"edge": peer.to_string(), "edge_name": host_name}),
                     );
                     let mut st = shared.borrow_mut();
+                    st.setup.tunnel_up_events += 1;
+                    st.setup.last_tunnel_up_unix = unix_now();
                     let s = st.per_ap.entry(spec.name.clone()).or_default();
                     s.tunnels_up += 1;
                 }
@@ -511,6 +557,11 @@ async fn run_ap(
                         cookie_tx: hex(d.cookie_tx.as_slice()),
                         cookie_rx: hex(d.cookie_rx.as_slice()),
                     });
+                    {
+                        let mut st = shared.borrow_mut();
+                        st.setup.session_up_events += 1;
+                        st.setup.last_session_up_unix = unix_now();
+                    }
                     status(&shared, &spec.name, |s| {
                         s.session_up = true;
                         s.session = info;
@@ -745,7 +796,20 @@ fn send_frame(
     };
     let tag = tag.or(view.tag.map(|t| t.vid()));
     ether::append_retagged(frame, &view, tag, out);
-    sock.try_send(out, peer).is_ok()
+    send_now(sock, out, peer).is_ok()
+}
+
+/// Send `payload` to `dst` now. Over UDP `TunnelSocket::try_send` is
+/// tokio's `try_send_to`, which answers `WouldBlock` without trying while
+/// the runtime has not yet seen the socket writable — as for every AP's
+/// first SCCRQ, sent right after its socket is made: each then waited for
+/// its retransmission a second later. The system call itself says whether
+/// the kernel takes the packet.
+fn send_now(sock: &TunnelSocket, payload: &[u8], dst: SocketAddr) -> io::Result<usize> {
+    match sock {
+        TunnelSocket::Udp(u) => socket2::SockRef::from(u).send_to(payload, &dst.into()),
+        TunnelSocket::Raw(_) => sock.try_send(payload, dst),
+    }
 }
 
 /// The MAC of synthetic client `c` of AP `index`: locally administered,

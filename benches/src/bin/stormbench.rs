@@ -33,7 +33,9 @@ struct Cli {
     /// The edge's --fast-path (off, xdp-native, xdp-generic).
     #[arg(long, default_value = "xdp-native")]
     fast_path: String,
-    /// Phases, in order: storm, hitless, stall, soak.
+    /// Phases, in order: setup, storm, hitless, stall, soak (setup: the tunnel
+    /// setup rate against a fresh edge, --setup-rounds times; run it first
+    /// or alone).
     #[arg(long, value_delimiter = ',', default_value = "storm,hitless,soak")]
     phases: Vec<String>,
     /// Frames a second the trunk sender sends to the clients.
@@ -58,6 +60,16 @@ struct Cli {
     /// beside this program).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
+    /// Rounds of the setup phase (medians over them).
+    #[arg(long, default_value_t = 3)]
+    setup_rounds: u32,
+    /// Run tunterm and the simulators under SCHED_FIFO (chrt -f 10), so
+    /// other work on the machine does not distort the figures.
+    #[arg(long)]
+    realtime: bool,
+    /// The edge's --max-half-open (default: tunterm's).
+    #[arg(long)]
+    max_half_open: Option<usize>,
     /// Where to write the figures as JSON (default target/stormbench.json).
     #[arg(long)]
     json: Option<PathBuf>,
@@ -83,6 +95,9 @@ fn main() -> anyhow::Result<()> {
         churn_aps: cli.churn_aps,
         churn_period: secs("churn-period", cli.churn_period)?,
         bring_up: secs("bring-up", cli.bring_up)?,
+        setup_rounds: cli.setup_rounds,
+        realtime: cli.realtime,
+        max_half_open: cli.max_half_open,
         bin_dir: match cli.bin_dir {
             Some(d) => d,
             None => tunterm_benches::default_bin_dir()?,

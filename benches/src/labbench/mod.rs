@@ -1206,7 +1206,7 @@ fn fdb_entries(macs: usize) -> u32 {
 
 /// The median of some numbers (the mean of the middle two for an even
 /// count); None for none.
-fn median(mut v: Vec<f64>) -> Option<f64> {
+pub(crate) fn median(mut v: Vec<f64>) -> Option<f64> {
     if v.is_empty() {
         return None;
     }
