@@ -77,8 +77,20 @@ pub struct Options {
     /// Missed HELLOs before the APs and the edge give a tunnel up (None:
     /// the edge 7, the APs apsim's default).
     pub hello_retries: Option<u32>,
+    /// SCHED_FIFO priority for tunterm (`chrt -f`); None: as the bench.
+    pub edge_fifo: Option<u8>,
+    /// SCHED_FIFO priority for tunterm-apsim; None: as the bench.
+    pub apsim_fifo: Option<u8>,
     /// Where tunterm and tunterm-apsim are.
     pub bin_dir: PathBuf,
+}
+
+/// `args` run under `chrt -f PRIO` when `fifo` is set.
+fn with_fifo<'a>(fifo: Option<&'a str>, args: Vec<&'a str>) -> Vec<&'a str> {
+    match fifo {
+        Some(p) => ["chrt", "-f", p].into_iter().chain(args).collect(),
+        None => args,
+    }
 }
 
 /// One mode's figures.
@@ -289,21 +301,26 @@ impl Lab {
         let ap_sock = dir.join("apsim.sock");
         let s = |p: &Path| p.to_string_lossy().into_owned();
         let tunterm_bin = s(&opts.bin_dir.join("tunterm"));
+        let edge_fifo = opts.edge_fifo.map(|p| p.to_string());
+        let apsim_fifo = opts.apsim_fifo.map(|p| p.to_string());
         let mut tunterm = edge.spawn(
-            &[
-                &tunterm_bin,
-                "run",
-                "--config",
-                &s(&config),
-                "--control-socket",
-                &s(&edge_sock),
-                "--sccrq-burst",
-                "0",
-                "--max-half-open",
-                "100000",
-                "--sccrq-rate",
-                "100000",
-            ],
+            &with_fifo(
+                edge_fifo.as_deref(),
+                vec![
+                    &tunterm_bin,
+                    "run",
+                    "--config",
+                    &s(&config),
+                    "--control-socket",
+                    &s(&edge_sock),
+                    "--sccrq-burst",
+                    "0",
+                    "--max-half-open",
+                    "100000",
+                    "--sccrq-rate",
+                    "100000",
+                ],
+            ),
             &dir.join("tunterm.log"),
         )?;
         tunterm
@@ -346,7 +363,10 @@ impl Lab {
             ]),
         }
         raise_fd_limit();
-        let apsim = aps.spawn(&args, &dir.join("apsim.log"))?;
+        let apsim = aps.spawn(
+            &with_fifo(apsim_fifo.as_deref(), args),
+            &dir.join("apsim.log"),
+        )?;
         let t0 = Instant::now();
         let want = opts.aps as usize;
         let all_up = lab::wait_until(opts.bring_up, || {
@@ -558,6 +578,8 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         "clients_per_ap": opts.clients_per_ap,
         "garp_interval_ms": opts.garp_interval.as_millis() as u64,
         "stats_calls": opts.stats_calls,
+        "edge_fifo": opts.edge_fifo,
+        "apsim_fifo": opts.apsim_fifo,
         "set": opts.set.iter().map(|(m, k, v)| json!({"mode": m, "key": k, "value": v})).collect::<Vec<_>>(),
     });
     let mut rows = Vec::new();

@@ -62,6 +62,14 @@ struct Cli {
     /// (default: the edge 7, the APs tunterm-apsim's default).
     #[arg(long)]
     hello_retries: Option<u32>,
+    /// Run tunterm with the real-time policy SCHED_FIFO at this priority
+    /// (`chrt -f`), so other work on the host does not decide the figures.
+    #[arg(long)]
+    edge_fifo: Option<u8>,
+    /// Run tunterm-apsim likewise (below the edge's priority: the APs are
+    /// other machines, they must not starve it of a core).
+    #[arg(long)]
+    apsim_fifo: Option<u8>,
     /// Directory holding tunterm and tunterm-apsim (default: beside this
     /// program).
     #[arg(long)]
@@ -109,6 +117,8 @@ fn main() -> anyhow::Result<()> {
         bring_up: secs("bring-up", cli.bring_up)?,
         hello_interval: cli.hello_interval,
         hello_retries: cli.hello_retries,
+        edge_fifo: cli.edge_fifo,
+        apsim_fifo: cli.apsim_fifo,
         bin_dir: match cli.bin_dir {
             Some(d) => d,
             None => tunterm_benches::default_bin_dir()?,

@@ -385,6 +385,10 @@ struct Dataplane {
     /// tunnel packets wait for [`Dataplane::flush_tunnel_tx`] (one
     /// `sendmmsg` per batch), then it is cleared.
     out: Actions,
+    /// Actions the forwarding pipeline made (tunnel packets, trunk and
+    /// host-port frames, drops) since start: the measure of a turn's data
+    /// work (a flooded frame makes one per port), see `inputs`.
+    made: u64,
     io: IoCounters,
     /// The XDP fast path, when on.
     fast: Option<FastPath>,
@@ -643,6 +647,7 @@ impl Dataplane {
             self.fwd
                 .handle(now, ingress, frame, &mut ports, &mut self.out, &mut NoTap)
         };
+        self.made += (self.out.len() - mark.0) as u64;
         self.write_actions(mark);
     }
 
@@ -1431,6 +1436,7 @@ pub async fn run(
             ),
         ),
         out: Actions::with_capacity(TX_BYTES + BUF_LEN),
+        made: 0,
         io: IoCounters::default(),
         fast,
         sessions_changed: true,

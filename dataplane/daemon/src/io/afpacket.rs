@@ -252,11 +252,12 @@ impl PacketSocket {
     }
 
     /// [`recv_batch`](Self::recv_batch) from the ring: frames copied out
-    /// into the slots until the batch is full or the ring empty.
+    /// into the slots until the batch has taken [`RecvBatch::take`] or the
+    /// ring is empty.
     fn recv_batch_ring(&self, ring: &mut RxRing, batch: &mut RecvBatch) -> io::Result<usize> {
         batch.begin();
         let mut taken = 0;
-        for i in 0..batch.capacity() {
+        for i in 0..batch.take() {
             match self.ring_take(ring, batch.slot_mut(i)) {
                 Ok(Some(len)) => batch.keep(i, 0, len, NO_ADDR),
                 Ok(None) => {

@@ -80,6 +80,8 @@ pub struct RecvBatch {
     truncated: u64,
     malformed: u64,
     kernel_drops: Option<u32>,
+    /// Most messages the next receive takes (up to the capacity).
+    take: usize,
 }
 
 impl std::fmt::Debug for RecvBatch {
@@ -136,12 +138,26 @@ impl RecvBatch {
             truncated: 0,
             malformed: 0,
             kernel_drops: None,
+            take: capacity,
         }
     }
 
     /// Most messages one receive takes.
     pub fn capacity(&self) -> usize {
         self.msgs.len()
+    }
+
+    /// Let the receives take at most `n` messages each (1 up to the
+    /// capacity): a caller with little work left in its budget reads
+    /// little, and leaves the rest queued in the kernel.
+    pub fn set_take(&mut self, n: usize) {
+        self.take = n.clamp(1, self.capacity());
+    }
+
+    /// Most messages one receive takes now ([`RecvBatch::set_take`]; the
+    /// capacity unless set lower).
+    pub fn take(&self) -> usize {
+        self.take
     }
 
     /// Bytes of one slot: a longer datagram or frame is dropped and counted.
@@ -267,12 +283,13 @@ impl RecvBatch {
         // SAFETY: every mmsghdr points at its own iovecs, name and control
         // buffer, and the iovecs at disjoint parts of `bytes` and `heads`,
         // all with their true lengths; all of it lives in `self`, which the
-        // call borrows mutably, and no Vec is resized while it runs.
+        // call borrows mutably, and no Vec is resized while it runs; `take`
+        // is at most their length (set_take).
         let n = unsafe {
             libc::recvmmsg(
                 fd,
                 self.msgs.as_mut_ptr(),
-                self.msgs.len() as libc::c_uint,
+                self.take as libc::c_uint,
                 libc::MSG_DONTWAIT | flags,
                 std::ptr::null_mut(),
             )

@@ -89,6 +89,16 @@ impl TunnelSocket {
         }
     }
 
+    /// Datagrams the kernel dropped at this socket because its receive
+    /// buffer was full, since it opened (modulo 2^32): see
+    /// [`super::sockopt::drops`].
+    pub fn drops(&self) -> io::Result<u32> {
+        match self {
+            TunnelSocket::Udp(u) => super::sockopt::drops(u.as_fd()),
+            TunnelSocket::Raw(r) => super::sockopt::drops(r.get_ref().as_fd()),
+        }
+    }
+
     /// One packet: its length in `buf`, and where from (IPv4-mapped
     /// addresses made plain; port 0 over raw IP).
     pub fn try_recv(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
@@ -340,6 +350,32 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[tokio::test]
+    async fn the_drop_count_is_what_a_full_buffer_refused() {
+        let rx = TunnelSocket::udp("127.0.0.1:0".parse().unwrap(), false).unwrap();
+        let TunnelSocket::Udp(u) = &rx else {
+            unreachable!()
+        };
+        let dst = u.local_addr().unwrap();
+        assert_eq!(rx.drops().unwrap(), 0);
+        // Far more than its buffer holds (8 MiB, or rmem_max unprivileged).
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let payload = [0u8; 1400];
+        let sent = 30_000u32;
+        for _ in 0..sent {
+            tx.send_to(&payload, dst).unwrap();
+        }
+        let mut buf = [0u8; 2048];
+        let mut read = 0u32;
+        rx.readable().await.unwrap();
+        while rx.try_recv(&mut buf).is_ok() {
+            read += 1;
+        }
+        let drops = rx.drops().unwrap();
+        assert!(drops > 0, "the buffer overflowed: {read} of {sent} read");
+        assert_eq!(drops + read, sent, "every datagram read or counted");
+    }
 
     #[tokio::test]
     async fn a_batch_leaves_in_order_in_one_call_and_is_capped() {
