@@ -542,14 +542,7 @@ impl FastPath {
             // SAFETY: bpf(2) reads the 128 bytes of `attr`,
             // which lives until it returns; a pathname in it points to `c`,
             // alive for this whole function.
-            unsafe {
-                libc::syscall(
-                    libc::SYS_bpf,
-                    cmd,
-                    attr.0.as_mut_ptr(),
-                    attr.0.len(),
-                )
-            }
+            unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.0.as_mut_ptr(), attr.0.len()) }
         };
         let mut attr = Attr([0; 128]);
         attr.0[..8].copy_from_slice(&(c.as_ptr() as u64).to_ne_bytes());

@@ -557,7 +557,10 @@ fn the_native_vlan_and_the_upstream_interface_change_live() {
     });
     assert!(report.needs_restart.is_empty(), "{report:?}");
     assert!(
-        report.applied.iter().any(|a| a.contains("native VLAN) 1 -> 10")),
+        report
+            .applied
+            .iter()
+            .any(|a| a.contains("native VLAN) 1 -> 10")),
         "{report:?}"
     );
     assert_eq!(
@@ -646,7 +649,10 @@ fn the_native_vlan_and_the_upstream_interface_change_live() {
     }
     assert_eq!(tunnels(), before, "the tunnels stayed up");
     let listening = lab.edge.run(&["ss", "-H", "-0", "-a"]).unwrap_or_default();
-    assert!(!listening.contains("trunk0"), "the old trunk socket is closed: {listening}");
+    assert!(
+        !listening.contains("trunk0"),
+        "the old trunk socket is closed: {listening}"
+    );
 }
 
 /// `n` pings from `c` to `dst` all forwarded in XDP both ways.

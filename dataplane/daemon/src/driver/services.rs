@@ -908,7 +908,11 @@ impl Dataplane {
             info!(flushed_macs = flushed, "the trunk's MACs flushed");
         }
         if link_mtu != self.link_mtu {
-            info!(from = self.link_mtu, to = link_mtu, "the AP link's MTU changed");
+            info!(
+                from = self.link_mtu,
+                to = link_mtu,
+                "the AP link's MTU changed"
+            );
             self.link_mtu = link_mtu;
             self.fwd.set_config(ForwardConfig {
                 link_mtu,

@@ -718,10 +718,20 @@ impl FastPath {
         let pin_dir = self.pin_dir.clone();
         let mut added = Vec::new();
         for (iface, program) in &want {
-            if self.links.iter().any(|(i, p, _)| i == iface && p == program) {
+            if self
+                .links
+                .iter()
+                .any(|(i, p, _)| i == iface && p == program)
+            {
                 continue;
             }
-            match attach_one(&mut self.progs, self.mode, pin_dir.as_deref(), iface, *program) {
+            match attach_one(
+                &mut self.progs,
+                self.mode,
+                pin_dir.as_deref(),
+                iface,
+                *program,
+            ) {
                 Ok(id) => added.push((iface.clone(), *program, id)),
                 Err(e) => {
                     for (i, p, id) in added {
