@@ -405,20 +405,7 @@ fn on_edge(lab: &tunterm_lab::topology::Lab, edge: &str, fast: bool) {
     // The mirror follows the switch within 50 ms; then every ping goes
     // through XDP both ways, encapsulated from the new address (an AP's
     // session takes data from its edge's address alone).
-    std::thread::sleep(Duration::from_millis(300));
-    let counter = |s: &serde_json::Value, k: &str| s["fast_path"]["counters"][k].as_u64().unwrap();
-    let before = lab.edge_stats().unwrap();
-    let r = lab::ping(lab.client("c1"), "192.168.10.1", 5).unwrap();
-    let after = lab.edge_stats().unwrap();
-    assert_eq!(r.received, 5, "{r:?}\n{}", lab.logs());
-    let d = |k: &str| counter(&after, k) - counter(&before, k);
-    assert!(
-        d("ap_redirect") >= 5 && d("trunk_redirect") >= 5,
-        "AP→trunk {}, trunk→AP {} in XDP for 5 pings on {edge}: {:#}",
-        d("ap_redirect"),
-        d("trunk_redirect"),
-        after["fast_path"]
-    );
+    let after = in_xdp(lab, lab.client("c1"), "192.168.10.1");
     assert_eq!(
         after["fast_path"]["templates"], 2,
         "{:#}",
@@ -655,8 +642,9 @@ fn the_native_vlan_and_the_upstream_interface_change_live() {
     );
 }
 
-/// `n` pings from `c` to `dst` all forwarded in XDP both ways.
-fn in_xdp(lab: &tunterm_lab::topology::Lab, c: &lab::Netns, dst: &str) {
+/// 5 pings from `c` to `dst`, all forwarded in XDP both ways; the edge's
+/// stats after them.
+fn in_xdp(lab: &tunterm_lab::topology::Lab, c: &lab::Netns, dst: &str) -> serde_json::Value {
     std::thread::sleep(Duration::from_millis(300));
     let counter = |s: &serde_json::Value, k: &str| s["fast_path"]["counters"][k].as_u64().unwrap();
     let before = lab.edge_stats().unwrap();
@@ -671,4 +659,5 @@ fn in_xdp(lab: &tunterm_lab::topology::Lab, c: &lab::Netns, dst: &str) {
         d("trunk_redirect"),
         after["fast_path"]
     );
+    after
 }

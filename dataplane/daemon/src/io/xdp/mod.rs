@@ -323,6 +323,19 @@ struct ApIface {
     mac: [u8; 6],
 }
 
+impl ApIface {
+    fn of(name: &str) -> anyhow::Result<ApIface> {
+        let link = netlink::link(name)?;
+        Ok(ApIface {
+            name: name.to_string(),
+            ifindex: link.index,
+            mac: link
+                .mac
+                .with_context(|| format!("{name}: not an Ethernet interface"))?,
+        })
+    }
+}
+
 /// The loaded, attached programs and what was written into their maps.
 pub struct FastPath {
     mode: Mode,
@@ -532,14 +545,7 @@ impl FastPath {
             );
         }
         let trunk_ifindex = ifindex(trunk).with_context(|| format!("upstream trunk {trunk}"))?;
-        let link = netlink::link(ap_name)?;
-        let ap = ApIface {
-            name: ap_name.clone(),
-            ifindex: link.index,
-            mac: link
-                .mac
-                .with_context(|| format!("{ap_name}: not an Ethernet interface"))?,
-        };
+        let ap = ApIface::of(ap_name)?;
         let refused = |e: tunterm_ebpf::Error| {
             anyhow::Error::new(e).context(format!(
                 "--fast-path {mode}: the kernel refused the XDP programs; tunterm needs root \
@@ -693,14 +699,7 @@ impl FastPath {
             bail!("--fast-path {}: no AP-facing interface", self.mode);
         };
         let trunk_ifindex = ifindex(trunk).with_context(|| format!("upstream trunk {trunk}"))?;
-        let link = netlink::link(ap_name)?;
-        let ap = ApIface {
-            name: ap_name.clone(),
-            ifindex: link.index,
-            mac: link
-                .mac
-                .with_context(|| format!("{ap_name}: not an Ethernet interface"))?,
-        };
+        let ap = ApIface::of(ap_name)?;
         let want: Vec<(String, Program)> = ap_ifaces
             .iter()
             .map(|i| (i.clone(), Program::ApRx))
