@@ -517,6 +517,64 @@ impl FastPath {
         Ok(Attached::New)
     }
 
+    /// Take `interface`'s link pinned under `dir` in `mode` (made or taken
+    /// over by [`FastPath::attach_pinned`]) off the interface and remove
+    /// its pin: `BPF_LINK_DETACH`, so the program leaves the interface
+    /// whatever file descriptors still hold the link (they hold a defunct
+    /// link then). The maps are not touched. `Ok(false)`: no such pin.
+    pub fn detach_pinned(interface: &str, mode: XdpMode, dir: &Path) -> Result<bool, Error> {
+        let stem = interface.replace('.', "%");
+        let path = dir.join("links").join(format!("{stem}:{}", mode_tag(mode)));
+        if !path.exists() {
+            return Ok(false);
+        }
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+            .map_err(|e| pin_err("naming", &path, e))?;
+        // union bpf_attr: obj_get's { __aligned_u64 pathname; .. } and
+        // link_detach's { __u32 link_fd; }, the rest zero.
+        #[repr(C, align(8))]
+        struct Attr([u8; 128]);
+        const BPF_OBJ_GET: libc::c_long = 7;
+        const BPF_LINK_DETACH: libc::c_long = 34;
+        let bpf = |cmd: libc::c_long, attr: &mut Attr| {
+            // SAFETY: bpf(2) reads the 128 bytes of `attr`,
+            // which lives until it returns; a pathname in it points to `c`,
+            // alive for this whole function.
+            unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.0.as_mut_ptr(), attr.0.len()) }
+        };
+        let mut attr = Attr([0; 128]);
+        attr.0[..8].copy_from_slice(&(c.as_ptr() as u64).to_ne_bytes());
+        let rc = bpf(BPF_OBJ_GET, &mut attr);
+        if rc < 0 {
+            return Err(pin_err(
+                "opening (BPF_OBJ_GET) the link",
+                &path,
+                io::Error::last_os_error(),
+            ));
+        }
+        // SAFETY: BPF_OBJ_GET returned a new fd, ours to own and close.
+        let fd = unsafe { OwnedFd::from_raw_fd(rc as i32) };
+        let mut attr = Attr([0; 128]);
+        attr.0[..4].copy_from_slice(&fd.as_raw_fd().to_ne_bytes());
+        if bpf(BPF_LINK_DETACH, &mut attr) < 0 {
+            return Err(pin_err(
+                "detaching (BPF_LINK_DETACH) the link",
+                &path,
+                io::Error::last_os_error(),
+            ));
+        }
+        drop(fd);
+        std::fs::remove_file(&path).map_err(|e| pin_err("removing", &path, e))?;
+        Ok(true)
+    }
+
+    /// Detach a link [`FastPath::attach`] made.
+    pub fn detach(&mut self, p: Program, id: XdpLinkId) -> Result<(), Error> {
+        Ok(self.program_mut(p)?.detach(id)?)
+    }
+
     /// A loaded program (to attach, pin or run).
     pub fn program(&self, p: Program) -> Result<&Xdp, Error> {
         Ok(self

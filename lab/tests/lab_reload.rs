@@ -405,20 +405,7 @@ fn on_edge(lab: &tunterm_lab::topology::Lab, edge: &str, fast: bool) {
     // The mirror follows the switch within 50 ms; then every ping goes
     // through XDP both ways, encapsulated from the new address (an AP's
     // session takes data from its edge's address alone).
-    std::thread::sleep(Duration::from_millis(300));
-    let counter = |s: &serde_json::Value, k: &str| s["fast_path"]["counters"][k].as_u64().unwrap();
-    let before = lab.edge_stats().unwrap();
-    let r = lab::ping(lab.client("c1"), "192.168.10.1", 5).unwrap();
-    let after = lab.edge_stats().unwrap();
-    assert_eq!(r.received, 5, "{r:?}\n{}", lab.logs());
-    let d = |k: &str| counter(&after, k) - counter(&before, k);
-    assert!(
-        d("ap_redirect") >= 5 && d("trunk_redirect") >= 5,
-        "AP→trunk {}, trunk→AP {} in XDP for 5 pings on {edge}: {:#}",
-        d("ap_redirect"),
-        d("trunk_redirect"),
-        after["fast_path"]
-    );
+    let after = in_xdp(lab, lab.client("c1"), "192.168.10.1");
     assert_eq!(
         after["fast_path"]["templates"], 2,
         "{:#}",
@@ -484,4 +471,193 @@ fn mgre_wlans_change_live() {
         "c1 over mGRE again\n{}",
         lab.logs()
     );
+}
+
+/// The native VLAN and the upstream interface change live, with the fast
+/// path off or on (`TUNTERM_LAB_FAST_PATH=xdp-native`), and the APs'
+/// tunnels never go down. The upstream host is replaced by one whose VLAN
+/// 10 is its untagged (native) port: c1 (VLAN 10) reaches it only once the
+/// edge's native VLAN is 10, while c2 (VLAN 20, tagged) pings through the
+/// change without losing a reply. Then the configuration names a second
+/// trunk, `trunk1`, to another upstream host with the same addresses, and
+/// the first host is stopped: c1 and c2 reach upstream through `trunk1`
+/// (its counters show it), with the fast path forwarding both ways in XDP
+/// when on.
+#[test]
+fn the_native_vlan_and_the_upstream_interface_change_live() {
+    let mut lab = start(Options::new("reiface", bins()));
+    let client = Client::new(lab.edge_socket());
+    let file = lab.dir.join("edge.json");
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let fast = lab.edge_stats().unwrap()["fast_path"]["mode"] != "off";
+    let tunnels = || {
+        let mut ids: Vec<u32> = block_on(client.stats())
+            .unwrap()
+            .tunnels
+            .iter()
+            .map(|t| t.local_ccid)
+            .collect();
+        ids.sort_unstable();
+        ids
+    };
+    let before = tunnels();
+    assert_eq!(before.len(), 2);
+    lab.vlanhost.kill9().unwrap();
+    let (c1, c2) = (lab.client("c1"), lab.client("c2"));
+    let vlan_host = |ns: &lab::Netns, log: &str| {
+        let bin = bins().lab.to_string_lossy().into_owned();
+        let mut args = vec![
+            bin.as_str(),
+            "vlan-host",
+            "--trunk",
+            "t0",
+            "--vlan",
+            "20=192.168.20.1/24",
+            "--native",
+            "10=192.168.10.1/24",
+        ];
+        if fast {
+            args.push("--xdp-pass");
+        }
+        let mut p = ns.spawn(&args, &lab.dir.join(log)).unwrap();
+        p.wait_for_log(lab::vlanhost::READY, Duration::from_secs(10))
+            .unwrap();
+        p
+    };
+    let mut native_host = vlan_host(&lab.up, "vlanhost-native.log");
+    common::ping_ok(&lab, c2, "192.168.20.1");
+    assert_eq!(
+        lab::ping(c1, "192.168.10.1", 2).unwrap().received,
+        0,
+        "VLAN 10 still leaves tagged: the native host does not answer"
+    );
+
+    // (1) The native VLAN 1 -> 10, c2 pinging meanwhile.
+    let mut native = cfg.clone();
+    native["mxedge"]["tunterm_port_config"]["upstream_port_vlan_id"] = 10.into();
+    let (report, during) = std::thread::scope(|s| {
+        let pinger = s.spawn(|| lab::ping(c2, "192.168.20.1", 15).unwrap());
+        std::thread::sleep(Duration::from_millis(1000));
+        let report = block_on(client.apply_config(native.clone(), false)).unwrap();
+        (report, pinger.join().unwrap())
+    });
+    assert!(report.needs_restart.is_empty(), "{report:?}");
+    assert!(
+        report
+            .applied
+            .iter()
+            .any(|a| a.contains("native VLAN) 1 -> 10")),
+        "{report:?}"
+    );
+    assert_eq!(
+        (during.sent, during.received),
+        (15, 15),
+        "c2's pings during the native VLAN change\n{}",
+        lab.logs()
+    );
+    // Untagged on the trunk is VLAN 10 now, both ways.
+    assert!(
+        lab::wait_until(Duration::from_secs(5), || {
+            lab::ping(c1, "192.168.10.1", 1).is_ok_and(|p| p.received == 1)
+        }),
+        "c1 (VLAN 10) to the upstream host's untagged port\n{}",
+        lab.logs()
+    );
+    if fast {
+        in_xdp(&lab, c1, "192.168.10.1");
+    }
+    assert_eq!(tunnels(), before, "the tunnels stayed up");
+
+    // (2) A second trunk to another upstream host with the same addresses;
+    // the first one stopped: only trunk1 can answer now.
+    let up2 = lab::Netns::new(&format!("{}2", lab.up.name())).unwrap();
+    lab::veth(&lab.edge, "trunk1", &up2, "t0").unwrap();
+    let _second_host = vlan_host(&up2, "vlanhost-2.log");
+    let mut moved = native.clone();
+    moved["ports"]["2"] = "trunk1".into();
+    moved["mxedge"]["tunterm_port_config"]["upstream_ports"] = serde_json::json!(["2"]);
+    let (report, during) = std::thread::scope(|s| {
+        let pinger = s.spawn(|| lab::ping(c2, "192.168.20.1", 20).unwrap());
+        std::thread::sleep(Duration::from_millis(1000));
+        let report = block_on(client.apply_config(moved.clone(), false)).unwrap();
+        native_host.kill9().unwrap();
+        // The new host has other MACs: the clients learn them (a router
+        // replaced upstream, as the edge cannot tell them).
+        for c in [c1, c2] {
+            c.run(&["ip", "neigh", "flush", "all"]).unwrap();
+        }
+        (report, pinger.join().unwrap())
+    });
+    assert!(report.needs_restart.is_empty(), "{report:?}");
+    assert!(
+        report
+            .applied
+            .iter()
+            .any(|a| a.contains("upstream [\"trunk0\"] -> [\"trunk1\"]")),
+        "{report:?}"
+    );
+    // Those on the wire at the move, and until c2 has the new host's MAC,
+    // go to the old host: a few may be lost, the others come back through
+    // trunk1.
+    assert!(
+        during.received + 4 >= during.sent,
+        "c2's pings during the move: {during:?}\n{}",
+        lab.logs()
+    );
+    let tx_packets = || -> u64 {
+        let out = lab
+            .edge
+            .run(&["cat", "/sys/class/net/trunk1/statistics/tx_packets"])
+            .unwrap();
+        out.trim().parse().unwrap()
+    };
+    let sent_before = tx_packets();
+    for (c, dst) in [(c1, "192.168.10.1"), (c2, "192.168.20.1")] {
+        assert!(
+            lab::wait_until(Duration::from_secs(5), || {
+                lab::ping(c, dst, 1).is_ok_and(|p| p.received == 1)
+            }),
+            "{} through trunk1\n{}",
+            c.name(),
+            lab.logs()
+        );
+        common::ping_ok(&lab, c, dst);
+    }
+    assert!(tx_packets() >= sent_before + 8, "the pings left by trunk1");
+    let s = lab.edge_stats().unwrap();
+    if fast {
+        let attached = s["fast_path"]["attached"].to_string();
+        assert!(
+            attached.contains("trunk1: xdp_trunk_rx") && !attached.contains("trunk0"),
+            "{attached}"
+        );
+        in_xdp(&lab, c2, "192.168.20.1");
+    }
+    assert_eq!(tunnels(), before, "the tunnels stayed up");
+    let listening = lab.edge.run(&["ss", "-H", "-0", "-a"]).unwrap_or_default();
+    assert!(
+        !listening.contains("trunk0"),
+        "the old trunk socket is closed: {listening}"
+    );
+}
+
+/// 5 pings from `c` to `dst`, all forwarded in XDP both ways; the edge's
+/// stats after them.
+fn in_xdp(lab: &tunterm_lab::topology::Lab, c: &lab::Netns, dst: &str) -> serde_json::Value {
+    std::thread::sleep(Duration::from_millis(300));
+    let counter = |s: &serde_json::Value, k: &str| s["fast_path"]["counters"][k].as_u64().unwrap();
+    let before = lab.edge_stats().unwrap();
+    let r = lab::ping(c, dst, 5).unwrap();
+    let after = lab.edge_stats().unwrap();
+    assert_eq!(r.received, 5, "{r:?}\n{}", lab.logs());
+    let d = |k: &str| counter(&after, k) - counter(&before, k);
+    assert!(
+        d("ap_redirect") >= 5 && d("trunk_redirect") >= 5,
+        "AP→trunk {}, trunk→AP {} in XDP for 5 pings to {dst}: {:#}",
+        d("ap_redirect"),
+        d("trunk_redirect"),
+        after["fast_path"]
+    );
+    after
 }

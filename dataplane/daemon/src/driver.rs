@@ -413,6 +413,9 @@ struct Dataplane {
     captures: capture::Captures,
     /// The upstream trunk's interface.
     upstream: String,
+    /// `--upstream`: the trunk is this interface whatever the
+    /// configuration says.
+    upstream_override: Option<String>,
     /// tunterm's L2TP/UDP port (for the `wire` capture point's headers).
     port: u16,
     /// Ports down for a `bounce-port`.
@@ -1450,6 +1453,7 @@ pub async fn run(
         control,
         captures: capture::Captures::default(),
         upstream: upstream.clone(),
+        upstream_override: opts.upstream.clone(),
         port: opts.port,
         bounces: bounce::Bounces::default(),
         monitor_opts: opts.monitor.clone(),

@@ -13,6 +13,7 @@ use std::path::Path;
 use std::rc::Rc;
 use std::time::Instant;
 
+use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use tokio::io::unix::AsyncFd;
 use tracing::{info, warn};
@@ -119,6 +120,9 @@ pub(super) fn is_local(ip: Ipv4Addr) -> bool {
     UdpSocket::bind(SocketAddr::new(IpAddr::V4(ip), 0)).is_ok()
 }
 
+/// How the interfaces' line of a reload's answer starts.
+const INTERFACES: &str = "mxedge.tunterm_port_config / ports (interfaces)";
+
 /// How a configuration change is applied.
 #[derive(Debug, Default, PartialEq)]
 struct Plan {
@@ -135,6 +139,10 @@ struct Plan {
     mgre: bool,
     /// The tunnel addresses change live.
     addresses: bool,
+    /// The upstream or downstream interfaces change live.
+    interfaces: bool,
+    /// `mxedge.name` changes.
+    name: bool,
     applied: Vec<String>,
     needs_restart: Vec<String>,
 }
@@ -241,21 +249,26 @@ fn plan(old: &EdgeConfig, new: &EdgeConfig) -> Plan {
                 .into(),
         );
     }
-    if (
-        &old.upstream_interfaces,
-        &old.downstream_interfaces,
-        old.upstream_port_vlan_id,
-    ) != (
-        &new.upstream_interfaces,
-        &new.downstream_interfaces,
-        new.upstream_port_vlan_id,
-    ) {
-        p.needs_restart.push(
-            "mxedge.tunterm_port_config / ports (interfaces, native VLAN): the trunk's \
-             packet ring, the AP link's MTU and the fast path's attach points are set up \
-             at start"
-                .into(),
-        );
+    if (&old.upstream_interfaces, &old.downstream_interfaces)
+        != (&new.upstream_interfaces, &new.downstream_interfaces)
+    {
+        p.interfaces = true;
+        p.applied.push(format!(
+            "{INTERFACES}: upstream {:?} -> {:?}, downstream {:?} -> {:?} (the trunk's \
+             socket reopened, the fast path moved, the trunk's MACs relearnt)",
+            old.upstream_interfaces,
+            new.upstream_interfaces,
+            old.downstream_interfaces,
+            new.downstream_interfaces
+        ));
+    }
+    if old.upstream_port_vlan_id != new.upstream_port_vlan_id {
+        p.monitoring = true;
+        p.applied.push(format!(
+            "mxedge.tunterm_port_config.upstream_port_vlan_id (native VLAN) {} -> {} (the \
+             trunk's untagged frames map to it now; the trunk's MACs relearnt)",
+            old.upstream_port_vlan_id, new.upstream_port_vlan_id
+        ));
     }
     if old.ap_subnets != new.ap_subnets {
         p.ap_subnets = true;
@@ -269,10 +282,14 @@ fn plan(old: &EdgeConfig, new: &EdgeConfig) -> Plan {
             .push("tunterm_monitoring (checks restarted with the new settings)".into());
     }
     if old.name != new.name {
-        p.needs_restart.push(
-            "mxedge.name: the edge's identity (state file, host ports' MACs, L2TP host name)"
-                .into(),
-        );
+        p.name = true;
+        // The monitoring's probes take their MAC from the name.
+        p.monitoring = true;
+        p.applied.push(format!(
+            "mxedge.name {} -> {} (stats, events, state file, new tunnels' L2TP Host Name; \
+             host ports made anew with MACs from the new name)",
+            old.name, new.name
+        ));
     }
     let services = |c: &EdgeConfig| {
         (
@@ -657,19 +674,37 @@ impl Dataplane {
         let mut plan = plan(&self.cfg, &new);
         let old = self.cfg.clone();
         let mut running = new.clone();
-        // What waits for a restart keeps its running value.
-        running.name = old.name.clone();
-        running.upstream_interfaces = old.upstream_interfaces.clone();
-        running.downstream_interfaces = old.downstream_interfaces.clone();
-        running.upstream_port_vlan_id = old.upstream_port_vlan_id;
+        // The interfaces first: what cannot be opened keeps the old ones.
+        if plan.interfaces
+            && let Err(e) = self.move_interfaces(&running)
+        {
+            let why = format!("{e:#}");
+            warn!(error = %why, "reload: interfaces not changed");
+            plan.interfaces = false;
+            plan.applied.retain(|a| !a.starts_with(INTERFACES));
+            plan.needs_restart
+                .push(format!("{INTERFACES}: {why}; the old ones stay"));
+            running.upstream_interfaces = old.upstream_interfaces.clone();
+            running.downstream_interfaces = old.downstream_interfaces.clone();
+        }
+        if plan.name {
+            self.name = running.name.clone();
+            self.endpoint.set_host_name(running.name.clone());
+            // The state file names the edge: written anew at once.
+            self.state_dirty = true;
+            self.state_due = now;
+        }
         if !plan.addresses {
             running.tunnel_ip = old.tunnel_ip;
             running.tunnel_prefix = old.tunnel_prefix;
             running.tunnel_ip6 = old.tunnel_ip6;
         }
-        // Host ports first: the tunnel address may live on one.
+        // Host ports first: the tunnel address may live on one. The trunk
+        // port too (its native VLAN, the tunnels' VLANs): a change flushes
+        // its MACs, and the fast path's trunk entry follows.
         let want = desired(&running, self.svc.ip_config_port);
         self.svc.apply(&mut self.switch, &running, want);
+        self.sync_trunk_port();
         // New sockets first (those that stay are kept), then the old ones
         // close. One that cannot be opened leaves every socket as it was.
         let socks = if super::socket_keys(&running) != self.socks.keys() {
@@ -691,6 +726,7 @@ impl Dataplane {
                         running.tunnel_ip6 = old.tunnel_ip6;
                         let want = desired(&running, self.svc.ip_config_port);
                         self.svc.apply(&mut self.switch, &running, want);
+                        self.sync_trunk_port();
                     }
                     None
                 }
@@ -829,6 +865,63 @@ impl Dataplane {
             needs_restart: plan.needs_restart,
             persisted: None,
         }
+    }
+
+    /// The fast path's trunk entry: the switch's trunk port as it is now.
+    fn sync_trunk_port(&mut self) {
+        if let (Some(f), Some(cfg)) = (&mut self.fast, self.switch.port_config(TRUNK))
+            && let Err(e) = f.set_trunk_port(cfg)
+        {
+            warn!(error = %format!("{e:#}"), "fast path: the trunk's VLANs not written");
+        }
+    }
+
+    /// Move to the interfaces `cfg` names (a reload): the trunk's packet
+    /// socket is opened on the new upstream interface, the fast path's
+    /// programs move (maps kept), the AP link's MTU is read again; the
+    /// MACs learnt on the trunk are flushed and relearnt. Nothing changes
+    /// when one of them cannot be done.
+    fn move_interfaces(&mut self, cfg: &EdgeConfig) -> anyhow::Result<()> {
+        let upstream = match (&self.upstream_override, cfg.upstream_interfaces.first()) {
+            (Some(u), _) => u.clone(),
+            (None, Some(u)) => u.clone(),
+            (None, None) => anyhow::bail!("no upstream interface"),
+        };
+        super::check_ports(cfg, Some(&upstream))?;
+        let link_mtu = super::link_mtu_of(&cfg.downstream_interfaces)?;
+        let trunk = if upstream != self.upstream {
+            let sock = crate::io::afpacket::PacketSocket::bind_with_rx_ring(&upstream)
+                .with_context(|| format!("opening the upstream trunk {upstream}"))?;
+            Some(Rc::new(sock.into_async()?))
+        } else {
+            None
+        };
+        if let Some(f) = &mut self.fast {
+            f.move_to(&cfg.downstream_interfaces, &upstream)?;
+        }
+        if let Some(trunk) = trunk {
+            info!(from = %self.upstream, to = %upstream, "the upstream trunk moved");
+            self.trunk = trunk;
+            self.upstream = upstream;
+            self.rewired.get_or_insert_with(Default::default).sockets = true;
+            let flushed = self.switch.flush_port(TRUNK);
+            info!(flushed_macs = flushed, "the trunk's MACs flushed");
+        }
+        if link_mtu != self.link_mtu {
+            info!(
+                from = self.link_mtu,
+                to = link_mtu,
+                "the AP link's MTU changed"
+            );
+            self.link_mtu = link_mtu;
+            self.fwd.set_config(ForwardConfig {
+                link_mtu,
+                ..self.fwd.config().clone()
+            });
+            self.mtus = super::tunnel_mtus(cfg, link_mtu);
+        }
+        self.sessions_changed = true;
+        Ok(())
     }
 
     /// Give every L2TP session its mxtunnel's VLANs as they are now (the
@@ -1102,12 +1195,26 @@ mod tests {
         assert_eq!(p.moved, [Some(0), None]);
         assert!(p.applied[0].contains("protocol"), "{p:?}");
 
-        // Interfaces and the name still wait for a restart.
+        // The name, the native VLAN and the interfaces: live too.
         let mut raw4 = raw.clone();
         raw4["mxedge"]["name"] = "renamed-edge".into();
+        raw4["mxedge"]["tunterm_port_config"] = serde_json::json!({
+            "separate_upstream_downstream": true,
+            "downstream_ports": ["0"], "upstream_ports": ["2"], "upstream_port_vlan_id": 10
+        });
+        raw4["ports"] = serde_json::json!({"0": "ap0", "1": "trunk0", "2": "trunk1"});
         let renamed = tunterm_control::load_str(&raw4.to_string()).unwrap();
         let p = plan(&two, &renamed);
-        assert!(p.needs_restart[0].contains("mxedge.name"), "{p:?}");
+        assert!(p.needs_restart.is_empty(), "{p:?}");
+        assert!(p.name && p.interfaces && p.monitoring, "{p:?}");
+        let applied = p.applied.join("; ");
+        for what in [
+            "mxedge.name lab-edge -> renamed-edge",
+            "native VLAN) 1 -> 10",
+            "upstream [\"trunk0\"] -> [\"trunk1\"]",
+        ] {
+            assert!(applied.contains(what), "{what}: {applied}");
+        }
     }
 
     #[test]

@@ -488,6 +488,12 @@ impl Endpoint {
         &self.cfg
     }
 
+    /// The Host Name sent in SCCRPs from now on (the edge was renamed);
+    /// established tunnels keep theirs (RFC 3931 has no way to change it).
+    pub fn set_host_name(&mut self, name: String) {
+        self.cfg.host_name = name;
+    }
+
     /// Replace the tunnel profiles (configuration change). Existing sessions
     /// keep the index they were bound to; the caller closes sessions whose
     /// profile went away.

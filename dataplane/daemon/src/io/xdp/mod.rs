@@ -38,6 +38,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
 use tracing::{debug, info, warn};
 use tunterm_ebpf::aya::programs::XdpMode;
+use tunterm_ebpf::aya::programs::xdp::XdpLinkId;
 use tunterm_ebpf::fdb::monotonic_ns;
 use tunterm_ebpf::maps::{
     COUNTERS, Counters, tt_counter, tt_fdb_entry, tt_fdb_key, tt_gre_key, tt_gre_peer, tt_session,
@@ -48,7 +49,7 @@ use tunterm_ebpf::{Attached, Capacity, Error, FastPath as Programs, Pins, Progra
 
 use self::mirror::{ApLink, NotFast};
 use crate::io::netlink::{self, NextHops, Rtnl};
-use tunterm_core::proto::bridge::{PortId, Switch, TRUNK};
+use tunterm_core::proto::bridge::{PortConfig, PortId, Switch, TRUNK};
 use tunterm_core::proto::gre::GreEndpoint;
 use tunterm_core::proto::l2tp::{DataSession, Endpoint};
 use tunterm_core::wire::ether::MacAddr;
@@ -322,11 +323,27 @@ struct ApIface {
     mac: [u8; 6],
 }
 
+impl ApIface {
+    fn of(name: &str) -> anyhow::Result<ApIface> {
+        let link = netlink::link(name)?;
+        Ok(ApIface {
+            name: name.to_string(),
+            ifindex: link.index,
+            mac: link
+                .mac
+                .with_context(|| format!("{name}: not an Ethernet interface"))?,
+        })
+    }
+}
+
 /// The loaded, attached programs and what was written into their maps.
 pub struct FastPath {
     mode: Mode,
     progs: Programs,
     attached: Vec<String>,
+    /// What is attached where: the link's id when not pinned (a pinned
+    /// one is found by its pin).
+    links: Vec<(String, Program, Option<XdpLinkId>)>,
     trunk_ifindex: u32,
     ap: ApIface,
     local4: Option<Ipv4Addr>,
@@ -429,6 +446,69 @@ pub struct MapOptions<'a> {
     pub capacity: Capacity,
 }
 
+fn xdp_mode(mode: Mode) -> Option<XdpMode> {
+    match mode {
+        Mode::Off => None,
+        Mode::Native => Some(XdpMode::Driver),
+        Mode::Generic => Some(XdpMode::Skb),
+    }
+}
+
+/// Attach `program` to `iface`: pinned under `pin_dir` (an earlier run's
+/// link taken over), else a link of this process, whose id is returned.
+fn attach_one(
+    progs: &mut Programs,
+    mode: Mode,
+    pin_dir: Option<&Path>,
+    iface: &str,
+    program: Program,
+) -> anyhow::Result<Option<XdpLinkId>> {
+    let xdp = xdp_mode(mode).context("the fast path is off")?;
+    let how = match pin_dir {
+        None => progs.attach(program, iface, xdp).map(Some),
+        Some(dir) => progs.attach_pinned(program, iface, xdp, dir).map(|how| {
+            if how == Attached::TakenOver {
+                info!(
+                    iface,
+                    program = program.name(),
+                    "fast path: took over the pinned link"
+                );
+            }
+            None
+        }),
+    };
+    let id = how.map_err(|e| {
+        let hint = match (mode, netlink::mtu(iface).ok()) {
+            (Mode::Native, Some(m)) if m > VETH_XDP_MAX_MTU => format!(
+                "; its MTU is {m}: a veth takes a native XDP program only up to \
+                 MTU {VETH_XDP_MAX_MTU} on both ends"
+            ),
+            (Mode::Native, _) => "; its driver may lack native XDP support".into(),
+            _ => String::new(),
+        };
+        anyhow::Error::new(e).context(format!(
+            "--fast-path {mode}: cannot attach XDP to {iface}{hint} \
+             (--fast-path xdp-generic or off work everywhere)"
+        ))
+    })?;
+    if mode == Mode::Native && driver_of(iface).as_deref() == Some("veth") {
+        warn!(
+            iface,
+            "a veth: native XDP redirects into it are dropped silently unless its \
+             peer has an XDP program attached or GRO on (ethtool -K <peer> gro on)"
+        );
+    }
+    Ok(id)
+}
+
+/// Write the trunk port's VLANs (native and tagged) for `xdp_trunk_rx`.
+fn set_trunk(progs: &mut Programs, cfg: &PortConfig) -> anyhow::Result<()> {
+    let entry = mirror::trunk_entry(cfg)
+        .map_err(|e| anyhow::anyhow!("--fast-path: the trunk's VLANs: {e:?}"))?;
+    progs.set_trunk(&entry)?;
+    Ok(())
+}
+
 impl FastPath {
     /// Load both programs, attach `xdp_ap_rx` to each of `ap_ifaces` and
     /// `xdp_trunk_rx` to `trunk` in `mode`, and install the trunk's VLANs
@@ -450,11 +530,9 @@ impl FastPath {
         maps: MapOptions<'_>,
     ) -> anyhow::Result<Option<Self>> {
         let MapOptions { pin_dir, capacity } = maps;
-        let xdp_mode = match mode {
-            Mode::Off => return Ok(None),
-            Mode::Native => XdpMode::Driver,
-            Mode::Generic => XdpMode::Skb,
-        };
+        if mode == Mode::Off {
+            return Ok(None);
+        }
         let Some(ap_name) = ap_ifaces.first() else {
             bail!(
                 "--fast-path {mode}: no AP-facing interface (tunterm_port_config.downstream_ports)"
@@ -467,14 +545,7 @@ impl FastPath {
             );
         }
         let trunk_ifindex = ifindex(trunk).with_context(|| format!("upstream trunk {trunk}"))?;
-        let link = netlink::link(ap_name)?;
-        let ap = ApIface {
-            name: ap_name.clone(),
-            ifindex: link.index,
-            mac: link
-                .mac
-                .with_context(|| format!("{ap_name}: not an Ethernet interface"))?,
-        };
+        let ap = ApIface::of(ap_name)?;
         let refused = |e: tunterm_ebpf::Error| {
             anyhow::Error::new(e).context(format!(
                 "--fast-path {mode}: the kernel refused the XDP programs; tunterm needs root \
@@ -506,59 +577,25 @@ impl FastPath {
             }
         };
         let mut attached = Vec::new();
+        let mut links = Vec::new();
         let targets = ap_ifaces
             .iter()
             .map(|i| (i.as_str(), Program::ApRx))
             .chain([(trunk, Program::TrunkRx)]);
         for (iface, program) in targets {
-            let how = match pin_dir {
-                None => progs
-                    .attach(program, iface, xdp_mode)
-                    .map(|_| Attached::New),
-                Some(dir) => progs.attach_pinned(program, iface, xdp_mode, dir),
-            };
-            how.map_err(|e| {
-                let hint = match (mode, netlink::mtu(iface).ok()) {
-                    (Mode::Native, Some(m)) if m > VETH_XDP_MAX_MTU => format!(
-                        "; its MTU is {m}: a veth takes a native XDP program only up to \
-                         MTU {VETH_XDP_MAX_MTU} on both ends"
-                    ),
-                    (Mode::Native, _) => "; its driver may lack native XDP support".into(),
-                    _ => String::new(),
-                };
-                anyhow::Error::new(e).context(format!(
-                    "--fast-path {mode}: cannot attach XDP to {iface}{hint} \
-                     (--fast-path xdp-generic or off work everywhere)"
-                ))
-            })
-            .map(|how| {
-                if how == Attached::TakenOver {
-                    info!(
-                        iface,
-                        program = program.name(),
-                        "fast path: took over the pinned link"
-                    );
-                }
-            })?;
+            let id = attach_one(&mut progs, mode, pin_dir, iface, program)?;
             attached.push(format!("{iface}: {}", program.name()));
-            if mode == Mode::Native && driver_of(iface).as_deref() == Some("veth") {
-                warn!(
-                    iface,
-                    "a veth: native XDP redirects into it are dropped silently unless its \
-                     peer has an XDP program attached or GRO on (ethtool -K <peer> gro on)"
-                );
-            }
+            links.push((iface.to_string(), program, id));
         }
         if let Some(cfg) = switch.port_config(TRUNK) {
-            let entry = mirror::trunk_entry(cfg)
-                .map_err(|e| anyhow::anyhow!("--fast-path: the trunk's VLANs: {e:?}"))?;
-            progs.set_trunk(&entry)?;
+            set_trunk(&mut progs, cfg)?;
         }
         info!(%mode, attached = ?attached, start = %start_kind, "XDP fast path attached");
         let mut fp = FastPath {
             mode,
             progs,
             attached,
+            links,
             trunk_ifindex,
             ap,
             local4,
@@ -643,6 +680,97 @@ impl FastPath {
         }
         self.local4 = local4;
         self.local6 = local6;
+    }
+
+    /// The trunk port's VLANs changed (a reload: the native VLAN, the
+    /// VLANs the tunnels carry): `xdp_trunk_rx` takes them at once.
+    pub fn set_trunk_port(&mut self, cfg: &PortConfig) -> anyhow::Result<()> {
+        set_trunk(&mut self.progs, cfg)
+    }
+
+    /// The interfaces changed (a reload): the programs leave the
+    /// interfaces no longer named and are attached to the new ones; the
+    /// maps (sessions, FDB, peers) are kept, and the tunnels' entries and
+    /// templates are rebuilt at the next sync (the caller marks them
+    /// changed) for the new trunk and AP interface. New attachments are
+    /// made first: on an error the old ones are all still there.
+    pub fn move_to(&mut self, ap_ifaces: &[String], trunk: &str) -> anyhow::Result<()> {
+        let Some(ap_name) = ap_ifaces.first() else {
+            bail!("--fast-path {}: no AP-facing interface", self.mode);
+        };
+        let trunk_ifindex = ifindex(trunk).with_context(|| format!("upstream trunk {trunk}"))?;
+        let ap = ApIface::of(ap_name)?;
+        let want: Vec<(String, Program)> = ap_ifaces
+            .iter()
+            .map(|i| (i.clone(), Program::ApRx))
+            .chain([(trunk.to_string(), Program::TrunkRx)])
+            .collect();
+        // An interface has one XDP program: one that changes role (AP
+        // side <-> trunk) would have to go without for a moment.
+        if let Some((i, _, _)) = self
+            .links
+            .iter()
+            .find(|(i, p, _)| want.iter().any(|(w, q)| w == i && q != p))
+        {
+            bail!("{i} changes role (AP-facing <-> trunk) with the fast path on");
+        }
+        let pin_dir = self.pin_dir.clone();
+        let mut added = Vec::new();
+        for (iface, program) in &want {
+            if self
+                .links
+                .iter()
+                .any(|(i, p, _)| i == iface && p == program)
+            {
+                continue;
+            }
+            match attach_one(
+                &mut self.progs,
+                self.mode,
+                pin_dir.as_deref(),
+                iface,
+                *program,
+            ) {
+                Ok(id) => added.push((iface.clone(), *program, id)),
+                Err(e) => {
+                    for (i, p, id) in added {
+                        self.detach_one(&i, p, id);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        let old = std::mem::take(&mut self.links);
+        for (iface, program, id) in old {
+            if want.iter().any(|(i, p)| *i == iface && *p == program) {
+                self.links.push((iface, program, id));
+            } else {
+                self.detach_one(&iface, program, id);
+            }
+        }
+        self.links.extend(added);
+        self.attached = self
+            .links
+            .iter()
+            .map(|(i, p, _)| format!("{i}: {}", p.name()))
+            .collect();
+        info!(attached = ?self.attached, "fast path: moved to the new interfaces");
+        self.trunk_ifindex = trunk_ifindex;
+        self.ap = ap;
+        Ok(())
+    }
+
+    fn detach_one(&mut self, iface: &str, program: Program, id: Option<XdpLinkId>) {
+        let done = match (id, &self.pin_dir, xdp_mode(self.mode)) {
+            (Some(id), _, _) => self.progs.detach(program, id).map(|()| true),
+            (None, Some(dir), Some(xdp)) => Programs::detach_pinned(iface, xdp, dir),
+            (None, _, _) => Ok(false),
+        };
+        match done {
+            Ok(_) => info!(iface, program = program.name(), "fast path: detached"),
+            Err(e) => warn!(iface, program = program.name(), error = %e,
+                            "fast path: could not detach"),
+        }
     }
 
     /// While `on` (a packet capture runs), keep the `fdb` map empty: the
