@@ -45,7 +45,7 @@ use aya::programs::{TestRun as _, TestRunOptions, Xdp};
 use serde::Serialize;
 use tunterm_ebpf::bench::BENCH_REDIRECT_OBJ;
 use tunterm_ebpf::maps::{
-    SessionSpec, TemplateSpec, TunnelHeader, tt_fdb_entry, tt_fdb_key, tt_session, tt_template,
+    Session, SessionSpec, TemplateSpec, TunnelHeader, tt_fdb_entry, tt_fdb_key, tt_template,
     tt_trunk,
 };
 use tunterm_ebpf::{FastPath, Program, Table as _};
@@ -266,7 +266,7 @@ impl Table {
             let mut sessions = fp.sessions()?;
             for i in 0..self.sessions {
                 let c = cookie(i);
-                let s = tt_session::new(
+                let s = Session::new(
                     &SessionSpec {
                         peer: SocketAddrV4::new(packets::AP_IP, AP_PORT_BASE + i as u16),
                         cookie: &c,

@@ -74,7 +74,10 @@
  * Value of the `sessions` array, at the slot of the local (our) 32-bit
  * session id: id % TT_MAX_SESSIONS. One entry per established L2TPv3
  * session, over UDP or IP, IPv4 or IPv6. A slot without a session is all
- * zero (session_id 0, which no data packet matches).
+ * zero (session_id 0, which no data packet matches). One cache line: the
+ * array is page-aligned (BPF_F_MMAPABLE) and an entry is 64 bytes, so the
+ * program reads one line per packet; the session's 512-byte VLAN bitmap
+ * is in `session_vlans` at the same slot, read only for tagged frames.
  */
 struct tt_session {
 	/* Where data must come from: the AP's address (IPv4-mapped for
@@ -100,8 +103,16 @@ struct tt_session {
 	/* The local session id (host order) the slot holds: a packet's
 	 * session id must be exactly this. */
 	__u32 session_id;
-	/* VLANs a tagged inner frame may carry. */
-	__u64 vlans[TT_VLAN_WORDS];
+	/* Up to the cache line. */
+	__u8 _pad0[16];
+};
+
+/* Value of the `session_vlans` array, at a session's slot: the VLANs a
+ * tagged inner frame of that session may carry (bit v of word v / 64).
+ * Userspace writes it before the session's entry, so a session never
+ * meets another's VLANs in its slot. */
+struct tt_vlans {
+	__u64 words[TT_VLAN_WORDS];
 };
 
 /* tt_gre_key.flags */
@@ -346,8 +357,8 @@ enum tt_counter {
 	TT_CNT_MAX
 };
 
-_Static_assert(sizeof(struct tt_session) == 48 + 8 * TT_VLAN_WORDS,
-	       "tt_session has implicit padding");
+_Static_assert(sizeof(struct tt_session) == 64, "a session is one cache line");
+_Static_assert(sizeof(struct tt_vlans) == 8 * TT_VLAN_WORDS, "tt_vlans has padding");
 _Static_assert(sizeof(struct tt_gre_key) == 24, "tt_gre_key has padding");
 _Static_assert(sizeof(struct tt_gre_peer) == 24 + 8 * TT_VLAN_WORDS,
 	       "tt_gre_peer has implicit padding");

@@ -1221,10 +1221,10 @@ fn mirror_keeps_unsupported_sessions_slow() {
     };
     let (k, v) = mirror::session_entry(&base, &port, 3).expect("entry");
     assert_eq!(k, 42);
-    assert_eq!(v.port, 42);
-    assert_eq!(v.cookie(), &[9, 8, 7, 6]);
-    assert_eq!(v.default_vlan, 10);
-    assert_eq!(v.trunk_ifindex, 3);
+    assert_eq!(v.entry.port, 42);
+    assert_eq!(v.entry.cookie(), &[9, 8, 7, 6]);
+    assert_eq!(v.entry.default_vlan, 10);
+    assert_eq!(v.entry.trunk_ifindex, 3);
     assert!(v.allows(10) && !v.allows(20));
 
     let mut s = base.clone();
