@@ -279,9 +279,16 @@ struct tt_fdb_bucket {
 
 /* The two bucket hashes (Fibonacci hashing: the top bits of a 64-bit
  * product), tunterm_ebpf::fdb::bucket_of on the Rust side: a bucket index
- * is (key' * MUL) >> (64 - log2(buckets)), key' = key for the first and
- * key ^ (key >> 29) for the second. The programs get the shift as the
- * global tt_fdb_shift, set at load for the map's size. */
+ * is (key' * MUL) >> (64 - log2(buckets)), key' = key >> TT_FDB_HASH0_SHIFT
+ * (the MAC alone) for the first and key ^ (key >> 29) for the second. The
+ * first bucket, where most keys are, does not depend on the VLAN: xdp_ap_rx
+ * takes an untagged frame's VLAN from its session, and a bucket address
+ * that waited for that load would be a second cache miss in a row (the
+ * CPU now loads the bucket and the session at once). A MAC on many VLANs
+ * fills its first bucket and the rest go to their second ones. The
+ * programs get the shift as the global tt_fdb_shift, set at load for the
+ * map's size. */
+#define TT_FDB_HASH0_SHIFT 16
 #define TT_FDB_HASH_MUL0 0x9E3779B97F4A7C15ULL
 #define TT_FDB_HASH_MUL1 0xC2B2AE3D27D4EB4FULL
 
