@@ -279,8 +279,10 @@ struct tt_fdb_bucket {
 
 /* The two bucket hashes (Fibonacci hashing: the top bits of a 64-bit
  * product), tunterm_ebpf::fdb::bucket_of on the Rust side: a bucket index
- * is (key' * MUL) >> (64 - log2(buckets)), key' = key >> TT_FDB_HASH0_SHIFT
- * (the MAC alone) for the first and key ^ (key >> 29) for the second. The
+ * is (key' * MUL) >> (64 - log2(buckets)), key' = m ^ (m >> 24) with
+ * m = key >> TT_FDB_HASH0_SHIFT (the MAC alone) for the first (the xor
+ * spreads MACs that differ only in their last bytes, which the product
+ * alone moves into few buckets), and key ^ (key >> 29) for the second. The
  * first bucket, where most keys are, does not depend on the VLAN: xdp_ap_rx
  * takes an untagged frame's VLAN from its session, and a bucket address
  * that waited for that load would be a second cache miss in a row (the

@@ -224,7 +224,8 @@ static __always_inline __u64 fdb_key(__u16 vlan, __u64 mac)
  * the cache line of each. */
 static __always_inline struct tt_fdb_slot *fdb_find(__u64 key, struct tt_fdb_entry *e)
 {
-	__u64 h[2] = { (key >> TT_FDB_HASH0_SHIFT) * TT_FDB_HASH_MUL0,
+	__u64 mac = key >> TT_FDB_HASH0_SHIFT;
+	__u64 h[2] = { (mac ^ (mac >> 24)) * TT_FDB_HASH_MUL0,
 		       (key ^ (key >> 29)) * TT_FDB_HASH_MUL1 };
 
 #pragma unroll

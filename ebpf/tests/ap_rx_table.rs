@@ -1239,14 +1239,17 @@ fn mirror_keeps_unsupported_sessions_slow() {
     s.transport = Transport::Ip;
     let (_, v) = mirror::session_entry(&s, &port, 3).expect("IP entry");
     assert_eq!(
-        (u32::from(v.transport), v.peer_port),
+        (u32::from(v.entry.transport), v.entry.peer_port),
         (tunterm_ebpf::maps::TT_TRANSPORT_IP, 0)
     );
     let mut s = base.clone();
     s.peer = "[2001:db8::2]:40000".parse().expect("addr");
     let (_, v) = mirror::session_entry(&s, &port, 3).expect("IPv6 entry");
-    assert_eq!(v.peer_ip(), "2001:db8::2".parse::<IpAddr>().expect("addr"));
-    assert_eq!(u32::from(v.family), tunterm_ebpf::maps::TT_AF_INET6);
+    assert_eq!(
+        v.entry.peer_ip(),
+        "2001:db8::2".parse::<IpAddr>().expect("addr")
+    );
+    assert_eq!(u32::from(v.entry.family), tunterm_ebpf::maps::TT_AF_INET6);
     // Templates: not for sequenced senders, nor for UDP over IPv6.
     let link = lab::ap_link();
     let mut s = base.clone();

@@ -10,8 +10,8 @@ use tunterm_core::proto::gre::PeerStats;
 use tunterm_core::proto::l2tp::{DataSession, SessionState};
 use tunterm_core::wire::l2tp::{L2TP_PORT, Transport};
 use tunterm_ebpf::maps::{
-    EntryError, GrePeerSpec, L2tpSessionSpec, L2tpTransport, TemplateSpec, TunnelHeader,
-    Session, tt_fdb_entry, tt_fdb_key, tt_gre_key, tt_gre_peer, tt_template, tt_trunk,
+    EntryError, GrePeerSpec, L2tpSessionSpec, L2tpTransport, Session, TemplateSpec, TunnelHeader,
+    tt_fdb_entry, tt_fdb_key, tt_gre_key, tt_gre_peer, tt_template, tt_trunk,
 };
 
 /// Why a tunnel gets no fast-path entry (the slow path keeps all of it).
