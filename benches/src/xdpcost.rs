@@ -13,12 +13,27 @@
 //! the raw redirect.
 //!
 //! Every frame runs once per call (a repeat would run the program again on
-//! the frame it already rewrote), one call after the other over the whole
-//! table in labbench's order (consecutive frames belong to different
-//! sessions), so a large table costs its cache misses as it does on the
-//! wire. Each frame must come out as `XDP_REDIRECT` with the expected
-//! size: a frame that takes another way fails the run instead of being
-//! timed.
+//! the frame it already rewrote), one call after the other, in one of
+//! three orders ([`Order`]):
+//!
+//! - `round-robin` (the first, and labbench's): client 0 of session 0, 1,
+//!   …, S-1, then client 1 of every session, …: every client once per
+//!   pass, in the same order every pass. Consecutive frames belong to
+//!   different sessions, but sessions and their templates are visited in
+//!   slot order, i.e. in address order, which a hardware prefetcher can
+//!   follow: friendlier to the caches than real traffic.
+//! - `uniform`: every frame a client drawn uniformly at random (so a
+//!   uniformly random session, each session having as many clients ±1):
+//!   no locality at all, the honest worst case.
+//! - `zipf`: clients drawn with Zipf's law, s = 1 (the k-th most active
+//!   client sends ∝ 1/k of the frames), the ranks given to the clients in
+//!   random order (a busy client can be behind any AP): a realistic skew.
+//!
+//! The random orders are drawn before timing (a fixed seed, so every run
+//! and every program sees the same sequence of max(MACs, 2,000) frames):
+//! no random number generator in the measured loop. Each frame must come
+//! out as `XDP_REDIRECT` with the expected size: a frame that takes
+//! another way fails the run instead of being timed.
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddrV4};
@@ -30,7 +45,7 @@ use aya::programs::{TestRun as _, TestRunOptions, Xdp};
 use serde::Serialize;
 use tunterm_ebpf::bench::BENCH_REDIRECT_OBJ;
 use tunterm_ebpf::maps::{
-    SessionSpec, TemplateSpec, TunnelHeader, tt_fdb_entry, tt_fdb_key, tt_session, tt_template,
+    Session, SessionSpec, TemplateSpec, TunnelHeader, tt_fdb_entry, tt_fdb_key, tt_template,
     tt_trunk,
 };
 use tunterm_ebpf::{FastPath, Program, Table as _};
@@ -58,6 +73,99 @@ pub struct Options {
     pub tables: Vec<(usize, usize)>,
     /// Passes over each table; each figure is the median of its passes.
     pub passes: usize,
+    /// Traffic orders, each measured on every table.
+    pub orders: Vec<Order>,
+}
+
+/// The order frames are sent in (see the module's documentation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Order {
+    /// labbench's: every client once per pass, round robin over sessions.
+    RoundRobin,
+    /// A uniformly random client per frame.
+    Uniform,
+    /// Clients drawn by Zipf's law (s = 1), ranks in random order.
+    Zipf,
+}
+
+impl Order {
+    /// The name `--order` takes and the report prints.
+    pub fn name(self) -> &'static str {
+        match self {
+            Order::RoundRobin => "round-robin",
+            Order::Uniform => "uniform",
+            Order::Zipf => "zipf",
+        }
+    }
+}
+
+impl std::str::FromStr for Order {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> anyhow::Result<Order> {
+        [Order::RoundRobin, Order::Uniform, Order::Zipf]
+            .into_iter()
+            .find(|o| o.name() == s)
+            .with_context(|| format!("order {s:?}: round-robin, uniform or zipf"))
+    }
+}
+
+/// The seed of the random orders: fixed, so runs compare.
+const SEED: u64 = 0x7475_6e74_6572_6d17;
+
+/// splitmix64: small, fast, good enough to shuffle a bench's frames.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in 0..n (n ≥ 1; the modulo bias is below 2^-40 here).
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    /// Uniform in [0, 1).
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// The frames of one pass, as indices into a table's frames (which are
+/// in round-robin order), for `clients` clients.
+fn sequence(order: Order, clients: usize) -> Vec<usize> {
+    let n = clients.max(MIN_RUNS_PER_PASS);
+    let mut rng = Rng(SEED);
+    match order {
+        Order::RoundRobin => (0..n).map(|i| i % clients).collect(),
+        Order::Uniform => (0..n).map(|_| rng.below(clients)).collect(),
+        Order::Zipf => {
+            // Rank k (from 1) weighs 1/k; rank k is client rank_to[k-1].
+            let mut rank_to: Vec<usize> = (0..clients).collect();
+            for i in (1..clients).rev() {
+                rank_to.swap(i, rng.below(i + 1));
+            }
+            let mut cdf = Vec::with_capacity(clients);
+            let mut sum = 0.0;
+            for k in 1..=clients {
+                sum += 1.0 / k as f64;
+                cdf.push(sum);
+            }
+            (0..n)
+                .map(|_| {
+                    let u = rng.unit() * sum;
+                    let k = cdf.partition_point(|&c| c <= u).min(clients - 1);
+                    rank_to[k]
+                })
+                .collect()
+        }
+    }
 }
 
 /// One program on one table.
@@ -71,6 +179,8 @@ pub struct Row {
     pub sessions: usize,
     /// Client MACs in the FDB (plus the trunk host).
     pub macs: usize,
+    /// The order frames were sent in.
+    pub order: Order,
     /// Median over the passes of the mean nanoseconds per frame.
     pub ns: f64,
     /// Every pass's mean.
@@ -156,7 +266,7 @@ impl Table {
             let mut sessions = fp.sessions()?;
             for i in 0..self.sessions {
                 let c = cookie(i);
-                let s = tt_session::new(
+                let s = Session::new(
                     &SessionSpec {
                         peer: SocketAddrV4::new(packets::AP_IP, AP_PORT_BASE + i as u16),
                         cookie: &c,
@@ -231,19 +341,20 @@ const XDP_REDIRECT: u32 = 4;
 /// clock's granularity, so one run of a 1 × 1 table says little).
 const MIN_RUNS_PER_PASS: usize = 2_000;
 
-/// Mean nanoseconds per frame of `prog` over `frames` (over and over, for
-/// at least `MIN_RUNS_PER_PASS` runs), checking each result: `want` is
-/// (return value, output length minus input length).
+/// Mean nanoseconds per frame of `prog` over `frames` in the order `seq`
+/// (indices into `frames`), checking each result: `want` is (return
+/// value, output length minus input length).
 fn pass_over(
     prog: &Xdp,
     frames: &[Vec<u8>],
+    seq: &[usize],
     want: (u32, isize),
     name: &str,
 ) -> anyhow::Result<f64> {
     let mut out = vec![0u8; 2048];
     let mut total = Duration::ZERO;
-    let runs = frames.len().max(MIN_RUNS_PER_PASS);
-    for (i, f) in frames.iter().enumerate().cycle().take(runs) {
+    for &i in seq {
+        let f = &frames[i];
         let (ret, len, took) = run_once(prog, f, &mut out)?;
         let grew = len as isize - f.len() as isize;
         if (ret, grew) != want {
@@ -256,7 +367,7 @@ fn pass_over(
         }
         total += took;
     }
-    Ok(total.as_nanos() as f64 / runs as f64)
+    Ok(total.as_nanos() as f64 / seq.len().max(1) as f64)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -305,45 +416,57 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         // The decap frame loses its outer headers and gains the VLAN tag.
         let decap_want = (XDP_REDIRECT, -strip + 4);
         let encap_want = (XDP_REDIRECT, strip - 4);
-        let mut base = Vec::new();
-        let mut dec = Vec::new();
-        let mut enc = Vec::new();
-        for _ in 0..opts.passes {
-            // Programs in turn within a pass: a disturbance hits all.
-            base.push(pass_over(
-                redirect,
-                &table.decap,
-                (XDP_PASS, 0),
-                "bench_redirect",
-            )?);
-            dec.push(pass_over(ap_rx, &table.decap, decap_want, "xdp_ap_rx")?);
-            enc.push(pass_over(
-                trunk_rx,
-                &table.encap,
-                encap_want,
-                "xdp_trunk_rx",
-            )?);
-        }
-        let b = median(base.clone());
-        for (program, what, v) in [
-            (
-                "bench_redirect",
-                "case 1: redirect, no parsing (baseline)",
-                base,
-            ),
-            ("xdp_ap_rx", "case 3 AP→trunk: decapsulate", dec),
-            ("xdp_trunk_rx", "case 3 trunk→AP: encapsulate", enc),
-        ] {
-            let ns = median(v.clone());
-            rows.push(Row {
-                program,
-                what,
-                sessions,
-                macs,
-                ns,
-                ns_passes: v,
-                extra_ns: (program != "bench_redirect").then_some(ns - b),
-            });
+        for &order in &opts.orders {
+            let seq = sequence(order, table.decap.len());
+            let mut base = Vec::new();
+            let mut dec = Vec::new();
+            let mut enc = Vec::new();
+            for _ in 0..opts.passes {
+                // Programs in turn within a pass: a disturbance hits all.
+                base.push(pass_over(
+                    redirect,
+                    &table.decap,
+                    &seq,
+                    (XDP_PASS, 0),
+                    "bench_redirect",
+                )?);
+                dec.push(pass_over(
+                    ap_rx,
+                    &table.decap,
+                    &seq,
+                    decap_want,
+                    "xdp_ap_rx",
+                )?);
+                enc.push(pass_over(
+                    trunk_rx,
+                    &table.encap,
+                    &seq,
+                    encap_want,
+                    "xdp_trunk_rx",
+                )?);
+            }
+            let b = median(base.clone());
+            for (program, what, v) in [
+                (
+                    "bench_redirect",
+                    "case 1: redirect, no parsing (baseline)",
+                    base,
+                ),
+                ("xdp_ap_rx", "case 3 AP→trunk: decapsulate", dec),
+                ("xdp_trunk_rx", "case 3 trunk→AP: encapsulate", enc),
+            ] {
+                let ns = median(v.clone());
+                rows.push(Row {
+                    program,
+                    what,
+                    sessions,
+                    macs,
+                    order,
+                    ns,
+                    ns_passes: v,
+                    extra_ns: (program != "bench_redirect").then_some(ns - b),
+                });
+            }
         }
     }
     Ok(Report {
@@ -365,15 +488,21 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "\n{:<15} {:<40} {:>9} {:>7} {:>10} {:>10}",
-            "program", "what", "sessions", "MACs", "ns/frame", "extra ns"
+            "\n{:<15} {:<40} {:>9} {:>7} {:<11} {:>10} {:>10}",
+            "program", "what", "sessions", "MACs", "order", "ns/frame", "extra ns"
         );
         for r in &self.rows {
             let extra = r.extra_ns.map_or(String::new(), |e| format!("{e:+.0}"));
             let _ = writeln!(
                 out,
-                "{:<15} {:<40} {:>9} {:>7} {:>10.0} {:>10}",
-                r.program, r.what, r.sessions, r.macs, r.ns, extra
+                "{:<15} {:<40} {:>9} {:>7} {:<11} {:>10.0} {:>10}",
+                r.program,
+                r.what,
+                r.sessions,
+                r.macs,
+                r.order.name(),
+                r.ns,
+                extra
             );
         }
         out.push_str(
@@ -400,5 +529,36 @@ mod tests {
         assert_eq!(t.encap[0].len(), 64 + 4);
         assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(vec![4.0, 1.0]), 2.5);
+    }
+
+    #[test]
+    fn orders_cover_the_table_as_documented() {
+        let clients = 3_000;
+        let rr = sequence(Order::RoundRobin, clients);
+        assert_eq!(rr.len(), clients);
+        assert!(rr.iter().enumerate().all(|(i, &c)| c == i));
+        // Small tables are gone over again up to the minimum of runs.
+        assert_eq!(sequence(Order::RoundRobin, 7).len(), MIN_RUNS_PER_PASS);
+        let count = |seq: &[usize]| {
+            let mut n = vec![0usize; clients];
+            for &c in seq {
+                n[c] += 1;
+            }
+            n
+        };
+        // Uniform: no client far above its share, most clients present.
+        let u = count(&sequence(Order::Uniform, clients));
+        assert!(*u.iter().max().unwrap() < 12, "{:?}", u.iter().max());
+        assert!(u.iter().filter(|&&n| n > 0).count() > clients / 2);
+        // Zipf s = 1: the busiest client sends ~1/H(3000) ≈ 12% of the
+        // frames, and it is not client 0 (ranks are shuffled).
+        let z = count(&sequence(Order::Zipf, clients));
+        let (top, &most) = z.iter().enumerate().max_by_key(|(_, n)| **n).unwrap();
+        assert!((250..500).contains(&most), "{most}");
+        assert_ne!(top, 0);
+        // The same sequence every time: runs and programs compare.
+        assert_eq!(sequence(Order::Zipf, 50), sequence(Order::Zipf, 50));
+        assert_eq!("zipf".parse::<Order>().unwrap(), Order::Zipf);
+        assert!("random".parse::<Order>().is_err());
     }
 }

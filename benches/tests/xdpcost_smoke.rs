@@ -20,6 +20,7 @@ fn xdpcost_smoke() {
     let json = std::env::temp_dir().join(format!("xdpcost-smoke-{}.json", std::process::id()));
     let out = Command::new(env!("CARGO_BIN_EXE_xdpcost"))
         .args(["--tables", "1x1,7x20", "--passes", "2", "--frame", "128"])
+        .args(["--order", "round-robin,uniform,zipf"])
         .arg("--json")
         .arg(&json)
         .output()
@@ -36,13 +37,23 @@ fn xdpcost_smoke() {
             .expect("JSON");
     let _ = std::fs::remove_file(&json);
     let rows = report["rows"].as_array().expect("rows");
-    assert_eq!(rows.len(), 6, "{stdout}");
+    assert_eq!(rows.len(), 18, "{stdout}");
     for (sessions, macs) in [(1, 1), (7, 20)] {
-        for program in ["bench_redirect", "xdp_ap_rx", "xdp_trunk_rx"] {
+        for (program, order) in ["bench_redirect", "xdp_ap_rx", "xdp_trunk_rx"]
+            .into_iter()
+            .flat_map(|p| ["round-robin", "uniform", "zipf"].map(|o| (p, o)))
+        {
             let row = rows
                 .iter()
-                .find(|r| r["program"] == program && r["sessions"] == sessions && r["macs"] == macs)
-                .unwrap_or_else(|| panic!("no row for {program} on {sessions}x{macs}: {stdout}"));
+                .find(|r| {
+                    r["program"] == program
+                        && r["sessions"] == sessions
+                        && r["macs"] == macs
+                        && r["order"] == order
+                })
+                .unwrap_or_else(|| {
+                    panic!("no row for {program} on {sessions}x{macs} in {order} order: {stdout}")
+                });
             assert!(row["ns"].as_f64().is_some_and(|v| v > 0.0), "{row}");
             assert_eq!(row["ns_passes"].as_array().map(Vec::len), Some(2), "{row}");
             assert_eq!(

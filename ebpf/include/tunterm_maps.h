@@ -74,7 +74,10 @@
  * Value of the `sessions` array, at the slot of the local (our) 32-bit
  * session id: id % TT_MAX_SESSIONS. One entry per established L2TPv3
  * session, over UDP or IP, IPv4 or IPv6. A slot without a session is all
- * zero (session_id 0, which no data packet matches).
+ * zero (session_id 0, which no data packet matches). One cache line: the
+ * array is page-aligned (BPF_F_MMAPABLE) and an entry is 64 bytes, so the
+ * program reads one line per packet; the session's 512-byte VLAN bitmap
+ * is in `session_vlans` at the same slot, read only for tagged frames.
  */
 struct tt_session {
 	/* Where data must come from: the AP's address (IPv4-mapped for
@@ -100,8 +103,16 @@ struct tt_session {
 	/* The local session id (host order) the slot holds: a packet's
 	 * session id must be exactly this. */
 	__u32 session_id;
-	/* VLANs a tagged inner frame may carry. */
-	__u64 vlans[TT_VLAN_WORDS];
+	/* Up to the cache line. */
+	__u8 _pad0[16];
+};
+
+/* Value of the `session_vlans` array, at a session's slot: the VLANs a
+ * tagged inner frame of that session may carry (bit v of word v / 64).
+ * Userspace writes it before the session's entry, so a session never
+ * meets another's VLANs in its slot. */
+struct tt_vlans {
+	__u64 words[TT_VLAN_WORDS];
 };
 
 /* tt_gre_key.flags */
@@ -268,9 +279,18 @@ struct tt_fdb_bucket {
 
 /* The two bucket hashes (Fibonacci hashing: the top bits of a 64-bit
  * product), tunterm_ebpf::fdb::bucket_of on the Rust side: a bucket index
- * is (key' * MUL) >> (64 - log2(buckets)), key' = key for the first and
- * key ^ (key >> 29) for the second. The programs get the shift as the
- * global tt_fdb_shift, set at load for the map's size. */
+ * is (key' * MUL) >> (64 - log2(buckets)), key' = m ^ (m >> 24) with
+ * m = key >> TT_FDB_HASH0_SHIFT (the MAC alone) for the first (the xor
+ * spreads MACs that differ only in their last bytes, which the product
+ * alone moves into few buckets), and key ^ (key >> 29) for the second. The
+ * first bucket, where most keys are, does not depend on the VLAN: xdp_ap_rx
+ * takes an untagged frame's VLAN from its session, and a bucket address
+ * that waited for that load would be a second cache miss in a row (the
+ * CPU now loads the bucket and the session at once). A MAC on many VLANs
+ * fills its first bucket and the rest go to their second ones. The
+ * programs get the shift as the global tt_fdb_shift, set at load for the
+ * map's size. */
+#define TT_FDB_HASH0_SHIFT 16
 #define TT_FDB_HASH_MUL0 0x9E3779B97F4A7C15ULL
 #define TT_FDB_HASH_MUL1 0xC2B2AE3D27D4EB4FULL
 
@@ -346,8 +366,8 @@ enum tt_counter {
 	TT_CNT_MAX
 };
 
-_Static_assert(sizeof(struct tt_session) == 48 + 8 * TT_VLAN_WORDS,
-	       "tt_session has implicit padding");
+_Static_assert(sizeof(struct tt_session) == 64, "a session is one cache line");
+_Static_assert(sizeof(struct tt_vlans) == 8 * TT_VLAN_WORDS, "tt_vlans has padding");
 _Static_assert(sizeof(struct tt_gre_key) == 24, "tt_gre_key has padding");
 _Static_assert(sizeof(struct tt_gre_peer) == 24 + 8 * TT_VLAN_WORDS,
 	       "tt_gre_peer has implicit padding");

@@ -123,7 +123,8 @@ impl ApRx {
         self.fp.program(Program::ApRx)
     }
 
-    /// The `sessions` array, as a map: local session id → [`tt_session`].
+    /// The `sessions` and `session_vlans` arrays, as a map: local session
+    /// id → [`Session`](crate::maps::Session).
     pub fn sessions(&mut self) -> Result<SessionSlots<'_>, Error> {
         self.fp.sessions()
     }

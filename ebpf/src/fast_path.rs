@@ -34,7 +34,7 @@ use crate::ap_rx::{Action, Error, TestOutcome};
 use crate::fdb::{Fdb, FdbMem};
 use crate::maps::{
     COUNTERS, Counters, TT_FDB_BUCKET_SLOTS, TT_MAX_GRE_PEERS, TT_MAX_SESSIONS, tt_fdb_bucket,
-    tt_gre_key, tt_gre_peer, tt_session, tt_template, tt_trunk,
+    tt_gre_key, tt_gre_peer, tt_session, tt_template, tt_trunk, tt_vlans,
 };
 use crate::tables::{SessionSlots, TemplateSlots};
 
@@ -61,8 +61,9 @@ impl Program {
 }
 
 /// Names of the maps, as in the object and as pinned.
-pub const MAP_NAMES: [&str; 7] = [
+pub const MAP_NAMES: [&str; 8] = [
     "sessions",
+    "session_vlans",
     "gre_peers",
     "fdb",
     "templates",
@@ -155,7 +156,7 @@ impl Default for Capacity {
 /// The kernel's shape of each map: (name, type, key size, value size,
 /// entries). Pinned maps that differ (an older layout, another size) are
 /// not reused.
-fn map_shapes(cap: Capacity) -> [(&'static str, MapType, usize, usize, u32); 7] {
+fn map_shapes(cap: Capacity) -> [(&'static str, MapType, usize, usize, u32); 8] {
     use std::mem::size_of;
     [
         (
@@ -163,6 +164,13 @@ fn map_shapes(cap: Capacity) -> [(&'static str, MapType, usize, usize, u32); 7] 
             MapType::Array,
             4,
             size_of::<tt_session>(),
+            TT_MAX_SESSIONS,
+        ),
+        (
+            "session_vlans",
+            MapType::Array,
+            4,
+            size_of::<tt_vlans>(),
             TT_MAX_SESSIONS,
         ),
         (
@@ -609,11 +617,31 @@ impl FastPath {
         self.ebpf.map_mut(name).ok_or(Error::Missing(name))
     }
 
-    /// The `sessions` array, as a map: local session id → [`tt_session`].
+    /// Two maps at once.
+    fn maps_mut2(
+        &mut self,
+        a: &'static str,
+        b: &'static str,
+    ) -> Result<(&mut aya::maps::Map, &mut aya::maps::Map), Error> {
+        let (mut x, mut y) = (None, None);
+        for (name, m) in self.ebpf.maps_mut() {
+            if name == a {
+                x = Some(m);
+            } else if name == b {
+                y = Some(m);
+            }
+        }
+        Ok((x.ok_or(Error::Missing(a))?, y.ok_or(Error::Missing(b))?))
+    }
+
+    /// The `sessions` and `session_vlans` arrays, as a map: local session
+    /// id → [`Session`](crate::maps::Session).
     pub fn sessions(&mut self) -> Result<SessionSlots<'_>, Error> {
-        Ok(SessionSlots::sessions(Array::try_from(
-            self.map_mut("sessions")?,
-        )?))
+        let (sessions, vlans) = self.maps_mut2("sessions", "session_vlans")?;
+        Ok(SessionSlots::sessions(
+            Array::try_from(sessions)?,
+            Array::try_from(vlans)?,
+        ))
     }
 
     /// The `gre_peers` map: (address, key) → [`tt_gre_peer`].

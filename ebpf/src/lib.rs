@@ -3,7 +3,7 @@
 //! `include/tunterm_maps.h`), and the loader.
 //!
 //! The userspace switch stays the source of truth: it decides what the fast
-//! path may forward by writing [`maps::tt_session`] and FDB entries, and
+//! path may forward by writing [`maps::Session`] and FDB entries, and
 //! everything the programs do not handle reaches it unchanged (`XDP_PASS`).
 
 pub mod ap_rx;

@@ -4,7 +4,8 @@
 //!
 //! Maps (one set, shared by `xdp_ap_rx` and `xdp_trunk_rx`):
 //! - `sessions`: array, the slot of a local session id → [`tt_session`]
-//!   ([`crate::tables`]);
+//!   (one cache line), and `session_vlans`, the same slot → [`tt_vlans`]
+//!   (its VLAN bitmap): together a [`Session`] ([`crate::tables`]);
 //! - `gre_peers`: hash, [`tt_gre_key`] (address, key) → [`tt_gre_peer`];
 //! - `fdb`: array of [`tt_fdb_bucket`], tunterm's own hash table of
 //!   [`tt_fdb_key`] (VLAN, MAC) → [`tt_fdb_entry`] ([`crate::fdb`]);
@@ -37,6 +38,23 @@ pub use generated::*;
 // its size is the sum of its fields, the programs are compiled with
 // -Wpadded -Werror, and bindgen's layout tests check size and offsets.
 unsafe impl aya::Pod for tt_session {}
+// SAFETY: as above: `#[repr(C)]` [u64; 64], no padding.
+unsafe impl aya::Pod for tt_vlans {}
+// SAFETY: `#[repr(C)]` of two `Pod` structs, 64 + 512 bytes, both 8-byte
+// aligned: no padding between or after them.
+unsafe impl aya::Pod for Session {}
+
+/// An L2TPv3 session as the fast path holds it: its entry in `sessions`
+/// and its VLAN bitmap in `session_vlans`, at the same slot (the entry is
+/// one cache line; only tagged frames read the bitmap).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Session {
+    /// The `sessions` entry.
+    pub entry: tt_session,
+    /// The `session_vlans` entry.
+    pub vlans: tt_vlans,
+}
 // SAFETY: as above: `#[repr(C)]` { u16, [u8; 6] }, 8 bytes, no padding.
 unsafe impl aya::Pod for tt_fdb_key {}
 // SAFETY: as above: `#[repr(C)]` { u32, u16, u16 }, 8 bytes, no padding.
@@ -206,8 +224,8 @@ fn check_vlan(v: u16) -> Result<u16, EntryError> {
     }
 }
 
-impl tt_session {
-    /// The map value for a UDP/IPv4 `spec`, allowing tagged frames on
+impl Session {
+    /// The map values for a UDP/IPv4 `spec`, allowing tagged frames on
     /// `vlans`.
     pub fn new(
         spec: &SessionSpec<'_>,
@@ -216,7 +234,7 @@ impl tt_session {
         Self::for_l2tp(&L2tpSessionSpec::from(spec), vlans)
     }
 
-    /// The map value for `spec` (any transport and family), allowing
+    /// The map values for `spec` (any transport and family), allowing
     /// tagged frames on `vlans`.
     pub fn for_l2tp(
         spec: &L2tpSessionSpec<'_>,
@@ -241,30 +259,35 @@ impl tt_session {
             L2tpTransport::Udp => (TT_TRANSPORT_UDP as u8, spec.peer.port().to_be()),
             L2tpTransport::Ip => (TT_TRANSPORT_IP as u8, 0),
         };
-        Ok(tt_session {
-            peer_addr,
-            peer_port,
-            family,
-            transport,
-            // Checked above: 0, 4 or 8.
-            cookie_len: cookie_len as u16,
-            default_vlan,
-            cookie,
-            flags,
-            port: spec.port,
-            trunk_ifindex: spec.trunk_ifindex,
-            // A session's port id is its local session id (the switch's
-            // convention): the id data packets carry.
-            session_id: spec.port,
-            vlans: words,
+        Ok(Session {
+            entry: tt_session {
+                peer_addr,
+                peer_port,
+                family,
+                transport,
+                // Checked above: 0, 4 or 8.
+                cookie_len: cookie_len as u16,
+                default_vlan,
+                cookie,
+                flags,
+                port: spec.port,
+                trunk_ifindex: spec.trunk_ifindex,
+                // A session's port id is its local session id (the
+                // switch's convention): the id data packets carry.
+                session_id: spec.port,
+                _pad0: [0; 16],
+            },
+            vlans: tt_vlans { words },
         })
     }
 
     /// Whether a frame tagged `vid` is allowed.
     pub fn allows(&self, vid: u16) -> bool {
-        bitmap_allows(&self.vlans, vid)
+        bitmap_allows(&self.vlans.words, vid)
     }
+}
 
+impl tt_session {
     /// The cookie the peer must send.
     pub fn cookie(&self) -> &[u8] {
         let n = usize::from(self.cookie_len).min(self.cookie.len());
@@ -570,7 +593,9 @@ mod tests {
 
     #[test]
     fn layouts_have_no_padding() {
-        assert_eq!(size_of::<tt_session>(), 48 + 8 * TT_VLAN_WORDS as usize);
+        assert_eq!(size_of::<tt_session>(), 64);
+        assert_eq!(size_of::<tt_vlans>(), 8 * TT_VLAN_WORDS as usize);
+        assert_eq!(size_of::<Session>(), 64 + 8 * TT_VLAN_WORDS as usize);
         assert_eq!(size_of::<tt_gre_key>(), 24);
         assert_eq!(size_of::<tt_gre_peer>(), 24 + 8 * TT_VLAN_WORDS as usize);
         assert_eq!(size_of::<tt_trunk>(), 8 + 8 * TT_VLAN_WORDS as usize);
@@ -590,7 +615,8 @@ mod tests {
             untagged_vlan: Some(10),
             trunk_ifindex: 3,
         };
-        let s = tt_session::new(&spec, [10, 20, 4094]).unwrap();
+        let session = Session::new(&spec, [10, 20, 4094]).unwrap();
+        let s = session.entry;
         // Network byte order, as in the packet, IPv4-mapped.
         assert_eq!(
             s.peer_addr,
@@ -603,8 +629,8 @@ mod tests {
         assert_eq!(s.cookie(), &[1, 2, 3, 4]);
         assert_eq!(s.flags, TT_SESSION_SUBLAYER | TT_SESSION_UNTAGGED);
         assert_eq!(s.default_vlan, 10);
-        assert!(s.allows(10) && s.allows(20) && s.allows(4094));
-        assert!(!s.allows(11) && !s.allows(0) && !s.allows(4095));
+        assert!(session.allows(10) && session.allows(20) && session.allows(4094));
+        assert!(!session.allows(11) && !session.allows(0) && !session.allows(4095));
     }
 
     #[test]
@@ -617,13 +643,13 @@ mod tests {
             untagged_vlan: None,
             trunk_ifindex: 3,
         };
-        assert_eq!(tt_session::new(&spec, []), Err(EntryError::CookieLen(3)));
+        assert_eq!(Session::new(&spec, []), Err(EntryError::CookieLen(3)));
         spec.cookie = &[];
-        assert_eq!(tt_session::new(&spec, [4095]), Err(EntryError::Vlan(4095)));
+        assert_eq!(Session::new(&spec, [4095]), Err(EntryError::Vlan(4095)));
         spec.untagged_vlan = Some(0);
-        assert_eq!(tt_session::new(&spec, []), Err(EntryError::Vlan(0)));
+        assert_eq!(Session::new(&spec, []), Err(EntryError::Vlan(0)));
         spec.untagged_vlan = None;
-        let s = tt_session::new(&spec, []).unwrap();
-        assert_eq!(s.flags & TT_SESSION_UNTAGGED, 0);
+        let s = Session::new(&spec, []).unwrap();
+        assert_eq!(s.entry.flags & TT_SESSION_UNTAGGED, 0);
     }
 }

@@ -1,20 +1,21 @@
 //! The fast path's tables as userspace fills them: entries by key, whatever
 //! the map type behind them.
 //!
-//! `fdb`, `gre_peers` and `gre_templates` are hash maps. `sessions` and
-//! `templates` are arrays the programs index without hashing: a session's
-//! entry sits at the slot of its local session id (`id % TT_MAX_SESSIONS`),
-//! a session's template at the slot of its port id (the same number), and
-//! each entry holds the whole id to compare. [`SessionSlots`] and
-//! [`TemplateSlots`] make them look like maps by id: an insert never
-//! overwrites another tunnel's entry ([`Error::SlotTaken`]), a removal
-//! clears only the tunnel's own.
+//! `gre_peers` and `gre_templates` are hash maps, `fdb` is tunterm's own
+//! ([`crate::fdb`]). `sessions` (with `session_vlans`) and `templates` are
+//! arrays the programs index without hashing: a session's entry sits at the
+//! slot of its local session id (`id % TT_MAX_SESSIONS`), a session's
+//! template at the slot of its port id (the same number), and each entry
+//! holds the whole id to compare. [`SessionSlots`] and [`TemplateSlots`]
+//! make them look like maps by id: an insert never overwrites another
+//! tunnel's entry ([`Error::SlotTaken`]), a removal clears only the
+//! tunnel's own.
 
 use aya::Pod;
 use aya::maps::{Array, HashMap, MapData};
 
 use crate::ap_rx::Error;
-use crate::maps::{TT_GRE_PORT_BASE, TT_MAX_SESSIONS, tt_session, tt_template};
+use crate::maps::{Session, TT_GRE_PORT_BASE, TT_MAX_SESSIONS, tt_session, tt_template, tt_vlans};
 
 /// A table of the fast path, by key.
 pub trait Table<K, V> {
@@ -56,9 +57,14 @@ pub struct Slots<'a, V: Pod> {
     id: fn(&V) -> u32,
 }
 
-/// The `sessions` array as a map: local session id → [`tt_session`] (whose
-/// `session_id` is that id).
-pub type SessionSlots<'a> = Slots<'a, tt_session>;
+/// The `sessions` and `session_vlans` arrays as a map: local session id →
+/// [`Session`] (whose entry's `session_id` is that id). The VLANs are
+/// written before the entry, and the entry cleared before the VLANs: a
+/// packet that finds the session finds its VLANs.
+pub struct SessionSlots<'a> {
+    sessions: Slots<'a, tt_session>,
+    vlans: Array<&'a mut MapData, tt_vlans>,
+}
 
 /// The `templates` array as a map: a session's port id → [`tt_template`]
 /// (whose `port` is that id). mGRE peers' templates are in
@@ -66,11 +72,42 @@ pub type SessionSlots<'a> = Slots<'a, tt_session>;
 pub type TemplateSlots<'a> = Slots<'a, tt_template>;
 
 impl<'a> SessionSlots<'a> {
-    pub(crate) fn sessions(array: Array<&'a mut MapData, tt_session>) -> Self {
-        Slots {
-            array,
-            id: |s| s.session_id,
+    pub(crate) fn sessions(
+        array: Array<&'a mut MapData, tt_session>,
+        vlans: Array<&'a mut MapData, tt_vlans>,
+    ) -> Self {
+        SessionSlots {
+            sessions: Slots {
+                array,
+                id: |s| s.session_id,
+            },
+            vlans,
         }
+    }
+}
+
+impl Table<u32, Session> for SessionSlots<'_> {
+    fn put(&mut self, id: u32, value: Session) -> Result<(), Error> {
+        self.sessions.check(id, &value.entry)?;
+        self.vlans.set(slot_of(id), value.vlans, 0)?;
+        self.sessions.put(id, value.entry)
+    }
+
+    fn delete(&mut self, id: &u32) -> Result<(), Error> {
+        // The entry goes; the bitmap stays until the slot's next session
+        // overwrites it (no packet reads it without the entry).
+        self.sessions.delete(id)
+    }
+
+    fn entries(&self) -> Vec<(u32, Session)> {
+        self.sessions
+            .entries()
+            .into_iter()
+            .filter_map(|(id, entry)| {
+                let vlans = self.vlans.get(&slot_of(id), 0).ok()?;
+                Some((id, Session { entry, vlans }))
+            })
+            .collect()
     }
 }
 
@@ -91,18 +128,26 @@ fn zeroed<V: Pod>() -> V {
     unsafe { std::mem::zeroed() }
 }
 
-impl<V: Pod> Table<u32, V> for Slots<'_, V> {
-    fn put(&mut self, id: u32, value: V) -> Result<(), Error> {
-        let entry = (self.id)(&value);
+impl<V: Pod> Slots<'_, V> {
+    /// Whether `value` may go in under `id`: it says so, and the slot is
+    /// free or already `id`'s.
+    fn check(&self, id: u32, value: &V) -> Result<(), Error> {
+        let entry = (self.id)(value);
         if id == 0 || id >= TT_GRE_PORT_BASE || entry != id {
             return Err(Error::SlotId { id, entry });
         }
-        let slot = slot_of(id);
-        let held = (self.id)(&self.array.get(&slot, 0)?);
+        let held = (self.id)(&self.array.get(&slot_of(id), 0)?);
         if held != 0 && held != id {
             return Err(Error::SlotTaken { id, held });
         }
-        Ok(self.array.set(slot, value, 0)?)
+        Ok(())
+    }
+}
+
+impl<V: Pod> Table<u32, V> for Slots<'_, V> {
+    fn put(&mut self, id: u32, value: V) -> Result<(), Error> {
+        self.check(id, &value)?;
+        Ok(self.array.set(slot_of(id), value, 0)?)
     }
 
     fn delete(&mut self, id: &u32) -> Result<(), Error> {
@@ -131,8 +176,8 @@ mod tests {
     use crate::FastPath;
     use crate::maps::{SessionSpec, TemplateSpec, TunnelHeader};
 
-    fn session(sid: u32) -> tt_session {
-        tt_session::new(
+    fn session(sid: u32) -> Session {
+        Session::new(
             &SessionSpec {
                 peer: "10.0.0.2:40000".parse().unwrap(),
                 cookie: &[1, 2, 3, 4],
@@ -141,7 +186,7 @@ mod tests {
                 untagged_vlan: Some(10),
                 trunk_ifindex: 3,
             },
-            [],
+            [20],
         )
         .unwrap()
     }
@@ -187,6 +232,8 @@ mod tests {
         assert!(s.entries().is_empty());
         s.put(b, session(b)).unwrap();
         assert_eq!(s.entries()[0].0, b);
+        // The VLANs come back with the entry.
+        assert!(s.entries()[0].1.allows(20) && !s.entries()[0].1.allows(21));
 
         let mut t = fp.templates().unwrap();
         t.put(a, template(a)).unwrap();

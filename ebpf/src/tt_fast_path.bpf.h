@@ -24,12 +24,23 @@
  * verifier inlines an array lookup to a bounds check and an add, where a
  * hash lookup costs three calls (hash, bucket walk, key compare) and a
  * dependent cache miss per bucket. */
+/* Page-aligned (BPF_F_MMAPABLE, though nothing maps it), so each 64-byte
+ * session is one cache line. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__uint(max_entries, TT_MAX_SESSIONS);
 	__type(key, __u32);
 	__type(value, struct tt_session);
 } sessions SEC(".maps");
+
+/* A session's VLAN bitmap, at its slot: only tagged frames read it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, TT_MAX_SESSIONS);
+	__type(key, __u32);
+	__type(value, struct tt_vlans);
+} session_vlans SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -213,7 +224,9 @@ static __always_inline __u64 fdb_key(__u16 vlan, __u64 mac)
  * the cache line of each. */
 static __always_inline struct tt_fdb_slot *fdb_find(__u64 key, struct tt_fdb_entry *e)
 {
-	__u64 h[2] = { key * TT_FDB_HASH_MUL0, (key ^ (key >> 29)) * TT_FDB_HASH_MUL1 };
+	__u64 mac = key >> TT_FDB_HASH0_SHIFT;
+	__u64 h[2] = { (mac ^ (mac >> 24)) * TT_FDB_HASH_MUL0,
+		       (key ^ (key >> 29)) * TT_FDB_HASH_MUL1 };
 
 #pragma unroll
 	for (int i = 0; i < 2; i++) {

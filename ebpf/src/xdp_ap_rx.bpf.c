@@ -184,7 +184,9 @@ int xdp_ap_rx(struct xdp_md *ctx)
 	/* What the tunnel says about the inner frame. */
 	__u32 port, flags, ifindex;
 	__u16 default_vlan;
-	const __u64 *vlans;
+	/* The tunnel's VLAN bitmap: an mGRE peer's; a session's is looked up
+	 * (session_vlans) only for a tagged frame. */
+	const __u64 *vlans = 0;
 	__u64 *peer_seen = 0;
 	/* Offset of the inner frame from data: a constant on each branch
 	 * plus a bounded cookie/key length, so the verifier knows its range. */
@@ -330,7 +332,6 @@ int xdp_ap_rx(struct xdp_md *ctx)
 		flags = s->flags;
 		ifindex = s->trunk_ifindex;
 		default_vlan = s->default_vlan;
-		vlans = s->vlans;
 	}
 	if (off > 256)
 		return PASS(MALFORMED);
@@ -366,7 +367,14 @@ int xdp_ap_rx(struct xdp_md *ctx)
 			return DROP(UNTAGGED_NOT_ALLOWED);
 		vlan = default_vlan;
 	} else {
-		if (!vlan_allowed(vlans, vid))
+		if (s) {
+			__u32 slot = s->session_id & (TT_MAX_SESSIONS - 1);
+			struct tt_vlans *v = bpf_map_lookup_elem(&session_vlans, &slot);
+			if (!v)
+				return PASS(UNKNOWN_SESSION);
+			vlans = v->words;
+		}
+		if (!vlans || !vlan_allowed(vlans, vid))
 			return DROP(VLAN_NOT_ALLOWED);
 		vlan = vid;
 	}

@@ -1221,10 +1221,10 @@ fn mirror_keeps_unsupported_sessions_slow() {
     };
     let (k, v) = mirror::session_entry(&base, &port, 3).expect("entry");
     assert_eq!(k, 42);
-    assert_eq!(v.port, 42);
-    assert_eq!(v.cookie(), &[9, 8, 7, 6]);
-    assert_eq!(v.default_vlan, 10);
-    assert_eq!(v.trunk_ifindex, 3);
+    assert_eq!(v.entry.port, 42);
+    assert_eq!(v.entry.cookie(), &[9, 8, 7, 6]);
+    assert_eq!(v.entry.default_vlan, 10);
+    assert_eq!(v.entry.trunk_ifindex, 3);
     assert!(v.allows(10) && !v.allows(20));
 
     let mut s = base.clone();
@@ -1239,14 +1239,17 @@ fn mirror_keeps_unsupported_sessions_slow() {
     s.transport = Transport::Ip;
     let (_, v) = mirror::session_entry(&s, &port, 3).expect("IP entry");
     assert_eq!(
-        (u32::from(v.transport), v.peer_port),
+        (u32::from(v.entry.transport), v.entry.peer_port),
         (tunterm_ebpf::maps::TT_TRANSPORT_IP, 0)
     );
     let mut s = base.clone();
     s.peer = "[2001:db8::2]:40000".parse().expect("addr");
     let (_, v) = mirror::session_entry(&s, &port, 3).expect("IPv6 entry");
-    assert_eq!(v.peer_ip(), "2001:db8::2".parse::<IpAddr>().expect("addr"));
-    assert_eq!(u32::from(v.family), tunterm_ebpf::maps::TT_AF_INET6);
+    assert_eq!(
+        v.entry.peer_ip(),
+        "2001:db8::2".parse::<IpAddr>().expect("addr")
+    );
+    assert_eq!(u32::from(v.entry.family), tunterm_ebpf::maps::TT_AF_INET6);
     // Templates: not for sequenced senders, nor for UDP over IPv6.
     let link = lab::ap_link();
     let mut s = base.clone();

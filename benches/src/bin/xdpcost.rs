@@ -22,6 +22,10 @@ struct Cli {
     /// Passes over each table; each figure is the median.
     #[arg(long, default_value_t = 5)]
     passes: usize,
+    /// Orders to send each table's frames in: round-robin (labbench's),
+    /// uniform (a random client per frame), zipf (Zipf s=1 over clients).
+    #[arg(long, value_delimiter = ',', default_value = "round-robin")]
+    order: Vec<String>,
     /// Where to write the table as JSON.
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/xdpcost.json"))]
     json: PathBuf,
@@ -48,6 +52,11 @@ fn main() -> anyhow::Result<()> {
             .map(|t| parse_table(t))
             .collect::<anyhow::Result<_>>()?,
         passes: cli.passes,
+        orders: cli
+            .order
+            .iter()
+            .map(|o| o.parse())
+            .collect::<anyhow::Result<_>>()?,
     };
     let report = xdpcost::run(&opts)?;
     print!("{}", report.table());

@@ -10,8 +10,8 @@ use tunterm_core::proto::gre::PeerStats;
 use tunterm_core::proto::l2tp::{DataSession, SessionState};
 use tunterm_core::wire::l2tp::{L2TP_PORT, Transport};
 use tunterm_ebpf::maps::{
-    EntryError, GrePeerSpec, L2tpSessionSpec, L2tpTransport, TemplateSpec, TunnelHeader,
-    tt_fdb_entry, tt_fdb_key, tt_gre_key, tt_gre_peer, tt_session, tt_template, tt_trunk,
+    EntryError, GrePeerSpec, L2tpSessionSpec, L2tpTransport, Session, TemplateSpec, TunnelHeader,
+    tt_fdb_entry, tt_fdb_key, tt_gre_key, tt_gre_peer, tt_template, tt_trunk,
 };
 
 /// Why a tunnel gets no fast-path entry (the slow path keeps all of it).
@@ -42,7 +42,7 @@ pub fn session_entry(
     s: &DataSession,
     port: &PortConfig,
     trunk_ifindex: u32,
-) -> Result<(u32, tt_session), NotFast> {
+) -> Result<(u32, Session), NotFast> {
     if s.state != SessionState::Established {
         return Err(NotFast::NotEstablished);
     }
@@ -56,7 +56,7 @@ pub fn session_entry(
         untagged_vlan: port.untagged_vlan,
         trunk_ifindex,
     };
-    let value = tt_session::for_l2tp(&spec, port.vlans.iter()).map_err(NotFast::Entry)?;
+    let value = Session::for_l2tp(&spec, port.vlans.iter()).map_err(NotFast::Entry)?;
     Ok((s.local_sid, value))
 }
 

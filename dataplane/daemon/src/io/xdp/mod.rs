@@ -41,7 +41,7 @@ use tunterm_ebpf::aya::programs::XdpMode;
 use tunterm_ebpf::aya::programs::xdp::XdpLinkId;
 use tunterm_ebpf::fdb::monotonic_ns;
 use tunterm_ebpf::maps::{
-    COUNTERS, Counters, tt_counter, tt_fdb_entry, tt_fdb_key, tt_gre_key, tt_gre_peer, tt_session,
+    COUNTERS, Counters, Session, tt_counter, tt_fdb_entry, tt_fdb_key, tt_gre_key, tt_gre_peer,
     tt_template,
 };
 use tunterm_ebpf::tables::slot_of;
@@ -348,7 +348,7 @@ pub struct FastPath {
     ap: ApIface,
     local4: Option<Ipv4Addr>,
     local6: Option<Ipv6Addr>,
-    sessions: Mirror<u32, tt_session>,
+    sessions: Mirror<u32, Session>,
     gre_peers: Mirror<tt_gre_key, tt_gre_peer>,
     templates: Mirror<u32, tt_template>,
     gre_templates: Mirror<u32, tt_template>,
