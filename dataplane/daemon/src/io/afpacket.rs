@@ -331,6 +331,14 @@ impl PacketSocket {
         Ok(n as usize)
     }
 
+    /// Join fanout group `group` (`PACKET_FANOUT`, hash mode): the sockets
+    /// of one group on one interface share its frames, each flow's frames
+    /// to one socket (the forwarding workers of `--workers`).
+    pub fn join_fanout(&self, group: u16) -> io::Result<()> {
+        let arg = libc::c_int::from(group) | (libc::PACKET_FANOUT_HASH as libc::c_int) << 16;
+        set_int(&self.fd, libc::PACKET_FANOUT, arg)
+    }
+
     /// The interface index the socket is bound to.
     pub fn ifindex(&self) -> u32 {
         self.ifindex
