@@ -22,7 +22,10 @@ fn udp_streams(lab: &Lab, client: &Netns, server_ip: &str, reverse: bool) {
     let log = lab.dir.join(format!("iperf-{server_ip}-{reverse}.log"));
     let mut server = lab
         .up
-        .spawn(&["iperf3", "-s", "-1", "--forceflush", "-B", server_ip], &log)
+        .spawn(
+            &["iperf3", "-s", "-1", "--forceflush", "-B", server_ip],
+            &log,
+        )
         .unwrap();
     assert!(
         lab::wait_until(Duration::from_secs(5), || std::fs::read_to_string(&log)
@@ -30,8 +33,19 @@ fn udp_streams(lab: &Lab, client: &Netns, server_ip: &str, reverse: bool) {
         "iperf3 server did not start"
     );
     let mut args = vec![
-        "iperf3", "-c", server_ip, "-u", "-b", "1M", "-P", "16", "-t", "2", "-J",
-        "--connect-timeout", "3000",
+        "iperf3",
+        "-c",
+        server_ip,
+        "-u",
+        "-b",
+        "1M",
+        "-P",
+        "16",
+        "-t",
+        "2",
+        "-J",
+        "--connect-timeout",
+        "3000",
     ];
     if reverse {
         args.push("-R");
@@ -44,13 +58,22 @@ fn udp_streams(lab: &Lab, client: &Netns, server_ip: &str, reverse: bool) {
     assert!(v.get("error").is_none(), "iperf3: {}", v["error"]);
     let received = v["end"]["sum"]["packets"].as_u64().unwrap_or(0)
         - v["end"]["sum"]["lost_packets"].as_u64().unwrap_or(0);
-    assert!(received > 1000, "UDP crossed ({reverse}): {}", v["end"]["sum"]);
+    assert!(
+        received > 1000,
+        "UDP crossed ({reverse}): {}",
+        v["end"]["sum"]
+    );
 }
 
 /// An interface counter of the edge (`rx_packets`, …).
 fn counter(lab: &Lab, iface: &str, name: &str) -> u64 {
     let path = format!("/sys/class/net/{iface}/statistics/{name}");
-    lab.edge.run(&["cat", &path]).unwrap().trim().parse().unwrap()
+    lab.edge
+        .run(&["cat", &path])
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 #[test]
@@ -88,12 +111,18 @@ fn a_forwarding_worker_forwards_both_ways_and_every_frame_is_counted_once() {
         n(&worker["forwarded_to_tunnels"]) > 100,
         "the worker forwarded trunk → AP (16 flows over 2 fanout sockets): {w}"
     );
-    assert!(n(&worker["punted"]) > 0, "new MACs, ARP, pings' first frames: {w}");
+    assert!(
+        n(&worker["punted"]) > 0,
+        "new MACs, ARP, pings' first frames: {w}"
+    );
     assert_eq!(n(&worker["punt_dropped"]), 0, "{w}");
     let io = &stats["io"];
+    // A frame counted twice (by the worker that read it and again by the
+    // loop it handed it to) would put tunterm far above the kernel;
+    // a frame or two may still be on its way to a socket.
     let trunk_rx = n(&io["trunk_rx"]) + n(&io["trunk_rx_shed"]);
     assert!(
-        (before.0..=after.0).contains(&trunk_rx),
+        trunk_rx <= after.0 && trunk_rx + 5 >= before.0,
         "every frame on the trunk counted once: tunterm {trunk_rx}, kernel {before:?} → {after:?}"
     );
     // The AP link also carries ARP and ICMP for the edge's own address:

@@ -115,7 +115,8 @@ fn main() -> anyhow::Result<()> {
     };
     let mut opts = opts;
     if !cli.workers.is_empty() {
-        opts.cases.retain(|c| !matches!(c, Case::TuntermUserspace | Case::TuntermWorkers));
+        opts.cases
+            .retain(|c| !matches!(c, Case::TuntermUserspace | Case::TuntermWorkers));
         if cli.workers.contains(&1) {
             opts.cases.push(Case::TuntermUserspace);
         }

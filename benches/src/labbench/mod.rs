@@ -711,7 +711,10 @@ impl Bed {
         let s = |p: &Path| p.to_string_lossy().into_owned();
         // With workers, every CPU (the generator's included: it shares).
         let cpu = if case == Case::TuntermWorkers {
-            format!("0-{}", thread::available_parallelism().map_or(1, |n| n.get()) - 1)
+            format!(
+                "0-{}",
+                thread::available_parallelism().map_or(1, |n| n.get()) - 1
+            )
         } else {
             TUNTERM_CPU.to_string()
         };
@@ -809,6 +812,7 @@ impl Bed {
                 serde_json::to_string_pretty(&serde_json::json!({
                     "l2tp": stats["l2tp"], "switch": stats["switch"], "io": stats["io"],
                     "fast_path": stats["fast_path"], "captures": stats["captures"],
+                    "workers": stats["workers"],
                 }))?,
             );
         }
@@ -841,6 +845,7 @@ impl Bed {
                     serde_json::to_string_pretty(&serde_json::json!({
                         "l2tp": stats["l2tp"], "switch": stats["switch"], "io": stats["io"],
                         "fast_path": stats["fast_path"], "captures": stats["captures"],
+                    "workers": stats["workers"],
                     }))?,
                 );
                 let _ = c.kill();

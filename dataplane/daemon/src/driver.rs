@@ -1179,7 +1179,9 @@ impl Dataplane {
             (self.state_dirty && self.state_file.is_some()).then_some(self.state_due),
             self.captures.poll_timeout(),
             self.bounces.poll_timeout(),
-            self.workers.as_ref().map(crate::workers::Workers::poll_timeout),
+            self.workers
+                .as_ref()
+                .map(crate::workers::Workers::poll_timeout),
         ]
         .into_iter()
         .flatten()

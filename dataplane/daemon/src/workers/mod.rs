@@ -170,9 +170,7 @@ pub(crate) struct PuntBatch {
 impl PuntBatch {
     /// Each frame and where it came from.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (Source, &[u8])> + '_ {
-        self.items
-            .iter()
-            .map(|(s, r)| (*s, &self.buf[r.clone()]))
+        self.items.iter().map(|(s, r)| (*s, &self.buf[r.clone()]))
     }
 
     fn push(&mut self, src: Source, bytes: &[u8]) {
@@ -312,7 +310,11 @@ impl Workers {
                 .map(|k| self.joined.iter().map(|(_, s)| s[k].clone()).collect())
                 .collect(),
         };
-        *self.shared.sockets.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(set);
+        *self
+            .shared
+            .sockets
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Arc::new(set);
         Ok(())
     }
 
@@ -446,8 +448,8 @@ impl Drop for Workers {
 /// counts it malformed.
 fn selector(n: u32) -> [libc::sock_filter; 8] {
     use libc::{
-        BPF_A, BPF_ABS, BPF_ADD, BPF_ALU, BPF_AND, BPF_B, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD,
-        BPF_MOD, BPF_RET, BPF_W,
+        BPF_A, BPF_ABS, BPF_ADD, BPF_ALU, BPF_AND, BPF_B, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_MOD,
+        BPF_RET, BPF_W,
     };
     let insn = |code: u32, jt: u8, jf: u8, k: u32| libc::sock_filter {
         code: code as u16,
@@ -713,7 +715,10 @@ mod tests {
         let TunnelSocket::Udp(d) = &pair.data else {
             unreachable!()
         };
-        assert!(d.try_recv(&mut buf).is_err(), "the loop's data socket idles");
+        assert!(
+            d.try_recv(&mut buf).is_err(),
+            "the loop's data socket idles"
+        );
         assert_eq!(drain(&workers[0]), [data(4), data(10)], "even session ids");
         assert_eq!(drain(&workers[1]), [data(5), data(7)], "odd session ids");
     }

@@ -184,10 +184,7 @@ impl Table {
         if self.entries[src].2 != port {
             return Err(Punt::Source);
         }
-        let dst = *self
-            .fdb
-            .get(&(vlan, view.dst.0))
-            .ok_or(Punt::Destination)? as usize;
+        let dst = *self.fdb.get(&(vlan, view.dst.0)).ok_or(Punt::Destination)? as usize;
         let to = self.entries[dst].2;
         if to == port {
             return Err(Punt::Destination);
@@ -273,7 +270,10 @@ fn inspect(frame: &[u8], view: &FrameView) -> Result<(), Punt> {
         0x0800 => {
             let ihl = usize::from(ip.first().ok_or(Punt::Frame)? & 0x0f) * 4;
             let proto = *ip.get(9).ok_or(Punt::Frame)?;
-            let frag_off = u16::from_be_bytes([ip.get(6).copied().unwrap_or(0), ip.get(7).copied().unwrap_or(0)]) & 0x1fff;
+            let frag_off = u16::from_be_bytes([
+                ip.get(6).copied().unwrap_or(0),
+                ip.get(7).copied().unwrap_or(0),
+            ]) & 0x1fff;
             if frag_off != 0 {
                 // A later fragment: no transport header to look at.
                 return Ok(());
@@ -461,27 +461,66 @@ mod tests {
         };
         let bcast = [0xff; 6];
         let other = [0x02, 0, 0, 0, 0, 0x42];
-        let syn = ipv4(6, &[0, 80, 0x1f, 0x90, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0, 0]);
-        let ack = ipv4(6, &[0, 80, 0x1f, 0x90, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x10, 0, 0]);
+        let syn = ipv4(
+            6,
+            &[0, 80, 0x1f, 0x90, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0, 0],
+        );
+        let ack = ipv4(
+            6,
+            &[0, 80, 0x1f, 0x90, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x10, 0, 0],
+        );
         let dhcp = ipv4(17, &[0, 68, 0, 67, 0, 8, 0, 0]);
         // Off the trunk.
-        assert_eq!(down(&frame(bcast, SERVER, Some(10), 0x0800, &data)), Some(Punt::Bum));
-        assert_eq!(down(&frame(CLIENT, other, Some(10), 0x0800, &data)), Some(Punt::Source));
-        assert_eq!(down(&frame(other, SERVER, Some(10), 0x0800, &data)), Some(Punt::Destination));
-        assert_eq!(down(&frame(CLIENT, SERVER, Some(30), 0x0800, &data)), Some(Punt::Frame));
+        assert_eq!(
+            down(&frame(bcast, SERVER, Some(10), 0x0800, &data)),
+            Some(Punt::Bum)
+        );
+        assert_eq!(
+            down(&frame(CLIENT, other, Some(10), 0x0800, &data)),
+            Some(Punt::Source)
+        );
+        assert_eq!(
+            down(&frame(other, SERVER, Some(10), 0x0800, &data)),
+            Some(Punt::Destination)
+        );
+        assert_eq!(
+            down(&frame(CLIENT, SERVER, Some(30), 0x0800, &data)),
+            Some(Punt::Frame)
+        );
         // VLAN 20: not where either MAC was learned.
-        assert_eq!(down(&frame(CLIENT, SERVER, Some(20), 0x0800, &data)), Some(Punt::Source));
-        assert_eq!(down(&frame(CLIENT, SERVER, Some(10), 0x0800, &syn)), Some(Punt::Inspect));
+        assert_eq!(
+            down(&frame(CLIENT, SERVER, Some(20), 0x0800, &data)),
+            Some(Punt::Source)
+        );
+        assert_eq!(
+            down(&frame(CLIENT, SERVER, Some(10), 0x0800, &syn)),
+            Some(Punt::Inspect)
+        );
         assert_eq!(down(&frame(CLIENT, SERVER, Some(10), 0x0800, &ack)), None);
-        assert_eq!(down(&frame(CLIENT, SERVER, Some(10), 0x0800, &dhcp)), Some(Punt::Inspect));
-        assert_eq!(down(&frame(CLIENT, SERVER, Some(10), 0x0806, &[0; 28])), Some(Punt::Inspect));
+        assert_eq!(
+            down(&frame(CLIENT, SERVER, Some(10), 0x0800, &dhcp)),
+            Some(Punt::Inspect)
+        );
+        assert_eq!(
+            down(&frame(CLIENT, SERVER, Some(10), 0x0806, &[0; 28])),
+            Some(Punt::Inspect)
+        );
         let big = ipv4(17, &[0x13, 0x88, 0x17, 0x70].repeat(400));
-        assert_eq!(down(&frame(CLIENT, SERVER, Some(10), 0x0800, &big)), Some(Punt::TooBig));
+        assert_eq!(
+            down(&frame(CLIENT, SERVER, Some(10), 0x0800, &big)),
+            Some(Punt::TooBig)
+        );
         // From the AP.
         let f = frame(SERVER, CLIENT, None, 0x0800, &data);
         assert_eq!(from_ap(peer(), &up(&f)), None);
-        assert_eq!(from_ap("10.0.0.3:1701".parse().unwrap(), &up(&f)), Some(Punt::Tunnel));
-        assert_eq!(from_ap(peer(), &data_packet(&[0; 4], [0; 4], &f)), Some(Punt::Tunnel));
+        assert_eq!(
+            from_ap("10.0.0.3:1701".parse().unwrap(), &up(&f)),
+            Some(Punt::Tunnel)
+        );
+        assert_eq!(
+            from_ap(peer(), &data_packet(&[0; 4], [0; 4], &f)),
+            Some(Punt::Tunnel)
+        );
         // A sequence number (S bit): the endpoint tracks those.
         let seq = data_packet(&COOKIE_RX, [0x40, 0, 0, 1], &f);
         assert_eq!(from_ap(peer(), &seq), Some(Punt::Tunnel));
