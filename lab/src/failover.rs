@@ -172,6 +172,10 @@ impl FailoverLab {
                 "--monitor-timeout".into(),
                 opts.monitor_timeout.to_string(),
             ];
+            let args: Vec<String> = args
+                .into_iter()
+                .chain(crate::topology::workers_args())
+                .collect();
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             let mut p = e.spawn(&args, &dir.join(format!("edge-{letter}.log")))?;
             p.wait_for_log("tunterm running", Duration::from_secs(10))

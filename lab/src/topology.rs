@@ -184,6 +184,15 @@ impl Options {
     }
 }
 
+/// `--workers N` for tunterm when `$TUNTERM_LAB_WORKERS` says N (the
+/// whole lab suite can run with forwarding workers); nothing otherwise.
+pub fn workers_args() -> Vec<String> {
+    match std::env::var("TUNTERM_LAB_WORKERS") {
+        Ok(n) if !n.is_empty() && n != "1" => vec!["--workers".into(), n],
+        _ => Vec::new(),
+    }
+}
+
 /// Client namespaces of the lab, with their addresses.
 pub const CLIENTS: [(&str, &str, &str); 4] = [
     ("c1", "ap1", "192.168.10.11/24"),
@@ -352,6 +361,7 @@ impl Lab {
         } else {
             None
         };
+        tunterm_args.extend(workers_args());
         tunterm_args.extend(opts.daemon_args.iter().cloned());
         let tunterm = {
             let args: Vec<&str> = tunterm_args.iter().map(String::as_str).collect();

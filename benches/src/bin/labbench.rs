@@ -31,7 +31,8 @@ struct Cli {
     #[arg(long, default_value_t = 1.0)]
     warmup: f64,
     /// Cases to run, by number (1 raw XDP, 2 kernel VXLAN, 3 tunterm XDP,
-    /// 4 tunterm userspace).
+    /// 4 tunterm userspace, 5 tunterm userspace with workers: see
+    /// --workers).
     #[arg(long, value_delimiter = ',', default_value = "1,2,3,4")]
     cases: Vec<u8>,
     /// Run every case this many times, in turn, and report each rate as
@@ -61,6 +62,11 @@ struct Cli {
     /// measures the machine's load as much as tunterm.
     #[arg(long)]
     realtime: bool,
+    /// tunterm's userspace path with these `--workers` counts: 1 is case
+    /// 4, a count N ≥ 2 case 5 (e.g. `--workers 1,2`: both). Given, it
+    /// replaces case 4 in --cases by what it lists.
+    #[arg(long, value_delimiter = ',')]
+    workers: Vec<usize>,
     /// Directory holding tunterm and tunterm-apsim (default: beside this
     /// program).
     #[arg(long)]
@@ -105,7 +111,19 @@ fn main() -> anyhow::Result<()> {
         capture_filter: cli.capture_filter,
         capture_compare: cli.capture_compare,
         realtime: cli.realtime,
+        workers: cli.workers.iter().copied().find(|&n| n >= 2).unwrap_or(2),
     };
+    let mut opts = opts;
+    if !cli.workers.is_empty() {
+        opts.cases
+            .retain(|c| !matches!(c, Case::TuntermUserspace | Case::TuntermWorkers));
+        if cli.workers.contains(&1) {
+            opts.cases.push(Case::TuntermUserspace);
+        }
+        if cli.workers.iter().any(|&n| n >= 2) {
+            opts.cases.push(Case::TuntermWorkers);
+        }
+    }
     let report = labbench::run(opts)?;
     print!("{}", report.table());
     let mut json = cli.json;

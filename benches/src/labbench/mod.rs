@@ -16,6 +16,8 @@
 //! 3. `tunterm-xdp`: tunterm with `--fast-path xdp-native`, when the build
 //!    has the flag.
 //! 4. `tunterm-userspace`: tunterm with the userspace path only.
+//! 5. `tunterm-workers`: as 4 with `--workers N` (`--workers 1,2`: cases
+//!    4 and 5 with N = 2), tunterm on every CPU (the generator shares one).
 //!
 //! For tunterm the sessions are real: `tunterm-apsim` brings up one L2TPv3
 //! session per simulated AP and teaches the edge its clients' MACs with a
@@ -91,6 +93,8 @@ pub struct Options {
     /// Run trafgen, tunterm and the capture reader under SCHED_FIFO
     /// ([`trafgen::REALTIME`]): on a machine shared with other work.
     pub realtime: bool,
+    /// `tunterm run --workers` in case 5 (≥ 2).
+    pub workers: usize,
 }
 
 /// A filter no frame on the trunk matches (an EtherType nobody sends).
@@ -133,6 +137,8 @@ pub enum Case {
     TuntermXdp,
     /// 4: tunterm, userspace path.
     TuntermUserspace,
+    /// 5: tunterm, userspace path with forwarding workers.
+    TuntermWorkers,
 }
 
 impl Case {
@@ -142,11 +148,12 @@ impl Case {
     }
 
     /// Every case, in order.
-    pub const ALL: [Case; 4] = [
+    pub const ALL: [Case; 5] = [
         Case::Raw,
         Case::Vxlan,
         Case::TuntermXdp,
         Case::TuntermUserspace,
+        Case::TuntermWorkers,
     ];
 
     /// Its number in the issue (1–4).
@@ -161,6 +168,7 @@ impl Case {
             Case::Vxlan => "kernel VXLAN + bridge (untagged)",
             Case::TuntermXdp => "tunterm, XDP fast path",
             Case::TuntermUserspace => "tunterm, userspace path",
+            Case::TuntermWorkers => "tunterm, userspace, --workers N",
         }
     }
 }
@@ -701,7 +709,15 @@ impl Bed {
         let edge_sock = self.path(&format!("case{n}-edge.sock"));
         let ap_sock = self.path(&format!("case{n}-apsim.sock"));
         let s = |p: &Path| p.to_string_lossy().into_owned();
-        let cpu = TUNTERM_CPU.to_string();
+        // With workers, every CPU (the generator's included: it shares).
+        let cpu = if case == Case::TuntermWorkers {
+            format!(
+                "0-{}",
+                thread::available_parallelism().map_or(1, |n| n.get()) - 1
+            )
+        } else {
+            TUNTERM_CPU.to_string()
+        };
         let mut args: Vec<String> = trafgen::rt_prefix().into_iter().map(Into::into).collect();
         args.extend([
             "taskset".to_owned(),
@@ -729,6 +745,14 @@ impl Bed {
         // limit (builds that have one).
         if has_run_flag(&tunterm_bin, "--sccrq-burst") {
             args.extend(["--sccrq-burst".into(), "0".into()]);
+        }
+        if case == Case::TuntermWorkers {
+            anyhow::ensure!(
+                has_run_flag(&tunterm_bin, "--workers"),
+                "--workers: {} has no such option (a build from before it)",
+                tunterm_bin.display()
+            );
+            args.extend(["--workers".into(), self.opts.workers.to_string()]);
         }
         if let Some(len) = self.opts.cookie_len {
             anyhow::ensure!(
@@ -788,6 +812,7 @@ impl Bed {
                 serde_json::to_string_pretty(&serde_json::json!({
                     "l2tp": stats["l2tp"], "switch": stats["switch"], "io": stats["io"],
                     "fast_path": stats["fast_path"], "captures": stats["captures"],
+                    "workers": stats["workers"],
                 }))?,
             );
         }
@@ -820,6 +845,7 @@ impl Bed {
                     serde_json::to_string_pretty(&serde_json::json!({
                         "l2tp": stats["l2tp"], "switch": stats["switch"], "io": stats["io"],
                         "fast_path": stats["fast_path"], "captures": stats["captures"],
+                    "workers": stats["workers"],
                     }))?,
                 );
                 let _ = c.kill();
@@ -1073,7 +1099,7 @@ pub fn run(opts: Options) -> anyhow::Result<Report> {
                     &mut learned,
                     &mut costs,
                 ),
-                Case::TuntermUserspace => {
+                Case::TuntermUserspace | Case::TuntermWorkers => {
                     let mode = fast_path.then_some("off");
                     bed.case_tunterm(case, mode, &mut rows, &mut learned, &mut costs)
                 }
@@ -1315,10 +1341,13 @@ fn pps(rows: &[Row], case: Case, dir: Direction, len: usize) -> Option<f64> {
 }
 
 fn ratios(opts: &Options, rows: &[Row]) -> Vec<Ratio> {
-    let defs: [(&str, Case, Case, f64); 3] = [
+    // 0: no target.
+    let defs: [(&str, Case, Case, f64); 5] = [
         ("3/1", Case::TuntermXdp, Case::Raw, 0.9),
         ("3/2", Case::TuntermXdp, Case::Vxlan, 1.8),
         ("4/2", Case::TuntermUserspace, Case::Vxlan, 1.0),
+        ("5/2", Case::TuntermWorkers, Case::Vxlan, 0.0),
+        ("5/4", Case::TuntermWorkers, Case::TuntermUserspace, 0.0),
     ];
     let mut out = Vec::new();
     for &len in &opts.frames {
@@ -1333,7 +1362,7 @@ fn ratios(opts: &Options, rows: &[Row]) -> Vec<Ratio> {
                     direction: dir,
                     frame_len: len,
                     value,
-                    target: (len == 64).then_some(target),
+                    target: (len == 64 && target > 0.0).then_some(target),
                 });
             }
         }

@@ -112,6 +112,10 @@ pub struct DaemonOptions {
     pub metrics: Option<SocketAddr>,
     /// What the metrics export (`--metrics-tunnels`).
     pub metrics_options: metrics::MetricsOptions,
+    /// Threads of the userspace data path (`--workers`): 1, everything on
+    /// the one event loop; N ≥ 2, that loop plus N-1 forwarding workers
+    /// (`crate::workers`).
+    pub workers: usize,
 }
 
 /// The default `--pin-dir`.
@@ -135,6 +139,7 @@ impl Default for DaemonOptions {
             cookie_len: EndpointConfig::default().cookie_len,
             metrics: None,
             metrics_options: metrics::MetricsOptions::default(),
+            workers: 1,
         }
     }
 }
@@ -341,6 +346,11 @@ pub struct Stats {
     /// `bounce-port`: ports bounced, failures, ports down now.
     #[serde(default)]
     pub bounce: bounce::BounceCounters,
+    /// The forwarding workers (`--workers`; absent with 1): their table,
+    /// what each forwarded and handed to the event loop. Their reads and
+    /// writes are in `io` and `switch.forwarded` with the loop's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<crate::workers::WorkersStats>,
 }
 
 /// The tunnel sockets, by carrier and local address (one control and data
@@ -362,6 +372,15 @@ impl Socks {
     /// What is open: carrier and local address, in order.
     fn keys(&self) -> Vec<(Carrier, IpAddr)> {
         self.slots.iter().map(|(c, a, _)| (*c, *a)).collect()
+    }
+
+    /// The pairs the forwarding workers join (L2TP/UDP), by address.
+    fn worker_pairs(&self) -> Vec<(IpAddr, Rc<TunnelSockets>)> {
+        self.slots
+            .iter()
+            .filter(|(c, _, _)| *c == crate::workers::CARRIER)
+            .map(|(_, a, s)| (*a, s.clone()))
+            .collect()
     }
 }
 
@@ -428,6 +447,8 @@ struct Dataplane {
     rewired: Option<Rewired>,
     /// A `restart` request came: exit for a restart and exec again.
     reexec: bool,
+    /// The forwarding workers (`--workers` ≥ 2).
+    workers: Option<crate::workers::Workers>,
 }
 
 /// What a live reconfiguration hands the event loop to wait on instead.
@@ -493,6 +514,14 @@ fn trunk_port(cfg: &EdgeConfig) -> PortConfig {
 impl Dataplane {
     fn stats(&self, now: Instant) -> Stats {
         let tunnels = self.endpoint.stats(now);
+        let mut io = IoCounters {
+            forward: self.fwd.counters().clone(),
+            ..self.io.clone()
+        };
+        let mut switch = self.switch.counters().clone();
+        if let Some(w) = &self.workers {
+            w.add_counters(&mut io, &mut switch);
+        }
         Stats {
             name: self.name.clone(),
             version: crate::api::DAEMON_VERSION.to_string(),
@@ -511,11 +540,8 @@ impl Dataplane {
                 .collect(),
             l2tp: self.endpoint.counters().clone(),
             gre: self.gre.counters().clone(),
-            switch: self.switch.counters().clone(),
-            io: IoCounters {
-                forward: self.fwd.counters().clone(),
-                ..self.io.clone()
-            },
+            switch,
+            io,
             fdb_entries: self.switch.fdb_len(),
             fast_path: self.fast.as_ref().map_or_else(
                 || FastPathStats {
@@ -533,6 +559,7 @@ impl Dataplane {
             mcast: self.mcast_stats(now),
             clients: self.client_stats(),
             bounce: self.bounces.counters.clone(),
+            workers: self.workers.as_ref().map(crate::workers::Workers::stats),
         }
     }
 
@@ -953,6 +980,15 @@ impl Dataplane {
         self.io.tunnel_rx += rx.len() as u64;
         for (pkt, from) in rx.iter() {
             self.io.tunnel_rx_bytes += pkt.len() as u64;
+            self.tunnel_packet(carrier, from, pkt);
+        }
+        false
+    }
+
+    /// One packet from a tunnel socket (read here or by a forwarding
+    /// worker, which counted it).
+    fn tunnel_packet(&mut self, carrier: Carrier, from: SocketAddr, pkt: &[u8]) {
+        {
             let now = Instant::now();
             let here = local_addr(&self.cfg, self.port, carrier, from.ip());
             self.captures
@@ -992,7 +1028,6 @@ impl Dataplane {
                 }
             }
         }
-        false
     }
 
     fn local_for(&self, peer: IpAddr) -> IpAddr {
@@ -1016,12 +1051,23 @@ impl Dataplane {
         self.io.trunk_rx += rx.len() as u64;
         for (frame, _) in rx.iter() {
             self.io.trunk_rx_bytes += frame.len() as u64;
-            let now = Instant::now();
-            if self.monitor.take_trunk_frame(now, frame) {
-                continue;
-            }
+            self.trunk_frame(frame);
+        }
+        self.trunk_batch_done();
+        false
+    }
+
+    /// One frame off the trunk (read here or by a forwarding worker, which
+    /// counted it).
+    fn trunk_frame(&mut self, frame: &[u8]) {
+        let now = Instant::now();
+        if !self.monitor.take_trunk_frame(now, frame) {
             self.switch_frame(now, TRUNK, frame);
         }
+    }
+
+    /// After a batch of trunk frames.
+    fn trunk_batch_done(&mut self) {
         // An ARP answer can change the health: act on it in this turn, not
         // at the next timer (stats must not say healthy while SCCRQs are
         // still refused).
@@ -1033,7 +1079,40 @@ impl Dataplane {
             self.flush_control();
             self.handle_events();
         }
-        false
+    }
+
+    /// What a forwarding worker handed over: handled as if read here.
+    fn handle_punts(&mut self, punts: &crate::workers::PuntBatch) {
+        let mut trunk = false;
+        for (src, bytes) in punts.iter() {
+            match src {
+                crate::workers::Source::Trunk => {
+                    trunk = true;
+                    self.trunk_frame(bytes);
+                }
+                crate::workers::Source::Tunnel(from) => {
+                    self.tunnel_packet(crate::workers::CARRIER, from, bytes)
+                }
+            }
+        }
+        if trunk {
+            self.trunk_batch_done();
+        }
+    }
+
+    /// The forwarding workers' table and marks (before the fast path's
+    /// sync, which clears `sessions_changed`).
+    fn sync_workers(&mut self, now: Instant) {
+        if let Some(w) = &mut self.workers {
+            w.sync(
+                now,
+                &self.endpoint,
+                &mut self.switch,
+                &self.mtus,
+                self.captures.set.is_active(),
+                self.sessions_changed,
+            );
+        }
     }
 
     fn on_timeout(&mut self, now: Instant) {
@@ -1108,6 +1187,9 @@ impl Dataplane {
             (self.state_dirty && self.state_file.is_some()).then_some(self.state_due),
             self.captures.poll_timeout(),
             self.bounces.poll_timeout(),
+            self.workers
+                .as_ref()
+                .map(crate::workers::Workers::poll_timeout),
         ]
         .into_iter()
         .flatten()
@@ -1459,9 +1541,25 @@ pub async fn run(
         monitor_opts: opts.monitor.clone(),
         rewired: None,
         reexec: false,
+        workers: None,
         cfg,
     };
     dp.restore(Instant::now());
+    let mut punts = None;
+    if opts.workers > 1 {
+        let (w, rx) = crate::workers::Workers::start(
+            opts.workers - 1,
+            &upstream,
+            dp.trunk.get_ref(),
+            &dp.socks.worker_pairs(),
+        )?;
+        info!(
+            workers = opts.workers - 1,
+            "forwarding workers started beside the event loop"
+        );
+        dp.workers = Some(w);
+        punts = Some(rx);
+    }
     let listening: Vec<String> = dp
         .socks
         .slots
@@ -1530,6 +1628,7 @@ pub async fn run(
             _ = hangup.recv() => dp.reload(opts.config.as_deref()),
             Some(r) = probe_results.recv() => dp.on_probe_result(r),
             Some(job) = control_jobs.recv() => dp.control_job(job),
+            Some(p) = crate::workers::punted(&mut punts) => dp.handle_punts(&p),
             what = crate::io::hostport::readable(&taps, &relays) => dp.drain_services(what),
             r = inputs.readable() => r?,
             _ = tokio::time::sleep_until(sleep.into()) => {}
@@ -1537,6 +1636,10 @@ pub async fn run(
         if let Some(r) = dp.rewired.take() {
             if r.sockets {
                 inputs = inputs::Inputs::new(&dp, true);
+                let pairs = dp.socks.worker_pairs();
+                if let Some(w) = &mut dp.workers {
+                    w.resocket(&pairs);
+                }
             }
             if let Some(rx) = r.probes {
                 probe_results = rx;
@@ -1550,6 +1653,7 @@ pub async fn run(
         notifier.handle_timeout(now);
         dp.flush_tunnel_tx();
         dp.captures.pump(Instant::now());
+        dp.sync_workers(now);
         dp.sync_fast_path(now);
         dp.persist(now, false);
         if dp.reexec {

@@ -11,6 +11,7 @@
 //! - [`driver`]: the daemon's event loop (read → proto → write, timers).
 //! - [`monitoring`]: the probes of upstream monitoring.
 //! - [`operations`]: `disconnect-aps` and `preempt`.
+//! - `workers`: the forwarding workers of `--workers N` (N ≥ 2).
 //!
 //! The netns lab and the AP simulator are in the `tunterm-lab` crate: test
 //! and demo infrastructure, not part of this crate's API.
@@ -21,3 +22,4 @@ pub mod driver;
 pub mod io;
 pub mod monitoring;
 pub mod operations;
+mod workers;

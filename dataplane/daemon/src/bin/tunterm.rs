@@ -62,6 +62,12 @@ enum Cmd {
         /// off (userspace only).
         #[arg(long, default_value = "off", value_parser = parse_fast_path)]
         fast_path: FastPathMode,
+        /// Threads of the userspace data path (1 to 64): 1 runs everything
+        /// on one event loop; N adds N-1 forwarding workers beside it,
+        /// which forward known unicast between the trunk and L2TPv3/UDP
+        /// tunnels and hand everything else to the loop.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+        workers: u16,
         /// Slots for client MACs (VLAN, MAC pairs) the XDP fast path can
         /// forward between, rounded up to a power of two (1024 to
         /// 4194304). Size it to 1.5 times the clients expected: the table
@@ -437,6 +443,7 @@ fn main() -> anyhow::Result<()> {
             upstream,
             port,
             fast_path,
+            workers,
             fast_path_fdb_entries,
             pin_dir,
             state_file,
@@ -496,6 +503,7 @@ fn main() -> anyhow::Result<()> {
                 metrics_options: driver::metrics::MetricsOptions {
                     tunnels: metrics_tunnels,
                 },
+                workers: usize::from(workers),
             };
             let exit = rt.block_on(driver::run(cfg, opts, shutdown_signal()))?;
             drop(rt);

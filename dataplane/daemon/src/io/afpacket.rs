@@ -332,6 +332,25 @@ impl PacketSocket {
         Ok(n as usize)
     }
 
+    /// Join fanout group `group` (`PACKET_FANOUT`, hash mode): the sockets
+    /// of one group on one interface share its frames, each flow's frames
+    /// to one socket (the forwarding workers of `--workers`). The group
+    /// ignores outgoing frames as the socket did (the group's own hook
+    /// replaces the socket's, and `PACKET_IGNORE_OUTGOING` with it: without
+    /// the flag the host's own frames on the trunk would be read as
+    /// received).
+    pub fn join_fanout(&self, group: u16) -> io::Result<()> {
+        /// `PACKET_FANOUT_FLAG_IGNORE_OUTGOING` (recent kernels, 6.18 here; not in
+        /// libc): an older kernel refuses the join, and `--workers` with it.
+        const IGNORE_OUTGOING: libc::c_int = 0x4000;
+        let mode = libc::PACKET_FANOUT_HASH as libc::c_int | IGNORE_OUTGOING;
+        set_int(
+            &self.fd,
+            libc::PACKET_FANOUT,
+            libc::c_int::from(group) | mode << 16,
+        )
+    }
+
     /// The interface index the socket is bound to.
     pub fn ifindex(&self) -> u32 {
         self.ifindex

@@ -9,7 +9,7 @@ pub mod netlink;
 pub mod notify;
 pub mod probe;
 pub mod raw;
-mod sockopt;
+pub(crate) mod sockopt;
 pub mod tap;
 pub mod tunnel;
 pub mod xdp;

@@ -1,0 +1,725 @@
+//! The userspace path on more than one core (`tunterm run --workers N`):
+//! the control thread (the event loop of [`crate::driver`], which alone
+//! mutates the protocol state) plus N-1 forwarding workers, each a thread
+//! of its own with a current-thread tokio runtime.
+//!
+//! ```text
+//!  trunk ── PACKET_FANOUT (hash) ──┬─ control thread's trunk socket: the
+//!                                  │   whole pipeline, as with --workers 1
+//!                                  └─ worker k's trunk socket
+//!  addr:1701 ─ SO_REUSEPORT group ─┬─ 0 control socket   (T bit set)
+//!    (cBPF selector)               ├─ 1 control thread's data socket (idle)
+//!                                  └─ 2 + k: worker k    (data: session
+//!                                       id mod (N-1), one session's
+//!                                       packets on one worker, in order)
+//!
+//!  worker: known unicast between the trunk and an L2TPv3/UDP session
+//!          (the read-only [`Table`], swapped whole by the control thread)
+//!          → forwarded here: trunk frame written, tunnel packet sendmmsg'd
+//!          anything else → the punt queue (bounded; full: counted drop)
+//!          → the control thread's pipeline, as if read by it
+//! ```
+//!
+//! What a worker forwards is what the XDP fast path forwards (the same
+//! content as its maps, [`Table::build`]), and like it a worker marks the
+//! FDB entries of the sources it forwards from; the control thread carries
+//! the marks into the switch, so those MACs do not age out. L2TPv3 over IP
+//! and mGRE stay on the control thread (raw sockets have no reuseport
+//! group: every raw socket would see every packet).
+
+mod table;
+
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+use std::os::fd::AsFd;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::task::Poll;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use tokio::io::Interest;
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+use tunterm_core::forward::TunnelMtus;
+use tunterm_core::proto::bridge::{Switch, SwitchCounters};
+use tunterm_core::proto::l2tp::Endpoint;
+
+use crate::driver::IoCounters;
+use crate::io::afpacket::PacketSocket;
+use crate::io::batch::RecvBatch;
+use crate::io::raw::udp_socket_with;
+use crate::io::sockopt::attach_cbpf;
+use crate::io::tunnel::{SEND_BATCH, TunnelSocket, TunnelSockets};
+
+pub(crate) use table::CARRIER;
+use table::Table;
+
+/// Frames (or packets) one worker reads per `recvmmsg`.
+const BATCH: usize = 64;
+/// Most a worker reads from one source before it looks at the others.
+const BUDGET: usize = 4 * BATCH;
+/// Batches of punted frames waiting for the control thread: up to
+/// `PUNT_QUEUE * BATCH` frames. Full: the batch is dropped and counted.
+pub(crate) const PUNT_QUEUE: usize = 256;
+/// How long a worker waits for input before it looks at its stop flag and
+/// its sockets again.
+const IDLE: Duration = Duration::from_millis(50);
+/// Least time between two table rebuilds (each copies the FDB), so a
+/// learning storm costs a bounded share of the control thread. New MACs
+/// are forwarded by the control thread meanwhile.
+const REBUILD_EVERY: Duration = Duration::from_millis(50);
+/// The table is rebuilt at least this often (what changes without an FDB
+/// or session change: a port's VLANs on a reload, a bounce).
+const REBUILD_ANYWAY: Duration = Duration::from_secs(2);
+/// How often the workers' "seen" marks are carried into the switch.
+const REFRESH_EVERY: Duration = Duration::from_secs(1);
+
+/// A worker's counters, by index (summed into `tunterm stats` under the
+/// control thread's names).
+#[derive(Clone, Copy)]
+enum C {
+    TrunkRx,
+    TrunkRxBytes,
+    TrunkRxTruncated,
+    TrunkRxShed,
+    TrunkTx,
+    TrunkTxBytes,
+    TrunkTxErrors,
+    TunnelRx,
+    TunnelRxBytes,
+    TunnelRxTruncated,
+    TunnelRxShed,
+    TunnelTx,
+    TunnelTxBytes,
+    TunnelTxErrors,
+    TunnelTxCalls,
+    /// Tunnel → trunk.
+    ForwardedUp,
+    /// Trunk → tunnel.
+    ForwardedDown,
+    Punted,
+    PuntDropped,
+}
+const COUNTERS: usize = C::PuntDropped as usize + 1;
+
+/// One worker's side of the stats.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct WorkerStats {
+    /// Frames it forwarded itself (known unicast) from a tunnel to the
+    /// trunk.
+    pub forwarded_to_trunk: u64,
+    /// Frames it forwarded itself from the trunk into a tunnel.
+    pub forwarded_to_tunnels: u64,
+    /// Frames and packets it handed to the control thread.
+    pub punted: u64,
+    /// Of those, dropped because the punt queue was full.
+    pub punt_dropped: u64,
+}
+
+/// `workers` in the stats document.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct WorkersStats {
+    /// Forwarding workers beside the control thread (`--workers` - 1).
+    pub workers: usize,
+    /// Sessions in the table they forward with.
+    pub table_sessions: usize,
+    /// FDB entries in that table.
+    pub table_fdb: usize,
+    /// Tables published.
+    pub tables: u64,
+    /// FDB entries kept from aging by the workers' marks.
+    pub refreshed: u64,
+    /// Per worker.
+    pub per_worker: Vec<WorkerStats>,
+}
+
+/// What the control thread and the workers share.
+struct Shared {
+    table: RwLock<Arc<Table>>,
+    sockets: RwLock<Arc<SocketSet>>,
+    stop: AtomicBool,
+    counters: Vec<[AtomicU64; COUNTERS]>,
+}
+
+/// The workers' UDP sockets: `per_worker[k]` are worker k's, one per
+/// L2TP/UDP address.
+#[derive(Default)]
+struct SocketSet {
+    generation: u64,
+    per_worker: Vec<Vec<Arc<std::net::UdpSocket>>>,
+}
+
+/// Where a punted frame came from.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Source {
+    Trunk,
+    Tunnel(SocketAddr),
+}
+
+/// Frames a worker hands the control thread, from one receive batch.
+#[derive(Default)]
+pub(crate) struct PuntBatch {
+    items: Vec<(Source, Range<usize>)>,
+    buf: Vec<u8>,
+}
+
+impl PuntBatch {
+    /// Each frame and where it came from.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (Source, &[u8])> + '_ {
+        self.items.iter().map(|(s, r)| (*s, &self.buf[r.clone()]))
+    }
+
+    fn push(&mut self, src: Source, bytes: &[u8]) {
+        let at = self.buf.len();
+        self.buf.extend_from_slice(bytes);
+        self.items.push((src, at..self.buf.len()));
+    }
+}
+
+/// The control thread's handle on the workers.
+pub(crate) struct Workers {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+    /// The UDP tunnel sockets the workers joined, by the control thread's
+    /// pair (its address).
+    joined: Vec<(Rc<TunnelSockets>, Vec<Arc<std::net::UdpSocket>>)>,
+    socket_generation: u64,
+    /// The published table's inputs.
+    fdb_generation: u64,
+    capture: bool,
+    dirty: bool,
+    rebuild_due: Instant,
+    rebuild_anyway: Instant,
+    refresh_due: Instant,
+    tables: u64,
+    refreshed: u64,
+}
+
+impl Workers {
+    /// Start `n` workers (n ≥ 1) on the trunk `upstream` (its sockets join
+    /// `trunk`'s fanout group) and the L2TP/UDP sockets of `socks`.
+    /// Returns them and the receiving end of their punt queue.
+    pub(crate) fn start(
+        n: usize,
+        upstream: &str,
+        trunk: &PacketSocket,
+        socks: &[(IpAddr, Rc<TunnelSockets>)],
+    ) -> anyhow::Result<(Workers, mpsc::Receiver<PuntBatch>)> {
+        // One fanout group per daemon (the id is per network namespace).
+        let group = (std::process::id() & 0xffff) as u16;
+        trunk
+            .join_fanout(group)
+            .with_context(|| format!("{upstream}: PACKET_FANOUT"))?;
+        let (tx, rx) = mpsc::channel(PUNT_QUEUE);
+        let shared = Arc::new(Shared {
+            table: RwLock::new(Arc::new(Table::default())),
+            sockets: RwLock::new(Arc::new(SocketSet::default())),
+            stop: AtomicBool::new(false),
+            counters: (0..n)
+                .map(|_| std::array::from_fn(|_| AtomicU64::new(0)))
+                .collect(),
+        });
+        let now = Instant::now();
+        let mut w = Workers {
+            shared,
+            threads: Vec::new(),
+            joined: Vec::new(),
+            socket_generation: 0,
+            fdb_generation: 0,
+            capture: false,
+            dirty: true,
+            rebuild_due: now,
+            rebuild_anyway: now,
+            refresh_due: now + REFRESH_EVERY,
+            tables: 0,
+            refreshed: 0,
+        };
+        w.set_sockets(n, socks)?;
+        for k in 0..n {
+            let sock = PacketSocket::bind(upstream)
+                .with_context(|| format!("worker {k}: opening the trunk {upstream}"))?;
+            sock.join_fanout(group)
+                .with_context(|| format!("worker {k}: {upstream}: PACKET_FANOUT"))?;
+            let (shared, tx) = (w.shared.clone(), tx.clone());
+            let t = std::thread::Builder::new()
+                .name(format!("tunterm-w{k}"))
+                .spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build();
+                    match rt {
+                        Ok(rt) => {
+                            if let Err(e) = rt.block_on(run(k, &shared, sock, tx)) {
+                                warn!(worker = k, error = %e, "forwarding worker stopped");
+                            }
+                        }
+                        Err(e) => warn!(worker = k, error = %e, "forwarding worker: no runtime"),
+                    }
+                })
+                .context("starting a forwarding worker")?;
+            w.threads.push(t);
+        }
+        Ok((w, rx))
+    }
+
+    fn workers(&self) -> usize {
+        self.shared.counters.len()
+    }
+
+    /// The L2TP/UDP sockets the control thread has now (at start and
+    /// after a reload rebound them): the workers join the reuseport group
+    /// of each new one, and the group's selector spreads data over them.
+    pub(crate) fn set_sockets(
+        &mut self,
+        n: usize,
+        socks: &[(IpAddr, Rc<TunnelSockets>)],
+    ) -> anyhow::Result<()> {
+        let mut joined = Vec::new();
+        for (ip, pair) in socks {
+            if let Some(j) = self.joined.iter().find(|(p, _)| Rc::ptr_eq(p, pair)) {
+                joined.push(j.clone());
+                continue;
+            }
+            let TunnelSocket::Udp(control) = &pair.control else {
+                continue;
+            };
+            let local = control.local_addr()?;
+            let mut mine = Vec::new();
+            for _ in 0..n {
+                mine.push(Arc::new(udp_socket_with(local, true, true).with_context(
+                    || format!("worker socket on {ip}: joining the reuseport group"),
+                )?));
+            }
+            attach_cbpf(
+                control.as_fd(),
+                libc::SO_ATTACH_REUSEPORT_CBPF,
+                &selector(n as u32),
+            )
+            .with_context(|| format!("{local}: SO_ATTACH_REUSEPORT_CBPF"))?;
+            joined.push((pair.clone(), mine));
+        }
+        self.joined = joined;
+        self.socket_generation += 1;
+        let set = SocketSet {
+            generation: self.socket_generation,
+            per_worker: (0..n)
+                .map(|k| self.joined.iter().map(|(_, s)| s[k].clone()).collect())
+                .collect(),
+        };
+        *self
+            .shared
+            .sockets
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Arc::new(set);
+        Ok(())
+    }
+
+    /// The L2TP/UDP pairs among the control thread's sockets, again (a
+    /// reload).
+    pub(crate) fn resocket(&mut self, socks: &[(IpAddr, Rc<TunnelSockets>)]) {
+        if let Err(e) = self.set_sockets(self.workers(), socks) {
+            warn!(error = %format!("{e:#}"), "forwarding workers: new tunnel sockets");
+        }
+    }
+
+    fn table(&self) -> Arc<Table> {
+        self.shared
+            .table
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Carry the workers' marks into the switch, and publish a new table
+    /// when what it holds changed. Call every turn of the loop;
+    /// `sessions_changed`: a session came or went since the last call.
+    pub(crate) fn sync(
+        &mut self,
+        now: Instant,
+        endpoint: &Endpoint,
+        switch: &mut Switch,
+        mtus: &TunnelMtus,
+        capture: bool,
+        sessions_changed: bool,
+    ) {
+        self.dirty |= sessions_changed || switch.fdb_generation() != self.fdb_generation;
+        let rebuild = capture != self.capture
+            || (self.dirty && now >= self.rebuild_due)
+            || now >= self.rebuild_anyway;
+        if now >= self.refresh_due || rebuild {
+            self.refresh_due = now + REFRESH_EVERY;
+            for (vlan, mac, port) in self.table().take_seen() {
+                if switch.refresh(vlan, &mac, port, now) {
+                    self.refreshed += 1;
+                }
+            }
+        }
+        if !rebuild {
+            return;
+        }
+        let t = Table::build(endpoint, switch, mtus, capture);
+        *self.shared.table.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(t);
+        self.tables += 1;
+        self.capture = capture;
+        self.dirty = false;
+        self.fdb_generation = switch.fdb_generation();
+        self.rebuild_due = now + REBUILD_EVERY;
+        self.rebuild_anyway = now + REBUILD_ANYWAY;
+    }
+
+    /// When [`sync`](Self::sync) has work again without new events.
+    pub(crate) fn poll_timeout(&self) -> Instant {
+        let due = self.refresh_due.min(self.rebuild_anyway);
+        if self.dirty {
+            due.min(self.rebuild_due)
+        } else {
+            due
+        }
+    }
+
+    /// Add the workers' counters to the control thread's.
+    pub(crate) fn add_counters(&self, io: &mut IoCounters, switch: &mut SwitchCounters) {
+        for c in &self.shared.counters {
+            let g = |i: C| c[i as usize].load(Ordering::Relaxed);
+            io.trunk_rx += g(C::TrunkRx);
+            io.trunk_rx_bytes += g(C::TrunkRxBytes);
+            io.trunk_rx_truncated += g(C::TrunkRxTruncated);
+            io.trunk_rx_shed += g(C::TrunkRxShed);
+            io.trunk_tx += g(C::TrunkTx);
+            io.trunk_tx_bytes += g(C::TrunkTxBytes);
+            io.trunk_tx_errors += g(C::TrunkTxErrors);
+            io.tunnel_rx += g(C::TunnelRx);
+            io.tunnel_rx_bytes += g(C::TunnelRxBytes);
+            io.tunnel_rx_truncated += g(C::TunnelRxTruncated);
+            io.tunnel_rx_shed += g(C::TunnelRxShed);
+            io.tunnel_rx_shed_data += g(C::TunnelRxShed);
+            io.tunnel_tx += g(C::TunnelTx);
+            io.tunnel_tx_bytes += g(C::TunnelTxBytes);
+            io.tunnel_tx_errors += g(C::TunnelTxErrors);
+            io.tunnel_tx_calls += g(C::TunnelTxCalls);
+            switch.forwarded += g(C::ForwardedUp) + g(C::ForwardedDown);
+        }
+    }
+
+    /// The `workers` section of the stats.
+    pub(crate) fn stats(&self) -> WorkersStats {
+        let t = self.table();
+        WorkersStats {
+            workers: self.workers(),
+            table_sessions: t.session_count(),
+            table_fdb: t.fdb_len(),
+            tables: self.tables,
+            refreshed: self.refreshed,
+            per_worker: self
+                .shared
+                .counters
+                .iter()
+                .map(|c| {
+                    let g = |i: C| c[i as usize].load(Ordering::Relaxed);
+                    WorkerStats {
+                        forwarded_to_trunk: g(C::ForwardedUp),
+                        forwarded_to_tunnels: g(C::ForwardedDown),
+                        punted: g(C::Punted),
+                        punt_dropped: g(C::PuntDropped),
+                    }
+                })
+                .collect(),
+        }
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The reuseport selector with `n` workers: T bit set (control) → 0, the
+/// control socket; data → 2 + session id mod n, worker k's socket (index
+/// 1, the control thread's data socket, is left out). A datagram too short
+/// for a session id fails the load, which returns 0: the control socket
+/// counts it malformed.
+fn selector(n: u32) -> [libc::sock_filter; 8] {
+    use libc::{
+        BPF_A, BPF_ABS, BPF_ADD, BPF_ALU, BPF_AND, BPF_B, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_MOD,
+        BPF_RET, BPF_W,
+    };
+    let insn = |code: u32, jt: u8, jf: u8, k: u32| libc::sock_filter {
+        code: code as u16,
+        jt,
+        jf,
+        k,
+    };
+    [
+        insn(BPF_LD | BPF_B | BPF_ABS, 0, 0, 0),
+        insn(BPF_ALU | BPF_AND | BPF_K, 0, 0, 0x80),
+        insn(BPF_JMP | BPF_JEQ | BPF_K, 1, 0, 0),
+        insn(BPF_RET | BPF_K, 0, 0, 0),
+        insn(BPF_LD | BPF_W | BPF_ABS, 0, 0, 4),
+        insn(BPF_ALU | BPF_MOD | BPF_K, 0, 0, n.max(1)),
+        insn(BPF_ALU | BPF_ADD | BPF_K, 0, 0, 2),
+        insn(BPF_RET | BPF_A, 0, 0, 0),
+    ]
+}
+
+/// A worker's local counts, added to its shared counters after each pass.
+struct Counts([u64; COUNTERS]);
+
+impl Counts {
+    fn add(&mut self, c: C, v: u64) {
+        self.0[c as usize] += v;
+    }
+
+    fn flush(&mut self, to: &[AtomicU64; COUNTERS]) {
+        for (v, a) in self.0.iter_mut().zip(to) {
+            if *v != 0 {
+                a.fetch_add(std::mem::take(v), Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// One worker's tunnel socket.
+struct Sock {
+    v6: bool,
+    sock: TunnelSocket,
+    drops_seen: u32,
+}
+
+/// Worker `k`'s loop: until the stop flag, read the trunk and its tunnel
+/// sockets, forward what the table knows, punt the rest.
+async fn run(
+    k: usize,
+    shared: &Shared,
+    trunk: PacketSocket,
+    punts: mpsc::Sender<PuntBatch>,
+) -> std::io::Result<()> {
+    let trunk = trunk.into_async()?;
+    let mut socks: Vec<Sock> = Vec::new();
+    let mut generation = u64::MAX;
+    let mut rx = RecvBatch::new(BATCH, crate::io::afpacket::RECV_BUF_LEN);
+    let mut out: Vec<u8> = Vec::with_capacity(SEND_BATCH * 2048);
+    let mut to: Vec<(SocketAddr, Range<usize>)> = Vec::with_capacity(BATCH);
+    let mut counts = Counts([0; COUNTERS]);
+    let counters = &shared.counters[k];
+    while !shared.stop.load(Ordering::Relaxed) {
+        let set = shared
+            .sockets
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if set.generation != generation {
+            generation = set.generation;
+            socks.clear();
+            for s in set.per_worker.get(k).into_iter().flatten() {
+                let v6 = s.local_addr()?.is_ipv6();
+                let sock = tokio::net::UdpSocket::from_std(s.try_clone()?)?;
+                socks.push(Sock {
+                    v6,
+                    sock: TunnelSocket::Udp(sock),
+                    drops_seen: 0,
+                });
+            }
+        }
+        // Wait for input (or the idle timeout).
+        let ready = std::future::poll_fn(|cx| {
+            let mut any = matches!(trunk.poll_read_ready(cx), Poll::Ready(_));
+            for s in &socks {
+                any |= s.sock.poll_readable(cx).is_ready();
+            }
+            if any { Poll::Ready(()) } else { Poll::Pending }
+        });
+        if tokio::time::timeout(IDLE, ready).await.is_err() {
+            continue;
+        }
+        let table = shared
+            .table
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        // The trunk: frames to tunnels.
+        for _ in 0..BUDGET / BATCH {
+            let got = trunk.try_io(Interest::READABLE, |s| s.recv_batch(&mut rx));
+            counts.add(C::TrunkRxTruncated, rx.truncated());
+            if got.is_err() {
+                break;
+            }
+            let mut punt = PuntBatch::default();
+            out.clear();
+            to.clear();
+            for (frame, _) in rx.iter() {
+                counts.add(C::TrunkRx, 1);
+                counts.add(C::TrunkRxBytes, frame.len() as u64);
+                let at = out.len();
+                match table.from_trunk(frame, &mut out) {
+                    Ok(peer) => to.push((peer, at..out.len())),
+                    Err(_) => {
+                        out.truncate(at);
+                        punt.push(Source::Trunk, frame);
+                    }
+                }
+            }
+            send_tunnels(&socks, &out, &to, &mut counts);
+            hand_over(&punts, punt, &mut counts);
+        }
+        if let Ok(d) = trunk.get_ref().take_drops() {
+            counts.add(C::TrunkRxShed, u64::from(d));
+        }
+        // The tunnel sockets: packets to the trunk.
+        for s in &mut socks {
+            for _ in 0..BUDGET / BATCH {
+                let got = s.sock.try_recv_batch(&mut rx);
+                counts.add(C::TunnelRxTruncated, rx.truncated());
+                if let Some(d) = rx.kernel_drops() {
+                    counts.add(C::TunnelRxShed, u64::from(d.wrapping_sub(s.drops_seen)));
+                    s.drops_seen = d;
+                }
+                if got.is_err() {
+                    break;
+                }
+                let mut punt = PuntBatch::default();
+                for (pkt, from) in rx.iter() {
+                    counts.add(C::TunnelRx, 1);
+                    counts.add(C::TunnelRxBytes, pkt.len() as u64);
+                    out.clear();
+                    match table.from_tunnel(from, pkt, &mut out) {
+                        Ok(()) => match trunk.get_ref().send(&out) {
+                            Ok(_) => {
+                                counts.add(C::ForwardedUp, 1);
+                                counts.add(C::TrunkTx, 1);
+                                counts.add(C::TrunkTxBytes, out.len() as u64);
+                            }
+                            Err(e) => {
+                                counts.add(C::TrunkTxErrors, 1);
+                                debug!(error = %e, "worker: trunk send failed");
+                            }
+                        },
+                        Err(_) => punt.push(Source::Tunnel(from), pkt),
+                    }
+                }
+                hand_over(&punts, punt, &mut counts);
+            }
+        }
+        counts.flush(counters);
+    }
+    Ok(())
+}
+
+/// Send the tunnel packets of one batch (`to`: peer and range of `out`),
+/// with one `sendmmsg` per run of one family.
+fn send_tunnels(
+    socks: &[Sock],
+    out: &[u8],
+    to: &[(SocketAddr, Range<usize>)],
+    counts: &mut Counts,
+) {
+    let mut batch: Vec<(SocketAddr, &[u8])> = Vec::with_capacity(to.len());
+    for v6 in [false, true] {
+        batch.clear();
+        batch.extend(
+            to.iter()
+                .filter(|(p, _)| p.is_ipv6() == v6)
+                .map(|(p, r)| (*p, &out[r.clone()])),
+        );
+        if batch.is_empty() {
+            continue;
+        }
+        let Some(s) = socks.iter().find(|s| s.v6 == v6) else {
+            counts.add(C::TunnelTxErrors, batch.len() as u64);
+            continue;
+        };
+        for chunk in batch.chunks(SEND_BATCH) {
+            counts.add(C::TunnelTxCalls, 1);
+            let sent = s.sock.try_send_batch(chunk).unwrap_or(0);
+            counts.add(C::TunnelTx, sent as u64);
+            counts.add(C::ForwardedDown, sent as u64);
+            counts.add(
+                C::TunnelTxBytes,
+                chunk[..sent].iter().map(|(_, p)| p.len() as u64).sum(),
+            );
+            counts.add(C::TunnelTxErrors, (chunk.len() - sent) as u64);
+        }
+    }
+}
+
+/// Hand `punt` to the control thread; a full queue drops it, counted.
+fn hand_over(punts: &mpsc::Sender<PuntBatch>, punt: PuntBatch, counts: &mut Counts) {
+    let n = punt.items.len() as u64;
+    if n == 0 {
+        return;
+    }
+    counts.add(C::Punted, n);
+    if punts.try_send(punt).is_err() {
+        counts.add(C::PuntDropped, n);
+    }
+}
+
+/// The next batch of the punt queue, when there is one (never, without
+/// workers): for the event loop's `select!`.
+pub(crate) async fn punted(rx: &mut Option<mpsc::Receiver<PuntBatch>>) -> Option<PuntBatch> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_selector_sends_control_to_the_control_socket_and_spreads_data_by_session() {
+        let pair = TunnelSockets::udp("127.0.0.1:0".parse().unwrap(), false).unwrap();
+        let TunnelSocket::Udp(control) = &pair.control else {
+            unreachable!()
+        };
+        let local = control.local_addr().unwrap();
+        let workers: Vec<std::net::UdpSocket> = (0..2)
+            .map(|_| udp_socket_with(local, false, true).unwrap())
+            .collect();
+        attach_cbpf(
+            control.as_fd(),
+            libc::SO_ATTACH_REUSEPORT_CBPF,
+            &selector(2),
+        )
+        .unwrap();
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let data = |sid: u32| [&[0u8, 3, 0, 0][..], &sid.to_be_bytes(), &[0xee]].concat();
+        let hello = [0xc8u8, 0x03, 0, 12, 0, 0, 0, 1, 0, 0, 0, 0];
+        for p in [data(4), data(5), hello.to_vec(), data(7), data(10)] {
+            tx.send_to(&p, local).unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let drain = |s: &std::net::UdpSocket| {
+            s.set_nonblocking(true).unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 64];
+            while let Ok(n) = s.recv(&mut buf) {
+                got.push(buf[..n].to_vec());
+            }
+            got
+        };
+        let mut buf = [0u8; 64];
+        let mut on_control = Vec::new();
+        while let Ok(n) = control.try_recv(&mut buf) {
+            on_control.push(buf[..n].to_vec());
+        }
+        assert_eq!(on_control, [hello.to_vec()]);
+        let TunnelSocket::Udp(d) = &pair.data else {
+            unreachable!()
+        };
+        assert!(
+            d.try_recv(&mut buf).is_err(),
+            "the loop's data socket idles"
+        );
+        assert_eq!(drain(&workers[0]), [data(4), data(10)], "even session ids");
+        assert_eq!(drain(&workers[1]), [data(5), data(7)], "odd session ids");
+    }
+}

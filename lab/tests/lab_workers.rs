@@ -1,0 +1,141 @@
+//! `tunterm run --workers 2`: one forwarding worker beside the event loop.
+//! Pings cross both ways; UDP from many flows crosses both ways and the
+//! worker forwards some of it in each direction itself; what the stats
+//! count read on the trunk and the AP link is what the kernel counted on
+//! those interfaces, not more (a frame a worker hands to the loop is
+//! counted once).
+//!
+//! Needs root (CI runs as root). See `tunterm_lab::topology` for the map.
+
+mod common;
+
+use std::time::Duration;
+
+use tunterm_lab::topology::{Lab, Options};
+use tunterm_lab::{self as lab, Netns};
+
+use common::{bins, ping_ok};
+
+/// A 2-second UDP transfer, 16 streams of 1 Mbit/s, from `client` to
+/// `server_ip` upstream (`reverse`: upstream sends).
+fn udp_streams(lab: &Lab, client: &Netns, server_ip: &str, reverse: bool) {
+    let log = lab.dir.join(format!("iperf-{server_ip}-{reverse}.log"));
+    let mut server = lab
+        .up
+        .spawn(
+            &["iperf3", "-s", "-1", "--forceflush", "-B", server_ip],
+            &log,
+        )
+        .unwrap();
+    assert!(
+        lab::wait_until(Duration::from_secs(5), || std::fs::read_to_string(&log)
+            .is_ok_and(|l| l.contains("listening"))),
+        "iperf3 server did not start"
+    );
+    let mut args = vec![
+        "iperf3",
+        "-c",
+        server_ip,
+        "-u",
+        "-b",
+        "1M",
+        "-P",
+        "16",
+        "-t",
+        "2",
+        "-J",
+        "--connect-timeout",
+        "3000",
+    ];
+    if reverse {
+        args.push("-R");
+    }
+    let out = client
+        .run(&args)
+        .unwrap_or_else(|e| panic!("iperf3 {args:?}: {e:#}\n{}", lab.logs()));
+    let _ = server.wait_exit(Duration::from_secs(3));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(v.get("error").is_none(), "iperf3: {}", v["error"]);
+    let received = v["end"]["sum"]["packets"].as_u64().unwrap_or(0)
+        - v["end"]["sum"]["lost_packets"].as_u64().unwrap_or(0);
+    assert!(
+        received > 1000,
+        "UDP crossed ({reverse}): {}",
+        v["end"]["sum"]
+    );
+}
+
+/// An interface counter of the edge (`rx_packets`, …).
+fn counter(lab: &Lab, iface: &str, name: &str) -> u64 {
+    let path = format!("/sys/class/net/{iface}/statistics/{name}");
+    lab.edge
+        .run(&["cat", &path])
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_forwarding_worker_forwards_both_ways_and_every_frame_is_counted_once() {
+    let lab = common::start(Options {
+        daemon_args: vec!["--workers".into(), "2".into()],
+        ..Options::new("workers", bins())
+    });
+    ping_ok(&lab, lab.client("c1"), "192.168.10.1");
+    ping_ok(&lab, &lab.up, "192.168.10.11");
+    ping_ok(&lab, lab.client("c2"), "192.168.20.1");
+    ping_ok(&lab, &lab.up, "192.168.20.12");
+    udp_streams(&lab, lab.client("c1"), "192.168.10.1", false);
+    udp_streams(&lab, lab.client("c2"), "192.168.20.1", true);
+    std::thread::sleep(Duration::from_millis(500));
+    let before = (
+        counter(&lab, "trunk0", "rx_packets"),
+        counter(&lab, "ap0", "rx_packets"),
+    );
+    let stats = lab.edge_stats().unwrap();
+    let after = (
+        counter(&lab, "trunk0", "rx_packets"),
+        counter(&lab, "ap0", "rx_packets"),
+    );
+    let w = &stats["workers"];
+    assert_eq!(w["workers"], 1, "{w}");
+    let worker = &w["per_worker"][0];
+    let n = |v: &serde_json::Value| v.as_u64().unwrap();
+    println!("worker: {worker}; io: {}", stats["io"]);
+    assert!(
+        n(&worker["forwarded_to_trunk"]) > 1000,
+        "the worker forwarded AP → trunk: {w}"
+    );
+    assert!(
+        n(&worker["forwarded_to_tunnels"]) > 100,
+        "the worker forwarded trunk → AP (16 flows over 2 fanout sockets): {w}"
+    );
+    assert!(
+        n(&worker["punted"]) > 0,
+        "new MACs, ARP, pings' first frames: {w}"
+    );
+    assert_eq!(n(&worker["punt_dropped"]), 0, "{w}");
+    let io = &stats["io"];
+    // A frame counted twice (by the worker that read it and again by the
+    // loop it handed it to) would put tunterm far above the kernel;
+    // a frame or two may still be on its way to a socket.
+    let trunk_rx = n(&io["trunk_rx"]) + n(&io["trunk_rx_shed"]);
+    assert!(
+        trunk_rx <= after.0 && trunk_rx + 5 >= before.0,
+        "every frame on the trunk counted once: tunterm {trunk_rx}, kernel {before:?} → {after:?}"
+    );
+    // The AP link also carries ARP and ICMP for the edge's own address:
+    // tunterm reads fewer than the kernel counts, never more.
+    let tunnel_rx = n(&io["tunnel_rx"]);
+    assert!(
+        tunnel_rx <= after.1 && tunnel_rx * 10 >= before.1 * 9,
+        "every tunnel packet counted once: tunterm {tunnel_rx}, kernel {before:?} → {after:?}"
+    );
+    assert_eq!(n(&io["tunnel_rx_shed"]), 0, "{io}");
+    assert!(
+        n(&stats["switch"]["forwarded"])
+            >= n(&worker["forwarded_to_trunk"]) + n(&worker["forwarded_to_tunnels"]),
+        "the worker's forwarding is in switch.forwarded"
+    );
+}
