@@ -558,7 +558,7 @@ async fn run(
                 counts.add(C::TrunkRx, 1);
                 counts.add(C::TrunkRxBytes, frame.len() as u64);
                 let at = out.len();
-                match table.from_trunk(frame, &mut out) {
+                match table.forward_trunk(frame, &mut out) {
                     Ok(peer) => to.push((peer, at..out.len())),
                     Err(_) => {
                         out.truncate(at);
@@ -589,7 +589,7 @@ async fn run(
                     counts.add(C::TunnelRx, 1);
                     counts.add(C::TunnelRxBytes, pkt.len() as u64);
                     out.clear();
-                    match table.from_tunnel(from, pkt, &mut out) {
+                    match table.forward_tunnel(from, pkt, &mut out) {
                         Ok(()) => match trunk.get_ref().send(&out) {
                             Ok(_) => {
                                 counts.add(C::ForwardedUp, 1);

@@ -198,7 +198,11 @@ impl Table {
 
     /// A frame off the trunk: its tunnel packet (data header, re-tagged
     /// frame) appended to `out`, and where it goes; or why not.
-    pub(crate) fn from_trunk(&self, frame: &[u8], out: &mut Vec<u8>) -> Result<SocketAddr, Punt> {
+    pub(crate) fn forward_trunk(
+        &self,
+        frame: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<SocketAddr, Punt> {
         if self.capture {
             return Err(Punt::Capture);
         }
@@ -217,7 +221,7 @@ impl Table {
 
     /// A packet from a tunnel socket (L2TPv3/UDP) from `from`: its frame,
     /// re-tagged for the trunk, appended to `out`; or why not.
-    pub(crate) fn from_tunnel(
+    pub(crate) fn forward_tunnel(
         &self,
         from: SocketAddr,
         pkt: &[u8],
@@ -420,7 +424,7 @@ mod tests {
         let inner = udp_payload();
         let f = frame(CLIENT, SERVER, Some(10), 0x0800, &inner);
         let mut out = Vec::new();
-        assert_eq!(t.from_trunk(&f, &mut out), Ok(peer()));
+        assert_eq!(t.forward_trunk(&f, &mut out), Ok(peer()));
         let mut want = vec![0, 3, 0, 0];
         want.extend_from_slice(&REMOTE_SID.to_be_bytes());
         want.extend_from_slice(&[0xaa, 0xbb, 0xcc, 0xdd, 0, 0, 0, 0]);
@@ -441,7 +445,7 @@ mod tests {
             &frame(SERVER, CLIENT, None, 0x0800, &inner),
         );
         let mut out = Vec::new();
-        assert_eq!(t.from_tunnel(peer(), &pkt, &mut out), Ok(()));
+        assert_eq!(t.forward_tunnel(peer(), &pkt, &mut out), Ok(()));
         assert_eq!(out, frame(SERVER, CLIENT, Some(10), 0x0800, &inner));
         assert_eq!(seen(&t), [(10, MacAddr(CLIENT), PortId(SID))]);
     }
@@ -453,11 +457,11 @@ mod tests {
         let up = |f: &[u8]| data_packet(&COOKIE_RX, [0; 4], f);
         let down = |f: &[u8]| {
             let mut out = Vec::new();
-            t.from_trunk(f, &mut out).err()
+            t.forward_trunk(f, &mut out).err()
         };
         let from_ap = |from: SocketAddr, p: &[u8]| {
             let mut out = Vec::new();
-            t.from_tunnel(from, p, &mut out).err()
+            t.forward_tunnel(from, p, &mut out).err()
         };
         let bcast = [0xff; 6];
         let other = [0x02, 0, 0, 0, 0, 0x42];
@@ -540,8 +544,11 @@ mod tests {
         };
         let mut out = Vec::new();
         let ok = frame(CLIENT, SERVER, Some(10), 0x0800, &data);
-        assert_eq!(t.from_trunk(&ok, &mut out), Err(Punt::Capture));
-        assert_eq!(t.from_tunnel(peer(), &up(&f), &mut out), Err(Punt::Capture));
+        assert_eq!(t.forward_trunk(&ok, &mut out), Err(Punt::Capture));
+        assert_eq!(
+            t.forward_tunnel(peer(), &up(&f), &mut out),
+            Err(Punt::Capture)
+        );
         assert!(out.is_empty());
     }
 }

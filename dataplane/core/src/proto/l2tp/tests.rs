@@ -971,7 +971,7 @@ fn sublayer_is_negotiated_and_carries_sequence_numbers() {
 fn a_sequence_number_half_the_space_ahead_is_taken_as_late() {
     let (mut p, ap_sid, _) = establish_with(true, true);
     let frame = [0x11u8; 60];
-    let mut deliver = |p: &mut Pair, seq: u32| {
+    let deliver = |p: &mut Pair, seq: u32| {
         let pkt = ap_data(p, ap_sid, Some(seq), &frame);
         matches!(
             p.edge
