@@ -142,7 +142,7 @@ pub enum Case {
 }
 
 impl Case {
-    /// The case numbered `n` (1–4).
+    /// The case numbered `n` (1–5).
     pub fn from_number(n: u8) -> Option<Case> {
         Case::ALL.get(usize::from(n).checked_sub(1)?).copied()
     }
@@ -223,7 +223,7 @@ pub struct Row {
 /// One ratio of two cases at one frame length and direction.
 #[derive(Clone, Debug, Serialize)]
 pub struct Ratio {
-    /// "3/1", "3/2" or "4/2".
+    /// "3/1", "3/2", "4/2", "5/2" or "5/4".
     pub name: &'static str,
     /// The direction.
     pub direction: Direction,
