@@ -547,10 +547,26 @@ impl Capture {
         })
     }
 
-    /// Stops tcpdump (after 100 ms for frames still in flight), waits for it
-    /// to flush, and returns the pcap's path.
+    /// Stops tcpdump, waits for it to flush, and returns the pcap's path.
+    ///
+    /// First it waits for frames still in flight: at least 100 ms, then
+    /// until the file has not grown for 150 ms (at most 2 s). tcpdump writes
+    /// each packet as it takes it (`-U`), and a SIGINT while it is behind
+    /// loses what is still in its ring: on a loaded machine, a test's last
+    /// packets (a CI run missed lab_raw's last UDP fragments so).
     pub fn stop(mut self) -> anyhow::Result<PathBuf> {
         thread::sleep(Duration::from_millis(100));
+        let size = |f: &Path| std::fs::metadata(f).map_or(0, |m| m.len());
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        let mut last = size(&self.file);
+        while std::time::Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(150));
+            let now = size(&self.file);
+            if now == last {
+                break;
+            }
+            last = now;
+        }
         self.proc.signal(libc::SIGINT)?;
         match self.proc.wait_exit(Duration::from_secs(5)) {
             Some(status) if status.success() => Ok(self.file.clone()),
