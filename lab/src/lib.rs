@@ -519,8 +519,8 @@ impl Capture {
     /// Starts capturing on `ifname` in `ns` into `file` (pcap; tcpdump's log
     /// goes beside it as `FILE.log`), and returns once tcpdump is listening.
     ///
-    /// Packets are delivered to tcpdump at once (`--immediate-mode`) and
-    /// written at once (`-U`); it keeps root (`-Z root`), as Debian's would
+    /// Packets are delivered to tcpdump at once (`--immediate-mode`, a
+    /// 16 MiB buffer: `-B`) and written at once (`-U`); it keeps root (`-Z root`), as Debian's would
     /// otherwise drop to user `tcpdump` before opening `file`.
     pub fn start(ns: &Netns, ifname: &str, file: &Path) -> anyhow::Result<Capture> {
         let mut log = file.as_os_str().to_owned();
@@ -533,6 +533,11 @@ impl Capture {
                 "root",
                 "-U",
                 "--immediate-mode",
+                // 16 MiB of ring: a test's burst of large frames on a
+                // loaded machine overflowed the default (a CI run's
+                // capture: "18 packets dropped by kernel").
+                "-B",
+                "16384",
                 "-i",
                 ifname,
                 "-w",
