@@ -1,5 +1,5 @@
 //! The cloud's actions that act on the daemon or its service: `restart`,
-//! `service` (tunterm's restart / stop / start), `bounce_port`,
+//! `service` (tunterm's restart / stop / start), `preempt_aps`, `bounce_port`,
 //! `capture_start` / `capture_stop`; and the watch on the daemon that turns
 //! its comings and goings into `ME_SERVICE_*` events.
 //!
@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 use tunterm::api::client::Client;
-use tunterm::api::{CaptureFormat, CapturePoint, CaptureRequest};
+use tunterm::api::{CaptureFormat, CapturePoint, CaptureRequest, PreemptRequest};
 
 use crate::pcap::PcapngReader;
 
@@ -228,6 +228,26 @@ pub async fn capture_start(
     Ok(json!({"capture_id": id, "capture": accepted}))
 }
 
+/// The daemon's `preempt` request for a `preempt_aps` action: only the
+/// tunnels of its `mxtunnel_id` (the daemon refuses an id it does not run,
+/// counting it in `operations.refused`); every tunnel when the action names
+/// none. An id that is not a non-empty string is refused here.
+pub fn preempt_request(action: &Value) -> Result<PreemptRequest, String> {
+    let mxtunnel_id = match &action["mxtunnel_id"] {
+        Value::Null => None,
+        Value::String(id) if !id.trim().is_empty() => Some(id.trim().to_string()),
+        other => {
+            return Err(format!(
+                "preempt_aps: mxtunnel_id {other}: expected an mxtunnel's id"
+            ));
+        }
+    };
+    Ok(PreemptRequest {
+        site_id: None,
+        mxtunnel_id,
+    })
+}
+
 /// The daemon's `bounce-port` request (`{"ports": [...], "hold_time": ms}`):
 /// its result, or its error.
 pub async fn bounce_port(socket: &Path, ports: &Value, hold_time: &Value) -> Result<Value, String> {
@@ -366,6 +386,25 @@ mod tests {
         );
         let e = capture_request(&json!({"format": "tzsp"}), "e1").unwrap_err();
         assert!(e.contains("tzsp_host"), "{e}");
+    }
+
+    #[test]
+    fn preempt_aps_names_its_mxtunnel_to_the_daemon() {
+        let id = "7f3c2a10-0000-4000-8000-000000000001";
+        let r = preempt_request(&json!({"action": "preempt_aps", "mxtunnel_id": id})).unwrap();
+        assert_eq!(r.mxtunnel_id.as_deref(), Some(id));
+        // What goes down the control socket carries it.
+        let line = serde_json::to_value(tunterm::api::Request::Preempt(r)).unwrap();
+        assert_eq!(line["mxtunnel_id"], id, "{line}");
+        // No id: every tunnel, and the line stays what older daemons read.
+        let r = preempt_request(&json!({"action": "preempt_aps"})).unwrap();
+        assert_eq!(r, PreemptRequest::default());
+        let line = serde_json::to_value(tunterm::api::Request::Preempt(r)).unwrap();
+        assert!(line.get("mxtunnel_id").is_none(), "{line}");
+        for bad in [json!(""), json!(7), json!(["a"])] {
+            let e = preempt_request(&json!({"mxtunnel_id": bad})).unwrap_err();
+            assert!(e.contains("mxtunnel_id"), "{e}");
+        }
     }
 
     /// The `bounce-port` contract (helper "live"'s request), against a

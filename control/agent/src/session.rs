@@ -11,8 +11,8 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::{self, Message, client::IntoClientRequest};
 use tracing::{info, warn};
+use tunterm::api::DisconnectRequest;
 use tunterm::api::client::Client;
-use tunterm::api::{DisconnectRequest, PreemptRequest};
 
 use crate::actions::{self, Captures, Expect, ServiceWatch};
 use crate::cloudcfg;
@@ -501,12 +501,13 @@ impl Agent {
                     Err(e) => no(e.to_string()),
                 }
             }
-            Some("preempt_aps") => {
-                match self.daemon.preempt(PreemptRequest { site_id: None }).await {
+            Some("preempt_aps") => match actions::preempt_request(msg) {
+                Ok(req) => match self.daemon.preempt(req).await {
                     Ok(r) => ok(json!({"preempted_aps": r.preempted_aps})),
                     Err(e) => no(e.to_string()),
-                }
-            }
+                },
+                Err(e) => no(e),
+            },
             Some("restart") => self.restart_daemon().await.map_or_else(no, ok),
             Some("service") => match (msg["name"].as_str(), msg["op"].as_str()) {
                 (Some("tunterm"), Some("restart")) => {

@@ -11,7 +11,7 @@
 //! ← {"v":1,"result":{"fdb":{"total":1742,"offset":0,"next_offset":2,"entries":[…]}}}
 //! → {"v":1,"type":"disconnect-aps","macs":["5c5b35000001"]}
 //! ← {"v":1,"result":{"disconnect-aps":{"disconnected_aps":["5c5b35000001"]}}}
-//! → {"v":1,"type":"preempt","site_id":"…"}
+//! → {"v":1,"type":"preempt","site_id":"…","mxtunnel_id":"…"}
 //! → {"v":7,"type":"stats"}
 //! ← {"v":1,"error":"protocol version 7: this tunterm speaks version 1"}
 //! → {"v":1,"type":"subscribe"}
@@ -724,6 +724,11 @@ mod tests {
             }),
             Request::Preempt(PreemptRequest {
                 site_id: Some("s".into()),
+                mxtunnel_id: None,
+            }),
+            Request::Preempt(PreemptRequest {
+                site_id: None,
+                mxtunnel_id: Some("7f3c2a10-0000-4000-8000-000000000001".into()),
             }),
             Request::CapturePoints,
             Request::ApplyConfig(ApplyConfigRequest {

@@ -6,14 +6,16 @@
 //!   APs whose Host Name is one of these MACs (any usual spelling); with
 //!   `"percentage": 25` (used when `macs` is empty) it closes that share of
 //!   the established tunnels, rounded up, chosen at random.
-//! - `preempt` (optionally with `"site_id": "..."`) closes the tunnels of APs
+//! - `preempt` (optionally with `"site_id": "..."`, and `"mxtunnel_id":
+//!   "..."` to act on that mxtunnel's tunnels only) closes the tunnels of APs
 //!   for which this edge is not the preferred one: the first of the AP's
 //!   own ordering of `mxcluster.tunterm_hosts`
 //!   ([`tunterm_control::hosts::host_order`], the function the AP
 //!   simulator uses). The AP's MAC is its Host Name; its site is not in
 //!   the L2TP exchange, so with `shuffle-by-site` the caller must give
 //!   `site_id`, else those APs are reported as `unknown_preference` and
-//!   left alone.
+//!   left alone. An `mxtunnel_id` this edge does not run is refused (counted
+//!   in `refused`), nothing closed.
 //!
 //! Tunnels are closed with StopCCN (result 1, clear): the AP moves on at
 //! once (to its next edge, or back to its preferred one). mGRE peers carry
@@ -41,7 +43,8 @@ pub struct OperationCounters {
     pub preempt_requests: u64,
     /// Tunnels closed by them.
     pub aps_preempted: u64,
-    /// Requests refused (bad arguments, edge not in `tunterm_hosts`).
+    /// Requests refused (bad arguments, edge not in `tunterm_hosts`, an
+    /// `mxtunnel_id` this edge does not run).
     pub refused: u64,
 }
 
@@ -61,6 +64,12 @@ pub struct DisconnectRequest {
 pub struct PreemptRequest {
     /// Site of the APs, for `shuffle-by-site`.
     pub site_id: Option<String>,
+    /// Only the tunnels of this mxtunnel (its `id`, or its name when it has
+    /// none), as the cloud's `mxtunnels/:id/preempt_aps` asks; every
+    /// tunnel when absent. Left out of the request line when absent, so a
+    /// client also speaks to a daemon that predates it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mxtunnel_id: Option<String>,
 }
 
 /// What `preempt` did.
@@ -175,9 +184,22 @@ pub fn select_preempt(
             cfg.name, cluster.tunterm_hosts
         )
     })?;
+    if let Some(id) = req.mxtunnel_id.as_deref()
+        && !cfg.tunnels.iter().any(|t| t.id == id)
+    {
+        let running: Vec<&str> = cfg.tunnels.iter().map(|t| t.id.as_str()).collect();
+        return Err(format!(
+            "mxtunnel {id:?} is not run by this edge (its mxtunnels: {running:?})"
+        ));
+    }
     let mut report = PreemptReport::default();
     let mut close = Vec::new();
-    for (i, t) in tunnels.iter().enumerate() {
+    let wanted = |t: &ApTunnel| {
+        req.mxtunnel_id
+            .as_deref()
+            .is_none_or(|id| t.tunnel_id == id)
+    };
+    for (i, t) in tunnels.iter().enumerate().filter(|(_, t)| wanted(t)) {
         let by_site = cluster.tunterm_hosts_selection == HostsSelection::ShuffleBySite;
         let mac = t.ap.parse::<MacAddr>().ok();
         let site = req.site_id.as_deref();
@@ -390,11 +412,80 @@ mod tests {
         assert_eq!(report.unknown_preference.len(), 1);
         let with_site = PreemptRequest {
             site_id: Some("s1".into()),
+            ..PreemptRequest::default()
         };
         let (_, report) = select_preempt(&t, &c, &with_site).unwrap();
         assert_eq!(report.preempted_aps.len() + report.kept, 1);
         let stranger = cfg("ordered", "10.99.0.9");
         let e = select_preempt(&t, &stranger, &PreemptRequest::default()).unwrap_err();
         assert!(e.contains("not in mxcluster.tunterm_hosts"), "{e}");
+    }
+
+    #[test]
+    fn preempt_of_one_mxtunnel_leaves_the_others_and_refuses_an_unknown_one() {
+        // Two mxtunnels; every AP prefers 10.99.0.4 (ordered [1, 0]), this
+        // edge is 10.99.0.1: without an id, all three would be closed.
+        let mut v: serde_json::Value = serde_json::from_str(tunterm_control::LAB_DEFAULT).unwrap();
+        v["mxedge"]["tunterm_ip_config"]["ip"] = "10.99.0.1".into();
+        v["mxcluster"]["tunterm_hosts"] = serde_json::json!(["10.99.0.1", "10.99.0.4"]);
+        v["mxcluster"]["tunterm_hosts_selection"] = "ordered".into();
+        v["mxcluster"]["tunterm_hosts_order"] = serde_json::json!([1, 0]);
+        let mut second = v["mxtunnels"][0].clone();
+        v["mxtunnels"][0]["id"] = "t-one".into();
+        second["id"] = "t-two".into();
+        second["name"] = "two".into();
+        v["mxtunnels"].as_array_mut().unwrap().push(second);
+        let c = tunterm_control::load_str(&v.to_string()).unwrap();
+        let mut t = tunnels(&["5c5b35000001", "5c5b35000002", "5c5b35000003"]);
+        t[1].tunnel_id = "t-two".into();
+        t[0].tunnel_id = "t-one".into();
+        t[2].tunnel_id = "t-one".into();
+        let only = |id: &str| PreemptRequest {
+            mxtunnel_id: Some(id.into()),
+            ..PreemptRequest::default()
+        };
+        let (close, report) = select_preempt(&t, &c, &only("t-one")).unwrap();
+        assert_eq!(close, vec![0, 2]);
+        assert_eq!(report.preempted_aps, vec!["5c5b35000001", "5c5b35000003"]);
+        assert_eq!(report.kept, 0, "the other mxtunnel's AP is not counted");
+        let (close, report) = select_preempt(&t, &c, &only("t-two")).unwrap();
+        assert_eq!(close, vec![1]);
+        assert_eq!(report.preempted_aps, vec!["5c5b35000002"]);
+        let (close, _) = select_preempt(&t, &c, &PreemptRequest::default()).unwrap();
+        assert_eq!(close, vec![0, 1, 2]);
+        let e = select_preempt(&t, &c, &only("t-three")).unwrap_err();
+        assert!(
+            e.contains(r#"mxtunnel "t-three" is not run by this edge"#) && e.contains("t-two"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_mxtunnel_is_refused_counted_and_closes_nothing() {
+        let c = cfg("ordered", "10.99.0.1");
+        let mut endpoint =
+            Endpoint::new(tunterm_core::proto::l2tp::EndpointConfig::default(), 7u64);
+        let mut ops = Operations::new(1);
+        let req = PreemptRequest {
+            mxtunnel_id: Some("nope".into()),
+            ..PreemptRequest::default()
+        };
+        let e = ops
+            .preempt(&req, Instant::now(), &mut endpoint, &c)
+            .unwrap_err();
+        assert!(e.contains("not run by this edge"), "{e}");
+        assert_eq!(
+            (ops.counters().refused, ops.counters().preempt_requests),
+            (1, 0)
+        );
+        let lab = PreemptRequest {
+            mxtunnel_id: Some(c.tunnels[0].id.clone()),
+            ..PreemptRequest::default()
+        };
+        let r = ops
+            .preempt(&lab, Instant::now(), &mut endpoint, &c)
+            .unwrap();
+        assert_eq!(r, PreemptReport::default());
+        assert_eq!(ops.counters().preempt_requests, 1);
     }
 }

@@ -259,6 +259,10 @@ enum Cmd {
         /// shuffle-by-site).
         #[arg(long)]
         site_id: Option<String>,
+        /// Only the tunnels of this mxtunnel (its id, or its name when it
+        /// has no id); refused when this edge does not run it.
+        #[arg(long)]
+        mxtunnel_id: Option<String>,
         /// Control socket of the daemon ($TUNTERM_CONTROL_SOCKET when set).
         #[arg(
             long,
@@ -616,9 +620,13 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Preempt {
             site_id,
+            mxtunnel_id,
             control_socket,
         } => {
-            let req = PreemptRequest { site_id };
+            let req = PreemptRequest {
+                site_id,
+                mxtunnel_id,
+            };
             print_json(&rt.block_on(Client::new(&control_socket).preempt(req))?)
         }
         Cmd::BouncePort {
