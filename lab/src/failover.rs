@@ -70,6 +70,8 @@ impl FailoverOptions {
 /// A running two-edge lab; dropping it stops everything and removes every
 /// namespace.
 pub struct FailoverLab {
+    /// What it was built with.
+    pub opts: FailoverOptions,
     /// The edges' daemons (A, B); None once killed.
     pub edges: [Option<Proc>; 2],
     /// The AP simulator.
@@ -136,24 +138,8 @@ impl FailoverLab {
         let mut edges = [None, None];
         for (i, e) in edge_ns.iter().enumerate() {
             let letter = ["a", "b"][i];
-            let mut cfg = edge_config(opts.hello_interval, opts.hello_retries);
-            cfg["mxedge"]["name"] = format!("lab-edge-{letter}").into();
-            cfg["mxedge"]["tunterm_ip_config"] =
-                serde_json::json!({"ip": EDGES[i], "netmask": "255.255.255.0"});
-            cfg["mxedge"]["tunterm_monitoring"] = serde_json::json!([{
-                "protocol": "arp", "host": UPSTREAM_HOST, "src_vlan_id": 10, "timeout": 60
-            }]);
-            cfg["mxcluster"]["tunterm_hosts"] = serde_json::json!(EDGES);
-            cfg["mxcluster"]["tunterm_hosts_selection"] = "ordered".into();
-            if opts.gre {
-                cfg["mxtunnels"] = serde_json::json!([]);
-                cfg["wlans"] = serde_json::json!([{
-                    "ssid": "lab-mgre", "vlan_ids": [10, 20], "tunnel_protocol": "mgre",
-                    "mgre_peer_timeout": opts.hello_interval * f64::from(opts.hello_retries)
-                }]);
-            }
             let config = dir.join(format!("edge-{letter}.json"));
-            std::fs::write(&config, cfg.to_string())?;
+            std::fs::write(&config, edge_document(&opts, i).to_string())?;
             let args = [
                 s(&opts.bins.tunterm),
                 "run".into(),
@@ -190,28 +176,14 @@ impl FailoverLab {
                 xdp_pass.push(p);
             }
         }
-        let args = [
-            s(&opts.bins.apsim),
-            "--edge".into(),
-            EDGES.join(","),
-            "--hosts-selection".into(),
-            "ordered".into(),
-            "--transport".into(),
-            if opts.gre { "gre" } else { "udp" }.into(),
-            "--ap".into(),
-            format!("name={AP_NAME},ip=10.99.0.2,bridge=c1"),
-            "--hello-interval".into(),
-            opts.hello_interval.to_string(),
-            "--hello-retries".into(),
-            opts.hello_retries.to_string(),
-            "--retry-delay".into(),
-            "0".into(),
-            "--events".into(),
-            "--control-socket".into(),
-            s(&dir.join("ap.sock")),
-        ];
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let ap = aps.spawn(&args, &dir.join("ap.log"))?;
+        let ap = spawn_apsim(
+            &aps,
+            &opts,
+            &dir,
+            "ap",
+            &format!("name={AP_NAME},ip=10.99.0.2,bridge=c1"),
+            &[],
+        )?;
         if fast {
             // The edges' trunk programs redirect into ta/tb.
             for t in ["ta", "tb"] {
@@ -224,6 +196,7 @@ impl FailoverLab {
             }
         }
         let lab = FailoverLab {
+            opts,
             edges,
             ap,
             vlanhost,
@@ -266,8 +239,28 @@ impl FailoverLab {
     /// Which edge the AP is on (index into [`EDGES`]) and whether its
     /// session is up.
     pub fn ap_edge(&self) -> anyhow::Result<(usize, bool)> {
-        let st = self.ap_stats()?;
-        let ap = &st["per_ap"][AP_NAME];
+        self.ap_edge_of("ap", AP_NAME)
+    }
+
+    /// Another simulator beside the lab's AP, in the APs' namespace, with
+    /// the lab's edges and hello settings: `ap` is its `--ap` spec (an
+    /// address of 10.99.0.0/24 not taken: it is added to the APs' bridge),
+    /// `extra` more apsim arguments (`--hosts-order 1,0` starts it on B;
+    /// `--remote-end-id` names another mxtunnel). Control socket
+    /// DIR/`tag`.sock, log DIR/`tag`.log.
+    pub fn spawn_ap(&self, tag: &str, ap: &str, extra: &[&str]) -> anyhow::Result<Proc> {
+        let spec = crate::apsim::ApSpec::parse(ap)?;
+        if let Some(ip) = spec.local_ip {
+            addr(&self.aps, "br0", &format!("{ip}/24"))?;
+        }
+        spawn_apsim(&self.aps, &self.opts, &self.dir, tag, ap, extra)
+    }
+
+    /// Which edge AP `name` of simulator `tag` ("ap": the lab's own) is on
+    /// (index into [`EDGES`]) and whether its session is up.
+    pub fn ap_edge_of(&self, tag: &str, name: &str) -> anyhow::Result<(usize, bool)> {
+        let st = query_apsim(&self.dir.join(format!("{tag}.sock")))?;
+        let ap = &st["per_ap"][name];
         let edge = ap["edge"].as_str().unwrap_or_default();
         let i = EDGES
             .iter()
@@ -291,6 +284,65 @@ impl FailoverLab {
         }
         out
     }
+}
+
+/// Edge `i`'s configuration document (0: A, 1: B) as the lab runs it:
+/// the standard lab's, with the edge's name and tunnel address, the ARP
+/// check upstream, and `tunterm_hosts` [A, B] `ordered`.
+pub fn edge_document(opts: &FailoverOptions, i: usize) -> serde_json::Value {
+    let mut cfg = edge_config(opts.hello_interval, opts.hello_retries);
+    cfg["mxedge"]["name"] = format!("lab-edge-{}", ["a", "b"][i]).into();
+    cfg["mxedge"]["tunterm_ip_config"] =
+        serde_json::json!({"ip": EDGES[i], "netmask": "255.255.255.0"});
+    cfg["mxedge"]["tunterm_monitoring"] = serde_json::json!([{
+        "protocol": "arp", "host": UPSTREAM_HOST, "src_vlan_id": 10, "timeout": 60
+    }]);
+    cfg["mxcluster"]["tunterm_hosts"] = serde_json::json!(EDGES);
+    cfg["mxcluster"]["tunterm_hosts_selection"] = "ordered".into();
+    if opts.gre {
+        cfg["mxtunnels"] = serde_json::json!([]);
+        cfg["wlans"] = serde_json::json!([{
+            "ssid": "lab-mgre", "vlan_ids": [10, 20], "tunnel_protocol": "mgre",
+            "mgre_peer_timeout": opts.hello_interval * f64::from(opts.hello_retries)
+        }]);
+    }
+    cfg
+}
+
+/// A simulator in `aps` connecting to the lab's edges, `ordered`, with
+/// the lab's hello settings and no retry delay.
+fn spawn_apsim(
+    aps: &Netns,
+    opts: &FailoverOptions,
+    dir: &Path,
+    tag: &str,
+    ap: &str,
+    extra: &[&str],
+) -> anyhow::Result<Proc> {
+    let s = |p: &Path| p.to_string_lossy().into_owned();
+    let args = [
+        s(&opts.bins.apsim),
+        "--edge".into(),
+        EDGES.join(","),
+        "--hosts-selection".into(),
+        "ordered".into(),
+        "--transport".into(),
+        if opts.gre { "gre" } else { "udp" }.into(),
+        "--ap".into(),
+        ap.into(),
+        "--hello-interval".into(),
+        opts.hello_interval.to_string(),
+        "--hello-retries".into(),
+        opts.hello_retries.to_string(),
+        "--retry-delay".into(),
+        "0".into(),
+        "--events".into(),
+        "--control-socket".into(),
+        s(&dir.join(format!("{tag}.sock"))),
+    ];
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+    args.extend_from_slice(extra);
+    aps.spawn(&args, &dir.join(format!("{tag}.log")))
 }
 
 /// Replies of a `ping -D -O` run, from its output: (timestamp in seconds,

@@ -17,8 +17,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tunterm_lab::topology::{Lab, Options, sessions_up};
-use tunterm_lab::{self as lab, Proc, wait_until};
+use tunterm_lab::failover::{AP_NAME, FailoverLab, FailoverOptions};
+use tunterm_lab::topology::{Lab, Options, query_apsim, sessions_up};
+use tunterm_lab::{self as lab, Netns, Proc, wait_until};
 
 /// A binary of another package, beside the daemon the tests run.
 fn bin(name: &str) -> PathBuf {
@@ -31,15 +32,165 @@ fn bin(name: &str) -> PathBuf {
     p
 }
 
+/// The operator's side of a running emulator: its address, CA, token and
+/// org (from its `started.json`), and curl for the REST calls.
+struct Operator {
+    url: String,
+    ca: PathBuf,
+    token: String,
+    org: String,
+    /// The ready mxedge's id and claim code.
+    edge_id: String,
+    claim: String,
+}
+
+impl Operator {
+    /// `tunterm-cloud` in `ns`, its data in `data`, listening on `listen`
+    /// (`san`: another address its certificate names), logging to `log`.
+    fn spawn(ns: &Netns, data: &Path, listen: &str, san: Option<&str>, log: &Path) -> (Proc, Self) {
+        let bin = bin("tunterm-cloud");
+        let mut args = vec![
+            bin.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--listen",
+            listen,
+        ];
+        if let Some(a) = san {
+            args.extend(["--san", a]);
+        }
+        let mut cloud = ns.spawn(&args, log).unwrap();
+        cloud
+            .wait_for_log("tunterm-cloud listening", Duration::from_secs(20))
+            .unwrap();
+        let started: Value =
+            serde_json::from_str(&std::fs::read_to_string(data.join("started.json")).unwrap())
+                .unwrap();
+        let s = |k: &str| started[k].as_str().unwrap().to_string();
+        let token = std::fs::read_to_string(s("operator_token_file"))
+            .unwrap()
+            .trim()
+            .to_string();
+        let op = Operator {
+            url: s("url"),
+            ca: PathBuf::from(s("ca")),
+            token,
+            org: s("org_id"),
+            edge_id: s("mxedge_id"),
+            claim: s("claim_code"),
+        };
+        (cloud, op)
+    }
+
+    /// `tunterm-agent` in `ns` for the daemon at `socket` running
+    /// `daemon_config`, registered with `claim`, its state in `state`,
+    /// reporting stats every second; `extra` more arguments.
+    #[allow(clippy::too_many_arguments)]
+    fn spawn_agent(
+        &self,
+        ns: &Netns,
+        claim: &str,
+        state: &Path,
+        socket: &Path,
+        daemon_config: &Path,
+        log: &Path,
+        extra: &[&str],
+    ) -> Proc {
+        let s = |p: &Path| p.to_string_lossy().into_owned();
+        let mut args = vec![
+            s(&bin("tunterm-agent")),
+            "--cloud".into(),
+            self.url.clone(),
+            "--ca".into(),
+            s(&self.ca),
+            "--claim-code".into(),
+            claim.into(),
+            "--state-dir".into(),
+            s(state),
+            "--control-socket".into(),
+            s(socket),
+            "--daemon-config".into(),
+            s(daemon_config),
+            "--persist".into(),
+            "--stats-interval".into(),
+            "1".into(),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        ns.spawn(&args, log).unwrap()
+    }
+
+    /// A REST call as the operator, curl run in `ns`: (HTTP status, JSON
+    /// body).
+    fn rest(&self, ns: &Netns, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let url = format!("{}/api/v1/orgs/{}/{path}", self.url, self.org);
+        let auth = format!("Authorization: Token {}", self.token);
+        let ca = self.ca.to_string_lossy().into_owned();
+        let mut args = vec![
+            "curl",
+            "-sS",
+            "--max-time",
+            "15",
+            "--cacert",
+            &ca,
+            "-H",
+            &auth,
+            "-X",
+            method,
+            "-w",
+            "\n%{http_code}",
+        ];
+        let body = body.map(|b| b.to_string());
+        if let Some(b) = &body {
+            args.extend(["-H", "content-type: application/json", "-d", b]);
+        }
+        args.push(&url);
+        let out = ns.run(&args).unwrap();
+        let (json, code) = out.trim_end().rsplit_once('\n').unwrap_or(("", out.trim()));
+        (
+            code.trim().parse().unwrap_or(0),
+            serde_json::from_str(json).unwrap_or(Value::Null),
+        )
+    }
+
+    /// The events of one type (of every edge), oldest first.
+    fn events(&self, ns: &Netns, kind: &str) -> Vec<Value> {
+        let (_, v) = self.rest(
+            ns,
+            "GET",
+            &format!("mxedges/events/search?type={kind}&limit=1000"),
+            None,
+        );
+        let mut e: Vec<Value> = v["results"].as_array().cloned().unwrap_or_default();
+        e.sort_by(|a, b| {
+            a["timestamp"]
+                .as_f64()
+                .partial_cmp(&b["timestamp"].as_f64())
+                .unwrap()
+        });
+        e
+    }
+
+    /// Whether edge `id` is connected and runs the configuration the
+    /// cloud last pushed to it (the digest it reports is its daemon's,
+    /// `daemon` the daemon's stats) and has said so (`ME_CONFIGURED`).
+    fn synced(&self, ns: &Netns, id: &str, daemon: anyhow::Result<Value>) -> bool {
+        let (_, st) = self.rest(ns, "GET", &format!("stats/mxedges/{id}"), None);
+        st["status"] == "connected"
+            && daemon.is_ok_and(|d| d["config_digest"] == st["config_digest"])
+            && self
+                .events(ns, "ME_CONFIGURED")
+                .iter()
+                .any(|e| e["mxedge_id"] == id)
+    }
+}
+
 /// The lab with the emulator and the agent.
 struct CloudLab {
     lab: Lab,
     cloud: Proc,
     agent: Option<Proc>,
-    url: String,
-    ca: PathBuf,
-    token: String,
-    org: String,
+    op: Operator,
     edge_id: String,
     tunnel_id: String,
 }
@@ -55,37 +206,16 @@ impl CloudLab {
     /// As [`CloudLab::start`], the lab as `opts` say.
     fn start_with(opts: Options, agent_args: &[&str]) -> CloudLab {
         let lab = common::start(opts);
-        let data = lab.dir.join("cloud");
-        let mut cloud = lab
-            .edge
-            .spawn(
-                &[
-                    bin("tunterm-cloud").to_str().unwrap(),
-                    "--data-dir",
-                    data.to_str().unwrap(),
-                    "--listen",
-                    "127.0.0.1:0",
-                ],
-                &lab.dir.join("cloud.log"),
-            )
-            .unwrap();
-        cloud
-            .wait_for_log("tunterm-cloud listening", Duration::from_secs(20))
-            .unwrap();
-        let started: Value =
-            serde_json::from_str(&std::fs::read_to_string(data.join("started.json")).unwrap())
-                .unwrap();
-        let s = |k: &str| started[k].as_str().unwrap().to_string();
-        let token = std::fs::read_to_string(s("operator_token_file"))
-            .unwrap()
-            .trim()
-            .to_string();
+        let (cloud, op) = Operator::spawn(
+            &lab.edge,
+            &lab.dir.join("cloud"),
+            "127.0.0.1:0",
+            None,
+            &lab.dir.join("cloud.log"),
+        );
         let mut c = CloudLab {
-            url: s("url"),
-            ca: PathBuf::from(s("ca")),
-            token,
-            org: s("org_id"),
-            edge_id: s("mxedge_id"),
+            edge_id: op.edge_id.clone(),
+            op,
             tunnel_id: String::new(),
             agent: None,
             cloud,
@@ -110,36 +240,18 @@ impl CloudLab {
             &format!("mxtunnels/{}", c.tunnel_id),
             cfg["mxtunnels"][0].clone(),
         );
-        let claim = s("claim_code");
         let dir = &c.lab.dir;
-        let mut args = vec![
-            bin("tunterm-agent").to_string_lossy().into_owned(),
-            "--cloud".into(),
-            c.url.clone(),
-            "--ca".into(),
-            c.ca.to_string_lossy().into_owned(),
-            "--claim-code".into(),
-            claim,
-            "--state-dir".into(),
-            dir.join("agent").to_string_lossy().into_owned(),
-            "--control-socket".into(),
-            c.lab.edge_socket.to_string_lossy().into_owned(),
-            "--daemon-config".into(),
-            dir.join("edge.json").to_string_lossy().into_owned(),
-            "--persist".into(),
-            "--stats-interval".into(),
-            "1".into(),
-        ];
-        args.extend(agent_args.iter().map(|a| a.to_string()));
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        c.agent = Some(c.lab.edge.spawn(&args, &dir.join("agent.log")).unwrap());
+        c.agent = Some(c.op.spawn_agent(
+            &c.lab.edge,
+            &c.op.claim,
+            &dir.join("agent"),
+            &c.lab.edge_socket,
+            &dir.join("edge.json"),
+            &dir.join("agent.log"),
+            agent_args,
+        ));
         let synced = wait_until(Duration::from_secs(20), || {
-            let (_, st) = c.rest("GET", &format!("stats/mxedges/{}", c.edge_id), None);
-            st["status"] == "connected"
-                && c.lab
-                    .edge_stats()
-                    .is_ok_and(|d| d["config_digest"] == st["config_digest"])
-                && !c.events("ME_CONFIGURED").is_empty()
+            c.op.synced(&c.lab.edge, &c.edge_id, c.lab.edge_stats())
         });
         assert!(
             synced,
@@ -151,34 +263,7 @@ impl CloudLab {
 
     /// A REST call as the operator: (HTTP status, JSON body).
     fn rest(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let url = format!("{}/api/v1/orgs/{}/{path}", self.url, self.org);
-        let auth = format!("Authorization: Token {}", self.token);
-        let ca = self.ca.to_string_lossy().into_owned();
-        let mut args = vec![
-            "curl",
-            "-sS",
-            "--max-time",
-            "15",
-            "--cacert",
-            &ca,
-            "-H",
-            &auth,
-            "-X",
-            method,
-            "-w",
-            "\n%{http_code}",
-        ];
-        let body = body.map(|b| b.to_string());
-        if let Some(b) = &body {
-            args.extend(["-H", "content-type: application/json", "-d", b]);
-        }
-        args.push(&url);
-        let out = self.lab.edge.run(&args).unwrap();
-        let (json, code) = out.trim_end().rsplit_once('\n').unwrap_or(("", out.trim()));
-        (
-            code.trim().parse().unwrap_or(0),
-            serde_json::from_str(json).unwrap_or(Value::Null),
-        )
+        self.op.rest(&self.lab.edge, method, path, body)
     }
 
     /// A REST call that must answer 200.
@@ -190,19 +275,7 @@ impl CloudLab {
 
     /// This edge's events of one type, oldest first.
     fn events(&self, kind: &str) -> Vec<Value> {
-        let (_, v) = self.rest(
-            "GET",
-            &format!("mxedges/events/search?type={kind}&limit=1000"),
-            None,
-        );
-        let mut e: Vec<Value> = v["results"].as_array().cloned().unwrap_or_default();
-        e.sort_by(|a, b| {
-            a["timestamp"]
-                .as_f64()
-                .partial_cmp(&b["timestamp"].as_f64())
-                .unwrap()
-        });
-        e
+        self.op.events(&self.lab.edge, kind)
     }
 
     fn logs(&self) -> String {
@@ -453,6 +526,279 @@ fn restart_disconnect_and_stats_through_rest_act_on_the_lab() {
     });
     assert!(back, "the APs did not reconnect\n{}", c.logs());
     common::ping_ok(&c.lab, c.lab.client("c1"), "192.168.10.1");
+}
+
+/// The tunnel (its CCID on the edge) of `ap` in an edge's stats, if up.
+fn ccid_of(stats: &Value, ap: &str) -> Option<u64> {
+    stats["tunnels"].as_array()?.iter().find(|t| {
+        t["ap"] == ap
+            && t["state"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("established"))
+    })?["local_ccid"]
+        .as_u64()
+}
+
+/// `preempt_aps` through the cloud with two edges of one cluster
+/// (`lab::failover`'s lab: `tunterm_hosts` [A, B], `ordered`, so every AP
+/// prefers A), two mxtunnels, the emulator on the APs' segment and an
+/// agent per edge. AP 1 (tunnel 1) is on A; APs 2 (tunnel 1) and 3
+/// (tunnel 2) were pointed at B first. `preempt_aps` of tunnel 1 answers
+/// exactly AP 2: B closes its tunnel, it reconnects to A (A's stats and
+/// the emulator's tunnel rows say so); AP 3 (the other mxtunnel) stays on
+/// B and AP 1 keeps its tunnel. Then tunnel 2's sends AP 3 to A, and an
+/// mxtunnel the edge does not run is refused and counted.
+#[test]
+fn preempt_aps_through_rest_sends_that_mxtunnels_aps_to_their_preferred_edge() {
+    lab::require_root().unwrap();
+    let t0 = Instant::now();
+    // No outage is timed here: hellos and the upstream check are given
+    // room, so a loaded machine moves no AP but the operator's preempts.
+    let opts = FailoverOptions {
+        hello_interval: 1.0,
+        hello_retries: 5,
+        monitor_interval: 0.5,
+        monitor_timeout: 5.0,
+        ..FailoverOptions::new("cldpre", common::bins())
+    };
+    let lab =
+        FailoverLab::start(opts).unwrap_or_else(|e| panic!("lab cldpre did not start: {e:#}"));
+    let (_cloud, op) = Operator::spawn(
+        &lab.aps,
+        &lab.dir.join("cloud"),
+        "10.99.0.2:0",
+        Some("10.99.0.2"),
+        &lab.dir.join("cloud.log"),
+    );
+    let logs = || {
+        let read = |n: &str| std::fs::read_to_string(lab.dir.join(n)).unwrap_or_default();
+        format!(
+            "--- agent-a\n{}\n--- agent-b\n{}\n--- cloud\n{}\n--- ap2\n{}\n--- ap3\n{}\n{}",
+            read("agent-a.log"),
+            read("agent-b.log"),
+            read("cloud.log"),
+            read("ap2.log"),
+            read("ap3.log"),
+            lab.logs()
+        )
+    };
+    let rest =
+        |method: &str, path: &str, body: Option<Value>| op.rest(&lab.aps, method, path, body);
+    let ok = |method: &str, path: &str, body: Value| {
+        let (code, v) = rest(method, path, Some(body));
+        assert_eq!(code, 200, "{method} {path}: {v}\n{}", logs());
+        v
+    };
+
+    // The org as the lab runs it: the cluster of A and B, tunnel 1 (the
+    // seed's, named "lab" as the APs' Remote End ID), tunnel 2 ("lab2"),
+    // edge A (the seed's) and edge B (created here, with its claim code).
+    let doc = |i| tunterm_lab::failover::edge_document(&lab.opts, i);
+    let (_, clusters) = rest("GET", "mxclusters", None);
+    let cluster = clusters[0]["id"].as_str().unwrap().to_string();
+    let (_, tunnels) = rest("GET", "mxtunnels", None);
+    let one = tunnels[0]["id"].as_str().unwrap().to_string();
+    ok(
+        "PUT",
+        &format!("mxclusters/{cluster}"),
+        doc(0)["mxcluster"].clone(),
+    );
+    ok(
+        "PUT",
+        &format!("mxtunnels/{one}"),
+        doc(0)["mxtunnels"][0].clone(),
+    );
+    let mut lab2 = doc(0)["mxtunnels"][0].clone();
+    lab2["name"] = json!("lab2");
+    lab2["mxcluster_ids"] = json!([cluster]);
+    let two = ok("POST", "mxtunnels", lab2)["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    ok(
+        "PUT",
+        &format!("mxedges/{}", op.edge_id),
+        doc(0)["mxedge"].clone(),
+    );
+    let mut b = doc(1)["mxedge"].clone();
+    b["mxcluster_id"] = json!(cluster);
+    b["services"] = json!(["tunterm"]);
+    let b = ok("POST", "mxedges", b);
+    let edge_ids = [op.edge_id.clone(), b["id"].as_str().unwrap().to_string()];
+    let claims = [op.claim.clone(), b["magic"].as_str().unwrap().to_string()];
+    let _agents: Vec<Proc> = (0..2)
+        .map(|i| {
+            let letter = ["a", "b"][i];
+            op.spawn_agent(
+                &lab.edge_ns[i],
+                &claims[i],
+                &lab.dir.join(format!("agent-{letter}")),
+                &lab.edge_socket(i),
+                &lab.dir.join(format!("edge-{letter}.json")),
+                &lab.dir.join(format!("agent-{letter}.log")),
+                &[],
+            )
+        })
+        .collect();
+    let synced = wait_until(Duration::from_secs(30), || {
+        (0..2).all(|i| op.synced(&lab.aps, &edge_ids[i], lab.edge_stats(i)))
+    });
+    assert!(
+        synced,
+        "the edges did not take the cloud's configuration\n{}",
+        logs()
+    );
+    assert_eq!(lab.ap_edge().unwrap(), (0, true), "AP 1 is on A");
+
+    // APs 2 and 3 come up on B (their simulators try B first).
+    const AP2: &str = "5c5b35000002";
+    const AP3: &str = "5c5b35000003";
+    let _ap2 = lab
+        .spawn_ap(
+            "ap2",
+            &format!("name={AP2},ip=10.99.0.5"),
+            &["--hosts-order", "1,0"],
+        )
+        .unwrap();
+    let _ap3 = lab
+        .spawn_ap(
+            "ap3",
+            &format!("name={AP3},ip=10.99.0.6"),
+            &["--hosts-order", "1,0", "--remote-end-id", "lab2"],
+        )
+        .unwrap();
+    let on =
+        |tag: &str, ap: &str, edge: usize| lab.ap_edge_of(tag, ap).is_ok_and(|e| e == (edge, true));
+    let up = wait_until(Duration::from_secs(10), || {
+        on("ap2", AP2, 1) && on("ap3", AP3, 1)
+    });
+    assert!(up, "APs 2 and 3 did not come up on B\n{}", logs());
+    // The emulator's rows: who is where, on which mxtunnel.
+    let row = |ap: &str| {
+        let (_, rows) = rest("GET", &format!("stats/tunnels/search?ap={ap}"), None);
+        rows["results"][0].clone()
+    };
+    let placed = |ap: &str, edge: usize, tunnel: &str| {
+        let r = row(ap);
+        r["mxedge_id"] == edge_ids[edge].as_str() && r["mxtunnel_id"] == tunnel
+    };
+    let rows = wait_until(Duration::from_secs(10), || {
+        placed(AP_NAME, 0, &one) && placed(AP2, 1, &one) && placed(AP3, 1, &two)
+    });
+    let all_rows = || rest("GET", "stats/tunnels/search", None).1;
+    assert!(
+        rows,
+        "tunnel rows (edges {edge_ids:?}, tunnels {one} {two}): {:#}\n{}",
+        all_rows(),
+        logs()
+    );
+    let ap1_ccid = ccid_of(&lab.edge_stats(0).unwrap(), AP_NAME);
+    let ap3_ccid = ccid_of(&lab.edge_stats(1).unwrap(), AP3);
+    assert!(ap1_ccid.is_some() && ap3_ccid.is_some());
+
+    // The operator preempts tunnel 1: exactly AP 2, which goes to A.
+    let t = Instant::now();
+    let (code, r) = rest("POST", &format!("mxtunnels/{one}/preempt_aps"), None);
+    assert_eq!(
+        (code, r.clone()),
+        (200, json!({"preempted_aps": [AP2]})),
+        "{}",
+        logs()
+    );
+    let moved = wait_until(Duration::from_secs(10), || on("ap2", AP2, 0));
+    assert!(moved, "AP 2 did not reconnect to A\n{}", logs());
+    println!(
+        "preempt_aps of tunnel 1: {r}; AP 2 on A after {:?}",
+        t.elapsed()
+    );
+    let a = lab.edge_stats(0).unwrap();
+    assert!(
+        ccid_of(&a, AP2).is_some(),
+        "AP 2 not in A's tunnels: {:#}",
+        a["tunnels"]
+    );
+    assert_eq!(
+        ccid_of(&a, AP_NAME),
+        ap1_ccid,
+        "AP 1's tunnel on A was rebuilt"
+    );
+    assert_eq!(
+        ccid_of(&lab.edge_stats(1).unwrap(), AP3),
+        ap3_ccid,
+        "AP 3 was touched"
+    );
+    assert!(on("ap3", AP3, 1), "AP 3 (the other mxtunnel) left B");
+    let ops = |i: usize| lab.edge_stats(i).unwrap()["operations"].clone();
+    let (oa, ob) = (ops(0), ops(1));
+    assert_eq!(
+        (
+            &oa["preempt_requests"],
+            &oa["aps_preempted"],
+            &ob["preempt_requests"],
+            &ob["aps_preempted"]
+        ),
+        (&json!(1), &json!(0), &json!(1), &json!(1)),
+        "A: {oa}, B: {ob}"
+    );
+    let tunnels_up = |tag: &str, ap: &str| {
+        query_apsim(&lab.dir.join(format!("{tag}.sock"))).unwrap()["per_ap"][ap]["tunnels_up"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(
+        (
+            tunnels_up("ap", AP_NAME),
+            tunnels_up("ap2", AP2),
+            tunnels_up("ap3", AP3)
+        ),
+        (1, 2, 1),
+        "tunnels each AP brought up"
+    );
+    let rows = wait_until(Duration::from_secs(10), || {
+        placed(AP_NAME, 0, &one) && placed(AP2, 0, &one) && placed(AP3, 1, &two)
+    });
+    assert!(
+        rows,
+        "tunnel rows (edges {edge_ids:?}, tunnels {one} {two}): {:#}\n{}",
+        all_rows(),
+        logs()
+    );
+
+    // Tunnel 2's turn: AP 3 goes to A.
+    let (code, r) = rest("POST", &format!("mxtunnels/{two}/preempt_aps"), None);
+    assert_eq!(
+        (code, r),
+        (200, json!({"preempted_aps": [AP3]})),
+        "{}",
+        logs()
+    );
+    let moved = wait_until(Duration::from_secs(10), || on("ap3", AP3, 0));
+    assert!(moved, "AP 3 did not reconnect to A\n{}", logs());
+    assert_eq!(ccid_of(&lab.edge_stats(0).unwrap(), AP_NAME), ap1_ccid);
+
+    // An mxtunnel the edge does not run: refused with the reason, counted.
+    let refused = ops(1)["refused"].as_u64().unwrap();
+    let sock = lab.edge_socket(1);
+    let e = lab.edge_ns[1]
+        .run(&[
+            common::bins().tunterm.to_str().unwrap(),
+            "preempt",
+            "--mxtunnel-id",
+            "no-such-tunnel",
+            "--control-socket",
+            sock.to_str().unwrap(),
+        ])
+        .unwrap_err();
+    let e = format!("{e:#}");
+    assert!(
+        e.contains(r#"mxtunnel "no-such-tunnel" is not run by this edge"#),
+        "{e}"
+    );
+    assert_eq!(ops(1)["refused"].as_u64().unwrap(), refused + 1);
+    println!(
+        "two edges, preempt_aps through REST: {:?} in all",
+        t0.elapsed()
+    );
 }
 
 /// A `ping -D -O` of `c1` to the upstream host every `interval` for
@@ -733,7 +1079,7 @@ fn the_agent_goes_through_a_proxy_and_reverts_one_that_leads_nowhere() {
 fn with_the_cloud_gone_30_s_pings_go_on_and_spooled_events_arrive_in_order() {
     lab::require_root().unwrap();
     let mut c = CloudLab::start("cldgone", &[]);
-    let port = c.url.rsplit(':').next().unwrap().to_string();
+    let port = c.op.url.rsplit(':').next().unwrap().to_string();
     let pinger = c
         .lab
         .client("c1")
@@ -763,24 +1109,13 @@ fn with_the_cloud_gone_30_s_pings_go_on_and_spooled_events_arrive_in_order() {
         c.lab.tunterm.signal(libc::SIGHUP).unwrap();
     }
     std::thread::sleep(Duration::from_secs(30).saturating_sub(gone.elapsed()));
-    let data = c.lab.dir.join("cloud");
-    c.cloud = c
-        .lab
-        .edge
-        .spawn(
-            &[
-                bin("tunterm-cloud").to_str().unwrap(),
-                "--data-dir",
-                data.to_str().unwrap(),
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-            ],
-            &c.lab.dir.join("cloud-2.log"),
-        )
-        .unwrap();
-    c.cloud
-        .wait_for_log("tunterm-cloud listening", Duration::from_secs(20))
-        .unwrap();
+    (c.cloud, _) = Operator::spawn(
+        &c.lab.edge,
+        &c.lab.dir.join("cloud"),
+        &format!("127.0.0.1:{port}"),
+        None,
+        &c.lab.dir.join("cloud-2.log"),
+    );
     let status = pinger
         .wait_exit(Duration::from_secs(40))
         .expect("ping did not end");
@@ -1012,8 +1347,8 @@ fn a_stream_capture_reaches_a_websocket_subscriber_as_pcap_raw_that_decodes() {
     let c = CloudLab::start("cldstream", &[]);
     let script = c.lab.dir.join("stream.py");
     std::fs::write(&script, STREAM_CLIENT).unwrap();
-    let port = c.url.rsplit(':').next().unwrap().to_string();
-    let channel = format!("/orgs/{}/pcaps", c.org);
+    let port = c.op.url.rsplit(':').next().unwrap().to_string();
+    let channel = format!("/orgs/{}/pcaps", c.op.org);
     let mut sub = c
         .lab
         .edge
@@ -1023,8 +1358,8 @@ fn a_stream_capture_reaches_a_websocket_subscriber_as_pcap_raw_that_decodes() {
                 script.to_str().unwrap(),
                 "127.0.0.1",
                 &port,
-                &c.token,
-                c.ca.to_str().unwrap(),
+                &c.op.token,
+                c.op.ca.to_str().unwrap(),
                 &channel,
                 "6",
             ],

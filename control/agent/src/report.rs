@@ -3,7 +3,8 @@
 //! Events of tunterm's own (`TT_*`) are extensions, not Mist's.
 
 use serde_json::{Value, json};
-use tunterm::api::{Event, EventKind, Stats};
+use tunterm::api::{ConnStats, Event, EventKind, Stats};
+use tunterm_control::EdgeConfig;
 
 /// Who this edge is, for every object.
 #[derive(Clone, Debug, Default)]
@@ -14,8 +15,6 @@ pub struct Ids {
     pub org_id: String,
     /// mxcluster id (from the configuration), if any.
     pub mxcluster_id: Option<String>,
-    /// mxtunnel id of the (first) tunnel, for the rows.
-    pub mxtunnel_id: Option<String>,
 }
 
 fn now() -> f64 {
@@ -69,17 +68,28 @@ pub fn mxedge_stats(daemon: Option<&Stats>, agent_uptime: u64) -> Value {
     })
 }
 
-/// The `stats/tunnels/search` rows.
-pub fn tunnel_rows(ids: &Ids, daemon: &Stats) -> Vec<Value> {
+/// The `stats/tunnels/search` rows. A row's `mxtunnel_id` is the id of
+/// the mxtunnel its session's Remote End ID names in `running` (the
+/// configuration the daemon runs: ids first, then names, as the daemon
+/// matches them; an empty one names the only mxtunnel), else null.
+pub fn tunnel_rows(ids: &Ids, tunnels: &[ConnStats], running: Option<&EdgeConfig>) -> Vec<Value> {
+    let mxtunnel = |remote_id: &str| {
+        let cfg = running?;
+        match (remote_id, cfg.tunnels.as_slice()) {
+            ("", [only]) => Some(only),
+            (id, _) => cfg.tunnel_by_remote_end_id(id),
+        }
+        .filter(|t| !t.id_from_name)
+        .map(|t| t.id.clone())
+    };
     let t = now();
-    daemon
-        .tunnels
+    tunnels
         .iter()
         .map(|c| {
             json!({
                 "mxedge_id": ids.mxedge_id,
                 "mxcluster_id": ids.mxcluster_id,
-                "mxtunnel_id": ids.mxtunnel_id,
+                "mxtunnel_id": c.sessions.first().and_then(|s| mxtunnel(&s.remote_id)),
                 "org_id": ids.org_id,
                 "ap": c.ap,
                 "remote_ip": c.remote_ip,
@@ -158,7 +168,6 @@ mod tests {
             mxedge_id: "e".into(),
             org_id: "o".into(),
             mxcluster_id: Some("c".into()),
-            mxtunnel_id: None,
         };
         let e = daemon_event(
             &ids,
@@ -199,5 +208,44 @@ mod tests {
             s.get("id").is_none(),
             "not a field of the seed's stats object"
         );
+    }
+
+    #[test]
+    fn each_row_names_the_mxtunnel_of_its_session() {
+        let mut doc: Value = serde_json::from_str(tunterm_control::LAB_DEFAULT).unwrap();
+        let mut second = doc["mxtunnels"][0].clone();
+        doc["mxtunnels"][0]["id"] = json!("id-one");
+        second["id"] = json!("id-two");
+        second["name"] = json!("lab2");
+        doc["mxtunnels"].as_array_mut().unwrap().push(second);
+        let cfg = tunterm_control::load_str(&doc.to_string()).unwrap();
+        let name = cfg.tunnels[0].name.clone();
+        let conn = |ap: &str, remote_id: &str| {
+            json!({"local_ccid": 1, "remote_ccid": 2, "ap": ap, "remote_ip": "10.99.0.2",
+                   "remote_port": 1701, "state": "established_with_sessions", "uptime": 3,
+                   "tx_control_pkts": 1, "rx_control_pkts": 1, "retransmits": 0,
+                   "sessions": [{"local_sid": 5, "remote_sid": 6, "state": "established",
+                                 "remote_id": remote_id, "pw_type": 5}]})
+        };
+        let tunnels: Vec<ConnStats> = serde_json::from_value(json!([
+            conn("ap1", &name),
+            conn("ap2", "lab2"),
+            conn("ap3", "id-two"),
+            conn("ap4", "unknown")
+        ]))
+        .unwrap();
+        let rows = tunnel_rows(&Ids::default(), &tunnels, Some(&cfg));
+        let ids: Vec<&Value> = rows.iter().map(|r| &r["mxtunnel_id"]).collect();
+        assert_eq!(
+            ids,
+            [
+                &json!("id-one"),
+                &json!("id-two"),
+                &json!("id-two"),
+                &Value::Null
+            ]
+        );
+        let rows = tunnel_rows(&Ids::default(), &tunnels, None);
+        assert!(rows.iter().all(|r| r["mxtunnel_id"].is_null()));
     }
 }

@@ -135,9 +135,6 @@ impl Agent {
             mxcluster_id: local
                 .as_ref()
                 .and_then(|d| d["mxedge"]["mxcluster_id"].as_str().map(str::to_string)),
-            mxtunnel_id: local
-                .as_ref()
-                .and_then(|d| d["mxtunnels"][0]["id"].as_str().map(str::to_string)),
         }
     }
 
@@ -356,7 +353,10 @@ impl Agent {
         json!({
             "type": "stats",
             "mxedge": report::mxedge_stats(daemon.as_ref(), up),
-            "tunnels": daemon.as_ref().map(|d| report::tunnel_rows(&ids, d)).unwrap_or_default(),
+            "tunnels": daemon.as_ref().map(|d| {
+                let running = self.running_doc().and_then(|doc| cloudcfg::validate(doc).ok());
+                report::tunnel_rows(&ids, &d.tunnels, running.as_ref().map(|v| &v.cfg))
+            }).unwrap_or_default(),
         })
     }
 

@@ -48,6 +48,8 @@ pub use crate::driver::clients::{
 };
 pub use crate::driver::{FdbEntry, GrePeerStats, IoCounters, RestartStats, Stats};
 pub use crate::operations::{DisconnectRequest, PreemptReport, PreemptRequest};
+/// The rows of [`Stats::tunnels`] and their sessions.
+pub use tunterm_core::proto::l2tp::{ConnStats, SessionStats};
 
 /// The protocol version this tunterm speaks.
 pub const VERSION: u32 = 1;
