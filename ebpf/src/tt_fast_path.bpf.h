@@ -59,10 +59,9 @@ struct {
 	__type(value, struct tt_fdb_bucket);
 } fdb SEC(".maps");
 
-/* 64 - log2(buckets of `fdb`), written at load for the map's size
+/* Buckets of `fdb` (any number), written at load for the map's size
  * (tunterm_ebpf::Capacity); this default fits TT_MAX_FDB. */
-const volatile __u32 tt_fdb_shift = 64 - 15;
-_Static_assert(TT_MAX_FDB / TT_FDB_BUCKET_SLOTS == 1 << 15, "tt_fdb_shift's default");
+const volatile __u32 tt_fdb_buckets = TT_MAX_FDB / TT_FDB_BUCKET_SLOTS;
 
 /* Page-aligned (BPF_F_MMAPABLE, though nothing maps it), so each 128-byte
  * template is one aligned pair of cache lines. */
@@ -230,7 +229,9 @@ static __always_inline struct tt_fdb_slot *fdb_find(__u64 key, struct tt_fdb_ent
 
 #pragma unroll
 	for (int i = 0; i < 2; i++) {
-		__u32 b = h[i] >> tt_fdb_shift;
+		/* The product's top 32 bits scaled to the table (multiply-
+		 * shift range reduction, as tunterm_ebpf::fdb::bucket_of). */
+		__u32 b = ((h[i] >> 32) * tt_fdb_buckets) >> 32;
 		struct tt_fdb_bucket *bk = bpf_map_lookup_elem(&fdb, &b);
 
 		if (!bk)
