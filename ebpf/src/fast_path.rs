@@ -453,11 +453,13 @@ impl FastPath {
             aya::maps::Map::Array(m) => FdbMem::map(m.fd().as_fd(), cap.fdb_buckets())?,
             _ => return Err(Error::Missing("fdb array")),
         };
-        Ok(FastPath {
+        let mut fp = FastPath {
             ebpf,
             fdb,
             links: Vec::new(),
-        })
+        };
+        fp.set_seen_now()?;
+        Ok(fp)
     }
 
     /// Attach `p` to `interface` in `mode` through a bpf link pinned as
@@ -664,6 +666,17 @@ impl FastPath {
     /// The `gre_templates` map: an mGRE peer's port id → [`tt_template`].
     pub fn gre_templates(&mut self) -> Result<HashMap<&mut MapData, u32, tt_template>, Error> {
         Ok(HashMap::try_from(self.map_mut("gre_templates")?)?)
+    }
+
+    /// Set the programs' clock for the FDB's `seen` stamps
+    /// (`tt_fdb_seen_now`) to CLOCK_MONOTONIC now: done at load; the owner
+    /// calls it again at least as often as it reads the stamps, so a
+    /// stamp lags the forwarding it records by at most that period.
+    pub fn set_seen_now(&mut self) -> Result<(), Error> {
+        let now = u32::from(crate::fdb::seen_stamp(crate::fdb::monotonic_ns()));
+        let mut a: Array<&mut MapData, u32> = Array::try_from(self.map_mut(".bss")?)?;
+        a.set(0, now, 0)?;
+        Ok(())
     }
 
     /// Write the trunk port's VLANs (until then `xdp_trunk_rx` passes all).

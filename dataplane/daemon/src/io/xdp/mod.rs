@@ -1012,6 +1012,14 @@ impl FastPath {
     /// Carry the programs' "last seen" stamps into the switch and the mGRE
     /// endpoint.
     fn refresh(&mut self, now: Instant, gre: &mut GreEndpoint, switch: &mut Switch) {
+        // The programs stamp FDB entries with the clock given here (a load
+        // per frame, not a helper call): stamps written since the last
+        // refresh say that one, so an entry looks at most REFRESH_EVERY
+        // older than it is.
+        if let Err(e) = self.progs.set_seen_now() {
+            self.stats.map_errors += 1;
+            warn!(error = %e, "fast path: the FDB's clock not written");
+        }
         let now_ns = monotonic_ns();
         let at = |ns: u64| {
             (ns != 0 && ns <= now_ns).then(|| {
