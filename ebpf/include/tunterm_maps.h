@@ -259,8 +259,9 @@ struct tt_fdb_entry {
 	__u32 port;
 	/* TT_FDB_* */
 	__u16 flags;
-	/* bpf_ktime_get_coarse_ns() >> TT_FDB_SEEN_SHIFT (CLOCK_MONOTONIC),
-	 * truncated to 16 bits, when last forwarded from; 0: never. */
+	/* CLOCK_MONOTONIC >> TT_FDB_SEEN_SHIFT, truncated to 16 bits, when
+	 * last forwarded from (the programs' global tt_fdb_seen_now, which
+	 * userspace writes every 250 ms); 0: never. */
 	__u16 seen;
 };
 
