@@ -384,7 +384,7 @@ impl Lab {
             let fs = BpfFs::mount(&dir.join("bpf"))?;
             // Sized as the option's help says: 1.5 times the clients.
             let macs = u64::from(opts.aps + opts.churn_aps) * u64::from(opts.clients_per_ap);
-            let slots = (macs * 3 / 2).next_power_of_two().clamp(1 << 10, 1 << 22);
+            let slots = tunterm_ebpf::Capacity::for_macs(macs as usize).fdb;
             tunterm_args.extend([
                 "--pin-dir".into(),
                 s(&fs.path().join("tunterm")),

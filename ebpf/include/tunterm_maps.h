@@ -22,7 +22,8 @@
  * power of two. */
 #define TT_MAX_SESSIONS 65536
 /* The FDB's default size in entries; the daemon sizes it per deployment
- * (tunterm_ebpf::Capacity, `--fast-path-fdb-entries`). A power of two. */
+ * (tunterm_ebpf::Capacity, `--fast-path-fdb-entries`): whole buckets of
+ * TT_FDB_BUCKET_SLOTS, any number of them. */
 #define TT_MAX_FDB 131072
 /* mGRE peers (proto::gre::DEFAULT_MAX_PEERS is 16,384), and their
  * templates. */
@@ -258,8 +259,9 @@ struct tt_fdb_entry {
 	__u32 port;
 	/* TT_FDB_* */
 	__u16 flags;
-	/* bpf_ktime_get_coarse_ns() >> TT_FDB_SEEN_SHIFT (CLOCK_MONOTONIC),
-	 * truncated to 16 bits, when last forwarded from; 0: never. */
+	/* CLOCK_MONOTONIC >> TT_FDB_SEEN_SHIFT, truncated to 16 bits, when
+	 * last forwarded from (the programs' global tt_fdb_seen_now, which
+	 * userspace writes every 250 ms); 0: never. */
 	__u16 seen;
 };
 
@@ -279,7 +281,10 @@ struct tt_fdb_bucket {
 
 /* The two bucket hashes (Fibonacci hashing: the top bits of a 64-bit
  * product), tunterm_ebpf::fdb::bucket_of on the Rust side: a bucket index
- * is (key' * MUL) >> (64 - log2(buckets)), key' = m ^ (m >> 24) with
+ * is (((key' * MUL) >> 32) * buckets) >> 32 (the product's top 32 bits
+ * scaled to the table, Lemire's multiply-shift range reduction, so a table
+ * is any number of buckets, sized to the clients without doubling at each
+ * power of two), key' = m ^ (m >> 24) with
  * m = key >> TT_FDB_HASH0_SHIFT (the MAC alone) for the first (the xor
  * spreads MACs that differ only in their last bytes, which the product
  * alone moves into few buckets), and key ^ (key >> 29) for the second. The
@@ -288,8 +293,8 @@ struct tt_fdb_bucket {
  * that waited for that load would be a second cache miss in a row (the
  * CPU now loads the bucket and the session at once). A MAC on many VLANs
  * fills its first bucket and the rest go to their second ones. The
- * programs get the shift as the global tt_fdb_shift, set at load for the
- * map's size. */
+ * programs get the number of buckets as the global tt_fdb_buckets, set at
+ * load for the map's size. */
 #define TT_FDB_HASH0_SHIFT 16
 #define TT_FDB_HASH_MUL0 0x9E3779B97F4A7C15ULL
 #define TT_FDB_HASH_MUL1 0xC2B2AE3D27D4EB4FULL
@@ -381,6 +386,6 @@ _Static_assert((TT_MAX_SESSIONS & (TT_MAX_SESSIONS - 1)) == 0,
 	       "session slots are the low bits of the id");
 _Static_assert(sizeof(struct tt_fdb_entry) == 8, "tt_fdb_entry has padding");
 _Static_assert(sizeof(struct tt_fdb_bucket) == 64, "an FDB bucket is one cache line");
-_Static_assert((TT_MAX_FDB & (TT_MAX_FDB - 1)) == 0, "FDB buckets are a power of two");
+_Static_assert(TT_MAX_FDB % TT_FDB_BUCKET_SLOTS == 0, "the FDB is whole buckets");
 
 #endif /* TUNTERM_MAPS_H */

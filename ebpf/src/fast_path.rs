@@ -83,7 +83,8 @@ pub const MAP_NAMES: [&str; 8] = [
 /// with headroom ([`Capacity::for_macs`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Capacity {
-    /// Slots of the FDB: (VLAN, MAC) pairs XDP can forward between. A power of two, [`Capacity::MIN_FDB`] to
+    /// Slots of the FDB: (VLAN, MAC) pairs XDP can forward between. A
+    /// multiple of the bucket's 4 slots, [`Capacity::MIN_FDB`] to
     /// [`Capacity::MAX_FDB`]. MACs beyond it stay on the slow path.
     pub fdb: u32,
 }
@@ -97,8 +98,8 @@ impl Capacity {
     /// headroom [`Capacity::for_macs`] gives.
     pub const DEFAULT_FDB: u32 = 1 << 17;
 
-    /// FDB entries asked for as `n`, rounded up to a power of two;
-    /// outside the limits, an error that says them.
+    /// FDB entries asked for as `n`, rounded up to whole buckets (4
+    /// slots); outside the limits, an error that says them.
     pub fn fdb(n: u32) -> Result<Capacity, String> {
         if !(Self::MIN_FDB..=Self::MAX_FDB).contains(&n) {
             return Err(format!(
@@ -108,7 +109,7 @@ impl Capacity {
             ));
         }
         Ok(Capacity {
-            fdb: n.next_power_of_two(),
+            fdb: n.next_multiple_of(TT_FDB_BUCKET_SLOTS),
         })
     }
 
@@ -119,7 +120,9 @@ impl Capacity {
         let want = macs.saturating_add(macs / 2).saturating_add(1);
         let n = u32::try_from(want).unwrap_or(Self::MAX_FDB);
         Capacity {
-            fdb: n.clamp(Self::MIN_FDB, Self::MAX_FDB).next_power_of_two(),
+            fdb: n
+                .clamp(Self::MIN_FDB, Self::MAX_FDB)
+                .next_multiple_of(TT_FDB_BUCKET_SLOTS),
         }
     }
 }
@@ -130,17 +133,12 @@ impl Capacity {
         self.fdb / TT_FDB_BUCKET_SLOTS
     }
 
-    /// The programs' `tt_fdb_shift` for the FDB's size.
-    fn fdb_shift(self) -> u32 {
-        crate::fdb::shift_for(self.fdb_buckets())
-    }
-
     /// The loader for these sizes: the `fdb` array's length and the
-    /// programs' `tt_fdb_shift` (`shift`, from [`Capacity::fdb_shift`]).
-    fn loader(self, shift: &u32) -> EbpfLoader<'_> {
+    /// programs' `tt_fdb_buckets` (`buckets`, [`Capacity::fdb_buckets`]).
+    fn loader(self, buckets: &u32) -> EbpfLoader<'_> {
         let mut loader = EbpfLoader::new();
-        loader.map_max_entries("fdb", self.fdb_buckets());
-        loader.override_global("tt_fdb_shift", shift, true);
+        loader.map_max_entries("fdb", *buckets);
+        loader.override_global("tt_fdb_buckets", buckets, true);
         loader
     }
 }
@@ -316,8 +314,8 @@ impl FastPath {
 
     /// As [`FastPath::load`], with the tables sized `cap`.
     pub fn load_sized(cap: Capacity) -> Result<Self, Error> {
-        let shift = cap.fdb_shift();
-        Self::from_ebpf(cap.loader(&shift).load(TUNTERM_XDP_OBJ)?, cap)
+        let buckets = cap.fdb_buckets();
+        Self::from_ebpf(cap.loader(&buckets).load(TUNTERM_XDP_OBJ)?, cap)
     }
 
     /// As [`FastPath::load`], with every map pinned as `dir/maps/NAME` (see
@@ -351,8 +349,8 @@ impl FastPath {
             }
         };
         let paths: Vec<_> = MAP_NAMES.iter().map(|n| (*n, maps.join(n))).collect();
-        let shift = cap.fdb_shift();
-        let mut loader = cap.loader(&shift);
+        let buckets = cap.fdb_buckets();
+        let mut loader = cap.loader(&buckets);
         for (name, path) in &paths {
             loader.map_pin_path(name, path.as_path());
         }
@@ -455,11 +453,13 @@ impl FastPath {
             aya::maps::Map::Array(m) => FdbMem::map(m.fd().as_fd(), cap.fdb_buckets())?,
             _ => return Err(Error::Missing("fdb array")),
         };
-        Ok(FastPath {
+        let mut fp = FastPath {
             ebpf,
             fdb,
             links: Vec::new(),
-        })
+        };
+        fp.set_seen_now()?;
+        Ok(fp)
     }
 
     /// Attach `p` to `interface` in `mode` through a bpf link pinned as
@@ -668,6 +668,17 @@ impl FastPath {
         Ok(HashMap::try_from(self.map_mut("gre_templates")?)?)
     }
 
+    /// Set the programs' clock for the FDB's `seen` stamps
+    /// (`tt_fdb_seen_now`) to CLOCK_MONOTONIC now: done at load; the owner
+    /// calls it again at least as often as it reads the stamps, so a
+    /// stamp lags the forwarding it records by at most that period.
+    pub fn set_seen_now(&mut self) -> Result<(), Error> {
+        let now = u32::from(crate::fdb::seen_stamp(crate::fdb::monotonic_ns()));
+        let mut a: Array<&mut MapData, u32> = Array::try_from(self.map_mut(".bss")?)?;
+        a.set(0, now, 0)?;
+        Ok(())
+    }
+
     /// Write the trunk port's VLANs (until then `xdp_trunk_rx` passes all).
     pub fn set_trunk(&mut self, t: &tt_trunk) -> Result<(), Error> {
         let mut a: Array<&mut MapData, tt_trunk> = Array::try_from(self.map_mut("trunk")?)?;
@@ -717,9 +728,10 @@ mod tests {
     use crate::maps::{tt_fdb_entry, tt_fdb_key};
 
     #[test]
-    fn fdb_capacity_is_a_power_of_two_within_the_limits() {
+    fn fdb_capacity_is_whole_buckets_within_the_limits() {
         assert_eq!(Capacity::fdb(1024).unwrap().fdb, 1024);
-        assert_eq!(Capacity::fdb(1025).unwrap().fdb, 2048);
+        assert_eq!(Capacity::fdb(1025).unwrap().fdb, 1028);
+        assert_eq!(Capacity::fdb(150_002).unwrap().fdb, 150_004);
         assert_eq!(Capacity::fdb(Capacity::MAX_FDB).unwrap().fdb, 1 << 22);
         assert!(
             Capacity::fdb(1023)
@@ -727,11 +739,13 @@ mod tests {
                 .contains("from 1024 to 4194304")
         );
         assert!(Capacity::fdb(Capacity::MAX_FDB + 1).is_err());
-        // 10,001 MACs with half again spare: 15,002 → 16,384.
-        assert_eq!(Capacity::for_macs(10_001).fdb, 16_384);
+        // 1.5 times the MACs: 100,000 clients take 2.3 MiB, not the 4 MiB
+        // of the next power of two.
+        assert_eq!(Capacity::for_macs(10_001).fdb, 15_004);
+        assert_eq!(Capacity::for_macs(100_000).fdb, 150_004);
+        assert_eq!(Capacity::for_macs(100_000).fdb_buckets(), 37_501);
         assert_eq!(Capacity::for_macs(0).fdb, Capacity::MIN_FDB);
         assert_eq!(Capacity::for_macs(usize::MAX).fdb, Capacity::MAX_FDB);
-        assert!(Capacity::DEFAULT_FDB.is_power_of_two());
     }
 
     /// A bpffs of the test's own, unmounted (with its pins) on drop.
@@ -803,9 +817,16 @@ mod tests {
 
     #[test]
     fn fdb_fills_most_of_its_slots() {
-        let mut fp = FastPath::load_sized(Capacity { fdb: 2048 }).expect("loading (root)");
+        // A power of two and not (the bucket index is range-reduced).
+        for slots in [2048, 2060] {
+            fdb_fills_most_of(slots);
+        }
+    }
+
+    fn fdb_fills_most_of(slots: u32) {
+        let mut fp = FastPath::load_sized(Capacity { fdb: slots }).expect("loading (root)");
         let mut fdb = fp.fdb().unwrap();
-        assert_eq!(fdb.capacity(), 2048);
+        assert_eq!(fdb.capacity(), slots as usize);
         let key = |i: u32| {
             let b = i.to_be_bytes();
             tt_fdb_key::new(10, [2, 0, b[0], b[1], b[2], b[3]])
@@ -820,8 +841,8 @@ mod tests {
             }
         };
         assert!(
-            (2048 * 9 / 10..2048).contains(&n),
-            "{n} of 2048 slots filled"
+            (slots * 9 / 10..slots).contains(&n),
+            "{n} of {slots} slots filled"
         );
         assert!(
             matches!(refused, Error::FdbFull { vlan: 10, mac } if mac == key(n).mac),

@@ -89,22 +89,21 @@ impl tt_fdb_entry {
     }
 }
 
-/// The bucket of `key` by hash `which` (0 or 1) in a table of
-/// `2^(64 - shift)` buckets: the programs' `fdb_find`. The first hashes
-/// the MAC alone (the VLAN is the key's low 16 bits).
-pub fn bucket_of(key: u64, which: usize, shift: u32) -> usize {
+/// The bucket of `key` by hash `which` (0 or 1) in a table of `buckets`
+/// buckets (any number): the programs' `fdb_find`. The first hashes the
+/// MAC alone (the VLAN is the key's low 16 bits). The product's top 32
+/// bits, its best mixed, scaled to the table (`(h32 × buckets) >> 32`,
+/// Lemire's multiply-shift range reduction): no power-of-two table, so
+/// its memory follows the clients asked for instead of doubling at each
+/// power of two.
+pub fn bucket_of(key: u64, which: usize, buckets: u32) -> usize {
     let h = if which == 0 {
         let mac = key >> TT_FDB_HASH0_SHIFT;
         (mac ^ (mac >> 24)).wrapping_mul(TT_FDB_HASH_MUL0 as u64)
     } else {
         (key ^ (key >> 29)).wrapping_mul(TT_FDB_HASH_MUL1 as u64)
     };
-    (h >> shift) as usize
-}
-
-/// `tt_fdb_shift` of a table of `buckets` buckets (a power of two).
-pub fn shift_for(buckets: u32) -> u32 {
-    64 - buckets.trailing_zeros()
+    (((h >> 32) * u64::from(buckets)) >> 32) as usize
 }
 
 /// The `fdb` array mapped into this process (shared with the kernel).
@@ -112,7 +111,6 @@ pub fn shift_for(buckets: u32) -> u32 {
 pub struct FdbMem {
     map: MmapRaw,
     buckets: usize,
-    shift: u32,
 }
 
 impl FdbMem {
@@ -127,7 +125,6 @@ impl FdbMem {
         Ok(FdbMem {
             map,
             buckets: buckets as usize,
-            shift: shift_for(buckets),
         })
     }
 
@@ -149,7 +146,8 @@ impl FdbMem {
     }
 
     fn buckets_of(&self, key: u64) -> [usize; 2] {
-        [bucket_of(key, 0, self.shift), bucket_of(key, 1, self.shift)]
+        let n = self.buckets as u32;
+        [bucket_of(key, 0, n), bucket_of(key, 1, n)]
     }
 
     fn find(&self, key: u64) -> Option<(usize, usize)> {
@@ -344,18 +342,20 @@ mod tests {
 
     #[test]
     fn buckets_cover_the_table_and_the_two_hashes_differ() {
-        let shift = shift_for(256);
-        let mut hit = [0u32; 256];
-        let mut same = 0;
-        for i in 0..4096u64 {
-            let k = key_bits(&tt_fdb_key::new(10, [2, 0, 0, 0, (i >> 8) as u8, i as u8]));
-            let (a, b) = (bucket_of(k, 0, shift), bucket_of(k, 1, shift));
-            hit[a] += 1;
-            same += usize::from(a == b);
+        // A power of two and not: every bucket is reachable either way.
+        for n in [256u32, 250] {
+            let mut hit = vec![0u32; n as usize];
+            let mut same = 0;
+            for i in 0..16 * u64::from(n) {
+                let k = key_bits(&tt_fdb_key::new(10, [2, 0, 0, 0, (i >> 8) as u8, i as u8]));
+                let (a, b) = (bucket_of(k, 0, n), bucket_of(k, 1, n));
+                hit[a] += 1;
+                same += usize::from(a == b);
+            }
+            // 16 keys per bucket on average: none empty, none three times over.
+            assert!(hit.iter().all(|&h| (1..48).contains(&h)), "{n}: {hit:?}");
+            assert!(same < 64, "{n}: {same} keys have one bucket twice");
         }
-        // 16 keys per bucket on average: none empty, none three times over.
-        assert!(hit.iter().all(|&n| (1..48).contains(&n)), "{hit:?}");
-        assert!(same < 64, "{same} of 4096 keys have one bucket twice");
     }
 
     #[test]
@@ -364,15 +364,19 @@ mod tests {
         // at random into B buckets fill B·(1 - e^(-N/B)) of them; the
         // first hash must do about as well (a plain product of the MAC
         // filled half as many at 10,000 × 10 in 65,536 buckets).
-        for (aps, per_ap, buckets) in [(1_000u32, 10u32, 4_096u32), (10_000, 10, 65_536)] {
-            let shift = shift_for(buckets);
+        // Any number of buckets, not only powers of two.
+        for (aps, per_ap, buckets) in [
+            (1_000u32, 10u32, 4_096u32),
+            (10_000, 10, 65_536),
+            (1_000, 10, 3_751),
+        ] {
             let mut used = vec![false; buckets as usize];
             for ap in 0..aps {
                 let [_, a2, a1, a0] = ap.to_be_bytes();
                 for c in 0..per_ap {
                     let [.., c1, c0] = c.to_be_bytes();
                     let k = key_bits(&tt_fdb_key::new(10, [2, a2, a1, a0, c1, c0]));
-                    used[bucket_of(k, 0, shift)] = true;
+                    used[bucket_of(k, 0, buckets)] = true;
                 }
             }
             let n = f64::from(aps * per_ap);
@@ -385,14 +389,14 @@ mod tests {
 
     #[test]
     fn the_first_bucket_is_the_macs_and_its_other_vlans_spread() {
-        let shift = shift_for(1024);
+        let n = 1024;
         let mac = [0x00, 0x1b, 0x21, 0x3c, 0x4d, 0x5e];
         let keys: Vec<u64> = (1..=100)
             .map(|v| key_bits(&tt_fdb_key::new(v, mac)))
             .collect();
-        let first = bucket_of(keys[0], 0, shift);
-        assert!(keys.iter().all(|&k| bucket_of(k, 0, shift) == first));
-        let mut second: Vec<usize> = keys.iter().map(|&k| bucket_of(k, 1, shift)).collect();
+        let first = bucket_of(keys[0], 0, n);
+        assert!(keys.iter().all(|&k| bucket_of(k, 0, n) == first));
+        let mut second: Vec<usize> = keys.iter().map(|&k| bucket_of(k, 1, n)).collect();
         second.sort_unstable();
         second.dedup();
         assert!(

@@ -1409,7 +1409,7 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "case 3: --fast-path-fdb-entries {} (1.5 x the MACs, rounded up to a power of two)",
+            "case 3: --fast-path-fdb-entries {} (1.5 x the MACs, whole 4-slot buckets)",
             self.fdb_entries
         );
         if self.realtime {

@@ -69,7 +69,7 @@ enum Cmd {
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
         workers: u16,
         /// Slots for client MACs (VLAN, MAC pairs) the XDP fast path can
-        /// forward between, rounded up to a power of two (1024 to
+        /// forward between, rounded up to a multiple of 4 (1024 to
         /// 4194304). Size it to 1.5 times the clients expected: the table
         /// is preallocated (16 bytes a slot), fills to about 95% of its
         /// slots, and a smaller one stays in the CPU caches. MACs it has no

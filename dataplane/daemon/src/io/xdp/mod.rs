@@ -58,6 +58,10 @@ use tunterm_core::wire::ether::MacAddr;
 /// the mGRE endpoint, and tunnel entries are checked again (neighbour MACs,
 /// sequencing).
 const REFRESH_EVERY: Duration = Duration::from_secs(2);
+/// How often the programs' clock for FDB `seen` stamps is written (it is
+/// read per frame from a global, not from a helper call): a stamp lags the
+/// frame it records by at most this, on top of its 2^30 ns unit.
+const SEEN_CLOCK_EVERY: Duration = Duration::from_millis(250);
 /// Least time between two FDB mirrors (each compares the whole table), so a
 /// learning storm costs a bounded share of the loop. New MACs are forwarded
 /// by the slow path meanwhile.
@@ -358,6 +362,8 @@ pub struct FastPath {
     fdb_due: Instant,
     fdb_pending: bool,
     next_refresh: Instant,
+    /// When the programs' `seen` clock is written next.
+    next_seen_clock: Instant,
     stats: FastPathStats,
     pin_dir: Option<PathBuf>,
     /// FDB entries found in adopted maps, for the switch to take back.
@@ -609,6 +615,7 @@ impl FastPath {
             fdb_due: Instant::now(),
             fdb_pending: false,
             next_refresh: Instant::now() + REFRESH_EVERY,
+            next_seen_clock: Instant::now() + SEEN_CLOCK_EVERY,
             stats: FastPathStats {
                 pin_dir: pin_dir.map(|d| d.display().to_string()).unwrap_or_default(),
                 start: start_kind,
@@ -811,6 +818,10 @@ impl FastPath {
         tunnels_changed: bool,
         mtu: impl Fn(PortId) -> u16,
     ) {
+        if now >= self.next_seen_clock {
+            self.next_seen_clock = now + SEEN_CLOCK_EVERY;
+            self.set_seen_clock();
+        }
         let due = now >= self.next_refresh;
         if tunnels_changed || due {
             self.sync_tunnels(now, endpoint, gre, switch, mtu);
@@ -1012,6 +1023,7 @@ impl FastPath {
     /// Carry the programs' "last seen" stamps into the switch and the mGRE
     /// endpoint.
     fn refresh(&mut self, now: Instant, gre: &mut GreEndpoint, switch: &mut Switch) {
+        self.set_seen_clock();
         let now_ns = monotonic_ns();
         let at = |ns: u64| {
             (ns != 0 && ns <= now_ns).then(|| {
@@ -1048,12 +1060,22 @@ impl FastPath {
         self.stats.refreshed += refreshed;
     }
 
+    /// Write the programs' clock for FDB `seen` stamps (they read it per
+    /// frame; see SEEN_CLOCK_EVERY).
+    fn set_seen_clock(&mut self) {
+        if let Err(e) = self.progs.set_seen_now() {
+            self.stats.map_errors += 1;
+            warn!(error = %e, "fast path: the FDB's seen clock not written");
+        }
+    }
+
     /// When [`handle`](Self::handle) has work again without new events.
     pub fn poll_timeout(&self) -> Instant {
+        let next = self.next_refresh.min(self.next_seen_clock);
         if self.fdb_pending {
-            self.next_refresh.min(self.fdb_due)
+            next.min(self.fdb_due)
         } else {
-            self.next_refresh
+            next
         }
     }
 
