@@ -405,7 +405,13 @@ async fn preempt(State(cloud): S, Path((org_id, id)): Path<(String, String)>) ->
         .as_array()
         .map(|a| a.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
+    // Every edge of the mxtunnel's clusters is asked, even after one
+    // refuses or does not answer (an AP another edge already closed must be
+    // in the answer): those edges are listed in `errors` (a tunterm
+    // extension), and only when no edge acted is the answer an error.
     let mut preempted = Vec::new();
+    let mut errors = Vec::new();
+    let mut acted = 0;
     for edge_id in cloud.edges.connected_in(&org_id) {
         let serves = cloud
             .store
@@ -418,16 +424,38 @@ async fn preempt(State(cloud): S, Path((org_id, id)): Path<(String, String)>) ->
                         .is_some_and(|c| clusters.contains(&c))
             });
         if serves {
-            let r = act(
+            match act(
                 &cloud,
                 &edge_id,
                 json!({"action": "preempt_aps", "mxtunnel_id": id}),
             )
-            .await?;
-            preempted.extend(r["preempted_aps"].as_array().cloned().unwrap_or_default());
+            .await
+            {
+                Ok(r) => {
+                    acted += 1;
+                    preempted.extend(r["preempted_aps"].as_array().cloned().unwrap_or_default());
+                }
+                Err(ApiError(code, detail)) => errors.push((edge_id, code, detail)),
+            }
         }
     }
-    ok(json!({"preempted_aps": preempted}))
+    if acted == 0
+        && let Some((_, code, _)) = errors.first()
+    {
+        let all: Vec<String> = errors
+            .iter()
+            .map(|(edge, _, detail)| format!("mxedge {edge}: {detail}"))
+            .collect();
+        return Err(err(*code, all.join("; ")));
+    }
+    let mut answer = json!({"preempted_aps": preempted});
+    if !errors.is_empty() {
+        answer["errors"] = errors
+            .iter()
+            .map(|(edge, _, detail)| json!({"mxedge_id": edge, "detail": detail}))
+            .collect();
+    }
+    ok(answer)
 }
 
 /// Fields of the mxedge object left out of its stats (secrets and the claim code).

@@ -132,7 +132,13 @@ impl Cloud {
     /// Registers the ready edge and opens its session with a hello; returns
     /// the session and the first config.
     async fn edge(&self) -> (Ws, Value) {
-        let (status, reg) = self.register(&self.info.claim_code).await;
+        self.edge_claimed_with(&self.info.claim_code).await
+    }
+
+    /// An edge registered with claim code `code`, connected, its first
+    /// configuration read.
+    async fn edge_claimed_with(&self, code: &str) -> (Ws, Value) {
+        let (status, reg) = self.register(code).await;
         assert_eq!(status, 200, "{reg}");
         let mut ws = self
             .ws("/api-ws/v1/edge", reg["token"].as_str().unwrap())
@@ -162,6 +168,92 @@ async fn recv(ws: &mut Ws) -> Value {
             .unwrap();
         if let Message::Text(t) = m {
             return serde_json::from_str(t.as_str()).unwrap();
+        }
+    }
+}
+
+/// The next action sent to this edge (configuration pushes skipped).
+async fn recv_action(ws: &mut Ws) -> Value {
+    loop {
+        let m = recv(ws).await;
+        if m["type"] == "action" {
+            return m;
+        }
+    }
+}
+
+#[tokio::test]
+async fn preempt_asks_every_edge_and_names_those_that_refused() {
+    let cloud = start().await;
+    let (mut a, _) = cloud.edge().await;
+    let first = cloud.get("mxedges").await[0].clone();
+    let (s, created) = cloud
+        .op(
+            POST,
+            &cloud.org("mxedges"),
+            Some(json!({"name": "edge-b", "mxcluster_id": first["mxcluster_id"]})),
+        )
+        .await;
+    assert_eq!(s, 200, "{created}");
+    let (mut b, _) = cloud
+        .edge_claimed_with(created["magic"].as_str().unwrap())
+        .await;
+    let b_id = created["id"].as_str().unwrap().to_string();
+    let tunnel = cloud.get("mxtunnels").await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let url = cloud.org(&format!("mxtunnels/{tunnel}/preempt_aps"));
+
+    // A preempts an AP, B refuses: both are asked (one after the other, in
+    // either order), the answer has A's AP and names B with its reason.
+    let answer_both = |a_ok: bool| {
+        move |action: &Value, edge_is_a: bool| {
+            if edge_is_a && a_ok {
+                json!({"type": "action_result", "id": action["id"], "ok": true,
+                       "result": {"preempted_aps": ["5c5b35000001"]}})
+            } else {
+                json!({"type": "action_result", "id": action["id"], "ok": false,
+                       "error": "this edge refuses"})
+            }
+        }
+    };
+    for (a_ok, want) in [
+        (
+            true,
+            (
+                200,
+                json!({"preempted_aps": ["5c5b35000001"],
+                       "errors": [{"mxedge_id": b_id, "detail": "this edge refuses"}]}),
+            ),
+        ),
+        (false, (400, Value::Null)),
+    ] {
+        let answer = answer_both(a_ok);
+        let op = cloud.spawn_op(POST, url.clone(), None);
+        for _ in 0..2 {
+            tokio::select! {
+                m = recv_action(&mut a) => {
+                    assert_eq!(m["action"], "preempt_aps");
+                    send(&mut a, answer(&m, true)).await;
+                }
+                m = recv_action(&mut b) => {
+                    assert_eq!(m["action"], "preempt_aps");
+                    send(&mut b, answer(&m, false)).await;
+                }
+            }
+        }
+        let (status, body) = op.await.unwrap();
+        if want.0 == 200 {
+            assert_eq!((status, body), want);
+        } else {
+            // No edge acted: an error that names every edge's reason.
+            assert_eq!(status, 400, "{body}");
+            let detail = body["detail"].as_str().unwrap();
+            assert!(
+                detail.contains(&b_id) && detail.matches("this edge refuses").count() == 2,
+                "{detail}"
+            );
         }
     }
 }
