@@ -114,8 +114,9 @@ pub struct DaemonOptions {
     pub metrics_options: metrics::MetricsOptions,
     /// Threads of the userspace data path (`--workers`): 1, everything on
     /// the one event loop; N ≥ 2, that loop plus N-1 forwarding workers
-    /// (`crate::workers`).
-    pub workers: usize,
+    /// (`crate::workers`). None: the configuration's
+    /// (`mxedge.tunterm_workers`), else 1.
+    pub workers: Option<usize>,
 }
 
 /// The default `--pin-dir`.
@@ -139,7 +140,7 @@ impl Default for DaemonOptions {
             cookie_len: EndpointConfig::default().cookie_len,
             metrics: None,
             metrics_options: metrics::MetricsOptions::default(),
-            workers: 1,
+            workers: None,
         }
     }
 }
@@ -449,6 +450,8 @@ struct Dataplane {
     reexec: bool,
     /// The forwarding workers (`--workers` ≥ 2).
     workers: Option<crate::workers::Workers>,
+    /// `--workers`: the threads whatever the configuration says.
+    workers_override: Option<usize>,
 }
 
 /// What a live reconfiguration hands the event loop to wait on instead.
@@ -1542,19 +1545,21 @@ pub async fn run(
         rewired: None,
         reexec: false,
         workers: None,
+        workers_override: opts.workers,
         cfg,
     };
     dp.restore(Instant::now());
     let mut punts = None;
-    if opts.workers > 1 {
+    let threads = opts.workers.or(dp.cfg.workers()).unwrap_or(1);
+    if threads > 1 {
         let (w, rx) = crate::workers::Workers::start(
-            opts.workers - 1,
+            threads - 1,
             &upstream,
             dp.trunk.get_ref(),
             &dp.socks.worker_pairs(),
         )?;
         info!(
-            workers = opts.workers - 1,
+            workers = threads - 1,
             "forwarding workers started beside the event loop"
         );
         dp.workers = Some(w);

@@ -266,7 +266,8 @@ impl Workers {
         Ok((w, rx))
     }
 
-    fn workers(&self) -> usize {
+    /// Forwarding workers (beside the control thread).
+    pub fn workers(&self) -> usize {
         self.shared.counters.len()
     }
 
