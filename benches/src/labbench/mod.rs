@@ -281,6 +281,11 @@ pub struct Report {
 /// on [`trafgen::GEN_CPU`]).
 pub const TUNTERM_CPU: u32 = 1;
 
+/// Frames a second out of the generator's interface above which trafgen
+/// is sending (it sends hundreds of thousands; what else leaves there —
+/// apsim's control traffic, the edge's announcements — a few thousand).
+const SENDING_PPS: u64 = 50_000;
+
 /// Fails with what to install unless trafgen is there.
 pub fn require_trafgen() -> anyhow::Result<()> {
     match Command::new("trafgen").arg("-v").output() {
@@ -493,17 +498,26 @@ impl Bed {
             From::Ap => (&self.aps, "e0", &self.up_count),
             From::Trunk => (&self.up, "t0", &self.aps_count),
         };
-        let start = counter.frames()?;
         let log = self.path(log);
         // trafgen's socket gets its send buffer from wmem_default when it
         // is made: raised for that moment only (see trafgen::SNDBUF).
         let sndbuf = sysctl::Raised::at_least("net.core.wmem_default", trafgen::SNDBUF)?;
         let mut sender = trafgen::Generator::start(ns, ifname, cfg, &log)?;
-        // trafgen reads its configuration first: the warm-up starts with
-        // the first frame through.
-        lab::wait_until(Duration::from_secs(20), || {
-            sender.exited() || counter.frames().is_ok_and(|n| n > start)
-        });
+        // trafgen reads its configuration first: the warm-up starts once
+        // it sends. 100,000 frames (10,000 sessions × 100,000 MACs) take
+        // it 20–22 s to read on the 2-core lab machine, even alone on its
+        // CPU. Not "the first frame through": with apsim's sessions other
+        // frames cross too (the edge's paced MAC announcements to the
+        // trunk, apsim's control), which opened the window of a case 4 row
+        // while trafgen was still reading — nothing of it was measured.
+        let sending = || {
+            let Ok(a) = trafgen::offered(ns, ifname) else {
+                return false;
+            };
+            thread::sleep(Duration::from_millis(100));
+            trafgen::offered(ns, ifname).is_ok_and(|b| b.saturating_sub(a) >= SENDING_PPS / 10)
+        };
+        lab::wait_until(Duration::from_secs(120), || sender.exited() || sending());
         drop(sndbuf);
         if sender.exited() {
             bail!(
