@@ -1103,6 +1103,26 @@ impl Dataplane {
         }
     }
 
+    /// After a reload moved the trunk: the forwarding workers' packet
+    /// sockets follow it (theirs were bound to the old interface, where
+    /// they would write what they forward).
+    fn move_workers(&mut self) {
+        let Some(w) = &mut self.workers else {
+            return;
+        };
+        if w.upstream() == self.upstream {
+            return;
+        }
+        match w.move_trunk(&self.upstream, self.trunk.get_ref()) {
+            Ok(()) => info!(to = %self.upstream, "forwarding workers moved to the new trunk"),
+            Err(e) => {
+                warn!(error = %format!("{e:#}"),
+                      "forwarding workers stopped (the trunk moved): the event loop forwards alone");
+                self.workers = None;
+            }
+        }
+    }
+
     /// The forwarding workers' table and marks (before the fast path's
     /// sync, which clears `sessions_changed`).
     fn sync_workers(&mut self, now: Instant) {
@@ -1645,6 +1665,7 @@ pub async fn run(
                 if let Some(w) = &mut dp.workers {
                     w.resocket(&pairs);
                 }
+                dp.move_workers();
             }
             if let Some(rx) = r.probes {
                 probe_results = rx;

@@ -184,6 +184,11 @@ impl PuntBatch {
 pub(crate) struct Workers {
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
+    /// The trunk interface the workers' packet sockets are bound to.
+    upstream: String,
+    /// The punt queue's sending end, for the threads (started again when
+    /// the trunk moves).
+    tx: mpsc::Sender<PuntBatch>,
     /// The UDP tunnel sockets the workers joined, by the control thread's
     /// pair (its address).
     joined: Vec<(Rc<TunnelSockets>, Vec<Arc<std::net::UdpSocket>>)>,
@@ -209,11 +214,6 @@ impl Workers {
         trunk: &PacketSocket,
         socks: &[(IpAddr, Rc<TunnelSockets>)],
     ) -> anyhow::Result<(Workers, mpsc::Receiver<PuntBatch>)> {
-        // One fanout group per daemon (the id is per network namespace).
-        let group = (std::process::id() & 0xffff) as u16;
-        trunk
-            .join_fanout(group)
-            .with_context(|| format!("{upstream}: PACKET_FANOUT"))?;
         let (tx, rx) = mpsc::channel(PUNT_QUEUE);
         let shared = Arc::new(Shared {
             table: RwLock::new(Arc::new(Table::default())),
@@ -227,6 +227,8 @@ impl Workers {
         let mut w = Workers {
             shared,
             threads: Vec::new(),
+            upstream: upstream.to_owned(),
+            tx,
             joined: Vec::new(),
             socket_generation: 0,
             fdb_generation: 0,
@@ -239,12 +241,30 @@ impl Workers {
             refreshed: 0,
         };
         w.set_sockets(n, socks)?;
-        for k in 0..n {
-            let sock = PacketSocket::bind(upstream)
+        w.spawn(trunk)?;
+        Ok((w, rx))
+    }
+
+    /// Start the threads on `self.upstream`: a packet socket each, in one
+    /// fanout group with the control thread's `trunk`.
+    fn spawn(&mut self, trunk: &PacketSocket) -> anyhow::Result<()> {
+        // One fanout group per daemon (the id is per network namespace),
+        // a new one each time: a group is bound to one interface, and the
+        // control thread's socket on the old trunk may not have closed
+        // yet when the trunk moves.
+        static STARTS: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+        let group = ((std::process::id() & 0xffff) as u16)
+            .wrapping_add(STARTS.fetch_add(1, Ordering::Relaxed));
+        let upstream = self.upstream.clone();
+        trunk
+            .join_fanout(group)
+            .with_context(|| format!("{upstream}: PACKET_FANOUT"))?;
+        for k in 0..self.workers() {
+            let sock = PacketSocket::bind(&upstream)
                 .with_context(|| format!("worker {k}: opening the trunk {upstream}"))?;
             sock.join_fanout(group)
                 .with_context(|| format!("worker {k}: {upstream}: PACKET_FANOUT"))?;
-            let (shared, tx) = (w.shared.clone(), tx.clone());
+            let (shared, tx) = (self.shared.clone(), self.tx.clone());
             let t = std::thread::Builder::new()
                 .name(format!("tunterm-w{k}"))
                 .spawn(move || {
@@ -261,9 +281,39 @@ impl Workers {
                     }
                 })
                 .context("starting a forwarding worker")?;
-            w.threads.push(t);
+            self.threads.push(t);
         }
-        Ok((w, rx))
+        Ok(())
+    }
+
+    /// Stop the threads (each within its idle wait).
+    fn stop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        self.shared.stop.store(false, Ordering::Relaxed);
+    }
+
+    /// The trunk interface the workers read and write.
+    pub(crate) fn upstream(&self) -> &str {
+        &self.upstream
+    }
+
+    /// The trunk moved to `upstream` (a reload), the control thread's
+    /// socket on it being `trunk`: the threads stop and start again with
+    /// packet sockets on it; their tunnel sockets, table and counters stay.
+    /// Punted frames already queued stay queued. On an error no thread
+    /// runs: drop the workers (their tunnel sockets leave the reuseport
+    /// groups) and the control thread forwards alone.
+    pub(crate) fn move_trunk(
+        &mut self,
+        upstream: &str,
+        trunk: &PacketSocket,
+    ) -> anyhow::Result<()> {
+        self.stop();
+        self.upstream = upstream.to_owned();
+        self.spawn(trunk)
     }
 
     /// Forwarding workers (beside the control thread).
@@ -435,10 +485,7 @@ impl Workers {
 
 impl Drop for Workers {
     fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::Relaxed);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
+        self.stop();
     }
 }
 
