@@ -281,11 +281,6 @@ pub struct Report {
 /// on [`trafgen::GEN_CPU`]).
 pub const TUNTERM_CPU: u32 = 1;
 
-/// Frames a second out of the generator's interface above which trafgen
-/// is sending (it sends hundreds of thousands; what else leaves there —
-/// apsim's control traffic, the edge's announcements — a few thousand).
-const SENDING_PPS: u64 = 50_000;
-
 /// Fails with what to install unless trafgen is there.
 pub fn require_trafgen() -> anyhow::Result<()> {
     match Command::new("trafgen").arg("-v").output() {
@@ -504,20 +499,20 @@ impl Bed {
         let sndbuf = sysctl::Raised::at_least("net.core.wmem_default", trafgen::SNDBUF)?;
         let mut sender = trafgen::Generator::start(ns, ifname, cfg, &log)?;
         // trafgen reads its configuration first: the warm-up starts once
-        // it sends. 100,000 frames (10,000 sessions × 100,000 MACs) take
-        // it 20–22 s to read on the 2-core lab machine, even alone on its
-        // CPU. Not "the first frame through": with apsim's sessions other
-        // frames cross too (the edge's paced MAC announcements to the
-        // trunk, apsim's control), which opened the window of a case 4 row
-        // while trafgen was still reading — nothing of it was measured.
-        let sending = || {
-            let Ok(a) = trafgen::offered(ns, ifname) else {
-                return false;
-            };
-            thread::sleep(Duration::from_millis(100));
-            trafgen::offered(ns, ifname).is_ok_and(|b| b.saturating_sub(a) >= SENDING_PPS / 10)
-        };
-        lab::wait_until(Duration::from_secs(120), || sender.exited() || sending());
+        // it says it sends. 100,000 frames (10,000 sessions × 100,000
+        // MACs) take it 20–22 s to read on the 2-core lab machine, even
+        // alone on its CPU. Not "the first frame through", nor a rate on
+        // its interface: with apsim's sessions other frames cross too (the
+        // edge's paced MAC announcements to the trunk, apsim's synthetic
+        // clients' bursts), which opened the window of case 4 rows while
+        // trafgen was still reading — nothing of them was measured.
+        let sending = || std::fs::read_to_string(&log).is_ok_and(|l| l.contains(trafgen::RUNNING));
+        if !lab::wait_until(Duration::from_secs(120), || sender.exited() || sending()) {
+            bail!(
+                "trafgen did not start sending within 120 s (see {})",
+                log.display()
+            );
+        }
         drop(sndbuf);
         if sender.exited() {
             bail!(

@@ -150,7 +150,16 @@ struct Shared {
 #[derive(Default)]
 struct SocketSet {
     generation: u64,
-    per_worker: Vec<Vec<Arc<std::net::UdpSocket>>>,
+    per_worker: Vec<Vec<Arc<WorkerSocket>>>,
+}
+
+/// One worker's UDP socket in a reuseport group, with the kernel's drop
+/// count for it already counted: kept with the socket, so a worker that
+/// takes it again (a new socket set, the threads started again when the
+/// trunk moved) counts only new drops.
+struct WorkerSocket {
+    sock: std::net::UdpSocket,
+    drops_seen: std::sync::atomic::AtomicU32,
 }
 
 /// Where a punted frame came from.
@@ -191,7 +200,7 @@ pub(crate) struct Workers {
     tx: mpsc::Sender<PuntBatch>,
     /// The UDP tunnel sockets the workers joined, by the control thread's
     /// pair (its address).
-    joined: Vec<(Rc<TunnelSockets>, Vec<Arc<std::net::UdpSocket>>)>,
+    joined: Vec<(Rc<TunnelSockets>, Vec<Arc<WorkerSocket>>)>,
     socket_generation: u64,
     /// The published table's inputs.
     fdb_generation: u64,
@@ -341,9 +350,13 @@ impl Workers {
             let local = control.local_addr()?;
             let mut mine = Vec::new();
             for _ in 0..n {
-                mine.push(Arc::new(udp_socket_with(local, true, true).with_context(
-                    || format!("worker socket on {ip}: joining the reuseport group"),
-                )?));
+                let sock = udp_socket_with(local, true, true).with_context(|| {
+                    format!("worker socket on {ip}: joining the reuseport group")
+                })?;
+                mine.push(Arc::new(WorkerSocket {
+                    sock,
+                    drops_seen: Default::default(),
+                }));
             }
             attach_cbpf(
                 control.as_fd(),
@@ -538,7 +551,7 @@ impl Counts {
 struct Sock {
     v6: bool,
     sock: TunnelSocket,
-    drops_seen: u32,
+    shared: Arc<WorkerSocket>,
 }
 
 /// Worker `k`'s loop: until the stop flag, read the trunk and its tunnel
@@ -567,12 +580,12 @@ async fn run(
             generation = set.generation;
             socks.clear();
             for s in set.per_worker.get(k).into_iter().flatten() {
-                let v6 = s.local_addr()?.is_ipv6();
-                let sock = tokio::net::UdpSocket::from_std(s.try_clone()?)?;
+                let v6 = s.sock.local_addr()?.is_ipv6();
+                let sock = tokio::net::UdpSocket::from_std(s.sock.try_clone()?)?;
                 socks.push(Sock {
                     v6,
                     sock: TunnelSocket::Udp(sock),
-                    drops_seen: 0,
+                    shared: s.clone(),
                 });
             }
         }
@@ -626,8 +639,8 @@ async fn run(
                 let got = s.sock.try_recv_batch(&mut rx);
                 counts.add(C::TunnelRxTruncated, rx.truncated());
                 if let Some(d) = rx.kernel_drops() {
-                    counts.add(C::TunnelRxShed, u64::from(d.wrapping_sub(s.drops_seen)));
-                    s.drops_seen = d;
+                    let seen = s.shared.drops_seen.swap(d, Ordering::Relaxed);
+                    counts.add(C::TunnelRxShed, u64::from(d.wrapping_sub(seen)));
                 }
                 if got.is_err() {
                     break;
