@@ -187,6 +187,11 @@ pub struct MxEdge {
     /// extension; absent: the defaults, all on).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tunterm_client_config: Option<ClientTableConfig>,
+    /// Threads of the userspace data path, 1 to [`MAX_WORKERS`] (local
+    /// extension; absent: 1). `tunterm run --workers` overrides it; a
+    /// change waits for a restart. See [`EdgeConfig::workers`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tunterm_workers: Option<u32>,
     /// The cluster this edge belongs to.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mxcluster_id: Option<String>,
@@ -195,6 +200,10 @@ pub struct MxEdge {
     #[serde(flatten)]
     pub other: Map<String, Value>,
 }
+
+/// Most threads of the userspace data path (`mxedge.tunterm_workers`,
+/// `tunterm run --workers`): the event loop plus 63 forwarding workers.
+pub const MAX_WORKERS: u16 = 64;
 
 /// `tunterm_ip_config`: the tunnel interface's addresses.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -851,6 +860,13 @@ impl EdgeConfig {
     pub fn admits(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
         self.ap_subnets.iter().any(|net| net.contains(&ip))
+    }
+
+    /// `mxedge.tunterm_workers`: threads of the userspace data path, when
+    /// the file sets them (validated: 1 to [`MAX_WORKERS`]); None: the
+    /// daemon's default, 1.
+    pub fn workers(&self) -> Option<usize> {
+        self.raw.mxedge.tunterm_workers.map(|n| n as usize)
     }
 
     fn cluster(&self) -> Option<&MxCluster> {
@@ -1640,6 +1656,9 @@ fn resolve(raw: ConfigFile) -> Result<EdgeConfig, ConfigError> {
     }
     if let Some(c) = &edge.tunterm_client_config {
         check_clients("mxedge.tunterm_client_config", c)?;
+    }
+    if let Some(n) = edge.tunterm_workers {
+        check_between("mxedge.tunterm_workers", n, 1, u32::from(MAX_WORKERS))?;
     }
 
     // Ports.

@@ -361,7 +361,10 @@ impl Lab {
         } else {
             None
         };
-        tunterm_args.extend(workers_args());
+        // A test's own `--workers` wins (clap takes an option once).
+        if !opts.daemon_args.iter().any(|a| a == "--workers") {
+            tunterm_args.extend(workers_args());
+        }
         tunterm_args.extend(opts.daemon_args.iter().cloned());
         let tunterm = {
             let args: Vec<&str> = tunterm_args.iter().map(String::as_str).collect();

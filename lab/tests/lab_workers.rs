@@ -3,7 +3,8 @@
 //! worker forwards some of it in each direction itself; what the stats
 //! count read on the trunk and the AP link is what the kernel counted on
 //! those interfaces, not more (a frame a worker hands to the loop is
-//! counted once).
+//! counted once). `mxedge.tunterm_workers` in the configuration file
+//! starts them too; a reload that changes it says it waits for a restart.
 //!
 //! Needs root (CI runs as root). See `tunterm_lab::topology` for the map.
 
@@ -11,7 +12,7 @@ mod common;
 
 use std::time::Duration;
 
-use tunterm_lab::topology::{Lab, Options};
+use tunterm_lab::topology::{Lab, Options, workers_args};
 use tunterm_lab::{self as lab, Netns};
 
 use common::{bins, ping_ok};
@@ -138,4 +139,63 @@ fn a_forwarding_worker_forwards_both_ways_and_every_frame_is_counted_once() {
             >= n(&worker["forwarded_to_trunk"]) + n(&worker["forwarded_to_tunnels"]),
         "the worker's forwarding is in switch.forwarded"
     );
+}
+
+/// `tunterm apply-config FILE` (the CLI), its report as JSON.
+fn apply_config(lab: &Lab, cfg: &serde_json::Value, name: &str) -> std::process::Output {
+    let file = lab.dir.join(name);
+    std::fs::write(&file, cfg.to_string()).unwrap();
+    std::process::Command::new(bins().tunterm)
+        .args(["apply-config", "--control-socket"])
+        .arg(lab.edge_socket())
+        .arg(&file)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_configuration_file_starts_the_workers_and_a_reload_waits_for_a_restart() {
+    let lab = common::start(Options {
+        mxedge_extra: vec![("tunterm_workers".into(), 2.into())],
+        ..Options::new("workerscfg", bins())
+    });
+    // `$TUNTERM_LAB_WORKERS` puts `--workers N` on the command line, which
+    // wins over the file.
+    let cli: Option<u64> = workers_args().get(1).map(|n| n.parse().unwrap());
+    let threads = cli.unwrap_or(2);
+    ping_ok(&lab, lab.client("c1"), "192.168.10.1");
+    let stats = lab.edge_stats().unwrap();
+    assert_eq!(
+        stats["workers"]["workers"],
+        threads - 1,
+        "forwarding workers beside the loop: {}",
+        stats["workers"]
+    );
+
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(lab.dir.join("edge.json")).unwrap()).unwrap();
+    // Out of range: refused with the field's path.
+    cfg["mxedge"]["tunterm_workers"] = 0.into();
+    let out = apply_config(&lab, &cfg, "workers-0.json");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("mxedge.tunterm_workers: must be between 1 and 64, got 0"),
+        "{out:?}"
+    );
+    // Another count: reported as waiting for a restart; the running
+    // workers stay and forward.
+    cfg["mxedge"]["tunterm_workers"] = 3.into();
+    let out = apply_config(&lab, &cfg, "workers-3.json");
+    assert!(out.status.success(), "{out:?}");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let waits = doc["needs_restart"].as_array().unwrap();
+    assert!(
+        waits
+            .iter()
+            .any(|w| w.as_str().unwrap().starts_with("mxedge.tunterm_workers 3:")),
+        "{doc}"
+    );
+    ping_ok(&lab, lab.client("c1"), "192.168.10.1");
+    assert_eq!(lab.edge_stats().unwrap()["workers"]["workers"], threads - 1);
 }

@@ -493,17 +493,26 @@ impl Bed {
             From::Ap => (&self.aps, "e0", &self.up_count),
             From::Trunk => (&self.up, "t0", &self.aps_count),
         };
-        let start = counter.frames()?;
         let log = self.path(log);
         // trafgen's socket gets its send buffer from wmem_default when it
         // is made: raised for that moment only (see trafgen::SNDBUF).
         let sndbuf = sysctl::Raised::at_least("net.core.wmem_default", trafgen::SNDBUF)?;
         let mut sender = trafgen::Generator::start(ns, ifname, cfg, &log)?;
-        // trafgen reads its configuration first: the warm-up starts with
-        // the first frame through.
-        lab::wait_until(Duration::from_secs(20), || {
-            sender.exited() || counter.frames().is_ok_and(|n| n > start)
-        });
+        // trafgen reads its configuration first: the warm-up starts once
+        // it says it sends. 100,000 frames (10,000 sessions × 100,000
+        // MACs) take it 20–22 s to read on the 2-core lab machine, even
+        // alone on its CPU. Not "the first frame through", nor a rate on
+        // its interface: with apsim's sessions other frames cross too (the
+        // edge's paced MAC announcements to the trunk, apsim's synthetic
+        // clients' bursts), which opened the window of case 4 rows while
+        // trafgen was still reading — nothing of them was measured.
+        let sending = || std::fs::read_to_string(&log).is_ok_and(|l| l.contains(trafgen::RUNNING));
+        if !lab::wait_until(Duration::from_secs(120), || sender.exited() || sending()) {
+            bail!(
+                "trafgen did not start sending within 120 s (see {})",
+                log.display()
+            );
+        }
         drop(sndbuf);
         if sender.exited() {
             bail!(

@@ -52,12 +52,15 @@ fn trafgen_args<'a>(ifname: &'a str, cfg: &'a str) -> Vec<&'a str> {
     // --no-sock-mem: leave the machine's socket memory sysctls alone (they
     // are the root namespace's, and a namespace cannot set them; the
     // harness raises the one that matters briefly, see SNDBUF); -C: no CPU
-    // statistics. No -b / -t: as fast as it goes.
+    // statistics. No -b / -t: as fast as it goes. Its output line-buffered
+    // (stdbuf): "Running!" in the log is when it starts sending.
     let mut args = rt_prefix();
     args.extend([
         "taskset",
         "-c",
         "0",
+        "stdbuf",
+        "-oL",
         "trafgen",
         "-o",
         ifname,
@@ -71,6 +74,10 @@ fn trafgen_args<'a>(ifname: &'a str, cfg: &'a str) -> Vec<&'a str> {
     ]);
     args
 }
+
+/// What trafgen writes to its log once it has read its configuration and
+/// starts sending.
+pub const RUNNING: &str = "Running!";
 
 /// A running trafgen, sending its configuration round robin until dropped
 /// (SIGINT to its process group, as a terminal's Ctrl-C would, then

@@ -749,6 +749,34 @@ fn hello_interval_range() {
 }
 
 #[test]
+fn workers_setting() {
+    // Absent: the daemon's default (None here).
+    assert_eq!(load_value(&base()).unwrap().workers(), None);
+    let mut v = base();
+    for n in [1, 2, 64] {
+        set(&mut v, "/mxedge/tunterm_workers", json!(n));
+        assert_eq!(load_value(&v).unwrap().workers(), Some(n));
+    }
+    set(&mut v, "/mxedge/tunterm_workers", json!(0));
+    let e = rejected(&v);
+    assert_eq!(
+        e.to_string(),
+        "mxedge.tunterm_workers: must be between 1 and 64, got 0"
+    );
+    set(&mut v, "/mxedge/tunterm_workers", json!(65));
+    assert_rejects(&v, "mxedge.tunterm_workers", "between 1 and 64, got 65");
+    for bad in [json!(-1), json!(2.5), json!("2")] {
+        set(&mut v, "/mxedge/tunterm_workers", bad);
+        assert_rejects(&v, "mxedge.tunterm_workers", "invalid");
+    }
+    // Kept on a round trip (apply-config --persist writes the file back).
+    set(&mut v, "/mxedge/tunterm_workers", json!(3));
+    let cfg = load_value(&v).unwrap();
+    let again = load_str(&serde_json::to_string(&cfg.raw).unwrap()).unwrap();
+    assert_eq!(again.workers(), Some(3));
+}
+
+#[test]
 fn tunnel_rules() {
     let cases: Vec<(&str, Value, &str, &str)> = vec![
         (

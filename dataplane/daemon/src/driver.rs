@@ -114,8 +114,9 @@ pub struct DaemonOptions {
     pub metrics_options: metrics::MetricsOptions,
     /// Threads of the userspace data path (`--workers`): 1, everything on
     /// the one event loop; N ≥ 2, that loop plus N-1 forwarding workers
-    /// (`crate::workers`).
-    pub workers: usize,
+    /// (`crate::workers`). None: the configuration's
+    /// (`mxedge.tunterm_workers`), else 1.
+    pub workers: Option<usize>,
 }
 
 /// The default `--pin-dir`.
@@ -139,7 +140,7 @@ impl Default for DaemonOptions {
             cookie_len: EndpointConfig::default().cookie_len,
             metrics: None,
             metrics_options: metrics::MetricsOptions::default(),
-            workers: 1,
+            workers: None,
         }
     }
 }
@@ -449,6 +450,8 @@ struct Dataplane {
     reexec: bool,
     /// The forwarding workers (`--workers` ≥ 2).
     workers: Option<crate::workers::Workers>,
+    /// `--workers`: the threads whatever the configuration says.
+    workers_override: Option<usize>,
 }
 
 /// What a live reconfiguration hands the event loop to wait on instead.
@@ -1100,6 +1103,26 @@ impl Dataplane {
         }
     }
 
+    /// After a reload moved the trunk: the forwarding workers' packet
+    /// sockets follow it (theirs were bound to the old interface, where
+    /// they would write what they forward).
+    fn move_workers(&mut self) {
+        let Some(w) = &mut self.workers else {
+            return;
+        };
+        if w.upstream() == self.upstream {
+            return;
+        }
+        match w.move_trunk(&self.upstream, self.trunk.get_ref()) {
+            Ok(()) => info!(to = %self.upstream, "forwarding workers moved to the new trunk"),
+            Err(e) => {
+                warn!(error = %format!("{e:#}"),
+                      "forwarding workers stopped (the trunk moved): the event loop forwards alone");
+                self.workers = None;
+            }
+        }
+    }
+
     /// The forwarding workers' table and marks (before the fast path's
     /// sync, which clears `sessions_changed`).
     fn sync_workers(&mut self, now: Instant) {
@@ -1542,19 +1565,21 @@ pub async fn run(
         rewired: None,
         reexec: false,
         workers: None,
+        workers_override: opts.workers,
         cfg,
     };
     dp.restore(Instant::now());
     let mut punts = None;
-    if opts.workers > 1 {
+    let threads = opts.workers.or(dp.cfg.workers()).unwrap_or(1);
+    if threads > 1 {
         let (w, rx) = crate::workers::Workers::start(
-            opts.workers - 1,
+            threads - 1,
             &upstream,
             dp.trunk.get_ref(),
             &dp.socks.worker_pairs(),
         )?;
         info!(
-            workers = opts.workers - 1,
+            workers = threads - 1,
             "forwarding workers started beside the event loop"
         );
         dp.workers = Some(w);
@@ -1640,6 +1665,7 @@ pub async fn run(
                 if let Some(w) = &mut dp.workers {
                     w.resocket(&pairs);
                 }
+                dp.move_workers();
             }
             if let Some(rx) = r.probes {
                 probe_results = rx;

@@ -65,9 +65,11 @@ enum Cmd {
         /// Threads of the userspace data path (1 to 64): 1 runs everything
         /// on one event loop; N adds N-1 forwarding workers beside it,
         /// which forward known unicast between the trunk and L2TPv3/UDP
-        /// tunnels and hand everything else to the loop.
-        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
-        workers: u16,
+        /// tunnels and hand everything else to the loop. Overrides the
+        /// configuration's `mxedge.tunterm_workers`; default: that, else 1.
+        #[arg(long, value_parser = clap::value_parser!(u16)
+              .range(1..=i64::from(tunterm_control::MAX_WORKERS)))]
+        workers: Option<u16>,
         /// Slots for client MACs (VLAN, MAC pairs) the XDP fast path can
         /// forward between, rounded up to a multiple of 4 (1024 to
         /// 4194304). Size it to 1.5 times the clients expected: the table
@@ -507,7 +509,7 @@ fn main() -> anyhow::Result<()> {
                 metrics_options: driver::metrics::MetricsOptions {
                     tunnels: metrics_tunnels,
                 },
-                workers: usize::from(workers),
+                workers: workers.map(usize::from),
             };
             let exit = rt.block_on(driver::run(cfg, opts, shutdown_signal()))?;
             drop(rt);

@@ -319,6 +319,36 @@ fn plan(old: &EdgeConfig, new: &EdgeConfig) -> Plan {
     p
 }
 
+/// What a reload says of `mxedge.tunterm_workers` (from `old` to `new`
+/// in the file) when the daemon runs `running` threads, `cli` given by
+/// `--workers`: the threads start with the daemon, so a new count waits
+/// for a restart — and never applies while `--workers` overrides it.
+fn workers_change(
+    old: Option<usize>,
+    new: Option<usize>,
+    running: usize,
+    cli: Option<usize>,
+) -> Option<String> {
+    match cli {
+        Some(n) => (old != new).then(|| {
+            format!(
+                "mxedge.tunterm_workers {}: not used while --workers {n} is given on the \
+                 command line",
+                new.map_or("absent".into(), |n| n.to_string())
+            )
+        }),
+        None => {
+            let want = new.unwrap_or(1);
+            (want != running).then(|| {
+                format!(
+                    "mxedge.tunterm_workers {want}: the daemon runs {running} data path \
+                     thread(s) until a restart (the forwarding workers start with it)"
+                )
+            })
+        }
+    }
+}
+
 /// Errors and reloads, for the stats.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct ServiceCounters {
@@ -665,6 +695,12 @@ impl Dataplane {
               "configuration reloaded");
     }
 
+    /// Threads of the userspace data path now (the event loop and the
+    /// forwarding workers).
+    fn threads(&self) -> usize {
+        self.workers.as_ref().map_or(1, |w| w.workers() + 1)
+    }
+
     /// Apply a validated configuration: what can change live does, the
     /// rest is listed as waiting for a restart (and keeps its old value).
     /// The one path of SIGHUP and `apply-config`. Tunnels the change does
@@ -672,6 +708,12 @@ impl Dataplane {
     pub(super) fn apply_config(&mut self, new: EdgeConfig) -> ApplyReport {
         let now = Instant::now();
         let mut plan = plan(&self.cfg, &new);
+        plan.needs_restart.extend(workers_change(
+            self.cfg.workers(),
+            new.workers(),
+            self.threads(),
+            self.workers_override,
+        ));
         let old = self.cfg.clone();
         let mut running = new.clone();
         // The interfaces first: what cannot be opened keeps the old ones.
@@ -1030,6 +1072,30 @@ mod tests {
             cfg["mxedge"][k] = v.clone();
         }
         tunterm_control::load_str(&cfg.to_string()).unwrap()
+    }
+
+    #[test]
+    fn a_new_worker_count_waits_for_a_restart() {
+        // Unchanged, or the same as running: nothing to say.
+        assert_eq!(workers_change(None, None, 1, None), None);
+        assert_eq!(workers_change(Some(2), Some(2), 2, None), None);
+        assert_eq!(workers_change(None, Some(1), 1, None), None);
+        // Set back to what runs (an earlier reload changed it): nothing.
+        assert_eq!(workers_change(Some(4), Some(2), 2, None), None);
+        let s = workers_change(None, Some(4), 1, None).unwrap();
+        assert!(s.starts_with("mxedge.tunterm_workers 4:"), "{s}");
+        assert!(
+            s.contains("runs 1 data path thread(s) until a restart"),
+            "{s}"
+        );
+        // Removed: back to the default, 1.
+        let s = workers_change(Some(2), None, 2, None).unwrap();
+        assert!(s.starts_with("mxedge.tunterm_workers 1:"), "{s}");
+        // --workers on the command line wins: said once, when the file
+        // changes.
+        assert_eq!(workers_change(Some(4), Some(4), 2, Some(2)), None);
+        let s = workers_change(None, Some(4), 2, Some(2)).unwrap();
+        assert!(s.contains("not used while --workers 2"), "{s}");
     }
 
     #[test]

@@ -119,6 +119,11 @@ impl TunnelSocket {
     /// queued. A packet longer than a slot is dropped and counted in
     /// [`RecvBatch::truncated`].
     pub fn try_recv_batch(&self, batch: &mut RecvBatch) -> io::Result<usize> {
+        // `try_io` returns `WouldBlock` without a receive when tokio holds
+        // the socket not readable: the batch must not keep the counts of
+        // an earlier receive (another socket's), or its caller counts
+        // that socket's kernel drops as this one's.
+        batch.begin();
         match self {
             TunnelSocket::Udp(u) => {
                 u.try_io(Interest::READABLE, || recv_udp_batch(u.as_raw_fd(), batch))

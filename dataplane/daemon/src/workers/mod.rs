@@ -150,7 +150,16 @@ struct Shared {
 #[derive(Default)]
 struct SocketSet {
     generation: u64,
-    per_worker: Vec<Vec<Arc<std::net::UdpSocket>>>,
+    per_worker: Vec<Vec<Arc<WorkerSocket>>>,
+}
+
+/// One worker's UDP socket in a reuseport group, with the kernel's drop
+/// count for it already counted: kept with the socket, so a worker that
+/// takes it again (a new socket set, the threads started again when the
+/// trunk moved) counts only new drops.
+struct WorkerSocket {
+    sock: std::net::UdpSocket,
+    drops_seen: std::sync::atomic::AtomicU32,
 }
 
 /// Where a punted frame came from.
@@ -184,9 +193,14 @@ impl PuntBatch {
 pub(crate) struct Workers {
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
+    /// The trunk interface the workers' packet sockets are bound to.
+    upstream: String,
+    /// The punt queue's sending end, for the threads (started again when
+    /// the trunk moves).
+    tx: mpsc::Sender<PuntBatch>,
     /// The UDP tunnel sockets the workers joined, by the control thread's
     /// pair (its address).
-    joined: Vec<(Rc<TunnelSockets>, Vec<Arc<std::net::UdpSocket>>)>,
+    joined: Vec<(Rc<TunnelSockets>, Vec<Arc<WorkerSocket>>)>,
     socket_generation: u64,
     /// The published table's inputs.
     fdb_generation: u64,
@@ -209,11 +223,6 @@ impl Workers {
         trunk: &PacketSocket,
         socks: &[(IpAddr, Rc<TunnelSockets>)],
     ) -> anyhow::Result<(Workers, mpsc::Receiver<PuntBatch>)> {
-        // One fanout group per daemon (the id is per network namespace).
-        let group = (std::process::id() & 0xffff) as u16;
-        trunk
-            .join_fanout(group)
-            .with_context(|| format!("{upstream}: PACKET_FANOUT"))?;
         let (tx, rx) = mpsc::channel(PUNT_QUEUE);
         let shared = Arc::new(Shared {
             table: RwLock::new(Arc::new(Table::default())),
@@ -227,6 +236,8 @@ impl Workers {
         let mut w = Workers {
             shared,
             threads: Vec::new(),
+            upstream: upstream.to_owned(),
+            tx,
             joined: Vec::new(),
             socket_generation: 0,
             fdb_generation: 0,
@@ -239,12 +250,30 @@ impl Workers {
             refreshed: 0,
         };
         w.set_sockets(n, socks)?;
-        for k in 0..n {
-            let sock = PacketSocket::bind(upstream)
+        w.spawn(trunk)?;
+        Ok((w, rx))
+    }
+
+    /// Start the threads on `self.upstream`: a packet socket each, in one
+    /// fanout group with the control thread's `trunk`.
+    fn spawn(&mut self, trunk: &PacketSocket) -> anyhow::Result<()> {
+        // One fanout group per daemon (the id is per network namespace),
+        // a new one each time: a group is bound to one interface, and the
+        // control thread's socket on the old trunk may not have closed
+        // yet when the trunk moves.
+        static STARTS: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+        let group = ((std::process::id() & 0xffff) as u16)
+            .wrapping_add(STARTS.fetch_add(1, Ordering::Relaxed));
+        let upstream = self.upstream.clone();
+        trunk
+            .join_fanout(group)
+            .with_context(|| format!("{upstream}: PACKET_FANOUT"))?;
+        for k in 0..self.workers() {
+            let sock = PacketSocket::bind(&upstream)
                 .with_context(|| format!("worker {k}: opening the trunk {upstream}"))?;
             sock.join_fanout(group)
                 .with_context(|| format!("worker {k}: {upstream}: PACKET_FANOUT"))?;
-            let (shared, tx) = (w.shared.clone(), tx.clone());
+            let (shared, tx) = (self.shared.clone(), self.tx.clone());
             let t = std::thread::Builder::new()
                 .name(format!("tunterm-w{k}"))
                 .spawn(move || {
@@ -261,12 +290,43 @@ impl Workers {
                     }
                 })
                 .context("starting a forwarding worker")?;
-            w.threads.push(t);
+            self.threads.push(t);
         }
-        Ok((w, rx))
+        Ok(())
     }
 
-    fn workers(&self) -> usize {
+    /// Stop the threads (each within its idle wait).
+    fn stop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        self.shared.stop.store(false, Ordering::Relaxed);
+    }
+
+    /// The trunk interface the workers read and write.
+    pub(crate) fn upstream(&self) -> &str {
+        &self.upstream
+    }
+
+    /// The trunk moved to `upstream` (a reload), the control thread's
+    /// socket on it being `trunk`: the threads stop and start again with
+    /// packet sockets on it; their tunnel sockets, table and counters stay.
+    /// Punted frames already queued stay queued. On an error no thread
+    /// runs: drop the workers (their tunnel sockets leave the reuseport
+    /// groups) and the control thread forwards alone.
+    pub(crate) fn move_trunk(
+        &mut self,
+        upstream: &str,
+        trunk: &PacketSocket,
+    ) -> anyhow::Result<()> {
+        self.stop();
+        self.upstream = upstream.to_owned();
+        self.spawn(trunk)
+    }
+
+    /// Forwarding workers (beside the control thread).
+    pub fn workers(&self) -> usize {
         self.shared.counters.len()
     }
 
@@ -290,9 +350,13 @@ impl Workers {
             let local = control.local_addr()?;
             let mut mine = Vec::new();
             for _ in 0..n {
-                mine.push(Arc::new(udp_socket_with(local, true, true).with_context(
-                    || format!("worker socket on {ip}: joining the reuseport group"),
-                )?));
+                let sock = udp_socket_with(local, true, true).with_context(|| {
+                    format!("worker socket on {ip}: joining the reuseport group")
+                })?;
+                mine.push(Arc::new(WorkerSocket {
+                    sock,
+                    drops_seen: Default::default(),
+                }));
             }
             attach_cbpf(
                 control.as_fd(),
@@ -434,10 +498,7 @@ impl Workers {
 
 impl Drop for Workers {
     fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::Relaxed);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
+        self.stop();
     }
 }
 
@@ -490,7 +551,7 @@ impl Counts {
 struct Sock {
     v6: bool,
     sock: TunnelSocket,
-    drops_seen: u32,
+    shared: Arc<WorkerSocket>,
 }
 
 /// Worker `k`'s loop: until the stop flag, read the trunk and its tunnel
@@ -519,12 +580,12 @@ async fn run(
             generation = set.generation;
             socks.clear();
             for s in set.per_worker.get(k).into_iter().flatten() {
-                let v6 = s.local_addr()?.is_ipv6();
-                let sock = tokio::net::UdpSocket::from_std(s.try_clone()?)?;
+                let v6 = s.sock.local_addr()?.is_ipv6();
+                let sock = tokio::net::UdpSocket::from_std(s.sock.try_clone()?)?;
                 socks.push(Sock {
                     v6,
                     sock: TunnelSocket::Udp(sock),
-                    drops_seen: 0,
+                    shared: s.clone(),
                 });
             }
         }
@@ -578,8 +639,8 @@ async fn run(
                 let got = s.sock.try_recv_batch(&mut rx);
                 counts.add(C::TunnelRxTruncated, rx.truncated());
                 if let Some(d) = rx.kernel_drops() {
-                    counts.add(C::TunnelRxShed, u64::from(d.wrapping_sub(s.drops_seen)));
-                    s.drops_seen = d;
+                    let seen = s.shared.drops_seen.swap(d, Ordering::Relaxed);
+                    counts.add(C::TunnelRxShed, u64::from(d.wrapping_sub(seen)));
                 }
                 if got.is_err() {
                     break;
