@@ -519,32 +519,39 @@ impl Capture {
     /// Starts capturing on `ifname` in `ns` into `file` (pcap; tcpdump's log
     /// goes beside it as `FILE.log`), and returns once tcpdump is listening.
     ///
-    /// Packets are delivered to tcpdump at once (`--immediate-mode`, a
-    /// 16 MiB buffer: `-B`) and written at once (`-U`); it keeps root (`-Z root`), as Debian's would
-    /// otherwise drop to user `tcpdump` before opening `file`.
+    /// Packets are delivered to tcpdump at once (`--immediate-mode`) and
+    /// written at once (`-U`); it keeps root (`-Z root`), as Debian's would
+    /// otherwise drop to user `tcpdump` before opening `file`. The kernel
+    /// buffer is tcpdump's default (2 MiB): under a bulk transfer it drops,
+    /// which keeps the file small enough for tshark to read quickly; a test
+    /// that must see every packet uses [`start_lossless`](Self::start_lossless).
     pub fn start(ns: &Netns, ifname: &str, file: &Path) -> anyhow::Result<Capture> {
+        Self::start_with(ns, ifname, file, &[])
+    }
+
+    /// As [`start`](Self::start), with a 16 MiB kernel buffer (`-B`): a
+    /// test's burst of large frames on a loaded machine overflowed the
+    /// default (a CI run's lab_raw capture: "18 packets dropped by
+    /// kernel"). Only for captures of a few packets that must all be
+    /// there: under an iperf transfer the file grows to hundreds of MB and
+    /// tshark takes minutes to read it (lab_encaps took 10 minutes a case).
+    pub fn start_lossless(ns: &Netns, ifname: &str, file: &Path) -> anyhow::Result<Capture> {
+        Self::start_with(ns, ifname, file, &["-B", "16384"])
+    }
+
+    fn start_with(
+        ns: &Netns,
+        ifname: &str,
+        file: &Path,
+        extra: &[&str],
+    ) -> anyhow::Result<Capture> {
         let mut log = file.as_os_str().to_owned();
         log.push(".log");
         let file_str = file.to_str().context("capture path is not UTF-8")?;
-        let mut proc = ns.spawn(
-            &[
-                "tcpdump",
-                "-Z",
-                "root",
-                "-U",
-                "--immediate-mode",
-                // 16 MiB of ring: a test's burst of large frames on a
-                // loaded machine overflowed the default (a CI run's
-                // capture: "18 packets dropped by kernel").
-                "-B",
-                "16384",
-                "-i",
-                ifname,
-                "-w",
-                file_str,
-            ],
-            Path::new(&log),
-        )?;
+        let mut args = vec!["tcpdump", "-Z", "root", "-U", "--immediate-mode"];
+        args.extend_from_slice(extra);
+        args.extend(["-i", ifname, "-w", file_str]);
+        let mut proc = ns.spawn(&args, Path::new(&log))?;
         proc.wait_for_log("listening on", Duration::from_secs(10))?;
         Ok(Capture {
             proc,

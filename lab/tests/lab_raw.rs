@@ -154,7 +154,7 @@ fn check_one_way(
 #[test]
 fn raw_sockets_carry_l2tp_and_gre_over_ipv4_and_ipv6() -> anyhow::Result<()> {
     let lab = Lab::new("rawrt")?;
-    let capture = Capture::start(&lab.b, "e0", &lab.dir.join("rt.pcap"))?;
+    let capture = Capture::start_lossless(&lab.b, "e0", &lab.dir.join("rt.pcap"))?;
 
     for protocol in [IPPROTO_L2TP, IPPROTO_GRE] {
         for (a_ip, b_ip) in [(A4, B4), (A6, B6)] {
@@ -373,7 +373,7 @@ fn recv_batch_takes_many_datagrams_per_call() -> anyhow::Result<()> {
 #[test]
 fn oversize_datagrams_fragment_or_fail_with_emsgsize() -> anyhow::Result<()> {
     let lab = Lab::new("rawfrag")?;
-    let capture = Capture::start(&lab.b, "e0", &lab.dir.join("frag.pcap"))?;
+    let capture = Capture::start_lossless(&lab.b, "e0", &lab.dir.join("frag.pcap"))?;
 
     for protocol in [IPPROTO_L2TP, IPPROTO_GRE] {
         for (a_ip, b_ip) in [(A4, B4), (A6, B6)] {
