@@ -360,11 +360,18 @@ fn the_tunnel_address_changes_live() {
             .any(|a| a.contains("tunterm_ip_config")),
         "{report:?}"
     );
-    let listening = lab.edge.run(&["ss", "-Hunl"]).unwrap();
-    assert!(
-        listening.contains("10.99.0.5:1701") && !listening.contains("10.99.0.1:1701"),
-        "{listening}"
-    );
+    // The new sockets are bound before apply-config answers; the old ones
+    // close once every thread that reads them has taken the new set (with
+    // `--workers`, the forwarding workers too, a moment later).
+    let rebound = || {
+        let listening = lab.edge.run(&["ss", "-Hunl"]).unwrap();
+        (listening.contains("10.99.0.5:1701") && !listening.contains("10.99.0.1:1701"))
+            .then_some(())
+            .ok_or(listening)
+    };
+    if !lab::wait_until(Duration::from_secs(3), || rebound().is_ok()) {
+        panic!("{}", rebound().unwrap_err());
+    }
     let s = block_on(client.stats()).unwrap();
     assert_eq!(s.services.counters.reload_closed_tunnels, 2, "{s:?}");
     on_edge(&lab, "10.99.0.5:1701", fast);
