@@ -289,6 +289,72 @@ fn a_silent_ap_is_torn_down_after_hello_interval_times_retries() {
     ping_ok(&lab, lab.client("c1"), "192.168.10.1");
 }
 
+/// An edge that crashed and came back without its state file knows none
+/// of the tunnels its APs still hold. It answers their next hello with a
+/// StopCCN naming the connection they used (header CCID 0, Assigned CCID
+/// AVP), so they reconnect within one hello interval instead of after
+/// their dead-peer time (hello_interval × hello_retries).
+#[test]
+fn an_edge_restarted_without_its_state_sends_its_aps_away_at_their_next_hello() {
+    // Hello 3 s × 3: dead-peer detection alone takes 9 s.
+    let mut lab = common::start(Options {
+        hello_interval: 3.0,
+        daemon_args: vec!["--state-file".into(), "none".into()],
+        ..Options::new("stale", bins())
+    });
+    ping_ok(&lab, lab.client("c1"), "192.168.10.1");
+    let tunnels_up = |lab: &Lab, ap: &str| {
+        lab.ap_stats(ap).unwrap()["per_ap"][ap]["tunnels_up"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!((tunnels_up(&lab, "ap1"), tunnels_up(&lab, "ap2")), (1, 1));
+
+    let down = lab
+        .restart_edge(libc::SIGKILL, Duration::from_millis(200))
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.logs()));
+    let started = Instant::now();
+    let back = lab::wait_until(Duration::from_secs(15), || {
+        lab.edge_stats()
+            .is_ok_and(|s| tunterm_lab::topology::sessions_up(&s) == 2)
+            && tunnels_up(&lab, "ap1") == 2
+            && tunnels_up(&lab, "ap2") == 2
+    });
+    let took = started.elapsed();
+    assert!(
+        back,
+        "the APs did not come back within 15 s\n{}",
+        lab.logs()
+    );
+    println!("edge down {down:?}; both APs back {took:?} after it started again (hello 3 s × 3)");
+    // Their next hello (≤ 3 s), the StopCCN, the AP's retry delay and a new
+    // tunnel: well before the 9 s of dead-peer detection.
+    assert!(
+        took < Duration::from_millis(6_500),
+        "back {took:?} after the restart: not before the 9 s dead-peer time\n{}",
+        lab.logs()
+    );
+    let s = lab.edge_stats().unwrap();
+    let sent = s["l2tp"]["stale_stopccn_sent"].as_u64().unwrap();
+    assert!(sent >= 2, "one StopCCN per AP at least: {:#}", s["l2tp"]);
+    assert_eq!(s["l2tp"]["stale_stopccn_limited"], 0, "{:#}", s["l2tp"]);
+    // The simulators log each event: the tunnel went down on the edge's
+    // StopCCN (not HelloTimeout).
+    for ap in ["ap1", "ap2"] {
+        let log = std::fs::read_to_string(lab.dir.join(format!("{ap}.log"))).unwrap();
+        let down: Vec<&str> = log.lines().filter(|l| l.contains("tunnel_down")).collect();
+        assert_eq!(down.len(), 1, "{ap}: {down:?}");
+        assert!(
+            down[0].contains("PeerStopCcn")
+                && down[0].contains(tunterm_core::proto::l2tp::STALE_MESSAGE),
+            "{ap} was sent away by the edge's StopCCN: {}",
+            down[0]
+        );
+    }
+    ping_ok(&lab, lab.client("c1"), "192.168.10.1");
+    ping_ok(&lab, lab.client("c2"), "192.168.20.1");
+}
+
 /// The simulator is the load generator: a thousand APs in one process, each
 /// with its own socket, control connection, session and two clients.
 #[test]

@@ -104,6 +104,13 @@ enum Cmd {
         /// seen evicted beyond it).
         #[arg(long, default_value_t = AdmissionConfig::default().rate_table_size)]
         sccrq_sources: usize,
+        /// StopCCNs a second (and at once) answering control messages for a
+        /// control connection this edge does not have (an AP still holding a
+        /// tunnel to an edge that restarted without its state), so the AP
+        /// reconnects at its next hello instead of after its dead-peer time;
+        /// 0: no answer.
+        #[arg(long, default_value_t = AdmissionConfig::default().stale_stopccn_per_second)]
+        stale_stopccn_rate: u32,
         /// Seconds between two probes of each tunterm_monitoring check.
         #[arg(long, default_value_t = 5.0)]
         monitor_interval: f64,
@@ -456,6 +463,7 @@ fn main() -> anyhow::Result<()> {
             max_half_open,
             sccrq_rate,
             sccrq_burst,
+            stale_stopccn_rate,
             sccrq_sources,
             monitor_interval,
             monitor_timeout,
@@ -501,6 +509,7 @@ fn main() -> anyhow::Result<()> {
                     sccrq_per_second: sccrq_rate,
                     sccrq_burst,
                     rate_table_size: sccrq_sources,
+                    stale_stopccn_per_second: stale_stopccn_rate,
                 },
                 monitor,
                 config: config_path,

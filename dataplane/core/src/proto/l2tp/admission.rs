@@ -28,7 +28,17 @@ pub struct AdmissionConfig {
     /// Source addresses whose buckets are kept; the least recently seen is
     /// evicted beyond it.
     pub rate_table_size: usize,
+    /// StopCCNs a second (and at once) sent in answer to control messages
+    /// for a control connection this endpoint does not have (see
+    /// [`Endpoint`](super::Endpoint)'s stale-connection answer); 0 turns
+    /// the answer off.
+    pub stale_stopccn_per_second: u32,
 }
+
+/// Default of [`AdmissionConfig::stale_stopccn_per_second`]: 10,000 APs
+/// with a 10 s hello find out within one hello interval, and a hostile
+/// source gets no more than this many small replies a second in all.
+pub const DEFAULT_STALE_STOPCCN_PER_SECOND: u32 = 2000;
 
 /// Default of [`AdmissionConfig::max_half_open`].
 ///
@@ -56,6 +66,7 @@ impl Default for AdmissionConfig {
             sccrq_per_second: 4,
             sccrq_burst: 16,
             rate_table_size: 4096,
+            stale_stopccn_per_second: DEFAULT_STALE_STOPCCN_PER_SECOND,
         }
     }
 }
@@ -70,6 +81,54 @@ struct Bucket {
     nano: u64,
     /// When `nano` was last brought up to date.
     last: Instant,
+}
+
+impl Bucket {
+    /// Bring the bucket up to `now` at `per_second` (capped at
+    /// `burst_nano`) and take a token if there is one.
+    fn take(&mut self, now: Instant, per_second: u64, burst_nano: u64) -> bool {
+        let ns = now.saturating_duration_since(self.last).as_nanos();
+        let add = u64::try_from(ns.saturating_mul(u128::from(per_second))).unwrap_or(u64::MAX);
+        self.nano = self.nano.saturating_add(add).min(burst_nano);
+        self.last = self.last.max(now);
+        if self.nano >= TOKEN {
+            self.nano -= TOKEN;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// One token bucket for everything (a rate of `per_second`, as many at
+/// once); 0 allows nothing.
+#[derive(Debug)]
+pub(super) struct RateLimiter {
+    per_second: u64,
+    bucket: Option<Bucket>,
+}
+
+impl RateLimiter {
+    pub fn new(per_second: u32) -> Self {
+        RateLimiter {
+            per_second: u64::from(per_second),
+            bucket: None,
+        }
+    }
+
+    /// Take a token; false: over the rate (or the rate is 0).
+    pub fn allow(&mut self, now: Instant) -> bool {
+        let burst_nano = self.per_second * TOKEN;
+        if burst_nano == 0 {
+            return false;
+        }
+        self.bucket
+            .get_or_insert(Bucket {
+                nano: burst_nano,
+                last: now,
+            })
+            .take(now, self.per_second, burst_nano)
+    }
 }
 
 /// One token bucket per source address, in a table of bounded size.
@@ -114,17 +173,9 @@ impl SourceLimiter {
             last: now,
         });
         self.by_age.remove(&(b.last, src));
-        let ns = now.saturating_duration_since(b.last).as_nanos();
-        let add = u64::try_from(ns.saturating_mul(u128::from(self.per_second))).unwrap_or(u64::MAX);
-        b.nano = b.nano.saturating_add(add).min(self.burst_nano);
-        b.last = b.last.max(now);
+        let allowed = b.take(now, self.per_second, self.burst_nano);
         self.by_age.insert((b.last, src));
-        if b.nano >= TOKEN {
-            b.nano -= TOKEN;
-            true
-        } else {
-            false
-        }
+        allowed
     }
 
     /// Source addresses in the table.
@@ -177,6 +228,19 @@ mod tests {
             .filter(|&i| l.allow(t0 + Duration::from_micros(i * 10), ip(1)))
             .count();
         assert_eq!(allowed, 16 + 7, "16 at once, then one every 250 ms");
+    }
+
+    #[test]
+    fn the_global_limiter_gives_its_rate_at_once_then_per_second() {
+        let mut l = RateLimiter::new(3);
+        let t0 = crate::test_t0();
+        assert_eq!((0..10).filter(|_| l.allow(t0)).count(), 3);
+        assert!(!l.allow(t0 + Duration::from_millis(300)));
+        assert!(l.allow(t0 + Duration::from_millis(334)));
+        let t = t0 + Duration::from_secs(60);
+        assert_eq!((0..10).filter(|_| l.allow(t)).count(), 3);
+        let mut off = RateLimiter::new(0);
+        assert!(!off.allow(t0));
     }
 
     #[test]

@@ -8,13 +8,13 @@ use rustc_hash::FxHashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use super::admission::{AdmissionConfig, SourceLimiter};
+use super::admission::{AdmissionConfig, RateLimiter, SourceLimiter};
 use super::conn::{ConnState, ControlConn, Ctx, SessionState};
 use super::reliable::RetransmitConfig;
 use super::rng::{Rng, Seed};
 use super::sessions::SessionTable;
 use super::snapshot::{ConnSnapshot, RestoreReport, SEQ_JUMP, SessionSnapshot, SnapTransport};
-use crate::wire::l2tp::{self, ControlMessage, Cookie, MessageType, Packet, Transport};
+use crate::wire::l2tp::{self, Avp, ControlMessage, Cookie, MessageType, Packet, Transport};
 
 /// A tunnel profile sessions can bind to (one per mxtunnel).
 #[derive(Clone, Debug)]
@@ -29,6 +29,10 @@ pub struct PwProfile {
     /// (mxtunnel `protocol`); None: any.
     pub transport: Option<Transport>,
 }
+
+/// The Result Code message of a StopCCN for a connection this endpoint
+/// does not have.
+pub const STALE_MESSAGE: &str = "no such control connection here (restarted without its state?)";
 
 /// Settings of an [`Endpoint`].
 #[derive(Clone, Debug)]
@@ -313,6 +317,22 @@ pub struct EndpointCounters {
     pub rx_control_malformed: u64,
     /// Control packets for a CCID we do not know.
     pub rx_control_unknown_ccid: u64,
+    /// Of those, control messages answered with a StopCCN for the stale
+    /// connection (header CCID 0, the Assigned CCID AVP naming the one the
+    /// peer used): the peer holds a connection this endpoint has lost
+    /// (restarted without its state), and tears it down now instead of
+    /// after its dead-peer time.
+    #[serde(default)]
+    pub stale_stopccn_sent: u64,
+    /// Of `rx_control_unknown_ccid`, messages that would have been
+    /// answered so but the answers' rate limit was reached (or is 0).
+    #[serde(default)]
+    pub stale_stopccn_limited: u64,
+    /// StopCCNs with header CCID 0 accepted for a connection named by
+    /// their Assigned CCID AVP and the peer's address (a peer that lost
+    /// the connection, answering us).
+    #[serde(default)]
+    pub rx_stale_stopccn: u64,
     /// Control packets from an address other than the connection's peer.
     pub rx_control_bad_source: u64,
     /// Control packets from a source outside the admitted subnets
@@ -442,6 +462,8 @@ pub struct Endpoint {
     half_open: FxHashSet<u32>,
     /// Per-source SCCRQ rate.
     limiter: SourceLimiter,
+    /// Rate of StopCCNs for connections this endpoint does not have.
+    stale_limiter: RateLimiter,
     /// Not taking new tunnels for now ([`Endpoint::set_accepting`]).
     paused: bool,
 }
@@ -469,6 +491,7 @@ impl Endpoint {
         let slot_base = rng.next_u32();
         Endpoint {
             limiter: SourceLimiter::new(&cfg.admission),
+            stale_limiter: RateLimiter::new(cfg.admission.stale_stopccn_per_second),
             half_open: FxHashSet::default(),
             paused: false,
             cfg,
@@ -807,6 +830,24 @@ impl Endpoint {
                         None => return,
                     }
                 }
+                // A peer that lost our connection tells us so: it cannot
+                // know our CCID, so it names its own old one (RFC 3931
+                // §6.4: the Assigned CCID AVP in StopCCN).
+                Some(m) if m.msg_type == MessageType::StopCcn => {
+                    match m
+                        .assigned_ccid()
+                        .and_then(|peer_ccid| self.by_peer.get(&(transport, from, peer_ccid)))
+                    {
+                        Some(&ccid) => {
+                            self.counters.rx_stale_stopccn += 1;
+                            ccid
+                        }
+                        None => {
+                            self.counters.rx_control_unknown_ccid += 1;
+                            return;
+                        }
+                    }
+                }
                 _ => {
                     self.counters.rx_control_unknown_ccid += 1;
                     return;
@@ -817,15 +858,79 @@ impl Endpoint {
         };
         let Some(conn) = self.conns.get_mut(&ccid) else {
             self.counters.rx_control_unknown_ccid += 1;
+            if let Some(m) = &msg {
+                self.answer_stale(now, transport, from, c.header, m);
+            }
             return;
         };
         if conn.peer != from || conn.transport != transport {
             self.counters.rx_control_bad_source += 1;
             return;
         }
+        let knew_peer = conn.peer_ccid != 0;
         let mut ctx = ctx!(self, now);
         conn.on_packet(&mut ctx, c, msg, raw);
+        // An initiator learns the peer's CCID from the SCCRP: from then on
+        // it is found by it too (a stale StopCCN names it).
+        if !knew_peer && conn.peer_ccid != 0 {
+            let key = (conn.transport, conn.peer, conn.peer_ccid);
+            self.by_peer.entry(key).or_insert(ccid);
+        }
         self.after(now, ccid);
+    }
+
+    /// A control message (`header`, `m`) from `from` for a CCID we do not
+    /// have: the peer holds a connection we have lost — this endpoint
+    /// restarted without its state, or closed it and forgot it. Without an
+    /// answer the peer finds out only after its dead-peer time (hello
+    /// interval × retries: minutes with the Mist defaults). Answer with a
+    /// StopCCN it can match: header CCID 0 (we do not know its CCID), the
+    /// Assigned CCID AVP the CCID it addressed (ours, once), Ns the next
+    /// it expects from us (its Nr) and Nr after its message; result 2
+    /// (general error), error 1 (no control connection exists for this
+    /// pair of LCCEs). Nothing is kept. A StopCCN is never answered (no
+    /// loop between two endpoints that both lost it), nor an SCCRQ; the
+    /// answers share one rate limit, and the caller has already checked
+    /// the source against the admitted subnets.
+    fn answer_stale(
+        &mut self,
+        now: Instant,
+        transport: Transport,
+        from: SocketAddr,
+        header: l2tp::ControlHeader,
+        m: &ControlMessage,
+    ) {
+        if matches!(m.msg_type, MessageType::StopCcn | MessageType::Sccrq) {
+            return;
+        }
+        if !self.stale_limiter.allow(now) {
+            self.counters.stale_stopccn_limited += 1;
+            return;
+        }
+        let stop = ControlMessage {
+            msg_type: MessageType::StopCcn,
+            avps: vec![
+                Avp::ResultCode {
+                    result: l2tp::stopccn::GENERAL_ERROR,
+                    error: Some(l2tp::error_code::NO_CONTROL_CONNECTION),
+                    message: Some(STALE_MESSAGE.into()),
+                },
+                Avp::AssignedCcid(header.ccid),
+            ],
+        };
+        let mut payload = Vec::with_capacity(96);
+        let reply = l2tp::ControlHeader {
+            ccid: 0,
+            ns: header.nr,
+            nr: header.ns.wrapping_add(1),
+        };
+        stop.emit(transport, reply, &mut payload);
+        self.transmits.push_back(Transmit {
+            transport,
+            dst: from,
+            payload,
+        });
+        self.counters.stale_stopccn_sent += 1;
     }
 
     /// The connection an SCCRQ belongs to: an existing one for a

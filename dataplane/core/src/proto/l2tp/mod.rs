@@ -19,11 +19,11 @@ pub mod snapshot;
 #[cfg(test)]
 mod tests;
 
-pub use admission::{AdmissionConfig, DEFAULT_MAX_HALF_OPEN};
+pub use admission::{AdmissionConfig, DEFAULT_MAX_HALF_OPEN, DEFAULT_STALE_STOPCCN_PER_SECOND};
 pub use conn::{ConnState, SessionState};
 pub use endpoint::{
     CloseReason, ConnStats, DataDrop, DataSession, Endpoint, EndpointConfig, EndpointCounters,
-    Event, Incoming, PwProfile, SessionRequest, SessionStats, Transmit,
+    Event, Incoming, PwProfile, STALE_MESSAGE, SessionRequest, SessionStats, Transmit,
 };
 pub use reliable::RetransmitConfig;
 pub use rng::Seed;

@@ -1373,6 +1373,7 @@ fn an_sccrq_flood_from_5000_sources_is_bounded_and_established_tunnels_keep_thei
             sccrq_per_second: 1,
             sccrq_burst: 2,
             rate_table_size: TABLE,
+            ..AdmissionConfig::default()
         },
         ..edge_cfg()
     };
@@ -1921,4 +1922,179 @@ fn twenty_percent_loss_with_duplication_and_reordering_never_times_out() {
         "6,000 hello intervals (1 s × 3) at 20% loss, 5% dup, 5% reorder: no timeout; \
          {hellos} hellos, {retransmits} retransmits, {dups} duplicates, {reordered} reordered"
     );
+}
+
+/// A control message of `msg_type` (no AVPs besides the type) to `ccid`.
+fn raw_control(msg_type: MessageType, ccid: u32, ns: u16, nr: u16, avps: Vec<Avp>) -> Vec<u8> {
+    let mut out = vec![];
+    ControlMessage { msg_type, avps }.emit(
+        Transport::Udp,
+        ControlHeader { ccid, ns, nr },
+        &mut out,
+    );
+    out
+}
+
+#[test]
+fn an_edge_restarted_without_its_state_sends_the_ap_away_at_its_next_hello() {
+    for transport in [Transport::Udp, Transport::Ip] {
+        let mut p = establish(transport, 4, Impair::default());
+        let ap_ccid = match p.ap_events[0] {
+            Event::TunnelUp { ccid, .. } => ccid,
+            ref e => panic!("{e:?}"),
+        };
+        // kill -9, no state file: a new edge that knows nothing.
+        p.edge = Endpoint::new(edge_cfg(), 99);
+        p.edge_events.clear();
+        let restart = p.now;
+        // Hello 2 s × 3: the AP alone would give up 6 s after the last
+        // word of the old edge. Its next hello (≤ 2 s) gets the StopCCN.
+        p.run(Duration::from_secs(3));
+        let down = p.ap_down_at.expect("the AP's tunnel went down");
+        assert!(
+            down - restart <= Duration::from_millis(2_100),
+            "{transport:?}: down {:?} after the restart",
+            down - restart
+        );
+        assert!(
+            p.ap_events.contains(&Event::TunnelDown {
+                ccid: ap_ccid,
+                peer: p.edge_addr(),
+                reason: CloseReason::PeerStopCcn {
+                    result: l2tp::stopccn::GENERAL_ERROR,
+                    error: Some(l2tp::error_code::NO_CONTROL_CONNECTION),
+                    message: Some(STALE_MESSAGE.into()),
+                },
+                was_up: true,
+            }),
+            "{transport:?}: {:?}",
+            p.ap_events
+        );
+        let (e, a) = (p.edge.counters(), p.ap.counters());
+        assert_eq!(e.stale_stopccn_sent, 1, "{transport:?}: {e:?}");
+        assert_eq!(a.rx_stale_stopccn, 1, "{transport:?}: {a:?}");
+        // The new edge kept nothing; the AP's acknowledgement (a ZLB to the
+        // old CCID) is not answered.
+        assert_eq!(p.edge.conn_count(), 0);
+        p.run(Duration::from_secs(15));
+        assert_eq!(p.edge.counters().stale_stopccn_sent, 1);
+        assert_eq!(p.ap.conn_count(), 0, "{transport:?}");
+    }
+}
+
+#[test]
+fn stale_stopccns_are_rate_limited_and_never_answer_a_stopccn_or_a_zlb() {
+    let mut cfg = edge_cfg();
+    cfg.admission.stale_stopccn_per_second = 2;
+    let mut edge = Endpoint::new(cfg, 5);
+    let t0 = crate::test_t0();
+    let ap = addr(AP);
+    let mut answers = vec![];
+    for ccid in 1..=5u32 {
+        let hello = raw_control(MessageType::Hello, ccid, 7, 3, vec![]);
+        let _ = edge.handle_datagram(t0, Transport::Udp, ap, &hello);
+        while let Some(t) = edge.poll_transmit() {
+            assert_eq!(t.dst, ap);
+            answers.push((ccid, t.payload));
+        }
+    }
+    assert_eq!(answers.len(), 2, "the burst is the rate: 2");
+    for (ccid, payload) in &answers {
+        let (h, m) = decode(payload);
+        // CCID 0: ours to name the connection is the AVP; Ns is what the
+        // peer expects next (its Nr), Nr follows its message.
+        assert_eq!((h.ccid, h.ns, h.nr), (0, 3, 8));
+        let m = m.unwrap();
+        assert_eq!(m.msg_type, MessageType::StopCcn);
+        assert_eq!(m.assigned_ccid(), Some(*ccid));
+    }
+    let c = edge.counters();
+    assert_eq!((c.stale_stopccn_sent, c.stale_stopccn_limited), (2, 3));
+    assert_eq!(c.rx_control_unknown_ccid, 5);
+    // Half a second later one more token.
+    let t1 = t0 + Duration::from_millis(500);
+    let _ = edge.handle_datagram(
+        t1,
+        Transport::Udp,
+        ap,
+        &raw_control(MessageType::Hello, 9, 1, 1, vec![]),
+    );
+    assert!(edge.poll_transmit().is_some());
+    // Never an answer to a StopCCN (two endpoints that both lost the
+    // connection would bounce them), a ZLB or an SCCRQ's CCID 0, however
+    // many tokens there are.
+    let t2 = t0 + Duration::from_secs(60);
+    let stop = raw_control(
+        MessageType::StopCcn,
+        11,
+        1,
+        1,
+        vec![Avp::ResultCode {
+            result: l2tp::stopccn::CLEAR,
+            error: None,
+            message: None,
+        }],
+    );
+    let _ = edge.handle_datagram(t2, Transport::Udp, ap, &stop);
+    let mut zlb = vec![];
+    l2tp::emit_zlb(
+        Transport::Udp,
+        ControlHeader {
+            ccid: 12,
+            ns: 1,
+            nr: 1,
+        },
+        &mut zlb,
+    );
+    let _ = edge.handle_datagram(t2, Transport::Udp, ap, &zlb);
+    // A StopCCN with CCID 0 that names no connection of this source.
+    let stale = raw_control(MessageType::StopCcn, 0, 1, 1, vec![Avp::AssignedCcid(1234)]);
+    let _ = edge.handle_datagram(t2, Transport::Udp, ap, &stale);
+    assert!(edge.poll_transmit().is_none());
+    assert_eq!(edge.counters().rx_stale_stopccn, 0);
+    assert_eq!(edge.counters().stale_stopccn_sent, 3);
+
+    // 0 turns the answer off.
+    let mut cfg = edge_cfg();
+    cfg.admission.stale_stopccn_per_second = 0;
+    let mut off = Endpoint::new(cfg, 5);
+    let _ = off.handle_datagram(
+        t0,
+        Transport::Udp,
+        ap,
+        &raw_control(MessageType::Hello, 1, 1, 1, vec![]),
+    );
+    assert!(off.poll_transmit().is_none());
+    assert_eq!(off.counters().stale_stopccn_limited, 1);
+}
+
+#[test]
+fn a_stale_stopccn_closes_only_the_connection_it_names_from_its_peer() {
+    let mut p = establish(Transport::Udp, 4, Impair::default());
+    let edge_ccid = edge_ccid(&p);
+    let ap_stats = p.ap.stats(p.now);
+    let ns = 0;
+    // From another address, or naming another CCID: ignored.
+    let forged = raw_control(
+        MessageType::StopCcn,
+        0,
+        ns,
+        0,
+        vec![Avp::AssignedCcid(edge_ccid)],
+    );
+    let _ =
+        p.ap.handle_datagram(p.now, Transport::Udp, addr("10.99.0.9:1701"), &forged);
+    let wrong = raw_control(
+        MessageType::StopCcn,
+        0,
+        ns,
+        0,
+        vec![Avp::AssignedCcid(edge_ccid ^ 1)],
+    );
+    let _ =
+        p.ap.handle_datagram(p.now, Transport::Udp, addr(EDGE), &wrong);
+    p.run(Duration::from_secs(5));
+    assert!(p.ap_down_at.is_none(), "{:?}", p.ap_events);
+    assert_eq!(p.ap.counters().rx_stale_stopccn, 0);
+    assert_eq!(p.ap.stats(p.now).len(), ap_stats.len());
 }
