@@ -726,6 +726,8 @@ fn storm(lab: &mut Lab, opts: &Options) -> anyhow::Result<Storm> {
         "received": l2["sccrq_received"], "accepted": l2["sccrq_accepted"],
         "half_open_full": l2["sccrq_half_open_full"], "retransmits": l2["sccrq_retransmits"],
         "rate_limited": l2["sccrq_rate_limited"],
+        "stale_stopccn_sent": l2["stale_stopccn_sent"],
+        "stale_stopccn_limited": l2["stale_stopccn_limited"],
     });
     out.edge_sessions_after = lab::topology::sessions_up(&edge);
     Ok(out)
