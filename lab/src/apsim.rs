@@ -33,7 +33,9 @@ use tunterm::io::afpacket::PacketSocket;
 use tunterm::io::tunnel::TunnelSocket;
 use tunterm_control::HostsSelection;
 use tunterm_control::hosts::{HostsKey, host_order};
-use tunterm_core::proto::l2tp::{Endpoint, EndpointConfig, Event, Incoming, SessionRequest};
+use tunterm_core::proto::l2tp::{
+    AdmissionConfig, Endpoint, EndpointConfig, Event, Incoming, SessionRequest,
+};
 use tunterm_core::wire::ether::{self, MacAddr};
 use tunterm_core::wire::gre;
 use tunterm_core::wire::l2tp::{self as wire, Transport};
@@ -494,6 +496,18 @@ async fn run_ap(
         accept_incoming: false,
         hello_interval: opts.hello_interval,
         hello_retries: opts.hello_retries,
+        admission: AdmissionConfig {
+            // Over IP every simulated AP's raw socket on a shared address
+            // sees every AP's packets: one answering another's hello with
+            // a StopCCN for a connection "it does not have" would close
+            // that AP's tunnel at the edge. A real AP is alone on its
+            // address and answers (the simulator does over UDP).
+            stale_stopccn_per_second: match transport {
+                Transport::Ip => 0,
+                Transport::Udp => AdmissionConfig::default().stale_stopccn_per_second,
+            },
+            ..AdmissionConfig::default()
+        },
         ..EndpointConfig::default()
     };
     let mut ep = Endpoint::new(cfg, seed);
