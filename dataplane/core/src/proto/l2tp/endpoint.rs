@@ -832,7 +832,7 @@ impl Endpoint {
                 }
                 // A peer that lost our connection tells us so: it cannot
                 // know our CCID, so it names its own old one (RFC 3931
-                // §6.4: the Assigned CCID AVP in StopCCN).
+                // §6.4 allows the Assigned CCID AVP in StopCCN).
                 Some(m) if m.msg_type == MessageType::StopCcn => {
                     match m
                         .assigned_ccid()
