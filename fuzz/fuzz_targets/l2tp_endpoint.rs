@@ -352,6 +352,9 @@ fuzz_target!(|input: Input| {
             sccrq_per_second: 1,
             sccrq_burst: 2,
             rate_table_size: RATE_TABLE,
+            // Small, so both answering and refusing to answer a stale
+            // connection are reached.
+            stale_stopccn_per_second: 2,
         },
         retransmit: RetransmitConfig {
             rto_initial: Duration::from_millis(500),
