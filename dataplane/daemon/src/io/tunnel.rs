@@ -190,9 +190,17 @@ impl TunnelSocket {
     }
 
     /// Send one packet (the port is ignored over raw IP).
+    ///
+    /// Over UDP this is the system call itself (the socket is nonblocking),
+    /// not tokio's `try_send_to`: that answers `WouldBlock` without trying
+    /// while the runtime has not seen the socket writable since its last
+    /// `WouldBlock` (or ever), so a reply could be refused with room in the
+    /// buffer (the simulator lost every AP's first SCCRQ to it).
     pub fn try_send(&self, payload: &[u8], dst: SocketAddr) -> io::Result<usize> {
         match self {
-            TunnelSocket::Udp(u) => u.try_send_to(payload, dst),
+            TunnelSocket::Udp(u) => {
+                socket2::SockRef::from(u).send_to(payload, &SockAddr::from(dst))
+            }
             TunnelSocket::Raw(r) => r.get_ref().send_to(payload, dst.ip()),
         }
     }
@@ -380,6 +388,20 @@ mod tests {
         let drops = rx.drops().unwrap();
         assert!(drops > 0, "the buffer overflowed: {read} of {sent} read");
         assert_eq!(drops + read, sent, "every datagram read or counted");
+    }
+
+    #[tokio::test]
+    async fn a_new_socket_sends_before_the_runtime_has_polled_it() {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let dst = rx.local_addr().unwrap();
+        // No await between making it and sending: tokio has not seen it
+        // writable yet (its own try_send_to would say WouldBlock here).
+        let tx = TunnelSocket::udp("127.0.0.1:0".parse().unwrap(), false).unwrap();
+        assert_eq!(tx.try_send(b"hello", dst).unwrap(), 5);
+        let mut buf = [0u8; 16];
+        let (n, _) = rx.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"hello");
     }
 
     #[tokio::test]
