@@ -260,7 +260,7 @@ struct tt_fdb_entry {
 	/* TT_FDB_* */
 	__u16 flags;
 	/* CLOCK_MONOTONIC >> TT_FDB_SEEN_SHIFT, truncated to 16 bits, when
-	 * last forwarded from (the programs' global tt_fdb_seen_now, which
+	 * last forwarded from (the programs' tt_globals.seen_now, which
 	 * userspace writes every 250 ms); 0: never. */
 	__u16 seen;
 };
@@ -368,8 +368,28 @@ enum tt_counter {
 	TT_CNT_TRUNK_DROP_VLAN_NOT_ALLOWED,
 	TT_CNT_TRUNK_DROP_UNTAGGED_NOT_ALLOWED,
 	TT_CNT_TRUNK_ABORTED,
+	/* A packet capture runs (tt_globals.slow_path_only): what either
+	 * program would have dropped by policy goes to the slow path, which
+	 * drops it too and shows it at the capture's `drop` point. */
+	TT_CNT_PASS_CAPTURE,
+	TT_CNT_TRUNK_PASS_CAPTURE,
 	TT_CNT_MAX
 };
+
+/* The programs' global data (one variable in .bss), written by userspace
+ * (tunterm_ebpf::FastPath::set_globals). */
+struct tt_globals {
+	/* The FDB `seen` stamp of now (CLOCK_MONOTONIC >> TT_FDB_SEEN_SHIFT),
+	 * written at load and every 250 ms: a load where
+	 * bpf_ktime_get_coarse_ns() is a helper call on every forwarded frame
+	 * (3 to 4 ns of the ~28 a frame costs over a bare redirect, xdpcost
+	 * at 1 session × 1 MAC). Stamps lag the clock by at most that. */
+	__u32 seen_now;
+	/* Non-zero while a packet capture runs: nothing is dropped in XDP
+	 * (counted TT_CNT_*PASS_CAPTURE instead), so the slow path sees it. */
+	__u32 slow_path_only;
+};
+_Static_assert(sizeof(struct tt_globals) == 8, "tt_globals: no padding");
 
 _Static_assert(sizeof(struct tt_session) == 64, "a session is one cache line");
 _Static_assert(sizeof(struct tt_vlans) == 8 * TT_VLAN_WORDS, "tt_vlans has padding");

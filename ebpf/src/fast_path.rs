@@ -34,7 +34,7 @@ use crate::ap_rx::{Action, Error, TestOutcome};
 use crate::fdb::{Fdb, FdbMem};
 use crate::maps::{
     COUNTERS, Counters, TT_FDB_BUCKET_SLOTS, TT_MAX_GRE_PEERS, TT_MAX_SESSIONS, tt_fdb_bucket,
-    tt_gre_key, tt_gre_peer, tt_session, tt_template, tt_trunk, tt_vlans,
+    tt_globals, tt_gre_key, tt_gre_peer, tt_session, tt_template, tt_trunk, tt_vlans,
 };
 use crate::tables::{SessionSlots, TemplateSlots};
 
@@ -303,6 +303,8 @@ pub struct FastPath {
     /// Links made by [`FastPath::attach_pinned`] (the pins keep them; these
     /// keep the file descriptors of this run).
     links: Vec<PinnedLink>,
+    /// What [`FastPath::set_slow_path_only`] last set.
+    slow_path_only: bool,
 }
 
 impl FastPath {
@@ -457,6 +459,7 @@ impl FastPath {
             ebpf,
             fdb,
             links: Vec::new(),
+            slow_path_only: false,
         };
         fp.set_seen_now()?;
         Ok(fp)
@@ -669,13 +672,30 @@ impl FastPath {
     }
 
     /// Set the programs' clock for the FDB's `seen` stamps
-    /// (`tt_fdb_seen_now`) to CLOCK_MONOTONIC now: done at load; the owner
-    /// calls it again at least as often as it reads the stamps, so a
+    /// (`tt_globals.seen_now`) to CLOCK_MONOTONIC now: done at load; the
+    /// owner calls it again at least as often as it reads the stamps, so a
     /// stamp lags the forwarding it records by at most that period.
     pub fn set_seen_now(&mut self) -> Result<(), Error> {
-        let now = u32::from(crate::fdb::seen_stamp(crate::fdb::monotonic_ns()));
-        let mut a: Array<&mut MapData, u32> = Array::try_from(self.map_mut(".bss")?)?;
-        a.set(0, now, 0)?;
+        self.set_globals()
+    }
+
+    /// While `on` (a packet capture runs), the programs drop nothing: what
+    /// they would drop by policy (wrong source or cookie, a VLAN the port
+    /// does not carry, …) goes to the slow path, which drops it too and
+    /// shows it at the capture's `drop` point (counted as
+    /// `TT_CNT_PASS_CAPTURE` / `TT_CNT_TRUNK_PASS_CAPTURE`).
+    pub fn set_slow_path_only(&mut self, on: bool) -> Result<(), Error> {
+        self.slow_path_only = on;
+        self.set_globals()
+    }
+
+    fn set_globals(&mut self) -> Result<(), Error> {
+        let g = tt_globals {
+            seen_now: u32::from(crate::fdb::seen_stamp(crate::fdb::monotonic_ns())),
+            slow_path_only: u32::from(self.slow_path_only),
+        };
+        let mut a: Array<&mut MapData, tt_globals> = Array::try_from(self.map_mut(".bss")?)?;
+        a.set(0, g, 0)?;
         Ok(())
     }
 

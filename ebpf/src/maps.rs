@@ -70,6 +70,9 @@ unsafe impl aya::Pod for tt_gre_peer {}
 unsafe impl aya::Pod for tt_trunk {}
 // SAFETY: as above: integers and byte arrays, no padding (asserted).
 unsafe impl aya::Pod for tt_template {}
+// SAFETY: as above: `#[repr(C)]` { u32, u32 }, 8 bytes, no padding
+// (asserted).
+unsafe impl aya::Pod for tt_globals {}
 
 /// Number of per-CPU counters.
 pub const COUNTERS: usize = tt_counter::TT_CNT_MAX as usize;

@@ -63,13 +63,14 @@ struct {
  * (tunterm_ebpf::Capacity); this default fits TT_MAX_FDB. */
 const volatile __u32 tt_fdb_buckets = TT_MAX_FDB / TT_FDB_BUCKET_SLOTS;
 
-/* The FDB `seen` stamp of now (CLOCK_MONOTONIC >> TT_FDB_SEEN_SHIFT),
- * written by userspace at load and at every refresh of the stamps
- * (tunterm_ebpf::FastPath::set_seen_now): a load where
- * bpf_ktime_get_coarse_ns() is a helper call on every forwarded frame
- * (3 to 4 ns of the ~28 a frame costs over a bare redirect, xdpcost at
- * 1 session × 1 MAC). Stamps lag the clock by at most one refresh. */
-volatile __u32 tt_fdb_seen_now;
+/* Written by userspace (struct tt_globals in tunterm_maps.h). */
+volatile struct tt_globals tt_globals;
+
+/* A policy drop: dropped here, or passed to the slow path while a capture
+ * runs (which drops it too, where the capture's `drop` point sees it). */
+#define POLICY_DROP(counter, capture_counter)                                  \
+	(tt_globals.slow_path_only ? count(capture_counter, XDP_PASS)           \
+				   : count(counter, XDP_DROP))
 
 /* Page-aligned (BPF_F_MMAPABLE, though nothing maps it), so each 128-byte
  * template is one aligned pair of cache lines. */
@@ -267,7 +268,7 @@ static __always_inline struct tt_fdb_slot *fdb_find(__u64 key, struct tt_fdb_ent
  * the rest), if its stamp `seen` is older. */
 static __always_inline void touch_seen(struct tt_fdb_slot *s, __u16 seen)
 {
-	__u16 now = (__u16)tt_fdb_seen_now;
+	__u16 now = (__u16)tt_globals.seen_now;
 
 	if (now != seen)
 		((volatile struct tt_fdb_entry *)&s->entry)->seen = now;

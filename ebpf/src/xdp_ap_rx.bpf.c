@@ -18,7 +18,8 @@
  * userspace switch would (tunterm::wire::ether::write_retagged), and
  * redirected to the trunk with bpf_redirect. The policy drops the userspace
  * path makes too (wrong source, wrong cookie, short sublayer, VLAN not
- * allowed, untagged not allowed) are dropped here. Everything else is
+ * allowed, untagged not allowed) are dropped here (passed up while a
+ * capture runs, so its `drop` point sees them). Everything else is
  * XDP_PASS, untouched: the slow path judges it. Every packet is counted
  * once by reason (counters).
  */
@@ -50,7 +51,7 @@
 #define IPV6_FRAGMENT 44
 
 #define PASS(reason) count(TT_CNT_PASS_##reason, XDP_PASS)
-#define DROP(reason) count(TT_CNT_DROP_##reason, XDP_DROP)
+#define DROP(reason) POLICY_DROP(TT_CNT_DROP_##reason, TT_CNT_PASS_CAPTURE)
 
 static __always_inline int ipv6_ext(__u8 nh)
 {

@@ -24,7 +24,7 @@
 #define TPL_COPY_MAX (TT_TEMPLATE_MAX & ~7)
 
 #define TPASS(reason) count(TT_CNT_TRUNK_PASS_##reason, XDP_PASS)
-#define TDROP(reason) count(TT_CNT_TRUNK_DROP_##reason, XDP_DROP)
+#define TDROP(reason) POLICY_DROP(TT_CNT_TRUNK_DROP_##reason, TT_CNT_TRUNK_PASS_CAPTURE)
 #define TABORT() count(TT_CNT_TRUNK_ABORTED, XDP_ABORTED)
 
 SEC("xdp")

@@ -408,6 +408,15 @@ fn tzsp_to_a_udp_port_and_the_drop_point_with_reasons() {
             "{rows:?}"
         );
     }
+    // With the XDP fast path (TUNTERM_LAB_FAST_PATH), the program that
+    // would drop these frames passes them up while a capture runs.
+    let fp = &lab.edge_stats().unwrap()["fast_path"];
+    if fp["mode"] != "off" {
+        assert!(
+            fp["counters"]["ap_pass_capture"].as_u64().unwrap_or(0) >= 3,
+            "the fast path passed the refused frames up: {fp:#}"
+        );
+    }
 
     // What the L2TP endpoint refuses before a frame exists: a data message
     // for a session that does not exist, shown as the datagram came.

@@ -161,6 +161,8 @@ counter_names! {
     TT_CNT_TRUNK_DROP_VLAN_NOT_ALLOWED => "trunk_drop_vlan_not_allowed",
     TT_CNT_TRUNK_DROP_UNTAGGED_NOT_ALLOWED => "trunk_drop_untagged_not_allowed",
     TT_CNT_TRUNK_ABORTED => "trunk_aborted",
+    TT_CNT_PASS_CAPTURE => "ap_pass_capture",
+    TT_CNT_TRUNK_PASS_CAPTURE => "trunk_pass_capture",
 }
 
 /// The fast path in the stats document.
@@ -193,9 +195,11 @@ pub struct FastPathStats {
     pub slow: BTreeMap<Cow<'static, str>, usize>,
     /// Map writes or deletes the kernel refused.
     pub map_errors: u64,
-    /// A packet capture runs: the `fdb` map is kept empty, so the programs
-    /// pass every frame to the slow path (where the capture sees it); the
-    /// switch's entries come back when the last capture ends.
+    /// A packet capture runs: the `fdb` map is kept empty and the programs
+    /// drop nothing, so they pass every frame to the slow path (where the
+    /// capture sees it, a frame refused by policy at its `drop` point:
+    /// counted `ap_pass_capture` / `trunk_pass_capture`); the switch's
+    /// entries come back when the last capture ends.
     #[serde(default)]
     pub capture_bypass: bool,
     /// Where programs, links and maps are pinned (empty: not pinned, no
@@ -790,6 +794,11 @@ impl FastPath {
         }
         self.capture_bypass = on;
         self.stats.capture_bypass = on;
+        // And no policy drop in XDP: the capture's `drop` point is in the
+        // slow path.
+        if let Err(e) = self.progs.set_slow_path_only(on) {
+            warn!(error = %e, "fast path: setting the programs' capture flag");
+        }
         // Mirror now, whatever the switch's generation.
         self.fdb_generation = None;
         self.fdb_due = now;
