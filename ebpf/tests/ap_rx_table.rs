@@ -1172,6 +1172,33 @@ fn same_table_fast_and_slow() {
         }
     }
 
+    // While a capture runs nothing is dropped in XDP: what the policy
+    // refuses goes to the slow path (whose `drop` point the capture has),
+    // unchanged and counted as passed for the capture.
+    bpf.fast_path()
+        .set_slow_path_only(true)
+        .expect("set the capture flag");
+    let mut dropped = 0;
+    for c in cases.iter().filter(|c| matches!(c.fast, Fast::Drop(_))) {
+        dropped += 1;
+        let before = bpf.counters().expect("counters");
+        let got = bpf.test_run(&c.packet).expect("test run");
+        let delta = bpf.counters().expect("counters").since(&before);
+        let capture = delta.0[tt_counter::TT_CNT_PASS_CAPTURE as usize];
+        if got.action != Action::Pass || got.packet != c.packet || capture != 1 {
+            failures.push(format!(
+                "{} during a capture: {:?}, changed: {}, ap_pass_capture +{capture}",
+                c.name,
+                got.action,
+                got.packet != c.packet
+            ));
+        }
+    }
+    assert!(dropped >= 4, "the table has policy drops to check");
+    bpf.fast_path()
+        .set_slow_path_only(false)
+        .expect("clear the capture flag");
+
     // A forwarded source is refreshed in the FDB (its last-seen).
     let t0 = &lab.tunnels[0];
     let key = tunterm_ebpf::maps::tt_fdb_key::new(10, t0.client);
