@@ -446,6 +446,27 @@ fn same_table_fast_and_slow() {
             other => fail(format!("fast path: {other:?}")),
         }
     }
+    // While a capture runs the policy drops go up unchanged, counted.
+    bpf.set_slow_path_only(true).expect("set the capture flag");
+    let mut dropped = 0;
+    for c in cases.iter().filter(|c| matches!(c.fast, Fast::Drop(_))) {
+        dropped += 1;
+        let before = bpf.counters().expect("counters");
+        let got = bpf.test_run(Program::TrunkRx, &c.frame).expect("test run");
+        let delta = bpf.counters().expect("counters").since(&before);
+        let capture = delta.0[tt_counter::TT_CNT_TRUNK_PASS_CAPTURE as usize];
+        if got.action != Action::Pass || got.packet != c.frame || capture != 1 {
+            failures.push(format!(
+                "{} during a capture: {:?}, changed: {}, trunk_pass_capture +{capture}",
+                c.name,
+                got.action,
+                got.packet != c.frame
+            ));
+        }
+    }
+    assert!(dropped >= 1, "the table has policy drops to check");
+    bpf.set_slow_path_only(false)
+        .expect("clear the capture flag");
     eprintln!(
         "xdp_trunk_rx table: {} cases ({redirects} redirected), {} failure(s)",
         cases.len(),
