@@ -189,9 +189,25 @@ fn restart_under_ping(lab: &mut Lab, signal: i32, what: &str, name: &str) {
     println!(
         "{what} and restart: {PINGS} echo requests at 100/s, unanswered {lost:?}, edge down {down:?}"
     );
+    // An AP gives up an edge that acknowledges nothing for its hello
+    // budget: its hello goes 1 s after the last packet it heard (0–1 s
+    // before the signal), and is given up 2 s later (hello 1 s × 3). An
+    // edge down (signal to "tunterm running") for longer than ~2 s, on a
+    // loaded machine, can outlast it: the AP rebuilds its tunnel and pings
+    // are lost meanwhile. Say so rather than blame the fast path.
+    let rebuilt: Vec<&str> = ["ap1", "ap2"]
+        .into_iter()
+        .filter(|ap| tunnels_up(lab, ap) != 1)
+        .collect();
+    assert!(
+        rebuilt.is_empty(),
+        "{rebuilt:?} rebuilt their tunnels across {what}: the edge was down {down:?} \
+         (more than the APs' hello budget?); unanswered pings {lost:?}\n{}",
+        lab.logs()
+    );
     assert!(
         lost.is_empty(),
-        "lost across {what}: {lost:?}\n{}",
+        "lost across {what} (no AP rebuilt its tunnel; edge down {down:?}): {lost:?}\n{}",
         lab.logs()
     );
 }
