@@ -190,11 +190,12 @@ fn restart_under_ping(lab: &mut Lab, signal: i32, what: &str, name: &str) {
         "{what} and restart: {PINGS} echo requests at 100/s, unanswered {lost:?}, edge down {down:?}"
     );
     // An AP gives up an edge that acknowledges nothing for its hello
-    // budget: its hello goes 1 s after the last packet it heard (0–1 s
-    // before the signal), and is given up 2 s later (hello 1 s × 3). An
-    // edge down (signal to "tunterm running") for longer than ~2 s, on a
-    // loaded machine, can outlast it: the AP rebuilds its tunnel and pings
-    // are lost meanwhile. Say so rather than blame the fast path.
+    // budget: its hello goes one interval after the last packet it heard
+    // (0–1 interval before the signal) and is given up (retries − 1)
+    // intervals later. An edge down (signal to "tunterm running") for
+    // longer than that, on a loaded machine, outlasts it: the AP rebuilds
+    // its tunnel and pings are lost meanwhile. Say so rather than blame
+    // the fast path.
     let rebuilt: Vec<&str> = ["ap1", "ap2"]
         .into_iter()
         .filter(|ap| tunnels_up(lab, ap) != 1)
@@ -216,7 +217,21 @@ const PINGS: u32 = 300;
 
 #[test]
 fn a_killed_edge_restarts_without_loss_or_rebuilt_tunnels() {
-    let mut lab = start("fprst", "xdp-native", Encap::L2tpUdp);
+    // Hello 1 s × 5: the APs give an edge that acknowledges nothing 4–5 s
+    // after the signal (1 s × 3: 2–3 s). The edge is down for the test's
+    // second plus its start: 1.2–2.2 s here at load 4–6, and under
+    // load 5–7 sometimes past 2 s by enough for the APs to give up and
+    // rebuild their tunnels (likely the 2 of 13 runs that lost pings: with
+    // the edge kept down 2 s, both APs logged HelloTimeout and 56 pings
+    // were lost; at 1 s × 5 the same run passes).
+    // The claim, no loss and no rebuilt tunnel across a restart that
+    // fits in the hello budget, is the same.
+    let mut lab = common::start(Options {
+        fast_path: "xdp-native".into(),
+        encap: Encap::L2tpUdp,
+        hello_retries: 5,
+        ..Options::new("fprst", bins())
+    });
     let stats = lab.edge_stats().unwrap();
     assert_eq!(
         stats["fast_path"]["start"], "fresh",
@@ -261,11 +276,11 @@ fn a_killed_edge_restarts_without_loss_or_rebuilt_tunnels() {
     assert_eq!(sessions_after, sb, "the same sessions, not new ones");
 
     // The control connections go on: past hello_interval × hello_retries
-    // (3 s) both sides still hold the same tunnel, hellos acknowledged.
+    // (5 s) both sides still hold the same tunnel, hellos acknowledged.
     let rx_before: Vec<u64> = (0..2)
         .map(|i| stats["tunnels"][i]["rx_control_pkts"].as_u64().unwrap())
         .collect();
-    std::thread::sleep(Duration::from_secs(4));
+    std::thread::sleep(Duration::from_secs(6));
     let stats = lab.edge_stats().unwrap();
     assert_eq!(lab::topology::sessions_up(&stats), 2, "{}", lab.logs());
     for i in 0..2 {
