@@ -25,8 +25,20 @@ fn start(name: &str, encap: Encap, ipv6: bool, ap_link_mtu: u16) -> Lab {
     })
 }
 
-/// A 2-second iperf3 TCP transfer from `client` to `server_ip` in the
-/// upstream namespace (`reverse`: the server sends). Returns bits/s received.
+/// Bytes of one bulk transfer: a fixed count, not a time. A timed
+/// transfer (it was `-t 2`) moves whatever the machine allows — up to
+/// 1.5 Gbit/s, 370 MB in 2 s — and both captures then held ~260,000
+/// packets (350 MB), every one of which tshark dissects: its three reads
+/// took minutes on a loaded machine (CI: mgre_ipv6 199 s, l2tp_udp_ipv6
+/// 250 s; here l2tp_udp_ipv6 was stopped after 7 min in the trunk read,
+/// mgre_ipv6 took 112 s). 8 MiB is ~5,800 full-size segments: a measure
+/// of the rate, TCP in both captures (8–13 MB each), and more than the
+/// fast path's 1,000 frames; a case takes 5–16 s.
+const TRANSFER: &str = "8M";
+
+/// An iperf3 TCP transfer of [`TRANSFER`] bytes from `client` to
+/// `server_ip` in the upstream namespace (`reverse`: the server sends).
+/// Returns bits/s received.
 fn iperf(lab: &Lab, client: &Netns, server_ip: &str, reverse: bool) -> f64 {
     let log = lab.dir.join(format!("iperf-{server_ip}-{reverse}.log"));
     let mut server = lab
@@ -45,14 +57,19 @@ fn iperf(lab: &Lab, client: &Netns, server_ip: &str, reverse: bool) -> f64 {
         "iperf3",
         "-c",
         server_ip,
-        "-t",
-        "2",
+        "-n",
+        TRANSFER,
         "-J",
         "--connect-timeout",
         "3000",
+        // Bytes, not time: a transfer that stalls fails in 20 s instead of
+        // holding the test (unacknowledged data on the sender; on a
+        // receiving client, iperf3's idle timeout, 120 s by default).
+        "--snd-timeout",
+        "20000",
     ];
     if reverse {
-        args.push("-R");
+        args.extend(["-R", "--rcv-timeout", "20000"]);
     }
     let out = client
         .run(&args)

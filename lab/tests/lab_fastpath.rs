@@ -189,9 +189,26 @@ fn restart_under_ping(lab: &mut Lab, signal: i32, what: &str, name: &str) {
     println!(
         "{what} and restart: {PINGS} echo requests at 100/s, unanswered {lost:?}, edge down {down:?}"
     );
+    // An AP gives up an edge that acknowledges nothing for its hello
+    // budget: its hello goes one interval after the last packet it heard
+    // (0–1 interval before the signal) and is given up (retries − 1)
+    // intervals later. An edge down (signal to "tunterm running") for
+    // longer than that, on a loaded machine, outlasts it: the AP rebuilds
+    // its tunnel and pings are lost meanwhile. Say so rather than blame
+    // the fast path.
+    let rebuilt: Vec<&str> = ["ap1", "ap2"]
+        .into_iter()
+        .filter(|ap| tunnels_up(lab, ap) != 1)
+        .collect();
+    assert!(
+        rebuilt.is_empty(),
+        "{rebuilt:?} rebuilt their tunnels across {what}: the edge was down {down:?} \
+         (more than the APs' hello budget?); unanswered pings {lost:?}\n{}",
+        lab.logs()
+    );
     assert!(
         lost.is_empty(),
-        "lost across {what}: {lost:?}\n{}",
+        "lost across {what} (no AP rebuilt its tunnel; edge down {down:?}): {lost:?}\n{}",
         lab.logs()
     );
 }
@@ -200,7 +217,21 @@ const PINGS: u32 = 300;
 
 #[test]
 fn a_killed_edge_restarts_without_loss_or_rebuilt_tunnels() {
-    let mut lab = start("fprst", "xdp-native", Encap::L2tpUdp);
+    // Hello 1 s × 5: the APs give an edge that acknowledges nothing 4–5 s
+    // after the signal (1 s × 3: 2–3 s). The edge is down for the test's
+    // second plus its start: 1.2–2.2 s here at load 4–6, and under
+    // load 5–7 sometimes past 2 s by enough for the APs to give up and
+    // rebuild their tunnels (likely the 2 of 13 runs that lost pings: with
+    // the edge kept down 2 s, both APs logged HelloTimeout and 56 pings
+    // were lost; at 1 s × 5 the same run passes).
+    // The claim, no loss and no rebuilt tunnel across a restart that
+    // fits in the hello budget, is the same.
+    let mut lab = common::start(Options {
+        fast_path: "xdp-native".into(),
+        encap: Encap::L2tpUdp,
+        hello_retries: 5,
+        ..Options::new("fprst", bins())
+    });
     let stats = lab.edge_stats().unwrap();
     assert_eq!(
         stats["fast_path"]["start"], "fresh",
@@ -245,11 +276,11 @@ fn a_killed_edge_restarts_without_loss_or_rebuilt_tunnels() {
     assert_eq!(sessions_after, sb, "the same sessions, not new ones");
 
     // The control connections go on: past hello_interval × hello_retries
-    // (3 s) both sides still hold the same tunnel, hellos acknowledged.
+    // (5 s) both sides still hold the same tunnel, hellos acknowledged.
     let rx_before: Vec<u64> = (0..2)
         .map(|i| stats["tunnels"][i]["rx_control_pkts"].as_u64().unwrap())
         .collect();
-    std::thread::sleep(Duration::from_secs(4));
+    std::thread::sleep(Duration::from_secs(6));
     let stats = lab.edge_stats().unwrap();
     assert_eq!(lab::topology::sessions_up(&stats), 2, "{}", lab.logs());
     for i in 0..2 {
