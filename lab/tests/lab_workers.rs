@@ -1,9 +1,11 @@
-//! `tunterm run --workers 2`: one forwarding worker beside the event loop.
-//! Pings cross both ways; UDP from many flows crosses both ways and the
+//! `tunterm run --workers 2`: one forwarding worker beside the event loop,
+//! with APs on L2TPv3/UDP, L2TPv3/IP and mGRE. Pings cross both ways; UDP
+//! from many flows crosses both ways, none lost or duplicated, and the
 //! worker forwards some of it in each direction itself; what the stats
 //! count read on the trunk and the AP link is what the kernel counted on
 //! those interfaces, not more (a frame a worker hands to the loop is
-//! counted once). `mxedge.tunterm_workers` in the configuration file
+//! counted once, and over raw IP the loop's data socket does not also get
+//! what the worker's gets). `mxedge.tunterm_workers` in the configuration file
 //! starts them too; a reload that changes it says it waits for a restart.
 //!
 //! Needs root (CI runs as root). See `tunterm_lab::topology` for the map.
@@ -12,14 +14,16 @@ mod common;
 
 use std::time::Duration;
 
-use tunterm_lab::topology::{Lab, Options, workers_args};
+use tunterm_lab::topology::{Encap, Lab, Options, workers_args};
 use tunterm_lab::{self as lab, Netns};
 
 use common::{bins, ping_ok};
 
 /// A 2-second UDP transfer, 16 streams of 1 Mbit/s, from `client` to
-/// `server_ip` upstream (`reverse`: upstream sends).
-fn udp_streams(lab: &Lab, client: &Netns, server_ip: &str, reverse: bool) {
+/// `server_ip` upstream (`reverse`: upstream sends). With `exact`, none
+/// lost, none out of order (a packet delivered twice counts as out of
+/// order at the receiver).
+fn udp_streams(lab: &Lab, client: &Netns, server_ip: &str, reverse: bool, exact: bool) {
     let log = lab.dir.join(format!("iperf-{server_ip}-{reverse}.log"));
     let mut server = lab
         .up
@@ -64,6 +68,14 @@ fn udp_streams(lab: &Lab, client: &Netns, server_ip: &str, reverse: bool) {
         "UDP crossed ({reverse}): {}",
         v["end"]["sum"]
     );
+    if exact {
+        let sum = &v["end"]["sum"];
+        let (lost, late) = (&sum["lost_packets"], &sum["out_of_order"]);
+        assert!(
+            lost.as_u64() == Some(0) && late.as_u64().is_none_or(|n| n == 0),
+            "none lost or duplicated ({reverse}): {sum}"
+        );
+    }
 }
 
 /// An interface counter of the edge (`rx_packets`, …).
@@ -79,16 +91,33 @@ fn counter(lab: &Lab, iface: &str, name: &str) -> u64 {
 
 #[test]
 fn a_forwarding_worker_forwards_both_ways_and_every_frame_is_counted_once() {
+    forwards_both_ways("workers", Encap::L2tpUdp, false);
+}
+
+#[test]
+fn a_forwarding_worker_forwards_l2tp_over_ip_and_the_loop_does_not_read_it_too() {
+    forwards_both_ways("workersip", Encap::L2tpIp, true);
+}
+
+#[test]
+fn a_forwarding_worker_forwards_mgre_and_the_loop_does_not_read_it_too() {
+    forwards_both_ways("workersgre", Encap::Gre, true);
+}
+
+/// The APs on `encap`, `--workers 2`: see the module documentation.
+/// `exact`: the UDP transfers lose nothing.
+fn forwards_both_ways(name: &str, encap: Encap, exact: bool) {
     let lab = common::start(Options {
         daemon_args: vec!["--workers".into(), "2".into()],
-        ..Options::new("workers", bins())
+        encap,
+        ..Options::new(name, bins())
     });
     ping_ok(&lab, lab.client("c1"), "192.168.10.1");
     ping_ok(&lab, &lab.up, "192.168.10.11");
     ping_ok(&lab, lab.client("c2"), "192.168.20.1");
     ping_ok(&lab, &lab.up, "192.168.20.12");
-    udp_streams(&lab, lab.client("c1"), "192.168.10.1", false);
-    udp_streams(&lab, lab.client("c2"), "192.168.20.1", true);
+    udp_streams(&lab, lab.client("c1"), "192.168.10.1", false, exact);
+    udp_streams(&lab, lab.client("c2"), "192.168.20.1", true, exact);
     std::thread::sleep(Duration::from_millis(500));
     let before = (
         counter(&lab, "trunk0", "rx_packets"),
