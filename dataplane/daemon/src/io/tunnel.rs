@@ -566,6 +566,17 @@ mod tests {
         }
     }
 
+    /// A raw pair on `local`; None (said) without CAP_NET_RAW.
+    fn raw_pair(what: &str, local: IpAddr, protocol: u8) -> Option<TunnelSockets> {
+        match TunnelSockets::raw(local, protocol, false) {
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                eprintln!("{what}: skipped, raw sockets need CAP_NET_RAW");
+                None
+            }
+            r => Some(r.unwrap()),
+        }
+    }
+
     #[tokio::test]
     async fn the_kernel_sorts_l2tp_ip_and_gre_control_from_data_into_the_pair() {
         use super::super::raw::{IPPROTO_GRE, IPPROTO_L2TP};
@@ -573,12 +584,8 @@ mod tests {
             let local: IpAddr = local.parse().unwrap();
             for protocol in [IPPROTO_L2TP, IPPROTO_GRE] {
                 let what = format!("{local} protocol {protocol}");
-                let pair = match TunnelSockets::raw(local, protocol, false) {
-                    Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-                        eprintln!("{what}: skipped, raw sockets need CAP_NET_RAW");
-                        return;
-                    }
-                    r => r.unwrap(),
+                let Some(pair) = raw_pair(&what, local, protocol) else {
+                    return;
                 };
                 let tx = RawIpSocket::bind(local, protocol).unwrap();
                 // A marker byte makes each packet distinct.
@@ -626,12 +633,8 @@ mod tests {
             let local: IpAddr = local.parse().unwrap();
             for protocol in [IPPROTO_L2TP, IPPROTO_GRE] {
                 let what = format!("{local} protocol {protocol}");
-                let pair = match TunnelSockets::raw(local, protocol, false) {
-                    Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-                        eprintln!("{what}: skipped, raw sockets need CAP_NET_RAW");
-                        return;
-                    }
-                    r => r.unwrap(),
+                let Some(pair) = raw_pair(&what, local, protocol) else {
+                    return;
                 };
                 pair.data_to_workers(true).unwrap();
                 let workers: Vec<TunnelSocket> = (0..2)
@@ -684,7 +687,10 @@ mod tests {
                         .collect()
                 };
                 assert_eq!(mine(queued(&pair.control)), want(None), "{what}: control");
-                assert!(mine(queued(&pair.data)).is_empty(), "{what}: the loop's data socket");
+                assert!(
+                    mine(queued(&pair.data)).is_empty(),
+                    "{what}: the loop's data socket"
+                );
                 for (k, w) in workers.iter().enumerate() {
                     assert_eq!(mine(queued(w)), want(Some(k)), "{what}: worker {k}");
                 }
@@ -694,7 +700,11 @@ mod tests {
                 let data = &cases.iter().find(|(_, _, w)| w.is_some()).unwrap().1;
                 send(local, data);
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                assert_eq!(mine(queued(&pair.data)), [data.clone()], "{what}: data again");
+                assert_eq!(
+                    mine(queued(&pair.data)),
+                    std::slice::from_ref(data),
+                    "{what}: data again"
+                );
             }
         }
     }

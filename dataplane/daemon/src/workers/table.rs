@@ -153,10 +153,8 @@ impl Table {
             if p.sequenced {
                 continue;
             }
-            let (Some(port), Some(mtu)) = (
-                switch.port_config(p.port),
-                mtus.of(endpoint, p.port),
-            ) else {
+            let (Some(port), Some(mtu)) = (switch.port_config(p.port), mtus.of(endpoint, p.port))
+            else {
                 continue;
             };
             let key = PeerKey {
@@ -438,7 +436,6 @@ fn inspect(frame: &[u8], view: &FrameView) -> Result<(), Punt> {
         _ => Ok(()),
     }
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -1025,12 +1022,17 @@ mod tests {
         let mut e = edge(Carrier::Gre, ap, None);
         assert_eq!(e.table().session_count(), 1);
         let f = frame(SERVER, CLIENT, None, 0x0800, &valid_udp());
-        let _ = e.gre.handle_packet(e.now, ap, ap, &gre_packet(None, Some(0), &f));
+        let _ = e
+            .gre
+            .handle_packet(e.now, ap, ap, &gre_packet(None, Some(0), &f));
         let t = e.table();
         assert_eq!(t.session_count(), 0, "sequence numbers: the endpoint's");
         let mut out = Vec::new();
         assert_eq!(
-            t.forward_trunk(&frame(CLIENT, SERVER, Some(10), 0x0800, &valid_udp()), &mut out),
+            t.forward_trunk(
+                &frame(CLIENT, SERVER, Some(10), 0x0800, &valid_udp()),
+                &mut out
+            ),
             Err(Punt::Destination)
         );
     }
