@@ -14,7 +14,7 @@ mod common;
 
 use std::time::Duration;
 
-use tunterm_lab::topology::{Encap, Lab, Options, workers_args};
+use tunterm_lab::topology::{Encap, Lab, Options, sessions_up, workers_args};
 use tunterm_lab::{self as lab, Netns};
 
 use common::{bins, ping_ok};
@@ -227,4 +227,74 @@ fn the_configuration_file_starts_the_workers_and_a_reload_waits_for_a_restart() 
     );
     ping_ok(&lab, lab.client("c1"), "192.168.10.1");
     assert_eq!(lab.edge_stats().unwrap()["workers"]["workers"], threads - 1);
+}
+
+/// Raw sockets of IP protocol `proto` bound to `ip` in the edge's
+/// namespace (`/proc/net/raw` and `raw6`: the local "port" is the
+/// protocol).
+fn raw_sockets(lab: &Lab, ip: std::net::Ipv4Addr, proto: u8) -> usize {
+    let table = lab.edge.run(&["cat", "/proc/net/raw"]).unwrap();
+    let want = format!("{:08X}:{proto:04X}", u32::from_le_bytes(ip.octets()));
+    table
+        .lines()
+        .filter(|l| l.split_whitespace().nth(1) == Some(want.as_str()))
+        .count()
+}
+
+/// The tunnel address of L2TPv3/IP changes live with a forwarding worker:
+/// the worker opens its raw socket on the new address (it forwards the
+/// APs' data there, none lost or duplicated) and closes the one on the
+/// old address with the loop's pair.
+#[test]
+fn a_reload_moves_the_workers_raw_sockets_with_the_tunnel_address() {
+    use std::net::Ipv4Addr;
+    const L2TP_IP: u8 = 115;
+    let (old, new) = (Ipv4Addr::new(10, 99, 0, 1), Ipv4Addr::new(10, 99, 0, 5));
+    let lab = common::start(Options {
+        daemon_args: vec!["--workers".into(), "2".into()],
+        encap: Encap::L2tpIp,
+        ap_args: vec!["--edge".into(), new.to_string()],
+        ..Options::new("workersreaddr", bins())
+    });
+    ping_ok(&lab, lab.client("c1"), "192.168.10.1");
+    // The loop's control and data sockets, and the worker's.
+    assert_eq!(raw_sockets(&lab, old, L2TP_IP), 3);
+
+    lab.edge
+        .run(&["ip", "addr", "add", "10.99.0.5/24", "dev", "ap0"])
+        .unwrap();
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(lab.dir.join("edge.json")).unwrap()).unwrap();
+    cfg["mxedge"]["tunterm_ip_config"]["ip"] = new.to_string().into();
+    let out = apply_config(&lab, &cfg, "moved.json");
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        lab::wait_until(Duration::from_secs(3), || {
+            raw_sockets(&lab, new, L2TP_IP) == 3 && raw_sockets(&lab, old, L2TP_IP) == 0
+        }),
+        "raw sockets on {new}: {}, on {old}: {}",
+        raw_sockets(&lab, new, L2TP_IP),
+        raw_sockets(&lab, old, L2TP_IP)
+    );
+    // The APs come up again on the new address (their tunnels to the old
+    // one were closed) and the worker forwards for them there.
+    assert!(
+        lab::wait_until(Duration::from_secs(20), || lab
+            .edge_stats()
+            .is_ok_and(|s| sessions_up(&s) == 2)),
+        "the APs are not up on {new}\n{}",
+        lab.logs()
+    );
+    let forwarded = |lab: &Lab| {
+        let w = &lab.edge_stats().unwrap()["workers"]["per_worker"][0];
+        w["forwarded_to_trunk"].as_u64().unwrap()
+    };
+    let before = forwarded(&lab);
+    ping_ok(&lab, lab.client("c1"), "192.168.10.1");
+    udp_streams(&lab, lab.client("c1"), "192.168.10.1", false, true);
+    assert!(
+        forwarded(&lab) > before + 1000,
+        "the worker forwards from {new}: {before} → {}",
+        forwarded(&lab)
+    );
 }
