@@ -239,6 +239,7 @@ impl Table {
                     ap_port: AP_PORT_BASE + c.session as u16,
                     edge_sid: SID_BASE + c.session as u32,
                     cookie: cookie(c.session),
+                    over_ip: false,
                 };
                 packets::l2tp_data(&link, &key, &packets::uplink_frame(frame_len, &c.mac))
             })

@@ -5,7 +5,8 @@
  * Counts every frame that reaches the interface in a per-CPU counter and
  * drops it, except what the lab's own endpoints must still see: ARP, IPv6
  * (neighbour discovery) and L2TP control messages (UDP port 1701 either
- * way, T bit set), so simulated APs keep their tunnels while their data is
+ * way, T bit set; over IP, protocol 115 with session id 0), so simulated
+ * APs keep their tunnels while their data is
  * counted. Counting in XDP makes the receiver cost almost nothing, and a
  * program on this end is also what lets a native XDP_REDIRECT into its veth
  * peer deliver at all.
@@ -39,7 +40,13 @@ static __always_inline int lab_control(void *data, void *data_end)
 	if (eth->h_proto != bpf_htons(ETH_P_IP))
 		return 0;
 	struct iphdr *ip = (void *)(eth + 1);
-	if ((void *)(ip + 1) > data_end || ip->protocol != IPPROTO_UDP || ip->ihl != 5)
+	if ((void *)(ip + 1) > data_end || ip->ihl != 5)
+		return 0;
+	if (ip->protocol == IPPROTO_L2TP) {
+		__u32 *sid = (void *)(ip + 1);
+		return (void *)(sid + 1) <= data_end && *sid == 0;
+	}
+	if (ip->protocol != IPPROTO_UDP)
 		return 0;
 	struct udphdr *udp = (void *)(ip + 1);
 	__u8 *l2tp = (void *)(udp + 1);

@@ -458,8 +458,14 @@ fn mgre_wlans_change_live() {
     let s = block_on(client.stats()).unwrap();
     assert!(s.gre_peers.is_empty(), "{:?}", s.gre_peers);
     assert_eq!(s.services.counters.reload_removed_gre_peers, 2);
-    let raw = lab.edge.run(&["ss", "-Hwan"]).unwrap();
-    assert!(!gre_socket(&raw), "the GRE socket is closed: {raw}");
+    // Closed once every thread that reads it has taken the new set (with
+    // `--workers`, the forwarding workers' raw sockets a moment later).
+    let closed = || !gre_socket(&lab.edge.run(&["ss", "-Hwan"]).unwrap());
+    assert!(
+        lab::wait_until(Duration::from_secs(3), closed),
+        "the GRE sockets are closed: {}",
+        lab.edge.run(&["ss", "-Hwan"]).unwrap()
+    );
     assert_eq!(lab::ping(c1, "192.168.10.1", 3).unwrap().received, 0);
 
     let report = block_on(client.apply_config(cfg, false)).unwrap();

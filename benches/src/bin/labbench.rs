@@ -39,6 +39,10 @@ struct Cli {
     /// the median of its rounds (for a noisy machine).
     #[arg(long, default_value_t = 1)]
     rounds: usize,
+    /// tunterm's sessions over IP (L2TPv3/IP, protocol 115) rather than
+    /// UDP: `udp` or `ip` (case 2 is VXLAN over UDP either way).
+    #[arg(long, default_value = "udp", value_parser = ["udp", "ip"])]
+    transport: String,
     /// Cookie length tunterm assigns to the sessions (0, 4 or 8; default:
     /// tunterm's own, 8). 4 compares with builds older than that default.
     #[arg(long)]
@@ -112,6 +116,7 @@ fn main() -> anyhow::Result<()> {
         capture_compare: cli.capture_compare,
         realtime: cli.realtime,
         workers: cli.workers.iter().copied().find(|&n| n >= 2).unwrap_or(2),
+        l2tp_ip: cli.transport == "ip",
     };
     let mut opts = opts;
     if !cli.workers.is_empty() {

@@ -95,6 +95,9 @@ pub struct Options {
     pub realtime: bool,
     /// `tunterm run --workers` in case 5 (≥ 2).
     pub workers: usize,
+    /// tunterm's sessions are L2TPv3 over IP (protocol 115), not over UDP
+    /// (cases 1, 3, 4 and 5; case 2 stays VXLAN over UDP).
+    pub l2tp_ip: bool,
 }
 
 /// A filter no frame on the trunk matches (an EtherType nobody sends).
@@ -380,13 +383,14 @@ impl Traffic {
     /// A made-up table in apsim's shape (for the cases that do not parse
     /// L2TP): session `i` from UDP port 20000 + i, clients by apsim's MAC
     /// formula.
-    fn synthetic(sessions: usize, macs: usize) -> Traffic {
+    fn synthetic(sessions: usize, macs: usize, over_ip: bool) -> Traffic {
         let per = macs.div_ceil(sessions.max(1));
         let sessions_v = (0..sessions)
             .map(|i| SessionKey {
                 ap_port: 20_000 + i as u16,
                 edge_sid: i as u32 + 1,
                 cookie: (i as u32).to_be_bytes().to_vec(),
+                over_ip,
             })
             .collect();
         let clients = (0..sessions)
@@ -613,7 +617,7 @@ impl Bed {
             ("ap0", self.ap0_index),
             ("trunk0", self.trunk0_index),
         )?;
-        let traffic = Traffic::synthetic(self.opts.sessions, self.opts.macs);
+        let traffic = Traffic::synthetic(self.opts.sessions, self.opts.macs, self.opts.l2tp_ip);
         let link = self.link;
         self.run_directions(
             Case::Raw,
@@ -653,7 +657,7 @@ impl Bed {
         edge.run(&["ip", "link", "set", "vx0", "up"])?;
         edge.run(&["ip", "link", "set", "br0", "up"])?;
         let result = (|| {
-            let traffic = Traffic::synthetic(self.opts.sessions, self.opts.macs);
+            let traffic = Traffic::synthetic(self.opts.sessions, self.opts.macs, self.opts.l2tp_ip);
             let link = self.link;
             let decap = move |len: usize, s: &SessionKey, c: &Client| {
                 packets::vxlan_data(&link, s.ap_port, &packets::uplink_frame(len, &c.mac))
@@ -714,7 +718,7 @@ impl Bed {
         let tunterm_bin = self.opts.bin_dir.join("tunterm");
         let apsim_bin = self.opts.bin_dir.join("tunterm-apsim");
         let config = self.path(&format!("case{n}-edge.json"));
-        std::fs::write(&config, edge_config().to_string())?;
+        std::fs::write(&config, edge_config(self.opts.l2tp_ip).to_string())?;
         let edge_sock = self.path(&format!("case{n}-edge.sock"));
         let ap_sock = self.path(&format!("case{n}-apsim.sock"));
         let s = |p: &Path| p.to_string_lossy().into_owned();
@@ -916,6 +920,8 @@ impl Bed {
             dst,
             "--synthetic-interval-ms".into(),
             "1000".into(),
+            "--transport".into(),
+            if self.opts.l2tp_ip { "ip" } else { "udp" }.into(),
             "--synthetic-bursts".into(),
             "3".into(),
             "--control-socket".into(),
@@ -998,6 +1004,7 @@ impl Bed {
                         ap_port: *port,
                         edge_sid: sid,
                         cookie,
+                        over_ip: self.opts.l2tp_ip,
                     });
                     index.insert(sid, sessions.len() - 1);
                     sessions.len() - 1
@@ -1018,7 +1025,7 @@ impl Bed {
 
 /// The edge's configuration: one mxtunnel carrying VLAN 10 (the clients'
 /// untagged frames), native VLAN 1 on the trunk, hellos every minute.
-fn edge_config() -> serde_json::Value {
+fn edge_config(l2tp_ip: bool) -> serde_json::Value {
     serde_json::json!({
         "mxedge": {
             "name": "labbench-edge",
@@ -1033,7 +1040,7 @@ fn edge_config() -> serde_json::Value {
         "mxcluster": {"name": "labbench", "tunterm_ap_subnets": ["10.99.0.0/24"]},
         "mxtunnels": [{
             "name": "lab",
-            "protocol": "udp",
+            "protocol": if l2tp_ip { "ip" } else { "udp" },
             "vlan_ids": [packets::CLIENT_VLAN],
             "hello_interval": 60,
             "hello_retries": 7

@@ -5,6 +5,7 @@
 //!
 //! ```text
 //! AP→trunk, L2TPv3: | Eth 14 | IPv4 20 | UDP 20→1701 8 | L2TP 8 + cookie | client frame L |
+//! AP→trunk, L2TPv3/IP (`--transport ip`): | Eth 14 | IPv4 20, protocol 115 | session id 4 + cookie | client frame L |
 //! AP→trunk, VXLAN:  | Eth 14 | IPv4 20 | UDP →4789 8   | VXLAN 8         | client frame L |
 //! trunk→AP, tunterm: client frame with an 802.1Q tag (L + 4)
 //! trunk→AP, VXLAN bridge: the client frame untagged (L)
@@ -49,6 +50,8 @@ pub struct SessionKey {
     pub edge_sid: u32,
     /// The cookie the edge expects.
     pub cookie: Vec<u8>,
+    /// L2TPv3 over IP (protocol 115) rather than over UDP.
+    pub over_ip: bool,
 }
 
 /// A client behind a session.
@@ -171,10 +174,33 @@ fn outer(link: &ApLink, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
     )
 }
 
-/// An L2TPv3-over-UDP data message of `session` carrying `frame` to the
-/// edge.
+/// An L2TPv3 data message of `session` carrying `frame` to the edge, over
+/// UDP or (`session.over_ip`) directly over IP.
 pub fn l2tp_data(link: &ApLink, session: &SessionKey, frame: &[u8]) -> Vec<u8> {
     let mut l2tp = Vec::with_capacity(8 + session.cookie.len() + frame.len());
+    if session.over_ip {
+        l2tp.extend_from_slice(&session.edge_sid.to_be_bytes());
+        l2tp.extend_from_slice(&session.cookie);
+        l2tp.extend_from_slice(frame);
+        let mut f = Ethernet2Header {
+            source: link.ap_mac,
+            destination: link.edge_mac,
+            ether_type: EtherType::IPV4,
+        }
+        .to_bytes()
+        .to_vec();
+        let ip = Ipv4Header::new(
+            l2tp.len() as u16,
+            64,
+            IpNumber(115),
+            AP_IP.octets(),
+            EDGE_IP.octets(),
+        )
+        .expect("a frame fits IPv4");
+        ip.write(&mut f).expect("writing to a Vec");
+        f.extend_from_slice(&l2tp);
+        return f;
+    }
     l2tp.extend_from_slice(&[0x00, 0x03, 0x00, 0x00]);
     l2tp.extend_from_slice(&session.edge_sid.to_be_bytes());
     l2tp.extend_from_slice(&session.cookie);
@@ -267,6 +293,7 @@ mod tests {
             ap_port: 40000,
             edge_sid: 0x1234_5678,
             cookie: vec![1, 2, 3, 4],
+            over_ip: false,
         };
         let frame = uplink_frame(64, &apsim_client_mac(1, 1));
         let p = l2tp_data(&link, &s, &frame);
@@ -278,6 +305,19 @@ mod tests {
             &[0, 3, 0, 0, 0x12, 0x34, 0x56, 0x78, 1, 2, 3, 4]
         );
         assert_eq!(&p[54..], &frame[..]);
+        let ip = l2tp_data(
+            &link,
+            &SessionKey {
+                over_ip: true,
+                ..s.clone()
+            },
+            &frame,
+        );
+        assert_eq!(ip.len(), 14 + 20 + 8 + 64);
+        assert_eq!(checksum(&ip[14..34]), 0);
+        assert_eq!(ip[14 + 9], 115, "IP protocol");
+        assert_eq!(&ip[34..42], &[0x12, 0x34, 0x56, 0x78, 1, 2, 3, 4]);
+        assert_eq!(&ip[42..], &frame[..]);
         let v = vxlan_data(&link, 30000, &frame);
         assert_eq!(v.len(), 14 + 20 + 8 + 8 + 64);
         assert_eq!(&v[42..50], &[8, 0, 0, 0, 0, 0, 10, 0]);

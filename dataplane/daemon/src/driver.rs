@@ -375,13 +375,9 @@ impl Socks {
         self.slots.iter().map(|(c, a, _)| (*c, *a)).collect()
     }
 
-    /// The pairs the forwarding workers join (L2TP/UDP), by address.
-    fn worker_pairs(&self) -> Vec<(IpAddr, Rc<TunnelSockets>)> {
-        self.slots
-            .iter()
-            .filter(|(c, _, _)| *c == crate::workers::CARRIER)
-            .map(|(_, a, s)| (*a, s.clone()))
-            .collect()
+    /// The pairs the forwarding workers open sockets beside: all of them.
+    fn worker_pairs(&self) -> Vec<(Carrier, IpAddr, Rc<TunnelSockets>)> {
+        self.slots.clone()
     }
 }
 
@@ -1093,8 +1089,8 @@ impl Dataplane {
                     trunk = true;
                     self.trunk_frame(bytes);
                 }
-                crate::workers::Source::Tunnel(from) => {
-                    self.tunnel_packet(crate::workers::CARRIER, from, bytes)
+                crate::workers::Source::Tunnel(carrier, from) => {
+                    self.tunnel_packet(carrier, from, bytes)
                 }
             }
         }
@@ -1130,6 +1126,7 @@ impl Dataplane {
             w.sync(
                 now,
                 &self.endpoint,
+                &mut self.gre,
                 &mut self.switch,
                 &self.mtus,
                 self.captures.set.is_active(),

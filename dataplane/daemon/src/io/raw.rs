@@ -358,6 +358,18 @@ impl RawIpSocket {
         self.malformed.load(Ordering::Relaxed)
     }
 
+    /// A second handle on the same socket (a `dup`ed descriptor): what one
+    /// receives the other does not; its own drop counts start at zero.
+    pub fn try_clone(&self) -> io::Result<RawIpSocket> {
+        Ok(RawIpSocket {
+            socket: self.socket.try_clone()?,
+            local: self.local,
+            protocol: self.protocol,
+            truncated: AtomicU64::new(0),
+            malformed: AtomicU64::new(0),
+        })
+    }
+
     /// Register with the tokio reactor (inside a runtime).
     pub fn into_async(self) -> io::Result<tokio::io::unix::AsyncFd<RawIpSocket>> {
         // SAFETY: a RawIpSocket owns its descriptor (a socket2::Socket) for

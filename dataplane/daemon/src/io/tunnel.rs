@@ -267,6 +267,34 @@ impl TunnelSockets {
     }
 }
 
+impl TunnelSockets {
+    /// The raw socket of the control socket (None over UDP).
+    pub(crate) fn raw_socket(&self) -> Option<&RawIpSocket> {
+        match &self.control {
+            TunnelSocket::Raw(r) => Some(r.get_ref()),
+            TunnelSocket::Udp(_) => None,
+        }
+    }
+
+    /// Raw IP: forwarding workers take the data (`to_workers`), each with
+    /// a socket of its own ([`raw_worker_filter`]), and this pair's data
+    /// socket gets none of it (else every packet would be handled twice);
+    /// or the data is the data socket's again (the workers stopped). The
+    /// new filter replaces the old one at once; what the data socket
+    /// queued before stays queued. Over UDP nothing changes (the reuseport
+    /// selector sends data to the workers).
+    pub(crate) fn data_to_workers(&self, to_workers: bool) -> io::Result<()> {
+        let TunnelSocket::Raw(r) = &self.data else {
+            return Ok(());
+        };
+        let r = r.get_ref();
+        let keep_data = raw_filter(r.protocol(), r.local().is_ipv4(), false);
+        let none = [insn(libc::BPF_RET | libc::BPF_K, 0, 0, 0)];
+        let filter: &[libc::sock_filter] = if to_workers { &none } else { &keep_data };
+        attach_cbpf(r.as_fd(), libc::SO_ATTACH_FILTER, filter)
+    }
+}
+
 /// A classic BPF instruction.
 const fn insn(code: u32, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
     libc::sock_filter {
@@ -337,6 +365,66 @@ fn raw_filter(protocol: u8, v4: bool, control: bool) -> [libc::sock_filter; 9] {
         insn(BPF_RET | BPF_K, 0, 0, matched),
         insn(BPF_RET | BPF_K, 0, 0, other),
     ]
+}
+
+/// The socket filter of forwarding worker `k` of `n` on a raw tunnel
+/// address of `protocol`, IPv4 (`v4`: the filter sees the IP header first)
+/// or IPv6: it keeps the worker's share of the data and drops the rest.
+///
+/// - L2TPv3/IP (115): session id ≠ 0 (data) and session id mod n = k: one
+///   session's packets on one worker, in order.
+/// - GRE (47): protocol type 0x6558 (data) and the last 32 bits of the
+///   source address mod n = k: an AP (its address, with or without a key)
+///   on one worker, in order. The address is read from the network header
+///   (`SKF_NET_OFF`), which an IPv6 raw socket's filter does not otherwise
+///   see.
+///
+/// A packet too short to classify is left to the control socket.
+pub(crate) fn raw_worker_filter(protocol: u8, v4: bool, n: u32, k: u32) -> Vec<libc::sock_filter> {
+    use libc::{
+        BPF_ABS, BPF_ALU, BPF_H, BPF_IMM, BPF_IND, BPF_JEQ, BPF_JGE, BPF_JMP, BPF_K, BPF_LD,
+        BPF_LDX, BPF_LEN, BPF_MOD, BPF_MSH, BPF_RET, BPF_SUB, BPF_W, BPF_X,
+    };
+    const KEEP: u32 = u32::MAX;
+    const DROP: u32 = 0;
+    let header = if v4 {
+        insn(BPF_LDX | libc::BPF_B | BPF_MSH, 0, 0, 0)
+    } else {
+        insn(BPF_LDX | BPF_W | BPF_IMM, 0, 0, 0)
+    };
+    let mut f = vec![
+        header,
+        insn(BPF_LD | BPF_W | BPF_LEN, 0, 0, 0),
+        insn(BPF_ALU | BPF_SUB | BPF_X, 0, 0, 0),
+        insn(BPF_JMP | BPF_JGE | BPF_K, 1, 0, 4),
+        insn(BPF_RET | BPF_K, 0, 0, DROP),
+    ];
+    // Then: is it data (else to the last instruction, DROP), and the
+    // number to split on in A.
+    if protocol == super::raw::IPPROTO_L2TP {
+        f.extend([
+            insn(BPF_LD | BPF_W | BPF_IND, 0, 0, 0),
+            // Session id 0: control. Jump over MOD, JEQ, KEEP.
+            insn(BPF_JMP | BPF_JEQ | BPF_K, 3, 0, 0),
+        ]);
+    } else {
+        // The source address's last word, at 12 (IPv4) or 20 (IPv6) of
+        // the network header.
+        let src = libc::SKF_NET_OFF + if v4 { 12 } else { 20 };
+        f.extend([
+            insn(BPF_LD | BPF_H | BPF_IND, 0, 0, 2),
+            // Not Ethernet: jump over LD, MOD, JEQ, KEEP.
+            insn(BPF_JMP | BPF_JEQ | BPF_K, 0, 4, 0x6558),
+            insn(BPF_LD | BPF_W | BPF_ABS, 0, 0, src as u32),
+        ]);
+    }
+    f.extend([
+        insn(BPF_ALU | BPF_MOD | BPF_K, 0, 0, n.max(1)),
+        insn(BPF_JMP | BPF_JEQ | BPF_K, 0, 1, k),
+        insn(BPF_RET | BPF_K, 0, 0, KEEP),
+        insn(BPF_RET | BPF_K, 0, 0, DROP),
+    ]);
+    f
 }
 
 /// One `recvmmsg(2)` on the UDP socket `fd` into `batch`.
@@ -500,6 +588,17 @@ mod tests {
         }
     }
 
+    /// A raw pair on `local`; None (said) without CAP_NET_RAW.
+    fn raw_pair(what: &str, local: IpAddr, protocol: u8) -> Option<TunnelSockets> {
+        match TunnelSockets::raw(local, protocol, false) {
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                eprintln!("{what}: skipped, raw sockets need CAP_NET_RAW");
+                None
+            }
+            r => Some(r.unwrap()),
+        }
+    }
+
     #[tokio::test]
     async fn the_kernel_sorts_l2tp_ip_and_gre_control_from_data_into_the_pair() {
         use super::super::raw::{IPPROTO_GRE, IPPROTO_L2TP};
@@ -507,12 +606,8 @@ mod tests {
             let local: IpAddr = local.parse().unwrap();
             for protocol in [IPPROTO_L2TP, IPPROTO_GRE] {
                 let what = format!("{local} protocol {protocol}");
-                let pair = match TunnelSockets::raw(local, protocol, false) {
-                    Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-                        eprintln!("{what}: skipped, raw sockets need CAP_NET_RAW");
-                        return;
-                    }
-                    r => r.unwrap(),
+                let Some(pair) = raw_pair(&what, local, protocol) else {
+                    return;
                 };
                 let tx = RawIpSocket::bind(local, protocol).unwrap();
                 // A marker byte makes each packet distinct.
@@ -548,6 +643,90 @@ mod tests {
                     assert_eq!(tx.send_to(p, local).unwrap(), p.len());
                 })
                 .await;
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn worker_filters_split_raw_data_by_session_and_by_ap_and_the_loop_lets_go() {
+        use super::super::raw::{IPPROTO_GRE, IPPROTO_L2TP};
+        // Two workers: k = 0 and 1.
+        for (local, other_src) in [("127.0.0.1", Some("127.0.0.2")), ("::1", None)] {
+            let local: IpAddr = local.parse().unwrap();
+            for protocol in [IPPROTO_L2TP, IPPROTO_GRE] {
+                let what = format!("{local} protocol {protocol}");
+                let Some(pair) = raw_pair(&what, local, protocol) else {
+                    return;
+                };
+                pair.data_to_workers(true).unwrap();
+                let workers: Vec<TunnelSocket> = (0..2)
+                    .map(|k| {
+                        let f = raw_worker_filter(protocol, local.is_ipv4(), 2, k);
+                        let s = RawIpSocket::bind_filtered(local, protocol, &f).unwrap();
+                        TunnelSocket::Raw(s.into_async().unwrap())
+                    })
+                    .collect();
+                let send = |from: IpAddr, p: &[u8]| {
+                    let tx = RawIpSocket::bind(from, protocol).unwrap();
+                    assert_eq!(tx.send_to(p, local).unwrap(), p.len());
+                };
+                // Each packet, from where, and who must get it: the
+                // control socket (None) or worker k.
+                let mut cases: Vec<(IpAddr, Vec<u8>, Option<usize>)> = Vec::new();
+                if protocol == IPPROTO_L2TP {
+                    cases.push((local, vec![0, 0, 0, 0, 0xc8, 0x03, 0, 20, 0x71], None));
+                    cases.push((local, vec![0, 0, 0, 9, 0x72], Some(1)));
+                    cases.push((local, vec![0, 0, 1, 0, 0x73], Some(0)));
+                    cases.push((local, vec![0x80, 0, 0, 3, 0x74], Some(1)));
+                    cases.push((local, vec![0, 0x75], None));
+                } else {
+                    // 127.0.0.1 and ::1 end in 1: worker 1.
+                    cases.push((local, vec![0, 0, 0x65, 0x58, 0x81], Some(1)));
+                    cases.push((local, vec![0x20, 0, 0x65, 0x58, 0, 0, 0, 4, 0x82], Some(1)));
+                    cases.push((local, vec![0, 0, 0x08, 0x00, 0x83], None));
+                    cases.push((local, vec![0, 0x84], None));
+                    if let Some(src) = other_src {
+                        // 127.0.0.2: worker 0, keyed or not.
+                        let src = src.parse().unwrap();
+                        cases.push((src, vec![0, 0, 0x65, 0x58, 0x85], Some(0)));
+                        cases.push((src, vec![0x20, 0, 0x65, 0x58, 0, 0, 0, 5, 0x86], Some(0)));
+                    }
+                }
+                for (from, p, _) in &cases {
+                    send(*from, p);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let mine = |got: Vec<Vec<u8>>| -> Vec<Vec<u8>> {
+                    got.into_iter()
+                        .filter(|g| cases.iter().any(|(_, p, _)| p == g))
+                        .collect()
+                };
+                let want = |who: Option<usize>| -> Vec<Vec<u8>> {
+                    cases
+                        .iter()
+                        .filter(|(_, _, w)| *w == who)
+                        .map(|(_, p, _)| p.clone())
+                        .collect()
+                };
+                assert_eq!(mine(queued(&pair.control)), want(None), "{what}: control");
+                assert!(
+                    mine(queued(&pair.data)).is_empty(),
+                    "{what}: the loop's data socket"
+                );
+                for (k, w) in workers.iter().enumerate() {
+                    assert_eq!(mine(queued(w)), want(Some(k)), "{what}: worker {k}");
+                }
+                // The workers gone: the loop's data socket gets data again.
+                pair.data_to_workers(false).unwrap();
+                drop(workers);
+                let data = &cases.iter().find(|(_, _, w)| w.is_some()).unwrap().1;
+                send(local, data);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                assert_eq!(
+                    mine(queued(&pair.data)),
+                    std::slice::from_ref(data),
+                    "{what}: data again"
+                );
             }
         }
     }

@@ -12,20 +12,37 @@
 //!                                  └─ 2 + k: worker k    (data: session
 //!                                       id mod (N-1), one session's
 //!                                       packets on one worker, in order)
+//!  addr, proto 115 ─ raw sockets, each with its own socket filter
+//!  (L2TPv3/IP)    ─┬─ control socket   (session id 0)
+//!                  ├─ control thread's data socket: filter drops all
+//!                  └─ worker k: session id ≠ 0, session id mod (N-1) = k
+//!  addr, proto 47 ─┬─ control socket   (protocol type ≠ 0x6558)
+//!  (mGRE)          ├─ control thread's data socket: filter drops all
+//!                  └─ worker k: protocol type 0x6558, last 32 bits of the
+//!                       source address mod (N-1) = k (one AP's packets,
+//!                       keyed or not, on one worker, in order)
 //!
-//!  worker: known unicast between the trunk and an L2TPv3/UDP session
-//!          (the read-only [`Table`], swapped whole by the control thread)
+//!  worker: known unicast between the trunk and an L2TPv3 session (UDP or
+//!          IP) or an mGRE peer (the read-only [`Table`], swapped whole by
+//!          the control thread)
 //!          → forwarded here: trunk frame written, tunnel packet sendmmsg'd
+//!            on the worker's own socket of that carrier and family
 //!          anything else → the punt queue (bounded; full: counted drop)
 //!          → the control thread's pipeline, as if read by it
 //! ```
 //!
+//! A raw socket has no reuseport group (every raw socket of a protocol
+//! gets a copy of every packet), so each worker opens its own raw socket
+//! per raw tunnel address whose filter keeps only its share of the data,
+//! and the control thread's data socket of that address gets a filter that
+//! keeps nothing while the workers run (given back when they stop).
+//!
 //! What a worker forwards is what the XDP fast path forwards (the same
 //! content as its maps, [`Table::build`]), and like it a worker marks the
-//! FDB entries of the sources it forwards from; the control thread carries
-//! the marks into the switch, so those MACs do not age out. L2TPv3 over IP
-//! and mGRE stay on the control thread (raw sockets have no reuseport
-//! group: every raw socket would see every packet).
+//! FDB entries of the sources it forwards from and the mGRE peers it hears
+//! from; the control thread carries the marks into the switch and the mGRE
+//! endpoint, so those MACs do not age out and those peers do not time
+//! out.
 
 mod table;
 
@@ -44,19 +61,19 @@ use serde::{Deserialize, Serialize};
 use tokio::io::Interest;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
-use tunterm_core::forward::TunnelMtus;
+use tunterm_core::forward::{Carrier, TunnelMtus};
 use tunterm_core::proto::bridge::{Switch, SwitchCounters};
+use tunterm_core::proto::gre::GreEndpoint;
 use tunterm_core::proto::l2tp::Endpoint;
 
 use crate::driver::IoCounters;
 use crate::io::afpacket::PacketSocket;
 use crate::io::batch::RecvBatch;
-use crate::io::raw::udp_socket_with;
+use crate::io::raw::{RawIpSocket, udp_socket_with};
 use crate::io::sockopt::attach_cbpf;
-use crate::io::tunnel::{SEND_BATCH, TunnelSocket, TunnelSockets};
+use crate::io::tunnel::{SEND_BATCH, TunnelSocket, TunnelSockets, raw_worker_filter};
 
-pub(crate) use table::CARRIER;
-use table::Table;
+use table::{Dest, Table};
 
 /// Frames (or packets) one worker reads per `recvmmsg`.
 const BATCH: usize = 64;
@@ -145,28 +162,51 @@ struct Shared {
     counters: Vec<[AtomicU64; COUNTERS]>,
 }
 
-/// The workers' UDP sockets: `per_worker[k]` are worker k's, one per
-/// L2TP/UDP address.
+/// The workers' tunnel sockets: `per_worker[k]` are worker k's, one per
+/// tunnel address (and carrier).
 #[derive(Default)]
 struct SocketSet {
     generation: u64,
     per_worker: Vec<Vec<Arc<WorkerSocket>>>,
 }
 
-/// One worker's UDP socket in a reuseport group, with the kernel's drop
-/// count for it already counted: kept with the socket, so a worker that
-/// takes it again (a new socket set, the threads started again when the
-/// trunk moved) counts only new drops.
+/// One worker's tunnel socket (a UDP socket in a reuseport group, or a raw
+/// socket with the worker's filter), with the kernel's drop count for it
+/// already counted: kept with the socket, so a worker that takes it again
+/// (a new socket set, the threads started again when the trunk moved)
+/// counts only new drops.
 struct WorkerSocket {
-    sock: std::net::UdpSocket,
+    carrier: Carrier,
+    sock: WorkerSock,
     drops_seen: std::sync::atomic::AtomicU32,
+}
+
+enum WorkerSock {
+    Udp(std::net::UdpSocket),
+    Raw(RawIpSocket),
+}
+
+impl WorkerSocket {
+    /// A handle of its own for a worker's runtime, and its family.
+    fn open(&self) -> std::io::Result<(TunnelSocket, bool)> {
+        Ok(match &self.sock {
+            WorkerSock::Udp(u) => (
+                TunnelSocket::Udp(tokio::net::UdpSocket::from_std(u.try_clone()?)?),
+                u.local_addr()?.is_ipv6(),
+            ),
+            WorkerSock::Raw(r) => (
+                TunnelSocket::Raw(r.try_clone()?.into_async()?),
+                r.local().is_ipv6(),
+            ),
+        })
+    }
 }
 
 /// Where a punted frame came from.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Source {
     Trunk,
-    Tunnel(SocketAddr),
+    Tunnel(Carrier, SocketAddr),
 }
 
 /// Frames a worker hands the control thread, from one receive batch.
@@ -198,8 +238,8 @@ pub(crate) struct Workers {
     /// The punt queue's sending end, for the threads (started again when
     /// the trunk moves).
     tx: mpsc::Sender<PuntBatch>,
-    /// The UDP tunnel sockets the workers joined, by the control thread's
-    /// pair (its address).
+    /// The tunnel addresses the workers have sockets on, by the control
+    /// thread's pair.
     joined: Vec<(Rc<TunnelSockets>, Vec<Arc<WorkerSocket>>)>,
     socket_generation: u64,
     /// The published table's inputs.
@@ -215,13 +255,13 @@ pub(crate) struct Workers {
 
 impl Workers {
     /// Start `n` workers (n ≥ 1) on the trunk `upstream` (its sockets join
-    /// `trunk`'s fanout group) and the L2TP/UDP sockets of `socks`.
+    /// `trunk`'s fanout group) and the tunnel addresses of `socks`.
     /// Returns them and the receiving end of their punt queue.
     pub(crate) fn start(
         n: usize,
         upstream: &str,
         trunk: &PacketSocket,
-        socks: &[(IpAddr, Rc<TunnelSockets>)],
+        socks: &[(Carrier, IpAddr, Rc<TunnelSockets>)],
     ) -> anyhow::Result<(Workers, mpsc::Receiver<PuntBatch>)> {
         let (tx, rx) = mpsc::channel(PUNT_QUEUE);
         let shared = Arc::new(Shared {
@@ -330,18 +370,41 @@ impl Workers {
         self.shared.counters.len()
     }
 
-    /// The L2TP/UDP sockets the control thread has now (at start and
-    /// after a reload rebound them): the workers join the reuseport group
-    /// of each new one, and the group's selector spreads data over them.
+    /// The tunnel sockets the control thread has now (at start and after
+    /// a reload rebound them). L2TP/UDP: the workers join the reuseport
+    /// group of each new one, and the group's selector spreads data over
+    /// them. Raw IP (L2TPv3/IP, mGRE): each worker opens a raw socket with
+    /// its filter on each new address, then the control thread's data
+    /// socket there stops taking data. The workers close the sockets of
+    /// addresses gone.
     pub(crate) fn set_sockets(
         &mut self,
         n: usize,
-        socks: &[(IpAddr, Rc<TunnelSockets>)],
+        socks: &[(Carrier, IpAddr, Rc<TunnelSockets>)],
     ) -> anyhow::Result<()> {
         let mut joined = Vec::new();
-        for (ip, pair) in socks {
+        let mut new_raw = Vec::new();
+        for (carrier, ip, pair) in socks {
             if let Some(j) = self.joined.iter().find(|(p, _)| Rc::ptr_eq(p, pair)) {
                 joined.push(j.clone());
+                continue;
+            }
+            if let Some(raw) = pair.raw_socket() {
+                let (local, protocol) = (raw.local(), raw.protocol());
+                let mut mine = Vec::new();
+                for k in 0..n {
+                    let filter = raw_worker_filter(protocol, local.is_ipv4(), n as u32, k as u32);
+                    let sock = RawIpSocket::bind_filtered(local, protocol, &filter)
+                        .with_context(|| format!("worker {k}: raw socket on {local}"))?;
+                    sock.set_fragmentation(true)?;
+                    mine.push(Arc::new(WorkerSocket {
+                        carrier: *carrier,
+                        sock: WorkerSock::Raw(sock),
+                        drops_seen: Default::default(),
+                    }));
+                }
+                new_raw.push(pair.clone());
+                joined.push((pair.clone(), mine));
                 continue;
             }
             let TunnelSocket::Udp(control) = &pair.control else {
@@ -354,7 +417,8 @@ impl Workers {
                     format!("worker socket on {ip}: joining the reuseport group")
                 })?;
                 mine.push(Arc::new(WorkerSocket {
-                    sock,
+                    carrier: *carrier,
+                    sock: WorkerSock::Udp(sock),
                     drops_seen: Default::default(),
                 }));
             }
@@ -365,6 +429,15 @@ impl Workers {
             )
             .with_context(|| format!("{local}: SO_ATTACH_REUSEPORT_CBPF"))?;
             joined.push((pair.clone(), mine));
+        }
+        // Every worker hears its share of a new raw address now: the
+        // control thread's data socket lets go of the data (a packet
+        // arriving in between is read twice, once by each).
+        for pair in new_raw {
+            if let Err(e) = pair.data_to_workers(true) {
+                warn!(error = %e, "raw tunnel socket: the forwarding workers stay off its data");
+                joined.retain(|(p, _)| !Rc::ptr_eq(p, &pair));
+            }
         }
         self.joined = joined;
         self.socket_generation += 1;
@@ -382,9 +455,8 @@ impl Workers {
         Ok(())
     }
 
-    /// The L2TP/UDP pairs among the control thread's sockets, again (a
-    /// reload).
-    pub(crate) fn resocket(&mut self, socks: &[(IpAddr, Rc<TunnelSockets>)]) {
+    /// The control thread's tunnel sockets, again (a reload).
+    pub(crate) fn resocket(&mut self, socks: &[(Carrier, IpAddr, Rc<TunnelSockets>)]) {
         if let Err(e) = self.set_sockets(self.workers(), socks) {
             warn!(error = %format!("{e:#}"), "forwarding workers: new tunnel sockets");
         }
@@ -398,13 +470,16 @@ impl Workers {
             .clone()
     }
 
-    /// Carry the workers' marks into the switch, and publish a new table
-    /// when what it holds changed. Call every turn of the loop;
-    /// `sessions_changed`: a session came or went since the last call.
+    /// Carry the workers' marks into the switch and the mGRE endpoint, and
+    /// publish a new table when what it holds changed. Call every turn of
+    /// the loop; `sessions_changed`: a session or mGRE peer came or went
+    /// since the last call.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn sync(
         &mut self,
         now: Instant,
         endpoint: &Endpoint,
+        gre: &mut GreEndpoint,
         switch: &mut Switch,
         mtus: &TunnelMtus,
         capture: bool,
@@ -416,8 +491,14 @@ impl Workers {
             || now >= self.rebuild_anyway;
         if now >= self.refresh_due || rebuild {
             self.refresh_due = now + REFRESH_EVERY;
-            for (vlan, mac, port) in self.table().take_seen() {
+            let table = self.table();
+            for (vlan, mac, port) in table.take_seen() {
                 if switch.refresh(vlan, &mac, port, now) {
+                    self.refreshed += 1;
+                }
+            }
+            for port in table.take_gre_seen() {
+                if gre.refresh(port, now) {
                     self.refreshed += 1;
                 }
             }
@@ -425,7 +506,7 @@ impl Workers {
         if !rebuild {
             return;
         }
-        let t = Table::build(endpoint, switch, mtus, capture);
+        let t = Table::build(now, endpoint, gre, switch, mtus, capture);
         *self.shared.table.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(t);
         self.tables += 1;
         self.capture = capture;
@@ -499,6 +580,12 @@ impl Workers {
 impl Drop for Workers {
     fn drop(&mut self) {
         self.stop();
+        // The raw addresses' data is the control thread's again.
+        for (pair, _) in &self.joined {
+            if let Err(e) = pair.data_to_workers(false) {
+                warn!(error = %e, "raw tunnel socket: its data socket not given its filter back");
+            }
+        }
     }
 }
 
@@ -549,6 +636,7 @@ impl Counts {
 
 /// One worker's tunnel socket.
 struct Sock {
+    carrier: Carrier,
     v6: bool,
     sock: TunnelSocket,
     shared: Arc<WorkerSocket>,
@@ -567,7 +655,7 @@ async fn run(
     let mut generation = u64::MAX;
     let mut rx = RecvBatch::new(BATCH, crate::io::afpacket::RECV_BUF_LEN);
     let mut out: Vec<u8> = Vec::with_capacity(SEND_BATCH * 2048);
-    let mut to: Vec<(SocketAddr, Range<usize>)> = Vec::with_capacity(BATCH);
+    let mut to: Vec<(Dest, Range<usize>)> = Vec::with_capacity(BATCH);
     let mut counts = Counts([0; COUNTERS]);
     let counters = &shared.counters[k];
     while !shared.stop.load(Ordering::Relaxed) {
@@ -580,11 +668,11 @@ async fn run(
             generation = set.generation;
             socks.clear();
             for s in set.per_worker.get(k).into_iter().flatten() {
-                let v6 = s.sock.local_addr()?.is_ipv6();
-                let sock = tokio::net::UdpSocket::from_std(s.sock.try_clone()?)?;
+                let (sock, v6) = s.open()?;
                 socks.push(Sock {
+                    carrier: s.carrier,
                     v6,
-                    sock: TunnelSocket::Udp(sock),
+                    sock,
                     shared: s.clone(),
                 });
             }
@@ -620,7 +708,7 @@ async fn run(
                 counts.add(C::TrunkRxBytes, frame.len() as u64);
                 let at = out.len();
                 match table.forward_trunk(frame, &mut out) {
-                    Ok(peer) => to.push((peer, at..out.len())),
+                    Ok(dest) => to.push((dest, at..out.len())),
                     Err(_) => {
                         out.truncate(at);
                         punt.push(Source::Trunk, frame);
@@ -650,7 +738,7 @@ async fn run(
                     counts.add(C::TunnelRx, 1);
                     counts.add(C::TunnelRxBytes, pkt.len() as u64);
                     out.clear();
-                    match table.forward_tunnel(from, pkt, &mut out) {
+                    match table.forward_tunnel(s.carrier, from, pkt, &mut out) {
                         Ok(()) => match trunk.get_ref().send(&out) {
                             Ok(_) => {
                                 counts.add(C::ForwardedUp, 1);
@@ -662,7 +750,7 @@ async fn run(
                                 debug!(error = %e, "worker: trunk send failed");
                             }
                         },
-                        Err(_) => punt.push(Source::Tunnel(from), pkt),
+                        Err(_) => punt.push(Source::Tunnel(s.carrier, from), pkt),
                     }
                 }
                 hand_over(&punts, punt, &mut counts);
@@ -673,29 +761,30 @@ async fn run(
     Ok(())
 }
 
-/// Send the tunnel packets of one batch (`to`: peer and range of `out`),
-/// with one `sendmmsg` per run of one family.
-fn send_tunnels(
-    socks: &[Sock],
-    out: &[u8],
-    to: &[(SocketAddr, Range<usize>)],
-    counts: &mut Counts,
-) {
+/// Send the tunnel packets of one batch (`to`: where to and range of
+/// `out`), with one `sendmmsg` per run of one carrier and family, on the
+/// worker's socket of that carrier and family (none: counted errors).
+fn send_tunnels(socks: &[Sock], out: &[u8], to: &[(Dest, Range<usize>)], counts: &mut Counts) {
     let mut batch: Vec<(SocketAddr, &[u8])> = Vec::with_capacity(to.len());
-    for v6 in [false, true] {
+    let mut unsent = to.len();
+    for (i, s) in socks.iter().enumerate() {
+        let is_for = |d: &Dest| d.carrier == s.carrier && d.peer.is_ipv6() == s.v6;
+        if socks[..i]
+            .iter()
+            .any(|o| o.carrier == s.carrier && o.v6 == s.v6)
+        {
+            continue;
+        }
         batch.clear();
         batch.extend(
             to.iter()
-                .filter(|(p, _)| p.is_ipv6() == v6)
-                .map(|(p, r)| (*p, &out[r.clone()])),
+                .filter(|(d, _)| is_for(d))
+                .map(|(d, r)| (d.peer, &out[r.clone()])),
         );
         if batch.is_empty() {
             continue;
         }
-        let Some(s) = socks.iter().find(|s| s.v6 == v6) else {
-            counts.add(C::TunnelTxErrors, batch.len() as u64);
-            continue;
-        };
+        unsent -= batch.len();
         for chunk in batch.chunks(SEND_BATCH) {
             counts.add(C::TunnelTxCalls, 1);
             let sent = s.sock.try_send_batch(chunk).unwrap_or(0);
@@ -708,6 +797,7 @@ fn send_tunnels(
             counts.add(C::TunnelTxErrors, (chunk.len() - sent) as u64);
         }
     }
+    counts.add(C::TunnelTxErrors, unsent as u64);
 }
 
 /// Hand `punt` to the control thread; a full queue drops it, counted.
