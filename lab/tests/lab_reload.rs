@@ -360,18 +360,14 @@ fn the_tunnel_address_changes_live() {
             .any(|a| a.contains("tunterm_ip_config")),
         "{report:?}"
     );
-    // The new sockets are bound before apply-config answers; the old ones
-    // close once every thread that reads them has taken the new set (with
-    // `--workers`, the forwarding workers too, a moment later).
-    let rebound = || {
-        let listening = lab.edge.run(&["ss", "-Hunl"]).unwrap();
-        (listening.contains("10.99.0.5:1701") && !listening.contains("10.99.0.1:1701"))
-            .then_some(())
-            .ok_or(listening)
-    };
-    if !lab::wait_until(Duration::from_secs(3), || rebound().is_ok()) {
-        panic!("{}", rebound().unwrap_err());
-    }
+    // When apply-config answers the new sockets are bound and the old ones
+    // closed: with `--workers`, it waits for the forwarding workers to
+    // take the new set and let go of the old.
+    let listening = lab.edge.run(&["ss", "-Hunl"]).unwrap();
+    assert!(
+        listening.contains("10.99.0.5:1701") && !listening.contains("10.99.0.1:1701"),
+        "{listening}"
+    );
     let s = block_on(client.stats()).unwrap();
     assert_eq!(s.services.counters.reload_closed_tunnels, 2, "{s:?}");
     on_edge(&lab, "10.99.0.5:1701", fast);
@@ -458,14 +454,10 @@ fn mgre_wlans_change_live() {
     let s = block_on(client.stats()).unwrap();
     assert!(s.gre_peers.is_empty(), "{:?}", s.gre_peers);
     assert_eq!(s.services.counters.reload_removed_gre_peers, 2);
-    // Closed once every thread that reads it has taken the new set (with
-    // `--workers`, the forwarding workers' raw sockets a moment later).
-    let closed = || !gre_socket(&lab.edge.run(&["ss", "-Hwan"]).unwrap());
-    assert!(
-        lab::wait_until(Duration::from_secs(3), closed),
-        "the GRE sockets are closed: {}",
-        lab.edge.run(&["ss", "-Hwan"]).unwrap()
-    );
+    // Closed when apply-config answers (with `--workers`, the forwarding
+    // workers' raw sockets too: the reload waits for them).
+    let raw = lab.edge.run(&["ss", "-Hwan"]).unwrap();
+    assert!(!gre_socket(&raw), "the GRE sockets are closed: {raw}");
     assert_eq!(lab::ping(c1, "192.168.10.1", 3).unwrap().received, 0);
 
     let report = block_on(client.apply_config(cfg, false)).unwrap();

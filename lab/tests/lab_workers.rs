@@ -257,6 +257,8 @@ fn a_reload_moves_the_workers_raw_sockets_with_the_tunnel_address() {
         daemon_args: vec!["--workers".into(), "2".into()],
         encap: Encap::L2tpIp,
         ap_args: vec!["--edge".into(), new.to_string()],
+        // The worker's forwarding is checked: XDP would take it first.
+        fast_path: "off".into(),
         ..Options::new("workersreaddr", bins())
     });
     ping_ok(&lab, lab.client("c1"), "192.168.10.1");

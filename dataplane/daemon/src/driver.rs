@@ -209,6 +209,11 @@ pub struct RestartStats {
 /// I/O counters of the driver.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct IoCounters {
+    /// Tunnel packets a forwarding worker handed over for a carrier (and
+    /// family) the event loop no longer listens on: a reload closed it
+    /// while they waited in the hand-over queue (dropped).
+    #[serde(default)]
+    pub punted_stale: u64,
     /// Frames read from the trunk.
     pub trunk_rx: u64,
     /// Frames on the trunk too long to read whole, dropped.
@@ -455,6 +460,9 @@ struct Dataplane {
 struct Rewired {
     /// The tunnel sockets changed: rebuild the inputs.
     sockets: bool,
+    /// The forwarding workers already have the new sockets (an
+    /// apply-config gives them before it answers).
+    workers_resocketed: bool,
     /// The new monitor's probe results.
     probes: Option<tokio::sync::mpsc::UnboundedReceiver<ProbeResult>>,
 }
@@ -1090,12 +1098,31 @@ impl Dataplane {
                     self.trunk_frame(bytes);
                 }
                 crate::workers::Source::Tunnel(carrier, from) => {
-                    self.tunnel_packet(carrier, from, bytes)
+                    // Not served any more (mGRE turned off, an address
+                    // gone): the loop would not have read it.
+                    let served = self.socks.slots.iter().any(|(c, ip, _)| {
+                        *c == carrier && ip.is_ipv4() == from.ip().to_canonical().is_ipv4()
+                    });
+                    if served {
+                        self.tunnel_packet(carrier, from, bytes)
+                    } else {
+                        self.io.punted_stale += 1;
+                    }
                 }
             }
         }
         if trunk {
             self.trunk_batch_done();
+        }
+    }
+
+    /// After a reload changed the tunnel sockets: the forwarding workers
+    /// take theirs for the new set (and close the old; see
+    /// `Workers::resocket`).
+    fn resocket_workers(&mut self) {
+        let pairs = self.socks.worker_pairs();
+        if let Some(w) = &mut self.workers {
+            w.resocket(&pairs);
         }
     }
 
@@ -1658,9 +1685,8 @@ pub async fn run(
         if let Some(r) = dp.rewired.take() {
             if r.sockets {
                 inputs = inputs::Inputs::new(&dp, true);
-                let pairs = dp.socks.worker_pairs();
-                if let Some(w) = &mut dp.workers {
-                    w.resocket(&pairs);
+                if !r.workers_resocketed {
+                    dp.resocket_workers();
                 }
                 dp.move_workers();
             }

@@ -85,6 +85,9 @@ pub(crate) const PUNT_QUEUE: usize = 256;
 /// How long a worker waits for input before it looks at its stop flag and
 /// its sockets again.
 const IDLE: Duration = Duration::from_millis(50);
+/// Longest a reload waits for every worker to take its new tunnel sockets
+/// (a worker looks at least every [`IDLE`]).
+const RESOCKET_WAIT: Duration = Duration::from_millis(500);
 /// Least time between two table rebuilds (each copies the FDB), so a
 /// learning storm costs a bounded share of the control thread. New MACs
 /// are forwarded by the control thread meanwhile.
@@ -160,6 +163,9 @@ struct Shared {
     sockets: RwLock<Arc<SocketSet>>,
     stop: AtomicBool,
     counters: Vec<[AtomicU64; COUNTERS]>,
+    /// Per worker, the [`SocketSet`] generation it has taken (and so let
+    /// go of every socket of earlier ones).
+    taken: Vec<AtomicU64>,
 }
 
 /// The workers' tunnel sockets: `per_worker[k]` are worker k's, one per
@@ -271,6 +277,7 @@ impl Workers {
             counters: (0..n)
                 .map(|_| std::array::from_fn(|_| AtomicU64::new(0)))
                 .collect(),
+            taken: (0..n).map(|_| AtomicU64::new(0)).collect(),
         });
         let now = Instant::now();
         let mut w = Workers {
@@ -456,9 +463,33 @@ impl Workers {
     }
 
     /// The control thread's tunnel sockets, again (a reload).
+    /// Returns once every running worker has taken the new set and so
+    /// closed its sockets on addresses that went away (at most
+    /// [`RESOCKET_WAIT`]): a reload's answer then means the old addresses
+    /// are free.
     pub(crate) fn resocket(&mut self, socks: &[(Carrier, IpAddr, Rc<TunnelSockets>)]) {
         if let Err(e) = self.set_sockets(self.workers(), socks) {
             warn!(error = %format!("{e:#}"), "forwarding workers: new tunnel sockets");
+            return;
+        }
+        if self.threads.is_empty() {
+            return;
+        }
+        let want = self.socket_generation;
+        let until = Instant::now() + RESOCKET_WAIT;
+        while self
+            .shared
+            .taken
+            .iter()
+            .any(|t| t.load(Ordering::Acquire) < want)
+        {
+            if Instant::now() >= until {
+                warn!(
+                    "forwarding workers: a worker has not taken the new tunnel sockets within {RESOCKET_WAIT:?}"
+                );
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 
@@ -676,6 +707,9 @@ async fn run(
                     shared: s.clone(),
                 });
             }
+            // The earlier set's sockets are closed (the control thread
+            // dropped its references before publishing this one).
+            shared.taken[k].store(generation, Ordering::Release);
         }
         // Wait for input (or the idle timeout).
         let ready = std::future::poll_fn(|cx| {
