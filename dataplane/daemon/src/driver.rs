@@ -458,11 +458,9 @@ struct Dataplane {
 /// What a live reconfiguration hands the event loop to wait on instead.
 #[derive(Default)]
 struct Rewired {
-    /// The tunnel sockets changed: rebuild the inputs.
+    /// The tunnel sockets or the trunk changed: rebuild the inputs (the
+    /// forwarding workers already have the new tunnel sockets).
     sockets: bool,
-    /// The forwarding workers already have the new sockets (an
-    /// apply-config gives them before it answers).
-    workers_resocketed: bool,
     /// The new monitor's probe results.
     probes: Option<tokio::sync::mpsc::UnboundedReceiver<ProbeResult>>,
 }
@@ -1116,9 +1114,8 @@ impl Dataplane {
         }
     }
 
-    /// After a reload changed the tunnel sockets: the forwarding workers
-    /// take theirs for the new set (and close the old; see
-    /// `Workers::resocket`).
+    /// A reload changed the tunnel sockets: the forwarding workers take
+    /// theirs for the new set and close the old (`Workers::resocket`).
     fn resocket_workers(&mut self) {
         let pairs = self.socks.worker_pairs();
         if let Some(w) = &mut self.workers {
@@ -1685,9 +1682,6 @@ pub async fn run(
         if let Some(r) = dp.rewired.take() {
             if r.sockets {
                 inputs = inputs::Inputs::new(&dp, true);
-                if !r.workers_resocketed {
-                    dp.resocket_workers();
-                }
                 dp.move_workers();
             }
             if let Some(rx) = r.probes {

@@ -515,11 +515,7 @@ impl GreEndpoint {
             peer.tx_seq = s.wrapping_add(1);
             s
         });
-        let header = GreHeader {
-            key: key.key,
-            seq,
-            ..GreHeader::new(gre::PROTO_TEB)
-        };
+        let header = GreHeader::data(key.key, seq);
         out.clear();
         out.resize(header.header_len(), 0);
         gre::emit(&header, out);

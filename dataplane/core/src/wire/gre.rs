@@ -105,6 +105,16 @@ impl GreHeader {
         }
     }
 
+    /// The header of an Ethernet frame (protocol 0x6558) to an mGRE peer:
+    /// its key if it uses one, our sequence number if it sends them.
+    pub const fn data(key: Option<u32>, seq: Option<u32>) -> GreHeader {
+        GreHeader {
+            key,
+            seq,
+            ..GreHeader::new(PROTO_TEB)
+        }
+    }
+
     /// Bytes [`emit`] writes for this header.
     pub const fn header_len(&self) -> usize {
         header_len(self.checksum, self.key.is_some(), self.seq.is_some())

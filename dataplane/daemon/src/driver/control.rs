@@ -1036,17 +1036,7 @@ impl Dataplane {
                 self.captures.stop(id);
                 Answer::Done
             }
-            Ask::ApplyConfig(cfg) => {
-                let report = self.apply_config(*cfg);
-                // New tunnel sockets: the forwarding workers take them (and
-                // close those of addresses gone) before the answer, so the
-                // answer means the old addresses are free.
-                if let Some(r) = self.rewired.as_mut().filter(|r| r.sockets) {
-                    r.workers_resocketed = true;
-                    self.resocket_workers();
-                }
-                Answer::Applied(report)
-            }
+            Ask::ApplyConfig(cfg) => Answer::Applied(self.apply_config(*cfg)),
             Ask::BouncePort(req) => Answer::Bounced(self.bounce_ports(now, &req)),
             Ask::Restart => {
                 self.reexec = true;

@@ -877,6 +877,10 @@ impl Dataplane {
             self.flush_tunnel_tx();
             self.socks = socks;
             self.rewired.get_or_insert_with(Default::default).sockets = true;
+            // The forwarding workers take theirs (and close those of
+            // addresses gone) before this returns: a reload's answer
+            // means the old addresses are free.
+            self.resocket_workers();
         }
         self.sessions_changed = true;
         let counters = &mut self.svc.counters;

@@ -161,10 +161,9 @@ impl Table {
                 addr: p.addr,
                 key: p.key,
             };
-            let header = GreHeader {
-                key: p.key,
-                ..GreHeader::new(gre_wire::PROTO_TEB)
-            };
+            // What `GreEndpoint::encap_header` writes for an unsequenced
+            // peer.
+            let header = GreHeader::data(p.key, None);
             let mut hdr = vec![0; header.header_len()];
             gre_wire::emit(&header, &mut hdr);
             gre_keys.insert(key, gre_ports.len() as u32);
@@ -821,11 +820,7 @@ mod tests {
 
     /// A GRE packet: the header (Ethernet, `key`, `seq`) and `frame`.
     fn gre_packet(key: Option<u32>, seq: Option<u32>, frame: &[u8]) -> Vec<u8> {
-        let h = GreHeader {
-            key,
-            seq,
-            ..GreHeader::new(gre_wire::PROTO_TEB)
-        };
+        let h = GreHeader::data(key, seq);
         let mut p = vec![0; h.header_len()];
         gre_wire::emit(&h, &mut p);
         p.extend_from_slice(frame);
