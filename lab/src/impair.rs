@@ -152,7 +152,13 @@ async fn relay(
                 {
                     (mtime, imp) = (m, s);
                 }
-                let _ = std::fs::write(stats_path, serde_json::to_vec(&stats)?);
+                // Write then rename, so a reader never finds the file
+                // empty or half written (std::fs::write truncates first:
+                // lab_impair read "" once in CI).
+                let tmp = stats_path.with_extension("tmp");
+                if std::fs::write(&tmp, serde_json::to_vec(&stats)?).is_ok() {
+                    let _ = std::fs::rename(&tmp, stats_path);
+                }
                 continue;
             }
         };
