@@ -373,6 +373,10 @@ enum tt_counter {
 	 * drops it too and shows it at the capture's `drop` point. */
 	TT_CNT_PASS_CAPTURE,
 	TT_CNT_TRUNK_PASS_CAPTURE,
+	/* xdp_ap_rx: a client's ARP or ICMPv6 (neighbour discovery): the
+	 * client table learns its addresses from them, as it does when the
+	 * forwarding workers hand them over. */
+	TT_CNT_PASS_ARP_ND,
 	TT_CNT_MAX
 };
 

@@ -107,6 +107,8 @@ struct {
 #define VLAN_HLEN 4
 #define IP_MF_OFFSET 0x3fff
 #define TCP_FLAG_SYN 0x02
+/* IPv6 next header of ICMPv6 (linux/in6.h's IPPROTO_ICMPV6). */
+#define IPPROTO_ICMPV6_NH 58
 
 /* Refresh a last_seen at most this often (a write per packet would bounce
  * the entry's cache line between CPUs). */
@@ -296,6 +298,25 @@ static __always_inline int is_dhcp_reply(__u8 *et, void *data_end)
 	if (udp + 4 > (__u8 *)data_end)
 		return 0;
 	return ld16(udp) == bpf_htons(67) && ld16(udp + 2) == bpf_htons(68);
+}
+
+/* Whether the frame from ethertype `et` on is ARP, or IPv6 whose next
+ * header is ICMPv6 (neighbour discovery among it): what the client table
+ * learns a client's addresses from (tunterm::proto::clients), so it goes
+ * to the slow path as the forwarding workers hand it over. */
+static __always_inline int is_arp_or_icmp6(__u8 *et, void *data_end)
+{
+	__u16 type;
+	__u8 *ip = et + 2;
+
+	if (et + 2 > (__u8 *)data_end)
+		return 0;
+	type = ld16(et);
+	if (type == bpf_htons(ETH_P_ARP))
+		return 1;
+	if (type != bpf_htons(ETH_P_IPV6) || ip + 40 > (__u8 *)data_end)
+		return 0;
+	return ip[6] == IPPROTO_ICMPV6_NH;
 }
 
 static __always_inline int is_tcp_syn(__u8 *et, void *data_end)

@@ -399,6 +399,10 @@ int xdp_ap_rx(struct xdp_md *ctx)
 	/* The slow path clamps the MSS of SYNs to the tunnel's MTU. */
 	if (is_tcp_syn(in + ETH_HLEN - 2 + tagged * VLAN_HLEN, data_end))
 		return PASS(TCP_SYN);
+	/* The client table learns the client's addresses from its ARP and
+	 * neighbour discovery (a unicast ARP reply, a neighbour advert). */
+	if (is_arp_or_icmp6(in + ETH_HLEN - 2 + tagged * VLAN_HLEN, data_end))
+		return PASS(ARP_ND);
 
 	touch_seen(src_slot, srce.seen);
 	if (peer_seen)

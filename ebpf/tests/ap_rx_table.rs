@@ -147,6 +147,20 @@ impl Lab {
                 t4.data(&tcp4(HOST, t4.client, Some(10), 0x10)),
                 tcp4(HOST, t4.client, Some(10), 0x10),
             ),
+            // The client table learns a client's addresses from its ARP
+            // and neighbour discovery, unicast ones too.
+            case(
+                "cookie 4, a client's unicast ARP reply → slow path (client table)",
+                t4.data(&arp_reply(t4.client, Some(10))),
+                Fast::Pass(TT_CNT_PASS_ARP_ND),
+                Slow::ToTrunk(arp_reply(t4.client, Some(10))),
+            ),
+            case(
+                "cookie 4, a client's unicast neighbour advert → slow path (client table)",
+                t4.data(&neighbour_advert(t4.client, Some(20))),
+                Fast::Pass(TT_CNT_PASS_ARP_ND),
+                Slow::ToTrunk(neighbour_advert(t4.client, Some(20))),
+            ),
             // Policy drops, on both paths.
             case(
                 "cookie 4, VLAN 30 not allowed",
@@ -1025,6 +1039,40 @@ fn six(t: &Tunnel, ext: Option<u8>, msg: impl FnOnce(&[u8]) -> Vec<u8>, frame: &
         1701,
         &msg(frame),
     )
+}
+
+/// A client's unicast ARP reply to HOST: 10.0.0.2 is at `src`.
+fn arp_reply(src: Mac, tci: Option<u16>) -> Vec<u8> {
+    let mut a = vec![0, 1, 8, 0, 6, 4, 0, 2];
+    a.extend_from_slice(&src);
+    a.extend_from_slice(&[10, 0, 0, 2]);
+    a.extend_from_slice(&HOST);
+    a.extend_from_slice(&[10, 0, 0, 1]);
+    // Padded to the shortest Ethernet frame, as a kernel sends it.
+    a.resize(46, 0);
+    packets::ether(HOST, src, tci, 0x0806, &a)
+}
+
+/// A client's unicast ICMPv6 neighbour advertisement to HOST (RFC 4861
+/// §4.4: solicited, override; its target link-layer address option).
+fn neighbour_advert(src: Mac, tci: Option<u16>) -> Vec<u8> {
+    let target: std::net::Ipv6Addr = "fe80::2".parse().expect("addr");
+    let dst: std::net::Ipv6Addr = "fe80::1".parse().expect("addr");
+    let mut icmp = vec![136, 0, 0, 0, 0x60, 0, 0, 0];
+    icmp.extend_from_slice(&target.octets());
+    icmp.extend_from_slice(&[2, 1]);
+    icmp.extend_from_slice(&src);
+    let h = etherparse::Ipv6Header {
+        payload_length: icmp.len() as u16,
+        next_header: etherparse::IpNumber(58),
+        hop_limit: 255,
+        source: target.octets(),
+        destination: dst.octets(),
+        ..Default::default()
+    };
+    let mut p = h.to_bytes().to_vec();
+    p.extend_from_slice(&icmp);
+    packets::ether(HOST, src, tci, 0x86dd, &p)
 }
 
 /// An untagged frame to HOST carrying an IPv4 TCP SYN without options.

@@ -163,6 +163,7 @@ counter_names! {
     TT_CNT_TRUNK_ABORTED => "trunk_aborted",
     TT_CNT_PASS_CAPTURE => "ap_pass_capture",
     TT_CNT_TRUNK_PASS_CAPTURE => "trunk_pass_capture",
+    TT_CNT_PASS_ARP_ND => "ap_pass_arp_nd",
 }
 
 /// The fast path in the stats document.
