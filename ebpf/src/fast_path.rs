@@ -13,7 +13,7 @@
 //! in atomically. [`unpin_all`] removes everything (a clean shutdown).
 //!
 //! ```text
-//! DIR/maps/{sessions,gre_peers,fdb,templates,gre_templates,trunk,counters}
+//! DIR/maps/{sessions,session_vlans,gre_peers,fdb,templates,long_templates,gre_templates,trunk,counters}
 //! DIR/layout/ID               empty directory: the maps' MAPS_LAYOUT
 //! DIR/progs/{xdp_ap_rx,xdp_trunk_rx}
 //! DIR/links/IFACE:MODE        MODE: native, generic ('.' in IFACE as '%')
@@ -34,7 +34,8 @@ use crate::ap_rx::{Action, Error, TestOutcome};
 use crate::fdb::{Fdb, FdbMem};
 use crate::maps::{
     COUNTERS, Counters, TT_FDB_BUCKET_SLOTS, TT_MAX_GRE_PEERS, TT_MAX_SESSIONS, tt_fdb_bucket,
-    tt_globals, tt_gre_key, tt_gre_peer, tt_session, tt_template, tt_trunk, tt_vlans,
+    tt_globals, tt_gre_key, tt_gre_peer, tt_session, tt_template, tt_template_line, tt_trunk,
+    tt_vlans,
 };
 use crate::tables::{SessionSlots, TemplateSlots};
 
@@ -61,12 +62,13 @@ impl Program {
 }
 
 /// Names of the maps, as in the object and as pinned.
-pub const MAP_NAMES: [&str; 8] = [
+pub const MAP_NAMES: [&str; 9] = [
     "sessions",
     "session_vlans",
     "gre_peers",
     "fdb",
     "templates",
+    "long_templates",
     "gre_templates",
     "trunk",
     "counters",
@@ -154,7 +156,7 @@ impl Default for Capacity {
 /// The kernel's shape of each map: (name, type, key size, value size,
 /// entries). Pinned maps that differ (an older layout, another size) are
 /// not reused.
-fn map_shapes(cap: Capacity) -> [(&'static str, MapType, usize, usize, u32); 8] {
+fn map_shapes(cap: Capacity) -> [(&'static str, MapType, usize, usize, u32); 9] {
     use std::mem::size_of;
     [
         (
@@ -188,6 +190,13 @@ fn map_shapes(cap: Capacity) -> [(&'static str, MapType, usize, usize, u32); 8] 
         (
             "templates",
             MapType::Array,
+            4,
+            size_of::<tt_template_line>(),
+            TT_MAX_SESSIONS,
+        ),
+        (
+            "long_templates",
+            MapType::Hash,
             4,
             size_of::<tt_template>(),
             TT_MAX_SESSIONS,
@@ -658,12 +667,14 @@ impl FastPath {
         Ok(Fdb::new(&self.fdb))
     }
 
-    /// The `templates` array, as a map: a session's port id (its local
-    /// session id) → [`tt_template`].
+    /// The `templates` array (and `long_templates` for long headers), as
+    /// a map: a session's port id (its local session id) → [`tt_template`].
     pub fn templates(&mut self) -> Result<TemplateSlots<'_>, Error> {
-        Ok(TemplateSlots::templates(Array::try_from(
-            self.map_mut("templates")?,
-        )?))
+        let (lines, long) = self.maps_mut2("templates", "long_templates")?;
+        Ok(TemplateSlots::templates(
+            Array::try_from(lines)?,
+            HashMap::try_from(long)?,
+        ))
     }
 
     /// The `gre_templates` map: an mGRE peer's port id → [`tt_template`].

@@ -9,7 +9,11 @@
 //! - `gre_peers`: hash, [`tt_gre_key`] (address, key) → [`tt_gre_peer`];
 //! - `fdb`: array of [`tt_fdb_bucket`], tunterm's own hash table of
 //!   [`tt_fdb_key`] (VLAN, MAC) → [`tt_fdb_entry`] ([`crate::fdb`]);
-//! - `templates`: array, the slot of a session's port id → [`tt_template`];
+//! - `templates`: array, the slot of a session's port id →
+//!   [`tt_template_line`] (the session's [`tt_template`] in one cache line,
+//!   or a marker: its header is longer, and in `long_templates`);
+//! - `long_templates`: hash, a session's port id (`u32`) → [`tt_template`],
+//!   for headers longer than a line;
 //! - `gre_templates`: hash, an mGRE peer's port id (`u32`) → [`tt_template`];
 //! - `trunk`: array of one [`tt_trunk`] (the trunk port's VLANs);
 //! - `counters`: per-CPU array of `u64`, indexed by [`tt_counter`].
@@ -70,6 +74,8 @@ unsafe impl aya::Pod for tt_gre_peer {}
 unsafe impl aya::Pod for tt_trunk {}
 // SAFETY: as above: integers and byte arrays, no padding (asserted).
 unsafe impl aya::Pod for tt_template {}
+// SAFETY: as above: integers and byte arrays, no padding (asserted).
+unsafe impl aya::Pod for tt_template_line {}
 // SAFETY: as above: `#[repr(C)]` { u32, u32 }, 8 bytes, no padding
 // (asserted).
 unsafe impl aya::Pod for tt_globals {}
@@ -529,14 +535,14 @@ impl tt_template {
         debug_assert!(h.len() <= TT_TEMPLATE_MAX as usize && h.len().is_multiple_of(2));
         let mut hdr = [0u8; TT_TEMPLATE_MAX as usize];
         hdr[..h.len()].copy_from_slice(&h);
+        let family = if v6 { TT_AF_INET6 } else { TT_AF_INET };
         Ok(tt_template {
             ifindex: spec.ifindex,
-            // At most TT_TEMPLATE_MAX (114).
-            hdr_len: h.len() as u16,
+            port_hi: (spec.port >> 16) as u16,
             mtu: spec.mtu,
-            encap: encap as u8,
-            family: if v6 { TT_AF_INET6 } else { TT_AF_INET } as u8,
-            port: spec.port,
+            // At most TT_TEMPLATE_MAX (118).
+            hdr_len: h.len() as u8,
+            kind: (encap | family << 4) as u8,
             hdr,
         })
     }
@@ -544,6 +550,70 @@ impl tt_template {
     /// The header bytes in use.
     pub fn header(&self) -> &[u8] {
         &self.hdr[..usize::from(self.hdr_len).min(self.hdr.len())]
+    }
+
+    /// `TT_ENCAP_*`.
+    pub fn encap(&self) -> u32 {
+        u32::from(self.kind & 0xf)
+    }
+
+    /// `TT_AF_INET` or `TT_AF_INET6`.
+    pub fn family(&self) -> u32 {
+        u32::from(self.kind >> 4)
+    }
+
+    /// Whether this is the template of `port` (as far as the entry can
+    /// tell: the top half of the id; a session's slot is the bottom half).
+    pub fn is_for(&self, port: u32) -> bool {
+        self.hdr_len != 0 && self.port_hi == (port >> 16) as u16
+    }
+
+    /// Its entry in the `templates` array: the template itself when its
+    /// header fits in the line, else a marker (`hdr_len`
+    /// `TT_TEMPLATE_LONG`) saying it is in `long_templates`.
+    pub fn line(&self) -> tt_template_line {
+        let short = usize::from(self.hdr_len) <= TT_TEMPLATE_LINE_MAX as usize;
+        let mut hdr = [0u8; TT_TEMPLATE_LINE_MAX as usize];
+        if short {
+            hdr.copy_from_slice(&self.hdr[..TT_TEMPLATE_LINE_MAX as usize]);
+        }
+        tt_template_line {
+            ifindex: self.ifindex,
+            port_hi: self.port_hi,
+            mtu: self.mtu,
+            hdr_len: if short {
+                self.hdr_len
+            } else {
+                TT_TEMPLATE_LONG as u8
+            },
+            kind: self.kind,
+            hdr,
+        }
+    }
+
+    /// Whether it needs a `long_templates` entry beside its line.
+    pub fn is_long(&self) -> bool {
+        usize::from(self.hdr_len) > TT_TEMPLATE_LINE_MAX as usize
+    }
+}
+
+impl tt_template_line {
+    /// The template a line holds (`None` for an empty slot and for a
+    /// marker of a long template).
+    pub fn template(&self) -> Option<tt_template> {
+        if self.hdr_len == 0 || u32::from(self.hdr_len) == TT_TEMPLATE_LONG {
+            return None;
+        }
+        let mut hdr = [0u8; TT_TEMPLATE_MAX as usize];
+        hdr[..TT_TEMPLATE_LINE_MAX as usize].copy_from_slice(&self.hdr);
+        Some(tt_template {
+            ifindex: self.ifindex,
+            port_hi: self.port_hi,
+            mtu: self.mtu,
+            hdr_len: self.hdr_len,
+            kind: self.kind,
+            hdr,
+        })
     }
 }
 
@@ -603,6 +673,7 @@ mod tests {
         assert_eq!(size_of::<tt_gre_peer>(), 24 + 8 * TT_VLAN_WORDS as usize);
         assert_eq!(size_of::<tt_trunk>(), 8 + 8 * TT_VLAN_WORDS as usize);
         assert_eq!(size_of::<tt_template>(), 128);
+        assert_eq!(size_of::<tt_template_line>(), 64);
         assert_eq!(size_of::<tt_fdb_key>(), 8);
         assert_eq!(size_of::<tt_fdb_entry>(), 8);
         assert_eq!(size_of::<tt_fdb_bucket>(), 64);

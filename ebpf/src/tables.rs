@@ -1,7 +1,7 @@
 //! The fast path's tables as userspace fills them: entries by key, whatever
 //! the map type behind them.
 //!
-//! `gre_peers` and `gre_templates` are hash maps, `fdb` is tunterm's own
+//! `gre_peers`, `gre_templates` and `long_templates` are hash maps, `fdb` is tunterm's own
 //! ([`crate::fdb`]). `sessions` (with `session_vlans`) and `templates` are
 //! arrays the programs index without hashing: a session's entry sits at the
 //! slot of its local session id (`id % TT_MAX_SESSIONS`), a session's
@@ -15,7 +15,9 @@ use aya::Pod;
 use aya::maps::{Array, HashMap, MapData};
 
 use crate::ap_rx::Error;
-use crate::maps::{Session, TT_GRE_PORT_BASE, TT_MAX_SESSIONS, tt_session, tt_template, tt_vlans};
+use crate::maps::{
+    Session, TT_GRE_PORT_BASE, TT_MAX_SESSIONS, tt_session, tt_template, tt_template_line, tt_vlans,
+};
 
 /// A table of the fast path, by key.
 pub trait Table<K, V> {
@@ -34,7 +36,13 @@ impl<K: Pod, V: Pod> Table<K, V> for HashMap<&mut MapData, K, V> {
 
     fn delete(&mut self, key: &K) -> Result<(), Error> {
         match self.remove(key) {
+            // aya 0.14 reports a missing key as the syscall's ENOENT.
             Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(aya::maps::MapError::SyscallError(e))
+                if e.io_error.kind() == std::io::ErrorKind::NotFound =>
+            {
+                Ok(())
+            }
             r => Ok(r?),
         }
     }
@@ -50,11 +58,11 @@ pub fn slot_of(id: u32) -> u32 {
 }
 
 /// An array of entries that each say which id they belong to (0: empty),
-/// as a map by that id. Ids from `TT_GRE_PORT_BASE` on are mGRE ports,
-/// never a session's: refused.
+/// as a map by that id (`id` gives it from the slot and the entry). Ids
+/// from `TT_GRE_PORT_BASE` on are mGRE ports, never a session's: refused.
 pub struct Slots<'a, V: Pod> {
     array: Array<&'a mut MapData, V>,
-    id: fn(&V) -> u32,
+    id: fn(u32, &V) -> u32,
 }
 
 /// The `sessions` and `session_vlans` arrays as a map: local session id →
@@ -66,10 +74,16 @@ pub struct SessionSlots<'a> {
     vlans: Array<&'a mut MapData, tt_vlans>,
 }
 
-/// The `templates` array as a map: a session's port id → [`tt_template`]
-/// (whose `port` is that id). mGRE peers' templates are in
-/// `gre_templates`.
-pub type TemplateSlots<'a> = Slots<'a, tt_template>;
+/// The `templates` array and the `long_templates` hash as a map: a
+/// session's port id → [`tt_template`]. The array's line at the id's slot
+/// holds the top half of the id ([`tt_template::is_for`]) and the template,
+/// or for a header longer than a line a marker, with the template in
+/// `long_templates` (written before the marker, removed after it). mGRE
+/// peers' templates are in `gre_templates`.
+pub struct TemplateSlots<'a> {
+    lines: Slots<'a, tt_template_line>,
+    long: HashMap<&'a mut MapData, u32, tt_template>,
+}
 
 impl<'a> SessionSlots<'a> {
     pub(crate) fn sessions(
@@ -79,7 +93,7 @@ impl<'a> SessionSlots<'a> {
         SessionSlots {
             sessions: Slots {
                 array,
-                id: |s| s.session_id,
+                id: |_, s| s.session_id,
             },
             vlans,
         }
@@ -112,11 +126,53 @@ impl Table<u32, Session> for SessionSlots<'_> {
 }
 
 impl<'a> TemplateSlots<'a> {
-    pub(crate) fn templates(array: Array<&'a mut MapData, tt_template>) -> Self {
-        Slots {
-            array,
-            id: |t| t.port,
+    pub(crate) fn templates(
+        array: Array<&'a mut MapData, tt_template_line>,
+        long: HashMap<&'a mut MapData, u32, tt_template>,
+    ) -> Self {
+        TemplateSlots {
+            lines: Slots {
+                array,
+                id: |slot, t| {
+                    if t.hdr_len == 0 {
+                        0
+                    } else {
+                        u32::from(t.port_hi) << 16 | slot
+                    }
+                },
+            },
+            long,
         }
+    }
+}
+
+impl Table<u32, tt_template> for TemplateSlots<'_> {
+    fn put(&mut self, id: u32, value: tt_template) -> Result<(), Error> {
+        let line = value.line();
+        self.lines.check(id, &line)?;
+        if value.is_long() {
+            self.long.put(id, value)?;
+            self.lines.put(id, line)
+        } else {
+            self.lines.put(id, line)?;
+            self.long.delete(&id)
+        }
+    }
+
+    fn delete(&mut self, id: &u32) -> Result<(), Error> {
+        self.lines.delete(id)?;
+        self.long.delete(id)
+    }
+
+    fn entries(&self) -> Vec<(u32, tt_template)> {
+        self.lines
+            .entries()
+            .into_iter()
+            .filter_map(|(id, line)| match line.template() {
+                Some(t) => Some((id, t)),
+                None => self.long.get(&id, 0).ok().map(|t| (id, t)),
+            })
+            .collect()
     }
 }
 
@@ -132,11 +188,12 @@ impl<V: Pod> Slots<'_, V> {
     /// Whether `value` may go in under `id`: it says so, and the slot is
     /// free or already `id`'s.
     fn check(&self, id: u32, value: &V) -> Result<(), Error> {
-        let entry = (self.id)(value);
+        let slot = slot_of(id);
+        let entry = (self.id)(slot, value);
         if id == 0 || id >= TT_GRE_PORT_BASE || entry != id {
             return Err(Error::SlotId { id, entry });
         }
-        let held = (self.id)(&self.array.get(&slot_of(id), 0)?);
+        let held = (self.id)(slot, &self.array.get(&slot, 0)?);
         if held != 0 && held != id {
             return Err(Error::SlotTaken { id, held });
         }
@@ -152,7 +209,7 @@ impl<V: Pod> Table<u32, V> for Slots<'_, V> {
 
     fn delete(&mut self, id: &u32) -> Result<(), Error> {
         let slot = slot_of(*id);
-        if (self.id)(&self.array.get(&slot, 0)?) == *id {
+        if (self.id)(slot, &self.array.get(&slot, 0)?) == *id {
             self.array.set(slot, zeroed::<V>(), 0)?;
         }
         Ok(())
@@ -161,9 +218,10 @@ impl<V: Pod> Table<u32, V> for Slots<'_, V> {
     fn entries(&self) -> Vec<(u32, V)> {
         self.array
             .iter()
-            .filter_map(Result::ok)
-            .filter_map(|v| {
-                let id = (self.id)(&v);
+            .zip(0u32..)
+            .filter_map(|(v, slot)| {
+                let v = v.ok()?;
+                let id = (self.id)(slot, &v);
                 (id != 0).then_some((id, v))
             })
             .collect()
@@ -244,6 +302,44 @@ mod tests {
         // mGRE ports have their own hash map.
         let gre = TT_GRE_PORT_BASE + 5;
         assert!(t.put(gre, template(gre)).is_err());
-        assert_eq!(t.entries().len(), 1);
+        assert_eq!(t.entries(), vec![(a, template(a))]);
+        // A header longer than a line: the line is a marker, the template
+        // is in long_templates, and entries() gives it back whole; going
+        // back to a short one removes the long entry.
+        let long = template_v6(a);
+        assert!(long.is_long() && !template(a).is_long());
+        t.put(a, long).unwrap();
+        assert_eq!(t.entries(), vec![(a, long)]);
+        assert_eq!(t.long.iter().count(), 1);
+        t.put(a, template(a)).unwrap();
+        assert_eq!(t.entries(), vec![(a, template(a))]);
+        assert_eq!(t.long.iter().count(), 0);
+        t.put(a, long).unwrap();
+        t.delete(&a).unwrap();
+        assert!(t.entries().is_empty());
+        assert_eq!(t.long.iter().count(), 0);
+        // Ids whose top half is 0 are ids like any other.
+        t.put(5, template(5)).unwrap();
+        assert_eq!(t.entries(), vec![(5, template(5))]);
+    }
+
+    fn template_v6(port: u32) -> tt_template {
+        tt_template::new(&TemplateSpec {
+            port,
+            ifindex: 4,
+            src_mac: [2, 0, 0, 0, 0, 1],
+            dst_mac: [2, 0, 0, 0, 0, 2],
+            local: "2001:db8::1".parse().unwrap(),
+            peer: "2001:db8::2".parse().unwrap(),
+            ttl: 64,
+            dont_fragment: false,
+            mtu: 1500,
+            header: TunnelHeader::L2tpIp {
+                session_id: 9,
+                cookie: &[1, 2, 3, 4, 5, 6, 7, 8],
+                sublayer: true,
+            },
+        })
+        .unwrap()
     }
 }

@@ -72,15 +72,25 @@ volatile struct tt_globals tt_globals;
 	(tt_globals.slow_path_only ? count(capture_counter, XDP_PASS)           \
 				   : count(counter, XDP_DROP))
 
-/* Page-aligned (BPF_F_MMAPABLE, though nothing maps it), so each 128-byte
- * template is one aligned pair of cache lines. */
+/* Page-aligned (BPF_F_MMAPABLE, though nothing maps it), so each 64-byte
+ * template line is one aligned cache line. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(map_flags, BPF_F_MMAPABLE);
 	__uint(max_entries, TT_MAX_SESSIONS);
 	__type(key, __u32);
-	__type(value, struct tt_template);
+	__type(value, struct tt_template_line);
 } templates SEC(".maps");
+
+/* Sessions' templates longer than a line (key: the port id); allocated per
+ * entry: most deployments have none. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, TT_MAX_SESSIONS);
+	__type(key, __u32);
+	__type(value, struct tt_template);
+} long_templates SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

@@ -19,13 +19,120 @@
  */
 #include "tt_fast_path.bpf.h"
 
-/* The longest template header the program copies: whole 8-byte words of
- * tt_template.hdr. */
-#define TPL_COPY_MAX (TT_TEMPLATE_MAX & ~7)
-
 #define TPASS(reason) count(TT_CNT_TRUNK_PASS_##reason, XDP_PASS)
 #define TDROP(reason) POLICY_DROP(TT_CNT_TRUNK_DROP_##reason, TT_CNT_TRUNK_PASS_CAPTURE)
 #define TABORT() count(TT_CNT_TRUNK_ABORTED, XDP_ABORTED)
+
+/*
+ * Encapsulate the frame at f with the template at tpl (a tt_template or a
+ * tt_template_line: the same meta, the header at the same offset, at most
+ * hdr_max bytes of it in the entry) and redirect it. The caller checked
+ * the template is the destination's.
+ */
+static __always_inline int encap(struct xdp_md *ctx, const void *tpl, const __u32 hdr_max,
+				 __u8 *f, void *data_end, __u64 dmac, __u64 smac,
+				 __u32 tagged, __u16 prio, __u16 vlan, __u16 dst_flags,
+				 struct tt_fdb_slot *src_slot, __u16 src_seen)
+{
+	const struct tt_template *m = tpl;
+	const __u8 *hdr = (const __u8 *)tpl + __builtin_offsetof(struct tt_template, hdr);
+	__u32 hlen = m->hdr_len;
+	__u8 kind = m->kind;
+	__u8 encap = kind & 0xf;
+	__u8 family = kind >> 4;
+	/* Only entries userspace builds (TunnelTemplate): anything else is
+	 * not ours to send. IPv6 UDP needs a payload checksum: slow path. */
+	__u32 ip_hlen = family == TT_AF_INET ? 20 : 40;
+	if ((family != TT_AF_INET && family != TT_AF_INET6) ||
+	    (family == TT_AF_INET6 && encap == TT_ENCAP_L2TP_UDP) ||
+	    (encap != TT_ENCAP_L2TP_UDP && encap != TT_ENCAP_L2TP_IP &&
+	     encap != TT_ENCAP_GRE) ||
+	    hlen > hdr_max || hlen < ETH_HLEN + ip_hlen + 4 || (hlen & 1))
+		return TPASS(NO_TEMPLATE);
+
+	if (is_tcp_syn(f + ETH_HLEN - 2 + tagged * VLAN_HLEN, data_end))
+		return TPASS(TCP_SYN);
+	/* The client table learns leases from the ACKs (bridged DHCP). */
+	if (is_dhcp_reply(f + ETH_HLEN - 2 + tagged * VLAN_HLEN, data_end))
+		return TPASS(DHCP);
+
+	__u32 out_tagged = !(dst_flags & TT_FDB_EGRESS_UNTAGGED);
+	__u64 frame_len = (__u8 *)data_end - f;
+	__u64 ip_len = hlen - ETH_HLEN + frame_len - tagged * VLAN_HLEN +
+		       out_tagged * VLAN_HLEN;
+	if (ip_len > m->mtu)
+		return TPASS(TOO_BIG);
+
+	touch_seen(src_slot, src_seen);
+
+	__u16 tci_out = bpf_htons(prio | vlan);
+	__u32 ifindex = m->ifindex;
+	/* The template's IPv4 header as built (length and checksum 0),
+	 * summed from the entry: never read back from the packet just
+	 * written (a load of stores not yet in the cache waits for them). */
+	__u16 ip_sum = 0;
+	if (family == TT_AF_INET)
+		ip_sum = ipv4_hdr_sum((const struct iphdr *)&hdr[ETH_HLEN]);
+	int delta = (int)(tagged * VLAN_HLEN) - (int)(out_tagged * VLAN_HLEN) - (int)hlen;
+	if (bpf_xdp_adjust_head(ctx, delta))
+		return TABORT();
+	data_end = (void *)(long)ctx->data_end;
+	__u8 *p = (void *)(long)ctx->data;
+
+	/* The template, eight bytes at a time, the last eight ending at hlen
+	 * (overlapping the one before): no read past hdr[hlen - 1], so a
+	 * template line is the only cache line read. */
+	for (__u32 i = 0; i < (hdr_max & ~7u); i += 8) {
+		if (i + 8 > hlen)
+			break;
+		if (p + i + 8 > (__u8 *)data_end)
+			return TABORT();
+		st64(p + i, ld64(&hdr[i]));
+	}
+	if (hlen & 7) {
+		__u32 t = hlen - 8;
+		if (t > hdr_max - 8 || p + t + 8 > (__u8 *)data_end)
+			return TABORT();
+		st64(p + t, ld64(&hdr[t]));
+	}
+	/* The inner frame's addresses and egress tag; its ethertype and
+	 * payload are where they were. */
+	__u8 *in = p + (hlen & 0xff);
+	if (in + 2 * ETH_ALEN + VLAN_HLEN > (__u8 *)data_end)
+		return TABORT();
+	st_mac(in, dmac);
+	st_mac(in + ETH_ALEN, smac);
+	if (out_tagged) {
+		__u16 tpid = bpf_htons(TPID_8021Q);
+		st16(in + 2 * ETH_ALEN, tpid);
+		st16(in + 2 * ETH_ALEN + 2, tci_out);
+	}
+
+	/* Lengths and checksums. */
+	if (family == TT_AF_INET) {
+		struct iphdr *ip = (void *)(p + ETH_HLEN);
+		if ((void *)(ip + 1) + sizeof(struct udphdr) > data_end)
+			return TABORT();
+		__u16 tot_len = bpf_htons((__u16)ip_len);
+		__u32 sum = (__u32)ip_sum + tot_len;
+		sum = (sum & 0xffff) + (sum >> 16);
+		ip->tot_len = tot_len;
+		ip->check = ~(__u16)sum;
+		if (encap == TT_ENCAP_L2TP_UDP) {
+			struct udphdr *udp = (void *)(ip + 1);
+			udp->len = bpf_htons((__u16)(ip_len - sizeof(*ip)));
+			udp->check = 0;
+		}
+	} else {
+		struct ipv6hdr *ip6 = (void *)(p + ETH_HLEN);
+		if ((void *)(ip6 + 1) > data_end)
+			return TABORT();
+		ip6->payload_len = bpf_htons((__u16)(ip_len - sizeof(*ip6)));
+	}
+
+	count(TT_CNT_TRUNK_REDIRECT, XDP_REDIRECT);
+	return bpf_redirect(ifindex, 0);
+}
 
 SEC("xdp")
 int xdp_trunk_rx(struct xdp_md *ctx)
@@ -86,109 +193,25 @@ int xdp_trunk_rx(struct xdp_md *ctx)
 	if (dst.port == TT_PORT_TRUNK)
 		return TPASS(NOT_TUNNEL);
 	__u32 dport = dst.port;
-	struct tt_template *tpl;
+	/* The destination's template: one line of `templates` for most
+	 * sessions; a longer header (IPv6, a long cookie) behind it in
+	 * `long_templates`; an mGRE peer's in `gre_templates`. */
+	const struct tt_template *tpl;
 	if (dport >= TT_GRE_PORT_BASE) {
 		tpl = bpf_map_lookup_elem(&gre_templates, &dport);
 	} else {
 		__u32 slot = dport & (TT_MAX_SESSIONS - 1);
-		tpl = bpf_map_lookup_elem(&templates, &slot);
+		const struct tt_template_line *line = bpf_map_lookup_elem(&templates, &slot);
+		if (!line || line->port_hi != (__u16)(dport >> 16))
+			return TPASS(NO_TEMPLATE);
+		if (line->hdr_len != TT_TEMPLATE_LONG)
+			return encap(ctx, line, TT_TEMPLATE_LINE_MAX, f, data_end, dmac,
+				     smac, tagged, prio, vlan, dst.flags, src_slot,
+				     srce.seen);
+		tpl = bpf_map_lookup_elem(&long_templates, &dport);
 	}
-	if (!tpl || tpl->port != dport)
+	if (!tpl || tpl->port_hi != (__u16)(dport >> 16))
 		return TPASS(NO_TEMPLATE);
-	__u32 hlen = tpl->hdr_len;
-	__u8 encap = tpl->encap;
-	__u8 family = tpl->family;
-	/* Only entries userspace builds (TunnelTemplate): anything else is
-	 * not ours to send. IPv6 UDP needs a payload checksum: slow path. */
-	__u32 ip_hlen = family == TT_AF_INET ? 20 : 40;
-	if ((family != TT_AF_INET && family != TT_AF_INET6) ||
-	    (family == TT_AF_INET6 && encap == TT_ENCAP_L2TP_UDP) ||
-	    (encap != TT_ENCAP_L2TP_UDP && encap != TT_ENCAP_L2TP_IP &&
-	     encap != TT_ENCAP_GRE) ||
-	    hlen > TPL_COPY_MAX || hlen < ETH_HLEN + ip_hlen + 4 || (hlen & 1))
-		return TPASS(NO_TEMPLATE);
-
-	if (is_tcp_syn(f + ETH_HLEN - 2 + tagged * VLAN_HLEN, data_end))
-		return TPASS(TCP_SYN);
-	/* The client table learns leases from the ACKs (bridged DHCP). */
-	if (is_dhcp_reply(f + ETH_HLEN - 2 + tagged * VLAN_HLEN, data_end))
-		return TPASS(DHCP);
-
-	__u32 out_tagged = !(dst.flags & TT_FDB_EGRESS_UNTAGGED);
-	__u64 frame_len = (__u8 *)data_end - f;
-	__u64 ip_len = hlen - ETH_HLEN + frame_len - tagged * VLAN_HLEN +
-		       out_tagged * VLAN_HLEN;
-	if (ip_len > tpl->mtu)
-		return TPASS(TOO_BIG);
-
-	touch_seen(src_slot, srce.seen);
-
-	__u16 tci_out = bpf_htons(prio | vlan);
-	__u32 ifindex = tpl->ifindex;
-	/* The template's IPv4 header as built (length and checksum 0),
-	 * summed from the entry: never read back from the packet just
-	 * written (a load of stores not yet in the cache waits for them). */
-	__u16 ip_sum = 0;
-	if (family == TT_AF_INET)
-		ip_sum = ipv4_hdr_sum((const struct iphdr *)&tpl->hdr[ETH_HLEN]);
-	int delta = (int)(tagged * VLAN_HLEN) - (int)(out_tagged * VLAN_HLEN) - (int)hlen;
-	if (bpf_xdp_adjust_head(ctx, delta))
-		return TABORT();
-	data = (void *)(long)ctx->data;
-	data_end = (void *)(long)ctx->data_end;
-	__u8 *p = data;
-
-	/* The template, eight bytes at a time, the last eight ending at hlen
-	 * (overlapping the one before): no read past hdr[hlen - 1], so a
-	 * short header reads one cache line of the entry. */
-	for (__u32 i = 0; i < TPL_COPY_MAX; i += 8) {
-		if (i + 8 > hlen)
-			break;
-		if (p + i + 8 > (__u8 *)data_end)
-			return TABORT();
-		st64(p + i, ld64(&tpl->hdr[i]));
-	}
-	if (hlen & 7) {
-		__u32 t = hlen - 8;
-		if (t > TPL_COPY_MAX - 8 || p + t + 8 > (__u8 *)data_end)
-			return TABORT();
-		st64(p + t, ld64(&tpl->hdr[t]));
-	}
-	/* The inner frame's addresses and egress tag; its ethertype and
-	 * payload are where they were. */
-	__u8 *in = p + (hlen & 0xff);
-	if (in + 2 * ETH_ALEN + VLAN_HLEN > (__u8 *)data_end)
-		return TABORT();
-	st_mac(in, dmac);
-	st_mac(in + ETH_ALEN, smac);
-	if (out_tagged) {
-		__u16 tpid = bpf_htons(TPID_8021Q);
-		st16(in + 2 * ETH_ALEN, tpid);
-		st16(in + 2 * ETH_ALEN + 2, tci_out);
-	}
-
-	/* Lengths and checksums. */
-	if (family == TT_AF_INET) {
-		struct iphdr *ip = (void *)(p + ETH_HLEN);
-		if ((void *)(ip + 1) + sizeof(struct udphdr) > data_end)
-			return TABORT();
-		__u16 tot_len = bpf_htons((__u16)ip_len);
-		__u32 sum = (__u32)ip_sum + tot_len;
-		sum = (sum & 0xffff) + (sum >> 16);
-		ip->tot_len = tot_len;
-		ip->check = ~(__u16)sum;
-		if (encap == TT_ENCAP_L2TP_UDP) {
-			struct udphdr *udp = (void *)(ip + 1);
-			udp->len = bpf_htons((__u16)(ip_len - sizeof(*ip)));
-			udp->check = 0;
-		}
-	} else {
-		struct ipv6hdr *ip6 = (void *)(p + ETH_HLEN);
-		if ((void *)(ip6 + 1) > data_end)
-			return TABORT();
-		ip6->payload_len = bpf_htons((__u16)(ip_len - sizeof(*ip6)));
-	}
-
-	count(TT_CNT_TRUNK_REDIRECT, XDP_REDIRECT);
-	return bpf_redirect(ifindex, 0);
+	return encap(ctx, tpl, TT_TEMPLATE_MAX, f, data_end, dmac, smac, tagged, prio,
+		     vlan, dst.flags, src_slot, srce.seen);
 }
