@@ -250,17 +250,37 @@ mod tests {
     }
 
     fn template(port: u32) -> tt_template {
+        template_of(
+            port,
+            "10.0.0.1",
+            "10.0.0.2",
+            TunnelHeader::Gre { key: None },
+        )
+    }
+
+    /// An IPv6 L2TPv3/IP template with an 8-byte cookie and the sublayer:
+    /// longer than a line.
+    fn template_v6(port: u32) -> tt_template {
+        let header = TunnelHeader::L2tpIp {
+            session_id: 9,
+            cookie: &[1, 2, 3, 4, 5, 6, 7, 8],
+            sublayer: true,
+        };
+        template_of(port, "2001:db8::1", "2001:db8::2", header)
+    }
+
+    fn template_of(port: u32, local: &str, peer: &str, header: TunnelHeader<'_>) -> tt_template {
         tt_template::new(&TemplateSpec {
             port,
             ifindex: 4,
             src_mac: [2, 0, 0, 0, 0, 1],
             dst_mac: [2, 0, 0, 0, 0, 2],
-            local: "10.0.0.1".parse().unwrap(),
-            peer: "10.0.0.2".parse().unwrap(),
+            local: local.parse().unwrap(),
+            peer: peer.parse().unwrap(),
             ttl: 64,
             dont_fragment: false,
             mtu: 1500,
-            header: TunnelHeader::Gre { key: None },
+            header,
         })
         .unwrap()
     }
@@ -321,25 +341,5 @@ mod tests {
         // Ids whose top half is 0 are ids like any other.
         t.put(5, template(5)).unwrap();
         assert_eq!(t.entries(), vec![(5, template(5))]);
-    }
-
-    fn template_v6(port: u32) -> tt_template {
-        tt_template::new(&TemplateSpec {
-            port,
-            ifindex: 4,
-            src_mac: [2, 0, 0, 0, 0, 1],
-            dst_mac: [2, 0, 0, 0, 0, 2],
-            local: "2001:db8::1".parse().unwrap(),
-            peer: "2001:db8::2".parse().unwrap(),
-            ttl: 64,
-            dont_fragment: false,
-            mtu: 1500,
-            header: TunnelHeader::L2tpIp {
-                session_id: 9,
-                cookie: &[1, 2, 3, 4, 5, 6, 7, 8],
-                sublayer: true,
-            },
-        })
-        .unwrap()
     }
 }
