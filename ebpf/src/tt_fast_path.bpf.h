@@ -310,6 +310,38 @@ static __always_inline int is_dhcp_reply(__u8 *et, void *data_end)
 	return ld16(udp) == bpf_htons(67) && ld16(udp + 2) == bpf_htons(68);
 }
 
+/* A frame's Ethernet addresses and 802.1Q tag (VID 0 and no tag: vid 0). */
+struct eth_view {
+	__u64 dmac;
+	__u64 smac;
+	/* 1 if the frame carries an 802.1Q tag. */
+	__u32 tagged;
+	/* The tag's PCP and DEI bits (they travel with the frame). */
+	__u16 prio;
+	__u16 vid;
+};
+
+/* Read the Ethernet header at `f`, whose 14 bytes the caller checked are
+ * in the packet: 0, or -1 if a tag is cut short. */
+static __always_inline int eth_parse(__u8 *f, void *data_end, struct eth_view *e)
+{
+	e->dmac = ld_mac(f);
+	e->smac = ld_mac(f + 6);
+	e->tagged = 0;
+	e->prio = 0;
+	e->vid = 0;
+	if (ld16(f + 12) == bpf_htons(TPID_8021Q)) {
+		__u16 tci;
+		if (f + ETH_HLEN + VLAN_HLEN > (__u8 *)data_end)
+			return -1;
+		tci = bpf_ntohs(ld16(f + ETH_HLEN));
+		e->tagged = 1;
+		e->prio = tci & 0xf000;
+		e->vid = tci & 0x0fff;
+	}
+	return 0;
+}
+
 /* Whether the frame from ethertype `et` on is ARP, or IPv6 whose next
  * header is ICMPv6 (neighbour discovery among it): what the client table
  * learns a client's addresses from (tunterm::proto::clients), so it goes

@@ -341,24 +341,12 @@ int xdp_ap_rx(struct xdp_md *ctx)
 	__u8 *in = (__u8 *)data + off;
 	if (in + ETH_HLEN > (__u8 *)data_end)
 		return PASS(MALFORMED);
-	__u64 dmac, smac;
-	dmac = ld_mac(in);
-	smac = ld_mac(in + 6);
-	__u16 ethertype;
-	ethertype = ld16(in + 12);
-
-	__u32 tagged = 0;
-	__u16 prio = 0, vid = 0;
-	if (ethertype == bpf_htons(TPID_8021Q)) {
-		__u16 tci;
-		if (in + ETH_HLEN + VLAN_HLEN > (__u8 *)data_end)
-			return PASS(MALFORMED);
-		tci = ld16(in + ETH_HLEN);
-		tci = bpf_ntohs(tci);
-		tagged = 1;
-		prio = tci & 0xf000; /* PCP and DEI travel with the frame */
-		vid = tci & 0x0fff;
-	}
+	struct eth_view e;
+	if (eth_parse(in, data_end, &e))
+		return PASS(MALFORMED);
+	__u64 dmac = e.dmac, smac = e.smac;
+	__u32 tagged = e.tagged;
+	__u16 prio = e.prio, vid = e.vid;
 
 	/* The switch's VLAN decision (bridge::Switch::vlan_of): VID 0 is a
 	 * priority tag, untagged for VLAN purposes. */

@@ -150,23 +150,12 @@ int xdp_trunk_rx(struct xdp_md *ctx)
 	if (!t || !(t->flags & TT_TRUNK_VALID))
 		return TPASS(NOT_CONFIGURED);
 
-	__u64 dmac, smac;
-	dmac = ld_mac(f);
-	smac = ld_mac(f + 6);
-	__u16 ethertype;
-	ethertype = ld16(f + 12);
-	__u32 tagged = 0;
-	__u16 prio = 0, vid = 0;
-	if (ethertype == bpf_htons(TPID_8021Q)) {
-		__u16 tci;
-		if (f + ETH_HLEN + VLAN_HLEN > (__u8 *)data_end)
-			return TPASS(MALFORMED);
-		tci = ld16(f + ETH_HLEN);
-		tci = bpf_ntohs(tci);
-		tagged = 1;
-		prio = tci & 0xf000;
-		vid = tci & 0x0fff;
-	}
+	struct eth_view e;
+	if (eth_parse(f, data_end, &e))
+		return TPASS(MALFORMED);
+	__u64 dmac = e.dmac, smac = e.smac;
+	__u32 tagged = e.tagged;
+	__u16 prio = e.prio, vid = e.vid;
 
 	/* The switch's VLAN decision for the trunk port. */
 	__u16 vlan;
