@@ -22,7 +22,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::flood::{ManyAps, cpu, established, junk, report, u};
+use common::flood::{ManyAps, cpu, established, junk, punt_dropped, report, u};
 use tunterm_lab::Proc;
 
 /// Seconds of each flood.
@@ -178,12 +178,4 @@ fn junk_from_every_core_loses_no_tunnel_and_stats_and_hellos_stay_on_time() {
         lines.join("\n")
     );
     assert_eq!(established(&lab.edge_stats().unwrap()), tunnels);
-}
-
-/// Frames and packets the forwarding workers dropped at the full hand-over
-/// queue to the event loop, all workers (0 without workers).
-fn punt_dropped(stats: &serde_json::Value) -> u64 {
-    stats["workers"]["per_worker"]
-        .as_array()
-        .map_or(0, |w| w.iter().map(|k| u(k, &["punt_dropped"])).sum())
 }

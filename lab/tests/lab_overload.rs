@@ -19,7 +19,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::flood::{ManyAps, cpu, established, junk, load, report, u};
+use common::flood::{ManyAps, cpu, established, junk, load, punt_dropped, report, u};
 use tunterm_lab::Proc;
 
 /// Seconds of the flood.
@@ -73,9 +73,14 @@ fn a_data_flood_is_shed_at_the_data_socket_and_control_loses_nothing() {
         d(&["io", "tunnel_rx_shed_control"]),
     );
     let hellos = d(&["l2tp", "hellos_sent"]);
+    // With forwarding workers (`--workers` > 1) that read faster than the
+    // loop can take unknown-session data, the flood is dropped at their
+    // bounded hand-over queue instead of at the sockets: counted too.
+    let punted_away = punt_dropped(&after) - punt_dropped(&before);
     let line = format!(
         "{senders} senders, {sent} data packets in {secs:.1} s ({:.0}/s); edge read {read}, \
-         shed {shed_data} data and {shed_control} control; hellos sent {hellos} ({:.0}/s for \
+         shed {shed_data} data and {shed_control} control, dropped at the workers' hand-over \
+         {punted_away}; hellos sent {hellos} ({:.0}/s for \
          {total} tunnels); stats worst {worst:?} over {samples}; tunterm ran {:.1} s and waited \
          {:.1} s for a CPU; load {}",
         sent as f64 / secs,
@@ -86,7 +91,7 @@ fn a_data_flood_is_shed_at_the_data_socket_and_control_loses_nothing() {
     );
     println!("{line}");
     assert!(
-        shed_data > 0,
+        shed_data + punted_away > 0,
         "the flood did not overload the edge: this test proves nothing\n{line}"
     );
     assert_eq!(

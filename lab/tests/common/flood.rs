@@ -103,6 +103,14 @@ pub fn u(v: &serde_json::Value, path: &[&str]) -> u64 {
         .unwrap_or_else(|| panic!("{} missing from the stats", path.join(".")))
 }
 
+/// Frames and packets the forwarding workers dropped at the full hand-over
+/// queue to the event loop, all workers (0 without workers).
+pub fn punt_dropped(stats: &serde_json::Value) -> u64 {
+    stats["workers"]["per_worker"]
+        .as_array()
+        .map_or(0, |w| w.iter().map(|k| u(k, &["punt_dropped"])).sum())
+}
+
 /// The local CCIDs of the established tunnels.
 pub fn established(stats: &serde_json::Value) -> BTreeSet<u64> {
     stats["tunnels"]
