@@ -552,27 +552,11 @@ impl tt_template {
         &self.hdr[..usize::from(self.hdr_len).min(self.hdr.len())]
     }
 
-    /// `TT_ENCAP_*`.
-    pub fn encap(&self) -> u32 {
-        u32::from(self.kind & 0xf)
-    }
-
-    /// `TT_AF_INET` or `TT_AF_INET6`.
-    pub fn family(&self) -> u32 {
-        u32::from(self.kind >> 4)
-    }
-
-    /// Whether this is the template of `port` (as far as the entry can
-    /// tell: the top half of the id; a session's slot is the bottom half).
-    pub fn is_for(&self, port: u32) -> bool {
-        self.hdr_len != 0 && self.port_hi == (port >> 16) as u16
-    }
-
     /// Its entry in the `templates` array: the template itself when its
     /// header fits in the line, else a marker (`hdr_len`
     /// `TT_TEMPLATE_LONG`) saying it is in `long_templates`.
     pub fn line(&self) -> tt_template_line {
-        let short = usize::from(self.hdr_len) <= TT_TEMPLATE_LINE_MAX as usize;
+        let short = !self.is_long();
         let mut hdr = [0u8; TT_TEMPLATE_LINE_MAX as usize];
         if short {
             hdr.copy_from_slice(&self.hdr[..TT_TEMPLATE_LINE_MAX as usize]);

@@ -76,7 +76,7 @@ pub struct SessionSlots<'a> {
 
 /// The `templates` array and the `long_templates` hash as a map: a
 /// session's port id → [`tt_template`]. The array's line at the id's slot
-/// holds the top half of the id ([`tt_template::is_for`]) and the template,
+/// holds the top half of the id (`port_hi`) and the template,
 /// or for a header longer than a line a marker, with the template in
 /// `long_templates` (written before the marker, removed after it). mGRE
 /// peers' templates are in `gre_templates`.

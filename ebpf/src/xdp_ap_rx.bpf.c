@@ -344,14 +344,11 @@ int xdp_ap_rx(struct xdp_md *ctx)
 	struct eth_view e;
 	if (eth_parse(in, data_end, &e))
 		return PASS(MALFORMED);
-	__u64 dmac = e.dmac, smac = e.smac;
-	__u32 tagged = e.tagged;
-	__u16 prio = e.prio, vid = e.vid;
 
 	/* The switch's VLAN decision (bridge::Switch::vlan_of): VID 0 is a
 	 * priority tag, untagged for VLAN purposes. */
 	__u16 vlan;
-	if (vid == 0) {
+	if (e.vid == 0) {
 		if (!(flags & TT_SESSION_UNTAGGED))
 			return DROP(UNTAGGED_NOT_ALLOWED);
 		vlan = default_vlan;
@@ -363,33 +360,33 @@ int xdp_ap_rx(struct xdp_md *ctx)
 				return PASS(UNKNOWN_SESSION);
 			vlans = v->words;
 		}
-		if (!vlans || !vlan_allowed(vlans, vid))
+		if (!vlans || !vlan_allowed(vlans, e.vid))
 			return DROP(VLAN_NOT_ALLOWED);
-		vlan = vid;
+		vlan = e.vid;
 	}
 
 	/* Bad sources are dropped by the slow path, flooding is its job too. */
-	if (is_group(smac) || is_zero(smac))
+	if (is_group(e.smac) || is_zero(e.smac))
 		return PASS(SRC_NOT_LEARNED);
-	if (is_group(dmac))
+	if (is_group(e.dmac))
 		return PASS(BUM);
 
 	/* Learning stays in userspace: a source not (or no longer) on this
 	 * tunnel's port goes up so the switch learns or moves it. */
 	struct tt_fdb_entry srce, dst;
-	struct tt_fdb_slot *src_slot = fdb_find(fdb_key(vlan, smac), &srce);
+	struct tt_fdb_slot *src_slot = fdb_find(fdb_key(vlan, e.smac), &srce);
 	if (!src_slot || srce.port != port)
 		return PASS(SRC_NOT_LEARNED);
-	if (!fdb_find(fdb_key(vlan, dmac), &dst))
+	if (!fdb_find(fdb_key(vlan, e.dmac), &dst))
 		return PASS(UNKNOWN_DST);
 	if (dst.port != TT_PORT_TRUNK)
 		return PASS(NOT_TRUNK);
 	/* The slow path clamps the MSS of SYNs to the tunnel's MTU. */
-	if (is_tcp_syn(in + ETH_HLEN - 2 + tagged * VLAN_HLEN, data_end))
+	if (is_tcp_syn(in + ETH_HLEN - 2 + e.tagged * VLAN_HLEN, data_end))
 		return PASS(TCP_SYN);
 	/* The client table learns the client's addresses from its ARP and
 	 * neighbour discovery (a unicast ARP reply, a neighbour advert). */
-	if (is_arp_or_icmp6(in + ETH_HLEN - 2 + tagged * VLAN_HLEN, data_end))
+	if (is_arp_or_icmp6(in + ETH_HLEN - 2 + e.tagged * VLAN_HLEN, data_end))
 		return PASS(ARP_ND);
 
 	touch_seen(src_slot, srce.seen);
@@ -400,8 +397,8 @@ int xdp_ap_rx(struct xdp_md *ctx)
 	 * write the MACs and the egress tag (if any) in front of the inner
 	 * ethertype, which stays where it is. */
 	__u32 out_tagged = !(dst.flags & TT_FDB_EGRESS_UNTAGGED);
-	__u16 tci_out = bpf_htons(prio | vlan);
-	int delta = (int)(off + tagged * VLAN_HLEN) - (int)(out_tagged * VLAN_HLEN);
+	__u16 tci_out = bpf_htons(e.prio | vlan);
+	int delta = (int)(off + e.tagged * VLAN_HLEN) - (int)(out_tagged * VLAN_HLEN);
 
 	if (bpf_xdp_adjust_head(ctx, delta))
 		return count(TT_CNT_ABORTED, XDP_ABORTED);
@@ -410,8 +407,8 @@ int xdp_ap_rx(struct xdp_md *ctx)
 	__u8 *p = data;
 	if (p + 2 * ETH_ALEN > (__u8 *)data_end)
 		return count(TT_CNT_ABORTED, XDP_ABORTED);
-	st_mac(p, dmac);
-	st_mac(p + ETH_ALEN, smac);
+	st_mac(p, e.dmac);
+	st_mac(p + ETH_ALEN, e.smac);
 	if (out_tagged) {
 		__u16 tpid = bpf_htons(TPID_8021Q);
 		if (p + 2 * ETH_ALEN + VLAN_HLEN > (__u8 *)data_end)

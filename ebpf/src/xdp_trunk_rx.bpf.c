@@ -30,9 +30,9 @@
  * the template is the destination's.
  */
 static __always_inline int encap(struct xdp_md *ctx, const void *tpl, const __u32 hdr_max,
-				 __u8 *f, void *data_end, __u64 dmac, __u64 smac,
-				 __u32 tagged, __u16 prio, __u16 vlan, __u16 dst_flags,
-				 struct tt_fdb_slot *src_slot, __u16 src_seen)
+				 __u8 *f, void *data_end, const struct eth_view *e,
+				 __u16 vlan, __u16 dst_flags, struct tt_fdb_slot *src_slot,
+				 __u16 src_seen)
 {
 	const struct tt_template *m = tpl;
 	const __u8 *hdr = (const __u8 *)tpl + __builtin_offsetof(struct tt_template, hdr);
@@ -50,22 +50,22 @@ static __always_inline int encap(struct xdp_md *ctx, const void *tpl, const __u3
 	    hlen > hdr_max || hlen < ETH_HLEN + ip_hlen + 4 || (hlen & 1))
 		return TPASS(NO_TEMPLATE);
 
-	if (is_tcp_syn(f + ETH_HLEN - 2 + tagged * VLAN_HLEN, data_end))
+	if (is_tcp_syn(f + ETH_HLEN - 2 + e->tagged * VLAN_HLEN, data_end))
 		return TPASS(TCP_SYN);
 	/* The client table learns leases from the ACKs (bridged DHCP). */
-	if (is_dhcp_reply(f + ETH_HLEN - 2 + tagged * VLAN_HLEN, data_end))
+	if (is_dhcp_reply(f + ETH_HLEN - 2 + e->tagged * VLAN_HLEN, data_end))
 		return TPASS(DHCP);
 
 	__u32 out_tagged = !(dst_flags & TT_FDB_EGRESS_UNTAGGED);
 	__u64 frame_len = (__u8 *)data_end - f;
-	__u64 ip_len = hlen - ETH_HLEN + frame_len - tagged * VLAN_HLEN +
+	__u64 ip_len = hlen - ETH_HLEN + frame_len - e->tagged * VLAN_HLEN +
 		       out_tagged * VLAN_HLEN;
 	if (ip_len > m->mtu)
 		return TPASS(TOO_BIG);
 
 	touch_seen(src_slot, src_seen);
 
-	__u16 tci_out = bpf_htons(prio | vlan);
+	__u16 tci_out = bpf_htons(e->prio | vlan);
 	__u32 ifindex = m->ifindex;
 	/* The template's IPv4 header as built (length and checksum 0),
 	 * summed from the entry: never read back from the packet just
@@ -73,7 +73,7 @@ static __always_inline int encap(struct xdp_md *ctx, const void *tpl, const __u3
 	__u16 ip_sum = 0;
 	if (family == TT_AF_INET)
 		ip_sum = ipv4_hdr_sum((const struct iphdr *)&hdr[ETH_HLEN]);
-	int delta = (int)(tagged * VLAN_HLEN) - (int)(out_tagged * VLAN_HLEN) - (int)hlen;
+	int delta = (int)(e->tagged * VLAN_HLEN) - (int)(out_tagged * VLAN_HLEN) - (int)hlen;
 	if (bpf_xdp_adjust_head(ctx, delta))
 		return TABORT();
 	data_end = (void *)(long)ctx->data_end;
@@ -100,8 +100,8 @@ static __always_inline int encap(struct xdp_md *ctx, const void *tpl, const __u3
 	__u8 *in = p + (hlen & 0xff);
 	if (in + 2 * ETH_ALEN + VLAN_HLEN > (__u8 *)data_end)
 		return TABORT();
-	st_mac(in, dmac);
-	st_mac(in + ETH_ALEN, smac);
+	st_mac(in, e->dmac);
+	st_mac(in + ETH_ALEN, e->smac);
 	if (out_tagged) {
 		__u16 tpid = bpf_htons(TPID_8021Q);
 		st16(in + 2 * ETH_ALEN, tpid);
@@ -153,31 +153,28 @@ int xdp_trunk_rx(struct xdp_md *ctx)
 	struct eth_view e;
 	if (eth_parse(f, data_end, &e))
 		return TPASS(MALFORMED);
-	__u64 dmac = e.dmac, smac = e.smac;
-	__u32 tagged = e.tagged;
-	__u16 prio = e.prio, vid = e.vid;
 
 	/* The switch's VLAN decision for the trunk port. */
 	__u16 vlan;
-	if (vid == 0) {
+	if (e.vid == 0) {
 		if (!(t->flags & TT_SESSION_UNTAGGED))
 			return TDROP(UNTAGGED_NOT_ALLOWED);
 		vlan = t->default_vlan;
 	} else {
-		if (!vlan_allowed(t->vlans, vid))
+		if (!vlan_allowed(t->vlans, e.vid))
 			return TDROP(VLAN_NOT_ALLOWED);
-		vlan = vid;
+		vlan = e.vid;
 	}
 
-	if (is_group(smac) || is_zero(smac))
+	if (is_group(e.smac) || is_zero(e.smac))
 		return TPASS(SRC_NOT_LEARNED);
-	if (is_group(dmac))
+	if (is_group(e.dmac))
 		return TPASS(BUM);
 	struct tt_fdb_entry srce, dst;
-	struct tt_fdb_slot *src_slot = fdb_find(fdb_key(vlan, smac), &srce);
+	struct tt_fdb_slot *src_slot = fdb_find(fdb_key(vlan, e.smac), &srce);
 	if (!src_slot || srce.port != TT_PORT_TRUNK)
 		return TPASS(SRC_NOT_LEARNED);
-	if (!fdb_find(fdb_key(vlan, dmac), &dst))
+	if (!fdb_find(fdb_key(vlan, e.dmac), &dst))
 		return TPASS(UNKNOWN_DST);
 	if (dst.port == TT_PORT_TRUNK)
 		return TPASS(NOT_TUNNEL);
@@ -194,13 +191,12 @@ int xdp_trunk_rx(struct xdp_md *ctx)
 		if (!line || line->port_hi != (__u16)(dport >> 16))
 			return TPASS(NO_TEMPLATE);
 		if (line->hdr_len != TT_TEMPLATE_LONG)
-			return encap(ctx, line, TT_TEMPLATE_LINE_MAX, f, data_end, dmac,
-				     smac, tagged, prio, vlan, dst.flags, src_slot,
-				     srce.seen);
+			return encap(ctx, line, TT_TEMPLATE_LINE_MAX, f, data_end, &e, vlan,
+				     dst.flags, src_slot, srce.seen);
 		tpl = bpf_map_lookup_elem(&long_templates, &dport);
 	}
 	if (!tpl || tpl->port_hi != (__u16)(dport >> 16))
 		return TPASS(NO_TEMPLATE);
-	return encap(ctx, tpl, TT_TEMPLATE_MAX, f, data_end, dmac, smac, tagged, prio,
-		     vlan, dst.flags, src_slot, srce.seen);
+	return encap(ctx, tpl, TT_TEMPLATE_MAX, f, data_end, &e, vlan, dst.flags, src_slot,
+		     srce.seen);
 }
