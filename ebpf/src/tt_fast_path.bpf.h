@@ -238,21 +238,49 @@ static __always_inline __u64 fdb_key(__u16 vlan, __u64 mac)
 	return (__u64)vlan | mac << 16;
 }
 
+/* The first hash of a MAC: the bucket most keys are in does not depend on
+ * the VLAN (TT_FDB_HASH0_SHIFT in tunterm_maps.h). */
+static __always_inline __u64 fdb_hash0(__u64 mac)
+{
+	return (mac ^ (mac >> 24)) * TT_FDB_HASH_MUL0;
+}
+
+/* The bucket of a hash product: its top 32 bits scaled to the table
+ * (multiply-shift range reduction, as tunterm_ebpf::fdb::bucket_of). */
+static __always_inline __u32 fdb_bucket(__u64 h)
+{
+	return ((h >> 32) * tt_fdb_buckets) >> 32;
+}
+
+/* Start loading the first FDB bucket of `mac`, so that a lookup of it a
+ * few dozen instructions later finds the line in the cache or on its way
+ * instead of stalling there for the whole miss. BPF has no prefetch
+ * instruction: a load whose value an empty asm takes is one (the CPU
+ * issues it at once and runs on). */
+static __always_inline void fdb_prefetch(__u64 mac)
+{
+	__u32 b = fdb_bucket(fdb_hash0(mac));
+	struct tt_fdb_bucket *bk = bpf_map_lookup_elem(&fdb, &b);
+
+	if (bk) {
+		__u64 v = ((volatile struct tt_fdb_slot *)bk->slot)->key;
+
+		asm volatile("" : : "r"(v));
+	}
+}
+
 /* Look `key` up in the FDB: its slot (for touch_seen) with the entry in
  * *e, or NULL. Inline, no helper call: two array lookups at most (the
  * verifier inlines them to a bounds check and an add), four compares in
  * the cache line of each. */
 static __always_inline struct tt_fdb_slot *fdb_find(__u64 key, struct tt_fdb_entry *e)
 {
-	__u64 mac = key >> TT_FDB_HASH0_SHIFT;
-	__u64 h[2] = { (mac ^ (mac >> 24)) * TT_FDB_HASH_MUL0,
+	__u64 h[2] = { fdb_hash0(key >> TT_FDB_HASH0_SHIFT),
 		       (key ^ (key >> 29)) * TT_FDB_HASH_MUL1 };
 
 #pragma unroll
 	for (int i = 0; i < 2; i++) {
-		/* The product's top 32 bits scaled to the table (multiply-
-		 * shift range reduction, as tunterm_ebpf::fdb::bucket_of). */
-		__u32 b = ((h[i] >> 32) * tt_fdb_buckets) >> 32;
+		__u32 b = fdb_bucket(h[i]);
 		struct tt_fdb_bucket *bk = bpf_map_lookup_elem(&fdb, &b);
 
 		if (!bk)

@@ -153,6 +153,11 @@ int xdp_trunk_rx(struct xdp_md *ctx)
 	struct eth_view e;
 	if (eth_parse(f, data_end, &e))
 		return TPASS(MALFORMED);
+	/* The destination's bucket is the one that misses the cache (a
+	 * client among thousands; the source is the few hosts behind the
+	 * trunk): its load starts here, under the VLAN decision and the
+	 * source's lookup. */
+	fdb_prefetch(e.dmac);
 
 	/* The switch's VLAN decision for the trunk port. */
 	__u16 vlan;
