@@ -208,9 +208,9 @@ struct tt_trunk {
  * - a session's, in the `templates` array at the slot of its port id (its
  *   local session id), as a tt_template_line: one 64-byte cache line, so
  *   10,000 sessions' templates span 625 KiB (157 pages) where 128-byte
- *   entries spanned twice that, and a random tunnel's template costs a
- *   TLB miss less often (xdpcost, 10,000 × 100,000, uniform order: the
- *   encapsulation's largest single cost after the FDB). A header longer
+ *   entries spanned twice that, and a random tunnel's template is less
+ *   often out of the cache (xdpcost, 10,000 × 100,000, uniform order:
+ *   the encapsulation's largest single cost after the FDB). A header longer
  *   than TT_TEMPLATE_LINE_MAX (IPv6, an 8-byte cookie or the sublayer
  *   over UDP) leaves hdr_len TT_TEMPLATE_LONG there and the whole
  *   tt_template in the `long_templates` hash (key: the port id);
