@@ -306,6 +306,9 @@ impl Table {
                 templates.put(SID_BASE + i as u32, t)?;
             }
         }
+        // Every session has a 4-byte cookie and no sublayer: the daemon
+        // tells the programs so (the most common length).
+        fp.expect_l2tp_extra(4)?;
         let mut fdb = fp.fdb()?;
         fdb.put(
             tt_fdb_key::new(packets::CLIENT_VLAN, packets::TRUNK_HOST_MAC),

@@ -49,6 +49,9 @@ pub enum Error {
         /// The key's MAC.
         mac: [u8; 6],
     },
+    /// Not a length of cookie and sublayer an L2TPv3 session can have.
+    #[error("{0} bytes of cookie and sublayer: 0, 4, 8 or 12")]
+    L2tpExtra(u8),
     /// An array entry installed under an id it does not carry (or 0, or an
     /// mGRE port, which no session has).
     #[error("entry for {id:#x} says {entry:#x}")]

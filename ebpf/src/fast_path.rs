@@ -700,6 +700,22 @@ impl FastPath {
         self.set_globals()
     }
 
+    /// Tell `xdp_ap_rx` how many bytes of cookie and sublayer most
+    /// sessions' data carries
+    /// ([`l2tp_extra`](crate::maps::tt_session::l2tp_extra): 0, 4, 8 or
+    /// 12; until called, 8). It looks for a packet's inner source MAC there
+    /// before it has looked the session up, to start loading the MAC's FDB
+    /// bucket early. Forwarding does not depend on it: a session that
+    /// differs is forwarded the same, at the cost of one wasted load.
+    pub fn expect_l2tp_extra(&mut self, bytes: u8) -> Result<(), Error> {
+        if bytes > 12 || !bytes.is_multiple_of(4) {
+            return Err(Error::L2tpExtra(bytes));
+        }
+        let mut a: Array<&mut MapData, u32> = Array::try_from(self.map_mut(".data")?)?;
+        a.set(0, u32::from(bytes), 0)?;
+        Ok(())
+    }
+
     fn set_globals(&mut self) -> Result<(), Error> {
         let g = tt_globals {
             seen_now: u32::from(crate::fdb::seen_stamp(crate::fdb::monotonic_ns())),

@@ -307,6 +307,19 @@ impl tt_session {
     pub fn peer_ip(&self) -> IpAddr {
         unmap_addr(self.peer_addr, u32::from(self.family))
     }
+
+    /// Bytes between the L2TPv3 data header and the inner frame in the
+    /// session's data: the cookie, and the sublayer if it has one (0 to
+    /// 12, a multiple of 4).
+    pub fn l2tp_extra(&self) -> u8 {
+        let cookie = self.cookie().len() as u8;
+        let sublayer = if self.flags & TT_SESSION_SUBLAYER != 0 {
+            4
+        } else {
+            0
+        };
+        cookie + sublayer
+    }
 }
 
 impl tt_gre_key {

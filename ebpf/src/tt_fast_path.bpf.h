@@ -66,6 +66,15 @@ const volatile __u32 tt_fdb_buckets = TT_MAX_FDB / TT_FDB_BUCKET_SLOTS;
 /* Written by userspace (struct tt_globals in tunterm_maps.h). */
 volatile struct tt_globals tt_globals;
 
+/* The bytes between an L2TPv3 data header and the inner frame (cookie and
+ * sublayer: 0, 4, 8 or 12) that most sessions' data carries, written by
+ * userspace (tunterm_ebpf::FastPath::expect_l2tp_extra) as sessions come
+ * and go; until then the daemon's default, an 8-byte cookie. Only a guess
+ * of where the inner frame is before the session says: see
+ * decap_prefetch. In .data, not in tt_globals: the map header's layout
+ * (and so a hitless restart) does not depend on it. */
+volatile __u32 tt_l2tp_extra = 8;
+
 /* A policy drop: dropped here, or passed to the slow path while a capture
  * runs (which drops it too, where the capture's `drop` point sees it). */
 #define POLICY_DROP(counter, capture_counter)                                  \

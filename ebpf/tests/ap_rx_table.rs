@@ -1162,6 +1162,9 @@ fn same_table_fast_and_slow() {
     lab.mirror_into(bpf.fast_path());
     let cases = lab.cases();
     let mut failures = Vec::new();
+    // What each case did, for the runs with other guesses of the cookie
+    // and sublayer length below.
+    let mut outcomes = Vec::new();
 
     for c in &cases {
         let mut fail = |what: String| failures.push(format!("{}: {what}", c.name));
@@ -1173,6 +1176,7 @@ fn same_table_fast_and_slow() {
                 continue;
             }
         };
+        outcomes.push((c, got.action, got.packet.clone()));
         let delta = bpf.counters().expect("counters").since(&before);
 
         // The fast path against the table.
@@ -1219,6 +1223,33 @@ fn same_table_fast_and_slow() {
             other => fail(format!("fast path: {other:?}")),
         }
     }
+
+    // Where the program expects the inner frame before it has the session
+    // (expect_l2tp_extra, 8 until now) only decides which FDB bucket it
+    // starts loading early: every guess forwards, passes and drops the
+    // same. The table's sessions have cookies of 0, 4 and 8 bytes, with
+    // and without the sublayer.
+    for extra in [0, 4, 12] {
+        bpf.fast_path()
+            .expect_l2tp_extra(extra)
+            .expect("a valid guess");
+        for (c, action, packet) in &outcomes {
+            let got = bpf.test_run(&c.packet).expect("test run");
+            if got.action != *action || &got.packet != packet {
+                failures.push(format!(
+                    "{} with {extra} bytes expected after the session id: {:?}, not {action:?}",
+                    c.name, got.action
+                ));
+            }
+        }
+    }
+    for bad in [2, 16] {
+        let e = bpf.fast_path().expect_l2tp_extra(bad);
+        if e.is_ok() {
+            failures.push(format!("expect_l2tp_extra({bad}) accepted"));
+        }
+    }
+    bpf.fast_path().expect_l2tp_extra(8).expect("the default");
 
     // While a capture runs nothing is dropped in XDP: what the policy
     // refuses goes to the slow path (whose `drop` point the capture has),

@@ -60,6 +60,21 @@ pub fn session_entry(
     Ok((s.local_sid, value))
 }
 
+/// The cookie and sublayer bytes
+/// ([`l2tp_extra`](tunterm_ebpf::maps::tt_session::l2tp_extra)) most of
+/// `sessions` carry in their data, the smallest on a tie; `None` for no
+/// session. `xdp_ap_rx` looks for the inner frame there before it has a
+/// packet's session (`FastPath::expect_l2tp_extra`).
+pub fn most_common_l2tp_extra<'a>(sessions: impl IntoIterator<Item = &'a Session>) -> Option<u8> {
+    // 0, 4, 8 or 12 bytes.
+    let mut n = [0usize; 4];
+    for s in sessions {
+        n[usize::from(s.entry.l2tp_extra() / 4).min(3)] += 1;
+    }
+    let (i, most) = n.iter().enumerate().rev().max_by_key(|&(_, c)| *c)?;
+    (*most > 0).then_some(i as u8 * 4)
+}
+
 /// The `gre_peers` map entry of a live mGRE peer whose switch port is
 /// configured `port`. A sequenced peer gets one too (flagged, so its data
 /// goes slow and the slow path sees it stop sequencing).
@@ -200,6 +215,37 @@ mod tests {
     use tunterm_core::proto::l2tp::{SESSION_SLOTS, session_slot};
     use tunterm_ebpf::maps::{TT_GRE_PORT_BASE, TT_MAX_SESSIONS};
     use tunterm_ebpf::tables::slot_of;
+
+    #[test]
+    fn the_most_common_cookie_and_sublayer_length() {
+        use super::most_common_l2tp_extra;
+        use std::net::SocketAddrV4;
+        use tunterm_ebpf::maps::{Session, SessionSpec};
+        let session = |cookie: &[u8], sublayer: bool| {
+            Session::new(
+                &SessionSpec {
+                    peer: SocketAddrV4::new([192, 0, 2, 1].into(), 1701),
+                    cookie,
+                    sublayer,
+                    port: 7,
+                    untagged_vlan: Some(10),
+                    trunk_ifindex: 3,
+                },
+                [],
+            )
+            .unwrap()
+        };
+        let c4 = session(&[1, 2, 3, 4], false);
+        let c8 = session(&[1; 8], false);
+        let c8s = session(&[1; 8], true);
+        let none = session(&[], false);
+        assert_eq!(most_common_l2tp_extra([]), None);
+        assert_eq!(most_common_l2tp_extra([&c4]), Some(4));
+        assert_eq!(most_common_l2tp_extra([&c8s, &c4, &c8s]), Some(12));
+        assert_eq!(most_common_l2tp_extra([&c8, &none, &c4, &c8]), Some(8));
+        // A tie: the smallest.
+        assert_eq!(most_common_l2tp_extra([&c8, &none]), Some(0));
+    }
 
     #[test]
     fn the_switch_and_the_maps_agree_on_slots_and_port_ranges() {

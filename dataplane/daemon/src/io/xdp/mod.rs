@@ -375,6 +375,9 @@ pub struct FastPath {
     adopted_fdb: Vec<(tt_fdb_key, tt_fdb_entry)>,
     /// A capture runs: mirror no FDB entry (everything goes slow).
     capture_bypass: bool,
+    /// The cookie and sublayer bytes `xdp_ap_rx` expects
+    /// (`expect_l2tp_extra`): the programs' default until sessions say.
+    l2tp_extra: u8,
 }
 
 impl fmt::Debug for FastPath {
@@ -630,6 +633,7 @@ impl FastPath {
             pin_dir: pin_dir.map(Path::to_path_buf),
             adopted_fdb: Vec::new(),
             capture_bypass: false,
+            l2tp_extra: 8,
         };
         if pins == Some(Pins::Adopted) {
             fp.adopt()?;
@@ -954,6 +958,14 @@ impl FastPath {
         }
         self.stats.slow = slow.into_iter().map(|(k, n)| (k.into(), n)).collect();
         let mut errors = 0;
+        if let Some(extra) = mirror::most_common_l2tp_extra(sessions.values())
+            && extra != self.l2tp_extra
+        {
+            match self.progs.expect_l2tp_extra(extra) {
+                Ok(()) => self.l2tp_extra = extra,
+                Err(_) => errors += 1,
+            }
+        }
         match self.progs.sessions() {
             Ok(mut m) => errors += self.sessions.sync(&mut m, sessions, bytes_eq).errors,
             Err(_) => errors += 1,
