@@ -323,10 +323,6 @@ static __always_inline void touch_seen(struct tt_fdb_slot *s, __u16 seen)
 		((volatile struct tt_fdb_entry *)&s->entry)->seen = now;
 }
 
-/* Whether the frame's L3 payload, starting with its ethertype at `et`, is a
- * TCP SYN whose MSS the slow path would clamp: the same test as
- * tunterm::proto::pmtu::clamp_mss (IPv4 not a fragment, or IPv6 with TCP as
- * the next header; a whole 20-byte TCP header with SYN set). */
 /* Whether the frame from ethertype `et` on is an unfragmented IPv4 UDP
  * datagram from port 67 to port 68 (a DHCPv4 server's reply). */
 static __always_inline int is_dhcp_reply(__u8 *et, void *data_end)
@@ -398,6 +394,10 @@ static __always_inline int is_arp_or_icmp6(__u8 *et, void *data_end)
 	return ip[6] == IPPROTO_ICMPV6_NH;
 }
 
+/* Whether the frame's L3 payload, starting with its ethertype at `et`, is a
+ * TCP SYN whose MSS the slow path would clamp: the same test as
+ * tunterm::proto::pmtu::clamp_mss (IPv4 not a fragment, or IPv6 with TCP as
+ * the next header; a whole 20-byte TCP header with SYN set). */
 static __always_inline int is_tcp_syn(__u8 *et, void *data_end)
 {
 	__u16 type;
