@@ -204,7 +204,7 @@ pub fn query(sock: &Path) -> anyhow::Result<Value> {
     Ok(serde_json::to_value(block_on(client.stats())?)?)
 }
 
-/// A /proc/<pid>/stat's user + system time, in clock ticks.
+/// A `/proc/<pid>/stat`'s user + system time, in clock ticks.
 pub fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let after = text

@@ -132,7 +132,7 @@ impl ApRx {
         self.fp.sessions()
     }
 
-    /// The FDB: (VLAN, MAC) → [`tt_fdb_entry`].
+    /// The FDB: (VLAN, MAC) → [`tt_fdb_entry`](crate::maps::tt_fdb_entry).
     pub fn fdb(&mut self) -> Result<crate::fdb::Fdb<'_>, Error> {
         self.fp.fdb()
     }

@@ -661,7 +661,7 @@ impl FastPath {
         Ok(HashMap::try_from(self.map_mut("gre_peers")?)?)
     }
 
-    /// The FDB: (VLAN, MAC) → [`tt_fdb_entry`], read and written through
+    /// The FDB: (VLAN, MAC) → [`tt_fdb_entry`](crate::maps::tt_fdb_entry), read and written through
     /// the mapping.
     pub fn fdb(&mut self) -> Result<Fdb<'_>, Error> {
         Ok(Fdb::new(&self.fdb))

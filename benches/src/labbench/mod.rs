@@ -91,7 +91,7 @@ pub struct Options {
     /// ratio of the capture-off rate of the same round.
     pub capture_compare: bool,
     /// Run trafgen, tunterm and the capture reader under SCHED_FIFO
-    /// ([`trafgen::REALTIME`]): on a machine shared with other work.
+    /// (`trafgen::REALTIME`): on a machine shared with other work.
     pub realtime: bool,
     /// `tunterm run --workers` in case 5 (≥ 2).
     pub workers: usize,
@@ -281,7 +281,7 @@ pub struct Report {
 }
 
 /// The CPU tunterm runs on (trafgen and the softirq work it triggers run
-/// on [`trafgen::GEN_CPU`]).
+/// on `trafgen::GEN_CPU`).
 pub const TUNTERM_CPU: u32 = 1;
 
 /// Fails with what to install unless trafgen is there.

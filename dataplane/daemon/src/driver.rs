@@ -8,9 +8,9 @@
 //! driver reads a socket, hands each frame to the forwarding pipeline
 //! ([`tunterm_core::forward`]) and writes the actions it returns (trunk and
 //! host-port frames at once, tunnel packets batched per `sendmmsg`). The
-//! control socket ([`crate::api`]) is served beside it ([`control`]): the
+//! control socket ([`crate::api`]) is served beside it (`control`): the
 //! loop only snapshots what a request asks for. The edge's own host ports,
-//! routes and DHCP relay, and the reload on SIGHUP, are in [`services`].
+//! routes and DHCP relay, and the reload on SIGHUP, are in `services`.
 
 mod bounce;
 mod capture;
@@ -281,7 +281,7 @@ pub struct FdbEntry {
     pub vlan: u16,
     /// MAC, aa:bb:cc:dd:ee:ff.
     pub mac: String,
-    /// "trunk", "host:<vlan>" (a host port), the L2TP session id, or the
+    /// "trunk", `"host:<vlan>"` (a host port), the L2TP session id, or the
     /// mGRE peer's port number.
     pub port: String,
 }

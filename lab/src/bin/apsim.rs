@@ -1,5 +1,9 @@
 //! `tunterm-apsim`: simulated Wi-Fi APs that build L2TPv3 tunnels to an edge.
 
+// The options' doc comments are their --help text, where `ip[:port]` and
+// `[,bridge=IF[:tag]]` are syntax, not links to resolve.
+#![allow(rustdoc::broken_intra_doc_links)]
+
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;

@@ -21,7 +21,7 @@
 //! ```
 //!
 //! Every MLD message travels with a Hop-by-Hop Router Alert option (RFC
-//! 2711), link-local source, hop limit 1: [`icmpv6_of`] walks the extension
+//! 2711), link-local source, hop limit 1: [`upper_layer`] walks the extension
 //! headers to the ICMPv6 message.
 
 use std::net::Ipv6Addr;

@@ -91,7 +91,7 @@ impl TunnelSocket {
 
     /// Datagrams the kernel dropped at this socket because its receive
     /// buffer was full, since it opened (modulo 2^32): see
-    /// [`super::sockopt::drops`].
+    /// `super::sockopt::drops`.
     pub fn drops(&self) -> io::Result<u32> {
         match self {
             TunnelSocket::Udp(u) => super::sockopt::drops(u.as_fd()),

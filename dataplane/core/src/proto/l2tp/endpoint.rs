@@ -640,7 +640,7 @@ impl Endpoint {
 
     /// Whether new control connections (SCCRQs) are taken. Off while
     /// upstream monitoring fails: an SCCRQ is answered with StopCCN
-    /// (result 1, [`NOT_ACCEPTING`](super::conn::NOT_ACCEPTING); counted as
+    /// (result 1, `NOT_ACCEPTING`; counted as
     /// `sccrq_not_accepting`), so the AP moves on to its next edge at once;
     /// established connections are left to the caller. An endpoint whose
     /// configuration does not accept SCCRQs at all (`accept_incoming`
