@@ -136,11 +136,13 @@ impl Capacity {
     }
 
     /// The loader for these sizes: the `fdb` array's length and the
-    /// programs' `tt_fdb_buckets` (`buckets`, [`Capacity::fdb_buckets`]).
+    /// programs' `tt_fdb_buckets` (`buckets`, [`Capacity::fdb_buckets`]),
+    /// and `tt_fdb_home_shift` ([`crate::fdb::HOME_SHIFT`]).
     fn loader(self, buckets: &u32) -> EbpfLoader<'_> {
         let mut loader = EbpfLoader::new();
         loader.map_max_entries("fdb", *buckets);
         loader.override_global("tt_fdb_buckets", buckets, true);
+        loader.override_global("tt_fdb_home_shift", &crate::fdb::HOME_SHIFT, true);
         loader
     }
 }

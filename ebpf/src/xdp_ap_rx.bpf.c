@@ -401,7 +401,7 @@ int xdp_ap_rx(struct xdp_md *ctx)
 	/* Learning stays in userspace: a source not (or no longer) on this
 	 * tunnel's port goes up so the switch learns or moves it. */
 	struct tt_fdb_entry srce, dst;
-	struct tt_fdb_slot *src_slot = fdb_find(fdb_key(vlan, e.smac), &srce);
+	struct tt_fdb_slot *src_slot = fdb_find_cold(fdb_key(vlan, e.smac), &srce);
 	if (!src_slot || srce.port != port)
 		return PASS(SRC_NOT_LEARNED);
 	if (!fdb_find(fdb_key(vlan, e.dmac), &dst))

@@ -179,7 +179,7 @@ int xdp_trunk_rx(struct xdp_md *ctx)
 	struct tt_fdb_slot *src_slot = fdb_find(fdb_key(vlan, e.smac), &srce);
 	if (!src_slot || srce.port != TT_PORT_TRUNK)
 		return TPASS(SRC_NOT_LEARNED);
-	if (!fdb_find(fdb_key(vlan, e.dmac), &dst))
+	if (!fdb_find_cold(fdb_key(vlan, e.dmac), &dst))
 		return TPASS(UNKNOWN_DST);
 	if (dst.port == TT_PORT_TRUNK)
 		return TPASS(NOT_TUNNEL);

@@ -27,8 +27,8 @@ use tunterm_core::proto::bridge::{DropReason, PortConfig};
 use tunterm_core::proto::gre::GreDrop;
 use tunterm_core::proto::l2tp::{DataDrop, DataSession, SessionState};
 use tunterm_core::wire::l2tp::{Cookie, Transport, pw};
-use tunterm_ebpf::maps::{EntryError, tt_counter};
-use tunterm_ebpf::{Action, ApRx};
+use tunterm_ebpf::maps::{EntryError, tt_counter, tt_fdb_key};
+use tunterm_ebpf::{Action, ApRx, Table as _};
 
 type Fast = lab::Fast<tt_counter>;
 
@@ -1280,7 +1280,7 @@ fn same_table_fast_and_slow() {
 
     // A forwarded source is refreshed in the FDB (its last-seen).
     let t0 = &lab.tunnels[0];
-    let key = tunterm_ebpf::maps::tt_fdb_key::new(10, t0.client);
+    let key = tt_fdb_key::new(10, t0.client);
     let entry = bpf.fdb().expect("fdb").get(&key).expect("client entry");
     let ago = entry.seen_ago(tunterm_ebpf::fdb::monotonic_ns());
     // Two stamp units (2.15 s) at most: the stamp unit started before
@@ -1298,6 +1298,58 @@ fn same_table_fast_and_slow() {
         failed
     );
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+/// A client forwards wherever the FDB holds it: at its home slot, at
+/// another slot of its first bucket, or in its second bucket after cuckoo
+/// moves. The table is filled to 90% with clients of the first tunnel and
+/// each sends one frame to the trunk host.
+#[test]
+fn clients_anywhere_in_a_full_fdb_forward() {
+    lab::require_root();
+    let lab = Lab::new();
+    let mut bpf = ApRx::load().expect("xdp_ap_rx loads and verifies");
+    lab.mirror_into(bpf.fast_path());
+    let t0 = &lab.tunnels[0];
+    let mut fdb = bpf.fdb().expect("fdb");
+    let entry = fdb
+        .get(&tt_fdb_key::new(10, t0.client))
+        .expect("the lab's client is in the FDB");
+    let want = fdb.capacity() * 9 / 10 - fdb.placement().keys;
+    let mut macs = Vec::with_capacity(want);
+    for i in 0u32.. {
+        if macs.len() == want {
+            break;
+        }
+        // apsim's client MACs, 02:AP:AP:AP:C:C, ten per AP.
+        let [_, a2, a1, a0] = (i / 10 + 1).to_be_bytes();
+        let mac = [2, a2, a1, a0, 0, (i % 10) as u8];
+        if fdb.put(tt_fdb_key::new(10, mac), entry).is_ok() {
+            macs.push(mac);
+        }
+    }
+    let p = fdb.placement();
+    eprintln!("FDB of {} slots: {p:?}", fdb.capacity());
+    assert!(
+        p.at_home < p.keys && p.in_second > 0,
+        "the fill covers every placement: {p:?}"
+    );
+    let mut slow = Vec::new();
+    for mac in &macs {
+        let got = bpf
+            .test_run(&t0.data(&packets::client(HOST, *mac, None, LEN)))
+            .expect("test run");
+        if got.action != Action::Redirect {
+            slow.push((mac, got.action));
+        }
+    }
+    assert!(
+        slow.is_empty(),
+        "{} of {} clients not forwarded, e.g. {:02x?}",
+        slow.len(),
+        macs.len(),
+        &slow[..slow.len().min(5)]
+    );
 }
 
 /// The mirror refuses what the fast path cannot do, so the slow path keeps it.

@@ -21,8 +21,8 @@ use tunterm_core::proto::bridge::{DropReason, PortId};
 use tunterm_core::proto::l2tp::Incoming;
 use tunterm_core::wire::l2tp::Transport;
 use tunterm_core::wire::{gre, ipv4, ipv6, udp};
-use tunterm_ebpf::maps::tt_counter;
-use tunterm_ebpf::{Action, FastPath, Program};
+use tunterm_ebpf::maps::{tt_counter, tt_fdb_key};
+use tunterm_ebpf::{Action, FastPath, Program, Table as _};
 
 /// What the slow path must do.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -473,4 +473,58 @@ fn same_table_fast_and_slow() {
         failures.len()
     );
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+/// A client is reached wherever the FDB holds it: at its home slot, at
+/// another slot of its first bucket, or in its second bucket after cuckoo
+/// moves. The table is filled to 90% with clients of the first tunnel and
+/// the trunk host sends a frame to each.
+#[test]
+fn clients_anywhere_in_a_full_fdb_are_reached() {
+    common::lab::require_root();
+    let lab = Lab::new();
+    let mut bpf = FastPath::load().expect("both programs load and verify");
+    lab.mirror_into(&mut bpf);
+    let t0 = &lab.tunnels[0];
+    let to = |mac: Mac| packets::client(mac, HOST, Some(10), LEN);
+    let got = bpf
+        .test_run(Program::TrunkRx, &to(t0.client))
+        .expect("test run");
+    assert_eq!(got.action, Action::Redirect, "the lab's client on VLAN 10");
+    let mut fdb = bpf.fdb().expect("fdb");
+    let entry = fdb
+        .get(&tt_fdb_key::new(10, t0.client))
+        .expect("the lab's client is in the FDB");
+    let want = fdb.capacity() * 9 / 10 - fdb.placement().keys;
+    let mut macs = Vec::with_capacity(want);
+    for i in 0u32.. {
+        if macs.len() == want {
+            break;
+        }
+        // apsim's client MACs, 02:AP:AP:AP:C:C, ten per AP.
+        let [_, a2, a1, a0] = (i / 10 + 1).to_be_bytes();
+        let mac = [2, a2, a1, a0, 0, (i % 10) as u8];
+        if fdb.put(tt_fdb_key::new(10, mac), entry).is_ok() {
+            macs.push(mac);
+        }
+    }
+    let p = fdb.placement();
+    assert!(
+        p.at_home < p.keys && p.in_second > 0,
+        "the fill covers every placement: {p:?}"
+    );
+    let mut slow = Vec::new();
+    for mac in &macs {
+        let got = bpf.test_run(Program::TrunkRx, &to(*mac)).expect("test run");
+        if got.action != Action::Redirect {
+            slow.push((mac, got.action));
+        }
+    }
+    assert!(
+        slow.is_empty(),
+        "{} of {} clients not reached, e.g. {:02x?}",
+        slow.len(),
+        macs.len(),
+        &slow[..slow.len().min(5)]
+    );
 }
