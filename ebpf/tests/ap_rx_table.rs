@@ -28,7 +28,7 @@ use tunterm_core::proto::gre::GreDrop;
 use tunterm_core::proto::l2tp::{DataDrop, DataSession, SessionState};
 use tunterm_core::wire::l2tp::{Cookie, Transport, pw};
 use tunterm_ebpf::maps::{EntryError, tt_counter, tt_fdb_key};
-use tunterm_ebpf::{Action, ApRx, Table as _};
+use tunterm_ebpf::{Action, ApRx};
 
 type Fast = lab::Fast<tt_counter>;
 
@@ -1311,29 +1311,7 @@ fn clients_anywhere_in_a_full_fdb_forward() {
     let mut bpf = ApRx::load().expect("xdp_ap_rx loads and verifies");
     lab.mirror_into(bpf.fast_path());
     let t0 = &lab.tunnels[0];
-    let mut fdb = bpf.fdb().expect("fdb");
-    let entry = fdb
-        .get(&tt_fdb_key::new(10, t0.client))
-        .expect("the lab's client is in the FDB");
-    let want = fdb.capacity() * 9 / 10 - fdb.placement().keys;
-    let mut macs = Vec::with_capacity(want);
-    for i in 0u32.. {
-        if macs.len() == want {
-            break;
-        }
-        // apsim's client MACs, 02:AP:AP:AP:C:C, ten per AP.
-        let [_, a2, a1, a0] = (i / 10 + 1).to_be_bytes();
-        let mac = [2, a2, a1, a0, 0, (i % 10) as u8];
-        if fdb.put(tt_fdb_key::new(10, mac), entry).is_ok() {
-            macs.push(mac);
-        }
-    }
-    let p = fdb.placement();
-    eprintln!("FDB of {} slots: {p:?}", fdb.capacity());
-    assert!(
-        p.at_home < p.keys && p.in_second > 0,
-        "the fill covers every placement: {p:?}"
-    );
+    let macs = lab::fill_fdb(bpf.fast_path(), t0);
     let mut slow = Vec::new();
     for mac in &macs {
         let got = bpf

@@ -21,8 +21,8 @@ use tunterm_core::proto::bridge::{DropReason, PortId};
 use tunterm_core::proto::l2tp::Incoming;
 use tunterm_core::wire::l2tp::Transport;
 use tunterm_core::wire::{gre, ipv4, ipv6, udp};
-use tunterm_ebpf::maps::{tt_counter, tt_fdb_key};
-use tunterm_ebpf::{Action, FastPath, Program, Table as _};
+use tunterm_ebpf::maps::tt_counter;
+use tunterm_ebpf::{Action, FastPath, Program};
 
 /// What the slow path must do.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -491,28 +491,7 @@ fn clients_anywhere_in_a_full_fdb_are_reached() {
         .test_run(Program::TrunkRx, &to(t0.client))
         .expect("test run");
     assert_eq!(got.action, Action::Redirect, "the lab's client on VLAN 10");
-    let mut fdb = bpf.fdb().expect("fdb");
-    let entry = fdb
-        .get(&tt_fdb_key::new(10, t0.client))
-        .expect("the lab's client is in the FDB");
-    let want = fdb.capacity() * 9 / 10 - fdb.placement().keys;
-    let mut macs = Vec::with_capacity(want);
-    for i in 0u32.. {
-        if macs.len() == want {
-            break;
-        }
-        // apsim's client MACs, 02:AP:AP:AP:C:C, ten per AP.
-        let [_, a2, a1, a0] = (i / 10 + 1).to_be_bytes();
-        let mac = [2, a2, a1, a0, 0, (i % 10) as u8];
-        if fdb.put(tt_fdb_key::new(10, mac), entry).is_ok() {
-            macs.push(mac);
-        }
-    }
-    let p = fdb.placement();
-    assert!(
-        p.at_home < p.keys && p.in_second > 0,
-        "the fill covers every placement: {p:?}"
-    );
+    let macs = common::lab::fill_fdb(&mut bpf, t0);
     let mut slow = Vec::new();
     for mac in &macs {
         let got = bpf.test_run(Program::TrunkRx, &to(*mac)).expect("test run");

@@ -26,7 +26,7 @@ use tunterm_core::proto::l2tp::{
 };
 use tunterm_core::wire::l2tp::{Transport, pw};
 use tunterm_ebpf::Table as _;
-use tunterm_ebpf::maps::{Counters, tt_counter};
+use tunterm_ebpf::maps::{Counters, tt_counter, tt_fdb_key};
 use tunterm_ebpf::{Action, FastPath};
 
 /// Addresses from the documentation ranges: nothing is ever sent (a test
@@ -315,6 +315,36 @@ pub enum Fast<C> {
 
 /// Fails the test, saying why, unless it runs as root: a table that was
 /// not run must not pass.
+/// Fill `bpf`'s FDB to 90% of its slots with clients on `t`'s port and
+/// VLAN 10 (apsim's MACs, 02:AP:AP:AP:C:C, ten per AP), so that keys sit
+/// at their home slot, elsewhere in their first bucket and in their
+/// second bucket (asserted); the MACs put in.
+pub fn fill_fdb(bpf: &mut FastPath, t: &Tunnel) -> Vec<Mac> {
+    let mut fdb = bpf.fdb().expect("fdb");
+    let entry = fdb
+        .get(&tt_fdb_key::new(10, t.client))
+        .expect("the lab's client is in the FDB");
+    let want = fdb.capacity() * 9 / 10 - fdb.placement().keys;
+    let mut macs = Vec::with_capacity(want);
+    for i in 0u32.. {
+        if macs.len() == want {
+            break;
+        }
+        let [_, a2, a1, a0] = (i / 10 + 1).to_be_bytes();
+        let mac = [2, a2, a1, a0, 0, (i % 10) as u8];
+        if fdb.put(tt_fdb_key::new(10, mac), entry).is_ok() {
+            macs.push(mac);
+        }
+    }
+    let p = fdb.placement();
+    eprintln!("FDB of {} slots: {p:?}", fdb.capacity());
+    assert!(
+        p.at_home < p.keys && p.in_second > 0,
+        "the fill covers every placement: {p:?}"
+    );
+    macs
+}
+
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions and cannot fail.
     let euid = unsafe { libc::geteuid() };
