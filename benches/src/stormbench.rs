@@ -96,6 +96,9 @@ pub struct Options {
     pub realtime: bool,
     /// The edge's `--max-half-open` (None: its default).
     pub max_half_open: Option<usize>,
+    /// An earlier build's `tunterm`: the edge starts with it and the
+    /// hitless phase's restart starts `bin_dir`'s (a hitless upgrade).
+    pub upgrade_from: Option<PathBuf>,
 }
 
 /// The SCHED_FIFO priority of `--realtime` (labbench's; the kernel's RT
@@ -200,6 +203,9 @@ pub struct Window {
     pub fast_path_start: Value,
     /// Seconds the edge was down (signal to `tunterm running`).
     pub down_s: Option<f64>,
+    /// The daemon the restart replaced, when it was another build's
+    /// (`--upgrade-from`).
+    pub upgraded_from: Option<String>,
 }
 
 /// The stall's figures.
@@ -324,6 +330,11 @@ struct Lab {
     aps: Netns,
     up: Netns,
     tunterm_args: Vec<String>,
+    /// Where in `tunterm_args` the daemon's path is.
+    daemon_arg: usize,
+    /// This build's daemon, while the edge runs an earlier one
+    /// (`--upgrade-from`): the hitless phase's restart starts it.
+    upgrade_to: Option<String>,
     edge_sock: PathBuf,
     ap_sock: PathBuf,
     state_file: PathBuf,
@@ -360,8 +371,15 @@ impl Lab {
         let edge_sock = dir.join("edge.sock");
         let state_file = dir.join("edge.state");
         let mut tunterm_args = rt_prefix(opts);
+        let daemon = opts.bin_dir.join("tunterm");
+        // With --upgrade-from, the earlier build first (see upgrade_to).
+        let (first, upgrade_to) = match &opts.upgrade_from {
+            Some(old) => (old.clone(), Some(s(&daemon))),
+            None => (daemon, None),
+        };
+        let daemon_arg = tunterm_args.len();
         tunterm_args.extend([
-            s(&opts.bin_dir.join("tunterm")),
+            s(&first),
             "run".into(),
             "--config".into(),
             s(&config),
@@ -424,6 +442,8 @@ impl Lab {
             aps,
             up,
             tunterm_args,
+            daemon_arg,
+            upgrade_to,
             edge_sock,
             ap_sock,
             state_file,
@@ -905,6 +925,10 @@ fn window(lab: &mut Lab, opts: &Options, restart: bool) -> anyhow::Result<Window
     };
     std::thread::sleep(opts.window / 3);
     if restart {
+        if let Some(new) = lab.upgrade_to.take() {
+            let old = std::mem::replace(&mut lab.tunterm_args[lab.daemon_arg], new);
+            out.upgraded_from = Some(old);
+        }
         out.down_s = Some(lab.kill_and_restart(true)?.as_secs_f64());
     }
     std::thread::sleep(opts.window.saturating_sub(opts.window / 3));
@@ -1135,7 +1159,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
             "window_s": opts.window.as_secs_f64(), "soak_minutes": opts.soak.as_secs_f64() / 60.0,
             "churn_aps": opts.churn_aps, "churn_period_s": opts.churn_period.as_secs_f64(),
             "setup_rounds": opts.setup_rounds, "realtime": opts.realtime,
-            "max_half_open": opts.max_half_open,
+            "max_half_open": opts.max_half_open, "upgrade_from": opts.upgrade_from,
         }),
         ..Report::default()
     };
@@ -1269,10 +1293,11 @@ impl Report {
         for w in &self.hitless {
             out += &format!(
                 "window{}: sent {}, received {}, lost {}, tunnels rebuilt {}{}\n",
-                if w.restart {
-                    " with kill -9 + restart (state kept)"
-                } else {
-                    " (no restart)"
+                match (&w.upgraded_from, w.restart) {
+                    (Some(old), _) =>
+                        format!(" with kill -9 + restart into this build from {old} (state kept)"),
+                    (None, true) => " with kill -9 + restart (state kept)".into(),
+                    (None, false) => " (no restart)".into(),
                 },
                 w.sent,
                 w.received,

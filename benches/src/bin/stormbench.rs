@@ -70,6 +70,12 @@ struct Cli {
     /// The edge's --max-half-open (default: tunterm's).
     #[arg(long)]
     max_half_open: Option<usize>,
+    /// A directory with an earlier build's tunterm: the edge starts with it
+    /// and the hitless phase's restart starts this build's, so the window
+    /// measures a hitless upgrade (the two builds' map layout ids must
+    /// agree for the fast path to be adopted; `fast_path_start` says).
+    #[arg(long)]
+    upgrade_from: Option<PathBuf>,
     /// Where to write the figures as JSON (default target/stormbench.json).
     #[arg(long)]
     json: Option<PathBuf>,
@@ -98,6 +104,18 @@ fn main() -> anyhow::Result<()> {
         setup_rounds: cli.setup_rounds,
         realtime: cli.realtime,
         max_half_open: cli.max_half_open,
+        upgrade_from: match cli.upgrade_from {
+            Some(d) => {
+                let old = d.join("tunterm");
+                anyhow::ensure!(
+                    old.is_file(),
+                    "--upgrade-from {}: no tunterm there",
+                    d.display()
+                );
+                Some(old)
+            }
+            None => None,
+        },
         bin_dir: match cli.bin_dir {
             Some(d) => d,
             None => tunterm_benches::default_bin_dir()?,
