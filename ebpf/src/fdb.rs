@@ -114,10 +114,13 @@ fn hash(key: u64, which: usize) -> u64 {
 /// Where a key's home slot is in its hash ([`home_slot`]); the programs
 /// get it at load (`tt_fdb_home_shift`).
 pub const HOME_SHIFT: u32 = 30;
+// The home slot's bits stay below the bucket's (the hash's top 32), so
+// where a key sits in its bucket does not follow which bucket it is in.
+const _: () = assert!(HOME_SHIFT + SLOTS.trailing_zeros() <= 32);
 
 /// The slot of its bucket (by hash `which`) that `key` takes when it is
 /// free, and that the programs compare first: bits 30 and 31 of the hash,
-/// below the 32 that pick the bucket (`fdb_home` in `tunterm_maps.h`).
+/// below the 32 that pick the bucket (`fdb_home` in `tt_fast_path.bpf.h`).
 /// With keys at their home slot, the first compare of a lookup mostly
 /// hits, so the CPU predicts it; in fill order, which slot matches was a
 /// different one frame by frame, and the compares mispredicted.
@@ -380,7 +383,8 @@ mod tests {
         }
     }
 
-    /// apsim's and labbench's client MACs: 02:AP:AP:AP:C:C.
+    /// apsim's and labbench's client MACs, 02:AP:AP:AP:C:C
+    /// (`tunterm_lab::apsim::synthetic_client_mac`, not a dependency here).
     fn client_mac(ap: u32, c: u32) -> [u8; 6] {
         let [_, a2, a1, a0] = ap.to_be_bytes();
         let [.., c1, c0] = c.to_be_bytes();
@@ -494,10 +498,8 @@ mod tests {
         ] {
             let mut used = vec![false; buckets as usize];
             for ap in 0..aps {
-                let [_, a2, a1, a0] = ap.to_be_bytes();
                 for c in 0..per_ap {
-                    let [.., c1, c0] = c.to_be_bytes();
-                    let k = key_bits(&tt_fdb_key::new(10, [2, a2, a1, a0, c1, c0]));
+                    let k = key_bits(&tt_fdb_key::new(10, client_mac(ap, c)));
                     used[bucket_of(k, 0, buckets)] = true;
                 }
             }

@@ -1312,22 +1312,10 @@ fn clients_anywhere_in_a_full_fdb_forward() {
     lab.mirror_into(bpf.fast_path());
     let t0 = &lab.tunnels[0];
     let macs = lab::fill_fdb(bpf.fast_path(), t0);
-    let mut slow = Vec::new();
-    for mac in &macs {
-        let got = bpf
-            .test_run(&t0.data(&packets::client(HOST, *mac, None, LEN)))
-            .expect("test run");
-        if got.action != Action::Redirect {
-            slow.push((mac, got.action));
-        }
-    }
-    assert!(
-        slow.is_empty(),
-        "{} of {} clients not forwarded, e.g. {:02x?}",
-        slow.len(),
-        macs.len(),
-        &slow[..slow.len().min(5)]
-    );
+    lab::assert_all_redirected(&macs, "not forwarded", |mac| {
+        let frame = t0.data(&packets::client(HOST, mac, None, LEN));
+        bpf.test_run(&frame).expect("test run").action
+    });
 }
 
 /// The mirror refuses what the fast path cannot do, so the slow path keeps it.

@@ -492,18 +492,8 @@ fn clients_anywhere_in_a_full_fdb_are_reached() {
         .expect("test run");
     assert_eq!(got.action, Action::Redirect, "the lab's client on VLAN 10");
     let macs = common::lab::fill_fdb(&mut bpf, t0);
-    let mut slow = Vec::new();
-    for mac in &macs {
-        let got = bpf.test_run(Program::TrunkRx, &to(*mac)).expect("test run");
-        if got.action != Action::Redirect {
-            slow.push((mac, got.action));
-        }
-    }
-    assert!(
-        slow.is_empty(),
-        "{} of {} clients not reached, e.g. {:02x?}",
-        slow.len(),
-        macs.len(),
-        &slow[..slow.len().min(5)]
-    );
+    common::lab::assert_all_redirected(&macs, "not reached", |mac| {
+        let got = bpf.test_run(Program::TrunkRx, &to(mac));
+        got.expect("test run").action
+    });
 }

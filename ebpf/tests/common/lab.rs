@@ -313,8 +313,6 @@ pub enum Fast<C> {
     Agree,
 }
 
-/// Fails the test, saying why, unless it runs as root: a table that was
-/// not run must not pass.
 /// Fill `bpf`'s FDB to 90% of its slots with clients on `t`'s port and
 /// VLAN 10 (apsim's MACs, 02:AP:AP:AP:C:C, ten per AP), so that keys sit
 /// at their home slot, elsewhere in their first bucket and in their
@@ -330,6 +328,7 @@ pub fn fill_fdb(bpf: &mut FastPath, t: &Tunnel) -> Vec<Mac> {
         if macs.len() == want {
             break;
         }
+        // tunterm_lab::apsim::synthetic_client_mac(i / 10 + 1, i % 10).
         let [_, a2, a1, a0] = (i / 10 + 1).to_be_bytes();
         let mac = [2, a2, a1, a0, 0, (i % 10) as u8];
         if fdb.put(tt_fdb_key::new(10, mac), entry).is_ok() {
@@ -345,6 +344,26 @@ pub fn fill_fdb(bpf: &mut FastPath, t: &Tunnel) -> Vec<Mac> {
     macs
 }
 
+/// Fails unless `run` (a frame from or to each of `macs` through a
+/// program) redirects every one: `what` names the failure, e.g. "not
+/// forwarded".
+pub fn assert_all_redirected(macs: &[Mac], what: &str, mut run: impl FnMut(Mac) -> Action) {
+    let slow: Vec<_> = macs
+        .iter()
+        .map(|&mac| (mac, run(mac)))
+        .filter(|&(_, action)| action != Action::Redirect)
+        .collect();
+    assert!(
+        slow.is_empty(),
+        "{} of {} clients {what}, e.g. {:02x?}",
+        slow.len(),
+        macs.len(),
+        &slow[..slow.len().min(5)]
+    );
+}
+
+/// Fails the test, saying why, unless it runs as root: a table that was
+/// not run must not pass.
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions and cannot fail.
     let euid = unsafe { libc::geteuid() };
