@@ -48,7 +48,7 @@ use tunterm_ebpf::maps::{
     Session, SessionSpec, TemplateSpec, TunnelHeader, tt_fdb_entry, tt_fdb_key, tt_template,
     tt_trunk,
 };
-use tunterm_ebpf::{FastPath, Program, Table as _};
+use tunterm_ebpf::{FastPath, PortIndex, Program, Table as _};
 
 use crate::labbench::packets::{self, ApLink, Client, SessionKey};
 
@@ -263,9 +263,19 @@ impl Table {
     fn install(&self, fp: &mut FastPath) -> anyhow::Result<()> {
         fp.set_trunk(&tt_trunk::new(None, [packets::CLIENT_VLAN])?)?;
         let link = link();
+        // Port indexes as the daemon hands them out: in turn, from 1.
+        let mut ports = PortIndex::new();
+        let mut idx = Vec::with_capacity(self.sessions);
+        for i in 0..self.sessions {
+            idx.push(
+                ports
+                    .assign(SID_BASE + i as u32)
+                    .context("more sessions than port indexes")?,
+            );
+        }
         {
             let mut sessions = fp.sessions()?;
-            for i in 0..self.sessions {
+            for (i, &port_idx) in idx.iter().enumerate() {
                 let c = cookie(i);
                 let s = Session::new(
                     &SessionSpec {
@@ -273,8 +283,11 @@ impl Table {
                         cookie: &c,
                         sublayer: false,
                         port: SID_BASE + i as u32,
+                        port_idx,
                         untagged_vlan: Some(packets::CLIENT_VLAN),
                         trunk_ifindex: TRUNK_IFINDEX,
+                        // The trunk carries the clients' VLAN tagged.
+                        trunk_untagged_vlan: None,
                     },
                     [],
                 )?;
@@ -283,10 +296,10 @@ impl Table {
         }
         {
             let mut templates = fp.templates()?;
-            for i in 0..self.sessions {
+            for (i, &port_idx) in idx.iter().enumerate() {
                 let c = cookie(i);
                 let t = tt_template::new(&TemplateSpec {
-                    port: SID_BASE + i as u32,
+                    untagged_vlan: Some(packets::CLIENT_VLAN),
                     ifindex: AP_IFINDEX,
                     src_mac: link.edge_mac,
                     dst_mac: link.ap_mac,
@@ -303,7 +316,7 @@ impl Table {
                         sublayer: false,
                     },
                 })?;
-                templates.put(SID_BASE + i as u32, t)?;
+                templates.put(u32::from(port_idx), t)?;
             }
         }
         // Every session has a 4-byte cookie and no sublayer: the daemon
@@ -312,14 +325,14 @@ impl Table {
         let mut fdb = fp.fdb()?;
         fdb.put(
             tt_fdb_key::new(packets::CLIENT_VLAN, packets::TRUNK_HOST_MAC),
-            tt_fdb_entry::new(0, false),
+            tt_fdb_entry::new(0),
         )?;
         for m in 0..self.macs {
             let s = m % self.sessions;
             let mac = packets::apsim_client_mac(s as u64, (m / self.sessions) as u32);
             fdb.put(
                 tt_fdb_key::new(packets::CLIENT_VLAN, mac),
-                tt_fdb_entry::new(SID_BASE + s as u32, true),
+                tt_fdb_entry::new(idx[s]),
             )?;
         }
         Ok(())

@@ -16,25 +16,33 @@
 #include <linux/types.h>
 
 /* Capacities (max_entries). */
-/* Slots of the `sessions` and `templates` arrays: a session's slot is its
+/* Slots of the `sessions` array: a session's slot is its
  * local session id modulo TT_MAX_SESSIONS (tunterm::proto::l2tp::
  * SESSION_SLOTS; the allocator keeps slots of live sessions distinct). A
  * power of two. */
 #define TT_MAX_SESSIONS 65536
-/* The FDB's default size in entries; the daemon sizes it per deployment
- * (tunterm_ebpf::Capacity, `--fast-path-fdb-entries`): whole buckets of
- * TT_FDB_BUCKET_SLOTS, any number of them. */
+/* The FDB's default size in slots; the daemon sizes it per deployment
+ * (tunterm_ebpf::Capacity, `--fast-path-fdb-entries`): a power of two of
+ * buckets of TT_FDB_BUCKET_SLOTS, from 2^TT_FDB_MIN_BITS buckets on. */
 #define TT_MAX_FDB 131072
-/* mGRE peers (proto::gre::DEFAULT_MAX_PEERS is 16,384), and their
- * templates. */
+/* mGRE peers (proto::gre::DEFAULT_MAX_PEERS is 16,384). */
 #define TT_MAX_GRE_PEERS 65536
 
+/* Port indexes: what the FDB and the templates know a switch port by in
+ * the fast path. 0 is the trunk's (TT_PORT_TRUNK); a tunnel port in the
+ * fast path (an L2TPv3 session or an mGRE peer) gets one of 1 to
+ * TT_MAX_PORTS - 1 from userspace (tunterm_ebpf::PortIndex), which hands
+ * an index out again only after the FDB holds no entry naming it (so an
+ * FDB entry never reaches a later tunnel's template), least recently
+ * freed first. 15 bits: an FDB slot holds one beside its key. */
+#define TT_MAX_PORTS 32768
+
 /* The first switch port id of mGRE peers (tunterm::proto::gre::
- * GRE_PORT_BASE): a template of a port from here on is in `gre_templates`,
- * below it in the `templates` array. */
+ * GRE_PORT_BASE): no session's id is from here on. */
 #define TT_GRE_PORT_BASE 0xF0000000u
 
-/* The switch port id of the upstream trunk (tunterm::proto::bridge::TRUNK). */
+/* The port index of the upstream trunk (its switch port id too:
+ * tunterm::proto::bridge::TRUNK). */
 #define TT_PORT_TRUNK 0
 
 /* UDP port of L2TPv3 over UDP. */
@@ -104,8 +112,15 @@ struct tt_session {
 	/* The local session id (host order) the slot holds: a packet's
 	 * session id must be exactly this. */
 	__u32 session_id;
+	/* The session's port index (TT_MAX_PORTS): its clients' FDB entries
+	 * name it. */
+	__u16 port_idx;
+	/* The trunk's untagged VLAN (frames on it leave the trunk untagged),
+	 * 0: none. A copy of the trunk's, so that decapsulation reads no
+	 * entry but the session's. */
+	__u16 trunk_untagged_vlan;
 	/* Up to the cache line. */
-	__u8 _pad0[16];
+	__u8 _pad0[12];
 };
 
 /* Value of the `session_vlans` array, at a session's slot: the VLANs a
@@ -144,12 +159,16 @@ struct tt_gre_peer {
 	/* The peer's switch port id (GRE_PORT_BASE + n). */
 	__u32 port;
 	/* TT_SESSION_UNTAGGED, TT_GRE_SEQUENCED */
-	__u32 flags;
+	__u16 flags;
+	/* As tt_session.trunk_untagged_vlan. */
+	__u16 trunk_untagged_vlan;
 	/* Where frames to a trunk destination are redirected. */
 	__u32 trunk_ifindex;
 	/* VLAN of untagged frames when TT_SESSION_UNTAGGED is set. */
 	__u16 default_vlan;
-	__u16 _pad0;
+	/* The peer's port index (TT_MAX_PORTS): its clients' FDB entries
+	 * name it. */
+	__u16 port_idx;
 	/* bpf_ktime_get_coarse_ns() of the last data packet forwarded (at most once a
 	 * second): the slow path's peer timeout must count it as heard. */
 	__u64 last_seen_ns;
@@ -204,29 +223,24 @@ struct tt_trunk {
  * Sequenced sessions and peers, and IPv6 UDP (whose checksum the program
  * does not compute) have no template: the slow path sends for them.
  *
- * Where it is kept:
- * - a session's, in the `templates` array at the slot of its port id (its
- *   local session id), as a tt_template_line: one 64-byte cache line, so
- *   10,000 sessions' templates span 625 KiB (157 pages) where 128-byte
- *   entries spanned twice that, and a random tunnel's template is less
- *   often out of the cache (xdpcost, 10,000 × 100,000, uniform order:
- *   the encapsulation's largest single cost after the FDB). A header longer
- *   than TT_TEMPLATE_LINE_MAX (IPv6, an 8-byte cookie or the sublayer
- *   over UDP) leaves hdr_len TT_TEMPLATE_LONG there and the whole
- *   tt_template in the `long_templates` hash (key: the port id);
- * - an mGRE peer's, in the `gre_templates` hash (key: its port id).
+ * Where it is kept: in the `templates` array at the tunnel's port index
+ * (TT_MAX_PORTS; a session's or an mGRE peer's), as a tt_template_line:
+ * one 64-byte cache line, so 10,000 tunnels' templates span 625 KiB where
+ * 128-byte entries spanned twice that, and a random tunnel's template is
+ * less often out of the cache (xdpcost, 10,000 × 100,000, uniform order:
+ * the encapsulation's largest single cost after the FDB). A header longer
+ * than TT_TEMPLATE_LINE_MAX (IPv6, an 8-byte cookie or the sublayer over
+ * UDP) leaves hdr_len TT_TEMPLATE_LONG there and the whole tt_template in
+ * the `long_templates` hash (key: the port index).
  *
  * The first ten bytes (the meta) are the same in both layouts.
  */
 struct tt_template {
 	/* AP-facing interface to redirect to. */
 	__u32 ifindex;
-	/* The tunnel's switch port id >> 16: an FDB destination's port must
-	 * be (port_hi << 16 | the entry's slot) for a session, which is how
-	 * a slot taken over by another session is told apart (a slot
-	 * without a template is all zero and has hdr_len 0; port 0 is the
-	 * trunk's, never a tunnel's); for an mGRE peer, its key's top half. */
-	__u16 port_hi;
+	/* The VLAN whose frames enter the tunnel untagged (its port's
+	 * untagged VLAN), 0: none. Frames on other VLANs keep their tag. */
+	__u16 untagged_vlan;
 	/* Largest outer IP packet (the tunnel MTU): bigger goes slow (ICMP
 	 * too-big or fragmentation, as the slow path decides). */
 	__u16 mtu;
@@ -245,92 +259,99 @@ struct tt_template {
  * page-aligned). */
 struct tt_template_line {
 	__u32 ifindex;
-	__u16 port_hi;
+	__u16 untagged_vlan;
 	__u16 mtu;
 	__u8 hdr_len;
 	__u8 kind;
 	__u8 hdr[TT_TEMPLATE_LINE_MAX];
 };
 
-/* The FDB: (VLAN, MAC) → (port, flags, last seen), like the userspace
+/* The FDB: (VLAN, MAC) → (port index, egress tagging), like the userspace
  * switch's. Not a kernel hash map (a lookup there is three calls and a
  * bucket walk, and XDP does two per frame) but a table of tunterm's own in
- * an mmapable array, so a lookup is inline code touching one cache line:
+ * an mmapable array, so a lookup is inline code touching one cache line,
+ * and a slot is 8 bytes, so that 100,000 clients take 1 MiB:
  *
- *   - `fdb` is an array of 64-byte buckets of TT_FDB_BUCKET_SLOTS slots
- *     (page-aligned: BPF_F_MMAPABLE, so a bucket is one cache line);
- *   - a key may sit in either of two buckets, tt_fdb_bucket_of(key, 0) and
- *     (key, 1) (two-choice hashing: userspace puts it in the first with room,
- *     moving occupants to their other buckets when both are full);
- *   - a slot's key is the 8 bytes of a tt_fdb_key read as one little-endian
- *     __u64, 0 for an empty slot (no switch learns the zero MAC);
- *   - userspace is the only writer of keys and entries, through the mmap:
- *     a new entry is written before its key, a key is cleared (0) before
- *     its slot is reused, a moved key is written in its new slot before it
- *     is cleared in the old one; XDP reads key, entry, key again and takes
- *     the entry only when both reads of the key match;
- *   - XDP writes only the 16-bit `seen` stamp of an entry. */
+ *   - `fdb` is an array of 2^tt_fdb_bits 64-byte buckets (page-aligned:
+ *     BPF_F_MMAPABLE, so a bucket is one cache line) of
+ *     TT_FDB_BUCKET_SLOTS slots, each one __u64 holding a key and its
+ *     entry; tt_fdb_bits (a global set at load) is TT_FDB_MIN_BITS or
+ *     more;
+ *   - a MAC (m: the 48-bit value of ld_mac, its first byte lowest) is
+ *     permuted: p = ((m ^ (m >> 24)) * TT_FDB_HASH_MUL0) mod 2^48, a
+ *     bijection of 48 bits. Its first bucket is p's top tt_fdb_bits bits
+ *     (the VLAN plays no part: xdp_ap_rx takes an untagged frame's VLAN
+ *     from its session, and a bucket address that waited for that load
+ *     would be a second cache miss in a row); the rest of p, the tag,
+ *     goes in the slot. The bucket and the tag are the MAC, so a slot
+ *     holds an exact key in fewer than the MAC's 48 bits;
+ *   - a key's second bucket is its first XOR ((k * TT_FDB_HASH_MUL1) >>
+ *     (64 - tt_fdb_bits)) | 1, k the slot's tag and VLAN bits (the key
+ *     with TT_FDB_SECOND clear): from either bucket the other follows.
+ *     Userspace puts a key in its first bucket while that has room,
+ *     moving occupants to their other buckets when both are full (a MAC
+ *     on many VLANs fills its first bucket and the rest go to their
+ *     second ones). A key in its second bucket has TT_FDB_SECOND set, so
+ *     it is never taken for a key whose first bucket that is;
+ *   - each key has a home slot in each bucket, where userspace puts it
+ *     when that is free: the 3 bits of p below the bucket's (first
+ *     bucket) or of the product below the bits that pick the second: a
+ *     lookup compares it first, and mostly hits;
+ *   - slot bits, high to low: the tag (TT_FDB_TAG_SHIFT up: 48 -
+ *     tt_fdb_bits bits, the top ones 0 in a table bigger than the
+ *     smallest), the VLAN (TT_FDB_VLAN_SHIFT up, 12 bits), TT_FDB_SECOND,
+ *     TT_FDB_SEEN, the port index (TT_FDB_PORT_MASK, 15 bits). The key
+ *     is the bits from TT_FDB_KEY_SHIFT up: 0 in an empty slot (a key's
+ *     VLAN is never 0). Whether a frame leaves untagged is the
+ *     destination port's to say (the session's copy of the trunk's, a
+ *     template), not the slot's;
+ *   - userspace writes keys and entries, each slot with one 8-byte store:
+ *     a key moved is written in its new slot before its old one is
+ *     cleared; XDP reads a slot with one load, so it sees a whole key and
+ *     entry or an empty slot;
+ *   - XDP writes only TT_FDB_SEEN, with an atomic OR, when it forwards a
+ *     frame from a source whose slot has it clear; userspace takes the
+ *     marks (atomically clearing them) every few seconds to keep the
+ *     switch's entries from aging. A mark racing a store of the slot is
+ *     lost or lands on the key stored (on an empty slot it is no key):
+ *     one refresh missed or given, which aging (minutes) does not
+ *     notice. */
 
-/* Key of the FDB: (VLAN, MAC). */
+/* The FDB's key and entry as userspace names them (tunterm_ebpf::Fdb);
+ * a slot packs both into a __u64 as above. */
 struct tt_fdb_key {
 	__u16 vlan;
 	__u8 mac[6];
 };
 
-/* tt_fdb_entry.flags */
-/* Frames on this VLAN leave the entry's port untagged (the trunk's
- * untagged VLAN). */
-#define TT_FDB_EGRESS_UNTAGGED (1u << 0)
-
-/* Units of tt_fdb_entry.seen: 2^30 ns (1.07 s); the stamp wraps after
- * 2^16 units (19.5 hours), far beyond any aging time. */
-#define TT_FDB_SEEN_SHIFT 30
-
-/* An FDB entry, read and written as one __u64 (port in the low half).
- * Installed and aged by userspace; XDP only refreshes `seen` of a source
- * it forwards from. */
 struct tt_fdb_entry {
-	/* Switch port id (TT_PORT_TRUNK or a tunnel's port). */
-	__u32 port;
-	/* TT_FDB_* */
-	__u16 flags;
-	/* CLOCK_MONOTONIC >> TT_FDB_SEEN_SHIFT, truncated to 16 bits, when
-	 * last forwarded from (the programs' tt_globals.seen_now, which
-	 * userspace writes every 250 ms); 0: never. */
-	__u16 seen;
+	/* Port index (TT_PORT_TRUNK or a tunnel's: TT_MAX_PORTS). */
+	__u16 port;
 };
 
-/* Slots per bucket: four 16-byte slots fill a 64-byte cache line. */
-#define TT_FDB_BUCKET_SLOTS 4
+/* Slots per bucket: eight 8-byte slots fill a 64-byte cache line. */
+#define TT_FDB_BUCKET_SLOTS 8
 
-/* One slot: a tt_fdb_key's bytes and a tt_fdb_entry's bytes. */
-struct tt_fdb_slot {
-	__u64 key;
-	__u64 entry;
-};
+/* The fewest bucket bits (2^13 buckets, 65,536 slots, 512 KiB): the tag
+ * is at most 48 - 13 = 35 bits, which is what the slot has room for. */
+#define TT_FDB_MIN_BITS 13
+/* The most (2^19 buckets, 4,194,304 slots, 32 MiB). */
+#define TT_FDB_MAX_BITS 19
+
+/* Slot bits (above). */
+#define TT_FDB_PORT_MASK 0x7fffu
+#define TT_FDB_SEEN (1u << 15)
+#define TT_FDB_SECOND (1ull << 16)
+#define TT_FDB_KEY_SHIFT 16
+#define TT_FDB_VLAN_SHIFT 17
+#define TT_FDB_TAG_SHIFT 29
 
 /* Value of the `fdb` array. */
 struct tt_fdb_bucket {
-	struct tt_fdb_slot slot[TT_FDB_BUCKET_SLOTS];
+	__u64 slot[TT_FDB_BUCKET_SLOTS];
 };
 
-/* The two bucket hashes (Fibonacci hashing: the top bits of a 64-bit
- * product), tunterm_ebpf::fdb::bucket_of on the Rust side: a bucket index
- * is (((key' * MUL) >> 32) * buckets) >> 32 (the product's top 32 bits
- * scaled to the table, Lemire's multiply-shift range reduction, so a table
- * is any number of buckets, sized to the clients without doubling at each
- * power of two), key' = m ^ (m >> 24) with
- * m = key >> TT_FDB_HASH0_SHIFT (the MAC alone) for the first (the xor
- * spreads MACs that differ only in their last bytes, which the product
- * alone moves into few buckets), and key ^ (key >> 29) for the second. The
- * first bucket, where most keys are, does not depend on the VLAN: xdp_ap_rx
- * takes an untagged frame's VLAN from its session, and a bucket address
- * that waited for that load would be a second cache miss in a row (the
- * CPU now loads the bucket and the session at once). A MAC on many VLANs
- * fills its first bucket and the rest go to their second ones. The
- * programs get the number of buckets as the global tt_fdb_buckets, set at
- * load for the map's size. */
-#define TT_FDB_HASH0_SHIFT 16
+/* The two hashes (Fibonacci hashing: odd 64-bit multipliers). */
 #define TT_FDB_HASH_MUL0 0x9E3779B97F4A7C15ULL
 #define TT_FDB_HASH_MUL1 0xC2B2AE3D27D4EB4FULL
 
@@ -418,17 +439,11 @@ enum tt_counter {
 /* The programs' global data (one variable in .bss), written by userspace
  * (tunterm_ebpf::FastPath::set_globals). */
 struct tt_globals {
-	/* The FDB `seen` stamp of now (CLOCK_MONOTONIC >> TT_FDB_SEEN_SHIFT),
-	 * written at load and every 250 ms: a load where
-	 * bpf_ktime_get_coarse_ns() is a helper call on every forwarded frame
-	 * (3 to 4 ns of the ~28 a frame costs over a bare redirect, xdpcost
-	 * at 1 session × 1 MAC). Stamps lag the clock by at most that. */
-	__u32 seen_now;
 	/* Non-zero while a packet capture runs: nothing is dropped in XDP
 	 * (counted TT_CNT_*PASS_CAPTURE instead), so the slow path sees it. */
 	__u32 slow_path_only;
 };
-_Static_assert(sizeof(struct tt_globals) == 8, "tt_globals: no padding");
+_Static_assert(sizeof(struct tt_globals) == 4, "tt_globals: no padding");
 
 _Static_assert(sizeof(struct tt_session) == 64, "a session is one cache line");
 _Static_assert(sizeof(struct tt_vlans) == 8 * TT_VLAN_WORDS, "tt_vlans has padding");
@@ -449,8 +464,16 @@ _Static_assert(__builtin_offsetof(struct tt_template, hdr) ==
 _Static_assert(sizeof(struct tt_fdb_key) == 8, "tt_fdb_key has padding");
 _Static_assert((TT_MAX_SESSIONS & (TT_MAX_SESSIONS - 1)) == 0,
 	       "session slots are the low bits of the id");
-_Static_assert(sizeof(struct tt_fdb_entry) == 8, "tt_fdb_entry has padding");
 _Static_assert(sizeof(struct tt_fdb_bucket) == 64, "an FDB bucket is one cache line");
-_Static_assert(TT_MAX_FDB % TT_FDB_BUCKET_SLOTS == 0, "the FDB is whole buckets");
+_Static_assert(TT_MAX_FDB >= TT_FDB_BUCKET_SLOTS << TT_FDB_MIN_BITS &&
+		       (TT_MAX_FDB & (TT_MAX_FDB - 1)) == 0,
+	       "the default FDB is a power of two, not below the smallest");
+_Static_assert(sizeof(struct tt_fdb_entry) == 2, "tt_fdb_entry has padding");
+_Static_assert(TT_MAX_PORTS == TT_FDB_PORT_MASK + 1, "a port index fits a slot");
+_Static_assert(TT_FDB_TAG_SHIFT + 48 - TT_FDB_MIN_BITS == 64, "the tag fills the slot");
+_Static_assert(TT_FDB_VLAN_SHIFT + 12 == TT_FDB_TAG_SHIFT, "the VLAN sits below the tag");
+_Static_assert(TT_FDB_SECOND == 1ull << TT_FDB_KEY_SHIFT, "the key starts at its bucket bit");
+_Static_assert(TT_FDB_SEEN == TT_FDB_PORT_MASK + 1 && TT_FDB_SECOND == TT_FDB_SEEN << 1,
+	       "the seen mark between the port and the key");
 
 #endif /* TUNTERM_MAPS_H */

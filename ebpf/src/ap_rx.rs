@@ -29,6 +29,10 @@ pub enum Error {
     /// Pinning in, or reading from, the bpffs directory failed.
     #[error("{0}")]
     Pin(String),
+    /// An FDB entry's port index is past the 15 bits a slot holds
+    /// (`tunterm_ebpf::PortIndex` hands out none).
+    #[error("port index {0} is past the FDB's 15 bits")]
+    PortIndex(u16),
     /// A session's (or its template's) array slot holds another session:
     /// two live ids with the same low 16 bits (the slow path carries this
     /// one).

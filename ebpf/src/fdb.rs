@@ -9,50 +9,148 @@
 //! lookup is inline code on one cache line (two when the first bucket is
 //! full), and userspace reads and writes the table through a shared
 //! mapping, no syscall per entry.
+//!
+//! A slot is 8 bytes, key and entry: the MAC is permuted one-to-one, its
+//! first bucket is the permutation's top bits and the slot keeps the rest
+//! (the tag), so 100,000 clients fit in 1 MiB. `Shape` turns a key into
+//! its place (buckets, home slots, key bits) and a slot back into its key.
 
 use std::os::fd::{AsRawFd as _, BorrowedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use memmap2::{MmapOptions, MmapRaw};
 
 use crate::ap_rx::Error;
-use crate::maps::{
-    TT_FDB_BUCKET_SLOTS, TT_FDB_HASH_MUL0, TT_FDB_HASH_MUL1, TT_FDB_HASH0_SHIFT, TT_FDB_SEEN_SHIFT,
-    tt_fdb_entry, tt_fdb_key,
-};
+use crate::maps::{self, tt_fdb_entry, tt_fdb_key};
 use crate::tables::Table;
 
-const SLOTS: usize = TT_FDB_BUCKET_SLOTS as usize;
-/// `u64` words of a bucket (key and entry per slot).
-const WORDS: usize = 2 * SLOTS;
+// The header's constants, typed as used here (bindgen's types follow
+// each literal).
+const SLOTS: usize = maps::TT_FDB_BUCKET_SLOTS as usize;
+const MUL0: u64 = maps::TT_FDB_HASH_MUL0 as u64;
+const MUL1: u64 = maps::TT_FDB_HASH_MUL1 as u64;
+const SECOND: u64 = maps::TT_FDB_SECOND as u64;
+const SEEN: u64 = maps::TT_FDB_SEEN as u64;
+const PORT_MASK: u64 = maps::TT_FDB_PORT_MASK as u64;
+const KEY_SHIFT: u32 = maps::TT_FDB_KEY_SHIFT;
+const VLAN_SHIFT: u32 = maps::TT_FDB_VLAN_SHIFT;
+const TAG_SHIFT: u32 = maps::TT_FDB_TAG_SHIFT;
+/// The 48 bits of a MAC.
+const MAC_MASK: u64 = (1 << 48) - 1;
+/// The key's bits of a slot (tag, VLAN, which bucket): 0 when empty.
+const KEY_MASK: u64 = !((1 << KEY_SHIFT) - 1);
 
-/// A key's bits as the table stores them: the `tt_fdb_key`'s 8 bytes as a
-/// little-endian `u64` (VLAN in the low 16 bits).
-pub fn key_bits(k: &tt_fdb_key) -> u64 {
+/// The inverse of an odd `a` modulo 2^64 (Newton's iteration: each step
+/// doubles the bits that are right, from the 3 of `a` itself).
+const fn inverse(a: u64) -> u64 {
+    let mut x = a;
+    let mut i = 0;
+    while i < 5 {
+        x = x.wrapping_mul(2u64.wrapping_sub(a.wrapping_mul(x)));
+        i += 1;
+    }
+    x
+}
+const MUL0_INV: u64 = inverse(MUL0);
+const _: () = assert!(MUL0_INV.wrapping_mul(MUL0) == 1);
+
+/// A MAC as the programs read it (`ld_mac`: its first byte lowest).
+fn mac_bits(mac: &[u8; 6]) -> u64 {
     let mut b = [0u8; 8];
-    b[..2].copy_from_slice(&k.vlan.to_le_bytes());
-    b[2..].copy_from_slice(&k.mac);
+    b[..6].copy_from_slice(mac);
     u64::from_le_bytes(b)
 }
 
-fn key_of(bits: u64) -> tt_fdb_key {
-    let b = bits.to_le_bytes();
-    let mut mac = [0u8; 6];
-    mac.copy_from_slice(&b[2..]);
-    tt_fdb_key::new(u16::from_le_bytes([b[0], b[1]]), mac)
+/// The permutation of a MAC's 48 bits whose top bits are its first bucket
+/// and the rest its tag (`fdb_perm` in `tt_fast_path.bpf.h`): a xor-shift
+/// and a product by an odd number modulo 2^48, both one-to-one.
+fn perm(mac: u64) -> u64 {
+    (mac ^ (mac >> 24)).wrapping_mul(MUL0) & MAC_MASK
 }
 
-fn entry_bits(e: &tt_fdb_entry) -> u64 {
-    u64::from(e.port) | u64::from(e.flags) << 32 | u64::from(e.seen) << 48
+/// The MAC of a permuted `p` ([`perm`] undone).
+fn unperm(p: u64) -> u64 {
+    let x = p.wrapping_mul(MUL0_INV) & MAC_MASK;
+    // x's top 24 bits are the MAC's: xor them back into the low ones.
+    x ^ (x >> 24)
 }
 
-fn entry_of(bits: u64) -> tt_fdb_entry {
-    tt_fdb_entry {
-        port: bits as u32,
-        flags: (bits >> 32) as u16,
-        seen: (bits >> 48) as u16,
+/// The table's geometry: 2^bits buckets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Shape {
+    bits: u32,
+}
+
+/// Where a key goes: its two buckets, its home slot in each, and its key
+/// bits (tag and VLAN; `SECOND` added in its second bucket).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Place {
+    bucket: [usize; 2],
+    home: [usize; 2],
+    key: u64,
+}
+
+impl Shape {
+    fn buckets(self) -> usize {
+        1 << self.bits
     }
+
+    /// The place of (vlan, mac): the programs' `fdb_find_in`.
+    fn place(self, vlan: u16, mac: &[u8; 6]) -> Place {
+        let p = perm(mac_bits(mac));
+        let tag = p & ((1 << (48 - self.bits)) - 1);
+        let key = tag << TAG_SHIFT | u64::from(vlan) << VLAN_SHIFT;
+        let b0 = (p >> (48 - self.bits)) as usize;
+        let (b1, home1) = self.other(b0, key);
+        Place {
+            bucket: [b0, b1],
+            home: [
+                ((p >> (45 - self.bits)) & (SLOTS as u64 - 1)) as usize,
+                home1,
+            ],
+            key,
+        }
+    }
+
+    /// From the bucket a key is in to its other one, and the key's home
+    /// slot in its second: both from its key bits, whichever bucket it is
+    /// in (XOR with the same number).
+    fn other(self, bucket: usize, key: u64) -> (usize, usize) {
+        let h = (key & KEY_MASK & !SECOND).wrapping_mul(MUL1);
+        let other = bucket ^ ((h >> (64 - self.bits)) | 1) as usize;
+        (
+            other,
+            ((h >> (61 - self.bits)) & (SLOTS as u64 - 1)) as usize,
+        )
+    }
+
+    /// The home slot of the key `word` holds in `bucket`.
+    fn home(self, bucket: usize, word: u64) -> usize {
+        if word & SECOND != 0 {
+            self.other(bucket, word).1
+        } else {
+            ((word >> (TAG_SHIFT + 45 - self.bits)) & (SLOTS as u64 - 1)) as usize
+        }
+    }
+
+    /// The (VLAN, MAC) of the key `word` holds in `bucket`.
+    fn key_of(self, bucket: usize, word: u64) -> tt_fdb_key {
+        let first = if word & SECOND != 0 {
+            self.other(bucket, word).0
+        } else {
+            bucket
+        };
+        let tag = (word >> TAG_SHIFT) & ((1 << (48 - self.bits)) - 1);
+        let mac = unperm((first as u64) << (48 - self.bits) | tag);
+        let mut m = [0u8; 6];
+        m.copy_from_slice(&mac.to_le_bytes()[..6]);
+        tt_fdb_key::new(((word >> VLAN_SHIFT) & 0xfff) as u16, m)
+    }
+}
+
+/// The entry of a slot's bits.
+fn entry_of(word: u64) -> tt_fdb_entry {
+    tt_fdb_entry::new((word & PORT_MASK) as u16)
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_coarse_ns`
@@ -69,148 +167,86 @@ pub fn monotonic_ns() -> u64 {
         .saturating_add(ts.tv_nsec as u64)
 }
 
-/// The `seen` stamp of CLOCK_MONOTONIC time `ns` (what XDP writes).
-pub fn seen_stamp(ns: u64) -> u16 {
-    (ns >> TT_FDB_SEEN_SHIFT) as u16
-}
-
-impl tt_fdb_entry {
-    /// How long before `now_ns` (CLOCK_MONOTONIC) XDP last forwarded from
-    /// this entry's MAC, or `None` if it never did: since the start of the
-    /// stamp's 2^30 ns unit, so one stamp always gives the same instant, at
-    /// most a unit early. Valid for ages under the stamp's wrap (19.5
-    /// hours; the switch ages MACs out long before).
-    pub fn seen_ago(&self, now_ns: u64) -> Option<Duration> {
-        (self.seen != 0).then(|| {
-            let units = seen_stamp(now_ns).wrapping_sub(self.seen);
-            let into_unit = now_ns & ((1 << TT_FDB_SEEN_SHIFT) - 1);
-            Duration::from_nanos((u64::from(units) << TT_FDB_SEEN_SHIFT) + into_unit)
-        })
-    }
-}
-
-/// The bucket of `key` by hash `which` (0 or 1) in a table of `buckets`
-/// buckets (any number): the programs' `fdb_find`. The first hashes the
-/// MAC alone (the VLAN is the key's low 16 bits). The product's top 32
-/// bits, its best mixed, scaled to the table (`(h32 × buckets) >> 32`,
-/// Lemire's multiply-shift range reduction): no power-of-two table, so
-/// its memory follows the clients asked for instead of doubling at each
-/// power of two.
-pub fn bucket_of(key: u64, which: usize, buckets: u32) -> usize {
-    (((hash(key, which) >> 32) * u64::from(buckets)) >> 32) as usize
-}
-
-/// Hash `which` (0 or 1) of `key`: the programs' `fdb_hash0` and the
-/// second product of `fdb_find`.
-fn hash(key: u64, which: usize) -> u64 {
-    if which == 0 {
-        let mac = key >> TT_FDB_HASH0_SHIFT;
-        (mac ^ (mac >> 24)).wrapping_mul(TT_FDB_HASH_MUL0 as u64)
-    } else {
-        (key ^ (key >> 29)).wrapping_mul(TT_FDB_HASH_MUL1 as u64)
-    }
-}
-
-/// Where a key's home slot is in its hash ([`home_slot`]); the programs
-/// get it at load (`tt_fdb_home_shift`).
-pub const HOME_SHIFT: u32 = 30;
-// The home slot's bits stay below the bucket's (the hash's top 32), so
-// where a key sits in its bucket does not follow which bucket it is in.
-const _: () = assert!(HOME_SHIFT + SLOTS.trailing_zeros() <= 32);
-
-/// The slot of its bucket (by hash `which`) that `key` takes when it is
-/// free, and that the programs compare first: bits 30 and 31 of the hash,
-/// below the 32 that pick the bucket (`fdb_home` in `tt_fast_path.bpf.h`).
-/// With keys at their home slot, the first compare of a lookup mostly
-/// hits, so the CPU predicts it; in fill order, which slot matches was a
-/// different one frame by frame, and the compares mispredicted.
-pub fn home_slot(key: u64, which: usize) -> usize {
-    ((hash(key, which) >> HOME_SHIFT) & (SLOTS as u64 - 1)) as usize
+/// Whether `bits` bucket bits make a table the slots can describe.
+fn bits_ok(bits: u32) -> bool {
+    (maps::TT_FDB_MIN_BITS..=maps::TT_FDB_MAX_BITS).contains(&bits)
 }
 
 /// The `fdb` array mapped into this process (shared with the kernel).
 #[derive(Debug)]
 pub struct FdbMem {
     map: MmapRaw,
-    buckets: usize,
+    shape: Shape,
 }
 
 impl FdbMem {
-    /// Map the `fdb` array of `buckets` buckets behind `fd` (created with
+    /// Map the `fdb` array of 2^`bits` buckets behind `fd` (created with
     /// BPF_F_MMAPABLE).
-    pub(crate) fn map(fd: BorrowedFd<'_>, buckets: u32) -> Result<Self, Error> {
-        let bytes = buckets as usize * size_of::<crate::maps::tt_fdb_bucket>();
+    pub(crate) fn map(fd: BorrowedFd<'_>, bits: u32) -> Result<Self, Error> {
+        if !bits_ok(bits) {
+            return Err(Error::Pin(format!("an FDB of 2^{bits} buckets")));
+        }
+        let shape = Shape { bits };
         let map = MmapOptions::new()
-            .len(bytes)
+            .len(shape.buckets() * SLOTS * 8)
             .map_raw(fd.as_raw_fd())
             .map_err(|e| Error::Pin(format!("mapping the fdb array: {e}")))?;
-        Ok(FdbMem {
-            map,
-            buckets: buckets as usize,
-        })
+        Ok(FdbMem { map, shape })
     }
 
-    fn word(&self, bucket: usize, w: usize) -> &AtomicU64 {
-        assert!(bucket < self.buckets && w < WORDS);
-        // SAFETY: in bounds (asserted; `buckets` buckets of WORDS words are
+    fn slot(&self, bucket: usize, slot: usize) -> &AtomicU64 {
+        assert!(bucket < self.shape.buckets() && slot < SLOTS);
+        // SAFETY: in bounds (asserted; 2^bits buckets of SLOTS words are
         // mapped), page-aligned base so every word is 8-byte aligned, only
-        // ever accessed atomically (here and by the programs), and the
-        // mapping lives as long as `self`.
-        unsafe { AtomicU64::from_ptr(self.map.as_mut_ptr().cast::<u64>().add(bucket * WORDS + w)) }
+        // ever accessed atomically (here and by the programs: one 8-byte
+        // load, or an atomic OR), and the mapping lives as long as `self`.
+        unsafe {
+            AtomicU64::from_ptr(
+                self.map
+                    .as_mut_ptr()
+                    .cast::<u64>()
+                    .add(bucket * SLOTS + slot),
+            )
+        }
     }
 
-    fn key(&self, bucket: usize, slot: usize) -> &AtomicU64 {
-        self.word(bucket, 2 * slot)
-    }
-
-    fn entry(&self, bucket: usize, slot: usize) -> &AtomicU64 {
-        self.word(bucket, 2 * slot + 1)
+    fn load(&self, bucket: usize, slot: usize) -> u64 {
+        self.slot(bucket, slot).load(Ordering::Acquire)
     }
 
     fn placement(&self) -> Placement {
         let mut p = Placement::default();
-        for b in 0..self.buckets {
+        for b in 0..self.shape.buckets() {
             for s in 0..SLOTS {
-                let k = self.key(b, s).load(Ordering::Relaxed);
-                if k == 0 {
+                let w = self.slot(b, s).load(Ordering::Relaxed);
+                if w & KEY_MASK == 0 {
                     continue;
                 }
-                let which = usize::from(self.buckets_of(k)[0] != b);
                 p.keys += 1;
-                p.at_home += usize::from(home_slot(k, which) == s);
-                p.in_second += which;
+                p.at_home += usize::from(self.shape.home(b, w) == s);
+                p.in_second += usize::from(w & SECOND != 0);
             }
         }
         p
     }
 
-    fn buckets_of(&self, key: u64) -> [usize; 2] {
-        let n = self.buckets as u32;
-        [bucket_of(key, 0, n), bucket_of(key, 1, n)]
-    }
-
-    fn find(&self, key: u64) -> Option<(usize, usize)> {
-        self.buckets_of(key).into_iter().find_map(|b| {
+    /// Where the key of `place` is: (bucket, slot).
+    fn find(&self, place: &Place) -> Option<(usize, usize)> {
+        (0..2).find_map(|i| {
+            let want = place.key | if i == 1 { SECOND } else { 0 };
+            let b = place.bucket[i];
             (0..SLOTS)
-                .find(|&s| self.key(b, s).load(Ordering::Acquire) == key)
+                .find(|&s| self.load(b, s) & KEY_MASK == want)
                 .map(|s| (b, s))
         })
     }
 
-    /// A free slot of `bucket` (by hash `which` of `key`): the key's home
-    /// slot if that is free, else the first free one.
-    fn free_slot(&self, bucket: usize, key: u64, which: usize) -> Option<usize> {
-        let home = home_slot(key, which);
+    /// A free slot of `bucket`: `home` if that is free, else the first free
+    /// one.
+    fn free_slot(&self, bucket: usize, home: usize) -> Option<usize> {
         std::iter::once(home)
             .chain(0..SLOTS)
-            .find(|&s| self.key(bucket, s).load(Ordering::Relaxed) == 0)
-    }
-
-    /// Write a new entry into an empty slot: the entry first, then (with
-    /// release ordering) the key that makes it visible.
-    fn fill(&self, bucket: usize, slot: usize, key: u64, entry: u64) {
-        self.entry(bucket, slot).store(entry, Ordering::Relaxed);
-        self.key(bucket, slot).store(key, Ordering::Release);
+            .find(|&s| self.slot(bucket, s).load(Ordering::Relaxed) & KEY_MASK == 0)
     }
 
     /// Make room in `start`'s buckets by moving occupants along a path of
@@ -218,28 +254,28 @@ impl FdbMem {
     /// most [`MAX_MOVES`] moves): the freed slot. Each move writes the key
     /// into its other bucket before clearing it here, so a reader always
     /// finds it.
-    fn make_room(&self, key: u64, start: [usize; 2]) -> Option<(usize, usize)> {
-        let mut nodes: Vec<Node> = start.iter().map(|&b| (b, None, 0)).collect();
+    fn make_room(&self, place: &Place) -> Option<(usize, usize)> {
+        let mut nodes: Vec<Node> = place.bucket.iter().map(|&b| (b, None, 0)).collect();
         let mut i = 0;
         let found = loop {
             let &(bucket, from, depth) = nodes.get(i)?;
-            // The key that would land here: the new one at the start, else
-            // the one the move from the previous bucket brings.
-            let (lands, which) = match from {
-                None => (key, i),
+            // The home slot here of the key that would land here: the new
+            // one at the start, else the one the move from the previous
+            // bucket brings (its word with the bucket bit flipped).
+            let home = match from {
+                None => place.home[i],
                 Some((f, s)) => {
-                    let k = self.key(nodes[f].0, s).load(Ordering::Relaxed);
-                    (k, usize::from(self.buckets_of(k)[0] != bucket))
+                    let w = self.load(nodes[f].0, s) ^ SECOND;
+                    self.shape.home(bucket, w)
                 }
             };
-            if let Some(free) = self.free_slot(bucket, lands, which) {
+            if let Some(free) = self.free_slot(bucket, home) {
                 break (i, free);
             }
             if depth < MAX_MOVES {
                 for s in 0..SLOTS {
-                    let k = self.key(bucket, s).load(Ordering::Relaxed);
-                    let [a, b] = self.buckets_of(k);
-                    let other = if a == bucket { b } else { a };
+                    let w = self.load(bucket, s);
+                    let other = self.shape.other(bucket, w).0;
                     if !nodes.iter().any(|n| n.0 == other) {
                         nodes.push((other, Some((i, s)), depth + 1));
                     }
@@ -251,10 +287,9 @@ impl FdbMem {
         let (mut node, mut free) = found;
         while let (bucket, Some((from, s)), _) = nodes[node] {
             let src = nodes[from].0;
-            let k = self.key(src, s).load(Ordering::Relaxed);
-            let e = self.entry(src, s).load(Ordering::Relaxed);
-            self.fill(bucket, free, k, e);
-            self.key(src, s).store(0, Ordering::Release);
+            let w = self.load(src, s);
+            self.slot(bucket, free).store(w ^ SECOND, Ordering::Release);
+            self.slot(src, s).store(0, Ordering::Release);
             (node, free) = (from, s);
         }
         Some((nodes[node].0, free))
@@ -281,15 +316,14 @@ impl<'a> Fdb<'a> {
 
     /// The entry of `key`, as XDP finds it.
     pub fn get(&self, key: &tt_fdb_key) -> Option<tt_fdb_entry> {
-        let k = key_bits(key);
-        let (b, s) = self.mem.find(k)?;
-        let e = self.mem.entry(b, s).load(Ordering::Acquire);
-        (self.mem.key(b, s).load(Ordering::Acquire) == k).then(|| entry_of(e))
+        let place = self.mem.shape.place(key.vlan, &key.mac);
+        let (b, s) = self.mem.find(&place)?;
+        Some(entry_of(self.mem.load(b, s)))
     }
 
     /// Slots in all (entries it holds at most).
     pub fn capacity(&self) -> usize {
-        self.mem.buckets * SLOTS
+        self.mem.shape.buckets() * SLOTS
     }
 
     /// Where the keys sit, which is what a lookup costs: a key at its home
@@ -297,6 +331,26 @@ impl<'a> Fdb<'a> {
     /// cache line.
     pub fn placement(&self) -> Placement {
         self.mem.placement()
+    }
+
+    /// The keys XDP forwarded a frame from since the last call (their
+    /// slots' seen marks, which this clears).
+    pub fn take_seen(&self) -> Vec<tt_fdb_key> {
+        let m = self.mem;
+        let mut keys = Vec::new();
+        for b in 0..m.shape.buckets() {
+            for s in 0..SLOTS {
+                let slot = m.slot(b, s);
+                if slot.load(Ordering::Relaxed) & SEEN == 0 {
+                    continue;
+                }
+                let v = slot.fetch_and(!SEEN, Ordering::AcqRel);
+                if v & KEY_MASK != 0 {
+                    keys.push(m.shape.key_of(b, v));
+                }
+            }
+        }
+        keys
     }
 }
 
@@ -315,51 +369,59 @@ impl Table<tt_fdb_key, tt_fdb_entry> for Fdb<'_> {
     /// Overwrite `key`'s entry where it is, or put it into the first of
     /// its two buckets with room, moving occupants to their other buckets
     /// to make room if both are full; [`Error::FdbFull`] when that fails
-    /// too.
+    /// too, or for a VLAN outside 1..=4095 (no slot can hold it);
+    /// [`Error::PortIndex`] for a port index past the slot's 15 bits.
     fn put(&mut self, key: tt_fdb_key, value: tt_fdb_entry) -> Result<(), Error> {
-        let k = key_bits(&key);
-        if k == 0 {
-            return Err(Error::FdbFull {
-                vlan: 0,
-                mac: [0; 6],
-            });
+        let full = Error::FdbFull {
+            vlan: key.vlan,
+            mac: key.mac,
+        };
+        if !(1..=0xfff).contains(&key.vlan) {
+            return Err(full);
         }
-        let e = entry_bits(&value);
+        let e = u64::from(value.port);
+        if e > PORT_MASK {
+            return Err(Error::PortIndex(value.port));
+        }
         let m = self.mem;
-        if let Some((b, s)) = m.find(k) {
-            m.entry(b, s).store(e, Ordering::Release);
+        let place = m.shape.place(key.vlan, &key.mac);
+        if let Some((b, s)) = m.find(&place) {
+            // The key and its seen mark stay.
+            let w = m.load(b, s);
+            m.slot(b, s)
+                .store(w & (KEY_MASK | SEEN) | e, Ordering::Release);
             return Ok(());
         }
         // The first bucket while it has room: a lookup reads it first, and
         // a key there costs one cache miss, not two.
-        let [b0, b1] = m.buckets_of(k);
+        let [b0, b1] = place.bucket;
         let spot = m
-            .free_slot(b0, k, 0)
+            .free_slot(b0, place.home[0])
             .map(|s| (b0, s))
-            .or_else(|| m.free_slot(b1, k, 1).map(|s| (b1, s)))
-            .or_else(|| m.make_room(k, [b0, b1]));
-        let (b, s) = spot.ok_or(Error::FdbFull {
-            vlan: key.vlan,
-            mac: key.mac,
-        })?;
-        m.fill(b, s, k, e);
+            .or_else(|| m.free_slot(b1, place.home[1]).map(|s| (b1, s)))
+            .or_else(|| m.make_room(&place));
+        let (b, s) = spot.ok_or(full)?;
+        let second = if b == b0 { 0 } else { SECOND };
+        m.slot(b, s)
+            .store(place.key | second | e, Ordering::Release);
         Ok(())
     }
 
     fn delete(&mut self, key: &tt_fdb_key) -> Result<(), Error> {
-        if let Some((b, s)) = self.mem.find(key_bits(key)) {
-            self.mem.key(b, s).store(0, Ordering::Release);
+        let place = self.mem.shape.place(key.vlan, &key.mac);
+        if let Some((b, s)) = self.mem.find(&place) {
+            self.mem.slot(b, s).store(0, Ordering::Release);
         }
         Ok(())
     }
 
     fn entries(&self) -> Vec<(tt_fdb_key, tt_fdb_entry)> {
         let m = self.mem;
-        (0..m.buckets)
+        (0..m.shape.buckets())
             .flat_map(|b| (0..SLOTS).map(move |s| (b, s)))
             .filter_map(|(b, s)| {
-                let k = m.key(b, s).load(Ordering::Acquire);
-                (k != 0).then(|| (key_of(k), entry_of(m.entry(b, s).load(Ordering::Acquire))))
+                let w = m.load(b, s);
+                (w & KEY_MASK != 0).then(|| (m.shape.key_of(b, w), entry_of(w)))
             })
             .collect()
     }
@@ -369,18 +431,16 @@ impl Table<tt_fdb_key, tt_fdb_entry> for Fdb<'_> {
 mod tests {
     use super::*;
 
-    /// An FDB of `buckets` buckets in anonymous memory, as the programs'
-    /// array would be.
-    fn anon(buckets: u32) -> FdbMem {
-        let bytes = buckets as usize * size_of::<crate::maps::tt_fdb_bucket>();
+    /// An FDB of 2^`bits` buckets in anonymous memory, as the programs'
+    /// arrays would be.
+    fn anon(bits: u32) -> FdbMem {
+        let shape = Shape { bits };
         let map = MmapOptions::new()
-            .len(bytes)
+            .len(shape.buckets() * SLOTS * 8)
             .map_anon()
-            .expect("anonymous map");
-        FdbMem {
-            map: map.into(),
-            buckets: buckets as usize,
-        }
+            .expect("anonymous map")
+            .into();
+        FdbMem { map, shape }
     }
 
     /// apsim's and labbench's client MACs, 02:AP:AP:AP:C:C
@@ -391,120 +451,212 @@ mod tests {
         [2, a2, a1, a0, c1, c0]
     }
 
+    /// A few thousand MACs of no pattern (a xorshift generator).
+    fn random_macs(n: usize) -> Vec<[u8; 6]> {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let mut m = [0u8; 6];
+                m.copy_from_slice(&x.to_le_bytes()[..6]);
+                m
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_permutation_is_one_to_one() {
+        for m in random_macs(10_000).iter().map(mac_bits).chain([
+            0,
+            1,
+            MAC_MASK,
+            1 << 47,
+            0x0000_0100_0000,
+        ]) {
+            assert_eq!(unperm(perm(m)), m, "{m:#x}");
+            assert!(perm(m) <= MAC_MASK);
+        }
+    }
+
+    #[test]
+    fn a_slot_gives_back_its_key_in_either_bucket() {
+        for bits in [maps::TT_FDB_MIN_BITS, 17, maps::TT_FDB_MAX_BITS] {
+            let shape = Shape { bits };
+            for (i, mac) in random_macs(2_000).iter().enumerate() {
+                let vlan = 1 + (i % 4094) as u16;
+                let p = shape.place(vlan, mac);
+                assert!(p.bucket.iter().all(|&b| b < shape.buckets()));
+                assert_ne!(p.bucket[0], p.bucket[1]);
+                // Each bucket leads to the other, and the home slot of
+                // the second is the same whichever it is reached from.
+                assert_eq!(shape.other(p.bucket[0], p.key), (p.bucket[1], p.home[1]));
+                assert_eq!(shape.other(p.bucket[1], p.key).0, p.bucket[0]);
+                for (i, second) in [(0, 0), (1, SECOND)] {
+                    let word = p.key | second | SEEN | 0x7345;
+                    let k = shape.key_of(p.bucket[i], word);
+                    assert_eq!((k.vlan, k.mac), (vlan, *mac), "bits {bits}");
+                    assert_eq!(shape.home(p.bucket[i], word), p.home[i]);
+                }
+                // The slot's key starts above the entry, and is never 0.
+                assert_ne!(p.key & KEY_MASK, 0);
+                assert_eq!(p.key & !KEY_MASK, 0);
+            }
+        }
+    }
+
     #[test]
     fn most_keys_sit_at_their_home_slot_and_all_are_found() {
-        // The bench's sizes: 1,000 APs × 10 clients and 10,000 × 10 in
-        // 1.5 × as many slots (Capacity::for_macs), and a table 90% full.
-        for (aps, buckets, min_home) in [
-            (1_000u32, 3_751u32, 0.65),
-            (10_000, 37_501, 0.65),
-            (1_000, 2_778, 0.55),
-        ] {
-            let mem = anon(buckets);
+        // The bench's sizes in their tables (Capacity::for_macs): 1,000
+        // APs × 10 clients in 2^13 buckets, 10,000 × 10 in 2^14, and a
+        // table 90% full.
+        for (aps, bits, min_home) in [(1_000u32, 13, 0.9), (10_000, 14, 0.7), (11_796, 14, 0.6)] {
+            let mem = anon(bits);
             let mut fdb = Fdb::new(&mem);
             let mut keys = Vec::new();
             for ap in 0..aps {
                 for c in 0..10 {
                     let k = tt_fdb_key::new(10, client_mac(ap, c));
-                    fdb.put(k, tt_fdb_entry::new(ap + 1, false)).expect("room");
-                    keys.push(k);
+                    let port = (ap % 0x7fff + 1) as u16;
+                    fdb.put(k, tt_fdb_entry::new(port)).expect("room");
+                    keys.push((k, port));
                 }
             }
-            for (i, k) in keys.iter().enumerate() {
-                assert_eq!(fdb.get(k).map(|e| e.port), Some(i as u32 / 10 + 1));
+            for (k, port) in &keys {
+                assert_eq!(fdb.get(k).map(|e| e.port), Some(*port));
             }
             let p = fdb.placement();
             assert_eq!(p.keys, keys.len());
             let home = p.at_home as f64 / p.keys as f64;
-            // In fill order (the first free slot) this was about 1/3 at
-            // 1.5 × headroom: the first slot of a bucket was the match for
-            // its first key only.
-            assert!(home > min_home, "{aps} APs in {buckets} buckets: {p:?}");
-            eprintln!("{aps} APs × 10 in {buckets} buckets: {home:.2} at home, {p:?}");
-        }
-    }
-
-    #[test]
-    fn keys_and_entries_round_trip_through_their_bits() {
-        let k = tt_fdb_key::new(0x0123, [2, 0xaa, 0xbb, 0xcc, 0xdd, 0xee]);
-        assert_eq!(key_bits(&k), 0xeedd_ccbb_aa02_0123);
-        let back = key_of(key_bits(&k));
-        assert_eq!((back.vlan, back.mac), (k.vlan, k.mac));
-        let e = tt_fdb_entry {
-            port: 0xdead_beef,
-            flags: 1,
-            seen: 0x1234,
-        };
-        let back = entry_of(entry_bits(&e));
-        assert_eq!(
-            (back.port, back.flags, back.seen),
-            (e.port, e.flags, e.seen)
-        );
-    }
-
-    #[test]
-    fn seen_stamps_give_ages_across_the_wrap() {
-        let unit = 1u64 << TT_FDB_SEEN_SHIFT;
-        let mut e = tt_fdb_entry::new(5, false);
-        assert_eq!(e.seen_ago(123 * unit), None, "never seen");
-        // Seen at 100 units + 7 ns: from then on, the start of unit 100.
-        e.seen = seen_stamp(100 * unit + 7);
-        assert_eq!(e.seen_ago(100 * unit + 9), Some(Duration::from_nanos(9)));
-        assert_eq!(
-            e.seen_ago(130 * unit + 5),
-            Some(Duration::from_nanos(30 * unit + 5))
-        );
-        assert_eq!(
-            e.seen_ago(130 * unit),
-            Some(Duration::from_nanos(30 * unit))
-        );
-        // The stamp is 16 bits: an age across its wrap still comes out.
-        e.seen = seen_stamp(65_530 * unit);
-        assert_eq!(
-            e.seen_ago(65_546 * unit),
-            Some(Duration::from_nanos(16 * unit))
-        );
-    }
-
-    #[test]
-    fn buckets_cover_the_table_and_the_two_hashes_differ() {
-        // A power of two and not: every bucket is reachable either way.
-        for n in [256u32, 250] {
-            let mut hit = vec![0u32; n as usize];
-            let mut same = 0;
-            for i in 0..16 * u64::from(n) {
-                let k = key_bits(&tt_fdb_key::new(10, [2, 0, 0, 0, (i >> 8) as u8, i as u8]));
-                let (a, b) = (bucket_of(k, 0, n), bucket_of(k, 1, n));
-                hit[a] += 1;
-                same += usize::from(a == b);
+            assert!(home > min_home, "{aps} APs: {p:?}");
+            eprintln!(
+                "{aps} APs × 10 in {} slots: {home:.2} at home, {p:?}",
+                fdb.capacity()
+            );
+            // entries() names every key, decoded from its slot.
+            let mut all: Vec<_> = fdb
+                .entries()
+                .into_iter()
+                .map(|(k, e)| (k, e.port))
+                .collect();
+            let mut want = keys.clone();
+            let order = |a: &(tt_fdb_key, u16)| (a.0.vlan, a.0.mac);
+            all.sort_by_key(order);
+            want.sort_by_key(order);
+            assert!(
+                all.len() == want.len()
+                    && all
+                        .iter()
+                        .zip(&want)
+                        .all(|(a, b)| order(a) == order(b) && a.1 == b.1)
+            );
+            // Removing keys frees their slots; the rest are still found.
+            for (k, _) in keys.iter().step_by(2) {
+                fdb.delete(k).unwrap();
             }
-            // 16 keys per bucket on average: none empty, none three times over.
-            assert!(hit.iter().all(|&h| (1..48).contains(&h)), "{n}: {hit:?}");
-            assert!(same < 64, "{n}: {same} keys have one bucket twice");
+            for (i, (k, port)) in keys.iter().enumerate() {
+                let want = (i % 2 == 1).then_some(*port);
+                assert_eq!(fdb.get(k).map(|e| e.port), want);
+            }
         }
+    }
+
+    #[test]
+    fn a_full_table_refuses_a_key_and_keeps_the_others() {
+        let mem = anon(maps::TT_FDB_MIN_BITS);
+        let mut fdb = Fdb::new(&mem);
+        let macs = random_macs(fdb.capacity());
+        let mut put = Vec::new();
+        let mut refused = 0;
+        for m in &macs {
+            let k = tt_fdb_key::new(20, *m);
+            match fdb.put(k, tt_fdb_entry::new(3)) {
+                Ok(()) => put.push(k),
+                Err(Error::FdbFull { .. }) => refused += 1,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        // Two 8-slot buckets per key and cuckoo moves fill it nearly all.
+        assert!(
+            put.len() > fdb.capacity() * 95 / 100,
+            "{} of {}",
+            put.len(),
+            fdb.capacity()
+        );
+        assert!(refused > 0);
+        assert!(put.iter().all(|k| fdb.get(k).is_some_and(|e| e.port == 3)));
+        // VLAN 0 and VLANs past 12 bits have no slot, port indexes past
+        // 15 bits no room.
+        let k = |vlan| tt_fdb_key::new(vlan, [2, 0, 0, 0, 0, 1]);
+        for vlan in [0, 0x1000] {
+            assert!(fdb.put(k(vlan), tt_fdb_entry::new(1)).is_err());
+        }
+        assert!(matches!(
+            fdb.put(k(5), tt_fdb_entry::new(0x8000)),
+            Err(Error::PortIndex(0x8000))
+        ));
+    }
+
+    #[test]
+    fn seen_bits_name_the_keys_forwarded_from() {
+        let mem = anon(maps::TT_FDB_MIN_BITS);
+        let mut fdb = Fdb::new(&mem);
+        let keys: Vec<_> = random_macs(100)
+            .into_iter()
+            .map(|m| tt_fdb_key::new(10, m))
+            .collect();
+        for k in &keys {
+            fdb.put(*k, tt_fdb_entry::new(1)).unwrap();
+        }
+        assert!(fdb.take_seen().is_empty());
+        // What fdb_touch does, for keys 3 and 77, and what a mark racing
+        // the slot's removal leaves: a mark on an empty slot.
+        let mark = |b: usize, s: usize| {
+            mem.slot(b, s).fetch_or(SEEN, Ordering::Relaxed);
+        };
+        for k in [&keys[3], &keys[77]] {
+            let (b, s) = mem.find(&mem.shape.place(k.vlan, &k.mac)).unwrap();
+            mark(b, s);
+        }
+        let empty = (0..mem.shape.buckets() * SLOTS)
+            .find(|&s| mem.load(s / SLOTS, s % SLOTS) == 0)
+            .unwrap();
+        mark(empty / SLOTS, empty % SLOTS);
+        // A rewrite of a marked key's entry keeps the mark.
+        fdb.put(keys[3], tt_fdb_entry::new(2)).unwrap();
+        let mut seen: Vec<_> = fdb
+            .take_seen()
+            .into_iter()
+            .map(|k| (k.vlan, k.mac))
+            .collect();
+        seen.sort_unstable();
+        let mut want = vec![(10, keys[3].mac), (10, keys[77].mac)];
+        want.sort_unstable();
+        assert_eq!(seen, want);
+        assert!(fdb.take_seen().is_empty(), "taking them clears them");
+        // The marked empty slot is still empty to a put, and the marks
+        // never touched the entries.
+        assert_eq!(fdb.get(&keys[3]).map(|e| e.port), Some(2));
+        assert_eq!(fdb.get(&keys[77]).map(|e| e.port), Some(1));
+        assert_eq!(fdb.entries().len(), keys.len());
     }
 
     #[test]
     fn structured_macs_spread_like_random_ones() {
         // apsim's and labbench's clients: 02:AP:AP:AP:C:C. N keys thrown
         // at random into B buckets fill B·(1 - e^(-N/B)) of them; the
-        // first hash must do about as well (a plain product of the MAC
-        // filled half as many at 10,000 × 10 in 65,536 buckets).
-        // Any number of buckets, not only powers of two.
-        for (aps, per_ap, buckets) in [
-            (1_000u32, 10u32, 4_096u32),
-            (10_000, 10, 65_536),
-            (1_000, 10, 3_751),
-        ] {
-            let mut used = vec![false; buckets as usize];
+        // first bucket must do about as well.
+        for (aps, bits) in [(1_000u32, 12u32), (10_000, 14), (10_000, 16)] {
+            let shape = Shape { bits };
+            let mut used = vec![false; shape.buckets()];
             for ap in 0..aps {
-                for c in 0..per_ap {
-                    let k = key_bits(&tt_fdb_key::new(10, client_mac(ap, c)));
-                    used[bucket_of(k, 0, buckets)] = true;
+                for c in 0..10 {
+                    used[shape.place(10, &client_mac(ap, c)).bucket[0]] = true;
                 }
             }
-            let n = f64::from(aps * per_ap);
-            let b = f64::from(buckets);
+            let n = f64::from(aps * 10);
+            let b = shape.buckets() as f64;
             let random = b * (1.0 - (-n / b).exp());
             let got = used.iter().filter(|&&u| u).count() as f64;
             assert!(got > 0.97 * random, "{got} buckets used, random {random}");
@@ -513,14 +665,13 @@ mod tests {
 
     #[test]
     fn the_first_bucket_is_the_macs_and_its_other_vlans_spread() {
-        let n = 1024;
+        let shape = Shape {
+            bits: maps::TT_FDB_MIN_BITS,
+        };
         let mac = [0x00, 0x1b, 0x21, 0x3c, 0x4d, 0x5e];
-        let keys: Vec<u64> = (1..=100)
-            .map(|v| key_bits(&tt_fdb_key::new(v, mac)))
-            .collect();
-        let first = bucket_of(keys[0], 0, n);
-        assert!(keys.iter().all(|&k| bucket_of(k, 0, n) == first));
-        let mut second: Vec<usize> = keys.iter().map(|&k| bucket_of(k, 1, n)).collect();
+        let places: Vec<Place> = (1..=100).map(|v| shape.place(v, &mac)).collect();
+        assert!(places.iter().all(|p| p.bucket[0] == places[0].bucket[0]));
+        let mut second: Vec<usize> = places.iter().map(|p| p.bucket[1]).collect();
         second.sort_unstable();
         second.dedup();
         assert!(

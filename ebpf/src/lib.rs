@@ -12,6 +12,7 @@ pub mod fast_path;
 pub mod fdb;
 pub mod maps;
 pub mod pass;
+pub mod ports;
 pub mod tables;
 
 pub use ap_rx::{Action, ApRx, Error, TestOutcome};
@@ -22,6 +23,7 @@ pub use fast_path::{
     Attached, Capacity, FastPath, MAP_NAMES, MAPS_LAYOUT, Pins, Program, is_bpffs, unpin_all,
 };
 pub use fdb::Fdb;
+pub use ports::PortIndex;
 pub use tables::{SessionSlots, Table, TemplateSlots};
 
 /// The compiled `xdp_ap_rx.bpf.c` alone (ELF, BPF target), 8-byte aligned

@@ -8,13 +8,13 @@
 //!   (its VLAN bitmap): together a [`Session`] ([`crate::tables`]);
 //! - `gre_peers`: hash, [`tt_gre_key`] (address, key) → [`tt_gre_peer`];
 //! - `fdb`: array of [`tt_fdb_bucket`], tunterm's own hash table of
-//!   [`tt_fdb_key`] (VLAN, MAC) → [`tt_fdb_entry`] ([`crate::fdb`]);
-//! - `templates`: array, the slot of a session's port id →
-//!   [`tt_template_line`] (the session's [`tt_template`] in one cache line,
+//!   [`tt_fdb_key`] (VLAN, MAC) → [`tt_fdb_entry`] (a port index) in
+//!   8-byte slots ([`crate::fdb`]);
+//! - `templates`: array, a tunnel's port index ([`crate::ports`]) →
+//!   [`tt_template_line`] (the tunnel's [`tt_template`] in one cache line,
 //!   or a marker: its header is longer, and in `long_templates`);
-//! - `long_templates`: hash, a session's port id (`u32`) → [`tt_template`],
-//!   for headers longer than a line;
-//! - `gre_templates`: hash, an mGRE peer's port id (`u32`) → [`tt_template`];
+//! - `long_templates`: hash, a tunnel's port index (`u32`) →
+//!   [`tt_template`], for headers longer than a line;
 //! - `trunk`: array of one [`tt_trunk`] (the trunk port's VLANs);
 //! - `counters`: per-CPU array of `u64`, indexed by [`tt_counter`].
 
@@ -102,8 +102,8 @@ pub enum EntryError {
     /// The session id 0 means control over IP and is never a session's.
     #[error("session id 0")]
     ZeroSessionId,
-    /// Port id 0 is the trunk's, never a tunnel's.
-    #[error("port id 0 is the trunk's")]
+    /// Port index 0 is the trunk's, never a tunnel's.
+    #[error("port index 0 is the trunk's")]
     ZeroPort,
 }
 
@@ -147,10 +147,14 @@ pub struct SessionSpec<'a> {
     pub sublayer: bool,
     /// The session's switch port id: its local session id, never 0.
     pub port: u32,
+    /// The session's port index ([`crate::ports`]), never 0.
+    pub port_idx: u16,
     /// The VLAN of untagged frames; `None`: untagged frames are dropped.
     pub untagged_vlan: Option<u16>,
     /// Where frames for trunk destinations go.
     pub trunk_ifindex: u32,
+    /// The trunk's untagged VLAN (frames on it leave the trunk untagged).
+    pub trunk_untagged_vlan: Option<u16>,
 }
 
 /// What the fast path needs to know about one established L2TPv3 session,
@@ -170,10 +174,14 @@ pub struct L2tpSessionSpec<'a> {
     /// The session's switch port id: its local session id (the id data
     /// packets carry, whose slot the entry goes in), never 0.
     pub port: u32,
+    /// The session's port index ([`crate::ports`]), never 0.
+    pub port_idx: u16,
     /// The VLAN of untagged frames; `None`: untagged frames are dropped.
     pub untagged_vlan: Option<u16>,
     /// Where frames for trunk destinations go.
     pub trunk_ifindex: u32,
+    /// The trunk's untagged VLAN (frames on it leave the trunk untagged).
+    pub trunk_untagged_vlan: Option<u16>,
 }
 
 impl<'a> From<&SessionSpec<'a>> for L2tpSessionSpec<'a> {
@@ -184,8 +192,10 @@ impl<'a> From<&SessionSpec<'a>> for L2tpSessionSpec<'a> {
             cookie: s.cookie,
             sublayer: s.sublayer,
             port: s.port,
+            port_idx: s.port_idx,
             untagged_vlan: s.untagged_vlan,
             trunk_ifindex: s.trunk_ifindex,
+            trunk_untagged_vlan: s.trunk_untagged_vlan,
         }
     }
 }
@@ -195,12 +205,16 @@ impl<'a> From<&SessionSpec<'a>> for L2tpSessionSpec<'a> {
 pub struct GrePeerSpec {
     /// The peer's switch port id.
     pub port: u32,
+    /// The peer's port index ([`crate::ports`]), never 0.
+    pub port_idx: u16,
     /// The VLAN of untagged frames; `None`: untagged frames are dropped.
     pub untagged_vlan: Option<u16>,
     /// The peer sends sequence numbers: all its data goes to the slow path.
     pub sequenced: bool,
     /// Where frames for trunk destinations go.
     pub trunk_ifindex: u32,
+    /// The trunk's untagged VLAN (frames on it leave the trunk untagged).
+    pub trunk_untagged_vlan: Option<u16>,
 }
 
 /// The VLAN policy of a port as the maps store it: flags
@@ -223,6 +237,11 @@ fn vlan_policy(
 fn bitmap_allows(words: &[u64], vid: u16) -> bool {
     let v = usize::from(vid);
     words.get(v / 64).is_some_and(|w| (w >> (v % 64)) & 1 == 1)
+}
+
+/// A VLAN as the maps store one that may be absent: 0 for none.
+fn optional_vlan(v: Option<u16>) -> Result<u16, EntryError> {
+    v.map_or(Ok(0), check_vlan)
 }
 
 fn check_vlan(v: u16) -> Result<u16, EntryError> {
@@ -252,6 +271,9 @@ impl Session {
         if spec.port == 0 {
             // No data packet may match an empty slot.
             return Err(EntryError::ZeroSessionId);
+        }
+        if spec.port_idx == 0 {
+            return Err(EntryError::ZeroPort);
         }
         let cookie_len = spec.cookie.len();
         if !matches!(cookie_len, 0 | 4 | 8) {
@@ -284,7 +306,9 @@ impl Session {
                 // A session's port id is its local session id (the
                 // switch's convention): the id data packets carry.
                 session_id: spec.port,
-                _pad0: [0; 16],
+                port_idx: spec.port_idx,
+                trunk_untagged_vlan: optional_vlan(spec.trunk_untagged_vlan)?,
+                _pad0: [0; 12],
             },
             vlans: tt_vlans { words },
         })
@@ -345,16 +369,21 @@ impl tt_gre_peer {
         spec: &GrePeerSpec,
         vlans: impl IntoIterator<Item = u16>,
     ) -> Result<Self, EntryError> {
+        if spec.port_idx == 0 {
+            return Err(EntryError::ZeroPort);
+        }
         let (mut flags, default_vlan, words) = vlan_policy(spec.untagged_vlan, vlans)?;
         if spec.sequenced {
             flags |= TT_GRE_SEQUENCED;
         }
         Ok(tt_gre_peer {
             port: spec.port,
-            flags,
+            // TT_SESSION_UNTAGGED and TT_GRE_SEQUENCED: the low bits.
+            flags: flags as u16,
+            trunk_untagged_vlan: optional_vlan(spec.trunk_untagged_vlan)?,
             trunk_ifindex: spec.trunk_ifindex,
             default_vlan,
-            _pad0: 0,
+            port_idx: spec.port_idx,
             last_seen_ns: 0,
             vlans: words,
         })
@@ -425,9 +454,9 @@ pub enum TunnelHeader<'a> {
 /// Everything a tunnel's header template is made of.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TemplateSpec<'a> {
-    /// The tunnel's switch port id (a session's local session id, or an
-    /// mGRE peer's port), never 0.
-    pub port: u32,
+    /// The VLAN whose frames enter the tunnel untagged (its port's
+    /// untagged VLAN); `None`: every frame keeps its tag.
+    pub untagged_vlan: Option<u16>,
     /// The AP-facing interface frames leave by.
     pub ifindex: u32,
     /// Our MAC on it.
@@ -456,10 +485,6 @@ impl tt_template {
     /// IPv6 payload length and the UDP length are written as zero: the
     /// program fills them per packet.
     pub fn new(spec: &TemplateSpec<'_>) -> Result<Self, EntryError> {
-        if spec.port == 0 {
-            // Port 0 is the trunk's; an empty slot's template says 0.
-            return Err(EntryError::ZeroPort);
-        }
         let (local, peer) = (spec.local.to_canonical(), spec.peer.to_canonical());
         let v6 = match (local, peer) {
             (IpAddr::V4(_), IpAddr::V4(_)) => false,
@@ -551,7 +576,7 @@ impl tt_template {
         let family = if v6 { TT_AF_INET6 } else { TT_AF_INET };
         Ok(tt_template {
             ifindex: spec.ifindex,
-            port_hi: (spec.port >> 16) as u16,
+            untagged_vlan: optional_vlan(spec.untagged_vlan)?,
             mtu: spec.mtu,
             // At most TT_TEMPLATE_MAX (118).
             hdr_len: h.len() as u8,
@@ -576,7 +601,7 @@ impl tt_template {
         }
         tt_template_line {
             ifindex: self.ifindex,
-            port_hi: self.port_hi,
+            untagged_vlan: self.untagged_vlan,
             mtu: self.mtu,
             hdr_len: if short {
                 self.hdr_len
@@ -605,7 +630,7 @@ impl tt_template_line {
         hdr[..TT_TEMPLATE_LINE_MAX as usize].copy_from_slice(&self.hdr);
         Some(tt_template {
             ifindex: self.ifindex,
-            port_hi: self.port_hi,
+            untagged_vlan: self.untagged_vlan,
             mtu: self.mtu,
             hdr_len: self.hdr_len,
             kind: self.kind,
@@ -622,18 +647,9 @@ impl tt_fdb_key {
 }
 
 impl tt_fdb_entry {
-    /// An entry for a MAC learned on `port`; `egress_untagged`: frames on
-    /// the entry's VLAN leave that port untagged.
-    pub fn new(port: u32, egress_untagged: bool) -> Self {
-        tt_fdb_entry {
-            port,
-            flags: if egress_untagged {
-                TT_FDB_EGRESS_UNTAGGED as u16
-            } else {
-                0
-            },
-            seen: 0,
-        }
+    /// An entry for a MAC learned on the port of index `port`.
+    pub fn new(port: u16) -> Self {
+        tt_fdb_entry { port }
     }
 }
 
@@ -672,7 +688,7 @@ mod tests {
         assert_eq!(size_of::<tt_template>(), 128);
         assert_eq!(size_of::<tt_template_line>(), 64);
         assert_eq!(size_of::<tt_fdb_key>(), 8);
-        assert_eq!(size_of::<tt_fdb_entry>(), 8);
+        assert_eq!(size_of::<tt_fdb_entry>(), 2);
         assert_eq!(size_of::<tt_fdb_bucket>(), 64);
     }
 
@@ -683,8 +699,10 @@ mod tests {
             cookie: &[1, 2, 3, 4],
             sublayer: true,
             port: 77,
+            port_idx: 7,
             untagged_vlan: Some(10),
             trunk_ifindex: 3,
+            trunk_untagged_vlan: Some(1),
         };
         let session = Session::new(&spec, [10, 20, 4094]).unwrap();
         let s = session.entry;
@@ -700,6 +718,8 @@ mod tests {
         assert_eq!(s.cookie(), &[1, 2, 3, 4]);
         assert_eq!(s.flags, TT_SESSION_SUBLAYER | TT_SESSION_UNTAGGED);
         assert_eq!(s.default_vlan, 10);
+        assert_eq!((s.port, s.session_id, s.port_idx), (77, 77, 7));
+        assert_eq!(s.trunk_untagged_vlan, 1);
         assert!(session.allows(10) && session.allows(20) && session.allows(4094));
         assert!(!session.allows(11) && !session.allows(0) && !session.allows(4095));
     }
@@ -711,9 +731,14 @@ mod tests {
             cookie: &[1, 2, 3],
             sublayer: false,
             port: 1,
+            port_idx: 0,
             untagged_vlan: None,
             trunk_ifindex: 3,
+            trunk_untagged_vlan: None,
         };
+        // Index 0 is the trunk's.
+        assert_eq!(Session::new(&spec, []), Err(EntryError::ZeroPort));
+        spec.port_idx = 1;
         assert_eq!(Session::new(&spec, []), Err(EntryError::CookieLen(3)));
         spec.cookie = &[];
         assert_eq!(Session::new(&spec, [4095]), Err(EntryError::Vlan(4095)));

@@ -1,22 +1,23 @@
 //! The fast path's tables as userspace fills them: entries by key, whatever
 //! the map type behind them.
 //!
-//! `gre_peers`, `gre_templates` and `long_templates` are hash maps, `fdb` is tunterm's own
+//! `gre_peers` and `long_templates` are hash maps, `fdb` is tunterm's own
 //! ([`crate::fdb`]). `sessions` (with `session_vlans`) and `templates` are
 //! arrays the programs index without hashing: a session's entry sits at the
-//! slot of its local session id (`id % TT_MAX_SESSIONS`), a session's
-//! template at the slot of its port id (the same number), and each entry
-//! holds the whole id to compare. [`SessionSlots`] and [`TemplateSlots`]
-//! make them look like maps by id: an insert never overwrites another
-//! tunnel's entry ([`Error::SlotTaken`]), a removal clears only the
-//! tunnel's own.
+//! slot of its local session id (`id % TT_MAX_SESSIONS`) and holds the
+//! whole id to compare, a tunnel's template at its port index
+//! ([`crate::ports`], which the daemon never hands two tunnels at once).
+//! [`SessionSlots`] and [`TemplateSlots`] make them look like maps: an
+//! insert never overwrites another session's entry ([`Error::SlotTaken`]),
+//! a removal clears only the session's own.
 
 use aya::Pod;
 use aya::maps::{Array, HashMap, MapData};
 
 use crate::ap_rx::Error;
 use crate::maps::{
-    Session, TT_GRE_PORT_BASE, TT_MAX_SESSIONS, tt_session, tt_template, tt_template_line, tt_vlans,
+    Session, TT_GRE_PORT_BASE, TT_MAX_PORTS, TT_MAX_SESSIONS, tt_session, tt_template,
+    tt_template_line, tt_vlans,
 };
 
 /// A table of the fast path, by key.
@@ -75,13 +76,13 @@ pub struct SessionSlots<'a> {
 }
 
 /// The `templates` array and the `long_templates` hash as a map: a
-/// session's port id → [`tt_template`]. The array's line at the id's slot
-/// holds the top half of the id (`port_hi`) and the template,
-/// or for a header longer than a line a marker, with the template in
-/// `long_templates` (written before the marker, removed after it). mGRE
-/// peers' templates are in `gre_templates`.
+/// tunnel's port index → [`tt_template`]. The array's line at the index
+/// holds the template, or for a header longer than a line a marker, with
+/// the template in `long_templates` (written before the marker, removed
+/// after it); an empty line is all zero. Index 0 is the trunk's and holds
+/// no template.
 pub struct TemplateSlots<'a> {
-    lines: Slots<'a, tt_template_line>,
+    lines: Array<&'a mut MapData, tt_template_line>,
     long: HashMap<&'a mut MapData, u32, tt_template>,
 }
 
@@ -127,50 +128,52 @@ impl Table<u32, Session> for SessionSlots<'_> {
 
 impl<'a> TemplateSlots<'a> {
     pub(crate) fn templates(
-        array: Array<&'a mut MapData, tt_template_line>,
+        lines: Array<&'a mut MapData, tt_template_line>,
         long: HashMap<&'a mut MapData, u32, tt_template>,
     ) -> Self {
-        TemplateSlots {
-            lines: Slots {
-                array,
-                id: |slot, t| {
-                    if t.hdr_len == 0 {
-                        0
-                    } else {
-                        u32::from(t.port_hi) << 16 | slot
-                    }
-                },
-            },
-            long,
+        TemplateSlots { lines, long }
+    }
+
+    fn check(idx: u32) -> Result<(), Error> {
+        if idx == 0 || idx >= TT_MAX_PORTS {
+            return Err(Error::SlotId { id: idx, entry: 0 });
         }
+        Ok(())
     }
 }
 
 impl Table<u32, tt_template> for TemplateSlots<'_> {
-    fn put(&mut self, id: u32, value: tt_template) -> Result<(), Error> {
+    fn put(&mut self, idx: u32, value: tt_template) -> Result<(), Error> {
+        Self::check(idx)?;
         let line = value.line();
-        self.lines.check(id, &line)?;
         if value.is_long() {
-            self.long.put(id, value)?;
-            self.lines.put(id, line)
+            self.long.put(idx, value)?;
+            Ok(self.lines.set(idx, line, 0)?)
         } else {
-            self.lines.put(id, line)?;
-            self.long.delete(&id)
+            self.lines.set(idx, line, 0)?;
+            self.long.delete(&idx)
         }
     }
 
-    fn delete(&mut self, id: &u32) -> Result<(), Error> {
-        self.lines.delete(id)?;
-        self.long.delete(id)
+    fn delete(&mut self, idx: &u32) -> Result<(), Error> {
+        Self::check(*idx)?;
+        self.lines.set(*idx, zeroed::<tt_template_line>(), 0)?;
+        self.long.delete(idx)
     }
 
     fn entries(&self) -> Vec<(u32, tt_template)> {
         self.lines
-            .entries()
-            .into_iter()
-            .filter_map(|(id, line)| match line.template() {
-                Some(t) => Some((id, t)),
-                None => self.long.get(&id, 0).ok().map(|t| (id, t)),
+            .iter()
+            .zip(0u32..)
+            .filter_map(|(line, idx)| {
+                let line = line.ok()?;
+                if line.hdr_len == 0 {
+                    return None;
+                }
+                match line.template() {
+                    Some(t) => Some((idx, t)),
+                    None => self.long.get(&idx, 0).ok().map(|t| (idx, t)),
+                }
             })
             .collect()
     }
@@ -241,37 +244,35 @@ mod tests {
                 cookie: &[1, 2, 3, 4],
                 sublayer: false,
                 port: sid,
+                port_idx: 1,
                 untagged_vlan: Some(10),
                 trunk_ifindex: 3,
+                trunk_untagged_vlan: None,
             },
             [20],
         )
         .unwrap()
     }
 
-    fn template(port: u32) -> tt_template {
-        template_of(
-            port,
-            "10.0.0.1",
-            "10.0.0.2",
-            TunnelHeader::Gre { key: None },
-        )
+    fn template(idx: u16) -> tt_template {
+        template_of(idx, "10.0.0.1", "10.0.0.2", TunnelHeader::Gre { key: None })
     }
 
     /// An IPv6 L2TPv3/IP template with an 8-byte cookie and the sublayer:
     /// longer than a line.
-    fn template_v6(port: u32) -> tt_template {
+    fn template_v6(idx: u16) -> tt_template {
         let header = TunnelHeader::L2tpIp {
             session_id: 9,
             cookie: &[1, 2, 3, 4, 5, 6, 7, 8],
             sublayer: true,
         };
-        template_of(port, "2001:db8::1", "2001:db8::2", header)
+        template_of(idx, "2001:db8::1", "2001:db8::2", header)
     }
 
-    fn template_of(port: u32, local: &str, peer: &str, header: TunnelHeader<'_>) -> tt_template {
+    fn template_of(idx: u16, local: &str, peer: &str, header: TunnelHeader<'_>) -> tt_template {
         tt_template::new(&TemplateSpec {
-            port,
+            // A template per index, told apart by its untagged VLAN.
+            untagged_vlan: Some(idx % 4094 + 1),
             ifindex: 4,
             src_mac: [2, 0, 0, 0, 0, 1],
             dst_mac: [2, 0, 0, 0, 0, 2],
@@ -313,33 +314,32 @@ mod tests {
         // The VLANs come back with the entry.
         assert!(s.entries()[0].1.allows(20) && !s.entries()[0].1.allows(21));
 
+        // Templates are at their tunnel's port index: from 1 (0 is the
+        // trunk's) to TT_MAX_PORTS - 1.
         let mut t = fp.templates().unwrap();
-        t.put(a, template(a)).unwrap();
-        assert!(matches!(
-            t.put(b, template(b)),
-            Err(Error::SlotTaken { .. })
-        ));
-        // mGRE ports have their own hash map.
-        let gre = TT_GRE_PORT_BASE + 5;
-        assert!(t.put(gre, template(gre)).is_err());
-        assert_eq!(t.entries(), vec![(a, template(a))]);
+        t.put(3, template(3)).unwrap();
+        for bad in [0, TT_MAX_PORTS] {
+            assert!(matches!(t.put(bad, template(3)), Err(Error::SlotId { .. })));
+        }
+        assert_eq!(t.entries(), vec![(3, template(3))]);
         // A header longer than a line: the line is a marker, the template
         // is in long_templates, and entries() gives it back whole; going
         // back to a short one removes the long entry.
-        let long = template_v6(a);
-        assert!(long.is_long() && !template(a).is_long());
-        t.put(a, long).unwrap();
-        assert_eq!(t.entries(), vec![(a, long)]);
+        let long = template_v6(3);
+        assert!(long.is_long() && !template(3).is_long());
+        t.put(3, long).unwrap();
+        assert_eq!(t.entries(), vec![(3, long)]);
         assert_eq!(t.long.iter().count(), 1);
-        t.put(a, template(a)).unwrap();
-        assert_eq!(t.entries(), vec![(a, template(a))]);
+        t.put(3, template(3)).unwrap();
+        assert_eq!(t.entries(), vec![(3, template(3))]);
         assert_eq!(t.long.iter().count(), 0);
-        t.put(a, long).unwrap();
-        t.delete(&a).unwrap();
+        t.put(3, long).unwrap();
+        t.delete(&3).unwrap();
         assert!(t.entries().is_empty());
         assert_eq!(t.long.iter().count(), 0);
-        // Ids whose top half is 0 are ids like any other.
-        t.put(5, template(5)).unwrap();
-        assert_eq!(t.entries(), vec![(5, template(5))]);
+        // The last index is one like any other.
+        let last = TT_MAX_PORTS - 1;
+        t.put(last, template(last as u16)).unwrap();
+        assert_eq!(t.entries(), vec![(last, template(last as u16))]);
     }
 }

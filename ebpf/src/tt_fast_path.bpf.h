@@ -50,7 +50,8 @@ struct {
 } gre_peers SEC(".maps");
 
 /* The FDB: buckets of tunterm's own two-choice hash table (layout and
- * rules in include/tunterm_maps.h). */
+ * rules in include/tunterm_maps.h), sized at load
+ * (tunterm_ebpf::Capacity). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(map_flags, BPF_F_MMAPABLE);
@@ -59,16 +60,9 @@ struct {
 	__type(value, struct tt_fdb_bucket);
 } fdb SEC(".maps");
 
-/* Buckets of `fdb` (any number), written at load for the map's size
+/* log2 of the buckets of `fdb`, written at load for the map's size
  * (tunterm_ebpf::Capacity); this default fits TT_MAX_FDB. */
-const volatile __u32 tt_fdb_buckets = TT_MAX_FDB / TT_FDB_BUCKET_SLOTS;
-
-/* Where a key's home slot is in its hash (fdb_home), written at load from
- * tunterm_ebpf::fdb::HOME_SHIFT, which userspace places keys by. Not in
- * the map header: where in its bucket a key sits is userspace's choice
- * and every lookup finds a key in any slot, so the maps' layout id (and a
- * hitless restart across this policy) does not depend on it. */
-const volatile __u32 tt_fdb_home_shift = 30;
+const volatile __u32 tt_fdb_bits = TT_FDB_MIN_BITS;
 
 /* Written by userspace (struct tt_globals in tunterm_maps.h). */
 volatile struct tt_globals tt_globals;
@@ -88,32 +82,26 @@ volatile __u32 tt_l2tp_extra = 8;
 	(tt_globals.slow_path_only ? count(capture_counter, XDP_PASS)           \
 				   : count(counter, XDP_DROP))
 
-/* Page-aligned (BPF_F_MMAPABLE, though nothing maps it), so each 64-byte
- * template line is one aligned cache line. */
+/* Tunnels' templates, at their port index (TT_MAX_PORTS). Page-aligned
+ * (BPF_F_MMAPABLE, though nothing maps it), so each 64-byte template line
+ * is one aligned cache line. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(map_flags, BPF_F_MMAPABLE);
-	__uint(max_entries, TT_MAX_SESSIONS);
+	__uint(max_entries, TT_MAX_PORTS);
 	__type(key, __u32);
 	__type(value, struct tt_template_line);
 } templates SEC(".maps");
 
-/* Sessions' templates longer than a line (key: the port id); allocated per
- * entry: most deployments have none. */
+/* Tunnels' templates longer than a line (key: the port index); allocated
+ * per entry: most deployments have none. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, TT_MAX_SESSIONS);
+	__uint(max_entries, TT_MAX_PORTS);
 	__type(key, __u32);
 	__type(value, struct tt_template);
 } long_templates SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, TT_MAX_GRE_PEERS);
-	__type(key, __u32);
-	__type(value, struct tt_template);
-} gre_templates SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -247,25 +235,12 @@ static __always_inline void touch(__u64 *last_seen)
 		*last_seen = now;
 }
 
-/* The FDB key of (vlan, mac from ld_mac): a tt_fdb_key's bytes as one
- * little-endian __u64. */
-static __always_inline __u64 fdb_key(__u16 vlan, __u64 mac)
+/* The FDB's permutation of a MAC (from ld_mac): a bijection of its 48
+ * bits, whose top tt_fdb_bits bits are its first bucket and the rest its
+ * tag (tunterm_maps.h). */
+static __always_inline __u64 fdb_perm(__u64 mac)
 {
-	return (__u64)vlan | mac << 16;
-}
-
-/* The first hash of a MAC: the bucket most keys are in does not depend on
- * the VLAN (TT_FDB_HASH0_SHIFT in tunterm_maps.h). */
-static __always_inline __u64 fdb_hash0(__u64 mac)
-{
-	return (mac ^ (mac >> 24)) * TT_FDB_HASH_MUL0;
-}
-
-/* The bucket of a hash product: its top 32 bits scaled to the table
- * (multiply-shift range reduction, as tunterm_ebpf::fdb::bucket_of). */
-static __always_inline __u32 fdb_bucket(__u64 h)
-{
-	return ((h >> 32) * tt_fdb_buckets) >> 32;
+	return ((mac ^ (mac >> 24)) * TT_FDB_HASH_MUL0) & ((1ULL << 48) - 1);
 }
 
 /* Start loading the first FDB bucket of `mac`, so that a lookup of it a
@@ -275,101 +250,91 @@ static __always_inline __u32 fdb_bucket(__u64 h)
  * issues it at once and runs on). */
 static __always_inline void fdb_prefetch(__u64 mac)
 {
-	__u32 b = fdb_bucket(fdb_hash0(mac));
+	__u32 b = fdb_perm(mac) >> (48 - tt_fdb_bits);
 	struct tt_fdb_bucket *bk = bpf_map_lookup_elem(&fdb, &b);
 
 	if (bk) {
-		__u64 v = ((volatile struct tt_fdb_slot *)bk->slot)->key;
+		__u64 v = ((volatile __u64 *)bk->slot)[0];
 
 		asm volatile("" : : "r"(v));
 	}
 }
 
-/* The home slot of a key in the bucket of hash `h`: the slot userspace
- * puts it in when that is free (tunterm_ebpf::fdb::home_slot), so the
- * first compare of a lookup mostly hits and the CPU predicts it. */
-static __always_inline __u32 fdb_home(__u64 h)
+/* Find `want` (a key's bits, TT_FDB_SECOND set in its second bucket) in
+ * bucket `b`: its slot, with the slot's entry bits in *entry, or NULL;
+ * with `home_first`, the key's home slot `home` first. */
+static __always_inline volatile __u64 *fdb_scan(__u32 b, __u64 want, __u32 home, __u32 *entry,
+						 const int home_first)
 {
-	return (h >> tt_fdb_home_shift) & (TT_FDB_BUCKET_SLOTS - 1);
-}
-
-/* Whether slot `s` holds `key`: 1 with its entry in *e, 0 if not, -1 if
- * it did and userspace cleared it meanwhile. */
-static __always_inline int fdb_match(volatile struct tt_fdb_slot *s, __u64 key,
-				     struct tt_fdb_entry *e)
-{
+	struct tt_fdb_bucket *bk = bpf_map_lookup_elem(&fdb, &b);
+	volatile __u64 *slot;
 	__u64 v;
 
-	if (s->key != key)
-		return 0;
-	/* Entry, then the key again: a slot userspace cleared and reused for
-	 * another key in between is a miss. */
-	v = s->entry;
-	if (s->key != key)
-		return -1;
-	__builtin_memcpy(e, &v, sizeof(v));
-	return 1;
-}
-
-/* Look `key` up in the FDB: its slot (for touch_seen) with the entry in
- * *e, or NULL. Inline, no helper call: two array lookups at most (the
- * verifier inlines them to a bounds check and an add), four compares in
- * the cache line of each; with `home_first`, the key's home slot first. */
-static __always_inline struct tt_fdb_slot *fdb_find_in(__u64 key, struct tt_fdb_entry *e,
-						   const int home_first)
-{
-	__u64 h[2] = { fdb_hash0(key >> TT_FDB_HASH0_SHIFT),
-		       (key ^ (key >> 29)) * TT_FDB_HASH_MUL1 };
-
-#pragma unroll
-	for (int i = 0; i < 2; i++) {
-		__u32 b = fdb_bucket(h[i]);
-		struct tt_fdb_bucket *bk = bpf_map_lookup_elem(&fdb, &b);
-		struct tt_fdb_slot *home;
-		int m;
-
-		if (!bk)
-			return NULL;
-		if (home_first) {
-			home = &bk->slot[fdb_home(h[i])];
-			m = fdb_match(home, key, e);
-			if (m)
-				return m > 0 ? home : NULL;
+	if (!bk)
+		return NULL;
+	slot = bk->slot;
+	want >>= TT_FDB_KEY_SHIFT;
+	if (home_first) {
+		__u32 s = home & (TT_FDB_BUCKET_SLOTS - 1);
+		v = slot[s];
+		if ((v >> TT_FDB_KEY_SHIFT) == want) {
+			*entry = (__u32)v;
+			return &slot[s];
 		}
+	}
 #pragma unroll
-		for (int j = 0; j < TT_FDB_BUCKET_SLOTS; j++) {
-			m = fdb_match(&bk->slot[j], key, e);
-			if (m)
-				return m > 0 ? &bk->slot[j] : NULL;
+	for (int j = 0; j < TT_FDB_BUCKET_SLOTS; j++) {
+		v = slot[j];
+		if ((v >> TT_FDB_KEY_SHIFT) == want) {
+			*entry = (__u32)v;
+			return &slot[j];
 		}
 	}
 	return NULL;
 }
 
+/* Look (vlan, mac) up in the FDB: its slot (for fdb_touch) with the
+ * slot's entry bits (its port index under TT_FDB_PORT_MASK, TT_FDB_SEEN)
+ * in *entry, or NULL. Inline, no helper call: two array lookups at most
+ * (the verifier inlines them to a bounds check and an add), eight compares
+ * of one load each in the cache line of each; with `home_first`, the
+ * key's home slot first. The second bucket's hash is computed only when
+ * the first bucket does not have the key. */
+static __always_inline volatile __u64 *fdb_find_in(__u64 mac, __u16 vlan, __u32 *entry,
+						    const int home_first)
+{
+	__u32 bits = tt_fdb_bits;
+	__u64 p = fdb_perm(mac);
+	__u64 key = (p & ((1ULL << (48 - bits)) - 1)) << TT_FDB_TAG_SHIFT |
+		    (__u64)vlan << TT_FDB_VLAN_SHIFT;
+	__u32 b = p >> (48 - bits);
+	volatile __u64 *slot = fdb_scan(b, key, p >> (45 - bits), entry, home_first);
+
+	if (slot)
+		return slot;
+	__u64 h = key * TT_FDB_HASH_MUL1;
+	return fdb_scan(b ^ ((__u32)(h >> (64 - bits)) | 1), key | TT_FDB_SECOND, h >> (61 - bits),
+			entry, home_first);
+}
+
 /* A lookup of a hot key: one of the few hosts behind the trunk (the
- * destination of decapsulation, the source of encapsulation), at the same
- * slot frame after frame, which the CPU predicts without the home slot
- * (comparing it first measured 1-3 ns more at 1 x 1). */
-static __always_inline struct tt_fdb_slot *fdb_find(__u64 key, struct tt_fdb_entry *e)
+ * destination of decapsulation, the source of encapsulation), or a cold
+ * one: a client among thousands. Both compare the key's home slot first:
+ * userspace puts a key there when it is free, so the first compare
+ * mostly hits, which the CPU predicts. */
+static __always_inline volatile __u64 *fdb_find(__u64 mac, __u16 vlan, __u32 *entry)
 {
-	return fdb_find_in(key, e, 0);
+	return fdb_find_in(mac, vlan, entry, 1);
 }
 
-/* A lookup of a cold key: a client among thousands, at a different slot
- * frame by frame; from its home slot the first compare mostly hits. */
-static __always_inline struct tt_fdb_slot *fdb_find_cold(__u64 key, struct tt_fdb_entry *e)
+/* Mark the source `slot` (from fdb_find, its entry bits `entry`) seen: a
+ * frame was forwarded from its key. Written only when the mark is clear
+ * (once per userspace scan), atomically: userspace may be storing the
+ * slot (tunterm_maps.h). */
+static __always_inline void fdb_touch(volatile __u64 *slot, __u32 entry)
 {
-	return fdb_find_in(key, e, 1);
-}
-
-/* Stamp an FDB entry seen now (only its `seen` half-word: userspace owns
- * the rest), if its stamp `seen` is older. */
-static __always_inline void touch_seen(struct tt_fdb_slot *s, __u16 seen)
-{
-	__u16 now = (__u16)tt_globals.seen_now;
-
-	if (now != seen)
-		((volatile struct tt_fdb_entry *)&s->entry)->seen = now;
+	if (!(entry & TT_FDB_SEEN))
+		__sync_fetch_and_or((__u64 *)slot, (__u64)TT_FDB_SEEN);
 }
 
 /* Whether the frame from ethertype `et` on is an unfragmented IPv4 UDP

@@ -211,7 +211,7 @@ int xdp_ap_rx(struct xdp_md *ctx)
 
 	/* What the tunnel says about the inner frame. */
 	__u32 port, flags, ifindex;
-	__u16 default_vlan;
+	__u16 default_vlan, trunk_untagged;
 	/* The tunnel's VLAN bitmap: an mGRE peer's; a session's is looked up
 	 * (session_vlans) only for a tagged frame. */
 	const __u64 *vlans = 0;
@@ -307,10 +307,11 @@ int xdp_ap_rx(struct xdp_md *ctx)
 		/* A peer that sequenced until now: the slow path sees it stop. */
 		if (peer->flags & TT_GRE_SEQUENCED)
 			return PASS(SEQUENCED);
-		port = peer->port;
+		port = peer->port_idx;
 		flags = peer->flags;
 		ifindex = peer->trunk_ifindex;
 		default_vlan = peer->default_vlan;
+		trunk_untagged = peer->trunk_untagged_vlan;
 		vlans = peer->vlans;
 		peer_seen = &peer->last_seen_ns;
 		off = l4off + hlen;
@@ -356,13 +357,18 @@ int xdp_ap_rx(struct xdp_md *ctx)
 				return PASS(SEQUENCED);
 			off += SUBLAYER_LEN;
 		}
-		port = s->port;
+		port = s->port_idx;
 		flags = s->flags;
 		ifindex = s->trunk_ifindex;
 		default_vlan = s->default_vlan;
+		trunk_untagged = s->trunk_untagged_vlan;
 	}
 	if (off > 256)
 		return PASS(MALFORMED);
+	/* Index 0 is the trunk's: a tunnel written without its own (never by
+	 * tunterm) must not pass the trunk's hosts off as its clients. */
+	if (port == TT_PORT_TRUNK)
+		return PASS(UNKNOWN_SESSION);
 
 	/* The inner frame. */
 	__u8 *in = (__u8 *)data + off;
@@ -400,14 +406,17 @@ int xdp_ap_rx(struct xdp_md *ctx)
 
 	/* Learning stays in userspace: a source not (or no longer) on this
 	 * tunnel's port goes up so the switch learns or moves it. */
-	struct tt_fdb_entry srce, dst;
-	struct tt_fdb_slot *src_slot = fdb_find_cold(fdb_key(vlan, e.smac), &srce);
-	if (!src_slot || srce.port != port)
+	__u32 srce, dst;
+	volatile __u64 *src_slot = fdb_find(e.smac, vlan, &srce);
+	if (!src_slot || (srce & TT_FDB_PORT_MASK) != port)
 		return PASS(SRC_NOT_LEARNED);
-	if (!fdb_find(fdb_key(vlan, e.dmac), &dst))
+	if (!fdb_find(e.dmac, vlan, &dst))
 		return PASS(UNKNOWN_DST);
-	if (dst.port != TT_PORT_TRUNK)
+	if ((dst & TT_FDB_PORT_MASK) != TT_PORT_TRUNK)
 		return PASS(NOT_TRUNK);
+	/* The trunk's untagged VLAN leaves untagged, as the switch sends (0
+	 * is none: a frame's VLAN never is). */
+	__u32 out_tagged = vlan != trunk_untagged;
 	/* The slow path clamps the MSS of SYNs to the tunnel's MTU. */
 	if (is_tcp_syn(in + ETH_HLEN - 2 + e.tagged * VLAN_HLEN, data_end))
 		return PASS(TCP_SYN);
@@ -416,14 +425,13 @@ int xdp_ap_rx(struct xdp_md *ctx)
 	if (is_arp_or_icmp6(in + ETH_HLEN - 2 + e.tagged * VLAN_HLEN, data_end))
 		return PASS(ARP_ND);
 
-	touch_seen(src_slot, srce.seen);
+	fdb_touch(src_slot, srce);
 	if (peer_seen)
 		touch(peer_seen);
 
 	/* Rewrite: drop the outer headers and the inner tag (if any), then
 	 * write the MACs and the egress tag (if any) in front of the inner
 	 * ethertype, which stays where it is. */
-	__u32 out_tagged = !(dst.flags & TT_FDB_EGRESS_UNTAGGED);
 	__u16 tci_out = bpf_htons(e.prio | vlan);
 	int delta = (int)(off + e.tagged * VLAN_HLEN) - (int)(out_tagged * VLAN_HLEN);
 

@@ -8,7 +8,8 @@
  *
  * A unicast frame on a VLAN the trunk carries, whose source MAC is already
  * learned on the trunk and whose destination is learned behind a tunnel
- * (an L2TPv3 session or an mGRE peer) with a header template, gets the
+ * (an L2TPv3 session or an mGRE peer) with a header template at its port
+ * index, gets the
  * tunnel's egress tag (none on the tunnel's untagged VLAN, the VLAN with
  * the frame's PCP and DEI otherwise: tunterm::wire::ether::append_retagged
  * with Switch::egress_tag), the template in front, the IP (and UDP)
@@ -31,8 +32,7 @@
  */
 static __always_inline int encap(struct xdp_md *ctx, const void *tpl, const __u32 hdr_max,
 				 __u8 *f, void *data_end, const struct eth_view *e,
-				 __u16 vlan, __u16 dst_flags, struct tt_fdb_slot *src_slot,
-				 __u16 src_seen)
+				 __u16 vlan, volatile __u64 *src_slot, __u32 src)
 {
 	const struct tt_template *m = tpl;
 	const __u8 *hdr = (const __u8 *)tpl + __builtin_offsetof(struct tt_template, hdr);
@@ -56,14 +56,16 @@ static __always_inline int encap(struct xdp_md *ctx, const void *tpl, const __u3
 	if (is_dhcp_reply(f + ETH_HLEN - 2 + e->tagged * VLAN_HLEN, data_end))
 		return TPASS(DHCP);
 
-	__u32 out_tagged = !(dst_flags & TT_FDB_EGRESS_UNTAGGED);
+	/* The tunnel's untagged VLAN leaves untagged (0 is none: a frame's
+	 * VLAN never is). */
+	__u32 out_tagged = vlan != m->untagged_vlan;
 	__u64 frame_len = (__u8 *)data_end - f;
 	__u64 ip_len = hlen - ETH_HLEN + frame_len - e->tagged * VLAN_HLEN +
 		       out_tagged * VLAN_HLEN;
 	if (ip_len > m->mtu)
 		return TPASS(TOO_BIG);
 
-	touch_seen(src_slot, src_seen);
+	fdb_touch(src_slot, src);
 
 	__u16 tci_out = bpf_htons(e->prio | vlan);
 	__u32 ifindex = m->ifindex;
@@ -175,33 +177,27 @@ int xdp_trunk_rx(struct xdp_md *ctx)
 		return TPASS(SRC_NOT_LEARNED);
 	if (is_group(e.dmac))
 		return TPASS(BUM);
-	struct tt_fdb_entry srce, dst;
-	struct tt_fdb_slot *src_slot = fdb_find(fdb_key(vlan, e.smac), &srce);
-	if (!src_slot || srce.port != TT_PORT_TRUNK)
+	__u32 srce, dst;
+	volatile __u64 *src_slot = fdb_find(e.smac, vlan, &srce);
+	if (!src_slot || (srce & TT_FDB_PORT_MASK) != TT_PORT_TRUNK)
 		return TPASS(SRC_NOT_LEARNED);
-	if (!fdb_find_cold(fdb_key(vlan, e.dmac), &dst))
+	if (!fdb_find(e.dmac, vlan, &dst))
 		return TPASS(UNKNOWN_DST);
-	if (dst.port == TT_PORT_TRUNK)
+	__u32 dport = dst & TT_FDB_PORT_MASK;
+	if (dport == TT_PORT_TRUNK)
 		return TPASS(NOT_TUNNEL);
-	__u32 dport = dst.port;
-	/* The destination's template: one line of `templates` for most
-	 * sessions; a longer header (IPv6, a long cookie) behind it in
-	 * `long_templates`; an mGRE peer's in `gre_templates`. */
-	const struct tt_template *tpl;
-	if (dport >= TT_GRE_PORT_BASE) {
-		tpl = bpf_map_lookup_elem(&gre_templates, &dport);
-	} else {
-		__u32 slot = dport & (TT_MAX_SESSIONS - 1);
-		const struct tt_template_line *line = bpf_map_lookup_elem(&templates, &slot);
-		if (!line || line->port_hi != (__u16)(dport >> 16))
-			return TPASS(NO_TEMPLATE);
-		if (line->hdr_len != TT_TEMPLATE_LONG)
-			return encap(ctx, line, TT_TEMPLATE_LINE_MAX, f, data_end, &e, vlan,
-				     dst.flags, src_slot, srce.seen);
-		tpl = bpf_map_lookup_elem(&long_templates, &dport);
-	}
-	if (!tpl || tpl->port_hi != (__u16)(dport >> 16))
+	/* The destination's template, at its port index: one line of
+	 * `templates` for most tunnels; a longer header (IPv6, a long cookie)
+	 * behind it in `long_templates`. An empty line (hdr_len 0) is no
+	 * template: encap passes it. */
+	const struct tt_template_line *line = bpf_map_lookup_elem(&templates, &dport);
+	if (!line)
 		return TPASS(NO_TEMPLATE);
-	return encap(ctx, tpl, TT_TEMPLATE_MAX, f, data_end, &e, vlan, dst.flags, src_slot,
-		     srce.seen);
+	if (line->hdr_len != TT_TEMPLATE_LONG)
+		return encap(ctx, line, TT_TEMPLATE_LINE_MAX, f, data_end, &e, vlan, src_slot,
+			     srce);
+	const struct tt_template *tpl = bpf_map_lookup_elem(&long_templates, &dport);
+	if (!tpl)
+		return TPASS(NO_TEMPLATE);
+	return encap(ctx, tpl, TT_TEMPLATE_MAX, f, data_end, &e, vlan, src_slot, srce);
 }

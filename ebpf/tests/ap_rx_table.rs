@@ -17,7 +17,6 @@
 mod common;
 
 use std::net::{IpAddr, SocketAddr, SocketAddrV4};
-use std::time::Duration;
 
 use common::lab::{self, EDGE, HOST, LEN, Lab, Slow, Tunnel, gre_from};
 use common::mirror::{self, NotFast};
@@ -1278,16 +1277,24 @@ fn same_table_fast_and_slow() {
         .set_slow_path_only(false)
         .expect("clear the capture flag");
 
-    // A forwarded source is refreshed in the FDB (its last-seen).
+    // A forwarded source's FDB slot is marked seen (userspace takes the
+    // marks to keep the switch's entry from aging); taking them clears
+    // them, and the next frame from it marks it again.
     let t0 = &lab.tunnels[0];
     let key = tt_fdb_key::new(10, t0.client);
-    let entry = bpf.fdb().expect("fdb").get(&key).expect("client entry");
-    let ago = entry.seen_ago(tunterm_ebpf::fdb::monotonic_ns());
-    // Two stamp units (2.15 s) at most: the stamp unit started before
-    // the stamp, and the clock may have crossed into the next.
-    if ago.is_none_or(|a| a > Duration::from_secs(3)) {
+    let seen = |bpf: &mut ApRx| bpf.fdb().expect("fdb").take_seen().contains(&key);
+    if !seen(&mut bpf) {
+        failures.push("the table's frames from t0's client did not mark it seen".into());
+    }
+    if seen(&mut bpf) {
+        failures.push("taking the seen marks did not clear them".into());
+    }
+    let frame = t0.data(&packets::client(HOST, t0.client, None, LEN));
+    let got = bpf.test_run(&frame).expect("test run");
+    if got.action != Action::Redirect || !seen(&mut bpf) {
         failures.push(format!(
-            "forwarding did not stamp the source seen now: {ago:?} ago"
+            "a frame from t0's client ({:?}) did not mark it seen",
+            got.action
         ));
     }
 
@@ -1343,9 +1350,16 @@ fn mirror_keeps_unsupported_sessions_slow() {
         tx_seq: 0,
         rx_seq: None,
     };
-    let (k, v) = mirror::session_entry(&base, &port, 3).expect("entry");
+    let trunk = mirror::TrunkLink {
+        ifindex: 3,
+        untagged_vlan: Some(1),
+    };
+    let (k, v) = mirror::session_entry(&base, &port, 9, &trunk).expect("entry");
     assert_eq!(k, 42);
-    assert_eq!(v.entry.port, 42);
+    assert_eq!(
+        (v.entry.port, v.entry.port_idx, v.entry.trunk_untagged_vlan),
+        (42, 9, 1)
+    );
     assert_eq!(v.entry.cookie(), &[9, 8, 7, 6]);
     assert_eq!(v.entry.default_vlan, 10);
     assert_eq!(v.entry.trunk_ifindex, 3);
@@ -1354,21 +1368,21 @@ fn mirror_keeps_unsupported_sessions_slow() {
     let mut s = base.clone();
     s.state = SessionState::WaitConnect;
     assert_eq!(
-        mirror::session_entry(&s, &port, 3).err(),
+        mirror::session_entry(&s, &port, 9, &trunk).err(),
         Some(NotFast::NotEstablished)
     );
     // Over IP and over IPv6 they have entries now, with the transport and
     // family they were set up over.
     let mut s = base.clone();
     s.transport = Transport::Ip;
-    let (_, v) = mirror::session_entry(&s, &port, 3).expect("IP entry");
+    let (_, v) = mirror::session_entry(&s, &port, 9, &trunk).expect("IP entry");
     assert_eq!(
         (u32::from(v.entry.transport), v.entry.peer_port),
         (tunterm_ebpf::maps::TT_TRANSPORT_IP, 0)
     );
     let mut s = base.clone();
     s.peer = "[2001:db8::2]:40000".parse().expect("addr");
-    let (_, v) = mirror::session_entry(&s, &port, 3).expect("IPv6 entry");
+    let (_, v) = mirror::session_entry(&s, &port, 9, &trunk).expect("IPv6 entry");
     assert_eq!(
         v.entry.peer_ip(),
         "2001:db8::2".parse::<IpAddr>().expect("addr")
@@ -1378,25 +1392,26 @@ fn mirror_keeps_unsupported_sessions_slow() {
     let link = lab::ap_link();
     let mut s = base.clone();
     s.cookie_tx = Cookie::new(&[1, 2, 3, 4]).expect("cookie");
-    let (k, t) = mirror::session_template(&s, &link).expect("template");
+    let (k, t) = mirror::session_template(&s, &port, 9, &link).expect("template");
+    // Keyed by the port index, with the port's untagged VLAN.
     assert_eq!(
-        (k, t.hdr_len, t.ifindex),
-        (42, 14 + 20 + 8 + 8 + 4, lab::AP_IFINDEX)
+        (k, t.untagged_vlan, t.hdr_len, t.ifindex),
+        (9, 10, 14 + 20 + 8 + 8 + 4, lab::AP_IFINDEX)
     );
     s.sublayer = true;
     s.send_seq = true;
     assert_eq!(
-        mirror::session_template(&s, &link).err(),
+        mirror::session_template(&s, &port, 9, &link).err(),
         Some(NotFast::Sequenced)
     );
     let mut s = base;
     s.peer = "[2001:db8::2]:40000".parse().expect("addr");
     assert_eq!(
-        mirror::session_template(&s, &link).err(),
+        mirror::session_template(&s, &port, 9, &link).err(),
         Some(NotFast::Entry(EntryError::Udp6))
     );
     s.transport = Transport::Ip;
-    let (_, t) = mirror::session_template(&s, &link).expect("IP/IPv6 template");
+    let (_, t) = mirror::session_template(&s, &port, 9, &link).expect("IP/IPv6 template");
     assert_eq!(t.hdr_len, 14 + 40 + 4);
 }
 

@@ -1425,7 +1425,7 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "case 3: --fast-path-fdb-entries {} (1.5 x the MACs, whole 4-slot buckets)",
+            "case 3: --fast-path-fdb-entries {} (the MACs and 1/16 more, a power of two)",
             self.fdb_entries
         );
         if self.realtime {

@@ -607,13 +607,12 @@ impl Dataplane {
         }
         if let Some(f) = &mut self.fast {
             let mut restored = 0;
-            for (vlan, mac, port, ago) in f.take_adopted_fdb() {
-                let at = ago.and_then(|a| now.checked_sub(a)).unwrap_or(now);
+            for (vlan, mac, port) in f.take_adopted_fdb() {
                 if self.switch.restore_entry(
                     vlan,
                     &tunterm_core::wire::ether::MacAddr(mac),
                     port,
-                    at,
+                    now,
                 ) {
                     restored += 1;
                 }

@@ -27,7 +27,7 @@ use tunterm_core::proto::l2tp::{
 use tunterm_core::wire::l2tp::{Transport, pw};
 use tunterm_ebpf::Table as _;
 use tunterm_ebpf::maps::{Counters, tt_counter, tt_fdb_key};
-use tunterm_ebpf::{Action, FastPath};
+use tunterm_ebpf::{Action, FastPath, PortIndex};
 
 /// Addresses from the documentation ranges: nothing is ever sent (a test
 /// run transmits nothing, a redirect only reports XDP_REDIRECT).
@@ -510,6 +510,8 @@ pub struct Lab {
     /// The daemon's forwarding pipeline, and its actions for one packet.
     pub fwd: Forwarder,
     pub out: Actions,
+    /// The tunnels' port indexes, handed out as the daemon does.
+    pub ports: PortIndex,
 }
 
 impl Lab {
@@ -618,6 +620,7 @@ impl Lab {
                 icmp_src6: Some(EDGE6),
             }),
             out: Actions::default(),
+            ports: PortIndex::new(),
         };
         // The mGRE peers, made by their first packet (a broadcast).
         for (i, (addr, key, sequenced)) in [
@@ -649,6 +652,14 @@ impl Lab {
             assert!(is_gre_port(g.port));
             lab.gre_aps.push(g);
         }
+        for port in lab
+            .tunnels
+            .iter()
+            .map(|t| t.port_id())
+            .chain(lab.gre_aps.iter().map(|g| g.port))
+        {
+            lab.ports.assign(port.0).expect("a port index");
+        }
         // The trunk host on VLANs 1 (untagged), 10 and 20.
         for tci in [None, Some(10), Some(20)] {
             let (v, _) =
@@ -679,9 +690,13 @@ impl Lab {
     /// Mirror the sessions, peers, templates, trunk and FDB into the maps.
     pub fn mirror_into(&self, bpf: &mut FastPath) {
         let link = ap_link();
+        let trunk = mirror::TrunkLink {
+            ifindex: TRUNK_IFINDEX,
+            untagged_vlan: self.trunk_port.untagged_vlan,
+        };
         let mut sessions = bpf.sessions().expect("sessions map");
         for t in &self.tunnels {
-            let (k, v) = mirror::session_entry(&t.session, &t.port, TRUNK_IFINDEX)
+            let (k, v) = mirror::session_entry(&t.session, &t.port, self.idx(t.port_id()), &trunk)
                 .expect("an established session has an entry");
             sessions.put(k, v).expect("insert session");
         }
@@ -689,30 +704,39 @@ impl Lab {
         let stats: Vec<_> = self.gre.peers(self.now).collect();
         assert_eq!(stats.len(), self.gre_aps.len());
         for p in &stats {
-            let (k, v) = mirror::gre_peer_entry(p, &self.mgre_port, TRUNK_IFINDEX).expect("peer");
+            let (k, v) =
+                mirror::gre_peer_entry(p, &self.mgre_port, self.idx(p.port), &trunk).expect("peer");
             peers.insert(k, v, 0).expect("insert peer");
         }
         let mut templates = bpf.templates().expect("templates map");
         for t in &self.tunnels {
-            if let Ok((k, v)) = mirror::session_template(&t.session, &link) {
+            if let Ok((k, v)) =
+                mirror::session_template(&t.session, &t.port, self.idx(t.port_id()), &link)
+            {
                 templates.put(k, v).expect("insert template");
             }
         }
-        let mut gre_templates = bpf.gre_templates().expect("gre_templates map");
         for p in &stats {
-            if let Ok((k, v)) = mirror::gre_template(p, &link) {
-                gre_templates.insert(k, v, 0).expect("insert template");
+            if let Ok((k, v)) = mirror::gre_template(p, &self.mgre_port, self.idx(p.port), &link) {
+                templates.put(k, v).expect("insert template");
             }
         }
         bpf.set_trunk(&mirror::trunk_entry(&self.trunk_port).expect("trunk"))
             .expect("trunk map");
         let mut fdb = bpf.fdb().expect("fdb map");
         let mut n = 0;
-        for (k, v) in mirror::fdb_entries(&self.switch) {
+        for (k, v) in mirror::fdb_entries(&self.switch, &self.ports) {
             fdb.put(k, v).expect("insert fdb");
             n += 1;
         }
         assert_eq!(n, self.switch.fdb_len());
+    }
+
+    /// The port index of a tunnel of the lab.
+    pub fn idx(&self, port: PortId) -> u16 {
+        self.ports
+            .get(port.0)
+            .expect("every tunnel has a port index")
     }
 
     /// The userspace path on a packet from the AP side.

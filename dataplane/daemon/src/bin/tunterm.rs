@@ -71,11 +71,11 @@ enum Cmd {
               .range(1..=i64::from(tunterm_control::MAX_WORKERS)))]
         workers: Option<u16>,
         /// Slots for client MACs (VLAN, MAC pairs) the XDP fast path can
-        /// forward between, rounded up to a multiple of 4 (1024 to
-        /// 4194304). Size it to 1.5 times the clients expected: the table
-        /// is preallocated (16 bytes a slot), fills to about 95% of its
-        /// slots, and a smaller one stays in the CPU caches. MACs it has no
-        /// room for are forwarded in userspace.
+        /// forward between, rounded up to a power of two (65536 to
+        /// 4194304). Size it to the clients expected and a sixteenth more:
+        /// the table is preallocated (8 bytes a slot), fills past 95% of
+        /// its slots, and a smaller one stays in the CPU caches. MACs it
+        /// has no room for are forwarded in userspace.
         #[arg(long, default_value_t = tunterm_ebpf::Capacity::DEFAULT_FDB,
               value_parser = parse_fdb_entries)]
         fast_path_fdb_entries: u32,

@@ -2,6 +2,11 @@
 //! trunk's VLANs, per-tunnel header templates and the FDB. Pure conversions
 //! (no I/O): the daemon installs what they return, and the table tests in
 //! `ebpf/tests/` run the programs on exactly these entries.
+//!
+//! The maps name a tunnel port by its port index (`tunterm_ebpf::ports`),
+//! which the caller assigns: the entries of a tunnel carry it, its template
+//! is keyed by it, and the FDB holds it ([`fdb_entries`] leaves out MACs
+//! behind ports without one).
 
 use std::net::IpAddr;
 
@@ -9,6 +14,7 @@ use tunterm_core::proto::bridge::{PortConfig, PortId, Switch};
 use tunterm_core::proto::gre::PeerStats;
 use tunterm_core::proto::l2tp::{DataSession, SessionState};
 use tunterm_core::wire::l2tp::{L2TP_PORT, Transport};
+use tunterm_ebpf::PortIndex;
 use tunterm_ebpf::maps::{
     EntryError, GrePeerSpec, L2tpSessionSpec, L2tpTransport, Session, TemplateSpec, TunnelHeader,
     tt_fdb_entry, tt_fdb_key, tt_gre_key, tt_gre_peer, tt_template, tt_trunk,
@@ -37,11 +43,13 @@ fn transport(t: Transport) -> L2tpTransport {
 }
 
 /// The `sessions` map entry (key, value) of a session whose switch port is
-/// configured `port`.
+/// configured `port` and holds port index `idx`, toward the trunk
+/// `trunk`.
 pub fn session_entry(
     s: &DataSession,
     port: &PortConfig,
-    trunk_ifindex: u32,
+    idx: u16,
+    trunk: &TrunkLink,
 ) -> Result<(u32, Session), NotFast> {
     if s.state != SessionState::Established {
         return Err(NotFast::NotEstablished);
@@ -53,8 +61,10 @@ pub fn session_entry(
         sublayer: s.sublayer,
         // By the switch's convention a session's port id is its local id.
         port: s.local_sid,
+        port_idx: idx,
         untagged_vlan: port.untagged_vlan,
-        trunk_ifindex,
+        trunk_ifindex: trunk.ifindex,
+        trunk_untagged_vlan: trunk.untagged_vlan,
     };
     let value = Session::for_l2tp(&spec, port.vlans.iter()).map_err(NotFast::Entry)?;
     Ok((s.local_sid, value))
@@ -76,21 +86,35 @@ pub fn most_common_l2tp_extra<'a>(sessions: impl IntoIterator<Item = &'a Session
 }
 
 /// The `gre_peers` map entry of a live mGRE peer whose switch port is
-/// configured `port`. A sequenced peer gets one too (flagged, so its data
-/// goes slow and the slow path sees it stop sequencing).
+/// configured `port` and holds port index `idx`, toward the trunk `trunk`.
+/// A sequenced peer gets one too (flagged, so its data goes slow and the
+/// slow path sees it stop sequencing).
 pub fn gre_peer_entry(
     p: &PeerStats,
     port: &PortConfig,
-    trunk_ifindex: u32,
+    idx: u16,
+    trunk: &TrunkLink,
 ) -> Result<(tt_gre_key, tt_gre_peer), NotFast> {
     let spec = GrePeerSpec {
         port: p.port.0,
+        port_idx: idx,
         untagged_vlan: port.untagged_vlan,
         sequenced: p.sequenced,
-        trunk_ifindex,
+        trunk_ifindex: trunk.ifindex,
+        trunk_untagged_vlan: trunk.untagged_vlan,
     };
     let value = tt_gre_peer::new(&spec, port.vlans.iter()).map_err(NotFast::Entry)?;
     Ok((tt_gre_key::new(p.addr, p.key), value))
+}
+
+/// What a tunnel's entry says of the trunk: where frames to it go, and
+/// which VLAN leaves it untagged (its switch port's untagged VLAN).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TrunkLink {
+    /// The trunk interface.
+    pub ifindex: u32,
+    /// The trunk port's untagged VLAN.
+    pub untagged_vlan: Option<u16>,
 }
 
 /// The trunk port's VLANs.
@@ -132,12 +156,12 @@ impl ApLink {
 
     fn spec<'a>(
         &self,
-        port: PortId,
+        port: &PortConfig,
         peer: IpAddr,
         header: TunnelHeader<'a>,
     ) -> Result<TemplateSpec<'a>, NotFast> {
         Ok(TemplateSpec {
-            port: port.0,
+            untagged_vlan: port.untagged_vlan,
             ifindex: self.ifindex,
             src_mac: self.src_mac,
             dst_mac: self.next_hop_mac,
@@ -151,10 +175,17 @@ impl ApLink {
     }
 }
 
-/// The `templates` entry of a session: what `Endpoint::encap_header` writes
-/// (the AP's session id, the cookie it assigned, a sublayer word without a
-/// sequence number) behind the outer headers the kernel would build.
-pub fn session_template(s: &DataSession, link: &ApLink) -> Result<(u32, tt_template), NotFast> {
+/// The `templates` entry of a session whose switch port is configured
+/// `port` and holds port index `idx` (the key): what
+/// `Endpoint::encap_header` writes (the AP's session id, the cookie it
+/// assigned, a sublayer word without a sequence number) behind the outer
+/// headers the kernel would build, and the VLAN that enters untagged.
+pub fn session_template(
+    s: &DataSession,
+    port: &PortConfig,
+    idx: u16,
+    link: &ApLink,
+) -> Result<(u32, tt_template), NotFast> {
     if s.state != SessionState::Established {
         return Err(NotFast::NotEstablished);
     }
@@ -176,31 +207,39 @@ pub fn session_template(s: &DataSession, link: &ApLink) -> Result<(u32, tt_templ
             sublayer: s.sublayer,
         },
     };
-    let t =
-        tt_template::new(&link.spec(port_of(s), s.peer.ip(), header)?).map_err(NotFast::Entry)?;
-    Ok((s.local_sid, t))
+    let t = tt_template::new(&link.spec(port, s.peer.ip(), header)?).map_err(NotFast::Entry)?;
+    Ok((u32::from(idx), t))
 }
 
-/// The `templates` entry of an mGRE peer: `GreEndpoint::encap_header`'s
+/// The `templates` entry of an mGRE peer whose switch port is configured
+/// `port` and holds port index `idx` (the key): `GreEndpoint::encap_header`'s
 /// header (its key, no sequence number).
-pub fn gre_template(p: &PeerStats, link: &ApLink) -> Result<(u32, tt_template), NotFast> {
+pub fn gre_template(
+    p: &PeerStats,
+    port: &PortConfig,
+    idx: u16,
+    link: &ApLink,
+) -> Result<(u32, tt_template), NotFast> {
     if p.sequenced {
         return Err(NotFast::Sequenced);
     }
     let header = TunnelHeader::Gre { key: p.key };
-    let t = tt_template::new(&link.spec(p.port, p.addr, header)?).map_err(NotFast::Entry)?;
-    Ok((p.port.0, t))
+    let t = tt_template::new(&link.spec(port, p.addr, header)?).map_err(NotFast::Entry)?;
+    Ok((u32::from(idx), t))
 }
 
-/// The `fdb` map entries of everything the switch has learned, with the
-/// egress tagging each (VLAN, port) gets.
-pub fn fdb_entries(switch: &Switch) -> impl Iterator<Item = (tt_fdb_key, tt_fdb_entry)> + '_ {
-    switch.fdb().map(|(vlan, mac, port)| {
-        let untagged = switch.egress_tag(port, vlan).is_none();
-        (
-            tt_fdb_key::new(vlan, mac.0),
-            tt_fdb_entry::new(port.0, untagged),
-        )
+/// The `fdb` map entries of everything the switch has learned behind the
+/// trunk or a port holding an index in `ports`. A MAC behind a tunnel
+/// outside the fast path has none: frames to it pass to the slow path as
+/// to an unknown destination. (Egress tagging is the destination port's:
+/// the trunk's entry and the templates carry its untagged VLAN.)
+pub fn fdb_entries<'a>(
+    switch: &'a Switch,
+    ports: &'a PortIndex,
+) -> impl Iterator<Item = (tt_fdb_key, tt_fdb_entry)> + 'a {
+    switch.fdb().filter_map(|(vlan, mac, port)| {
+        let idx = ports.get(port.0)?;
+        Some((tt_fdb_key::new(vlan, mac.0), tt_fdb_entry::new(idx)))
     })
 }
 
@@ -228,8 +267,10 @@ mod tests {
                     cookie,
                     sublayer,
                     port: 7,
+                    port_idx: 1,
                     untagged_vlan: Some(10),
                     trunk_ifindex: 3,
+                    trunk_untagged_vlan: None,
                 },
                 [],
             )

@@ -12,10 +12,11 @@
 //! - FDB: every switch FDB entry is mirrored with its egress tagging. The
 //!   programs forward only between MACs the switch already knows; anything
 //!   they do not handle is passed up unchanged and the switch learns from it.
-//! - Aging: the programs stamp `last_seen_ns` on sources (and mGRE peers)
-//!   they forward from; [`FastPath::handle`] carries those stamps into the
-//!   switch and the mGRE endpoint, so what only the fast path sees does not
-//!   age out or time out.
+//! - Aging: the programs set the seen mark of a source's FDB slot (and
+//!   stamp an mGRE peer's `last_seen_ns`) when they forward from it;
+//!   [`FastPath::handle`] carries those into the switch and the mGRE
+//!   endpoint every 2 s (`REFRESH_EVERY`), so what only the fast path sees
+//!   does not age out or time out.
 //!
 //! A native `XDP_REDIRECT` into a veth is dropped silently unless the veth's
 //! peer runs an XDP program or has GRO on: [`FastPath::start`] warns when a
@@ -45,23 +46,22 @@ use tunterm_ebpf::maps::{
     tt_template,
 };
 use tunterm_ebpf::tables::slot_of;
-use tunterm_ebpf::{Attached, Capacity, Error, FastPath as Programs, Pins, Program, Table};
+use tunterm_ebpf::{
+    Attached, Capacity, Error, FastPath as Programs, Pins, PortIndex, Program, Table,
+};
 
-use self::mirror::{ApLink, NotFast};
+use self::mirror::{ApLink, NotFast, TrunkLink};
 use crate::io::netlink::{self, NextHops, Rtnl};
 use tunterm_core::proto::bridge::{PortConfig, PortId, Switch, TRUNK};
 use tunterm_core::proto::gre::GreEndpoint;
 use tunterm_core::proto::l2tp::{DataSession, Endpoint};
 use tunterm_core::wire::ether::MacAddr;
 
-/// How often fast-path "last seen" stamps are carried into the switch and
-/// the mGRE endpoint, and tunnel entries are checked again (neighbour MACs,
-/// sequencing).
+/// How often the fast path's seen bits and "last seen" stamps are carried
+/// into the switch and the mGRE endpoint, and tunnel entries are checked
+/// again (neighbour MACs, sequencing): a MAC only XDP forwards from counts
+/// as seen at most this late.
 const REFRESH_EVERY: Duration = Duration::from_secs(2);
-/// How often the programs' clock for FDB `seen` stamps is written (it is
-/// read per frame from a global, not from a helper call): a stamp lags the
-/// frame it records by at most this, on top of its 2^30 ns unit.
-const SEEN_CLOCK_EVERY: Duration = Duration::from_millis(250);
 /// Least time between two FDB mirrors (each compares the whole table), so a
 /// learning storm costs a bounded share of the loop. New MACs are forwarded
 /// by the slow path meanwhile.
@@ -192,7 +192,8 @@ pub struct FastPathStats {
     /// `unfit` (values the maps cannot hold, e.g. L2TPv3/UDP over IPv6
     /// encapsulation, whose UDP checksum XDP does not compute),
     /// `slot_taken` (another live session's id has the same low 16 bits,
-    /// the index of the fast path's session arrays).
+    /// the index of the fast path's session arrays), `no_port_index` (all
+    /// 32,767 port indexes are taken, or given back and not yet free).
     pub slow: BTreeMap<Cow<'static, str>, usize>,
     /// Map writes or deletes the kernel refused.
     pub map_errors: u64,
@@ -359,16 +360,16 @@ pub struct FastPath {
     local6: Option<Ipv6Addr>,
     sessions: Mirror<u32, Session>,
     gre_peers: Mirror<tt_gre_key, tt_gre_peer>,
+    /// Tunnels' templates, by port index.
     templates: Mirror<u32, tt_template>,
-    gre_templates: Mirror<u32, tt_template>,
     fdb: Mirror<tt_fdb_key, tt_fdb_entry>,
+    /// The port index of each tunnel in the maps (`tunterm_ebpf::ports`).
+    ports: PortIndex,
     fdb_generation: Option<u64>,
     /// Earliest next FDB mirror, and whether one is waiting for it.
     fdb_due: Instant,
     fdb_pending: bool,
     next_refresh: Instant,
-    /// When the programs' `seen` clock is written next.
-    next_seen_clock: Instant,
     stats: FastPathStats,
     pin_dir: Option<PathBuf>,
     /// FDB entries found in adopted maps, for the switch to take back.
@@ -617,13 +618,12 @@ impl FastPath {
             sessions: Mirror::new(),
             gre_peers: Mirror::new(),
             templates: Mirror::new(),
-            gre_templates: Mirror::new(),
+            ports: PortIndex::new(),
             fdb: Mirror::new(),
             fdb_generation: None,
             fdb_due: Instant::now(),
             fdb_pending: false,
             next_refresh: Instant::now() + REFRESH_EVERY,
-            next_seen_clock: Instant::now() + SEEN_CLOCK_EVERY,
             stats: FastPathStats {
                 pin_dir: pin_dir.map(|d| d.display().to_string()).unwrap_or_default(),
                 start: start_kind,
@@ -646,28 +646,51 @@ impl FastPath {
         self.sessions.adopt(&self.progs.sessions()?);
         self.gre_peers.adopt(&self.progs.gre_peers()?);
         self.templates.adopt(&self.progs.templates()?);
-        self.gre_templates.adopt(&self.progs.gre_templates()?);
+        // Each tunnel keeps the index its entries and template are at (an
+        // entry another tunnel's index collides with is left to the next
+        // sync, which rewrites it under an index of its own).
+        let sessions = self
+            .sessions
+            .installed
+            .values()
+            .map(|s| (s.entry.port, s.entry.port_idx));
+        let peers = self
+            .gre_peers
+            .installed
+            .values()
+            .map(|p| (p.port, p.port_idx));
+        for (port, idx) in sessions.chain(peers) {
+            if !self.ports.adopt(port, idx) {
+                warn!(
+                    port,
+                    idx, "fast path: an adopted tunnel's port index is taken"
+                );
+            }
+        }
         self.fdb.adopt(&self.progs.fdb()?);
+        for e in self.fdb.installed.values() {
+            self.ports.hold(e.port);
+        }
         self.adopted_fdb = self.fdb.installed.iter().map(|(k, v)| (*k, *v)).collect();
         info!(
             sessions = self.sessions.installed.len(),
             gre_peers = self.gre_peers.installed.len(),
-            templates = self.templates.installed.len() + self.gre_templates.installed.len(),
+            templates = self.templates.installed.len(),
             fdb = self.fdb.installed.len(),
             "fast path: adopted the pinned maps of an earlier run"
         );
         Ok(())
     }
 
-    /// The FDB entries found in adopted maps (once): VLAN, MAC, switch port
-    /// and how long ago XDP last forwarded from the MAC (`None`: never).
-    /// The driver gives them back to the switch once the ports they name
-    /// exist again.
-    pub fn take_adopted_fdb(&mut self) -> Vec<(u16, [u8; 6], PortId, Option<Duration>)> {
-        let now_ns = monotonic_ns();
+    /// The FDB entries found in adopted maps (once): VLAN, MAC and switch
+    /// port. The driver gives them back to the switch, as seen now (the
+    /// table keeps no ages: a restart gives each a full aging time), once
+    /// the ports they name exist again.
+    pub fn take_adopted_fdb(&mut self) -> Vec<(u16, [u8; 6], PortId)> {
+        let ports = &self.ports;
         std::mem::take(&mut self.adopted_fdb)
             .into_iter()
-            .map(|(k, e)| (k.vlan, k.mac, PortId(e.port), e.seen_ago(now_ns)))
+            .filter_map(|(k, e)| Some((k.vlan, k.mac, PortId(ports.port(e.port)?))))
             .collect()
     }
 
@@ -832,10 +855,6 @@ impl FastPath {
         tunnels_changed: bool,
         mtu: impl Fn(PortId) -> u16,
     ) {
-        if now >= self.next_seen_clock {
-            self.next_seen_clock = now + SEEN_CLOCK_EVERY;
-            self.set_seen_clock();
-        }
         let due = now >= self.next_refresh;
         if tunnels_changed || due {
             self.sync_tunnels(now, endpoint, gre, switch, mtu);
@@ -889,10 +908,17 @@ impl FastPath {
     ) {
         let mut slow: BTreeMap<&'static str, usize> = BTreeMap::new();
         let hops = self.next_hops();
+        let trunk = TrunkLink {
+            ifindex: self.trunk_ifindex,
+            untagged_vlan: switch.port_config(TRUNK).and_then(|c| c.untagged_vlan),
+        };
         let mut sessions = FxHashMap::default();
         let mut peers = FxHashMap::default();
         let mut templates = FxHashMap::default();
-        let mut gre_templates = FxHashMap::default();
+        // Tunnels in the maps from now on, by port id: the others give
+        // their port index back. `indexed`: one got an index it had not.
+        let mut wanted = FxHashSet::default();
+        let mut indexed = false;
         // A session's entries go in the slot of its id. Ids sharing a slot
         // (restored from an older build, or past 65,536 sessions): the
         // installed one keeps it, the others stay slow.
@@ -914,9 +940,15 @@ impl FastPath {
                 *slow.entry("slot_taken").or_default() += 1;
                 continue;
             }
-            match mirror::session_entry(s, cfg, self.trunk_ifindex) {
+            indexed |= self.ports.get(port.0).is_none();
+            let Some(idx) = self.ports.assign(port.0) else {
+                *slow.entry("no_port_index").or_default() += 1;
+                continue;
+            };
+            match mirror::session_entry(s, cfg, idx, &trunk) {
                 Ok((k, v)) => {
                     sessions.insert(k, v);
+                    wanted.insert(port.0);
                 }
                 Err(r) => {
                     *slow.entry(slow_reason(r)).or_default() += 1;
@@ -925,7 +957,7 @@ impl FastPath {
             }
             match self.link_for(s.peer.ip(), mtu(port), &hops) {
                 None => *slow.entry("no_neighbor").or_default() += 1,
-                Some(link) => match mirror::session_template(s, &link) {
+                Some(link) => match mirror::session_template(s, cfg, idx, &link) {
                     Ok((k, t)) => {
                         templates.insert(k, t);
                     }
@@ -937,9 +969,15 @@ impl FastPath {
             let Some(cfg) = switch.port_config(p.port) else {
                 continue;
             };
-            match mirror::gre_peer_entry(&p, cfg, self.trunk_ifindex) {
+            indexed |= self.ports.get(p.port.0).is_none();
+            let Some(idx) = self.ports.assign(p.port.0) else {
+                *slow.entry("no_port_index").or_default() += 1;
+                continue;
+            };
+            match mirror::gre_peer_entry(&p, cfg, idx, &trunk) {
                 Ok((k, v)) => {
                     peers.insert(k, v);
+                    wanted.insert(p.port.0);
                 }
                 Err(r) => {
                     *slow.entry(slow_reason(r)).or_default() += 1;
@@ -948,9 +986,9 @@ impl FastPath {
             }
             match self.link_for(p.addr, mtu(p.port), &hops) {
                 None => *slow.entry("no_neighbor").or_default() += 1,
-                Some(link) => match mirror::gre_template(&p, &link) {
+                Some(link) => match mirror::gre_template(&p, cfg, idx, &link) {
                     Ok((k, t)) => {
-                        gre_templates.insert(k, t);
+                        templates.insert(k, t);
                     }
                     Err(r) => *slow.entry(slow_reason(r)).or_default() += 1,
                 },
@@ -985,14 +1023,20 @@ impl FastPath {
             Ok(mut m) => errors += self.templates.sync(&mut m, templates, bytes_eq).errors,
             Err(_) => errors += 1,
         }
-        match self.progs.gre_templates() {
-            Ok(mut m) => {
-                errors += self
-                    .gre_templates
-                    .sync(&mut m, gre_templates, bytes_eq)
-                    .errors
-            }
-            Err(_) => errors += 1,
+        // Tunnels gone from the maps give their index back; the FDB may
+        // still name it until its next sync, which drops their MACs (and
+        // adds those of tunnels that got an index).
+        let gone: Vec<u32> = self
+            .ports
+            .iter()
+            .filter(|(p, _)| !wanted.contains(p))
+            .map(|(p, _)| p)
+            .collect();
+        for p in &gone {
+            self.ports.release(*p);
+        }
+        if indexed || !gone.is_empty() {
+            self.fdb_generation = None;
         }
         if errors > 0 {
             debug!(errors, "fast path: map writes refused");
@@ -1000,7 +1044,7 @@ impl FastPath {
         self.stats.map_errors += errors;
         self.stats.sessions = self.sessions.installed.len();
         self.stats.gre_peers = self.gre_peers.installed.len();
-        self.stats.templates = self.templates.installed.len() + self.gre_templates.installed.len();
+        self.stats.templates = self.templates.installed.len();
     }
 
     /// Make the `fdb` map the switch's FDB.
@@ -1009,15 +1053,12 @@ impl FastPath {
         let want: FxHashMap<tt_fdb_key, tt_fdb_entry> = if self.capture_bypass {
             FxHashMap::default()
         } else {
-            mirror::fdb_entries(switch).collect()
+            mirror::fdb_entries(switch, &self.ports).collect()
         };
         let cap = self.stats.fdb_capacity as usize;
         let (want, too_many) = self.fdb.keep_within(want, cap);
         let done = match self.progs.fdb() {
-            // XDP writes the `seen` stamp: compare the port and the flags.
-            Ok(mut m) => self
-                .fdb
-                .sync(&mut m, want, |a, b| a.port == b.port && a.flags == b.flags),
+            Ok(mut m) => self.fdb.sync(&mut m, want, bytes_eq),
             Err(_) => Synced {
                 errors: 1,
                 no_room: 0,
@@ -1039,13 +1080,16 @@ impl FastPath {
         self.stats.map_errors += errors;
         // A refused write is retried on the next call.
         self.fdb_generation = (errors == 0).then_some(generation);
+        if errors == 0 {
+            // No entry names an index given back: they may be reused.
+            self.ports.fdb_clean();
+        }
         self.stats.fdb = self.fdb.installed.len();
     }
 
     /// Carry the programs' "last seen" stamps into the switch and the mGRE
     /// endpoint.
     fn refresh(&mut self, now: Instant, gre: &mut GreEndpoint, switch: &mut Switch) {
-        self.set_seen_clock();
         let now_ns = monotonic_ns();
         let at = |ns: u64| {
             (ns != 0 && ns <= now_ns).then(|| {
@@ -1054,17 +1098,19 @@ impl FastPath {
             })
         };
         let mut refreshed = 0;
+        // The MACs XDP forwarded from since the last time: seen now (at
+        // most REFRESH_EVERY late), on the port the mirror put them on.
         if let Ok(map) = self.progs.fdb() {
-            for k in self.fdb.installed.keys() {
-                let Some(e) = map.get(k) else { continue };
-                if let Some(ago) = e.seen_ago(now_ns)
-                    && switch.refresh(
-                        k.vlan,
-                        &MacAddr(k.mac),
-                        PortId(e.port),
-                        now.checked_sub(ago).unwrap_or(now),
-                    )
-                {
+            for k in map.take_seen() {
+                let Some(port) = self
+                    .fdb
+                    .installed
+                    .get(&k)
+                    .and_then(|e| self.ports.port(e.port))
+                else {
+                    continue;
+                };
+                if switch.refresh(k.vlan, &MacAddr(k.mac), PortId(port), now) {
                     refreshed += 1;
                 }
             }
@@ -1082,18 +1128,9 @@ impl FastPath {
         self.stats.refreshed += refreshed;
     }
 
-    /// Write the programs' clock for FDB `seen` stamps (they read it per
-    /// frame; see SEEN_CLOCK_EVERY).
-    fn set_seen_clock(&mut self) {
-        if let Err(e) = self.progs.set_seen_now() {
-            self.stats.map_errors += 1;
-            warn!(error = %e, "fast path: the FDB's seen clock not written");
-        }
-    }
-
     /// When [`handle`](Self::handle) has work again without new events.
     pub fn poll_timeout(&self) -> Instant {
-        let next = self.next_refresh.min(self.next_seen_clock);
+        let next = self.next_refresh;
         if self.fdb_pending {
             next.min(self.fdb_due)
         } else {
