@@ -916,7 +916,9 @@ impl FastPath {
         let mut peers = FxHashMap::default();
         let mut templates = FxHashMap::default();
         // Tunnels in the maps from now on, by port id: the others give
-        // their port index back. `indexed`: one got an index it had not.
+        // their port index back. `indexed`: one got an index it had not
+        // (an index assigned to a tunnel whose entry cannot be made goes
+        // back at once, given back as any other: nothing names it).
         let mut wanted = FxHashSet::default();
         let mut indexed = false;
         // A session's entries go in the slot of its id. Ids sharing a slot
@@ -940,7 +942,7 @@ impl FastPath {
                 *slow.entry("slot_taken").or_default() += 1;
                 continue;
             }
-            indexed |= self.ports.get(port.0).is_none();
+            let had = self.ports.get(port.0).is_some();
             let Some(idx) = self.ports.assign(port.0) else {
                 *slow.entry("no_port_index").or_default() += 1;
                 continue;
@@ -949,8 +951,13 @@ impl FastPath {
                 Ok((k, v)) => {
                     sessions.insert(k, v);
                     wanted.insert(port.0);
+                    indexed |= !had;
                 }
                 Err(r) => {
+                    if !had {
+                        // Never written anywhere: back where it came from.
+                        self.ports.release(port.0);
+                    }
                     *slow.entry(slow_reason(r)).or_default() += 1;
                     continue;
                 }
@@ -969,7 +976,7 @@ impl FastPath {
             let Some(cfg) = switch.port_config(p.port) else {
                 continue;
             };
-            indexed |= self.ports.get(p.port.0).is_none();
+            let had = self.ports.get(p.port.0).is_some();
             let Some(idx) = self.ports.assign(p.port.0) else {
                 *slow.entry("no_port_index").or_default() += 1;
                 continue;
@@ -978,8 +985,12 @@ impl FastPath {
                 Ok((k, v)) => {
                     peers.insert(k, v);
                     wanted.insert(p.port.0);
+                    indexed |= !had;
                 }
                 Err(r) => {
+                    if !had {
+                        self.ports.release(p.port.0);
+                    }
                     *slow.entry(slow_reason(r)).or_default() += 1;
                     continue;
                 }
