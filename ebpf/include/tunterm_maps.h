@@ -266,11 +266,11 @@ struct tt_template_line {
 	__u8 hdr[TT_TEMPLATE_LINE_MAX];
 };
 
-/* The FDB: (VLAN, MAC) → (port index, egress tagging), like the userspace
- * switch's. Not a kernel hash map (a lookup there is three calls and a
- * bucket walk, and XDP does two per frame) but a table of tunterm's own in
- * an mmapable array, so a lookup is inline code touching one cache line,
- * and a slot is 8 bytes, so that 100,000 clients take 1 MiB:
+/* The FDB: (VLAN, MAC) → port index, like the userspace switch's
+ * (VLAN, MAC) → port. Not a kernel hash map (a lookup there is three calls
+ * and a bucket walk, and XDP does two per frame) but a table of tunterm's
+ * own in an mmapable array, so a lookup is inline code touching one cache
+ * line, and a slot is 8 bytes, so that 100,000 clients take 1 MiB:
  *
  *   - `fdb` is an array of 2^tt_fdb_bits 64-byte buckets (page-aligned:
  *     BPF_F_MMAPABLE, so a bucket is one cache line) of

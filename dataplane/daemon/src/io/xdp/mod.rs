@@ -9,7 +9,8 @@
 //!   ARP and IPv6 neighbour tables and main routing table, read over
 //!   netlink; L2TPv3/UDP-over-IPv6 encapsulation stays on the slow path).
 //!   Sequenced tunnels stay slow. See [`mirror`] for the conversions.
-//! - FDB: every switch FDB entry is mirrored with its egress tagging. The
+//! - FDB: every switch FDB entry behind the trunk or a tunnel with a port
+//!   index is mirrored (egress tagging is the templates' and sessions'). The
 //!   programs forward only between MACs the switch already knows; anything
 //!   they do not handle is passed up unchanged and the switch learns from it.
 //! - Aging: the programs set the seen mark of a source's FDB slot (and
