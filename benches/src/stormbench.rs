@@ -400,7 +400,7 @@ impl Lab {
         }
         let bpffs = if opts.fast_path != "off" {
             let fs = BpfFs::mount(&dir.join("bpf"))?;
-            // Sized as the option's help says: 1.5 times the clients.
+            // Sized as the option's help says: the clients and a sixteenth more.
             let macs = u64::from(opts.aps + opts.churn_aps) * u64::from(opts.clients_per_ap);
             let slots = tunterm_ebpf::Capacity::for_macs(macs as usize).fdb;
             tunterm_args.extend([

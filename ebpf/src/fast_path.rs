@@ -105,11 +105,15 @@ impl Capacity {
     /// buckets of 8 slots, a power of two of them); outside the limits,
     /// an error that says them.
     pub fn fdb(n: u32) -> Result<Capacity, String> {
-        if !(1..=Self::MAX_FDB).contains(&n) {
-            return Err(format!("{n} FDB entries: from 1 to {}", Self::MAX_FDB));
+        if !(Self::MIN_FDB..=Self::MAX_FDB).contains(&n) {
+            return Err(format!(
+                "{n} FDB entries: from {} to {}",
+                Self::MIN_FDB,
+                Self::MAX_FDB
+            ));
         }
         Ok(Capacity {
-            fdb: n.next_power_of_two().max(Self::MIN_FDB),
+            fdb: n.next_power_of_two(),
         })
     }
 
@@ -767,11 +771,15 @@ mod tests {
         // 2^13 buckets of 8 at least; what is asked for, rounded up.
         assert_eq!(Capacity::MIN_FDB, 65_536);
         assert_eq!(Capacity::MAX_FDB, 1 << 22);
-        assert_eq!(Capacity::fdb(1).unwrap().fdb, Capacity::MIN_FDB);
+        assert_eq!(Capacity::fdb(65_536).unwrap().fdb, Capacity::MIN_FDB);
         assert_eq!(Capacity::fdb(65_537).unwrap().fdb, 131_072);
         assert_eq!(Capacity::fdb(131_073).unwrap().fdb, 262_144);
         assert_eq!(Capacity::fdb(Capacity::MAX_FDB).unwrap().fdb, 1 << 22);
-        assert!(Capacity::fdb(0).unwrap_err().contains("from 1 to 4194304"));
+        assert!(
+            Capacity::fdb(65_535)
+                .unwrap_err()
+                .contains("from 65536 to 4194304")
+        );
         assert!(Capacity::fdb(Capacity::MAX_FDB + 1).is_err());
         // A sixteenth spare: 100,000 clients take 1 MiB (76% full),
         // 124,000 the next size, 10,000 the smallest (512 KiB).
