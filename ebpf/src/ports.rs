@@ -142,7 +142,8 @@ impl PortIndex {
     }
 
     /// Whether indexes were given back that the FDB may still name.
-    pub fn has_released(&self) -> bool {
+    #[cfg(test)]
+    fn has_released(&self) -> bool {
         !self.released.is_empty() || !self.orphans.is_empty()
     }
 
@@ -154,16 +155,6 @@ impl PortIndex {
         // Lowest first: a stable order, whatever the hash map's.
         back.sort_unstable();
         self.free.extend(back);
-    }
-
-    /// Tunnel ports holding an index.
-    pub fn len(&self) -> usize {
-        self.by_port.len()
-    }
-
-    /// Whether no tunnel port holds an index.
-    pub fn is_empty(&self) -> bool {
-        self.by_port.is_empty()
     }
 
     /// Tunnel ports holding an index, and their indexes.
@@ -190,7 +181,7 @@ mod tests {
         assert_eq!(p.get(0xf000_0001), Some(2));
         assert_eq!(p.port(2), Some(0xf000_0001));
         assert_eq!(p.port(3), None);
-        assert_eq!(p.len(), 2);
+        assert_eq!(p.iter().count(), 2);
     }
 
     #[test]
