@@ -195,13 +195,8 @@ struct tt_trunk {
  * tt_template 128 bytes, two cache lines. */
 #define TT_TEMPLATE_MAX 118
 
-/* Longest header a `templates` entry holds in its one cache line: IPv4,
- * UDP and L2TPv3 with a 4-byte cookie (54); IPv4 L2TPv3 over IP with up to
- * an 8-byte cookie and the sublayer (50); IPv4 GRE with a key (46). */
-#define TT_TEMPLATE_LINE_MAX 54
-
-/* tt_template_line.hdr_len of a session whose header is longer than
- * TT_TEMPLATE_LINE_MAX: the whole template is in `long_templates`. */
+/* tt_template_short.hdr_len of a tunnel whose template is not short
+ * (IPv6, or no base free): the whole template is in `long_templates`. */
 #define TT_TEMPLATE_LONG 0xff
 
 /* tt_template.encap (the low 4 bits of `kind`) */
@@ -223,17 +218,13 @@ struct tt_trunk {
  * Sequenced sessions and peers, and IPv6 UDP (whose checksum the program
  * does not compute) have no template: the slow path sends for them.
  *
- * Where it is kept: in the `templates` array at the tunnel's port index
- * (TT_MAX_PORTS; a session's or an mGRE peer's), as a tt_template_line:
- * one 64-byte cache line, so 10,000 tunnels' templates span 625 KiB where
- * 128-byte entries spanned twice that, and a random tunnel's template is
- * less often out of the cache (xdpcost, 10,000 × 100,000, uniform order:
- * the encapsulation's largest single cost after the FDB). A header longer
- * than TT_TEMPLATE_LINE_MAX (IPv6, an 8-byte cookie or the sublayer over
- * UDP) leaves hdr_len TT_TEMPLATE_LONG there and the whole tt_template in
- * the `long_templates` hash (key: the port index).
- *
- * The first ten bytes (the meta) are the same in both layouts.
+ * Where it is kept: at the tunnel's port index (TT_MAX_PORTS; a
+ * session's or an mGRE peer's) in the `templates` array, as a
+ * tt_template_short over a base shared with other tunnels (IPv4), or
+ * whole in the `long_templates` hash (IPv6). A random tunnel's template
+ * is the encapsulation's second cold load after the FDB's bucket at
+ * scale, so its bytes count: 10,000 tunnels' short entries take 313 KiB,
+ * one-cache-line templates took 625 KiB, 128-byte ones twice that.
  */
 struct tt_template {
 	/* AP-facing interface to redirect to. */
@@ -254,16 +245,57 @@ struct tt_template {
 	__u8 hdr[TT_TEMPLATE_MAX];
 };
 
-/* Value of the `templates` array: a tt_template's meta and a header of up
- * to TT_TEMPLATE_LINE_MAX bytes, one cache line (the array is
- * page-aligned). */
-struct tt_template_line {
-	__u32 ifindex;
+/* How many shared template bases `template_bases` holds. */
+#define TT_TEMPLATE_BASES 256
+
+/* Bytes of a short template's tail: what follows the fixed headers up to
+ * the session id and an 8-byte cookie (L2TPv3) or the key (GRE). */
+#define TT_TEMPLATE_TAIL 12
+/* Where the tail goes in an IPv4 header (Ethernet 14 + IPv4 20, then):
+ * UDP 8 and the L2TPv3 data header's first word 4 before the session id;
+ * the session id right after IP; the GRE flags and protocol before the
+ * key. */
+#define TT_TEMPLATE_TAIL_UDP 46
+#define TT_TEMPLATE_TAIL_IP 34
+#define TT_TEMPLATE_TAIL_GRE 38
+/* The IPv4 destination and the UDP destination port in the header. */
+#define TT_TEMPLATE_DADDR 30
+#define TT_TEMPLATE_DPORT 36
+
+/*
+ * Value of the `templates` array: an IPv4 tunnel's template in 32 bytes,
+ * two to a cache line, so 10,000 tunnels' take 313 KiB. What tunnels
+ * share (the interface, MTU, kind and length, the source MAC and address,
+ * TTL, the UDP source port, the sublayer word) is a tt_template in the
+ * small `template_bases` array, at `base`, with the tunnel's own bytes
+ * zero; the entry holds those bytes: xdp_trunk_rx copies the base's header,
+ * then writes the destination MAC, the IPv4 destination, the UDP port and
+ * the 12-byte tail at their places (the tail can run past the header: the
+ * inner frame's addresses are written after it), and takes the IPv4 sum
+ * from ip_sum instead of summing the header. IPv6 and anything else leave
+ * hdr_len TT_TEMPLATE_LONG and the whole tt_template in `long_templates`.
+ */
+struct tt_template_short {
+	/* hdr[0..6): the next hop toward the AP. */
+	__u8 dmac[6];
+	/* hdr[TT_TEMPLATE_DPORT..+2) over UDP (network byte order), else 0. */
+	__u16 dport;
+	/* hdr[TT_TEMPLATE_DADDR..+4): the AP's address. */
+	__u8 daddr[4];
+	/* hdr[TT_TEMPLATE_TAIL_*..+12), what of it is in the header; zero
+	 * past its end. */
+	__u8 tail[TT_TEMPLATE_TAIL];
+	/* The IPv4 header's 16-bit one's complement sum with total length and
+	 * checksum 0, folded, as ipv4_hdr_sum gives it. */
+	__u16 ip_sum;
+	/* As tt_template.untagged_vlan. */
 	__u16 untagged_vlan;
-	__u16 mtu;
+	/* 0: no template; TT_TEMPLATE_LONG: in `long_templates`; else the
+	 * base's hdr_len (the program checks they agree). */
 	__u8 hdr_len;
-	__u8 kind;
-	__u8 hdr[TT_TEMPLATE_LINE_MAX];
+	/* The base's index in `template_bases`. */
+	__u8 base;
+	__u16 _pad0;
 };
 
 /* The FDB: (VLAN, MAC) → port index, like the userspace switch's
@@ -455,12 +487,7 @@ _Static_assert(sizeof(struct tt_trunk) == 8 + 8 * TT_VLAN_WORDS,
 _Static_assert(sizeof(struct tt_template) == 10 + TT_TEMPLATE_MAX,
 	       "tt_template has implicit padding");
 _Static_assert(sizeof(struct tt_template) == 128, "a long template is two cache lines");
-_Static_assert(sizeof(struct tt_template_line) == 10 + TT_TEMPLATE_LINE_MAX,
-	       "tt_template_line has implicit padding");
-_Static_assert(sizeof(struct tt_template_line) == 64, "a template line is one cache line");
-_Static_assert(__builtin_offsetof(struct tt_template, hdr) ==
-		       __builtin_offsetof(struct tt_template_line, hdr),
-	       "both template layouts put the header at the same place");
+_Static_assert(sizeof(struct tt_template_short) == 32, "two short templates to a cache line");
 _Static_assert(sizeof(struct tt_fdb_key) == 8, "tt_fdb_key has padding");
 _Static_assert((TT_MAX_SESSIONS & (TT_MAX_SESSIONS - 1)) == 0,
 	       "session slots are the low bits of the id");

@@ -34,10 +34,10 @@ use crate::ap_rx::{Action, Error, TestOutcome};
 use crate::fdb::{Fdb, FdbMem};
 use crate::maps::{
     COUNTERS, Counters, TT_FDB_BUCKET_SLOTS, TT_FDB_MAX_BITS, TT_FDB_MIN_BITS, TT_MAX_GRE_PEERS,
-    TT_MAX_PORTS, TT_MAX_SESSIONS, tt_fdb_bucket, tt_globals, tt_gre_key, tt_gre_peer, tt_session,
-    tt_template, tt_template_line, tt_trunk, tt_vlans,
+    TT_MAX_PORTS, TT_MAX_SESSIONS, TT_TEMPLATE_BASES, tt_fdb_bucket, tt_globals, tt_gre_key,
+    tt_gre_peer, tt_session, tt_template, tt_template_short, tt_trunk, tt_vlans,
 };
-use crate::tables::{SessionSlots, TemplateSlots};
+use crate::tables::{Bases, SessionSlots, TemplateSlots};
 
 /// One of the two programs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -62,12 +62,13 @@ impl Program {
 }
 
 /// Names of the maps, as in the object and as pinned.
-pub const MAP_NAMES: [&str; 8] = [
+pub const MAP_NAMES: [&str; 9] = [
     "sessions",
     "session_vlans",
     "gre_peers",
     "fdb",
     "templates",
+    "template_bases",
     "long_templates",
     "trunk",
     "counters",
@@ -168,7 +169,7 @@ impl Default for Capacity {
 /// The kernel's shape of each map: (name, type, key size, value size,
 /// entries). Pinned maps that differ (an older layout, another size) are
 /// not reused.
-fn map_shapes(cap: Capacity) -> [(&'static str, MapType, usize, usize, u32); 8] {
+fn map_shapes(cap: Capacity) -> [(&'static str, MapType, usize, usize, u32); 9] {
     use std::mem::size_of;
     [
         (
@@ -203,8 +204,15 @@ fn map_shapes(cap: Capacity) -> [(&'static str, MapType, usize, usize, u32); 8] 
             "templates",
             MapType::Array,
             4,
-            size_of::<tt_template_line>(),
+            size_of::<tt_template_short>(),
             TT_MAX_PORTS,
+        ),
+        (
+            "template_bases",
+            MapType::Array,
+            4,
+            size_of::<tt_template>(),
+            TT_TEMPLATE_BASES,
         ),
         (
             "long_templates",
@@ -319,6 +327,8 @@ pub struct FastPath {
     links: Vec<PinnedLink>,
     /// What [`FastPath::set_slow_path_only`] last set.
     slow_path_only: bool,
+    /// The template bases in use, once [`FastPath::templates`] read them.
+    template_bases: Option<Bases>,
 }
 
 impl FastPath {
@@ -475,6 +485,7 @@ impl FastPath {
             fdb,
             links: Vec::new(),
             slow_path_only: false,
+            template_bases: None,
         };
         fp.set_globals()?;
         Ok(fp)
@@ -673,14 +684,32 @@ impl FastPath {
         Ok(Fdb::new(&self.fdb))
     }
 
-    /// The `templates` array (and `long_templates` for long headers), as
-    /// a map: a tunnel's port index ([`crate::ports`]) → [`tt_template`].
+    /// The `templates` array (with `template_bases`, and
+    /// `long_templates` for IPv6), as a map: a tunnel's port index
+    /// ([`crate::ports`]) → [`tt_template`].
     pub fn templates(&mut self) -> Result<TemplateSlots<'_>, Error> {
-        let (lines, long) = self.maps_mut2("templates", "long_templates")?;
+        let (mut lines, mut bases, mut long) = (None, None, None);
+        for (name, m) in self.ebpf.maps_mut() {
+            match name {
+                "templates" => lines = Some(m),
+                "template_bases" => bases = Some(m),
+                "long_templates" => long = Some(m),
+                _ => {}
+            }
+        }
         Ok(TemplateSlots::templates(
-            Array::try_from(lines)?,
-            HashMap::try_from(long)?,
+            Array::try_from(lines.ok_or(Error::Missing("templates"))?)?,
+            Array::try_from(bases.ok_or(Error::Missing("template_bases"))?)?,
+            HashMap::try_from(long.ok_or(Error::Missing("long_templates"))?)?,
+            &mut self.template_bases,
         ))
+    }
+
+    /// Forget the template bases read from the maps, as a new run would
+    /// not know them.
+    #[cfg(test)]
+    pub(crate) fn template_bases_forget(&mut self) {
+        self.template_bases = None;
     }
 
     /// While `on` (a packet capture runs), the programs drop nothing: what

@@ -11,10 +11,12 @@
 //!   [`tt_fdb_key`] (VLAN, MAC) → [`tt_fdb_entry`] (a port index) in
 //!   8-byte slots ([`crate::fdb`]);
 //! - `templates`: array, a tunnel's port index ([`crate::ports`]) →
-//!   [`tt_template_line`] (the tunnel's [`tt_template`] in one cache line,
-//!   or a marker: its header is longer, and in `long_templates`);
+//!   [`tt_template_short`] (the tunnel's own bytes of an IPv4
+//!   [`tt_template`], or a marker: the template is in `long_templates`);
+//! - `template_bases`: array of [`tt_template`], what short templates
+//!   share ([`tt_template::split`]);
 //! - `long_templates`: hash, a tunnel's port index (`u32`) →
-//!   [`tt_template`], for headers longer than a line;
+//!   [`tt_template`], for templates without a short form (IPv6);
 //! - `trunk`: array of one [`tt_trunk`] (the trunk port's VLANs);
 //! - `counters`: per-CPU array of `u64`, indexed by [`tt_counter`].
 
@@ -75,7 +77,7 @@ unsafe impl aya::Pod for tt_trunk {}
 // SAFETY: as above: integers and byte arrays, no padding (asserted).
 unsafe impl aya::Pod for tt_template {}
 // SAFETY: as above: integers and byte arrays, no padding (asserted).
-unsafe impl aya::Pod for tt_template_line {}
+unsafe impl aya::Pod for tt_template_short {}
 // SAFETY: as above: `#[repr(C)]` { u32, u32 }, 8 bytes, no padding
 // (asserted).
 unsafe impl aya::Pod for tt_globals {}
@@ -590,52 +592,115 @@ impl tt_template {
         &self.hdr[..usize::from(self.hdr_len).min(self.hdr.len())]
     }
 
-    /// Its entry in the `templates` array: the template itself when its
-    /// header fits in the line, else a marker (`hdr_len`
-    /// `TT_TEMPLATE_LONG`) saying it is in `long_templates`.
-    pub fn line(&self) -> tt_template_line {
-        let short = !self.is_long();
-        let mut hdr = [0u8; TT_TEMPLATE_LINE_MAX as usize];
-        if short {
-            hdr.copy_from_slice(&self.hdr[..TT_TEMPLATE_LINE_MAX as usize]);
-        }
-        tt_template_line {
-            ifindex: self.ifindex,
+    /// Its short form ([`tt_template_short`]): the base it shares with
+    /// other tunnels (its own bytes and its untagged VLAN zero) and its own
+    /// entry, whose `base` the caller sets to where the base is. `None` for
+    /// a template that has none (IPv6), which goes whole in
+    /// `long_templates`.
+    pub fn split(&self) -> Option<(tt_template, tt_template_short)> {
+        let tail = short_tail(self)?;
+        let hlen = usize::from(self.hdr_len);
+        let h = &self.hdr;
+        let mut base = *self;
+        base.untagged_vlan = 0;
+        let mut own = tt_template_short {
+            dmac: h[..6].try_into().ok()?,
+            dport: 0,
+            daddr: h[DADDR..DADDR + 4].try_into().ok()?,
+            tail: [0; TT_TEMPLATE_TAIL as usize],
+            ip_sum: ipv4_sum(&h[14..34]),
             untagged_vlan: self.untagged_vlan,
-            mtu: self.mtu,
-            hdr_len: if short {
-                self.hdr_len
-            } else {
-                TT_TEMPLATE_LONG as u8
-            },
-            kind: self.kind,
-            hdr,
+            hdr_len: self.hdr_len,
+            base: 0,
+            _pad0: 0,
+        };
+        let tail_end = (tail + TT_TEMPLATE_TAIL as usize).min(hlen);
+        own.tail[..tail_end - tail].copy_from_slice(&h[tail..tail_end]);
+        base.hdr[..6].fill(0);
+        base.hdr[DADDR..DADDR + 4].fill(0);
+        base.hdr[tail..tail_end].fill(0);
+        if self.encap() == TT_ENCAP_L2TP_UDP {
+            own.dport = u16::from_ne_bytes([h[DPORT], h[DPORT + 1]]);
+            base.hdr[DPORT..DPORT + 2].fill(0);
         }
+        Some((base, own))
     }
 
-    /// Whether it needs a `long_templates` entry beside its line.
-    pub fn is_long(&self) -> bool {
-        usize::from(self.hdr_len) > TT_TEMPLATE_LINE_MAX as usize
+    /// The template `own` and its `base` make ([`split`](Self::split) the
+    /// other way), or `None` if they do not belong together (a base of
+    /// another length or kind, or a sum that is not the header's).
+    pub fn join(base: &tt_template, own: &tt_template_short) -> Option<tt_template> {
+        let tail = short_tail(base)?;
+        if own.hdr_len != base.hdr_len || base.untagged_vlan != 0 {
+            return None;
+        }
+        let hlen = usize::from(base.hdr_len);
+        let mut t = *base;
+        t.untagged_vlan = own.untagged_vlan;
+        t.hdr[..6].copy_from_slice(&own.dmac);
+        t.hdr[DADDR..DADDR + 4].copy_from_slice(&own.daddr);
+        let tail_end = (tail + TT_TEMPLATE_TAIL as usize).min(hlen);
+        t.hdr[tail..tail_end].copy_from_slice(&own.tail[..tail_end - tail]);
+        if t.encap() == TT_ENCAP_L2TP_UDP {
+            t.hdr[DPORT..DPORT + 2].copy_from_slice(&own.dport.to_ne_bytes());
+        }
+        (ipv4_sum(&t.hdr[14..34]) == own.ip_sum).then_some(t)
+    }
+
+    /// Its encapsulation, `TT_ENCAP_*`.
+    fn encap(&self) -> u32 {
+        u32::from(self.kind & 0xf)
     }
 }
 
-impl tt_template_line {
-    /// The template a line holds (`None` for an empty slot and for a
-    /// marker of a long template).
-    pub fn template(&self) -> Option<tt_template> {
-        if self.hdr_len == 0 || u32::from(self.hdr_len) == TT_TEMPLATE_LONG {
-            return None;
+/// Where a short template's own bytes are in its header.
+const DADDR: usize = TT_TEMPLATE_DADDR as usize;
+const DPORT: usize = TT_TEMPLATE_DPORT as usize;
+
+/// Where the tail of `t`'s short form starts, if it has one: IPv4, a
+/// known encapsulation, a header that reaches the tail and fits the
+/// program's copy of a short one (64 bytes).
+fn short_tail(t: &tt_template) -> Option<usize> {
+    if u32::from(t.kind >> 4) != TT_AF_INET {
+        return None;
+    }
+    let tail = match t.encap() {
+        TT_ENCAP_L2TP_UDP => TT_TEMPLATE_TAIL_UDP,
+        TT_ENCAP_L2TP_IP => TT_TEMPLATE_TAIL_IP,
+        TT_ENCAP_GRE => TT_TEMPLATE_TAIL_GRE,
+        _ => return None,
+    } as usize;
+    let hlen = usize::from(t.hdr_len);
+    (tail <= hlen && hlen <= 64).then_some(tail)
+}
+
+/// The 16-bit one's complement sum of `b` (even length) in the machine's
+/// byte order, folded: `ipv4_hdr_sum` in the programs.
+fn ipv4_sum(b: &[u8]) -> u16 {
+    let mut sum: u32 = b
+        .chunks_exact(2)
+        .map(|w| u32::from(u16::from_ne_bytes([w[0], w[1]])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
+}
+
+impl tt_template_short {
+    /// The entry of a tunnel whose template is in `long_templates`.
+    pub fn long() -> Self {
+        tt_template_short {
+            dmac: [0; 6],
+            dport: 0,
+            daddr: [0; 4],
+            tail: [0; TT_TEMPLATE_TAIL as usize],
+            ip_sum: 0,
+            untagged_vlan: 0,
+            hdr_len: TT_TEMPLATE_LONG as u8,
+            base: 0,
+            _pad0: 0,
         }
-        let mut hdr = [0u8; TT_TEMPLATE_MAX as usize];
-        hdr[..TT_TEMPLATE_LINE_MAX as usize].copy_from_slice(&self.hdr);
-        Some(tt_template {
-            ifindex: self.ifindex,
-            untagged_vlan: self.untagged_vlan,
-            mtu: self.mtu,
-            hdr_len: self.hdr_len,
-            kind: self.kind,
-            hdr,
-        })
     }
 }
 
@@ -686,7 +751,7 @@ mod tests {
         assert_eq!(size_of::<tt_gre_peer>(), 24 + 8 * TT_VLAN_WORDS as usize);
         assert_eq!(size_of::<tt_trunk>(), 8 + 8 * TT_VLAN_WORDS as usize);
         assert_eq!(size_of::<tt_template>(), 128);
-        assert_eq!(size_of::<tt_template_line>(), 64);
+        assert_eq!(size_of::<tt_template_short>(), 32);
         assert_eq!(size_of::<tt_fdb_key>(), 8);
         assert_eq!(size_of::<tt_fdb_entry>(), 2);
         assert_eq!(size_of::<tt_fdb_bucket>(), 64);

@@ -16,8 +16,8 @@ use aya::maps::{Array, HashMap, MapData};
 
 use crate::ap_rx::Error;
 use crate::maps::{
-    Session, TT_GRE_PORT_BASE, TT_MAX_PORTS, TT_MAX_SESSIONS, tt_session, tt_template,
-    tt_template_line, tt_vlans,
+    Session, TT_GRE_PORT_BASE, TT_MAX_PORTS, TT_MAX_SESSIONS, TT_TEMPLATE_BASES, TT_TEMPLATE_LONG,
+    tt_session, tt_template, tt_template_short, tt_vlans,
 };
 
 /// A table of the fast path, by key.
@@ -75,15 +75,83 @@ pub struct SessionSlots<'a> {
     vlans: Array<&'a mut MapData, tt_vlans>,
 }
 
-/// The `templates` array and the `long_templates` hash as a map: a
-/// tunnel's port index → [`tt_template`]. The array's line at the index
-/// holds the template, or for a header longer than a line a marker, with
-/// the template in `long_templates` (written before the marker, removed
-/// after it); an empty line is all zero. Index 0 is the trunk's and holds
-/// no template.
+/// The `templates` and `template_bases` arrays and the `long_templates`
+/// hash as a map: a tunnel's port index → [`tt_template`]. The entry at
+/// the index is the template's short form over a base (IPv4,
+/// [`tt_template::split`]; the base written before the entry), or a
+/// marker, with the template in `long_templates` (written before the
+/// marker, removed after it); an empty entry is all zero. Index 0 is the
+/// trunk's and holds no template.
+///
+/// Bases are shared: one per distinct base, [`TT_TEMPLATE_BASES`] of them.
+/// A slot no entry uses is written again only when none was never used,
+/// and when every slot is in use a template goes whole in
+/// `long_templates` (slower, still in XDP).
 pub struct TemplateSlots<'a> {
-    lines: Array<&'a mut MapData, tt_template_line>,
+    lines: Array<&'a mut MapData, tt_template_short>,
+    base_map: Array<&'a mut MapData, tt_template>,
     long: HashMap<&'a mut MapData, u32, tt_template>,
+    bases: &'a mut Bases,
+}
+
+/// What userspace knows of `template_bases`: the bases, how many entries
+/// of `templates` use each, and which one each entry uses. Read from the
+/// maps when a [`TemplateSlots`] is first made (they may be a previous
+/// run's), then kept by it.
+#[derive(Debug)]
+pub(crate) struct Bases {
+    bases: Vec<Option<tt_template>>,
+    users: Vec<u32>,
+    of: Vec<Option<u8>>,
+}
+
+impl Bases {
+    /// As the maps hold them.
+    pub(crate) fn read(
+        lines: &Array<&mut MapData, tt_template_short>,
+        base_map: &Array<&mut MapData, tt_template>,
+    ) -> Bases {
+        let bases: Vec<Option<tt_template>> = (0..TT_TEMPLATE_BASES)
+            .map(|b| base_map.get(&b, 0).ok().filter(|t| t.hdr_len != 0))
+            .collect();
+        let mut users = vec![0; bases.len()];
+        let mut of = vec![None; TT_MAX_PORTS as usize];
+        for (line, idx) in lines.iter().zip(0usize..) {
+            let Ok(line) = line else { continue };
+            if line.hdr_len != 0 && u32::from(line.hdr_len) != TT_TEMPLATE_LONG {
+                users[usize::from(line.base)] += 1;
+                of[idx] = Some(line.base);
+            }
+        }
+        Bases { bases, users, of }
+    }
+
+    /// Where `base` is or can go: the slot holding it, else one never
+    /// used, else one no entry uses; `None` when all are in use.
+    fn place(&self, base: &tt_template) -> Option<u8> {
+        let at = |f: &dyn Fn(usize) -> bool| (0..self.bases.len()).find(|&b| f(b));
+        at(&|b| self.bases[b].as_ref() == Some(base))
+            .or_else(|| at(&|b| self.bases[b].is_none()))
+            .or_else(|| at(&|b| self.users[b] == 0))
+            .and_then(|b| u8::try_from(b).ok())
+    }
+
+    /// Entry `idx` uses `base` now (`None`: no base).
+    fn set(&mut self, idx: u32, base: Option<u8>) {
+        let idx = idx as usize;
+        if let Some(old) = self.of[idx] {
+            self.users[usize::from(old)] -= 1;
+        }
+        if let Some(b) = base {
+            self.users[usize::from(b)] += 1;
+        }
+        self.of[idx] = base;
+    }
+
+    #[cfg(test)]
+    pub(crate) fn in_use(&self) -> usize {
+        self.users.iter().filter(|&&u| u > 0).count()
+    }
 }
 
 impl<'a> SessionSlots<'a> {
@@ -128,10 +196,18 @@ impl Table<u32, Session> for SessionSlots<'_> {
 
 impl<'a> TemplateSlots<'a> {
     pub(crate) fn templates(
-        lines: Array<&'a mut MapData, tt_template_line>,
+        lines: Array<&'a mut MapData, tt_template_short>,
+        base_map: Array<&'a mut MapData, tt_template>,
         long: HashMap<&'a mut MapData, u32, tt_template>,
+        bases: &'a mut Option<Bases>,
     ) -> Self {
-        TemplateSlots { lines, long }
+        let bases = bases.get_or_insert_with(|| Bases::read(&lines, &base_map));
+        TemplateSlots {
+            lines,
+            base_map,
+            long,
+            bases,
+        }
     }
 
     fn check(idx: u32) -> Result<(), Error> {
@@ -145,19 +221,33 @@ impl<'a> TemplateSlots<'a> {
 impl Table<u32, tt_template> for TemplateSlots<'_> {
     fn put(&mut self, idx: u32, value: tt_template) -> Result<(), Error> {
         Self::check(idx)?;
-        let line = value.line();
-        if value.is_long() {
-            self.long.put(idx, value)?;
-            Ok(self.lines.set(idx, line, 0)?)
-        } else {
-            self.lines.set(idx, line, 0)?;
-            self.long.delete(&idx)
+        let short = value
+            .split()
+            .and_then(|(base, own)| Some((self.bases.place(&base)?, base, own)));
+        match short {
+            Some((b, base, mut own)) => {
+                if self.bases.bases[usize::from(b)] != Some(base) {
+                    self.base_map.set(u32::from(b), base, 0)?;
+                    self.bases.bases[usize::from(b)] = Some(base);
+                }
+                own.base = b;
+                self.lines.set(idx, own, 0)?;
+                self.bases.set(idx, Some(b));
+                self.long.delete(&idx)
+            }
+            None => {
+                self.long.put(idx, value)?;
+                self.lines.set(idx, tt_template_short::long(), 0)?;
+                self.bases.set(idx, None);
+                Ok(())
+            }
         }
     }
 
     fn delete(&mut self, idx: &u32) -> Result<(), Error> {
         Self::check(*idx)?;
-        self.lines.set(*idx, zeroed::<tt_template_line>(), 0)?;
+        self.lines.set(*idx, zeroed::<tt_template_short>(), 0)?;
+        self.bases.set(*idx, None);
         self.long.delete(idx)
     }
 
@@ -167,12 +257,13 @@ impl Table<u32, tt_template> for TemplateSlots<'_> {
             .zip(0u32..)
             .filter_map(|(line, idx)| {
                 let line = line.ok()?;
-                if line.hdr_len == 0 {
-                    return None;
-                }
-                match line.template() {
-                    Some(t) => Some((idx, t)),
-                    None => self.long.get(&idx, 0).ok().map(|t| (idx, t)),
+                match u32::from(line.hdr_len) {
+                    0 => None,
+                    TT_TEMPLATE_LONG => self.long.get(&idx, 0).ok().map(|t| (idx, t)),
+                    _ => {
+                        let base = self.bases.bases[usize::from(line.base)].as_ref()?;
+                        tt_template::join(base, &line).map(|t| (idx, t))
+                    }
                 }
             })
             .collect()
@@ -236,6 +327,7 @@ mod tests {
     use super::*;
     use crate::FastPath;
     use crate::maps::{SessionSpec, TemplateSpec, TunnelHeader};
+    use std::net::IpAddr;
 
     fn session(sid: u32) -> Session {
         Session::new(
@@ -322,11 +414,11 @@ mod tests {
             assert!(matches!(t.put(bad, template(3)), Err(Error::SlotId { .. })));
         }
         assert_eq!(t.entries(), vec![(3, template(3))]);
-        // A header longer than a line: the line is a marker, the template
-        // is in long_templates, and entries() gives it back whole; going
-        // back to a short one removes the long entry.
+        // IPv6 has no short form: the entry is a marker, the template is in
+        // long_templates, and entries() gives it back whole; going back to
+        // a short one removes the long entry.
         let long = template_v6(3);
-        assert!(long.is_long() && !template(3).is_long());
+        assert!(long.split().is_none() && template(3).split().is_some());
         t.put(3, long).unwrap();
         assert_eq!(t.entries(), vec![(3, long)]);
         assert_eq!(t.long.iter().count(), 1);
@@ -341,5 +433,136 @@ mod tests {
         let last = TT_MAX_PORTS - 1;
         t.put(last, template(last as u16)).unwrap();
         assert_eq!(t.entries(), vec![(last, template(last as u16))]);
+    }
+
+    /// A GRE template to `peer` from `local`, with the key (the peer and
+    /// the key are the entry's own bytes, the rest the base's).
+    fn gre(local: [u8; 4], peer: [u8; 4], key: u32) -> tt_template {
+        tt_template::new(&TemplateSpec {
+            untagged_vlan: Some(7),
+            ifindex: 4,
+            src_mac: [2, 0, 0, 0, 0, 1],
+            dst_mac: [2, 0, 0, 0, 0, peer[3]],
+            local: IpAddr::from(local),
+            peer: IpAddr::from(peer),
+            ttl: 64,
+            dont_fragment: true,
+            mtu: 1500,
+            header: TunnelHeader::Gre { key: Some(key) },
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn tunnels_share_bases_and_a_full_base_table_falls_back_to_long_entries() {
+        let mut fp = FastPath::load().expect("loading the fast path (root)");
+        let mut t = fp.templates().unwrap();
+        // Tunnels that differ only in their own bytes (next hop, address,
+        // key) share one base.
+        for i in 1..=50u8 {
+            t.put(
+                u32::from(i),
+                gre([10, 0, 0, 1], [10, 1, 0, i], u32::from(i)),
+            )
+            .unwrap();
+        }
+        assert_eq!(t.bases.in_use(), 1);
+        assert_eq!(t.long.iter().count(), 0);
+        let mut want: Vec<(u32, tt_template)> = (1..=50u8)
+            .map(|i| {
+                (
+                    u32::from(i),
+                    gre([10, 0, 0, 1], [10, 1, 0, i], u32::from(i)),
+                )
+            })
+            .collect();
+        assert_eq!(t.entries(), want);
+        // Every local address is another base: TT_TEMPLATE_BASES - 1 more
+        // fill the table, the next tunnel's template goes whole in
+        // long_templates and comes back the same.
+        for k in 1..TT_TEMPLATE_BASES {
+            let local = [10, 0, 1, k as u8];
+            t.put(100 + k, gre(local, [10, 2, 0, 1], 1)).unwrap();
+        }
+        assert_eq!(t.bases.in_use(), TT_TEMPLATE_BASES as usize);
+        let spill = gre([10, 0, 0, 2], [10, 2, 0, 1], 1);
+        t.put(1000, spill).unwrap();
+        assert_eq!(t.long.iter().count(), 1);
+        assert!(t.entries().contains(&(1000, spill)));
+        // A base no tunnel uses any more is written again for another.
+        t.delete(&101).unwrap();
+        let next = gre([10, 0, 0, 3], [10, 2, 0, 1], 1);
+        t.put(1001, next).unwrap();
+        assert_eq!(t.long.iter().count(), 1, "1001 took 101's base slot");
+        assert!(t.entries().contains(&(1001, next)));
+        assert!(!t.entries().iter().any(|(i, _)| *i == 101));
+        // A new run reads the same bases back from the maps.
+        fp.template_bases_forget();
+        let t = fp.templates().unwrap();
+        assert_eq!(t.bases.in_use(), TT_TEMPLATE_BASES as usize);
+        let got = t.entries();
+        want.retain(|w| got.contains(w));
+        assert_eq!(want.len(), 50);
+        assert!(got.contains(&(1000, spill)) && got.contains(&(1001, next)));
+    }
+
+    #[test]
+    fn a_short_template_and_its_base_make_the_template_again() {
+        let spec = |header, peer: &str| TemplateSpec {
+            untagged_vlan: None,
+            ifindex: 9,
+            src_mac: [2, 0, 0, 0, 0, 1],
+            dst_mac: [2, 0, 0, 0, 0, 2],
+            local: "192.0.2.1".parse().unwrap(),
+            peer: peer.parse().unwrap(),
+            ttl: 64,
+            dont_fragment: false,
+            mtu: 1400,
+            header,
+        };
+        let cookies: [&[u8]; 3] = [&[], &[1, 2, 3, 4], &[1, 2, 3, 4, 5, 6, 7, 8]];
+        let mut headers = vec![
+            TunnelHeader::Gre { key: None },
+            TunnelHeader::Gre {
+                key: Some(0xdead_beef),
+            },
+        ];
+        for cookie in cookies {
+            for sublayer in [false, true] {
+                headers.push(TunnelHeader::L2tpIp {
+                    session_id: 0x1234_5678,
+                    cookie,
+                    sublayer,
+                });
+                headers.push(TunnelHeader::L2tpUdp {
+                    local_port: 1701,
+                    peer_port: 40_000,
+                    session_id: 0x1234_5678,
+                    cookie,
+                    sublayer,
+                });
+            }
+        }
+        for header in headers {
+            let t = tt_template::new(&spec(header, "198.51.100.7")).unwrap();
+            let (base, own) = t
+                .split()
+                .unwrap_or_else(|| panic!("{header:?}: no short form"));
+            assert_eq!(tt_template::join(&base, &own), Some(t), "{header:?}");
+            // The base holds none of the tunnel's own bytes: another AP's
+            // template over the same base differs only in the entry.
+            let other = tt_template::new(&spec(header, "198.51.100.8")).unwrap();
+            let (base2, own2) = other.split().unwrap();
+            assert_eq!(base, base2, "{header:?}");
+            assert_ne!(own, own2, "{header:?}");
+            // An entry is not taken over a base of another length, nor with
+            // a sum that is not its header's.
+            let mut bad = own;
+            bad.ip_sum ^= 1;
+            assert_eq!(tt_template::join(&base, &bad), None);
+            let mut shorter = base;
+            shorter.hdr_len -= 2;
+            assert_eq!(tt_template::join(&shorter, &own), None);
+        }
     }
 }

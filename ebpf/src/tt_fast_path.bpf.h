@@ -83,17 +83,25 @@ volatile __u32 tt_l2tp_extra = 8;
 				   : count(counter, XDP_DROP))
 
 /* Tunnels' templates, at their port index (TT_MAX_PORTS). Page-aligned
- * (BPF_F_MMAPABLE, though nothing maps it), so each 64-byte template line
- * is one aligned cache line. */
+ * (BPF_F_MMAPABLE, though nothing maps it), so each 32-byte entry is in
+ * one cache line. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(map_flags, BPF_F_MMAPABLE);
 	__uint(max_entries, TT_MAX_PORTS);
 	__type(key, __u32);
-	__type(value, struct tt_template_line);
+	__type(value, struct tt_template_short);
 } templates SEC(".maps");
 
-/* Tunnels' templates longer than a line (key: the port index); allocated
+/* What short templates share (tt_template_short.base): a few, hot. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, TT_TEMPLATE_BASES);
+	__type(key, __u32);
+	__type(value, struct tt_template);
+} template_bases SEC(".maps");
+
+/* Tunnels' templates that are not short (key: the port index); allocated
  * per entry: most deployments have none. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

@@ -25,17 +25,19 @@
 #define TABORT() count(TT_CNT_TRUNK_ABORTED, XDP_ABORTED)
 
 /*
- * Encapsulate the frame at f with the template at tpl (a tt_template or a
- * tt_template_line: the same meta, the header at the same offset, at most
- * hdr_max bytes of it in the entry) and redirect it. The caller checked
- * the template is the destination's.
+ * Encapsulate the frame at f with the template m, the destination's: a
+ * whole template (own 0) or the base of the short template own, whose
+ * bytes go over the base's (tt_template_short), and redirect it.
  */
-static __always_inline int encap(struct xdp_md *ctx, const void *tpl, const __u32 hdr_max,
-				 __u8 *f, void *data_end, const struct eth_view *e,
-				 __u16 vlan, volatile __u64 *src_slot, __u32 src)
+static __always_inline int encap(struct xdp_md *ctx, const struct tt_template *m,
+				 const struct tt_template_short *own, __u8 *f, void *data_end,
+				 const struct eth_view *e, __u16 vlan, volatile __u64 *src_slot,
+				 __u32 src)
 {
-	const struct tt_template *m = tpl;
-	const __u8 *hdr = (const __u8 *)tpl + __builtin_offsetof(struct tt_template, hdr);
+	/* The longest header each kind holds: IPv4 over UDP with an 8-byte
+	 * cookie and the sublayer is 62 bytes. */
+	const __u32 hdr_max = own ? 64 : TT_TEMPLATE_MAX;
+	const __u8 *hdr = m->hdr;
 	__u32 hlen = m->hdr_len;
 	__u8 kind = m->kind;
 	__u8 encap = kind & 0xf;
@@ -49,6 +51,13 @@ static __always_inline int encap(struct xdp_md *ctx, const void *tpl, const __u3
 	     encap != TT_ENCAP_GRE) ||
 	    hlen > hdr_max || hlen < ETH_HLEN + ip_hlen + 4 || (hlen & 1))
 		return TPASS(NO_TEMPLATE);
+	/* A short template is IPv4 over its own base (the same length: an
+	 * entry and its base written apart never mix). */
+	__u32 tail_off = encap == TT_ENCAP_L2TP_UDP ? TT_TEMPLATE_TAIL_UDP
+			 : encap == TT_ENCAP_L2TP_IP ? TT_TEMPLATE_TAIL_IP
+						      : TT_TEMPLATE_TAIL_GRE;
+	if (own && (family != TT_AF_INET || own->hdr_len != hlen || hlen < tail_off))
+		return TPASS(NO_TEMPLATE);
 
 	if (is_tcp_syn(f + ETH_HLEN - 2 + e->tagged * VLAN_HLEN, data_end))
 		return TPASS(TCP_SYN);
@@ -58,7 +67,7 @@ static __always_inline int encap(struct xdp_md *ctx, const void *tpl, const __u3
 
 	/* The tunnel's untagged VLAN leaves untagged (0 is none: a frame's
 	 * VLAN never is). */
-	__u32 out_tagged = vlan != m->untagged_vlan;
+	__u32 out_tagged = vlan != (own ? own->untagged_vlan : m->untagged_vlan);
 	__u64 frame_len = (__u8 *)data_end - f;
 	__u64 ip_len = hlen - ETH_HLEN + frame_len - e->tagged * VLAN_HLEN +
 		       out_tagged * VLAN_HLEN;
@@ -73,7 +82,9 @@ static __always_inline int encap(struct xdp_md *ctx, const void *tpl, const __u3
 	 * summed from the entry: never read back from the packet just
 	 * written (a load of stores not yet in the cache waits for them). */
 	__u16 ip_sum = 0;
-	if (family == TT_AF_INET)
+	if (own)
+		ip_sum = own->ip_sum;
+	else if (family == TT_AF_INET)
 		ip_sum = ipv4_hdr_sum((const struct iphdr *)&hdr[ETH_HLEN]);
 	int delta = (int)(e->tagged * VLAN_HLEN) - (int)(out_tagged * VLAN_HLEN) - (int)hlen;
 	if (bpf_xdp_adjust_head(ctx, delta))
@@ -96,6 +107,19 @@ static __always_inline int encap(struct xdp_md *ctx, const void *tpl, const __u3
 		if (t > hdr_max - 8 || p + t + 8 > (__u8 *)data_end)
 			return TABORT();
 		st64(p + t, ld64(&hdr[t]));
+	}
+	/* A short template's own bytes over the base's; the tail may run into
+	 * the inner addresses, written next. */
+	if (own) {
+		if (tail_off > TT_TEMPLATE_TAIL_UDP ||
+		    p + tail_off + TT_TEMPLATE_TAIL > (__u8 *)data_end)
+			return TABORT();
+		st_mac(p, ld_mac(own->dmac));
+		st32(p + TT_TEMPLATE_DADDR, ld32(own->daddr));
+		if (encap == TT_ENCAP_L2TP_UDP)
+			st16(p + TT_TEMPLATE_DPORT, own->dport);
+		st64(p + tail_off, ld64(own->tail));
+		st32(p + tail_off + 8, ld32(own->tail + 8));
 	}
 	/* The inner frame's addresses and egress tag; its ethertype and
 	 * payload are where they were. */
@@ -186,18 +210,31 @@ int xdp_trunk_rx(struct xdp_md *ctx)
 	__u32 dport = dst & TT_FDB_PORT_MASK;
 	if (dport == TT_PORT_TRUNK)
 		return TPASS(NOT_TUNNEL);
-	/* The destination's template, at its port index: one line of
-	 * `templates` for most tunnels; a longer header (IPv6, a long cookie)
-	 * behind it in `long_templates`. An empty line (hdr_len 0) is no
-	 * template: encap passes it. */
-	const struct tt_template_line *line = bpf_map_lookup_elem(&templates, &dport);
-	if (!line)
+	/* The destination's template, at its port index: a short entry over
+	 * its base for most tunnels (IPv4); a whole one (IPv6) in
+	 * `long_templates`. An empty entry (hdr_len 0) is no template. */
+	const struct tt_template_short *own = bpf_map_lookup_elem(&templates, &dport);
+	if (!own || own->hdr_len == 0)
 		return TPASS(NO_TEMPLATE);
-	if (line->hdr_len != TT_TEMPLATE_LONG)
-		return encap(ctx, line, TT_TEMPLATE_LINE_MAX, f, data_end, &e, vlan, src_slot,
-			     srce);
+	if (own->hdr_len != TT_TEMPLATE_LONG) {
+		/* Base 0 (most deployments have one base) at an address known
+		 * before the entry arrives: its header copy need not wait for
+		 * the entry's line, a cold load at scale. */
+		__u32 b = own->base;
+		const struct tt_template *base;
+		if (b == 0) {
+			__u32 zero = 0;
+			asm volatile("" : "+r"(zero));
+			base = bpf_map_lookup_elem(&template_bases, &zero);
+		} else {
+			base = bpf_map_lookup_elem(&template_bases, &b);
+		}
+		if (!base)
+			return TPASS(NO_TEMPLATE);
+		return encap(ctx, base, own, f, data_end, &e, vlan, src_slot, srce);
+	}
 	const struct tt_template *tpl = bpf_map_lookup_elem(&long_templates, &dport);
 	if (!tpl)
 		return TPASS(NO_TEMPLATE);
-	return encap(ctx, tpl, TT_TEMPLATE_MAX, f, data_end, &e, vlan, src_slot, srce);
+	return encap(ctx, tpl, 0, f, data_end, &e, vlan, src_slot, srce);
 }
