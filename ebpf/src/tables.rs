@@ -131,7 +131,7 @@ impl Bases {
     fn place(&self, base: &tt_template) -> Option<u8> {
         let at = |f: &dyn Fn(usize) -> bool| (0..self.bases.len()).find(|&b| f(b));
         at(&|b| self.bases[b].as_ref() == Some(base))
-            .or_else(|| at(&|b| self.bases[b].is_none()))
+            .or_else(|| at(&|b| self.bases[b].is_none() && self.users[b] == 0))
             .or_else(|| at(&|b| self.users[b] == 0))
             .and_then(|b| u8::try_from(b).ok())
     }

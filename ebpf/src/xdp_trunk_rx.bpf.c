@@ -51,8 +51,8 @@ static __always_inline int encap(struct xdp_md *ctx, const struct tt_template *m
 	     encap != TT_ENCAP_GRE) ||
 	    hlen > hdr_max || hlen < ETH_HLEN + ip_hlen + 4 || (hlen & 1))
 		return TPASS(NO_TEMPLATE);
-	/* A short template is IPv4 over its own base (the same length: an
-	 * entry and its base written apart never mix). */
+	/* A short template is IPv4, over a base of its own length (an entry
+	 * naming a base of another length is not a template). */
 	__u32 tail_off = encap == TT_ENCAP_L2TP_UDP ? TT_TEMPLATE_TAIL_UDP
 			 : encap == TT_ENCAP_L2TP_IP ? TT_TEMPLATE_TAIL_IP
 						      : TT_TEMPLATE_TAIL_GRE;
