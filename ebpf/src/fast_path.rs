@@ -13,7 +13,7 @@
 //! in atomically. [`unpin_all`] removes everything (a clean shutdown).
 //!
 //! ```text
-//! DIR/maps/{sessions,session_vlans,gre_peers,fdb,templates,long_templates,trunk,counters}
+//! DIR/maps/{sessions,session_vlans,gre_peers,fdb,templates,template_bases,long_templates,trunk,counters}
 //! DIR/layout/ID               empty directory: the maps' MAPS_LAYOUT
 //! DIR/progs/{xdp_ap_rx,xdp_trunk_rx}
 //! DIR/links/IFACE:MODE        MODE: native, generic ('.' in IFACE as '%')

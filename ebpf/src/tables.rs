@@ -6,7 +6,8 @@
 //! arrays the programs index without hashing: a session's entry sits at the
 //! slot of its local session id (`id % TT_MAX_SESSIONS`) and holds the
 //! whole id to compare, a tunnel's template at its port index
-//! ([`crate::ports`], which the daemon never hands two tunnels at once).
+//! ([`crate::ports`], which the daemon never hands two tunnels at once),
+//! over a base in `template_bases` that tunnels share.
 //! [`SessionSlots`] and [`TemplateSlots`] make them look like maps: an
 //! insert never overwrites another session's entry ([`Error::SlotTaken`]),
 //! a removal clears only the session's own.
