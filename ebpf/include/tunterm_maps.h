@@ -258,6 +258,9 @@ struct tt_template {
 #define TT_TEMPLATE_TAIL_UDP 46
 #define TT_TEMPLATE_TAIL_IP 34
 #define TT_TEMPLATE_TAIL_GRE 38
+/* Longest header a short template's base holds, as xdp_trunk_rx copies
+ * it: IPv4 over UDP with an 8-byte cookie and the sublayer is 62 bytes. */
+#define TT_TEMPLATE_SHORT_MAX 64
 /* The IPv4 destination and the UDP destination port in the header. */
 #define TT_TEMPLATE_DADDR 30
 #define TT_TEMPLATE_DPORT 36

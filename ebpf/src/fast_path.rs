@@ -226,6 +226,25 @@ fn map_shapes(cap: Capacity) -> [(&'static str, MapType, usize, usize, u32); 9] 
     ]
 }
 
+/// Several maps of `ebpf` at once, in the order of `names` (a borrow of
+/// `ebpf` alone, so the caller may borrow its other fields beside them).
+fn maps_mut<'a, const N: usize>(
+    ebpf: &'a mut Ebpf,
+    names: [&'static str; N],
+) -> Result<[&'a mut aya::maps::Map; N], Error> {
+    let mut found: [Option<&'a mut aya::maps::Map>; N] = std::array::from_fn(|_| None);
+    for (name, m) in ebpf.maps_mut() {
+        if let Some(i) = names.iter().position(|n| *n == name) {
+            found[i] = Some(m);
+        }
+    }
+    let mut maps = Vec::with_capacity(N);
+    for (m, name) in found.into_iter().zip(names) {
+        maps.push(m.ok_or(Error::Missing(name))?);
+    }
+    maps.try_into().map_err(|_| Error::Missing(names[0]))
+}
+
 /// bpffs's `statfs` magic.
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
@@ -646,27 +665,10 @@ impl FastPath {
         self.ebpf.map_mut(name).ok_or(Error::Missing(name))
     }
 
-    /// Two maps at once.
-    fn maps_mut2(
-        &mut self,
-        a: &'static str,
-        b: &'static str,
-    ) -> Result<(&mut aya::maps::Map, &mut aya::maps::Map), Error> {
-        let (mut x, mut y) = (None, None);
-        for (name, m) in self.ebpf.maps_mut() {
-            if name == a {
-                x = Some(m);
-            } else if name == b {
-                y = Some(m);
-            }
-        }
-        Ok((x.ok_or(Error::Missing(a))?, y.ok_or(Error::Missing(b))?))
-    }
-
     /// The `sessions` and `session_vlans` arrays, as a map: local session
     /// id → [`Session`](crate::maps::Session).
     pub fn sessions(&mut self) -> Result<SessionSlots<'_>, Error> {
-        let (sessions, vlans) = self.maps_mut2("sessions", "session_vlans")?;
+        let [sessions, vlans] = maps_mut(&mut self.ebpf, ["sessions", "session_vlans"])?;
         Ok(SessionSlots::sessions(
             Array::try_from(sessions)?,
             Array::try_from(vlans)?,
@@ -688,19 +690,14 @@ impl FastPath {
     /// `long_templates` for IPv6), as a map: a tunnel's port index
     /// ([`crate::ports`]) → [`tt_template`].
     pub fn templates(&mut self) -> Result<TemplateSlots<'_>, Error> {
-        let (mut lines, mut bases, mut long) = (None, None, None);
-        for (name, m) in self.ebpf.maps_mut() {
-            match name {
-                "templates" => lines = Some(m),
-                "template_bases" => bases = Some(m),
-                "long_templates" => long = Some(m),
-                _ => {}
-            }
-        }
+        let [lines, bases, long] = maps_mut(
+            &mut self.ebpf,
+            ["templates", "template_bases", "long_templates"],
+        )?;
         Ok(TemplateSlots::templates(
-            Array::try_from(lines.ok_or(Error::Missing("templates"))?)?,
-            Array::try_from(bases.ok_or(Error::Missing("template_bases"))?)?,
-            HashMap::try_from(long.ok_or(Error::Missing("long_templates"))?)?,
+            Array::try_from(lines)?,
+            Array::try_from(bases)?,
+            HashMap::try_from(long)?,
             &mut self.template_bases,
         ))
     }

@@ -22,7 +22,7 @@
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV4};
 
-use tunterm_core::wire::{ipv4, ipv6};
+use tunterm_core::wire::{checksum, ipv4, ipv6};
 
 #[allow(
     non_camel_case_types,
@@ -659,7 +659,7 @@ const DPORT: usize = TT_TEMPLATE_DPORT as usize;
 
 /// Where the tail of `t`'s short form starts, if it has one: IPv4, a
 /// known encapsulation, a header that reaches the tail and fits the
-/// program's copy of a short one (64 bytes).
+/// program's copy of a short one (`TT_TEMPLATE_SHORT_MAX`).
 fn short_tail(t: &tt_template) -> Option<usize> {
     if u32::from(t.kind >> 4) != TT_AF_INET {
         return None;
@@ -671,20 +671,16 @@ fn short_tail(t: &tt_template) -> Option<usize> {
         _ => return None,
     } as usize;
     let hlen = usize::from(t.hdr_len);
-    (tail <= hlen && hlen <= 64).then_some(tail)
+    (tail <= hlen && hlen <= TT_TEMPLATE_SHORT_MAX as usize).then_some(tail)
 }
 
-/// The 16-bit one's complement sum of `b` (even length) in the machine's
-/// byte order, folded: `ipv4_hdr_sum` in the programs.
+/// The folded 16-bit one's complement sum of `b` in the machine's byte
+/// order, as `ipv4_hdr_sum` in the programs gives it: the RFC 1071 sum
+/// (big-endian words) with its bytes swapped on a little-endian machine
+/// (the sum commutes with swapping every word's bytes).
 fn ipv4_sum(b: &[u8]) -> u16 {
-    let mut sum: u32 = b
-        .chunks_exact(2)
-        .map(|w| u32::from(u16::from_ne_bytes([w[0], w[1]])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum as u16
+    let folded = !checksum::internet_checksum(b);
+    u16::from_ne_bytes(folded.to_be_bytes())
 }
 
 impl tt_template_short {

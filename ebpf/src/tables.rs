@@ -328,7 +328,6 @@ mod tests {
     use super::*;
     use crate::FastPath;
     use crate::maps::{SessionSpec, TemplateSpec, TunnelHeader};
-    use std::net::IpAddr;
 
     fn session(sid: u32) -> Session {
         Session::new(
@@ -436,22 +435,16 @@ mod tests {
         assert_eq!(t.entries(), vec![(last, template(last as u16))]);
     }
 
-    /// A GRE template to `peer` from `local`, with the key (the peer and
-    /// the key are the entry's own bytes, the rest the base's).
-    fn gre(local: [u8; 4], peer: [u8; 4], key: u32) -> tt_template {
-        tt_template::new(&TemplateSpec {
-            untagged_vlan: Some(7),
-            ifindex: 4,
-            src_mac: [2, 0, 0, 0, 0, 1],
-            dst_mac: [2, 0, 0, 0, 0, peer[3]],
-            local: IpAddr::from(local),
-            peer: IpAddr::from(peer),
-            ttl: 64,
-            dont_fragment: true,
-            mtu: 1500,
-            header: TunnelHeader::Gre { key: Some(key) },
-        })
-        .unwrap()
+    /// A GRE template from `local` to `peer` with `key`: the peer (and
+    /// the index's untagged VLAN) are the entry's own bytes, the local
+    /// address the base's.
+    fn gre(idx: u32, local: &str, peer: &str, key: u32) -> tt_template {
+        template_of(
+            idx as u16,
+            local,
+            peer,
+            TunnelHeader::Gre { key: Some(key) },
+        )
     }
 
     #[test]
@@ -460,39 +453,30 @@ mod tests {
         let mut t = fp.templates().unwrap();
         // Tunnels that differ only in their own bytes (next hop, address,
         // key) share one base.
-        for i in 1..=50u8 {
-            t.put(
-                u32::from(i),
-                gre([10, 0, 0, 1], [10, 1, 0, i], u32::from(i)),
-            )
-            .unwrap();
+        let peer = |i: u32| gre(i, "10.0.0.1", &format!("10.1.0.{i}"), i);
+        for i in 1..=50 {
+            t.put(i, peer(i)).unwrap();
         }
         assert_eq!(t.bases.in_use(), 1);
         assert_eq!(t.long.iter().count(), 0);
-        let mut want: Vec<(u32, tt_template)> = (1..=50u8)
-            .map(|i| {
-                (
-                    u32::from(i),
-                    gre([10, 0, 0, 1], [10, 1, 0, i], u32::from(i)),
-                )
-            })
-            .collect();
+        let mut want: Vec<(u32, tt_template)> = (1..=50).map(|i| (i, peer(i))).collect();
         assert_eq!(t.entries(), want);
         // Every local address is another base: TT_TEMPLATE_BASES - 1 more
         // fill the table, the next tunnel's template goes whole in
         // long_templates and comes back the same.
         for k in 1..TT_TEMPLATE_BASES {
-            let local = [10, 0, 1, k as u8];
-            t.put(100 + k, gre(local, [10, 2, 0, 1], 1)).unwrap();
+            let idx = 100 + k;
+            t.put(idx, gre(idx, &format!("10.0.1.{}", k - 1), "10.2.0.1", 1))
+                .unwrap();
         }
         assert_eq!(t.bases.in_use(), TT_TEMPLATE_BASES as usize);
-        let spill = gre([10, 0, 0, 2], [10, 2, 0, 1], 1);
+        let spill = gre(1000, "10.0.0.2", "10.2.0.1", 1);
         t.put(1000, spill).unwrap();
         assert_eq!(t.long.iter().count(), 1);
         assert!(t.entries().contains(&(1000, spill)));
         // A base no tunnel uses any more is written again for another.
         t.delete(&101).unwrap();
-        let next = gre([10, 0, 0, 3], [10, 2, 0, 1], 1);
+        let next = gre(1001, "10.0.0.3", "10.2.0.1", 1);
         t.put(1001, next).unwrap();
         assert_eq!(t.long.iter().count(), 1, "1001 took 101's base slot");
         assert!(t.entries().contains(&(1001, next)));
@@ -509,18 +493,6 @@ mod tests {
 
     #[test]
     fn a_short_template_and_its_base_make_the_template_again() {
-        let spec = |header, peer: &str| TemplateSpec {
-            untagged_vlan: None,
-            ifindex: 9,
-            src_mac: [2, 0, 0, 0, 0, 1],
-            dst_mac: [2, 0, 0, 0, 0, 2],
-            local: "192.0.2.1".parse().unwrap(),
-            peer: peer.parse().unwrap(),
-            ttl: 64,
-            dont_fragment: false,
-            mtu: 1400,
-            header,
-        };
         let cookies: [&[u8]; 3] = [&[], &[1, 2, 3, 4], &[1, 2, 3, 4, 5, 6, 7, 8]];
         let mut headers = vec![
             TunnelHeader::Gre { key: None },
@@ -545,14 +517,14 @@ mod tests {
             }
         }
         for header in headers {
-            let t = tt_template::new(&spec(header, "198.51.100.7")).unwrap();
+            let t = template_of(5, "192.0.2.1", "198.51.100.7", header);
             let (base, own) = t
                 .split()
                 .unwrap_or_else(|| panic!("{header:?}: no short form"));
             assert_eq!(tt_template::join(&base, &own), Some(t), "{header:?}");
             // The base holds none of the tunnel's own bytes: another AP's
             // template over the same base differs only in the entry.
-            let other = tt_template::new(&spec(header, "198.51.100.8")).unwrap();
+            let other = template_of(6, "192.0.2.1", "198.51.100.8", header);
             let (base2, own2) = other.split().unwrap();
             assert_eq!(base, base2, "{header:?}");
             assert_ne!(own, own2, "{header:?}");

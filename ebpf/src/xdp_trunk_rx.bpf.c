@@ -34,9 +34,7 @@ static __always_inline int encap(struct xdp_md *ctx, const struct tt_template *m
 				 const struct eth_view *e, __u16 vlan, volatile __u64 *src_slot,
 				 __u32 src)
 {
-	/* The longest header each kind holds: IPv4 over UDP with an 8-byte
-	 * cookie and the sublayer is 62 bytes. */
-	const __u32 hdr_max = own ? 64 : TT_TEMPLATE_MAX;
+	const __u32 hdr_max = own ? TT_TEMPLATE_SHORT_MAX : TT_TEMPLATE_MAX;
 	const __u8 *hdr = m->hdr;
 	__u32 hlen = m->hdr_len;
 	__u8 kind = m->kind;

@@ -29,25 +29,19 @@ use ipnet::IpNet;
 use tunterm::io::afpacket::{PacketSocket, RECV_BUF_LEN};
 use tunterm::io::tap::Tap;
 
-/// How long [`create_tap`] waits for a TAP of the same name to go away.
-const TAP_BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Creates TAP `name`, waiting up to [`TAP_BUSY_WAIT`] while the kernel
-/// still has one of that name attached (EBUSY): a vlan-host started in the
-/// namespace of one just killed can find its TAPs not yet gone.
+/// Creates TAP `name`, waiting up to 5 s while the kernel still has one of
+/// that name attached (EBUSY): a vlan-host started in the namespace of one
+/// just killed can find its TAPs not yet gone.
 fn create_tap(name: &str) -> io::Result<Tap> {
-    let deadline = std::time::Instant::now() + TAP_BUSY_WAIT;
-    loop {
-        match Tap::create(name) {
-            Err(e)
-                if e.kind() == io::ErrorKind::ResourceBusy
-                    && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(50));
-            }
-            other => return other,
+    let mut made = Tap::create(name);
+    crate::wait_until(std::time::Duration::from_secs(5), || {
+        if !matches!(&made, Err(e) if e.kind() == io::ErrorKind::ResourceBusy) {
+            return true;
         }
-    }
+        made = Tap::create(name);
+        false
+    });
+    made
 }
 
 /// The line the vlan-host prints on stdout once it forwards frames.
