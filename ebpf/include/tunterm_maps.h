@@ -312,14 +312,18 @@ struct tt_template_short {
  *     TT_FDB_BUCKET_SLOTS slots, each one __u64 holding a key and its
  *     entry; tt_fdb_bits (a global set at load) is TT_FDB_MIN_BITS or
  *     more;
- *   - a MAC (m: the 48-bit value of ld_mac, its first byte lowest) is
- *     permuted: p = ((m ^ (m >> 24)) * TT_FDB_HASH_MUL0) mod 2^48, a
- *     bijection of 48 bits. Its first bucket is p's top tt_fdb_bits bits
- *     (the VLAN plays no part: xdp_ap_rx takes an untagged frame's VLAN
- *     from its session, and a bucket address that waited for that load
- *     would be a second cache miss in a row); the rest of p, the tag,
- *     goes in the slot. The bucket and the tag are the MAC, so a slot
- *     holds an exact key in fewer than the MAC's 48 bits;
+ *   - the table holds unicast MACs only: XDP passes a frame from or to a
+ *     group address to the slow path before any lookup, and userspace
+ *     stores none. So a key's MAC (m: the 48-bit value of ld_mac, its
+ *     first byte lowest) has its group bit, bit 0, clear, and the table
+ *     keys the other TT_FDB_MAC_BITS (47): u = m >> 1. They are permuted:
+ *     p = ((u ^ (u >> 24)) * TT_FDB_HASH_MUL0) mod 2^47, a bijection of
+ *     47 bits. Its first bucket is p's top tt_fdb_bits bits (the VLAN
+ *     plays no part: xdp_ap_rx takes an untagged frame's VLAN from its
+ *     session, and a bucket address that waited for that load would be a
+ *     second cache miss in a row); the rest of p, the tag, goes in the
+ *     slot. The bucket and the tag are the MAC, so a slot holds an exact
+ *     key in fewer than the MAC's 48 bits;
  *   - a key's second bucket is its first XOR ((k * TT_FDB_HASH_MUL1) >>
  *     (64 - tt_fdb_bits)) | 1, k the slot's tag and VLAN bits (the key
  *     with TT_FDB_SECOND clear): from either bucket the other follows.
@@ -332,7 +336,7 @@ struct tt_template_short {
  *     when that is free: the 3 bits of p below the bucket's (first
  *     bucket) or of the product below the bits that pick the second: a
  *     lookup compares it first, and mostly hits;
- *   - slot bits, high to low: the tag (TT_FDB_TAG_SHIFT up: 48 -
+ *   - slot bits, high to low: the tag (TT_FDB_TAG_SHIFT up: 47 -
  *     tt_fdb_bits bits, the top ones 0 in a table bigger than the
  *     smallest), the VLAN (TT_FDB_VLAN_SHIFT up, 12 bits), TT_FDB_SECOND,
  *     TT_FDB_SEEN, the port index (TT_FDB_PORT_MASK, 15 bits). The key
@@ -367,9 +371,11 @@ struct tt_fdb_entry {
 /* Slots per bucket: eight 8-byte slots fill a 64-byte cache line. */
 #define TT_FDB_BUCKET_SLOTS 8
 
-/* The fewest bucket bits (2^13 buckets, 65,536 slots, 512 KiB): the tag
- * is at most 48 - 13 = 35 bits, which is what the slot has room for. */
-#define TT_FDB_MIN_BITS 13
+/* The bits of a unicast MAC the table keys: all but the group bit. */
+#define TT_FDB_MAC_BITS 47
+/* The fewest bucket bits (2^12 buckets, 32,768 slots, 256 KiB): the tag
+ * is at most 47 - 12 = 35 bits, which is what the slot has room for. */
+#define TT_FDB_MIN_BITS 12
 /* The most (2^19 buckets, 4,194,304 slots, 32 MiB). */
 #define TT_FDB_MAX_BITS 19
 
@@ -500,7 +506,7 @@ _Static_assert(TT_MAX_FDB >= TT_FDB_BUCKET_SLOTS << TT_FDB_MIN_BITS &&
 	       "the default FDB is a power of two, not below the smallest");
 _Static_assert(sizeof(struct tt_fdb_entry) == 2, "tt_fdb_entry has padding");
 _Static_assert(TT_MAX_PORTS == TT_FDB_PORT_MASK + 1, "a port index fits a slot");
-_Static_assert(TT_FDB_TAG_SHIFT + 48 - TT_FDB_MIN_BITS == 64, "the tag fills the slot");
+_Static_assert(TT_FDB_TAG_SHIFT + TT_FDB_MAC_BITS - TT_FDB_MIN_BITS == 64, "the tag fills the slot");
 _Static_assert(TT_FDB_VLAN_SHIFT + 12 == TT_FDB_TAG_SHIFT, "the VLAN sits below the tag");
 _Static_assert(TT_FDB_SECOND == 1ull << TT_FDB_KEY_SHIFT, "the key starts at its bucket bit");
 _Static_assert(TT_FDB_SEEN == TT_FDB_PORT_MASK + 1 && TT_FDB_SECOND == TT_FDB_SEEN << 1,

@@ -53,6 +53,11 @@ pub enum Error {
         /// The key's MAC.
         mac: [u8; 6],
     },
+    /// A group (multicast or broadcast) MAC: the FDB holds unicast MACs
+    /// only (XDP passes frames from and to group addresses to the slow
+    /// path before any lookup).
+    #[error("{0:02x?} is a group address: the fast-path FDB holds unicast MACs only")]
+    GroupMac([u8; 6]),
     /// Not a length of cookie and sublayer an L2TPv3 session can have.
     #[error("{0} bytes of cookie and sublayer: 0, 4, 8 or 12")]
     L2tpExtra(u8),

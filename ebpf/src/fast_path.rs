@@ -78,8 +78,8 @@ pub const MAP_NAMES: [&str; 9] = [
 /// fixed by the layout: 65,536 session slots, 65,536 mGRE peers).
 ///
 /// The FDB is tunterm's own hash table ([`crate::fdb`]): 8 bytes a slot,
-/// preallocated, a power of two of 8-slot buckets (the smallest, 65,536
-/// slots, is 512 KiB; the default, 131,072, is 1 MiB). Each key may go into one of two
+/// preallocated, a power of two of 8-slot buckets (the smallest, 32,768
+/// slots, is 256 KiB; the default, 131,072, is 1 MiB). Each key may go into one of two
 /// buckets, so it fills up before every slot is taken: past 95% of them
 /// (see the `fdb_fills_most_of_its_slots` test), and a MAC refused stays
 /// on the slow path. So it is sized to the deployment with headroom
@@ -93,8 +93,8 @@ pub struct Capacity {
 }
 
 impl Capacity {
-    /// Fewest FDB slots (2^13 buckets: the slot holds a MAC's bits beyond
-    /// its bucket's, at most 35).
+    /// Fewest FDB slots (2^12 buckets: the slot holds a unicast MAC's 47
+    /// bits beyond its bucket's, at most 35).
     pub const MIN_FDB: u32 = TT_FDB_BUCKET_SLOTS << TT_FDB_MIN_BITS;
     /// Most FDB slots.
     pub const MAX_FDB: u32 = TT_FDB_BUCKET_SLOTS << TT_FDB_MAX_BITS;
@@ -794,26 +794,28 @@ mod tests {
 
     #[test]
     fn fdb_capacity_is_a_power_of_two_within_the_limits() {
-        // 2^13 buckets of 8 at least; what is asked for, rounded up.
-        assert_eq!(Capacity::MIN_FDB, 65_536);
+        // 2^12 buckets of 8 at least; what is asked for, rounded up.
+        assert_eq!(Capacity::MIN_FDB, 32_768);
         assert_eq!(Capacity::MAX_FDB, 1 << 22);
-        assert_eq!(Capacity::fdb(65_536).unwrap().fdb, Capacity::MIN_FDB);
+        assert_eq!(Capacity::fdb(32_768).unwrap().fdb, Capacity::MIN_FDB);
+        assert_eq!(Capacity::fdb(32_769).unwrap().fdb, 65_536);
         assert_eq!(Capacity::fdb(65_537).unwrap().fdb, 131_072);
         assert_eq!(Capacity::fdb(131_073).unwrap().fdb, 262_144);
         assert_eq!(Capacity::fdb(Capacity::MAX_FDB).unwrap().fdb, 1 << 22);
         assert!(
-            Capacity::fdb(65_535)
+            Capacity::fdb(32_767)
                 .unwrap_err()
-                .contains("from 65536 to 4194304")
+                .contains("from 32768 to 4194304")
         );
         assert!(Capacity::fdb(Capacity::MAX_FDB + 1).is_err());
         // A sixteenth spare: 100,000 clients take 1 MiB (76% full),
-        // 124,000 the next size, 10,000 the smallest (512 KiB).
+        // 124,000 the next size, 10,000 the smallest (256 KiB, 32% full).
         assert_eq!(Capacity::for_macs(100_000).fdb, 131_072);
         assert_eq!(Capacity::for_macs(100_000).fdb_buckets(), 16_384);
         assert_eq!(Capacity::for_macs(100_000).fdb_bits(), 14);
         assert_eq!(Capacity::for_macs(124_000).fdb, 262_144);
-        assert_eq!(Capacity::for_macs(10_000).fdb, 65_536);
+        assert_eq!(Capacity::for_macs(10_000).fdb, 32_768);
+        assert_eq!(Capacity::for_macs(40_000).fdb, 65_536);
         assert_eq!(Capacity::for_macs(0).fdb, Capacity::MIN_FDB);
         assert_eq!(Capacity::for_macs(usize::MAX).fdb, Capacity::MAX_FDB);
     }

@@ -243,12 +243,15 @@ static __always_inline void touch(__u64 *last_seen)
 		*last_seen = now;
 }
 
-/* The FDB's permutation of a MAC (from ld_mac): a bijection of its 48
- * bits, whose top tt_fdb_bits bits are its first bucket and the rest its
- * tag (tunterm_maps.h). */
+/* The FDB's permutation of a unicast MAC (from ld_mac): a bijection of
+ * its TT_FDB_MAC_BITS bits but the group bit, whose top tt_fdb_bits bits
+ * are its first bucket and the rest its tag (tunterm_maps.h). A group
+ * MAC is never looked up: it would be taken for the unicast one. */
 static __always_inline __u64 fdb_perm(__u64 mac)
 {
-	return ((mac ^ (mac >> 24)) * TT_FDB_HASH_MUL0) & ((1ULL << 48) - 1);
+	__u64 u = mac >> 1;
+
+	return ((u ^ (u >> 24)) * TT_FDB_HASH_MUL0) & ((1ULL << TT_FDB_MAC_BITS) - 1);
 }
 
 /* Start loading the first FDB bucket of `mac`, so that a lookup of it a
@@ -258,7 +261,7 @@ static __always_inline __u64 fdb_perm(__u64 mac)
  * issues it at once and runs on). */
 static __always_inline void fdb_prefetch(__u64 mac)
 {
-	__u32 b = fdb_perm(mac) >> (48 - tt_fdb_bits);
+	__u32 b = fdb_perm(mac) >> (TT_FDB_MAC_BITS - tt_fdb_bits);
 	struct tt_fdb_bucket *bk = bpf_map_lookup_elem(&fdb, &b);
 
 	if (bk) {
@@ -313,10 +316,11 @@ static __always_inline volatile __u64 *fdb_find_in(__u64 mac, __u16 vlan, __u32 
 {
 	__u32 bits = tt_fdb_bits;
 	__u64 p = fdb_perm(mac);
-	__u64 key = (p & ((1ULL << (48 - bits)) - 1)) << TT_FDB_TAG_SHIFT |
+	__u64 key = (p & ((1ULL << (TT_FDB_MAC_BITS - bits)) - 1)) << TT_FDB_TAG_SHIFT |
 		    (__u64)vlan << TT_FDB_VLAN_SHIFT;
-	__u32 b = p >> (48 - bits);
-	volatile __u64 *slot = fdb_scan(b, key, p >> (45 - bits), entry, home_first);
+	__u32 b = p >> (TT_FDB_MAC_BITS - bits);
+	volatile __u64 *slot = fdb_scan(b, key, p >> (TT_FDB_MAC_BITS - 3 - bits), entry,
+					home_first);
 
 	if (slot)
 		return slot;

@@ -18,7 +18,7 @@ mod common;
 
 use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 
-use common::lab::{self, EDGE, HOST, LEN, Lab, Slow, Tunnel, gre_from};
+use common::lab::{self, EDGE, HOST, LEN, Lab, Slow, Tunnel, gre_from, group_twin};
 use common::mirror::{self, NotFast};
 use common::packets::{self, Ip, Ip6, Mac};
 use etherparse::TcpHeader;
@@ -302,6 +302,12 @@ impl Lab {
                 Slow::Flood(20),
             ),
             case(
+                "the group twin of a trunk host as inner destination",
+                t4.data(&c(group_twin(HOST), t4.client, None, LEN)),
+                Fast::Pass(TT_CNT_PASS_BUM),
+                Slow::Flood(10),
+            ),
+            case(
                 "unknown unicast inner destination",
                 t4.data(&c([0x02, 0xdd, 0, 0, 0, 9], t4.client, None, LEN)),
                 Fast::Pass(TT_CNT_PASS_UNKNOWN_DST),
@@ -328,6 +334,12 @@ impl Lab {
             case(
                 "multicast source MAC",
                 t4.data(&c(HOST, [0x03, 0, 0, 0, 0, 1], None, LEN)),
+                Fast::Pass(TT_CNT_PASS_SRC_NOT_LEARNED),
+                Slow::SwitchDrop(DropReason::BadSourceMac),
+            ),
+            case(
+                "the group twin of the tunnel's own client as source",
+                t4.data(&c(HOST, group_twin(t4.client), None, LEN)),
                 Fast::Pass(TT_CNT_PASS_SRC_NOT_LEARNED),
                 Slow::SwitchDrop(DropReason::BadSourceMac),
             ),

@@ -14,7 +14,7 @@ mod common;
 
 use std::net::IpAddr;
 
-use common::lab::{EDGE4, EDGE6, Fast, HOST, LEN, Lab, TrunkSlow, check_fast};
+use common::lab::{EDGE4, EDGE6, Fast, HOST, LEN, Lab, TrunkSlow, check_fast, group_twin};
 use common::packets::{self, Mac};
 use etherparse::TcpHeader;
 use tunterm_core::proto::bridge::{DropReason, PortId};
@@ -236,6 +236,12 @@ impl Lab {
                 Want::Flood(20),
             ),
             case(
+                "the group twin of a client behind a tunnel",
+                c(group_twin(g0.client), HOST, Some(20), LEN),
+                Fast::Pass(TT_CNT_TRUNK_PASS_BUM),
+                Want::Flood(20),
+            ),
+            case(
                 "unknown destination",
                 c([0x02, 0xdd, 0, 0, 0, 1], HOST, Some(10), LEN),
                 Fast::Pass(TT_CNT_TRUNK_PASS_UNKNOWN_DST),
@@ -262,6 +268,12 @@ impl Lab {
             case(
                 "multicast source",
                 c(g0.client, [0x03, 0, 0, 0, 0, 1], Some(20), LEN),
+                Fast::Pass(TT_CNT_TRUNK_PASS_SRC_NOT_LEARNED),
+                Want::Drop(DropReason::BadSourceMac),
+            ),
+            case(
+                "the group twin of the learned trunk host as source",
+                c(g0.client, group_twin(HOST), Some(20), LEN),
                 Fast::Pass(TT_CNT_TRUNK_PASS_SRC_NOT_LEARNED),
                 Want::Drop(DropReason::BadSourceMac),
             ),

@@ -190,7 +190,7 @@ fn a_fast_path_fdb_size_out_of_range_is_refused_with_the_limits() {
         let err = run_refuses("--fast-path-fdb-entries", bad);
         assert!(err.contains("--fast-path-fdb-entries"), "{bad}: {err}");
         if bad != "lots" {
-            assert!(err.contains("from 65536 to 4194304"), "{bad}: {err}");
+            assert!(err.contains("from 32768 to 4194304"), "{bad}: {err}");
         }
     }
 }

@@ -38,6 +38,14 @@ pub const TRUNK_IFINDEX: u32 = 7;
 pub const AP_IFINDEX: u32 = 9;
 /// The host on the trunk every client talks to.
 pub const HOST: Mac = [0x02, 0xee, 0, 0, 0, 1];
+
+/// `m` with its group bit set: the multicast address the FDB must never
+/// take for `m` (it keys a unicast MAC's other 47 bits).
+pub fn group_twin(m: Mac) -> Mac {
+    let mut g = m;
+    g[0] |= 1;
+    g
+}
 /// Client frame payload length after the ethertype.
 pub const LEN: usize = 60;
 /// The tunnel MTU of the templates.

@@ -71,7 +71,7 @@ enum Cmd {
               .range(1..=i64::from(tunterm_control::MAX_WORKERS)))]
         workers: Option<u16>,
         /// Slots for client MACs (VLAN, MAC pairs) the XDP fast path can
-        /// forward between, rounded up to a power of two (65536 to
+        /// forward between, rounded up to a power of two (32768 to
         /// 4194304). Size it to the clients expected and a sixteenth more:
         /// the table is preallocated (8 bytes a slot), fills past 95% of
         /// its slots, and a smaller one stays in the CPU caches. MACs it

@@ -232,12 +232,17 @@ pub fn gre_template(
 /// trunk or a port holding an index in `ports`. A MAC behind a tunnel
 /// outside the fast path has none: frames to it pass to the slow path as
 /// to an unknown destination. (Egress tagging is the destination port's:
-/// the trunk's entry and the templates carry its untagged VLAN.)
+/// the trunk's entry and the templates carry its untagged VLAN.) A group
+/// MAC has none either (the switch learns none; XDP passes frames to and
+/// from one before any lookup, and the table has no room for its bit).
 pub fn fdb_entries<'a>(
     switch: &'a Switch,
     ports: &'a PortIndex,
 ) -> impl Iterator<Item = (tt_fdb_key, tt_fdb_entry)> + 'a {
     switch.fdb().filter_map(|(vlan, mac, port)| {
+        if mac.is_multicast() {
+            return None;
+        }
         let idx = ports.get(port.0)?;
         Some((tt_fdb_key::new(vlan, mac.0), tt_fdb_entry::new(idx)))
     })
