@@ -57,7 +57,9 @@ use crate::labbench::packets::{self, ApLink, Client, SessionKey};
 const TRUNK_IFINDEX: u32 = 7;
 /// The AP-facing ifindex in the templates.
 const AP_IFINDEX: u32 = 9;
-/// Session ids start here (the daemon's are random; any will do).
+/// Session ids start here and go up by one, so their slots (the id's low 16
+/// bits) are packed like the daemon's, which gives each new id the lowest
+/// free slot (from a per-endpoint base) under 16 random high bits.
 const SID_BASE: u32 = 0x1000_0000;
 /// The APs' first UDP port (one AP per session, as in labbench).
 const AP_PORT_BASE: u16 = 20_000;
