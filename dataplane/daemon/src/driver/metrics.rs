@@ -57,6 +57,7 @@ const GAUGES: &[&str] = &[
     "sessions",
     "gre_peers",
     "templates",
+    "templates_long",
     "fdb",
     "fdb_capacity",
     "fdb_overflow",

@@ -180,6 +180,12 @@ pub struct FastPathStats {
     pub gre_peers: usize,
     /// Tunnels with a header template (encapsulated in XDP).
     pub templates: usize,
+    /// Of those, templates held whole in `long_templates`, one more cold
+    /// load a frame than a short one over a shared base: IPv6 tunnels,
+    /// and IPv4 ones once all 256 bases (distinct interface, source
+    /// address, MTU, TTL, header kind…) are in use.
+    #[serde(default)]
+    pub templates_long: usize,
     /// Entries in the `fdb` map.
     pub fdb: usize,
     /// Slots of the XDP FDB (`--fast-path-fdb-entries`).
@@ -1032,7 +1038,10 @@ impl FastPath {
             Err(_) => errors += 1,
         }
         match self.progs.templates() {
-            Ok(mut m) => errors += self.templates.sync(&mut m, templates, bytes_eq).errors,
+            Ok(mut m) => {
+                errors += self.templates.sync(&mut m, templates, bytes_eq).errors;
+                self.stats.templates_long = m.long_entries();
+            }
             Err(_) => errors += 1,
         }
         // Tunnels gone from the maps give their index back; the FDB may
