@@ -148,6 +148,7 @@ async function main() {
     step("plot_ms", Date.now() - t0);
     step("pps_in", await page.evaluate(() => window.tuntermRates.pps_in.slice()));
     step("bps_in", await page.evaluate(() => window.tuntermRates.bps_in.slice()));
+    step("pps_fast", await page.evaluate(() => window.tuntermRates.pps_fast.slice()));
     step(
       "plot_pixels",
       await page.evaluate(() => {
