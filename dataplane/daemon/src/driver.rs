@@ -517,16 +517,24 @@ fn trunk_port(cfg: &EdgeConfig) -> PortConfig {
 }
 
 impl Dataplane {
-    fn stats(&self, now: Instant) -> Stats {
-        let tunnels = self.endpoint.stats(now);
+    /// The I/O counters with the forwarding workers' added to the loop's
+    /// (what a worker forwards never passes the loop), and the workers'
+    /// forwarded frames added to `switch`.
+    fn io_counters(&self, switch: &mut SwitchCounters) -> IoCounters {
         let mut io = IoCounters {
             forward: self.fwd.counters().clone(),
             ..self.io.clone()
         };
-        let mut switch = self.switch.counters().clone();
         if let Some(w) = &self.workers {
-            w.add_counters(&mut io, &mut switch);
+            w.add_counters(&mut io, switch);
         }
+        io
+    }
+
+    fn stats(&self, now: Instant) -> Stats {
+        let tunnels = self.endpoint.stats(now);
+        let mut switch = self.switch.counters().clone();
+        let io = self.io_counters(&mut switch);
         Stats {
             name: self.name.clone(),
             version: crate::api::DAEMON_VERSION.to_string(),

@@ -1043,7 +1043,9 @@ impl Dataplane {
                 Answer::Restarting
             }
             Ask::Rates => Answer::Rates(Box::new(RateSample {
-                io: self.io.clone(),
+                // The workers' traffic too: with --workers they forward
+                // most of it.
+                io: self.io_counters(&mut Default::default()),
                 fast_redirect: self.fast.as_ref().map_or(0, |f| {
                     f.stats()
                         .counters
