@@ -238,11 +238,10 @@ fn maps_mut<'a, const N: usize>(
             found[i] = Some(m);
         }
     }
-    let mut maps = Vec::with_capacity(N);
-    for (m, name) in found.into_iter().zip(names) {
-        maps.push(m.ok_or(Error::Missing(name))?);
+    if let Some(i) = found.iter().position(Option::is_none) {
+        return Err(Error::Missing(names[i]));
     }
-    maps.try_into().map_err(|_| Error::Missing(names[0]))
+    Ok(found.map(|m| m.expect("every map was found (checked above)")))
 }
 
 /// bpffs's `statfs` magic.

@@ -103,9 +103,19 @@ pub struct TemplateSlots<'a> {
 pub(crate) struct Bases {
     bases: Vec<Option<tt_template>>,
     users: Vec<u32>,
-    of: Vec<Option<u8>>,
-    /// Entries whole in `long_templates` (the marker in `templates`).
-    long: Vec<bool>,
+    /// What each entry of `templates` is, by its index.
+    of: Vec<Entry>,
+}
+
+/// An entry of `templates`, as userspace wrote it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Entry {
+    /// No template (all zero).
+    Empty,
+    /// A short template over this base.
+    Short(u8),
+    /// The marker: the template is whole in `long_templates`.
+    Long,
 }
 
 impl Bases {
@@ -118,25 +128,19 @@ impl Bases {
             .map(|b| base_map.get(&b, 0).ok().filter(|t| t.hdr_len != 0))
             .collect();
         let mut users = vec![0; bases.len()];
-        let mut of = vec![None; TT_MAX_PORTS as usize];
-        let mut long = vec![false; TT_MAX_PORTS as usize];
+        let mut of = vec![Entry::Empty; TT_MAX_PORTS as usize];
         for (line, idx) in lines.iter().zip(0usize..) {
             let Ok(line) = line else { continue };
             match u32::from(line.hdr_len) {
                 0 => {}
-                TT_TEMPLATE_LONG => long[idx] = true,
+                TT_TEMPLATE_LONG => of[idx] = Entry::Long,
                 _ => {
                     users[usize::from(line.base)] += 1;
-                    of[idx] = Some(line.base);
+                    of[idx] = Entry::Short(line.base);
                 }
             }
         }
-        Bases {
-            bases,
-            users,
-            of,
-            long,
-        }
+        Bases { bases, users, of }
     }
 
     /// Where `base` is or can go: the slot holding it, else one never
@@ -149,17 +153,16 @@ impl Bases {
             .and_then(|b| u8::try_from(b).ok())
     }
 
-    /// Entry `idx` uses `base` now (`None`: no base), or is `long`.
-    fn set(&mut self, idx: u32, base: Option<u8>, long: bool) {
+    /// Entry `idx` is `entry` now.
+    fn set(&mut self, idx: u32, entry: Entry) {
         let idx = idx as usize;
-        if let Some(old) = self.of[idx] {
+        if let Entry::Short(old) = self.of[idx] {
             self.users[usize::from(old)] -= 1;
         }
-        if let Some(b) = base {
+        if let Entry::Short(b) = entry {
             self.users[usize::from(b)] += 1;
         }
-        self.of[idx] = base;
-        self.long[idx] = long;
+        self.of[idx] = entry;
     }
 
     #[cfg(test)]
@@ -228,7 +231,7 @@ impl<'a> TemplateSlots<'a> {
     /// that found every shared base in use (one more cold load a frame
     /// than a short template; still in XDP).
     pub fn long_entries(&self) -> usize {
-        self.bases.long.iter().filter(|&&l| l).count()
+        self.bases.of.iter().filter(|&&e| e == Entry::Long).count()
     }
 
     fn check(idx: u32) -> Result<(), Error> {
@@ -253,13 +256,13 @@ impl Table<u32, tt_template> for TemplateSlots<'_> {
                 }
                 own.base = b;
                 self.lines.set(idx, own, 0)?;
-                self.bases.set(idx, Some(b), false);
+                self.bases.set(idx, Entry::Short(b));
                 self.long.delete(&idx)
             }
             None => {
                 self.long.put(idx, value)?;
                 self.lines.set(idx, tt_template_short::long(), 0)?;
-                self.bases.set(idx, None, true);
+                self.bases.set(idx, Entry::Long);
                 Ok(())
             }
         }
@@ -268,7 +271,7 @@ impl Table<u32, tt_template> for TemplateSlots<'_> {
     fn delete(&mut self, idx: &u32) -> Result<(), Error> {
         Self::check(*idx)?;
         self.lines.set(*idx, zeroed::<tt_template_short>(), 0)?;
-        self.bases.set(*idx, None, false);
+        self.bases.set(*idx, Entry::Empty);
         self.long.delete(idx)
     }
 
