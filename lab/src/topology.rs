@@ -402,13 +402,19 @@ impl Lab {
             .wait_for_log("tunterm running", Duration::from_secs(10))
             .context("tunterm did not start")?;
         // After tunterm: its own refusal (e.g. of a jumbo veth) comes first.
+        // On the peer of ap0, where the fast path's redirects arrive: the
+        // APs' e0, or the relay's rb when the link runs through it.
         let xdp_pass = if opts.fast_path != "off" {
-            let mut p = aps.spawn(
-                &[&lab_bin, "xdp-pass", "--iface", "e0"],
+            let (ns, iface) = match &impair {
+                Some(relay) => (&relay.ns, "rb"),
+                None => (&aps, "e0"),
+            };
+            let mut p = ns.spawn(
+                &[&lab_bin, "xdp-pass", "--iface", iface],
                 &dir.join("xdp-pass.log"),
             )?;
             p.wait_for_log("xdp_pass on", Duration::from_secs(10))
-                .context("xdp-pass on the APs' end did not start")?;
+                .with_context(|| format!("xdp-pass on {iface} did not start"))?;
             Some(p)
         } else {
             None
