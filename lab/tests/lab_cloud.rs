@@ -801,11 +801,17 @@ fn preempt_aps_through_rest_sends_that_mxtunnels_aps_to_their_preferred_edge() {
     );
 }
 
-/// A `ping -D -O` of `c1` to the upstream host every `interval` for
-/// `seconds`, while `during` runs: its output once it ended.
+/// A `ping -D -O` of `c1` to the upstream host every `interval`, as many
+/// as fit in `seconds`, while `during` runs: its output once every reply
+/// came back or 2 s after the last request.
 fn ping_during(c: &CloudLab, interval: &str, seconds: u32, during: impl FnOnce()) -> String {
     let log = c.lab.dir.join("ping-during.log");
-    let w = seconds.to_string();
+    // A count, after whose last request ping waits up to 2 s (`-W`) for
+    // the replies still out: `-w SECONDS` stops at the deadline and counts
+    // the request then in flight as lost (a run failed on one ping "lost"
+    // that way).
+    let count = (f64::from(seconds) / interval.parse::<f64>().unwrap()).round() as u64;
+    let count = count.to_string();
     let mut ping = c
         .lab
         .client("c1")
@@ -817,15 +823,19 @@ fn ping_during(c: &CloudLab, interval: &str, seconds: u32, during: impl FnOnce()
                 "-O",
                 "-i",
                 interval,
-                "-w",
-                &w,
+                "-c",
+                &count,
+                "-W",
+                "2",
                 "192.168.10.1",
             ],
             &log,
         )
         .unwrap();
     during();
-    let done = ping.wait_exit(Duration::from_secs(u64::from(seconds) + 5));
+    // The count can take longer than `seconds`: this machine's timers
+    // stretch short intervals (0.01 s came out at 0.016 s).
+    let done = ping.wait_exit(Duration::from_secs(2 * u64::from(seconds) + 5));
     assert!(done.is_some(), "ping did not end");
     std::fs::read_to_string(&log).unwrap()
 }
