@@ -465,12 +465,23 @@ impl Lab {
     /// the signal until the new one said "tunterm running". Its log is
     /// `tunterm-N.log` for the Nth restart.
     pub fn restart_edge(&mut self, signal: i32, down_for: Duration) -> anyhow::Result<Duration> {
+        self.restart_edge_with(signal, |_| std::thread::sleep(down_for))
+    }
+
+    /// [`restart_edge`](Self::restart_edge), running `while_down` on the
+    /// lab between the old tunterm's exit and the new one's start (e.g.
+    /// to change what the old one left in its pin directory).
+    pub fn restart_edge_with(
+        &mut self,
+        signal: i32,
+        while_down: impl FnOnce(&Lab),
+    ) -> anyhow::Result<Duration> {
         let t0 = std::time::Instant::now();
         self.tunterm.signal(signal)?;
         if self.tunterm.wait_exit(Duration::from_secs(5)).is_none() {
             anyhow::bail!("tunterm did not exit within 5 s of signal {signal}");
         }
-        std::thread::sleep(down_for);
+        while_down(self);
         self.restarts += 1;
         let log = self.dir.join(format!("tunterm-{}.log", self.restarts));
         let args: Vec<&str> = self.tunterm_args.iter().map(String::as_str).collect();

@@ -9,6 +9,7 @@
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::bins;
@@ -331,6 +332,64 @@ fn a_killed_edge_restarts_without_loss_or_rebuilt_tunnels() {
     );
 }
 
+/// The FDB entries behind the trunk and the tunnels (not tunterm's own
+/// host ports'), as (VLAN, MAC, port).
+fn fdb_keys(lab: &Lab) -> BTreeSet<(u16, String, String)> {
+    lab.edge_fdb()
+        .unwrap()
+        .into_iter()
+        .filter(|e| !e.port.starts_with("host:"))
+        .map(|e| (e.vlan, e.mac, e.port))
+        .collect()
+}
+
+#[test]
+fn an_upgrade_across_a_map_layout_change_keeps_the_macs() {
+    let mut lab = start("fplay", "xdp-native", Encap::L2tpUdp);
+    fast_both_ways(&lab, "c1", "192.168.10.1", 3);
+    let _ = ping_all(&lab, "c2", "192.168.20.1", 2);
+    let before = fdb_keys(&lab);
+    assert!(
+        before.iter().any(|(_, _, p)| p == "trunk") && before.len() >= 3,
+        "the clients and the trunk hosts learned: {before:?}"
+    );
+    // An exit for a restart, then pins that look like another build's
+    // maps (their layout marker changed): the new tunterm replaces them,
+    // its fast path starts with empty maps, and the MACs come from the
+    // state file.
+    let layout = lab
+        .bpffs
+        .as_ref()
+        .unwrap()
+        .path()
+        .join("tunterm")
+        .join("layout");
+    lab.restart_edge_with(libc::SIGQUIT, |_| {
+        for e in std::fs::read_dir(&layout).unwrap() {
+            std::fs::remove_dir(e.unwrap().path()).unwrap();
+        }
+        std::fs::create_dir(layout.join("0123456789abcdef")).unwrap();
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.logs()));
+    let stats = lab.edge_stats().unwrap();
+    let start = stats["fast_path"]["start"].as_str().unwrap();
+    assert!(start.starts_with("replaced"), "{start}");
+    let r = &stats["restart"];
+    assert_eq!(r["restored_fdb"], 0, "{r:#}");
+    assert!(
+        r["restored_fdb_file"].as_u64().unwrap() >= before.len() as u64,
+        "{r:#}"
+    );
+    let after = fdb_keys(&lab);
+    let missing: Vec<_> = before.difference(&after).collect();
+    assert!(
+        missing.is_empty(),
+        "not taken back: {missing:?} of {before:?}"
+    );
+    // The new maps got them from the switch: XDP forwards both ways.
+    fast_both_ways(&lab, "c1", "192.168.10.1", 3);
+}
+
 #[test]
 fn a_killed_userspace_edge_keeps_its_tunnels() {
     let mut lab = start("usrst", "off", Encap::L2tpUdp);
@@ -359,4 +418,29 @@ fn a_killed_userspace_edge_keeps_its_tunnels() {
             lab.logs()
         );
     }
+
+    // SIGQUIT exits for a restart and writes the switch's MACs into the
+    // state file (SIGKILL above could not): the next tunterm knows the
+    // clients and the trunk's hosts before any frame, where it would
+    // flood to find them. Its own host ports' MACs are not carried.
+    let before = fdb_keys(&lab);
+    assert!(
+        before.iter().any(|(_, _, p)| p == "trunk") && before.len() >= 3,
+        "the clients and the trunk hosts learned: {before:?}"
+    );
+    lab.restart_edge(libc::SIGQUIT, Duration::ZERO)
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.logs()));
+    let after = fdb_keys(&lab);
+    let missing: Vec<_> = before.difference(&after).collect();
+    assert!(
+        missing.is_empty(),
+        "not taken back: {missing:?} of {before:?}"
+    );
+    let r = &lab.edge_stats().unwrap()["restart"];
+    assert!(
+        r["restored_fdb_file"].as_u64().unwrap() >= before.len() as u64,
+        "{r:#}"
+    );
+    assert_eq!(r["restored_fdb"], 0, "no fast path: {r:#}");
+    assert_eq!(r["refused"], serde_json::json!([]), "{r:#}");
 }

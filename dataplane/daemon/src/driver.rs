@@ -48,7 +48,9 @@ use tunterm_core::forward::{
     Actions, Carrier, EdgeTunnels, ForwardConfig, ForwardCounters, Forwarder, NoTap, Out, Ports,
     TunnelMtus,
 };
-use tunterm_core::proto::bridge::{PortConfig, PortId, Switch, SwitchCounters, TRUNK};
+use tunterm_core::proto::bridge::{
+    PortConfig, PortId, Switch, SwitchCounters, TRUNK, is_host_port,
+};
 use tunterm_core::proto::capture::Direction;
 use tunterm_core::proto::clients::Containment;
 use tunterm_core::proto::gre::{
@@ -181,6 +183,22 @@ struct SavedState {
     l2tp: Vec<ConnSnapshot>,
     /// Live mGRE peers.
     gre: Vec<GrePeerSnapshot>,
+    /// The switch's MACs behind the trunk and the tunnels, written by the
+    /// exit for a restart only (a file written while running has none, so
+    /// a crash never brings back an old table). The next tunterm takes
+    /// back those the pinned fast path's FDB does not hold: all of them
+    /// without the fast path, or when pins of another layout were
+    /// replaced.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    fdb: Vec<SavedMac>,
+}
+
+/// A MAC of the state file: `mac` on `vlan` behind switch port `port`.
+#[derive(Debug, Serialize, serde::Deserialize)]
+struct SavedMac {
+    vlan: u16,
+    mac: String,
+    port: u32,
 }
 
 const STATE_VERSION: u32 = 1;
@@ -198,6 +216,10 @@ pub struct RestartStats {
     pub restored_gre_peers: usize,
     /// FDB entries taken back from the fast path's maps at start.
     pub restored_fdb: usize,
+    /// FDB entries taken back from the state file at start (written by
+    /// the exit for a restart): those the fast path's maps did not hold.
+    #[serde(default)]
+    pub restored_fdb_file: usize,
     /// Entries of the file refused, and why.
     pub refused: Vec<String>,
     /// Writes of the state file.
@@ -583,6 +605,7 @@ impl Dataplane {
             return;
         };
         self.restart.state_file = path.display().to_string();
+        let mut saved_fdb = Vec::new();
         match read_state(&path) {
             Ok(None) => {}
             Ok(Some(state)) if state.edge != self.name => {
@@ -605,6 +628,7 @@ impl Dataplane {
                     "restart: took back the tunnels of the state file"
                 );
                 self.handle_events();
+                saved_fdb = state.fdb;
             }
             Err(e) => {
                 let bad = path.with_extension("bad");
@@ -633,23 +657,69 @@ impl Dataplane {
                 );
             }
         }
+        // Then the file's MACs (restore_entry takes none the table holds,
+        // none on a port that is gone or does not carry the VLAN).
+        let mut from_file = 0;
+        let mut bad = 0;
+        let written = !saved_fdb.is_empty();
+        for m in saved_fdb {
+            match m.mac.parse::<tunterm_core::wire::ether::MacAddr>() {
+                Ok(mac) if self.switch.restore_entry(m.vlan, &mac, PortId(m.port), now) => {
+                    from_file += 1;
+                }
+                Ok(_) => {}
+                Err(_) => bad += 1,
+            }
+        }
+        self.restart.restored_fdb_file = from_file;
+        if bad > 0 {
+            warn!(
+                entries = bad,
+                "state file: refused FDB entries whose MAC does not parse"
+            );
+            self.restart
+                .refused
+                .push(format!("{bad} FDB entries: not a MAC address"));
+        }
+        if from_file > 0 {
+            info!(
+                macs = from_file,
+                "restart: took back the FDB entries of the state file"
+            );
+        }
         self.sessions_changed = true;
-        // What was taken back is what the file says: no write needed yet.
-        self.state_dirty = false;
+        // What was taken back is what the file says: no write needed yet,
+        // unless it held MACs: the next write leaves them out, so a crash
+        // later never brings this table back.
+        self.state_dirty = written;
     }
 
     /// Write the state file if something changed (at most every 200 ms),
-    /// or at once with `force`.
-    fn persist(&mut self, now: Instant, force: bool) {
+    /// or at once, with the switch's MACs, for the exit (`exit`).
+    fn persist(&mut self, now: Instant, exit: bool) {
         let Some(path) = &self.state_file else { return };
-        if !force && (!self.state_dirty || now < self.state_due) {
+        if !exit && (!self.state_dirty || now < self.state_due) {
             return;
         }
+        let fdb = if exit {
+            self.switch
+                .fdb()
+                .filter(|&(_, _, port)| !is_host_port(port))
+                .map(|(vlan, mac, port)| SavedMac {
+                    vlan,
+                    mac: mac.to_string(),
+                    port: port.0,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         let state = SavedState {
             version: STATE_VERSION,
             edge: self.name.clone(),
             l2tp: self.endpoint.snapshot(now),
             gre: self.gre.snapshot(),
+            fdb,
         };
         match write_state(path, &state) {
             Ok(()) => self.restart.writes += 1,
@@ -1809,11 +1879,30 @@ mod tests {
                 key: Some(3),
                 local: "10.0.0.1".parse().unwrap(),
             }],
+            fdb: vec![SavedMac {
+                vlan: 10,
+                mac: "02:00:00:00:00:01".into(),
+                port: 0xF000_0001,
+            }],
         };
         write_state(&path, &state).unwrap();
         assert!(!path.with_extension("tmp").exists());
         let back = read_state(&path).unwrap().unwrap();
-        assert_eq!((back.edge.as_str(), back.gre), ("e1", state.gre));
+        assert_eq!((back.edge.as_str(), &back.gre), ("e1", &state.gre));
+        assert_eq!(
+            back.fdb
+                .iter()
+                .map(|m| (m.vlan, m.mac.as_str(), m.port))
+                .collect::<Vec<_>>(),
+            [(10, "02:00:00:00:00:01", 0xF000_0001)]
+        );
+        // An earlier build's file (no MACs) is read as one without them.
+        std::fs::write(
+            &path,
+            br#"{"version": 1, "edge": "e1", "l2tp": [], "gre": []}"#,
+        )
+        .unwrap();
+        assert!(read_state(&path).unwrap().unwrap().fdb.is_empty());
         std::fs::write(&path, b"{\"version\": 1, \"edge\": ").unwrap();
         let e = read_state(&path).unwrap_err();
         assert!(

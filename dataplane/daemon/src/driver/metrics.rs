@@ -70,6 +70,7 @@ const GAUGES: &[&str] = &[
     "restored_sessions",
     "restored_gre_peers",
     "restored_fdb",
+    "restored_fdb_file",
     "capture_bypass",
     "querier",
     "arp_nd_proxy",
