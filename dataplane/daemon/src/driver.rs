@@ -189,16 +189,9 @@ struct SavedState {
     /// back those the pinned fast path's FDB does not hold: all of them
     /// without the fast path, or when pins of another layout were
     /// replaced.
+    /// (As the `fdb` request shows them.)
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    fdb: Vec<SavedMac>,
-}
-
-/// A MAC of the state file: `mac` on `vlan` behind switch port `port`.
-#[derive(Debug, Serialize, serde::Deserialize)]
-struct SavedMac {
-    vlan: u16,
-    mac: String,
-    port: u32,
+    fdb: Vec<FdbEntry>,
 }
 
 const STATE_VERSION: u32 = 1;
@@ -662,24 +655,26 @@ impl Dataplane {
         let mut from_file = 0;
         let mut bad = 0;
         let written = !saved_fdb.is_empty();
-        for m in saved_fdb {
-            match m.mac.parse::<tunterm_core::wire::ether::MacAddr>() {
-                Ok(mac) if self.switch.restore_entry(m.vlan, &mac, PortId(m.port), now) => {
-                    from_file += 1;
+        let mut first_bad = None;
+        for e in &saved_fdb {
+            match control::fdb_key(e) {
+                Ok((vlan, mac, port)) => {
+                    if self.switch.restore_entry(vlan, &mac, port, now) {
+                        from_file += 1;
+                    }
                 }
-                Ok(_) => {}
-                Err(_) => bad += 1,
+                Err(why) => {
+                    bad += 1;
+                    first_bad.get_or_insert(why);
+                }
             }
         }
         self.restart.restored_fdb_file = from_file;
-        if bad > 0 {
-            warn!(
-                entries = bad,
-                "state file: refused FDB entries whose MAC does not parse"
-            );
+        if let Some(why) = first_bad {
+            warn!(entries = bad, first = %why, "state file: refused FDB entries");
             self.restart
                 .refused
-                .push(format!("{bad} FDB entries: not a MAC address"));
+                .push(format!("{bad} FDB entries, the first: {why}"));
         }
         if from_file > 0 {
             info!(
@@ -705,11 +700,7 @@ impl Dataplane {
             self.switch
                 .fdb()
                 .filter(|&(_, _, port)| !is_host_port(port))
-                .map(|(vlan, mac, port)| SavedMac {
-                    vlan,
-                    mac: mac.to_string(),
-                    port: port.0,
-                })
+                .map(|(vlan, mac, port)| control::fdb_entry(vlan, &mac, port))
                 .collect()
         } else {
             Vec::new()
@@ -1879,10 +1870,10 @@ mod tests {
                 key: Some(3),
                 local: "10.0.0.1".parse().unwrap(),
             }],
-            fdb: vec![SavedMac {
+            fdb: vec![FdbEntry {
                 vlan: 10,
                 mac: "02:00:00:00:00:01".into(),
-                port: 0xF000_0001,
+                port: "3000000001".into(),
             }],
         };
         write_state(&path, &state).unwrap();
@@ -1892,10 +1883,25 @@ mod tests {
         assert_eq!(
             back.fdb
                 .iter()
-                .map(|m| (m.vlan, m.mac.as_str(), m.port))
-                .collect::<Vec<_>>(),
-            [(10, "02:00:00:00:00:01", 0xF000_0001)]
+                .map(control::fdb_key)
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap(),
+            [(
+                10,
+                "02:00:00:00:00:01".parse().unwrap(),
+                PortId(3_000_000_001)
+            )]
         );
+        let bad = |mac: &str, port: &str| {
+            control::fdb_key(&FdbEntry {
+                vlan: 10,
+                mac: mac.into(),
+                port: port.into(),
+            })
+            .unwrap_err()
+        };
+        assert!(bad("02:00:00:00:00", "trunk").contains("not a MAC address"));
+        assert!(bad("02:00:00:00:00:01", "tunnel").contains("port \"tunnel\""));
         // An earlier build's file (no MACs) is read as one without them.
         std::fs::write(
             &path,

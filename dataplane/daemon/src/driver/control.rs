@@ -162,6 +162,20 @@ fn parse_port(s: &str) -> Result<PortId, String> {
     s.parse().map(PortId).map_err(|_| bad())
 }
 
+/// An FDB entry as the `fdb` request and the state file show it.
+pub(super) fn fdb_entry(vlan: u16, mac: &MacAddr, port: PortId) -> FdbEntry {
+    FdbEntry {
+        vlan,
+        mac: mac.to_string(),
+        port: port_name(port),
+    }
+}
+
+/// An FDB entry read back: (VLAN, MAC, port), or why it is none.
+pub(super) fn fdb_key(e: &FdbEntry) -> Result<(u16, MacAddr, PortId), String> {
+    Ok((e.vlan, parse_mac("fdb", &e.mac)?, parse_port(&e.port)?))
+}
+
 /// A port's name in the FDB's entries.
 pub(super) fn port_name(port: PortId) -> String {
     if port == TRUNK {
@@ -861,11 +875,7 @@ fn fdb_page(mut entries: Vec<(u16, MacAddr, PortId)>, offset: usize, limit: usiz
         next_offset: (end < total).then_some(end),
         entries: page
             .iter()
-            .map(|&(vlan, mac, port)| FdbEntry {
-                vlan,
-                mac: mac.to_string(),
-                port: port_name(port),
-            })
+            .map(|&(vlan, mac, port)| fdb_entry(vlan, &mac, port))
             .collect(),
     }
 }
